@@ -1,0 +1,414 @@
+"""Attacks: ``atk = PGD(model, norm="l2", eps=0.5)`` then ``x_adv = atk(x, y)``.
+
+A shared base class enforces the invariants once, for every attack: the result lies in the eps-ball
+around ``x`` and in [0,1]; ``x`` is not modified; the model's parameters, buffers (BatchNorm running
+statistics) and train/eval mode are the same afterwards; no parameter gradients are computed or left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from abc import ABC, abstractmethod
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator, Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .errors import NrflabError
+
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+"""``loss_fn(model, x, y) -> per-sample loss (shape [B])``; untargeted attacks ascend it, targeted
+attacks descend it. ``y`` is whatever the loss needs (labels, target representations, ...)."""
+
+Norm = Literal["linf", "l2"]
+ModelMode = Literal["eval", "train"]
+
+
+def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample cross-entropy of the model's logits: the default attack loss."""
+    return F.cross_entropy(model(x), y, reduction="none")
+
+
+def per_sample_noise(
+    x: torch.Tensor, seed: int, kind: Literal["normal", "uniform"] = "normal", salt: int = 0
+) -> torch.Tensor:
+    """Noise shaped like ``x``, drawn per sample from a generator keyed by (seed, salt, sample content).
+
+    Keying on content rather than batch position makes random starts and LIGS noise independent of
+    batch size and order: the same image always gets the same draw for a given seed.
+    """
+    flat = x.detach().to("cpu", torch.float32).contiguous().reshape(x.shape[0], -1).numpy()
+    out = torch.empty(x.shape, dtype=torch.float32)
+    gen = torch.Generator()
+    for i in range(x.shape[0]):
+        digest = hashlib.blake2b(flat[i].tobytes(), digest_size=8, key=f"{seed}:{salt}".encode()).digest()
+        gen.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
+        if kind == "normal":
+            out[i] = torch.randn(x.shape[1:], generator=gen)
+        else:
+            out[i] = torch.rand(x.shape[1:], generator=gen)
+    return out.to(device=x.device, dtype=x.dtype)
+
+
+@dataclass
+class _ModelState:
+    training: dict[nn.Module, bool]
+    requires_grad: list[tuple[nn.Parameter, bool]]
+    buffers: list[tuple[torch.Tensor, torch.Tensor]] | None
+
+
+@contextmanager
+def frozen_model(model: nn.Module, mode: ModelMode = "eval", keep_buffers: bool = True) -> Iterator[nn.Module]:
+    """Run code on ``model`` in ``mode`` with parameters frozen; restore mode and flags afterwards.
+
+    With ``mode="train"`` BatchNorm uses batch statistics and would update its running statistics;
+    ``keep_buffers=True`` restores them, ``False`` lets the updates stand (the official code's
+    adversarial training did so).
+    """
+    state = _ModelState(
+        training={m: m.training for m in model.modules()},
+        requires_grad=[(p, p.requires_grad) for p in model.parameters()],
+        buffers=[(b, b.detach().clone()) for b in model.buffers()] if (mode == "train" and keep_buffers) else None,
+    )
+    try:
+        model.train(mode == "train")
+        for p, _ in state.requires_grad:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for m, flag in state.training.items():
+            m.training = flag
+        for p, flag in state.requires_grad:
+            p.requires_grad_(flag)
+        if state.buffers is not None:
+            with torch.no_grad():
+                for b, saved in state.buffers:
+                    b.copy_(saved)
+
+
+def project(delta: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
+    """Project perturbations onto the eps-ball of the given norm (per sample)."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    flat = delta.flatten(1)
+    n = flat.norm(p=2, dim=1).clamp_min(1e-12)
+    factor = (eps / n).clamp(max=1.0)
+    return delta * factor.view(-1, *([1] * (delta.ndim - 1)))
+
+
+def _normalized_step(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
+    if norm == "linf":
+        return grad.sign()
+    n = grad.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
+    return grad / n.view(-1, *([1] * (grad.ndim - 1)))
+
+
+class Attack(ABC):
+    """Base class: validates inputs, freezes the model, enforces the eps-ball and [0,1] on the result.
+
+    Subclasses implement ``_perturb(x, y) -> x_adv``; they may assume a frozen model in ``mode``.
+    """
+
+    name: str = "attack"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float,
+        norm: Norm = "linf",
+        targeted: bool = False,
+        loss_fn: LossFn | None = None,
+        mode: ModelMode = "eval",
+        keep_buffers: bool = True,
+        seed: int = 0,
+    ):
+        if not isinstance(model, nn.Module):
+            raise NrflabError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if norm not in ("linf", "l2"):
+            raise NrflabError(f"unknown norm {norm!r}; choose linf or l2")
+        if not (eps >= 0 and math.isfinite(eps) or eps == math.inf):
+            raise NrflabError(f"eps must be >= 0, got {eps}")
+        if mode not in ("eval", "train"):
+            raise NrflabError(f"mode must be 'eval' or 'train', got {mode!r}")
+        self.model = model
+        self.eps = float(eps)
+        self.norm: Norm = norm
+        self.targeted = bool(targeted)
+        self.loss_fn: LossFn = loss_fn or cross_entropy_loss
+        self.custom_loss = loss_fn is not None
+        self.mode: ModelMode = mode
+        self.keep_buffers = keep_buffers
+        self.seed = int(seed)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Adversarial examples for ``x``; ``y`` are true labels (untargeted) or targets (targeted)."""
+        self._check_inputs(x, y)
+        x = x.detach()
+        with frozen_model(self.model, self.mode, self.keep_buffers):
+            x_adv = self._perturb(x.clone(), y.detach() if torch.is_tensor(y) else y)
+        return self._enforce(x, x_adv.detach())
+
+    def _check_inputs(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if not torch.is_tensor(x) or not x.is_floating_point():
+            raise NrflabError("x must be a floating-point tensor of images in [0,1]")
+        if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+            raise NrflabError(
+                f"inputs must lie in [0,1] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
+                "put normalization inside the model"
+            )
+        if torch.is_tensor(y) and y.shape[0] != x.shape[0]:
+            raise NrflabError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
+
+    def _enforce(self, x: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        """The invariant every attack guarantees: inside the eps-ball around x and inside [0,1]."""
+        if self.eps == math.inf:
+            return x_adv.clamp(0.0, 1.0)
+        delta = project(x_adv - x, self.norm, self.eps)
+        return (x + delta).clamp(0.0, 1.0)
+
+    def objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample value the attack maximizes (the loss, negated for targeted attacks)."""
+        loss = self.loss_fn(self.model, x, y)
+        return -loss if self.targeted else loss
+
+    def input_gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gradient of the summed objective with respect to ``x`` only, and the per-sample objective."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            obj = self.objective(x, y)
+            (grad,) = torch.autograd.grad(obj.sum(), x)
+        return grad, obj.detach()
+
+    @abstractmethod
+    def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(norm={self.norm}, eps={self.eps:g}, targeted={self.targeted})"
+
+
+class PGD(Attack):
+    """Projected gradient descent (Madry et al.), L2 or Linf, as the paper's code runs it.
+
+    Each step moves by ``step_size`` along sign(grad) (Linf) or grad/||grad||_2 (L2), projects onto the
+    eps-ball and clamps to [0,1]. The last iterate is returned, as in the official code; with
+    ``restarts > 1`` each restart (from a fresh random start) competes per sample and the worst case
+    wins: misclassified (or on target) first, then the highest loss.
+    """
+
+    name = "pgd"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        norm: Norm = "linf",
+        eps: float = 8 / 255,
+        step_size: float | None = None,
+        steps: int = 10,
+        random_start: bool = False,
+        restarts: int = 1,
+        targeted: bool = False,
+        loss_fn: LossFn | None = None,
+        mode: ModelMode = "eval",
+        keep_buffers: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(model, eps, norm, targeted, loss_fn, mode, keep_buffers, seed)
+        if int(steps) < 0:
+            raise NrflabError(f"steps must be >= 0, got {steps}")
+        if int(restarts) < 1:
+            raise NrflabError(f"restarts must be >= 1, got {restarts}")
+        if step_size is None:
+            step_size = 2.5 * self.eps / max(int(steps), 1)
+        if not (step_size >= 0 and math.isfinite(step_size)):
+            raise NrflabError(f"step_size must be a finite number >= 0, got {step_size}")
+        self.step_size = float(step_size)
+        self.steps = int(steps)
+        self.random_start = bool(random_start)
+        self.restarts = int(restarts)
+
+    def _random_start(self, x: torch.Tensor, restart: int) -> torch.Tensor:
+        if self.norm == "linf":
+            delta = (per_sample_noise(x, self.seed, "uniform", salt=restart) * 2 - 1) * self.eps
+        else:
+            # Uniform in the L2 ball: a Gaussian direction, radius eps * u^(1/d).
+            direction = _normalized_step(per_sample_noise(x, self.seed, "normal", salt=restart), "l2")
+            u = per_sample_noise(x, self.seed, "uniform", salt=10_000 + restart).flatten(1)[:, :1]
+            radius = u ** (1.0 / x[0].numel()) * self.eps
+            delta = direction * radius.view(-1, *([1] * (x.ndim - 1)))
+        return (x + delta).clamp(0.0, 1.0)
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor) -> torch.Tensor:
+        for _ in range(self.steps):
+            grad, _ = self.input_gradient(x_adv, y)
+            x_adv = x_adv + self.step_size * _normalized_step(grad, self.norm)
+            x_adv = self._enforce(x, x_adv)
+        return x_adv
+
+    def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        best = None
+        best_score = None
+        for r in range(self.restarts):
+            start = self._random_start(x, r) if self.random_start else x.clone()
+            x_adv = self._run(x, y, start)
+            if self.restarts == 1:
+                return x_adv
+            score = self._score(x_adv, y)
+            if best is None:
+                best, best_score = x_adv, score
+            else:
+                better = score > best_score
+                best = torch.where(better.view(-1, *([1] * (x.ndim - 1))), x_adv, best)
+                best_score = torch.maximum(best_score, score)
+        return best
+
+    @torch.no_grad()
+    def _score(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Worst case first: success (misclassified / on target) dominates, then the objective."""
+        obj = self.objective(x_adv, y)
+        if self.custom_loss:
+            return obj
+        pred = self.model(x_adv).argmax(1)
+        success = (pred == y) if self.targeted else (pred != y)
+        # The objective (a cross-entropy) is finite; a large offset ranks success above any loss.
+        return obj.clamp(-1e6, 1e6) + success.float() * 1e7
+
+
+class FGSM(Attack):
+    """Fast gradient (sign) method: one step of size eps; ``norm="l2"`` gives the L2 fast gradient method."""
+
+    name = "fgsm"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        norm: Norm = "linf",
+        targeted: bool = False,
+        loss_fn: LossFn | None = None,
+        mode: ModelMode = "eval",
+        keep_buffers: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(model, eps, norm, targeted, loss_fn, mode, keep_buffers, seed)
+
+    def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        grad, _ = self.input_gradient(x, y)
+        return x + self.eps * _normalized_step(grad, self.norm)
+
+
+# ---------------------------------------------------------------------------------------------
+# Attack specs: "pgd-l2:eps=0.25,step=0.1,steps=10" for the CLI, configs and reports.
+
+ATTACK_KINDS = ("pgd-linf", "pgd-l2", "fgsm", "fgm-l2", "none")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A serializable attack description; ``build(model)`` makes the attack."""
+
+    kind: str = "pgd-l2"
+    eps: float = 0.25
+    step_size: float | None = None
+    steps: int = 10
+    random_start: bool = False
+    restarts: int = 1
+    targeted: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kind not in ATTACK_KINDS:
+            raise NrflabError(f"unknown attack {self.kind!r}; choose one of {', '.join(ATTACK_KINDS)}")
+        if not (self.eps >= 0):
+            raise NrflabError(f"eps must be >= 0, got {self.eps}")
+        if self.steps < 0:
+            raise NrflabError(f"steps must be >= 0, got {self.steps}")
+        if self.restarts < 1:
+            raise NrflabError(f"restarts must be >= 1, got {self.restarts}")
+        if self.step_size is not None and not self.step_size >= 0:
+            raise NrflabError(f"step size must be >= 0, got {self.step_size}")
+
+    @property
+    def norm(self) -> Norm:
+        return "l2" if self.kind in ("pgd-l2", "fgm-l2") else "linf"
+
+    @property
+    def label(self) -> str:
+        """A short column-friendly name, e.g. ``pgd-l2_0.25``."""
+        return f"{self.kind}_{self.eps:g}" + ("_t" if self.targeted else "")
+
+    def build(self, model: nn.Module, seed: int = 0, **kwargs) -> Attack:
+        if self.kind.startswith("pgd"):
+            return PGD(model, norm=self.norm, eps=self.eps, step_size=self.step_size, steps=self.steps,
+                       random_start=self.random_start, restarts=self.restarts, targeted=self.targeted,
+                       seed=seed, **kwargs)
+        if self.kind == "none":
+            return PGD(model, norm="linf", eps=0.0, steps=0, seed=seed, **kwargs)
+        return FGSM(model, eps=self.eps, norm=self.norm, targeted=self.targeted, seed=seed, **kwargs)
+
+    def to_string(self) -> str:
+        parts = [f"eps={self.eps:g}", f"steps={self.steps}"]
+        if self.step_size is not None:
+            parts.append(f"step={self.step_size:g}")
+        if self.random_start:
+            parts.append("random_start=1")
+        if self.restarts > 1:
+            parts.append(f"restarts={self.restarts}")
+        if self.targeted:
+            parts.append("targeted=1")
+        return f"{self.kind}:{','.join(parts)}"
+
+
+_SPEC_KEYS = {"eps": "eps", "step": "step_size", "step_size": "step_size", "steps": "steps",
+              "random_start": "random_start", "rs": "random_start", "restarts": "restarts",
+              "targeted": "targeted"}
+
+
+def parse_attack(text: str) -> AttackSpec:
+    """Parse ``kind[:key=value,...]``, e.g. ``pgd-linf:eps=8/255,steps=20,step=2/255``."""
+    text = text.strip()
+    kind, _, rest = text.partition(":")
+    values: dict[str, object] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key not in _SPEC_KEYS:
+            raise NrflabError(f"bad attack option {item!r} in {text!r}; use keys {', '.join(sorted(_SPEC_KEYS))}")
+        field_name = _SPEC_KEYS[key]
+        if field_name in ("random_start", "targeted"):
+            values[field_name] = value.lower() in ("1", "true", "yes", "on")
+        elif field_name in ("steps", "restarts"):
+            values[field_name] = int(_number(value, text))
+        else:
+            values[field_name] = _number(value, text)
+    return AttackSpec(kind=kind.lower(), **values)  # type: ignore[arg-type]
+
+
+def _number(value: str, text: str) -> float:
+    """A float, allowing fractions like ``8/255``."""
+    if not re.fullmatch(r"[0-9eE.+\-]+(/[0-9eE.+\-]+)?", value.strip()):
+        raise NrflabError(f"bad number {value!r} in attack {text!r}")
+    try:
+        if "/" in value:
+            num, den = value.split("/")
+            return float(num) / float(den)
+        return float(value)
+    except (ValueError, ZeroDivisionError):
+        raise NrflabError(f"bad number {value!r} in attack {text!r}") from None
+
+
+__all__ = [
+    "ATTACK_KINDS",
+    "Attack",
+    "AttackSpec",
+    "FGSM",
+    "LossFn",
+    "PGD",
+    "cross_entropy_loss",
+    "frozen_model",
+    "parse_attack",
+    "per_sample_noise",
+    "project",
+]

@@ -1,0 +1,27 @@
+"""Datasets: one registry, ``load_dataset(name, root=None)``, images in [0,1]."""
+
+from .base import (
+    DatasetBundle,
+    ImageTensorDataset,
+    available_datasets,
+    channel_stats,
+    iterate_batches,
+    load_dataset,
+    register_dataset,
+)
+from . import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
+
+try:  # file-based formats (CIFAR, SVHN, IDX, image folders)
+    from . import files as _files  # noqa: F401
+except ImportError:  # pragma: no cover - only while the module is absent
+    pass
+
+__all__ = [
+    "DatasetBundle",
+    "ImageTensorDataset",
+    "available_datasets",
+    "channel_stats",
+    "iterate_batches",
+    "load_dataset",
+    "register_dataset",
+]

@@ -1,0 +1,152 @@
+"""Dataset containers and the one registry behind ``load_dataset``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import NrflabError
+
+
+class ImageTensorDataset(Dataset):
+    """In-memory images (uint8 or float in [0,1], shape N x C x H x W) and integer labels.
+
+    Items are ``(float image in [0,1] of shape (C, H, W), int label)``. Keeping uint8 halves memory
+    four-fold for real image data; ``tensors()`` gives the whole set at once for fast batching.
+    """
+
+    def __init__(self, images: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray):
+        images = torch.as_tensor(images)
+        labels = torch.as_tensor(labels).long().reshape(-1)
+        if images.ndim != 4:
+            raise NrflabError(f"images must have shape (N, C, H, W), got {tuple(images.shape)}")
+        if images.shape[0] != labels.shape[0]:
+            raise NrflabError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+        if images.dtype != torch.uint8:
+            images = images.float()
+        self.images = images
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return _to_float(self.images[index]), int(self.labels[index])
+
+    def tensors(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images as float [0,1] and all labels, optionally moved to ``device``."""
+        x = self.images.to(device) if device is not None else self.images
+        return _to_float(x), self.labels.to(device) if device is not None else self.labels
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> "ImageTensorDataset":
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return ImageTensorDataset(self.images[idx], self.labels[idx])
+
+
+def _to_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+@dataclass
+class DatasetBundle:
+    """A train/test pair with what a model needs to know about it."""
+
+    name: str
+    train: Dataset
+    test: Dataset
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    classes: list[str] | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def in_channels(self) -> int:
+        return self.input_shape[0]
+
+
+Loader = Callable[..., DatasetBundle]
+_REGISTRY: dict[str, Loader] = {}
+
+
+def register_dataset(name: str) -> Callable[[Loader], Loader]:
+    """Register ``loader(root, download) -> DatasetBundle`` under ``name``."""
+
+    def deco(fn: Loader) -> Loader:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def available_datasets() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False) -> DatasetBundle:
+    """Load a dataset by registry name, or a dataset directory built by ``nrflab build-dataset``.
+
+    ``root`` is where file-based datasets live (default ``$NRFLAB_DATA`` or ``~/.nrflab/data/<name>``);
+    ``download=True`` fetches missing files and verifies their checksums.
+    """
+    key = str(name).lower()
+    if key in _REGISTRY:
+        return _REGISTRY[key](root=root, download=download)
+    path = Path(name)
+    if path.is_dir() and (path / "dataset.json").exists():
+        from .built import load_built_dataset
+
+        return load_built_dataset(path)
+    raise NrflabError(
+        f"unknown dataset {name!r}; choose one of {', '.join(available_datasets())}, "
+        "or give the directory of a dataset built with `nrflab build-dataset`"
+    )
+
+
+def default_root(name: str, root: str | os.PathLike | None) -> Path:
+    """Resolve where a file-based dataset's files are expected."""
+    if root is not None:
+        return Path(root).expanduser()
+    base = os.environ.get("NRFLAB_DATA")
+    return (Path(base) if base else Path.home() / ".nrflab" / "data") / name
+
+
+def class_balanced_split(labels: np.ndarray, test_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices so every class puts exactly ``test_per_class`` samples in the test part."""
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = [], []
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        test_idx.append(idx[:test_per_class])
+        train_idx.append(idx[test_per_class:])
+    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of N x C x H x W images (uint8 or float in [0,1])."""
+    x = _to_float(images)
+    mean = x.mean(dim=(0, 2, 3))
+    std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
+
+
+def iterate_batches(
+    data: Dataset, batch_size: int, device: torch.device | str = "cpu"
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield ``(x, y)`` batches in order from any Dataset, fast for ``ImageTensorDataset``."""
+    if isinstance(data, ImageTensorDataset):
+        for start in range(0, len(data), batch_size):
+            x = _to_float(data.images[start : start + batch_size].to(device))
+            yield x, data.labels[start : start + batch_size].to(device)
+        return
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
+    for x, y in loader:
+        yield x.to(device).float(), torch.as_tensor(y).long().to(device)

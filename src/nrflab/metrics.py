@@ -1,0 +1,172 @@
+"""Metrics of the paper's framework: usefulness (clean accuracy), robust usefulness (robust accuracy)
+and robustness of the used features (LIGS, local input-gradient similarity)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Iterator, Union
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .attacks import Attack, frozen_model, per_sample_noise
+from .data.base import iterate_batches
+from .errors import NrflabError
+
+Data = Union[DataLoader, Dataset, tuple[torch.Tensor, torch.Tensor], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+
+
+def batches(data: Data, batch_size: int = 256, device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(x, y)`` batches on ``device`` from a Dataset, a DataLoader, an iterable of batches or a tensor pair."""
+    device = device or "cpu"
+    if isinstance(data, tuple) and len(data) == 2 and torch.is_tensor(data[0]):
+        x, y = data
+        for i in range(0, x.shape[0], batch_size):
+            yield x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+    elif isinstance(data, Dataset):
+        yield from iterate_batches(data, batch_size, device)
+    else:
+        for x, y in data:
+            yield x.to(device), torch.as_tensor(y).to(device)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Data, batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted and true labels (on CPU) for all samples, model in eval mode."""
+    device = model_device(model)
+    preds, labels = [], []
+    with frozen_model(model, "eval"):
+        for x, y in batches(data, batch_size, device):
+            preds.append(model(x).argmax(1).cpu())
+            labels.append(y.cpu())
+    if not preds:
+        raise NrflabError("no samples to evaluate")
+    return torch.cat(preds), torch.cat(labels)
+
+
+def accuracy(model: nn.Module, data: Data, batch_size: int = 256) -> float:
+    """Clean accuracy in [0,1] (the framework's *usefulness*)."""
+    pred, y = predict(model, data, batch_size)
+    return float((pred == y).float().mean())
+
+
+def robust_accuracy(model: nn.Module, data: Data, attack: Attack, batch_size: int = 256) -> float:
+    """Accuracy on adversarial examples from ``attack`` (*robust usefulness*), in [0,1].
+
+    For a targeted attack the labels passed to it are the true labels' targets chosen by the attack's
+    caller; here the attack is run untargeted on the true labels.
+    """
+    device = model_device(model)
+    correct, total = 0, 0
+    for x, y in batches(data, batch_size, device):
+        x_adv = attack(x, y)
+        with torch.no_grad(), frozen_model(model, "eval"):
+            correct += int((model(x_adv).argmax(1) == y).sum())
+        total += y.shape[0]
+    if total == 0:
+        raise NrflabError("no samples to evaluate")
+    return correct / total
+
+
+@dataclass
+class LigsResult:
+    """Per-sample LIGS values (NaN where a gradient vanished) and logit cosine similarities."""
+
+    gradient_similarity: torch.Tensor
+    logit_similarity: torch.Tensor
+
+    @property
+    def ligs(self) -> float:
+        return finite_mean(self.gradient_similarity)
+
+    @property
+    def logit_sim(self) -> float:
+        return finite_mean(self.logit_similarity)
+
+
+def finite_mean(values: torch.Tensor) -> float:
+    """Mean over finite entries (NaN/Inf dropped, as the official code does); NaN if none."""
+    v = values[torch.isfinite(values)]
+    return float(v.mean()) if v.numel() else math.nan
+
+
+def _ce_input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        (grad,) = torch.autograd.grad(F.cross_entropy(logits, y, reduction="sum"), x)
+    return grad, logits.detach()
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample cosine similarity; NaN where either vector is zero (so it can be filtered)."""
+    a, b = a.flatten(1).double(), b.flatten(1).double()
+    return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).float()
+
+
+def ligs_per_sample(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.01, seed: int = 0, batch_size: int = 256
+) -> LigsResult:
+    """Cosine similarity of the cross-entropy input gradient at x and at x + N(0, sigma^2), per sample.
+
+    Exactly as the paper's code: pixel-space noise, one draw per image, no clamp, true labels, model in
+    eval mode. The noise is keyed on each image's content, so results do not depend on batching.
+    """
+    if sigma < 0:
+        raise NrflabError(f"sigma must be >= 0, got {sigma}")
+    device = model_device(model)
+    grads, logits = [], []
+    with frozen_model(model, "eval"):
+        for xb, yb in batches((x, y), batch_size, device):
+            noisy = xb + sigma * per_sample_noise(xb, seed, "normal", salt=777)
+            g0, l0 = _ce_input_grad(model, xb, yb)
+            g1, l1 = _ce_input_grad(model, noisy, yb)
+            grads.append(_cosine(g0, g1).cpu())
+            logits.append(_cosine(l0, l1).cpu())
+    return LigsResult(torch.cat(grads), torch.cat(logits))
+
+
+def ligs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.01, seed: int = 0, batch_size: int = 256) -> float:
+    """The paper's Local Input Gradient Similarity (the framework's *robustness*): near 1 = locally
+    linear, robust features; NaN/Inf per-sample values are dropped before averaging."""
+    return ligs_per_sample(model, x, y, sigma, seed, batch_size).ligs
+
+
+def dataset_tensors(data: Data, limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (or the first ``limit``) samples of ``data`` as two CPU tensors."""
+    xs, ys, n = [], [], 0
+    for x, y in batches(data, 512, "cpu"):
+        xs.append(x)
+        ys.append(y)
+        n += y.shape[0]
+        if limit is not None and n >= limit:
+            break
+    if not xs:
+        raise NrflabError("the dataset is empty")
+    x, y = torch.cat(xs), torch.cat(ys)
+    return (x[:limit], y[:limit]) if limit is not None else (x, y)
+
+
+__all__ = [
+    "LigsResult",
+    "accuracy",
+    "batches",
+    "dataset_tensors",
+    "finite_mean",
+    "ligs",
+    "ligs_per_sample",
+    "model_device",
+    "predict",
+    "robust_accuracy",
+]

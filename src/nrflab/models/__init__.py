@@ -1,0 +1,269 @@
+"""Models: one registry, ``create_model(arch, norm, ...)``; every model takes inputs in [0,1].
+
+The dataset's mean/std normalization is the model's first module (the RobustBench/AutoAttack
+convention), so attacks, LIGS and feature datasets all work in pixel space.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import NrflabError
+from .archs import VGG, VGG_CONFIGS, BasicBlock, Bottleneck, FakeReLU, ResNet, SmallCNN
+from .norms import NORM_DESCRIPTIONS, NORMS, check_norm, norm_layer
+
+INITS = ("kaiming", "torch", "fixup")
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model; saved as JSON next to its weights."""
+
+    arch: str
+    norm: str = "bn"
+    num_classes: int = 10
+    in_channels: int = 3
+    width: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    init: str = "auto"
+    input_shape: tuple[int, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
+        d["input_shape"] = list(self.input_shape) if self.input_shape else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise NrflabError(f"model config has unknown fields {sorted(unknown)}")
+        d = dict(d)
+        d["mean"], d["std"] = tuple(d.get("mean", (0.0,))), tuple(d.get("std", (1.0,)))
+        if d.get("input_shape"):
+            d["input_shape"] = tuple(d["input_shape"])
+        return cls(**d)
+
+
+class Normalize(nn.Module):
+    """(x - mean) / std per channel; the first layer of every nrflab model."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class NrfModel(nn.Module):
+    """A classifier on [0,1] inputs: ``normalize`` then ``net``; ``features`` gives the representation."""
+
+    def __init__(self, net: nn.Module, config: ModelConfig):
+        super().__init__()
+        self.normalize = Normalize(config.mean, config.std)
+        self.net = net
+        self.config = config
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
+
+    def features(self, x: torch.Tensor, fake_relu: bool = False) -> torch.Tensor:
+        """The penultimate representation (after global pooling, before the linear head)."""
+        return self.net.forward_features(self.normalize(x), fake_relu=fake_relu)
+
+
+ArchBuilder = Callable[[int, int, Callable[[int], nn.Module], float, bool], nn.Module]
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    build: ArchBuilder
+    description: str
+    residual: bool = False
+    default_width: float = 1.0
+
+
+def _resnet(block, blocks) -> ArchBuilder:
+    return lambda nc, ic, norm, width, fixup: ResNet(block, blocks, nc, ic, norm, width, fixup)
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "resnet18": ArchSpec(_resnet(BasicBlock, (2, 2, 2, 2)), "CIFAR ResNet-18 (BasicBlock [2,2,2,2])", True),
+    "resnet50": ArchSpec(_resnet(Bottleneck, (3, 4, 6, 3)), "CIFAR ResNet-50 (Bottleneck [3,4,6,3])", True),
+    "vgg11": ArchSpec(lambda nc, ic, norm, w, fx: VGG(VGG_CONFIGS["vgg11"], nc, ic, norm, w), "CIFAR VGG-11"),
+    "vgg16": ArchSpec(lambda nc, ic, norm, w, fx: VGG(VGG_CONFIGS["vgg16"], nc, ic, norm, w), "CIFAR VGG-16"),
+    "smallcnn": ArchSpec(lambda nc, ic, norm, w, fx: SmallCNN(nc, ic, norm, w), "4 convs + linear head, fast on CPU"),
+}
+
+
+def register_arch(name: str, spec: ArchSpec) -> None:
+    """Add an architecture to the registry (``build(num_classes, in_channels, norm_factory, width, fixup)``)."""
+    ARCHS[name.lower()] = spec
+
+
+def available_archs() -> list[str]:
+    return sorted(ARCHS)
+
+
+def check_arch(arch: str) -> str:
+    key = str(arch).lower()
+    if key not in ARCHS:
+        raise NrflabError(f"unknown arch {arch!r}; choose one of {', '.join(available_archs())}")
+    return key
+
+
+def default_init(arch: str, norm: str) -> str:
+    """The initialization under which the arch trains with this norm (recorded in the config).
+
+    ResNets keep PyTorch's default init, as the paper's code does: with identity shortcuts the no-norm
+    ResNet trains at lr 0.1 under it, while fan-in Kaiming makes its logits grow with depth. Plain
+    stacks (smallcnn, VGG) get fan-in Kaiming, without which their no-norm variants barely train.
+    """
+    if norm == "fixup":
+        return "fixup"
+    return "torch" if ARCHS[arch].residual else "kaiming"
+
+
+def create_model(
+    arch: str,
+    norm: str = "bn",
+    num_classes: int = 10,
+    in_channels: int = 3,
+    width: float = 1.0,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    init: str = "auto",
+    input_shape: Sequence[int] | None = None,
+    seed: int | None = None,
+) -> NrfModel:
+    """Build a model from the registry.
+
+    ``init``: ``kaiming`` (fan-in, ReLU gain: lets no-norm nets train), ``torch`` (PyTorch defaults,
+    as in the paper's code), ``fixup`` (ResNets; implied by ``norm='fixup'``), or ``auto``.
+    ``seed`` makes the initial weights reproducible without touching the global RNG.
+    """
+    arch_key, norm_key = check_arch(arch), check_norm(norm)
+    if num_classes < 2:
+        raise NrflabError(f"num_classes must be >= 2, got {num_classes}")
+    if in_channels < 1:
+        raise NrflabError(f"in_channels must be >= 1, got {in_channels}")
+    if not (width > 0 and math.isfinite(width)):
+        raise NrflabError(f"width must be > 0, got {width}")
+    spec = ARCHS[arch_key]
+    if norm_key == "fixup" and not spec.residual:
+        raise NrflabError(f"norm 'fixup' needs a residual arch (resnet18, resnet50), not {arch_key!r}")
+    init_key = default_init(arch_key, norm_key) if init == "auto" else str(init).lower()
+    if init_key not in INITS:
+        raise NrflabError(f"unknown init {init!r}; choose one of auto, {', '.join(INITS)}")
+    if init_key == "fixup" and norm_key != "fixup":
+        raise NrflabError("init 'fixup' goes with norm 'fixup'")
+    mean = tuple(float(m) for m in (mean if mean is not None else (0.0,) * in_channels))
+    std = tuple(float(s) for s in (std if std is not None else (1.0,) * in_channels))
+    if len(mean) not in (1, in_channels) or len(std) not in (1, in_channels):
+        raise NrflabError(f"mean/std need 1 or {in_channels} values, got {len(mean)}/{len(std)}")
+    if any(s <= 0 for s in std):
+        raise NrflabError("std values must be > 0")
+    config = ModelConfig(
+        arch=arch_key,
+        norm=norm_key,
+        num_classes=int(num_classes),
+        in_channels=int(in_channels),
+        width=float(width),
+        mean=mean,
+        std=std,
+        init=init_key,
+        input_shape=tuple(int(v) for v in input_shape) if input_shape else None,
+    )
+    return build_model(config, seed=seed)
+
+
+def build_model(config: ModelConfig, seed: int | None = None) -> NrfModel:
+    """Instantiate the network a ModelConfig describes (weights initialized, not loaded)."""
+    spec = ARCHS[check_arch(config.arch)]
+    fork = torch.random.fork_rng(devices=[]) if seed is not None else _nullcontext()
+    with fork:
+        if seed is not None:
+            torch.manual_seed(seed)
+        net = spec.build(config.num_classes, config.in_channels, norm_layer(config.norm), config.width,
+                         config.norm == "fixup")
+        init_weights(net, config.init)
+    return NrfModel(net, config)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def init_weights(net: nn.Module, init: str) -> None:
+    """Apply the named initialization in place."""
+    if init == "torch":
+        return
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)) and m.affine:
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    head = getattr(net, "classifier", None)
+    if isinstance(head, nn.Linear):
+        # The head has no ReLU after it: unit gain keeps logits at a sane scale at initialization.
+        nn.init.kaiming_normal_(head.weight, mode="fan_in", nonlinearity="linear")
+    if init == "fixup":
+        _fixup_init(net)
+
+
+def _fixup_init(net: nn.Module) -> None:
+    """Fixup (Zhang et al. 2019): scale residual branches by L^(-1/(2m-2)), zero their last conv and the head."""
+    blocks = net.blocks()  # type: ignore[operator]
+    depth = len(blocks)
+    for b in blocks:
+        convs = b.branch_convs()
+        m = len(convs)
+        for conv in convs[:-1]:
+            nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
+            conv.weight.data.mul_(depth ** (-1.0 / (2 * m - 2)))
+        nn.init.zeros_(convs[-1].weight)
+    head = net.classifier  # type: ignore[attr-defined]
+    nn.init.zeros_(head.weight)
+    nn.init.zeros_(head.bias)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+__all__ = [
+    "ARCHS",
+    "ArchSpec",
+    "FakeReLU",
+    "INITS",
+    "ModelConfig",
+    "NORMS",
+    "NORM_DESCRIPTIONS",
+    "Normalize",
+    "NrfModel",
+    "available_archs",
+    "build_model",
+    "check_arch",
+    "check_norm",
+    "count_parameters",
+    "create_model",
+    "init_weights",
+    "register_arch",
+]
