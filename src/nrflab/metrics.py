@@ -163,6 +163,7 @@ __all__ = [
     "accuracy",
     "batches",
     "dataset_tensors",
+    "evaluate_model",
     "finite_mean",
     "ligs",
     "ligs_per_sample",
@@ -170,3 +171,26 @@ __all__ = [
     "predict",
     "robust_accuracy",
 ]
+
+
+def evaluate_model(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: "list[tuple[str, Attack]]",
+    ligs_sigma: float | None = 0.01,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> dict[str, float]:
+    """The framework table row for one model: clean accuracy, robust accuracy per attack, LIGS."""
+    from tqdm.auto import tqdm
+
+    out: dict[str, float] = {"clean_acc": accuracy(model, (x, y), batch_size)}
+    for label, attack in tqdm(attacks, desc="attacks", disable=not progress, leave=False):
+        out[f"robust_acc[{label}]"] = robust_accuracy(model, (x, y), attack, batch_size)
+    if ligs_sigma is not None:
+        res = ligs_per_sample(model, x, y, sigma=ligs_sigma, seed=seed, batch_size=batch_size)
+        out["ligs"] = res.ligs
+        out["logit_sim"] = res.logit_sim
+    return out

@@ -1,0 +1,56 @@
+"""The ``nrflab`` command line: one command per task, each with ``--help``.
+
+Bad input of any kind prints one ``error: ...`` line and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from ..errors import NrflabError
+from .app import app
+
+# Each module registers its commands on ``app``.
+from . import evaluate as _evaluate  # noqa: F401,E402
+from . import train as _train  # noqa: F401,E402
+
+for _optional in ("features", "transfer", "experiments"):
+    try:
+        __import__(f"{__name__}.{_optional}")
+    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a command module is absent
+        if _exc.name != f"{__name__}.{_optional}":
+            raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``nrflab`` script; returns the exit status."""
+    try:
+        app(args=argv, prog_name="nrflab", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return 2 if isinstance(exc, click.UsageError) else int(exc.exit_code or 1)
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted: completed epochs/shards are saved; rerun with --resume", file=sys.stderr)
+        return 130
+    except NrflabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, permission denied, ...: still one line
+        print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())
+
+
+__all__ = ["app", "main"]

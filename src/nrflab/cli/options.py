@@ -1,0 +1,36 @@
+"""Option helpers shared by commands: attack specs from flags, devices, output paths."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from ..attacks import AttackSpec, parse_attack
+from ..errors import NrflabError
+
+
+def attack_specs_from_flags(
+    attack: Optional[list[str]],
+    eps: Optional[float],
+    steps: Optional[int],
+    step_size: Optional[float],
+    random_start: bool = False,
+    restarts: int = 1,
+    targeted: bool = False,
+) -> list[AttackSpec] | None:
+    """``--attack pgd-l2 --eps 0.25 ...`` or full specs ``--attack pgd-l2:eps=0.25,steps=10``; None if no attack given."""
+    if not attack:
+        if eps is not None or steps is not None or step_size is not None:
+            raise NrflabError("--eps/--steps/--step-size need an --attack (e.g. --attack pgd-l2)")
+        return None
+    if eps is not None and eps < 0:
+        raise NrflabError(f"eps must be >= 0, got {eps}")
+    specs = []
+    for text in attack:
+        spec = parse_attack(text)
+        if ":" not in text:
+            if eps is None:
+                raise NrflabError(f"attack {text!r} needs --eps (or write it as {text}:eps=VALUE)")
+            spec = AttackSpec(kind=spec.kind, eps=eps, steps=steps if steps is not None else 10,
+                              step_size=step_size, random_start=random_start, restarts=restarts, targeted=targeted)
+        specs.append(spec)
+    return specs

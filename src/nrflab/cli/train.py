@@ -1,0 +1,96 @@
+"""``nrflab train`` and ``nrflab plot``: train with per-epoch records; draw the Figure-3 curves."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import NrflabError
+from ..training import ADV_TRAIN_KINDS, load_config_file, make_config, train as run_training
+from .app import app
+
+
+@app.command()
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (metrics.csv, config, checkpoints)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="A YAML/JSON recipe; flags given here override it."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name or built dataset directory (default cifar10)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Where the dataset's files are."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="resnet18, resnet50, vgg11, vgg16, smallcnn (default resnet18)."),
+    norm: Optional[str] = typer.Option(None, "--norm", help="bn, none, gn, ln, in, bn-eval, fixup (default bn)."),
+    width: Optional[float] = typer.Option(None, "--width", help="Channel width multiplier (e.g. 0.25 for CPU runs)."),
+    init: Optional[str] = typer.Option(None, "--init", help="auto, kaiming, torch, fixup."),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or adam."),
+    lr: Optional[float] = typer.Option(None, "--lr"),
+    momentum: Optional[float] = typer.Option(None, "--momentum"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
+    schedule: Optional[str] = typer.Option(None, "--schedule", help="multistep, onecycle, cosine, constant."),
+    milestones: Optional[str] = typer.Option(None, "--milestones", help="Comma-separated epochs for multistep, e.g. 50,100."),
+    gamma: Optional[float] = typer.Option(None, "--gamma"),
+    augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random crop (and flip) augmentation."),
+    seed: Optional[int] = typer.Option(None, "--seed"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
+    eval_attack: Optional[list[str]] = typer.Option(None, "--eval-attack", help="Per-epoch attack spec (repeatable), e.g. 'pgd-l2:eps=0.25,step=0.1,steps=10'. Default: the dataset preset."),
+    ligs: Optional[bool] = typer.Option(None, "--ligs/--no-ligs", help="Record LIGS every epoch."),
+    eval_size: Optional[int] = typer.Option(None, "--eval-size", help="Evaluate on a fixed seeded subset of N test images."),
+    eval_shifted_labels: Optional[bool] = typer.Option(None, "--eval-shifted-labels/--no-eval-shifted-labels", help="Also record accuracy against (y+1) mod C."),
+    adv_train: Optional[str] = typer.Option(None, "--adv-train", help=f"Adversarial training: {', '.join(ADV_TRAIN_KINDS)}."),
+    adv_eps: Optional[float] = typer.Option(None, "--adv-eps"),
+    adv_steps: Optional[int] = typer.Option(None, "--adv-steps"),
+    adv_step_size: Optional[float] = typer.Option(None, "--adv-step-size"),
+    attack_mode: Optional[str] = typer.Option(None, "--attack-mode", help="Model mode while crafting training attacks: eval, or train (BN batch stats, as the official code)."),
+    keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Also keep the model of every N-th epoch (for early-stopped transfer sources)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format (faster convs on CPU)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Dataset preset to apply (default: chosen from the dataset)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last complete epoch."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again even if OUT holds a run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Train a model, recording clean accuracy, robust accuracy and LIGS every epoch (epoch 0 included)."""
+    flags = dict(dataset=dataset, data_root=data_root, arch=arch, norm=norm, width=width, init=init, epochs=epochs,
+                 batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
+                 schedule=schedule, gamma=gamma, augment=augment, seed=seed, device=device, ligs=ligs,
+                 eval_size=eval_size, eval_shifted_labels=eval_shifted_labels, adv_train=adv_train, adv_eps=adv_eps,
+                 adv_steps=adv_steps, adv_step_size=adv_step_size, attack_mode=attack_mode,
+                 keep_checkpoints=keep_checkpoints, channels_last=channels_last, preset=preset)
+    if milestones is not None:
+        try:
+            flags["milestones"] = [int(m) for m in milestones.split(",") if m.strip()]
+        except ValueError:
+            raise NrflabError(f"--milestones must be comma-separated integers, got {milestones!r}") from None
+    if eval_attack:
+        flags["eval_attacks"] = list(eval_attack)
+    given = {k: v for k, v in flags.items() if v is not None}
+    cfg = load_config_file(config, **given) if config else make_config(**given)
+    _check_names(cfg.arch, cfg.norm)
+    result = run_training(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty())
+    last = result.history[-1]
+    typer.echo(f"done: {result.run_dir} (clean {100 * last['clean_acc']:.1f}%); metrics in {result.run_dir / 'metrics.csv'}")
+
+
+def _check_names(arch: str, norm: str) -> None:
+    from ..models import check_arch, check_norm
+
+    check_arch(arch)
+    check_norm(norm)
+
+
+@app.command()
+def plot(
+    runs: list[Path] = typer.Argument(..., help="Run directories to draw on one figure."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file stem (writes .png and .svg); default: curves in the first run's parent."),
+    attack: Optional[str] = typer.Option(None, "--attack", help="Which robust-accuracy column to draw (default: the first)."),
+    title: Optional[str] = typer.Option(None, "--title"),
+) -> None:
+    """Draw clean accuracy, robust accuracy and LIGS vs epoch (paper Figure 3) for several runs."""
+    from ..plots import plot_runs
+
+    stem = out or runs[0].parent / "curves"
+    paths = plot_runs(runs, stem, attack=attack, title=title)
+    for p in paths:
+        typer.echo(f"wrote {p}")
