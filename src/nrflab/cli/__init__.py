@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import sys
 
-import click
-import typer
-
 from ..errors import NrflabError
 from .app import app
 
@@ -28,15 +25,10 @@ for _optional in ("features", "transfer", "experiments"):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nrflab`` script; returns the exit status."""
     try:
-        app(args=argv, prog_name="nrflab", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return int(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        return 2 if isinstance(exc, click.UsageError) else int(exc.exit_code or 1)
-    except click.exceptions.Abort:
-        print("aborted", file=sys.stderr)
-        return 130
+        app(args=argv, prog_name="nrflab", standalone_mode=True)
+    except SystemExit as exc:  # Typer/Click report usage errors (status 2), --help and Exit this way
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except KeyboardInterrupt:
         print("interrupted: completed epochs/shards are saved; rerun with --resume", file=sys.stderr)
         return 130
