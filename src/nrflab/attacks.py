@@ -156,11 +156,12 @@ class Attack(ABC):
     def _check_inputs(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if not torch.is_tensor(x) or not x.is_floating_point():
             raise NrflabError("x must be a floating-point tensor of images in [0,1]")
-        if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
-            raise NrflabError(
-                f"inputs must lie in [0,1] (got [{float(x.min()):.3g}, {float(x.max()):.3g}]); "
-                "put normalization inside the model"
-            )
+        if x.numel():
+            lo, hi = (float(v) for v in torch.aminmax(x.detach()))
+            if not (lo >= 0.0 and hi <= 1.0):  # written so that NaN fails too
+                raise NrflabError(
+                    f"inputs must lie in [0,1] (got [{lo:.3g}, {hi:.3g}]); put normalization inside the model"
+                )
         if torch.is_tensor(y) and y.shape[0] != x.shape[0]:
             raise NrflabError(f"{x.shape[0]} inputs but {y.shape[0]} labels")
 
@@ -298,7 +299,9 @@ class FGSM(Attack):
 
     def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         grad, _ = self.input_gradient(x, y)
-        return x + self.eps * _normalized_step(grad, self.norm)
+        step = _normalized_step(grad, self.norm)
+        # Pixels without gradient stay put (eps=inf would otherwise give 0 * inf = NaN).
+        return torch.where(step == 0, x, x + self.eps * step)
 
 
 # ---------------------------------------------------------------------------------------------

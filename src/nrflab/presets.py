@@ -58,5 +58,17 @@ DATASET_PRESET = {
 
 def preset_for(dataset: str, base_dataset: str | None = None) -> str:
     """The preset name for a dataset (a built feature dataset uses its base dataset's preset)."""
-    key = (base_dataset or dataset).lower()
+    key = (base_dataset or _built_base(dataset) or dataset).lower()
     return DATASET_PRESET.get(key, "cifar")
+
+
+def _built_base(dataset: str) -> str | None:
+    """The base dataset named by a built dataset directory's card, if ``dataset`` is one."""
+    from pathlib import Path
+
+    card = Path(dataset) / "dataset.json"
+    if dataset.lower() in DATASET_PRESET or not card.is_file():
+        return None
+    from .data.built import read_card
+
+    return str(read_card(card.parent)["base_dataset"]["name"])

@@ -418,7 +418,7 @@ class Trainer:
             raise NrflabError(f"cannot create output directory {self.out}: {exc.strerror}") from None
         return status
 
-    def _write_config(self) -> None:
+    def _write_config(self, model: NrfModel) -> None:
         cfg = self.cfg.model_dump()
         b = self.bundle
         resolved = {
@@ -429,6 +429,7 @@ class Trainer:
                             "test_size": len(b.test), **({"info": b.info} if b.info else {})},
                 "device": str(self.device),
                 "torch": str(torch.__version__),
+                "model": model.config.to_dict(),
                 "adversarial_training": dict(zip(("eps", "steps", "step_size"), self.cfg.adversarial_settings()))
                 if self.cfg.adv_train != "none" else None,
             },
@@ -457,11 +458,12 @@ class Trainer:
             "optim_groups": json.dumps(opt_state["param_groups"]),
             "nrflab_model_config": json.dumps(model.config.to_dict()),  # type: ignore[union-attr]
         }
-        atomic_save_tensors(self.out / CHECKPOINT_FILE, tensors, meta)
         save_model(model, self.out / "model.safetensors", {"epoch": str(epoch)})
         if self.cfg.keep_checkpoints and epoch % self.cfg.keep_checkpoints == 0:
             save_model(model, self.out / "checkpoints" / f"epoch_{epoch:04d}.safetensors", {"epoch": str(epoch)})
         write_metrics_csv(self.out / METRICS_FILE, history, metrics_columns(self.cfg))
+        # The checkpoint goes last: it commits the epoch, so "finished" implies every other file is written.
+        atomic_save_tensors(self.out / CHECKPOINT_FILE, tensors, meta)
 
     def _restore(self, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict]]:
         path = self.out / CHECKPOINT_FILE
@@ -545,7 +547,7 @@ class Trainer:
         if resume and (self.out / CHECKPOINT_FILE).exists():
             start, history = self._restore(model, opt)
             self.log(f"resuming {self.out} after epoch {start}/{cfg.epochs}")
-        self._write_config()
+        self._write_config(model)
         t_run = time.perf_counter() - (history[-1]["wall_time"] if history else 0.0)
         if not history:
             t0 = time.perf_counter()

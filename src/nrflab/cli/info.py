@@ -1,0 +1,29 @@
+"""``nrflab list``: what datasets, architectures, normalizations, attacks and experiments exist."""
+
+from __future__ import annotations
+
+import typer
+
+from .app import app
+
+
+@app.command("list")
+def list_choices() -> None:
+    """List the registered datasets, architectures, normalizations, attacks and experiments."""
+    from ..attacks import ATTACK_KINDS
+    from ..data import available_datasets
+    from ..models import ARCHS, NORM_DESCRIPTIONS
+    from .experiments import EXPERIMENTS
+
+    typer.echo("datasets:      " + ", ".join(available_datasets()) + ", or a directory built by `nrflab build-dataset`")
+    typer.echo("architectures:")
+    for name, spec in sorted(ARCHS.items()):
+        typer.echo(f"  {name:<10} {spec.description}")
+    typer.echo("normalizations:")
+    for name, text in NORM_DESCRIPTIONS.items():
+        typer.echo(f"  {name:<10} {text}")
+    typer.echo("attacks:       " + ", ".join(k for k in ATTACK_KINDS if k != "none")
+               + "  (spec: KIND:eps=E,steps=N,step=S,random_start=1,restarts=R,targeted=1)")
+    typer.echo("experiments:")
+    for name, text in EXPERIMENTS.items():
+        typer.echo(f"  {name:<10} {text}")

@@ -1,0 +1,95 @@
+"""Reading datasets built by ``nrflab build-dataset``: a ``dataset.json`` card plus safetensors shards.
+
+Train = the built images and their labels; test = the base dataset's original clean test set, so a model
+trained on a feature dataset is evaluated on real images, as in Ilyas et al. and the paper.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import NrflabError
+from .base import DatasetBundle, ImageTensorDataset, load_dataset
+
+CARD_FILE = "dataset.json"
+CARD_FORMAT = "nrflab-built-dataset"
+_REQUIRED = ("kind", "complete", "num_images", "shards", "base_dataset", "label_policy")
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.safetensors"
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The card of a built dataset directory, checked for the fields every loader needs."""
+    from ..checkpoint import read_json
+
+    path = Path(path)
+    if not path.is_dir():
+        raise NrflabError(f"built dataset directory not found: {path}")
+    card = read_json(path / CARD_FILE, "dataset card")
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        raise NrflabError(f"{path / CARD_FILE} is not an nrflab dataset card")
+    missing = [k for k in _REQUIRED if k not in card]
+    if missing:
+        raise NrflabError(f"dataset card {path / CARD_FILE} lacks {', '.join(missing)}")
+    return card
+
+
+def load_built_arrays(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """All tensors of a complete built dataset (images, labels, orig_labels, targets, source_indices, ...)."""
+    from ..checkpoint import load_tensors
+
+    path = Path(path)
+    card = read_card(path)
+    if not card["complete"]:
+        raise NrflabError(f"the build in {path} is incomplete; finish it with `nrflab build-dataset ... --resume`")
+    parts: dict[str, list[torch.Tensor]] = {}
+    for name in card["shards"]:
+        tensors = load_tensors(path / name, "dataset shard")
+        if "images" not in tensors or "labels" not in tensors:
+            raise NrflabError(f"dataset shard {path / name} lacks images or labels")
+        n = tensors["labels"].shape[0]
+        if any(t.shape[0] != n for t in tensors.values()):
+            raise NrflabError(f"dataset shard {path / name} is corrupt (tensors of different lengths)")
+        for k, v in tensors.items():
+            parts.setdefault(k, []).append(v)
+    if set(len(v) for v in parts.values()) != {len(card["shards"])}:
+        raise NrflabError(f"the shards in {path} do not hold the same tensors")
+    arrays = {k: torch.cat(v) for k, v in parts.items()}
+    if arrays["labels"].shape[0] != card["num_images"]:
+        raise NrflabError(f"{path} holds {arrays['labels'].shape[0]} images, its card says {card['num_images']}")
+    shape = tuple(card["base_dataset"].get("input_shape") or arrays["images"].shape[1:])
+    if tuple(arrays["images"].shape[1:]) != shape:
+        raise NrflabError(f"{path} holds images of shape {tuple(arrays['images'].shape[1:])}, expected {shape}")
+    return arrays
+
+
+def load_built_dataset(path: str | os.PathLike) -> DatasetBundle:
+    """A built dataset as a DatasetBundle: built train set, the base dataset's clean test set."""
+    path = Path(path)
+    card = read_card(path)
+    arrays = load_built_arrays(path)
+    base = card["base_dataset"]
+    bundle = load_dataset(base["name"], root=base.get("root"))
+    num_classes = bundle.num_classes
+    if int(arrays["labels"].min()) < 0 or int(arrays["labels"].max()) >= num_classes:
+        raise NrflabError(f"{path} has labels outside 0..{num_classes - 1}")
+    return DatasetBundle(
+        name=str(path),
+        train=ImageTensorDataset(arrays["images"], arrays["labels"]),
+        test=bundle.test,
+        num_classes=num_classes,
+        input_shape=bundle.input_shape,
+        mean=bundle.mean,
+        std=bundle.std,
+        classes=bundle.classes,
+        info={"base_dataset": bundle.name, "kind": card["kind"], "card": str(path / CARD_FILE),
+              "label_policy": card["label_policy"]},
+    )
+
+
+__all__ = ["CARD_FILE", "load_built_arrays", "load_built_dataset", "read_card", "shard_name"]

@@ -1,0 +1,185 @@
+"""Figures 4 and 6 at CPU scale: training BN and no-BN twins on D_R, D_rand, D_det and the conflicting set.
+
+Sources: a standard BN smallcnn (for D_rand, D_det and the conflicting set) and an adversarially trained
+one (PGD-L2, for D_R). The feature sets are built from the mnist5k training set; the twins train on them
+and are evaluated every epoch on the ORIGINAL clean test set (clean accuracy, PGD-L2 robust accuracy,
+LIGS; for the conflicting set also accuracy against (y + 1) mod C).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..features import build_dataset
+from ..plots import plot_runs
+from ..report import Section, claim_line, markdown_table, num, pct
+from ..training import make_config, read_metrics, run_status, train
+
+SETS = ("d_r", "d_rand", "d_det", "conflicting")
+NORMS = ("bn", "none")
+SET_TITLES = {"d_r": "D_R", "d_rand": "D_rand", "d_det": "D_det", "conflicting": "conflicting"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The CPU-scale settings of the experiment (all recorded in the report)."""
+
+    dataset: str = "mnist5k"
+    width: float = 0.5
+    limit: int | None = None  # training images used for every set (None: all 4,000)
+    source_epochs: int = 6
+    robust_epochs: int = 5
+    robust_eps: float = 1.5  # PGD-L2 adversarial training radius of the D_R source
+    robust_steps: int = 5
+    nrf_eps: float = 2.0  # D_rand / D_det / conflicting: targeted PGD-L2 radius
+    nrf_steps: int = 40
+    nrf_step_size: float = 0.125
+    inv_steps: int = 200  # D_R: representation inversion
+    inv_step_size: float = 0.1
+    epochs: int = 10  # twins trained on each set
+    eval_size: int = 500
+    eval_attack: str = "pgd-l2:eps=1.0,step=0.25,steps=10"
+    device: str = "cpu"
+
+
+FULL = Settings()
+QUICK = Settings(width=0.25, limit=96, source_epochs=1, robust_epochs=1, robust_steps=1, nrf_steps=4,
+                 nrf_step_size=0.5, inv_steps=4, inv_step_size=0.5, epochs=1, eval_size=48,
+                 eval_attack="pgd-l2:eps=1.0,step=0.5,steps=2")
+
+
+def _train(cfg_fields: dict, run_dir: Path, progress: bool, log: Callable[[str], None]) -> Path:
+    status = run_status(run_dir)
+    if status is not None and status["finished"]:
+        return run_dir
+    cfg = make_config(**cfg_fields)
+    train(cfg, run_dir, resume=status is not None, progress=progress, log=log)
+    return run_dir
+
+
+def _sources(out: Path, s: Settings, progress: bool, log: Callable[[str], None]) -> tuple[Path, Path]:
+    common = dict(dataset=s.dataset, arch="smallcnn", norm="bn", width=s.width, seed=0, eval_attacks=[],
+                  ligs=False, eval_size=s.eval_size, device=s.device)
+    std = _train({**common, "epochs": s.source_epochs}, out / "sources" / "standard", progress, log)
+    rob = _train({**common, "epochs": s.robust_epochs, "adv_train": "pgd-l2", "adv_eps": s.robust_eps,
+                  "adv_steps": s.robust_steps}, out / "sources" / "robust", progress, log)
+    return std, rob
+
+
+def _build_sets(out: Path, s: Settings, std: Path, rob: Path, progress: bool, log) -> dict[str, dict]:
+    sets = out / "sets"
+    common = dict(limit=s.limit, seed=0, device=s.device, resume=True, progress=progress, log=log)
+    cards = {}
+    cards["d_r"] = build_dataset("d_r", rob, s.dataset, sets / "d_r", steps=s.inv_steps, step_size=s.inv_step_size,
+                                 **common).card
+    nrf = dict(steps=s.nrf_steps, eps=s.nrf_eps, step_size=s.nrf_step_size)
+    for kind in ("d_rand", "d_det"):
+        cards[kind] = build_dataset(kind, std, s.dataset, sets / kind, **nrf, **common).card
+    cards["conflicting"] = build_dataset("conflicting", std, s.dataset, sets / "conflicting", base=sets / "d_r",
+                                         **nrf, **common).card
+    return cards
+
+
+def _twins(out: Path, s: Settings, seeds: Sequence[int], progress: bool, log) -> dict[tuple[str, str, int], Path]:
+    runs = {}
+    for kind in SETS:
+        for norm in NORMS:
+            for seed in seeds:
+                fields = dict(dataset=str(out / "sets" / kind), arch="smallcnn", norm=norm, width=s.width,
+                              epochs=s.epochs, seed=seed, eval_size=s.eval_size, eval_attacks=[s.eval_attack],
+                              eval_shifted_labels=kind == "conflicting", device=s.device)
+                runs[(kind, norm, seed)] = _train(fields, out / "runs" / f"{kind}_{norm}_s{seed}", progress, log)
+    return runs
+
+
+def _final(run: Path) -> dict[str, float]:
+    return read_metrics(run)[-1]
+
+
+def _robust_key(row: dict) -> str:
+    return next(k for k in row if k.startswith("robust_acc["))
+
+
+def _cell(values: list[float], fmt: Callable[[float], str]) -> str:
+    mean = sum(values) / len(values)
+    return fmt(mean) + (" (" + " / ".join(fmt(v) for v in values) + ")" if len(values) > 1 else "")
+
+
+def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), progress: bool = True,
+        log: Callable[[str], None] | None = print, settings: Settings | None = None) -> list[Section]:
+    """Build the sets, train the twins, and return the report section (table, plots, claim lines).
+
+    ``settings`` replaces the documented CPU-scale settings (``FULL``, or ``QUICK`` when ``quick``).
+    """
+    log = log or (lambda m: None)
+    out = Path(out_dir)
+    s = settings or (QUICK if quick else FULL)
+    seeds = list(seeds)[:1] if quick else list(seeds)
+    std, rob = _sources(out, s, progress, log)
+    cards = _build_sets(out, s, std, rob, progress, log)
+    runs = _twins(out, s, seeds, progress, log)
+    return [_section(out, s, seeds, cards, runs)]
+
+
+def _section(out: Path, s: Settings, seeds: list[int], cards: dict, runs: dict) -> Section:
+    rows, images = [], []
+    finals = {k: _final(v) for k, v in runs.items()}
+    rob_key = _robust_key(next(iter(finals.values())))
+    for kind in SETS:
+        for norm in NORMS:
+            f = [finals[(kind, norm, sd)] for sd in seeds]
+            shifted = _cell([r["shifted_acc"] for r in f], pct) if kind == "conflicting" else ""
+            rows.append([SET_TITLES[kind], "BN" if norm == "bn" else "no BN", _cell([r["clean_acc"] for r in f], pct),
+                         _cell([r[rob_key] for r in f], pct), _cell([r["ligs"] for r in f], num), shifted])
+        extra = [("shifted_acc", "accuracy vs y+1 (follows RFs)")] if kind == "conflicting" else []
+        ordered = [(n, sd) for n in NORMS for sd in seeds]
+        images += [p for p in plot_runs([runs[(kind, n, sd)] for n, sd in ordered], out / f"curves_{kind}",
+                                        title=f"trained on {SET_TITLES[kind]}, tested on clean {s.dataset}",
+                                        labels=[f"{'BN' if n == 'bn' else 'no BN'} seed {sd}" for n, sd in ordered],
+                                        extra_panels=extra) if p.suffix == ".png"]
+    table = markdown_table(["set", "model", "clean acc (= acc vs y)", f"robust acc {rob_key[11:-1]}", "LIGS",
+                            "acc vs y+1"], rows)
+    sanity = markdown_table(
+        ["set", "images", "source acc vs stored labels", "attack success / rep. distance after/before"],
+        [[SET_TITLES[k], c["num_images"], pct(c["sanity"]["source_acc_vs_stored_labels"]),
+          pct(c["sanity"]["attack_success_rate"]) if "attack_success_rate" in c["sanity"]
+          else num(c["sanity"]["relative_rep_distance_after"])] for k, c in cards.items()])
+    md = "\n\n".join([
+        "Settings: " + ", ".join(f"{k}={v}" for k, v in asdict(s).items()) + f"; twin seeds {seeds} (the sets are "
+        "built once, seed 0). Source models: smallcnn BN; D_R from a PGD-L2 adversarially trained source, "
+        "the others from a standard one. Images stored as uint8. Values: mean (per seed), final epoch.",
+        table, "Built sets (sanity, on the stored images):", sanity, *_claims(finals, runs, seeds)])
+    return Section("Feature datasets: D_R, D_rand, D_det, conflicting (Figures 4 and 6)", md, images)
+
+
+def _claims(finals: dict, runs: dict, seeds: list[int]) -> list[str]:
+    def acc(kind: str, norm: str, key: str = "clean_acc") -> list[float]:
+        return [finals[(kind, norm, sd)][key] for sd in seeds]
+
+    bn, nobn = acc("d_rand", "bn"), acc("d_rand", "none")
+    gap = [b - n for b, n in zip(bn, nobn)]
+    agrees5 = all(g > 0.05 for g in gap) if all(math.isfinite(g) for g in gap) else None
+    c5 = claim_line(
+        "Claim 5 (without BN a network can hardly learn from D_rand, with BN it can)", agrees5,
+        f"Clean test accuracy after training on D_rand: BN {', '.join(pct(v) for v in bn)}, no BN "
+        f"{', '.join(pct(v) for v in nobn)} (seeds {seeds}; agreement needs BN ahead by > 5 points in every seed).")
+    y_bn, y1_bn = acc("conflicting", "bn"), acc("conflicting", "bn", "shifted_acc")
+    y_nb, y1_nb = acc("conflicting", "none"), acc("conflicting", "none", "shifted_acc")
+    peak_y1_bn = [max(r["shifted_acc"] for r in read_metrics(runs[("conflicting", "bn", sd)])) for sd in seeds]
+    nobn_rf = all(a1 > a for a, a1 in zip(y_nb, y1_nb))
+    bn_nrf = all(b - n > 0.05 for b, n in zip(y_bn, y_nb))
+    bn_turns = all(p - f > 0.05 for p, f in zip(peak_y1_bn, y1_bn))
+    cc = claim_line(
+        "Conflicting set (BN follows NRFs later in training, no BN keeps following RFs)",
+        nobn_rf and bn_nrf and bn_turns,
+        f"Final accuracy vs y (NRFs) / vs y+1 (RFs): BN {', '.join(f'{pct(a)} / {pct(b)}' for a, b in zip(y_bn, y1_bn))} "
+        f"(peak vs y+1 {', '.join(pct(p) for p in peak_y1_bn)}); no BN "
+        f"{', '.join(f'{pct(a)} / {pct(b)}' for a, b in zip(y_nb, y1_nb))}. Agreement needs, in every seed: no BN "
+        "ahead on y+1, BN > 5 points above no BN on y, and BN's y+1 accuracy > 5 points below its peak.")
+    return [c5, cc]
+
+
+__all__ = ["FULL", "QUICK", "Settings", "run"]

@@ -1,0 +1,350 @@
+"""Tests for nrflab.transfer: the transfer matrix, its definitions, caching/resume, boosts and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nrflab.attacks import Attack, parse_attack
+from nrflab.checkpoint import save_model
+from nrflab.cli import main
+from nrflab.data import DatasetBundle, ImageTensorDataset, register_dataset
+from nrflab.errors import NrflabError
+from nrflab.metrics import robust_accuracy
+from nrflab.models import create_model
+from nrflab.training import make_config, train
+from nrflab.transfer import (
+    EarlyStop,
+    NamedModel,
+    find_no_bn_twin,
+    resolve_model,
+    run_transfer,
+    transfer_matrix,
+    wilson,
+)
+
+TINY = "transfer-tiny"
+
+
+def _tiny_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """4 classes of 1x8x8 images: class c has a bright 4x4 quadrant c, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 4
+    x = torch.rand(n, 1, 8, 8, generator=g) * 0.3
+    for i, c in enumerate(y.tolist()):
+        r, col = divmod(c, 2)
+        x[i, 0, 4 * r : 4 * r + 4, 4 * col : 4 * col + 4] += 0.6
+    return x.clamp(0, 1), y
+
+
+@register_dataset(TINY)
+def _tiny_bundle(root=None, download=False) -> DatasetBundle:
+    xtr, ytr = _tiny_images(128, 0)
+    xte, yte = _tiny_images(48, 1)
+    return DatasetBundle(TINY, ImageTensorDataset(xtr, ytr), ImageTensorDataset(xte, yte), 4, (1, 8, 8), (0.3,), (0.3,))
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory) -> dict[str, Path]:
+    """Trained tiny runs (2 epochs, every checkpoint kept, LIGS on): BN and no-BN twins of seed 0, BN of seed 1."""
+    root = tmp_path_factory.mktemp("zoo")
+    runs = {}
+    for norm, seed in (("bn", 0), ("none", 0), ("bn", 1)):
+        cfg = make_config(dataset=TINY, arch="smallcnn", norm=norm, width=0.25, epochs=2, batch_size=32, lr=0.05,
+                          schedule="constant", augment=False, flip=False, eval_attacks=[], ligs=True, seed=seed,
+                          keep_checkpoints=1, device="cpu")
+        runs[f"{norm}{seed}"] = train(cfg, root / f"{norm}_s{seed}", progress=False, log=None).run_dir
+    return runs
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[torch.Tensor, torch.Tensor]:
+    return _tiny_bundle().test.tensors()
+
+
+ATTACK = "pgd-linf:eps=0.15,step=0.05,steps=5"
+
+
+class TableModel(nn.Module):
+    """Predicts from a lookup table: pixel (0,0) encodes the sample id, pixel (0,1) > 0.5 marks 'attacked'."""
+
+    def __init__(self, clean: list[int], adv: list[int], num_classes: int = 4):
+        super().__init__()
+        self.register_buffer("table", torch.tensor([clean, adv]))
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ids = (x[:, 0, 0, 0] * 10).round().long()
+        attacked = (x[:, 0, 0, 1] > 0.5).long()
+        pred = self.table[attacked, ids]
+        return nn.functional.one_hot(pred, self.num_classes).float()
+
+
+class MarkAttack(Attack):
+    """Sets the 'attacked' marker pixel; the table models then answer from their adversarial row."""
+
+    def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        x[:, 0, 0, 1] = 1.0
+        return x
+
+
+def _id_data(n: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.zeros(n, 1, 4, 4)
+    x[:, 0, 0, 0] = torch.arange(n) / 10
+    return x, torch.zeros(n, dtype=torch.long)
+
+
+class CountingFactory:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, model: nn.Module) -> Attack:
+        counter = self
+
+        class Counted(MarkAttack):
+            def _perturb(self, x, y):
+                counter.calls += 1
+                return super()._perturb(x, y)
+
+        return Counted(model, eps=math.inf)
+
+
+# Label 0 everywhere. Source: right on clean for ids 0-5, fooled on adv for ids 0-3 (and 6, 7, which it
+# already gets wrong clean). Target: right on clean for 1, 2, 3, 6, 7; wrong on adv for 2 and 6.
+SOURCE = TableModel([0, 0, 0, 0, 0, 0, 1, 1], [1, 1, 1, 1, 0, 0, 1, 1])
+TARGET = TableModel([1, 0, 0, 0, 1, 1, 0, 0], [1, 0, 2, 0, 1, 1, 3, 0])
+BROKEN = TableModel([1] * 8, [1] * 8)
+
+
+def test_success_counts_only_eligible_examples(tmp_path):
+    res = transfer_matrix([NamedModel("src", SOURCE)], [NamedModel("tgt", TARGET), NamedModel("src_as_target", SOURCE)],
+                          _id_data(), lambda m: MarkAttack(m, eps=math.inf), tmp_path,
+                          attack_name="mark", progress=False, log=None)
+    p = res.pair("src", "tgt")
+    assert p["eligible"] == 3  # ids 1, 2, 3: source right clean and fooled, target right clean
+    assert p["successes"] == 1 and p["transfer_success"] == pytest.approx(1 / 3)  # id 2
+    assert p["target_accuracy"] == pytest.approx(3 / 8)  # the target's adversarial row is 0 (right) at ids 1, 3, 7
+    assert p["transfer_success_ci"] == pytest.approx(list(wilson(1, 3)))
+    src = res.sources[0]
+    assert src["clean_correct"] == 6 and src["fooled"] == 4 and src["whitebox_success"] == pytest.approx(4 / 6)
+    assert res.pair("src", "src_as_target")["transfer_success"] == 1.0
+    assert res.pair("src", "src_as_target")["eligible"] == 4
+
+
+def test_target_that_fails_on_clean_data_is_reported(tmp_path):
+    logs = []
+    res = transfer_matrix([NamedModel("src", SOURCE)], [NamedModel("broken", BROKEN)], _id_data(),
+                          lambda m: MarkAttack(m, eps=math.inf), tmp_path, attack_name="mark", progress=False,
+                          log=logs.append)
+    assert res.targets[0]["clean_accuracy"] == 0.0 and res.targets[0]["clean_correct"] == 0
+    p = res.pair("src", "broken")
+    assert p["eligible"] == 0 and math.isnan(p["transfer_success"])
+    assert any("broken" in line and "no clean example" in line for line in logs)
+
+
+def test_self_transfer_reproduces_whitebox_robust_accuracy(tmp_path, data):
+    model = create_model("smallcnn", "bn", 4, 1, width=0.25, mean=(0.3,), std=(0.3,), input_shape=(1, 8, 8), seed=0)
+    res = transfer_matrix([NamedModel("m", model)], [NamedModel("m", model)], data, ATTACK, tmp_path, include_self=True,
+                          progress=False, log=None)
+    expected = robust_accuracy(model, data, parse_attack(ATTACK).build(model, seed=0))
+    assert res.pair("m", "m")["target_accuracy"] == pytest.approx(expected)
+    assert res.sources[0]["robust_accuracy"] == pytest.approx(expected)
+
+
+def test_matrix_shape_labels_and_outputs(tmp_path, zoo, data):
+    sources = [zoo["bn0"], zoo["none0"]]
+    targets = [zoo["bn0"], zoo["none0"], zoo["bn1"]]
+    result, boosts, paths = run_transfer(sources, targets, data, ATTACK, tmp_path, progress=False, log=None)
+    m = result.matrix("transfer_success")
+    assert len(m) == 2 and all(len(row) == 3 for row in m)
+    assert [s["name"] for s in result.sources] == ["bn_s0", "none_s0"]
+    assert [t["name"] for t in result.targets] == ["bn_s0", "none_s0", "bn_s1"]
+    assert result.pair("bn_s0", "bn_s0")["self"] and not result.pair("bn_s0", "bn_s1")["self"]
+    assert [r["targets"] for r in result.per_source()] == [2, 2]  # self pairs left out of averages
+    assert {s["group"] for s in result.sources} == {"smallcnn/bn", "smallcnn/none"}
+    record = json.loads(paths["json"].read_text())
+    assert record["matrices"]["columns"] == ["bn_s0", "none_s0", "bn_s1"]
+    assert "eligible" in record["definitions"] and "target_accuracy" in record["definitions"]
+    summary = paths["summary"].read_text()
+    assert "Eligible examples" in summary and "Per-source average" in summary
+    for key in ("transfer_success_png", "target_accuracy_png"):
+        assert paths[key].is_file() and paths[key].with_suffix(".svg").is_file()
+    assert boosts == []
+
+
+def test_resume_reuses_adversarial_examples_and_pairs(tmp_path):
+    sources = [NamedModel("src", SOURCE)]
+    targets = [NamedModel("tgt", TARGET), NamedModel("broken", BROKEN)]
+    first = CountingFactory()
+    res1 = transfer_matrix(sources, targets, _id_data(), first, tmp_path, attack_name="mark", progress=False, log=None)
+    assert first.calls == 1
+    mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.*") if p.parent.name in ("adversarial", "pairs")}
+    assert len(mtimes) == 3
+    again = CountingFactory()
+    res2 = transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark", progress=False, log=None)
+    assert again.calls == 0
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert json.dumps(res2.pairs) == json.dumps(res1.pairs)
+    with pytest.raises(NrflabError, match="other settings"):
+        transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", progress=False, log=None)
+    with pytest.raises(NrflabError, match="--resume"):
+        transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark", resume=False,
+                        progress=False, log=None)
+    transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", overwrite=True,
+                    progress=False, log=None)
+    assert again.calls == 1
+
+
+def test_changed_source_weights_are_recrafted(tmp_path):
+    factory = CountingFactory()
+    transfer_matrix([NamedModel("src", SOURCE)], [NamedModel("tgt", TARGET)], _id_data(), factory, tmp_path,
+                    attack_name="mark", progress=False, log=None)
+    logs = []
+    changed = TableModel([0] * 8, [1] * 8)
+    res = transfer_matrix([NamedModel("src", changed)], [NamedModel("tgt", TARGET)], _id_data(), factory, tmp_path,
+                          attack_name="mark", progress=False, log=logs.append)
+    assert factory.calls == 2 and any("changed" in line for line in logs)
+    assert res.sources[0]["clean_correct"] == 8
+
+
+def test_targeted_success_means_target_class(tmp_path):
+    x, _ = _id_data()
+    y = torch.zeros(8, dtype=torch.long)
+    # Targeted, policy next: target class 1 for label 0. Source hits class 1 on ids 0-3 (adv row).
+    src = TableModel([0] * 8, [1, 1, 1, 1, 2, 2, 2, 2])
+    tgt = TableModel([0] * 8, [1, 2, 1, 3, 1, 1, 1, 1])
+    res = transfer_matrix([NamedModel("s", src)], [NamedModel("t", tgt)], (x, y), lambda m: MarkAttack(m, eps=math.inf, targeted=True),
+                          tmp_path, attack_name="mark", targeted=True, progress=False, log=None)
+    p = res.pair("s", "t")
+    assert p["eligible"] == 4 and p["successes"] == 2  # ids 0 and 2 land on class 1 on the target too
+    assert res.settings.target_policy == "next"
+
+
+def test_kept_checkpoints_and_source_epoch(zoo):
+    run = zoo["bn0"]
+    assert sorted(p.name for p in (run / "checkpoints").glob("*.safetensors")) == [
+        "epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors"]
+    ref = resolve_model(f"{run}@epoch=1")
+    assert ref.epoch == 1 and ref.name == "bn_s0@e1" and ref.group == "smallcnn/bn@e1"
+    assert ref.path == run / "checkpoints" / "epoch_0001.safetensors"
+    assert resolve_model(run, 2).epoch == 2 and resolve_model(run).epoch == 2
+    with pytest.raises(NrflabError, match="epoch 7 .* was not kept; kept epochs: 0, 1, 2"):
+        resolve_model(run, 7)
+
+
+def _fake_run(root: Path, accs: list[float], ligs: list[float], kept: list[int]) -> Path:
+    """A run dir with a chosen metrics.csv and tiny checkpoints at the kept epochs."""
+    run = root / "fake"
+    model = create_model("smallcnn", "bn", 4, 1, width=0.25, input_shape=(1, 8, 8), seed=0)
+    for e in kept:
+        save_model(model, run / "checkpoints" / f"epoch_{e:04d}.safetensors", {"epoch": str(e)})
+    save_model(model, run / "model.safetensors", {"epoch": str(len(accs) - 1)})
+    (run / "config.json").write_text(json.dumps({"arch": "smallcnn", "norm": "bn", "seed": 0}))
+    lines = ["epoch,clean_acc,ligs"] + [f"{i},{a},{g}" for i, (a, g) in enumerate(zip(accs, ligs))]
+    (run / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_early_stop_selection_by_epoch_and_criterion(tmp_path):
+    accs, ligs = [0.1, 0.5, 0.85, 0.9, 0.95], [1.0, 0.95, 0.9, 0.8, 0.7]
+    run = _fake_run(tmp_path, accs, ligs, kept=[0, 1, 2, 3, 4])
+    assert EarlyStop.parse("epoch=2").select(run) == 2
+    assert EarlyStop.parse("frac=0.9").select(run) == 3  # first epoch >= 0.9 * 0.95
+    assert EarlyStop.parse("ligs=0.8").select(run) == 2  # highest LIGS among clean acc >= 0.8
+    assert EarlyStop.parse("frac=0.5").select(run) == 1  # epoch 0 never chosen by a criterion
+    sparse = _fake_run(tmp_path / "sparse", accs, ligs, kept=[0, 2, 4])
+    assert EarlyStop.parse("frac=0.9").select(sparse) == 4  # epoch 3 was not kept
+    with pytest.raises(NrflabError, match="not kept"):
+        EarlyStop.parse("epoch=3").select(sparse)
+    with pytest.raises(NrflabError, match="bad early-stop"):
+        EarlyStop.parse("best")
+
+
+def test_twin_finding_and_boosts(tmp_path, zoo, data):
+    assert find_no_bn_twin(zoo["bn0"], [zoo["bn0"].parent]) == zoo["none0"]
+    assert find_no_bn_twin(zoo["none0"], []) == zoo["none0"]
+    with pytest.raises(NrflabError, match="no no-BN twin"):
+        find_no_bn_twin(zoo["bn1"], [zoo["bn0"].parent])  # seed 1 has no no-BN run
+    result, boosts, _ = run_transfer([zoo["bn0"]], [zoo["bn1"], zoo["none0"]], data, ATTACK, tmp_path, boost="both",
+                                     early_stop=EarlyStop.parse("epoch=1"), progress=False, log=None)
+    assert [(b["boost"], b["model"]) for b in boosts] == [("none", "bn_s0"), ("no-bn-twin", "none_s0"),
+                                                          ("early-stop", "bn_s0@e1"), ("both", "none_s0@e1")]
+    assert all(b["targets"] == 1 for b in boosts)  # the twin's own run is not a common target
+    assert "Boosts" in (tmp_path / "summary.md").read_text()
+
+
+def test_bad_inputs_raise_one_clear_error(tmp_path, data):
+    four = NamedModel("four", create_model("smallcnn", "bn", 4, 1, width=0.25, input_shape=(1, 8, 8), seed=0))
+    three = NamedModel("three", create_model("smallcnn", "bn", 3, 1, width=0.25, input_shape=(1, 8, 8), seed=0))
+    big = NamedModel("big", create_model("smallcnn", "bn", 4, 1, width=0.25, input_shape=(1, 28, 28), seed=0))
+    with pytest.raises(NrflabError, match="no source"):
+        transfer_matrix([], [four], data, ATTACK, tmp_path / "a", progress=False, log=None)
+    with pytest.raises(NrflabError, match="3 classes"):
+        transfer_matrix([four], [three], data, ATTACK, tmp_path / "b", progress=False, log=None)
+    with pytest.raises(NrflabError, match="expects inputs of shape"):
+        transfer_matrix([big], [four], data, ATTACK, tmp_path / "c", progress=False, log=None)
+    with pytest.raises(NrflabError, match="unique"):
+        transfer_matrix([four, four], [four], data, ATTACK, tmp_path / "d", progress=False, log=None)
+
+
+def test_cli_writes_outputs_and_resumes(tmp_path, zoo, capsys):
+    out = tmp_path / "cli"
+    args = ["transfer", "--sources", f"{zoo['bn0']},{zoo['none0']}", "--targets", str(zoo["bn1"]), "--dataset", TINY,
+            "--attack", "pgd-linf", "--eps", "0.15", "--steps", "3", "--limit", "32", "--out", str(out), "-q"]
+    assert main(args) == 0
+    for name in ("transfer.json", "pairs.csv", "matrix_transfer_success.csv", "heatmap_transfer_success.png",
+                 "heatmap_target_accuracy.svg", "summary.md"):
+        assert (out / name).is_file(), name
+    mtime = (out / "adversarial" / "bn_s0.safetensors").stat().st_mtime_ns
+    assert main(args + ["--resume"]) == 0
+    assert (out / "adversarial" / "bn_s0.safetensors").stat().st_mtime_ns == mtime
+    capsys.readouterr()
+    assert main(args) == 2  # results exist, no --resume
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "--resume" in err[0]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--targets", "RUN"], "no sources"),
+    (["--sources", "RUN@epoch=9", "--targets", "RUN"], "was not kept"),
+    (["--sources", "RUN", "--targets", "RUN", "--source-epoch", "1", "--boost", "early-stop"], "--early-stop epoch=K"),
+    (["--sources", "RUN", "--targets", "RUN", "--boost", "magic"], "unknown boost"),
+])
+def test_cli_bad_inputs(tmp_path, zoo, capsys, extra, message):
+    extra = [e.replace("RUN", str(zoo["bn0"])) for e in extra]
+    code = main(["transfer", *extra, "--dataset", TINY, "--eps", "0.1", "--out", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+def test_cli_class_count_mismatch(tmp_path, zoo, capsys):
+    other = save_model(create_model("smallcnn", "bn", 3, 1, width=0.25, input_shape=(1, 8, 8), seed=0), tmp_path / "m3.safetensors")
+    code = main(["transfer", "--sources", str(zoo["bn0"]), "--targets", str(other), "--dataset", TINY, "--eps", "0.1",
+                 "--out", str(tmp_path / "o"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "classes" in err[0]
+
+
+def test_cli_recipe(tmp_path, zoo):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"sources: [{zoo['bn0']}]\ntargets: [{zoo['bn1']}]\ndataset: {TINY}\nattack: pgd-linf\n"
+                      f"eps: 0.1\nsteps: 2\nlimit: 16\nout: {tmp_path / 'r'}\n")
+    assert main(["transfer", "--recipe", str(recipe), "-q"]) == 0
+    record = json.loads((tmp_path / "r" / "transfer.json").read_text())
+    assert record["settings"]["num_samples"] == 16 and record["settings"]["attack"].startswith("pgd-linf:eps=0.1")
+
+
+def test_experiment_quick(tmp_path):
+    from nrflab.experiments.transfer import run
+
+    sections = run(tmp_path, quick=True, progress=False, log=lambda s: None)
+    assert len(sections) == 3
+    assert "| source group |" in sections[0].markdown and sections[0].images
+    assert all(Path(p).is_file() for s in sections for p in s.images)
+    assert sections[2].markdown.count("- ") >= 2 and "this run" in sections[2].markdown
