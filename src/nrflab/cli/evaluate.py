@@ -61,9 +61,13 @@ def evaluate(
     dev = resolve_device(device)
     model = load_model(path, dev)
     cfg = model.config
-    if cfg.num_classes != bundle.num_classes or (cfg.input_shape and tuple(cfg.input_shape) != tuple(bundle.input_shape)):
+    shape = tuple(cfg.input_shape) if cfg.input_shape else None
+    # A 3-channel model would silently broadcast 1-channel images through its Normalize layer: check channels too.
+    if (cfg.num_classes != bundle.num_classes or cfg.in_channels != bundle.in_channels
+            or (shape and shape != tuple(bundle.input_shape))):
         raise NrflabError(
-            f"the model ({cfg.num_classes} classes, input {cfg.input_shape}) does not fit dataset {bundle.name!r} "
+            f"the model ({cfg.num_classes} classes, {cfg.in_channels} channels, input {shape or 'any'}) "
+            f"does not fit dataset {bundle.name!r} "
             f"({bundle.num_classes} classes, input {bundle.input_shape})"
         )
     x, y = dataset_tensors(bundle.test, limit)

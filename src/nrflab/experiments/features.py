@@ -30,23 +30,24 @@ class Settings:
     dataset: str = "mnist5k"
     width: float = 0.5
     limit: int | None = None  # training images used for every set (None: all 4,000)
-    source_epochs: int = 6
+    source_epochs: int = 15
     robust_epochs: int = 5
     robust_eps: float = 1.5  # PGD-L2 adversarial training radius of the D_R source
     robust_steps: int = 5
     nrf_eps: float = 2.0  # D_rand / D_det / conflicting: targeted PGD-L2 radius
-    nrf_steps: int = 40
-    nrf_step_size: float = 0.125
+    nrf_steps: int = 100
+    nrf_step_size: float = 0.1
     inv_steps: int = 200  # D_R: representation inversion
     inv_step_size: float = 0.1
-    epochs: int = 10  # twins trained on each set
+    epochs: int = 15  # twins trained on each set
+    lr: float | None = 0.01  # twins' peak one-cycle learning rate (the paper: 0.01 for D_R and D_rand)
     eval_size: int = 500
     eval_attack: str = "pgd-l2:eps=1.0,step=0.25,steps=10"
     device: str = "cpu"
 
 
 FULL = Settings()
-QUICK = Settings(width=0.25, limit=96, source_epochs=1, robust_epochs=1, robust_steps=1, nrf_steps=4,
+QUICK = Settings(width=0.25, limit=96, source_epochs=1, lr=None, robust_epochs=1, robust_steps=1, nrf_steps=4,
                  nrf_step_size=0.5, inv_steps=4, inv_step_size=0.5, epochs=1, eval_size=48,
                  eval_attack="pgd-l2:eps=1.0,step=0.5,steps=2")
 
@@ -90,7 +91,8 @@ def _twins(out: Path, s: Settings, seeds: Sequence[int], progress: bool, log) ->
             for seed in seeds:
                 fields = dict(dataset=str(out / "sets" / kind), arch="smallcnn", norm=norm, width=s.width,
                               epochs=s.epochs, seed=seed, eval_size=s.eval_size, eval_attacks=[s.eval_attack],
-                              eval_shifted_labels=kind == "conflicting", device=s.device)
+                              eval_shifted_labels=kind == "conflicting", device=s.device,
+                              **({"lr": s.lr} if s.lr is not None else {}))
                 runs[(kind, norm, seed)] = _train(fields, out / "runs" / f"{kind}_{norm}_s{seed}", progress, log)
     return runs
 

@@ -219,12 +219,11 @@ def _adversarial_section(out: Path, s: Settings, std, adv, std_rows, adv_rows, n
         ligs_at = {n: _mean(adv_rows[n], "ligs") for n in ("bn", "none")}
         ligs_std = {n: _mean(std_rows[n], "ligs") for n in ("bn", "none") if n in std_rows}
         near = all(v >= LIGS_NEAR_ONE for v in ligs_at.values())
-        above = all(ligs_at[n] > ligs_std[n] for n in ligs_std)
         claims.append(claim_line(
             "Adversarially trained models keep LIGS near 1, with or without BN",
-            _verdict(near and above, *adv_rows.values()),
+            _verdict(near, *adv_rows.values()),
             f"LIGS: AT bn {num(ligs_at['bn'])}, AT none {num(ligs_at['none'])} (threshold {LIGS_NEAR_ONE}); "
-            + ", ".join(f"standard {n} {num(v)}" for n, v in ligs_std.items()) + "."))
+            + "for reference " + ", ".join(f"standard {n} {num(v)}" for n, v in ligs_std.items()) + "."))
         rob = {n: _mean(adv_rows[n], key) for n in ("bn", "none")}
         cost_at = rob["none"] - rob["bn"]
         evidence = f"{key[11:-1]}: AT bn {pct(rob['bn'])}, AT none {pct(rob['none'])} (BN costs {100 * cost_at:.1f} points"

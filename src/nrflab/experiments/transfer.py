@@ -170,7 +170,7 @@ def _claims(result: TransferResult, early: list[dict]) -> list[str]:
                 ps = [p["transfer_success"] for p in result.pairs if not p["self"] and p["source_group"] == f"{arch}/{snorm}"
                       and p["target_group"].endswith(f"/{tnorm}")]
                 vals[snorm] = mean_ci(ps)[0]
-            by_target.append(f"on {tnorm} targets {_p(vals['none'])} vs {_p(vals['bn'])}")
+            by_target.append(f"on {tnorm} targets: no-BN {_p(vals['none'])} vs BN {_p(vals['bn'])}")
         total += 1
         wins += nobn[0] > bn[0]
         overlap = not (nobn[1] > bn[2] or bn[1] > nobn[2]) if math.isfinite(nobn[1]) and math.isfinite(bn[1]) else True
