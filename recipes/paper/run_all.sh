@@ -24,5 +24,6 @@ for n in bn none; do
   $T --dataset "$OUT/conflicting" --arch resnet18 --norm $n --init torch --lr 0.1 --eval-shifted-labels --out "$OUT/on-conflicting-$n" --resume
 done
 # Transfer between the standard twins, from the final and early-stopped sources.
-nrflab transfer --sources "$OUT/r18-bn" "$OUT/r18-none" --targets "$OUT/r18-bn" "$OUT/r18-none" \
-  --dataset cifar10 --data-root "$DATA" --attack pgd-linf --eps 0.03137 --steps 20 --out "$OUT/transfer" --device cuda
+nrflab transfer --sources "$OUT/r18-bn,$OUT/r18-none" --targets "$OUT/r18-bn,$OUT/r18-none,$OUT/r18-bn-at" \
+  --dataset cifar10 --data-root "$DATA" --attack pgd-linf --eps 0.03137 --steps 20 --boost both \
+  --out "$OUT/transfer" --device cuda --resume

@@ -270,10 +270,12 @@ class PGD(Attack):
     @torch.no_grad()
     def _score(self, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Worst case first: success (misclassified / on target) dominates, then the objective."""
-        obj = self.objective(x_adv, y)
         if self.custom_loss:
-            return obj
-        pred = self.model(x_adv).argmax(1)
+            return self.objective(x_adv, y)
+        logits = self.model(x_adv)
+        loss = F.cross_entropy(logits, y, reduction="none")
+        obj = -loss if self.targeted else loss
+        pred = logits.argmax(1)
         success = (pred == y) if self.targeted else (pred != y)
         # The objective (a cross-entropy) is finite; a large offset ranks success above any loss.
         return obj.clamp(-1e6, 1e6) + success.float() * 1e7

@@ -293,7 +293,9 @@ def check_fits(model: nn.Module, bundle: DatasetBundle, sample: torch.Tensor) ->
     """Refuse a source model whose classes or input shape do not match the dataset."""
     cfg = getattr(model, "config", None)
     shape = tuple(getattr(cfg, "input_shape", None) or ())
-    if cfg is not None and (cfg.num_classes != bundle.num_classes or (shape and shape != tuple(bundle.input_shape))):
+    channels = getattr(cfg, "in_channels", bundle.input_shape[0])
+    if cfg is not None and (cfg.num_classes != bundle.num_classes or channels != bundle.input_shape[0]
+                            or (shape and shape != tuple(bundle.input_shape))):
         raise NrflabError(
             f"the source model ({cfg.num_classes} classes, input {shape or 'any'}) does not fit dataset "
             f"{bundle.name!r} ({bundle.num_classes} classes, input {tuple(bundle.input_shape)})")

@@ -349,6 +349,21 @@ class TrainResult:
     config: TrainConfig
 
 
+def check_input_fits(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """A dry forward on two blank images, so an arch/norm that cannot take this input size fails with
+    one clear line (e.g. InstanceNorm on a 1x1 feature map of 8x8 digits) instead of mid-training."""
+    from .attacks import frozen_model
+
+    try:
+        with torch.no_grad(), frozen_model(model, "train", keep_buffers=True):  # BN statistics restored
+            model(torch.zeros(2, *input_shape))
+    except (RuntimeError, ValueError) as exc:
+        cfg = getattr(model, "config", None)
+        what = f"{cfg.arch} with norm {cfg.norm!r}" if cfg is not None else "the model"
+        raise NrflabError(f"{what} cannot take inputs of shape {tuple(input_shape)}: "
+                          f"{str(exc).splitlines()[0][:120]}") from None
+
+
 class NonFiniteLoss(NrflabError):
     """Training diverged (NaN/Inf loss)."""
 
@@ -379,6 +394,7 @@ class Trainer:
             self.cfg.arch, self.cfg.norm, b.num_classes, b.in_channels, width=self.cfg.width,
             mean=b.mean, std=b.std, init=self.cfg.init, input_shape=b.input_shape, seed=self.cfg.seed,
         )
+        check_input_fits(model, b.input_shape)
         model = model.to(self.device)
         if self.cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)

@@ -26,8 +26,8 @@ for _optional in ("features", "transfer", "experiments"):  # present once their 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nrflab`` script; returns the exit status."""
     try:
-        app(args=argv, prog_name="nrflab", standalone_mode=True)
-    except SystemExit as exc:  # Typer/Click report usage errors (status 2), --help and Exit this way
+        result = app(args=argv, prog_name="nrflab", standalone_mode=False)
+    except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except KeyboardInterrupt:
@@ -39,7 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # disk full, permission denied, ...: still one line
         print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
         return 2
-    return 0
+    except Exception as exc:
+        # Click/Typer usage errors, Exit and Abort (Typer vendors Click, so they are matched by shape).
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
+            message = exc.format_message()
+            if message:  # empty when no arguments were given: the help was shown
+                print(f"error: {message} (see --help)", file=sys.stderr)
+            return int(exc.exit_code)
+        if hasattr(exc, "exit_code"):
+            return int(exc.exit_code)
+        if type(exc).__name__ == "Abort":
+            print("aborted", file=sys.stderr)
+            return 130
+        raise
+    return result if isinstance(result, int) else 0
 
 
 def run() -> None:  # pragma: no cover - console script shim

@@ -27,7 +27,7 @@ def attack_specs_from_flags(
     specs = []
     for text in attack:
         spec = parse_attack(text)
-        if ":" not in text:
+        if ":" not in text and spec.kind != "none":
             if eps is None:
                 raise NrflabError(f"attack {text!r} needs --eps (or write it as {text}:eps=VALUE)")
             spec = AttackSpec(kind=spec.kind, eps=eps, steps=steps if steps is not None else 10,
