@@ -136,7 +136,7 @@ def test_norms_experiment_quick_returns_three_sections_with_tables(tmp_path):
                                            "Corruption robustness"]
     for s in sections:
         assert isinstance(s, Section)
-        assert "|---|" in s.markdown and "this run **" in s.markdown
+        assert "|---|" in s.markdown and ": this run " in s.markdown
         assert s.images and all(p.is_file() and p.suffix == ".png" for p in s.images)
     assert "| AT bn |" in sections[0].markdown and "| standard none |" in sections[0].markdown
     assert "gaussian_noise" in sections[2].markdown

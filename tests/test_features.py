@@ -238,6 +238,6 @@ def test_experiment_quick(tmp_path):
 
     sections = run(tmp_path, quick=True, progress=False, log=None)
     md = sections[0].markdown
-    assert "| D_rand | BN |" in md and "acc vs y+1" in md and md.count("this run **") == 2
+    assert "| D_rand | BN |" in md and "acc vs y+1" in md and md.count(": this run ") == 2
     assert "batch statistics: acc vs y" in md and "Finding: on D_rand, D_det" in md and "Wall time" in md
     assert all(Path(p).is_file() for p in sections[0].images) and len(sections[0].images) == 4

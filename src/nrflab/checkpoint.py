@@ -83,6 +83,22 @@ def read_json(path: str | os.PathLike, what: str = "file") -> Any:
         raise NrflabError(f"{what} {path} is not valid JSON ({exc.__class__.__name__})") from None
 
 
+def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict[str, Any]:
+    """Parse a YAML (or JSON) file that must hold a mapping, or raise a one-line error naming it."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise NrflabError(f"{what} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise NrflabError(f"{what} {path} is not valid YAML/JSON ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise NrflabError(f"{what} {path} must hold a mapping of settings")
+    return data
+
+
 def load_tensors(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Read a safetensors file or raise a one-line error (missing, corrupt, not safetensors)."""
     path = Path(path)

@@ -41,7 +41,7 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
 
 def claim_line(claim: str, agrees: bool | None, evidence: str) -> str:
     """One sentence per paper claim: does this run agree, and the numbers that say so."""
-    verdict = {True: "**agrees**", False: "**disagrees**", None: "**inconclusive**"}[agrees]
+    verdict = {True: "**agrees**", False: "**disagrees**", None: "is **inconclusive**"}[agrees]
     return f"- {claim}: this run {verdict}. {evidence}"
 
 

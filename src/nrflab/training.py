@@ -31,6 +31,7 @@ from .checkpoint import (
     atomic_write_text,
     load_tensors,
     read_metadata,
+    read_yaml_mapping,
     save_model,
 )
 from .data import DatasetBundle, ImageTensorDataset, load_dataset
@@ -142,15 +143,7 @@ def make_config(base_dataset: str | None = None, **fields: Any) -> TrainConfig:
 
 def load_config_file(path: str | Path, **overrides: Any) -> TrainConfig:
     """Read a YAML/JSON recipe; explicit overrides win."""
-    path = Path(path)
-    if not path.is_file():
-        raise NrflabError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise NrflabError(f"config file {path} is not valid YAML/JSON ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise NrflabError(f"config file {path} must hold a mapping of settings")
+    data = read_yaml_mapping(path, "config file")
     data.pop("resolved", None)
     return make_config(**{**data, **overrides})
 

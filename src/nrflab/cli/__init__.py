@@ -11,16 +11,7 @@ from ..errors import NrflabError
 from .app import app
 
 # Each module registers its commands on ``app``.
-from . import evaluate as _evaluate  # noqa: F401,E402
-from . import train as _train  # noqa: F401,E402
-from . import info as _info  # noqa: F401,E402
-
-for _optional in ("features", "transfer", "experiments"):  # present once their features are installed
-    try:
-        __import__(f"{__name__}.{_optional}")
-    except ModuleNotFoundError as _exc:  # pragma: no cover - only while a command module is absent
-        if _exc.name != f"{__name__}.{_optional}":
-            raise
+from . import evaluate, experiments, features, info, train, transfer  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> int:

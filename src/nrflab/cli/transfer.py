@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-import yaml
 
 from ..data import load_dataset
+from ..checkpoint import read_yaml_mapping
 from ..errors import NrflabError
 from ..training import read_run_config, resolve_device
 from .app import app
@@ -30,15 +30,7 @@ def _split(values: Optional[list[str]]) -> list[str]:
 
 
 def _read_recipe(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise NrflabError(f"recipe not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise NrflabError(f"recipe {path} is not valid YAML ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise NrflabError(f"recipe {path} must hold a mapping of settings")
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    data = {str(k).replace("-", "_"): v for k, v in read_yaml_mapping(path, "recipe").items()}
     unknown = sorted(set(data) - RECIPE_KEYS)
     if unknown:
         raise NrflabError(f"recipe {path} has unknown keys {', '.join(unknown)}; known: {', '.join(sorted(RECIPE_KEYS))}")

@@ -10,11 +10,7 @@ from .base import (
     register_dataset,
 )
 from . import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
-
-try:  # file-based formats (CIFAR, SVHN, IDX, image folders)
-    from . import files as _files  # noqa: F401
-except ImportError:  # pragma: no cover - only while the module is absent
-    pass
+from . import files as _files  # noqa: F401  (registers CIFAR, SVHN, IDX, image folders)
 
 __all__ = [
     "DatasetBundle",

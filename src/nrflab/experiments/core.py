@@ -104,17 +104,27 @@ def ligs_drop(run_dir: Path) -> tuple[float, float]:
     return (max(trained), trained[-1]) if trained else (math.nan, math.nan)
 
 
-def claims(means: dict[str, dict[str, float]], groups: dict[str, list[Path]], bn: str, none: str) -> list[str]:
-    """One verdict per paper claim, from the BN and no-BN groups."""
+def higher(a: float, b: float, n: int) -> bool | None:
+    """Is accuracy ``a`` above ``b``, each measured on ``n`` images? None when the gap is within
+    1.96 standard errors of a difference of two proportions (too close to call)."""
+    se = math.sqrt(max(a * (1 - a) + b * (1 - b), 1e-12) / max(n, 1))
+    return None if abs(a - b) < 1.96 * se else a > b
+
+
+def claims(means: dict[str, dict[str, float]], groups: dict[str, list[Path]], bn: str, none: str,
+           n_eval: int) -> list[str]:
+    """One verdict per paper claim, from the BN and no-BN groups (accuracies measured on ``n_eval``
+    images per seed; gaps within sampling error are inconclusive)."""
     b, n = means[bn], means[none]
+    n_total = n_eval * len(groups[bn])
     rob = robust_column(list(b))
     lines = []
     lines.append(claim_line(
-        "Claim 1, BN raises clean accuracy", b["clean_acc"] > n["clean_acc"],
+        "Claim 1, BN raises clean accuracy", higher(b["clean_acc"], n["clean_acc"], n_total),
         f"Clean accuracy {pct(b['clean_acc'])} with BN vs {pct(n['clean_acc'])} without."))
     if rob:
         lines.append(claim_line(
-            "Claim 1, BN lowers adversarial robustness", b[rob] < n[rob],
+            "Claim 1, BN lowers adversarial robustness", higher(n[rob], b[rob], n_total),
             f"Robust accuracy ({rob[11:-1]}) {pct(b[rob])} with BN vs {pct(n[rob])} without."))
     lines.append(claim_line(
         "Claims 2-3, BN shifts the model toward non-robust features (lower LIGS)", b["ligs"] < n["ligs"],
@@ -164,6 +174,6 @@ def run(
         "",
         "**Paper claims**",
         "",
-        *claims(means, groups, bn, none),
+        *claims(means, groups, bn, none, settings.eval_size),
     ]
     return [Section("Batch normalization and non-robust features (Figure 3)", "\n".join(text), [plots[0]])]

@@ -7,7 +7,7 @@ convention), so attacks, LIGS and feature datasets all work in pixel space.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Callable, Sequence
 
 import torch
