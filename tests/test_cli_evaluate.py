@@ -152,3 +152,27 @@ def test_help_exits_0(argv, capsys) -> None:
     code, stdout, _ = run_cli(capsys, *argv)
     assert code == 0
     assert ("evaluate" in stdout) and ("--checkpoint" in stdout or argv == ["--help"])
+
+
+def test_corruptions_report_every_corruption_and_severity(checkpoint, tmp_path, capsys) -> None:
+    from nrflab.corruptions import benchmark_corruptions
+
+    out = tmp_path / "eval.json"
+    code, stdout, stderr = run_cli(capsys, "evaluate", "-c", checkpoint, "-d", "mnist5k", "--limit", 32, "--no-ligs",
+                                   "--attack", "pgd-l2:eps=0.5,steps=1", "--corruptions", "-o", out)
+    assert code == 0, stderr
+    corr = json.loads(out.read_text())["corruptions"]
+    seen = {(r["corruption"], r["severity"]) for r in corr["rows"]}
+    assert seen == {(c, s) for c in benchmark_corruptions() for s in range(1, 6)}
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in corr["rows"])
+    mean = sum(r["accuracy"] for r in corr["rows"]) / len(corr["rows"])
+    assert corr["summary"]["mean"] == pytest.approx(mean)
+    assert "mean corruption accuracy" in stdout
+
+
+def test_cifar_c_directory_that_is_missing_is_one_error_line(checkpoint, tmp_path, capsys) -> None:
+    code, _, stderr = run_cli(capsys, "evaluate", "-c", checkpoint, "-d", "mnist5k", "--limit", 8, "--no-ligs",
+                              "--attack", "pgd-l2:eps=0.5,steps=1", "--corruptions", "--cifar-c", tmp_path / "nope")
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:")

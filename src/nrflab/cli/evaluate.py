@@ -53,6 +53,10 @@ def evaluate(
     path = resolve_checkpoint(checkpoint)
     dataset = dataset or _default_dataset(path)
     specs = attack_specs_from_flags(attack, eps, steps, step_size, random_start, restarts)
+    if cifar_c is not None:
+        from ..corruptions import available_cifar_c
+
+        available_cifar_c(cifar_c)  # a wrong directory fails now, not after the attacks ran
     bundle = load_dataset(dataset, root=data_root, download=download)
     if specs is None:
         preset = preset_for(bundle.name, bundle.info.get("base_dataset") if bundle.info else None)
