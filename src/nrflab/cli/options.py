@@ -1,4 +1,4 @@
-"""Option helpers shared by commands: attack specs from flags, devices, output paths."""
+"""Option parsing shared by commands: attack specs from command-line flags."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="A YAML/JSON recipe; flags given here override it."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name or built dataset directory (default cifar10)."),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Where the dataset's files are."),
+    download: bool = typer.Option(False, "--download", help="Fetch missing dataset files first (needs internet)."),
     arch: Optional[str] = typer.Option(None, "--arch", help="resnet18, resnet50, vgg11, vgg16, smallcnn (default resnet18)."),
     norm: Optional[str] = typer.Option(None, "--norm", help="bn, none, gn, ln, in, bn-eval, fixup (default bn)."),
     width: Optional[float] = typer.Option(None, "--width", help="Channel width multiplier (e.g. 0.25 for CPU runs)."),
@@ -68,6 +69,10 @@ def train(
     given = {k: v for k, v in flags.items() if v is not None}
     cfg = load_config_file(config, **given) if config else make_config(**given)
     _check_names(cfg.arch, cfg.norm)
+    if download:
+        from ..data import load_dataset
+
+        load_dataset(cfg.dataset, root=cfg.data_root, download=True)
     result = run_training(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty())
     last = result.history[-1]
     typer.echo(f"done: {result.run_dir} (clean {100 * last['clean_acc']:.1f}%); metrics in {result.run_dir / 'metrics.csv'}")
