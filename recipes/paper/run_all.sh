@@ -14,7 +14,7 @@ nrflab plot "$OUT"/r18-bn "$OUT"/r18-none "$OUT"/r18-bn-at "$OUT"/r18-none-at --
 B="nrflab build-dataset --dataset cifar10 --data-root $DATA --device cuda --resume"
 $B d_rand --source "$OUT/r18-bn" --out "$OUT/d_rand" --eps 0.5 --step-size 0.1 --steps 100
 $B d_det  --source "$OUT/r18-bn" --out "$OUT/d_det"  --eps 0.5 --step-size 0.1 --steps 100
-$B d_r    --source "$OUT/r18-bn-at" --out "$OUT/d_r" --steps 1000 --step-size 0.1
+$B d_r    --source "$OUT/r18-bn-at" --out "$OUT/d_r" --steps 1000 --step-size 0.1 --fake-relu --label-policy prediction
 $B conflicting --base "$OUT/d_r" --source "$OUT/r18-bn" --out "$OUT/conflicting" --eps 0.5 --step-size 0.1 --steps 100
 # Figures 4 and 6: train both twins on each set (lr 0.01 for D_R and D_rand, 0.1 for D_det and conflicting).
 for n in bn none; do
