@@ -74,6 +74,9 @@ def plot_runs(
             raise NrflabError(f"{r}/metrics.csv has no rows yet")
         cfg = read_run_config(r)
         loaded.append((labels[i] if labels else run_label(r, cfg), cfg, rows))
+    names = [label for label, _, _ in loaded]
+    if not labels and len(set(names)) < len(names):  # several seeds of one model: tell them apart
+        loaded = [(f"{label} s{cfg.get('seed')}", cfg, rows) for label, cfg, rows in loaded]
     rob = robust_column(list(loaded[0][2][0]), attack)
     panels = [("clean_acc", "clean accuracy (usefulness)")]
     if rob:
