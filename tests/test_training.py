@@ -303,3 +303,20 @@ def test_shifted_label_accuracy_is_recorded(tiny, tmp_path):
     assert rows[-1]["shifted_acc"] == pytest.approx(float((pred == (y + 1) % 10).float().mean()), abs=1e-6)
     assert rows[-1]["clean_acc"] == pytest.approx(float((pred == y).float().mean()), abs=1e-6)
     assert "shifted_acc" not in T.metrics_columns(config())
+
+
+def test_train_or_reuse_reuses_the_same_recipe_and_refuses_another(tmp_path):
+    from nrflab.errors import NrflabError
+    from nrflab.training import make_config, train_or_reuse
+
+    fields = dict(dataset="digits", arch="smallcnn", width=0.25, epochs=1, eval_size=16, eval_attacks=[], ligs=False,
+                  device="cpu")
+    run = tmp_path / "run"
+    logs: list[str] = []
+    train_or_reuse(make_config(**fields), run, progress=False, log=logs.append)
+    stamp = (run / "checkpoint.safetensors").stat().st_mtime_ns
+    train_or_reuse(make_config(**fields), run, progress=False, log=logs.append)
+    assert logs[-1] == f"reusing finished run {run}"
+    assert (run / "checkpoint.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(NrflabError, match="config differs in lr"):
+        train_or_reuse(make_config(**{**fields, "lr": 0.01}), run, progress=False, log=None)

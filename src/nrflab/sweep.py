@@ -26,7 +26,7 @@ import torch
 
 from .checkpoint import atomic_write_json, atomic_write_text, read_yaml_mapping
 from .errors import NrflabError
-from .training import TrainConfig, make_config, read_metrics, read_run_config, run_status, train
+from .training import TrainConfig, config_differences, make_config, read_metrics, run_status, train
 
 SWEEP_FILE = "sweep.json"
 SUMMARY_FILE = "summary.csv"
@@ -171,11 +171,8 @@ def existing_state(run_dir: Path, cfg: TrainConfig) -> str:
     status = run_status(run_dir) if run_dir.is_dir() else None
     if status is None:
         return "new"
-    if status["finished"] and status["epoch"] >= cfg.epochs:
-        old = read_run_config(run_dir)
-        mine = cfg.model_dump()
-        if all(old.get(k) == v for k, v in mine.items() if k not in ("epochs", "device")):
-            return "finished"
+    if status["finished"] and status["epoch"] >= cfg.epochs and not config_differences(run_dir, cfg):
+        return "finished"
     return "interrupted"  # the trainer resumes it, or refuses in one line if its config differs
 
 

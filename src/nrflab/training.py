@@ -324,6 +324,12 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return read_json(Path(run_dir) / CONFIG_FILE, "run config")
 
 
+def config_differences(run_dir: str | Path, cfg: TrainConfig) -> list[str]:
+    """Fields in which ``cfg`` differs from the run's recorded config (epochs and device may differ)."""
+    old = read_run_config(run_dir)
+    return [k for k, v in cfg.model_dump().items() if k not in ("epochs", "device") and old.get(k) != v]
+
+
 def run_status(run_dir: str | Path) -> dict[str, Any] | None:
     """The metadata of a run's last complete epoch, or None if it has no checkpoint yet."""
     path = Path(run_dir) / CHECKPOINT_FILE
@@ -414,9 +420,7 @@ class Trainer:
             if not resume:
                 what = "a finished run" if status and status["finished"] else "an unfinished run"
                 raise NrflabError(f"{self.out} already holds {what}; pass --resume to continue it or --overwrite to start again")
-            old = read_run_config(self.out)
-            mine = self.cfg.model_dump()
-            changed = [k for k in mine if k not in ("epochs", "device") and old.get(k) != mine[k]]
+            changed = config_differences(self.out, self.cfg)
             if changed:
                 raise NrflabError(f"cannot resume {self.out}: its config differs in {', '.join(changed)}")
         elif resume and self.out.exists() and any(self.out.iterdir()):
@@ -594,6 +598,22 @@ class Trainer:
         return "  ".join(parts)
 
 
+def train_or_reuse(cfg: TrainConfig, out_dir: str | Path, progress: bool = True,
+                   log: Callable[[str], None] | None = print, bundle: DatasetBundle | None = None) -> Path:
+    """Reuse a finished run of this recipe, resume an interrupted one, or train a new one.
+
+    A run recorded with another recipe is refused by the trainer in one line, never silently reused.
+    """
+    out_dir = Path(out_dir)
+    status = run_status(out_dir)
+    if status and status["finished"] and status["epoch"] >= cfg.epochs and not config_differences(out_dir, cfg):
+        if log:
+            log(f"reusing finished run {out_dir}")
+        return out_dir
+    train(cfg, out_dir, resume=status is not None, progress=progress, log=log, bundle=bundle)
+    return out_dir
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, overwrite: bool = False,
           progress: bool = True, log: Callable[[str], None] | None = print,
           bundle: DatasetBundle | None = None) -> TrainResult:
@@ -614,4 +634,5 @@ __all__ = [
     "read_run_config",
     "run_status",
     "train",
+    "train_or_reuse",
 ]

@@ -802,13 +802,15 @@ def boost_comparison(result: TransferResult, variants: Sequence[Variant]) -> lis
     return rows
 
 
-def _f(v: float, digits: int = 1) -> str:
+def fmt_pct(v: float, digits: int = 1) -> str:
+    """A proportion as a percentage number (``n/a`` when undefined), for tables."""
     return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.{digits}f}"
 
 
-def _ci(ci: Sequence[float]) -> str:
+def fmt_ci(ci: Sequence[float]) -> str:
+    """A confidence interval as ``[lo, hi]`` in percent, or empty when undefined."""
     lo, hi = ci
-    return "" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{_f(lo)}, {_f(hi)}]"
+    return "" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{fmt_pct(lo)}, {fmt_pct(hi)}]"
 
 
 def summary_markdown(result: TransferResult, boosts: Sequence[dict[str, Any]] = ()) -> str:
@@ -825,40 +827,40 @@ def summary_markdown(result: TransferResult, boosts: Sequence[dict[str, Any]] = 
              f"- **Self pairs**: {d['self_pairs']}.", f"- **Intervals**: {d['ci']}.", "",
              "### Sources (white-box)", "",
              markdown_table(["source", "group", "clean acc %", "white-box success %", "95 % CI", "fooled"],
-                            [[r["name"], r["group"], _f(r["clean_accuracy"]), _f(r["whitebox_success"]),
-                              _ci(r["whitebox_ci"]), r["fooled"]] for r in result.sources]), "",
+                            [[r["name"], r["group"], fmt_pct(r["clean_accuracy"]), fmt_pct(r["whitebox_success"]),
+                              fmt_ci(r["whitebox_ci"]), r["fooled"]] for r in result.sources]), "",
              "### Targets (clean)", "",
              markdown_table(["target", "group", "clean acc %", "clean correct"],
-                            [[r["name"], r["group"], _f(r["clean_accuracy"]), r["clean_correct"]] for r in result.targets]),
+                            [[r["name"], r["group"], fmt_pct(r["clean_accuracy"]), r["clean_correct"]] for r in result.targets]),
              "", "### Transfer success % (rows: sources, columns: targets; * = self pair)", "",
              markdown_table(["source \\ target", *[t["name"] for t in result.targets]],
                             [[sr["name"], *[_cell(result.pair(sr["name"], t["name"])) for t in result.targets]]
                              for sr in result.sources]), "",
              "### Target accuracy % on the transferred examples", "",
              markdown_table(["source \\ target", *[t["name"] for t in result.targets]],
-                            [[sr["name"], *[_f(result.pair(sr["name"], t["name"])["target_accuracy"]) for t in result.targets]]
+                            [[sr["name"], *[fmt_pct(result.pair(sr["name"], t["name"])["target_accuracy"]) for t in result.targets]]
                              for sr in result.sources]), "",
              "### Per-source average over targets", "",
              markdown_table(["source", "group", "targets", "mean success %", "pooled %", "pooled 95 % CI",
                              "mean target acc %"],
-                            [[r["source"], r["group"], r["targets"], _f(r["mean_success"]), _f(r["pooled_success"]),
-                              _ci(r["pooled_ci"]), _f(r["mean_target_accuracy"])] for r in result.per_source()]), "",
+                            [[r["source"], r["group"], r["targets"], fmt_pct(r["mean_success"]), fmt_pct(r["pooled_success"]),
+                              fmt_ci(r["pooled_ci"]), fmt_pct(r["mean_target_accuracy"])] for r in result.per_source()]), "",
              "### Per source group (mean over seeds of the per-source average)", "",
              markdown_table(["source group", "sources", "mean success %", "95 % CI (t)", "mean target acc %"],
-                            [[r["group"], r["sources"], _f(r["mean_success"]), _ci(r["ci"]),
-                              _f(r["mean_target_accuracy"])] for r in result.per_source_group()])]
+                            [[r["group"], r["sources"], fmt_pct(r["mean_success"]), fmt_ci(r["ci"]),
+                              fmt_pct(r["mean_target_accuracy"])] for r in result.per_source_group()])]
     if boosts:
         lines += ["", "### Boosts (same targets for every variant of a source)", "",
                   markdown_table(["source", "boost", "model used", "targets", "mean success %", "pooled 95 % CI",
                                   "gain (points)"],
-                                 [[r["source"], r["boost"], r["model"], r["targets"], _f(r["mean_success"]),
-                                   _ci(r["pooled_ci"]), f"{100 * r['gain']:+.1f}" if math.isfinite(r["gain"]) else "n/a"]
+                                 [[r["source"], r["boost"], r["model"], r["targets"], fmt_pct(r["mean_success"]),
+                                   fmt_ci(r["pooled_ci"]), f"{100 * r['gain']:+.1f}" if math.isfinite(r["gain"]) else "n/a"]
                                   for r in boosts]), "", boost_verdict(boosts)]
     return "\n".join(lines) + "\n"
 
 
 def _cell(p: dict[str, Any]) -> str:
-    return f"{_f(p['transfer_success'])} ({p['eligible']}){'*' if p['self'] else ''}"
+    return f"{fmt_pct(p['transfer_success'])} ({p['eligible']}){'*' if p['self'] else ''}"
 
 
 def boost_verdict(boosts: Sequence[dict[str, Any]]) -> str:
@@ -871,7 +873,7 @@ def boost_verdict(boosts: Sequence[dict[str, Any]]) -> str:
         m, lo, hi = mean_ci(gains, proportion=False)
         helped = sum(g > 0 for g in gains)
         word = "helped" if m > 0 else "did not help"
-        out.append(f"- **{b}** {word}: mean gain {100 * m:+.1f} points {_ci((lo, hi)).replace('[', '(95 % CI [').replace(']', '])') if math.isfinite(lo) else ''}"
+        out.append(f"- **{b}** {word}: mean gain {100 * m:+.1f} points {fmt_ci((lo, hi)).replace('[', '(95 % CI [').replace(']', '])') if math.isfinite(lo) else ''}"
                    f", higher success for {helped}/{len(gains)} sources.")
     return "\n".join(out) if out else "No boost was compared."
 

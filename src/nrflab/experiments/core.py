@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from ..plots import plot_runs, robust_column
 from ..report import Section, claim_line, markdown_table, num, pct
-from ..training import TrainConfig, make_config, read_metrics, run_status, train
+from ..training import TrainConfig, make_config, read_metrics, train_or_reuse
 
 #: Twins whose clean accuracy differs by more than this are flagged: robustness of a model that did
 #: not learn proves nothing.
@@ -40,18 +40,6 @@ QUICK = DemoSettings(epochs=1, eval_size=64)
 
 def run_dir_name(cfg: TrainConfig) -> str:
     return f"{Path(cfg.dataset).name}-{cfg.arch}-{cfg.norm}-s{cfg.seed}"
-
-
-def train_or_reuse(cfg: TrainConfig, out: Path, progress: bool, log: Callable[[str], None] | None,
-                   bundle=None) -> Path:
-    """Train into ``out``, resuming an interrupted run and reusing a finished one."""
-    status = run_status(out)
-    if status and status["finished"] and status["epochs"] == cfg.epochs:
-        if log:
-            log(f"reusing finished run {out}")
-        return out
-    train(cfg, out, resume=status is not None, progress=progress, log=log, bundle=bundle)
-    return out
 
 
 def final_row(run_dir: Path) -> dict[str, float]:

@@ -23,7 +23,7 @@ from ..features import build_dataset
 from ..metrics import batches, dataset_tensors
 from ..plots import plot_runs
 from ..report import Section, claim_line, markdown_table, num, pct
-from ..training import make_config, read_metrics, run_status, train
+from ..training import make_config, read_metrics, train_or_reuse
 
 SETS = ("d_r", "d_rand", "d_det", "conflicting")
 NORMS = ("bn", "none")
@@ -72,12 +72,7 @@ QUICK = Settings(width=0.25, limit=96, source_epochs=1, lr_d_r=None, lr_d_rand=N
 
 
 def _train(cfg_fields: dict, run_dir: Path, progress: bool, log: Callable[[str], None]) -> Path:
-    status = run_status(run_dir)
-    if status is not None and status["finished"]:
-        return run_dir
-    cfg = make_config(**cfg_fields)
-    train(cfg, run_dir, resume=status is not None, progress=progress, log=log)
-    return run_dir
+    return train_or_reuse(make_config(**cfg_fields), run_dir, progress, log)
 
 
 def _sources(out: Path, s: Settings, progress: bool, log: Callable[[str], None]) -> tuple[Path, Path]:

@@ -26,7 +26,7 @@ from ..metrics import evaluate_model
 from ..plots import plot_runs, save_figure
 from ..presets import PRESETS
 from ..report import Section, claim_line, markdown_table, num, pct
-from ..training import TrainConfig, make_config, run_status, train
+from ..training import TrainConfig, make_config, train_or_reuse
 
 Log = Callable[[str], None]
 
@@ -82,16 +82,6 @@ def _config(s: Settings, bundle: DatasetBundle, norm: str, seed: int, adversaria
     return make_config(**fields)
 
 
-def _train(cfg: TrainConfig, run_dir: Path, bundle: DatasetBundle, progress: bool, log: Log) -> Path:
-    """Train, resume an interrupted run, or reuse a finished one."""
-    status = run_status(run_dir)
-    if status and status["finished"] and status["epochs"] == cfg.epochs:
-        log(f"reusing finished run {run_dir}")
-        return run_dir
-    train(cfg, run_dir, resume=status is not None, progress=progress, log=log, bundle=bundle)
-    return run_dir
-
-
 def _subset(data: ImageTensorDataset, n: int | None, seed: int) -> ImageTensorDataset:
     """A seeded random subset (the embedded sets are sorted by class, so a prefix would not do)."""
     if n is None or n >= len(data):
@@ -143,10 +133,10 @@ def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), pr
     for seed in seeds:
         for norm in s.norms:
             cfg = _config(s, bundle, norm, seed, adversarial=False)
-            std[norm].append(_train(cfg, out / "runs" / f"std-{norm}-s{seed}", bundle, progress, log))
+            std[norm].append(train_or_reuse(cfg, out / "runs" / f"std-{norm}-s{seed}", progress, log, bundle))
         for norm in s.at_norms:
             cfg = _config(s, bundle, norm, seed, adversarial=True)
-            adv[norm].append(_train(cfg, out / "runs" / f"at-{norm}-s{seed}", bundle, progress, log))
+            adv[norm].append(train_or_reuse(cfg, out / "runs" / f"at-{norm}-s{seed}", progress, log, bundle))
     measured = {p: _measure(p, test, s, bundle, seed, progress) for group in (std, adv) for runs in group.values()
                 for seed, p in zip(seeds, runs)}
     std_rows = {n: [measured[p]["framework"] for p in runs] for n, runs in std.items()}

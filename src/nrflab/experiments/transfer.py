@@ -15,8 +15,9 @@ from typing import Callable, Sequence
 
 from ..data import load_dataset
 from ..report import Section, claim_line, markdown_table
-from ..training import make_config, run_status, train
-from ..transfer import EarlyStop, ModelRef, TransferResult, mean_ci, resolve_model, transfer_matrix, write_outputs
+from ..training import make_config, train_or_reuse
+from ..transfer import (EarlyStop, ModelRef, TransferResult, fmt_ci, fmt_pct, mean_ci, resolve_model,
+                        transfer_matrix, write_outputs)
 
 FULL = {"archs": (("smallcnn", 0.5), ("vgg11", 0.25)), "epochs": 6, "train_size": None, "limit": 500,
         "attack": "pgd-linf:eps=0.1,step=0.025,steps=10"}
@@ -38,12 +39,9 @@ def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), pr
         for norm in ("bn", "none"):
             for seed in seeds:
                 run_dir = out_dir / "runs" / f"{arch}_{norm}_s{seed}"
-                status = run_status(run_dir)
-                if not (status and status["finished"]):
-                    cfg = make_config(dataset="mnist5k", arch=arch, norm=norm, width=width, epochs=setup["epochs"],
-                                      seed=seed, eval_attacks=[], ligs=False, keep_checkpoints=1, device="cpu")
-                    train(cfg, run_dir, resume=status is not None, progress=progress, log=None, bundle=bundle)
-                runs.append(run_dir)
+                cfg = make_config(dataset="mnist5k", arch=arch, norm=norm, width=width, epochs=setup["epochs"],
+                                  seed=seed, eval_attacks=[], ligs=False, keep_checkpoints=1, device="cpu")
+                runs.append(train_or_reuse(cfg, run_dir, progress, None, bundle))
     finals = [resolve_model(r) for r in runs]
     earlier = [resolve_model(r, e) for r in runs for e in range(1, setup["epochs"])]
     result = transfer_matrix([*finals, *earlier], finals, bundle, setup["attack"], out_dir / "transfer",
@@ -130,10 +128,10 @@ def _matrix_markdown(result: TransferResult) -> str:
         ["source group", "seeds", "clean acc %", "white-box success %", "transfer success % (mean over targets)",
          "95 % CI over seeds", "target acc % on its examples"],
         [[g["group"], g["sources"], f"{100 * sum(c[0] for c in clean[g['group']]) / len(clean[g['group']]):.1f}",
-          f"{100 * sum(c[1] for c in clean[g['group']]) / len(clean[g['group']]):.1f}", _p(g["mean_success"]),
-          _ci(g["ci"]), _p(g["mean_target_accuracy"])] for g in groups])
+          f"{100 * sum(c[1] for c in clean[g['group']]) / len(clean[g['group']]):.1f}", fmt_pct(g["mean_success"]),
+          fmt_ci(g["ci"]), fmt_pct(g["mean_target_accuracy"])] for g in groups])
     gm = markdown_table(["source \\ target", *tg],
-                        [[a, *[f"{_p(c['mean'])} {_ci(c['ci'])}" for c in row]] for a, row in zip(sg, cells)])
+                        [[a, *[f"{fmt_pct(c['mean'])} {fmt_ci(c['ci'])}" for c in row]] for a, row in zip(sg, cells)])
     d = result.definitions
     s = result.settings
     return (f"Attack `{s.attack}`, untargeted, {s.num_samples} mnist5k test images; every final model attacks every "
@@ -147,10 +145,10 @@ def _early_markdown(curve: dict[str, list], early: list[dict]) -> str:
     rows = []
     for group, pts in curve.items():
         for e, m, lo, hi, acc in pts:
-            rows.append([group, e, f"{100 * acc:.1f}", _p(m), _ci((lo, hi))])
+            rows.append([group, e, f"{100 * acc:.1f}", fmt_pct(m), fmt_ci((lo, hi))])
     t1 = markdown_table(["source group", "source epoch", "source clean acc %", "transfer success %", "95 % CI over seeds"], rows)
     t2 = markdown_table(["source run", "early epoch", "success % (early)", "success % (final)", "gain (points)"],
-                        [[r["run"], r["epoch"], _p(r["early"]), _p(r["final"]), f"{100 * (r['early'] - r['final']):+.1f}"]
+                        [[r["run"], r["epoch"], fmt_pct(r["early"]), fmt_pct(r["final"]), f"{100 * (r['early'] - r['final']):+.1f}"]
                          for r in early])
     return (f"Checkpoints of every epoch attack the final models of the other runs. Early stopping rule "
             f"`{EARLY_RULE}`: the earliest kept epoch whose clean accuracy reaches 90 % of the final.\n\n{t1}\n\n{t2}\n")
@@ -170,12 +168,12 @@ def _claims(result: TransferResult, early: list[dict]) -> list[str]:
                 ps = [p["transfer_success"] for p in result.pairs if not p["self"] and p["source_group"] == f"{arch}/{snorm}"
                       and p["target_group"].endswith(f"/{tnorm}")]
                 vals[snorm] = mean_ci(ps)[0]
-            by_target.append(f"on {tnorm} targets: no-BN {_p(vals['none'])} vs BN {_p(vals['bn'])}")
+            by_target.append(f"on {tnorm} targets: no-BN {fmt_pct(vals['none'])} vs BN {fmt_pct(vals['bn'])}")
         total += 1
         overlap = not (nobn[1] > bn[2] or bn[1] > nobn[2]) if math.isfinite(nobn[1]) and math.isfinite(bn[1]) else True
         wins += not overlap and nobn[0] > bn[0]  # only a gap beyond seed noise counts either way
         losses += not overlap and nobn[0] < bn[0]
-        parts.append(f"{arch}{' (CIs overlap: within seed noise)' if overlap else ''}: no-BN sources {_p(nobn[0])} {_ci(nobn[1:])} vs BN sources {_p(bn[0])} {_ci(bn[1:])} "
+        parts.append(f"{arch}{' (CIs overlap: within seed noise)' if overlap else ''}: no-BN sources {fmt_pct(nobn[0])} {fmt_ci(nobn[1:])} vs BN sources {fmt_pct(bn[0])} {fmt_ci(bn[1:])} "
                      f"({'; '.join(by_target)})")
     agree1 = True if wins == total else (False if losses == total else None)
     gains = [r["early"] - r["final"] for r in early
@@ -192,15 +190,6 @@ def _claims(result: TransferResult, early: list[dict]) -> list[str]:
                    "Mean transfer success over targets (95 % CI over seeds): " + "; ".join(parts) + "."),
         claim_line("Early-stopped sources (mostly RFs) transfer better than the final model", agree2,
                    f"Early checkpoint (rule {EARLY_RULE}) minus final model: mean {100 * g:+.1f} points "
-                   f"{_ci((lo, hi))} over the {len(gains)} runs where the rule chose an earlier epoch; "
+                   f"{fmt_ci((lo, hi))} over the {len(gains)} runs where the rule chose an earlier epoch; "
                    f"higher for {helped}/{len(gains)}."),
     ]
-
-
-def _p(v: float) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"
-
-
-def _ci(ci: Sequence[float]) -> str:
-    lo, hi = ci
-    return "" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{100 * lo:.1f}, {100 * hi:.1f}]"
