@@ -58,7 +58,7 @@ def predict(model: nn.Module, data: Data, batch_size: int = 256) -> tuple[torch.
 def accuracy(model: nn.Module, data: Data, batch_size: int = 256) -> float:
     """Clean accuracy in [0,1] (the framework's *usefulness*)."""
     pred, y = predict(model, data, batch_size)
-    return float((pred == y).float().mean())
+    return int((pred == y).sum()) / int(y.numel())
 
 
 def robust_accuracy(model: nn.Module, data: Data, attack: Attack, batch_size: int = 256) -> float:
