@@ -58,7 +58,11 @@ DATASET_PRESET = {
 
 def preset_for(dataset: str, base_dataset: str | None = None) -> str:
     """The preset name for a dataset (a built feature dataset uses its base dataset's preset)."""
+    from .data.base import parse_dataset_name
+
     key = (base_dataset or _built_base(dataset) or dataset).lower()
+    if ":" in key and key.partition(":")[0] in DATASET_PRESET:
+        key = parse_dataset_name(key)[0]
     return DATASET_PRESET.get(key, "cifar")
 
 

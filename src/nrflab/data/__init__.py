@@ -7,6 +7,8 @@ from .base import (
     channel_stats,
     iterate_batches,
     load_dataset,
+    parse_dataset_name,
+    Probe,
     register_dataset,
 )
 from . import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
@@ -19,5 +21,7 @@ __all__ = [
     "channel_stats",
     "iterate_batches",
     "load_dataset",
+    "parse_dataset_name",
+    "Probe",
     "register_dataset",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -49,6 +49,22 @@ class ImageTensorDataset(Dataset):
         return ImageTensorDataset(self.images[idx], self.labels[idx])
 
 
+@runtime_checkable
+class Probe(Protocol):
+    """Extra per-epoch metrics a dataset knows how to measure (e.g. feature reliance on planted data).
+
+    The trainer calls ``probe(model)`` with the model in eval mode on its device after every epoch
+    (and, if asked, every few steps early in training) and records the returned values under
+    ``columns()`` in ``metrics.csv``. A probe must not change the model (use ``frozen_model``).
+    """
+
+    name: str
+
+    def columns(self) -> list[str]: ...
+
+    def __call__(self, model: Any) -> dict[str, float]: ...
+
+
 def _to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
@@ -66,6 +82,7 @@ class DatasetBundle:
     std: tuple[float, ...]
     classes: list[str] | None = None
     info: dict = field(default_factory=dict)
+    probes: list[Probe] = field(default_factory=list)
 
     @property
     def in_channels(self) -> int:
@@ -74,16 +91,43 @@ class DatasetBundle:
 
 Loader = Callable[..., DatasetBundle]
 _REGISTRY: dict[str, Loader] = {}
+_TAKES_PARAMS: set[str] = set()
 
 
-def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    """Register ``loader(root, download) -> DatasetBundle`` under ``name``."""
+def register_dataset(name: str, *, params: bool = False) -> Callable[[Loader], Loader]:
+    """Register ``loader(root, download) -> DatasetBundle`` under ``name``.
+
+    With ``params=True`` the loader also receives ``params: dict[str, str]`` parsed from a name like
+    ``planted:preset=drand,a_n=0.2`` and must validate them itself (one-line errors).
+    """
 
     def deco(fn: Loader) -> Loader:
         _REGISTRY[name] = fn
+        if params:
+            _TAKES_PARAMS.add(name)
         return fn
 
     return deco
+
+
+def parse_dataset_name(name: str) -> tuple[str, dict[str, str]]:
+    """``"planted:preset=drand,a_n=0.2"`` -> ``("planted", {"preset": "drand", "a_n": "0.2"})``.
+
+    A name without ``:`` has no parameters. Keys are lower-cased; values are kept as text.
+    """
+    text = str(name).strip()
+    key, sep, rest = text.partition(":")
+    params: dict[str, str] = {}
+    if sep:
+        for item in filter(None, (p.strip() for p in rest.split(","))):
+            k, eq, v = item.partition("=")
+            if not eq or not k.strip() or not v.strip():
+                raise NrflabError(f"bad dataset parameter {item!r} in {text!r}; use NAME:key=value,key=value")
+            k = k.strip().lower()
+            if k in params:
+                raise NrflabError(f"dataset parameter {k!r} is given twice in {text!r}")
+            params[k] = v.strip()
+    return key.strip().lower(), params
 
 
 def available_datasets() -> list[str]:
@@ -96,8 +140,14 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     ``root`` is where file-based datasets live (default ``$NRFLAB_DATA`` or ``~/.nrflab/data/<name>``);
     ``download=True`` fetches missing files and verifies their checksums.
     """
-    key = str(name).lower()
+    key, params = parse_dataset_name(str(name)) if ":" in str(name) and not Path(name).exists() else (str(name).lower(), {})
     if key in _REGISTRY:
+        if key in _TAKES_PARAMS:
+            return _REGISTRY[key](root=root, download=download, params=params)
+        if params:
+            if set(params) == {"root"} and root is None:
+                return _REGISTRY[key](root=params["root"], download=download)
+            raise NrflabError(f"dataset {key!r} takes no parameters besides root (got {', '.join(sorted(params))})")
         return _REGISTRY[key](root=root, download=download)
     path = Path(name)
     if path.is_dir() and (path / "dataset.json").exists():
