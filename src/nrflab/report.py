@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .checkpoint import atomic_write_text
+from .stats import Verdict
 
 
 @dataclass
@@ -43,6 +44,14 @@ def claim_line(claim: str, agrees: bool | None, evidence: str) -> str:
     """One sentence per paper claim: does this run agree, and the numbers that say so."""
     verdict = {True: "**agrees**", False: "**disagrees**", None: "is **inconclusive**"}[agrees]
     return f"- {claim}: this run {verdict}. {evidence}"
+
+
+def verdict_line(verdict: "Verdict") -> str:
+    """One sentence per judged claim (see ``nrflab.stats.judge``), protocol included."""
+    word = {"agrees": "**agrees**", "disagrees": "**disagrees**", "inconclusive": "is **inconclusive**",
+            "void": f"is **void** ({verdict.reason})"}[verdict.outcome]
+    protocol = f" Protocol: {verdict.protocol}." if verdict.protocol else ""
+    return f"- {verdict.claim}: this run {word}. {verdict.evidence}{protocol}"
 
 
 def write_report(out_dir: str | os.PathLike, title: str, sections: Sequence[Section], intro: str = "") -> tuple[Path, Path]:
@@ -93,4 +102,4 @@ def strip_markdown(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"\1", text)
 
 
-__all__ = ["Section", "claim_line", "markdown_table", "num", "pct", "strip_markdown", "write_report"]
+__all__ = ["Section", "claim_line", "markdown_table", "num", "pct", "strip_markdown", "verdict_line", "write_report"]
