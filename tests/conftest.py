@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from typing import Iterator
+
 import copy
 
 import pytest
@@ -89,3 +93,34 @@ def assert_same_state(model: torch.nn.Module, before: dict[str, torch.Tensor]) -
     assert set(after) == set(before)
     for k, v in before.items():
         assert torch.equal(after[k], v), f"{k} changed"
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextlib.contextmanager
+def capture_log() -> Iterator[list[str]]:
+    """The messages nrflab logs inside the block (its ``nrflab`` logger at INFO)."""
+    logger = logging.getLogger("nrflab")
+    handler = _ListHandler()
+    old = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old)
+
+
+@pytest.fixture()
+def logged() -> Iterator[list[str]]:
+    """The messages nrflab logs during a test."""
+    with capture_log() as messages:
+        yield messages

@@ -38,7 +38,7 @@ def small(bundle: DatasetBundle, classes: list[int], n_train: int, n_test: int) 
 def run(bundle: DatasetBundle, out, **fields) -> T.TrainResult:
     base = dict(dataset="mnist5k", arch="smallcnn", width=0.25, epochs=1, device="cpu", ligs=False, eval_attacks=[],
                 eval_size=16)
-    return T.train(T.make_config(**{**base, **fields}), out, bundle=bundle, progress=False, log=None)
+    return T.train(T.make_config(**{**base, **fields}), out, bundle=bundle, progress=False)
 
 
 def bn_buffers(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -131,7 +131,7 @@ def test_every_norm_trains_a_step_and_is_recorded(mnist, tmp_path, arch, norm, w
 def test_norms_experiment_quick_returns_three_sections_with_tables(tmp_path):
     from nrflab.experiments import norms
 
-    sections = norms.run(tmp_path, quick=True, seeds=(0,), progress=False, log=lambda s: None)
+    sections = norms.run(tmp_path, quick=True, seeds=(0,), progress=False)
     assert [s.title for s in sections] == ["Adversarial training with and without BN", "The normalization family",
                                            "Corruption robustness"]
     for s in sections:
@@ -143,5 +143,5 @@ def test_norms_experiment_quick_returns_three_sections_with_tables(tmp_path):
     recorded = T.read_run_config(tmp_path / "runs" / "at-bn-s0")
     assert recorded["adv_train"] == "targeted-l2" and recorded["attack_mode"] == "train"
     # A second call reuses every finished run and stored measurement.
-    again = norms.run(tmp_path, quick=True, seeds=(0,), progress=False, log=lambda s: None)
+    again = norms.run(tmp_path, quick=True, seeds=(0,), progress=False)
     assert [s.markdown for s in again] == [s.markdown for s in sections]

@@ -118,26 +118,26 @@ def test_attack_is_independent_of_batch_size(norm, random_start, restarts, split
 
 def test_random_start_depends_on_seed_only(trained_model, test_batch) -> None:
     x, y = test_batch[0][:16], test_batch[1][:16]
-    make = lambda seed: PGD(trained_model, "linf", eps=0.1, steps=2, random_start=True, seed=seed)  # noqa: E731
+    make = lambda seed: PGD(trained_model, norm="linf", eps=0.1, steps=2, random_start=True, seed=seed)  # noqa: E731
     a, b, c = make(3)(x, y), make(3)(x, y), make(4)(x, y)
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
-    assert not torch.allclose(a, PGD(trained_model, "linf", eps=0.1, steps=2, seed=3)(x, y))
+    assert not torch.allclose(a, PGD(trained_model, norm="linf", eps=0.1, steps=2, seed=3)(x, y))
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_zero_steps_without_random_start_returns_x(norm) -> None:
     model = tiny_model()
     x, y = images(4, 0), labels(4, 0)
-    assert torch.equal(PGD(model, norm, eps=0.3, steps=0)(x, y), x)
-    assert torch.equal(PGD(model, norm, eps=0.0, steps=5)(x, y), x)
+    assert torch.equal(PGD(model, norm=norm, eps=0.3, steps=0)(x, y), x)
+    assert torch.equal(PGD(model, norm=norm, eps=0.0, steps=5)(x, y), x)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_one_full_pgd_step_is_fgsm(trained_model, test_batch, norm) -> None:
     x, y = test_batch[0][:32], test_batch[1][:32]
     eps = 0.1 if norm == "linf" else 1.0
-    pgd = PGD(trained_model, norm, eps=eps, step_size=eps, steps=1)(x, y)
+    pgd = PGD(trained_model, norm=norm, eps=eps, step_size=eps, steps=1)(x, y)
     torch.testing.assert_close(pgd, FGSM(trained_model, eps=eps, norm=norm)(x, y), atol=1e-6, rtol=0)
 
 
@@ -155,7 +155,7 @@ def test_restarts_keep_the_per_sample_worst_case(trained_model, test_batch, norm
     x, y = test_batch[0][:64], test_batch[1][:64]
     eps = 0.05 if norm == "linf" else 0.5
     # A custom loss ranks restarts by the loss alone: the per-sample maximum must win.
-    atk = RecordingPGD(trained_model, norm, eps=eps, steps=3, random_start=True, restarts=4, seed=1,
+    atk = RecordingPGD(trained_model, norm=norm, eps=eps, steps=3, random_start=True, restarts=4, seed=1,
                        loss_fn=cross_entropy_loss)
     atk.runs = []
     best = atk(x, y)
@@ -169,8 +169,8 @@ def test_restarts_keep_the_per_sample_worst_case(trained_model, test_batch, norm
 
     # The default (cross-entropy) scoring puts misclassification first: restarts=4 never correctly
     # classifies a sample that restarts=1 (its first restart, same seed) already fooled.
-    single = PGD(trained_model, norm, eps=eps, steps=3, random_start=True, restarts=1, seed=1)(x, y)
-    multi = PGD(trained_model, norm, eps=eps, steps=3, random_start=True, restarts=4, seed=1)(x, y)
+    single = PGD(trained_model, norm=norm, eps=eps, steps=3, random_start=True, restarts=1, seed=1)(x, y)
+    multi = PGD(trained_model, norm=norm, eps=eps, steps=3, random_start=True, restarts=4, seed=1)(x, y)
     with torch.no_grad():
         fooled_single = trained_model(single).argmax(1) != y
         fooled_multi = trained_model(multi).argmax(1) != y
@@ -183,9 +183,9 @@ def test_untargeted_raises_loss_targeted_reaches_target(trained_model, test_batc
     target = (y + 1) % 10
     with torch.no_grad():
         clean_loss = F.cross_entropy(trained_model(x), y, reduction="none")
-        x_adv = PGD(trained_model, "l2", eps=1.0, steps=10)(x, y)
+        x_adv = PGD(trained_model, norm="l2", eps=1.0, steps=10)(x, y)
         assert bool((F.cross_entropy(trained_model(x_adv), y, reduction="none") >= clean_loss - 1e-4).all())
-        x_t = PGD(trained_model, "l2", eps=3.0, step_size=0.5, steps=20, targeted=True)(x, target)
+        x_t = PGD(trained_model, norm="l2", eps=3.0, step_size=0.5, steps=20, targeted=True)(x, target)
         to_target = F.cross_entropy(trained_model(x_t), target, reduction="none")
         assert bool((to_target < F.cross_entropy(trained_model(x), target, reduction="none")).all())
         on_target = (trained_model(x_t).argmax(1) == target).sum()
@@ -202,10 +202,10 @@ def test_custom_loss_on_the_representation_is_used(trained_model, test_batch) ->
     def feature_distance(model, inputs, target):
         return (model.features(inputs) - target).pow(2).flatten(1).sum(1)
 
-    toward = PGD(trained_model, "l2", eps=3.0, step_size=0.3, steps=20, targeted=True, loss_fn=feature_distance)
+    toward = PGD(trained_model, norm="l2", eps=3.0, step_size=0.3, steps=20, targeted=True, loss_fn=feature_distance)
     # Ascending from x itself would see a zero gradient (the distance is at its minimum): start at random.
-    away = PGD(trained_model, "l2", eps=3.0, step_size=0.3, steps=20, random_start=True, loss_fn=feature_distance)
-    just_start = PGD(trained_model, "l2", eps=3.0, steps=0, random_start=True, loss_fn=feature_distance)
+    away = PGD(trained_model, norm="l2", eps=3.0, step_size=0.3, steps=20, random_start=True, loss_fn=feature_distance)
+    just_start = PGD(trained_model, norm="l2", eps=3.0, steps=0, random_start=True, loss_fn=feature_distance)
     with torch.no_grad():
         d_before = (start - goal).pow(2).sum(1)
         d_after = (trained_model.features(toward(x, goal)) - goal).pow(2).sum(1)
@@ -221,12 +221,12 @@ def test_train_mode_buffers_kept_or_updated(trained_model, test_batch, restarts)
     before = state_snapshot(trained_model)
     tracked = int(trained_model.net.bn1.num_batches_tracked)
 
-    kept = PGD(trained_model, "linf", eps=0.1, steps=3, mode="train", keep_buffers=True, restarts=restarts,
+    kept = PGD(trained_model, norm="linf", eps=0.1, steps=3, mode="train", keep_buffers=True, restarts=restarts,
                random_start=restarts > 1)(x, y)
     assert_same_state(trained_model, before)
     assert not trained_model.training
 
-    PGD(trained_model, "linf", eps=0.1, steps=3, mode="train", keep_buffers=False, restarts=restarts,
+    PGD(trained_model, norm="linf", eps=0.1, steps=3, mode="train", keep_buffers=False, restarts=restarts,
         random_start=restarts > 1)(x, y)
     assert not trained_model.training
     # One BN update per forward pass: 3 gradient steps per restart (plus scoring passes when restarts > 1).
@@ -234,13 +234,13 @@ def test_train_mode_buffers_kept_or_updated(trained_model, test_batch, restarts)
     assert updates == 3 if restarts == 1 else updates >= 3 * restarts
     assert not torch.equal(trained_model.net.bn1.running_mean, before["net.bn1.running_mean"])
     # Batch statistics really were used: the eval-mode attack finds other examples.
-    assert not torch.allclose(kept, PGD(trained_model, "linf", eps=0.1, steps=3)(x, y))
+    assert not torch.allclose(kept, PGD(trained_model, norm="linf", eps=0.1, steps=3)(x, y))
 
 
 def test_model_left_in_train_mode_is_restored(trained_model, test_batch) -> None:
     trained_model.train()
     before = state_snapshot(trained_model)
-    PGD(trained_model, "l2", eps=0.5, steps=2)(test_batch[0][:8], test_batch[1][:8])
+    PGD(trained_model, norm="l2", eps=0.5, steps=2)(test_batch[0][:8], test_batch[1][:8])
     assert trained_model.training and all(m.training for m in trained_model.modules())
     assert_same_state(trained_model, before)
 
@@ -315,7 +315,7 @@ def ta_batch(test_batch):
 def test_pgd_linf_matches_torchattacks(trained_model, ta_batch) -> None:
     torchattacks = pytest.importorskip("torchattacks")
     x, y = ta_batch
-    ours = PGD(trained_model, "linf", eps=0.1, step_size=0.01, steps=10)(x, y)
+    ours = PGD(trained_model, norm="linf", eps=0.1, step_size=0.01, steps=10)(x, y)
     theirs = torchattacks.PGD(trained_model, eps=0.1, alpha=0.01, steps=10, random_start=False)(x, y)
     torch.testing.assert_close(ours, theirs, atol=1e-6, rtol=0)
     assert (ours - x).abs().max() > 0.09
@@ -324,7 +324,7 @@ def test_pgd_linf_matches_torchattacks(trained_model, ta_batch) -> None:
 def test_pgd_l2_matches_torchattacks(trained_model, ta_batch) -> None:
     torchattacks = pytest.importorskip("torchattacks")
     x, y = ta_batch
-    ours = PGD(trained_model, "l2", eps=1.0, step_size=0.2, steps=10)(x, y)
+    ours = PGD(trained_model, norm="l2", eps=1.0, step_size=0.2, steps=10)(x, y)
     assert (ours - x).flatten(1).norm(dim=1).max() > 0.99
     # torchattacks divides the gradient by (||g|| + 1e-10). That moves the normalized step by about one
     # ulp, and over 10 steps a ReLU / max-pool switch can amplify it for a sample or two (here sample 30
@@ -340,7 +340,7 @@ def test_pgd_l2_matches_torchattacks(trained_model, ta_batch) -> None:
 def test_targeted_pgd_matches_torchattacks(trained_model, ta_batch) -> None:
     torchattacks = pytest.importorskip("torchattacks")
     x, y = ta_batch
-    ours = PGD(trained_model, "linf", eps=0.2, step_size=0.02, steps=10, targeted=True)(x, (y + 1) % 10)
+    ours = PGD(trained_model, norm="linf", eps=0.2, step_size=0.02, steps=10, targeted=True)(x, (y + 1) % 10)
     ta = torchattacks.PGD(trained_model, eps=0.2, alpha=0.02, steps=10, random_start=False)
     ta.set_mode_targeted_by_function(lambda images, labels: (labels + 1) % 10, quiet=True)
     torch.testing.assert_close(ours, ta(x, y), atol=1e-6, rtol=0)
@@ -361,7 +361,7 @@ def test_fgsm_matches_torchattacks(trained_model, ta_batch) -> None:
 @pytest.mark.parametrize("norm, grid", [("linf", [0.0, 0.02, 0.05, 0.1, 0.2]), ("l2", [0.0, 0.25, 0.5, 1.0, 2.0])])
 def test_robust_accuracy_does_not_increase_with_eps(trained_model, test_batch, norm, grid) -> None:
     x, y = test_batch[0][:128], test_batch[1][:128]
-    accs = [robust_accuracy(trained_model, (x, y), PGD(trained_model, norm, eps=e, steps=10)) for e in grid]
+    accs = [robust_accuracy(trained_model, (x, y), PGD(trained_model, norm=norm, eps=e, steps=10)) for e in grid]
     assert accs[0] == accuracy(trained_model, (x, y)) > 0.9
     assert all(b <= a for a, b in zip(accs, accs[1:])), accs
     assert accs[-1] < accs[0] - 0.5
@@ -370,7 +370,7 @@ def test_robust_accuracy_does_not_increase_with_eps(trained_model, test_batch, n
 @pytest.mark.parametrize("norm, eps, step", [("linf", 1.0, 0.05), ("l2", 30.0, 1.0)])
 def test_unbounded_attack_breaks_the_model(trained_model, test_batch, norm, eps, step) -> None:
     x, y = test_batch[0][:128], test_batch[1][:128]
-    assert robust_accuracy(trained_model, (x, y), PGD(trained_model, norm, eps=eps, step_size=step, steps=30)) <= 0.02
+    assert robust_accuracy(trained_model, (x, y), PGD(trained_model, norm=norm, eps=eps, step_size=step, steps=30)) <= 0.02
 
 
 # -------------------------------------------------------------------------------------------------
@@ -381,8 +381,7 @@ def test_parse_attack_and_round_trip() -> None:
     spec = parse_attack("pgd-linf:eps=8/255,steps=20,step=2/255,rs=1,restarts=3,targeted=1")
     assert spec == AttackSpec("pgd-linf", 8 / 255, 2 / 255, 20, True, 3, True)
     assert spec.norm == "linf" and parse_attack("fgm-l2:eps=1").norm == "l2"
-    assert parse_attack(spec.to_string()) == AttackSpec("pgd-linf", float(f"{8 / 255:g}"), float(f"{2 / 255:g}"),
-                                                        20, True, 3, True)
+    assert parse_attack(spec.to_string()) == spec  # the text form round-trips exactly
     assert parse_attack("pgd-l2:eps=0.25,steps=10").label == "pgd-l2_0.25"
 
 

@@ -43,7 +43,7 @@ def test_evaluate_prints_and_writes_the_metrics(checkpoint, _trained_master, mni
     x, y = mnist5k.test.tensors()
     x, y = x[:64], y[:64]
     assert metrics["clean_acc"] == accuracy(_trained_master, (x, y)) > 0.8
-    assert metrics["robust_acc[pgd-l2_0.5]"] == robust_accuracy(_trained_master, (x, y), PGD(_trained_master, "l2", eps=0.5, steps=3))
+    assert metrics["robust_acc[pgd-l2_0.5]"] == robust_accuracy(_trained_master, (x, y), PGD(_trained_master, norm="l2", eps=0.5, steps=3))
     assert metrics["ligs"] == pytest.approx(ligs(_trained_master, x, y, sigma=0.01, seed=0), abs=1e-6)
     for key, value in metrics.items():
         shown = f"{100 * value:.2f} %" if "acc" in key else f"{value:.4f}"
@@ -55,13 +55,13 @@ def test_spec_form_and_several_attacks(checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "eval.json"
     code, _, stderr = run_cli(capsys, "evaluate", "-c", checkpoint, "-d", "mnist5k", "--limit", 32, "--no-ligs",
                               "--attack", "pgd-linf:eps=0.1,step=0.025,steps=2", "--attack", "fgsm:eps=0.2",
-                              "--attack", "pgd-l2:eps=0,steps=0", "-o", out)
+                              "--attack", "none", "-o", out)
     assert code == 0, stderr
     record = json.loads(out.read_text())
     metrics = record["metrics"]
-    assert set(metrics) == {"clean_acc", "robust_acc[pgd-linf_0.1]", "robust_acc[fgsm_0.2]", "robust_acc[pgd-l2_0]"}
+    assert set(metrics) == {"clean_acc", "robust_acc[pgd-linf_0.1]", "robust_acc[fgsm_0.2]", "robust_acc[none]"}
     assert record["attacks"]["pgd-linf_0.1"] == "pgd-linf:eps=0.1,steps=2,step=0.025"
-    assert metrics["robust_acc[pgd-l2_0]"] == metrics["clean_acc"]
+    assert metrics["robust_acc[none]"] == metrics["clean_acc"]
     assert metrics["robust_acc[fgsm_0.2]"] < metrics["clean_acc"]
     assert record["ligs_sigma"] is None
 
@@ -79,7 +79,7 @@ def test_default_attacks_and_output_path(checkpoint, capsys) -> None:
 def test_evaluate_a_run_directory(mnist5k, tmp_path, capsys) -> None:
     cfg = make_config(dataset="mnist5k", arch="smallcnn", width=0.25, epochs=1, eval_size=32, ligs=False,
                       eval_attacks=["pgd-l2:eps=0.5,steps=1"], seed=0)
-    run_dir = train(cfg, tmp_path / "run", progress=False, log=None).run_dir
+    run_dir = train(cfg, tmp_path / "run", progress=False).run_dir
     code, _, stderr = run_cli(capsys, "evaluate", "-c", run_dir, "--limit", 32, "--no-ligs",
                               "--attack", "pgd-l2", "--eps", 0.5, "--steps", 1)
     assert code == 0, stderr

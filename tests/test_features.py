@@ -45,7 +45,7 @@ def source(tmp_path_factory, mnist) -> Path:
 
 
 def _build(kind, source, out, **kw):
-    args = dict(steps=8, limit=N, shard_size=12, batch_size=16, progress=False, log=None)
+    args = dict(steps=8, limit=N, shard_size=12, batch_size=16, progress=False)
     if kind in ("d_r", "d_nr"):
         args["step_size"] = 0.5
     else:
@@ -185,7 +185,7 @@ def test_load_built_dataset_and_train_one_epoch(tmp_path, d_r, mnist):
     cfg = make_config(dataset=str(d_r), arch="smallcnn", width=0.25, epochs=1, eval_size=32,
                       eval_attacks=["pgd-l2:eps=1.0,step=0.5,steps=1"], device="cpu", eval_shifted_labels=True)
     assert cfg.preset == "mnist" and cfg.batch_size == 64
-    result = train(cfg, tmp_path / "run", progress=False, log=None)
+    result = train(cfg, tmp_path / "run", progress=False)
     assert len(result.history) == 2 and 0.0 <= result.history[-1]["shifted_acc"] <= 1.0
 
 
@@ -236,7 +236,7 @@ def test_cli(tmp_path, source, d_r, capsys):
 def test_experiment_quick(tmp_path):
     from nrflab.experiments.features import run
 
-    sections = run(tmp_path, quick=True, progress=False, log=None)
+    sections = run(tmp_path, quick=True, progress=False)
     md = sections[0].markdown
     assert "| D_rand | BN |" in md and "acc vs y+1" in md and md.count(": this run ") == 2
     assert "batch statistics: acc vs y" in md and "Finding: on D_rand, D_det" in md and "Wall time" in md

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import assert_same_state, state_snapshot
-from nrflab.attacks import PGD, per_sample_noise
+from nrflab.attacks import PGD, NoAttack, per_sample_noise
 from nrflab.errors import NrflabError
 from nrflab.metrics import (
     accuracy,
@@ -171,7 +171,7 @@ def test_accuracy_is_the_same_on_every_source(trained_model, sources) -> None:
 
 
 def test_robust_accuracy_is_the_same_on_every_source(trained_model, sources) -> None:
-    attack = PGD(trained_model, "linf", eps=0.08, steps=3)
+    attack = PGD(trained_model, norm="linf", eps=0.08, steps=3)
     results = {name: robust_accuracy(trained_model, data, attack, batch_size=32) for name, data in sources.items()}
     assert len(set(results.values())) == 1, results
     assert results["pair"] < accuracy(trained_model, sources["pair"])
@@ -181,7 +181,7 @@ def test_accuracy_restores_mode_and_rejects_empty_data(trained_model, sources) -
     trained_model.train()
     before = state_snapshot(trained_model)
     accuracy(trained_model, sources["pair"])
-    robust_accuracy(trained_model, sources["pair"], PGD(trained_model, "l2", eps=0.5, steps=1))
+    robust_accuracy(trained_model, sources["pair"], PGD(trained_model, norm="l2", eps=0.5, steps=1))
     assert trained_model.training
     assert_same_state(trained_model, before)
     empty = (torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
@@ -201,12 +201,12 @@ def test_dataset_tensors(mnist5k) -> None:
 
 def test_evaluate_model_row(trained_model, test_batch) -> None:
     x, y = test_batch[0][:48], test_batch[1][:48]
-    attacks = [("pgd-l2", PGD(trained_model, "l2", eps=1.0, steps=3)), ("none", PGD(trained_model, eps=0.0, steps=0))]
-    row = evaluate_model(trained_model, x, y, attacks, ligs_sigma=0.01, seed=3, batch_size=16)
+    attacks = [("pgd-l2", PGD(trained_model, norm="l2", eps=1.0, steps=3)), ("none", NoAttack(trained_model))]
+    row = evaluate_model(trained_model, x, y, attacks, ligs_sigma=0.01, seed=3, batch_size=16).row()
     assert set(row) == {"clean_acc", "robust_acc[pgd-l2]", "robust_acc[none]", "ligs", "logit_sim"}
     assert row["clean_acc"] == accuracy(trained_model, (x, y))
     assert row["robust_acc[none]"] == row["clean_acc"]
     assert row["robust_acc[pgd-l2]"] == robust_accuracy(trained_model, (x, y), attacks[0][1])
     assert row["robust_acc[pgd-l2]"] < row["clean_acc"]
     assert row["ligs"] == pytest.approx(ligs(trained_model, x, y, sigma=0.01, seed=3), abs=1e-6)
-    assert set(evaluate_model(trained_model, x, y, [], ligs_sigma=None)) == {"clean_acc"}
+    assert set(evaluate_model(trained_model, x, y, [], ligs_sigma=None).row()) == {"clean_acc"}

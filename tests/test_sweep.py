@@ -13,11 +13,13 @@ import torch
 import yaml
 
 import nrflab.cli.sweep  # noqa: F401  (registers the command)
+from conftest import capture_log
 from nrflab import sweep as S
 from nrflab.attacks import parse_attack
 from nrflab import training as T
 from nrflab.cli import main
 from nrflab.errors import NrflabError
+from nrflab.rundir import RunStatus
 
 torch.set_num_threads(1)
 
@@ -47,8 +49,8 @@ def mtimes(out: Path) -> dict[str, int]:
 def swept(tmp_path_factory) -> tuple[Path, S.SweepResult, list[str]]:
     """A 2x2 sequential sweep (norm x seed), its result and its log lines."""
     out = tmp_path_factory.mktemp("sweep") / "out"
-    lines: list[str] = []
-    result = S.run_sweep(BASE, GRID, out, log=lines.append)
+    with capture_log() as lines:
+        result = S.run_sweep(BASE, GRID, out)
     return out, result, lines
 
 
@@ -79,7 +81,7 @@ def test_sweep_writes_runs_sweep_json_and_summary(swept) -> None:
     out, result, lines = swept
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == NAMES
     for name in NAMES:
-        assert T.run_status(out / name)["finished"]
+        assert T.run_status(out / name).finished
     meta = json.loads((out / S.SWEEP_FILE).read_text())
     assert meta["grid"] == GRID and meta["base"] == BASE and meta["backend"] == "local"
     assert [(r["name"], r["values"], r["status"], r["error"]) for r in meta["runs"]] == [
@@ -98,11 +100,11 @@ def test_sweep_writes_runs_sweep_json_and_summary(swept) -> None:
     assert S.summary_table(result).startswith(f"| norm | seed | status | clean_acc | {ROBUST} |")
 
 
-def test_rerun_trains_nothing(swept) -> None:
+def test_rerun_trains_nothing(swept, logged) -> None:
     out, first, _ = swept
     before = mtimes(out)
-    lines: list[str] = []
-    again = S.run_sweep(BASE, GRID, out, log=lines.append)
+    again = S.run_sweep(BASE, GRID, out)
+    lines = [m for m in logged if m.startswith("[")]
     assert mtimes(out) == before and len(before) == 4
     assert all(r.skipped and r.status == "finished" for r in again.runs)
     assert [r.metrics for r in again.runs] == [r.metrics for r in first.runs]
@@ -113,29 +115,29 @@ def test_interrupted_sweep_continues(tmp_path: Path, monkeypatch) -> None:
     base = {**BASE, "epochs": 2}
     out = tmp_path / "out"
     done_cfg, cut_cfg = (T.make_config(**{**base, "seed": s}) for s in (0, 1))
-    T.train(done_cfg, out / "seed=0", progress=False, log=None)  # a run finished before the sweep
+    T.train(done_cfg, out / "seed=0", progress=False)  # a run finished before the sweep
     original = T.Trainer._train_epoch
 
-    def interrupt_second_epoch(self, model, opt, data, epoch):
+    def interrupt_second_epoch(self, model, opt, data, epoch, probe_history):
         if epoch == 1:
             raise KeyboardInterrupt
-        return original(self, model, opt, data, epoch)
+        return original(self, model, opt, data, epoch, probe_history)
 
     monkeypatch.setattr(T.Trainer, "_train_epoch", interrupt_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        T.train(cut_cfg, out / "seed=1", progress=False, log=None)  # killed in its 2nd epoch
+        T.train(cut_cfg, out / "seed=1", progress=False)  # killed in its 2nd epoch
     monkeypatch.undo()
-    assert T.run_status(out / "seed=1") == {"epoch": 1, "epochs": 2, "finished": False}
+    assert T.run_status(out / "seed=1") == RunStatus(1, 2, False)
     finished_mtime = (out / "seed=0" / "metrics.csv").stat().st_mtime_ns
     epoch1 = T.read_metrics(out / "seed=1")[1]
 
-    S.run_sweep(base, {"seed": [0, 1, 2]}, out, log=None, verbose=False)
+    S.run_sweep(base, {"seed": [0, 1, 2]}, out, verbose=False)
     meta = json.loads((out / S.SWEEP_FILE).read_text())
     assert [(r["status"], r["skipped"]) for r in meta["runs"]] == [("finished", True), ("finished", False), ("finished", False)]
     assert (out / "seed=0" / "metrics.csv").stat().st_mtime_ns == finished_mtime
     resumed = T.read_metrics(out / "seed=1")
     assert [r["epoch"] for r in resumed] == [0, 1, 2] and resumed[1]["clean_acc"] == epoch1["clean_acc"]
-    assert T.run_status(out / "seed=2")["finished"]
+    assert T.run_status(out / "seed=2").finished
 
 
 def recipe(tmp_path: Path) -> Path:
@@ -174,7 +176,7 @@ def test_cli_failed_run_is_recorded_and_others_finish(tmp_path: Path, capsys) ->
     assert [r["name"] for r in meta["runs"]] == names
     assert meta["runs"][0]["status"] == "finished" and meta["overrides"] == {"eval_attacks": [ATTACK]}
     assert meta["runs"][1]["status"] == "failed" and "not a directory" in meta["runs"][1]["error"]
-    assert T.run_status(out / names[0])["finished"]
+    assert T.run_status(out / names[0]).finished
     rows = read_summary(out)
     assert [r["status"] for r in rows] == ["finished", "failed"] and rows[1]["clean_acc"] == ""
     assert "1 of 2 runs failed" in captured.err and "| seed | augment | status |" in captured.out
@@ -184,20 +186,21 @@ def test_failed_run_keeps_its_one_line_error(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "seed=1").write_text("in the way")
-    result = S.run_sweep(BASE, {"seed": [0, 1]}, out, log=None)
+    result = S.run_sweep(BASE, {"seed": [0, 1]}, out)
     assert [r.status for r in result.runs] == ["finished", "failed"]
-    assert result.failed[0].error == f"output path {out / 'seed=1'} exists and is not a directory"
+    assert result.failed[0].error == f"run directory {out / 'seed=1'} exists and is not a directory"
     meta = json.loads((out / S.SWEEP_FILE).read_text())
     assert meta["runs"][1]["error"] == result.failed[0].error
     assert [r["status"] for r in read_summary(out)] == ["finished", "failed"]
-    changed = S.run_sweep({**BASE, "lr": 0.01}, {"seed": [0]}, out, log=None)  # a finished run, other settings
-    assert changed.failed[0].error == f"cannot resume {out / 'seed=0'}: its config differs in lr"
+    changed = S.run_sweep({**BASE, "lr": 0.01}, {"seed": [0]}, out)  # a finished run, other settings
+    assert changed.failed[0].error == (f"cannot resume {out / 'seed=0'}: it is a different run (lr: 0.05 -> 0.01); "
+                                       "pass --overwrite to replace it")
 
 
 def test_parallel_local_backend_matches_sequential(swept, tmp_path: Path) -> None:
     seq_out, _, _ = swept
     out = tmp_path / "par"
-    result = S.run_sweep(BASE, GRID, out, workers=2, log=None)
+    result = S.run_sweep(BASE, GRID, out, workers=2)
     assert not result.failed
     assert [untimed(r) for r in read_summary(out)] == [untimed(r) for r in read_summary(seq_out)]
 
@@ -209,7 +212,7 @@ def test_ray_backend_matches_sequential(swept, tmp_path: Path) -> None:
     seq_out, _, _ = swept
     ray.init(num_cpus=2, include_dashboard=False)
     try:
-        result = S.run_sweep(BASE, GRID, tmp_path / "ray", backend="ray", log=None)
+        result = S.run_sweep(BASE, GRID, tmp_path / "ray", backend="ray")
     finally:
         ray.shutdown()
     assert not result.failed
@@ -228,4 +231,4 @@ def test_ray_backend_missing_gives_install_hint(tmp_path: Path, monkeypatch) -> 
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(NrflabError, match=r"pip install ray \(or nrflab\[cluster\]\)"):
-        S.run_sweep(BASE, {"seed": [0]}, tmp_path / "out", backend="ray", log=None)
+        S.run_sweep(BASE, {"seed": [0]}, tmp_path / "out", backend="ray")

@@ -16,11 +16,13 @@ import torch
 import yaml
 
 from nrflab import checkpoint as ckpt
+import nrflab.io
 from nrflab import training as T
 from nrflab.checkpoint import load_model, load_tensors
 from nrflab.cli import main
 from nrflab.data import DatasetBundle, load_dataset
 from nrflab.errors import NrflabError
+from nrflab.rundir import RunStatus
 
 torch.set_num_threads(1)
 
@@ -45,7 +47,7 @@ def config(**fields) -> T.TrainConfig:
 
 
 def run(cfg: T.TrainConfig, out: Path, bundle: DatasetBundle, **kw) -> T.TrainResult:
-    return T.train(cfg, out, bundle=bundle, progress=False, log=None, **kw)
+    return T.train(cfg, out, bundle=bundle, progress=False, **kw)
 
 
 def untimed(rows: list[dict]) -> list[dict]:
@@ -96,7 +98,7 @@ def test_smoke_run_writes_a_complete_run_directory(reference, tiny):
     x = tiny.test.tensors()[0][:16]
     with torch.no_grad():
         assert torch.equal(loaded(x), reference.model.eval()(x))
-    assert T.run_status(out) == {"epoch": 3, "epochs": 3, "finished": True}
+    assert T.run_status(out) == RunStatus(3, 3, True)
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(reference, tiny, tmp_path, monkeypatch):
@@ -114,7 +116,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tiny, tmp_pat
     with pytest.raises(KeyboardInterrupt):
         run(config(), out, tiny)
     monkeypatch.undo()
-    assert T.run_status(out) == {"epoch": 1, "epochs": 3, "finished": False}
+    assert T.run_status(out) == RunStatus(1, 3, False)
     assert len(T.read_metrics(out)) == 2
 
     resumed = run(config(), out, tiny, resume=True)
@@ -128,7 +130,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tiny, tmp_pat
 @pytest.mark.parametrize("target", ["checkpoint.safetensors", "model.safetensors", "metrics.csv", "partial"])
 def test_crash_while_saving_epoch_two_keeps_epoch_one(reference, tiny, tmp_path, monkeypatch, target):
     out = tmp_path / "run"
-    real_replace, real_save = os.replace, ckpt.save_file
+    real_replace, real_save = os.replace, nrflab.io.save_file
     seen: dict[str, int] = {}
 
     def crashing_replace(src, dst):
@@ -147,14 +149,14 @@ def test_crash_while_saving_epoch_two_keeps_epoch_one(reference, tiny, tmp_path,
             raise KeyboardInterrupt
 
     if target == "partial":
-        monkeypatch.setattr(ckpt, "save_file", half_written_save)
+        monkeypatch.setattr(nrflab.io, "save_file", half_written_save)
     else:
-        monkeypatch.setattr(ckpt.os, "replace", crashing_replace)
+        monkeypatch.setattr(nrflab.io.os, "replace", crashing_replace)
     with pytest.raises((OSError, KeyboardInterrupt)):
         run(config(), out, tiny)
     monkeypatch.undo()
 
-    assert T.run_status(out) == {"epoch": 1, "epochs": 3, "finished": False}
+    assert T.run_status(out) == RunStatus(1, 3, False)
     state = load_tensors(out / "checkpoint.safetensors")
     assert any(k.startswith("optim.") for k in state)
     load_model(out)  # the model file is complete (epoch 1 or 2)
@@ -173,7 +175,7 @@ def test_refuses_to_overwrite_or_to_resume_with_another_config(tiny, tmp_path):
     run(cfg, out, tiny)
     with pytest.raises(NrflabError, match="already holds a finished run"):
         run(cfg, out, tiny)
-    with pytest.raises(NrflabError, match="config differs in lr"):
+    with pytest.raises(NrflabError, match=r"it is a different run \(lr: 0.05 -> 0.01\)"):
         run(config(epochs=1, ligs=False, eval_attacks=[], lr=0.01), out, tiny, resume=True)
     again = run(config(epochs=1, ligs=False, eval_attacks=[], lr=0.01), out, tiny, overwrite=True)
     assert len(again.history) == 2 and T.read_run_config(out)["lr"] == 0.01
@@ -185,7 +187,7 @@ def test_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpo
     with pytest.raises(T.NonFiniteLoss, match=r"training diverged at epoch 1 .*try a lower --lr") as info:
         run(cfg, out, tiny)
     assert isinstance(info.value, NrflabError) and "\n" not in str(info.value)
-    assert T.run_status(out) == {"epoch": 0, "epochs": 3, "finished": False}
+    assert T.run_status(out) == RunStatus(0, 3, False)
     model = load_model(out)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert len(T.read_metrics(out)) == 1
@@ -227,10 +229,10 @@ def test_cli_config_file_with_flag_overrides(tmp_path, capsys):
     recipe.write_text(yaml.safe_dump(dict(dataset="mnist5k", arch="smallcnn", width=0.25, norm="none", epochs=5,
                                           lr=0.2, eval_size=8, ligs=False, eval_attacks=[ATTACK], device="cpu")))
     out = tmp_path / "run"
-    assert main(["train", "--config", str(recipe), "--out", str(out), "--epochs", "0", "--lr", "0.01", "-q"]) == 0
+    assert main(["train", "--config", str(recipe), "--out", str(out), "--epochs", "1", "--lr", "0.01", "-q"]) == 0
     recorded = T.read_run_config(out)
-    assert (recorded["epochs"], recorded["lr"], recorded["norm"], recorded["width"]) == (0, 0.01, "none", 0.25)
-    assert len(T.read_metrics(out)) == 1
+    assert (recorded["epochs"], recorded["lr"], recorded["norm"], recorded["width"]) == (1, 0.01, "none", 0.25)
+    assert len(T.read_metrics(out)) == 2
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr: [0.1\nepochs: 3\n")
@@ -305,18 +307,17 @@ def test_shifted_label_accuracy_is_recorded(tiny, tmp_path):
     assert "shifted_acc" not in T.metrics_columns(config())
 
 
-def test_train_or_reuse_reuses_the_same_recipe_and_refuses_another(tmp_path):
+def test_train_or_reuse_reuses_the_same_recipe_and_refuses_another(tmp_path, logged):
     from nrflab.errors import NrflabError
     from nrflab.training import make_config, train_or_reuse
 
     fields = dict(dataset="digits", arch="smallcnn", width=0.25, epochs=1, eval_size=16, eval_attacks=[], ligs=False,
                   device="cpu")
     run = tmp_path / "run"
-    logs: list[str] = []
-    train_or_reuse(make_config(**fields), run, progress=False, log=logs.append)
+    train_or_reuse(make_config(**fields), run, progress=False)
     stamp = (run / "checkpoint.safetensors").stat().st_mtime_ns
-    train_or_reuse(make_config(**fields), run, progress=False, log=logs.append)
-    assert logs[-1] == f"reusing finished run {run}"
+    train_or_reuse(make_config(**fields), run, progress=False)
+    assert logged[-1] == f"reusing finished run {run}"
     assert (run / "checkpoint.safetensors").stat().st_mtime_ns == stamp
-    with pytest.raises(NrflabError, match="config differs in lr"):
-        train_or_reuse(make_config(**{**fields, "lr": 0.01}), run, progress=False, log=None)
+    with pytest.raises(NrflabError, match=r"holds a run of another recipe \(lr: 0.05 -> 0.01\)"):
+        train_or_reuse(make_config(**{**fields, "lr": 0.01}), run, progress=False)

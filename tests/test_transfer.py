@@ -58,7 +58,7 @@ def zoo(tmp_path_factory) -> dict[str, Path]:
         cfg = make_config(dataset=TINY, arch="smallcnn", norm=norm, width=0.25, epochs=2, batch_size=32, lr=0.05,
                           schedule="constant", augment=False, flip=False, eval_attacks=[], ligs=True, seed=seed,
                           keep_checkpoints=1, device="cpu")
-        runs[f"{norm}{seed}"] = train(cfg, root / f"{norm}_s{seed}", progress=False, log=None).run_dir
+        runs[f"{norm}{seed}"] = train(cfg, root / f"{norm}_s{seed}", progress=False).run_dir
     return runs
 
 
@@ -125,7 +125,7 @@ BROKEN = TableModel([1] * 8, [1] * 8)
 def test_success_counts_only_eligible_examples(tmp_path):
     res = transfer_matrix([NamedModel("src", SOURCE)], [NamedModel("tgt", TARGET), NamedModel("src_as_target", SOURCE)],
                           _id_data(), lambda m: MarkAttack(m, eps=math.inf), tmp_path,
-                          attack_name="mark", progress=False, log=None)
+                          attack_name="mark", progress=False)
     p = res.pair("src", "tgt")
     assert p["eligible"] == 3  # ids 1, 2, 3: source right clean and fooled, target right clean
     assert p["successes"] == 1 and p["transfer_success"] == pytest.approx(1 / 3)  # id 2
@@ -151,7 +151,7 @@ def test_target_that_fails_on_clean_data_is_reported(tmp_path):
 def test_self_transfer_reproduces_whitebox_robust_accuracy(tmp_path, data):
     model = create_model("smallcnn", "bn", 4, 1, width=0.25, mean=(0.3,), std=(0.3,), input_shape=(1, 8, 8), seed=0)
     res = transfer_matrix([NamedModel("m", model)], [NamedModel("m", model)], data, ATTACK, tmp_path, include_self=True,
-                          progress=False, log=None)
+                          progress=False)
     expected = robust_accuracy(model, data, parse_attack(ATTACK).build(model, seed=0))
     assert res.pair("m", "m")["target_accuracy"] == pytest.approx(expected)
     assert res.sources[0]["robust_accuracy"] == pytest.approx(expected)
@@ -160,7 +160,7 @@ def test_self_transfer_reproduces_whitebox_robust_accuracy(tmp_path, data):
 def test_matrix_shape_labels_and_outputs(tmp_path, zoo, data):
     sources = [zoo["bn0"], zoo["none0"]]
     targets = [zoo["bn0"], zoo["none0"], zoo["bn1"]]
-    result, boosts, paths = run_transfer(sources, targets, data, ATTACK, tmp_path, progress=False, log=None)
+    result, boosts, paths = run_transfer(sources, targets, data, ATTACK, tmp_path, progress=False)
     m = result.matrix("transfer_success")
     assert len(m) == 2 and all(len(row) == 3 for row in m)
     assert [s["name"] for s in result.sources] == ["bn_s0", "none_s0"]
@@ -182,29 +182,29 @@ def test_resume_reuses_adversarial_examples_and_pairs(tmp_path):
     sources = [NamedModel("src", SOURCE)]
     targets = [NamedModel("tgt", TARGET), NamedModel("broken", BROKEN)]
     first = CountingFactory()
-    res1 = transfer_matrix(sources, targets, _id_data(), first, tmp_path, attack_name="mark", progress=False, log=None)
+    res1 = transfer_matrix(sources, targets, _id_data(), first, tmp_path, attack_name="mark", progress=False)
     assert first.calls == 1
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.*") if p.parent.name in ("adversarial", "pairs")}
     assert len(mtimes) == 3
     again = CountingFactory()
-    res2 = transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark", progress=False, log=None)
+    res2 = transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark", progress=False)
     assert again.calls == 0
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert json.dumps(res2.pairs) == json.dumps(res1.pairs)
     with pytest.raises(NrflabError, match="other settings"):
-        transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", progress=False, log=None)
+        transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", progress=False)
     with pytest.raises(NrflabError, match="--resume"):
         transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark", resume=False,
-                        progress=False, log=None)
+                        progress=False)
     transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", overwrite=True,
-                    progress=False, log=None)
+                    progress=False)
     assert again.calls == 1
 
 
 def test_changed_source_weights_are_recrafted(tmp_path):
     factory = CountingFactory()
     transfer_matrix([NamedModel("src", SOURCE)], [NamedModel("tgt", TARGET)], _id_data(), factory, tmp_path,
-                    attack_name="mark", progress=False, log=None)
+                    attack_name="mark", progress=False)
     logs = []
     changed = TableModel([0] * 8, [1] * 8)
     res = transfer_matrix([NamedModel("src", changed)], [NamedModel("tgt", TARGET)], _id_data(), factory, tmp_path,
@@ -220,7 +220,7 @@ def test_targeted_success_means_target_class(tmp_path):
     src = TableModel([0] * 8, [1, 1, 1, 1, 2, 2, 2, 2])
     tgt = TableModel([0] * 8, [1, 2, 1, 3, 1, 1, 1, 1])
     res = transfer_matrix([NamedModel("s", src)], [NamedModel("t", tgt)], (x, y), lambda m: MarkAttack(m, eps=math.inf, targeted=True),
-                          tmp_path, attack_name="mark", targeted=True, progress=False, log=None)
+                          tmp_path, attack_name="mark", targeted=True, progress=False)
     p = res.pair("s", "t")
     assert p["eligible"] == 4 and p["successes"] == 2  # ids 0 and 2 land on class 1 on the target too
     assert res.settings.target_policy == "next"
@@ -272,7 +272,7 @@ def test_twin_finding_and_boosts(tmp_path, zoo, data):
     with pytest.raises(NrflabError, match="no no-BN twin"):
         find_no_bn_twin(zoo["bn1"], [zoo["bn0"].parent])  # seed 1 has no no-BN run
     result, boosts, _ = run_transfer([zoo["bn0"]], [zoo["bn1"], zoo["none0"]], data, ATTACK, tmp_path, boost="both",
-                                     early_stop=EarlyStop.parse("epoch=1"), progress=False, log=None)
+                                     early_stop=EarlyStop.parse("epoch=1"), progress=False)
     assert [(b["boost"], b["model"]) for b in boosts] == [("none", "bn_s0"), ("no-bn-twin", "none_s0"),
                                                           ("early-stop", "bn_s0@e1"), ("both", "none_s0@e1")]
     assert all(b["targets"] == 1 for b in boosts)  # the twin's own run is not a common target
@@ -284,13 +284,13 @@ def test_bad_inputs_raise_one_clear_error(tmp_path, data):
     three = NamedModel("three", create_model("smallcnn", "bn", 3, 1, width=0.25, input_shape=(1, 8, 8), seed=0))
     big = NamedModel("big", create_model("smallcnn", "bn", 4, 1, width=0.25, input_shape=(1, 28, 28), seed=0))
     with pytest.raises(NrflabError, match="no source"):
-        transfer_matrix([], [four], data, ATTACK, tmp_path / "a", progress=False, log=None)
+        transfer_matrix([], [four], data, ATTACK, tmp_path / "a", progress=False)
     with pytest.raises(NrflabError, match="3 classes"):
-        transfer_matrix([four], [three], data, ATTACK, tmp_path / "b", progress=False, log=None)
+        transfer_matrix([four], [three], data, ATTACK, tmp_path / "b", progress=False)
     with pytest.raises(NrflabError, match="expects inputs of shape"):
-        transfer_matrix([big], [four], data, ATTACK, tmp_path / "c", progress=False, log=None)
+        transfer_matrix([big], [four], data, ATTACK, tmp_path / "c", progress=False)
     with pytest.raises(NrflabError, match="unique"):
-        transfer_matrix([four, four], [four], data, ATTACK, tmp_path / "d", progress=False, log=None)
+        transfer_matrix([four, four], [four], data, ATTACK, tmp_path / "d", progress=False)
 
 
 def test_cli_writes_outputs_and_resumes(tmp_path, zoo, capsys):
@@ -343,7 +343,7 @@ def test_cli_recipe(tmp_path, zoo):
 def test_experiment_quick(tmp_path):
     from nrflab.experiments.transfer import run
 
-    sections = run(tmp_path, quick=True, progress=False, log=lambda s: None)
+    sections = run(tmp_path, quick=True, progress=False)
     assert len(sections) == 3
     assert "| source group |" in sections[0].markdown and sections[0].images
     assert all(Path(p).is_file() for s in sections for p in s.images)

@@ -13,7 +13,7 @@ import re
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 import torch
 from torch import nn
@@ -119,6 +119,7 @@ class Attack(ABC):
     def __init__(
         self,
         model: nn.Module,
+        *,
         eps: float,
         norm: Norm = "linf",
         targeted: bool = False,
@@ -206,6 +207,7 @@ class PGD(Attack):
     def __init__(
         self,
         model: nn.Module,
+        *,
         norm: Norm = "linf",
         eps: float = 8 / 255,
         step_size: float | None = None,
@@ -218,7 +220,12 @@ class PGD(Attack):
         keep_buffers: bool = True,
         seed: int = 0,
     ):
-        super().__init__(model, eps, norm, targeted, loss_fn, mode, keep_buffers, seed)
+        super().__init__(model, eps=eps, norm=norm, targeted=targeted, loss_fn=loss_fn, mode=mode,
+                         keep_buffers=keep_buffers, seed=seed)
+        if isinstance(steps, bool) or int(steps) != steps:
+            raise NrflabError(f"steps must be an integer, got {steps}")
+        if isinstance(restarts, bool) or int(restarts) != restarts:
+            raise NrflabError(f"restarts must be an integer, got {restarts}")
         if int(steps) < 0:
             raise NrflabError(f"steps must be >= 0, got {steps}")
         if int(restarts) < 1:
@@ -289,6 +296,7 @@ class FGSM(Attack):
     def __init__(
         self,
         model: nn.Module,
+        *,
         eps: float = 8 / 255,
         norm: Norm = "linf",
         targeted: bool = False,
@@ -297,13 +305,26 @@ class FGSM(Attack):
         keep_buffers: bool = True,
         seed: int = 0,
     ):
-        super().__init__(model, eps, norm, targeted, loss_fn, mode, keep_buffers, seed)
+        super().__init__(model, eps=eps, norm=norm, targeted=targeted, loss_fn=loss_fn, mode=mode,
+                         keep_buffers=keep_buffers, seed=seed)
 
     def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         grad, _ = self.input_gradient(x, y)
         step = _normalized_step(grad, self.norm)
         # Pixels without gradient stay put (eps=inf would otherwise give 0 * inf = NaN).
         return torch.where(step == 0, x, x + self.eps * step)
+
+
+class NoAttack(Attack):
+    """The identity: returns the clean images (a baseline row next to real attacks)."""
+
+    name = "none"
+
+    def __init__(self, model: nn.Module, *, seed: int = 0, mode: ModelMode = "eval", keep_buffers: bool = True):
+        super().__init__(model, eps=0.0, norm="linf", mode=mode, keep_buffers=keep_buffers, seed=seed)
+
+    def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -327,14 +348,23 @@ class AttackSpec:
     def __post_init__(self) -> None:
         if self.kind not in ATTACK_KINDS:
             raise NrflabError(f"unknown attack {self.kind!r}; choose one of {', '.join(ATTACK_KINDS)}")
-        if not (self.eps >= 0):
-            raise NrflabError(f"eps must be >= 0, got {self.eps}")
+        if not (math.isfinite(self.eps) and self.eps >= 0):
+            raise NrflabError(f"eps must be a finite number >= 0, got {self.eps}")
+        for name in ("steps", "restarts"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise NrflabError(f"{name} must be an integer, got {value!r}")
+        if self.kind.startswith("pgd") and self.steps < 1:
+            raise NrflabError(f"steps must be >= 1 for {self.kind}, got {self.steps} (use the attack 'none' for "
+                              "clean accuracy)")
         if self.steps < 0:
             raise NrflabError(f"steps must be >= 0, got {self.steps}")
         if self.restarts < 1:
             raise NrflabError(f"restarts must be >= 1, got {self.restarts}")
-        if self.step_size is not None and not self.step_size >= 0:
-            raise NrflabError(f"step size must be >= 0, got {self.step_size}")
+        if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
+            raise NrflabError(f"step size must be a finite number > 0, got {self.step_size}")
+        if self.kind != "none" and self.eps == 0:
+            raise NrflabError(f"eps must be > 0 for {self.kind} (use the attack 'none' for clean accuracy)")
 
     @property
     def norm(self) -> Norm:
@@ -343,21 +373,27 @@ class AttackSpec:
     @property
     def label(self) -> str:
         """A short column-friendly name, e.g. ``pgd-l2_0.25``."""
+        if self.kind == "none":
+            return "none"
         return f"{self.kind}_{self.eps:g}" + ("_t" if self.targeted else "")
 
-    def build(self, model: nn.Module, seed: int = 0, **kwargs) -> Attack:
+    def build(self, model: nn.Module, *, seed: int = 0, **kwargs: Any) -> Attack:
+        """The attack this spec describes, on ``model``."""
         if self.kind.startswith("pgd"):
             return PGD(model, norm=self.norm, eps=self.eps, step_size=self.step_size, steps=self.steps,
                        random_start=self.random_start, restarts=self.restarts, targeted=self.targeted,
                        seed=seed, **kwargs)
         if self.kind == "none":
-            return PGD(model, norm="linf", eps=0.0, steps=0, seed=seed, **kwargs)
+            return NoAttack(model, seed=seed, **kwargs)
         return FGSM(model, eps=self.eps, norm=self.norm, targeted=self.targeted, seed=seed, **kwargs)
 
     def to_string(self) -> str:
-        parts = [f"eps={self.eps:g}", f"steps={self.steps}"]
+        """The spec as text that :func:`parse_attack` reads back to an equal spec."""
+        if self.kind == "none":
+            return "none"
+        parts = [f"eps={self.eps!r}", f"steps={self.steps}"]
         if self.step_size is not None:
-            parts.append(f"step={self.step_size:g}")
+            parts.append(f"step={self.step_size!r}")
         if self.random_start:
             parts.append("random_start=1")
         if self.restarts > 1:
@@ -376,7 +412,7 @@ def parse_attack(text: str) -> AttackSpec:
     """Parse ``kind[:key=value,...]``, e.g. ``pgd-linf:eps=8/255,steps=20,step=2/255``."""
     text = text.strip()
     kind, _, rest = text.partition(":")
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, sep, value = item.partition("=")
         if not sep or key not in _SPEC_KEYS:
@@ -385,10 +421,15 @@ def parse_attack(text: str) -> AttackSpec:
         if field_name in ("random_start", "targeted"):
             values[field_name] = value.lower() in ("1", "true", "yes", "on")
         elif field_name in ("steps", "restarts"):
-            values[field_name] = int(_number(value, text))
+            number = _number(value, text)
+            if not number.is_integer():
+                raise NrflabError(f"{key} must be a whole number, got {value!r} in attack {text!r}")
+            values[field_name] = int(number)
         else:
             values[field_name] = _number(value, text)
-    return AttackSpec(kind=kind.lower(), **values)  # type: ignore[arg-type]
+    if kind.lower() == "none" and values:
+        raise NrflabError(f"the attack 'none' takes no options, got {text!r}")
+    return AttackSpec(kind=kind.lower(), **values)
 
 
 def _number(value: str, text: str) -> float:
@@ -410,6 +451,7 @@ __all__ = [
     "AttackSpec",
     "FGSM",
     "LossFn",
+    "NoAttack",
     "PGD",
     "cross_entropy_loss",
     "frozen_model",

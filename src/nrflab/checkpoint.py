@@ -8,95 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .errors import NrflabError
+from .io import atomic_save_tensors, atomic_write_json, read_json
 from .models import ModelConfig, NrfModel, build_model
 
 MODEL_FILE = "model.safetensors"
 CONFIG_META_KEY = "nrflab_model_config"
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write text via a temporary file and rename, so readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (Path,)):
-        return str(obj)
-    if isinstance(obj, (set, tuple)):
-        return list(obj)
-    if torch.is_tensor(obj):
-        return obj.tolist()
-    if hasattr(obj, "item"):
-        return obj.item()
-    raise TypeError(f"not JSON serializable: {type(obj).__name__}")
-
-
-def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
-    """``safetensors.save_file`` via a temporary file and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_json(path: str | os.PathLike, what: str = "file") -> Any:
-    """Parse a JSON file or raise a one-line error naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise NrflabError(f"{what} not found: {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NrflabError(f"{what} {path} is not valid JSON ({exc.__class__.__name__})") from None
-
-
-def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict[str, Any]:
-    """Parse a YAML (or JSON) file that must hold a mapping, or raise a one-line error naming it."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise NrflabError(f"{what} not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise NrflabError(f"{what} {path} is not valid YAML/JSON ({exc.__class__.__name__})") from None
-    if not isinstance(data, dict):
-        raise NrflabError(f"{what} {path} must hold a mapping of settings")
-    return data
 
 
 def load_tensors(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
@@ -144,9 +68,8 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     """A checkpoint file, or a run directory (then its latest model checkpoint)."""
     path = Path(path)
     if path.is_dir():
-        for candidate in (path / MODEL_FILE, path / "checkpoints" / "last" / MODEL_FILE):
-            if candidate.is_file():
-                return candidate
+        if (path / MODEL_FILE).is_file():
+            return path / MODEL_FILE
         raise NrflabError(f"no checkpoint in {path} (expected {MODEL_FILE}); is it an nrflab run directory?")
     if not path.exists():
         raise NrflabError(f"checkpoint not found: {path}")
@@ -191,14 +114,12 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | o
 
 
 __all__ = [
-    "atomic_save_tensors",
-    "atomic_write_json",
-    "atomic_write_text",
+    "MODEL_FILE",
     "load_model",
     "load_model_config",
     "load_state",
     "load_tensors",
-    "read_json",
+    "read_metadata",
     "resolve_checkpoint",
     "save_model",
 ]

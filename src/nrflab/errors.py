@@ -1,8 +1,9 @@
 """The one exception type users see: a clear, one-line message about bad input or a bad file."""
 
 
-class NrflabError(Exception):
-    """A user-facing error (bad name, bad value, missing or corrupt file).
+class NrflabError(ValueError):
+    """A user-facing error (bad name, bad value, missing or corrupt file, a busy output directory).
 
-    The CLI prints ``error: <message>`` and exits with status 2; no traceback.
+    A ``ValueError``, so code that validates values can catch it like any other. The CLI prints
+    ``error: <message>`` and exits with status 2; no traceback.
     """

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Union
+from typing import Iterable, Iterator, Sequence, Union
 
 import torch
 from torch import nn
@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from .attacks import Attack, frozen_model, per_sample_noise
 from .data.base import iterate_batches
 from .errors import NrflabError
+from .results import EvalResult
 
 Data = Union[DataLoader, Dataset, tuple[torch.Tensor, torch.Tensor], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
@@ -159,6 +160,7 @@ def dataset_tensors(data: Data, limit: int | None = None) -> tuple[torch.Tensor,
 
 
 __all__ = [
+    "EvalResult",
     "LigsResult",
     "accuracy",
     "batches",
@@ -177,20 +179,21 @@ def evaluate_model(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    attacks: "list[tuple[str, Attack]]",
+    attacks: Sequence[tuple[str, Attack]],
     ligs_sigma: float | None = 0.01,
     seed: int = 0,
     batch_size: int = 256,
     progress: bool = False,
-) -> dict[str, float]:
-    """The framework table row for one model: clean accuracy, robust accuracy per attack, LIGS."""
+) -> EvalResult:
+    """The framework's row for one model: clean accuracy, robust accuracy per (label, attack), LIGS."""
     from tqdm.auto import tqdm
 
-    out: dict[str, float] = {"clean_acc": accuracy(model, (x, y), batch_size)}
+    clean = accuracy(model, (x, y), batch_size)
+    robust = {}
     for label, attack in tqdm(attacks, desc="attacks", disable=not progress, leave=False):
-        out[f"robust_acc[{label}]"] = robust_accuracy(model, (x, y), attack, batch_size)
+        robust[label] = robust_accuracy(model, (x, y), attack, batch_size)
+    ligs_value = sim = None
     if ligs_sigma is not None:
         res = ligs_per_sample(model, x, y, sigma=ligs_sigma, seed=seed, batch_size=batch_size)
-        out["ligs"] = res.ligs
-        out["logit_sim"] = res.logit_sim
-    return out
+        ligs_value, sim = res.ligs, res.logit_sim
+    return EvalResult(clean_acc=clean, robust_acc=robust, ligs=ligs_value, logit_sim=sim, num_samples=int(y.shape[0]))

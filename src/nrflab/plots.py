@@ -1,19 +1,26 @@
-"""Plots of training curves (paper Figures 3, 4, 6) and heat maps, written as PNG and SVG."""
+"""Plots of training curves (paper Figures 3, 4, 6) and heat maps, written as PNG and SVG.
+
+Figures are plain :class:`matplotlib.figure.Figure` objects rendered straight to files: nothing here
+touches pyplot's global state or the user's matplotlib backend.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from .errors import NrflabError
+from .results import CLEAN, LIGS, LOGIT_SIM, attack_of, robust_keys
+from .rundir import RunDir
 
-from .errors import NrflabError  # noqa: E402
-from .training import read_metrics, read_run_config  # noqa: E402
+#: matplotlib's default colour cycle (tab10), so figures look the same whatever the user's style.
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+#: Columns drawn on their own scale rather than in percent.
+UNSCALED = (LIGS, LOGIT_SIM, "rho")
 
 NORM_STYLE = {"bn": "-", "none": "--", "gn": "-.", "ln": ":", "in": (0, (3, 1, 1, 1)), "bn-eval": (0, (5, 2)),
               "fixup": (0, (1, 1))}
@@ -27,7 +34,14 @@ def run_label(run_dir: Path, config: dict) -> str:
     return label
 
 
-def save_figure(fig: plt.Figure, stem: str | os.PathLike) -> list[Path]:
+def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] = (5.6, 3.6)) -> tuple[Figure, Any]:
+    """A figure and its axes (a 2-D array, ``squeeze=False``), independent of pyplot."""
+    fig = Figure(figsize=figsize)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def save_figure(fig: Figure, stem: str | os.PathLike) -> list[Path]:
     """Write ``stem.png`` and ``stem.svg`` atomically; return both paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -38,12 +52,11 @@ def save_figure(fig: plt.Figure, stem: str | os.PathLike) -> list[Path]:
         fig.savefig(tmp, format=ext, dpi=130, bbox_inches="tight")
         os.replace(tmp, final)
         paths.append(final)
-    plt.close(fig)
     return paths
 
 
 def robust_column(columns: Sequence[str], attack: str | None = None) -> str | None:
-    cols = [c for c in columns if c.startswith("robust_acc[")]
+    cols = robust_keys(columns)
     if attack is None:
         return cols[0] if cols else None
     for c in cols:
@@ -69,35 +82,36 @@ def plot_runs(
     loaded = []
     for i, r in enumerate(runs):
         r = Path(r)
-        rows = read_metrics(r)
-        if not rows:
-            raise NrflabError(f"{r}/metrics.csv has no rows yet")
-        cfg = read_run_config(r)
+        run = RunDir(r)
+        rows = run.read_metrics()
+        cfg = run.read_config()
         loaded.append((labels[i] if labels else run_label(r, cfg), cfg, rows))
     names = [label for label, _, _ in loaded]
     if not labels and len(set(names)) < len(names):  # several seeds of one model: tell them apart
         loaded = [(f"{label} s{cfg.get('seed')}", cfg, rows) for label, cfg, rows in loaded]
     rob = robust_column(list(loaded[0][2][0]), attack)
-    panels = [("clean_acc", "clean accuracy (usefulness)")]
+    panels = [(CLEAN, "clean accuracy (usefulness)")]
     if rob:
-        panels.append((rob, f"robust accuracy, {rob[len('robust_acc['):-1]} (robust usefulness)"))
+        panels.append((rob, f"robust accuracy, {attack_of(rob)} (robust usefulness)"))
     panels += list(extra_panels)
-    if "ligs" in loaded[0][2][0]:
-        panels.append(("ligs", "LIGS (robustness)"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    if LIGS in loaded[0][2][0]:
+        panels.append((LIGS, "LIGS (robustness)"))
+    if "rho" in loaded[0][2][0]:
+        panels.append(("rho", "reliance rho = F_N - F_R (+1: NRF)"))
+    fig, axes = new_figure(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    colors = COLORS
     for i, (label, cfg, rows) in enumerate(loaded):
         epochs = [r["epoch"] for r in rows]
         style = NORM_STYLE.get(str(cfg.get("norm")), "-")
         for ax, (col, _) in zip(axes[0], panels):
             ys = [r.get(col, math.nan) for r in rows]
-            scale = 1.0 if col in ("ligs", "logit_sim") else 100.0
+            scale = 1.0 if col in UNSCALED else 100.0
             ax.plot(epochs, [y * scale for y in ys], linestyle=style, color=colors[i % len(colors)],
                     marker="o", markersize=2.5, label=label)
     for ax, (col, name) in zip(axes[0], panels):
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("LIGS" if col in ("ligs", "logit_sim") else "%")
+        ax.set_ylabel({LIGS: "LIGS", LOGIT_SIM: "cosine", "rho": "rho"}.get(col, "%"))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     if title:
@@ -120,7 +134,8 @@ def plot_heatmap(
     import numpy as np
 
     data = np.array(matrix, dtype=float) * scale
-    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(col_labels), 0.8 + 0.6 * len(row_labels)))
+    fig, axes = new_figure(figsize=(1.0 + 0.9 * len(col_labels), 0.8 + 0.6 * len(row_labels)))
+    ax = axes[0][0]
     im = ax.imshow(data, cmap="viridis", vmin=0, vmax=scale if scale == 100.0 else None)
     ax.set_xticks(range(len(col_labels)), col_labels, rotation=40, ha="right", fontsize=8)
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
@@ -138,4 +153,4 @@ def plot_heatmap(
     return save_figure(fig, stem)
 
 
-__all__ = ["plot_heatmap", "plot_runs", "robust_column", "run_label", "save_figure"]
+__all__ = ["COLORS", "NORM_STYLE", "new_figure", "plot_heatmap", "plot_runs", "robust_column", "run_label", "save_figure"]

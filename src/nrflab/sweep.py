@@ -24,9 +24,13 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from .checkpoint import atomic_write_json, atomic_write_text, read_yaml_mapping
+from .io import atomic_write_json, atomic_write_text, read_yaml_mapping
 from .errors import NrflabError
-from .training import TrainConfig, config_differences, make_config, read_metrics, run_status, train
+from .logs import get_logger
+from .rundir import RunDir, locked
+from .training import TrainConfig, make_config, run_differences, train
+
+log = get_logger("sweep")
 
 SWEEP_FILE = "sweep.json"
 SUMMARY_FILE = "summary.csv"
@@ -147,6 +151,7 @@ def plan_sweep(
         raise NrflabError(f"{', '.join(clash)} is both a grid key and a fixed override")
     runs: list[SweepRun] = []
     seen: dict[str, dict[str, Any]] = {}
+    checked: set[tuple[str, str | None]] = set()
     for values in expand_grid(grid):
         name = run_name(values)
         if name in seen:
@@ -156,10 +161,31 @@ def plan_sweep(
             cfg = make_config(**{**fields, **fixed, **values})
             check_arch(cfg.arch)
             check_norm(cfg.norm)
+            check_device(cfg.device)
+            _check_dataset(cfg.dataset, cfg.data_root, checked)
         except NrflabError as exc:
             raise NrflabError(f"grid point {name}: {exc}") from None
         runs.append(SweepRun(name, values, cfg))
     return runs
+
+
+def check_device(name: str) -> None:
+    """A device name a run can use (runs may go to other machines: 'cuda' is accepted without a GPU here)."""
+    from .validation import resolve_device
+
+    if name.strip().lower().startswith("cuda"):
+        return
+    resolve_device(name)
+
+
+def _check_dataset(name: str, root: str | None, checked: set[tuple[str, str | None]]) -> None:
+    """The dataset loads (names, parameters and files checked once per distinct dataset)."""
+    if (name, root) in checked:
+        return
+    from .data import load_dataset
+
+    load_dataset(name, root=root)
+    checked.add((name, root))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,11 +193,12 @@ def plan_sweep(
 
 
 def existing_state(run_dir: Path, cfg: TrainConfig) -> str:
-    """``finished`` (nothing to do), ``interrupted`` (resume from its checkpoint) or ``new``."""
-    status = run_status(run_dir) if run_dir.is_dir() else None
-    if status is None:
+    """``finished`` (nothing to do), ``interrupted`` (resume it) or ``new``."""
+    run = RunDir(run_dir)
+    if not run.is_run():
         return "new"
-    if status["finished"] and status["epoch"] >= cfg.epochs and not config_differences(run_dir, cfg):
+    status = run.status()
+    if status is not None and status.finished and run.config_path.is_file() and not run_differences(run, cfg):
         return "finished"
     return "interrupted"  # the trainer resumes it, or refuses in one line if its config differs
 
@@ -194,9 +221,11 @@ def run_one(config: dict[str, Any], run_dir: str, verbose: bool = False, threads
         cfg = TrainConfig.model_validate(config)
         state = existing_state(path, cfg)
         if state != "finished":
-            log = (lambda s: print(f"[{path.name}] {s}", flush=True)) if verbose else None
-            train(cfg, path, resume=state == "interrupted", progress=False, log=log)
-        last = read_metrics(path)[-1]
+            from .logs import scoped
+
+            with scoped(prefix=f"[{path.name}] ", quiet=not verbose):
+                train(cfg, path, resume=state == "interrupted", progress=False)
+        last = RunDir(path).read_metrics()[-1]
         return {"status": "finished", "skipped": state == "finished", "error": None, "metrics": last,
                 "seconds": time.perf_counter() - t0}
     except Exception as exc:  # a failed run is recorded; the others go on
@@ -307,19 +336,26 @@ def run_sweep(
     cpus_per_run: float = 1,
     gpus_per_run: float = 0,
     verbose: bool = False,
-    log: Log | None = print,
 ) -> SweepResult:
     """Train every grid point under ``out_dir`` (skipping finished runs, resuming interrupted ones)."""
     if backend not in BACKENDS:
         raise NrflabError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if workers < 1 or cpus_per_run <= 0 or gpus_per_run < 0:
         raise NrflabError("workers and cpus per run must be >= 1 and > 0, gpus per run >= 0")
-    say = log or (lambda s: None)
+    say = log.info
     runs = plan_sweep(base, grid, overrides)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise NrflabError(f"output path {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
+    with locked(out, what="sweep directory"):
+        return _run_sweep(runs, base, grid, out, overrides, backend, workers, ray_address, cpus_per_run,
+                          gpus_per_run, verbose, say)
+
+
+def _run_sweep(runs: list[SweepRun], base: Mapping[str, Any] | str | Path | None, grid: Mapping[str, Sequence[Any]],
+               out: Path, overrides: Mapping[str, Any] | None, backend: Backend, workers: int,
+               ray_address: str | None, cpus_per_run: float, gpus_per_run: float, verbose: bool,
+               say: Log) -> SweepResult:
     recipe = str(base) if isinstance(base, (str, Path)) else None
     base_dict = base_fields(base)
     records = [RunRecord(r.name, r.values, status=_initial_status(out / r.name, r.config)) for r in runs]

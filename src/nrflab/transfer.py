@@ -30,23 +30,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .attacks import Attack, AttackSpec, frozen_model, parse_attack
-from .checkpoint import (
-    MODEL_FILE,
-    atomic_save_tensors,
-    atomic_write_json,
-    atomic_write_text,
-    load_model,
-    load_model_config,
-    load_tensors,
-    read_json,
-    read_metadata,
-)
+from .checkpoint import MODEL_FILE, load_model, load_model_config, load_tensors, read_metadata
+from .io import atomic_save_tensors, atomic_write_json, atomic_write_text, read_json
+from .stats import Z95, mean_ci, wilson
 from .data import DatasetBundle
 from .errors import NrflabError
 from .metrics import dataset_tensors
-from .training import CONFIG_FILE, read_metrics, read_run_config
+from .rundir import RunDir
+from .training import read_metrics, read_run_config
 
-Z95 = 1.959963984540054
+CONFIG_FILE = RunDir.CONFIG
+
 TargetPolicy = Literal["next", "random"]
 BOOSTS = ("none", "no-bn-twin", "early-stop", "both")
 
@@ -66,38 +60,6 @@ DEFINITIONS = {
                   "early-stopped checkpoint and the final model of one run); such pairs are in the matrix "
                   "but left out of averages unless include_self=True",
 }
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """The Wilson score interval for k successes in n trials; (nan, nan) when n == 0."""
-    if n <= 0:
-        return math.nan, math.nan
-    p = k / n
-    denom = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, center - half), min(1.0, center + half)
-
-
-def mean_ci(values: Sequence[float], proportion: bool = True) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval across values (NaNs dropped; clipped to [0,1] for proportions); nan for fewer than two."""
-    vals = [v for v in values if math.isfinite(v)]
-    if not vals:
-        return math.nan, math.nan, math.nan
-    m = sum(vals) / len(vals)
-    if len(vals) < 2:
-        return m, math.nan, math.nan
-    from scipy.stats import t
-
-    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
-    half = float(t.ppf(0.975, len(vals) - 1)) * sd / math.sqrt(len(vals))
-    if proportion:
-        return m, max(0.0, m - half), min(1.0, m + half)
-    return m, m - half, m + half
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,11 +11,14 @@ from ..errors import NrflabError
 from .app import app
 
 # Each module registers its commands on ``app``.
-from . import evaluate, experiments, features, info, sweep, train, transfer  # noqa: F401,E402
+from . import bn_analysis, evaluate, experiments, features, info, sweep, train, transfer  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nrflab`` script; returns the exit status."""
+    from ..logs import console_logging
+
+    console_logging()
     try:
         result = app(args=argv, prog_name="nrflab", standalone_mode=False)
     except SystemExit as exc:

@@ -1,4 +1,5 @@
-"""``nrflab evaluate``: clean accuracy, robust accuracy per attack and LIGS of a checkpoint."""
+"""``nrflab evaluate``: clean accuracy, robust accuracy per attack and LIGS of any model, with a
+gradient-masking sanity block for every robustness number."""
 
 from __future__ import annotations
 
@@ -8,31 +9,77 @@ from typing import Optional
 
 import typer
 
-from ..checkpoint import atomic_write_json, load_model, resolve_checkpoint
+from ..attacks import parse_attack
 from ..data import load_dataset
 from ..errors import NrflabError
+from ..io import atomic_write_json
 from ..metrics import dataset_tensors, evaluate_model
+from ..models.references import LoadedModel, check_model_fits
 from ..presets import PRESETS, preset_for
-from ..attacks import parse_attack
-from ..training import read_run_config, resolve_device
+from ..validation import resolve_device
 from .app import app
+from .model_options import (
+    ALLOW_UNVERIFIED_OPTION,
+    ARCH_OPTION,
+    MEAN_OPTION,
+    MODEL_HELP,
+    NORM_OPTION,
+    NUM_CLASSES_OPTION,
+    STD_OPTION,
+    WEIGHTS_DIR_OPTION,
+    WIDTH_OPTION,
+    default_dataset_of,
+    echo_model,
+    load_model_option,
+    model_slug,
+)
 from .options import attack_specs_from_flags
 
 
-def _default_dataset(checkpoint: Path) -> str:
-    run_dir = checkpoint.parent
-    try:
-        return str(read_run_config(run_dir)["dataset"])
-    except NrflabError:
-        raise NrflabError("--dataset is required (the checkpoint is not inside an nrflab run directory)") from None
+def resolve_json_output(out: Optional[Path], *, default_dir: Path, default_name: str,
+                        inputs: tuple[Path, ...] = ()) -> Path:
+    """Where a command writes its JSON record: ``out`` as a ``.json`` file, or ``out`` (or ``default_dir``)
+    as a directory holding ``default_name``. Never a model, checkpoint, dataset shard, card or run record,
+    nor any input of the command (outputs never clobber inputs)."""
+    from ..rundir import check_output_file, check_output_path
+
+    if out is None:
+        target = default_dir / default_name
+    elif out.suffix and not out.is_dir():
+        target = check_output_file(out, what="--out", suffix=".json")
+    else:
+        target = check_output_path(out, what="--out") / default_name
+    resolved = target.resolve()
+    for p in inputs:
+        if p is not None and Path(p).resolve() == resolved:
+            raise NrflabError(f"refusing to write results over an input of this command: {target}")
+    if target.with_suffix(".safetensors").is_file():
+        raise NrflabError(f"refusing to write results over {target}: it is the config beside model "
+                          f"{target.with_suffix('.safetensors').name}")
+    return target
+
+
+def _default_dataset(loaded: LoadedModel) -> str:
+    found = default_dataset_of(loaded)
+    if found is None:
+        raise NrflabError("--dataset is required (the model is not an nrflab run nor a registered pretrained model)")
+    return found
 
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Option(..., "--checkpoint", "-c", help="A model .safetensors file or a run directory (its last checkpoint)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name or built dataset directory; default: the run's dataset."),
+    model_ref: Optional[str] = typer.Option(None, "--model", "-m", "--checkpoint", "-c", help=MODEL_HELP + " (--checkpoint/-c is an alias.)"),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name or built dataset directory; default: the run's (or pretrained model's) dataset."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the dataset's files are."),
     download: bool = typer.Option(False, "--download", help="Fetch missing dataset files (needs internet)."),
+    arch: Optional[str] = ARCH_OPTION,
+    norm: Optional[str] = NORM_OPTION,
+    num_classes: Optional[int] = NUM_CLASSES_OPTION,
+    width: Optional[float] = WIDTH_OPTION,
+    mean: Optional[str] = MEAN_OPTION,
+    std: Optional[str] = STD_OPTION,
+    weights_dir: Optional[Path] = WEIGHTS_DIR_OPTION,
+    allow_unverified: bool = ALLOW_UNVERIFIED_OPTION,
     attack: Optional[list[str]] = typer.Option(None, "--attack", "-a", help="pgd-l2, pgd-linf, fgsm, fgm-l2, or a full spec like 'pgd-l2:eps=0.25,step=0.1,steps=10' (repeatable). Default: the dataset preset's attacks."),
     eps: Optional[float] = typer.Option(None, "--eps", help="Attack radius (pixel scale, inputs in [0,1])."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Attack iterations (default 10)."),
@@ -42,54 +89,76 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N test images."),
     ligs: bool = typer.Option(True, "--ligs/--no-ligs", help="Measure LIGS (local input-gradient similarity)."),
     sigma: float = typer.Option(0.01, "--sigma", min=0.0, help="LIGS noise std (pixel scale)."),
+    sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Gradient-masking checks for every robustness number (eps monotone, unbounded attack, restarts, transfer from --surrogate) on a subset."),
+    sanity_limit: int = typer.Option(32, "--sanity-limit", min=1, help="Images used by the sanity checks (the first N evaluated)."),
+    surrogate: Optional[str] = typer.Option(None, "--surrogate", help="A model reference to transfer from in the sanity checks (e.g. the model's no-BN twin); same input conventions as the model."),
     corruptions: bool = typer.Option(False, "--corruptions", help="Also report accuracy per common corruption and severity."),
     cifar_c: Optional[Path] = typer.Option(None, "--cifar-c", help="A CIFAR-10-C/100-C directory of .npy files to use for --corruptions."),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(0, "--seed", help="Seed for random starts and LIGS noise."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="JSON file to write (default: evaluation_<dataset>.json beside the checkpoint)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="A .json file or a directory to write the record into (default: evaluation_<dataset>.json beside an nrflab checkpoint, else evaluation_<model>_<dataset>.json in the current directory). Never a model, checkpoint, dataset shard or card."),
 ) -> None:
     """Evaluate a model: usefulness (clean accuracy), robust usefulness (robust accuracy), robustness (LIGS)."""
-    path = resolve_checkpoint(checkpoint)
-    dataset = dataset or _default_dataset(path)
     specs = attack_specs_from_flags(attack, eps, steps, step_size, random_start, restarts)
     if cifar_c is not None:
         from ..corruptions import available_cifar_c
 
         available_cifar_c(cifar_c)  # a wrong directory fails now, not after the attacks ran
+    dev = resolve_device(device)
+    loaded = load_model_option(model_ref, arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean,
+                               std=std, device=str(dev), weights_dir=weights_dir, allow_unverified=allow_unverified)
+    dataset = dataset or _default_dataset(loaded)
     bundle = load_dataset(dataset, root=data_root, download=download)
     if specs is None:
         preset = preset_for(bundle.name, bundle.info.get("base_dataset") if bundle.info else None)
         specs = [parse_attack(t) for t in PRESETS[preset]["eval_attacks"]]
-    dev = resolve_device(device)
-    model = load_model(path, dev)
-    cfg = model.config
-    shape = tuple(cfg.input_shape) if cfg.input_shape else None
-    # A 3-channel model would silently broadcast 1-channel images through its Normalize layer: check channels too.
-    if (cfg.num_classes != bundle.num_classes or cfg.in_channels != bundle.in_channels
-            or (shape and shape != tuple(bundle.input_shape))):
-        raise NrflabError(
-            f"the model ({cfg.num_classes} classes, {cfg.in_channels} channels, input {shape or 'any'}) "
-            f"does not fit dataset {bundle.name!r} "
-            f"({bundle.num_classes} classes, input {bundle.input_shape})"
-        )
+    check_model_fits(loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name)
+    surrogate_model = None
+    if surrogate is not None and sanity:
+        surrogate_model = load_model_option(surrogate, device=str(dev), weights_dir=weights_dir,
+                                            allow_unverified=allow_unverified, flag="--surrogate")
+        check_model_fits(surrogate_model, num_classes=bundle.num_classes, input_shape=bundle.input_shape,
+                         dataset=bundle.name)
+    source = Path(loaded.source)
+    if loaded.kind == "nrflab":
+        default_dir, default_name = source.parent, f"evaluation_{Path(bundle.name).name}.json"
+    else:
+        default_dir, default_name = Path.cwd(), f"evaluation_{model_slug(loaded)}_{Path(bundle.name).name}.json"
+    target = resolve_json_output(out, default_dir=default_dir, default_name=default_name,
+                                 inputs=(source,) if source.exists() else ())
+    echo_model(loaded)
+    model = loaded.module
     x, y = dataset_tensors(bundle.test, limit)
     x, y = x.to(dev), y.to(dev)
     attacks = [(s.label, s.build(model, seed=seed)) for s in specs]
-    result = evaluate_model(model, x, y, attacks, sigma if ligs else None, seed, batch_size, progress=sys.stderr.isatty())
+    result = evaluate_model(model, x, y, attacks, sigma if ligs else None, seed, batch_size,
+                            progress=sys.stderr.isatty()).row()
+    cfg = getattr(model, "config", None)
     record = {
-        "checkpoint": str(path),
+        "checkpoint": loaded.source,
         "dataset": bundle.name,
         "num_samples": int(y.shape[0]),
-        "model": cfg.to_dict(),
+        "model": cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else loaded.describe(),
+        "model_reference": loaded.describe(),
         "attacks": {s.label: s.to_string() for s in specs},
         "ligs_sigma": sigma if ligs else None,
         "seed": seed,
         "metrics": result,
     }
+    reports = []
+    if sanity:
+        from ..sanity import sanity_checks
+
+        n = min(sanity_limit, int(y.shape[0]))
+        for s in specs:
+            if s.kind != "none":
+                reports.append(sanity_checks(model, x[:n], y[:n], spec=s, surrogate=surrogate_model.module if surrogate_model else None,
+                                             surrogate_name=surrogate_model.name if surrogate_model else "surrogate",
+                                             seed=seed, batch_size=batch_size))
+        record["sanity"] = {r.attack: r.to_dict() for r in reports}
     if corruptions:
         record["corruptions"] = _corruption_rows(model, bundle, cifar_c, limit, batch_size, seed)
-    target = out or path.parent / f"evaluation_{Path(bundle.name).name}.json"
     atomic_write_json(target, record)
     typer.echo(f"{'metric':<28} value")
     for k, v in result.items():
@@ -97,6 +166,11 @@ def evaluate(
         typer.echo(f"{k:<28} {shown}")
     if corruptions:
         typer.echo(f"{'mean corruption accuracy':<28} {100 * record['corruptions']['summary']['mean']:.2f} %")
+    if reports:
+        from ..sanity import format_sanity
+
+        for line in format_sanity(reports):
+            typer.echo(line)
     typer.echo(f"wrote {target}")
 
 

@@ -47,7 +47,7 @@ def run_experiments(names: list[str], out: Path, quick: bool, seeds: list[int], 
         module = _load(name)
         kwargs = core_kwargs if name == "core" else {}
         sections += module.run(out / name if name != "core" else out, quick=quick, seeds=tuple(seeds),
-                               progress=progress, log=typer.echo, **kwargs)
+                               progress=progress, **kwargs)
     return sections
 
 

@@ -44,9 +44,9 @@ def build_dataset_command(
     if kind.lower() != "conflicting" and dataset is None:
         raise NrflabError("--dataset is required (the base dataset, e.g. mnist5k)")
     result = build_dataset(
-        kind, source, dataset, out, data_root=data_root, base=base, steps=steps, eps=eps, step_size=step_size,
+        kind.lower(), source, dataset, out, data_root=data_root, base=base, steps=steps, eps=eps, step_size=step_size,
         seed=seed, label_policy=label_policy, shard_size=shard_size, dtype=dtype, fake_relu=fake_relu, limit=limit,
         batch_size=batch_size, device=device, resume=resume, overwrite=overwrite,
-        progress=not quiet and sys.stderr.isatty(), log=typer.echo,
+        progress=not quiet and sys.stderr.isatty(),
     )
     typer.echo(f"wrote {result.out_dir / 'dataset.json'}")

@@ -1,4 +1,4 @@
-"""``nrflab list``: what datasets, architectures, normalizations, attacks and experiments exist."""
+"""``nrflab list``: what datasets, architectures, normalizations, attacks, experiments and pretrained models exist."""
 
 from __future__ import annotations
 
@@ -8,8 +8,18 @@ from .app import app
 
 
 @app.command("list")
-def list_choices() -> None:
+def list_choices(
+    pretrained: bool = typer.Option(False, "--pretrained", help="List the pretrained registry: source, licence, architecture, normalization, dataset, reported accuracy, sha256 and where the weights are."),
+) -> None:
     """List the registered datasets, architectures, normalizations, attacks and experiments."""
+    if pretrained:
+        from ..models.pretrained import format_pretrained_table
+
+        for line in format_pretrained_table():
+            typer.echo(line)
+        typer.echo("load one with `--model pretrained:NAME` (weights from $NRFLAB_WEIGHTS or ~/.nrflab/weights, "
+                   "or downloaded and checked against the pinned sha256)")
+        return
     from ..attacks import ATTACK_KINDS
     from ..data import available_datasets
     from ..models import ARCHS, NORM_DESCRIPTIONS
@@ -27,3 +37,6 @@ def list_choices() -> None:
     typer.echo("experiments:")
     for name, text in EXPERIMENTS.items():
         typer.echo(f"  {name:<10} {text}")
+    from ..models.pretrained import available_pretrained
+
+    typer.echo(f"pretrained:    {len(available_pretrained())} registered models (`nrflab list --pretrained`)")

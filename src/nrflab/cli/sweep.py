@@ -72,7 +72,7 @@ def sweep(
 
     result = run_sweep(config, parse_grid(grid), out, overrides=parse_sets(set_), backend=backend,  # type: ignore[arg-type]
                        workers=workers, ray_address=ray_address, cpus_per_run=cpus_per_run,
-                       gpus_per_run=gpus_per_run, verbose=not quiet, log=typer.echo)
+                       gpus_per_run=gpus_per_run, verbose=not quiet)
     typer.echo(summary_table(result))
     typer.echo(f"summary: {result.out_dir / 'summary.csv'}")
     if result.failed:

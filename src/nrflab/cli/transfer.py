@@ -10,9 +10,10 @@ from typing import Any, Optional
 import typer
 
 from ..data import load_dataset
-from ..checkpoint import read_yaml_mapping
+from ..io import read_yaml_mapping
 from ..errors import NrflabError
-from ..training import read_run_config, resolve_device
+from ..training import read_run_config
+from ..validation import resolve_device
 from .app import app
 from .options import attack_specs_from_flags
 

@@ -25,7 +25,7 @@ def shard_name(index: int) -> str:
 
 def read_card(path: str | os.PathLike) -> dict:
     """The card of a built dataset directory, checked for the fields every loader needs."""
-    from ..checkpoint import read_json
+    from ..io import read_json
 
     path = Path(path)
     if not path.is_dir():

@@ -133,7 +133,6 @@ def run(
     quick: bool = False,
     seeds: Sequence[int] = (0,),
     progress: bool = True,
-    log: Callable[[str], None] | None = print,
     settings: DemoSettings | None = None,
 ) -> list[Section]:
     """Train the BN / no-BN twins for every seed and report the framework table and claims."""
@@ -144,7 +143,7 @@ def run(
         for seed in seeds:
             cfg = settings.config(norm, seed)
             run_dir = out_dir / "runs" / run_dir_name(cfg)
-            groups.setdefault(f"{settings.arch}/{norm}", []).append(train_or_reuse(cfg, run_dir, progress, log))
+            groups.setdefault(f"{settings.arch}/{norm}", []).append(train_or_reuse(cfg, run_dir, progress=progress))
     table, means = framework_table(groups)
     names = list(groups)
     plots = plot_runs([r for runs in groups.values() for r in runs], out_dir / "figure3_curves",

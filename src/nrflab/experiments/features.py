@@ -71,22 +71,22 @@ QUICK = Settings(width=0.25, limit=96, source_epochs=1, lr_d_r=None, lr_d_rand=N
                  eval_size=48, eval_attack="pgd-l2:eps=1.0,step=0.5,steps=2")
 
 
-def _train(cfg_fields: dict, run_dir: Path, progress: bool, log: Callable[[str], None]) -> Path:
-    return train_or_reuse(make_config(**cfg_fields), run_dir, progress, log)
+def _train(cfg_fields: dict, run_dir: Path, progress: bool) -> Path:
+    return train_or_reuse(make_config(**cfg_fields), run_dir, progress=progress)
 
 
-def _sources(out: Path, s: Settings, progress: bool, log: Callable[[str], None]) -> tuple[Path, Path]:
+def _sources(out: Path, s: Settings, progress: bool) -> tuple[Path, Path]:
     common = dict(dataset=s.dataset, arch="smallcnn", norm="bn", width=s.width, seed=0, eval_attacks=[],
                   ligs=False, eval_size=s.eval_size, device=s.device)
-    std = _train({**common, "epochs": s.source_epochs}, out / "sources" / "standard", progress, log)
+    std = _train({**common, "epochs": s.source_epochs}, out / "sources" / "standard", progress)
     rob = _train({**common, "epochs": s.robust_epochs, "adv_train": "pgd-l2", "adv_eps": s.robust_eps,
-                  "adv_steps": s.robust_steps}, out / "sources" / "robust", progress, log)
+                  "adv_steps": s.robust_steps}, out / "sources" / "robust", progress)
     return std, rob
 
 
-def _build_sets(out: Path, s: Settings, std: Path, rob: Path, progress: bool, log) -> dict[str, dict]:
+def _build_sets(out: Path, s: Settings, std: Path, rob: Path, progress: bool) -> dict[str, dict]:
     sets = out / "sets"
-    common = dict(limit=s.limit, seed=0, device=s.device, resume=True, progress=progress, log=log)
+    common = dict(limit=s.limit, seed=0, device=s.device, resume=True, progress=progress)
     cards = {}
     cards["d_r"] = build_dataset("d_r", rob, s.dataset, sets / "d_r", steps=s.inv_steps, step_size=s.inv_step_size,
                                  **common).card
@@ -98,7 +98,7 @@ def _build_sets(out: Path, s: Settings, std: Path, rob: Path, progress: bool, lo
     return cards
 
 
-def _twins(out: Path, s: Settings, seeds: Sequence[int], progress: bool, log) -> dict[tuple[str, str, int], Path]:
+def _twins(out: Path, s: Settings, seeds: Sequence[int], progress: bool) -> dict[tuple[str, str, int], Path]:
     runs = {}
     for kind in SETS:
         lr = s.lr(kind)
@@ -108,7 +108,7 @@ def _twins(out: Path, s: Settings, seeds: Sequence[int], progress: bool, log) ->
                               epochs=s.epochs, seed=seed, eval_size=s.eval_size, eval_attacks=[s.eval_attack],
                               eval_shifted_labels=kind == "conflicting", device=s.device,
                               **({"lr": lr} if lr is not None else {}))
-                runs[(kind, norm, seed)] = _train(fields, out / "runs" / f"{kind}_{norm}_s{seed}", progress, log)
+                runs[(kind, norm, seed)] = _train(fields, out / "runs" / f"{kind}_{norm}_s{seed}", progress)
     return runs
 
 
@@ -144,19 +144,18 @@ def _cell(values: list[float], fmt: Callable[[float], str]) -> str:
 
 
 def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), progress: bool = True,
-        log: Callable[[str], None] | None = print, settings: Settings | None = None) -> list[Section]:
+        settings: Settings | None = None) -> list[Section]:
     """Build the sets, train the twins, and return the report section (table, plots, claim lines).
 
     ``settings`` replaces the documented CPU-scale settings (``FULL``, or ``QUICK`` when ``quick``).
     """
-    log = log or (lambda m: None)
     out = Path(out_dir)
     s = settings or (QUICK if quick else FULL)
     seeds = list(seeds)[:1] if quick else list(seeds)
     start = time.perf_counter()
-    std, rob = _sources(out, s, progress, log)
-    cards = _build_sets(out, s, std, rob, progress, log)
-    runs = _twins(out, s, seeds, progress, log)
+    std, rob = _sources(out, s, progress)
+    cards = _build_sets(out, s, std, rob, progress)
+    runs = _twins(out, s, seeds, progress)
     return [_section(out, s, seeds, cards, runs, time.perf_counter() - start)]
 
 

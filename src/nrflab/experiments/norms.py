@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import matplotlib.pyplot as plt
 import torch
 
 from ..attacks import parse_attack
-from ..checkpoint import atomic_write_json, load_model
+from ..checkpoint import load_model
+from ..io import atomic_write_json
 from ..corruptions import SEVERITIES, benchmark_corruptions, corruption_accuracy, summarize_corruption_accuracy
 from ..data import DatasetBundle, ImageTensorDataset, load_dataset
 from ..metrics import evaluate_model
-from ..plots import plot_runs, save_figure
+from ..plots import new_figure, plot_runs, save_figure
 from ..presets import PRESETS
 from ..report import Section, claim_line, markdown_table, num, pct
 from ..training import TrainConfig, make_config, train_or_reuse
@@ -109,7 +109,7 @@ def _measure(run_dir: Path, test: ImageTensorDataset, s: Settings, bundle: Datas
     def framework() -> dict:
         model = load_model(run_dir)
         built = [(parse_attack(a).label, parse_attack(a).build(model, seed=seed)) for a in attacks]
-        return evaluate_model(model, x, y, built, 0.01, seed)
+        return evaluate_model(model, x, y, built, 0.01, seed).row()
 
     def corrupted() -> list[dict]:
         return corruption_accuracy(load_model(run_dir), test, s.corruptions, s.severities, seed=0, progress=progress)
@@ -121,7 +121,7 @@ def _measure(run_dir: Path, test: ImageTensorDataset, s: Settings, bundle: Datas
 
 
 def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), progress: bool = True,
-        log: Log = print) -> list[Section]:
+) -> list[Section]:
     """Train the adversarial, normalization-family and corruption models under ``out_dir``; three sections."""
     s = QUICK if quick else Settings()
     out = Path(out_dir)
@@ -133,10 +133,10 @@ def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), pr
     for seed in seeds:
         for norm in s.norms:
             cfg = _config(s, bundle, norm, seed, adversarial=False)
-            std[norm].append(train_or_reuse(cfg, out / "runs" / f"std-{norm}-s{seed}", progress, log, bundle))
+            std[norm].append(train_or_reuse(cfg, out / "runs" / f"std-{norm}-s{seed}", progress=progress, bundle=bundle))
         for norm in s.at_norms:
             cfg = _config(s, bundle, norm, seed, adversarial=True)
-            adv[norm].append(train_or_reuse(cfg, out / "runs" / f"at-{norm}-s{seed}", progress, log, bundle))
+            adv[norm].append(train_or_reuse(cfg, out / "runs" / f"at-{norm}-s{seed}", progress=progress, bundle=bundle))
     measured = {p: _measure(p, test, s, bundle, seed, progress) for group in (std, adv) for runs in group.values()
                 for seed, p in zip(seeds, runs)}
     std_rows = {n: [measured[p]["framework"] for p in runs] for n, runs in std.items()}
@@ -308,7 +308,8 @@ def _corruption_section(out: Path, s: Settings, std, adv, measured, std_rows, ad
 
 def _plot_severity(stem: Path, models: dict[str, list[Path]], measured: dict, s: Settings) -> list[Path]:
     """Mean corruption accuracy against severity, one line per model (first seed)."""
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, axes = new_figure(figsize=(5.5, 3.6))
+    ax = axes[0][0]
     for name, runs in models.items():
         per = summarize_corruption_accuracy(measured[runs[0]]["corruptions"])["per_severity"]
         ax.plot(list(s.severities), [100 * per[sev] for sev in s.severities], marker="o",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from ..data import load_dataset
 from ..report import Section, claim_line, markdown_table
@@ -26,8 +26,7 @@ QUICK = {"archs": (("smallcnn", 0.5),), "epochs": 2, "train_size": 1000, "limit"
 EARLY_RULE = EarlyStop("frac", 0.9)
 
 
-def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), progress: bool = True,
-        log: Callable[[str], None] = print) -> list[Section]:
+def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), progress: bool = True) -> list[Section]:
     """Train the zoo (reusing finished runs), compute the matrix and the early-stop curve, and report."""
     out_dir = Path(out_dir)
     setup = QUICK if quick else FULL
@@ -41,11 +40,11 @@ def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), pr
                 run_dir = out_dir / "runs" / f"{arch}_{norm}_s{seed}"
                 cfg = make_config(dataset="mnist5k", arch=arch, norm=norm, width=width, epochs=setup["epochs"],
                                   seed=seed, eval_attacks=[], ligs=False, keep_checkpoints=1, device="cpu")
-                runs.append(train_or_reuse(cfg, run_dir, progress, None, bundle))
+                runs.append(train_or_reuse(cfg, run_dir, progress=progress, bundle=bundle))
     finals = [resolve_model(r) for r in runs]
     earlier = [resolve_model(r, e) for r in runs for e in range(1, setup["epochs"])]
     result = transfer_matrix([*finals, *earlier], finals, bundle, setup["attack"], out_dir / "transfer",
-                             limit=setup["limit"], progress=progress, log=log)
+                             limit=setup["limit"], progress=progress)
     matrix_only = TransferResult(result.settings, result.sources[: len(finals)], result.targets,
                                  [p for p in result.pairs if p["source"] in {f.name for f in finals}])
     paths = write_outputs(matrix_only, out_dir / "transfer")
@@ -87,9 +86,10 @@ def _epoch_curve(result: TransferResult, finals: list[ModelRef], earlier: list[M
 
 
 def _plot_curve(curve: dict[str, list], stem: Path) -> Path:
-    from ..plots import NORM_STYLE, plt, save_figure
+    from ..plots import NORM_STYLE, new_figure, save_figure
 
-    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    fig, axes = new_figure(figsize=(5.6, 3.6))
+    ax = axes[0][0]
     for group, rows in curve.items():
         e = [r[0] for r in rows]
         line, = ax.plot(e, [100 * r[1] for r in rows], marker="o", linestyle=NORM_STYLE.get(group.split("/")[-1], "-"),

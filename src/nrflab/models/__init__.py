@@ -41,16 +41,35 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+    def from_dict(cls, d: Any) -> "ModelConfig":
+        """Rebuild from stored JSON, checking every field's type and range (checkpoint metadata is input too)."""
+        if not isinstance(d, dict):
+            raise NrflabError(f"model config must be a mapping, not {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise NrflabError(f"model config has unknown fields {sorted(unknown)}")
-        d = dict(d)
-        d["mean"], d["std"] = tuple(d.get("mean", (0.0,))), tuple(d.get("std", (1.0,)))
-        if d.get("input_shape"):
-            d["input_shape"] = tuple(d["input_shape"])
-        return cls(**d)
+        if "arch" not in d:
+            raise NrflabError("model config lacks its arch")
+        try:
+            from pydantic import TypeAdapter, ValidationError
+
+            cfg = TypeAdapter(cls).validate_python(dict(d))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            raise NrflabError(f"model config field {where}: {err.get('msg', 'invalid')}") from None
+        check_arch(cfg.arch)
+        check_norm(cfg.norm)
+        if cfg.num_classes < 2:
+            raise NrflabError(f"model config num_classes must be >= 2, got {cfg.num_classes}")
+        if cfg.in_channels < 1:
+            raise NrflabError(f"model config in_channels must be >= 1, got {cfg.in_channels}")
+        if not (0 < cfg.width <= 64 and math.isfinite(cfg.width)):
+            raise NrflabError(f"model config width must be in (0, 64], got {cfg.width}")
+        if any(s <= 0 or not math.isfinite(s) for s in cfg.std) or any(not math.isfinite(m) for m in cfg.mean):
+            raise NrflabError("model config mean/std must be finite (std > 0)")
+        return cfg
 
 
 class Normalize(nn.Module):
@@ -157,8 +176,8 @@ def create_model(
         raise NrflabError(f"num_classes must be >= 2, got {num_classes}")
     if in_channels < 1:
         raise NrflabError(f"in_channels must be >= 1, got {in_channels}")
-    if not (width > 0 and math.isfinite(width)):
-        raise NrflabError(f"width must be > 0, got {width}")
+    if not (0 < width <= 64 and math.isfinite(width)):
+        raise NrflabError(f"width must be in (0, 64], got {width}")
     spec = ARCHS[arch_key]
     if norm_key == "fixup" and not spec.residual:
         raise NrflabError(f"norm 'fixup' needs a residual arch (resnet18, resnet50), not {arch_key!r}")

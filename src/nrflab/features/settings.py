@@ -1,0 +1,137 @@
+"""What a feature dataset is: its kind, the paper's settings per kind, and the typed build settings.
+
+Every field of :class:`BuildSettings` determines the built images, so a resumed build must match it
+exactly (its digest is stored in every shard).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from ..errors import NrflabError
+from ..validation import check_seed
+
+BUILD_KINDS = ("d_r", "d_nr", "d_rand", "d_det", "conflicting")
+INVERSION_KINDS = ("d_r", "d_nr")
+TARGETED_KINDS = ("d_rand", "d_det", "conflicting")
+LABEL_POLICIES = ("target", "reference", "prediction")
+DTYPES = ("uint8", "float16", "float32")
+
+#: The paper's / Ilyas et al.'s settings (CIFAR-10 scale): (steps, eps, step size).
+KIND_DEFAULTS: dict[str, tuple[int, float, float]] = {
+    "d_r": (1000, 1000.0, 0.1),
+    "d_nr": (1000, 1000.0, 0.1),
+    "d_rand": (100, 0.5, 0.1),
+    "d_det": (100, 0.5, 0.1),
+    "conflicting": (100, 0.5, 0.1),
+}
+
+KIND_DESCRIPTIONS = {
+    "d_r": "robust features: representation inversion on an adversarially trained source",
+    "d_nr": "non-robust features: representation inversion on a standard source",
+    "d_rand": "non-robust features only: targeted PGD-L2 toward a uniformly random class, labelled with it",
+    "d_det": "non-robust features only: targeted PGD-L2 toward (y + 1) mod C, labelled with it",
+    "conflicting": "robust features of y (a D_R set) plus non-robust features of (y + 1) mod C, labelled y + 1",
+}
+
+LABEL_POLICY_DOC = {
+    "target": "the class the construction aims at: t for the targeted builders, the reference image's label "
+    "for D_R/D_NR (Ilyas et al.)",
+    "reference": "the original label of the image the sample is built from (y; for D_R/D_NR the same as target)",
+    "prediction": "the source model's prediction on the stored image (the official code stores the source "
+    "output for D_R/D_NR and trains on its argmax)",
+}
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """Everything that determines a built dataset's content (compared when a build is resumed)."""
+
+    kind: str
+    steps: int
+    eps: float
+    step_size: float
+    seed: int = 0
+    label_policy: str = "target"
+    shard_size: int = 1000
+    dtype: str = "uint8"
+    fake_relu: bool = False
+    layer: Optional[str] = None
+    limit: Optional[int] = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes: Any) -> "BuildSettings":
+        """A validated copy with some fields changed."""
+        unknown = set(changes) - set(self.to_dict())
+        if unknown:
+            raise NrflabError(f"unknown build setting(s) {', '.join(sorted(unknown))}")
+        return make_settings(**{**self.to_dict(), **changes})
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_settings(
+    kind: str,
+    *,
+    steps: int | None = None,
+    eps: float | None = None,
+    step_size: float | None = None,
+    seed: int = 0,
+    label_policy: str = "target",
+    shard_size: int = 1000,
+    dtype: str = "uint8",
+    fake_relu: bool = False,
+    layer: str | None = None,
+    limit: int | None = None,
+) -> BuildSettings:
+    """Validated settings: the kind's paper defaults for whatever is not given."""
+    kind = str(kind).lower()
+    if kind not in BUILD_KINDS:
+        raise NrflabError(f"unknown dataset kind {kind!r}; choose one of {', '.join(BUILD_KINDS)}")
+    d_steps, d_eps, d_step = KIND_DEFAULTS[kind]
+    for name, value in (("steps", steps), ("shard size", shard_size), ("limit", limit)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            if not (isinstance(value, float) and value.is_integer()):
+                raise NrflabError(f"{name} must be an integer, got {value!r}")
+    s = BuildSettings(
+        kind=kind,
+        steps=int(d_steps if steps is None else steps),
+        eps=float(d_eps if eps is None else eps),
+        step_size=float(d_step if step_size is None else step_size),
+        seed=check_seed(seed),
+        label_policy=str(label_policy).lower(),
+        shard_size=int(shard_size),
+        dtype=str(dtype).lower(),
+        fake_relu=bool(fake_relu),
+        layer=layer,
+        limit=None if limit is None else int(limit),
+    )
+    if s.steps < 1:
+        raise NrflabError(f"steps must be >= 1, got {s.steps}")
+    if not (s.eps > 0 and math.isfinite(s.eps)):
+        raise NrflabError(f"eps must be a finite number > 0, got {s.eps}")
+    if not (s.step_size > 0 and math.isfinite(s.step_size)):
+        raise NrflabError(f"step size must be a finite number > 0, got {s.step_size}")
+    if s.label_policy not in LABEL_POLICIES:
+        raise NrflabError(f"unknown label policy {label_policy!r}; choose one of {', '.join(LABEL_POLICIES)}")
+    if s.dtype not in DTYPES:
+        raise NrflabError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    if s.shard_size < 1:
+        raise NrflabError(f"shard size must be >= 1, got {s.shard_size}")
+    if s.limit is not None and s.limit < 1:
+        raise NrflabError(f"limit must be >= 1, got {s.limit}")
+    if kind not in INVERSION_KINDS and (s.fake_relu or s.layer):
+        raise NrflabError(f"fake_relu and layer apply to the inversions (d_r, d_nr), not {kind}")
+    if s.fake_relu and s.layer:
+        raise NrflabError("fake_relu needs the model's own .features; it cannot be combined with layer")
+    return s
+
+
+__all__ = ["BUILD_KINDS", "BuildSettings", "DTYPES", "INVERSION_KINDS", "KIND_DEFAULTS", "KIND_DESCRIPTIONS",
+           "LABEL_POLICIES", "LABEL_POLICY_DOC", "TARGETED_KINDS", "make_settings"]

@@ -1,0 +1,215 @@
+"""Feature reliance measured against ground truth, on data whose robust and non-robust features are known.
+
+Four test views share the training images' statistics (``nrflab.data.planted`` builds them):
+
+| view | construction | metric |
+|---|---|---|
+| agree | RF = NRF = label | ``agree_acc`` |
+| RF-sufficiency | RF = label, NRF random | ``rf_suff_acc`` |
+| NRF-sufficiency | NRF = label, RF random | ``nrf_suff_acc`` |
+| swap | RF = a, NRF = b != a | ``f_r`` = P(pred = a), ``f_n`` = P(pred = b), ``rho = f_n - f_r`` |
+
+``rho`` runs from -1 (the model follows the robust feature only) to +1 (the non-robust feature only).
+``band_energy`` splits a perturbation's squared L2 norm into the RF band, the NRF band and the rest of the
+DCT spectrum, so one can say which features an adversarial example moves.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from scipy.fft import dctn
+from torch import nn
+
+from .attacks import frozen_model
+from .errors import NrflabError
+
+Statistics = Literal["running", "batch"]
+RELIANCE_COLUMNS = ("agree_acc", "rf_suff_acc", "nrf_suff_acc", "f_r", "f_n", "rho")
+
+
+@dataclass(frozen=True)
+class RelianceViews:
+    """The test views as tensors (images float in [0,1], classes int64), all on CPU."""
+
+    agree_x: torch.Tensor
+    agree_y: torch.Tensor
+    rf_x: torch.Tensor
+    rf_y: torch.Tensor
+    nrf_x: torch.Tensor
+    nrf_y: torch.Tensor
+    swap_x: torch.Tensor
+    swap_rf: torch.Tensor
+    swap_nrf: torch.Tensor
+
+    def __post_init__(self) -> None:
+        for name in ("agree", "rf", "nrf"):
+            x, y = getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
+            if x.ndim != 4 or x.shape[0] != y.shape[0]:
+                raise NrflabError(f"view {name}: {tuple(x.shape)} images but {tuple(y.shape)} labels")
+        if not (self.swap_x.shape[0] == self.swap_rf.shape[0] == self.swap_nrf.shape[0]):
+            raise NrflabError("view swap: images and feature classes differ in length")
+        if bool((self.swap_rf == self.swap_nrf).any()):
+            raise NrflabError("view swap: the RF and NRF classes must differ in every image")
+
+    @property
+    def size(self) -> int:
+        return int(self.agree_y.shape[0])
+
+    @classmethod
+    def from_samples(cls, views: Any, limit: int | None = None) -> "RelianceViews":
+        """From ``nrflab.data.planted.PlantedViews`` (numpy samples), the first ``limit`` images of each."""
+        t = lambda a: torch.from_numpy(np.ascontiguousarray(a[:limit]))  # noqa: E731
+        return cls(t(views.agree.images), t(views.agree.labels), t(views.rf.images), t(views.rf.labels),
+                   t(views.nrf.images), t(views.nrf.labels), t(views.swap.images), t(views.swap.rf_class),
+                   t(views.swap.nrf_class))
+
+
+@dataclass(frozen=True)
+class RelianceResult:
+    """Accuracies on the agree and sufficiency views and the swap fractions of one model."""
+
+    agree_acc: float
+    rf_suff_acc: float
+    nrf_suff_acc: float
+    f_r: float
+    f_n: float
+    n: int
+
+    @property
+    def rho(self) -> float:
+        """``f_n - f_r``: +1 follows the non-robust feature only, -1 the robust feature only."""
+        return self.f_n - self.f_r
+
+    def as_row(self) -> dict[str, float]:
+        return {"agree_acc": self.agree_acc, "rf_suff_acc": self.rf_suff_acc, "nrf_suff_acc": self.nrf_suff_acc,
+                "f_r": self.f_r, "f_n": self.f_n, "rho": self.rho}
+
+
+def _device(model: nn.Module) -> torch.device:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return torch.device("cpu")
+
+
+def predictions(model: nn.Module, x: torch.Tensor, *, batch_size: int = 250,
+                statistics: Statistics = "running") -> torch.Tensor:
+    """Predicted classes (CPU) without changing the model. ``statistics="batch"`` normalizes each batch of
+    ``batch_size`` images by its own statistics (BN in train mode; running statistics restored)."""
+    if statistics not in ("running", "batch"):
+        raise NrflabError(f"statistics must be 'running' or 'batch', got {statistics!r}")
+    device = _device(model)
+    out = []
+    with torch.no_grad(), frozen_model(model, "eval" if statistics == "running" else "train", keep_buffers=True):
+        for i in range(0, x.shape[0], batch_size):
+            out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def reliance(model: nn.Module, views: RelianceViews, *, batch_size: int = 250,
+             statistics: Statistics = "running") -> RelianceResult:
+    """Measure a model's reliance on the planted features (see the module docstring)."""
+    acc = lambda x, y: float((predictions(model, x, batch_size=batch_size, statistics=statistics) == y)  # noqa: E731
+                             .float().mean())
+    pred_swap = predictions(model, views.swap_x, batch_size=batch_size, statistics=statistics)
+    return RelianceResult(
+        agree_acc=acc(views.agree_x, views.agree_y),
+        rf_suff_acc=acc(views.rf_x, views.rf_y),
+        nrf_suff_acc=acc(views.nrf_x, views.nrf_y),
+        f_r=float((pred_swap == views.swap_rf).float().mean()),
+        f_n=float((pred_swap == views.swap_nrf).float().mean()),
+        n=views.size,
+    )
+
+
+class RelianceProbe:
+    """The ``nrflab.data.Probe`` of planted datasets: reliance metrics after every epoch (or step).
+
+    Calling it never changes the model (mode, parameters and buffers are restored).
+    """
+
+    name = "reliance"
+
+    def __init__(self, views: RelianceViews, *, batch_size: int = 250):
+        self.views = views
+        self.batch_size = batch_size
+
+    def columns(self) -> list[str]:
+        return list(RELIANCE_COLUMNS)
+
+    def __call__(self, model: nn.Module) -> dict[str, float]:
+        return reliance(model, self.views, batch_size=self.batch_size).as_row()
+
+    def __repr__(self) -> str:
+        return f"RelianceProbe(views of {self.views.size} images)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a perturbation's energy lies
+
+
+@dataclass(frozen=True)
+class BandEnergy:
+    """Mean (over samples) fractions of a perturbation's squared L2 norm in the RF band, the NRF band and
+    the rest of the DCT spectrum (they sum to 1), the fraction along the NRF templates themselves, and the
+    mean L2 norm. Samples with a zero perturbation are left out (``n`` counts the rest)."""
+
+    rf_band: float
+    nrf_band: float
+    rest: float
+    nrf_templates: float
+    norm: float
+    n: int
+
+
+def band_energy_per_sample(delta: torch.Tensor | np.ndarray, *, rf_mask: np.ndarray, nrf_mask: np.ndarray,
+                           nrf_templates: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Per-sample squared energies of ``delta`` (N x C x S x S): ``total``, ``rf_band``, ``nrf_band``,
+    ``rest`` and ``nrf_templates`` (projection onto the span of the orthonormal NRF templates)."""
+    d = delta.detach().cpu().double().numpy() if torch.is_tensor(delta) else np.asarray(delta, dtype=np.float64)
+    if d.ndim != 4:
+        raise NrflabError(f"perturbations must have shape (N, C, H, W), got {d.shape}")
+    if rf_mask.shape != d.shape[-2:] or nrf_mask.shape != d.shape[-2:]:
+        raise NrflabError(f"band masks of shape {rf_mask.shape} do not fit {d.shape[-2:]} images")
+    if bool((rf_mask & nrf_mask).any()):
+        raise NrflabError("the RF and NRF bands overlap")
+    coef2 = dctn(d, axes=(-2, -1), norm="ortho") ** 2
+    total = coef2.sum(axis=(1, 2, 3))
+    rf = coef2[:, :, rf_mask].sum(axis=(1, 2))
+    nrf = coef2[:, :, nrf_mask].sum(axis=(1, 2))
+    out = {"total": total, "rf_band": rf, "nrf_band": nrf, "rest": total - rf - nrf}
+    if nrf_templates is not None:
+        proj = d.reshape(d.shape[0], -1) @ nrf_templates.reshape(nrf_templates.shape[0], -1).T
+        out["nrf_templates"] = (proj**2).sum(axis=1)
+    return out
+
+
+def band_energy(delta: torch.Tensor | np.ndarray, *, rf_mask: np.ndarray, nrf_mask: np.ndarray,
+                nrf_templates: np.ndarray | None = None) -> BandEnergy:
+    """Where the energy of perturbations ``delta`` lies (see ``BandEnergy``)."""
+    e = band_energy_per_sample(delta, rf_mask=rf_mask, nrf_mask=nrf_mask, nrf_templates=nrf_templates)
+    keep = e["total"] > 1e-18
+    if not keep.any():
+        return BandEnergy(math.nan, math.nan, math.nan, math.nan, 0.0, 0)
+    frac = lambda k: float((e[k][keep] / e["total"][keep]).mean()) if k in e else math.nan  # noqa: E731
+    return BandEnergy(frac("rf_band"), frac("nrf_band"), frac("rest"), frac("nrf_templates"),
+                      float(np.sqrt(e["total"]).mean()), int(keep.sum()))
+
+
+__all__ = [
+    "BandEnergy",
+    "RELIANCE_COLUMNS",
+    "RelianceProbe",
+    "RelianceResult",
+    "RelianceViews",
+    "band_energy",
+    "band_energy_per_sample",
+    "predictions",
+    "reliance",
+]

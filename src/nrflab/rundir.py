@@ -1,0 +1,391 @@
+"""Output directories: one writer at a time, overwrite that never loses the old result, and the layout of
+a training run.
+
+* :class:`DirLock` — an advisory lock (``fcntl.flock`` on ``.nrflab.lock``) held for a job's lifetime by
+  every command that writes a directory (train, build-dataset, transfer, sweep, experiments). A second
+  writer gets one line naming the holder's PID. The kernel releases the lock when its process dies, so a
+  lock left by a killed process is simply taken over.
+* :class:`Stash` — ``--overwrite`` moves the old contents aside and deletes them only once the new job
+  has committed its first result; on failure the old contents come back.
+* :class:`RunDir` — the layout of a training run (config, metrics, model, checkpoint, kept epochs,
+  evaluations) and reading it back, with one-line errors for anything missing or corrupt.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import NrflabError
+from .io import read_json, read_numeric_csv, remove_stale_temps
+
+LOCK_FILE = ".nrflab.lock"
+STASH_DIR = ".nrflab-previous"
+
+
+class DirectoryBusy(NrflabError):
+    """Another process holds the directory's lock."""
+
+
+class DirLock:
+    """An exclusive advisory lock on a directory, held until :meth:`release` (or process exit).
+
+    Re-entrant within one process for the same directory (a training run inside an experiment that already
+    holds the run's lock does not deadlock itself).
+    """
+
+    _held: dict[str, "DirLock"] = {}
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self._fh: Any = None
+        self._depth = 0
+
+    @classmethod
+    def acquire(cls, directory: str | os.PathLike, *, what: str = "directory") -> "DirLock":
+        directory = Path(directory)
+        key = str(directory.resolve())
+        held = cls._held.get(key)
+        if held is not None:
+            held._depth += 1
+            return held
+        lock = cls(directory)
+        lock._lock(what)
+        cls._held[key] = lock
+        return lock
+
+    def _lock(self, what: str) -> None:
+        import fcntl
+
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise NrflabError(f"cannot create {what} {self.directory}: {exc.strerror}") from None
+        path = self.directory / LOCK_FILE
+        try:
+            fh = open(path, "a+", encoding="utf-8")
+        except OSError as exc:
+            raise NrflabError(f"cannot lock {what} {self.directory}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            fh.close()
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise DirectoryBusy(
+                    f"{what} {self.directory} is being written by another nrflab process (pid {holder}); "
+                    "wait for it to finish or choose another output") from None
+            raise NrflabError(f"cannot lock {what} {self.directory}: {exc.strerror}") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        self._fh = fh
+        self._depth = 1
+
+    def release(self) -> None:
+        if self._fh is None:
+            return
+        self._depth -= 1
+        if self._depth > 0:
+            return
+        import fcntl
+
+        try:
+            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+        finally:
+            self._fh.close()
+            self._fh = None
+            DirLock._held.pop(str(self.directory.resolve()), None)
+
+    def __enter__(self) -> "DirLock":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+@contextmanager
+def locked(directory: str | os.PathLike, *, what: str = "directory") -> Iterator[DirLock]:
+    """Hold ``directory``'s lock for the ``with`` block; stale temporary files inside are removed."""
+    lock = DirLock.acquire(directory, what=what)
+    try:
+        remove_stale_temps(directory)
+        yield lock
+    finally:
+        lock.release()
+
+
+class Stash:
+    """The old contents of a directory being overwritten, kept aside until the new job commits.
+
+    ``Stash.aside(dir)`` moves every entry except the lock into ``dir/.nrflab-previous``; ``commit()``
+    deletes them; ``restore()`` moves them back (over whatever the failed new job wrote).
+    """
+
+    def __init__(self, directory: Path, stash: Path | None):
+        self.directory = directory
+        self.path = stash
+
+    @classmethod
+    def aside(cls, directory: str | os.PathLike) -> "Stash":
+        directory = Path(directory)
+        stash = directory / STASH_DIR
+        if stash.exists():  # left by an earlier overwrite that was killed: that run was never replaced
+            cls(directory, stash).restore()
+        entries = [p for p in directory.iterdir() if p.name not in (LOCK_FILE, STASH_DIR)]
+        if not entries:
+            return cls(directory, None)
+        stash.mkdir()
+        for p in entries:
+            os.replace(p, stash / p.name)
+        return cls(directory, stash)
+
+    def commit(self) -> None:
+        """The new job has written its first result: the old one can go."""
+        if self.path is not None and self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+        self.path = None
+
+    def restore(self) -> None:
+        """Put the old contents back (the new job failed before committing)."""
+        if self.path is None or not self.path.exists():
+            self.path = None
+            return
+        for p in list(self.directory.iterdir()):
+            if p.name in (LOCK_FILE, STASH_DIR):
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+        for p in list(self.path.iterdir()):
+            os.replace(p, self.directory / p.name)
+        self.path.rmdir()
+        self.path = None
+
+
+def pending_stash(directory: str | os.PathLike) -> bool:
+    """Whether an interrupted overwrite left the previous contents aside (restored at the next claim)."""
+    return (Path(directory) / STASH_DIR).is_dir()
+
+
+def check_output_path(path: str | os.PathLike, *, what: str = "output directory") -> Path:
+    """Refuse an output path that is a file, or a directory that holds a model, dataset or other input.
+
+    Used before a command writes a *directory*: outputs never clobber inputs.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NrflabError(f"{what} {path} exists and is not a directory")
+    return path
+
+
+INPUT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".npy", ".npz", ".pkl", ".mat", ".gz")
+INPUT_NAMES = ("dataset.json", "config.json", "config.yaml", "metrics.csv", "model.json")
+
+
+def check_output_file(path: str | os.PathLike, *, what: str = "output file", suffix: str | None = None) -> Path:
+    """Refuse an output *file* that would overwrite a model, checkpoint, dataset shard, card or run record."""
+    path = Path(path)
+    if path.is_dir():
+        raise NrflabError(f"{what} {path} is a directory")
+    if path.name in INPUT_NAMES or path.suffix.lower() in INPUT_SUFFIXES:
+        raise NrflabError(f"refusing to write {what} over {path}: it looks like a model, dataset or run file")
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise NrflabError(f"{what} {path} must end in {suffix}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The training run
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """The state of a run's last committed epoch."""
+
+    epoch: int
+    epochs: int
+    finished: bool
+
+
+class RunDir:
+    """A training run directory: where each file lives, and reading them back.
+
+    Layout::
+
+        config.json / config.yaml    the full resolved TrainConfig (+ "resolved": dataset, model, device)
+        metrics.csv                  one row per epoch (epoch 0 = before training)
+        probes.csv                   optional: probe metrics every few steps early in training
+        model.safetensors (+ .json)  the latest model
+        checkpoint.safetensors       model + optimizer + history: commits an epoch (written last)
+        checkpoints/epoch_NNNN.safetensors   kept epochs (--keep-checkpoints N)
+        evaluation_<dataset>.json    written by `nrflab evaluate`
+    """
+
+    CONFIG = "config.json"
+    CONFIG_YAML = "config.yaml"
+    METRICS = "metrics.csv"
+    PROBES = "probes.csv"
+    MODEL = "model.safetensors"
+    CHECKPOINT = "checkpoint.safetensors"
+    KEPT = "checkpoints"
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    # -- paths ---------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG
+
+    @property
+    def config_yaml_path(self) -> Path:
+        return self.path / self.CONFIG_YAML
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS
+
+    @property
+    def probes_path(self) -> Path:
+        return self.path / self.PROBES
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / self.MODEL
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / self.CHECKPOINT
+
+    def kept_path(self, epoch: int) -> Path:
+        return self.path / self.KEPT / f"epoch_{int(epoch):04d}.safetensors"
+
+    def evaluation_path(self, dataset: str) -> Path:
+        return self.path / f"evaluation_{Path(str(dataset)).name.replace(':', '_').replace(',', '_')}.json"
+
+    # -- what is there ----------------------------------------------------------------------------
+    def is_run(self) -> bool:
+        """Whether the directory holds (a part of) a training run."""
+        return self.path.is_dir() and (self.config_path.is_file() or self.checkpoint_path.is_file()
+                                       or self.model_path.is_file())
+
+    def status(self) -> RunStatus | None:
+        """The last committed epoch, or None when no epoch was committed yet."""
+        if not self.checkpoint_path.is_file():
+            return None
+        from .checkpoint import read_metadata
+
+        meta = read_metadata(self.checkpoint_path)
+        try:
+            return RunStatus(int(meta.get("epoch", -1)), int(meta.get("epochs", -1)), meta.get("finished") == "1")
+        except ValueError:
+            raise NrflabError(f"run checkpoint {self.checkpoint_path} has corrupt metadata") from None
+
+    def kept_epochs(self) -> list[int]:
+        """Epochs whose model was kept under ``checkpoints/``."""
+        folder = self.path / self.KEPT
+        found = (re.fullmatch(r"epoch_(\d+)\.safetensors", p.name) for p in folder.glob("epoch_*.safetensors"))
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def model_file(self, epoch: int | None = None) -> Path:
+        """The model of ``epoch`` (a kept checkpoint, or the final model for its own epoch); latest if None."""
+        if epoch is None:
+            if not self.model_path.is_file():
+                raise NrflabError(f"run {self.path} has no {self.MODEL} yet")
+            return self.model_path
+        kept = self.kept_path(epoch)
+        if kept.is_file():
+            return kept
+        if self.model_path.is_file():
+            from .checkpoint import read_metadata
+
+            if read_metadata(self.model_path).get("epoch") == str(int(epoch)):
+                return self.model_path
+        have = ", ".join(map(str, self.kept_epochs())) or "none (train with --keep-checkpoints N)"
+        raise NrflabError(f"epoch {epoch} of {self.path} was not kept; kept epochs: {have}")
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read_config(self) -> dict[str, Any]:
+        """The run's recorded config (a mapping), or a one-line error."""
+        if not self.path.is_dir():
+            raise NrflabError(f"run directory not found: {self.path}")
+        return read_json(self.config_path, "run config", expect=dict)
+
+    def read_metrics(self) -> list[dict[str, float]]:
+        """Rows of metrics.csv as floats (empty cells become NaN)."""
+        if not self.metrics_path.is_file():
+            raise NrflabError(f"no {self.METRICS} in {self.path}; is it an nrflab run directory?")
+        rows = read_numeric_csv(self.metrics_path, "metrics file")
+        if not rows or "epoch" not in rows[0]:
+            raise NrflabError(f"metrics file {self.metrics_path} has no epoch rows")
+        return rows
+
+    def read_probes(self) -> list[dict[str, float]]:
+        """Rows of probes.csv (empty list when the run recorded none)."""
+        return read_numeric_csv(self.probes_path, "probe file") if self.probes_path.is_file() else []
+
+    def recorded_value(self, key: str, default: Any = None) -> Any:
+        """One field of the recorded config (``default`` if the run has no config)."""
+        try:
+            return self.read_config().get(key, default)
+        except NrflabError:
+            return default
+
+
+def run_dir_of(path: str | os.PathLike) -> RunDir | None:
+    """The run a model file belongs to (``RUN/model.safetensors`` or ``RUN/checkpoints/epoch_K``), if any."""
+    path = Path(path)
+    if path.is_dir():
+        return RunDir(path) if RunDir(path).is_run() else None
+    parent = path.parent.parent if path.parent.name == RunDir.KEPT else path.parent
+    return RunDir(parent) if (parent / RunDir.CONFIG).is_file() else None
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> list[str]:
+    """``field: old -> new`` for every differing field (nested mappings compared whole)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        if key in ignore:
+            continue
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            out.append(f"{key}: {_short(a)} -> {_short(b)}")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+__all__ = [
+    "DirLock",
+    "DirectoryBusy",
+    "LOCK_FILE",
+    "RunDir",
+    "RunStatus",
+    "Stash",
+    "check_output_file",
+    "check_output_path",
+    "config_diff",
+    "locked",
+    "pending_stash",
+    "run_dir_of",
+]

@@ -1,0 +1,51 @@
+"""Training with per-epoch robustness records: clean accuracy, robust accuracy, LIGS, every epoch.
+
+``config`` (the typed recipe), ``schedule`` (optimizer, learning rate, per-epoch generators),
+``augment`` (batched crops and flips), ``evaluation`` (the per-epoch framework row and probes) and
+``trainer`` (the loop, checkpoints, resume). A run directory's layout lives in :mod:`nrflab.rundir`.
+"""
+
+from .augment import augment_batch, augment_batch_reference
+from .config import ADV_TRAIN_KINDS, TrainConfig, load_config_file, make_config, validation_message
+from .evaluation import EvalSet, evaluate_epoch, metrics_columns
+from .schedule import epoch_generator, lr_at, make_optimizer
+from .trainer import (
+    NonFiniteLoss,
+    TensorData,
+    Trainer,
+    TrainResult,
+    check_input_fits,
+    read_metrics,
+    read_run_config,
+    run_differences,
+    run_status,
+    train,
+    train_or_reuse,
+)
+
+__all__ = [
+    "ADV_TRAIN_KINDS",
+    "EvalSet",
+    "NonFiniteLoss",
+    "TensorData",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "augment_batch",
+    "augment_batch_reference",
+    "check_input_fits",
+    "epoch_generator",
+    "evaluate_epoch",
+    "load_config_file",
+    "lr_at",
+    "make_config",
+    "make_optimizer",
+    "metrics_columns",
+    "read_metrics",
+    "read_run_config",
+    "run_differences",
+    "run_status",
+    "train",
+    "train_or_reuse",
+    "validation_message",
+]

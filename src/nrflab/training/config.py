@@ -1,0 +1,159 @@
+"""The typed training config: one run, fully described, validated where the values enter.
+
+Defaults are the paper's CIFAR recipe; a dataset preset adjusts the fields the user did not set (the
+preset used is recorded). The same schema validates recipe files, command-line flags and the config
+recorded in a run directory, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..attacks import AttackSpec, parse_attack
+from ..errors import NrflabError
+from ..io import read_yaml_mapping
+from ..presets import PAPER_EVAL_ATTACKS, PRESETS, preset_for
+from ..validation import WIDTH_MAX, Seed
+
+ADV_TRAIN_KINDS = ("none", "targeted-l2", "pgd-linf", "pgd-l2")
+AMP_MODES = ("none", "bf16")
+
+#: Fields that may differ between a run and the config that resumes or reuses it: where the data and the
+#: computation live, not what is computed.
+PLACEMENT_FIELDS = ("device", "data_root")
+
+
+class TrainConfig(BaseModel):
+    """One training run. Defaults are the paper's CIFAR recipe; a dataset preset adjusts the fields the
+    user did not set (recorded in ``preset``)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, frozen=False)
+
+    dataset: str = "cifar10"
+    data_root: Optional[str] = None
+    arch: str = "resnet18"
+    norm: str = "bn"
+    width: float = Field(1.0, gt=0, le=WIDTH_MAX)
+    init: str = "auto"
+    epochs: int = Field(150, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.1, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["multistep", "onecycle", "cosine", "constant"] = "multistep"
+    milestones: list[int] = Field(default_factory=lambda: [50, 100])
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    augment: bool = True
+    flip: bool = True
+    seed: Seed = 1337
+    device: str = "auto"
+    eval_attacks: list[str] = Field(default_factory=lambda: list(PAPER_EVAL_ATTACKS))
+    ligs: bool = True
+    ligs_sigma: float = Field(0.01, ge=0)
+    eval_size: Optional[int] = Field(None, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    eval_shifted_labels: bool = False
+    probe_every: int = Field(0, ge=0)
+    probe_epochs: int = Field(1, ge=0)
+    adv_train: Literal["none", "targeted-l2", "pgd-linf", "pgd-l2"] = "none"
+    adv_eps: Optional[float] = Field(None, ge=0)
+    adv_steps: Optional[int] = Field(None, ge=1)
+    adv_step_size: Optional[float] = Field(None, gt=0)
+    attack_mode: Literal["eval", "train"] = "eval"
+    keep_checkpoints: int = Field(0, ge=0)
+    channels_last: bool = False
+    amp: Literal["none", "bf16"] = "none"
+    preset: Optional[str] = None
+
+    @field_validator("eval_attacks")
+    @classmethod
+    def _check_attacks(cls, v: list[str]) -> list[str]:
+        for text in v:
+            try:
+                parse_attack(text)
+            except NrflabError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("milestones")
+    @classmethod
+    def _check_milestones(cls, v: list[int]) -> list[int]:
+        if sorted(v) != list(v) or any(m < 1 for m in v):
+            raise ValueError("milestones must be increasing epochs >= 1")
+        return v
+
+    def attack_specs(self) -> list[AttackSpec]:
+        return [parse_attack(t) for t in self.eval_attacks]
+
+    def adversarial_settings(self) -> tuple[float, int, float]:
+        """(eps, steps, step size) of adversarial training, with the paper's/Madry's defaults."""
+        if self.adv_train in ("targeted-l2", "pgd-l2"):
+            eps, steps, step = 0.5, 7, 0.1
+        else:
+            eps, steps, step = 8 / 255, 7, 2 / 255
+        eps = self.adv_eps if self.adv_eps is not None else eps
+        steps = self.adv_steps if self.adv_steps is not None else steps
+        step = self.adv_step_size if self.adv_step_size is not None else (step if self.adv_eps is None else 2.5 * eps / steps)
+        return eps, steps, step
+
+    def identity(self) -> dict[str, Any]:
+        """What makes two runs the same run: every field except where data and computation live."""
+        return {k: v for k, v in self.model_dump().items() if k not in PLACEMENT_FIELDS}
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line from a pydantic error: the first problem, with its field."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    if err.get("type") == "extra_forbidden":
+        msg = f"unknown setting (known: {', '.join(TrainConfig.model_fields)})"
+    return f"invalid config: {where}: {msg}"
+
+
+def make_config(base_dataset: str | None = None, **fields: Any) -> TrainConfig:
+    """Build a TrainConfig: paper defaults, then the dataset's preset, then the given fields."""
+    try:
+        user = TrainConfig(**fields)
+    except ValidationError as exc:
+        raise NrflabError(validation_message(exc)) from None
+    preset = user.preset or preset_for(user.dataset, base_dataset)
+    if preset not in PRESETS:
+        raise NrflabError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    merged = {**PRESETS[preset], **user.model_dump(exclude_unset=True), "preset": preset}
+    try:
+        return TrainConfig(**merged)
+    except ValidationError as exc:
+        raise NrflabError(validation_message(exc)) from None
+
+
+def load_config_file(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a YAML/JSON recipe (a run's recorded config.json works too); explicit overrides win."""
+    data = read_yaml_mapping(path, "config file")
+    data.pop("resolved", None)
+    return make_config(**{**data, **overrides})
+
+
+def recorded_identity(recorded: dict[str, Any]) -> dict[str, Any]:
+    """The identity of a recorded config; fields added to TrainConfig since it was written take their
+    defaults (a run from an older nrflab is still the same run)."""
+    defaults = TrainConfig().model_dump()
+    return {k: recorded.get(k, defaults[k]) for k in defaults if k not in PLACEMENT_FIELDS} | {
+        k: v for k, v in recorded.items() if k not in defaults and k not in ("resolved", *PLACEMENT_FIELDS)}
+
+
+__all__ = [
+    "ADV_TRAIN_KINDS",
+    "AMP_MODES",
+    "PLACEMENT_FIELDS",
+    "TrainConfig",
+    "load_config_file",
+    "make_config",
+    "recorded_identity",
+    "validation_message",
+]

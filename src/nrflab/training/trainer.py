@@ -1,0 +1,444 @@
+"""The trainer: one model, recorded every epoch (clean accuracy, robust accuracy, LIGS, probes),
+resumable after a kill, one writer per run directory, and never losing an earlier run.
+
+Order of work in :meth:`Trainer.run`: everything is resolved and checked first (config, dataset, device,
+model with a dry forward, evaluation set, attacks); only then is the run directory locked and claimed.
+``overwrite`` moves the old run aside and deletes it once the new run has committed its first epoch (the
+old run comes back if the new one fails before). ``resume`` continues only the same run: its recorded
+config must match field for field (placement fields -- device, data root -- excepted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from ..attacks import PGD, frozen_model
+from ..checkpoint import load_state, read_metadata, save_model
+from ..data import DatasetBundle, ImageTensorDataset, load_dataset
+from ..errors import NrflabError
+from ..io import atomic_save_tensors, atomic_write_json, atomic_write_text, write_csv
+from ..metrics import dataset_tensors
+from ..models import NrfModel, create_model
+from ..results import CLEAN, LIGS, SHIFTED, robust_key
+from ..rundir import RunDir, RunStatus, Stash, check_output_path, config_diff, locked
+from ..validation import resolve_device
+from .augment import augment_batch
+from .config import TrainConfig, recorded_identity
+from .evaluation import EvalSet, evaluate_epoch, metrics_columns, probe_columns, run_probes
+from .schedule import epoch_generator, lr_at, make_optimizer
+
+log = logging.getLogger("nrflab.training")
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """A dataset held as tensors (uint8 or float) on the training device."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_dataset(cls, data: torch.utils.data.Dataset, device: torch.device) -> "TensorData":
+        if isinstance(data, ImageTensorDataset):
+            return cls(data.images.to(device), data.labels.to(device))
+        x, y = dataset_tensors(data)
+        return cls(x.to(device), y.to(device))
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[idx]
+        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+        return x, self.labels[idx]
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or stopped) training returns."""
+
+    run_dir: Path
+    model: NrfModel
+    history: list[dict[str, Any]]
+    config: TrainConfig
+
+
+class NonFiniteLoss(NrflabError):
+    """Training diverged (NaN/Inf loss)."""
+
+
+def check_input_fits(model: nn.Module, input_shape: tuple[int, ...]) -> None:
+    """A dry forward on two blank images, so an arch/norm that cannot take this input size fails with
+    one clear line (e.g. InstanceNorm on a 1x1 feature map of 8x8 digits) instead of mid-training."""
+    try:
+        with torch.no_grad(), frozen_model(model, "train", keep_buffers=True):  # BN statistics restored
+            model(torch.zeros(2, *input_shape))
+    except (RuntimeError, ValueError) as exc:
+        cfg = getattr(model, "config", None)
+        what = f"{cfg.arch} with norm {cfg.norm!r}" if cfg is not None else "the model"
+        raise NrflabError(f"{what} cannot take inputs of shape {tuple(input_shape)}: "
+                          f"{str(exc).splitlines()[0][:120]}") from None
+
+
+def _resolved_config(cfg: TrainConfig, bundle: DatasetBundle, device: torch.device, model: NrfModel) -> dict[str, Any]:
+    return {
+        **cfg.model_dump(),
+        "resolved": {
+            "dataset": {"name": bundle.name, "num_classes": bundle.num_classes, "input_shape": list(bundle.input_shape),
+                        "mean": list(bundle.mean), "std": list(bundle.std), "train_size": len(bundle.train),
+                        "test_size": len(bundle.test), **({"info": bundle.info} if bundle.info else {})},
+            "device": str(device),
+            "torch": str(torch.__version__),
+            "model": model.config.to_dict(),
+            "adversarial_training": dict(zip(("eps", "steps", "step_size"), cfg.adversarial_settings()))
+            if cfg.adv_train != "none" else None,
+            "numerics": {"training": "bfloat16 autocast" if cfg.amp == "bf16" else "float32",
+                         "evaluation": "float32"},
+        },
+    }
+
+
+def run_differences(run: RunDir, cfg: TrainConfig) -> list[str]:
+    """``field: recorded -> new`` for every field in which ``cfg`` differs from the run's recorded config."""
+    return config_diff(recorded_identity(run.read_config()), cfg.identity())
+
+
+class Trainer:
+    """Trains one model, recording the framework's metrics every epoch; resumable and atomic."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, bundle: DatasetBundle | None = None,
+                 progress: bool = True):
+        self.cfg = cfg
+        self.run_dir = RunDir(out_dir)
+        self.out = self.run_dir.path
+        self.progress = progress
+        self.device = resolve_device(cfg.device)
+        self.bundle = bundle or load_dataset(cfg.dataset, root=cfg.data_root)
+        self.probes = list(self.bundle.probes)
+        self.specs = cfg.attack_specs()
+        if cfg.channels_last and len(self.bundle.input_shape) != 3:
+            raise NrflabError("channels_last needs image inputs (C, H, W)")
+
+    # -- setup ------------------------------------------------------------------------------
+    def _build_model(self) -> NrfModel:
+        b = self.bundle
+        model = create_model(
+            self.cfg.arch, self.cfg.norm, b.num_classes, b.in_channels, width=self.cfg.width,
+            mean=b.mean, std=b.std, init=self.cfg.init, input_shape=b.input_shape, seed=self.cfg.seed,
+        )
+        check_input_fits(model, b.input_shape)
+        model = model.to(self.device)
+        if self.cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _check_output(self) -> None:
+        check_output_path(self.out, what="run directory")
+        if (self.out / "dataset.json").exists():
+            raise NrflabError(f"{self.out} holds a built dataset; choose another run directory")
+
+    def _claim(self, resume: bool, overwrite: bool) -> tuple[bool, Stash | None]:
+        """Decide, under the lock, whether to resume; move an old run aside for overwrite.
+
+        Returns (resume_from_checkpoint, stash)."""
+        run = self.run_dir
+        if not run.is_run():
+            if resume and self.out.is_dir() and any(p for p in self.out.iterdir() if not p.name.startswith(".")):
+                raise NrflabError(f"cannot resume {self.out}: it holds no nrflab run")
+            return False, None
+        if overwrite:
+            return False, Stash.aside(self.out)
+        status = run.status()
+        if not resume:
+            what = "a finished run" if status and status.finished else "an unfinished run"
+            raise NrflabError(f"{self.out} already holds {what}; pass --resume to continue it or --overwrite to "
+                              "start again")
+        if run.config_path.is_file():
+            diff = run_differences(run, self.cfg)
+            if diff:
+                raise NrflabError(f"cannot resume {self.out}: it is a different run ({'; '.join(diff[:4])}"
+                                  f"{'; ...' if len(diff) > 4 else ''}); pass --overwrite to replace it")
+        elif status is not None:
+            raise NrflabError(f"cannot resume {self.out}: its config.json is missing")
+        if status is None:
+            log.info("no epoch of %s was committed before it stopped; starting it from scratch", self.out)
+            return False, None
+        return True, None
+
+    def _write_config(self, model: NrfModel) -> None:
+        resolved = _resolved_config(self.cfg, self.bundle, self.device, model)
+        atomic_write_json(self.run_dir.config_path, resolved)
+        atomic_write_text(self.run_dir.config_yaml_path,
+                          yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False))
+
+    # -- checkpointing ----------------------------------------------------------------------
+    def _save(self, model: NrfModel, opt: torch.optim.Optimizer, epoch: int, history: list[dict],
+              probe_history: list[dict]) -> None:
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        opt_state = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for pid, st in opt_state["state"].items():
+            for k, v in st.items():
+                if torch.is_tensor(v) and v.ndim > 0:
+                    tensors[f"optim.{pid}.{k}"] = v
+                else:
+                    scalars.setdefault(str(pid), {})[k] = float(v) if torch.is_tensor(v) else v
+        meta = {
+            "epoch": str(epoch),
+            "epochs": str(self.cfg.epochs),
+            "finished": "1" if epoch >= self.cfg.epochs else "0",
+            "history": json.dumps(history),
+            "probe_history": json.dumps(probe_history),
+            "optim_scalars": json.dumps(scalars),
+            "optim_groups": json.dumps(opt_state["param_groups"]),
+            "nrflab_model_config": json.dumps(model.config.to_dict()),
+        }
+        run = self.run_dir
+        save_model(model, run.model_path, {"epoch": str(epoch)})
+        if self.cfg.keep_checkpoints and epoch % self.cfg.keep_checkpoints == 0:
+            save_model(model, run.kept_path(epoch), {"epoch": str(epoch)})
+        write_csv(run.metrics_path, history, metrics_columns(self.cfg, self.probes))
+        if probe_history:
+            write_csv(run.probes_path, probe_history, ["epoch", "step", "samples", *probe_columns(self.probes)])
+        # The checkpoint goes last: it commits the epoch, so "finished" implies every other file is written.
+        atomic_save_tensors(run.checkpoint_path, tensors, meta)
+
+    def _restore(self, model: NrfModel, opt: torch.optim.Optimizer) -> tuple[int, list[dict], list[dict]]:
+        from ..checkpoint import load_tensors
+
+        path = self.run_dir.checkpoint_path
+        tensors = load_tensors(path, "run checkpoint")
+        meta = read_metadata(path)
+        stored = meta.get("nrflab_model_config")
+        if stored:
+            try:
+                diff = config_diff(json.loads(stored), model.config.to_dict())
+            except json.JSONDecodeError:
+                raise NrflabError(f"run checkpoint {path} has a corrupt model config") from None
+            if diff:
+                raise NrflabError(f"cannot resume {self.out}: its checkpoint holds another model ({'; '.join(diff[:3])})")
+        load_state(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+        state: dict[int, dict[str, Any]] = {}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                _, pid, name = k.split(".", 2)
+                state.setdefault(int(pid), {})[name] = v.to(self.device)
+        try:
+            for pid, st in json.loads(meta["optim_scalars"]).items():
+                for name, v in st.items():
+                    state.setdefault(int(pid), {})[name] = torch.tensor(v) if name == "step" else v
+            opt.load_state_dict({"state": state, "param_groups": json.loads(meta["optim_groups"])})
+            return int(meta["epoch"]), json.loads(meta["history"]), json.loads(meta.get("probe_history", "[]"))
+        except (KeyError, ValueError, json.JSONDecodeError) as exc:
+            raise NrflabError(f"run checkpoint {path} is corrupt ({exc.__class__.__name__}); "
+                              "pass --overwrite to start again") from None
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        eps, steps, step = self.cfg.adversarial_settings()
+        mode = self.cfg.attack_mode
+        targeted = self.cfg.adv_train == "targeted-l2"
+        norm = "linf" if self.cfg.adv_train == "pgd-linf" else "l2"
+        attack = PGD(model, norm=norm, eps=eps, step_size=step, steps=steps, random_start=not targeted,
+                     targeted=targeted, mode=mode, keep_buffers=(mode == "eval"),
+                     seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        if targeted:
+            target = torch.randint(0, self.bundle.num_classes, (y.shape[0],), generator=gen).to(y.device)
+            return attack(x, target)
+        return attack(x, y)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.amp == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, epoch: int,
+                     probe_history: list[dict]) -> dict[str, float]:
+        cfg = self.cfg
+        gen = epoch_generator(cfg.seed, epoch)
+        perm = torch.randperm(len(data), generator=gen).to(data.labels.device)
+        steps = math.ceil(len(data) / cfg.batch_size)
+        probing = bool(cfg.probe_every and self.probes and epoch < cfg.probe_epochs)
+        model.train()
+        loss_sum = torch.zeros((), device=self.device)
+        correct = torch.zeros((), device=self.device, dtype=torch.long)
+        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.progress,
+                   unit="batch", dynamic_ncols=True)
+        lr = cfg.lr
+        for step in bar:
+            idx = perm[step * cfg.batch_size: (step + 1) * cfg.batch_size]
+            x, y = data.batch(idx)
+            if cfg.augment:
+                x = augment_batch(x, gen, flip=cfg.flip)
+            if cfg.adv_train != "none":
+                x = self._adversarial(model, x, y, gen)
+                model.train()
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            lr = lr_at(cfg, epoch, step, steps)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with self._autocast():
+                logits = model(x)
+                loss = F.cross_entropy(logits.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            global_step = epoch * steps + step + 1
+            if probing and global_step % cfg.probe_every == 0:
+                probe_history.append({"epoch": epoch + (step + 1) / steps, "step": global_step,
+                                      "samples": epoch * len(data) + min((step + 1) * cfg.batch_size, len(data)),
+                                      **run_probes(model, self.probes)})
+        train_loss = float(loss_sum) / len(data)
+        if not math.isfinite(train_loss):
+            raise NonFiniteLoss(
+                f"training diverged at epoch {epoch + 1} (loss {train_loss}); the last good checkpoint "
+                f"(epoch {epoch}) is kept in {self.out}; try a lower --lr"
+            )
+        return {"train_loss": train_loss, "train_acc": float(correct) / len(data), "lr": lr}
+
+    def run(self, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
+        """Train (or continue) the run; see the module docstring for what is checked before the disk is touched."""
+        cfg = self.cfg
+        self._check_output()
+        torch.manual_seed(cfg.seed)
+        model = self._build_model()
+        opt = make_optimizer(cfg, model)
+        train = TensorData.from_dataset(self.bundle.train, self.device)
+        eval_set = EvalSet.from_bundle(self.bundle, cfg, self.device)
+        with locked(self.out, what="run directory"):
+            from_checkpoint, stash = self._claim(resume, overwrite)
+            try:
+                history, probe_history = self._loop(model, opt, train, eval_set, from_checkpoint, stash)
+            except BaseException:
+                if stash is not None:
+                    stash.restore()
+                raise
+        model.eval()
+        return TrainResult(self.out, model, history, cfg)
+
+    def _loop(self, model: NrfModel, opt: torch.optim.Optimizer, train: TensorData, eval_set: EvalSet,
+              from_checkpoint: bool, stash: Stash | None) -> tuple[list[dict], list[dict]]:
+        cfg = self.cfg
+        history: list[dict[str, Any]] = []
+        probe_history: list[dict[str, Any]] = []
+        start = 0
+        if from_checkpoint:
+            start, history, probe_history = self._restore(model, opt)
+            log.info("resuming %s after epoch %d/%d", self.out, start, cfg.epochs)
+        self._write_config(model)
+        t_run = time.perf_counter() - (history[-1]["wall_time"] if history else 0.0)
+        if not history:
+            t0 = time.perf_counter()
+            row = {"epoch": 0, "lr": lr_at(cfg, 0, 0, 1), "train_loss": math.nan, "train_acc": math.nan,
+                   **evaluate_epoch(model, cfg, eval_set, self.bundle.num_classes, self.probes)}
+            row.update(epoch_time=0.0, eval_time=time.perf_counter() - t0, wall_time=time.perf_counter() - t_run)
+            history.append(row)
+            if cfg.probe_every and self.probes:
+                probe_history.append({"epoch": 0.0, "step": 0, "samples": 0,
+                                      **{k: row[k] for k in probe_columns(self.probes) if k in row}})
+            self._save(model, opt, 0, history, probe_history)
+            if stash is not None:
+                stash.commit()
+            log.info(self.summary(row))
+        for epoch in range(start, cfg.epochs):
+            t0 = time.perf_counter()
+            stats = self._train_epoch(model, opt, train, epoch, probe_history)
+            t1 = time.perf_counter()
+            row = {"epoch": epoch + 1, **stats,
+                   **evaluate_epoch(model, cfg, eval_set, self.bundle.num_classes, self.probes)}
+            row.update(epoch_time=t1 - t0, eval_time=time.perf_counter() - t1, wall_time=time.perf_counter() - t_run)
+            history.append(row)
+            self._save(model, opt, epoch + 1, history, probe_history)
+            log.info(self.summary(row))
+        return history, probe_history
+
+    def summary(self, row: dict[str, Any]) -> str:
+        """The one-line per-epoch summary."""
+        parts = [f"[{self.cfg.arch}/{self.cfg.norm}] epoch {int(row['epoch']):>3}/{self.cfg.epochs}"]
+        if math.isfinite(row.get("train_loss", math.nan)):
+            parts.append(f"loss {row['train_loss']:.3f}")
+        parts.append(f"clean {100 * row[CLEAN]:.1f}%")
+        for spec in self.specs:
+            parts.append(f"{spec.label} {100 * row[robust_key(spec.label)]:.1f}%")
+        if SHIFTED in row:
+            parts.append(f"y+1 {100 * row[SHIFTED]:.1f}%")
+        if LIGS in row:
+            parts.append(f"LIGS {row[LIGS]:.3f}")
+        if "rho" in row:
+            parts.append(f"rho {row['rho']:+.2f}")
+        parts.append(f"{row['epoch_time'] + row['eval_time']:.1f}s")
+        return "  ".join(parts)
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
+          progress: bool = True, bundle: DatasetBundle | None = None) -> TrainResult:
+    """Train one model as ``cfg`` says, writing the run directory ``out_dir``."""
+    return Trainer(cfg, out_dir, bundle=bundle, progress=progress).run(resume=resume, overwrite=overwrite)
+
+
+def train_or_reuse(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = True,
+                   bundle: DatasetBundle | None = None) -> Path:
+    """Reuse a finished run of this recipe, resume an interrupted one, or train a new one.
+
+    A run recorded with another recipe is refused in one line naming the differing fields, never
+    silently reused.
+    """
+    run = RunDir(out_dir)
+    status: RunStatus | None = run.status() if run.is_run() else None
+    if run.is_run() and run.config_path.is_file():
+        diff = run_differences(run, cfg)
+        if diff:
+            raise NrflabError(f"{run.path} holds a run of another recipe ({'; '.join(diff[:4])}); "
+                              "delete it or choose another output directory")
+        if status is not None and status.finished:
+            log.info("reusing finished run %s", run.path)
+            return run.path
+    train(cfg, run.path, resume=run.is_run(), progress=progress, bundle=bundle)
+    return run.path
+
+
+# -- reading runs back (thin wrappers kept for callers that hold a path) -------------------------
+def read_metrics(run_dir: str | Path) -> list[dict[str, float]]:
+    """Rows of a run's metrics.csv as floats (empty cells become NaN)."""
+    return RunDir(run_dir).read_metrics()
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The run's recorded config."""
+    return RunDir(run_dir).read_config()
+
+
+def run_status(run_dir: str | Path) -> RunStatus | None:
+    """The run's last committed epoch, or None."""
+    return RunDir(run_dir).status()
+
+
+__all__ = [
+    "NonFiniteLoss",
+    "TensorData",
+    "TrainResult",
+    "Trainer",
+    "check_input_fits",
+    "read_metrics",
+    "read_run_config",
+    "run_differences",
+    "run_status",
+    "train",
+    "train_or_reuse",
+]
