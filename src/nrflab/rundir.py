@@ -37,28 +37,18 @@ class DirectoryBusy(NrflabError):
 class DirLock:
     """An exclusive advisory lock on a directory, held until :meth:`release` (or process exit).
 
-    Re-entrant within one process for the same directory (a training run inside an experiment that already
-    holds the run's lock does not deadlock itself).
+    Not re-entrant: a second writer is refused even within one process (two threads, or code that would
+    write a directory it is already writing).
     """
-
-    _held: dict[str, "DirLock"] = {}
 
     def __init__(self, directory: str | os.PathLike):
         self.directory = Path(directory)
         self._fh: Any = None
-        self._depth = 0
 
     @classmethod
     def acquire(cls, directory: str | os.PathLike, *, what: str = "directory") -> "DirLock":
-        directory = Path(directory)
-        key = str(directory.resolve())
-        held = cls._held.get(key)
-        if held is not None:
-            held._depth += 1
-            return held
         lock = cls(directory)
         lock._lock(what)
-        cls._held[key] = lock
         return lock
 
     def _lock(self, what: str) -> None:
@@ -89,13 +79,9 @@ class DirLock:
         fh.write(str(os.getpid()))
         fh.flush()
         self._fh = fh
-        self._depth = 1
 
     def release(self) -> None:
         if self._fh is None:
-            return
-        self._depth -= 1
-        if self._depth > 0:
             return
         import fcntl
 
@@ -104,7 +90,6 @@ class DirLock:
         finally:
             self._fh.close()
             self._fh = None
-            DirLock._held.pop(str(self.directory.resolve()), None)
 
     def __enter__(self) -> "DirLock":
         return self
@@ -119,6 +104,9 @@ def locked(directory: str | os.PathLike, *, what: str = "directory") -> Iterator
     lock = DirLock.acquire(directory, what=what)
     try:
         remove_stale_temps(directory)
+        if pending_stash(directory):
+            # An overwrite was killed before the new job committed: the old contents come back.
+            Stash(Path(directory), Path(directory) / STASH_DIR).restore()
         yield lock
     finally:
         lock.release()

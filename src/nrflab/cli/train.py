@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from ..errors import NrflabError
+from ..rundir import RunDir
 from ..training import ADV_TRAIN_KINDS, load_config_file, make_config, train as run_training
 from .app import app
 
@@ -46,10 +47,17 @@ def train(
     adv_step_size: Optional[float] = typer.Option(None, "--adv-step-size"),
     attack_mode: Optional[str] = typer.Option(None, "--attack-mode", help="Model mode while crafting training attacks: eval, or train (BN batch stats, as the official code)."),
     keep_checkpoints: Optional[int] = typer.Option(None, "--keep-checkpoints", help="Also keep the model of every N-th epoch (for early-stopped transfer sources)."),
-    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format (faster convs on CPU)."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last", help="channels_last memory format (faster convs on CPU and GPU)."),
+    amp: Optional[str] = typer.Option(None, "--amp", help="Mixed precision for the training steps: none (fp32) or bf16 (bfloat16 autocast). Evaluation and every recorded robustness number stay fp32."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Horizontal flips in the augmentation."),
+    warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Linear learning-rate warm-up over this many epochs (multistep, cosine, constant schedules)."),
+    ligs_sigma: Optional[float] = typer.Option(None, "--ligs-sigma", help="LIGS noise std (pixel scale)."),
+    eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size", help="Batch size of the per-epoch evaluation."),
+    probe_every: Optional[int] = typer.Option(None, "--probe-every", help="Also record the dataset's probes (e.g. planted-feature reliance) every N steps of the first --probe-epochs epochs, in probes.csv."),
+    probe_epochs: Optional[int] = typer.Option(None, "--probe-epochs", help="How many epochs --probe-every covers (default 1)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Dataset preset to apply (default: chosen from the dataset)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last complete epoch."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Start again even if OUT holds a run."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its last complete epoch. Its recorded config is the recipe: flags given must agree with it (the same run), else the resume is refused with the differing fields."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again even if OUT holds a run; the old run is kept aside until the new one has committed its first epoch (restored if it fails before)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a model, recording clean accuracy, robust accuracy and LIGS every epoch (epoch 0 included)."""
@@ -58,7 +66,9 @@ def train(
                  schedule=schedule, gamma=gamma, augment=augment, seed=seed, device=device, ligs=ligs,
                  eval_size=eval_size, eval_shifted_labels=eval_shifted_labels, adv_train=adv_train, adv_eps=adv_eps,
                  adv_steps=adv_steps, adv_step_size=adv_step_size, attack_mode=attack_mode,
-                 keep_checkpoints=keep_checkpoints, channels_last=channels_last, preset=preset)
+                 keep_checkpoints=keep_checkpoints, channels_last=channels_last, preset=preset, amp=amp, flip=flip,
+                 warmup_epochs=warmup_epochs, ligs_sigma=ligs_sigma, eval_batch_size=eval_batch_size,
+                 probe_every=probe_every, probe_epochs=probe_epochs)
     if milestones is not None:
         try:
             flags["milestones"] = [int(m) for m in milestones.split(",") if m.strip()]
@@ -67,6 +77,10 @@ def train(
     if eval_attack:
         flags["eval_attacks"] = list(eval_attack)
     given = {k: v for k, v in flags.items() if v is not None}
+    recorded = out / RunDir.CONFIG
+    if config is None and resume and recorded.is_file():
+        # Resuming: the run's own recorded config is the recipe; any flag given must agree with it.
+        config = recorded
     cfg = load_config_file(config, **given) if config else make_config(**given)
     _check_names(cfg.arch, cfg.norm)
     if download:

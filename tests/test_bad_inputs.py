@@ -1,0 +1,266 @@
+"""A catalog of bad inputs: every refusal is one ``error:`` line with exit status 2, no traceback, and no
+file that existed before is changed, moved or deleted (byte for byte), whatever the command was asked.
+
+The workspace holds a finished training run, a model file, a built dataset and a few bad files; every case
+runs the real command line (in this process) against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nrflab.cli import main
+from nrflab.features import build_dataset
+from nrflab.training import make_config, train
+
+RUN_FIELDS = dict(dataset="digits", arch="smallcnn", width=0.25, epochs=1, eval_size=16, ligs=False,
+                  eval_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"], device="cpu", seed=0)
+#: Flags of a valid training command on the finished run, so each case differs in one input only.
+TRAIN = ["train", "-d", "digits", "--arch", "smallcnn", "--width", "0.25", "--epochs", "1", "--eval-size", "16",
+         "--no-ligs", "--device", "cpu", "-q", "--out", "{run}"]
+BUILD = ["build-dataset", "d_rand", "--source", "{run}", "--dataset", "digits", "--limit", "8", "--steps", "2",
+         "-q", "--out", "{tmp}/newset"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """A command line (with ``{run}``, ``{model}``, ``{set}``, ``{ws}``, ``{tmp}`` placeholders) and a fragment
+    its one error line must contain."""
+
+    name: str
+    argv: tuple[str, ...]
+    expect: str
+
+
+def case(name: str, argv: list[str], expect: str) -> Case:
+    return Case(name, tuple(argv), expect)
+
+
+CASES = [
+    # -- train: everything is checked before an existing run is touched (--overwrite on a finished run) --
+    case("train device mps", TRAIN + ["--overwrite", "--device", "mps"], "device 'mps'"),
+    case("train device meta", TRAIN + ["--overwrite", "--device", "meta"], "device 'meta' cannot run nrflab"),
+    case("train device cuda:7", TRAIN + ["--overwrite", "--device", "cuda:7"], "device 'cuda:7'"),
+    case("train device unknown", TRAIN + ["--overwrite", "--device", "gpu0"], "unknown device 'gpu0'"),
+    case("train seed 2^63", TRAIN + ["--overwrite", "--seed", str(2**63)], "seed"),
+    case("train seed -1", TRAIN + ["--overwrite", "--seed", "-1"], "seed"),
+    case("train width 1e6", TRAIN + ["--overwrite", "--width", "1e6"], "width"),
+    case("train width 0", TRAIN + ["--overwrite", "--width", "0"], "width"),
+    case("train lr inf", TRAIN + ["--overwrite", "--lr", "inf"], "lr: Input should be a finite number"),
+    case("train lr nan", TRAIN + ["--overwrite", "--lr", "nan"], "lr"),
+    case("train lr negative", TRAIN + ["--overwrite", "--lr", "-1"], "lr"),
+    case("train epochs 0", TRAIN + ["--overwrite", "--epochs", "0"], "epochs"),
+    case("train batch size 0", TRAIN + ["--overwrite", "--batch-size", "0"], "batch_size"),
+    case("train momentum 1.5", TRAIN + ["--overwrite", "--momentum", "1.5"], "momentum"),
+    case("train eps 1e999", TRAIN + ["--overwrite", "--eval-attack", "pgd-linf:eps=1e999"], "eps must be a finite"),
+    case("train steps 0", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=0.5,steps=0"], "steps must be >= 1"),
+    case("train step 0", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=0.5,step=0"], "step size must be"),
+    case("train steps 2.7", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=0.5,steps=2.7"], "whole number"),
+    case("train eps negative", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=-1"], "eps must be a finite number >= 0"),
+    case("train eps 0", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=0"], "eps must be > 0"),
+    case("train unknown attack", TRAIN + ["--overwrite", "--eval-attack", "cw"], "unknown attack 'cw'"),
+    case("train unknown attack key", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:foo=1"], "bad attack option"),
+    case("train unknown arch", TRAIN + ["--overwrite", "--arch", "resnet7"], "unknown arch 'resnet7'"),
+    case("train unknown norm", TRAIN + ["--overwrite", "--norm", "batchnorm"], "unknown norm 'batchnorm'"),
+    case("train unknown dataset", TRAIN + ["--overwrite", "-d", "imagenet-z"], "unknown dataset 'imagenet-z'"),
+    case("train dataset parameter", TRAIN + ["--overwrite", "-d", "digits:size=3"], "takes no parameters"),
+    case("train bad dataset parameter", TRAIN + ["--overwrite", "-d", "digits:size"], "bad dataset parameter"),
+    case("train unknown optimizer", TRAIN + ["--overwrite", "--optimizer", "rmsprop"], "optimizer"),
+    case("train unknown schedule", TRAIN + ["--overwrite", "--schedule", "linear"], "schedule"),
+    case("train milestones text", TRAIN + ["--overwrite", "--milestones", "a,b"], "--milestones must be"),
+    case("train milestones order", TRAIN + ["--overwrite", "--milestones", "5,3"], "milestones must be increasing"),
+    case("train amp fp8", TRAIN + ["--overwrite", "--amp", "fp8"], "amp"),
+    case("train adv kind", TRAIN + ["--overwrite", "--adv-train", "fgsm"], "adv_train"),
+    case("train arch cannot take input", TRAIN + ["--overwrite", "--norm", "in", "--arch", "vgg11"],
+         "cannot take inputs of shape"),
+    case("train config missing", TRAIN + ["--overwrite", "--config", "{ws}/missing.yaml"], "config file not found"),
+    case("train config broken", TRAIN + ["--overwrite", "--config", "{ws}/broken.yaml"], "not valid YAML"),
+    case("train config unknown key", TRAIN + ["--overwrite", "--config", "{ws}/unknown.yaml"], "batchsize"),
+    case("train config list", TRAIN + ["--overwrite", "--config", "{ws}/list.yaml"], "must hold a mapping"),
+    case("train config python tag", TRAIN + ["--overwrite", "--config", "{ws}/tag.yaml"], "not valid YAML"),
+    case("train out is a model file", TRAIN[:-1] + ["{model}", "--overwrite"], "is not a directory"),
+    case("train out is a dataset", TRAIN[:-1] + ["{set}", "--overwrite"], "holds a built dataset"),
+    case("train finished run", TRAIN, "already holds a finished run"),
+    case("train resume another recipe", TRAIN + ["--resume", "--lr", "0.5"], "it is a different run (lr:"),
+    case("train resume other epochs", TRAIN + ["--resume", "--epochs", "3"], "(epochs: 1 -> 3)"),
+    case("train resume not a run", TRAIN[:-1] + ["{ws}/junk", "--resume"], "holds no nrflab run"),
+    # -- build-dataset --
+    case("build unknown kind", ["build-dataset", "d_x", "--source", "{run}", "--dataset", "digits", "--out",
+                                "{tmp}/x"], "unknown dataset kind 'd_x'"),
+    case("build no dataset", ["build-dataset", "d_rand", "--source", "{run}", "--out", "{tmp}/x"], "--dataset"),
+    case("build source missing", BUILD[:3] + ["{ws}/nope"] + BUILD[4:], "not found"),
+    case("build source not safetensors", BUILD[:3] + ["{ws}/garbage.safetensors"] + BUILD[4:], "not a valid safetensors"),
+    case("build source pickle", BUILD[:3] + ["{ws}/evil.safetensors"] + BUILD[4:], "not a valid safetensors"),
+    case("build steps 0", BUILD + ["--steps", "0"], "steps must be >= 1"),
+    case("build eps inf", BUILD + ["--eps", "inf"], "eps must be a finite"),
+    case("build step 0", BUILD + ["--step-size", "0"], "step size must be"),
+    case("build label policy", BUILD + ["--label-policy", "guess"], "unknown label policy"),
+    case("build dtype", BUILD + ["--dtype", "int8"], "unknown dtype"),
+    case("build seed 2^32", BUILD + ["--seed", str(2**32)], "seed"),
+    case("build shard size 0", BUILD + ["--shard-size", "0"], "shard size"),
+    case("build batch size 0", BUILD + ["--batch-size", "0"], "batch size"),
+    case("build device meta", BUILD + ["--device", "meta"], "device 'meta'"),
+    case("build out is a run", BUILD[:-1] + ["{run}"], "holds a training run"),
+    case("build out is a model", BUILD[:-1] + ["{model}"], "is not a directory"),
+    case("build out holds a set", BUILD[:-1] + ["{set}"], "already holds a built dataset"),
+    case("build resume other settings", BUILD[:-1] + ["{set}", "--resume", "--eps", "1.5"], "cannot resume"),
+    case("build conflicting without base", ["build-dataset", "conflicting", "--source", "{run}", "--out", "{tmp}/c"],
+         "--base"),
+    case("build conflicting on d_rand", ["build-dataset", "conflicting", "--source", "{run}", "--base", "{set}",
+                                         "--out", "{tmp}/c"], "needs a d_r set"),
+    case("build model and dataset mismatch", BUILD[:5] + ["mnist5k"] + BUILD[6:], "does not fit"),
+    # -- plot --
+    case("plot non-numeric metrics", ["plot", "{ws}/badcell"], "is not a number"),
+    case("plot binary metrics", ["plot", "{ws}/binary"], "is not a CSV file"),
+    case("plot config list", ["plot", "{ws}/listconfig"], "must hold a mapping"),
+    case("plot not a run", ["plot", "{ws}/junk"], "no metrics.csv"),
+    case("plot unknown attack", ["plot", "{run}", "--attack", "cw"], "no robust-accuracy column"),
+    # -- sweep: every grid point is checked before anything trains --
+    case("sweep unknown dataset in grid", ["sweep", "--out", "{tmp}/sw", "--set", "epochs=1", "--set", "arch=smallcnn",
+                                           "--grid", "dataset=digits,imagenet-z"], "unknown dataset 'imagenet-z'"),
+    case("sweep unknown norm in grid", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits",
+                                        "--grid", "norm=bn,bogus"], "unknown norm 'bogus'"),
+    case("sweep lr inf", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--set", "lr=.inf",
+                          "--grid", "seed=0,1"], "lr"),
+    case("sweep backend", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--backend", "slurm"],
+         "unknown backend"),
+    case("sweep grid syntax", ["sweep", "--out", "{tmp}/sw", "--grid", "norm"], "--grid expects key=value"),
+    case("sweep workers 0", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--workers", "0"], "workers"),
+    case("sweep seed out of range", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits",
+                                     "--grid", f"seed=0,{2**40}"], "seed"),
+]
+
+
+def _fingerprint(root: Path) -> dict[str, str]:
+    """Every file under ``root`` (lock files aside) and its content hash."""
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.name != ".nrflab.lock":
+            out[str(p.relative_to(root))] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    ws = tmp_path_factory.mktemp("ws")
+    run = ws / "run"
+    train(make_config(**RUN_FIELDS), run, progress=False)
+    build_dataset("d_rand", run, "digits", ws / "set", steps=2, eps=1.0, step_size=0.5, limit=8, progress=False)
+    (ws / "broken.yaml").write_text("lr: [0.1\nepochs: 3\n")
+    (ws / "unknown.yaml").write_text("lr: 0.1\nbatchsize: 3\n")
+    (ws / "list.yaml").write_text("- 1\n- 2\n")
+    (ws / "tag.yaml").write_text("lr: !!python/object/apply:os.system ['touch " + str(ws / "pwned") + "']\n")
+    (ws / "garbage.safetensors").write_bytes(os.urandom(256))
+    torch.save({"x": torch.ones(1)}, ws / "evil.safetensors")  # a pickle wearing a safetensors name
+    (ws / "junk").mkdir()
+    (ws / "junk" / "notes.txt").write_text("not a run")
+    for name, change in (("badcell", lambda d: d.replace("\n0,", "\nzero,", 1)), ("binary", None), ("listconfig", None)):
+        d = ws / name
+        d.mkdir()
+        for f in ("config.json", "metrics.csv"):
+            (d / f).write_bytes((run / f).read_bytes())
+        if name == "badcell":
+            (d / "metrics.csv").write_text(change((run / "metrics.csv").read_text()))
+        elif name == "binary":
+            (d / "metrics.csv").write_bytes(bytes(range(256)) * 3)
+        else:
+            (d / "config.json").write_text("[1, 2]")
+    return ws
+
+
+@pytest.mark.parametrize("bad", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line_exit_2_and_loses_nothing(bad: Case, workspace: Path, tmp_path: Path, capsys) -> None:
+    before = _fingerprint(workspace)
+    places = {"run": workspace / "run", "model": workspace / "run" / "model.safetensors", "set": workspace / "set",
+              "ws": workspace, "tmp": tmp_path}
+    argv = [a.format(**places) for a in bad.argv]
+    code = main(argv)
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, (argv, out, err)
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err + out
+    assert bad.expect in lines[0], lines[0]
+    assert _fingerprint(workspace) == before, "a refused command changed an existing file"
+    assert not (workspace / "pwned").exists()
+    assert not (tmp_path / "sw").exists() or not any((tmp_path / "sw").glob("*/metrics.csv"))
+
+
+def test_catalog_is_large_enough() -> None:
+    assert len(CASES) >= 60
+    assert len({c.name for c in CASES}) == len(CASES)
+
+
+def test_overwrite_keeps_the_old_run_until_the_new_one_commits(workspace: Path, tmp_path: Path, monkeypatch) -> None:
+    """A new run that fails before its first checkpoint gives the old run back, byte for byte."""
+    from nrflab.training import trainer
+
+    run = tmp_path / "run"
+    train(make_config(**RUN_FIELDS), run, progress=False)
+    before = _fingerprint(run)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("evaluation crashed")
+
+    monkeypatch.setattr(trainer, "evaluate_epoch", fail)
+    with pytest.raises(RuntimeError):
+        train(make_config(**{**RUN_FIELDS, "lr": 0.01}), run, overwrite=True, progress=False)
+    monkeypatch.undo()
+    assert _fingerprint(run) == before
+    # Once the new run commits its first epoch, the old one is gone.
+    train(make_config(**{**RUN_FIELDS, "lr": 0.01}), run, overwrite=True, progress=False)
+    assert yaml.safe_load((run / "config.yaml").read_text())["lr"] == 0.01
+    assert not (run / ".nrflab-previous").exists()
+
+
+def test_second_writer_is_refused_with_the_holders_pid(workspace: Path, tmp_path: Path, capsys) -> None:
+    from nrflab.rundir import DirLock
+
+    out = tmp_path / "busy"
+    lock = DirLock.acquire(out, what="run directory")
+    try:
+        argv = [a.format(run=out) for a in TRAIN]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: run directory {out} is being written by another nrflab process (pid {os.getpid()}); "
+                       "wait for it to finish or choose another output")
+    finally:
+        lock.release()
+    assert main([a.format(run=out) for a in TRAIN]) == 0  # free again
+
+
+def test_stale_temp_files_are_removed_by_the_next_writer(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(make_config(**RUN_FIELDS), run, progress=False)
+    stale = run / ".checkpoint.safetensors.abc123.tmp"
+    stale.write_bytes(b"half a shard")
+    train(make_config(**{**RUN_FIELDS, "epochs": 2}), run, overwrite=True, progress=False)
+    assert not stale.exists() and not list(run.rglob(".*.tmp"))
+
+
+def test_files_follow_the_umask(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        run = tmp_path / "run"
+        train(make_config(**RUN_FIELDS), run, progress=False)
+    finally:
+        os.umask(old)
+    for name in ("config.json", "metrics.csv", "model.safetensors", "checkpoint.safetensors"):
+        assert (run / name).stat().st_mode & 0o777 == 0o640, name
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_scratch(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    train(make_config(**RUN_FIELDS), tmp_path / "ref", progress=False)
+    (run / "config.json").write_bytes((tmp_path / "ref" / "config.json").read_bytes())  # config, no checkpoint
+    assert main([a.format(run=run) for a in TRAIN] + ["--resume"]) == 0
+    assert "starting it from scratch" in capsys.readouterr().out
+    assert (run / "checkpoint.safetensors").is_file()
