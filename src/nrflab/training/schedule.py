@@ -45,7 +45,7 @@ def lr_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> floa
         t = (epoch * spe + step) / max(cfg.epochs * spe, 1)
         lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
     if cfg.warmup_epochs > 0 and t_epochs < cfg.warmup_epochs:
-        lr *= (t_epochs + 1 / spe) / cfg.warmup_epochs
+        lr *= min(1.0, (t_epochs + 1 / spe) / cfg.warmup_epochs)
     return lr
 
 
