@@ -280,8 +280,8 @@ def test_keep_checkpoints_keeps_every_nth_epoch_including_zero(tiny, tmp_path):
 
 def test_plot_command_writes_valid_png_and_svg(reference, tiny, tmp_path, capsys):
     other = run(config(norm="none", epochs=1), tmp_path / "none", tiny).run_dir
-    stem = tmp_path / "figs" / "curves"
-    assert main(["plot", str(reference.run_dir), str(other), "--out", str(stem)]) == 0
+    stem = tmp_path / "figs" / "fig3"
+    assert main(["plot", str(reference.run_dir), str(other), "--out", str(stem.parent), "--name", "fig3"]) == 0
     png, svg = stem.with_suffix(".png"), stem.with_suffix(".svg")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import matplotlib.image

@@ -26,7 +26,7 @@ def build_dataset_command(
     steps: Optional[int] = typer.Option(None, "--steps", help=f"PGD steps. Defaults: {_DEFAULTS}."),
     eps: Optional[float] = typer.Option(None, "--eps", help="L2 radius (pixel scale; 1000 = unbounded for the inversions)."),
     step_size: Optional[float] = typer.Option(None, "--step-size", help="L2 step size."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Build only the first N training images."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Build from a seeded random subset of N training images (seed: --seed)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random start images / random targets (per shard)."),
     label_policy: str = typer.Option("target", "--label-policy", help=f"Labels to store: {', '.join(LABEL_POLICIES)}."),
     shard_size: int = typer.Option(1000, "--shard-size", help="Images per shard (the unit of resuming)."),

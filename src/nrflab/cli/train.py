@@ -102,14 +102,19 @@ def _check_names(arch: str, norm: str) -> None:
 @app.command()
 def plot(
     runs: list[Path] = typer.Argument(..., help="Run directories to draw on one figure."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output file stem (writes .png and .svg); default: curves in the first run's parent."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: the first run's parent)."),
+    name: str = typer.Option("curves", "--name", help="File name of the figure inside --out (writes NAME.png and NAME.svg)."),
     attack: Optional[str] = typer.Option(None, "--attack", help="Which robust-accuracy column to draw (default: the first)."),
     title: Optional[str] = typer.Option(None, "--title"),
 ) -> None:
     """Draw clean accuracy, robust accuracy and LIGS vs epoch (paper Figure 3) for several runs."""
     from ..plots import plot_runs
 
-    stem = out or runs[0].parent / "curves"
-    paths = plot_runs(runs, stem, attack=attack, title=title)
+    from ..rundir import check_output_path
+
+    if not name or "/" in name or name.startswith("."):
+        raise NrflabError(f"--name must be a plain file name, got {name!r}")
+    folder = check_output_path(out or runs[0].parent, what="output directory")
+    paths = plot_runs(runs, folder / name, attack=attack, title=title)
     for p in paths:
         typer.echo(f"wrote {p}")

@@ -10,6 +10,7 @@ from .base import (
     parse_dataset_name,
     Probe,
     register_dataset,
+    subset_indices,
 )
 from . import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
 from . import files as _files  # noqa: F401  (registers CIFAR, SVHN, IDX, image folders)
@@ -25,4 +26,5 @@ __all__ = [
     "parse_dataset_name",
     "Probe",
     "register_dataset",
+    "subset_indices",
 ]

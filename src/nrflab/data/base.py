@@ -184,6 +184,19 @@ def class_balanced_split(labels: np.ndarray, test_per_class: int, seed: int) -> 
     return rng.permutation(np.concatenate(train_idx)), rng.permutation(np.concatenate(test_idx))
 
 
+def subset_indices(n: int, limit: int | None, seed: int) -> torch.Tensor | None:
+    """``--limit N`` everywhere: a seeded random subset of N of ``n`` items, in their original order.
+
+    The same seed gives the same images for every model, and a dataset stored sorted by class still
+    gives a fair sample. None means "all of them".
+    """
+    if limit is None or limit >= n:
+        return None
+    if limit < 1:
+        raise NrflabError(f"limit must be >= 1, got {limit}")
+    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:limit].sort().values
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of N x C x H x W images (uint8 or float in [0,1])."""
     x = _to_float(images)

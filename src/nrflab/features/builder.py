@@ -13,7 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import PGD
-from ..data import DatasetBundle, load_dataset
+from ..data import DatasetBundle, load_dataset, subset_indices
 from ..data.built import CARD_FILE, read_card
 from ..errors import NrflabError
 from ..metrics import dataset_tensors, model_device
@@ -67,7 +67,16 @@ def prepare_inputs(settings: BuildSettings, dataset: str | None, data_root: str 
         images, labels = _train_tensors(bundle)
         idx = torch.arange(labels.shape[0])
         root, base_info = data_root, None
-    n = labels.shape[0] if settings.limit is None else min(settings.limit, labels.shape[0])
+    chosen = subset_indices(labels.shape[0], settings.limit, settings.seed)
+    n = labels.shape[0]
+    if chosen is not None:
+        # The chosen images first (in their original order), the rest after them: the whole set stays
+        # the pool the inversions draw their start images from.
+        rest = torch.ones(labels.shape[0], dtype=torch.bool)
+        rest[chosen] = False
+        order = torch.cat([chosen, torch.nonzero(rest).flatten()])
+        images, labels, idx = images[order], labels[order], idx[order]
+        n = int(chosen.numel())
     info = {"name": bundle.name, "root": None if root is None else str(root), "num_classes": bundle.num_classes,
             "input_shape": list(bundle.input_shape), "mean": list(bundle.mean), "std": list(bundle.std),
             "train_size": len(bundle.train)}
