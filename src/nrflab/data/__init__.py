@@ -12,6 +12,7 @@ from .base import (
     register_dataset,
     subset_indices,
 )
+from . import built as _built  # noqa: F401  (registers directories written by `nrflab build-dataset`)
 from . import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
 from . import files as _files  # noqa: F401  (registers CIFAR, SVHN, IDX, image folders)
 from . import planted as _planted  # noqa: F401  (registers planted: known robust and non-robust features)

@@ -110,6 +110,21 @@ def register_dataset(name: str, *, params: bool = False) -> Callable[[Loader], L
     return deco
 
 
+DirectoryLoader = Callable[[Path], DatasetBundle]
+_DIRECTORY_LOADERS: dict[str, DirectoryLoader] = {}
+
+
+def register_directory_format(marker: str) -> Callable[[DirectoryLoader], DirectoryLoader]:
+    """Register ``loader(path) -> DatasetBundle`` for directories holding the file ``marker`` (e.g. the
+    ``dataset.json`` card of a built feature dataset), so ``load_dataset(path)`` reads them."""
+
+    def deco(fn: DirectoryLoader) -> DirectoryLoader:
+        _DIRECTORY_LOADERS[marker] = fn
+        return fn
+
+    return deco
+
+
 def parse_dataset_name(name: str) -> tuple[str, dict[str, str]]:
     """``"planted:preset=drand,a_n=0.2"`` -> ``("planted", {"preset": "drand", "a_n": "0.2"})``.
 
@@ -150,10 +165,10 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
             raise NrflabError(f"dataset {key!r} takes no parameters besides root (got {', '.join(sorted(params))})")
         return _REGISTRY[key](root=root, download=download)
     path = Path(name)
-    if path.is_dir() and (path / "dataset.json").exists():
-        from .built import load_built_dataset
-
-        return load_built_dataset(path)
+    if path.is_dir():
+        for marker, loader in _DIRECTORY_LOADERS.items():
+            if (path / marker).exists():
+                return loader(path)
     raise NrflabError(
         f"unknown dataset {name!r}; choose one of {', '.join(available_datasets())}, "
         "or give the directory of a dataset built with `nrflab build-dataset`"

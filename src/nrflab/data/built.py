@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ..errors import NrflabError
-from .base import DatasetBundle, ImageTensorDataset, load_dataset
+from .base import DatasetBundle, ImageTensorDataset, load_dataset, register_directory_format
 
 CARD_FILE = "dataset.json"
 CARD_FORMAT = "nrflab-built-dataset"
@@ -68,6 +68,7 @@ def load_built_arrays(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return arrays
 
 
+@register_directory_format(CARD_FILE)
 def load_built_dataset(path: str | os.PathLike) -> DatasetBundle:
     """A built dataset as a DatasetBundle: built train set, the base dataset's clean test set."""
     path = Path(path)
