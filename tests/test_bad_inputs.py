@@ -95,7 +95,7 @@ CASES = [
     case("build unknown kind", ["build-dataset", "d_x", "--source", "{run}", "--dataset", "digits", "--out",
                                 "{tmp}/x"], "unknown dataset kind 'd_x'"),
     case("build no dataset", ["build-dataset", "d_rand", "--source", "{run}", "--out", "{tmp}/x"], "--dataset"),
-    case("build source missing", BUILD[:3] + ["{ws}/nope"] + BUILD[4:], "not found"),
+    case("build source missing", BUILD[:3] + ["{ws}/nope"] + BUILD[4:], "no such file or directory"),
     case("build source not safetensors", BUILD[:3] + ["{ws}/garbage.safetensors"] + BUILD[4:], "not a valid safetensors"),
     case("build source pickle", BUILD[:3] + ["{ws}/evil.safetensors"] + BUILD[4:], "not a valid safetensors"),
     case("build steps 0", BUILD + ["--steps", "0"], "steps must be >= 1"),

@@ -11,6 +11,7 @@ import torch
 from nrflab.attacks import PGD
 from nrflab.checkpoint import load_model, save_model
 from nrflab.cli import main
+from nrflab.data import limit_dataset
 from nrflab.metrics import accuracy, ligs, robust_accuracy
 from nrflab.models import create_model
 from nrflab.training import make_config, train
@@ -40,8 +41,7 @@ def test_evaluate_prints_and_writes_the_metrics(checkpoint, _trained_master, mni
     assert record["attacks"] == {"pgd-l2_0.5": "pgd-l2:eps=0.5,steps=3"}
     assert record["model"]["arch"] == "smallcnn"
 
-    x, y = mnist5k.test.tensors()
-    x, y = x[:64], y[:64]
+    x, y = limit_dataset(mnist5k.test, 64, seed=0).tensors()  # --limit: a seeded random subset
     assert metrics["clean_acc"] == accuracy(_trained_master, (x, y)) > 0.8
     assert metrics["robust_acc[pgd-l2_0.5]"] == robust_accuracy(_trained_master, (x, y), PGD(_trained_master, norm="l2", eps=0.5, steps=3))
     assert metrics["ligs"] == pytest.approx(ligs(_trained_master, x, y, sigma=0.01, seed=0), abs=1e-6)
@@ -85,8 +85,8 @@ def test_evaluate_a_run_directory(mnist5k, tmp_path, capsys) -> None:
     assert code == 0, stderr
     record = json.loads((run_dir / "evaluation_mnist5k.json").read_text())
     assert record["dataset"] == "mnist5k" and record["checkpoint"] == str(run_dir / "model.safetensors")
-    x, y = mnist5k.test.tensors()
-    assert record["metrics"]["clean_acc"] == accuracy(load_model(run_dir), (x[:32], y[:32])) > 0.2
+    x, y = limit_dataset(mnist5k.test, 32, seed=0).tensors()
+    assert record["metrics"]["clean_acc"] == accuracy(load_model(run_dir), (x, y)) > 0.2
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,14 @@ user's model never changes):
 * ``running`` -- as trained and deployed: normalization with the running statistics (eval mode);
 * ``batch`` -- normalization with the statistics of the batch being evaluated (BN as in training), the
   running buffers untouched. Predictions then depend on the batch: every number of this variant is
-  measured on batches of ``batch_size`` images, clean or adversarial as the row says;
+  measured on batches of ``batch_size`` images, clean or adversarial as the row says. The attack on it
+  also moves the batch's statistics, which the normalization partly undoes: a higher white-box robust
+  accuracy here is not by itself evidence of more robust features (see its LIGS and its transfer);
 * ``recalibrated`` -- running statistics reset and re-estimated on clean training images (cumulative
   average over ``N`` images, ``momentum=None``), then used as in ``running``;
 * ``affine-only`` -- normalization removed, the learned affine kept: ``y = gamma * x + beta`` (the
   ``bn-eval`` idea applied after training). A model trained with BN usually does not survive this; its
-  row is then void (near-chance clean accuracy) and says so;
+  row is then void (clean accuracy near chance or under half the original's) and says so;
 * ``folded`` -- every BN folded into the convolution before it (``torch.fx`` conv-BN fusion), the rest
   turned into per-channel affines: the same function as ``running`` up to float rounding (checked and
   reported as ``max_fold_error``), without any normalization layer left.
@@ -394,12 +396,21 @@ class BnAnalysis:
         parts += ["## Differences to running (paired over images, 95 % interval)", ""] + self.reading()
         parts += ["", "Reading: rows that differ from running only in the statistics (batch, recalibrated) isolate the "
                   "role of the statistics; affine-only removes the normalization and keeps the learned affine. A void "
-                  "row does not classify, so its robustness numbers say nothing about features."]
+                  "row does not classify (or far worse than the original), so its robustness numbers say nothing "
+                  "about features. The batch-statistics variant couples the images of a batch: an attack on it also "
+                  "moves the batch's statistics, which the normalization partly undoes, so its white-box robust "
+                  "accuracy can exceed running's without more robust features -- its LIGS and the transfer of its "
+                  "adversarial examples to the original tell."]
         return "\n".join(parts) + "\n"
 
 
 def _pct(v: float) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+
+
+def _ratio(mask: torch.Tensor) -> float:
+    """The exact fraction of True entries."""
+    return int(mask.sum()) / max(1, int(mask.numel()))
 
 
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -460,7 +471,7 @@ def analyze_batchnorm(
             adv_pred = _predict(variant, adv, batch_size)
             fooled = adv_pred != y
             robust_correct[spec.label] = ~fooled
-            robust[spec.label] = float((~fooled).float().mean())
+            robust[spec.label] = _ratio(~fooled)
             k_wb, n_wb = int((clean_correct & fooled).sum()), int(clean_correct.sum())
             whitebox[spec.label] = k_wb / n_wb if n_wb else math.nan
             orig_adv = adv_pred if name == "running" else _predict(original, adv, batch_size)
@@ -468,17 +479,21 @@ def analyze_batchnorm(
             success = eligible & (orig_adv != y)
             n, k = int(eligible.sum()), int(success.sum())
             transfer[spec.label] = TransferNumbers(n, k, k / n if n else math.nan, wilson(k, n),
-                                                   float((orig_adv == y).float().mean()))
+                                                   _ratio(orig_adv == y))
         ligs_value = sim = per_image = None
         if ligs_sigma is not None:
             res = ligs_per_sample(variant, x, y, sigma=ligs_sigma, seed=seed, batch_size=batch_size)
             ligs_value, sim, per_image = res.ligs, res.logit_sim, res.gradient_similarity
-        clean_acc = float(clean_correct.float().mean())
+        clean_acc = _ratio(clean_correct)
         void = None
+        base_clean = results[0].clean_acc if results else clean_acc  # "running" comes first
         if clean_acc < 2.0 / classes:
             void = f"clean accuracy {100 * clean_acc:.1f} % is near chance ({100 / classes:.0f} %)"
+        elif clean_acc < 0.5 * base_clean:
+            void = (f"clean accuracy {100 * clean_acc:.1f} % is under half the original's {100 * base_clean:.1f} %: "
+                    f"its robustness numbers are not comparable")
         results.append(VariantResult(name, VARIANT_DESCRIPTIONS[name], clean_acc, robust, ligs_value, sim,
-                                     float((pred == orig_clean).float().mean()), whitebox, transfer, void,
+                                     _ratio(pred == orig_clean), whitebox, transfer, void,
                                      clean_correct, robust_correct, per_image))
     differences = _differences(results, [s.label for s in attacks])
     max_err = None

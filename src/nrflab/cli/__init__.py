@@ -11,7 +11,7 @@ from ..errors import NrflabError
 from .app import app
 
 # Each module registers its commands on ``app``.
-from . import bn_analysis, evaluate, experiments, features, info, sweep, train, transfer  # noqa: F401,E402
+from . import bn_analysis, evaluate, experiments, features, info, reproduce, sweep, train, transfer  # noqa: F401,E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,13 +10,14 @@ import torch
 import typer
 
 from ..attacks import parse_attack
-from ..data import load_dataset
+from ..data import limit_dataset, load_dataset
 from ..errors import NrflabError
 from ..io import atomic_write_json, atomic_write_text
 from ..metrics import dataset_tensors
 from ..models.references import check_model_fits
 from ..presets import PRESETS, preset_for
 from ..validation import resolve_device
+from ..validation import SEED_MAX
 from .app import app
 from .model_options import (
     ALLOW_UNVERIFIED_OPTION,
@@ -59,12 +60,12 @@ def bn_analysis(
     step_size: Optional[float] = typer.Option(None, "--step-size", help="Attack step (default 2.5 * eps / steps)."),
     variants: Optional[list[str]] = typer.Option(None, "--variant", help="Variants to run (repeatable): running, batch, recalibrated, affine-only, folded. Default: all."),
     calibration: int = typer.Option(512, "--calibration", min=2, help="Clean training images used to recalibrate the running statistics."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use only the first N test images."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use a seeded random subset of N test images (seed: --seed)."),
     ligs: bool = typer.Option(True, "--ligs/--no-ligs", help="Measure LIGS per variant."),
     sigma: float = typer.Option(0.01, "--sigma", min=0.0, help="LIGS noise std (pixel scale)."),
     batch_size: int = typer.Option(256, "--batch-size", min=2, help="Batch size; the batch-statistics variant normalizes over batches of this size."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    seed: int = typer.Option(0, "--seed", help="Seed for attacks, LIGS noise and the choice of calibration images."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed (0..2^32-1) for attacks, LIGS noise and the choice of calibration images."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help=f"Output directory ({RESULT_JSON} and {RESULT_MD}); default: bn_analysis_<dataset> beside an nrflab checkpoint, else bn_analysis_<model>_<dataset> in the current directory."),
 ) -> None:
     """BN surgery: the framework table (clean acc, robust acc, LIGS) under running statistics, batch
@@ -103,7 +104,7 @@ def bn_analysis(
     if out.suffix.lower() in (".json", ".md", ".safetensors", ".pt", ".pth"):
         raise NrflabError(f"--out of bn-analysis is a directory, not {out}")
     echo_model(loaded)
-    x, y = dataset_tensors(bundle.test, limit)
+    x, y = dataset_tensors(limit_dataset(bundle.test, limit, seed))
     calib = None
     if "recalibrated" in chosen:
         train_x, _ = dataset_tensors(bundle.train)

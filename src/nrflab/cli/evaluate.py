@@ -10,13 +10,14 @@ from typing import Optional
 import typer
 
 from ..attacks import parse_attack
-from ..data import load_dataset
+from ..data import limit_dataset, load_dataset
 from ..errors import NrflabError
 from ..io import atomic_write_json
 from ..metrics import dataset_tensors, evaluate_model
 from ..models.references import LoadedModel, check_model_fits
 from ..presets import PRESETS, preset_for
 from ..validation import resolve_device
+from ..validation import SEED_MAX
 from .app import app
 from .model_options import (
     ALLOW_UNVERIFIED_OPTION,
@@ -86,17 +87,19 @@ def evaluate(
     step_size: Optional[float] = typer.Option(None, "--step-size", help="Attack step (default 2.5 * eps / steps)."),
     random_start: bool = typer.Option(False, "--random-start", help="Start PGD at a random point of the eps-ball."),
     restarts: int = typer.Option(1, "--restarts", min=1, help="PGD restarts; the per-sample worst case is kept."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N test images."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate a seeded random subset of N test images (seed: --seed; the same images for every model)."),
     ligs: bool = typer.Option(True, "--ligs/--no-ligs", help="Measure LIGS (local input-gradient similarity)."),
     sigma: float = typer.Option(0.01, "--sigma", min=0.0, help="LIGS noise std (pixel scale)."),
     sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Gradient-masking checks for every robustness number (eps monotone, unbounded attack, restarts, transfer from --surrogate) on a subset."),
     sanity_limit: int = typer.Option(32, "--sanity-limit", min=1, help="Images used by the sanity checks (the first N evaluated)."),
-    surrogate: Optional[str] = typer.Option(None, "--surrogate", help="A model reference to transfer from in the sanity checks (e.g. the model's no-BN twin); same input conventions as the model."),
+    surrogate: Optional[str] = typer.Option(None, "--surrogate", help="A model reference to transfer from in the sanity checks (e.g. the model's no-BN twin)."),
+    surrogate_mean: Optional[str] = typer.Option(None, "--surrogate-mean", help="Per-channel mean the surrogate expects (as --mean)."),
+    surrogate_std: Optional[str] = typer.Option(None, "--surrogate-std", help="Per-channel std the surrogate expects (as --std)."),
     corruptions: bool = typer.Option(False, "--corruptions", help="Also report accuracy per common corruption and severity."),
     cifar_c: Optional[Path] = typer.Option(None, "--cifar-c", help="A CIFAR-10-C/100-C directory of .npy files to use for --corruptions."),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    seed: int = typer.Option(0, "--seed", help="Seed for random starts and LIGS noise."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed (0..2^32-1) for the --limit subset, random starts and LIGS noise."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="A .json file or a directory to write the record into (default: evaluation_<dataset>.json beside an nrflab checkpoint, else evaluation_<model>_<dataset>.json in the current directory). Never a model, checkpoint, dataset shard or card."),
 ) -> None:
     """Evaluate a model: usefulness (clean accuracy), robust usefulness (robust accuracy), robustness (LIGS)."""
@@ -116,8 +119,9 @@ def evaluate(
     check_model_fits(loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name)
     surrogate_model = None
     if surrogate is not None and sanity:
-        surrogate_model = load_model_option(surrogate, device=str(dev), weights_dir=weights_dir,
-                                            allow_unverified=allow_unverified, flag="--surrogate")
+        surrogate_model = load_model_option(surrogate, mean=surrogate_mean, std=surrogate_std, device=str(dev),
+                                            weights_dir=weights_dir, allow_unverified=allow_unverified,
+                                            flag="--surrogate")
         check_model_fits(surrogate_model, num_classes=bundle.num_classes, input_shape=bundle.input_shape,
                          dataset=bundle.name)
     source = Path(loaded.source)
@@ -129,7 +133,7 @@ def evaluate(
                                  inputs=(source,) if source.exists() else ())
     echo_model(loaded)
     model = loaded.module
-    x, y = dataset_tensors(bundle.test, limit)
+    x, y = dataset_tensors(limit_dataset(bundle.test, limit, seed))
     x, y = x.to(dev), y.to(dev)
     attacks = [(s.label, s.build(model, seed=seed)) for s in specs]
     result = evaluate_model(model, x, y, attacks, sigma if ligs else None, seed, batch_size,
@@ -185,12 +189,10 @@ def _corruption_rows(model, bundle, cifar_c: Optional[Path], limit: Optional[int
         for name in C.available_cifar_c(cifar_c):
             for sev in C.SEVERITIES:
                 data = C.load_cifar_c(cifar_c, name, sev)
-                if limit is not None:
-                    data = data.subset(range(min(limit, len(data))))
+                data = limit_dataset(data, limit, seed)
                 rows.append({"corruption": name, "severity": sev, "accuracy": accuracy(model, data, batch_size)})
     else:
         test = bundle.test
-        if limit is not None:
-            test = test.subset(range(min(limit, len(test))))
+        test = limit_dataset(test, limit, seed)
         rows = C.corruption_accuracy(model, test, seed=seed, batch_size=batch_size, progress=sys.stderr.isatty())
     return {"rows": rows, "summary": C.summarize_corruption_accuracy(rows)}

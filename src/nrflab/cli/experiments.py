@@ -1,10 +1,14 @@
-"""``nrflab demo`` (the main job) and ``nrflab experiment NAME``: the paper's experiments, one command each."""
+"""``nrflab demo`` (the main job) and ``nrflab experiment NAME``: the paper's experiments, one command each.
+
+The experiments, their settings and presets live in :mod:`nrflab.experiments`; these commands turn flags
+into :class:`nrflab.experiments.overrides.Overrides` and run the engine.
+"""
 
 from __future__ import annotations
 
-import importlib
 import sys
 import time
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Optional
 
@@ -14,93 +18,132 @@ from ..errors import NrflabError
 from ..report import Section, strip_markdown, write_report
 from .app import app
 
-EXPERIMENTS = {
-    "core": "BN vs no-BN twins: framework table and LIGS curves (Figure 3)",
-    "features": "D_rand, D_det and conflicting-feature sets, and training on them (Figures 4 and 6)",
-    "transfer": "transfer matrix of a BN/no-BN zoo and early-stopped sources (transfer boosts)",
-    "norms": "adversarial training, the normalization family and corruption robustness",
-}
 
-INTRO = (
-    "Reproduction of Benz, Zhang and Kweon, *Batch Normalization Increases Adversarial Vulnerability and "
-    "Decreases Adversarial Transferability: A Non-Robust Feature Perspective* (ICCV 2021) with nrflab. "
-    "Framework: **usefulness** = clean accuracy, **robust usefulness** = robust (adversarial) accuracy, "
-    "**robustness** of the used features = LIGS (local input-gradient similarity; near 1 = robust features)."
-)
+class _Experiments(Mapping[str, str]):
+    """Experiment name -> one-line summary, read from the registry when first used."""
 
+    def _load(self) -> dict[str, str]:
+        from ..experiments.registry import experiments
 
-def _load(name: str):
-    if name not in EXPERIMENTS:
-        raise NrflabError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    try:
-        return importlib.import_module(f"nrflab.experiments.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name == f"nrflab.experiments.{name}":
-            raise NrflabError(f"experiment {name!r} is not available in this installation") from None
-        raise
+        return {name: spec.summary for name, spec in experiments().items()}
+
+    def __getitem__(self, key: str) -> str:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
 
 
-def run_experiments(names: list[str], out: Path, quick: bool, seeds: list[int], progress: bool, **core_kwargs) -> list[Section]:
-    """Run the named experiments into ``out`` and return their report sections."""
-    sections: list[Section] = []
-    for name in names:
-        module = _load(name)
-        kwargs = core_kwargs if name == "core" else {}
-        sections += module.run(out / name if name != "core" else out, quick=quick, seeds=tuple(seeds),
-                               progress=progress, **kwargs)
-    return sections
+EXPERIMENTS: Mapping[str, str] = _Experiments()
+
+# Options shared by `experiment`, `demo` and `reproduce`.
+SCALE_HELP = "Settings preset: cpu (the embedded data, minutes on a laptop) or paper (the official CIFAR-10 settings)."
+SET_HELP = ("Change one setting: dotted KEY=VALUE into the experiment's settings, e.g. twins.epochs=40 or "
+            "'twins.eval_attacks=[\"pgd-l2:eps=0.5,step=0.1,steps=10\"]'; repeatable. See recipes/ for every key.")
+RECIPE_HELP = "A recipe file (YAML: experiment, scale, settings); repeatable. recipes/<experiment>/<scale>.yaml hold the presets."
+BACKEND_HELP = "Where runs go: local (this machine, --workers processes) or ray (a Ray cluster, see --ray-address)."
 
 
-def _finish(out: Path, title: str, sections: list[Section], started: float) -> None:
-    md, html = write_report(out, title, sections, INTRO)
+def print_sections(sections: list[Section]) -> None:
     typer.echo("")
     for s in sections:
         typer.echo(f"== {s.title} ==")
         typer.echo(strip_markdown(s.markdown))
         typer.echo("")
+
+
+def _progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def overrides_from_flags(*, scale: str, recipe: Optional[list[Path]], dataset: Optional[str], data_root: Optional[str],
+                         arch: Optional[str], width: Optional[float], device: Optional[str], epochs: Optional[int],
+                         seed: Optional[list[int]], assignments: Optional[list[str]]):  # noqa: ANN201
+    """The command-line flags as Overrides (recipes read, flags checked)."""
+    from ..experiments.overrides import Overrides, read_recipe
+    from ..experiments.spec import ALL_SCALES
+
+    if scale not in ALL_SCALES:
+        raise NrflabError(f"unknown scale {scale!r}; choose one of cpu, paper (or quick)")
+    if arch is not None:
+        from ..models import check_arch
+
+        check_arch(arch)
+    if epochs is not None and epochs < 1:
+        raise NrflabError(f"--epochs must be >= 1, got {epochs}")
+    return Overrides(scale=scale, recipes=tuple(read_recipe(p) for p in recipe or ()), dataset=dataset,
+                     data_root=data_root, arch=arch, width=width, device=device, epochs=epochs,
+                     seeds=tuple(seed or ()), assignments=tuple(assignments or ()))
+
+
+@app.command()
+def experiment(
+    name: str = typer.Argument(..., help="An experiment (see `nrflab list`), or norms (adversarial, family and "
+                               "corruptions)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output directory (runs, plots, report)."),
+    scale: str = typer.Option("cpu", "--scale", help=SCALE_HELP),
+    quick: bool = typer.Option(False, "--quick", help="A seconds-long run of the pipeline (the quick preset)."),
+    recipe: Optional[list[Path]] = typer.Option(None, "--recipe", help=RECIPE_HELP),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name (e.g. cifar10, "
+                                          "imagefolder:root=DIR) or built dataset directory."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Where file-based datasets live."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of every model."),
+    width: Optional[float] = typer.Option(None, "--width", help="Channel-width multiplier."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of every training stage."),
+    seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed(s); repeat for several."),
+    assignments: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Independent runs in parallel local processes."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run one of the paper's experiments, on any dataset, architecture and device, and write its report."""
+    from ..experiments.overrides import settings_for
+    from ..experiments.registry import ALIASES, select
+    from ..experiments.reproduce import intro, run_chain
+
+    started = time.perf_counter()
+    specs = select(name) if name in ALIASES else select([name])
+    ov = overrides_from_flags(scale="quick" if quick else scale, recipe=recipe, dataset=dataset, data_root=data_root,
+                              arch=arch, width=width, device=device, epochs=epochs, seed=seed,
+                              assignments=assignments)
+    selected = [(spec, settings_for(spec, ov, strict=True, chain=[s.name for s in specs])) for spec in specs]
+    result = run_chain(selected, out, workers=workers, progress=_progress(quiet))
+    md, html = write_report(out, f"nrflab experiment: {name}", result.sections, intro(ov.scale, selected))
+    print_sections(result.sections)
     typer.echo(f"report: {md} and {html} ({time.perf_counter() - started:.0f} s)")
+    result.raise_for_failures()
 
 
 @app.command()
 def demo(
     out: Path = typer.Option(Path("nrflab-demo"), "--out", "-o", help="Output directory (runs, plots, report)."),
-    dataset: str = typer.Option("mnist5k", "--dataset", "-d", help="Dataset for the twins (default: the embedded MNIST subset)."),
-    arch: str = typer.Option("smallcnn", "--arch", help="Architecture of both twins."),
-    width: float = typer.Option(0.5, "--width", help="Channel width multiplier."),
-    epochs: int = typer.Option(8, "--epochs", min=1),
-    eval_size: int = typer.Option(500, "--eval-size", min=1, help="Fixed test subset evaluated every epoch."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset for the twins (default: the embedded "
+                                          "MNIST subset)."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="Where file-based datasets live."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of both twins."),
+    width: Optional[float] = typer.Option(None, "--width", help="Channel width multiplier."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of the twins (default 8)."),
+    eval_size: Optional[int] = typer.Option(None, "--eval-size", min=1, help="Fixed test subset evaluated every "
+                                            "epoch."),
     seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed(s); repeat for several (default 0)."),
-    device: str = typer.Option("auto", "--device"),
-    full: bool = typer.Option(False, "--full", help="Also run the feature-dataset, transfer and normalization experiments."),
+    device: Optional[str] = typer.Option(None, "--device"),
+    full: bool = typer.Option(False, "--full", help="Every experiment of the paper (as `nrflab reproduce`)."),
     quick: bool = typer.Option(False, "--quick", help="A reduced run (1 epoch, small evaluation) to check the pipeline."),
+    workers: int = typer.Option(1, "--workers", "-j", min=1, help="Independent runs in parallel local processes."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """The main job: train a BN model and its no-normalization twin, record every epoch, report the paper's claims."""
-    from ..experiments.core import QUICK, DemoSettings
+    from ..experiments.reproduce import reproduce
 
-    from ..models import check_arch
-
-    check_arch(arch)
     started = time.perf_counter()
-    settings = DemoSettings(dataset=dataset, arch=arch, width=width, epochs=epochs, eval_size=eval_size, device=device)
-    if quick:
-        settings = DemoSettings(dataset=dataset, arch=arch, width=width, epochs=QUICK.epochs,
-                                eval_size=QUICK.eval_size, device=device)
-    names = list(EXPERIMENTS) if full else ["core"]
-    sections = run_experiments(names, out, quick, seed or [0], not quiet and sys.stderr.isatty(), settings=settings)
-    _finish(out, "nrflab report: batch normalization and non-robust features", sections, started)
-
-
-@app.command()
-def experiment(
-    name: str = typer.Argument(..., help=f"One of: {', '.join(f'{k} ({v})' for k, v in EXPERIMENTS.items())}."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output directory."),
-    seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed(s); repeat for several (default 0 and 1)."),
-    quick: bool = typer.Option(False, "--quick", help="A reduced run to check the pipeline."),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
-) -> None:
-    """Run one of the paper's experiments at CPU scale on the embedded data and write its report."""
-    started = time.perf_counter()
-    _load(name)
-    sections = run_experiments([name], out, quick, seed or [0, 1], not quiet and sys.stderr.isatty())
-    _finish(out, f"nrflab experiment: {name}", sections, started)
+    ov = overrides_from_flags(scale="quick" if quick else "cpu", recipe=None, dataset=dataset, data_root=data_root,
+                              arch=arch, width=width, device=device, epochs=epochs, seed=seed,
+                              assignments=[f"core.twins.eval_size={eval_size}"] if eval_size else None)
+    result = reproduce(out=out, overrides=ov, only=None if full else ["core"], workers=workers,
+                       progress=_progress(quiet))
+    print_sections(result.sections)
+    typer.echo(f"report: {out / 'report.md'} and {out / 'report.html'} ({time.perf_counter() - started:.0f} s)")
+    result.raise_for_failures()

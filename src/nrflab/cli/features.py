@@ -10,7 +10,18 @@ import typer
 
 from ..errors import NrflabError
 from ..features import BUILD_KINDS, DTYPES, KIND_DEFAULTS, LABEL_POLICIES, build_dataset
+from ..validation import SEED_MAX
 from .app import app
+from .model_options import (
+    ARCH_OPTION,
+    MEAN_OPTION,
+    MODEL_HELP,
+    NORM_OPTION,
+    NUM_CLASSES_OPTION,
+    STD_OPTION,
+    WIDTH_OPTION,
+    parse_channel_values,
+)
 
 _DEFAULTS = ", ".join(f"{k}: {s} steps, eps {e:g}, step {st:g}" for k, (s, e, st) in KIND_DEFAULTS.items())
 
@@ -18,7 +29,14 @@ _DEFAULTS = ", ".join(f"{k}: {s} steps, eps {e:g}, step {st:g}" for k, (s, e, st
 @app.command("build-dataset")
 def build_dataset_command(
     kind: str = typer.Argument(..., help=f"One of {', '.join(BUILD_KINDS)}."),
-    source: Path = typer.Option(..., "--source", "-s", help="Source model: a run directory or a .safetensors checkpoint (adversarially trained for d_r, standard otherwise)."),
+    source: str = typer.Option(..., "--source", "-s", help="Source model (adversarially trained for d_r, standard otherwise). " + MODEL_HELP),
+    arch: Optional[str] = ARCH_OPTION,
+    norm: Optional[str] = NORM_OPTION,
+    num_classes: Optional[int] = NUM_CLASSES_OPTION,
+    width: Optional[float] = WIDTH_OPTION,
+    mean: Optional[str] = MEAN_OPTION,
+    std: Optional[str] = STD_OPTION,
+    layer: Optional[str] = typer.Option(None, "--layer", help="d_r/d_nr with a model that has no .features(x): the name of the layer whose output is the representation."),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Base dataset name (e.g. mnist5k, cifar10); for conflicting, default: the --base set's."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write (shards + dataset.json)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the base dataset's files are."),
@@ -27,7 +45,7 @@ def build_dataset_command(
     eps: Optional[float] = typer.Option(None, "--eps", help="L2 radius (pixel scale; 1000 = unbounded for the inversions)."),
     step_size: Optional[float] = typer.Option(None, "--step-size", help="L2 step size."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Build from a seeded random subset of N training images (seed: --seed)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random start images / random targets (per shard)."),
+    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed (0..2^32-1) of the --limit subset, the random start images and random targets (per shard)."),
     label_policy: str = typer.Option("target", "--label-policy", help=f"Labels to store: {', '.join(LABEL_POLICIES)}."),
     shard_size: int = typer.Option(1000, "--shard-size", help="Images per shard (the unit of resuming)."),
     dtype: str = typer.Option("uint8", "--dtype", help=f"Stored image type: {', '.join(DTYPES)} (uint8 quantizes to 1/255)."),
@@ -46,6 +64,9 @@ def build_dataset_command(
     result = build_dataset(
         kind.lower(), source, dataset, out, data_root=data_root, base=base, steps=steps, eps=eps, step_size=step_size,
         seed=seed, label_policy=label_policy, shard_size=shard_size, dtype=dtype, fake_relu=fake_relu, limit=limit,
+        layer=layer,
+        model_options=dict(arch=arch, norm=norm, num_classes=num_classes, width=width,
+                           mean=parse_channel_values(mean, "--mean"), std=parse_channel_values(std, "--std")),
         batch_size=batch_size, device=device, resume=resume, overwrite=overwrite,
         progress=not quiet and sys.stderr.isatty(),
     )

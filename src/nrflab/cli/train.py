@@ -11,6 +11,7 @@ import typer
 from ..errors import NrflabError
 from ..rundir import RunDir
 from ..training import ADV_TRAIN_KINDS, load_config_file, make_config, train as run_training
+from ..validation import SEED_MAX
 from .app import app
 
 
@@ -35,7 +36,7 @@ def train(
     milestones: Optional[str] = typer.Option(None, "--milestones", help="Comma-separated epochs for multistep, e.g. 50,100."),
     gamma: Optional[float] = typer.Option(None, "--gamma"),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment", help="Random crop (and flip) augmentation."),
-    seed: Optional[int] = typer.Option(None, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, max=SEED_MAX, help="Seed (0..2^32-1) of the initial weights, the data order and the augmentation."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
     eval_attack: Optional[list[str]] = typer.Option(None, "--eval-attack", help="Per-epoch attack spec (repeatable), e.g. 'pgd-l2:eps=0.25,step=0.1,steps=10'. Default: the dataset preset."),
     ligs: Optional[bool] = typer.Option(None, "--ligs/--no-ligs", help="Record LIGS every epoch."),

@@ -212,6 +212,16 @@ def subset_indices(n: int, limit: int | None, seed: int) -> torch.Tensor | None:
     return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:limit].sort().values
 
 
+def limit_dataset(data: Dataset, limit: int | None, seed: int) -> Dataset:
+    """``data`` restricted to the seeded random subset ``--limit N`` means (see :func:`subset_indices`)."""
+    idx = subset_indices(len(data), limit, seed)  # type: ignore[arg-type]
+    if idx is None:
+        return data
+    if isinstance(data, ImageTensorDataset):
+        return data.subset(idx)
+    return torch.utils.data.Subset(data, idx.tolist())
+
+
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of N x C x H x W images (uint8 or float in [0,1])."""
     x = _to_float(images)

@@ -25,7 +25,7 @@ from .settings import (
     BuildSettings,
     make_settings,
 )
-from .source import Representation, Source, check_fits, load_source, sha256_file
+from .source import Representation, Source, load_source, sha256_file
 
 __all__ = [
     "BUILD_KINDS",
@@ -43,7 +43,6 @@ __all__ = [
     "Source",
     "TARGETED_KINDS",
     "build_dataset",
-    "check_fits",
     "load_source",
     "make_settings",
     "prepare_inputs",

@@ -23,7 +23,8 @@ from ..rundir import RunDir, Stash, check_output_path, locked
 from ..validation import resolve_device
 from .builder import BuildInputs, ShardBuilder, _as_float, prepare_inputs
 from .settings import INVERSION_KINDS, KIND_DESCRIPTIONS, LABEL_POLICY_DOC, BuildSettings, make_settings
-from .source import Source, check_fits, load_source
+from ..models.references import check_model_fits
+from .source import Source, load_source
 
 log = get_logger("features")
 
@@ -41,7 +42,7 @@ class BuildResult:
 def _identity(settings: BuildSettings, inputs: BuildInputs, source: Source) -> dict:
     """What a resumed build must match."""
     return {"settings": settings.to_dict(), "base_dataset": inputs.bundle_info["name"],
-            "source_sha256": source.info["sha256"], "base_set": (inputs.base_info or {}).get("card_sha256")}
+            "source_weights": source.info["fingerprint"], "base_set": (inputs.base_info or {}).get("card_sha256")}
 
 
 def _claim(out: Path, identity: dict, resume: bool, overwrite: bool) -> Stash | None:
@@ -109,6 +110,7 @@ def build_dataset(
     overwrite: bool = False,
     progress: bool = True,
     on_shard: ShardCallback | None = None,
+    model_options: dict[str, Any] | None = None,
     **setting_overrides: Any,
 ) -> BuildResult:
     """Build a feature dataset from ``source`` (checkpoint, run dir or module) into the directory ``out``.
@@ -117,8 +119,10 @@ def build_dataset(
     ``conflicting``) whose paper defaults ``setting_overrides`` adjust (``steps``, ``eps``, ``step_size``,
     ``seed``, ``label_policy``, ``shard_size``, ``dtype``, ``fake_relu``, ``layer``, ``limit``).
     ``dataset`` is the base dataset's name (for ``conflicting`` it may be None: the base D_R set's).
-    Everything is checked before the directory is touched; ``overwrite`` keeps the old build until the
-    new one has written its card.
+    ``source`` is any model reference (see :func:`nrflab.models.references.load_model_reference`);
+    ``model_options`` (``arch``, ``norm``, ``num_classes``, ``width``, ``mean``, ``std``) describe a bare
+    state dict or a model expecting normalized inputs. Everything is checked before the directory is
+    touched; ``overwrite`` keeps the old build until the new one has written its card.
     """
     if isinstance(settings, str):
         settings = make_settings(settings, **setting_overrides)
@@ -128,8 +132,9 @@ def build_dataset(
         raise NrflabError(f"batch size must be an integer >= 1, got {batch_size}")
     dev = resolve_device(device)
     inputs, bundle = prepare_inputs(settings, dataset, None if data_root is None else str(data_root), base)
-    src = load_source(source, dev)
-    check_fits(src.model, bundle, _as_float(inputs.images[:2]).to(dev))
+    src = load_source(source, dev, **(model_options or {}))
+    check_model_fits(src.loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name,
+                     name="source")
     if settings.kind == "d_r" and src.info["adversarially_trained"] is False:
         log.warning("building d_r from a source that was not adversarially trained (its run config says so)")
     out = check_output_path(out, what="dataset directory")

@@ -6,21 +6,22 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from ..checkpoint import resolve_checkpoint
-from ..data import DatasetBundle
 from ..errors import NrflabError
-from ..io import read_json
+from ..models.references import LoadedModel, load_model_reference
+from ..rundir import run_dir_of
 
 @dataclass
 class Source:
     """A source model with what the card records about it."""
 
     model: nn.Module
-    info: dict
+    info: dict[str, Any]
+    loaded: LoadedModel
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -31,29 +32,33 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_source(source: str | os.PathLike | nn.Module, device: torch.device) -> Source:
-    """A checkpoint file, a run directory, or an ``nn.Module`` in eval mode; adversarial training is read
-    from the run's config.json when there is one."""
-    if isinstance(source, nn.Module):
-        cfg = getattr(source, "config", None)
-        info = {"path": None, "sha256": None, "module": type(source).__name__,
-                "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else None,
-                "adversarially_trained": None, "run_config": None}
-        return Source(source.to(device).eval(), info)
-    from ..checkpoint import load_model
+def load_source(source: str | os.PathLike | nn.Module | LoadedModel, device: torch.device, *,
+                arch: str | None = None, norm: str | None = None, num_classes: int | None = None,
+                width: float | None = None, mean: Sequence[float] | None = None,
+                std: Sequence[float] | None = None) -> Source:
+    """Any model reference (an nrflab run directory or checkpoint, a state dict with ``arch``..., a
+    TorchScript file, ``pretrained:NAME``, a factory, or an ``nn.Module``) in eval mode on ``device``.
 
-    path = resolve_checkpoint(source)
-    model = load_model(path, device)
+    Whether the source was adversarially trained is read from its run's config.json when it is an
+    nrflab run; the card records the reference, its sha256 and the fingerprint of its weights.
+    """
+    loaded = load_model_reference(source, arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean,
+                                  std=std, device=device)
+    model = loaded.module.to(device).eval()
     run_cfg = None
-    cfg_file = path.parent / "config.json"
-    if cfg_file.is_file():
-        full = read_json(cfg_file, "run config")
-        run_cfg = {k: full.get(k) for k in ("dataset", "arch", "norm", "width", "epochs", "seed", "adv_train",
-                                            "adv_eps", "adv_steps", "adv_step_size")}
+    if loaded.kind == "nrflab":
+        run = run_dir_of(loaded.source)
+        if run is not None:
+            full = run.read_config()
+            run_cfg = {k: full.get(k) for k in ("dataset", "arch", "norm", "width", "epochs", "seed", "adv_train",
+                                                "adv_eps", "adv_steps", "adv_step_size")}
     adv = None if run_cfg is None else run_cfg.get("adv_train", "none") != "none"
-    info = {"path": str(path), "sha256": sha256_file(path), "module": type(model).__name__,
-            "model_config": model.config.to_dict(), "adversarially_trained": adv, "run_config": run_cfg}
-    return Source(model, info)
+    cfg = getattr(model, "config", None)
+    info = {"path": loaded.source if loaded.kind not in ("module",) else None, "sha256": loaded.sha256,
+            "fingerprint": loaded.fingerprint, "kind": loaded.kind, "module": type(model).__name__,
+            "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else None,
+            "reference": loaded.describe(), "adversarially_trained": adv, "run_config": run_cfg}
+    return Source(model, info, loaded)
 
 
 class Representation:
@@ -92,25 +97,4 @@ class Representation:
         return (self(x) - target).flatten(1).norm(dim=1)
 
 
-def check_fits(model: nn.Module, bundle: DatasetBundle, sample: torch.Tensor) -> None:
-    """Refuse a source model whose classes or input shape do not match the dataset."""
-    cfg = getattr(model, "config", None)
-    shape = tuple(getattr(cfg, "input_shape", None) or ())
-    channels = getattr(cfg, "in_channels", bundle.input_shape[0])
-    if cfg is not None and (cfg.num_classes != bundle.num_classes or channels != bundle.input_shape[0]
-                            or (shape and shape != tuple(bundle.input_shape))):
-        raise NrflabError(
-            f"the source model ({cfg.num_classes} classes, input {shape or 'any'}) does not fit dataset "
-            f"{bundle.name!r} ({bundle.num_classes} classes, input {tuple(bundle.input_shape)})")
-    with torch.no_grad():
-        try:
-            out = model(sample)
-        except RuntimeError as exc:
-            raise NrflabError(f"the source model cannot take {bundle.name!r} images "
-                              f"{tuple(bundle.input_shape)}: {str(exc).splitlines()[0][:120]}") from None
-    if out.ndim != 2 or out.shape[1] != bundle.num_classes:
-        raise NrflabError(f"the source model outputs {tuple(out.shape[1:])} values per image; dataset "
-                          f"{bundle.name!r} has {bundle.num_classes} classes")
-
-
-__all__ = ["Representation", "Source", "check_fits", "load_source", "sha256_file"]
+__all__ = ["Representation", "Source", "load_source", "sha256_file"]

@@ -267,6 +267,20 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def load_pretrained(name: str, **kwargs: Any) -> Any:
+    """A registered pretrained model as a ``LoadedModel`` (see :mod:`nrflab.models.pretrained`)."""
+    from .pretrained import load_pretrained as _load
+
+    return _load(name, **kwargs)
+
+
+def available_pretrained() -> list[str]:
+    """Names in the pretrained registry (``nrflab list --pretrained``)."""
+    from .pretrained import available_pretrained as _available
+
+    return list(_available())
+
+
 __all__ = [
     "ARCHS",
     "ArchSpec",
@@ -278,11 +292,13 @@ __all__ = [
     "Normalize",
     "NrfModel",
     "available_archs",
+    "available_pretrained",
     "build_model",
     "check_arch",
     "check_norm",
     "count_parameters",
     "create_model",
     "init_weights",
+    "load_pretrained",
     "register_arch",
 ]

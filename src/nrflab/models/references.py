@@ -30,7 +30,6 @@ Nothing here unpickles code: a pickle that needs code to load (a whole model sav
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import importlib
 import importlib.util
@@ -43,13 +42,13 @@ import sys
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import NrflabError
-from . import ARCHS, Normalize, NrfModel, check_arch, check_norm, create_model
+from . import ARCHS, ModelConfig, Normalize, NrfModel, check_arch, check_norm, create_model
 
 ReferenceKind = Literal["path", "factory-module", "factory-file", "pretrained"]
 LoadedKind = Literal["nrflab", "state-dict", "torchscript", "factory", "pretrained", "module"]
@@ -105,7 +104,8 @@ class ModelReference:
 
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
-    """A model ready for nrflab: ``module`` takes [0,1] inputs, is in eval mode and sits on its device.
+    """A model ready for nrflab: ``module`` takes [0,1] inputs, is in eval mode and sits on the requested
+    device (a module handed over in Python keeps its own device and mode).
 
     ``sha256`` is the file's (None for factories and in-memory modules); ``fingerprint`` is a content hash
     of the module's weights and buffers (what a cache of attack results keys on). ``num_classes`` and
@@ -226,7 +226,8 @@ def load_model_reference(
     ``arch``/``norm``/``num_classes``/``width`` describe a bare state dict (read off the weights when
     omitted); ``mean``/``std`` wrap a normalization around a model that expects normalized inputs.
     ``weights_dir`` and ``allow_unverified`` apply to pretrained names (see :mod:`nrflab.models.pretrained`).
-    An ``nn.Module`` is used as it is (not copied, its mode untouched); a ``LoadedModel`` is returned as is.
+    An ``nn.Module`` is used as it is (not copied; its device and mode untouched); a ``LoadedModel`` is
+    returned as is.
     """
     if isinstance(reference, LoadedModel):
         return reference
@@ -271,7 +272,8 @@ def _check_mean_std(mean: Sequence[float] | None, std: Sequence[float] | None) -
 def _refuse_arch_options(options: Mapping[str, Any], what: str) -> None:
     given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
     if given:
-        raise NrflabError(f"{', '.join(given)} describe a bare state dict; {what} brings its own architecture")
+        raise NrflabError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for bare state dicts only; "
+                          f"{what} brings its own architecture")
 
 
 def _load_path(path: Path, *, name: str | None, mean, std, device, arch, norm, num_classes, width) -> LoadedModel:
@@ -355,16 +357,17 @@ def _from_module(module: nn.Module, *, kind: LoadedKind, name: str, source: str,
                  sha256: str | None, eval_mode: bool, notes: Sequence[str] = ()) -> LoadedModel:
     if not isinstance(module, nn.Module):
         raise NrflabError(f"{source} returned a {type(module).__name__}, not a torch.nn.Module")
+    from ..metrics import model_device
+
     normalization = Normalization()
     if mean is not None:
-        module = InputNormalized(module, mean, std)
+        module = InputNormalized(module, mean, std).to(model_device(module))
         normalization = Normalization(tuple(mean), tuple(std), "user")
-    module = module.to(device)
+    if kind != "module":  # a module handed over in Python keeps its device and mode
+        module = module.to(device)
     if eval_mode:
         module.eval()
     cfg = getattr(module, "config", None)
-    from . import ModelConfig
-
     num_classes = cfg.num_classes if isinstance(cfg, ModelConfig) else None
     in_channels = cfg.in_channels if isinstance(cfg, ModelConfig) else _first_conv_channels(module)
     shape = tuple(cfg.input_shape) if isinstance(cfg, ModelConfig) and cfg.input_shape else None
@@ -485,10 +488,7 @@ def canonicalize_state_dict(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[s
     sd = dict(tensors)
     layouts: list[str] = []
     mean = std = None
-    for prefix in ("module.", "_orig_mod.", "module."):
-        if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
-            layouts.append(f"'{prefix}' prefix")
+    sd = _strip_wrappers(sd, layouts)
     if any(k.startswith("model.") for k in sd) and ("normalizer.new_mean" in sd or any(k.startswith("attacker.") for k in sd)):
         mean, std = _channel_values(sd.get("normalizer.new_mean")), _channel_values(sd.get("normalizer.new_std"))
         sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
@@ -500,15 +500,27 @@ def canonicalize_state_dict(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[s
     if "mu" in sd and "sigma" in sd:
         mean, std = _channel_values(sd.pop("mu")), _channel_values(sd.pop("sigma"))
         layouts.append("mu/sigma normalization buffers (RobustBench)")
-    if sd and all(k.startswith("model.") for k in sd):
-        sd = {k[len("model."):]: v for k, v in sd.items()}
-        layouts.append("'model.' prefix")
+    sd = _strip_wrappers(sd, layouts)
     if any(k.startswith("fc.") for k in sd) or any(".downsample." in k for k in sd):
         sd = {re.sub(r"^fc\.", "linear.", k).replace(".downsample.", ".shortcut."): v for k, v in sd.items()}
         layouts.append("torchvision ResNet names (fc, downsample)")
     if mean is not None and std is None or std is not None and mean is None:
         mean = std = None
     return sd, mean, std, layouts
+
+
+def _strip_wrappers(sd: dict[str, torch.Tensor], layouts: list[str]) -> dict[str, torch.Tensor]:
+    """Strip prefixes that every key shares (DataParallel ``module.``, ``torch.compile``'s ``_orig_mod.``,
+    a wrapper's ``model.``), as often as they are nested."""
+    changed = True
+    while changed and sd:
+        changed = False
+        for prefix in ("module.", "_orig_mod.", "model."):
+            if all(k.startswith(prefix) for k in sd):
+                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                layouts.append(f"'{prefix}' prefix")
+                changed = True
+    return sd
 
 
 def _channel_values(t: torch.Tensor | None) -> tuple[float, ...] | None:
@@ -818,11 +830,6 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def copy_module(module: nn.Module) -> nn.Module:
-    """A deep copy (what analyses work on, so that the user's model never changes)."""
-    return copy.deepcopy(module)
-
-
 __all__ = [
     "InputNormalized",
     "LoadedModel",
@@ -830,7 +837,6 @@ __all__ = [
     "Normalization",
     "canonicalize_state_dict",
     "check_model_fits",
-    "copy_module",
     "describe_model",
     "extract_state_dict",
     "file_sha256",
