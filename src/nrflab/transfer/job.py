@@ -1,0 +1,89 @@
+"""A whole transfer job from a :class:`TransferConfig`: resolve and check everything, then (holding the
+output directory's lock) compute the matrix for the sources and their boosted variants, compare the
+boosts, and write the plain files.
+
+Nothing is written before every input is checked: the models resolve and fit the data, the attack,
+seed and device are valid, and the output directory is neither an input nor someone else's results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data import load_dataset
+from ..errors import NrflabError
+from .boosts import BoostRow, Variant, boost_comparison, boost_variants
+from .config import TransferConfig
+from .matrix import DataLike, compute_matrix, prepare_matrix
+from .outputs import OutputPaths, write_outputs
+from .refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelRef, recorded_dataset, resolve_model
+from .results import TransferResult
+from .store import check_transfer_output, open_store
+
+
+@dataclass(frozen=True)
+class TransferRun:
+    """What a transfer job produced: the matrix, the boost comparison (empty without a boost), the files."""
+
+    config: TransferConfig
+    result: TransferResult
+    variants: tuple[Variant, ...]
+    boosts: tuple[BoostRow, ...]
+    paths: OutputPaths
+
+
+def _default_dataset(config: TransferConfig, first_source: ModelRef) -> str:
+    if config.dataset:
+        return config.dataset
+    found = recorded_dataset(first_source)
+    if found is None:
+        raise NrflabError("--dataset is required (the first source is not an nrflab run that recorded its dataset)")
+    return found
+
+
+def run_transfer(
+    config: TransferConfig,
+    *,
+    out_dir: str | Path | None = None,
+    data: DataLike | None = None,
+    twins: Mapping[str, str | Path] | None = None,
+    group_keys: GroupKeys = DEFAULT_GROUP_KEYS,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TransferRun:
+    """Run the transfer job ``config`` describes into ``out_dir`` (default ``config.out``).
+
+    ``data`` replaces the dataset named in the config (tensors, a Dataset or a bundle); ``twins`` names
+    a source's no-BN twin explicitly (source name -> run directory). With ``resume``, results already in
+    the directory under the same settings are reused; with ``overwrite`` they are recomputed (the old ones
+    are kept until the first new result is written, and come back if the job fails before).
+    """
+    out_text = out_dir if out_dir is not None else config.out
+    if out_text is None:
+        raise NrflabError("no output directory given (--out DIR)")
+    out = check_transfer_output(out_text)
+    options = config.model_options()
+    refs = [resolve_model(s, epoch=config.source_epoch, group_keys=group_keys, options=options) for s in config.sources]
+    candidates: list[str | Path] = list(config.twin_candidates)
+    if not candidates:
+        candidates = sorted({r.run_dir.parent for r in refs if r.run_dir is not None})
+    variants = boost_variants(refs, boost=config.boost, candidates=candidates, early_stop=config.early_stop_rule(),
+                              twins=twins, group_keys=group_keys)
+    unique = list({v.ref.name: v.ref for v in variants}.values())
+    if data is None:
+        data = load_dataset(_default_dataset(config, refs[0]), root=config.data_root)
+    job = prepare_matrix(unique, config.targets, data, config.attack_spec(), targeted=config.is_targeted,
+                         target_policy=config.target_policy, group_keys=group_keys, model_options=options,
+                         limit=config.limit, seed=config.seed, batch_size=config.batch_size, device=config.device,
+                         include_self=config.include_self)
+    with open_store(out, job.settings, resume=resume, overwrite=overwrite) as store:
+        result = compute_matrix(job, store, progress=progress)
+        boosts = tuple(boost_comparison(result, variants)) if config.boost != "none" else ()
+        paths = write_outputs(result, out, boosts=boosts, recipe=config.to_dict())
+    return TransferRun(config, result, tuple(variants), boosts, paths)
+
+
+__all__ = ["TransferRun", "run_transfer"]

@@ -1,0 +1,218 @@
+"""The plain files of a transfer job, written from the typed results in one place: ``transfer.json``
+(the full record), ``pairs.csv``, one CSV and one heat map (PNG + SVG) per matrix, and ``summary.md``.
+Also the number formats the summary and the experiment's report share.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..io import atomic_write_json, atomic_write_text, write_csv
+from ..report import markdown_table
+from ..stats import Verdict, fmt_interval, judge, mean_ci
+from .boosts import BoostRow
+from .results import Interval, PairMetric, PairResult, TransferResult
+from .store import TransferDir
+
+METRIC_TITLES: dict[PairMetric, str] = {"transfer_success": "transfer success % (eligible examples)",
+                                        "target_accuracy": "target accuracy % on transferred examples"}
+PAIR_COLUMNS = ("source", "target", "source_group", "target_group", "self", "target_clean_accuracy",
+                "target_accuracy", "eligible", "successes", "transfer_success", "transfer_success_ci")
+
+
+def fmt_pct(value: float | None, digits: int = 1) -> str:
+    """A proportion as a percentage number (``n/a`` when undefined), for tables."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}"
+
+
+def fmt_ci(ci: Interval) -> str:
+    """A 95 % interval as ``[lo, hi]`` in percent, or empty when undefined."""
+    lo, hi = ci
+    return fmt_interval(lo, hi) if math.isfinite(lo) and math.isfinite(hi) else ""
+
+
+def fmt_points(value: float) -> str:
+    """A difference of proportions in signed percentage points (``n/a`` when undefined)."""
+    return f"{100 * value:+.1f}" if math.isfinite(value) else "n/a"
+
+
+def ci_phrase(ci: Interval) -> str:
+    """`` (95 % CI [lo, hi])`` in percent, or nothing when the interval is undefined."""
+    text = fmt_ci(ci)
+    return f" (95 % CI {text})" if text else ""
+
+
+def _cell(p: PairResult) -> str:
+    return f"{fmt_pct(p.transfer_success)} ({p.eligible}){'*' if p.is_self else ''}"
+
+
+def judge_boosts(boosts: Sequence[BoostRow]) -> list[tuple[str, Verdict]]:
+    """Per boost: does it raise transfer success? The mean gain over the given sources with its t-interval,
+    judged by the one rule (helped/hurt only when the interval excludes zero)."""
+    verdicts = []
+    for b in dict.fromkeys(r.boost for r in boosts if r.boost != "none"):
+        gains = [r.gain for r in boosts if r.boost == b and math.isfinite(r.gain)]
+        if not gains:
+            continue
+        m, lo, hi = mean_ci(gains, proportion=False)
+        helped = sum(g > 0 for g in gains)
+        verdict = judge(f"{b} raises transfer success", m, lo, hi,
+                        f"mean gain {fmt_points(m)} points{ci_phrase((lo, hi))}, higher success for "
+                        f"{helped}/{len(gains)} sources",
+                        protocol="gain = mean transfer success over common targets of the boosted source minus "
+                                 "the source as given; t-interval across sources")
+        verdicts.append((b, verdict))
+    return verdicts
+
+
+def boost_verdict(boosts: Sequence[BoostRow]) -> str:
+    """Which boost helped, as Markdown bullet lines (see :func:`judge_boosts`)."""
+    words = {"agrees": "helped", "disagrees": "hurt", "inconclusive": "no clear effect (the interval includes 0)"}
+    lines = [f"- **{b}**: {words.get(v.outcome, v.word)}: {v.evidence}." for b, v in judge_boosts(boosts)]
+    return "\n".join(lines) if lines else "No boost was compared."
+
+
+def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) -> str:
+    """A short Markdown summary: definitions, the matrix, per-source averages with CIs, boost effects."""
+    d = result.definitions
+    s = result.settings
+    names = [t.name for t in result.targets]
+    lines = [f"Attack `{s.attack}` ({'targeted, ' + s.target_policy if s.targeted else 'untargeted'}), "
+             f"{s.num_samples} test images, seed {s.seed}.", "",
+             f"- **Target accuracy**: {d['target_accuracy']}.",
+             f"- **Eligible examples**: {d['eligible']}.",
+             f"- **Transfer success**: {d['transfer_success']}.",
+             f"- **Self pairs**: {d['self_pairs']}.", f"- **Intervals**: {d['ci']}.", "",
+             "### Sources (white-box)", "",
+             markdown_table(["source", "group", "clean acc %", "white-box success %", "95 % CI", "fooled"],
+                            [[r.name, r.group, fmt_pct(r.clean_accuracy), fmt_pct(r.whitebox_success),
+                              fmt_ci(r.whitebox_ci), r.fooled] for r in result.sources]), "",
+             "### Targets (clean)", "",
+             markdown_table(["target", "group", "clean acc %", "clean correct"],
+                            [[r.name, r.group, fmt_pct(r.clean_accuracy), r.clean_correct] for r in result.targets]),
+             "", "### Transfer success % (rows: sources, columns: targets; * = self pair)", "",
+             markdown_table(["source \\ target", *names],
+                            [[sr.name, *[_cell(p) for p in result.row(sr.name)]] for sr in result.sources]), "",
+             "### Target accuracy % on the transferred examples", "",
+             markdown_table(["source \\ target", *names],
+                            [[sr.name, *[fmt_pct(p.target_accuracy) for p in result.row(sr.name)]]
+                             for sr in result.sources]), "",
+             "### Per-source average over targets", "",
+             markdown_table(["source", "group", "targets", "mean success %", "pooled %", "pooled 95 % CI",
+                             "mean target acc %"],
+                            [[r.source, r.group, r.targets, fmt_pct(r.mean_success), fmt_pct(r.pooled_success),
+                              fmt_ci(r.pooled_ci), fmt_pct(r.mean_target_accuracy)] for r in result.per_source()]), "",
+             "### Per source group (mean over seeds of the per-source average)", "",
+             markdown_table(["source group", "sources", "mean success %", "95 % CI (t)", "mean target acc %"],
+                            [[r.group, r.sources, fmt_pct(r.mean_success), fmt_ci(r.ci),
+                              fmt_pct(r.mean_target_accuracy)] for r in result.per_source_group()])]
+    if boosts:
+        lines += ["", "### Boosts (same targets for every variant of a source)", "",
+                  markdown_table(["source", "boost", "model used", "targets", "mean success %", "pooled 95 % CI",
+                                  "gain (points)"],
+                                 [[r.source, r.boost, r.model, r.targets, fmt_pct(r.mean_success),
+                                   fmt_ci(r.pooled_ci), fmt_points(r.gain)] for r in boosts]), "",
+                  boost_verdict(boosts)]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class OutputPaths:
+    """The files :func:`write_outputs` wrote."""
+
+    json: Path
+    pairs_csv: Path
+    transfer_success_csv: Path
+    target_accuracy_csv: Path
+    transfer_success_png: Path
+    target_accuracy_png: Path
+    summary: Path
+
+    def all(self) -> list[Path]:
+        return [self.json, self.pairs_csv, self.transfer_success_csv, self.target_accuracy_csv,
+                self.transfer_success_png, self.target_accuracy_png, self.summary]
+
+
+def _csv_cell(value: Any) -> str:
+    if isinstance(value, float):
+        return "" if not math.isfinite(value) else f"{value:.6g}"
+    if isinstance(value, (tuple, list)):
+        return " ".join(_csv_cell(v) for v in value)
+    return str(value)
+
+
+def jsonable(obj: Any) -> Any:
+    """NaN -> None (strict JSON), tuples -> lists."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    return obj
+
+
+def _write_matrix_csv(path: Path, rows: Sequence[str], columns: Sequence[str],
+                      matrix: Sequence[Sequence[float]]) -> None:
+    """A matrix as CSV: a ``source`` column, then one column per target (positional, so any names work)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["source", *columns])
+    for name, values in zip(rows, matrix, strict=True):
+        writer.writerow([name, *[_csv_cell(v) for v in values]])
+    atomic_write_text(path, buf.getvalue())
+
+
+def write_outputs(result: TransferResult, out_dir: str | Path, *, boosts: Sequence[BoostRow] = (),
+                  recipe: dict[str, Any] | None = None) -> OutputPaths:
+    """Write transfer.json (with the boosts and the recipe, when given), pairs.csv, the matrix CSVs, the two
+    heat maps (PNG + SVG) and summary.md."""
+    from ..plots import plot_heatmap
+
+    layout = TransferDir(out_dir)
+    record = {**result.to_dict(), "boosts": [b.to_dict() for b in boosts]}
+    if recipe is not None:
+        record["recipe"] = recipe
+    json_path = layout.path / layout.JSON
+    atomic_write_json(json_path, jsonable(record))
+    pairs_csv = layout.path / layout.PAIRS_CSV
+    rows = []
+    for s in result.sources:
+        for p in result.row(s.name):
+            full = p.to_dict()
+            rows.append({c: _csv_cell(full[c]) for c in PAIR_COLUMNS})
+    write_csv(pairs_csv, rows, list(PAIR_COLUMNS))
+    row_names, col_names = [s.name for s in result.sources], [t.name for t in result.targets]
+    csvs, pngs = {}, {}
+    metric: PairMetric
+    for metric in ("transfer_success", "target_accuracy"):
+        matrix = result.matrix(metric)
+        csvs[metric] = layout.matrix_csv(metric)
+        _write_matrix_csv(csvs[metric], row_names, col_names, matrix)
+        pngs[metric] = plot_heatmap(matrix, row_names, col_names, layout.heatmap_stem(metric),
+                                    title=METRIC_TITLES[metric])[0]
+    summary = layout.path / layout.SUMMARY
+    atomic_write_text(summary, "# Transfer\n\n" + summary_markdown(result, boosts))
+    return OutputPaths(json=json_path, pairs_csv=pairs_csv, transfer_success_csv=csvs["transfer_success"],
+                       target_accuracy_csv=csvs["target_accuracy"], transfer_success_png=pngs["transfer_success"],
+                       target_accuracy_png=pngs["target_accuracy"], summary=summary)
+
+
+__all__ = [
+    "OutputPaths",
+    "boost_verdict",
+    "ci_phrase",
+    "fmt_ci",
+    "fmt_pct",
+    "fmt_points",
+    "judge_boosts",
+    "jsonable",
+    "summary_markdown",
+    "write_outputs",
+]
