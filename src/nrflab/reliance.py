@@ -61,7 +61,7 @@ class RelianceViews:
         return int(self.agree_y.shape[0])
 
     @classmethod
-    def from_samples(cls, views: Any, limit: int | None = None) -> "RelianceViews":
+    def from_samples(cls, views: Any, limit: int | None = None) -> RelianceViews:
         """From ``nrflab.data.planted.PlantedViews`` (numpy samples), the first ``limit`` images of each."""
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a[:limit]))  # noqa: E731
         return cls(t(views.agree.images), t(views.agree.labels), t(views.rf.images), t(views.rf.labels),
@@ -91,10 +91,10 @@ class RelianceResult:
 
 
 def _device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for t in model.buffers():
-        return t.device
+    for p in model.parameters():
+        return p.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 

@@ -16,7 +16,7 @@ predictive, a planted D_rand (RF class random, NRF = label) and a planted confli
 NRF-sufficiency (n = y, r random) and swap (r = a, n = b != a).
 
 Names: ``planted``, ``planted:preset=drand,a_n=0.2,size=16``, ``planted:rf=mnist,preset=drand`` (the
-mnist5k digit, rescaled to [0.1, 0.9], is the RF). Every parameter is recorded in ``bundle.info``.
+mnist5k digit, rescaled to [m, 1 - m] with m >= 0.1 chosen so the NRF survives clipping, is the RF). Every parameter is recorded in ``bundle.info``.
 
 Defaults and why (measured with ``generate``; see the planted experiment's docstring for training
 calibration): background pixel std 0.08 and a_r = 6 at 32 x 32 (3 at 16 x 16) keep clipping near 0.1 % of
@@ -95,6 +95,7 @@ class PlantedSpec:
     bg_std: float = 0.08
     color: float = 0.1
     noise: float = 0.0
+    margin: float | None = None
     train: int = 5000
     test: int = 1000
     seed: int = 0
@@ -103,6 +104,15 @@ class PlantedSpec:
     @property
     def rf_amplitude(self) -> float:
         return float(self.a_r) if self.a_r is not None else 6.0 * self.size / 32
+
+    @property
+    def digit_margin(self) -> float:
+        """MNIST variant: digits are rescaled to [margin, 1 - margin]; by default four standard deviations
+        of the NRF-plus-noise pixel values (at least 0.1), so an NRF of either sign survives clipping."""
+        if self.margin is not None:
+            return float(self.margin)
+        pixel_std = math.hypot(self.a_n / self.size, self.noise)
+        return float(min(0.45, max(0.1, 4 * pixel_std)))
 
     @property
     def max_shift(self) -> int:
@@ -114,7 +124,9 @@ class PlantedSpec:
         out.update(a_r=self.rf_amplitude, shift=self.max_shift)
         if self.rf == "mnist":
             out.update(channels=1, classes=10, a_r=None, rf_band=None, jitter=None, shift=None, bg_std=None,
-                       color=None)
+                       color=None, margin=self.digit_margin)
+        else:
+            out.update(margin=None)
         return out
 
 
@@ -124,7 +136,7 @@ class PlantedSpec:
 
 _FLOAT_RANGES: dict[str, tuple[float, float]] = {
     "a_r": (0.0, 100.0), "a_n": (0.0, 100.0), "p_r": (0.0, 1.0), "p_n": (0.0, 1.0), "jitter": (0.0, 0.9),
-    "bg_std": (0.0, 0.3), "color": (0.0, 0.3), "noise": (0.0, 0.5),
+    "bg_std": (0.0, 0.3), "color": (0.0, 0.3), "noise": (0.0, 0.5), "margin": (0.0, 0.45),
 }
 _INT_RANGES: dict[str, tuple[int, int]] = {
     "channels": (1, 3), "classes": (2, 100), "rf_shift": (-99, 99), "shift": (0, 8), "train": (1, 200_000),
@@ -196,6 +208,8 @@ def check_spec(spec: PlantedSpec) -> None:
     """Cross-parameter checks (one line each): sizes, band capacity, MNIST limits."""
     if spec.size not in SIZES:
         raise NrflabError(f"planted parameter size must be one of {', '.join(map(str, SIZES))}, got {spec.size}")
+    if spec.margin is not None and spec.rf != "mnist":
+        raise NrflabError("planted parameter margin applies to rf=mnist only")
     if spec.rf == "mnist":
         if spec.classes != 10 or spec.channels not in (1,):
             raise NrflabError("planted rf=mnist has 10 classes and 1 channel; drop classes/channels")
@@ -236,11 +250,13 @@ def band_mask(band: str, size: int) -> np.ndarray:
 
 def dct_images(x: np.ndarray) -> np.ndarray:
     """Orthonormal 2-D DCT over the last two axes (L2 norms are preserved)."""
-    return dctn(x, axes=(-2, -1), norm="ortho")
+    out: np.ndarray = dctn(x, axes=(-2, -1), norm="ortho")
+    return out
 
 
 def idct_images(c: np.ndarray) -> np.ndarray:
-    return idctn(c, axes=(-2, -1), norm="ortho")
+    out: np.ndarray = idctn(c, axes=(-2, -1), norm="ortho")
+    return out
 
 
 def orthonormal_templates(rng: np.random.Generator, *, classes: int, channels: int, mask: np.ndarray) -> np.ndarray:
@@ -259,7 +275,8 @@ def _scaled_band_mask(canvas: int, size: int, band: str) -> np.ndarray:
     s = np.add.outer(np.arange(size), np.arange(size))[base]
     lo, hi = s.min() * canvas / size, s.max() * canvas / size
     t = np.add.outer(np.arange(canvas), np.arange(canvas))
-    return (t >= max(1, math.floor(lo))) & (t <= math.floor(hi))
+    mask: np.ndarray = (t >= max(1, math.floor(lo))) & (t <= math.floor(hi))
+    return mask
 
 
 @dataclass(frozen=True)
@@ -364,7 +381,8 @@ def compose(spec: PlantedSpec, rng: np.random.Generator, *, labels: np.ndarray, 
         x = background(rng, n=n, spec=spec)
         m = spec.max_shift
         dy, dx = rng.integers(0, 2 * m + 1, n), rng.integers(0, 2 * m + 1, n)
-        amp = (spec.rf_amplitude * rng.uniform(1 - spec.jitter, 1 + spec.jitter, n)).astype(np.float32)
+        jitter = np.asarray(rng.uniform(1 - spec.jitter, 1 + spec.jitter, size=n), dtype=np.float64)
+        amp = (spec.rf_amplitude * jitter).astype(np.float32)
         if spec.rf_amplitude > 0:
             x += amp[:, None, None, None] * t.rf_crops32[rf_class, dy, dx]
     else:
@@ -422,6 +440,7 @@ def _mnist_digits(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     bundle = load_mnist5k()
     out = []
     for part in (bundle.train, bundle.test):
+        assert isinstance(part, ImageTensorDataset)
         x, y = part.tensors()
         if size != x.shape[-1]:
             x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
@@ -429,13 +448,14 @@ def _mnist_digits(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
         out += [x.numpy().astype(np.float64), y.numpy()]
     for arr in out:
         arr.setflags(write=False)
-    return tuple(out)  # type: ignore[return-value]
+    return out[0], out[1], out[2], out[3]
 
 
 def _generate_mnist(spec: PlantedSpec, split: str, rng: np.random.Generator) -> PlantedSample:
     """Each digit is used once (in a seeded order); its class is the RF class and the label follows from it:
     P(y = r) = p_r, else ``r - rf_shift`` or a uniform other class (the same joint law as the synthetic
-    family). Digits are rescaled to [0.1, 0.9] so an NRF of either sign survives clipping."""
+    family). Digits are rescaled to [margin, 1 - margin] (``PlantedSpec.digit_margin``: at least 0.1) so an
+    NRF of either sign survives clipping."""
     xtr, ytr, xte, yte = _mnist_digits(spec.size)
     k = spec.classes
     if split == "train":
@@ -451,13 +471,14 @@ def _generate_mnist(spec: PlantedSpec, split: str, rng: np.random.Generator) -> 
         if split == "agree":
             y, nc = r.copy(), r.copy()
         elif split == "rf":
-            y, nc = r.copy(), rng.integers(0, k, r.shape[0])
+            y, nc = r.copy(), np.asarray(rng.integers(0, k, size=r.shape[0]))
         elif split == "nrf":
-            y = rng.integers(0, k, r.shape[0])
+            y = np.asarray(rng.integers(0, k, size=r.shape[0]))
             nc = y.copy()
         else:  # swap
             y, nc = r.copy(), (r + rng.integers(1, k, r.shape[0])) % k
-    return compose(spec, rng, labels=y, rf_class=r, nrf_class=nc, base=0.1 + 0.8 * digits)
+    m = spec.digit_margin
+    return compose(spec, rng, labels=y, rf_class=r, nrf_class=nc, base=m + (1 - 2 * m) * digits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -529,7 +550,7 @@ def build_bundle(spec: PlantedSpec, *, probe_size: int | None = None) -> Dataset
 
 
 @register_dataset("planted", params=True)
-def load_planted(root=None, download: bool = False, params: dict[str, str] | None = None) -> DatasetBundle:
+def load_planted(root: object = None, download: bool = False, params: dict[str, str] | None = None) -> DatasetBundle:
     """Planted robust and non-robust features, generated from seeds (no files). See the module docstring."""
     return build_bundle(spec_from_params(dict(params or {})))
 
