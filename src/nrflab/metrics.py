@@ -4,8 +4,9 @@ and robustness of the used features (LIGS, local input-gradient similarity)."""
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Union
 
 import torch
 from torch import nn
@@ -49,11 +50,11 @@ def predict(model: nn.Module, data: Data, batch_size: int = 256) -> tuple[torch.
     preds, labels = [], []
     with frozen_model(model, "eval"):
         for x, y in batches(data, batch_size, device):
-            preds.append(model(x).argmax(1).cpu())
-            labels.append(y.cpu())
+            preds.append(model(x).argmax(1))
+            labels.append(y)
     if not preds:
         raise NrflabError("no samples to evaluate")
-    return torch.cat(preds), torch.cat(labels)
+    return torch.cat(preds).cpu(), torch.cat(labels).cpu()  # one device-to-host copy, not one per batch
 
 
 def accuracy(model: nn.Module, data: Data, batch_size: int = 256) -> float:
@@ -69,15 +70,16 @@ def robust_accuracy(model: nn.Module, data: Data, attack: Attack, batch_size: in
     caller; here the attack is run untargeted on the true labels.
     """
     device = model_device(model)
-    correct, total = 0, 0
+    correct = torch.zeros((), dtype=torch.long, device=device)  # counted on the device: no sync per batch
+    total = 0
     for x, y in batches(data, batch_size, device):
         x_adv = attack(x, y)
         with torch.no_grad(), frozen_model(model, "eval"):
-            correct += int((model(x_adv).argmax(1) == y).sum())
+            correct += (model(x_adv).argmax(1) == y).sum()
         total += y.shape[0]
     if total == 0:
         raise NrflabError("no samples to evaluate")
-    return correct / total
+    return int(correct) / total
 
 
 @dataclass
@@ -116,26 +118,47 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).float()
 
 
+LIGS_NOISE_SALT = 777
+"""The salt that keys LIGS's per-image noise (see :func:`nrflab.attacks.per_sample_noise`)."""
+
+
+def ligs_noise(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The standard-normal draw LIGS adds (times sigma) to each image of ``x``, keyed on its content.
+
+    A fixed evaluation set gets the same draw every epoch: callers that evaluate it repeatedly compute
+    this once and pass it to :func:`ligs_per_sample` as ``noise`` (hashing every image on the host
+    each epoch costs more than the gradients on a GPU)."""
+    return per_sample_noise(x, seed, "normal", salt=LIGS_NOISE_SALT)
+
+
 def ligs_per_sample(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.01, seed: int = 0, batch_size: int = 256
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.01, seed: int = 0, batch_size: int = 256,
+    *, noise: torch.Tensor | None = None,
 ) -> LigsResult:
     """Cosine similarity of the cross-entropy input gradient at x and at x + N(0, sigma^2), per sample.
 
     Exactly as the paper's code: pixel-space noise, one draw per image, no clamp, true labels, model in
     eval mode. The noise is keyed on each image's content, so results do not depend on batching.
+    ``noise`` is :func:`ligs_noise` of ``x`` for this ``seed``, precomputed (it is not checked).
     """
     if sigma < 0:
         raise NrflabError(f"sigma must be >= 0, got {sigma}")
+    if noise is not None and noise.shape != x.shape:
+        raise NrflabError(f"LIGS noise of shape {tuple(noise.shape)} for images of shape {tuple(x.shape)}")
     device = model_device(model)
     grads, logits = [], []
     with frozen_model(model, "eval"):
-        for xb, yb in batches((x, y), batch_size, device):
-            noisy = xb + sigma * per_sample_noise(xb, seed, "normal", salt=777)
+        for i in range(0, x.shape[0], batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            draw = ligs_noise(xb, seed) if noise is None else noise[i : i + batch_size].to(device=device, dtype=xb.dtype)
+            noisy = xb + sigma * draw
             g0, l0 = _ce_input_grad(model, xb, yb)
             g1, l1 = _ce_input_grad(model, noisy, yb)
-            grads.append(_cosine(g0, g1).cpu())
-            logits.append(_cosine(l0, l1).cpu())
-    return LigsResult(torch.cat(grads), torch.cat(logits))
+            grads.append(_cosine(g0, g1))  # kept on the device: one copy at the end, no sync per batch
+            logits.append(_cosine(l0, l1))
+    if not grads:
+        return LigsResult(torch.empty(0), torch.empty(0))
+    return LigsResult(torch.cat(grads).cpu(), torch.cat(logits).cpu())
 
 
 def ligs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.01, seed: int = 0, batch_size: int = 256) -> float:
@@ -167,7 +190,9 @@ __all__ = [
     "dataset_tensors",
     "evaluate_model",
     "finite_mean",
+    "LIGS_NOISE_SALT",
     "ligs",
+    "ligs_noise",
     "ligs_per_sample",
     "model_device",
     "predict",

@@ -53,7 +53,8 @@ def train(
     flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Horizontal flips in the augmentation."),
     warmup_epochs: Optional[float] = typer.Option(None, "--warmup-epochs", help="Linear learning-rate warm-up over this many epochs (multistep, cosine, constant schedules)."),
     ligs_sigma: Optional[float] = typer.Option(None, "--ligs-sigma", help="LIGS noise std (pixel scale)."),
-    eval_batch_size: Optional[int] = typer.Option(None, "--eval-batch-size", help="Batch size of the per-epoch evaluation."),
+    eval_batch_size: Optional[str] = typer.Option(None, "--eval-batch-size", help="Batch size of the per-epoch evaluation: N, or auto (256 on CPU; on CUDA the largest that fits a quarter of free memory, up to 4096)."),
+    compile_mode: Optional[str] = typer.Option(None, "--compile", help="torch.compile the model for the training steps: none, default, reduce-overhead (CUDA graphs), max-autotune, max-autotune-no-cudagraphs. Pays after its compile time on long GPU runs; evaluation stays eager fp32."),
     probe_every: Optional[int] = typer.Option(None, "--probe-every", help="Also record the dataset's probes (e.g. planted-feature reliance) every N steps of the first --probe-epochs epochs, in probes.csv."),
     probe_epochs: Optional[int] = typer.Option(None, "--probe-epochs", help="How many epochs --probe-every covers (default 1)."),
     preset: Optional[str] = typer.Option(None, "--preset", help="Dataset preset to apply (default: chosen from the dataset)."),
@@ -68,8 +69,9 @@ def train(
                  eval_size=eval_size, eval_shifted_labels=eval_shifted_labels, adv_train=adv_train, adv_eps=adv_eps,
                  adv_steps=adv_steps, adv_step_size=adv_step_size, attack_mode=attack_mode,
                  keep_checkpoints=keep_checkpoints, channels_last=channels_last, preset=preset, amp=amp, flip=flip,
-                 warmup_epochs=warmup_epochs, ligs_sigma=ligs_sigma, eval_batch_size=eval_batch_size,
-                 probe_every=probe_every, probe_epochs=probe_epochs)
+                 warmup_epochs=warmup_epochs, ligs_sigma=ligs_sigma,
+                 probe_every=probe_every, probe_epochs=probe_epochs, compile=compile_mode,
+                 eval_batch_size=_batch_size_flag(eval_batch_size))
     if milestones is not None:
         try:
             flags["milestones"] = [int(m) for m in milestones.split(",") if m.strip()]
@@ -91,6 +93,16 @@ def train(
     result = run_training(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty())
     last = result.history[-1]
     typer.echo(f"done: {result.run_dir} (clean {100 * last['clean_acc']:.1f}%); metrics in {result.run_dir / 'metrics.csv'}")
+
+
+def _batch_size_flag(text: Optional[str]) -> int | str | None:
+    """``--eval-batch-size``: ``auto`` or a whole number."""
+    if text is None or text.strip().lower() == "auto":
+        return None if text is None else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise NrflabError(f"--eval-batch-size must be auto or a whole number, got {text!r}") from None
 
 
 def _check_names(arch: str, norm: str) -> None:

@@ -8,7 +8,7 @@ recorded in a run directory, so they cannot drift apart.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -20,10 +20,11 @@ from ..validation import WIDTH_MAX, Seed
 
 ADV_TRAIN_KINDS = ("none", "targeted-l2", "pgd-linf", "pgd-l2")
 AMP_MODES = ("none", "bf16")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 #: Fields that may differ between a run and the config that resumes or reuses it: where the data and the
-#: computation live, not what is computed.
-PLACEMENT_FIELDS = ("device", "data_root")
+#: computation live and how it is scheduled, not what is computed.
+PLACEMENT_FIELDS = ("device", "data_root", "eval_batch_size", "compile")
 
 
 class TrainConfig(BaseModel):
@@ -56,7 +57,7 @@ class TrainConfig(BaseModel):
     ligs: bool = True
     ligs_sigma: float = Field(0.01, ge=0)
     eval_size: Optional[int] = Field(None, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
+    eval_batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = "auto"
     eval_shifted_labels: bool = False
     probe_every: int = Field(0, ge=0)
     probe_epochs: int = Field(1, ge=0)
@@ -68,6 +69,7 @@ class TrainConfig(BaseModel):
     keep_checkpoints: int = Field(0, ge=0)
     channels_last: bool = False
     amp: Literal["none", "bf16"] = "none"
+    compile: Literal["none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "none"
     preset: Optional[str] = None
 
     @field_validator("eval_attacks")

@@ -1,16 +1,25 @@
 """The per-epoch evaluation of a run: clean accuracy, robust accuracy per attack, LIGS, and the
-dataset's probes, on a fixed evaluation set (the same images every epoch and across twins)."""
+dataset's probes, on a fixed evaluation set (the same images every epoch and across twins).
+
+Evaluation is fp32 and in eval mode whatever the training used. On a GPU it keeps its counts on the
+device (one synchronization per epoch, not per batch), builds each attack once per run (so their CUDA
+graphs are captured once), checks the images once, draws LIGS's noise once, and takes the largest batch
+that fits when the config's evaluation batch size is ``"auto"``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from .. import accel
+from ..attacks import Attack, AttackSpec, check_images
 from ..data import DatasetBundle, Probe
-from ..metrics import dataset_tensors, ligs_per_sample
+from ..metrics import dataset_tensors, ligs_noise, ligs_per_sample
 from ..results import CLEAN, LIGS, LOGIT_SIM, SHIFTED, robust_key
 from .config import TrainConfig
 
@@ -19,10 +28,14 @@ TIMING_COLUMNS = ["epoch_time", "eval_time", "wall_time"]
 
 @dataclass(frozen=True)
 class EvalSet:
-    """The images evaluated every epoch, on the training device."""
+    """The images evaluated every epoch, on the training device (in the model's memory layout).
+
+    ``cache`` keeps what every epoch reuses: the built attacks, LIGS's noise, the resolved batch size
+    and whether the images were checked."""
 
     x: torch.Tensor
     y: torch.Tensor
+    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_bundle(cls, bundle: DatasetBundle, cfg: TrainConfig, device: torch.device) -> "EvalSet":
@@ -32,7 +45,42 @@ class EvalSet:
             idx = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[: cfg.eval_size]
             idx = idx.sort().values
             x, y = x[idx], y[idx]
-        return cls(x.to(device), y.to(device))
+        x = x.to(device)
+        if cfg.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return cls(x, y.to(device))
+
+    def attacks(self, model: nn.Module, specs: Sequence[AttackSpec], seed: int) -> list[Attack]:
+        """The attacks of ``specs`` on ``model``, built once and reused every epoch (they keep no state
+        between calls but their captured graphs; a graph is recaptured if the model's tensors move)."""
+        key = ("attacks", id(model), tuple(specs), seed)
+        cached = self.cache.get("attacks")
+        if cached is None or cached[0] != key or cached[1] is not model:
+            cached = (key, model, [spec.build(model, seed=seed) for spec in specs])
+            self.cache["attacks"] = cached
+        return cached[2]
+
+    def noise(self, seed: int) -> torch.Tensor:
+        """LIGS's per-image noise for these images (drawn once)."""
+        if self.cache.get("noise_seed") != seed:
+            self.cache["noise"] = ligs_noise(self.x, seed)
+            self.cache["noise_seed"] = seed
+        noise: torch.Tensor = self.cache["noise"]
+        return noise
+
+    def batch_size(self, value: int | str, model: nn.Module) -> int:
+        """The evaluation batch size: ``value`` if an integer, else probed once (``"auto"``)."""
+        if self.cache.get("batch_setting") != value:
+            self.cache["batch_size"] = accel.resolve_batch_size(value, model=model, sample=self.x[:1],
+                                                                total=int(self.y.shape[0]))
+            self.cache["batch_setting"] = value
+        return int(self.cache["batch_size"])
+
+    def check(self) -> None:
+        """The attacks' [0,1] check of the images, done once instead of in every attack call."""
+        if not self.cache.get("checked"):
+            check_images(self.x)
+            self.cache["checked"] = True
 
 
 def probe_columns(probes: Sequence[Probe]) -> list[str]:
@@ -74,31 +122,34 @@ def evaluate_epoch(model: nn.Module, cfg: TrainConfig, data: EvalSet, num_classe
     the probes' metrics. Always fp32 and in eval mode, whatever the training used."""
     row: dict[str, float] = {}
     specs = cfg.attack_specs()
-    correct = 0
-    robust = {s.label: 0 for s in specs}
-    shifted = 0
-    bs = cfg.eval_batch_size
+    counts = torch.zeros(2 + len(specs), dtype=torch.long, device=data.y.device)  # clean, shifted, per attack
     was_training = model.training
     model.eval()
     try:
+        bs = data.batch_size(cfg.eval_batch_size, model)
+        attacks = data.attacks(model, specs, cfg.seed)
+        if attacks:
+            data.check()
         for i in range(0, data.y.shape[0], bs):
             x, y = data.x[i: i + bs], data.y[i: i + bs]
             with torch.no_grad():
                 pred = model(x).argmax(1)
-            correct += int((pred == y).sum())
-            shifted += int((pred == (y + 1) % num_classes).sum())
-            for spec in specs:
-                x_adv = spec.build(model, seed=cfg.seed)(x, y)
+            counts[0] += (pred == y).sum()
+            counts[1] += (pred == (y + 1) % num_classes).sum()
+            for j, attack in enumerate(attacks):
+                x_adv = attack.apply(x, y, check_inputs=False)
                 with torch.no_grad():
-                    robust[spec.label] += int((model(x_adv).argmax(1) == y).sum())
+                    counts[2 + j] += (model(x_adv).argmax(1) == y).sum()
         n = data.y.shape[0]
-        row[CLEAN] = correct / n
+        totals = counts.tolist()  # the epoch's one synchronization for the counts
+        row[CLEAN] = totals[0] / n
         if cfg.eval_shifted_labels:
-            row[SHIFTED] = shifted / n
-        for label, c in robust.items():
-            row[robust_key(label)] = c / n
+            row[SHIFTED] = totals[1] / n
+        for spec, c in zip(specs, totals[2:], strict=True):
+            row[robust_key(spec.label)] = c / n
         if cfg.ligs:
-            res = ligs_per_sample(model, data.x, data.y, sigma=cfg.ligs_sigma, seed=cfg.seed, batch_size=bs)
+            res = ligs_per_sample(model, data.x, data.y, sigma=cfg.ligs_sigma, seed=cfg.seed, batch_size=bs,
+                                  noise=data.noise(cfg.seed))
             row[LIGS] = res.ligs
             row[LOGIT_SIM] = res.logit_sim
         row.update(run_probes(model, probes))

@@ -25,7 +25,8 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from ..attacks import PGD, frozen_model
+from .. import accel
+from ..attacks import PGD, check_images, frozen_model
 from ..checkpoint import load_state, read_metadata, save_model
 from ..data import DatasetBundle, ImageTensorDataset, load_dataset
 from ..errors import NrflabError
@@ -107,8 +108,15 @@ def _resolved_config(cfg: TrainConfig, bundle: DatasetBundle, device: torch.devi
             if cfg.adv_train != "none" else None,
             "numerics": {"training": "bfloat16 autocast" if cfg.amp == "bf16" else "float32",
                          "evaluation": "float32"},
+            "acceleration": {"channels_last": cfg.channels_last,
+                             "compile": accel.resolve_compile_mode(compile_setting(cfg)) or "none"},
         },
     }
+
+
+def compile_setting(cfg: TrainConfig) -> bool | str | None:
+    """The config's ``compile`` field (torch.compile of the model for the training steps), if it has one."""
+    return getattr(cfg, "compile", None)
 
 
 def run_differences(run: RunDir, cfg: TrainConfig) -> list[str]:
@@ -131,6 +139,9 @@ class Trainer:
         self.specs = cfg.attack_specs()
         if cfg.channels_last and len(self.bundle.input_shape) != 3:
             raise NrflabError("channels_last needs image inputs (C, H, W)")
+        accel.resolve_compile_mode(compile_setting(cfg))  # a bad mode fails here, before any work
+        self._step_model: Any = None  # what the training step calls: the model, or its compiled version
+        self._adv_attack: PGD | None = None
 
     # -- setup ------------------------------------------------------------------------------
     def _build_model(self) -> NrfModel:
@@ -252,13 +263,20 @@ class Trainer:
         mode = self.cfg.attack_mode
         targeted = self.cfg.adv_train == "targeted-l2"
         norm = "linf" if self.cfg.adv_train == "pgd-linf" else "l2"
-        attack = PGD(model, norm=norm, eps=eps, step_size=step, steps=steps, random_start=not targeted,
-                     targeted=targeted, mode=mode, keep_buffers=(mode == "eval"),
-                     seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
+        attack = self._adv_attack
+        if attack is None or attack.model is not model:
+            # Built once per run (its captured CUDA graphs are reused every step); only the seed changes.
+            attack = self._adv_attack = PGD(model, norm=norm, eps=eps, step_size=step, steps=steps,
+                                            random_start=not targeted, targeted=targeted, mode=mode,
+                                            keep_buffers=(mode == "eval"), seed=seed)
+        attack.seed = seed
+        # The training images were checked once (run): no per-step host sync for the [0,1] check.
         if targeted:
-            target = torch.randint(0, self.bundle.num_classes, (y.shape[0],), generator=gen).to(y.device)
-            return attack(x, target)
-        return attack(x, y)
+            draw = torch.randint(0, self.bundle.num_classes, (y.shape[0],), generator=gen)
+            (target,) = accel.to_device_async([draw], y.device)
+            return attack.apply(x, target, check_inputs=False)
+        return attack.apply(x, y, check_inputs=False)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.cfg.amp == "bf16":
@@ -269,7 +287,9 @@ class Trainer:
                      probe_history: list[dict]) -> dict[str, float]:
         cfg = self.cfg
         gen = epoch_generator(cfg.seed, epoch)
-        perm = torch.randperm(len(data), generator=gen).to(data.labels.device)
+        (perm,) = accel.to_device_async([torch.randperm(len(data), generator=gen)], data.labels.device)
+        forward = self._step_model if self._step_model is not None else model
+        mark_step = getattr(forward, "mark_step", None)
         steps = math.ceil(len(data) / cfg.batch_size)
         probing = bool(cfg.probe_every and self.probes and epoch < cfg.probe_epochs)
         model.train()
@@ -283,16 +303,18 @@ class Trainer:
             x, y = data.batch(idx)
             if cfg.augment:
                 x = augment_batch(x, gen, flip=cfg.flip)
+            if cfg.channels_last:  # before the attack too: the model's layout for every pass
+                x = x.contiguous(memory_format=torch.channels_last)
             if cfg.adv_train != "none":
                 x = self._adversarial(model, x, y, gen)
                 model.train()
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
             lr = lr_at(cfg, epoch, step, steps)
             for group in opt.param_groups:
                 group["lr"] = lr
+            if mark_step is not None:
+                mark_step()
             with self._autocast():
-                logits = model(x)
+                logits = forward(x)
                 loss = F.cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -320,7 +342,10 @@ class Trainer:
         model = self._build_model()
         opt = make_optimizer(cfg, model)
         train = TensorData.from_dataset(self.bundle.train, self.device)
+        if cfg.adv_train != "none" and train.images.is_floating_point():
+            check_images(train.images)  # once here, not in every adversarial step
         eval_set = EvalSet.from_bundle(self.bundle, cfg, self.device)
+        self._step_model = accel.training_model(model, compile_setting(cfg))
         with locked(self.out, what="run directory"):
             from_checkpoint, stash = self._claim(resume, overwrite)
             try:
