@@ -128,20 +128,27 @@ def test_every_norm_trains_a_step_and_is_recorded(mnist, tmp_path, arch, norm, w
     assert any(not torch.equal(start[k], end[k]) for k in start if k.endswith("weight"))
 
 
-def test_norms_experiment_quick_returns_three_sections_with_tables(tmp_path):
-    from nrflab.experiments import norms
+def test_norms_experiments_quick_share_one_zoo_and_write_three_sections(tmp_path):
+    from nrflab.experiments.registry import select
+    from nrflab.experiments.reproduce import run_chain
 
-    sections = norms.run(tmp_path, quick=True, seeds=(0,), progress=False)
+    selected = [(spec, spec.presets["quick"]) for spec in select("norms")]
+    result = run_chain(selected, tmp_path, progress=False)
+    sections = result.sections
     assert [s.title for s in sections] == ["Adversarial training with and without BN", "The normalization family",
                                            "Corruption robustness"]
+    runs = [k for k in result.results if "#" not in k]
+    assert len(runs) == 4  # std and AT, bn and none: one run each, shared by the three experiments
     for s in sections:
         assert isinstance(s, Section)
-        assert "|---|" in s.markdown and ": this run " in s.markdown
+        assert "|---|" in s.markdown and ": this run " in s.markdown and s.verdicts
         assert s.images and all(p.is_file() and p.suffix == ".png" for p in s.images)
     assert "| AT bn |" in sections[0].markdown and "| standard none |" in sections[0].markdown
     assert "gaussian_noise" in sections[2].markdown
-    recorded = T.read_run_config(tmp_path / "runs" / "at-bn-s0")
+    recorded = T.read_run_config(tmp_path / "norms" / "runs" / "at-bn-s0")
     assert recorded["adv_train"] == "targeted-l2" and recorded["attack_mode"] == "train"
+    assert recorded["resolved"]["dataset"]["train_size"] == 1000  # the seeded subset
     # A second call reuses every finished run and stored measurement.
-    again = norms.run(tmp_path, quick=True, seeds=(0,), progress=False)
-    assert [s.markdown for s in again] == [s.markdown for s in sections]
+    again = run_chain(selected, tmp_path, progress=False)
+    assert {r.status for r in again.results.values()} == {"reused"}
+    assert [s.markdown for s in again.sections] == [s.markdown for s in sections]

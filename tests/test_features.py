@@ -236,10 +236,19 @@ def test_cli(tmp_path, source, d_r, capsys):
 
 
 def test_experiment_quick(tmp_path):
-    from nrflab.experiments.features import run
+    from nrflab.experiments.features import QUICK, SPEC
+    from nrflab.experiments.reproduce import run_chain
 
-    sections = run(tmp_path, quick=True, progress=False)
-    md = sections[0].markdown
-    assert "| D_rand | BN |" in md and "acc vs y+1" in md and md.count(": this run ") == 2
-    assert "batch statistics: acc vs y" in md and "Finding: on D_rand, D_det" in md and "Wall time" in md
-    assert all(Path(p).is_file() for p in sections[0].images) and len(sections[0].images) == 4
+    result = run_chain([(SPEC, QUICK)], tmp_path, progress=False)
+    result.raise_for_failures()
+    section = result.sections[0]
+    md = section.markdown
+    assert "| D_rand | BN |" in md and "acc vs y+1" in md and "Built sets" in md
+    assert "(BN with batch statistics): acc vs y / vs y+1 / top-class share" in md and "Finding: on D_rand" in md
+    # Claim 5 and three conflicting-set claims under the paper's protocol, two of them again with batch statistics.
+    assert len(section.verdicts) == 7 and md.count(": this run ") == 7
+    assert sum(v.protocol.startswith("the batch-statistics protocol") for v in section.verdicts) == 3
+    assert all(Path(p).is_file() for p in section.images) and len(section.images) == 4
+    twin = json.loads((tmp_path / "features" / "runs" / "conflicting_bn_s0" / "config.json").read_text())
+    assert twin["dataset"] == str(tmp_path / "features" / "sets" / "conflicting") and twin["eval_shifted_labels"]
+    assert twin["preset"] == "mnist"  # the built set's base dataset decides the preset

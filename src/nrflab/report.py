@@ -7,21 +7,23 @@ import html
 import math
 import os
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
 
-from .io import atomic_write_text
+from .io import atomic_write_json, atomic_write_text
 from .stats import Verdict
 
 
 @dataclass
 class Section:
-    """One part of a report: a title, a Markdown body, and images (paths) shown under it."""
+    """One part of a report: a title, a Markdown body, images (paths) shown under it, and the verdicts
+    the body states (collected into the report's summary table and ``verdicts.json``)."""
 
     title: str
     markdown: str
     images: list[Path] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
 
 
 def pct(value: float | None, digits: int = 1) -> str:
@@ -46,7 +48,7 @@ def claim_line(claim: str, agrees: bool | None, evidence: str) -> str:
     return f"- {claim}: this run {verdict}. {evidence}"
 
 
-def verdict_line(verdict: "Verdict") -> str:
+def verdict_line(verdict: Verdict) -> str:
     """One sentence per judged claim (see ``nrflab.stats.judge``), protocol included."""
     word = {"agrees": "**agrees**", "disagrees": "**disagrees**", "inconclusive": "is **inconclusive**",
             "void": f"is **void** ({verdict.reason})"}[verdict.outcome]
@@ -54,11 +56,50 @@ def verdict_line(verdict: "Verdict") -> str:
     return f"- {verdict.claim}: this run {word}. {verdict.evidence}{protocol}"
 
 
-def write_report(out_dir: str | os.PathLike, title: str, sections: Sequence[Section], intro: str = "") -> tuple[Path, Path]:
-    """Write ``report.md`` (images linked) and ``report.html`` (images embedded) into ``out_dir``."""
+def verdict_table(sections: Sequence[Section]) -> str:
+    """Every typed verdict of the sections in one table: section, claim, outcome, difference and interval."""
+    rows = []
+    for s in sections:
+        for v in s.verdicts:
+            rows.append([s.title, v.claim + _protocol_note(v), _outcome_cell(v), _difference_cell(v)])
+    return markdown_table(["section", "claim", "verdict", "difference [95 % CI]"], rows) if rows else ""
+
+
+def _protocol_note(v: Verdict) -> str:
+    """`` (protocol)`` for verdicts judged under a protocol variant, so repeated claims can be told apart."""
+    name = v.protocol.split(";")[0].strip()
+    return f" *({name})*" if name and not name.startswith("the paper's protocol") and "protocol" in name else ""
+
+
+def _outcome_cell(v: Verdict) -> str:
+    return f"**void**: {v.reason}" if v.outcome == "void" else f"**{v.outcome}**"
+
+
+def _difference_cell(v: Verdict) -> str:
+    """The claim-oriented difference and interval, in the unit the evidence states ("points": x100)."""
+    if not math.isfinite(v.difference):
+        return "n/a"
+    found = re.search(r"Difference \S+ (\w+)", v.evidence)
+    unit = found.group(1) if found else ("points" if " points" in v.evidence else "")
+    scale, digits = (100.0, 1) if unit == "points" else (1.0, 3)
+    interval = (f"[{scale * v.low:.{digits}f}, {scale * v.high:.{digits}f}]"
+                if math.isfinite(v.low) and math.isfinite(v.high) else "[n/a]")
+    return f"{scale * v.difference:+.{digits}f} {interval}{' ' + unit if unit else ''}"
+
+
+def write_report(out_dir: str | os.PathLike[str], title: str, sections: Sequence[Section], intro: str = "",
+                 *, summary: bool = True) -> tuple[Path, Path]:
+    """Write ``report.md`` (images linked) and ``report.html`` (images embedded) into ``out_dir``; with
+    ``summary``, a table of every section's verdicts follows the intro and ``verdicts.json`` lists them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     md_parts = [f"# {title}", intro] if intro else [f"# {title}"]
+    table = verdict_table(sections) if summary else ""
+    if table:
+        sections = [Section("Verdicts at a glance", "Every claim judged in this report (details, protocols and "
+                            "seeds in each section). " + VERDICT_RULE + "\n\n" + table), *sections]
+        atomic_write_json(out / "verdicts.json", [{"section": s.title, **v.to_dict()} for s in sections
+                                                  for v in s.verdicts])
     for s in sections:
         md_parts.append(f"## {s.title}\n\n{s.markdown}")
         for img in s.images:
@@ -69,6 +110,13 @@ def write_report(out_dir: str | os.PathLike, title: str, sections: Sequence[Sect
     atomic_write_text(md_path, md)
     atomic_write_text(html_path, _to_html(title, intro, sections))
     return md_path, html_path
+
+
+#: The verdict rule, as reports state it.
+VERDICT_RULE = ("A claim **agrees** or **disagrees** only when the 95 % interval of the claim-oriented difference "
+                "excludes zero; otherwise it is **inconclusive**. It is **void** when a compared model did not learn "
+                "(near chance on its own training set, NaN, or one class for almost every test image) or when "
+                "models are compared at very unequal usefulness.")
 
 
 def _embed(img: Path) -> str:
@@ -102,4 +150,5 @@ def strip_markdown(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"\1", text)
 
 
-__all__ = ["Section", "claim_line", "markdown_table", "num", "pct", "strip_markdown", "verdict_line", "write_report"]
+__all__ = ["Section", "VERDICT_RULE", "claim_line", "markdown_table", "num", "pct", "strip_markdown", "verdict_line",
+           "verdict_table", "write_report"]

@@ -10,13 +10,16 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from ..errors import NrflabError
 from ..report import Section, strip_markdown, write_report
 from .app import app
+
+if TYPE_CHECKING:
+    from ..experiments.overrides import Overrides
 
 
 class _Experiments(Mapping[str, str]):
@@ -61,7 +64,7 @@ def _progress(quiet: bool) -> bool:
 
 def overrides_from_flags(*, scale: str, recipe: Optional[list[Path]], dataset: Optional[str], data_root: Optional[str],
                          arch: Optional[str], width: Optional[float], device: Optional[str], epochs: Optional[int],
-                         seed: Optional[list[int]], assignments: Optional[list[str]]):  # noqa: ANN201
+                         seed: Optional[list[int]], assignments: Optional[list[str]]) -> Overrides:
     """The command-line flags as Overrides (recipes read, flags checked)."""
     from ..experiments.overrides import Overrides, read_recipe
     from ..experiments.spec import ALL_SCALES

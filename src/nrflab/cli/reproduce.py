@@ -9,7 +9,15 @@ from typing import Optional
 import typer
 
 from .app import app
-from .experiments import BACKEND_HELP, RECIPE_HELP, SCALE_HELP, SET_HELP, _progress, overrides_from_flags, print_sections
+from .experiments import (
+    BACKEND_HELP,
+    RECIPE_HELP,
+    SCALE_HELP,
+    SET_HELP,
+    _progress,
+    overrides_from_flags,
+    print_sections,
+)
 
 
 @app.command()
@@ -37,6 +45,9 @@ def reproduce(
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="Ray: CPUs each run reserves (= its torch threads)."),
     gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="Ray: GPUs each run reserves (e.g. 1, or 0.5 to "
                                        "share)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Torch threads per run (default: all cores "
+                                          "with one worker, cores/workers with several). Runs give the same numbers "
+                                          "for the same seed and threads per run, wherever they run."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Every run's per-epoch lines (workers included)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -54,7 +65,7 @@ def reproduce(
                               device=device, epochs=epochs, seed=seed, assignments=assignments)
     result = run_reproduce(out=out, overrides=ov, only=only, workers=workers, backend=backend,  # type: ignore[arg-type]
                            ray_address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                           progress=_progress(quiet), verbose=verbose)
+                           threads=threads, progress=_progress(quiet), verbose=verbose)
     if not quiet:
         print_sections(result.sections)
     typer.echo(f"report: {out / 'report.md'} and {out / 'report.html'} ({time.perf_counter() - started:.0f} s)")

@@ -1,1 +1,13 @@
-"""Experiments of the paper, reproduced as one command each (the demo, feature sets, transfer, norms)."""
+"""The paper's experiments as typed, registered specs, and the engine that runs them.
+
+* :mod:`.spec` -- what an experiment is (settings, scale presets, runs, analysis);
+* :mod:`.registry` -- every experiment, in the order ``nrflab reproduce`` runs them;
+* :mod:`.overrides` -- settings from presets, recipe files, flags and ``--set key=value``;
+* :mod:`.engine` -- the runs as tasks with dependencies, locally in parallel or on Ray;
+* :mod:`.reproduce` -- the whole chain into one report;
+* :mod:`.guard`, :mod:`.evidence`, :mod:`.protocols` -- validity guard, per-image evidence with intervals,
+  evaluation protocols (the paper's and BN with batch statistics).
+
+Experiments: ``core`` (Figure 3), ``adversarial``, ``family`` and ``corruptions`` (sharing the
+normalization zoo of :mod:`.zoo`), ``features`` (Figures 4 and 6), ``transfer`` and ``planted``.
+"""

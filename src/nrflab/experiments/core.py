@@ -1,166 +1,174 @@
 """The core finding (paper Figure 3): a BN model and its no-normalization twin, trained with the same
-recipe and seed, recorded every epoch; the framework table and one verdict per paper claim."""
+recipe and seed, recorded every epoch; the framework table and one verdict per paper claim.
+
+Verdicts come from the final models on fixed test images (the same images for every model and seed),
+through the validity guard (:mod:`nrflab.experiments.guard`) and the one verdict rule.
+"""
 
 from __future__ import annotations
 
 import math
-import statistics
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Optional
 
-from ..plots import plot_runs, robust_column
-from ..report import Section, claim_line, markdown_table, num, pct
-from ..training import TrainConfig, make_config, read_metrics, train_or_reuse
+from pydantic import Field
 
-#: Twins whose clean accuracy differs by more than this are flagged: robustness of a model that did
-#: not learn proves nothing.
-USEFULNESS_GAP = 0.10
-
-
-@dataclass
-class DemoSettings:
-    """What the demo trains; defaults finish in a few minutes on a 2-core CPU."""
-
-    dataset: str = "mnist5k"
-    arch: str = "smallcnn"
-    width: float = 0.5
-    epochs: int = 8
-    eval_size: int = 500
-    norms: tuple[str, ...] = ("bn", "none")
-    device: str = "auto"
-
-    def config(self, norm: str, seed: int, **overrides: Any) -> TrainConfig:
-        return make_config(dataset=self.dataset, arch=self.arch, norm=norm, width=self.width, epochs=self.epochs,
-                           eval_size=self.eval_size, seed=seed, device=self.device, **overrides)
+from ..plots import plot_runs
+from ..presets import PAPER_EVAL_ATTACKS, PRESETS, preset_for
+from ..report import Section, markdown_table, num, pct, verdict_line
+from ..results import LIGS
+from ..rundir import RunDir
+from ..stats import Verdict
+from .analysis import cell, load_bundle, norm_title, tensor_mean, test_images
+from .engine import Task, TrainTask
+from .evidence import Outcomes, compare, compare_scalars, measure, measure_task
+from .guard import Health, health, named, verdict, void_reason
+from .protocols import PAPER
+from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage
 
 
-QUICK = DemoSettings(epochs=1, eval_size=64)
+class CoreSettings(ExperimentSettings):
+    """BN vs no-normalization twins (Figure 3)."""
+
+    norms: list[str] = Field(default_factory=lambda: ["bn", "none"], min_length=2, max_length=2,
+                             description="the normalization under test, then its baseline")
+    twins: Stage = Field(default_factory=Stage, description="the twins' training recipe")
+    test_size: Optional[int] = Field(default=None, ge=1, description="final models are evaluated on this many fixed test "
+                                     "images (None: all)")
+    final_attacks: Optional[list[str]] = Field(default=None, description="attacks of the final evaluation (None: the "
+                                               "dataset preset's)")
+    ligs_sigma: float = Field(default=0.01, ge=0)
 
 
-def run_dir_name(cfg: TrainConfig) -> str:
-    return f"{Path(cfg.dataset).name}-{cfg.arch}-{cfg.norm}-s{cfg.seed}"
+CPU = CoreSettings(dataset="mnist5k", arch="smallcnn", width=0.5, seeds=[0], twins=Stage(epochs=8, eval_size=500))
+QUICK = CoreSettings(dataset="mnist5k", arch="smallcnn", width=0.5, seeds=[0], twins=Stage(epochs=1, eval_size=64),
+                     test_size=200)
+PAPER_SCALE = CoreSettings(
+    dataset="cifar10", arch="resnet18", width=1.0, seeds=[1337],
+    twins=Stage(epochs=150, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+                schedule="multistep", milestones=[50, 100], gamma=0.1, augment=True, flip=True, init="torch",
+                eval_attacks=list(PAPER_EVAL_ATTACKS), ligs=True, ligs_sigma=0.01),
+    final_attacks=list(PAPER_EVAL_ATTACKS))
 
 
-def final_row(run_dir: Path) -> dict[str, float]:
-    return read_metrics(run_dir)[-1]
+def run_name(settings: CoreSettings, norm: str, seed: int) -> str:
+    return f"{Path(settings.dataset).name.replace(':', '_').replace('=', '-').replace(',', '_')}-{settings.arch}-{norm}-s{seed}"
 
 
-def mean_over(rows: Sequence[dict[str, float]], key: str) -> float:
-    vals = [r[key] for r in rows if key in r and not math.isnan(r[key])]
-    return statistics.fmean(vals) if vals else math.nan
+def _tasks(s: CoreSettings, home: Path) -> dict[tuple[str, int], TrainTask]:
+    return {(norm, seed): TrainTask(str(home / "runs" / run_name(s, norm, seed)),
+                                    s.train_config(s.twins, norm=norm, seed=seed).model_dump())
+            for norm in s.norms for seed in s.seeds}
 
 
-def spread(rows: Sequence[dict[str, float]], key: str, fmt: Callable[[float], str]) -> str:
-    """``mean (min-max)`` over seeds, or the single value."""
-    vals = [r[key] for r in rows if key in r and not math.isnan(r[key])]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return fmt(vals[0])
-    return f"{fmt(statistics.fmean(vals))} ({fmt(min(vals))} to {fmt(max(vals))})"
+def plan(s: CoreSettings, home: Path) -> list[Task]:
+    runs = list(_tasks(s, home).values())
+    return [*runs, *(measure_task(t.key, dataset=s.dataset, data_root=s.data_root, test_size=s.test_size,
+                                  attacks=final_attacks(s), ligs_sigma=s.ligs_sigma, device=s.device) for t in runs)]
 
 
-def framework_table(groups: dict[str, list[Path]]) -> tuple[str, dict[str, dict[str, float]]]:
-    """The paper's framework table (usefulness, robust usefulness, robustness) per group of runs."""
-    first = next(iter(groups.values()))[0]
-    columns = [c for c in read_metrics(first)[0] if c.startswith("robust_acc[")]
-    header = ["model", "seeds", "usefulness (clean acc)"] + [f"robust usefulness ({c[11:-1]})" for c in columns] + [
-        "robustness (LIGS)", "logit similarity"]
-    rows, means = [], {}
-    for name, runs in groups.items():
-        finals = [final_row(r) for r in runs]
-        means[name] = {k: mean_over(finals, k) for k in ["clean_acc", "ligs", "logit_sim", *columns]}
-        rows.append([name, len(runs), spread(finals, "clean_acc", pct)] + [spread(finals, c, pct) for c in columns]
-                    + [spread(finals, "ligs", num), spread(finals, "logit_sim", num)])
-    return markdown_table(header, rows), means
+def final_attacks(s: CoreSettings) -> list[str]:
+    return list(s.final_attacks) if s.final_attacks is not None else list(
+        PRESETS[preset_for(s.dataset)]["eval_attacks"])
 
 
-def usefulness_flags(means: dict[str, dict[str, float]], reference: str) -> list[str]:
-    """Warnings for models whose clean accuracy is far below the reference twin's."""
-    ref = means[reference]["clean_acc"]
-    return [f"- **flag**: {name} reaches {pct(m['clean_acc'])} clean accuracy, more than "
-            f"{100 * USEFULNESS_GAP:.0f} points below {reference} ({pct(ref)}); its robustness numbers say "
-            "little until it learns comparably." for name, m in means.items()
-            if name != reference and ref - m["clean_acc"] > USEFULNESS_GAP]
+def ligs_fall(run_dir: str | Path) -> float:
+    """How far LIGS fell from its highest value after epoch 0 to its final value."""
+    rows = RunDir(run_dir).read_metrics()
+    trained = [r[LIGS] for r in rows[1:] if not math.isnan(r.get(LIGS, math.nan))]
+    return max(trained) - trained[-1] if trained else math.nan
 
 
-def ligs_drop(run_dir: Path) -> tuple[float, float]:
-    """(highest LIGS after epoch 0, final LIGS): how far LIGS fell during training."""
-    rows = read_metrics(run_dir)
-    trained = [r["ligs"] for r in rows[1:] if not math.isnan(r.get("ligs", math.nan))]
-    return (max(trained), trained[-1]) if trained else (math.nan, math.nan)
-
-
-def higher(a: float, b: float, n: int) -> bool | None:
-    """Is accuracy ``a`` above ``b``, each measured on ``n`` images? None when the gap is within
-    1.96 standard errors of a difference of two proportions (too close to call)."""
-    se = math.sqrt(max(a * (1 - a) + b * (1 - b), 1e-12) / max(n, 1))
-    return None if abs(a - b) < 1.96 * se else a > b
-
-
-def claims(means: dict[str, dict[str, float]], groups: dict[str, list[Path]], bn: str, none: str,
-           n_eval: int) -> list[str]:
-    """One verdict per paper claim, from the BN and no-BN groups (accuracies measured on ``n_eval``
-    images per seed; gaps within sampling error are inconclusive)."""
-    b, n = means[bn], means[none]
-    n_total = n_eval * len(groups[bn])
-    rob = robust_column(list(b))
-    lines = []
-    lines.append(claim_line(
-        "Claim 1, BN raises clean accuracy", higher(b["clean_acc"], n["clean_acc"], n_total),
-        f"Clean accuracy {pct(b['clean_acc'])} with BN vs {pct(n['clean_acc'])} without."))
-    if rob:
-        lines.append(claim_line(
-            "Claim 1, BN lowers adversarial robustness", higher(n[rob], b[rob], n_total),
-            f"Robust accuracy ({rob[11:-1]}) {pct(b[rob])} with BN vs {pct(n[rob])} without."))
-    lines.append(claim_line(
-        "Claims 2-3, BN shifts the model toward non-robust features (lower LIGS)", b["ligs"] < n["ligs"],
-        f"LIGS {num(b['ligs'])} with BN vs {num(n['ligs'])} without."))
-    drops = {k: [ligs_drop(r) for r in groups[k]] for k in (bn, none)}
-    fall = {k: statistics.fmean(hi - lo for hi, lo in v) for k, v in drops.items()}
-    epochs = len(read_metrics(groups[bn][0])) - 1
-    lines.append(claim_line(
-        "Claim 4, LIGS falls during training (robust features first, then non-robust), further with BN",
-        (fall[bn] > 0 and fall[bn] > fall[none]) if epochs >= 3 else None,
-        f"LIGS fell from its peak by {fall[bn]:.3f} with BN and by {fall[none]:.3f} without."))
-    return lines
-
-
-def run(
-    out_dir: Path,
-    *,
-    quick: bool = False,
-    seeds: Sequence[int] = (0,),
-    progress: bool = True,
-    settings: DemoSettings | None = None,
-) -> list[Section]:
-    """Train the BN / no-BN twins for every seed and report the framework table and claims."""
-    settings = settings or (QUICK if quick else DemoSettings())
-    out_dir = Path(out_dir)
-    groups: dict[str, list[Path]] = {}
-    for norm in settings.norms:
-        for seed in seeds:
-            cfg = settings.config(norm, seed)
-            run_dir = out_dir / "runs" / run_dir_name(cfg)
-            groups.setdefault(f"{settings.arch}/{norm}", []).append(train_or_reuse(cfg, run_dir, progress=progress))
-    table, means = framework_table(groups)
-    names = list(groups)
-    plots = plot_runs([r for runs in groups.values() for r in runs], out_dir / "figure3_curves",
-                      title=f"{settings.dataset}: {settings.arch} with and without BN (Figure 3)")
-    bn, none = names[0], names[1] if len(names) > 1 else names[0]
+def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
+    tasks = _tasks(s, ctx.home)
+    bundle = load_bundle(s)
+    x, y = test_images(bundle, s.test_size)
+    attacks = final_attacks(s)
+    outcomes = {k: measure(t.key, x, y, attacks=attacks, ligs_sigma=s.ligs_sigma, device=s.device)
+                for k, t in tasks.items()}
+    with_norm, baseline = s.norms
+    groups = {norm: [outcomes[(norm, sd)] for sd in s.seeds] for norm in s.norms}
+    runs = {norm: [tasks[(norm, sd)].key for sd in s.seeds] for norm in s.norms}
+    rob_labels = list(next(iter(outcomes.values())).robust)
+    header = ["model", "seeds", "usefulness (clean acc)"] + [f"robust usefulness ({lab})" for lab in rob_labels] + [
+        "robustness (LIGS)"]
+    rows = []
+    for norm in s.norms:
+        o = groups[norm]
+        rows.append([f"{s.arch}/{norm}", len(o), cell([v.accuracy() for v in o], pct)]
+                    + [cell([float(v.robust_correct(lab).mean()) for v in o], pct) for lab in rob_labels]
+                    + [cell([tensor_mean(v.ligs) for v in o], num)])
+    hb = named(f"{norm_title(with_norm)} twin", [health(f"{with_norm}", r, o, num_classes=bundle.num_classes)
+                                                 for r, o in zip(runs[with_norm], groups[with_norm], strict=True)])
+    hn = named(f"{norm_title(baseline)} twin", [health(f"{baseline}", r, o, num_classes=bundle.num_classes)
+                                                for r, o in zip(runs[baseline], groups[baseline], strict=True)])
+    verdicts = claims(s, groups, runs, hb, hn, rob_labels)
+    plots = plot_runs([r for norm in s.norms for r in runs[norm]], ctx.home / "figure3_curves",
+                      title=f"{s.dataset}: {s.arch} with and without {norm_title(with_norm)} (Figure 3)")
+    n = y.shape[0]
     text = [
-        f"Dataset `{settings.dataset}`, {settings.arch} width {settings.width}, {settings.epochs} epochs, "
-        f"seeds {', '.join(map(str, seeds))}; the same recipe and seed for every model "
-        f"(recipe: `config.json` in each run directory). Evaluation on a fixed set of {settings.eval_size} test "
-        "images every epoch; values are at the last epoch (mean, and min to max over seeds).",
+        f"Dataset `{s.dataset}`, {s.arch} width {s.width}, seeds {', '.join(map(str, s.seeds))}; the same recipe "
+        f"and seed for both twins (recipe: `config.json` in each run directory; attacks of the per-epoch curves: "
+        f"the recipe's). Table and verdicts: the final models on the same {n} fixed test images, attacks "
+        f"{', '.join(f'`{a}`' for a in attacks)}, LIGS with sigma {s.ligs_sigma}; mean (min to max) over seeds.",
         "",
-        table,
-        "",
-        *usefulness_flags(means, bn),
+        markdown_table(header, rows),
         "",
         "**Paper claims**",
         "",
-        *claims(means, groups, bn, none, settings.eval_size),
+        *[verdict_line(v) for v in verdicts],
     ]
-    return [Section("Batch normalization and non-robust features (Figure 3)", "\n".join(text), [plots[0]])]
+    return [Section("Batch normalization and non-robust features (Figure 3)", "\n".join(text), [plots[0]],
+                    verdicts)]
+
+
+def claims(s: CoreSettings, groups: dict[str, list[Outcomes]], runs: dict[str, list[str]], hb: list[Health],
+           hn: list[Health], rob_labels: Sequence[str]) -> list[Verdict]:
+    """Claims 1-4 from the twins' per-image outcomes (positive differences support the claim)."""
+    with_norm, baseline = s.norms
+    b, n = groups[with_norm], groups[baseline]
+    name_b, name_n = norm_title(with_norm), norm_title(baseline)
+    proto = PAPER.title
+    out = []
+    c = compare([o.correct() for o in b], [o.correct() for o in n], seeds=s.seeds)
+    out.append(verdict(f"Claim 1, {name_b} raises clean accuracy", c,
+                       f"Clean accuracy {pct(c.a)} with {name_b} vs {pct(c.b)} with {name_n}.", protocol=proto,
+                       seeds=s.seeds, void=void_reason(learners=[*hb, *hn])))
+    guard = void_reason(learners=[*hb, *hn], comparable=[(hb, hn)])
+    if rob_labels:
+        lab = rob_labels[0]
+        c = compare([o.robust_correct(lab) for o in n], [o.robust_correct(lab) for o in b], seeds=s.seeds)
+        out.append(verdict(f"Claim 1, {name_b} lowers adversarial robustness ({lab})", c,
+                           f"Robust accuracy {pct(c.b)} with {name_b} vs {pct(c.a)} with {name_n}.", protocol=proto,
+                           seeds=s.seeds, void=guard))
+    c = compare([o.ligs_values() for o in n], [o.ligs_values() for o in b], seeds=s.seeds)
+    out.append(verdict(f"Claims 2-3, {name_b} shifts the model toward non-robust features (lower LIGS)", c,
+                       f"LIGS {num(c.b)} with {name_b} vs {num(c.a)} with {name_n}.", protocol=proto, seeds=s.seeds,
+                       void=guard, unit="LIGS"))
+    fall_b = [ligs_fall(r) for r in runs[with_norm]]
+    fall_n = [ligs_fall(r) for r in runs[baseline]]
+    c = compare_scalars(fall_b, fall_n, seeds=s.seeds)
+    out.append(verdict(f"Claim 4, LIGS falls further during training with {name_b} (robust features first, then "
+                       "non-robust)", c,
+                       f"LIGS fell from its peak after epoch 0 to its final value by "
+                       f"{', '.join(num(v) for v in fall_b)} with {name_b} and {', '.join(num(v) for v in fall_n)} "
+                       f"with {name_n} (per seed; per-epoch LIGS on each run's evaluation images).",
+                       protocol=proto, seeds=s.seeds, void=void_reason(learners=[*hb, *hn]), unit="LIGS"))
+    return out
+
+
+def run(out_dir: Path, *, scale: str = "cpu", settings: CoreSettings | None = None, progress: bool = True,
+        workers: int = 1) -> list[Section]:
+    """Train the twins (reusing finished runs) under ``out_dir`` and return the report section."""
+    from .registry import run_experiment
+
+    return run_experiment("core", Path(out_dir), scale=scale, settings=settings, progress=progress, workers=workers)
+
+
+SPEC = ExperimentSpec(
+    name="core", summary="BN vs no-BN twins: framework table, LIGS curves and claims 1-4 (Figure 3)",
+    settings_type=CoreSettings, presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK}, plan=plan,
+    analyze=analyze, home="", claims=("1", "2", "3", "4"), epoch_keys=("twins.epochs",))
+
+__all__ = ["CPU", "CoreSettings", "PAPER_SCALE", "QUICK", "SPEC", "analyze", "plan", "run"]

@@ -1,29 +1,35 @@
 """Paper claim 6 at CPU scale: robust features transfer better, so adversarial examples from sources
 without BN, and from early-stopped sources, fool other models more often.
 
-A zoo on mnist5k -- BN and no-BN models of two archs, several seeds, checkpoints kept every epoch --
+A zoo (at CPU scale on mnist5k) -- BN and no-BN models of two archs, several seeds, checkpoints kept every epoch --
 gives a full transfer matrix (PGD-Linf eps 0.1): every final model attacks every other one, and the
 kept checkpoints of every epoch attack the final models, for the success-vs-source-epoch curve.
 
 Both claims are judged by the one rule of :mod:`nrflab.stats`: agree or disagree only when the 95 %
 interval of the claim-oriented difference excludes zero (no-BN minus BN source, paired by arch and
-seed; early checkpoint minus final model, per run), otherwise inconclusive.
+seed; early checkpoint minus final model, per run), otherwise inconclusive; and through the validity
+guard: a source that did not learn, or BN and no-BN sources of very unequal usefulness, make them void.
+
+Settings (:class:`TransferExperimentSettings`) have ``cpu``, ``paper`` and ``quick`` presets like every
+registered experiment; the zoo's runs are engine tasks (trained in parallel where workers allow).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
-from ..data import ImageTensorDataset, load_dataset
+from pydantic import BaseModel, ConfigDict, Field
+
 from ..report import Section, markdown_table, verdict_line
 from ..stats import Verdict, judge, mean_ci, paired_ci
-from ..training import make_config, train_or_reuse
 from ..transfer import (
     EarlyStop,
     ModelRef,
+    OutputPaths,
     TransferResult,
     compute_matrix,
     fmt_ci,
@@ -35,6 +41,11 @@ from ..transfer import (
 from ..transfer.outputs import ci_phrase, fmt_points
 from ..transfer.results import Interval
 from ..transfer.store import open_store
+from .analysis import load_bundle, test_images
+from .engine import CallTask, Task, TrainTask, subset_bundle
+from .evidence import measure
+from .guard import Health, health, named, void_reason
+from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,48 @@ FULL = ZooSetup(archs=(("smallcnn", 0.5), ("vgg11", 0.25)), epochs=6, train_size
 QUICK = ZooSetup(archs=(("smallcnn", 0.5),), epochs=2, train_size=1000, limit=100,
                  attack="pgd-linf:eps=0.1,step=0.04,steps=5")
 EARLY_RULE = EarlyStop("frac", 0.9)
+
+
+class ZooArch(BaseModel):
+    """One more architecture of the zoo (besides the settings' ``arch``/``width``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arch: str
+    width: float = Field(gt=0)
+
+
+class TransferExperimentSettings(ExperimentSettings):
+    """The zoo (``arch`` plus ``other_archs``, each with and without BN, every seed), its checkpoints, and
+    the attack whose transfer is measured."""
+
+    other_archs: list[ZooArch] = Field(default_factory=list)
+    norms: list[str] = Field(default_factory=lambda: ["bn", "none"], min_length=2, max_length=2,
+                             description="the normalization under test, then its baseline")
+    zoo: Stage = Field(default_factory=Stage, description="the zoo's training recipe (keep_checkpoints: the "
+                       "epochs whose checkpoints attack, for the early-stopping boost)")
+    train_size: Optional[int] = Field(default=None, ge=1, description="seeded random subset of the training set")
+    limit: int = Field(default=500, ge=1, description="attacked test images")
+    attack: str = FULL.attack
+    early_stop: str = Field(default=str(EARLY_RULE), description="rule choosing the early-stopped checkpoint")
+
+
+def _zoo_stage(epochs: int) -> Stage:
+    return Stage(epochs=epochs, eval_attacks=[], ligs=False, keep_checkpoints=1)
+
+
+CPU = TransferExperimentSettings(dataset="mnist5k", arch="smallcnn", width=0.5, device="cpu", seeds=[0, 1],
+                                 other_archs=[ZooArch(arch="vgg11", width=0.25)], zoo=_zoo_stage(FULL.epochs),
+                                 limit=FULL.limit, attack=FULL.attack)
+QUICK_SETTINGS = TransferExperimentSettings(dataset="mnist5k", arch="smallcnn", width=0.5, device="cpu", seeds=[0, 1],
+                                            zoo=_zoo_stage(QUICK.epochs), train_size=QUICK.train_size,
+                                            limit=QUICK.limit, attack=QUICK.attack)
+PAPER_SCALE = TransferExperimentSettings(
+    dataset="cifar10", arch="resnet18", width=1.0, seeds=[1337, 1338],
+    zoo=Stage(epochs=150, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
+              schedule="multistep", milestones=[50, 100], gamma=0.1, augment=True, flip=True, init="torch",
+              eval_attacks=[], ligs=False, keep_checkpoints=10),
+    limit=1000, attack="pgd-linf:eps=8/255,step=2/255,steps=20")
 NO_BN_CLAIM = "RFs transfer better: adversarial examples from sources without BN transfer better"
 EARLY_CLAIM = "Early-stopped sources (mostly RFs) transfer better than the final model"
 
@@ -94,44 +147,103 @@ class EarlyVsFinal:
         return self.early - self.final
 
 
-def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), progress: bool = True) -> list[Section]:
-    """Train the zoo (reusing finished runs), compute the matrix and the early-stop curve, and report."""
-    out_dir = Path(out_dir)
-    setup = QUICK if quick else FULL
-    bundle = load_dataset("mnist5k")
-    if setup.train_size:
-        train = bundle.train
-        assert isinstance(train, ImageTensorDataset)
-        bundle = replace(bundle, train=train.subset(list(range(setup.train_size))))
-    zoo = []
-    for arch, width in setup.archs:
-        for norm in ("bn", "none"):
-            for seed in seeds:
-                run_dir = out_dir / "runs" / f"{arch}_{norm}_s{seed}"
-                cfg = make_config(dataset="mnist5k", arch=arch, norm=norm, width=width, epochs=setup.epochs,
-                                  seed=seed, eval_attacks=[], ligs=False, keep_checkpoints=1, device="cpu")
-                zoo.append(ZooRun(train_or_reuse(cfg, run_dir, progress=progress, bundle=bundle), arch, norm, seed))
+def _zoo_tasks(s: TransferExperimentSettings, home: Path) -> dict[tuple[str, str, int], TrainTask]:
+    tasks = {}
+    for zoo_arch in [ZooArch(arch=s.arch, width=s.width), *s.other_archs]:
+        common = s.model_copy(update={"arch": zoo_arch.arch, "width": zoo_arch.width})
+        for norm in s.norms:
+            for seed in s.seeds:
+                cfg = common.train_config(s.zoo, norm=norm, seed=seed)
+                tasks[(zoo_arch.arch, norm, seed)] = TrainTask(str(home / "runs" / f"{zoo_arch.arch}_{norm}_s{seed}"),
+                                                               cfg.model_dump(), train_size=s.train_size)
+    return tasks
+
+
+def plan(s: TransferExperimentSettings, home: Path) -> list[Task]:
+    """The zoo's runs, then the transfer matrix (crafting and evaluating every pair) as one task."""
+    runs = list(_zoo_tasks(s, home).values())
+    matrix = CallTask(f"{home / 'transfer'}#matrix", "nrflab.experiments.transfer:compute_transfer",
+                      {"home": str(home), "settings": s.model_dump()}, after=tuple(t.key for t in runs))
+    return [*runs, matrix]
+
+
+def compute_transfer(*, home: str, settings: dict[str, object], progress: bool = False) -> str:
+    """Compute (or complete) the transfer matrix of the zoo under ``home`` (an engine task; the analysis
+    reads the store it fills)."""
+    _matrix(TransferExperimentSettings.model_validate(settings), Path(home), progress)
+    return home
+
+
+def _matrix(s: TransferExperimentSettings, home: Path, progress: bool
+            ) -> tuple[TransferResult, TransferResult, OutputPaths, list[ZooRun], list[ModelRef], list[ModelRef]]:
+    """The full result (finals and kept checkpoints as sources), the final models' matrix and its files."""
+    tasks = _zoo_tasks(s, home)
+    bundle = subset_bundle(load_bundle(s), s.train_size, 0)
+    zoo = [ZooRun(Path(t.key), arch, norm, seed) for (arch, norm, seed), t in tasks.items()]
     finals = [resolve_model(r.path) for r in zoo]
-    earlier = [resolve_model(r.path, epoch=e) for r in zoo for e in range(1, setup.epochs)]
-    transfer_dir = out_dir / "transfer"
-    job = prepare_matrix([*finals, *earlier], finals, bundle, setup.attack, limit=setup.limit)
+    earlier = [resolve_model(r.path, epoch=e) for r in zoo for e in _kept(s)]
+    transfer_dir = home / "transfer"
+    job = prepare_matrix([*finals, *earlier], finals, bundle, s.attack, limit=s.limit)
     with open_store(transfer_dir, job.settings, resume=True, overwrite=False) as store:
         result = compute_matrix(job, store, progress=progress)
         matrix_only = result.select(f.name for f in finals)
         paths = write_outputs(matrix_only, transfer_dir)
-    curve = _epoch_curve(result, finals, earlier, setup.epochs)
-    curve_img = _plot_curve(curve, out_dir / "transfer_vs_source_epoch")
-    early = _early_vs_final(result, zoo, finals, setup.epochs)
-    protocol = (f"attack {setup.attack} (untargeted), {result.settings.num_samples} mnist5k test images, "
-                f"seeds {', '.join(map(str, seeds))}, {setup.epochs} epochs")
-    verdicts = [no_bn_claim(matrix_only, _twins(zoo, finals), protocol=protocol),
-                early_stop_claim(early, protocol=protocol)]
+    return result, matrix_only, paths, zoo, finals, earlier
+
+
+def _kept(s: TransferExperimentSettings) -> list[int]:
+    """The epochs before the last whose checkpoints the zoo keeps."""
+    every = s.zoo.keep_checkpoints or 0
+    epochs = int(s.zoo.epochs or 1)
+    return list(range(every, epochs, every)) if every else []
+
+
+def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section]:
+    """The matrix, the early-stop curve and the two claims (through the validity guard)."""
+    home = ctx.home
+    result, matrix_only, paths, zoo, finals, earlier = _matrix(s, home, ctx.progress)
+    bundle = subset_bundle(load_bundle(s), s.train_size, 0)
+    epochs = int(s.zoo.epochs or 1)
+    curve = _epoch_curve(result, finals, earlier, epochs)
+    curve_img = _plot_curve(curve, home / "transfer_vs_source_epoch")
+    early = _early_vs_final(result, zoo, finals, epochs, EarlyStop.parse(s.early_stop))
+    protocol = (f"attack {s.attack} (untargeted), {result.settings.num_samples} {s.dataset} test images, "
+                f"seeds {', '.join(map(str, s.seeds))}, {epochs} epochs")
+    healths = _source_health(s, bundle, zoo)
+    bn = [h for r, h in zip(zoo, healths, strict=True) if r.norm == s.norms[0]]
+    nobn = [h for r, h in zip(zoo, healths, strict=True) if r.norm == s.norms[1]]
+    verdicts = [_guarded(no_bn_claim(matrix_only, _twins(zoo, finals), protocol=protocol),
+                         void_reason(learners=healths, comparable=[(bn, nobn)])),
+                _guarded(early_stop_claim(early, protocol=protocol), void_reason(learners=healths))]
     return [
-        Section("Transfer matrix (BN vs no-BN sources)", _matrix_markdown(matrix_only),
+        Section("Transfer matrix (BN vs no-BN sources)", _matrix_markdown(matrix_only, s.dataset),
                 [paths.transfer_success_png, paths.target_accuracy_png]),
         Section("Early-stopped sources", _early_markdown(curve, early), [curve_img]),
-        Section("Claims: transferability", "\n".join(verdict_line(v) for v in verdicts)),
+        Section("Claims: transferability", "\n".join(verdict_line(v) for v in verdicts), verdicts=verdicts),
     ]
+
+
+def _source_health(s: TransferExperimentSettings, bundle: object, zoo: Sequence[ZooRun]) -> list[Health]:
+    x, y = test_images(bundle, s.limit)  # type: ignore[arg-type]
+    return [named(f"{r.arch}/{r.norm} seed {r.seed}", [health("source", r.path, measure(r.path, x, y, device=s.device),
+                                                              num_classes=bundle.num_classes)])[0]  # type: ignore[attr-defined]
+            for r in zoo]
+
+
+def _guarded(v: Verdict, reason: str | None) -> Verdict:
+    """``v`` made void when the validity guard found a reason."""
+    if not reason:
+        return v
+    return judge(v.claim, v.difference, v.low, v.high, v.evidence, protocol=v.protocol, void_reason=reason)
+
+
+def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), progress: bool = True,
+        settings: TransferExperimentSettings | None = None, workers: int = 1) -> list[Section]:
+    """Train the zoo (reusing finished runs), compute the matrix and the early-stop curve, and report."""
+    from .registry import run_experiment
+
+    chosen = settings or (QUICK_SETTINGS if quick else CPU).model_copy(update={"seeds": list(seeds)})
+    return run_experiment("transfer", Path(out_dir), settings=chosen, progress=progress, workers=workers)
 
 
 def _twins(zoo: Sequence[ZooRun], finals: Sequence[ModelRef]) -> list[tuple[str, str]]:
@@ -187,19 +299,19 @@ def _plot_curve(curve: list[tuple[str, list[CurvePoint]]], stem: Path) -> Path:
 
 
 def _early_vs_final(result: TransferResult, zoo: Sequence[ZooRun], finals: list[ModelRef],
-                    epochs: int) -> list[EarlyVsFinal]:
-    """Per run: the early-stopped checkpoint (rule EARLY_RULE) vs the final model, same targets."""
+                    epochs: int, rule: EarlyStop = EARLY_RULE) -> list[EarlyVsFinal]:
+    """Per run: the early-stopped checkpoint (``rule``) vs the final model, same targets."""
     per = {r.source: r.mean_success for r in result.per_source()}
     rows = []
     for run_info, final in zip(zoo, finals, strict=True):
-        epoch = EARLY_RULE.select(run_info.path)
+        epoch = rule.select(run_info.path)
         early_name = final.name if epoch == epochs else f"{final.name}@e{epoch}"
         rows.append(EarlyVsFinal(run=final.name, group=final.group, epoch=epoch, final_epoch=epochs,
                                  early=per[early_name], final=per[final.name]))
     return rows
 
 
-def _matrix_markdown(result: TransferResult) -> str:
+def _matrix_markdown(result: TransferResult, dataset: str = "mnist5k") -> str:
     clean: dict[str, list[tuple[float, float]]] = {}
     for s in result.sources:
         clean.setdefault(s.group, []).append((s.clean_accuracy, s.whitebox_success))
@@ -214,7 +326,7 @@ def _matrix_markdown(result: TransferResult) -> str:
                            [[a, *[f"{fmt_pct(c.mean)} {fmt_ci(c.ci)}" for c in row]] for a, row in zip(gm.rows, gm.cells, strict=True)])
     d = result.definitions
     settings = result.settings
-    return (f"Attack `{settings.attack}`, untargeted, {settings.num_samples} mnist5k test images; every final model attacks every "
+    return (f"Attack `{settings.attack}`, untargeted, {settings.num_samples} {dataset} test images; every final model attacks every "
             f"other (a model is never its own target).\n\n*Transfer success*: {d['transfer_success']}; *eligible*: "
             f"{d['eligible']}. *Target accuracy*: {d['target_accuracy']}.\n\n{table}\n\n"
             f"Transfer success % by source group (rows) and target group (columns), mean over model pairs "
@@ -279,3 +391,10 @@ def early_stop_claim(rows: Sequence[EarlyVsFinal], *, protocol: str = "") -> Ver
                 f"higher for {helped}/{len(gains)}.")
     base = "t-interval across runs"
     return judge(EARLY_CLAIM, g, lo, hi, evidence, protocol=f"{protocol}; {base}" if protocol else base)
+
+
+SPEC = ExperimentSpec(
+    name="transfer", summary="transfer matrix of a BN/no-BN zoo and early-stopped sources (both transfer boosts, "
+    "claim 6)", settings_type=TransferExperimentSettings,
+    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK_SETTINGS}, plan=plan, analyze=analyze,
+    home="transfer", claims=("6",), epoch_keys=("zoo.epochs",))

@@ -1,0 +1,82 @@
+"""Helpers the experiments' analyses share: the fixed test images, cells of tables over seeds, names."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..data import DatasetBundle, load_dataset
+from ..metrics import dataset_tensors
+
+#: The seed of the fixed test subset every final model is evaluated on (the same images for every model).
+TEST_SUBSET_SEED = 0
+
+NORM_TITLES = {"bn": "BN", "none": "no BN", "gn": "GN", "ln": "LN", "in": "IN", "bn-eval": "BN (eval stats only)",
+               "fixup": "Fixup"}
+
+
+def norm_title(norm: str) -> str:
+    return NORM_TITLES.get(norm, norm)
+
+
+def test_images(bundle: DatasetBundle, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed evaluation images: all test images, or a seeded random ``size`` of them (sorted)."""
+    x, y = dataset_tensors(bundle.test)
+    if size is not None and size < y.shape[0]:
+        idx = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(TEST_SUBSET_SEED))[:size].sort().values
+        x, y = x[idx], y[idx]
+    return x, y
+
+
+def load_bundle(settings: Any) -> DatasetBundle:
+    """The dataset of an experiment's settings (``dataset`` and ``data_root``)."""
+    return load_dataset(settings.dataset, root=settings.data_root)
+
+
+def cell(values: Sequence[float], fmt: Callable[[float], str]) -> str:
+    """``mean (min to max)`` over seeds, the single value, or n/a."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return fmt(vals[0])
+    return f"{fmt(statistics.fmean(vals))} ({fmt(min(vals))} to {fmt(max(vals))})"
+
+
+def finite_mean(values: Sequence[float]) -> float:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.fmean(vals) if vals else math.nan
+
+
+def tensor_mean(values: object) -> float:
+    """Mean of the finite entries of a tensor (NaN when there are none or it is not a tensor)."""
+    if not isinstance(values, torch.Tensor):
+        return math.nan
+    v = values[torch.isfinite(values)]
+    return float(v.double().mean()) if v.numel() else math.nan
+
+
+def settings_text(settings: Any) -> str:
+    """The settings as one line of ``key=value`` (stages as their set fields)."""
+    parts = []
+    for key, value in settings.model_dump(exclude_none=True).items():
+        if isinstance(value, dict):
+            value = "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items() if v is not None) + "}"
+        parts.append(f"{key}={_short(value)}")
+    return ", ".join(parts)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items() if v is not None) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v) for v in value) + "]"
+    return str(value)
+
+
+__all__ = ["NORM_TITLES", "TEST_SUBSET_SEED", "cell", "finite_mean", "load_bundle", "norm_title", "settings_text",
+           "tensor_mean", "test_images"]

@@ -1,0 +1,290 @@
+"""Per-image evidence for verdicts: what each final model does on each fixed evaluation image, and the
+intervals of the differences between models.
+
+:func:`measure` evaluates a run's final model on fixed test images under an evaluation protocol and
+keeps, per image, the prediction, correctness under each attack, and LIGS (cached in the run directory,
+recomputed when the model, the images or the settings change). :func:`compare` turns two models'
+per-image values into a difference with a 95 % interval:
+
+* with three or more seeds, the per-seed means are paired by seed (t-interval over seeds: seed-to-seed
+  variation included);
+* with fewer, the per-image values (averaged over the seeds) are paired by image (t-interval over the
+  test images: it covers which images were drawn, not which seed trained the models -- the report says so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..stats import mean_ci, paired_ci, two_proportion_ci
+from .protocols import PAPER, Protocol, predict
+
+if TYPE_CHECKING:
+    from .engine import CallTask
+
+#: Seeds from which verdicts are paired by seed instead of by image.
+MIN_SEEDS_FOR_SEED_INTERVAL = 3
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """One model on fixed evaluation images under one protocol, per image."""
+
+    protocol: str
+    labels: torch.Tensor
+    predictions: torch.Tensor
+    robust: Mapping[str, torch.Tensor] = field(default_factory=dict)
+    ligs: torch.Tensor | None = None
+    corruption: torch.Tensor | None = None
+    corruption_table: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+    def correct(self, shift: int = 0, num_classes: int | None = None) -> torch.Tensor:
+        """1.0 where the prediction is the label (``shift``: the label + shift mod C), else 0.0."""
+        target = self.labels if shift == 0 else (self.labels + shift) % int(num_classes or self.labels.max() + 1)
+        return (self.predictions == target).float()
+
+    def accuracy(self, shift: int = 0, num_classes: int | None = None) -> float:
+        return float(self.correct(shift, num_classes).mean())
+
+    def ligs_values(self) -> torch.Tensor:
+        """Per-image LIGS (all NaN when it was not measured)."""
+        return self.ligs if self.ligs is not None else torch.full((self.n,), float("nan"))
+
+    def robust_correct(self, attack: str) -> torch.Tensor:
+        return self.robust[attack].float()
+
+    def top_class(self) -> tuple[int, float]:
+        """The most frequent prediction and its share of the images."""
+        counts = torch.bincount(self.predictions)
+        k = int(counts.argmax())
+        return k, float(counts[k]) / max(self.n, 1)
+
+
+def _digest(*parts: object) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        if isinstance(p, torch.Tensor):
+            h.update(p.detach().cpu().contiguous().numpy().tobytes())
+        else:
+            h.update(json.dumps(p, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_path(run_dir: str | Path, x: torch.Tensor, y: torch.Tensor, *, protocol: Protocol,
+               attacks: Sequence[str], ligs_sigma: float | None, corruptions: Sequence[str],
+               severities: Sequence[int], seed: int) -> Path:
+    """Where :func:`measure` keeps these outcomes of the run's current final model."""
+    from ..features import sha256_file
+    from ..rundir import RunDir
+
+    if protocol.name != PAPER.name:
+        attacks, ligs_sigma, corruptions = (), None, ()
+    key = {"protocol": protocol.name, "attacks": list(attacks), "ligs_sigma": ligs_sigma, "seed": seed,
+           "corruptions": list(corruptions), "severities": list(severities), "format": 1}
+    run = RunDir(run_dir)
+    digest = _digest(key, sha256_file(run.model_path), x, y)
+    return run.path / f"outcomes_{protocol.name}_{digest}.safetensors"
+
+
+def measure(
+    run_dir: str | Path,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    protocol: Protocol = PAPER,
+    attacks: Sequence[str] = (),
+    ligs_sigma: float | None = None,
+    corruptions: Sequence[str] = (),
+    severities: Sequence[int] = (),
+    seed: int = 0,
+    device: str = "auto",
+) -> Outcomes:
+    """Per-image outcomes of the run's final model on ``(x, y)``; cached in the run directory.
+
+    Attacks and LIGS are measured only under the paper protocol (the model in eval mode); corruption
+    outcomes are the per-image accuracy averaged over every (corruption, severity) pair.
+    """
+    from ..attacks import parse_attack
+    from ..checkpoint import load_model
+    from ..io import atomic_save_tensors
+    from ..rundir import RunDir
+    from ..validation import resolve_device
+
+    run = RunDir(run_dir)
+    cache = cache_path(run_dir, x, y, protocol=protocol, attacks=attacks, ligs_sigma=ligs_sigma,
+                       corruptions=corruptions, severities=severities, seed=seed)
+    if protocol.name != PAPER.name:
+        attacks, ligs_sigma, corruptions = (), None, ()
+    if cache.is_file():
+        loaded = _load(cache, protocol.name)
+        if loaded is not None:
+            return loaded
+    dev = resolve_device(device)
+    model = load_model(run.path, dev).eval()
+    preds = predict(model, x, protocol=protocol, seed=seed)
+    tensors: dict[str, torch.Tensor] = {"labels": y.cpu().long(), "predictions": preds}
+    for text in attacks:
+        spec = parse_attack(text)
+        attack = spec.build(model, seed=seed)
+        correct = []
+        for start in range(0, x.shape[0], 256):
+            xb, yb = x[start:start + 256].to(dev), y[start:start + 256].to(dev)
+            adv = attack(xb, yb)
+            with torch.no_grad():
+                correct.append((model(adv).argmax(1) == yb).cpu())
+        tensors[f"robust::{spec.label}"] = torch.cat(correct).to(torch.uint8)
+    if ligs_sigma is not None:
+        from ..metrics import ligs_per_sample
+
+        tensors["ligs"] = ligs_per_sample(model, x.to(dev), y.to(dev), sigma=ligs_sigma, seed=seed).gradient_similarity.float()
+    table: dict[str, float] = {}
+    if corruptions:
+        from ..corruptions import corrupt
+
+        total = torch.zeros(x.shape[0])
+        for name in corruptions:
+            for severity in severities:
+                hits = []
+                for start in range(0, x.shape[0], 256):
+                    xb = corrupt(x[start:start + 256].to(dev), name, severity, seed=seed + start)
+                    with torch.no_grad():
+                        hits.append((model(xb).argmax(1).cpu() == y[start:start + 256].cpu()).float())
+                per = torch.cat(hits)
+                table[f"{name}@{severity}"] = float(per.mean())
+                total += per
+        tensors["corruption"] = total / (len(corruptions) * len(severities))
+    atomic_save_tensors(cache, tensors, {"protocol": protocol.name, "corruption_table": json.dumps(table)})
+    return _from_tensors(tensors, protocol.name, table)
+
+
+def _from_tensors(t: Mapping[str, torch.Tensor], protocol: str, table: Mapping[str, float]) -> Outcomes:
+    robust = {k.split("::", 1)[1]: v.bool() for k, v in t.items() if k.startswith("robust::")}
+    return Outcomes(protocol, t["labels"].long(), t["predictions"].long(), robust, t.get("ligs"), t.get("corruption"),
+                    dict(table))
+
+
+def _load(path: Path, protocol: str) -> Outcomes | None:
+    from ..checkpoint import load_tensors, read_metadata
+    from ..errors import NrflabError
+
+    try:
+        tensors = load_tensors(path, "evaluation cache")
+        table = json.loads(read_metadata(path).get("corruption_table", "{}"))
+    except (NrflabError, json.JSONDecodeError):
+        return None
+    return _from_tensors(tensors, protocol, table)
+
+
+def measure_run(*, run_dir: str, dataset: str, data_root: str | None, test_size: int | None,
+                protocol: str = "paper", attacks: Sequence[str] = (), ligs_sigma: float | None = None,
+                corruptions: Sequence[str] = (), severities: Sequence[int] = (), seed: int = 0, device: str = "auto",
+                progress: bool = False) -> str:
+    """:func:`measure` on the fixed test images of ``dataset`` (what an engine task calls, so the
+    evaluations of independent runs go in parallel; the analysis then reads the cache)."""
+    from ..data import load_dataset
+    from .analysis import test_images
+    from .protocols import get_protocol
+
+    x, y = test_images(load_dataset(dataset, root=data_root), test_size)
+    measure(run_dir, x, y, protocol=get_protocol(protocol), attacks=attacks, ligs_sigma=ligs_sigma,
+            corruptions=corruptions, severities=severities, seed=seed, device=device)
+    return run_dir
+
+
+def measured(*, run_dir: str, dataset: str, data_root: str | None, test_size: int | None, protocol: str = "paper",
+             attacks: Sequence[str] = (), ligs_sigma: float | None = None, corruptions: Sequence[str] = (),
+             severities: Sequence[int] = (), seed: int = 0, device: str = "auto") -> bool:
+    """Whether :func:`measure_run` with these arguments would only read its cache."""
+    from ..data import load_dataset
+    from ..rundir import RunDir
+    from .analysis import test_images
+    from .protocols import get_protocol
+
+    if not RunDir(run_dir).model_path.is_file():
+        return False
+    x, y = test_images(load_dataset(dataset, root=data_root), test_size)
+    return cache_path(run_dir, x, y, protocol=get_protocol(protocol), attacks=attacks, ligs_sigma=ligs_sigma,
+                      corruptions=corruptions, severities=severities, seed=seed).is_file()
+
+
+def measure_task(run_key: str, **kwargs: object) -> CallTask:
+    """The engine task that measures the run ``run_key`` once it has trained (see :func:`measure_run`)."""
+    from .engine import CallTask
+
+    tag = _digest(kwargs)[:10]
+    return CallTask(f"{run_key}#measure-{tag}", "nrflab.experiments.evidence:measure_run",
+                    {"run_dir": run_key, **kwargs}, after=(run_key,),
+                    done_target="nrflab.experiments.evidence:measured")
+
+
+# ---------------------------------------------------------------------------------------------
+# Differences with intervals
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``difference`` (a - b) with its 95 % interval and how the interval was made."""
+
+    difference: float
+    low: float
+    high: float
+    method: str
+    a: float = math.nan
+    b: float = math.nan
+
+
+def compare(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], *, seeds: Sequence[int],
+            what: str = "test images") -> Comparison:
+    """``mean(a) - mean(b)`` from per-image values of each seed's model (lists aligned with ``seeds``)."""
+    seed_text = ", ".join(map(str, seeds))
+    mean_a = sum(float(_finite_mean(v)) for v in a) / len(a)
+    mean_b = sum(float(_finite_mean(v)) for v in b) / len(b)
+    if len(seeds) >= MIN_SEEDS_FOR_SEED_INTERVAL:
+        d, lo, hi = paired_ci([_finite_mean(v) for v in a], [_finite_mean(v) for v in b])
+        return Comparison(d, lo, hi, f"95 % t-interval over seeds {seed_text}, paired by seed", mean_a, mean_b)
+    per_a = torch.stack([v.double() for v in a]).mean(0)
+    per_b = torch.stack([v.double() for v in b]).mean(0)
+    diffs = (per_a - per_b).tolist()
+    d, lo, hi = mean_ci(diffs, proportion=False)
+    n = sum(1 for v in diffs if math.isfinite(v))
+    return Comparison(d, lo, hi, f"95 % t-interval over {n} {what}, paired by image; seed{'s' if len(seeds) > 1 else ''} "
+                      f"{seed_text} (seed-to-seed variation not included)", mean_a, mean_b)
+
+
+def compare_scalars(a: Sequence[float], b: Sequence[float], *, seeds: Sequence[int]) -> Comparison:
+    """``a - b`` from one value per seed (paired by seed; no interval from fewer than two seeds)."""
+    d, lo, hi = paired_ci(list(a), list(b))
+    return Comparison(d, lo, hi, f"95 % t-interval over seeds {', '.join(map(str, seeds))}, paired by seed"
+                      + (" (one seed: no interval)" if len(seeds) < 2 else ""),
+                      sum(a) / len(a) if a else math.nan, sum(b) / len(b) if b else math.nan)
+
+
+def compare_proportions(p1: float, p2: float, n: int, *, what: str) -> Comparison:
+    """``p1 - p2``, two accuracies measured on ``n`` images each (a Wald interval; for two measurements on
+    the same images it is conservative)."""
+    d, lo, hi = two_proportion_ci(p1, n, p2, n)
+    return Comparison(d, lo, hi, f"95 % two-proportion interval, {n} {what} each (conservative for the same "
+                      "images)", p1, p2)
+
+
+def _finite_mean(v: torch.Tensor) -> float:
+    v = v.double()
+    v = v[torch.isfinite(v)]
+    return float(v.mean()) if v.numel() else math.nan
+
+
+__all__ = ["Comparison", "MIN_SEEDS_FOR_SEED_INTERVAL", "Outcomes", "compare", "compare_proportions",
+           "compare_scalars", "measure", "measure_run", "measure_task",
+           "measured"]

@@ -1,0 +1,266 @@
+"""An experiment's settings from a scale preset, recipe files, common flags and ``--set key=value``.
+
+Precedence, later wins: the scale's preset (``--scale``, or the scale a recipe names), the recipe file
+(``--recipe``), the common flags (``--dataset``, ``--data-root``, ``--arch``, ``--width``, ``--device``,
+``--epochs``, ``--seed``), then ``--set`` assignments with dotted keys into the settings
+(``--set twins.epochs=40``; in ``nrflab reproduce`` a key may start with the experiment's name:
+``--set features.twins.lr=0.05``). Values are read as YAML scalars (``40``, ``0.1``, ``true``, ``null``,
+``[1, 2]``); anything else stays a string. Unknown keys and wrong types are one-line errors, raised before
+anything trains.
+
+A recipe file is YAML: ``{experiment: NAME, scale: SCALE, settings: {...}}`` for one experiment (the
+settings are applied over that scale's preset), or ``{scale: SCALE, experiments: {NAME: {...}, ...}}`` for a
+chain. ``recipes/<experiment>/<scale>.yaml`` hold every preset written out in full.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from ..errors import NrflabError
+from ..io import read_yaml_mapping
+from .spec import ALL_SCALES, ExperimentSpec
+
+#: Common flags and the settings key each sets (``epochs`` sets the spec's ``epoch_keys``).
+COMMON_KEYS = ("dataset", "data_root", "arch", "width", "device", "seeds")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A recipe file: settings for one or several experiments, each over the preset of ``scale``."""
+
+    path: str
+    scale: Optional[str]
+    experiments: Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the user changes, by precedence (later wins): ``scale``'s preset, recipes, flags, assignments."""
+
+    scale: str = "cpu"
+    recipes: Sequence[Recipe] = ()
+    dataset: Optional[str] = None
+    data_root: Optional[str] = None
+    arch: Optional[str] = None
+    width: Optional[float] = None
+    device: Optional[str] = None
+    epochs: Optional[int] = None
+    seeds: Sequence[int] = ()
+    assignments: Sequence[str] = ()
+
+    def common(self) -> dict[str, Any]:
+        """The common flags that were given, as settings keys."""
+        values = {"dataset": self.dataset, "data_root": self.data_root, "arch": self.arch, "width": self.width,
+                  "device": self.device, "seeds": list(self.seeds) or None}
+        return {k: v for k, v in values.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One ``--set`` assignment: the dotted key (split) and the parsed value."""
+
+    text: str
+    keys: tuple[str, ...]
+    value: Any = field(compare=False)
+
+
+def parse_assignment(text: str) -> Assignment:
+    """``key.sub=value`` -> keys ``(key, sub)`` and the value read as a YAML scalar (else the raw string)."""
+    key, sep, raw = str(text).partition("=")
+    keys = tuple(k.strip().replace("-", "_") for k in key.strip().split("."))
+    if not sep or not all(keys):
+        raise NrflabError(f"--set needs KEY=VALUE with a dotted key (e.g. twins.epochs=40), got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, (dict, set)) or (value is not None and not isinstance(value, (str, int, float, bool, list))):
+        value = raw
+    return Assignment(str(text), keys, value)
+
+
+def read_recipe(path: str | Path) -> Recipe:
+    """Read a recipe file (see the module docstring); one-line errors for anything malformed."""
+    data = read_yaml_mapping(path, "recipe file")
+    unknown = sorted(set(data) - {"experiment", "scale", "settings", "experiments", "description"})
+    if unknown:
+        raise NrflabError(f"recipe {path}: unknown key(s) {', '.join(unknown)} (known: experiment, scale, "
+                          "settings, experiments, description)")
+    scale = data.get("scale")
+    if scale is not None and scale not in ALL_SCALES:
+        raise NrflabError(f"recipe {path}: unknown scale {scale!r}; choose one of {', '.join(ALL_SCALES)}")
+    if "experiments" in data:
+        if "experiment" in data or "settings" in data:
+            raise NrflabError(f"recipe {path}: give either experiment + settings or experiments, not both")
+        chain = data["experiments"]
+        if not isinstance(chain, dict) or not all(isinstance(v, dict) for v in chain.values()):
+            raise NrflabError(f"recipe {path}: experiments must map experiment names to settings")
+        return Recipe(str(path), scale, {str(k): dict(v) for k, v in chain.items()})
+    name = data.get("experiment")
+    if not isinstance(name, str) or not name:
+        raise NrflabError(f"recipe {path} names no experiment (add `experiment: NAME`)")
+    settings = data.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise NrflabError(f"recipe {path}: settings must be a mapping")
+    return Recipe(str(path), scale, {name: settings})
+
+
+def check_recipes(recipes: Sequence[Recipe], known: Sequence[str]) -> None:
+    """Every experiment a recipe names exists."""
+    for r in recipes:
+        for name in r.experiments:
+            if name not in known:
+                raise NrflabError(f"recipe {r.path}: unknown experiment {name!r}; choose one of {', '.join(known)}")
+
+
+def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged in (mappings merged key by key, everything else replaced)."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _assign(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
+    node = data
+    for k in keys[:-1]:
+        child = node.get(k)
+        if child is None:
+            child = node[k] = {}
+        if not isinstance(child, dict):
+            raise NrflabError(f"setting {'.'.join(keys)}: {k!r} is a value, not a group of settings")
+        node = child
+    node[keys[-1]] = value
+
+
+def scoped_assignments(spec: ExperimentSpec, assignments: Sequence[Assignment], *, chain: Sequence[str] = ()
+                       ) -> list[Assignment]:
+    """The assignments for ``spec``: those prefixed with its name (prefix removed) and the unprefixed ones
+    whose first key is one of its settings. ``chain`` lists every experiment name (for prefix detection)."""
+    fields = spec.settings_type.model_fields
+    own: list[Assignment] = []
+    for a in assignments:
+        if a.keys[0] == spec.name and len(a.keys) > 1:
+            own.append(Assignment(a.text, a.keys[1:], a.value))
+        elif a.keys[0] not in chain and a.keys[0] in fields:
+            own.append(a)
+    return own
+
+
+def check_assignments_used(specs: Sequence[ExperimentSpec], assignments: Sequence[Assignment]) -> None:
+    """Every assignment applies to at least one selected experiment."""
+    names = [s.name for s in specs]
+    for a in assignments:
+        if any(scoped_assignments(s, [a], chain=names) for s in specs):
+            continue
+        if a.keys[0] in names:
+            raise NrflabError(f"--set {a.text}: give a setting of {a.keys[0]} after its name "
+                              f"(e.g. {a.keys[0]}.seeds=[0])")
+        known = sorted({k for s in specs for k in s.settings_type.model_fields})
+        raise NrflabError(f"--set {a.text}: unknown setting {a.keys[0]!r} (known: {', '.join(known)})")
+
+
+def settings_for(spec: ExperimentSpec, overrides: Overrides, *, strict: bool = True,
+                 chain: Sequence[str] = ()) -> BaseModel:
+    """``spec``'s validated settings under ``overrides``.
+
+    ``strict``: a common flag the experiment has no setting for is an error (``nrflab experiment``);
+    otherwise it is skipped for this experiment (``nrflab reproduce`` applies flags where they fit).
+    """
+    recipes = [r for r in overrides.recipes if spec.name in r.experiments]
+    scale = next((r.scale for r in reversed(recipes) if r.scale), None) or overrides.scale
+    data = spec.preset(scale).model_dump()
+    for r in recipes:
+        data = deep_merge(data, r.experiments[spec.name])
+    fields = spec.settings_type.model_fields
+    common = overrides.common()
+    if overrides.epochs is not None:
+        if not spec.epoch_keys and strict:
+            raise NrflabError(f"experiment {spec.name!r} has no training epochs to set (--epochs)")
+        for key in spec.epoch_keys:
+            _assign(data, key.split("."), overrides.epochs)
+    for key, value in common.items():
+        if key in fields:
+            data[key] = value
+        elif strict:
+            flag = "--seed" if key == "seeds" else "--" + key.replace("_", "-")
+            raise NrflabError(f"experiment {spec.name!r} has no {key} setting ({flag} does not apply to it)")
+    parsed = [parse_assignment(a) for a in overrides.assignments]
+    own = scoped_assignments(spec, parsed, chain=chain or [spec.name])
+    if strict:
+        for a in parsed:
+            if a not in own and not (a.keys[0] == spec.name and len(a.keys) > 1):
+                raise NrflabError(f"--set {a.text}: experiment {spec.name!r} has no setting {a.keys[0]!r} "
+                                  f"(known: {', '.join(fields)})")
+    for a in own:
+        _assign(data, a.keys, a.value)
+    return validate_settings(spec, data)
+
+
+def validate_settings(spec: ExperimentSpec, data: Mapping[str, Any]) -> BaseModel:
+    """Validate ``data`` as ``spec``'s settings; the first problem as one line."""
+    try:
+        return spec.settings_type.model_validate(dict(data))
+    except ValidationError as exc:
+        raise NrflabError(f"experiment {spec.name}: {settings_error(spec.settings_type, exc)}") from None
+
+
+def settings_error(model: type[BaseModel], exc: ValidationError) -> str:
+    """``setting KEY: problem`` for the first error; unknown keys list the known ones at their level."""
+    err = exc.errors()[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    where = ".".join(loc) or "settings"
+    if err.get("type") == "extra_forbidden":
+        known = _known_keys(model, loc[:-1])
+        hint = f" (known: {', '.join(known)})" if known else ""
+        return f"unknown setting {where}{hint}"
+    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+    got = err.get("input")
+    shown = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
+    return f"setting {where}: {msg}{shown}"
+
+
+def _known_keys(model: type[BaseModel], path: Sequence[str]) -> list[str]:
+    """The field names of the settings group reached by ``path`` (mapping keys skipped), or []."""
+    annotation: Any = model
+    for key in path:
+        annotation = _strip_optional(annotation)
+        if get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]
+            continue
+        found = _model_of(annotation)
+        info = found.model_fields.get(key) if found is not None else None
+        if info is None:
+            return []
+        annotation = info.annotation
+    annotation = _strip_optional(annotation)
+    found = None if get_origin(annotation) is dict else _model_of(annotation)
+    return list(found.model_fields) if found is not None else []
+
+
+def _strip_optional(annotation: Any) -> Any:
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    return args[0] if get_origin(annotation) is not dict and len(args) == 1 and type(None) in get_args(annotation) \
+        else annotation
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+__all__ = ["Assignment", "COMMON_KEYS", "Overrides", "Recipe", "check_assignments_used", "check_recipes", "deep_merge",
+           "parse_assignment", "read_recipe", "scoped_assignments", "settings_for", "settings_error",
+           "validate_settings"]

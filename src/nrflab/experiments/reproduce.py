@@ -1,0 +1,258 @@
+"""The paper as one resumable chain: every selected experiment's runs through the engine (independent
+runs in parallel), then every analysis, into ONE report with every verdict and figure.
+
+``reproduce(out=..., overrides=Overrides(scale="paper", data_root=..., device="cuda"))`` is what
+``nrflab reproduce`` calls. The output directory is locked for the chain; each experiment lives in its
+own directory under it (the core experiment in the directory itself); the settings each experiment ran
+with are written to ``recipes/<name>.yaml`` (a recipe file ``--recipe`` reads back), the chain's plan and
+task results to ``reproduce.json``, the report to ``report.md``/``report.html`` and the verdicts to
+``verdicts.json``. Rerunning the same command reuses every finished run (same recipe only) and resumes
+interrupted ones.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from ..errors import NrflabError
+from ..io import atomic_write_json, atomic_write_text
+from ..logs import get_logger
+from ..report import Section, write_report
+from ..rundir import check_output_path, locked
+from .analysis import settings_text
+from .engine import Backend, Task, TaskResult, execute, merge_tasks
+from .overrides import Overrides, check_assignments_used, check_recipes, parse_assignment, settings_for
+from .protocols import PROTOCOLS
+from .registry import names, select
+from .spec import AnalysisContext, ExperimentSpec, Stage
+
+log = get_logger("reproduce")
+
+TITLE = "nrflab report: batch normalization and non-robust features"
+INTRO = (
+    "Reproduction of Benz, Zhang and Kweon, *Batch Normalization Increases Adversarial Vulnerability and "
+    "Decreases Adversarial Transferability: A Non-Robust Feature Perspective* (ICCV 2021) with nrflab. "
+    "Framework: **usefulness** = clean accuracy, **robust usefulness** = robust (adversarial) accuracy, "
+    "**robustness** of the used features = LIGS (local input-gradient similarity; near 1 = robust features)."
+)
+
+
+@dataclass
+class ExperimentOutcome:
+    """One experiment of a chain: its sections, or the tasks that failed."""
+
+    name: str
+    settings: BaseModel
+    sections: list[Section] = field(default_factory=list)
+    failures: list[TaskResult] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures and self.error is None
+
+
+@dataclass
+class ChainResult:
+    """What a chain produced: per-experiment outcomes and every task's result."""
+
+    out: Path
+    outcomes: list[ExperimentOutcome]
+    results: dict[str, TaskResult]
+    seconds: float = 0.0
+
+    @property
+    def sections(self) -> list[Section]:
+        return [s for o in self.outcomes for s in o.sections]
+
+    @property
+    def failed(self) -> list[ExperimentOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    def raise_for_failures(self) -> None:
+        if self.failed:
+            o = self.failed[0]
+            first = o.failures[0].error if o.failures else o.error
+            raise NrflabError(f"experiment {o.name} failed: {first}")
+
+
+def plan_chain(selected: Sequence[tuple[ExperimentSpec, BaseModel]], out: Path) -> dict[str, list[Task]]:
+    """Every experiment's tasks (validated: recipes built, conflicts between experiments refused)."""
+    plans = {spec.name: spec.plan(settings, spec.home_dir(out)) for spec, settings in selected}
+    merge_tasks([t for tasks in plans.values() for t in tasks])
+    return plans
+
+
+def run_chain(
+    selected: Sequence[tuple[ExperimentSpec, BaseModel]],
+    out: Path,
+    *,
+    workers: int = 1,
+    backend: Backend = "local",
+    ray_address: str | None = None,
+    cpus_per_run: float = 1,
+    gpus_per_run: float = 0,
+    threads: int | None = None,
+    progress: bool = True,
+    verbose: bool = False,
+    lock: bool = True,
+) -> ChainResult:
+    """Plan, run (in parallel where independent) and analyze the selected experiments under ``out``, holding
+    its lock (``lock=False``: the caller holds it)."""
+    out = check_output_path(Path(out))
+    if lock:
+        with locked(out, what="experiment directory"):
+            return run_chain(selected, out, workers=workers, backend=backend, ray_address=ray_address,
+                             cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, threads=threads,
+                             progress=progress, verbose=verbose, lock=False)
+    started = time.perf_counter()
+    plans = plan_chain(selected, out)
+    results = execute([t for tasks in plans.values() for t in tasks], workers=workers, backend=backend,
+                      ray_address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                      threads=threads, progress=progress, verbose=verbose)
+    outcomes = []
+    for spec, settings in selected:
+        t0 = time.perf_counter()
+        outcome = ExperimentOutcome(spec.name, settings)
+        outcome.failures = [results[t.key] for t in plans[spec.name] if not results[t.key].ok]
+        if not outcome.failures:
+            try:
+                outcome.sections = spec.analyze(settings, AnalysisContext(spec.home_dir(out), progress, results))
+            except NrflabError as exc:
+                outcome.error = str(exc)
+        if not outcome.ok:
+            outcome.sections = [_failed_section(spec, outcome)]
+        outcome.seconds = time.perf_counter() - t0
+        outcomes.append(outcome)
+    return ChainResult(out, outcomes, results, time.perf_counter() - started)
+
+
+def _failed_section(spec: ExperimentSpec, outcome: ExperimentOutcome) -> Section:
+    lines = [f"- `{r.key}`: {r.status}: {r.error}" for r in outcome.failures[:10]]
+    if outcome.error:
+        lines.append(f"- analysis: {outcome.error}")
+    return Section(f"{spec.summary} (not completed)",
+                   "This experiment did not complete, so it judges no claim. Fix the problem and rerun the same "
+                   "command: finished runs are reused.\n\n" + "\n".join(lines))
+
+
+def resolve_chain(only: str | Sequence[str] | None, overrides: Overrides) -> list[tuple[ExperimentSpec, BaseModel]]:
+    """The selected experiments and their validated settings (everything checked before anything runs)."""
+    specs = select(only)
+    check_recipes(overrides.recipes, names())
+    check_assignments_used(specs, [parse_assignment(a) for a in overrides.assignments])
+    return [(spec, settings_for(spec, overrides, strict=False, chain=names())) for spec in specs]
+
+
+def reproduce(
+    *,
+    out: str | Path,
+    overrides: Overrides = Overrides(),
+    only: str | Sequence[str] | None = None,
+    workers: int = 1,
+    backend: Backend = "local",
+    ray_address: str | None = None,
+    cpus_per_run: float = 1,
+    gpus_per_run: float = 0,
+    threads: int | None = None,
+    progress: bool = True,
+    verbose: bool = False,
+    title: str = TITLE,
+) -> ChainResult:
+    """The whole paper (or ``only`` some experiments) into one report under ``out``."""
+    out = check_output_path(Path(out))
+    selected = resolve_chain(only, overrides)
+    plan_chain(selected, out)  # conflicts and invalid recipes: one line, before the directory is touched
+    with locked(out, what="reproduce directory"):
+        write_recipes(out, selected, overrides.scale)
+        result = run_chain(selected, out, workers=workers, backend=backend, ray_address=ray_address,
+                           cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, threads=threads, progress=progress,
+                           verbose=verbose, lock=False)
+        sections = [*result.sections, chain_section(result, overrides.scale, selected)]
+        write_report(out, title, sections, intro(overrides.scale, selected))
+        atomic_write_json(out / "reproduce.json", manifest(result, overrides, selected, backend, workers))
+    return result
+
+
+def write_recipes(out: Path, selected: Sequence[tuple[ExperimentSpec, BaseModel]], scale: str) -> list[Path]:
+    """``recipes/<name>.yaml``: the settings each experiment runs with, as a recipe file."""
+    paths = []
+    for spec, settings in selected:
+        path = out / "recipes" / f"{spec.name}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, recipe_text(spec, settings, scale))
+        paths.append(path)
+    return paths
+
+
+def recipe_text(spec: ExperimentSpec, settings: BaseModel, scale: str, description: str | None = None) -> str:
+    """A recipe file holding ``settings`` in full (unset stage fields left out)."""
+    data: dict[str, Any] = {"experiment": spec.name, "scale": scale}
+    if description:
+        data["description"] = description
+    data["settings"] = settings_data(settings)
+    return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=110))
+
+
+def settings_data(settings: BaseModel) -> dict[str, Any]:
+    """Settings as plain data for a recipe: every field, but only the fields a training stage sets."""
+    return {name: _plain(getattr(settings, name)) for name in type(settings).model_fields}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Stage):
+        return _plain(value.fields())
+    if isinstance(value, BaseModel):
+        return {name: _plain(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def intro(scale: str, selected: Sequence[tuple[ExperimentSpec, BaseModel]]) -> str:
+    protocols = "; ".join(f"**{p.name}**: {p.description}" for p in PROTOCOLS.values())
+    notes = [spec.scale_notes[scale] for spec, _ in selected if scale in spec.scale_notes]
+    return "\n\n".join([INTRO, f"Scale `{scale}`; experiments: {', '.join(s.name for s, _ in selected)}. The settings "
+                        "each experiment ran with are in `recipes/<experiment>.yaml` (rerun with `--recipe`). "
+                        f"Evaluation protocols: {protocols}.", *notes])
+
+
+def chain_section(result: ChainResult, scale: str, selected: Sequence[tuple[ExperimentSpec, BaseModel]]) -> Section:
+    """How the chain went: tasks trained or reused, wall times, settings."""
+    counts: dict[str, int] = {}
+    for r in result.results.values():
+        counts[r.status] = counts.get(r.status, 0) + 1
+    trained = sum(r.seconds for r in result.results.values() if r.status == "finished")
+    rows = "\n".join(f"- `{o.name}`: {'completed' if o.ok else 'NOT completed'}; analysis {o.seconds:.0f} s; settings: "
+                     f"{settings_text(o.settings)}" for o in result.outcomes)
+    text = (f"{len(result.results)} tasks: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+            + f"; {trained / 60:.1f} min of task time; chain wall time {result.seconds / 60:.1f} min.\n\n{rows}")
+    return Section("The chain", text)
+
+
+def manifest(result: ChainResult, overrides: Overrides, selected: Sequence[tuple[ExperimentSpec, BaseModel]],
+             backend: str, workers: int) -> dict[str, Any]:
+    return {
+        "scale": overrides.scale,
+        "experiments": [spec.name for spec, _ in selected],
+        "backend": backend,
+        "workers": workers,
+        "seconds": result.seconds,
+        "tasks": [{"key": r.key, "status": r.status, "seconds": r.seconds, "error": r.error, "where": r.where}
+                  for r in result.results.values()],
+        "failed": [o.name for o in result.failed],
+    }
+
+
+__all__ = ["ChainResult", "ExperimentOutcome", "INTRO", "TITLE", "chain_section", "plan_chain", "recipe_text",
+           "reproduce", "resolve_chain", "run_chain", "write_recipes"]
