@@ -43,11 +43,17 @@ class Case:
 
 def cases(full_resnet18: bool, device: torch.device) -> list[Case]:
     out = [
-        Case("smallcnn w1 bn 1x28x28", create_model("smallcnn", "bn", 10, 1, width=1.0, mean=(0.1307,), std=(0.3081,), seed=0), (1, 28, 28)),
+        Case(
+            "smallcnn w1 bn 1x28x28",
+            create_model("smallcnn", "bn", 10, 1, width=1.0, mean=(0.1307,), std=(0.3081,), seed=0),
+            (1, 28, 28),
+        ),
         Case("resnet18 w0.25 bn 3x32x32", create_model("resnet18", "bn", 10, 3, width=0.25, seed=0), (3, 32, 32)),
     ]
     if full_resnet18:
-        out.append(Case("resnet18 w1 bn 3x32x32", create_model("resnet18", "bn", 10, 3, width=1.0, seed=0), (3, 32, 32)))
+        out.append(
+            Case("resnet18 w1 bn 3x32x32", create_model("resnet18", "bn", 10, 3, width=1.0, seed=0), (3, 32, 32))
+        )
     for c in out:
         c.model.to(device).eval()
     return out
@@ -75,18 +81,23 @@ def supported_variants(device: torch.device) -> list[str]:
     return ["eager", "compiled"] + (["graphs"] if device.type == "cuda" else [])
 
 
-VARIANT_ARGS = {"eager": dict(accelerate=False, cuda_graphs=False), "compiled": dict(accelerate=True, cuda_graphs=False),
-                "graphs": dict(accelerate=True, cuda_graphs=True)}
+VARIANT_ARGS = {
+    "eager": dict(accelerate=False, cuda_graphs=False),
+    "compiled": dict(accelerate=True, cuda_graphs=False),
+    "graphs": dict(accelerate=True, cuda_graphs=True),
+}
 
 
-def runners(model: nn.Module, norm: str, steps: int, variants: list[str]
-            ) -> dict[str, Callable[[torch.Tensor, torch.Tensor], object]]:
+def runners(
+    model: nn.Module, norm: str, steps: int, variants: list[str]
+) -> dict[str, Callable[[torch.Tensor, torch.Tensor], object]]:
     import torchattacks
 
     eps, step = SETTINGS[norm]
     ta_cls = torchattacks.PGD if norm == "linf" else torchattacks.PGDL2
     out: dict[str, Callable[[torch.Tensor, torch.Tensor], object]] = {
-        "nrflab": PGD(model, norm=norm, eps=eps, step_size=step, steps=steps)}
+        "nrflab": PGD(model, norm=norm, eps=eps, step_size=step, steps=steps)
+    }
     for v in variants:
         out[v] = PGD(model, norm=norm, eps=eps, step_size=step, steps=steps, **VARIANT_ARGS[v])
     out["torchattacks"] = ta_cls(model, eps=eps, alpha=step, steps=steps, random_start=False)
@@ -110,8 +121,16 @@ def timed(fn: Callable[[], object], device: torch.device, clock: str = "wall") -
     return now() - start
 
 
-def measure(case: Case, norm: str, batch_size: int, steps: int, repeats: int, device: torch.device,
-            variants: list[str], clock: str = "wall") -> dict[str, float]:
+def measure(
+    case: Case,
+    norm: str,
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    device: torch.device,
+    variants: list[str],
+    clock: str = "wall",
+) -> dict[str, float]:
     """Median images/s of each runner, the median of the paired (same-repeat) speed ratios, and each
     variant's largest difference from the eager examples.
 
@@ -126,7 +145,7 @@ def measure(case: Case, norm: str, batch_size: int, steps: int, repeats: int, de
     names = list(run)
     times: dict[str, list[float]] = {k: [] for k in run}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             times[name].append(timed(lambda fn=run[name]: fn(x, y), device, clock))
     out = {name: batch_size / statistics.median(ts) for name, ts in times.items()}
     for name in ["nrflab", *variants]:
@@ -144,12 +163,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--variants", default=None,
-                        help="comma-separated PGD variants besides the default (eager, compiled, graphs); "
-                             "default: eager on a CPU (compiling takes a minute there), all on CUDA")
+    parser.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated PGD variants besides the default (eager, compiled, graphs); "
+        "default: eager on a CPU (compiling takes a minute there), all on CUDA",
+    )
     parser.add_argument("--full-resnet18", action="store_true", help="also time ResNet-18 at full width (slow on CPU)")
-    parser.add_argument("--clock", choices=list(CLOCKS), default="wall",
-                        help="wall time, or process CPU time (a CPU shared with other work; use --threads 1)")
+    parser.add_argument(
+        "--clock",
+        choices=list(CLOCKS),
+        default="wall",
+        help="wall time, or process CPU time (a CPU shared with other work; use --threads 1)",
+    )
     args = parser.parse_args()
     if args.clock == "process" and args.device != "cpu":
         parser.error("--clock process measures CPU time: use it with --device cpu")
@@ -161,23 +187,35 @@ def main() -> None:
     else:
         variants = [v for v in args.variants.split(",") if v in offered]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {args.threads} thread(s)"
-    print(f"PGD, {args.steps} steps, batch {args.batch_size}, {name}, torch {torch.__version__}; median of "
-          f"{args.repeats} (images per {args.clock}-clock second); variants: nrflab (device default){''.join(', ' + v for v in variants)}")
+    print(
+        f"PGD, {args.steps} steps, batch {args.batch_size}, {name}, torch {torch.__version__}; median of "
+        f"{args.repeats} (images per {args.clock}-clock second); variants: nrflab (device default){''.join(', ' + v for v in variants)}"
+    )
     runner_names = ["nrflab", *variants]
-    header = (f"{'model':<27} {'norm':<5} " + " ".join(f"{n:>9}" for n in runner_names)
-              + f" {'torchatt':>9} {'limit':>9} " + " ".join(f"{n + '/ta':>12} {n + '/limit':>15}" for n in runner_names))
+    header = (
+        f"{'model':<27} {'norm':<5} "
+        + " ".join(f"{n:>9}" for n in runner_names)
+        + f" {'torchatt':>9} {'limit':>9} "
+        + " ".join(f"{n + '/ta':>12} {n + '/limit':>15}" for n in runner_names)
+    )
     print(header)
     print("-" * len(header))
     diffs = []
     for case in cases(args.full_resnet18, device):
         for norm in ("linf", "l2"):
             r = measure(case, norm, args.batch_size, args.steps, args.repeats, device, variants, args.clock)
-            print(f"{case.name:<27} {norm:<5} " + " ".join(f"{r[n]:>9.0f}" for n in runner_names)
-                  + f" {r['torchattacks']:>9.0f} {r['limit']:>9.0f} "
-                  + " ".join(f"{r[n + '/ta']:>12.2f} {r[n + '/limit']:>15.2f}" for n in runner_names), flush=True)
+            print(
+                f"{case.name:<27} {norm:<5} "
+                + " ".join(f"{r[n]:>9.0f}" for n in runner_names)
+                + f" {r['torchattacks']:>9.0f} {r['limit']:>9.0f} "
+                + " ".join(f"{r[n + '/ta']:>12.2f} {r[n + '/limit']:>15.2f}" for n in runner_names),
+                flush=True,
+            )
             diffs += [f"{case.name} {norm} {n}: {r[n + '/diff']:.2g}" for n in runner_names if n + "/diff" in r]
-    print("ratios: median over repeats of the paired speed ratio (1.00 = as fast; x/limit > 1 is possible only "
-          "where the limit itself is launch-bound: it is a plain eager loop)")
+    print(
+        "ratios: median over repeats of the paired speed ratio (1.00 = as fast; x/limit > 1 is possible only "
+        "where the limit itself is launch-bound: it is a plain eager loop)"
+    )
     if diffs:
         print("largest |x_adv - x_adv(eager)|: " + "; ".join(diffs))
 

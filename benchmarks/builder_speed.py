@@ -31,8 +31,11 @@ from nrflab.features import build_dataset
 from nrflab.models import create_model
 from nrflab.validation import resolve_device
 
-VARIANT_ARGS = {"default": {}, "eager": dict(accelerate=False, cuda_graphs=False),
-                "graphs": dict(accelerate=True, cuda_graphs=True)}
+VARIANT_ARGS = {
+    "default": {},
+    "eager": dict(accelerate=False, cuda_graphs=False),
+    "graphs": dict(accelerate=True, cuda_graphs=True),
+}
 
 
 @contextlib.contextmanager
@@ -73,13 +76,33 @@ def limit_rate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, steps: 
     return x.shape[0] * batches * steps / (time.perf_counter() - t0)
 
 
-def builder_rate(kind: str, ckpt: Path, dataset: str, images: int, steps: int, batch_size: int, device: str,
-                 work: Path, variant: str = "default") -> float:
+def builder_rate(
+    kind: str,
+    ckpt: Path,
+    dataset: str,
+    images: int,
+    steps: int,
+    batch_size: int,
+    device: str,
+    work: Path,
+    variant: str = "default",
+) -> float:
     with pgd_defaults(**VARIANT_ARGS[variant]):
         _sync(torch.device(device))
         t0 = time.perf_counter()
-        build_dataset(kind, ckpt, dataset, work / kind, steps=steps, limit=images, batch_size=batch_size,
-                      shard_size=images, device=device, overwrite=True, progress=False)
+        build_dataset(
+            kind,
+            ckpt,
+            dataset,
+            work / kind,
+            steps=steps,
+            limit=images,
+            batch_size=batch_size,
+            shard_size=images,
+            device=device,
+            overwrite=True,
+            progress=False,
+        )
         _sync(torch.device(device))
     return images * steps / (time.perf_counter() - t0)
 
@@ -100,8 +123,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     bundle = load_dataset(args.dataset)
-    model = create_model(args.arch, args.norm, bundle.num_classes, bundle.in_channels, width=args.width,
-                         mean=bundle.mean, std=bundle.std, input_shape=bundle.input_shape, seed=0).to(dev).eval()
+    model = (
+        create_model(
+            args.arch,
+            args.norm,
+            bundle.num_classes,
+            bundle.in_channels,
+            width=args.width,
+            mean=bundle.mean,
+            std=bundle.std,
+            input_shape=bundle.input_shape,
+            seed=0,
+        )
+        .to(dev)
+        .eval()
+    )
     x, y = bundle.train.tensors()
     x, y = x[: args.batch_size].to(dev), y[: args.batch_size].to(dev)
     batches = -(-args.images // args.batch_size)
@@ -114,24 +150,39 @@ def main() -> None:
         limit_rate(model, x, y, 2, 1)  # warm-up
         for kind in ("d_rand", "d_nr"):  # warm-up of every variant (compilation, capture, first allocations)
             for v in variants:
-                builder_rate(kind, ckpt, args.dataset, min(args.images, args.batch_size), 2, args.batch_size,
-                             str(dev), work, v)
+                builder_rate(
+                    kind, ckpt, args.dataset, min(args.images, args.batch_size), 2, args.batch_size, str(dev), work, v
+                )
         rows = []
         for kind in ("d_rand", "d_det", "d_nr"):
             lim = limit_rate(model, x, y, args.steps, batches)
-            got = {v: builder_rate(kind, ckpt, args.dataset, args.images, args.steps, args.batch_size, str(dev),
-                                   work, v) for v in variants}
+            got = {
+                v: builder_rate(kind, ckpt, args.dataset, args.images, args.steps, args.batch_size, str(dev), work, v)
+                for v in variants
+            }
             rows.append((kind, got, lim))
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu, {torch.get_num_threads()} thread(s)"
-    print(f"{name}, torch {torch.__version__}, {args.arch} width {args.width} {args.norm}, "
-          f"{args.images} images x {args.steps} steps, batch {args.batch_size} (images x steps / s)")
-    print(f"{'builder':<10} " + " ".join(f"{v:>10}" for v in variants) + f" {'limit':>10} "
-          + " ".join(f"{v + '/limit':>14}" for v in variants))
+    print(
+        f"{name}, torch {torch.__version__}, {args.arch} width {args.width} {args.norm}, "
+        f"{args.images} images x {args.steps} steps, batch {args.batch_size} (images x steps / s)"
+    )
+    print(
+        f"{'builder':<10} "
+        + " ".join(f"{v:>10}" for v in variants)
+        + f" {'limit':>10} "
+        + " ".join(f"{v + '/limit':>14}" for v in variants)
+    )
     for kind, got, lim in rows:
-        print(f"{kind:<10} " + " ".join(f"{got[v]:>10.0f}" for v in variants) + f" {lim:>10.0f} "
-              + " ".join(f"{got[v] / lim:>14.2f}" for v in variants))
-    print("default = the device's defaults (CPU: eager; CUDA: compiled update, graphs for the built-in loss); "
-          "d_nr inverts the representation, so its model pass skips the linear head; the limit is the full model")
+        print(
+            f"{kind:<10} "
+            + " ".join(f"{got[v]:>10.0f}" for v in variants)
+            + f" {lim:>10.0f} "
+            + " ".join(f"{got[v] / lim:>14.2f}" for v in variants)
+        )
+    print(
+        "default = the device's defaults (CPU: eager; CUDA: compiled update, graphs for the built-in loss); "
+        "d_nr inverts the representation, so its model pass skips the linear head; the limit is the full model"
+    )
 
 
 if __name__ == "__main__":

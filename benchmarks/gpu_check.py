@@ -40,32 +40,165 @@ def benchmark_steps(device: str, smoke: bool, extended: bool = False) -> list[tu
     py = [sys.executable]
     if smoke:
         return [
-            ("attack_speed", [*py, str(HERE / "attack_speed.py"), "--device", device, "--repeats", "1",
-                              "--batch-size", "8", "--steps", "2"], 300),
-            ("builder_speed", [*py, str(HERE / "builder_speed.py"), "--device", device, "--images", "32",
-                               "--steps", "2", "--batch-size", "32"], 300),
-            ("paper_scale", [*py, str(HERE / "paper_scale.py"), "--device", device, "--quick", "--width", "0.125",
-                             "--norms", "bn,none", "--train-size", "32", "--test-size", "16", "--build-images", "2",
-                             "--build-steps", "2"], 600),
+            (
+                "attack_speed",
+                [
+                    *py,
+                    str(HERE / "attack_speed.py"),
+                    "--device",
+                    device,
+                    "--repeats",
+                    "1",
+                    "--batch-size",
+                    "8",
+                    "--steps",
+                    "2",
+                ],
+                300,
+            ),
+            (
+                "builder_speed",
+                [
+                    *py,
+                    str(HERE / "builder_speed.py"),
+                    "--device",
+                    device,
+                    "--images",
+                    "32",
+                    "--steps",
+                    "2",
+                    "--batch-size",
+                    "32",
+                ],
+                300,
+            ),
+            (
+                "paper_scale",
+                [
+                    *py,
+                    str(HERE / "paper_scale.py"),
+                    "--device",
+                    device,
+                    "--quick",
+                    "--width",
+                    "0.125",
+                    "--norms",
+                    "bn,none",
+                    "--train-size",
+                    "32",
+                    "--test-size",
+                    "16",
+                    "--build-images",
+                    "2",
+                    "--build-steps",
+                    "2",
+                ],
+                600,
+            ),
         ]
     steps = [
-        ("attack_speed", [*py, str(HERE / "attack_speed.py"), "--device", device, "--full-resnet18", "--repeats", "3",
-                          "--batch-size", "128"], 150),
-        ("builder_speed", [*py, str(HERE / "builder_speed.py"), "--device", device, "--steps", "100", "--images",
-                           "4000", "--batch-size", "1000"], 90),
-        ("train_speed", [*py, str(HERE / "train_speed.py"), "--device", device, "--cifar-resnet18", "--epochs", "2",
-                         "--repeats", "2"], 90),
-        ("train_speed_cl_aug", [*py, str(HERE / "train_speed.py"), "--device", device, "--cifar-resnet18", "--epochs",
-                                "2", "--repeats", "2", "--channels-last", "--augment"], 90),
+        (
+            "attack_speed",
+            [
+                *py,
+                str(HERE / "attack_speed.py"),
+                "--device",
+                device,
+                "--full-resnet18",
+                "--repeats",
+                "3",
+                "--batch-size",
+                "128",
+            ],
+            150,
+        ),
+        (
+            "builder_speed",
+            [
+                *py,
+                str(HERE / "builder_speed.py"),
+                "--device",
+                device,
+                "--steps",
+                "100",
+                "--images",
+                "4000",
+                "--batch-size",
+                "1000",
+            ],
+            90,
+        ),
+        (
+            "train_speed",
+            [
+                *py,
+                str(HERE / "train_speed.py"),
+                "--device",
+                device,
+                "--cifar-resnet18",
+                "--epochs",
+                "2",
+                "--repeats",
+                "2",
+            ],
+            90,
+        ),
+        (
+            "train_speed_cl_aug",
+            [
+                *py,
+                str(HERE / "train_speed.py"),
+                "--device",
+                device,
+                "--cifar-resnet18",
+                "--epochs",
+                "2",
+                "--repeats",
+                "2",
+                "--channels-last",
+                "--augment",
+            ],
+            90,
+        ),
         ("paper_scale", [*py, str(HERE / "paper_scale.py"), "--device", device, "--train-size", "10000"], 240),
     ]
     if extended:
         steps += [
-            ("attack_speed_b1024", [*py, str(HERE / "attack_speed.py"), "--device", device, "--repeats", "3",
-                                    "--batch-size", "1024", "--variants", "eager,graphs"], 90),
-            ("train_speed_compiled", [*py, str(HERE / "train_speed.py"), "--device", device, "--cifar-resnet18",
-                                      "--epochs", "3", "--repeats", "1", "--channels-last", "--augment", "--compile",
-                                      "default"], 180),
+            (
+                "attack_speed_b1024",
+                [
+                    *py,
+                    str(HERE / "attack_speed.py"),
+                    "--device",
+                    device,
+                    "--repeats",
+                    "3",
+                    "--batch-size",
+                    "1024",
+                    "--variants",
+                    "eager,graphs",
+                ],
+                90,
+            ),
+            (
+                "train_speed_compiled",
+                [
+                    *py,
+                    str(HERE / "train_speed.py"),
+                    "--device",
+                    device,
+                    "--cifar-resnet18",
+                    "--epochs",
+                    "3",
+                    "--repeats",
+                    "1",
+                    "--channels-last",
+                    "--augment",
+                    "--compile",
+                    "default",
+                ],
+                180,
+            ),
         ]
     return steps
 
@@ -100,8 +233,11 @@ def check_attacks(device: torch.device, report: Callable[[str, bool, str], None]
             graphed_eager = PGD(model, accelerate=False, cuda_graphs=True, **kw)
             out1, out2 = graphed_eager(x, y), graphed_eager(x, y)
             d = max(_diff(out1, eager), _diff(out2, eager))
-            report(f"graphs (eager update) == eager, {arch} {norm}", d <= allowed and bool(graphed_eager._graphs),
-                   f"max diff {d:.3g}, captured {bool(graphed_eager._graphs)}{where}")
+            report(
+                f"graphs (eager update) == eager, {arch} {norm}",
+                d <= allowed and bool(graphed_eager._graphs),
+                f"max diff {d:.3g}, captured {bool(graphed_eager._graphs)}{where}",
+            )
             compiled = PGD(model, accelerate=True, cuda_graphs=False, **kw)(x, y)
             d = _diff(compiled, eager)
             limit = allowed if norm == "linf" else max(1e-4, allowed)
@@ -109,8 +245,11 @@ def check_attacks(device: torch.device, report: Callable[[str, bool, str], None]
             default = PGD(model, **kw)
             both = default(x, y)
             d = _diff(both, compiled)
-            report(f"default (compiled + graphs) == compiled, {arch} {norm}", d <= allowed and bool(default._graphs),
-                   f"max diff {d:.3g}, captured {bool(default._graphs)}{where}")
+            report(
+                f"default (compiled + graphs) == compiled, {arch} {norm}",
+                d <= allowed and bool(default._graphs),
+                f"max diff {d:.3g}, captured {bool(default._graphs)}{where}",
+            )
 
 
 def check_custom_loss(device: torch.device, report: Callable[[str, bool, str], None]) -> None:
@@ -130,8 +269,11 @@ def check_custom_loss(device: torch.device, report: Callable[[str, bool, str], N
     graphed = PGD(model, accelerate=False, cuda_graphs=True, **kw)
     out = graphed(x, target)
     d = _diff(out, eager)
-    report("inversion loss: graphs == eager", d <= 2 * noise and bool(graphed._graphs),
-           f"max diff {d:.3g}, captured {bool(graphed._graphs)}, eager run to run {noise:.3g}")
+    report(
+        "inversion loss: graphs == eager",
+        d <= 2 * noise and bool(graphed._graphs),
+        f"max diff {d:.3g}, captured {bool(graphed._graphs)}, eager run to run {noise:.3g}",
+    )
 
 
 def check_evaluation(device: torch.device, report: Callable[[str, bool, str], None]) -> None:
@@ -141,8 +283,13 @@ def check_evaluation(device: torch.device, report: Callable[[str, bool, str], No
     from nrflab.training import EvalSet, evaluate_epoch, make_config
 
     bundle = load_dataset("mnist5k")
-    cfg = make_config(dataset="mnist5k", arch="smallcnn", width=0.5, device=str(device),
-                      eval_size=None if device.type == "cuda" else 200)
+    cfg = make_config(
+        dataset="mnist5k",
+        arch="smallcnn",
+        width=0.5,
+        device=str(device),
+        eval_size=None if device.type == "cuda" else 200,
+    )
     model = create_model("smallcnn", "bn", 10, 1, width=0.5, mean=bundle.mean, std=bundle.std, seed=0).to(device).eval()
     data = EvalSet.from_bundle(bundle, cfg, device)
     fixed = evaluate_epoch(model, cfg, data, 10)
@@ -150,8 +297,11 @@ def check_evaluation(device: torch.device, report: Callable[[str, bool, str], No
     auto_cfg = cfg.model_copy(update={"eval_batch_size": auto_bs})
     auto = evaluate_epoch(model, auto_cfg, EvalSet(data.x, data.y), 10)
     worst = max(abs(fixed[k] - auto[k]) for k in fixed)
-    report(f"evaluation at the auto batch ({auto_bs}) == batch 256 (within 2/1000 or 1e-4 LIGS)", worst <= 2e-3,
-           f"largest difference {worst:.3g}")
+    report(
+        f"evaluation at the auto batch ({auto_bs}) == batch 256 (within 2/1000 or 1e-4 LIGS)",
+        worst <= 2e-3,
+        f"largest difference {worst:.3g}",
+    )
     if device.type == "cuda":
         probe = accel.probe_memory(model, data.x[:1])
         report("memory probe is positive", probe.per_sample > 0, f"{probe.per_sample / 1024:.1f} KiB per image")
@@ -168,14 +318,30 @@ def check_training(device: torch.device, report: Callable[[str, bool, str], None
         bundle = dataclasses.replace(bundle, train=bundle.train.subset(torch.randperm(4000)[:1000].sort().values))
     with tempfile.TemporaryDirectory() as tmp:
         for fields in ({}, {"amp": "bf16"}, {"channels_last": True}, {"adv_train": "targeted-l2", "adv_steps": 3}):
-            cfg = make_config(dataset="mnist5k", arch="smallcnn", width=0.5, epochs=2, eval_size=256, lr=0.05,
-                              schedule="constant", device=str(device), **fields)
-            res = train(cfg, Path(tmp) / "_".join(f"{k}-{v}" for k, v in fields.items() or [("plain", 1)]),
-                        progress=False, bundle=bundle)
+            cfg = make_config(
+                dataset="mnist5k",
+                arch="smallcnn",
+                width=0.5,
+                epochs=2,
+                eval_size=256,
+                lr=0.05,
+                schedule="constant",
+                device=str(device),
+                **fields,
+            )
+            res = train(
+                cfg,
+                Path(tmp) / "_".join(f"{k}-{v}" for k, v in fields.items() or [("plain", 1)]),
+                progress=False,
+                bundle=bundle,
+            )
             row = res.history[-1]
             ok = row["train_loss"] == row["train_loss"] and row["clean_acc"] > 0.3  # chance: 0.1
-            report(f"training {fields or 'fp32'}: finite and learning", ok,
-                   f"loss {row['train_loss']:.3f}, clean {row['clean_acc']:.3f}")
+            report(
+                f"training {fields or 'fp32'}: finite and learning",
+                ok,
+                f"loss {row['train_loss']:.3f}, clean {row['clean_acc']:.3f}",
+            )
         if device.type == "cuda":
             check_step_syncs(bundle, Path(tmp), report)
 
@@ -200,18 +366,34 @@ def check_step_syncs(bundle, tmp: Path, report: Callable[[str, bool, str], None]
             torch.cuda.set_sync_debug_mode("default")
             caught.extend(str(w.message).splitlines()[0] for w in got if "synchroniz" in str(w.message).lower())
 
-    for name, extra, allowed in (("augmented", {}, 2), ("adversarial", {"adv_train": "targeted-l2", "adv_steps": 3}, 6)):
+    for name, extra, allowed in (
+        ("augmented", {}, 2),
+        ("adversarial", {"adv_train": "targeted-l2", "adv_steps": 3}, 6),
+    ):
         caught.clear()
-        cfg = make_config(dataset="mnist5k", arch="smallcnn", width=0.5, epochs=2, eval_attacks=[], ligs=False,
-                          eval_size=64, augment=True, device="cuda", **extra)
+        cfg = make_config(
+            dataset="mnist5k",
+            arch="smallcnn",
+            width=0.5,
+            epochs=2,
+            eval_attacks=[],
+            ligs=False,
+            eval_size=64,
+            augment=True,
+            device="cuda",
+            **extra,
+        )
         trainer_module.Trainer._train_epoch = watched  # type: ignore[method-assign]
         try:
             train(cfg, tmp / f"sync-{name}", progress=False, bundle=bundle)
         finally:
             trainer_module.Trainer._train_epoch = original  # type: ignore[method-assign]
         steps = 2 * -(-len(bundle.train) // cfg.batch_size)
-        report(f"{name} training: no host synchronization per step (at most {2 * allowed} in 2 epochs)",
-               len(caught) <= 2 * allowed, f"{len(caught)} in {steps} steps{': ' + caught[0] if caught else ''}")
+        report(
+            f"{name} training: no host synchronization per step (at most {2 * allowed} in 2 epochs)",
+            len(caught) <= 2 * allowed,
+            f"{len(caught)} in {steps} steps{': ' + caught[0] if caught else ''}",
+        )
 
 
 def run_checks(device: torch.device) -> list[str]:
@@ -234,8 +416,9 @@ def run_checks(device: torch.device) -> list[str]:
     return lines
 
 
-def run_benchmarks(device: str, smoke: bool, out: Path, *, extended: bool, only: set[str] | None,
-                   deadline: float) -> list[str]:
+def run_benchmarks(
+    device: str, smoke: bool, out: Path, *, extended: bool, only: set[str] | None, deadline: float
+) -> list[str]:
     lines = []
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for name, argv, limit in benchmark_steps(device, smoke, extended):
@@ -276,17 +459,27 @@ def main() -> None:
     device = torch.device(args.device)
     t0 = time.perf_counter()
     deadline = t0 + args.budget
-    header = [f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}"]
+    header = [
+        f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}"
+    ]
     if device.type == "cuda":
         with contextlib.suppress(Exception):
-            header.append(subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
-                                          "--format=csv,noheader"], capture_output=True, text=True).stdout.strip())
+            header.append(
+                subprocess.run(
+                    ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                    capture_output=True,
+                    text=True,
+                ).stdout.strip()
+            )
     print("\n".join(header), flush=True)
     checks = [] if args.skip_checks else run_checks(device)
     (out / "summary.txt").write_text("\n".join([*header, *checks]) + "\n")  # kept if a benchmark hangs
     only = None if args.only is None else {n.strip() for n in args.only.split(",") if n.strip()}
-    benches = [] if args.skip_benchmarks else run_benchmarks(args.device, args.smoke, out, extended=args.extended,
-                                                             only=only, deadline=deadline)
+    benches = (
+        []
+        if args.skip_benchmarks
+        else run_benchmarks(args.device, args.smoke, out, extended=args.extended, only=only, deadline=deadline)
+    )
     summary = [*header, *checks, *benches, f"total {time.perf_counter() - t0:.0f} s"]
     (out / "summary.txt").write_text("\n".join(summary) + "\n")
     print("\n".join(summary))

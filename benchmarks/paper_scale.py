@@ -64,7 +64,10 @@ def write_fake_cifar10(root: Path, train_size: int, test_size: int, seed: int = 
         n = max(0, min(per, train_size - i * per))
         batch = {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, n).tolist()}
         (folder / f"data_batch_{i + 1}").write_bytes(pickle.dumps(batch, protocol=2))
-    test = {b"data": rng.integers(0, 256, (test_size, 3072), dtype=np.uint8), b"labels": rng.integers(0, 10, test_size).tolist()}
+    test = {
+        b"data": rng.integers(0, 256, (test_size, 3072), dtype=np.uint8),
+        b"labels": rng.integers(0, 10, test_size).tolist(),
+    }
     (folder / "test_batch").write_bytes(pickle.dumps(test, protocol=2))
     meta = {b"label_names": [f"c{i}".encode() for i in range(10)]}
     (folder / "batches.meta").write_bytes(pickle.dumps(meta, protocol=2))
@@ -111,8 +114,16 @@ class Costs:
 
 
 def base_config(a: Args, **fields: Any):
-    return make_config(dataset="cifar10", data_root=str(a.root), arch="resnet18", width=a.width, device=str(a.device),
-                       channels_last=a.channels_last, amp=a.amp, **fields)
+    return make_config(
+        dataset="cifar10",
+        data_root=str(a.root),
+        arch="resnet18",
+        width=a.width,
+        device=str(a.device),
+        channels_last=a.channels_last,
+        amp=a.amp,
+        **fields,
+    )
 
 
 def time_training(a: Args, norm: str, adv: str) -> float:
@@ -154,9 +165,20 @@ def time_build(a: Args, kind: str, steps: int, ckpt: Path, **settings: Any) -> f
     def build(n_steps: int, tag: str) -> float:
         sync(a.device)
         t0 = time.perf_counter()
-        build_dataset(kind, ckpt, "cifar10", a.work / f"build-{kind}-{tag}", data_root=str(a.root),
-                      device=str(a.device), overwrite=True, progress=False, steps=n_steps, limit=images,
-                      shard_size=images, **settings)
+        build_dataset(
+            kind,
+            ckpt,
+            "cifar10",
+            a.work / f"build-{kind}-{tag}",
+            data_root=str(a.root),
+            device=str(a.device),
+            overwrite=True,
+            progress=False,
+            steps=n_steps,
+            limit=images,
+            shard_size=images,
+            **settings,
+        )
         sync(a.device)
         return time.perf_counter() - t0
 
@@ -180,7 +202,7 @@ def time_crafting(a: Args, ckpt_model: torch.nn.Module) -> float:
         sync(a.device)
         t0 = time.perf_counter()
         for i in range(0, x.shape[0], bs):
-            attack(x[i: i + bs], y[i: i + bs])
+            attack(x[i : i + bs], y[i : i + bs])
         sync(a.device)
         seconds = time.perf_counter() - t0
     return seconds / x.shape[0] * PAPER_TEST
@@ -197,14 +219,21 @@ def measure(a: Args) -> Costs:
         if norm in a.norms:
             costs.train_epoch[(norm, "targeted-l2")] = time_training(a, norm, "targeted-l2")
             print(f"  adversarial epoch, {norm}: {costs.train_epoch[(norm, 'targeted-l2')]:.1f} s", flush=True)
-    model = create_model("resnet18", "bn", 10, 3, width=a.width, mean=(0.49, 0.48, 0.45), std=(0.2, 0.2, 0.2),
-                         seed=0).to(a.device).eval()
+    model = (
+        create_model("resnet18", "bn", 10, 3, width=a.width, mean=(0.49, 0.48, 0.45), std=(0.2, 0.2, 0.2), seed=0)
+        .to(a.device)
+        .eval()
+    )
     ckpt = save_model(model, a.work / "source.safetensors")
-    costs.image_step["inversion"] = time_build(a, "d_r", a.build_steps, ckpt, eps=1000.0, step_size=0.1,
-                                               fake_relu=True, label_policy="prediction")
+    costs.image_step["inversion"] = time_build(
+        a, "d_r", a.build_steps, ckpt, eps=1000.0, step_size=0.1, fake_relu=True, label_policy="prediction"
+    )
     costs.image_step["pgd"] = time_build(a, "d_rand", a.build_steps, ckpt)
-    print(f"  builds: {costs.image_step['inversion'] * 1e3:.2f} ms (inversion) and "
-          f"{costs.image_step['pgd'] * 1e3:.2f} ms (PGD) per image-step", flush=True)
+    print(
+        f"  builds: {costs.image_step['inversion'] * 1e3:.2f} ms (inversion) and "
+        f"{costs.image_step['pgd'] * 1e3:.2f} ms (PGD) per image-step",
+        flush=True,
+    )
     costs.crafting = time_crafting(a, model)
     return costs
 
@@ -244,8 +273,9 @@ def project_chain(costs: Costs, a: Args) -> tuple[list[Line], list[str]]:
                     notes.append(f"{t.label}: {c.get('arch')} not measured; left out")
                     continue
                 if float(c.get("width", 1.0)) != a.width and not any("width" in n for n in notes):
-                    notes.append(f"the plan trains width {c.get('width')}; the projection uses the measured width "
-                                 f"{a.width}")
+                    notes.append(
+                        f"the plan trains width {c.get('width')}; the projection uses the measured width {a.width}"
+                    )
                 epoch = costs.train(c["norm"], adv)
                 if epoch is None:
                     notes.append(f"{t.label}: norm {c['norm']} not measured; left out")
@@ -262,7 +292,9 @@ def project_chain(costs: Costs, a: Args) -> tuple[list[Line], list[str]]:
                 s = dict(t.settings)
                 unit = costs.image_step["inversion" if t.build_kind in ("d_r", "d_nr") else "pgd"]
                 images = s.get("limit") or PAPER_TRAIN
-                line = lines.setdefault((experiment, f"build {t.build_kind}"), Line(experiment, f"build {t.build_kind}"))
+                line = lines.setdefault(
+                    (experiment, f"build {t.build_kind}"), Line(experiment, f"build {t.build_kind}")
+                )
                 line.count += 1
                 line.seconds += images * int(s["steps"]) * unit
             else:
@@ -283,12 +315,17 @@ def main() -> None:
     ap.add_argument("--train-size", type=int, default=None, help="training images measured (default 20,000; quick 256)")
     ap.add_argument("--test-size", type=int, default=None, help="test images measured (default 10,000; quick 64)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs per training measurement (default 2; quick 1)")
-    ap.add_argument("--build-images", type=int, default=None, help="images per build measurement (default 1,024; quick 32)")
+    ap.add_argument(
+        "--build-images", type=int, default=None, help="images per build measurement (default 1,024; quick 32)"
+    )
     ap.add_argument("--build-steps", type=int, default=None, help="steps per build measurement (default 20; quick 8)")
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--norms", default=",".join(NORMS))
-    ap.add_argument("--eval-batch-size", default=None, help="an integer or auto (default: auto where the config "
-                    "accepts it, else 1,024 on CUDA and 256 on a CPU)")
+    ap.add_argument(
+        "--eval-batch-size",
+        default=None,
+        help="an integer or auto (default: auto where the config accepts it, else 1,024 on CUDA and 256 on a CPU)",
+    )
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--amp", choices=["none", "bf16"], default="none")
     ap.add_argument("--threads", type=int, default=None)
@@ -307,17 +344,31 @@ def main() -> None:
     elif ebs != "auto":
         ebs = int(ebs)
     with tempfile.TemporaryDirectory() as tmp:
-        a = Args(device=device, root=Path(tmp) / "cifar10", work=Path(tmp) / "work",
-                 train_size=args.train_size or (256 if q else 20_000), test_size=args.test_size or (64 if q else 10_000),
-                 epochs=args.epochs or (1 if q else 2), width=args.width, channels_last=args.channels_last,
-                 amp=args.amp, eval_batch_size=ebs, build_images=args.build_images or (32 if q else 1024),
-                 build_steps=args.build_steps or (8 if q else 20),
-                 norms=tuple(n for n in args.norms.split(",") if n))
+        a = Args(
+            device=device,
+            root=Path(tmp) / "cifar10",
+            work=Path(tmp) / "work",
+            train_size=args.train_size or (256 if q else 20_000),
+            test_size=args.test_size or (64 if q else 10_000),
+            epochs=args.epochs or (1 if q else 2),
+            width=args.width,
+            channels_last=args.channels_last,
+            amp=args.amp,
+            eval_batch_size=ebs,
+            build_images=args.build_images or (32 if q else 1024),
+            build_steps=args.build_steps or (8 if q else 20),
+            norms=tuple(n for n in args.norms.split(",") if n),
+        )
         write_fake_cifar10(a.root, a.train_size, a.test_size)
-        name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} thread(s)"
-        print(f"paper scale on {name}, torch {torch.__version__}: resnet18 width {a.width}, measured on {a.train_size} "
-              f"training and {a.test_size} test images ({a.epochs} epoch(s)), builds of {a.build_images} images x "
-              f"{a.build_steps} steps; channels_last={a.channels_last}, amp={a.amp}, eval batch {ebs}", flush=True)
+        name = (
+            torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} thread(s)"
+        )
+        print(
+            f"paper scale on {name}, torch {torch.__version__}: resnet18 width {a.width}, measured on {a.train_size} "
+            f"training and {a.test_size} test images ({a.epochs} epoch(s)), builds of {a.build_images} images x "
+            f"{a.build_steps} steps; channels_last={a.channels_last}, amp={a.amp}, eval batch {ebs}",
+            flush=True,
+        )
         t0 = time.perf_counter()
         costs = measure(a)
         lines, notes = project_chain(costs, a)
@@ -333,7 +384,9 @@ def main() -> None:
     inv, pgd = costs.image_step["inversion"], costs.image_step["pgd"]
     print("\n| build | per image | 50,000 images |\n|---|---|---|")
     print(f"| D_R / D_NR (1,000 inversion steps) | {1000 * inv * 1e3:.1f} ms | {hours(PAPER_TRAIN * 1000 * inv)} |")
-    print(f"| D_rand / D_det / conflicting (100 PGD-L2 steps) | {100 * pgd * 1e3:.2f} ms | {hours(PAPER_TRAIN * 100 * pgd)} |")
+    print(
+        f"| D_rand / D_det / conflicting (100 PGD-L2 steps) | {100 * pgd * 1e3:.2f} ms | {hours(PAPER_TRAIN * 100 * pgd)} |"
+    )
     print(f"| transfer crafting (PGD-Linf, 10 steps), per 10,000 images | | {hours(costs.crafting)} |")
     print("\nThe chain of `nrflab reproduce --scale paper` (each run directory once), projected:\n")
     print("| experiment | tasks | runs | projected |\n|---|---|---|---|")

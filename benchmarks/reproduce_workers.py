@@ -20,13 +20,33 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULT_FLAGS = ["--scale", "quick", "--only", "core,norms,features,transfer", "--epochs", "2",
-                 "--set", "core.twins.eval_size=200", "--set", "features.build.limit=400"]
+DEFAULT_FLAGS = [
+    "--scale",
+    "quick",
+    "--only",
+    "core,norms,features,transfer",
+    "--epochs",
+    "2",
+    "--set",
+    "core.twins.eval_size=200",
+    "--set",
+    "features.build.limit=400",
+]
 
 
 def run_chain(workers: int, flags: list[str], out: Path) -> float:
-    cmd = [sys.executable, "-c", "import sys; from nrflab.cli import main; sys.exit(main())", "reproduce", *flags,
-           "--workers", str(workers), "--out", str(out), "--quiet"]
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from nrflab.cli import main; sys.exit(main())",
+        "reproduce",
+        *flags,
+        "--workers",
+        str(workers),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     env = {**os.environ, "MPLBACKEND": "Agg"}
     env.pop("OMP_NUM_THREADS", None)  # torch decides from the cores (one worker) or nrflab sets it (several)
     started = time.perf_counter()
@@ -55,10 +75,19 @@ def main() -> None:
             finally:
                 shutil.rmtree(out, ignore_errors=True)
             task_time = sum(t["seconds"] for t in tasks)
-            rows.append({"workers": workers, "repeat": repeat, "seconds": seconds, "tasks": len(tasks),
-                         "task_seconds": task_time})
-            print(f"workers {workers}: {seconds:.1f} s wall ({len(tasks)} tasks, {task_time:.1f} s of task time)",
-                  flush=True)
+            rows.append(
+                {
+                    "workers": workers,
+                    "repeat": repeat,
+                    "seconds": seconds,
+                    "tasks": len(tasks),
+                    "task_seconds": task_time,
+                }
+            )
+            print(
+                f"workers {workers}: {seconds:.1f} s wall ({len(tasks)} tasks, {task_time:.1f} s of task time)",
+                flush=True,
+            )
     base = min(r["seconds"] for r in rows if r["workers"] == args.workers[0])
     print("\n| workers | wall time (s) | speed-up |\n|---|---|---|")
     for w in args.workers:

@@ -80,8 +80,9 @@ class Case:
 
 def build(case: Case, st: Settings) -> tuple[torch.nn.Module, torch.optim.Optimizer, Callable]:
     b = case.bundle
-    model = create_model(case.arch, case.norm, b.num_classes, b.in_channels, width=case.width, mean=b.mean,
-                         std=b.std, seed=0).to(st.device)
+    model = create_model(
+        case.arch, case.norm, b.num_classes, b.in_channels, width=case.width, mean=b.mean, std=b.std, seed=0
+    ).to(st.device)
     if st.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -91,10 +92,24 @@ def build(case: Case, st: Settings) -> tuple[torch.nn.Module, torch.optim.Optimi
 
 def trainer_speed(case: Case, st: Settings, out: Path) -> float:
     """Images/s of the trainer's training epochs (metrics.csv epoch_time), recording switched off."""
-    fields: dict[str, Any] = dict(dataset=case.bundle.name, arch=case.arch, norm=case.norm, width=case.width,
-                                  epochs=st.epochs, batch_size=case.batch_size, lr=0.01, schedule="constant",
-                                  augment=st.augment, ligs=False, eval_attacks=[], eval_size=1,
-                                  device=str(st.device), seed=0, amp=st.amp, channels_last=st.channels_last)
+    fields: dict[str, Any] = dict(
+        dataset=case.bundle.name,
+        arch=case.arch,
+        norm=case.norm,
+        width=case.width,
+        epochs=st.epochs,
+        batch_size=case.batch_size,
+        lr=0.01,
+        schedule="constant",
+        augment=st.augment,
+        ligs=False,
+        eval_attacks=[],
+        eval_size=1,
+        device=str(st.device),
+        seed=0,
+        amp=st.amp,
+        channels_last=st.channels_last,
+    )
     if st.compile and "compile" in TrainConfig.model_fields:
         fields["compile"] = st.compile
     train(make_config(**fields), out, overwrite=True, progress=False, bundle=case.bundle)
@@ -167,8 +182,10 @@ def limit_speed(case: Case, st: Settings) -> float:
 
 
 def compare(cases: list[Case], st: Settings, repeats: int) -> None:
-    print(f"{'model':<36} {'trainer img/s':>14} {'plain img/s':>12} {'limit img/s':>12} {'trainer/plain':>14} "
-          f"{'trainer/limit':>14}")
+    print(
+        f"{'model':<36} {'trainer img/s':>14} {'plain img/s':>12} {'limit img/s':>12} {'trainer/plain':>14} "
+        f"{'trainer/limit':>14}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for case in cases:
             ours, plain, limit = [], [], []
@@ -179,8 +196,9 @@ def compare(cases: list[Case], st: Settings, repeats: int) -> None:
             o, p, lim = (statistics.median(v) for v in (ours, plain, limit))
             vs_plain = statistics.median(a / b for a, b in zip(ours, plain, strict=True))
             vs_limit = statistics.median(a / b for a, b in zip(ours, limit, strict=True))
-            print(f"{case.name:<36} {o:>14.0f} {p:>12.0f} {lim:>12.0f} {vs_plain:>13.2f}x {vs_limit:>13.2f}x",
-                  flush=True)
+            print(
+                f"{case.name:<36} {o:>14.0f} {p:>12.0f} {lim:>12.0f} {vs_plain:>13.2f}x {vs_limit:>13.2f}x", flush=True
+            )
 
 
 def fwd_bwd_ms(norm: str, threads: int, channels_last: bool, iters: int, batch: int = 64) -> tuple[float, float]:
@@ -212,8 +230,10 @@ def bn_cost(iters: int) -> None:
             times = {n: fwd_bwd_ms(n, threads, cl, iters) for n in ("none", "bn")}
             for n, (f, b) in times.items():
                 ratio = sum(times["bn"]) / sum(times["none"]) if n == "bn" else float("nan")
-                print(f"{threads:>7} {str(cl):>13} {n:>5} {f:>7.2f} {b:>7.2f} {f + b:>7.2f} "
-                      + (f"{ratio:>7.2f}x" if n == "bn" else f"{'':>8}"))
+                print(
+                    f"{threads:>7} {str(cl):>13} {n:>5} {f:>7.2f} {b:>7.2f} {f + b:>7.2f} "
+                    + (f"{ratio:>7.2f}x" if n == "bn" else f"{'':>8}")
+                )
 
 
 def profile_bn(threads: int) -> None:
@@ -243,8 +263,11 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--compile", default=None, help="torch.compile mode for every side (default: none)")
     parser.add_argument("--augment", action="store_true", help="batched crop + flip on every side")
-    parser.add_argument("--cifar-resnet18", action="store_true",
-                        help="only the paper's model: ResNet-18 at full width on 10,000 random 3x32x32 images")
+    parser.add_argument(
+        "--cifar-resnet18",
+        action="store_true",
+        help="only the paper's model: ResNet-18 at full width on 10,000 random 3x32x32 images",
+    )
     parser.add_argument("--iters", type=int, default=30, help="timed steps per forward/backward measurement")
     parser.add_argument("--no-bn-cost", action="store_true")
     parser.add_argument("--no-profile", action="store_true")
@@ -253,8 +276,10 @@ def main() -> None:
     device = torch.device(args.device)
     st = Settings(device, args.epochs, args.amp, args.channels_last, args.compile, args.augment)
     if args.cifar_resnet18:
-        cases = [Case(f"resnet18 w1 {n} (random 3x32x32)", random_cifar(10_000), "resnet18", n, 1.0, 128)
-                 for n in ("bn", "none")]
+        cases = [
+            Case(f"resnet18 w1 {n} (random 3x32x32)", random_cifar(10_000), "resnet18", n, 1.0, 128)
+            for n in ("bn", "none")
+        ]
     else:
         mnist = load_dataset("mnist5k")
         cases = [
@@ -264,10 +289,12 @@ def main() -> None:
         ]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {args.threads} thread(s)"
     compiled = args.compile and "compile" in TrainConfig.model_fields
-    print(f"torch {torch.__version__}, {name}, {args.epochs} epochs (the first is warm-up when > 1), median of "
-          f"{args.repeats}; amp {args.amp}, channels_last {args.channels_last}, augment {args.augment}, compile "
-          f"{args.compile or 'none'}" + ("" if not args.compile or compiled else " (plain and limit only: this "
-                                         "config has no compile field)"))
+    print(
+        f"torch {torch.__version__}, {name}, {args.epochs} epochs (the first is warm-up when > 1), median of "
+        f"{args.repeats}; amp {args.amp}, channels_last {args.channels_last}, augment {args.augment}, compile "
+        f"{args.compile or 'none'}"
+        + ("" if not args.compile or compiled else " (plain and limit only: this config has no compile field)")
+    )
     compare(cases, st, args.repeats)
     if device.type == "cpu" and not args.no_bn_cost:
         bn_cost(args.iters)

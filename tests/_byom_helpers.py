@@ -70,7 +70,7 @@ def randomize_bn(model: nn.Module, seed: int = 0) -> nn.Module:
 
 def net_state(model: NrfModel) -> dict[str, torch.Tensor]:
     """The network's tensors without nrflab's ``net.`` prefix and without the normalization buffers."""
-    return {k[len("net."):]: v.clone() for k, v in model.state_dict().items() if k.startswith("net.")}
+    return {k[len("net.") :]: v.clone() for k, v in model.state_dict().items() if k.startswith("net.")}
 
 
 def torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -78,7 +78,7 @@ def torchvision_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     out = {}
     for key, value in state.items():
         key = key.replace(".shortcut.", ".downsample.")
-        out["fc." + key[len("linear."):] if key.startswith("linear.") else key] = value
+        out["fc." + key[len("linear.") :] if key.startswith("linear.") else key] = value
     return out
 
 
@@ -87,8 +87,12 @@ def robustness_checkpoint(model: NrfModel) -> dict:
     mean = model.normalize.mean.reshape(-1, 1, 1).clone()
     std = model.normalize.std.reshape(-1, 1, 1).clone()
     inner = net_state(model)
-    sd = {"module.normalizer.new_mean": mean, "module.normalizer.new_std": std,
-          "module.attacker.normalize.new_mean": mean.clone(), "module.attacker.normalize.new_std": std.clone()}
+    sd = {
+        "module.normalizer.new_mean": mean,
+        "module.normalizer.new_std": std,
+        "module.attacker.normalize.new_mean": mean.clone(),
+        "module.attacker.normalize.new_std": std.clone(),
+    }
     sd.update({f"module.model.{k}": v for k, v in inner.items()})
     sd.update({f"module.attacker.model.{k}": v.clone() for k, v in inner.items()})
     return {"model": sd, "epoch": 7, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]}, "schedule": None}

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import logging
-from typing import Iterator
-
 import copy
+import logging
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -40,8 +39,17 @@ def mnist5k() -> DatasetBundle:
 
 def train_tiny(bundle: DatasetBundle, steps: int = TRAIN_STEPS, seed: int = 0) -> NrfModel:
     """A smallcnn (width 0.25, BN) trained with SGD for ``steps`` batches of mnist5k: ~97 % test accuracy."""
-    model = create_model("smallcnn", "bn", bundle.num_classes, bundle.in_channels, width=0.25, mean=bundle.mean,
-                         std=bundle.std, input_shape=bundle.input_shape, seed=seed)
+    model = create_model(
+        "smallcnn",
+        "bn",
+        bundle.num_classes,
+        bundle.in_channels,
+        width=0.25,
+        mean=bundle.mean,
+        std=bundle.std,
+        input_shape=bundle.input_shape,
+        seed=seed,
+    )
     x, y = bundle.train.tensors()
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
@@ -75,8 +83,14 @@ def test_batch(mnist5k: DatasetBundle) -> tuple[torch.Tensor, torch.Tensor]:
     return x[:256].clone(), y[:256].clone()
 
 
-def tiny_model(norm: str = "bn", arch: str = "smallcnn", in_channels: int = 1, num_classes: int = 10,
-               seed: int = 0, width: float | None = None) -> NrfModel:
+def tiny_model(
+    norm: str = "bn",
+    arch: str = "smallcnn",
+    in_channels: int = 1,
+    num_classes: int = 10,
+    seed: int = 0,
+    width: float | None = None,
+) -> NrfModel:
     """An untrained tiny model for 8x8 inputs (resnet18 at width 1/16 for fixup)."""
     if width is None:
         width = 0.0625 if arch.startswith("resnet") else 0.125

@@ -73,8 +73,13 @@ def batch(n=6, seed=0, channels=1, size=8):
 # -- the fused update -------------------------------------------------------------------------------------
 
 
-@given(norm=st.sampled_from(["linf", "l2"]), eps=st.sampled_from([0.0, 0.03, 0.5, 3.0, math.inf]),
-       step=st.sampled_from([0.0, 0.01, 0.2, 2.0]), seed=st.integers(0, 10_000), zero_rows=st.booleans())
+@given(
+    norm=st.sampled_from(["linf", "l2"]),
+    eps=st.sampled_from([0.0, 0.03, 0.5, 3.0, math.inf]),
+    step=st.sampled_from([0.0, 0.01, 0.2, 2.0]),
+    seed=st.integers(0, 10_000),
+    zero_rows=st.booleans(),
+)
 def test_fused_update_equals_the_unfused_code_bit_for_bit(norm, eps, step, seed, zero_rows) -> None:
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(5, 3, 4, 4, generator=g)
@@ -115,13 +120,17 @@ class ReplayStep:
 @pytest.fixture()
 def fake_graphs(monkeypatch):
     monkeypatch.setattr(accel, "CapturedStep", ReplayStep)
-    monkeypatch.setattr(PGD, "_graphable", lambda self, x, y: bool(self.cuda_graphs) and self.steps >= 2 and torch.is_tensor(y))
+    monkeypatch.setattr(
+        PGD, "_graphable", lambda self, x, y: bool(self.cuda_graphs) and self.steps >= 2 and torch.is_tensor(y)
+    )
     ReplayStep.captures = 0
     return ReplayStep
 
 
-@pytest.mark.parametrize("norm,eps,step,random_start,restarts",
-                         [("linf", 0.1, 0.03, False, 1), ("l2", 0.5, 0.2, False, 1), ("l2", 0.5, 0.2, True, 2)])
+@pytest.mark.parametrize(
+    "norm,eps,step,random_start,restarts",
+    [("linf", 0.1, 0.03, False, 1), ("l2", 0.5, 0.2, False, 1), ("l2", 0.5, 0.2, True, 2)],
+)
 def test_graphed_step_bookkeeping_equals_the_eager_loop(fake_graphs, norm, eps, step, random_start, restarts) -> None:
     model = tiny_model("bn").eval()
     x, y = batch()
@@ -228,8 +237,15 @@ def digits():
 
 
 def test_cached_evaluation_equals_the_metrics_functions(digits) -> None:
-    cfg = T.make_config(dataset="digits", arch="smallcnn", width=0.25, eval_batch_size=7, eval_size=40,
-                        eval_attacks=["pgd-l2:eps=1.0,step=0.5,steps=2", "pgd-linf:eps=0.1,steps=2"], device="cpu")
+    cfg = T.make_config(
+        dataset="digits",
+        arch="smallcnn",
+        width=0.25,
+        eval_batch_size=7,
+        eval_size=40,
+        eval_attacks=["pgd-l2:eps=1.0,step=0.5,steps=2", "pgd-linf:eps=0.1,steps=2"],
+        device="cpu",
+    )
     model = tiny_model("bn", seed=3).eval()
     data = EvalSet.from_bundle(digits, cfg, torch.device("cpu"))
     first = evaluate_epoch(model, cfg, data, 10)
@@ -257,8 +273,16 @@ def test_precomputed_ligs_noise_gives_the_same_values(digits) -> None:
 
 
 def test_channels_last_evaluation_set_and_bad_images_checked_once(digits) -> None:
-    cfg = T.make_config(dataset="digits", arch="smallcnn", width=0.25, eval_size=16, channels_last=True,
-                        eval_attacks=["pgd-l2:eps=1.0,steps=2"], ligs=False, device="cpu")
+    cfg = T.make_config(
+        dataset="digits",
+        arch="smallcnn",
+        width=0.25,
+        eval_size=16,
+        channels_last=True,
+        eval_attacks=["pgd-l2:eps=1.0,steps=2"],
+        ligs=False,
+        device="cpu",
+    )
     data = EvalSet.from_bundle(digits, cfg, torch.device("cpu"))
     assert data.x.is_contiguous(memory_format=torch.channels_last)
     model = tiny_model("bn").to(memory_format=torch.channels_last).eval()
@@ -274,8 +298,19 @@ def test_channels_last_evaluation_set_and_bad_images_checked_once(digits) -> Non
 
 
 def short_run(tmp_path, bundle, name, **fields):
-    base = dict(dataset="digits", arch="smallcnn", width=0.5, epochs=2, batch_size=64, lr=0.05, schedule="constant",
-                eval_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"], eval_size=120, device="cpu", seed=0)
+    base = dict(
+        dataset="digits",
+        arch="smallcnn",
+        width=0.5,
+        epochs=2,
+        batch_size=64,
+        lr=0.05,
+        schedule="constant",
+        eval_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"],
+        eval_size=120,
+        device="cpu",
+        seed=0,
+    )
     cfg = T.make_config(**{**base, **fields})
     return T.train(cfg, tmp_path / name, bundle=bundle, progress=False)
 

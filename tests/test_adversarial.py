@@ -31,13 +31,22 @@ def mnist() -> DatasetBundle:
 
 
 def small(bundle: DatasetBundle, classes: list[int], n_train: int, n_test: int) -> DatasetBundle:
-    return dataclasses.replace(bundle, train=pick(bundle.train, classes, n_train, 0),
-                               test=pick(bundle.test, classes, n_test, 1))
+    return dataclasses.replace(
+        bundle, train=pick(bundle.train, classes, n_train, 0), test=pick(bundle.test, classes, n_test, 1)
+    )
 
 
 def run(bundle: DatasetBundle, out, **fields) -> T.TrainResult:
-    base = dict(dataset="mnist5k", arch="smallcnn", width=0.25, epochs=1, device="cpu", ligs=False, eval_attacks=[],
-                eval_size=16)
+    base = dict(
+        dataset="mnist5k",
+        arch="smallcnn",
+        width=0.25,
+        epochs=1,
+        device="cpu",
+        ligs=False,
+        eval_attacks=[],
+        eval_size=16,
+    )
     return T.train(T.make_config(**{**base, **fields}), out, bundle=bundle, progress=False)
 
 
@@ -114,8 +123,9 @@ def test_standard_runs_record_no_adversarial_settings(mnist, tmp_path):
 )
 def test_every_norm_trains_a_step_and_is_recorded(mnist, tmp_path, arch, norm, width, init):
     data = small(mnist, list(range(10)), 64, 16)
-    initial = create_model(arch, norm, 10, 1, width=width, mean=mnist.mean, std=mnist.std, seed=1337,
-                           input_shape=mnist.input_shape)
+    initial = create_model(
+        arch, norm, 10, 1, width=width, mean=mnist.mean, std=mnist.std, seed=1337, input_shape=mnist.input_shape
+    )
     result = run(data, tmp_path / norm, arch=arch, norm=norm, width=width, batch_size=32)
     assert torch.isfinite(torch.tensor(result.history[-1]["train_loss"]))
     recorded = T.read_run_config(result.run_dir)
@@ -135,8 +145,11 @@ def test_norms_experiments_quick_share_one_zoo_and_write_three_sections(tmp_path
     selected = [(spec, spec.presets["quick"]) for spec in select("norms")]
     result = run_chain(selected, tmp_path, progress=False)
     sections = result.sections
-    assert [s.title for s in sections] == ["Adversarial training with and without BN", "The normalization family",
-                                           "Corruption robustness"]
+    assert [s.title for s in sections] == [
+        "Adversarial training with and without BN",
+        "The normalization family",
+        "Corruption robustness",
+    ]
     runs = [k for k in result.results if "#" not in k]
     assert len(runs) == 4  # std and AT, bn and none: one run each, shared by the three experiments
     for s in sections:

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
-from conftest import assert_same_state, state_snapshot, tiny_model
 from nrflab.attacks import FGSM, PGD, AttackSpec, cross_entropy_loss, parse_attack, project
 from nrflab.errors import NrflabError
 from nrflab.metrics import accuracy, robust_accuracy
+
+from conftest import assert_same_state, state_snapshot, tiny_model
 
 MODEL_KINDS = [("smallcnn", n) for n in ("bn", "none", "gn", "ln", "in", "bn-eval")] + [("resnet18", "fixup")]
 EPS = {"linf": [0.0, 0.01, 0.1, 0.3, 1.0], "l2": [0.0, 0.1, 0.5, 2.0, 10.0]}
@@ -64,14 +65,24 @@ def attack_cases(draw) -> dict:
 
 def build(case: dict, model: nn.Module):
     if case["kind"] == "fgsm":
-        return FGSM(model, eps=case["eps"], norm=case["norm"], targeted=case["targeted"], mode=case["mode"],
-                    seed=case["seed"])
+        return FGSM(
+            model, eps=case["eps"], norm=case["norm"], targeted=case["targeted"], mode=case["mode"], seed=case["seed"]
+        )
     step = case["step_size"]
     if step is None and math.isinf(case["eps"]):
         step = 0.1  # the default 2.5 * eps / steps is infinite: an unbounded PGD needs an explicit step
-    return PGD(model, norm=case["norm"], eps=case["eps"], step_size=step, steps=case["steps"],
-               random_start=case["random_start"], restarts=case["restarts"], targeted=case["targeted"],
-               mode=case["mode"], seed=case["seed"])
+    return PGD(
+        model,
+        norm=case["norm"],
+        eps=case["eps"],
+        step_size=step,
+        steps=case["steps"],
+        random_start=case["random_start"],
+        restarts=case["restarts"],
+        targeted=case["targeted"],
+        mode=case["mode"],
+        seed=case["seed"],
+    )
 
 
 @settings(max_examples=60)
@@ -155,8 +166,9 @@ def test_restarts_keep_the_per_sample_worst_case(trained_model, test_batch, norm
     x, y = test_batch[0][:64], test_batch[1][:64]
     eps = 0.05 if norm == "linf" else 0.5
     # A custom loss ranks restarts by the loss alone: the per-sample maximum must win.
-    atk = RecordingPGD(trained_model, norm=norm, eps=eps, steps=3, random_start=True, restarts=4, seed=1,
-                       loss_fn=cross_entropy_loss)
+    atk = RecordingPGD(
+        trained_model, norm=norm, eps=eps, steps=3, random_start=True, restarts=4, seed=1, loss_fn=cross_entropy_loss
+    )
     atk.runs = []
     best = atk(x, y)
     assert len(atk.runs) == 4
@@ -221,13 +233,29 @@ def test_train_mode_buffers_kept_or_updated(trained_model, test_batch, restarts)
     before = state_snapshot(trained_model)
     tracked = int(trained_model.net.bn1.num_batches_tracked)
 
-    kept = PGD(trained_model, norm="linf", eps=0.1, steps=3, mode="train", keep_buffers=True, restarts=restarts,
-               random_start=restarts > 1)(x, y)
+    kept = PGD(
+        trained_model,
+        norm="linf",
+        eps=0.1,
+        steps=3,
+        mode="train",
+        keep_buffers=True,
+        restarts=restarts,
+        random_start=restarts > 1,
+    )(x, y)
     assert_same_state(trained_model, before)
     assert not trained_model.training
 
-    PGD(trained_model, norm="linf", eps=0.1, steps=3, mode="train", keep_buffers=False, restarts=restarts,
-        random_start=restarts > 1)(x, y)
+    PGD(
+        trained_model,
+        norm="linf",
+        eps=0.1,
+        steps=3,
+        mode="train",
+        keep_buffers=False,
+        restarts=restarts,
+        random_start=restarts > 1,
+    )(x, y)
     assert not trained_model.training
     # One BN update per forward pass: 3 gradient steps per restart (plus scoring passes when restarts > 1).
     updates = int(trained_model.net.bn1.num_batches_tracked) - tracked
@@ -370,7 +398,9 @@ def test_robust_accuracy_does_not_increase_with_eps(trained_model, test_batch, n
 @pytest.mark.parametrize("norm, eps, step", [("linf", 1.0, 0.05), ("l2", 30.0, 1.0)])
 def test_unbounded_attack_breaks_the_model(trained_model, test_batch, norm, eps, step) -> None:
     x, y = test_batch[0][:128], test_batch[1][:128]
-    assert robust_accuracy(trained_model, (x, y), PGD(trained_model, norm=norm, eps=eps, step_size=step, steps=30)) <= 0.02
+    assert (
+        robust_accuracy(trained_model, (x, y), PGD(trained_model, norm=norm, eps=eps, step_size=step, steps=30)) <= 0.02
+    )
 
 
 # -------------------------------------------------------------------------------------------------
@@ -396,8 +426,17 @@ def test_specs_build_the_right_attacks(trained_model, test_batch) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["pgd-l3:eps=0.1", "pgd-l2:eps=-1", "pgd-l2:eps=abc", "pgd-l2:epsilon=0.1", "pgd-l2:eps", "pgd-l2:steps=-2",
-     "pgd-l2:restarts=0", "pgd-l2:eps=1/0", "pgd-l2:step=-0.1"],
+    [
+        "pgd-l3:eps=0.1",
+        "pgd-l2:eps=-1",
+        "pgd-l2:eps=abc",
+        "pgd-l2:epsilon=0.1",
+        "pgd-l2:eps",
+        "pgd-l2:steps=-2",
+        "pgd-l2:restarts=0",
+        "pgd-l2:eps=1/0",
+        "pgd-l2:step=-0.1",
+    ],
 )
 def test_bad_specs_raise(text) -> None:
     with pytest.raises(NrflabError):

@@ -20,13 +20,52 @@ from nrflab.cli import main
 from nrflab.features import build_dataset
 from nrflab.training import make_config, train
 
-RUN_FIELDS = dict(dataset="digits", arch="smallcnn", width=0.25, epochs=1, eval_size=16, ligs=False,
-                  eval_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"], device="cpu", seed=0)
+RUN_FIELDS = dict(
+    dataset="digits",
+    arch="smallcnn",
+    width=0.25,
+    epochs=1,
+    eval_size=16,
+    ligs=False,
+    eval_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"],
+    device="cpu",
+    seed=0,
+)
 #: Flags of a valid training command on the finished run, so each case differs in one input only.
-TRAIN = ["train", "-d", "digits", "--arch", "smallcnn", "--width", "0.25", "--epochs", "1", "--eval-size", "16",
-         "--no-ligs", "--device", "cpu", "-q", "--out", "{run}"]
-BUILD = ["build-dataset", "d_rand", "--source", "{run}", "--dataset", "digits", "--limit", "8", "--steps", "2",
-         "-q", "--out", "{tmp}/newset"]
+TRAIN = [
+    "train",
+    "-d",
+    "digits",
+    "--arch",
+    "smallcnn",
+    "--width",
+    "0.25",
+    "--epochs",
+    "1",
+    "--eval-size",
+    "16",
+    "--no-ligs",
+    "--device",
+    "cpu",
+    "-q",
+    "--out",
+    "{run}",
+]
+BUILD = [
+    "build-dataset",
+    "d_rand",
+    "--source",
+    "{run}",
+    "--dataset",
+    "digits",
+    "--limit",
+    "8",
+    "--steps",
+    "2",
+    "-q",
+    "--out",
+    "{tmp}/newset",
+]
 
 
 @dataclass(frozen=True)
@@ -63,7 +102,11 @@ CASES = [
     case("train steps 0", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=0.5,steps=0"], "steps must be >= 1"),
     case("train step 0", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=0.5,step=0"], "step size must be"),
     case("train steps 2.7", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=0.5,steps=2.7"], "whole number"),
-    case("train eps negative", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=-1"], "eps must be a finite number >= 0"),
+    case(
+        "train eps negative",
+        TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=-1"],
+        "eps must be a finite number >= 0",
+    ),
     case("train eps 0", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:eps=0"], "eps must be > 0"),
     case("train unknown attack", TRAIN + ["--overwrite", "--eval-attack", "cw"], "unknown attack 'cw'"),
     case("train unknown attack key", TRAIN + ["--overwrite", "--eval-attack", "pgd-l2:foo=1"], "bad attack option"),
@@ -78,8 +121,11 @@ CASES = [
     case("train milestones order", TRAIN + ["--overwrite", "--milestones", "5,3"], "milestones must be increasing"),
     case("train amp fp8", TRAIN + ["--overwrite", "--amp", "fp8"], "amp"),
     case("train adv kind", TRAIN + ["--overwrite", "--adv-train", "fgsm"], "adv_train"),
-    case("train arch cannot take input", TRAIN + ["--overwrite", "--norm", "in", "--arch", "vgg11"],
-         "cannot take inputs of shape"),
+    case(
+        "train arch cannot take input",
+        TRAIN + ["--overwrite", "--norm", "in", "--arch", "vgg11"],
+        "cannot take inputs of shape",
+    ),
     case("train config missing", TRAIN + ["--overwrite", "--config", "{ws}/missing.yaml"], "config file not found"),
     case("train config broken", TRAIN + ["--overwrite", "--config", "{ws}/broken.yaml"], "not valid YAML"),
     case("train config unknown key", TRAIN + ["--overwrite", "--config", "{ws}/unknown.yaml"], "batchsize"),
@@ -92,11 +138,16 @@ CASES = [
     case("train resume other epochs", TRAIN + ["--resume", "--epochs", "3"], "(epochs: 1 -> 3)"),
     case("train resume not a run", TRAIN[:-1] + ["{ws}/junk", "--resume"], "holds no nrflab run"),
     # -- build-dataset --
-    case("build unknown kind", ["build-dataset", "d_x", "--source", "{run}", "--dataset", "digits", "--out",
-                                "{tmp}/x"], "unknown dataset kind 'd_x'"),
+    case(
+        "build unknown kind",
+        ["build-dataset", "d_x", "--source", "{run}", "--dataset", "digits", "--out", "{tmp}/x"],
+        "unknown dataset kind 'd_x'",
+    ),
     case("build no dataset", ["build-dataset", "d_rand", "--source", "{run}", "--out", "{tmp}/x"], "--dataset"),
     case("build source missing", BUILD[:3] + ["{ws}/nope"] + BUILD[4:], "no such file or directory"),
-    case("build source not safetensors", BUILD[:3] + ["{ws}/garbage.safetensors"] + BUILD[4:], "not a valid safetensors"),
+    case(
+        "build source not safetensors", BUILD[:3] + ["{ws}/garbage.safetensors"] + BUILD[4:], "not a valid safetensors"
+    ),
     case("build source pickle", BUILD[:3] + ["{ws}/evil.safetensors"] + BUILD[4:], "not a valid safetensors"),
     case("build steps 0", BUILD + ["--steps", "0"], "steps must be >= 1"),
     case("build eps inf", BUILD + ["--eps", "inf"], "eps must be a finite"),
@@ -111,10 +162,16 @@ CASES = [
     case("build out is a model", BUILD[:-1] + ["{model}"], "is not a directory"),
     case("build out holds a set", BUILD[:-1] + ["{set}"], "already holds a built dataset"),
     case("build resume other settings", BUILD[:-1] + ["{set}", "--resume", "--eps", "1.5"], "cannot resume"),
-    case("build conflicting without base", ["build-dataset", "conflicting", "--source", "{run}", "--out", "{tmp}/c"],
-         "--base"),
-    case("build conflicting on d_rand", ["build-dataset", "conflicting", "--source", "{run}", "--base", "{set}",
-                                         "--out", "{tmp}/c"], "needs a d_r set"),
+    case(
+        "build conflicting without base",
+        ["build-dataset", "conflicting", "--source", "{run}", "--out", "{tmp}/c"],
+        "--base",
+    ),
+    case(
+        "build conflicting on d_rand",
+        ["build-dataset", "conflicting", "--source", "{run}", "--base", "{set}", "--out", "{tmp}/c"],
+        "needs a d_r set",
+    ),
     case("build model and dataset mismatch", BUILD[:5] + ["mnist5k"] + BUILD[6:], "does not fit"),
     # -- plot --
     case("plot non-numeric metrics", ["plot", "{ws}/badcell"], "is not a number"),
@@ -123,18 +180,43 @@ CASES = [
     case("plot not a run", ["plot", "{ws}/junk"], "no metrics.csv"),
     case("plot unknown attack", ["plot", "{run}", "--attack", "cw"], "no robust-accuracy column"),
     # -- sweep: every grid point is checked before anything trains --
-    case("sweep unknown dataset in grid", ["sweep", "--out", "{tmp}/sw", "--set", "epochs=1", "--set", "arch=smallcnn",
-                                           "--grid", "dataset=digits,imagenet-z"], "unknown dataset 'imagenet-z'"),
-    case("sweep unknown norm in grid", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits",
-                                        "--grid", "norm=bn,bogus"], "unknown norm 'bogus'"),
-    case("sweep lr inf", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--set", "lr=.inf",
-                          "--grid", "seed=0,1"], "lr"),
-    case("sweep backend", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--backend", "slurm"],
-         "unknown backend"),
+    case(
+        "sweep unknown dataset in grid",
+        [
+            "sweep",
+            "--out",
+            "{tmp}/sw",
+            "--set",
+            "epochs=1",
+            "--set",
+            "arch=smallcnn",
+            "--grid",
+            "dataset=digits,imagenet-z",
+        ],
+        "unknown dataset 'imagenet-z'",
+    ),
+    case(
+        "sweep unknown norm in grid",
+        ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--grid", "norm=bn,bogus"],
+        "unknown norm 'bogus'",
+    ),
+    case(
+        "sweep lr inf",
+        ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--set", "lr=.inf", "--grid", "seed=0,1"],
+        "lr",
+    ),
+    case(
+        "sweep backend",
+        ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--backend", "slurm"],
+        "unknown backend",
+    ),
     case("sweep grid syntax", ["sweep", "--out", "{tmp}/sw", "--grid", "norm"], "--grid expects key=value"),
     case("sweep workers 0", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--workers", "0"], "workers"),
-    case("sweep seed out of range", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits",
-                                     "--grid", f"seed=0,{2**40}"], "seed"),
+    case(
+        "sweep seed out of range",
+        ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--grid", f"seed=0,{2**40}"],
+        "seed",
+    ),
 ]
 
 
@@ -161,7 +243,11 @@ def workspace(tmp_path_factory) -> Path:
     torch.save({"x": torch.ones(1)}, ws / "evil.safetensors")  # a pickle wearing a safetensors name
     (ws / "junk").mkdir()
     (ws / "junk" / "notes.txt").write_text("not a run")
-    for name, change in (("badcell", lambda d: d.replace("\n0,", "\nzero,", 1)), ("binary", None), ("listconfig", None)):
+    for name, change in (
+        ("badcell", lambda d: d.replace("\n0,", "\nzero,", 1)),
+        ("binary", None),
+        ("listconfig", None),
+    ):
         d = ws / name
         d.mkdir()
         for f in ("config.json", "metrics.csv"):
@@ -178,8 +264,13 @@ def workspace(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("bad", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_line_exit_2_and_loses_nothing(bad: Case, workspace: Path, tmp_path: Path, capsys) -> None:
     before = _fingerprint(workspace)
-    places = {"run": workspace / "run", "model": workspace / "run" / "model.safetensors", "set": workspace / "set",
-              "ws": workspace, "tmp": tmp_path}
+    places = {
+        "run": workspace / "run",
+        "model": workspace / "run" / "model.safetensors",
+        "set": workspace / "set",
+        "ws": workspace,
+        "tmp": tmp_path,
+    }
     argv = [a.format(**places) for a in bad.argv]
     code = main(argv)
     out, err = capsys.readouterr()
@@ -229,8 +320,10 @@ def test_second_writer_is_refused_with_the_holders_pid(workspace: Path, tmp_path
         argv = [a.format(run=out) for a in TRAIN]
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
-        assert err == (f"error: run directory {out} is being written by another nrflab process (pid {os.getpid()}); "
-                       "wait for it to finish or choose another output")
+        assert err == (
+            f"error: run directory {out} is being written by another nrflab process (pid {os.getpid()}); "
+            "wait for it to finish or choose another output"
+        )
     finally:
         lock.release()
     assert main([a.format(run=out) for a in TRAIN]) == 0  # free again

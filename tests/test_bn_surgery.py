@@ -14,9 +14,9 @@ from torch import nn
 from _byom_helpers import digits, randomize_bn, trained_digits_model
 from nrflab.attacks import frozen_model, parse_attack
 from nrflab.bn_surgery import (
+    VARIANTS,
     BatchStatisticsNorm,
     ChannelAffine,
-    VARIANTS,
     affine_only_variant,
     analyze_batchnorm,
     batch_statistics_variant,
@@ -43,8 +43,9 @@ def analysis(data):
     model = trained_digits_model()
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x, y, calib = data
-    result = analyze_batchnorm(model, x, y, attacks=[ATTACK], calibration_images=calib, batch_size=60,
-                               num_classes=10, dataset="digits")
+    result = analyze_batchnorm(
+        model, x, y, attacks=[ATTACK], calibration_images=calib, batch_size=60, num_classes=10, dataset="digits"
+    )
     return model, before, result
 
 
@@ -69,8 +70,17 @@ def test_folded_is_numerically_the_running_statistics_model(arch) -> None:
 
 
 def test_bn_without_a_convolution_before_it_becomes_an_exact_affine() -> None:
-    model = randomize_bn(nn.Sequential(nn.BatchNorm2d(3), nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
-                                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5)))
+    model = randomize_bn(
+        nn.Sequential(
+            nn.BatchNorm2d(3),
+            nn.Conv2d(3, 4, 3),
+            nn.BatchNorm2d(4),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4, 5),
+        )
+    )
     x = torch.rand(4, 3, 8, 8, generator=torch.Generator().manual_seed(0))
     folded, info = folded_variant(model)
     assert (info.folded_into_conv, info.as_affine) == (1, 1)
@@ -99,7 +109,7 @@ def test_recalibration_is_a_cumulative_average_over_the_given_images() -> None:
     bn1 = recal.net.bn1
     with torch.no_grad():
         pre = model.net.conv1(model.normalize(images))  # the first BN's input
-    means = [pre[i:i + 100].mean(dim=(0, 2, 3)) for i in range(0, 300, 100)]
+    means = [pre[i : i + 100].mean(dim=(0, 2, 3)) for i in range(0, 300, 100)]
     torch.testing.assert_close(bn1.running_mean, torch.stack(means).mean(0), atol=1e-5, rtol=1e-4)
     assert int(bn1.num_batches_tracked) == 3 and bn1.momentum == model.net.bn1.momentum
     assert not recal.training and not torch.equal(bn1.running_mean, model.net.bn1.running_mean)
@@ -121,7 +131,11 @@ def test_the_analysis_orders_the_variants_as_documented(analysis) -> None:
     assert running.clean_acc > 0.85 and running.void is None
     # folded is the same function: identical numbers, full agreement, a tiny logit error.
     folded = rows["folded"]
-    assert (folded.clean_acc, folded.robust_acc[label], folded.agreement) == (running.clean_acc, running.robust_acc[label], 1.0)
+    assert (folded.clean_acc, folded.robust_acc[label], folded.agreement) == (
+        running.clean_acc,
+        running.robust_acc[label],
+        1.0,
+    )
     assert result.max_fold_error < 1e-4 and result.fold.folded_into_conv == result.bn_layers == 4
     # recalibrated on clean training images behaves like the trained running statistics.
     assert abs(rows["recalibrated"].clean_acc - running.clean_acc) <= 0.05 and rows["recalibrated"].agreement >= 0.95
@@ -134,7 +148,9 @@ def test_the_analysis_orders_the_variants_as_documented(analysis) -> None:
     assert t.eligible > 0 and t.success_rate == 1.0 and folded.transfer[label].success_rate == 1.0
     for v in result.variants:
         t = v.transfer[label]
-        assert 0 <= t.successes <= t.eligible and (t.eligible == 0 or t.ci[0] - 1e-9 <= t.success_rate <= t.ci[1] + 1e-9)
+        assert 0 <= t.successes <= t.eligible and (
+            t.eligible == 0 or t.ci[0] - 1e-9 <= t.success_rate <= t.ci[1] + 1e-9
+        )
 
 
 def test_differences_to_running_are_paired_and_zero_for_folded(analysis) -> None:
@@ -169,5 +185,11 @@ def test_models_without_batchnorm_or_as_torchscript_are_refused() -> None:
     with pytest.raises(NrflabError, match="not TorchScript"):
         folded_variant(scripted)
     with pytest.raises(NrflabError, match="unknown BN variant 'frozen'"):
-        analyze_batchnorm(create_model("smallcnn", "bn", 10, 1, width=0.125), torch.rand(4, 1, 8, 8),
-                          torch.zeros(4, dtype=torch.long), attacks=[], calibration_images=None, variants=["frozen"])
+        analyze_batchnorm(
+            create_model("smallcnn", "bn", 10, 1, width=0.125),
+            torch.rand(4, 1, 8, 8),
+            torch.zeros(4, dtype=torch.long),
+            attacks=[],
+            calibration_images=None,
+            variants=["frozen"],
+        )

@@ -11,12 +11,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import nrflab.checkpoint as ckpt
 import nrflab.io
-from conftest import tiny_model
 from nrflab.checkpoint import load_model, load_model_config, load_tensors, save_model
-from nrflab.io import atomic_save_tensors, atomic_write_json, atomic_write_text, read_json
 from nrflab.errors import NrflabError
+from nrflab.io import atomic_save_tensors, atomic_write_json, atomic_write_text, read_json
+
+from conftest import tiny_model
 
 
 @pytest.fixture()
@@ -82,7 +82,9 @@ def test_missing_files_raise(tmp_path) -> None:
 
 
 def _write_random(path: Path, valid: Path) -> None:
-    path.write_bytes(torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes())
+    path.write_bytes(
+        torch.randint(0, 256, (4096,), generator=torch.Generator().manual_seed(0), dtype=torch.uint8).numpy().tobytes()
+    )
 
 
 def _write_truncated(path: Path, valid: Path) -> None:
@@ -104,8 +106,11 @@ def _write_empty(path: Path, valid: Path) -> None:
     path.write_bytes(b"")
 
 
-@pytest.mark.parametrize("writer", [_write_random, _write_truncated, _write_header_only, _write_pickle, _write_empty],
-                         ids=["random-bytes", "truncated", "header-only", "torch-pickle", "empty"])
+@pytest.mark.parametrize(
+    "writer",
+    [_write_random, _write_truncated, _write_header_only, _write_pickle, _write_empty],
+    ids=["random-bytes", "truncated", "header-only", "torch-pickle", "empty"],
+)
 def test_corrupt_files_raise_one_line(model, tmp_path, writer) -> None:
     valid = save_model(model, tmp_path / "valid.safetensors")
     bad = tmp_path / "bad.safetensors"
@@ -145,8 +150,14 @@ def test_file_without_config_raises(model, tmp_path) -> None:
 
 @pytest.mark.parametrize(
     "config_text",
-    ["{not json", json.dumps({"arch": "resnet19"}), json.dumps({"arch": "smallcnn", "depth": 3}), json.dumps({}),
-     json.dumps(["smallcnn"]), json.dumps({"arch": "smallcnn", "norm": "batchnorm"})],
+    [
+        "{not json",
+        json.dumps({"arch": "resnet19"}),
+        json.dumps({"arch": "smallcnn", "depth": 3}),
+        json.dumps({}),
+        json.dumps(["smallcnn"]),
+        json.dumps({"arch": "smallcnn", "norm": "batchnorm"}),
+    ],
     ids=["bad-json", "unknown-arch", "unknown-field", "no-arch", "a-list", "unknown-norm"],
 )
 def test_corrupt_config_raises(model, tmp_path, config_text) -> None:
@@ -207,7 +218,9 @@ def test_atomic_write_text_keeps_the_old_file_when_the_rename_fails(tmp_path, mo
 
 
 def test_atomic_write_json_serializes_paths_tuples_and_tensors(tmp_path) -> None:
-    atomic_write_json(tmp_path / "a.json", {"p": Path("x/y"), "t": (1, 2), "v": torch.tensor([0.5]), "s": torch.tensor(3)})
+    atomic_write_json(
+        tmp_path / "a.json", {"p": Path("x/y"), "t": (1, 2), "v": torch.tensor([0.5]), "s": torch.tensor(3)}
+    )
     assert read_json(tmp_path / "a.json") == {"p": "x/y", "t": [1, 2], "v": [0.5], "s": 3}
     (tmp_path / "b.json").write_text("{broken")
     with pytest.raises(NrflabError, match="not valid JSON"):

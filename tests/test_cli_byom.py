@@ -44,13 +44,14 @@ def refs(tmp_path_factory):
     torch.save({"state_dict": {f"module.{k}": v for k, v in net_state(model).items()}}, folder / "digits_sd.pt")
     torch.jit.save(torch.jit.trace(model, torch.rand(2, 1, 8, 8)), str(folder / "digits_ts.pt"))
     torch.save(net_state(model), folder / "net_only.pt")
-    (folder / "factory.py").write_text(textwrap.dedent(f"""
+    (folder / "factory.py").write_text(
+        textwrap.dedent(f"""
         import torch
         from nrflab.models import create_model
 
         def build():
             net = create_model("smallcnn", "bn", 10, 1, width=0.25)
-            state = torch.load({str(folder / 'net_only.pt')!r}, weights_only=True)
+            state = torch.load({str(folder / "net_only.pt")!r}, weights_only=True)
             net.load_state_dict({{**net.state_dict(), **{{f"net.{{k}}": v for k, v in state.items()}}}})
             return net
 
@@ -64,7 +65,8 @@ def refs(tmp_path_factory):
 
         def build_masked():
             return Rounded(build())
-    """))
+    """)
+    )
     ckpt = save_model(model, folder / "nrflab" / "tiny.safetensors")
     no_bn = save_model(create_model("smallcnn", "none", 10, 1, width=0.25, seed=0), folder / "nobn.safetensors")
 
@@ -73,9 +75,19 @@ def refs(tmp_path_factory):
             return (open, (str(folder / "pwned"), "w"))
 
     (folder / "evil.pt").write_bytes(pickle.dumps({"conv1.weight": Payload()}, protocol=2))
-    return {"model": model, "folder": folder, "sd": folder / "digits_sd.pt", "ts": folder / "digits_ts.pt",
-            "factory": f"{folder / 'factory.py'}:build", "masked": f"{folder / 'factory.py'}:build_masked", "ckpt": ckpt, "nobn": no_bn, "evil": folder / "evil.pt",
-            "mean": f"{mean}", "std": f"{std}"}
+    return {
+        "model": model,
+        "folder": folder,
+        "sd": folder / "digits_sd.pt",
+        "ts": folder / "digits_ts.pt",
+        "factory": f"{folder / 'factory.py'}:build",
+        "masked": f"{folder / 'factory.py'}:build_masked",
+        "ckpt": ckpt,
+        "nobn": no_bn,
+        "evil": folder / "evil.pt",
+        "mean": f"{mean}",
+        "std": f"{std}",
+    }
 
 
 def expected_clean(model, n: int) -> float:
@@ -87,13 +99,30 @@ def expected_clean(model, n: int) -> float:
 def test_evaluate_any_reference_kind(kind, refs, tmp_path, capsys) -> None:
     extra = ["--mean", refs["mean"], "--std", refs["std"]] if kind in ("sd", "factory") else []
     out = tmp_path / "eval.json"
-    code, stdout, stderr = run_cli(capsys, "evaluate", "-m", refs[kind], "-d", "digits", "--limit", 40, "--attack",
-                                   ATTACK, "--sanity-limit", 16, "-o", out, *extra)
+    code, stdout, stderr = run_cli(
+        capsys,
+        "evaluate",
+        "-m",
+        refs[kind],
+        "-d",
+        "digits",
+        "--limit",
+        40,
+        "--attack",
+        ATTACK,
+        "--sanity-limit",
+        16,
+        "-o",
+        out,
+        *extra,
+    )
     assert code == 0, stderr
     record = json.loads(out.read_text())
     assert record["metrics"]["clean_acc"] == expected_clean(refs["model"], 40) > 0.85
-    assert record["model_reference"]["kind"] == {"sd": "state-dict", "ts": "torchscript", "factory": "factory",
-                                                 "ckpt": "nrflab"}[kind]
+    assert (
+        record["model_reference"]["kind"]
+        == {"sd": "state-dict", "ts": "torchscript", "factory": "factory", "ckpt": "nrflab"}[kind]
+    )
     assert record["sanity"]["pgd-l2_0.5"]["num_samples"] == 16
     assert "sanity (gradient masking) of robust_acc[pgd-l2_0.5] on 16 images:" in stdout
     assert f"wrote {out}" in stdout
@@ -104,8 +133,22 @@ def test_same_model_in_every_format_gives_the_same_numbers(refs, tmp_path, capsy
     for kind in ("sd", "ts", "factory"):
         extra = ["--mean", refs["mean"], "--std", refs["std"]] if kind != "ts" else []
         out = tmp_path / f"{kind}.json"
-        code, _, stderr = run_cli(capsys, "evaluate", "-m", refs[kind], "-d", "digits", "--limit", 32, "--attack",
-                                  ATTACK, "--no-sanity", "-o", out, *extra)
+        code, _, stderr = run_cli(
+            capsys,
+            "evaluate",
+            "-m",
+            refs[kind],
+            "-d",
+            "digits",
+            "--limit",
+            32,
+            "--attack",
+            ATTACK,
+            "--no-sanity",
+            "-o",
+            out,
+            *extra,
+        )
         assert code == 0, stderr
         records.append(json.loads(out.read_text())["metrics"])
     assert records[0] == pytest.approx(records[1], abs=1e-5) and records[0] == pytest.approx(records[2], abs=1e-5)
@@ -113,8 +156,23 @@ def test_same_model_in_every_format_gives_the_same_numbers(refs, tmp_path, capsy
 
 def test_a_surrogate_feeds_the_transfer_check(refs, tmp_path, capsys) -> None:
     out = tmp_path / "eval.json"
-    code, stdout, stderr = run_cli(capsys, "evaluate", "-c", refs["ckpt"], "-d", "digits", "--limit", 24, "--attack",
-                                   ATTACK, "--no-ligs", "--surrogate", refs["ts"], "-o", out)
+    code, stdout, stderr = run_cli(
+        capsys,
+        "evaluate",
+        "-c",
+        refs["ckpt"],
+        "-d",
+        "digits",
+        "--limit",
+        24,
+        "--attack",
+        ATTACK,
+        "--no-ligs",
+        "--surrogate",
+        refs["ts"],
+        "-o",
+        out,
+    )
     assert code == 0, stderr
     checks = {c["name"]: c for c in json.loads(out.read_text())["sanity"]["pgd-l2_0.5"]["checks"]}
     assert checks["transfer"]["status"] == "pass"  # the surrogate is the model itself: transfer == white-box
@@ -124,9 +182,28 @@ def test_a_surrogate_feeds_the_transfer_check(refs, tmp_path, capsys) -> None:
 def test_the_sanity_block_flags_a_masked_model(refs, tmp_path, capsys) -> None:
     out = tmp_path / "masked.json"
     norm = ["--mean", refs["mean"], "--std", refs["std"]]
-    code, stdout, stderr = run_cli(capsys, "evaluate", "-m", refs["masked"], *norm, "-d", "digits", "--limit", 32,
-                                   "--attack", ATTACK, "--no-ligs", "--surrogate", refs["factory"],
-                                   "--surrogate-mean", refs["mean"], "--surrogate-std", refs["std"], "-o", out)
+    code, stdout, stderr = run_cli(
+        capsys,
+        "evaluate",
+        "-m",
+        refs["masked"],
+        *norm,
+        "-d",
+        "digits",
+        "--limit",
+        32,
+        "--attack",
+        ATTACK,
+        "--no-ligs",
+        "--surrogate",
+        refs["factory"],
+        "--surrogate-mean",
+        refs["mean"],
+        "--surrogate-std",
+        refs["std"],
+        "-o",
+        out,
+    )
     assert code == 0, stderr
     report = json.loads(out.read_text())["sanity"]["pgd-l2_0.5"]
     assert report["flagged"]
@@ -136,21 +213,65 @@ def test_the_sanity_block_flags_a_masked_model(refs, tmp_path, capsys) -> None:
 
 def test_default_output_of_a_non_run_model_is_the_current_directory(refs, tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    code, stdout, stderr = run_cli(capsys, "evaluate", "-m", refs["ts"], "-d", "digits", "--limit", 16, "--attack",
-                                   ATTACK, "--no-sanity", "--no-ligs")
+    code, stdout, stderr = run_cli(
+        capsys,
+        "evaluate",
+        "-m",
+        refs["ts"],
+        "-d",
+        "digits",
+        "--limit",
+        16,
+        "--attack",
+        ATTACK,
+        "--no-sanity",
+        "--no-ligs",
+    )
     assert code == 0, stderr
     assert (tmp_path / "evaluation_digits_ts_digits.json").is_file()
-    code, _, stderr = run_cli(capsys, "evaluate", "-m", refs["ts"], "-d", "digits", "--limit", 16, "--attack", ATTACK,
-                              "--no-sanity", "--no-ligs", "-o", tmp_path / "results")
+    code, _, stderr = run_cli(
+        capsys,
+        "evaluate",
+        "-m",
+        refs["ts"],
+        "-d",
+        "digits",
+        "--limit",
+        16,
+        "--attack",
+        ATTACK,
+        "--no-sanity",
+        "--no-ligs",
+        "-o",
+        tmp_path / "results",
+    )
     assert code == 0, stderr
     assert (tmp_path / "results" / "evaluation_digits_ts_digits.json").is_file()
 
 
 def test_bn_analysis_from_the_command_line(refs, tmp_path, capsys) -> None:
     out = tmp_path / "bn"
-    code, stdout, stderr = run_cli(capsys, "bn-analysis", refs["sd"], "--mean", refs["mean"], "--std", refs["std"],
-                                   "-d", "digits", "--limit", 60, "--attack", ATTACK, "--calibration", 200,
-                                   "--batch-size", 60, "--out", out)
+    code, stdout, stderr = run_cli(
+        capsys,
+        "bn-analysis",
+        refs["sd"],
+        "--mean",
+        refs["mean"],
+        "--std",
+        refs["std"],
+        "-d",
+        "digits",
+        "--limit",
+        60,
+        "--attack",
+        ATTACK,
+        "--calibration",
+        200,
+        "--batch-size",
+        60,
+        "--out",
+        out,
+    )
     assert code == 0, stderr
     record = json.loads((out / "bn_analysis.json").read_text())
     assert [v["variant"] for v in record["variants"]] == ["running", "batch", "recalibrated", "affine-only", "folded"]
@@ -158,9 +279,24 @@ def test_bn_analysis_from_the_command_line(refs, tmp_path, capsys) -> None:
     assert (out / "bn_analysis.md").read_text().startswith("# BN surgery: digits_sd on digits")
     lines = stdout.splitlines()
     assert any(line.startswith("folded ") for line in lines) and any("folded vs running" in line for line in lines)
-    code, stdout, stderr = run_cli(capsys, "bn-analysis", refs["ckpt"], "-d", "digits", "--limit", 30, "--attack",
-                                   ATTACK, "--variant", "running", "--variant", "folded", "--no-ligs",
-                                   "--out", tmp_path / "bn2")
+    code, stdout, stderr = run_cli(
+        capsys,
+        "bn-analysis",
+        refs["ckpt"],
+        "-d",
+        "digits",
+        "--limit",
+        30,
+        "--attack",
+        ATTACK,
+        "--variant",
+        "running",
+        "--variant",
+        "folded",
+        "--no-ligs",
+        "--out",
+        tmp_path / "bn2",
+    )
     assert code == 0, stderr
     assert len(json.loads((tmp_path / "bn2" / "bn_analysis.json").read_text())["variants"]) == 2
 

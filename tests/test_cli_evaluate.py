@@ -31,8 +31,24 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_evaluate_prints_and_writes_the_metrics(checkpoint, _trained_master, mnist5k, tmp_path, capsys) -> None:
     out = tmp_path / "eval.json"
-    code, stdout, stderr = run_cli(capsys, "evaluate", "-c", checkpoint, "--dataset", "mnist5k", "--limit", 64,
-                                   "--attack", "pgd-l2", "--eps", 0.5, "--steps", 3, "--out", out)
+    code, stdout, stderr = run_cli(
+        capsys,
+        "evaluate",
+        "-c",
+        checkpoint,
+        "--dataset",
+        "mnist5k",
+        "--limit",
+        64,
+        "--attack",
+        "pgd-l2",
+        "--eps",
+        0.5,
+        "--steps",
+        3,
+        "--out",
+        out,
+    )
     assert code == 0, stderr
     record = json.loads(out.read_text())
     metrics = record["metrics"]
@@ -43,7 +59,9 @@ def test_evaluate_prints_and_writes_the_metrics(checkpoint, _trained_master, mni
 
     x, y = limit_dataset(mnist5k.test, 64, seed=0).tensors()  # --limit: a seeded random subset
     assert metrics["clean_acc"] == accuracy(_trained_master, (x, y)) > 0.8
-    assert metrics["robust_acc[pgd-l2_0.5]"] == robust_accuracy(_trained_master, (x, y), PGD(_trained_master, norm="l2", eps=0.5, steps=3))
+    assert metrics["robust_acc[pgd-l2_0.5]"] == robust_accuracy(
+        _trained_master, (x, y), PGD(_trained_master, norm="l2", eps=0.5, steps=3)
+    )
     assert metrics["ligs"] == pytest.approx(ligs(_trained_master, x, y, sigma=0.01, seed=0), abs=1e-6)
     for key, value in metrics.items():
         shown = f"{100 * value:.2f} %" if "acc" in key else f"{value:.4f}"
@@ -53,9 +71,25 @@ def test_evaluate_prints_and_writes_the_metrics(checkpoint, _trained_master, mni
 
 def test_spec_form_and_several_attacks(checkpoint, tmp_path, capsys) -> None:
     out = tmp_path / "eval.json"
-    code, _, stderr = run_cli(capsys, "evaluate", "-c", checkpoint, "-d", "mnist5k", "--limit", 32, "--no-ligs",
-                              "--attack", "pgd-linf:eps=0.1,step=0.025,steps=2", "--attack", "fgsm:eps=0.2",
-                              "--attack", "none", "-o", out)
+    code, _, stderr = run_cli(
+        capsys,
+        "evaluate",
+        "-c",
+        checkpoint,
+        "-d",
+        "mnist5k",
+        "--limit",
+        32,
+        "--no-ligs",
+        "--attack",
+        "pgd-linf:eps=0.1,step=0.025,steps=2",
+        "--attack",
+        "fgsm:eps=0.2",
+        "--attack",
+        "none",
+        "-o",
+        out,
+    )
     assert code == 0, stderr
     record = json.loads(out.read_text())
     metrics = record["metrics"]
@@ -67,8 +101,9 @@ def test_spec_form_and_several_attacks(checkpoint, tmp_path, capsys) -> None:
 
 
 def test_default_attacks_and_output_path(checkpoint, capsys) -> None:
-    code, stdout, stderr = run_cli(capsys, "evaluate", "-c", checkpoint, "--dataset", "mnist5k", "--limit", 16,
-                                   "--no-ligs")
+    code, stdout, stderr = run_cli(
+        capsys, "evaluate", "-c", checkpoint, "--dataset", "mnist5k", "--limit", 16, "--no-ligs"
+    )
     assert code == 0, stderr
     target = checkpoint.parent / "evaluation_mnist5k.json"
     metrics = json.loads(target.read_text())["metrics"]
@@ -77,11 +112,20 @@ def test_default_attacks_and_output_path(checkpoint, capsys) -> None:
 
 
 def test_evaluate_a_run_directory(mnist5k, tmp_path, capsys) -> None:
-    cfg = make_config(dataset="mnist5k", arch="smallcnn", width=0.25, epochs=1, eval_size=32, ligs=False,
-                      eval_attacks=["pgd-l2:eps=0.5,steps=1"], seed=0)
+    cfg = make_config(
+        dataset="mnist5k",
+        arch="smallcnn",
+        width=0.25,
+        epochs=1,
+        eval_size=32,
+        ligs=False,
+        eval_attacks=["pgd-l2:eps=0.5,steps=1"],
+        seed=0,
+    )
     run_dir = train(cfg, tmp_path / "run", progress=False).run_dir
-    code, _, stderr = run_cli(capsys, "evaluate", "-c", run_dir, "--limit", 32, "--no-ligs",
-                              "--attack", "pgd-l2", "--eps", 0.5, "--steps", 1)
+    code, _, stderr = run_cli(
+        capsys, "evaluate", "-c", run_dir, "--limit", 32, "--no-ligs", "--attack", "pgd-l2", "--eps", 0.5, "--steps", 1
+    )
     assert code == 0, stderr
     record = json.loads((run_dir / "evaluation_mnist5k.json").read_text())
     assert record["dataset"] == "mnist5k" and record["checkpoint"] == str(run_dir / "model.safetensors")
@@ -94,21 +138,38 @@ def misfits(tmp_path_factory):
     folder = tmp_path_factory.mktemp("misfits")
     rgb = save_model(create_model("smallcnn", "bn", 10, 3, width=0.125, seed=0), folder / "rgb.safetensors")
     five = save_model(create_model("smallcnn", "bn", 5, 1, width=0.125, seed=0), folder / "five.safetensors")
-    cifar_shape = save_model(create_model("smallcnn", "bn", 10, 1, width=0.125, input_shape=(1, 32, 32), seed=0),
-                             folder / "shape.safetensors")
+    cifar_shape = save_model(
+        create_model("smallcnn", "bn", 10, 1, width=0.125, input_shape=(1, 32, 32), seed=0),
+        folder / "shape.safetensors",
+    )
     corrupt = folder / "corrupt.safetensors"
-    corrupt.write_bytes(torch.randint(0, 256, (2048,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-                        .numpy().tobytes())
+    corrupt.write_bytes(
+        torch.randint(0, 256, (2048,), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).numpy().tobytes()
+    )
     empty_root = folder / "empty_root"
     empty_root.mkdir()
     junk_root = folder / "junk_root"
     (junk_root / "cifar-10-batches-py").mkdir(parents=True)
-    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch",
-                 "batches.meta"):
+    for name in (
+        "data_batch_1",
+        "data_batch_2",
+        "data_batch_3",
+        "data_batch_4",
+        "data_batch_5",
+        "test_batch",
+        "batches.meta",
+    ):
         (junk_root / "cifar-10-batches-py" / name).write_bytes(b"these are not CIFAR pickles\n" * 10)
-    return {"rgb": rgb, "five": five, "shape": cifar_shape, "corrupt": corrupt, "empty_root": empty_root,
-            "junk_root": junk_root,
-            "missing": folder / "missing.safetensors", "not_a_run": folder}
+    return {
+        "rgb": rgb,
+        "five": five,
+        "shape": cifar_shape,
+        "corrupt": corrupt,
+        "empty_root": empty_root,
+        "junk_root": junk_root,
+        "missing": folder / "missing.safetensors",
+        "not_a_run": folder,
+    }
 
 
 ERROR_CASES = {
@@ -136,8 +197,20 @@ def test_bad_arguments_exit_2_with_one_error_line(name, checkpoint, misfits, cap
 
 @pytest.mark.parametrize("which", ["missing", "corrupt", "rgb", "five", "shape", "not_a_run"])
 def test_bad_checkpoints_exit_2_with_one_error_line(which, misfits, capsys) -> None:
-    args = ["evaluate", "-c", misfits[which], "--limit", 8, "--no-ligs", "--attack", "pgd-l2", "--eps", 0.5,
-            "--steps", 1]
+    args = [
+        "evaluate",
+        "-c",
+        misfits[which],
+        "--limit",
+        8,
+        "--no-ligs",
+        "--attack",
+        "pgd-l2",
+        "--eps",
+        0.5,
+        "--steps",
+        1,
+    ]
     if which != "not_a_run":
         args += ["--dataset", "mnist5k"]
     code, _, stderr = run_cli(capsys, *args)
@@ -158,8 +231,22 @@ def test_corruptions_report_every_corruption_and_severity(checkpoint, tmp_path, 
     from nrflab.corruptions import benchmark_corruptions
 
     out = tmp_path / "eval.json"
-    code, stdout, stderr = run_cli(capsys, "evaluate", "-c", checkpoint, "-d", "mnist5k", "--limit", 32, "--no-ligs",
-                                   "--attack", "pgd-l2:eps=0.5,steps=1", "--corruptions", "-o", out)
+    code, stdout, stderr = run_cli(
+        capsys,
+        "evaluate",
+        "-c",
+        checkpoint,
+        "-d",
+        "mnist5k",
+        "--limit",
+        32,
+        "--no-ligs",
+        "--attack",
+        "pgd-l2:eps=0.5,steps=1",
+        "--corruptions",
+        "-o",
+        out,
+    )
     assert code == 0, stderr
     corr = json.loads(out.read_text())["corruptions"]
     seen = {(r["corruption"], r["severity"]) for r in corr["rows"]}
@@ -171,8 +258,22 @@ def test_corruptions_report_every_corruption_and_severity(checkpoint, tmp_path, 
 
 
 def test_cifar_c_directory_that_is_missing_is_one_error_line(checkpoint, tmp_path, capsys) -> None:
-    code, _, stderr = run_cli(capsys, "evaluate", "-c", checkpoint, "-d", "mnist5k", "--limit", 8, "--no-ligs",
-                              "--attack", "pgd-l2:eps=0.5,steps=1", "--corruptions", "--cifar-c", tmp_path / "nope")
+    code, _, stderr = run_cli(
+        capsys,
+        "evaluate",
+        "-c",
+        checkpoint,
+        "-d",
+        "mnist5k",
+        "--limit",
+        8,
+        "--no-ligs",
+        "--attack",
+        "pgd-l2:eps=0.5,steps=1",
+        "--corruptions",
+        "--cifar-c",
+        tmp_path / "nope",
+    )
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:")

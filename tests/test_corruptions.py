@@ -45,8 +45,18 @@ BATCHES = {
 
 
 def test_registry_has_cifar_c_corruptions():
-    expected = {"gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "gaussian_blur", "contrast",
-                "brightness", "jpeg_compression", "pixelate", "speckle_noise"}
+    expected = {
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "defocus_blur",
+        "gaussian_blur",
+        "contrast",
+        "brightness",
+        "jpeg_compression",
+        "pixelate",
+        "speckle_noise",
+    }
     assert set(NAMES) == expected == set(PARAMS)
     assert all(len(PARAMS[name]) == 5 for name in NAMES)
     assert set(benchmark_corruptions()) == expected - {"speckle_noise", "gaussian_blur"}
@@ -130,8 +140,9 @@ def test_pixelate_matches_pil_box_resize():
     pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     for severity, c in enumerate(PARAMS["pixelate"], start=1):
         small = (int(32 * c), int(32 * c))
-        ref = np.stack([np.asarray(Image.fromarray(p).resize(small, Image.BOX).resize((32, 32), Image.BOX))
-                        for p in pixels])
+        ref = np.stack(
+            [np.asarray(Image.fromarray(p).resize(small, Image.BOX).resize((32, 32), Image.BOX)) for p in pixels]
+        )
         ref = torch.from_numpy(ref).permute(0, 3, 1, 2).float() / 255
         assert (corrupt(x, "pixelate", severity) - ref).abs().max() <= 1.01 / 255
 
@@ -232,15 +243,21 @@ def test_corruption_accuracy_rows_and_model_mode():
     images = BATCHES["rgb32"]()
     ds = ImageTensorDataset(images, torch.tensor([0, 0, 0, 1, 1, 1, 1, 1]))
     model = constant_model()
-    rows = corruption_accuracy(model, ds, corruptions=["contrast", "impulse_noise"], severities=(1, 5),
-                               batch_size=3, progress=False)
+    rows = corruption_accuracy(
+        model, ds, corruptions=["contrast", "impulse_noise"], severities=(1, 5), batch_size=3, progress=False
+    )
     assert [(r["corruption"], r["severity"]) for r in rows] == [
-        ("contrast", 1), ("contrast", 5), ("impulse_noise", 1), ("impulse_noise", 5)]
+        ("contrast", 1),
+        ("contrast", 5),
+        ("impulse_noise", 1),
+        ("impulse_noise", 5),
+    ]
     assert all(r["accuracy"] == 3 / 8 for r in rows)
     assert model.training and model[0].training and not model[1].training
     assert torch.equal(ds.images, images)
-    default = corruption_accuracy(nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2)), ds, severities=(2,),
-                                  progress=False)
+    default = corruption_accuracy(
+        nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 2)), ds, severities=(2,), progress=False
+    )
     assert [r["corruption"] for r in default] == benchmark_corruptions()
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in default)
     with pytest.raises(NrflabError, match="unknown corruption"):
@@ -248,8 +265,12 @@ def test_corruption_accuracy_rows_and_model_mode():
 
 
 def test_summarize_corruption_accuracy():
-    rows = [{"corruption": "a", "severity": 1, "accuracy": 0.8}, {"corruption": "a", "severity": 2, "accuracy": 0.6},
-            {"corruption": "b", "severity": 1, "accuracy": 0.4}, {"corruption": "b", "severity": 2, "accuracy": 0.2}]
+    rows = [
+        {"corruption": "a", "severity": 1, "accuracy": 0.8},
+        {"corruption": "a", "severity": 2, "accuracy": 0.6},
+        {"corruption": "b", "severity": 1, "accuracy": 0.4},
+        {"corruption": "b", "severity": 2, "accuracy": 0.2},
+    ]
     summary = summarize_corruption_accuracy(rows)
     assert summary["mean"] == pytest.approx(0.5)
     assert summary["per_corruption"] == pytest.approx({"a": 0.7, "b": 0.3})

@@ -186,11 +186,24 @@ def _py2_style_pickle(data: np.ndarray, labels: list[int]) -> bytes:
 
     raw = data.tobytes()
     array = (
-        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85" + short(b"b") + b"\x87R"
-        + b"(K\x01K" + bytes([data.shape[0]]) + b"M" + struct.pack("<H", data.shape[1]) + b"\x86"
-        + b"cnumpy\ndtype\n" + short(b"u1") + b"K\x00K\x01\x87R"
-        + b"(K\x03" + short(b"|") + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-        + b"\x89T" + struct.pack("<i", len(raw)) + raw + b"tb"
+        b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85"
+        + short(b"b")
+        + b"\x87R"
+        + b"(K\x01K"
+        + bytes([data.shape[0]])
+        + b"M"
+        + struct.pack("<H", data.shape[1])
+        + b"\x86"
+        + b"cnumpy\ndtype\n"
+        + short(b"u1")
+        + b"K\x00K\x01\x87R"
+        + b"(K\x03"
+        + short(b"|")
+        + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        + b"\x89T"
+        + struct.pack("<i", len(raw))
+        + raw
+        + b"tb"
     )
     label_list = b"](" + b"".join(b"K" + bytes([v]) for v in labels) + b"e"
     return b"\x80\x02}(" + short(b"data") + array + short(b"labels") + label_list + b"u."
@@ -321,9 +334,7 @@ def make_idx(folder: Path, gz: bool, n_train: int = 6, n_test: int = 4) -> dict[
     return arrays
 
 
-@pytest.mark.parametrize(
-    ("subdir", "gz"), [("", False), ("", True), ("raw", True), ("MNIST/raw", False)]
-)
+@pytest.mark.parametrize(("subdir", "gz"), [("", False), ("", True), ("raw", True), ("MNIST/raw", False)])
 def test_mnist_layouts_plain_and_gzip(tmp_path: Path, subdir: str, gz: bool) -> None:
     arrays = make_idx(tmp_path / subdir, gz)
     bundle = data.load_dataset("mnist", root=tmp_path)

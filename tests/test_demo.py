@@ -69,14 +69,17 @@ def test_experiment_rejects_unknown_name(tmp_path, capsys):
     assert capsys.readouterr().err.strip().startswith("error: unknown experiment 'nope'")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["experiment", "core", "--set", "twins.epochz=2"], "error: experiment core: unknown setting twins.epochz"),
-    (["experiment", "core", "--set", "twins.epochs=two"], "error: experiment core: setting twins.epochs: Input"),
-    (["experiment", "core", "--scale", "huge"], "error: unknown scale 'huge'"),
-    (["experiment", "planted", "--dataset", "digits"], "error: experiment 'planted' has no dataset setting"),
-    (["reproduce", "--only", "core", "--set", "nope.x=1"], "error: --set nope.x=1: unknown setting 'nope'"),
-    (["reproduce", "--backend", "slurm"], "error: unknown backend 'slurm'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["experiment", "core", "--set", "twins.epochz=2"], "error: experiment core: unknown setting twins.epochz"),
+        (["experiment", "core", "--set", "twins.epochs=two"], "error: experiment core: setting twins.epochs: Input"),
+        (["experiment", "core", "--scale", "huge"], "error: unknown scale 'huge'"),
+        (["experiment", "planted", "--dataset", "digits"], "error: experiment 'planted' has no dataset setting"),
+        (["reproduce", "--only", "core", "--set", "nope.x=1"], "error: --set nope.x=1: unknown setting 'nope'"),
+        (["reproduce", "--backend", "slurm"], "error: unknown backend 'slurm'"),
+    ],
+)
 def test_bad_experiment_flags_are_one_line_errors_before_anything_trains(tmp_path, capsys, argv, message):
     assert main([*argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -69,15 +69,29 @@ def test_recipe_files_hold_the_presets(name):
 def test_paper_presets_carry_the_official_settings():
     core = get_spec("core").presets["paper"]
     assert (core.dataset, core.arch, core.twins.epochs, core.twins.lr, core.twins.milestones) == (
-        "cifar10", "resnet18", 150, 0.1, [50, 100])
+        "cifar10",
+        "resnet18",
+        150,
+        0.1,
+        [50, 100],
+    )
     feats = get_spec("features").presets["paper"]
     assert (feats.build.nrf_eps, feats.build.nrf_steps, feats.build.nrf_step_size) == (0.5, 100, 0.1)
     assert (feats.build.inv_steps, feats.build.inv_step_size, feats.build.fake_relu) == (1000, 0.1, True)
-    assert {k: v.lr for k, v in feats.per_set.items()} == {"d_r": 0.01, "d_rand": 0.01, "d_det": 0.1,
-                                                           "conflicting": 0.1}
+    assert {k: v.lr for k, v in feats.per_set.items()} == {
+        "d_r": 0.01,
+        "d_rand": 0.01,
+        "d_det": 0.1,
+        "conflicting": 0.1,
+    }
     adv = get_spec("adversarial").presets["paper"].adversarial
     assert (adv.adv_train, adv.adv_eps, adv.adv_steps, adv.adv_step_size, adv.attack_mode) == (
-        "targeted-l2", 0.5, 7, 0.1, "train")
+        "targeted-l2",
+        0.5,
+        7,
+        0.1,
+        "train",
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- overrides
@@ -85,27 +99,52 @@ def test_paper_presets_carry_the_official_settings():
 
 def test_common_flags_set_and_epochs_reach_every_stage():
     spec = get_spec("features")
-    s = settings_for(spec, Overrides(scale="paper", dataset="imagefolder:root=/data/x", data_root="/d", arch="vgg11",
-                                     width=0.5, device="cuda", epochs=2, seeds=(0, 1),
-                                     assignments=("twins.lr=0.05", "build.limit=null", "per_set.d_r.augment=false")))
-    assert (s.dataset, s.data_root, s.arch, s.width, s.device, s.seeds) == ("imagefolder:root=/data/x", "/d",
-                                                                            "vgg11", 0.5, "cuda", [0, 1])
+    s = settings_for(
+        spec,
+        Overrides(
+            scale="paper",
+            dataset="imagefolder:root=/data/x",
+            data_root="/d",
+            arch="vgg11",
+            width=0.5,
+            device="cuda",
+            epochs=2,
+            seeds=(0, 1),
+            assignments=("twins.lr=0.05", "build.limit=null", "per_set.d_r.augment=false"),
+        ),
+    )
+    assert (s.dataset, s.data_root, s.arch, s.width, s.device, s.seeds) == (
+        "imagefolder:root=/data/x",
+        "/d",
+        "vgg11",
+        0.5,
+        "cuda",
+        [0, 1],
+    )
     assert (s.source.epochs, s.robust_source.epochs, s.twins.epochs) == (2, 2, 2)
     assert s.twins.lr == 0.05 and s.build.limit is None and s.per_set["d_r"].augment is False
     assert s.per_set["d_r"].lr == 0.01  # merged, not replaced
     cfg = s.train_config(s.twins, norm="bn", seed=1)
-    assert (cfg.arch, cfg.width, cfg.dataset, cfg.data_root, cfg.lr) == ("vgg11", 0.5, "imagefolder:root=/data/x",
-                                                                         "/d", 0.05)
+    assert (cfg.arch, cfg.width, cfg.dataset, cfg.data_root, cfg.lr) == (
+        "vgg11",
+        0.5,
+        "imagefolder:root=/data/x",
+        "/d",
+        0.05,
+    )
 
 
-@pytest.mark.parametrize("assignment, message", [
-    ("twins.epochz=3", r"experiment core: unknown setting twins\.epochz \(known: .*epochs.*\)"),
-    ("twins.epochs=many", r"experiment core: setting twins\.epochs: Input should be a valid integer.*'many'"),
-    ("width=-1", r"experiment core: setting width: Input should be greater than 0"),
-    ("nope=1", r"--set nope=1: experiment 'core' has no setting 'nope' \(known: dataset, "),
-    ("twins", r"--set needs KEY=VALUE with a dotted key"),
-    ("seeds=[]", r"setting seeds: List should have at least 1 item"),
-])
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("twins.epochz=3", r"experiment core: unknown setting twins\.epochz \(known: .*epochs.*\)"),
+        ("twins.epochs=many", r"experiment core: setting twins\.epochs: Input should be a valid integer.*'many'"),
+        ("width=-1", r"experiment core: setting width: Input should be greater than 0"),
+        ("nope=1", r"--set nope=1: experiment 'core' has no setting 'nope' \(known: dataset, "),
+        ("twins", r"--set needs KEY=VALUE with a dotted key"),
+        ("seeds=[]", r"setting seeds: List should have at least 1 item"),
+    ],
+)
 def test_bad_settings_are_one_line_errors(assignment, message):
     with pytest.raises(NrflabError, match=message) as info:
         settings_for(get_spec("core"), Overrides(assignments=(assignment,)))
@@ -123,13 +162,16 @@ def test_values_are_read_as_yaml_scalars():
 def test_flags_an_experiment_lacks_are_errors_in_experiment_and_skipped_in_reproduce():
     spec = get_spec("core")
     assert settings_for(spec, Overrides(epochs=3)).twins.epochs == 3
-    check_assignments_used([get_spec("core"), get_spec("features")],
-                           [parse_assignment("features.build.limit=10"), parse_assignment("twins.epochs=2")])
+    check_assignments_used(
+        [get_spec("core"), get_spec("features")],
+        [parse_assignment("features.build.limit=10"), parse_assignment("twins.epochs=2")],
+    )
     with pytest.raises(NrflabError, match=r"--set foo\.x=1: unknown setting 'foo'"):
         check_assignments_used([spec], [parse_assignment("foo.x=1")])
     chain = ["core", "features"]
-    core = settings_for(spec, Overrides(assignments=("features.build.limit=10", "core.twins.epochs=3")),
-                        strict=False, chain=chain)
+    core = settings_for(
+        spec, Overrides(assignments=("features.build.limit=10", "core.twins.epochs=3")), strict=False, chain=chain
+    )
     assert core.twins.epochs == 3
 
 
@@ -140,9 +182,11 @@ def test_recipe_files_and_their_errors(tmp_path):
     assert s.dataset == "cifar10" and s.twins.epochs == 3 and s.twins.lr == 0.1  # over the recipe's scale
     s = settings_for(get_spec("core"), Overrides(recipes=(read_recipe(good),), epochs=5))
     assert s.twins.epochs == 5  # flags win over recipes
-    for data, message in [({"settings": {}}, "names no experiment"),
-                          ({"experiment": "core", "scale": "huge"}, "unknown scale 'huge'"),
-                          ({"experiment": "core", "colour": 1}, r"unknown key\(s\) colour")]:
+    for data, message in [
+        ({"settings": {}}, "names no experiment"),
+        ({"experiment": "core", "scale": "huge"}, "unknown scale 'huge'"),
+        ({"experiment": "core", "colour": 1}, r"unknown key\(s\) colour"),
+    ]:
         bad = tmp_path / "bad.yaml"
         bad.write_text(yaml.safe_dump(data))
         with pytest.raises(NrflabError, match=message):
@@ -189,8 +233,12 @@ def test_execute_runs_dependencies_first_and_skips_dependents_of_failures(monkey
         return kwargs["value"]
 
     monkeypatch.setattr(engine, "_resolve", lambda target: {"ok": record, "boom": _boom}[target])
-    tasks = [CallTask("t3", "ok", {"value": 3}, after=("t1", "t2")), CallTask("t1", "ok", {"value": 1}),
-             CallTask("t2", "boom"), CallTask("t4", "ok", {"value": 4}, after=("t1",))]
+    tasks = [
+        CallTask("t3", "ok", {"value": 3}, after=("t1", "t2")),
+        CallTask("t1", "ok", {"value": 1}),
+        CallTask("t2", "boom"),
+        CallTask("t4", "ok", {"value": 4}, after=("t1",)),
+    ]
     results = engine.execute(tasks, progress=False)
     assert calls == [1, 4]
     assert results["t1"].status == "finished" and results["t1"].value == 1
@@ -215,8 +263,9 @@ def test_experiments_sharing_a_home_share_their_runs(tmp_path):
 def test_a_directory_with_another_recipe_is_refused_before_anything_runs(tmp_path):
     from nrflab.training import make_config, train
 
-    cfg = make_config(dataset="digits", arch="smallcnn", width=0.25, epochs=1, eval_size=16, eval_attacks=[],
-                      ligs=False, device="cpu")
+    cfg = make_config(
+        dataset="digits", arch="smallcnn", width=0.25, epochs=1, eval_size=16, eval_attacks=[], ligs=False, device="cpu"
+    )
     train(cfg, tmp_path / "run", progress=False)
     same = TrainTask(str(tmp_path / "run"), cfg.model_dump())
     assert same.done()
@@ -231,8 +280,9 @@ def test_a_directory_with_another_recipe_is_refused_before_anything_runs(tmp_pat
 # ---------------------------------------------------------------------------------------------------- guard and verdicts
 
 
-def _health(name: str, *, train_acc: float = 0.95, clean: float = 0.9, share: float = 0.12,
-            finite: bool = True) -> Health:
+def _health(
+    name: str, *, train_acc: float = 0.95, clean: float = 0.9, share: float = 0.12, finite: bool = True
+) -> Health:
     return Health(name, 10, train_acc, clean, 3, share, finite)
 
 
@@ -240,12 +290,14 @@ def test_the_guard_names_every_reason_a_claim_cannot_be_judged():
     good, other = _health("BN twin"), _health("no BN twin", clean=0.85)
     assert void_reason(learners=[good, other], comparable=[([good], [other])]) is None
     assert "did not learn (training accuracy 12.0 %, chance 10.0 %)" in void_reason(
-        learners=[_health("x", train_acc=0.12)])
+        learners=[_health("x", train_acc=0.12)]
+    )
     assert "collapsed to one class (class 3 takes 97.0 %" in void_reason(learners=[_health("x", share=0.97)])
     assert "diverged" in void_reason(others=[_health("x", finite=False)])
     assert void_reason(others=[_health("x", train_acc=0.1, share=1.0)]) is None  # its failure may be the claim
     assert "usefulness very unequal (a 90.0 % vs b 40.0 %" in void_reason(
-        comparable=[([_health("a")], [_health("b", clean=0.4)])])
+        comparable=[([_health("a")], [_health("b", clean=0.4)])]
+    )
 
 
 @given(st.lists(st.floats(-1, 1), min_size=2, max_size=40), st.floats(-1, 1))
@@ -280,8 +332,14 @@ def test_an_untrainable_twin_makes_every_claim_void(tmp_path):
     from nrflab.experiments.core import QUICK, SPEC
     from nrflab.experiments.reproduce import run_chain
 
-    settings = QUICK.model_copy(update={"dataset": "digits", "twins": Stage(epochs=1, eval_size=64, lr=1e-7),
-                                        "test_size": 100, "final_attacks": ["pgd-l2:eps=0.5,step=0.25,steps=2"]})
+    settings = QUICK.model_copy(
+        update={
+            "dataset": "digits",
+            "twins": Stage(epochs=1, eval_size=64, lr=1e-7),
+            "test_size": 100,
+            "final_attacks": ["pgd-l2:eps=0.5,step=0.25,steps=2"],
+        }
+    )
     result = run_chain([(SPEC, settings)], tmp_path, progress=False)
     verdicts = result.sections[0].verdicts
     assert len(verdicts) == 4

@@ -30,8 +30,9 @@ def mnist():
 @pytest.fixture(scope="module")
 def source(tmp_path_factory, mnist) -> Path:
     """A tiny BN smallcnn briefly fit on 512 mnist5k images (so targeted attacks have a real model)."""
-    model = create_model("smallcnn", "bn", 10, 1, width=0.25, mean=mnist.mean, std=mnist.std,
-                         input_shape=mnist.input_shape, seed=0)
+    model = create_model(
+        "smallcnn", "bn", 10, 1, width=0.25, mean=mnist.mean, std=mnist.std, input_shape=mnist.input_shape, seed=0
+    )
     x, y = mnist.train.subset(range(512)).tensors()
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     model.train()
@@ -184,8 +185,16 @@ def test_load_built_dataset_and_train_one_epoch(tmp_path, d_r, mnist):
     assert (bundle.num_classes, bundle.input_shape, bundle.mean) == (10, (1, 28, 28), mnist.mean)
     assert bundle.info["base_dataset"] == "mnist5k" and bundle.info["kind"] == "d_r"
     assert preset_for(str(d_r)) == "mnist"
-    cfg = make_config(dataset=str(d_r), arch="smallcnn", width=0.25, epochs=1, eval_size=32,
-                      eval_attacks=["pgd-l2:eps=1.0,step=0.5,steps=1"], device="cpu", eval_shifted_labels=True)
+    cfg = make_config(
+        dataset=str(d_r),
+        arch="smallcnn",
+        width=0.25,
+        epochs=1,
+        eval_size=32,
+        eval_attacks=["pgd-l2:eps=1.0,step=0.5,steps=1"],
+        device="cpu",
+        eval_shifted_labels=True,
+    )
     assert cfg.preset == "mnist" and cfg.batch_size == 64
     result = train(cfg, tmp_path / "run", progress=False)
     assert len(result.history) == 2 and 0.0 <= result.history[-1]["shifted_acc"] <= 1.0
@@ -215,16 +224,46 @@ def test_bad_inputs(tmp_path, source, mnist):
 
 def test_cli(tmp_path, source, d_r, capsys):
     out = tmp_path / "cli"
-    assert main(["build-dataset", "d_det", "--source", str(source), "--dataset", "mnist5k", "--out", str(out),
-                 "--limit", "8", "--steps", "2", "--eps", "2", "--step-size", "0.5", "-q"]) == 0
+    assert (
+        main(
+            [
+                "build-dataset",
+                "d_det",
+                "--source",
+                str(source),
+                "--dataset",
+                "mnist5k",
+                "--out",
+                str(out),
+                "--limit",
+                "8",
+                "--steps",
+                "2",
+                "--eps",
+                "2",
+                "--step-size",
+                "0.5",
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "dataset.json").read_text())["num_images"] == 8
     bad = [
         ["build-dataset", "d_foo", "--source", str(source), "--dataset", "mnist5k", "--out", str(tmp_path / "a")],
         ["build-dataset", "d_rand", "--source", str(source), "--dataset", "mnist5k", "--out", str(tmp_path / "cli")],
         ["build-dataset", "conflicting", "--source", str(source), "--out", str(tmp_path / "b")],
         ["build-dataset", "conflicting", "--source", str(source), "--base", str(out), "--out", str(tmp_path / "c")],
-        ["build-dataset", "d_rand", "--source", str(source), "--dataset", "mnist5k", "--out",
-         str(tmp_path / "cli" / "dataset.json")],
+        [
+            "build-dataset",
+            "d_rand",
+            "--source",
+            str(source),
+            "--dataset",
+            "mnist5k",
+            "--out",
+            str(tmp_path / "cli" / "dataset.json"),
+        ],
     ]
     for argv in bad:
         capsys.readouterr()

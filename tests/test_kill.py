@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
-HOOK = r'''
+HOOK = r"""
 import os, sys, time
 target = os.environ.get("NRFLAB_TEST_HANG_WRITE")
 if target:
@@ -43,12 +43,45 @@ if target:
         return real(src, dst)
 
     io.os.replace = replace
-'''
+"""
 
-TRAIN = ["train", "-d", "digits", "--arch", "smallcnn", "--width", "0.25", "--epochs", "3", "--eval-size", "32",
-         "--eval-attack", "pgd-l2:eps=0.5,step=0.25,steps=2", "--device", "cpu", "-q"]
-BUILD = ["build-dataset", "d_rand", "--dataset", "digits", "--limit", "48", "--shard-size", "16", "--steps", "3",
-         "--eps", "1.0", "--step-size", "0.5", "--device", "cpu", "-q"]
+TRAIN = [
+    "train",
+    "-d",
+    "digits",
+    "--arch",
+    "smallcnn",
+    "--width",
+    "0.25",
+    "--epochs",
+    "3",
+    "--eval-size",
+    "32",
+    "--eval-attack",
+    "pgd-l2:eps=0.5,step=0.25,steps=2",
+    "--device",
+    "cpu",
+    "-q",
+]
+BUILD = [
+    "build-dataset",
+    "d_rand",
+    "--dataset",
+    "digits",
+    "--limit",
+    "48",
+    "--shard-size",
+    "16",
+    "--steps",
+    "3",
+    "--eps",
+    "1.0",
+    "--step-size",
+    "0.5",
+    "--device",
+    "cpu",
+    "-q",
+]
 
 
 def _env(tmp: Path, hang: str | None) -> dict[str, str]:
@@ -63,8 +96,13 @@ def _env(tmp: Path, hang: str | None) -> dict[str, str]:
 
 
 def _nrflab(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", "import sys; from nrflab.cli import main; sys.exit(main())", *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from nrflab.cli import main; sys.exit(main())", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
 
 
 def _run(args: list[str], tmp: Path) -> None:
@@ -112,12 +150,15 @@ def reference(tmp_path_factory) -> Path:
     return tmp
 
 
-@pytest.mark.parametrize("moment, hang", [
-    ("after epoch 1", None),
-    ("mid-write of the checkpoint of epoch 2", "checkpoint.safetensors:3"),
-    ("mid-write of the model of epoch 1", "model.safetensors:2"),
-    ("mid-write of metrics.csv of epoch 0", "metrics.csv:1"),
-])
+@pytest.mark.parametrize(
+    "moment, hang",
+    [
+        ("after epoch 1", None),
+        ("mid-write of the checkpoint of epoch 2", "checkpoint.safetensors:3"),
+        ("mid-write of the model of epoch 1", "model.safetensors:2"),
+        ("mid-write of metrics.csv of epoch 0", "metrics.csv:1"),
+    ],
+)
 def test_train_killed_then_resumed_equals_uninterrupted(reference: Path, tmp_path: Path, moment: str, hang) -> None:
     run = tmp_path / "run"
     proc = _nrflab(TRAIN + ["--out", str(run)], _env(tmp_path, hang))
@@ -129,11 +170,14 @@ def test_train_killed_then_resumed_equals_uninterrupted(reference: Path, tmp_pat
     assert not list(run.rglob(".*.tmp"))
 
 
-@pytest.mark.parametrize("moment, hang", [
-    ("mid-write of shard 1", "shard_00001.safetensors:1"),
-    ("mid-write of the final card", "dataset.json:2"),
-    ("mid-write of the first card", "dataset.json:1"),
-])
+@pytest.mark.parametrize(
+    "moment, hang",
+    [
+        ("mid-write of shard 1", "shard_00001.safetensors:1"),
+        ("mid-write of the final card", "dataset.json:2"),
+        ("mid-write of the first card", "dataset.json:1"),
+    ],
+)
 def test_build_killed_then_resumed_equals_uninterrupted(reference: Path, tmp_path: Path, moment: str, hang) -> None:
     out = tmp_path / "set"
     args = BUILD + ["--source", str(reference / "run"), "--out", str(out)]
@@ -160,5 +204,7 @@ def test_two_concurrent_trainers_one_refused(tmp_path: Path) -> None:
     os.kill(first.pid, signal.SIGKILL)
     first.wait(timeout=30)
     assert second.returncode == 2
-    assert out.strip() == (f"error: run directory {run} is being written by another nrflab process (pid {first.pid}); "
-                           "wait for it to finish or choose another output")
+    assert out.strip() == (
+        f"error: run directory {run} is being written by another nrflab process (pid {first.pid}); "
+        "wait for it to finish or choose another output"
+    )

@@ -13,7 +13,6 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import assert_same_state, state_snapshot
 from nrflab.attacks import PGD, NoAttack, per_sample_noise
 from nrflab.errors import NrflabError
 from nrflab.metrics import (
@@ -25,6 +24,8 @@ from nrflab.metrics import (
     ligs_per_sample,
     robust_accuracy,
 )
+
+from conftest import assert_same_state, state_snapshot
 
 LIGS_SALT = 777  # the salt metrics.ligs_per_sample keys its noise with
 

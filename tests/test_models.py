@@ -125,7 +125,9 @@ def test_bn_uses_batch_statistics_in_train_mode() -> None:
 def test_normalization_is_the_first_layer() -> None:
     model = create_model("smallcnn", "none", 10, 3, width=0.125, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.5))
     x = torch.rand(2, 3, 8, 8)
-    expected = model.net((x - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.25, 0.5]).view(1, 3, 1, 1))
+    expected = model.net(
+        (x - torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1)) / torch.tensor([0.2, 0.25, 0.5]).view(1, 3, 1, 1)
+    )
     torch.testing.assert_close(model(x), expected)
     assert model.config.mean == (0.4, 0.5, 0.6) and model.config.std == (0.2, 0.25, 0.5)
 
@@ -166,8 +168,17 @@ def test_unknown_names_list_the_choices(kwargs, names) -> None:
         (("smallcnn", "bn", 10, 3), {"mean": (0.1, 0.2)}),
         (("smallcnn", "bn", 10, 3), {"std": (0.0,)}),
     ],
-    ids=["fixup-vgg", "fixup-smallcnn", "fixup-init-bn", "one-class", "no-channels", "zero-width", "nan-width",
-         "mean-length", "zero-std"],
+    ids=[
+        "fixup-vgg",
+        "fixup-smallcnn",
+        "fixup-init-bn",
+        "one-class",
+        "no-channels",
+        "zero-width",
+        "nan-width",
+        "mean-length",
+        "zero-std",
+    ],
 )
 def test_bad_model_arguments_raise(args, kwargs) -> None:
     with pytest.raises(NrflabError):
@@ -223,9 +234,17 @@ def test_config_round_trip_and_unknown_fields() -> None:
 def test_resnet18_has_the_cifar_resnet_layout() -> None:
     model = create_model("resnet18", "bn", 10, 3)
     keys = set(model.state_dict())
-    for key in ("net.conv1.weight", "net.bn1.running_mean", "net.layer1.0.bn1.running_mean",
-                "net.layer1.0.conv2.weight", "net.layer2.0.shortcut.0.weight", "net.layer2.0.shortcut.1.running_var",
-                "net.layer4.1.bn2.num_batches_tracked", "net.linear.weight", "net.linear.bias"):
+    for key in (
+        "net.conv1.weight",
+        "net.bn1.running_mean",
+        "net.layer1.0.bn1.running_mean",
+        "net.layer1.0.conv2.weight",
+        "net.layer2.0.shortcut.0.weight",
+        "net.layer2.0.shortcut.1.running_var",
+        "net.layer4.1.bn2.num_batches_tracked",
+        "net.linear.weight",
+        "net.linear.bias",
+    ):
         assert key in keys
     assert "net.layer1.0.shortcut.0.weight" not in keys  # identity shortcut where shapes match
     assert count_parameters(model) == 11_173_962  # the well-known CIFAR ResNet-18 parameter count

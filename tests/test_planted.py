@@ -168,22 +168,27 @@ def test_mnist_variant_keeps_the_nrf_inside_the_pixel_range() -> None:
     assert small.input_shape == (1, 16, 16)
 
 
-@pytest.mark.parametrize("name,message", [
-    ("planted:preset=nope", "unknown planted preset 'nope'; choose one of redundant, "),
-    ("planted:colour=1", "unknown planted parameter 'colour'; choose from preset, "),
-    ("planted:a_n=big", r"planted parameter a_n must be a number in \[0, 100\], got 'big'"),
-    ("planted:p_r=1.5", r"planted parameter p_r must be a number in \[0, 1\], got '1.5'"),
-    ("planted:size=24", "planted parameter size must be one of 16, 28, 32, got 24"),
-    ("planted:train=0", r"planted parameter train must be an integer in \[1, 200000\], got '0'"),
-    ("planted:rf=cifar", "planted parameter rf must be one of synthetic, mnist, got 'cifar'"),
-    ("planted:classes=20,size=16,channels=1", "the low band of a 16x16 image holds 14 DCT directions, fewer than "
-                                              "classes=20"),
-    ("planted:margin=0.2", "planted parameter margin applies to rf=mnist only"),
-    ("planted:rf=mnist,channels=3", "planted rf=mnist has 10 classes and 1 channel"),
-    ("planted:rf=mnist,train=5000", "planted rf=mnist has at most 4000 training and 1000 test digits"),
-    ("planted:nrf_band=low", "rf_band and nrf_band are both 'low'"),
-    ("planted:a_n=1,a_n=2", "dataset parameter 'a_n' is given twice"),
-])
+@pytest.mark.parametrize(
+    "name,message",
+    [
+        ("planted:preset=nope", "unknown planted preset 'nope'; choose one of redundant, "),
+        ("planted:colour=1", "unknown planted parameter 'colour'; choose from preset, "),
+        ("planted:a_n=big", r"planted parameter a_n must be a number in \[0, 100\], got 'big'"),
+        ("planted:p_r=1.5", r"planted parameter p_r must be a number in \[0, 1\], got '1.5'"),
+        ("planted:size=24", "planted parameter size must be one of 16, 28, 32, got 24"),
+        ("planted:train=0", r"planted parameter train must be an integer in \[1, 200000\], got '0'"),
+        ("planted:rf=cifar", "planted parameter rf must be one of synthetic, mnist, got 'cifar'"),
+        (
+            "planted:classes=20,size=16,channels=1",
+            "the low band of a 16x16 image holds 14 DCT directions, fewer than classes=20",
+        ),
+        ("planted:margin=0.2", "planted parameter margin applies to rf=mnist only"),
+        ("planted:rf=mnist,channels=3", "planted rf=mnist has 10 classes and 1 channel"),
+        ("planted:rf=mnist,train=5000", "planted rf=mnist has at most 4000 training and 1000 test digits"),
+        ("planted:nrf_band=low", "rf_band and nrf_band are both 'low'"),
+        ("planted:a_n=1,a_n=2", "dataset parameter 'a_n' is given twice"),
+    ],
+)
 def test_bad_parameters_give_one_line_errors(name: str, message: str) -> None:
     with pytest.raises(NrflabError, match=message) as info:
         load_dataset(name)

@@ -29,8 +29,9 @@ def test_sections_and_figures(quick_run) -> None:
     assert "claims 2-3" in titles[0] and "claim 4" in titles[1] and "claim 5" in titles[2] and "claim 6" in titles[3]
     for s in sections:
         assert "Protocol:" in s.markdown
-        assert s.images and all(p.is_file() and p.suffix == ".png" and p.with_suffix(".svg").is_file()
-                                for p in s.images)
+        assert s.images and all(
+            p.is_file() and p.suffix == ".png" and p.with_suffix(".svg").is_file() for p in s.images
+        )
     text = sections[0].markdown
     assert "Capability controls" in text and "NRF-norm sweep" in text and "Controls" in text
     assert "The MNIST question" in sections[2].markdown
@@ -40,9 +41,17 @@ def test_verdicts_file(quick_run) -> None:
     out, _ = quick_run
     data = json.loads((out / "verdicts.json").read_text())
     claims = [v["claim"] for v in data["verdicts"]]
-    for needle in ("Claim 2", "Control (non-robustness)", "Control (availability)", "Control (frequency band)",
-                   "Claim 4, robust features are learned first", "Claim 5", "Conflicting set", "MNIST D_rand",
-                   "Claim 6"):
+    for needle in (
+        "Claim 2",
+        "Control (non-robustness)",
+        "Control (availability)",
+        "Control (frequency band)",
+        "Claim 4, robust features are learned first",
+        "Claim 5",
+        "Conflicting set",
+        "MNIST D_rand",
+        "Claim 6",
+    ):
         assert any(needle in c for c in claims), needle
     for v in data["verdicts"]:
         assert v["outcome"] in OUTCOMES
@@ -86,8 +95,9 @@ def test_settings_errors(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_workers_give_the_same_numbers(quick_run, tmp_path: Path) -> None:
     out, _ = quick_run
-    planted.run(tmp_path, settings=dataclasses.replace(planted.QUICK, workers=2), seeds=(0, 1), progress=False,
-                log=None)
+    planted.run(
+        tmp_path, settings=dataclasses.replace(planted.QUICK, workers=2), seeds=(0, 1), progress=False, log=None
+    )
     a = json.loads((out / "verdicts.json").read_text())["verdicts"]
     b = json.loads((tmp_path / "verdicts.json").read_text())["verdicts"]
     assert [v["outcome"] for v in a] == [v["outcome"] for v in b]

@@ -83,8 +83,9 @@ def test_a_bare_registered_name_and_pretrained_prefix_are_model_references(loade
 
 
 def test_a_tampered_file_is_refused(examples, tmp_path, monkeypatch) -> None:
-    entry = dataclasses.replace(P.get_pretrained(NAME), name="test/tampered", package_file=None,
-                                filename="tampered/model_test.pt")
+    entry = dataclasses.replace(
+        P.get_pretrained(NAME), name="test/tampered", package_file=None, filename="tampered/model_test.pt"
+    )
     monkeypatch.setitem(P.REGISTRY, entry.name, entry)
     target = tmp_path / entry.filename
     target.parent.mkdir(parents=True)

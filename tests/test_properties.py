@@ -80,12 +80,23 @@ def test_verdict_rule_agrees_only_when_the_interval_excludes_zero(diff: float, h
 # -- learning-rate schedule -------------------------------------------------------------------------
 
 
-@given(schedule=st.sampled_from(["multistep", "onecycle", "cosine", "constant"]), lr=st.floats(1e-4, 1.0),
-       epochs=st.integers(1, 30), spe=st.integers(1, 40), warmup=st.sampled_from([0.0, 0.5, 2.0]))
+@given(
+    schedule=st.sampled_from(["multistep", "onecycle", "cosine", "constant"]),
+    lr=st.floats(1e-4, 1.0),
+    epochs=st.integers(1, 30),
+    spe=st.integers(1, 40),
+    warmup=st.sampled_from([0.0, 0.5, 2.0]),
+)
 @settings(max_examples=60, deadline=None)
 def test_lr_schedule_is_positive_bounded_and_piecewise_sane(schedule, lr, epochs, spe, warmup) -> None:
-    cfg = make_config(dataset="digits", schedule=schedule, lr=lr, epochs=epochs, milestones=[max(1, epochs // 2)],
-                      warmup_epochs=warmup)
+    cfg = make_config(
+        dataset="digits",
+        schedule=schedule,
+        lr=lr,
+        epochs=epochs,
+        milestones=[max(1, epochs // 2)],
+        warmup_epochs=warmup,
+    )
     values = [lr_at(cfg, e, s, spe) for e in range(epochs) for s in range(spe)]
     assert all(0 < v <= lr * (1 + 1e-9) for v in values)
     if schedule == "multistep" and warmup == 0:
@@ -95,8 +106,8 @@ def test_lr_schedule_is_positive_bounded_and_piecewise_sane(schedule, lr, epochs
         assert all(a >= b - 1e-12 for a, b in zip(values, values[1:]))
     if schedule == "onecycle":
         peak = values.index(max(values))
-        assert all(a <= b + 1e-12 for a, b in zip(values[:peak], values[1:peak + 1]))
-        assert all(a >= b - 1e-12 for a, b in zip(values[peak:], values[peak + 1:]))
+        assert all(a <= b + 1e-12 for a, b in zip(values[:peak], values[1 : peak + 1]))
+        assert all(a >= b - 1e-12 for a, b in zip(values[peak:], values[peak + 1 :]))
     if warmup > 0 and schedule != "onecycle":
         assert values[0] < lr or warmup * spe <= 1  # a warm-up of one step or less is no warm-up
 
@@ -139,7 +150,9 @@ def test_attack_spec_parser_accepts_or_refuses_in_one_line(text: str) -> None:
 grid_values = st.dictionaries(
     st.sampled_from(["norm", "seed", "lr", "width", "dataset", "data_root", "eval_attacks"]),
     st.integers(0, 10**6) | st.floats(1e-4, 10, allow_nan=False) | st.text(min_size=1, max_size=30) | st.booleans(),
-    min_size=1, max_size=4)
+    min_size=1,
+    max_size=4,
+)
 
 
 @given(values=grid_values)
@@ -165,7 +178,9 @@ def test_distinct_grid_points_get_distinct_long_names(a, b) -> None:
 # -- dataset splits -------------------------------------------------------------------------------------
 
 
-@given(counts=st.lists(st.integers(3, 40), min_size=2, max_size=6), per_class=st.integers(1, 3), seed=st.integers(0, 99))
+@given(
+    counts=st.lists(st.integers(3, 40), min_size=2, max_size=6), per_class=st.integers(1, 3), seed=st.integers(0, 99)
+)
 def test_class_balanced_split_partitions_with_exact_test_counts(counts, per_class, seed) -> None:
     labels = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
     train, test = class_balanced_split(labels, test_per_class=per_class, seed=seed)
@@ -175,7 +190,9 @@ def test_class_balanced_split_partitions_with_exact_test_counts(counts, per_clas
     assert np.array_equal(again[0], train) and np.array_equal(again[1], test)
 
 
-@given(counts=st.lists(st.integers(2, 50), min_size=2, max_size=6), fraction=st.floats(0.05, 0.5), seed=st.integers(0, 99))
+@given(
+    counts=st.lists(st.integers(2, 50), min_size=2, max_size=6), fraction=st.floats(0.05, 0.5), seed=st.integers(0, 99)
+)
 def test_fraction_split_keeps_every_class_on_both_sides(counts, fraction, seed) -> None:
     labels = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
     train, test = _fraction_split(labels, fraction, seed)
@@ -198,7 +215,9 @@ def test_uint8_quantization_is_within_half_a_level_and_idempotent(seed: int) -> 
     assert quantize(x, "float32").dtype == torch.float32 and float(quantize(x, "float16").max()) <= 1.0
 
 
-@given(seed=st.integers(0, 10**6), pad=st.integers(0, 4), flip=st.booleans(), size=st.sampled_from([(1, 8, 8), (3, 7, 9)]))
+@given(
+    seed=st.integers(0, 10**6), pad=st.integers(0, 4), flip=st.booleans(), size=st.sampled_from([(1, 8, 8), (3, 7, 9)])
+)
 @settings(max_examples=40, deadline=None)
 def test_batched_augmentation_equals_the_per_sample_reference(seed: int, pad: int, flip: bool, size) -> None:
     x = torch.rand(6, *size, generator=torch.Generator().manual_seed(seed))

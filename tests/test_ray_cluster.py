@@ -35,8 +35,14 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install ray)"),
 ]
 
-PORT_FLAGS = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port",
-              "--metrics-export-port", "--dashboard-agent-listen-port")
+PORT_FLAGS = (
+    "--node-manager-port",
+    "--object-manager-port",
+    "--dashboard-agent-grpc-port",
+    "--runtime-env-agent-port",
+    "--metrics-export-port",
+    "--dashboard-agent-listen-port",
+)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -96,11 +102,31 @@ def ray_cluster():
         low = ports.pop()
         return [*flags, f"--min-worker-port={low}", f"--max-worker-port={low + 40}"]
 
-    commands = [[ray, "start", "--head", f"--port={head_port}", "--num-cpus=0", "--include-dashboard=false",
-                 "--disable-usage-stats", f"--temp-dir={temp}", *node_flags()]]
+    commands = [
+        [
+            ray,
+            "start",
+            "--head",
+            f"--port={head_port}",
+            "--num-cpus=0",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--temp-dir={temp}",
+            *node_flags(),
+        ]
+    ]
     for i in range(2):
-        commands.append([ray, "start", f"--address=127.0.0.1:{head_port}", "--num-cpus=1",
-                         f'--resources={{"worker{i}": 1}}', "--disable-usage-stats", *node_flags()])
+        commands.append(
+            [
+                ray,
+                "start",
+                f"--address=127.0.0.1:{head_port}",
+                "--num-cpus=1",
+                f'--resources={{"worker{i}": 1}}',
+                "--disable-usage-stats",
+                *node_flags(),
+            ]
+        )
     try:
         for cmd in commands:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
@@ -120,13 +146,40 @@ def _numbers(out: Path) -> tuple[list[dict], str]:
 def test_the_same_recipe_gives_the_same_report_locally_and_on_a_ray_cluster(ray_cluster, tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    flags = ["--scale", "quick", "--only", "core,features", "--dataset", "digits", "--quiet",
-             "--set", "core.twins.eval_size=64", "--set", 'core.final_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"]',
-             "--set", "features.build.limit=64"]
+    flags = [
+        "--scale",
+        "quick",
+        "--only",
+        "core,features",
+        "--dataset",
+        "digits",
+        "--quiet",
+        "--set",
+        "core.twins.eval_size=64",
+        "--set",
+        'core.final_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"]',
+        "--set",
+        "features.build.limit=64",
+    ]
     local, cluster = tmp_path / "local", tmp_path / "cluster"
     assert main(["reproduce", *flags, "--workers", "2", "--out", str(local)]) == 0  # 1 torch thread per run
-    assert main(["reproduce", *flags, "--backend", "ray", "--ray-address", ray_cluster, "--cpus-per-run", "1",
-                 "--out", str(cluster)]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                *flags,
+                "--backend",
+                "ray",
+                "--ray-address",
+                ray_cluster,
+                "--cpus-per-run",
+                "1",
+                "--out",
+                str(cluster),
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((cluster / "reproduce.json").read_text())
     assert manifest["backend"] == "ray" and {t["status"] for t in manifest["tasks"]} == {"finished"}
     nodes = {t["where"].split("ray node ")[-1] for t in manifest["tasks"]}

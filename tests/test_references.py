@@ -60,7 +60,13 @@ def test_torchvision_layout_resnet_state_dict_loads(tmp_path, images) -> None:
     torch.save(torchvision_names(net_state(original)), path)
     loaded = load_model_reference(path)
     assert isinstance(loaded, LoadedModel) and loaded.kind == "state-dict"
-    assert (loaded.arch, loaded.norm, loaded.width, loaded.num_classes, loaded.in_channels) == ("resnet18", "bn", 0.0625, 10, 3)
+    assert (loaded.arch, loaded.norm, loaded.width, loaded.num_classes, loaded.in_channels) == (
+        "resnet18",
+        "bn",
+        0.0625,
+        10,
+        3,
+    )
     assert "torchvision" in loaded.layout and any("max-pool" in n for n in loaded.notes)
     assert loaded.has_batchnorm and not loaded.normalization.inside
     torch.testing.assert_close(logits(loaded.module, images), logits(original, images))
@@ -83,12 +89,16 @@ def test_robustness_library_checkpoint_uses_its_normalizer(tmp_path, images) -> 
     loaded = load_model_reference(path)
     assert "robustness library" in loaded.layout and "'module.' prefix" in loaded.layout
     assert loaded.normalization.origin == "checkpoint"
-    assert loaded.normalization.mean == pytest.approx(CIFAR_MEAN) and loaded.normalization.std == pytest.approx(CIFAR_STD)
+    assert loaded.normalization.mean == pytest.approx(CIFAR_MEAN) and loaded.normalization.std == pytest.approx(
+        CIFAR_STD
+    )
     torch.testing.assert_close(logits(loaded.module, images), logits(original, images))
 
 
-@pytest.mark.parametrize("prefix, container", [("module.", None), ("model.", "state_dict"),
-                                               ("module.model.", "model_state_dict"), ("_orig_mod.", "net")])
+@pytest.mark.parametrize(
+    "prefix, container",
+    [("module.", None), ("model.", "state_dict"), ("module.model.", "model_state_dict"), ("_orig_mod.", "net")],
+)
 def test_prefixed_and_wrapped_state_dicts_load(prefix, container, tmp_path, images) -> None:
     original = tiny_resnet()
     state = {prefix + k: v for k, v in net_state(original).items()}
@@ -236,9 +246,14 @@ def test_factory_file_runs_the_named_function_and_wraps_the_normalization(tmp_pa
     check_model_fits(wrapped, num_classes=10, input_shape=(1, 8, 8), dataset="digits")
 
 
-@pytest.mark.parametrize("function, message", [("not_a_model", "returned a int, not a torch.nn.Module"),
-                                               ("broken", "raised RuntimeError: the user's code failed"),
-                                               ("missing", "has no function 'missing'")])
+@pytest.mark.parametrize(
+    "function, message",
+    [
+        ("not_a_model", "returned a int, not a torch.nn.Module"),
+        ("broken", "raised RuntimeError: the user's code failed"),
+        ("missing", "has no function 'missing'"),
+    ],
+)
 def test_bad_factories_are_one_line(function, message, tmp_path) -> None:
     path = tmp_path / "my_models.py"
     path.write_text(FACTORY_CODE)
@@ -321,13 +336,16 @@ def test_a_whole_model_saved_with_torch_save_is_refused(tmp_path) -> None:
     one_line(info)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("does/not/exist.pt", "no such file or directory, not a registered pretrained name"),
-    ("", "empty model reference"),
-    ("pretrained:", "pretrained: needs a name"),
-    ("pretrained:no-such-model", "unknown pretrained model 'no-such-model'"),
-    ("missing_file.py:build", "factory file not found: missing_file.py"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("does/not/exist.pt", "no such file or directory, not a registered pretrained name"),
+        ("", "empty model reference"),
+        ("pretrained:", "pretrained: needs a name"),
+        ("pretrained:no-such-model", "unknown pretrained model 'no-such-model'"),
+        ("missing_file.py:build", "factory file not found: missing_file.py"),
+    ],
+)
 def test_bad_references_are_one_line(text, message) -> None:
     with pytest.raises(NrflabError, match=message) as info:
         load_model_reference(text)

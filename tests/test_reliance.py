@@ -55,8 +55,9 @@ def test_a_model_reading_only_the_nrf_has_rho_plus_one(views: RelianceViews) -> 
     r = reliance(NrfReader(), views)
     assert (r.agree_acc, r.nrf_suff_acc, r.f_n, r.f_r, r.rho) == (1.0, 1.0, 1.0, 0.0, 1.0)
     # On the RF-sufficiency view the NRF is random: right exactly where the random NRF hits the label.
-    assert r.rf_suff_acc == pytest.approx(float((views.rf_y == torch.from_numpy(
-        make_views(SPEC).rf.nrf_class)).float().mean()))
+    assert r.rf_suff_acc == pytest.approx(
+        float((views.rf_y == torch.from_numpy(make_views(SPEC).rf.nrf_class)).float().mean())
+    )
     assert 0.03 < r.rf_suff_acc < 0.2
 
 
@@ -97,8 +98,17 @@ def test_probe_does_not_change_the_model(views: RelianceViews, statistics: str) 
 
 def test_views_reject_a_swap_without_a_swap(views: RelianceViews) -> None:
     with pytest.raises(NrflabError, match="view swap: the RF and NRF classes must differ in every image"):
-        RelianceViews(views.agree_x, views.agree_y, views.rf_x, views.rf_y, views.nrf_x, views.nrf_y, views.swap_x,
-                      views.swap_rf, views.swap_rf)
+        RelianceViews(
+            views.agree_x,
+            views.agree_y,
+            views.rf_x,
+            views.rf_y,
+            views.nrf_x,
+            views.nrf_y,
+            views.swap_x,
+            views.swap_rf,
+            views.swap_rf,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,8 +35,12 @@ def write_tiny_cifar10(root: Path, *, per_batch: int = 40, test: int = 100, seed
         labels = rng.integers(0, 10, size=n)
         images = colours[labels][:, :, None, None] + rng.normal(0, 30, size=(n, 3, 32, 32))
         data = np.clip(images, 0, 255).astype(np.uint8).reshape(n, 3072)
-        return {b"batch_label": name.encode(), b"data": data, b"labels": [int(v) for v in labels],
-                b"filenames": [f"{name}_{i}.png".encode() for i in range(n)]}
+        return {
+            b"batch_label": name.encode(),
+            b"data": data,
+            b"labels": [int(v) for v in labels],
+            b"filenames": [f"{name}_{i}.png".encode() for i in range(n)],
+        }
 
     for i in range(1, 6):
         with open(folder / f"data_batch_{i}", "wb") as fh:
@@ -44,8 +48,10 @@ def write_tiny_cifar10(root: Path, *, per_batch: int = 40, test: int = 100, seed
     with open(folder / "test_batch", "wb") as fh:
         pickle.dump(batch(test, "testing batch"), fh)
     with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_cases_per_batch": per_batch,
-                     b"num_vis": 3072}, fh)
+        pickle.dump(
+            {b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_cases_per_batch": per_batch, b"num_vis": 3072},
+            fh,
+        )
     return folder
 
 
@@ -59,9 +65,22 @@ def report_numbers(out: Path) -> tuple[list[dict], str]:
 
 def test_reproduce_in_parallel_workers_writes_one_report_and_reuses_its_runs(tmp_path, capsys):
     out = tmp_path / "r"
-    argv = ["reproduce", "--scale", "quick", "--only", "core", "--dataset", "digits", "--out", str(out),
-            "--set", "core.twins.eval_size=32", "--set", 'core.final_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"]',
-            "--quiet"]
+    argv = [
+        "reproduce",
+        "--scale",
+        "quick",
+        "--only",
+        "core",
+        "--dataset",
+        "digits",
+        "--out",
+        str(out),
+        "--set",
+        "core.twins.eval_size=32",
+        "--set",
+        'core.final_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"]',
+        "--quiet",
+    ]
     assert main([*argv, "--workers", "2"]) == 0
     manifest = json.loads((out / "reproduce.json").read_text())
     assert manifest["workers"] == 2 and {t["status"] for t in manifest["tasks"]} == {"finished"}
@@ -79,8 +98,22 @@ def test_reproduce_in_parallel_workers_writes_one_report_and_reuses_its_runs(tmp
 
 def test_a_chain_refuses_a_directory_of_another_recipe_before_training(tmp_path, capsys):
     out = tmp_path / "r"
-    base = ["reproduce", "--scale", "quick", "--only", "core", "--dataset", "digits", "--out", str(out), "--quiet",
-            "--set", "core.twins.eval_size=16", "--set", 'core.final_attacks=[]']
+    base = [
+        "reproduce",
+        "--scale",
+        "quick",
+        "--only",
+        "core",
+        "--dataset",
+        "digits",
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "core.twins.eval_size=16",
+        "--set",
+        "core.final_attacks=[]",
+    ]
     assert main(base) == 0
     before = (out / "runs" / "digits-smallcnn-bn-s0" / "metrics.csv").read_text()
     capsys.readouterr()
@@ -94,15 +127,37 @@ def test_a_chain_refuses_a_directory_of_another_recipe_before_training(tmp_path,
 def test_an_interrupted_reproduce_resumes_to_the_same_report(tmp_path):
     """Kill -9 the chain while the second run trains; the rerun reuses the finished run, resumes the
     interrupted one, and its report has the numbers of an uninterrupted chain."""
-    flags = ["--scale", "quick", "--only", "core", "--set", "twins.epochs=3", "--set", "twins.eval_size=32",
-             "--set", 'final_attacks=["pgd-l2:eps=1.0,step=0.5,steps=2"]', "--quiet"]
+    flags = [
+        "--scale",
+        "quick",
+        "--only",
+        "core",
+        "--set",
+        "twins.epochs=3",
+        "--set",
+        "twins.eval_size=32",
+        "--set",
+        'final_attacks=["pgd-l2:eps=1.0,step=0.5,steps=2"]',
+        "--quiet",
+    ]
     reference = tmp_path / "reference"
     assert main(["reproduce", *flags, "--out", str(reference)]) == 0
     out = tmp_path / "interrupted"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    proc = subprocess.Popen([sys.executable, "-c", "import sys; from nrflab.cli import main; sys.exit(main())",
-                             "reproduce", *flags, "--out", str(out)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from nrflab.cli import main; sys.exit(main())",
+            "reproduce",
+            *flags,
+            "--out",
+            str(out),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first, second = RunDir(out / "runs" / "mnist5k-smallcnn-bn-s0"), RunDir(out / "runs" / "mnist5k-smallcnn-none-s0")
     deadline = time.monotonic() + 300
     try:
@@ -138,16 +193,40 @@ def paper_smoke_recipe(path: Path) -> Path:
     """Overrides that shrink every step of the paper-scale chain (few images, 1-2 epochs, few attack steps)."""
     attack = "pgd-l2:eps=0.25,step=0.1,steps=2"
     small = {"eval_size": 50, "eval_attacks": [attack], "batch_size": 32}
-    zoo = {"norms": ["bn", "gn", "none"], "standard": small, "adversarial": {**small, "adv_steps": 1}, "test_size": 50,
-           "final_attacks": [attack], "corruptions": ["gaussian_noise", "contrast"], "severities": [1, 5]}
-    path.write_text(yaml.safe_dump({"scale": "paper", "experiments": {
-        "core": {"twins": small, "test_size": 50, "final_attacks": [attack]},
-        "adversarial": zoo, "family": zoo, "corruptions": zoo,  # one zoo: the same settings for the three
-        "features": {"build": {"limit": 40, "nrf_steps": 2, "inv_steps": 2}, "source": {"batch_size": 32},
-                     "robust_source": {"batch_size": 32, "adv_steps": 1}, "twins": small, "test_size": 50},
-        "transfer": {"zoo": {"epochs": 2, "keep_checkpoints": 1, "batch_size": 32}, "limit": 20,
-                     "attack": "pgd-linf:eps=8/255,step=4/255,steps=2"},
-    }}))
+    zoo = {
+        "norms": ["bn", "gn", "none"],
+        "standard": small,
+        "adversarial": {**small, "adv_steps": 1},
+        "test_size": 50,
+        "final_attacks": [attack],
+        "corruptions": ["gaussian_noise", "contrast"],
+        "severities": [1, 5],
+    }
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "scale": "paper",
+                "experiments": {
+                    "core": {"twins": small, "test_size": 50, "final_attacks": [attack]},
+                    "adversarial": zoo,
+                    "family": zoo,
+                    "corruptions": zoo,  # one zoo: the same settings for the three
+                    "features": {
+                        "build": {"limit": 40, "nrf_steps": 2, "inv_steps": 2},
+                        "source": {"batch_size": 32},
+                        "robust_source": {"batch_size": 32, "adv_steps": 1},
+                        "twins": small,
+                        "test_size": 50,
+                    },
+                    "transfer": {
+                        "zoo": {"epochs": 2, "keep_checkpoints": 1, "batch_size": 32},
+                        "limit": 20,
+                        "attack": "pgd-linf:eps=8/255,step=4/255,steps=2",
+                    },
+                },
+            }
+        )
+    )
     return path
 
 
@@ -160,23 +239,58 @@ def test_the_paper_scale_chain_runs_end_to_end_on_a_tiny_cifar10(tmp_path):
     (tmp_path / "planted.yaml").write_text(yaml.safe_dump({"experiment": "planted", "scale": "quick"}))
     out = tmp_path / "paper"
     started = time.perf_counter()
-    code = main(["reproduce", "--scale", "paper", "--data-root", str(tmp_path / "data"), "--device", "cpu",
-                 "--width", "0.0625", "--epochs", "1", "--recipe", str(recipe), "--recipe",
-                 str(tmp_path / "planted.yaml"), "--workers", "2", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "reproduce",
+            "--scale",
+            "paper",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--device",
+            "cpu",
+            "--width",
+            "0.0625",
+            "--epochs",
+            "1",
+            "--recipe",
+            str(recipe),
+            "--recipe",
+            str(tmp_path / "planted.yaml"),
+            "--workers",
+            "2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     seconds = time.perf_counter() - started
     manifest = json.loads((out / "reproduce.json").read_text())
     assert code == 0, manifest["failed"]
     md = (out / "report.md").read_text()
-    for title in ("Batch normalization and non-robust features (Figure 3)", "Adversarial training with and without BN",
-                  "The normalization family", "Corruption robustness", "Feature datasets", "Transfer matrix",
-                  "Early-stopped sources", "Claims: transferability", "The chain"):
+    for title in (
+        "Batch normalization and non-robust features (Figure 3)",
+        "Adversarial training with and without BN",
+        "The normalization family",
+        "Corruption robustness",
+        "Feature datasets",
+        "Transfer matrix",
+        "Early-stopped sources",
+        "Claims: transferability",
+        "The chain",
+    ):
         assert f"## {title}" in md, title
     verdicts = json.loads((out / "verdicts.json").read_text())
-    assert len(verdicts) >= 15 and all(v["outcome"] in ("agrees", "disagrees", "inconclusive", "void")
-                                       for v in verdicts)
+    assert len(verdicts) >= 15 and all(
+        v["outcome"] in ("agrees", "disagrees", "inconclusive", "void") for v in verdicts
+    )
     core = json.loads((out / "runs" / "cifar10-resnet18-bn-s1337" / "config.json").read_text())
     assert (core["dataset"], core["arch"], core["width"], core["lr"], core["milestones"]) == (
-        "cifar10", "resnet18", 0.0625, 0.1, [50, 100])
+        "cifar10",
+        "resnet18",
+        0.0625,
+        0.1,
+        [50, 100],
+    )
     assert core["resolved"]["dataset"]["train_size"] == 200
     card = json.loads((out / "features" / "sets" / "d_r" / "dataset.json").read_text())
     assert card["settings"]["fake_relu"] and card["label_policy"] == "prediction"

@@ -13,20 +13,29 @@ import torch
 import yaml
 
 import nrflab.cli.sweep  # noqa: F401  (registers the command)
-from conftest import capture_log
 from nrflab import sweep as S
-from nrflab.attacks import parse_attack
 from nrflab import training as T
+from nrflab.attacks import parse_attack
 from nrflab.cli import main
 from nrflab.errors import NrflabError
 from nrflab.rundir import RunStatus
+
+from conftest import capture_log
 
 torch.set_num_threads(1)
 
 ATTACK = "pgd-l2:eps=0.5,steps=2"
 ROBUST = f"robust_acc[{parse_attack(ATTACK).label}]"
-BASE = dict(dataset="digits", arch="smallcnn", width=0.25, epochs=1, eval_size=32, eval_attacks=[ATTACK], ligs=False,
-            device="cpu")
+BASE = dict(
+    dataset="digits",
+    arch="smallcnn",
+    width=0.25,
+    epochs=1,
+    eval_size=32,
+    eval_attacks=[ATTACK],
+    ligs=False,
+    device="cpu",
+)
 GRID = {"norm": ["bn", "none"], "seed": [0, 1]}
 NAMES = ["norm=bn,seed=0", "norm=bn,seed=1", "norm=none,seed=0", "norm=none,seed=1"]
 TIMING = ("epoch_time", "eval_time", "wall_time")
@@ -56,8 +65,12 @@ def swept(tmp_path_factory) -> tuple[Path, S.SweepResult, list[str]]:
 
 def test_grid_expands_in_stable_order_with_sanitized_names() -> None:
     points = S.expand_grid({"norm": ["bn", "none"], "seed": [0, 1], "lr": [0.05]})
-    assert points == [{"norm": "bn", "seed": 0, "lr": 0.05}, {"norm": "bn", "seed": 1, "lr": 0.05},
-                      {"norm": "none", "seed": 0, "lr": 0.05}, {"norm": "none", "seed": 1, "lr": 0.05}]
+    assert points == [
+        {"norm": "bn", "seed": 0, "lr": 0.05},
+        {"norm": "bn", "seed": 1, "lr": 0.05},
+        {"norm": "none", "seed": 0, "lr": 0.05},
+        {"norm": "none", "seed": 1, "lr": 0.05},
+    ]
     assert [S.run_name(p) for p in S.expand_grid(GRID)] == NAMES
     assert S.run_name({"data_root": "/tmp/a b", "ligs": True}) == "data_root=_tmp_a_b,ligs=true"
     assert S.run_name({"eval_attacks": ["fgsm:eps=0.1"]}) == "eval_attacks=fgsm_eps=0.1"
@@ -72,7 +85,10 @@ def test_grid_expands_in_stable_order_with_sanitized_names() -> None:
 def test_plan_resolves_every_point_over_base_and_overrides() -> None:
     runs = S.plan_sweep(BASE, {"norm": ["bn", "gn"]}, overrides={"batch-size": 32})
     assert [r.name for r in runs] == ["norm=bn", "norm=gn"]
-    assert [(r.config.norm, r.config.batch_size, r.config.dataset) for r in runs] == [("bn", 32, "digits"), ("gn", 32, "digits")]
+    assert [(r.config.norm, r.config.batch_size, r.config.dataset) for r in runs] == [
+        ("bn", 32, "digits"),
+        ("gn", 32, "digits"),
+    ]
     with pytest.raises(NrflabError, match="both a grid key and a fixed override"):
         S.plan_sweep(BASE, {"seed": [0]}, overrides={"seed": 1})
 
@@ -85,12 +101,14 @@ def test_sweep_writes_runs_sweep_json_and_summary(swept) -> None:
     meta = json.loads((out / S.SWEEP_FILE).read_text())
     assert meta["grid"] == GRID and meta["base"] == BASE and meta["backend"] == "local"
     assert [(r["name"], r["values"], r["status"], r["error"]) for r in meta["runs"]] == [
-        (n, v, "finished", None) for n, v in zip(NAMES, S.expand_grid(GRID))]
+        (n, v, "finished", None) for n, v in zip(NAMES, S.expand_grid(GRID))
+    ]
     rows = read_summary(out)
     assert list(rows[0])[:4] == ["run", "norm", "seed", "status"]
     assert {"epoch", "clean_acc", ROBUST, "train_loss"} <= set(rows[0])
     assert [(r["run"], r["norm"], r["seed"], r["status"]) for r in rows] == [
-        (n, v["norm"], str(v["seed"]), "finished") for n, v in zip(NAMES, S.expand_grid(GRID))]
+        (n, v["norm"], str(v["seed"]), "finished") for n, v in zip(NAMES, S.expand_grid(GRID))
+    ]
     for row, name in zip(rows, NAMES):
         last = T.read_metrics(out / name)[-1]
         assert float(row["epoch"]) == 1 and float(row["clean_acc"]) == pytest.approx(last["clean_acc"])
@@ -133,7 +151,11 @@ def test_interrupted_sweep_continues(tmp_path: Path, monkeypatch) -> None:
 
     S.run_sweep(base, {"seed": [0, 1, 2]}, out, verbose=False)
     meta = json.loads((out / S.SWEEP_FILE).read_text())
-    assert [(r["status"], r["skipped"]) for r in meta["runs"]] == [("finished", True), ("finished", False), ("finished", False)]
+    assert [(r["status"], r["skipped"]) for r in meta["runs"]] == [
+        ("finished", True),
+        ("finished", False),
+        ("finished", False),
+    ]
     assert (out / "seed=0" / "metrics.csv").stat().st_mtime_ns == finished_mtime
     resumed = T.read_metrics(out / "seed=1")
     assert [r["epoch"] for r in resumed] == [0, 1, 2] and resumed[1]["clean_acc"] == epoch1["clean_acc"]
@@ -146,15 +168,18 @@ def recipe(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--grid", "norm=bn,zz"], "grid point norm=zz: unknown norm 'zz'"),
-    (["--grid", "epochs=1,-1"], "grid point epochs=-1: invalid config: epochs"),
-    (["--grid", "colour=red,blue"], "unknown config key 'colour'"),
-    (["--grid", "norm"], "--grid expects key=value"),
-    (["--grid", "seed=0,,1"], "--grid seed: empty value"),
-    (["--grid", "seed=0", "--set", "lr=[oops"], "--set lr: cannot parse value"),
-    (["--grid", "seed=0", "--backend", "slurm"], "unknown backend 'slurm'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--grid", "norm=bn,zz"], "grid point norm=zz: unknown norm 'zz'"),
+        (["--grid", "epochs=1,-1"], "grid point epochs=-1: invalid config: epochs"),
+        (["--grid", "colour=red,blue"], "unknown config key 'colour'"),
+        (["--grid", "norm"], "--grid expects key=value"),
+        (["--grid", "seed=0,,1"], "--grid seed: empty value"),
+        (["--grid", "seed=0", "--set", "lr=[oops"], "--set lr: cannot parse value"),
+        (["--grid", "seed=0", "--backend", "slurm"], "unknown backend 'slurm'"),
+    ],
+)
 def test_cli_rejects_bad_grids_before_training(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
     out = tmp_path / "out"
     code = main(["sweep", "--config", str(recipe(tmp_path)), "--out", str(out), *argv])
@@ -167,8 +192,22 @@ def test_cli_failed_run_is_recorded_and_others_finish(tmp_path: Path, capsys) ->
     out = tmp_path / "out"
     out.mkdir()
     (out / "seed=1,augment=false").write_text("in the way")  # this run's directory cannot be created
-    code = main(["sweep", "--config", str(recipe(tmp_path)), "--grid", "seed=0,1", "--grid", "augment=false",
-                 "--set", f"eval_attacks=[\"{ATTACK}\"]", "--out", str(out), "--quiet"])
+    code = main(
+        [
+            "sweep",
+            "--config",
+            str(recipe(tmp_path)),
+            "--grid",
+            "seed=0,1",
+            "--grid",
+            "augment=false",
+            "--set",
+            f'eval_attacks=["{ATTACK}"]',
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2
     names = ["seed=0,augment=false", "seed=1,augment=false"]
@@ -193,8 +232,9 @@ def test_failed_run_keeps_its_one_line_error(tmp_path: Path) -> None:
     assert meta["runs"][1]["error"] == result.failed[0].error
     assert [r["status"] for r in read_summary(out)] == ["finished", "failed"]
     changed = S.run_sweep({**BASE, "lr": 0.01}, {"seed": [0]}, out)  # a finished run, other settings
-    assert changed.failed[0].error == (f"cannot resume {out / 'seed=0'}: it is a different run (lr: 0.05 -> 0.01); "
-                                       "pass --overwrite to replace it")
+    assert changed.failed[0].error == (
+        f"cannot resume {out / 'seed=0'}: it is a different run (lr: 0.05 -> 0.01); pass --overwrite to replace it"
+    )
 
 
 def test_parallel_local_backend_matches_sequential(swept, tmp_path: Path) -> None:
@@ -205,7 +245,9 @@ def test_parallel_local_backend_matches_sequential(swept, tmp_path: Path) -> Non
     assert [untimed(r) for r in read_summary(out)] == [untimed(r) for r in read_summary(seq_out)]
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install nrflab[cluster])")
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install nrflab[cluster])"
+)
 def test_ray_backend_matches_sequential(swept, tmp_path: Path) -> None:
     import ray
 

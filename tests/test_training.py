@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from nrflab import checkpoint as ckpt
 import nrflab.io
+from nrflab import checkpoint as ckpt
 from nrflab import training as T
 from nrflab.checkpoint import load_model, load_tensors
 from nrflab.cli import main
@@ -41,8 +41,9 @@ def tiny() -> DatasetBundle:
 
 
 def config(**fields) -> T.TrainConfig:
-    base = dict(dataset="mnist5k", arch="smallcnn", width=0.25, epochs=3, eval_size=64, eval_attacks=[ATTACK],
-                device="cpu")
+    base = dict(
+        dataset="mnist5k", arch="smallcnn", width=0.25, epochs=3, eval_size=64, eval_attacks=[ATTACK], device="cpu"
+    )
     return T.make_config(**{**base, **fields})
 
 
@@ -52,8 +53,10 @@ def run(cfg: T.TrainConfig, out: Path, bundle: DatasetBundle, **kw) -> T.TrainRe
 
 def untimed(rows: list[dict]) -> list[dict]:
     """Rows without the timing columns, NaN (epoch 0's train loss) as None so rows compare equal."""
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items() if k not in TIMING}
-            for r in rows]
+    return [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items() if k not in TIMING}
+        for r in rows
+    ]
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -123,8 +126,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tiny, tmp_pat
     assert untimed(T.read_metrics(out)) == untimed(T.read_metrics(reference.run_dir))
     assert untimed(resumed.history) == untimed(reference.history)
     assert_same_weights(weights(out), weights(reference.run_dir))
-    assert_same_weights(load_tensors(out / "checkpoint.safetensors"),
-                        load_tensors(reference.run_dir / "checkpoint.safetensors"))
+    assert_same_weights(
+        load_tensors(out / "checkpoint.safetensors"), load_tensors(reference.run_dir / "checkpoint.safetensors")
+    )
 
 
 @pytest.mark.parametrize("target", ["checkpoint.safetensors", "model.safetensors", "metrics.csv", "partial"])
@@ -226,8 +230,22 @@ def test_cli_rejects_bad_values_with_one_error_line(tmp_path, capsys):
 
 def test_cli_config_file_with_flag_overrides(tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
-    recipe.write_text(yaml.safe_dump(dict(dataset="mnist5k", arch="smallcnn", width=0.25, norm="none", epochs=5,
-                                          lr=0.2, eval_size=8, ligs=False, eval_attacks=[ATTACK], device="cpu")))
+    recipe.write_text(
+        yaml.safe_dump(
+            dict(
+                dataset="mnist5k",
+                arch="smallcnn",
+                width=0.25,
+                norm="none",
+                epochs=5,
+                lr=0.2,
+                eval_size=8,
+                ligs=False,
+                eval_attacks=[ATTACK],
+                device="cpu",
+            )
+        )
+    )
     out = tmp_path / "run"
     assert main(["train", "--config", str(recipe), "--out", str(out), "--epochs", "1", "--lr", "0.01", "-q"]) == 0
     recorded = T.read_run_config(out)
@@ -311,8 +329,9 @@ def test_train_or_reuse_reuses_the_same_recipe_and_refuses_another(tmp_path, log
     from nrflab.errors import NrflabError
     from nrflab.training import make_config, train_or_reuse
 
-    fields = dict(dataset="digits", arch="smallcnn", width=0.25, epochs=1, eval_size=16, eval_attacks=[], ligs=False,
-                  device="cpu")
+    fields = dict(
+        dataset="digits", arch="smallcnn", width=0.25, epochs=1, eval_size=16, eval_attacks=[], ligs=False, device="cpu"
+    )
     run = tmp_path / "run"
     train_or_reuse(make_config(**fields), run, progress=False)
     stamp = (run / "checkpoint.safetensors").stat().st_mtime_ns

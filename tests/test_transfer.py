@@ -67,9 +67,23 @@ def zoo(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("zoo")
     runs = {}
     for norm, seed in (("bn", 0), ("none", 0), ("bn", 1)):
-        cfg = make_config(dataset=TINY, arch="smallcnn", norm=norm, width=0.25, epochs=2, batch_size=32, lr=0.05,
-                          schedule="constant", augment=False, flip=False, eval_attacks=[], ligs=True, seed=seed,
-                          keep_checkpoints=1, device="cpu")
+        cfg = make_config(
+            dataset=TINY,
+            arch="smallcnn",
+            norm=norm,
+            width=0.25,
+            epochs=2,
+            batch_size=32,
+            lr=0.05,
+            schedule="constant",
+            augment=False,
+            flip=False,
+            eval_attacks=[],
+            ligs=True,
+            seed=seed,
+            keep_checkpoints=1,
+            device="cpu",
+        )
         runs[f"{norm}{seed}"] = train(cfg, root / f"{norm}_s{seed}", progress=False).run_dir
     return runs
 
@@ -135,9 +149,15 @@ BROKEN = TableModel([1] * 8, [1] * 8)
 
 
 def test_success_counts_only_eligible_examples(tmp_path):
-    res = transfer_matrix([NamedModel("src", SOURCE)], [NamedModel("tgt", TARGET), NamedModel("src_as_target", SOURCE)],
-                          _id_data(), lambda m: MarkAttack(m, eps=math.inf), tmp_path,
-                          attack_name="mark", progress=False)
+    res = transfer_matrix(
+        [NamedModel("src", SOURCE)],
+        [NamedModel("tgt", TARGET), NamedModel("src_as_target", SOURCE)],
+        _id_data(),
+        lambda m: MarkAttack(m, eps=math.inf),
+        tmp_path,
+        attack_name="mark",
+        progress=False,
+    )
     p = res.pair("src", "tgt")
     assert p.eligible == 3  # ids 1, 2, 3: source right clean and fooled, target right clean
     assert p.successes == 1 and p.transfer_success == pytest.approx(1 / 3)  # id 2
@@ -150,8 +170,15 @@ def test_success_counts_only_eligible_examples(tmp_path):
 
 
 def test_target_that_fails_on_clean_data_is_reported(tmp_path, logged):
-    res = transfer_matrix([NamedModel("src", SOURCE)], [NamedModel("broken", BROKEN)], _id_data(),
-                          lambda m: MarkAttack(m, eps=math.inf), tmp_path, attack_name="mark", progress=False)
+    res = transfer_matrix(
+        [NamedModel("src", SOURCE)],
+        [NamedModel("broken", BROKEN)],
+        _id_data(),
+        lambda m: MarkAttack(m, eps=math.inf),
+        tmp_path,
+        attack_name="mark",
+        progress=False,
+    )
     assert res.targets[0].clean_accuracy == 0.0 and res.targets[0].clean_correct == 0
     p = res.pair("src", "broken")
     assert p.eligible == 0 and math.isnan(p.transfer_success)
@@ -160,8 +187,9 @@ def test_target_that_fails_on_clean_data_is_reported(tmp_path, logged):
 
 def test_self_transfer_reproduces_whitebox_robust_accuracy(tmp_path, data):
     model = create_model("smallcnn", "bn", 4, 1, width=0.25, mean=(0.3,), std=(0.3,), input_shape=(1, 8, 8), seed=0)
-    res = transfer_matrix([NamedModel("m", model)], [NamedModel("m", model)], data, ATTACK, tmp_path, include_self=True,
-                          progress=False)
+    res = transfer_matrix(
+        [NamedModel("m", model)], [NamedModel("m", model)], data, ATTACK, tmp_path, include_self=True, progress=False
+    )
     expected = robust_accuracy(model, data, parse_attack(ATTACK).build(model, seed=0))
     assert res.pair("m", "m").target_accuracy == pytest.approx(expected)
     assert res.sources[0].robust_accuracy == pytest.approx(expected)
@@ -170,8 +198,12 @@ def test_self_transfer_reproduces_whitebox_robust_accuracy(tmp_path, data):
 def test_matrix_shape_labels_and_outputs(tmp_path, zoo, data):
     sources = [zoo["bn0"], zoo["none0"]]
     targets = [zoo["bn0"], zoo["none0"], zoo["bn1"]]
-    run = run_transfer(TransferConfig.build(sources=sources, targets=targets, attack=ATTACK), out_dir=tmp_path,
-                       data=data, progress=False)
+    run = run_transfer(
+        TransferConfig.build(sources=sources, targets=targets, attack=ATTACK),
+        out_dir=tmp_path,
+        data=data,
+        progress=False,
+    )
     result, paths = run.result, run.paths
     m = result.matrix("transfer_success")
     assert len(m) == 2 and all(len(row) == 3 for row in m)
@@ -200,29 +232,46 @@ def test_resume_reuses_adversarial_examples_and_pairs(tmp_path):
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*.*") if p.parent.name in ("adversarial", "pairs")}
     assert len(mtimes) == 3
     again = CountingFactory()
-    res2 = transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark", resume=True,
-                           progress=False)
+    res2 = transfer_matrix(
+        sources, targets, _id_data(), again, tmp_path, attack_name="mark", resume=True, progress=False
+    )
     assert again.calls == 0
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
     assert json.dumps(res2.to_dict()["pairs"]) == json.dumps(res1.to_dict()["pairs"])
     with pytest.raises(NrflabError, match="other settings"):
-        transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", resume=True,
-                        progress=False)
+        transfer_matrix(
+            sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", resume=True, progress=False
+        )
     with pytest.raises(NrflabError, match="--resume"):
-        transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark", resume=False,
-                        progress=False)
-    transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", overwrite=True,
-                    progress=False)
+        transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark", resume=False, progress=False)
+    transfer_matrix(
+        sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", overwrite=True, progress=False
+    )
     assert again.calls == 1
 
 
 def test_changed_source_weights_are_recrafted(tmp_path, logged):
     factory = CountingFactory()
-    transfer_matrix([NamedModel("src", SOURCE)], [NamedModel("tgt", TARGET)], _id_data(), factory, tmp_path,
-                    attack_name="mark", progress=False)
+    transfer_matrix(
+        [NamedModel("src", SOURCE)],
+        [NamedModel("tgt", TARGET)],
+        _id_data(),
+        factory,
+        tmp_path,
+        attack_name="mark",
+        progress=False,
+    )
     changed = TableModel([0] * 8, [1] * 8)
-    res = transfer_matrix([NamedModel("src", changed)], [NamedModel("tgt", TARGET)], _id_data(), factory, tmp_path,
-                          attack_name="mark", resume=True, progress=False)
+    res = transfer_matrix(
+        [NamedModel("src", changed)],
+        [NamedModel("tgt", TARGET)],
+        _id_data(),
+        factory,
+        tmp_path,
+        attack_name="mark",
+        resume=True,
+        progress=False,
+    )
     assert factory.calls == 2 and any("changed" in line for line in logged)
     assert res.sources[0].clean_correct == 8
 
@@ -233,8 +282,16 @@ def test_targeted_success_means_target_class(tmp_path):
     # Targeted, policy next: target class 1 for label 0. Source hits class 1 on ids 0-3 (adv row).
     src = TableModel([0] * 8, [1, 1, 1, 1, 2, 2, 2, 2])
     tgt = TableModel([0] * 8, [1, 2, 1, 3, 1, 1, 1, 1])
-    res = transfer_matrix([NamedModel("s", src)], [NamedModel("t", tgt)], (x, y), lambda m: MarkAttack(m, eps=math.inf, targeted=True),
-                          tmp_path, attack_name="mark", targeted=True, progress=False)
+    res = transfer_matrix(
+        [NamedModel("s", src)],
+        [NamedModel("t", tgt)],
+        (x, y),
+        lambda m: MarkAttack(m, eps=math.inf, targeted=True),
+        tmp_path,
+        attack_name="mark",
+        targeted=True,
+        progress=False,
+    )
     p = res.pair("s", "t")
     assert p.eligible == 4 and p.successes == 2  # ids 0 and 2 land on class 1 on the target too
     assert res.settings.target_policy == "next"
@@ -243,7 +300,10 @@ def test_targeted_success_means_target_class(tmp_path):
 def test_kept_checkpoints_and_source_epoch(zoo):
     run = zoo["bn0"]
     assert sorted(p.name for p in (run / "checkpoints").glob("*.safetensors")) == [
-        "epoch_0000.safetensors", "epoch_0001.safetensors", "epoch_0002.safetensors"]
+        "epoch_0000.safetensors",
+        "epoch_0001.safetensors",
+        "epoch_0002.safetensors",
+    ]
     ref = resolve_model(f"{run}@epoch=1")
     assert ref.epoch == 1 and ref.name == "bn_s0@e1" and ref.group == "smallcnn/bn@e1"
     assert ref.path == run / "checkpoints" / "epoch_0001.safetensors"
@@ -285,11 +345,21 @@ def test_twin_finding_and_boosts(tmp_path, zoo, data):
     assert find_no_bn_twin(zoo["none0"], []) == zoo["none0"]
     with pytest.raises(NrflabError, match="no no-BN twin"):
         find_no_bn_twin(zoo["bn1"], [zoo["bn0"].parent])  # seed 1 has no no-BN run
-    config = TransferConfig.build(sources=[zoo["bn0"]], targets=[zoo["bn1"], zoo["none0"]], attack=ATTACK,
-                                  boost="both", early_stop="epoch=1", out=tmp_path)
+    config = TransferConfig.build(
+        sources=[zoo["bn0"]],
+        targets=[zoo["bn1"], zoo["none0"]],
+        attack=ATTACK,
+        boost="both",
+        early_stop="epoch=1",
+        out=tmp_path,
+    )
     boosts = run_transfer(config, data=data, progress=False).boosts
-    assert [(b.boost, b.model) for b in boosts] == [("none", "bn_s0"), ("no-bn-twin", "none_s0"),
-                                                    ("early-stop", "bn_s0@e1"), ("both", "none_s0@e1")]
+    assert [(b.boost, b.model) for b in boosts] == [
+        ("none", "bn_s0"),
+        ("no-bn-twin", "none_s0"),
+        ("early-stop", "bn_s0@e1"),
+        ("both", "none_s0@e1"),
+    ]
     assert all(b.targets == 1 for b in boosts)  # the twin's own run is not a common target
     assert "Boosts" in (tmp_path / "summary.md").read_text()
 
@@ -310,11 +380,35 @@ def test_bad_inputs_raise_one_clear_error(tmp_path, data):
 
 def test_cli_writes_outputs_and_resumes(tmp_path, zoo, capsys):
     out = tmp_path / "cli"
-    args = ["transfer", "--sources", f"{zoo['bn0']},{zoo['none0']}", "--targets", str(zoo["bn1"]), "--dataset", TINY,
-            "--attack", "pgd-linf", "--eps", "0.15", "--steps", "3", "--limit", "32", "--out", str(out), "-q"]
+    args = [
+        "transfer",
+        "--sources",
+        f"{zoo['bn0']},{zoo['none0']}",
+        "--targets",
+        str(zoo["bn1"]),
+        "--dataset",
+        TINY,
+        "--attack",
+        "pgd-linf",
+        "--eps",
+        "0.15",
+        "--steps",
+        "3",
+        "--limit",
+        "32",
+        "--out",
+        str(out),
+        "-q",
+    ]
     assert main(args) == 0
-    for name in ("transfer.json", "pairs.csv", "matrix_transfer_success.csv", "heatmap_transfer_success.png",
-                 "heatmap_target_accuracy.svg", "summary.md"):
+    for name in (
+        "transfer.json",
+        "pairs.csv",
+        "matrix_transfer_success.csv",
+        "heatmap_transfer_success.png",
+        "heatmap_target_accuracy.svg",
+        "summary.md",
+    ):
         assert (out / name).is_file(), name
     mtime = (out / "adversarial" / "bn_s0.safetensors").stat().st_mtime_ns
     assert main(args + ["--resume"]) == 0
@@ -325,16 +419,22 @@ def test_cli_writes_outputs_and_resumes(tmp_path, zoo, capsys):
     assert len(err) == 1 and err[0].startswith("error:") and "--resume" in err[0]
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--targets", "RUN"], "no sources"),
-    (["--sources", "RUN", "--targets", "RUN", "--seed", str(2**32)], "--seed"),
-    (["--sources", "RUN", "--targets", "RUN", "--seed", str(2**63)], "4294967295"),
-    (["--sources", "RUN", "--targets", "RUN", "--device", "mps"], "mps"),
-    (["--sources", "RUN", "--targets", "RUN", "--attack", "pgd-linf:eps=1e999"], "eps"),
-    (["--sources", "RUN@epoch=9", "--targets", "RUN"], "was not kept"),
-    (["--sources", "RUN", "--targets", "RUN", "--source-epoch", "1", "--boost", "early-stop"], "--early-stop epoch=K"),
-    (["--sources", "RUN", "--targets", "RUN", "--boost", "magic"], "unknown boost"),
-])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--targets", "RUN"], "no sources"),
+        (["--sources", "RUN", "--targets", "RUN", "--seed", str(2**32)], "--seed"),
+        (["--sources", "RUN", "--targets", "RUN", "--seed", str(2**63)], "4294967295"),
+        (["--sources", "RUN", "--targets", "RUN", "--device", "mps"], "mps"),
+        (["--sources", "RUN", "--targets", "RUN", "--attack", "pgd-linf:eps=1e999"], "eps"),
+        (["--sources", "RUN@epoch=9", "--targets", "RUN"], "was not kept"),
+        (
+            ["--sources", "RUN", "--targets", "RUN", "--source-epoch", "1", "--boost", "early-stop"],
+            "--early-stop epoch=K",
+        ),
+        (["--sources", "RUN", "--targets", "RUN", "--boost", "magic"], "unknown boost"),
+    ],
+)
 def test_cli_bad_inputs(tmp_path, zoo, capsys, extra, message):
     extra = [e.replace("RUN", str(zoo["bn0"])) for e in extra]
     code = main(["transfer", *extra, "--dataset", TINY, "--eps", "0.1", "--out", str(tmp_path / "o"), "-q"])
@@ -343,17 +443,35 @@ def test_cli_bad_inputs(tmp_path, zoo, capsys, extra, message):
 
 
 def test_cli_class_count_mismatch(tmp_path, zoo, capsys):
-    other = save_model(create_model("smallcnn", "bn", 3, 1, width=0.25, input_shape=(1, 8, 8), seed=0), tmp_path / "m3.safetensors")
-    code = main(["transfer", "--sources", str(zoo["bn0"]), "--targets", str(other), "--dataset", TINY, "--eps", "0.1",
-                 "--out", str(tmp_path / "o"), "-q"])
+    other = save_model(
+        create_model("smallcnn", "bn", 3, 1, width=0.25, input_shape=(1, 8, 8), seed=0), tmp_path / "m3.safetensors"
+    )
+    code = main(
+        [
+            "transfer",
+            "--sources",
+            str(zoo["bn0"]),
+            "--targets",
+            str(other),
+            "--dataset",
+            TINY,
+            "--eps",
+            "0.1",
+            "--out",
+            str(tmp_path / "o"),
+            "-q",
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "classes" in err[0]
 
 
 def test_cli_recipe(tmp_path, zoo):
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(f"sources: [{zoo['bn0']}]\ntargets: [{zoo['bn1']}]\ndataset: {TINY}\nattack: pgd-linf\n"
-                      f"eps: 0.1\nsteps: 2\nlimit: 16\nout: {tmp_path / 'r'}\n")
+    recipe.write_text(
+        f"sources: [{zoo['bn0']}]\ntargets: [{zoo['bn1']}]\ndataset: {TINY}\nattack: pgd-linf\n"
+        f"eps: 0.1\nsteps: 2\nlimit: 16\nout: {tmp_path / 'r'}\n"
+    )
     assert main(["transfer", "--recipe", str(recipe), "-q"]) == 0
     record = json.loads((tmp_path / "r" / "transfer.json").read_text())
     assert record["settings"]["num_samples"] == 16 and record["settings"]["attack"].startswith("pgd-linf:eps=0.1")
@@ -373,17 +491,20 @@ def test_experiment_quick(tmp_path):
 # The config: one-line errors naming the key, before any work
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"sources": ["a"], "targets": ["b"], "limt": 3}, "unknown key 'limt'"),
-    ({"sources": ["a"], "targets": ["b"], "limit": "abc"}, "limit: Input should be a valid integer"),
-    ({"sources": ["a"], "targets": ["b"], "targeted": "yes"}, "targeted: Input should be a valid boolean"),
-    ({"sources": ["a"], "targets": ["b"], "seed": 2**32}, "seed: Input should be less than or equal to 4294967295"),
-    ({"sources": ["a"], "targets": ["b"], "seed": -1}, "seed: Input should be greater than or equal to 0"),
-    ({"sources": ["a"], "targets": ["b"], "boost": "magic"}, "unknown boost 'magic'"),
-    ({"sources": ["a"], "targets": ["b"], "early_stop": "best"}, "early_stop: bad early-stop rule"),
-    ({"sources": ["a"], "targets": ["b"], "eps": 0.1, "attack": "pgd-linf:eps=0.2"}, "full spec"),
-    ({"targets": ["b"]}, "no sources given"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"sources": ["a"], "targets": ["b"], "limt": 3}, "unknown key 'limt'"),
+        ({"sources": ["a"], "targets": ["b"], "limit": "abc"}, "limit: Input should be a valid integer"),
+        ({"sources": ["a"], "targets": ["b"], "targeted": "yes"}, "targeted: Input should be a valid boolean"),
+        ({"sources": ["a"], "targets": ["b"], "seed": 2**32}, "seed: Input should be less than or equal to 4294967295"),
+        ({"sources": ["a"], "targets": ["b"], "seed": -1}, "seed: Input should be greater than or equal to 0"),
+        ({"sources": ["a"], "targets": ["b"], "boost": "magic"}, "unknown boost 'magic'"),
+        ({"sources": ["a"], "targets": ["b"], "early_stop": "best"}, "early_stop: bad early-stop rule"),
+        ({"sources": ["a"], "targets": ["b"], "eps": 0.1, "attack": "pgd-linf:eps=0.2"}, "full spec"),
+        ({"targets": ["b"]}, "no sources given"),
+    ],
+)
 def test_config_errors_are_one_line_and_name_the_key(fields, message):
     with pytest.raises(NrflabError, match=message) as info:
         TransferConfig.build(eps=fields.pop("eps", 0.1), **fields)
@@ -399,8 +520,11 @@ def test_config_resolves_attack_and_options():
 
 def test_cli_recipe_errors_name_the_key_before_any_work(tmp_path, zoo, capsys):
     out = tmp_path / "o"
-    for extra, message in (("limt: 3", "unknown key 'limt'"), ("limit: abc", "limit: Input should be a valid integer"),
-                           (f"seed: {2**63}", "seed: Input should be less than or equal to 4294967295")):
+    for extra, message in (
+        ("limt: 3", "unknown key 'limt'"),
+        ("limit: abc", "limit: Input should be a valid integer"),
+        (f"seed: {2**63}", "seed: Input should be less than or equal to 4294967295"),
+    ):
         recipe = tmp_path / "r.yaml"
         recipe.write_text(f"sources: [{zoo['bn0']}]\ntargets: [{zoo['bn1']}]\ndataset: {TINY}\neps: 0.1\n{extra}\n")
         assert main(["transfer", "--recipe", str(recipe), "--out", str(out), "-q"]) == 2
@@ -414,8 +538,9 @@ def test_cli_recipe_errors_name_the_key_before_any_work(tmp_path, zoo, capsys):
 
 
 def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != LOCK_FILE}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOCK_FILE
+    }
 
 
 class ExplodingFactory:
@@ -431,19 +556,48 @@ class ExplodingFactory:
 
 def test_failed_transfer_leaves_no_manifest_and_rerun_needs_no_overwrite(tmp_path, zoo, capsys):
     out = tmp_path / "o"
-    other = save_model(create_model("smallcnn", "bn", 3, 1, width=0.25, input_shape=(1, 8, 8), seed=0),
-                       tmp_path / "m3.safetensors")
-    base = ["transfer", "--sources", str(zoo["bn0"]), "--dataset", TINY, "--eps", "0.1", "--steps", "2", "--limit", "8",
-            "--out", str(out), "-q"]
+    other = save_model(
+        create_model("smallcnn", "bn", 3, 1, width=0.25, input_shape=(1, 8, 8), seed=0), tmp_path / "m3.safetensors"
+    )
+    base = [
+        "transfer",
+        "--sources",
+        str(zoo["bn0"]),
+        "--dataset",
+        TINY,
+        "--eps",
+        "0.1",
+        "--steps",
+        "2",
+        "--limit",
+        "8",
+        "--out",
+        str(out),
+        "-q",
+    ]
     assert main([*base, "--targets", str(other)]) == 2  # fails validation: nothing written
     assert "classes" in capsys.readouterr().err
     assert not out.exists()
     with pytest.raises(RuntimeError, match="boom"):  # fails while crafting: no result, so no manifest
-        transfer_matrix([NamedModel("src", SOURCE)], [NamedModel("tgt", TARGET)], _id_data(), ExplodingFactory(),
-                        tmp_path / "lib", attack_name="mark", progress=False)
+        transfer_matrix(
+            [NamedModel("src", SOURCE)],
+            [NamedModel("tgt", TARGET)],
+            _id_data(),
+            ExplodingFactory(),
+            tmp_path / "lib",
+            attack_name="mark",
+            progress=False,
+        )
     assert _files(tmp_path / "lib") == {}
-    transfer_matrix([NamedModel("src", SOURCE)], [NamedModel("tgt", TARGET)], _id_data(), CountingFactory(),
-                    tmp_path / "lib", attack_name="mark", progress=False)
+    transfer_matrix(
+        [NamedModel("src", SOURCE)],
+        [NamedModel("tgt", TARGET)],
+        _id_data(),
+        CountingFactory(),
+        tmp_path / "lib",
+        attack_name="mark",
+        progress=False,
+    )
     assert main([*base, "--targets", str(zoo["bn1"])]) == 0  # the corrected rerun, without --overwrite
     assert (out / "transfer_settings.json").is_file() and (out / "transfer.json").is_file()
 
@@ -456,11 +610,29 @@ def test_out_that_is_an_input_is_refused(tmp_path, zoo, capsys):
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
     before = _files(zoo["bn0"])
-    for out, message in ((zoo["bn0"], "training run directory"), (zoo["bn0"] / "model.safetensors", "model, checkpoint"),
-                         (zoo["bn0"] / "checkpoints" / "epoch_0001.safetensors", "model, checkpoint"),
-                         (built, "built dataset"), (foreign, "not empty and holds no transfer results")):
-        code = main(["transfer", "--sources", str(zoo["bn0"]), "--targets", str(zoo["bn1"]), "--dataset", TINY,
-                     "--eps", "0.1", "--out", str(out), "-q"])
+    for out, message in (
+        (zoo["bn0"], "training run directory"),
+        (zoo["bn0"] / "model.safetensors", "model, checkpoint"),
+        (zoo["bn0"] / "checkpoints" / "epoch_0001.safetensors", "model, checkpoint"),
+        (built, "built dataset"),
+        (foreign, "not empty and holds no transfer results"),
+    ):
+        code = main(
+            [
+                "transfer",
+                "--sources",
+                str(zoo["bn0"]),
+                "--targets",
+                str(zoo["bn1"]),
+                "--dataset",
+                TINY,
+                "--eps",
+                "0.1",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and message in err[0], (out, err)
     assert _files(zoo["bn0"]) == before
@@ -473,13 +645,22 @@ def test_overwrite_restores_old_results_when_the_new_job_fails_first(tmp_path):
     before = _files(tmp_path)
     assert "transfer_settings.json" in before and len(before) == 3
     with pytest.raises(RuntimeError, match="boom"):
-        transfer_matrix(sources, targets, _id_data(), ExplodingFactory(), tmp_path, attack_name="mark-v2",
-                        overwrite=True, progress=False)
+        transfer_matrix(
+            sources,
+            targets,
+            _id_data(),
+            ExplodingFactory(),
+            tmp_path,
+            attack_name="mark-v2",
+            overwrite=True,
+            progress=False,
+        )
     assert _files(tmp_path) == before  # byte for byte, and no stash left behind
     assert not any(p.name.startswith(".nrflab-previous") for p in tmp_path.iterdir())
     again = CountingFactory()
-    transfer_matrix(sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", overwrite=True,
-                    progress=False)
+    transfer_matrix(
+        sources, targets, _id_data(), again, tmp_path, attack_name="mark-v2", overwrite=True, progress=False
+    )
     assert again.calls == 1 and json.loads((tmp_path / "transfer_settings.json").read_text())["attack"] == "mark-v2"
 
 
@@ -500,8 +681,24 @@ def test_second_writer_gets_the_lock_error(tmp_path, zoo, capsys):
     held, done = ctx.Event(), ctx.Event()
     holder = ctx.Process(target=_hold_lock, args=(str(out), held, done))
     holder.start()
-    args = ["transfer", "--sources", str(zoo["bn0"]), "--targets", str(zoo["bn1"]), "--dataset", TINY,
-            "--eps", "0.1", "--steps", "2", "--limit", "8", "--out", str(out), "-q"]
+    args = [
+        "transfer",
+        "--sources",
+        str(zoo["bn0"]),
+        "--targets",
+        str(zoo["bn1"]),
+        "--dataset",
+        TINY,
+        "--eps",
+        "0.1",
+        "--steps",
+        "2",
+        "--limit",
+        "8",
+        "--out",
+        str(out),
+        "-q",
+    ]
     try:
         assert held.wait(30)
         code = main(args)
@@ -532,9 +729,15 @@ class _NoScan(dict):
 
 
 def test_pair_lookup_is_by_key(tmp_path):
-    res = transfer_matrix([NamedModel("src", SOURCE), NamedModel("src2", BROKEN)],
-                          [NamedModel("tgt", TARGET), NamedModel("broken", BROKEN)], _id_data(),
-                          lambda m: MarkAttack(m, eps=math.inf), tmp_path, attack_name="mark", progress=False)
+    res = transfer_matrix(
+        [NamedModel("src", SOURCE), NamedModel("src2", BROKEN)],
+        [NamedModel("tgt", TARGET), NamedModel("broken", BROKEN)],
+        _id_data(),
+        lambda m: MarkAttack(m, eps=math.inf),
+        tmp_path,
+        attack_name="mark",
+        progress=False,
+    )
     assert set(res.pairs) == {("src", "tgt"), ("src", "broken"), ("src2", "tgt"), ("src2", "broken")}
     keyed = replace(res, pairs=_NoScan(res.pairs))
     assert keyed.pair("src", "tgt") is res.pair("src", "tgt")
@@ -552,8 +755,14 @@ def _constructed(successes: dict[str, float]) -> TransferResult:
         group = f"{arch}/{norm}"
         sources.append(SourceFacts(ModelInfo(name, group, name), 1.0, 100, 100, 1.0, (0.96, 1.0), 0.0))
         k = round(100 * rate)
-        pairs[(name, "t")] = PairResult(name, "t", group, "other/bn", False, PairNumbers.count(
-            clean_correct=100, adv_correct=100 - k, total=100, eligible=100, successes=k))
+        pairs[(name, "t")] = PairResult(
+            name,
+            "t",
+            group,
+            "other/bn",
+            False,
+            PairNumbers.count(clean_correct=100, adv_correct=100 - k, total=100, eligible=100, successes=k),
+        )
     target = TargetFacts(ModelInfo("t", "other/bn", "t"), 1.0, 100)
     return TransferResult(TransferSettings("x", False, "none", 0, 100, "d"), tuple(sources), (target,), pairs)
 
@@ -600,11 +809,56 @@ def test_outside_models_enter_the_matrix(tmp_path, zoo, data, capsys):
     res = transfer_matrix([zoo["bn0"]], [ref, factory], data, ATTACK, tmp_path / "o", limit=8, progress=False)
     assert [t.name for t in res.targets] == ["plain", "test_transfer:make_tiny_target"]
     out = tmp_path / "cli"
-    assert main(["transfer", "-s", str(zoo["bn0"]), "-t", str(plain), "--arch", "smallcnn", "--norm", "none",
-                 "--num-classes", "4", "--dataset", TINY, "--eps", "0.1", "--steps", "2", "--limit", "8",
-                 "--out", str(out), "-q"]) == 0
+    assert (
+        main(
+            [
+                "transfer",
+                "-s",
+                str(zoo["bn0"]),
+                "-t",
+                str(plain),
+                "--arch",
+                "smallcnn",
+                "--norm",
+                "none",
+                "--num-classes",
+                "4",
+                "--dataset",
+                TINY,
+                "--eps",
+                "0.1",
+                "--steps",
+                "2",
+                "--limit",
+                "8",
+                "--out",
+                str(out),
+                "-q",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "transfer.json").read_text())["targets"][0]["name"] == "plain"
     capsys.readouterr()
-    assert main(["transfer", "-s", str(zoo["bn0"]), "-t", str(plain), "--arch", "vgg11", "--dataset", TINY,
-                 "--eps", "0.1", "--out", str(tmp_path / "bad"), "-q"]) == 2
+    assert (
+        main(
+            [
+                "transfer",
+                "-s",
+                str(zoo["bn0"]),
+                "-t",
+                str(plain),
+                "--arch",
+                "vgg11",
+                "--dataset",
+                TINY,
+                "--eps",
+                "0.1",
+                "--out",
+                str(tmp_path / "bad"),
+                "-q",
+            ]
+        )
+        == 2
+    )
     assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

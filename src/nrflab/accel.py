@@ -65,8 +65,9 @@ class CompiledFunction:
     an unsupported backend costs speed, never a run. ``eager`` is the reference the tests compare to.
     """
 
-    def __init__(self, fn: Callable[..., Any], *, dynamic: bool | None = None, fullgraph: bool = True,
-                 mode: str | None = None):
+    def __init__(
+        self, fn: Callable[..., Any], *, dynamic: bool | None = None, fullgraph: bool = True, mode: str | None = None
+    ):
         self.eager = fn
         self.dynamic = dynamic
         self.fullgraph = fullgraph
@@ -81,13 +82,18 @@ class CompiledFunction:
             return self.eager(*args, **kwargs)
         try:
             if self._compiled is None:
-                self._compiled = torch.compile(self.eager, dynamic=self.dynamic, fullgraph=self.fullgraph,
-                                               mode=self.mode)
+                self._compiled = torch.compile(
+                    self.eager, dynamic=self.dynamic, fullgraph=self.fullgraph, mode=self.mode
+                )
             return self._compiled(*args, **kwargs)
         except Exception as exc:  # any compiler failure falls back to the same eager math
             self.failed = True
-            log.warning("torch.compile of %s failed (%s: %s); using the eager version",
-                        self.__name__, type(exc).__name__, str(exc).splitlines()[0][:160] if str(exc) else "")
+            log.warning(
+                "torch.compile of %s failed (%s: %s); using the eager version",
+                self.__name__,
+                type(exc).__name__,
+                str(exc).splitlines()[0][:160] if str(exc) else "",
+            )
             return self.eager(*args, **kwargs)
 
 
@@ -206,8 +212,14 @@ def probe_memory(model: nn.Module, sample: torch.Tensor, *, small: int = 32, lar
     memory counts what PyTorch's allocator holds but does not use.
     """
     dev = sample.device
-    key = (tuple((tuple(p.shape), p.dtype) for p in model.parameters()), tuple(sample.shape[1:]), sample.dtype,
-           sample.is_contiguous(memory_format=torch.channels_last), str(dev), model.training)
+    key = (
+        tuple((tuple(p.shape), p.dtype) for p in model.parameters()),
+        tuple(sample.shape[1:]),
+        sample.dtype,
+        sample.is_contiguous(memory_format=torch.channels_last),
+        str(dev),
+        model.training,
+    )
     if key in _PROBES:
         return _PROBES[key]
     flags = [p.requires_grad for p in model.parameters()]
@@ -238,8 +250,9 @@ def even_batches(total: int, largest: int) -> int:
     return math.ceil(total / math.ceil(total / largest))
 
 
-def resolve_batch_size(value: int | str, *, model: nn.Module, sample: torch.Tensor, total: int,
-                       fraction: float = 0.25, cap: int = 4096) -> int:
+def resolve_batch_size(
+    value: int | str, *, model: nn.Module, sample: torch.Tensor, total: int, fraction: float = 0.25, cap: int = 4096
+) -> int:
     """An evaluation batch size: an integer is used as given (on every device); ``"auto"`` probes the
     GPU's memory once (cached) and takes the largest batch whose forward + input gradient uses at most
     ``fraction`` of the free memory (the eager passes and the CUDA graphs' own pool each hold one such
@@ -309,8 +322,11 @@ class CompiledTrainingModel:
             return out
         except Exception as exc:  # fall back to the same eager model
             self.failed = True
-            log.warning("torch.compile of the model failed (%s: %s); training eagerly",
-                        type(exc).__name__, str(exc).splitlines()[0][:160] if str(exc) else "")
+            log.warning(
+                "torch.compile of the model failed (%s: %s); training eagerly",
+                type(exc).__name__,
+                str(exc).splitlines()[0][:160] if str(exc) else "",
+            )
             out = self.eager(x)
             return out
 

@@ -118,8 +118,9 @@ def enforce_ball(x: torch.Tensor, x_adv: torch.Tensor, *, norm: Norm, eps: float
     return (x + delta).clamp(0.0, 1.0)
 
 
-def pgd_update(x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, *, norm: Norm, step_size: float,
-               eps: float) -> torch.Tensor:
+def pgd_update(
+    x_adv: torch.Tensor, grad: torch.Tensor, x: torch.Tensor, *, norm: Norm, step_size: float, eps: float
+) -> torch.Tensor:
     """One PGD update: a normalized step along ``grad``, then projection onto the eps-ball and [0,1].
 
     Written as one function so that it can be compiled into one fused kernel (a dozen launches of small
@@ -282,8 +283,16 @@ class PGD(Attack):
         accelerate: bool | None = None,
         cuda_graphs: bool | None = None,
     ):
-        super().__init__(model, eps=eps, norm=norm, targeted=targeted, loss_fn=loss_fn, mode=mode,
-                         keep_buffers=keep_buffers, seed=seed)
+        super().__init__(
+            model,
+            eps=eps,
+            norm=norm,
+            targeted=targeted,
+            loss_fn=loss_fn,
+            mode=mode,
+            keep_buffers=keep_buffers,
+            seed=seed,
+        )
         if isinstance(steps, bool) or int(steps) != steps:
             raise NrflabError(f"steps must be an integer, got {steps}")
         if isinstance(restarts, bool) or int(restarts) != restarts:
@@ -328,21 +337,44 @@ class PGD(Attack):
         """Whether a CUDA graph of the step may stand in for the eager loop: CUDA, eval mode (no
         buffer updates), at least two steps, a tensor ``y`` on the same device, no autocast."""
         wanted = (self._accelerated(x) and not self.custom_loss) if self.cuda_graphs is None else self.cuda_graphs
-        return (wanted and not self._graphs_failed and x.is_cuda and self.mode == "eval" and self.steps >= 2
-                and torch.is_tensor(y) and y.device == x.device and not torch.is_autocast_enabled("cuda"))
+        return (
+            wanted
+            and not self._graphs_failed
+            and x.is_cuda
+            and self.mode == "eval"
+            and self.steps >= 2
+            and torch.is_tensor(y)
+            and y.device == x.device
+            and not torch.is_autocast_enabled("cuda")
+        )
 
     def _graph_for(self, x: torch.Tensor, y: torch.Tensor) -> _GraphedPGD | None:
-        key = (tuple(x.shape), x.stride(), x.dtype, str(x.device), tuple(y.shape), y.dtype, self.norm, self.eps,
-               self.step_size, self.targeted, id(self.loss_fn), self._accelerated(x),
-               accel.module_signature(self.model))
+        key = (
+            tuple(x.shape),
+            x.stride(),
+            x.dtype,
+            str(x.device),
+            tuple(y.shape),
+            y.dtype,
+            self.norm,
+            self.eps,
+            self.step_size,
+            self.targeted,
+            id(self.loss_fn),
+            self._accelerated(x),
+            accel.module_signature(self.model),
+        )
         graph = self._graphs.get(key)
         if graph is None:
             try:
                 graph = _GraphedPGD(self, x, y, self._update_fn(x))
             except Exception as exc:  # a step that cannot be captured runs eagerly
                 self._graphs_failed = True
-                accel.log.warning("CUDA graph capture of the PGD step failed (%s: %s); running it eagerly",
-                                  type(exc).__name__, str(exc).splitlines()[0][:160] if str(exc) else "")
+                accel.log.warning(
+                    "CUDA graph capture of the PGD step failed (%s: %s); running it eagerly",
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:160] if str(exc) else "",
+                )
                 return None
             if len(self._graphs) >= self._MAX_GRAPHS:
                 self._graphs.pop(next(iter(self._graphs)))
@@ -399,8 +431,9 @@ class _GraphedPGD:
 
         def step() -> None:
             grad, _ = attack.input_gradient(self.x_adv, self.y)
-            self.x_adv.copy_(update(self.x_adv, grad, self.x, norm=attack.norm, step_size=attack.step_size,
-                                    eps=attack.eps))
+            self.x_adv.copy_(
+                update(self.x_adv, grad, self.x, norm=attack.norm, step_size=attack.step_size, eps=attack.eps)
+            )
 
         self.captured = accel.CapturedStep(step, x.device)
 
@@ -430,8 +463,16 @@ class FGSM(Attack):
         keep_buffers: bool = True,
         seed: int = 0,
     ):
-        super().__init__(model, eps=eps, norm=norm, targeted=targeted, loss_fn=loss_fn, mode=mode,
-                         keep_buffers=keep_buffers, seed=seed)
+        super().__init__(
+            model,
+            eps=eps,
+            norm=norm,
+            targeted=targeted,
+            loss_fn=loss_fn,
+            mode=mode,
+            keep_buffers=keep_buffers,
+            seed=seed,
+        )
 
     def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         grad, _ = self.input_gradient(x, y)
@@ -480,8 +521,9 @@ class AttackSpec:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise NrflabError(f"{name} must be an integer, got {value!r}")
         if self.kind.startswith("pgd") and self.steps < 1:
-            raise NrflabError(f"steps must be >= 1 for {self.kind}, got {self.steps} (use the attack 'none' for "
-                              "clean accuracy)")
+            raise NrflabError(
+                f"steps must be >= 1 for {self.kind}, got {self.steps} (use the attack 'none' for clean accuracy)"
+            )
         if self.steps < 0:
             raise NrflabError(f"steps must be >= 0, got {self.steps}")
         if self.restarts < 1:
@@ -505,9 +547,18 @@ class AttackSpec:
     def build(self, model: nn.Module, *, seed: int = 0, **kwargs: Any) -> Attack:
         """The attack this spec describes, on ``model``."""
         if self.kind.startswith("pgd"):
-            return PGD(model, norm=self.norm, eps=self.eps, step_size=self.step_size, steps=self.steps,
-                       random_start=self.random_start, restarts=self.restarts, targeted=self.targeted,
-                       seed=seed, **kwargs)
+            return PGD(
+                model,
+                norm=self.norm,
+                eps=self.eps,
+                step_size=self.step_size,
+                steps=self.steps,
+                random_start=self.random_start,
+                restarts=self.restarts,
+                targeted=self.targeted,
+                seed=seed,
+                **kwargs,
+            )
         if self.kind == "none":
             return NoAttack(model, seed=seed, **kwargs)
         return FGSM(model, eps=self.eps, norm=self.norm, targeted=self.targeted, seed=seed, **kwargs)
@@ -528,9 +579,16 @@ class AttackSpec:
         return f"{self.kind}:{','.join(parts)}"
 
 
-_SPEC_KEYS = {"eps": "eps", "step": "step_size", "step_size": "step_size", "steps": "steps",
-              "random_start": "random_start", "rs": "random_start", "restarts": "restarts",
-              "targeted": "targeted"}
+_SPEC_KEYS = {
+    "eps": "eps",
+    "step": "step_size",
+    "step_size": "step_size",
+    "steps": "steps",
+    "random_start": "random_start",
+    "rs": "random_start",
+    "restarts": "restarts",
+    "targeted": "targeted",
+}
 
 
 def parse_attack(text: str) -> AttackSpec:

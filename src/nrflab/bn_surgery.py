@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -98,8 +99,10 @@ def _replace(model: nn.Module, make: Any) -> int:
 
 def _require_bn(model: nn.Module) -> None:
     if isinstance(model, torch.jit.ScriptModule):
-        raise NrflabError("BN surgery needs an editable nn.Module, not TorchScript; load the model from a state dict "
-                          "or a factory (module:function)")
+        raise NrflabError(
+            "BN surgery needs an editable nn.Module, not TorchScript; load the model from a state dict "
+            "or a factory (module:function)"
+        )
     if not batchnorm_layers(model):
         raise NrflabError("the model has no BatchNorm layer: there is nothing to operate on")
 
@@ -148,15 +151,17 @@ def recalibrated_variant(model: nn.Module, images: torch.Tensor, *, batch_size: 
     momenta = [bn.momentum for bn in layers]
     for bn in layers:
         if not bn.track_running_stats or bn.running_mean is None:
-            raise NrflabError("a BatchNorm layer keeps no running statistics (track_running_stats=False): "
-                              "it always uses batch statistics, there is nothing to recalibrate")
+            raise NrflabError(
+                "a BatchNorm layer keeps no running statistics (track_running_stats=False): "
+                "it always uses batch statistics, there is nothing to recalibrate"
+            )
         bn.reset_running_stats()
         bn.momentum = None
         bn.train()
     device = model_device(out)
     with torch.no_grad():
         for i in range(0, images.shape[0], batch_size):
-            chunk = images[i:i + batch_size]
+            chunk = images[i : i + batch_size]
             if chunk.shape[0] < 2:  # a BN batch of one carries no variance
                 continue
             out(chunk.to(device))
@@ -175,8 +180,12 @@ class FoldInfo:
     reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"folded_into_conv": self.folded_into_conv, "as_affine": self.as_affine, "traced": self.traced,
-                "reason": self.reason}
+        return {
+            "folded_into_conv": self.folded_into_conv,
+            "as_affine": self.as_affine,
+            "traced": self.traced,
+            "reason": self.reason,
+        }
 
 
 def folded_variant(model: nn.Module) -> tuple[nn.Module, FoldInfo]:
@@ -210,8 +219,13 @@ def _running_affine(bn: nn.modules.batchnorm._BatchNorm) -> ChannelAffine:
     return ChannelAffine(scale, beta - bn.running_mean.detach().double() * scale)
 
 
-def make_variants(model: nn.Module, *, calibration_images: torch.Tensor | None = None, batch_size: int = 256,
-                  variants: Sequence[str] = VARIANTS) -> tuple[dict[str, nn.Module], FoldInfo | None]:
+def make_variants(
+    model: nn.Module,
+    *,
+    calibration_images: torch.Tensor | None = None,
+    batch_size: int = 256,
+    variants: Sequence[str] = VARIANTS,
+) -> tuple[dict[str, nn.Module], FoldInfo | None]:
     """The requested variants (deep copies) by name, and how ``folded`` was built (None if not asked)."""
     unknown = [v for v in variants if v not in VARIANT_DESCRIPTIONS]
     if unknown:
@@ -254,8 +268,13 @@ class TransferNumbers:
     original_accuracy: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"eligible": self.eligible, "successes": self.successes, "success_rate": self.success_rate,
-                "ci": list(self.ci), "original_accuracy": self.original_accuracy}
+        return {
+            "eligible": self.eligible,
+            "successes": self.successes,
+            "success_rate": self.success_rate,
+            "ci": list(self.ci),
+            "original_accuracy": self.original_accuracy,
+        }
 
 
 @dataclass(frozen=True)
@@ -277,10 +296,18 @@ class VariantResult:
     ligs_values: torch.Tensor | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variant": self.variant, "description": self.description, "clean_acc": self.clean_acc,
-                "robust_acc": dict(self.robust_acc), "ligs": self.ligs, "logit_sim": self.logit_sim,
-                "agreement_with_original": self.agreement, "whitebox_success": dict(self.whitebox_success),
-                "transfer_to_original": {k: v.to_dict() for k, v in self.transfer.items()}, "void": self.void}
+        return {
+            "variant": self.variant,
+            "description": self.description,
+            "clean_acc": self.clean_acc,
+            "robust_acc": dict(self.robust_acc),
+            "ligs": self.ligs,
+            "logit_sim": self.logit_sim,
+            "agreement_with_original": self.agreement,
+            "whitebox_success": dict(self.whitebox_success),
+            "transfer_to_original": {k: v.to_dict() for k, v in self.transfer.items()},
+            "void": self.void,
+        }
 
 
 @dataclass(frozen=True)
@@ -304,8 +331,13 @@ class Difference:
         return "no detectable difference"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"variant": self.variant, "metric": self.metric, "difference": self.difference,
-                "ci": [self.low, self.high], "reading": self.word}
+        return {
+            "variant": self.variant,
+            "metric": self.metric,
+            "difference": self.difference,
+            "ci": [self.low, self.high],
+            "reading": self.word,
+        }
 
 
 @dataclass(frozen=True)
@@ -336,18 +368,30 @@ class BnAnalysis:
     def protocol(self) -> str:
         attacks = "; ".join(f"{k} = {v}" for k, v in self.attacks.items()) or "none"
         ligs = f"LIGS sigma {self.ligs_sigma:g}" if self.ligs_sigma is not None else "no LIGS"
-        return (f"{self.num_samples} test images of {self.dataset}; attacks {attacks} (untargeted, true labels, each "
-                f"crafted on the variant itself); {ligs}; seed {self.seed}; batches of {self.batch_size}; "
-                f"recalibration on {self.calibration_images} clean training images; intervals: paired t over images "
-                f"(differences), Wilson (transfer)")
+        return (
+            f"{self.num_samples} test images of {self.dataset}; attacks {attacks} (untargeted, true labels, each "
+            f"crafted on the variant itself); {ligs}; seed {self.seed}; batches of {self.batch_size}; "
+            f"recalibration on {self.calibration_images} clean training images; intervals: paired t over images "
+            f"(differences), Wilson (transfer)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": dict(self.model), "dataset": self.dataset, "num_samples": self.num_samples,
-                "calibration_images": self.calibration_images, "attacks": dict(self.attacks), "seed": self.seed,
-                "batch_size": self.batch_size, "ligs_sigma": self.ligs_sigma, "bn_layers": self.bn_layers,
-                "protocol": self.protocol, "variants": [v.to_dict() for v in self.variants],
-                "differences_to_running": [d.to_dict() for d in self.differences],
-                "fold": self.fold.to_dict() if self.fold else None, "max_fold_error": self.max_fold_error}
+        return {
+            "model": dict(self.model),
+            "dataset": self.dataset,
+            "num_samples": self.num_samples,
+            "calibration_images": self.calibration_images,
+            "attacks": dict(self.attacks),
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "ligs_sigma": self.ligs_sigma,
+            "bn_layers": self.bn_layers,
+            "protocol": self.protocol,
+            "variants": [v.to_dict() for v in self.variants],
+            "differences_to_running": [d.to_dict() for d in self.differences],
+            "fold": self.fold.to_dict() if self.fold else None,
+            "max_fold_error": self.max_fold_error,
+        }
 
     def table(self) -> tuple[list[str], list[list[str]]]:
         """Header and rows of the framework table (percentages as text)."""
@@ -360,8 +404,11 @@ class BnAnalysis:
             row += ["n/a" if v.ligs is None or math.isnan(v.ligs) else f"{v.ligs:.3f}", _pct(v.agreement)]
             for a in labels:
                 t = v.transfer.get(a)
-                row.append("n/a" if t is None or t.eligible == 0 else
-                           f"{_pct(t.success_rate)} [{_pct(t.ci[0])}, {_pct(t.ci[1])}] n={t.eligible}")
+                row.append(
+                    "n/a"
+                    if t is None or t.eligible == 0
+                    else f"{_pct(t.success_rate)} [{_pct(t.ci[0])}, {_pct(t.ci[1])}] n={t.eligible}"
+                )
             row.append(f"void: {v.void}" if v.void else ("white-box (self)" if v.variant == "running" else ""))
             rows.append(row)
         return header, rows
@@ -371,36 +418,60 @@ class BnAnalysis:
         lines = []
         for d in self.differences:
             scale, unit = (100.0, " pp") if d.metric != "ligs" else (1.0, "")
-            ci = (f"[{scale * d.low:+.1f}, {scale * d.high:+.1f}]" if scale == 100.0 else
-                  f"[{d.low:+.3f}, {d.high:+.3f}]") if math.isfinite(d.low) else "[n/a]"
+            ci = (
+                (
+                    f"[{scale * d.low:+.1f}, {scale * d.high:+.1f}]"
+                    if scale == 100.0
+                    else f"[{d.low:+.3f}, {d.high:+.3f}]"
+                )
+                if math.isfinite(d.low)
+                else "[n/a]"
+            )
             value = f"{scale * d.difference:+.1f}{unit}" if scale == 100.0 else f"{d.difference:+.3f}"
             void = self.variant(d.variant).void
-            lines.append(f"- {d.variant} vs running, {d.metric}: {value} {ci}: {d.word}"
-                         + (f" (void: {void})" if void else ""))
+            lines.append(
+                f"- {d.variant} vs running, {d.metric}: {value} {ci}: {d.word}" + (f" (void: {void})" if void else "")
+            )
         return lines
 
     def markdown(self) -> str:
         from .report import markdown_table
 
         header, rows = self.table()
-        parts = [f"# BN surgery: {self.model.get('name', 'model')} on {self.dataset}", "",
-                 f"Protocol: {self.protocol}.", "",
-                 markdown_table(header, rows), "",
-                 "Variants: " + "; ".join(f"**{v.variant}**: {v.description}" for v in self.variants) + ".", ""]
+        parts = [
+            f"# BN surgery: {self.model.get('name', 'model')} on {self.dataset}",
+            "",
+            f"Protocol: {self.protocol}.",
+            "",
+            markdown_table(header, rows),
+            "",
+            "Variants: " + "; ".join(f"**{v.variant}**: {v.description}" for v in self.variants) + ".",
+            "",
+        ]
         if self.fold is not None:
-            parts += [f"Folding: {self.fold.folded_into_conv} of {self.bn_layers} BN layers folded into convolutions, "
-                      f"{self.fold.as_affine} kept as per-channel affines"
-                      + (f" ({self.fold.reason})" if self.fold.reason else "")
-                      + (f"; largest logit difference to running: {self.max_fold_error:.2e}" if self.max_fold_error is not None else "")
-                      + ".", ""]
+            parts += [
+                f"Folding: {self.fold.folded_into_conv} of {self.bn_layers} BN layers folded into convolutions, "
+                f"{self.fold.as_affine} kept as per-channel affines"
+                + (f" ({self.fold.reason})" if self.fold.reason else "")
+                + (
+                    f"; largest logit difference to running: {self.max_fold_error:.2e}"
+                    if self.max_fold_error is not None
+                    else ""
+                )
+                + ".",
+                "",
+            ]
         parts += ["## Differences to running (paired over images, 95 % interval)", ""] + self.reading()
-        parts += ["", "Reading: rows that differ from running only in the statistics (batch, recalibrated) isolate the "
-                  "role of the statistics; affine-only removes the normalization and keeps the learned affine. A void "
-                  "row does not classify (or far worse than the original), so its robustness numbers say nothing "
-                  "about features. The batch-statistics variant couples the images of a batch: an attack on it also "
-                  "moves the batch's statistics, which the normalization partly undoes, so its white-box robust "
-                  "accuracy can exceed running's without more robust features -- its LIGS and the transfer of its "
-                  "adversarial examples to the original tell."]
+        parts += [
+            "",
+            "Reading: rows that differ from running only in the statistics (batch, recalibrated) isolate the "
+            "role of the statistics; affine-only removes the normalization and keeps the learned affine. A void "
+            "row does not classify (or far worse than the original), so its robustness numbers say nothing "
+            "about features. The batch-statistics variant couples the images of a batch: an attack on it also "
+            "moves the batch's statistics, which the normalization partly undoes, so its white-box robust "
+            "accuracy can exceed running's without more robust features -- its LIGS and the transfer of its "
+            "adversarial examples to the original tell.",
+        ]
         return "\n".join(parts) + "\n"
 
 
@@ -418,15 +489,21 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
     out = []
     with torch.no_grad(), frozen_model(model, "eval"):
         for i in range(0, x.shape[0], batch_size):
-            out.append(model(x[i:i + batch_size].to(device)).argmax(1).cpu())
+            out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
     return torch.cat(out)
 
 
-def _craft(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, seed: int, batch_size: int) -> torch.Tensor:
+def _craft(
+    model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, seed: int, batch_size: int
+) -> torch.Tensor:
     device = model_device(model)
     attack = spec.build(model, seed=seed)
-    return torch.cat([attack(x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)).cpu()
-                      for i in range(0, x.shape[0], batch_size)])
+    return torch.cat(
+        [
+            attack(x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).cpu()
+            for i in range(0, x.shape[0], batch_size)
+        ]
+    )
 
 
 def analyze_batchnorm(
@@ -478,8 +555,7 @@ def analyze_batchnorm(
             eligible = clean_correct & fooled & orig_correct
             success = eligible & (orig_adv != y)
             n, k = int(eligible.sum()), int(success.sum())
-            transfer[spec.label] = TransferNumbers(n, k, k / n if n else math.nan, wilson(k, n),
-                                                   _ratio(orig_adv == y))
+            transfer[spec.label] = TransferNumbers(n, k, k / n if n else math.nan, wilson(k, n), _ratio(orig_adv == y))
         ligs_value = sim = per_image = None
         if ligs_sigma is not None:
             res = ligs_per_sample(variant, x, y, sigma=ligs_sigma, seed=seed, batch_size=batch_size)
@@ -490,21 +566,48 @@ def analyze_batchnorm(
         if clean_acc < 2.0 / classes:
             void = f"clean accuracy {100 * clean_acc:.1f} % is near chance ({100 / classes:.0f} %)"
         elif clean_acc < 0.5 * base_clean:
-            void = (f"clean accuracy {100 * clean_acc:.1f} % is under half the original's {100 * base_clean:.1f} %: "
-                    f"its robustness numbers are not comparable")
-        results.append(VariantResult(name, VARIANT_DESCRIPTIONS[name], clean_acc, robust, ligs_value, sim,
-                                     _ratio(pred == orig_clean), whitebox, transfer, void,
-                                     clean_correct, robust_correct, per_image))
+            void = (
+                f"clean accuracy {100 * clean_acc:.1f} % is under half the original's {100 * base_clean:.1f} %: "
+                f"its robustness numbers are not comparable"
+            )
+        results.append(
+            VariantResult(
+                name,
+                VARIANT_DESCRIPTIONS[name],
+                clean_acc,
+                robust,
+                ligs_value,
+                sim,
+                _ratio(pred == orig_clean),
+                whitebox,
+                transfer,
+                void,
+                clean_correct,
+                robust_correct,
+                per_image,
+            )
+        )
     differences = _differences(results, [s.label for s in attacks])
     max_err = None
     if "folded" in built:
         max_err = _max_logit_difference(original, built["folded"], x, batch_size)
-    return BnAnalysis(model=dict(model_info or {"name": type(model).__name__}), dataset=dataset,
-                      num_samples=int(y.shape[0]),
-                      calibration_images=int(calibration_images.shape[0]) if calibration_images is not None and "recalibrated" in names else 0,
-                      attacks={s.label: s.to_string() for s in attacks}, seed=seed, batch_size=batch_size,
-                      ligs_sigma=ligs_sigma, bn_layers=len(batchnorm_layers(model)), variants=tuple(results),
-                      differences=tuple(differences), fold=fold, max_fold_error=max_err)
+    return BnAnalysis(
+        model=dict(model_info or {"name": type(model).__name__}),
+        dataset=dataset,
+        num_samples=int(y.shape[0]),
+        calibration_images=int(calibration_images.shape[0])
+        if calibration_images is not None and "recalibrated" in names
+        else 0,
+        attacks={s.label: s.to_string() for s in attacks},
+        seed=seed,
+        batch_size=batch_size,
+        ligs_sigma=ligs_sigma,
+        bn_layers=len(batchnorm_layers(model)),
+        variants=tuple(results),
+        differences=tuple(differences),
+        fold=fold,
+        max_fold_error=max_err,
+    )
 
 
 def _differences(results: Sequence[VariantResult], labels: Sequence[str]) -> list[Difference]:
@@ -529,7 +632,7 @@ def _max_logit_difference(a: nn.Module, b: nn.Module, x: torch.Tensor, batch_siz
     worst = 0.0
     with torch.no_grad(), frozen_model(a, "eval"), frozen_model(b, "eval"):
         for i in range(0, x.shape[0], batch_size):
-            xb = x[i:i + batch_size].to(model_device(a))
+            xb = x[i : i + batch_size].to(model_device(a))
             worst = max(worst, float((a(xb) - b(xb.to(model_device(b)))).abs().max()))
     return worst
 

@@ -41,7 +41,9 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as fh:
             return dict(fh.metadata() or {})
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise NrflabError(f"checkpoint {path} is not a valid safetensors file ({str(exc).splitlines()[0][:80]})") from None
+        raise NrflabError(
+            f"checkpoint {path} is not a valid safetensors file ({str(exc).splitlines()[0][:80]})"
+        ) from None
 
 
 def model_config_of(model: nn.Module) -> ModelConfig | None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -298,9 +298,7 @@ def load_cifar_c(root: str | os.PathLike, corruption: str, severity: int) -> Ima
     _check_severity(severity)
     present = available_cifar_c(path)
     if corruption not in present:
-        raise NrflabError(
-            f"no {corruption}.npy in {path} (present: {', '.join(present) or 'none'}); {CIFAR_C_HELP}"
-        )
+        raise NrflabError(f"no {corruption}.npy in {path} (present: {', '.join(present) or 'none'}); {CIFAR_C_HELP}")
     images = _open_npy(path / f"{corruption}.npy")
     if images.dtype != np.uint8 or images.shape[1:] != (32, 32, 3) or images.shape[0] % 5 or not len(images):
         raise NrflabError(
@@ -354,9 +352,10 @@ def corruption_accuracy(
     model.eval()
     rows = []
     try:
-        with torch.no_grad(), tqdm(
-            total=len(names) * len(severities) * n_batches, desc="corruptions", disable=not progress
-        ) as bar:
+        with (
+            torch.no_grad(),
+            tqdm(total=len(names) * len(severities) * n_batches, desc="corruptions", disable=not progress) as bar,
+        ):
             for name in names:
                 for severity in severities:
                     bar.set_postfix_str(f"{name} s{severity}")

@@ -14,9 +14,10 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -101,8 +102,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, to_json_text(obj))
 
 
-def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
-                        metadata: dict[str, str] | None = None) -> None:
+def atomic_save_tensors(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     """``safetensors.save_file`` via a temporary file and rename; errors name ``path``, not the temp file."""
     path = Path(path)
     with _temp_beside(path) as tmp:

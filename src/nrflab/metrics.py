@@ -21,7 +21,9 @@ from .results import EvalResult
 Data = Union[DataLoader, Dataset, tuple[torch.Tensor, torch.Tensor], Iterable[tuple[torch.Tensor, torch.Tensor]]]
 
 
-def batches(data: Data, batch_size: int = 256, device: torch.device | str | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def batches(
+    data: Data, batch_size: int = 256, device: torch.device | str | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """``(x, y)`` batches on ``device`` from a Dataset, a DataLoader, an iterable of batches or a tensor pair."""
     device = device or "cpu"
     if isinstance(data, tuple) and len(data) == 2 and torch.is_tensor(data[0]):
@@ -132,8 +134,14 @@ def ligs_noise(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
 
 
 def ligs_per_sample(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.01, seed: int = 0, batch_size: int = 256,
-    *, noise: torch.Tensor | None = None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    sigma: float = 0.01,
+    seed: int = 0,
+    batch_size: int = 256,
+    *,
+    noise: torch.Tensor | None = None,
 ) -> LigsResult:
     """Cosine similarity of the cross-entropy input gradient at x and at x + N(0, sigma^2), per sample.
 
@@ -150,7 +158,9 @@ def ligs_per_sample(
     with frozen_model(model, "eval"):
         for i in range(0, x.shape[0], batch_size):
             xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-            draw = ligs_noise(xb, seed) if noise is None else noise[i : i + batch_size].to(device=device, dtype=xb.dtype)
+            draw = (
+                ligs_noise(xb, seed) if noise is None else noise[i : i + batch_size].to(device=device, dtype=xb.dtype)
+            )
             noisy = xb + sigma * draw
             g0, l0 = _ce_input_grad(model, xb, yb)
             g1, l1 = _ce_input_grad(model, noisy, yb)
@@ -161,7 +171,9 @@ def ligs_per_sample(
     return LigsResult(torch.cat(grads).cpu(), torch.cat(logits).cpu())
 
 
-def ligs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.01, seed: int = 0, batch_size: int = 256) -> float:
+def ligs(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.01, seed: int = 0, batch_size: int = 256
+) -> float:
     """The paper's Local Input Gradient Similarity (the framework's *robustness*): near 1 = locally
     linear, robust features; NaN/Inf per-sample values are dropped before averaging."""
     return ligs_per_sample(model, x, y, sigma, seed, batch_size).ligs

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from matplotlib.figure import Figure
 
@@ -22,8 +23,15 @@ COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
 #: Columns drawn on their own scale rather than in percent.
 UNSCALED = (LIGS, LOGIT_SIM, "rho")
 
-NORM_STYLE = {"bn": "-", "none": "--", "gn": "-.", "ln": ":", "in": (0, (3, 1, 1, 1)), "bn-eval": (0, (5, 2)),
-              "fixup": (0, (1, 1))}
+NORM_STYLE = {
+    "bn": "-",
+    "none": "--",
+    "gn": "-.",
+    "ln": ":",
+    "in": (0, (3, 1, 1, 1)),
+    "bn-eval": (0, (5, 2)),
+    "fixup": (0, (1, 1)),
+}
 
 
 def run_label(run_dir: Path, config: dict) -> str:
@@ -106,8 +114,15 @@ def plot_runs(
         for ax, (col, _) in zip(axes[0], panels):
             ys = [r.get(col, math.nan) for r in rows]
             scale = 1.0 if col in UNSCALED else 100.0
-            ax.plot(epochs, [y * scale for y in ys], linestyle=style, color=colors[i % len(colors)],
-                    marker="o", markersize=2.5, label=label)
+            ax.plot(
+                epochs,
+                [y * scale for y in ys],
+                linestyle=style,
+                color=colors[i % len(colors)],
+                marker="o",
+                markersize=2.5,
+                label=label,
+            )
     for ax, (col, name) in zip(axes[0], panels):
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
@@ -144,8 +159,15 @@ def plot_heatmap(
     for i in range(data.shape[0]):
         for j in range(data.shape[1]):
             if math.isfinite(data[i, j]):
-                ax.text(j, i, value_format.format(data[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if data[i, j] < 0.6 * np.nanmax(data) else "black")
+                ax.text(
+                    j,
+                    i,
+                    value_format.format(data[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if data[i, j] < 0.6 * np.nanmax(data) else "black",
+                )
     fig.colorbar(im, ax=ax, label=cbar_label)
     if title:
         ax.set_title(title, fontsize=9)
@@ -153,4 +175,13 @@ def plot_heatmap(
     return save_figure(fig, stem)
 
 
-__all__ = ["COLORS", "NORM_STYLE", "new_figure", "plot_heatmap", "plot_runs", "robust_column", "run_label", "save_figure"]
+__all__ = [
+    "COLORS",
+    "NORM_STYLE",
+    "new_figure",
+    "plot_heatmap",
+    "plot_runs",
+    "robust_column",
+    "run_label",
+    "save_figure",
+]

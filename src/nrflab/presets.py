@@ -22,8 +22,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "schedule": "multistep",
         "milestones": [50, 100],
     },
-    "svhn": {"eval_attacks": PAPER_EVAL_ATTACKS, "augment": True, "flip": False, "lr": 0.01, "epochs": 50,
-             "milestones": [20, 35]},
+    "svhn": {
+        "eval_attacks": PAPER_EVAL_ATTACKS,
+        "augment": True,
+        "flip": False,
+        "lr": 0.01,
+        "epochs": 50,
+        "milestones": [20, 35],
+    },
     "mnist": {
         "eval_attacks": MNIST_EVAL_ATTACKS,
         "augment": False,

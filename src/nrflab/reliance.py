@@ -64,9 +64,17 @@ class RelianceViews:
     def from_samples(cls, views: Any, limit: int | None = None) -> RelianceViews:
         """From ``nrflab.data.planted.PlantedViews`` (numpy samples), the first ``limit`` images of each."""
         t = lambda a: torch.from_numpy(np.ascontiguousarray(a[:limit]))  # noqa: E731
-        return cls(t(views.agree.images), t(views.agree.labels), t(views.rf.images), t(views.rf.labels),
-                   t(views.nrf.images), t(views.nrf.labels), t(views.swap.images), t(views.swap.rf_class),
-                   t(views.swap.nrf_class))
+        return cls(
+            t(views.agree.images),
+            t(views.agree.labels),
+            t(views.rf.images),
+            t(views.rf.labels),
+            t(views.nrf.images),
+            t(views.nrf.labels),
+            t(views.swap.images),
+            t(views.swap.rf_class),
+            t(views.swap.nrf_class),
+        )
 
 
 @dataclass(frozen=True)
@@ -86,8 +94,14 @@ class RelianceResult:
         return self.f_n - self.f_r
 
     def as_row(self) -> dict[str, float]:
-        return {"agree_acc": self.agree_acc, "rf_suff_acc": self.rf_suff_acc, "nrf_suff_acc": self.nrf_suff_acc,
-                "f_r": self.f_r, "f_n": self.f_n, "rho": self.rho}
+        return {
+            "agree_acc": self.agree_acc,
+            "rf_suff_acc": self.rf_suff_acc,
+            "nrf_suff_acc": self.nrf_suff_acc,
+            "f_r": self.f_r,
+            "f_n": self.f_n,
+            "rho": self.rho,
+        }
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -98,8 +112,9 @@ def _device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def predictions(model: nn.Module, x: torch.Tensor, *, batch_size: int = 250,
-                statistics: Statistics = "running") -> torch.Tensor:
+def predictions(
+    model: nn.Module, x: torch.Tensor, *, batch_size: int = 250, statistics: Statistics = "running"
+) -> torch.Tensor:
     """Predicted classes (CPU) without changing the model. ``statistics="batch"`` normalizes each batch of
     ``batch_size`` images by its own statistics (BN in train mode; running statistics restored)."""
     if statistics not in ("running", "batch"):
@@ -112,11 +127,14 @@ def predictions(model: nn.Module, x: torch.Tensor, *, batch_size: int = 250,
     return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
 
 
-def reliance(model: nn.Module, views: RelianceViews, *, batch_size: int = 250,
-             statistics: Statistics = "running") -> RelianceResult:
+def reliance(
+    model: nn.Module, views: RelianceViews, *, batch_size: int = 250, statistics: Statistics = "running"
+) -> RelianceResult:
     """Measure a model's reliance on the planted features (see the module docstring)."""
-    acc = lambda x, y: float((predictions(model, x, batch_size=batch_size, statistics=statistics) == y)  # noqa: E731
-                             .float().mean())
+
+    def acc(x: torch.Tensor, y: torch.Tensor) -> float:
+        return float((predictions(model, x, batch_size=batch_size, statistics=statistics) == y).float().mean())
+
     pred_swap = predictions(model, views.swap_x, batch_size=batch_size, statistics=statistics)
     return RelianceResult(
         agree_acc=acc(views.agree_x, views.agree_y),
@@ -168,8 +186,13 @@ class BandEnergy:
     n: int
 
 
-def band_energy_per_sample(delta: torch.Tensor | np.ndarray, *, rf_mask: np.ndarray, nrf_mask: np.ndarray,
-                           nrf_templates: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def band_energy_per_sample(
+    delta: torch.Tensor | np.ndarray,
+    *,
+    rf_mask: np.ndarray,
+    nrf_mask: np.ndarray,
+    nrf_templates: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Per-sample squared energies of ``delta`` (N x C x S x S): ``total``, ``rf_band``, ``nrf_band``,
     ``rest`` and ``nrf_templates`` (projection onto the span of the orthonormal NRF templates)."""
     d = delta.detach().cpu().double().numpy() if torch.is_tensor(delta) else np.asarray(delta, dtype=np.float64)
@@ -190,16 +213,27 @@ def band_energy_per_sample(delta: torch.Tensor | np.ndarray, *, rf_mask: np.ndar
     return out
 
 
-def band_energy(delta: torch.Tensor | np.ndarray, *, rf_mask: np.ndarray, nrf_mask: np.ndarray,
-                nrf_templates: np.ndarray | None = None) -> BandEnergy:
+def band_energy(
+    delta: torch.Tensor | np.ndarray,
+    *,
+    rf_mask: np.ndarray,
+    nrf_mask: np.ndarray,
+    nrf_templates: np.ndarray | None = None,
+) -> BandEnergy:
     """Where the energy of perturbations ``delta`` lies (see ``BandEnergy``)."""
     e = band_energy_per_sample(delta, rf_mask=rf_mask, nrf_mask=nrf_mask, nrf_templates=nrf_templates)
     keep = e["total"] > 1e-18
     if not keep.any():
         return BandEnergy(math.nan, math.nan, math.nan, math.nan, 0.0, 0)
     frac = lambda k: float((e[k][keep] / e["total"][keep]).mean()) if k in e else math.nan  # noqa: E731
-    return BandEnergy(frac("rf_band"), frac("nrf_band"), frac("rest"), frac("nrf_templates"),
-                      float(np.sqrt(e["total"]).mean()), int(keep.sum()))
+    return BandEnergy(
+        frac("rf_band"),
+        frac("nrf_band"),
+        frac("rest"),
+        frac("nrf_templates"),
+        float(np.sqrt(e["total"]).mean()),
+        int(keep.sum()),
+    )
 
 
 __all__ = [

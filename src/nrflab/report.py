@@ -50,8 +50,12 @@ def claim_line(claim: str, agrees: bool | None, evidence: str) -> str:
 
 def verdict_line(verdict: Verdict) -> str:
     """One sentence per judged claim (see ``nrflab.stats.judge``), protocol included."""
-    word = {"agrees": "**agrees**", "disagrees": "**disagrees**", "inconclusive": "is **inconclusive**",
-            "void": f"is **void** ({verdict.reason})"}[verdict.outcome]
+    word = {
+        "agrees": "**agrees**",
+        "disagrees": "**disagrees**",
+        "inconclusive": "is **inconclusive**",
+        "void": f"is **void** ({verdict.reason})",
+    }[verdict.outcome]
     protocol = f" Protocol: {verdict.protocol}." if verdict.protocol else ""
     return f"- {verdict.claim}: this run {word}. {verdict.evidence}{protocol}"
 
@@ -82,13 +86,17 @@ def _difference_cell(v: Verdict) -> str:
     found = re.search(r"Difference \S+ (\w+)", v.evidence)
     unit = found.group(1) if found else ("points" if " points" in v.evidence else "")
     scale, digits = (100.0, 1) if unit == "points" else (1.0, 3)
-    interval = (f"[{scale * v.low:.{digits}f}, {scale * v.high:.{digits}f}]"
-                if math.isfinite(v.low) and math.isfinite(v.high) else "[n/a]")
+    interval = (
+        f"[{scale * v.low:.{digits}f}, {scale * v.high:.{digits}f}]"
+        if math.isfinite(v.low) and math.isfinite(v.high)
+        else "[n/a]"
+    )
     return f"{scale * v.difference:+.{digits}f} {interval}{' ' + unit if unit else ''}"
 
 
-def write_report(out_dir: str | os.PathLike[str], title: str, sections: Sequence[Section], intro: str = "",
-                 *, summary: bool = True) -> tuple[Path, Path]:
+def write_report(
+    out_dir: str | os.PathLike[str], title: str, sections: Sequence[Section], intro: str = "", *, summary: bool = True
+) -> tuple[Path, Path]:
     """Write ``report.md`` (images linked) and ``report.html`` (images embedded) into ``out_dir``; with
     ``summary``, a table of every section's verdicts follows the intro and ``verdicts.json`` lists them."""
     out = Path(out_dir)
@@ -96,10 +104,17 @@ def write_report(out_dir: str | os.PathLike[str], title: str, sections: Sequence
     md_parts = [f"# {title}", intro] if intro else [f"# {title}"]
     table = verdict_table(sections) if summary else ""
     if table:
-        sections = [Section("Verdicts at a glance", "Every claim judged in this report (details, protocols and "
-                            "seeds in each section). " + VERDICT_RULE + "\n\n" + table), *sections]
-        atomic_write_json(out / "verdicts.json", [{"section": s.title, **v.to_dict()} for s in sections
-                                                  for v in s.verdicts])
+        sections = [
+            Section(
+                "Verdicts at a glance",
+                "Every claim judged in this report (details, protocols and "
+                "seeds in each section). " + VERDICT_RULE + "\n\n" + table,
+            ),
+            *sections,
+        ]
+        atomic_write_json(
+            out / "verdicts.json", [{"section": s.title, **v.to_dict()} for s in sections for v in s.verdicts]
+        )
     for s in sections:
         md_parts.append(f"## {s.title}\n\n{s.markdown}")
         for img in s.images:
@@ -113,10 +128,12 @@ def write_report(out_dir: str | os.PathLike[str], title: str, sections: Sequence
 
 
 #: The verdict rule, as reports state it.
-VERDICT_RULE = ("A claim **agrees** or **disagrees** only when the 95 % interval of the claim-oriented difference "
-                "excludes zero; otherwise it is **inconclusive**. It is **void** when a compared model did not learn "
-                "(near chance on its own training set, NaN, or one class for almost every test image) or when "
-                "models are compared at very unequal usefulness.")
+VERDICT_RULE = (
+    "A claim **agrees** or **disagrees** only when the 95 % interval of the claim-oriented difference "
+    "excludes zero; otherwise it is **inconclusive**. It is **void** when a compared model did not learn "
+    "(near chance on its own training set, NaN, or one class for almost every test image) or when "
+    "models are compared at very unequal usefulness."
+)
 
 
 def _embed(img: Path) -> str:
@@ -141,8 +158,10 @@ def _to_html(title: str, intro: str, sections: Sequence[Section]) -> str:
         body.append(f"<h2>{html.escape(s.title)}</h2>")
         body.append(conv(s.markdown))
         body.extend(_embed(Path(img)) for img in s.images if Path(img).suffix == ".png")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def strip_markdown(text: str) -> str:
@@ -150,5 +169,15 @@ def strip_markdown(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"\1", text)
 
 
-__all__ = ["Section", "VERDICT_RULE", "claim_line", "markdown_table", "num", "pct", "strip_markdown", "verdict_line",
-           "verdict_table", "write_report"]
+__all__ = [
+    "Section",
+    "VERDICT_RULE",
+    "claim_line",
+    "markdown_table",
+    "num",
+    "pct",
+    "strip_markdown",
+    "verdict_line",
+    "verdict_table",
+    "write_report",
+]

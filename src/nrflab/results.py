@@ -8,8 +8,9 @@ code returns and the writers serialize.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 CLEAN = "clean_acc"
 SHIFTED = "shifted_acc"
@@ -26,7 +27,7 @@ def robust_key(attack_label: str) -> str:
 def attack_of(key: str) -> str | None:
     """The attack label of a robust-accuracy column, or None for any other column."""
     if key.startswith(_ROBUST_PREFIX) and key.endswith("]"):
-        return key[len(_ROBUST_PREFIX):-1]
+        return key[len(_ROBUST_PREFIX) : -1]
     return None
 
 
@@ -65,19 +66,36 @@ class EvalResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {"clean_acc": self.clean_acc, "robust_acc": dict(self.robust_acc), "ligs": self.ligs,
-                "logit_sim": self.logit_sim, "num_samples": self.num_samples}
+        return {
+            "clean_acc": self.clean_acc,
+            "robust_acc": dict(self.robust_acc),
+            "ligs": self.ligs,
+            "logit_sim": self.logit_sim,
+            "num_samples": self.num_samples,
+        }
 
     @classmethod
-    def from_row(cls, row: Mapping[str, float], num_samples: int = 0) -> "EvalResult":
+    def from_row(cls, row: Mapping[str, float], num_samples: int = 0) -> EvalResult:
         """Read back a metrics row (NaN LIGS counts as not measured)."""
         ligs = row.get(LIGS)
         sim = row.get(LOGIT_SIM)
-        return cls(clean_acc=float(row[CLEAN]),
-                   robust_acc={a: float(row[k]) for k in row if (a := attack_of(k)) is not None},
-                   ligs=None if ligs is None or math.isnan(ligs) else float(ligs),
-                   logit_sim=None if sim is None or math.isnan(sim) else float(sim),
-                   num_samples=num_samples)
+        return cls(
+            clean_acc=float(row[CLEAN]),
+            robust_acc={a: float(row[k]) for k in row if (a := attack_of(k)) is not None},
+            ligs=None if ligs is None or math.isnan(ligs) else float(ligs),
+            logit_sim=None if sim is None or math.isnan(sim) else float(sim),
+            num_samples=num_samples,
+        )
 
 
-__all__ = ["CLEAN", "EvalResult", "LIGS", "LOGIT_SIM", "SHIFTED", "attack_of", "is_accuracy", "robust_key", "robust_keys"]
+__all__ = [
+    "CLEAN",
+    "EvalResult",
+    "LIGS",
+    "LOGIT_SIM",
+    "SHIFTED",
+    "attack_of",
+    "is_accuracy",
+    "robust_key",
+    "robust_keys",
+]

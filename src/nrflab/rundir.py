@@ -18,10 +18,11 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import NrflabError
 from .io import read_json, read_numeric_csv, remove_stale_temps
@@ -46,7 +47,7 @@ class DirLock:
         self._fh: Any = None
 
     @classmethod
-    def acquire(cls, directory: str | os.PathLike, *, what: str = "directory") -> "DirLock":
+    def acquire(cls, directory: str | os.PathLike, *, what: str = "directory") -> DirLock:
         lock = cls(directory)
         lock._lock(what)
         return lock
@@ -72,7 +73,8 @@ class DirLock:
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise DirectoryBusy(
                     f"{what} {self.directory} is being written by another nrflab process (pid {holder}); "
-                    "wait for it to finish or choose another output") from None
+                    "wait for it to finish or choose another output"
+                ) from None
             raise NrflabError(f"cannot lock {what} {self.directory}: {exc.strerror}") from None
         fh.seek(0)
         fh.truncate()
@@ -91,7 +93,7 @@ class DirLock:
             self._fh.close()
             self._fh = None
 
-    def __enter__(self) -> "DirLock":
+    def __enter__(self) -> DirLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -124,7 +126,7 @@ class Stash:
         self.path = stash
 
     @classmethod
-    def aside(cls, directory: str | os.PathLike) -> "Stash":
+    def aside(cls, directory: str | os.PathLike) -> Stash:
         directory = Path(directory)
         stash = directory / STASH_DIR
         if stash.exists():  # left by an earlier overwrite that was killed: that run was never replaced
@@ -271,8 +273,9 @@ class RunDir:
     # -- what is there ----------------------------------------------------------------------------
     def is_run(self) -> bool:
         """Whether the directory holds (a part of) a training run."""
-        return self.path.is_dir() and (self.config_path.is_file() or self.checkpoint_path.is_file()
-                                       or self.model_path.is_file())
+        return self.path.is_dir() and (
+            self.config_path.is_file() or self.checkpoint_path.is_file() or self.model_path.is_file()
+        )
 
     def status(self) -> RunStatus | None:
         """The last committed epoch, or None when no epoch was committed yet."""

@@ -19,8 +19,9 @@ image of noise (two for restarts and transfer, or 5 percentage points, whichever
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,8 +48,13 @@ class SanityCheck:
         return "skip" if self.passed is None else ("pass" if self.passed else "flag")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "question": self.question, "status": self.status, "summary": self.summary,
-                "numbers": dict(self.numbers)}
+        return {
+            "name": self.name,
+            "question": self.question,
+            "status": self.status,
+            "summary": self.summary,
+            "numbers": dict(self.numbers),
+        }
 
 
 @dataclass(frozen=True)
@@ -69,19 +75,30 @@ class SanityReport:
         return bool(self.flags)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"attack": self.attack, "spec": self.spec, "num_samples": self.num_samples, "flagged": self.flagged,
-                "checks": [c.to_dict() for c in self.checks]}
+        return {
+            "attack": self.attack,
+            "spec": self.spec,
+            "num_samples": self.num_samples,
+            "flagged": self.flagged,
+            "checks": [c.to_dict() for c in self.checks],
+        }
 
 
-def _accuracy_under(model: nn.Module, x: torch.Tensor, y: torch.Tensor, make_attack, batch_size: int,
-                    evaluate_on: nn.Module | None = None) -> float:
+def _accuracy_under(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    make_attack,
+    batch_size: int,
+    evaluate_on: nn.Module | None = None,
+) -> float:
     """Accuracy of ``evaluate_on`` (default: ``model``) on examples crafted on ``model``."""
     target = evaluate_on if evaluate_on is not None else model
     device, tdev = model_device(model), model_device(target)
     attack = make_attack(model)
     correct = 0
     for i in range(0, x.shape[0], batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         adv = attack(xb, yb) if attack is not None else xb
         with torch.no_grad(), frozen_model(target, "eval"):
             correct += int((target(adv.to(tdev)).argmax(1) == yb.to(tdev)).sum())
@@ -92,8 +109,16 @@ def _one_image(n: int) -> float:
     return 1.0 / max(1, n)
 
 
-def check_eps_monotone(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, spec: AttackSpec,
-                       factors: Sequence[float] = (0.5, 1.0, 2.0), seed: int = 0, batch_size: int = 256) -> SanityCheck:
+def check_eps_monotone(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    spec: AttackSpec,
+    factors: Sequence[float] = (0.5, 1.0, 2.0),
+    seed: int = 0,
+    batch_size: int = 256,
+) -> SanityCheck:
     """Robust accuracy at eps 0 (clean) and ``spec.eps * f`` for each factor must not rise (one image of slack)."""
     question = "does robust accuracy fall (weakly) as eps grows?"
     if spec.kind == "none":
@@ -113,8 +138,13 @@ def check_eps_monotone(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, sp
     numbers = {f"acc@eps={e:g}": a for e, a in zip(eps_values, accs)}
     if rises:
         lo, hi = rises[0]
-        return SanityCheck("eps monotone", question, False,
-                           f"accuracy rises from eps {lo:g} to {hi:g}: {chain} -- the attack is unreliable here", numbers)
+        return SanityCheck(
+            "eps monotone",
+            question,
+            False,
+            f"accuracy rises from eps {lo:g} to {hi:g}: {chain} -- the attack is unreliable here",
+            numbers,
+        )
     return SanityCheck("eps monotone", question, True, chain, numbers)
 
 
@@ -123,27 +153,51 @@ def unbounded_eps(norm: str, x: torch.Tensor) -> float:
     return 1.0 if norm == "linf" else math.sqrt(float(x[0].numel()))
 
 
-def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str, steps: int = 20,
-                    seed: int = 0, batch_size: int = 256, threshold: float = 0.02) -> SanityCheck:
+def check_unbounded(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    norm: str,
+    steps: int = 20,
+    seed: int = 0,
+    batch_size: int = 256,
+    threshold: float = 0.02,
+) -> SanityCheck:
     """An (effectively) unbounded PGD with ``steps`` steps must leave at most ``threshold`` (or one image) correct."""
     question = "does an unbounded attack reach ~0 % accuracy?"
     n = int(y.shape[0])
     eps = unbounded_eps(norm, x)
     step = 2.5 * eps / max(1, steps)
-    acc = _accuracy_under(model, x, y, lambda m: PGD(m, norm=norm, eps=eps, step_size=step, steps=steps, seed=seed),
-                          batch_size)
+    acc = _accuracy_under(
+        model, x, y, lambda m: PGD(m, norm=norm, eps=eps, step_size=step, steps=steps, seed=seed), batch_size
+    )
     limit = max(threshold, _one_image(n)) + 1e-9
     numbers = {"accuracy": acc, "eps": eps, "steps": float(steps)}
     text = f"{100 * acc:.1f} % still correct after {steps} PGD-{norm} steps with eps {eps:.3g}"
     if acc > limit:
-        return SanityCheck("unbounded", question, False,
-                           f"{text} (expected ~0 %): gradients are masked or the attack is too weak", numbers)
+        return SanityCheck(
+            "unbounded",
+            question,
+            False,
+            f"{text} (expected ~0 %): gradients are masked or the attack is too weak",
+            numbers,
+        )
     return SanityCheck("unbounded", question, True, text, numbers)
 
 
-def check_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, spec: AttackSpec, restarts: int = 2,
-                   seed: int = 0, batch_size: int = 256, tolerance: float = 0.05,
-                   plain_accuracy: float | None = None) -> SanityCheck:
+def check_restarts(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    spec: AttackSpec,
+    restarts: int = 2,
+    seed: int = 0,
+    batch_size: int = 256,
+    tolerance: float = 0.05,
+    plain_accuracy: float | None = None,
+) -> SanityCheck:
     """The attack with random start and ``restarts`` restarts must not beat the plain one by more than
     ``tolerance`` (or two images). ``plain_accuracy``: the plain attack's accuracy if already measured
     (same images, same seed)."""
@@ -152,27 +206,45 @@ def check_restarts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, spec: 
         return SanityCheck("restarts", question, None, f"not applicable to the single-step attack {spec.kind}", {})
     n = int(y.shape[0])
     stronger = replace(spec, random_start=True, restarts=max(restarts, 2 * spec.restarts))
-    plain = (plain_accuracy if plain_accuracy is not None
-             else _accuracy_under(model, x, y, lambda m: spec.build(m, seed=seed), batch_size))
+    plain = (
+        plain_accuracy
+        if plain_accuracy is not None
+        else _accuracy_under(model, x, y, lambda m: spec.build(m, seed=seed), batch_size)
+    )
     strong = _accuracy_under(model, x, y, lambda m: stronger.build(m, seed=seed + 1), batch_size)
     numbers = {"plain": plain, "restarts": strong, "num_restarts": float(stronger.restarts)}
     gap = plain - strong
     text = f"{100 * plain:.1f} % plain vs {100 * strong:.1f} % with random start x{stronger.restarts}"
     if gap > max(tolerance, 2 * _one_image(n)) + 1e-9:
-        return SanityCheck("restarts", question, False,
-                           f"{text}: the plain attack overstates robustness by {100 * gap:.1f} pp", numbers)
+        return SanityCheck(
+            "restarts",
+            question,
+            False,
+            f"{text}: the plain attack overstates robustness by {100 * gap:.1f} pp",
+            numbers,
+        )
     return SanityCheck("restarts", question, True, text, numbers)
 
 
-def check_transfer(model: nn.Module, surrogate: nn.Module | None, x: torch.Tensor, y: torch.Tensor, *,
-                   spec: AttackSpec, seed: int = 0, batch_size: int = 256, tolerance: float = 0.05,
-                   surrogate_name: str = "surrogate") -> SanityCheck:
+def check_transfer(
+    model: nn.Module,
+    surrogate: nn.Module | None,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    spec: AttackSpec,
+    seed: int = 0,
+    batch_size: int = 256,
+    tolerance: float = 0.05,
+    surrogate_name: str = "surrogate",
+) -> SanityCheck:
     """Examples crafted on ``surrogate`` must not fool ``model`` more than its own white-box attack
     (``tolerance`` or two images of slack). Skipped without a surrogate."""
     question = "is transfer from a surrogate not stronger than the white-box attack?"
     if surrogate is None:
-        return SanityCheck("transfer", question, None,
-                           "no surrogate given (e.g. the model's no-BN twin: --surrogate REF)", {})
+        return SanityCheck(
+            "transfer", question, None, "no surrogate given (e.g. the model's no-BN twin: --surrogate REF)", {}
+        )
     if spec.kind == "none":
         return SanityCheck("transfer", question, None, "not an attack", {})
     n = int(y.shape[0])
@@ -181,8 +253,13 @@ def check_transfer(model: nn.Module, surrogate: nn.Module | None, x: torch.Tenso
     numbers = {"whitebox": whitebox, "transfer": transferred}
     text = f"{100 * whitebox:.1f} % white-box vs {100 * transferred:.1f} % under transfer from {surrogate_name}"
     if whitebox - transferred > max(tolerance, 2 * _one_image(n)) + 1e-9:
-        return SanityCheck("transfer", question, False,
-                           f"{text}: a black-box attack beats the white-box one, so gradients mislead it", numbers)
+        return SanityCheck(
+            "transfer",
+            question,
+            False,
+            f"{text}: a black-box attack beats the white-box one, so gradients mislead it",
+            numbers,
+        )
     return SanityCheck("transfer", question, True, text, numbers)
 
 
@@ -216,10 +293,12 @@ def sanity_checks(
         checks = (
             monotone,
             check_unbounded(model, x, y, norm=spec.norm, steps=unbounded_steps, seed=seed, batch_size=batch_size),
-            check_restarts(model, x, y, spec=spec, restarts=restarts, seed=seed, batch_size=batch_size,
-                           plain_accuracy=plain),
-            check_transfer(model, surrogate, x, y, spec=spec, seed=seed, batch_size=batch_size,
-                           surrogate_name=surrogate_name),
+            check_restarts(
+                model, x, y, spec=spec, restarts=restarts, seed=seed, batch_size=batch_size, plain_accuracy=plain
+            ),
+            check_transfer(
+                model, surrogate, x, y, spec=spec, seed=seed, batch_size=batch_size, surrogate_name=surrogate_name
+            ),
         )
     return SanityReport(attack=spec.label, spec=spec.to_string(), num_samples=int(y.shape[0]), checks=checks)
 
@@ -234,8 +313,10 @@ def format_sanity(reports: Sequence[SanityReport]) -> list[str]:
         for c in r.checks:
             lines.append(f"  {c.status.upper():<5} {c.name}: {c.summary}")
         if r.flagged:
-            lines.append(f"  => robust_acc[{r.attack}] cannot be trusted as it stands "
-                         f"({len(r.flags)} flag{'s' if len(r.flags) > 1 else ''}: {', '.join(c.name for c in r.flags)})")
+            lines.append(
+                f"  => robust_acc[{r.attack}] cannot be trusted as it stands "
+                f"({len(r.flags)} flag{'s' if len(r.flags) > 1 else ''}: {', '.join(c.name for c in r.flags)})"
+            )
         else:
             lines.append(f"  => no sign of gradient masking for robust_acc[{r.attack}]")
     return lines

@@ -9,8 +9,9 @@ interval of the measured difference excludes zero, on the claimed side or the ot
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 Z95 = 1.959963984540054
 
@@ -100,20 +101,42 @@ class Verdict:
         return f"void: {self.reason}" if self.outcome == "void" else self.outcome
 
     def to_dict(self) -> dict[str, object]:
-        return {"claim": self.claim, "outcome": self.outcome, "evidence": self.evidence,
-                "difference": self.difference, "ci": [self.low, self.high], "protocol": self.protocol,
-                "reason": self.reason}
+        return {
+            "claim": self.claim,
+            "outcome": self.outcome,
+            "evidence": self.evidence,
+            "difference": self.difference,
+            "ci": [self.low, self.high],
+            "protocol": self.protocol,
+            "reason": self.reason,
+        }
 
 
-def judge(claim: str, difference: float, low: float, high: float, evidence: str, *, protocol: str = "",
-          void_reason: str | None = None) -> Verdict:
+def judge(
+    claim: str,
+    difference: float,
+    low: float,
+    high: float,
+    evidence: str,
+    *,
+    protocol: str = "",
+    void_reason: str | None = None,
+) -> Verdict:
     """The verdict rule: void if a validity guard failed; agrees/disagrees only when the interval of the
     (claim-oriented) difference excludes zero; otherwise inconclusive (also when it could not be computed)."""
     if void_reason:
         return Verdict(claim, "void", evidence, difference, low, high, protocol, void_reason)
     if not (math.isfinite(low) and math.isfinite(high)):
-        return Verdict(claim, "inconclusive", evidence, difference, low, high, protocol,
-                       "no interval (fewer than two paired values)")
+        return Verdict(
+            claim,
+            "inconclusive",
+            evidence,
+            difference,
+            low,
+            high,
+            protocol,
+            "no interval (fewer than two paired values)",
+        )
     if low > 0:
         outcome: Outcome = "agrees"
     elif high < 0:

@@ -24,8 +24,8 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from .io import atomic_write_json, atomic_write_text, read_yaml_mapping
 from .errors import NrflabError
+from .io import atomic_write_json, atomic_write_text, read_yaml_mapping
 from .logs import get_logger
 from .rundir import RunDir, locked
 from .training import TrainConfig, make_config, run_differences, train
@@ -62,8 +62,14 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "values": self.values, "status": self.status, "skipped": self.skipped,
-                "error": self.error, "seconds": self.seconds}
+        return {
+            "name": self.name,
+            "values": self.values,
+            "status": self.status,
+            "skipped": self.skipped,
+            "error": self.error,
+            "seconds": self.seconds,
+        }
 
 
 @dataclass
@@ -226,11 +232,21 @@ def run_one(config: dict[str, Any], run_dir: str, verbose: bool = False, threads
             with scoped(prefix=f"[{path.name}] ", quiet=not verbose):
                 train(cfg, path, resume=state == "interrupted", progress=False)
         last = RunDir(path).read_metrics()[-1]
-        return {"status": "finished", "skipped": state == "finished", "error": None, "metrics": last,
-                "seconds": time.perf_counter() - t0}
+        return {
+            "status": "finished",
+            "skipped": state == "finished",
+            "error": None,
+            "metrics": last,
+            "seconds": time.perf_counter() - t0,
+        }
     except Exception as exc:  # a failed run is recorded; the others go on
-        return {"status": "failed", "skipped": False, "error": error_line(exc), "metrics": {},
-                "seconds": time.perf_counter() - t0}
+        return {
+            "status": "failed",
+            "skipped": False,
+            "error": error_line(exc),
+            "metrics": {},
+            "seconds": time.perf_counter() - t0,
+        }
 
 
 def _set_worker_threads(threads: int) -> None:
@@ -255,8 +271,12 @@ def _run_local(jobs: list[Job], done: Done, workers: int) -> None:
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_set_worker_threads, initargs=(threads,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_set_worker_threads,
+        initargs=(threads,),
+    ) as pool:
         futures = {pool.submit(run_one, *job): i for i, job in enumerate(jobs)}
         for fut in as_completed(futures):
             done(futures[fut], fut.result())
@@ -292,12 +312,26 @@ def _run_ray(jobs: list[Job], done: Done, address: str | None, cpus_per_run: flo
 # The sweep
 
 
-def _write_sweep_json(out: Path, recipe: str | None, base: dict[str, Any], overrides: Mapping[str, Any],
-                      grid: Mapping[str, Sequence[Any]], backend: str, records: list[RunRecord]) -> None:
-    atomic_write_json(out / SWEEP_FILE, {
-        "recipe": recipe, "base": base, "overrides": dict(overrides), "grid": {k: list(v) for k, v in grid.items()},
-        "backend": backend, "runs": [r.to_json() for r in records],
-    })
+def _write_sweep_json(
+    out: Path,
+    recipe: str | None,
+    base: dict[str, Any],
+    overrides: Mapping[str, Any],
+    grid: Mapping[str, Sequence[Any]],
+    backend: str,
+    records: list[RunRecord],
+) -> None:
+    atomic_write_json(
+        out / SWEEP_FILE,
+        {
+            "recipe": recipe,
+            "base": base,
+            "overrides": dict(overrides),
+            "grid": {k: list(v) for k, v in grid.items()},
+            "backend": backend,
+            "runs": [r.to_json() for r in records],
+        },
+    )
 
 
 def summary_columns(records: Sequence[RunRecord]) -> list[str]:
@@ -348,14 +382,25 @@ def run_sweep(
     if out.exists() and not out.is_dir():
         raise NrflabError(f"output path {out} exists and is not a directory")
     with locked(out, what="sweep directory"):
-        return _run_sweep(runs, base, grid, out, overrides, backend, workers, ray_address, cpus_per_run,
-                          gpus_per_run, verbose, say)
+        return _run_sweep(
+            runs, base, grid, out, overrides, backend, workers, ray_address, cpus_per_run, gpus_per_run, verbose, say
+        )
 
 
-def _run_sweep(runs: list[SweepRun], base: Mapping[str, Any] | str | Path | None, grid: Mapping[str, Sequence[Any]],
-               out: Path, overrides: Mapping[str, Any] | None, backend: Backend, workers: int,
-               ray_address: str | None, cpus_per_run: float, gpus_per_run: float, verbose: bool,
-               say: Log) -> SweepResult:
+def _run_sweep(
+    runs: list[SweepRun],
+    base: Mapping[str, Any] | str | Path | None,
+    grid: Mapping[str, Sequence[Any]],
+    out: Path,
+    overrides: Mapping[str, Any] | None,
+    backend: Backend,
+    workers: int,
+    ray_address: str | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
+    verbose: bool,
+    say: Log,
+) -> SweepResult:
     recipe = str(base) if isinstance(base, (str, Path)) else None
     base_dict = base_fields(base)
     records = [RunRecord(r.name, r.values, status=_initial_status(out / r.name, r.config)) for r in runs]
@@ -399,7 +444,7 @@ def progress_line(rec: RunRecord) -> str:
     m = rec.metrics
     if "clean_acc" in m:
         parts.append(f"clean {100 * m['clean_acc']:.1f}%")
-    parts += [f"{k[len('robust_acc['):-1]} {100 * v:.1f}%" for k, v in m.items() if k.startswith("robust_acc[")]
+    parts += [f"{k[len('robust_acc[') : -1]} {100 * v:.1f}%" for k, v in m.items() if k.startswith("robust_acc[")]
     if "ligs" in m and not math.isnan(m["ligs"]):
         parts.append(f"LIGS {m['ligs']:.3f}")
     return "  ".join(parts)
@@ -409,9 +454,12 @@ def summary_table(result: SweepResult) -> str:
     """A Markdown table of the runs: grid values, status and the accuracy/LIGS columns."""
     from .report import markdown_table
 
-    cols = [c for c in summary_columns(result.runs)
-            if c != "run" and c not in ("epoch", "lr", "train_loss", "train_acc", "logit_sim", "epoch_time",
-                                        "eval_time", "wall_time")]
+    cols = [
+        c
+        for c in summary_columns(result.runs)
+        if c != "run"
+        and c not in ("epoch", "lr", "train_loss", "train_acc", "logit_sim", "epoch_time", "eval_time", "wall_time")
+    ]
     rows = []
     for r in result.runs:
         cells = {"status": r.status, **{k: format_value(v) for k, v in r.values.items()}}

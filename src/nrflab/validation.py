@@ -30,8 +30,9 @@ def check_seed(value: int, what: str = "seed") -> int:
     return int(value)
 
 
-def check_finite(value: float, what: str, *, low: float | None = None, low_inclusive: bool = True,
-                 high: float | None = None) -> float:
+def check_finite(
+    value: float, what: str, *, low: float | None = None, low_inclusive: bool = True, high: float | None = None
+) -> float:
     """A finite float within bounds, or a one-line error naming ``what``."""
     try:
         v = float(value)

@@ -8,10 +8,10 @@ from __future__ import annotations
 import sys
 
 from ..errors import NrflabError
-from .app import app
 
 # Each module registers its commands on ``app``.
-from . import bn_analysis, evaluate, experiments, features, info, reproduce, sweep, train, transfer  # noqa: F401,E402
+from . import bn_analysis, evaluate, experiments, features, info, reproduce, sweep, train, transfer  # noqa: F401
+from .app import app
 
 
 def main(argv: list[str] | None = None) -> int:

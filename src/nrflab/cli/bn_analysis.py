@@ -16,8 +16,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..metrics import dataset_tensors
 from ..models.references import check_model_fits
 from ..presets import PRESETS, preset_for
-from ..validation import resolve_device
-from ..validation import SEED_MAX
+from ..validation import SEED_MAX, resolve_device
 from .app import app
 from .model_options import (
     ALLOW_UNVERIFIED_OPTION,
@@ -43,7 +42,12 @@ RESULT_MD = "bn_analysis.md"
 @app.command("bn-analysis")
 def bn_analysis(
     model_ref: str = typer.Argument(..., metavar="MODEL", help=MODEL_HELP),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name or built dataset directory; default: the run's (or pretrained model's) dataset."),
+    dataset: Optional[str] = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="Dataset name or built dataset directory; default: the run's (or pretrained model's) dataset.",
+    ),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the dataset's files are."),
     download: bool = typer.Option(False, "--download", help="Fetch missing dataset files (needs internet)."),
     arch: Optional[str] = ARCH_OPTION,
@@ -54,19 +58,48 @@ def bn_analysis(
     std: Optional[str] = STD_OPTION,
     weights_dir: Optional[Path] = WEIGHTS_DIR_OPTION,
     allow_unverified: bool = ALLOW_UNVERIFIED_OPTION,
-    attack: Optional[list[str]] = typer.Option(None, "--attack", "-a", help="pgd-l2, pgd-linf, fgsm, fgm-l2 or a full spec (repeatable); default: the dataset preset's attacks."),
+    attack: Optional[list[str]] = typer.Option(
+        None,
+        "--attack",
+        "-a",
+        help="pgd-l2, pgd-linf, fgsm, fgm-l2 or a full spec (repeatable); default: the dataset preset's attacks.",
+    ),
     eps: Optional[float] = typer.Option(None, "--eps", help="Attack radius (pixel scale)."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Attack iterations (default 10)."),
     step_size: Optional[float] = typer.Option(None, "--step-size", help="Attack step (default 2.5 * eps / steps)."),
-    variants: Optional[list[str]] = typer.Option(None, "--variant", help="Variants to run (repeatable): running, batch, recalibrated, affine-only, folded. Default: all."),
-    calibration: int = typer.Option(512, "--calibration", min=2, help="Clean training images used to recalibrate the running statistics."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Use a seeded random subset of N test images (seed: --seed)."),
+    variants: Optional[list[str]] = typer.Option(
+        None,
+        "--variant",
+        help="Variants to run (repeatable): running, batch, recalibrated, affine-only, folded. Default: all.",
+    ),
+    calibration: int = typer.Option(
+        512, "--calibration", min=2, help="Clean training images used to recalibrate the running statistics."
+    ),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, help="Use a seeded random subset of N test images (seed: --seed)."
+    ),
     ligs: bool = typer.Option(True, "--ligs/--no-ligs", help="Measure LIGS per variant."),
     sigma: float = typer.Option(0.01, "--sigma", min=0.0, help="LIGS noise std (pixel scale)."),
-    batch_size: int = typer.Option(256, "--batch-size", min=2, help="Batch size; the batch-statistics variant normalizes over batches of this size."),
+    batch_size: int = typer.Option(
+        256,
+        "--batch-size",
+        min=2,
+        help="Batch size; the batch-statistics variant normalizes over batches of this size.",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed (0..2^32-1) for attacks, LIGS noise and the choice of calibration images."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help=f"Output directory ({RESULT_JSON} and {RESULT_MD}); default: bn_analysis_<dataset> beside an nrflab checkpoint, else bn_analysis_<model>_<dataset> in the current directory."),
+    seed: int = typer.Option(
+        0,
+        "--seed",
+        min=0,
+        max=SEED_MAX,
+        help="Seed (0..2^32-1) for attacks, LIGS noise and the choice of calibration images.",
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help=f"Output directory ({RESULT_JSON} and {RESULT_MD}); default: bn_analysis_<dataset> beside an nrflab checkpoint, else bn_analysis_<model>_<dataset> in the current directory.",
+    ),
 ) -> None:
     """BN surgery: the framework table (clean acc, robust acc, LIGS) under running statistics, batch
     statistics, recalibrated statistics, normalization removed (affine kept) and BN folded into the
@@ -80,9 +113,19 @@ def bn_analysis(
     if unknown:
         raise NrflabError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
     dev = resolve_device(device)
-    loaded = load_model_option(model_ref, arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean,
-                               std=std, device=str(dev), weights_dir=weights_dir, allow_unverified=allow_unverified,
-                               flag="MODEL")
+    loaded = load_model_option(
+        model_ref,
+        arch=arch,
+        norm=norm,
+        num_classes=num_classes,
+        width=width,
+        mean=mean,
+        std=std,
+        device=str(dev),
+        weights_dir=weights_dir,
+        allow_unverified=allow_unverified,
+        flag="MODEL",
+    )
     if not loaded.has_batchnorm:
         raise NrflabError(f"model {loaded.name} has no BatchNorm layer: there is nothing to operate on")
     if loaded.kind == "torchscript":
@@ -98,8 +141,11 @@ def bn_analysis(
     source = Path(loaded.source)
     base_name = Path(bundle.name).name
     if out is None:
-        out = (source.parent / f"bn_analysis_{base_name}" if loaded.kind == "nrflab"
-               else Path.cwd() / f"bn_analysis_{model_slug(loaded)}_{base_name}")
+        out = (
+            source.parent / f"bn_analysis_{base_name}"
+            if loaded.kind == "nrflab"
+            else Path.cwd() / f"bn_analysis_{model_slug(loaded)}_{base_name}"
+        )
     out = check_output_path(out, what="--out")
     if out.suffix.lower() in (".json", ".md", ".safetensors", ".pt", ".pth"):
         raise NrflabError(f"--out of bn-analysis is a directory, not {out}")
@@ -110,10 +156,21 @@ def bn_analysis(
         train_x, _ = dataset_tensors(bundle.train)
         order = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(seed))
         calib = train_x[order[:calibration]]
-    result = analyze_batchnorm(loaded.module, x, y, attacks=specs, calibration_images=calib, variants=chosen,
-                               seed=seed, batch_size=batch_size, ligs_sigma=sigma if ligs else None,
-                               num_classes=bundle.num_classes, dataset=bundle.name, model_info=loaded.describe(),
-                               progress=sys.stderr.isatty())
+    result = analyze_batchnorm(
+        loaded.module,
+        x,
+        y,
+        attacks=specs,
+        calibration_images=calib,
+        variants=chosen,
+        seed=seed,
+        batch_size=batch_size,
+        ligs_sigma=sigma if ligs else None,
+        num_classes=bundle.num_classes,
+        dataset=bundle.name,
+        model_info=loaded.describe(),
+        progress=sys.stderr.isatty(),
+    )
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / RESULT_JSON, result.to_dict())
     atomic_write_text(out / RESULT_MD, result.markdown())

@@ -16,8 +16,7 @@ from ..io import atomic_write_json
 from ..metrics import dataset_tensors, evaluate_model
 from ..models.references import LoadedModel, check_model_fits
 from ..presets import PRESETS, preset_for
-from ..validation import resolve_device
-from ..validation import SEED_MAX
+from ..validation import SEED_MAX, resolve_device
 from .app import app
 from .model_options import (
     ALLOW_UNVERIFIED_OPTION,
@@ -37,8 +36,9 @@ from .model_options import (
 from .options import attack_specs_from_flags
 
 
-def resolve_json_output(out: Optional[Path], *, default_dir: Path, default_name: str,
-                        inputs: tuple[Path, ...] = ()) -> Path:
+def resolve_json_output(
+    out: Optional[Path], *, default_dir: Path, default_name: str, inputs: tuple[Path, ...] = ()
+) -> Path:
     """Where a command writes its JSON record: ``out`` as a ``.json`` file, or ``out`` (or ``default_dir``)
     as a directory holding ``default_name``. Never a model, checkpoint, dataset shard, card or run record,
     nor any input of the command (outputs never clobber inputs)."""
@@ -55,8 +55,10 @@ def resolve_json_output(out: Optional[Path], *, default_dir: Path, default_name:
         if p is not None and Path(p).resolve() == resolved:
             raise NrflabError(f"refusing to write results over an input of this command: {target}")
     if target.with_suffix(".safetensors").is_file():
-        raise NrflabError(f"refusing to write results over {target}: it is the config beside model "
-                          f"{target.with_suffix('.safetensors').name}")
+        raise NrflabError(
+            f"refusing to write results over {target}: it is the config beside model "
+            f"{target.with_suffix('.safetensors').name}"
+        )
     return target
 
 
@@ -69,8 +71,15 @@ def _default_dataset(loaded: LoadedModel) -> str:
 
 @app.command()
 def evaluate(
-    model_ref: Optional[str] = typer.Option(None, "--model", "-m", "--checkpoint", "-c", help=MODEL_HELP + " (--checkpoint/-c is an alias.)"),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Dataset name or built dataset directory; default: the run's (or pretrained model's) dataset."),
+    model_ref: Optional[str] = typer.Option(
+        None, "--model", "-m", "--checkpoint", "-c", help=MODEL_HELP + " (--checkpoint/-c is an alias.)"
+    ),
+    dataset: Optional[str] = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="Dataset name or built dataset directory; default: the run's (or pretrained model's) dataset.",
+    ),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the dataset's files are."),
     download: bool = typer.Option(False, "--download", help="Fetch missing dataset files (needs internet)."),
     arch: Optional[str] = ARCH_OPTION,
@@ -81,26 +90,61 @@ def evaluate(
     std: Optional[str] = STD_OPTION,
     weights_dir: Optional[Path] = WEIGHTS_DIR_OPTION,
     allow_unverified: bool = ALLOW_UNVERIFIED_OPTION,
-    attack: Optional[list[str]] = typer.Option(None, "--attack", "-a", help="pgd-l2, pgd-linf, fgsm, fgm-l2, or a full spec like 'pgd-l2:eps=0.25,step=0.1,steps=10' (repeatable). Default: the dataset preset's attacks."),
+    attack: Optional[list[str]] = typer.Option(
+        None,
+        "--attack",
+        "-a",
+        help="pgd-l2, pgd-linf, fgsm, fgm-l2, or a full spec like 'pgd-l2:eps=0.25,step=0.1,steps=10' (repeatable). Default: the dataset preset's attacks.",
+    ),
     eps: Optional[float] = typer.Option(None, "--eps", help="Attack radius (pixel scale, inputs in [0,1])."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Attack iterations (default 10)."),
     step_size: Optional[float] = typer.Option(None, "--step-size", help="Attack step (default 2.5 * eps / steps)."),
     random_start: bool = typer.Option(False, "--random-start", help="Start PGD at a random point of the eps-ball."),
     restarts: int = typer.Option(1, "--restarts", min=1, help="PGD restarts; the per-sample worst case is kept."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate a seeded random subset of N test images (seed: --seed; the same images for every model)."),
+    limit: Optional[int] = typer.Option(
+        None,
+        "--limit",
+        min=1,
+        help="Evaluate a seeded random subset of N test images (seed: --seed; the same images for every model).",
+    ),
     ligs: bool = typer.Option(True, "--ligs/--no-ligs", help="Measure LIGS (local input-gradient similarity)."),
     sigma: float = typer.Option(0.01, "--sigma", min=0.0, help="LIGS noise std (pixel scale)."),
-    sanity: bool = typer.Option(True, "--sanity/--no-sanity", help="Gradient-masking checks for every robustness number (eps monotone, unbounded attack, restarts, transfer from --surrogate) on a subset."),
-    sanity_limit: int = typer.Option(32, "--sanity-limit", min=1, help="Images used by the sanity checks (the first N evaluated)."),
-    surrogate: Optional[str] = typer.Option(None, "--surrogate", help="A model reference to transfer from in the sanity checks (e.g. the model's no-BN twin)."),
-    surrogate_mean: Optional[str] = typer.Option(None, "--surrogate-mean", help="Per-channel mean the surrogate expects (as --mean)."),
-    surrogate_std: Optional[str] = typer.Option(None, "--surrogate-std", help="Per-channel std the surrogate expects (as --std)."),
-    corruptions: bool = typer.Option(False, "--corruptions", help="Also report accuracy per common corruption and severity."),
-    cifar_c: Optional[Path] = typer.Option(None, "--cifar-c", help="A CIFAR-10-C/100-C directory of .npy files to use for --corruptions."),
+    sanity: bool = typer.Option(
+        True,
+        "--sanity/--no-sanity",
+        help="Gradient-masking checks for every robustness number (eps monotone, unbounded attack, restarts, transfer from --surrogate) on a subset.",
+    ),
+    sanity_limit: int = typer.Option(
+        32, "--sanity-limit", min=1, help="Images used by the sanity checks (the first N evaluated)."
+    ),
+    surrogate: Optional[str] = typer.Option(
+        None,
+        "--surrogate",
+        help="A model reference to transfer from in the sanity checks (e.g. the model's no-BN twin).",
+    ),
+    surrogate_mean: Optional[str] = typer.Option(
+        None, "--surrogate-mean", help="Per-channel mean the surrogate expects (as --mean)."
+    ),
+    surrogate_std: Optional[str] = typer.Option(
+        None, "--surrogate-std", help="Per-channel std the surrogate expects (as --std)."
+    ),
+    corruptions: bool = typer.Option(
+        False, "--corruptions", help="Also report accuracy per common corruption and severity."
+    ),
+    cifar_c: Optional[Path] = typer.Option(
+        None, "--cifar-c", help="A CIFAR-10-C/100-C directory of .npy files to use for --corruptions."
+    ),
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed (0..2^32-1) for the --limit subset, random starts and LIGS noise."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="A .json file or a directory to write the record into (default: evaluation_<dataset>.json beside an nrflab checkpoint, else evaluation_<model>_<dataset>.json in the current directory). Never a model, checkpoint, dataset shard or card."),
+    seed: int = typer.Option(
+        0, "--seed", min=0, max=SEED_MAX, help="Seed (0..2^32-1) for the --limit subset, random starts and LIGS noise."
+    ),
+    out: Optional[Path] = typer.Option(
+        None,
+        "--out",
+        "-o",
+        help="A .json file or a directory to write the record into (default: evaluation_<dataset>.json beside an nrflab checkpoint, else evaluation_<model>_<dataset>.json in the current directory). Never a model, checkpoint, dataset shard or card.",
+    ),
 ) -> None:
     """Evaluate a model: usefulness (clean accuracy), robust usefulness (robust accuracy), robustness (LIGS)."""
     specs = attack_specs_from_flags(attack, eps, steps, step_size, random_start, restarts)
@@ -109,8 +153,18 @@ def evaluate(
 
         available_cifar_c(cifar_c)  # a wrong directory fails now, not after the attacks ran
     dev = resolve_device(device)
-    loaded = load_model_option(model_ref, arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean,
-                               std=std, device=str(dev), weights_dir=weights_dir, allow_unverified=allow_unverified)
+    loaded = load_model_option(
+        model_ref,
+        arch=arch,
+        norm=norm,
+        num_classes=num_classes,
+        width=width,
+        mean=mean,
+        std=std,
+        device=str(dev),
+        weights_dir=weights_dir,
+        allow_unverified=allow_unverified,
+    )
     dataset = dataset or _default_dataset(loaded)
     bundle = load_dataset(dataset, root=data_root, download=download)
     if specs is None:
@@ -119,25 +173,34 @@ def evaluate(
     check_model_fits(loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name)
     surrogate_model = None
     if surrogate is not None and sanity:
-        surrogate_model = load_model_option(surrogate, mean=surrogate_mean, std=surrogate_std, device=str(dev),
-                                            weights_dir=weights_dir, allow_unverified=allow_unverified,
-                                            flag="--surrogate")
-        check_model_fits(surrogate_model, num_classes=bundle.num_classes, input_shape=bundle.input_shape,
-                         dataset=bundle.name)
+        surrogate_model = load_model_option(
+            surrogate,
+            mean=surrogate_mean,
+            std=surrogate_std,
+            device=str(dev),
+            weights_dir=weights_dir,
+            allow_unverified=allow_unverified,
+            flag="--surrogate",
+        )
+        check_model_fits(
+            surrogate_model, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name
+        )
     source = Path(loaded.source)
     if loaded.kind == "nrflab":
         default_dir, default_name = source.parent, f"evaluation_{Path(bundle.name).name}.json"
     else:
         default_dir, default_name = Path.cwd(), f"evaluation_{model_slug(loaded)}_{Path(bundle.name).name}.json"
-    target = resolve_json_output(out, default_dir=default_dir, default_name=default_name,
-                                 inputs=(source,) if source.exists() else ())
+    target = resolve_json_output(
+        out, default_dir=default_dir, default_name=default_name, inputs=(source,) if source.exists() else ()
+    )
     echo_model(loaded)
     model = loaded.module
     x, y = dataset_tensors(limit_dataset(bundle.test, limit, seed))
     x, y = x.to(dev), y.to(dev)
     attacks = [(s.label, s.build(model, seed=seed)) for s in specs]
-    result = evaluate_model(model, x, y, attacks, sigma if ligs else None, seed, batch_size,
-                            progress=sys.stderr.isatty()).row()
+    result = evaluate_model(
+        model, x, y, attacks, sigma if ligs else None, seed, batch_size, progress=sys.stderr.isatty()
+    ).row()
     cfg = getattr(model, "config", None)
     record = {
         "checkpoint": loaded.source,
@@ -157,9 +220,18 @@ def evaluate(
         n = min(sanity_limit, int(y.shape[0]))
         for s in specs:
             if s.kind != "none":
-                reports.append(sanity_checks(model, x[:n], y[:n], spec=s, surrogate=surrogate_model.module if surrogate_model else None,
-                                             surrogate_name=surrogate_model.name if surrogate_model else "surrogate",
-                                             seed=seed, batch_size=batch_size))
+                reports.append(
+                    sanity_checks(
+                        model,
+                        x[:n],
+                        y[:n],
+                        spec=s,
+                        surrogate=surrogate_model.module if surrogate_model else None,
+                        surrogate_name=surrogate_model.name if surrogate_model else "surrogate",
+                        seed=seed,
+                        batch_size=batch_size,
+                    )
+                )
         record["sanity"] = {r.attack: r.to_dict() for r in reports}
     if corruptions:
         record["corruptions"] = _corruption_rows(model, bundle, cifar_c, limit, batch_size, seed)

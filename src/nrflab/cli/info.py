@@ -9,7 +9,11 @@ from .app import app
 
 @app.command("list")
 def list_choices(
-    pretrained: bool = typer.Option(False, "--pretrained", help="List the pretrained registry: source, licence, architecture, normalization, dataset, reported accuracy, sha256 and where the weights are."),
+    pretrained: bool = typer.Option(
+        False,
+        "--pretrained",
+        help="List the pretrained registry: source, licence, architecture, normalization, dataset, reported accuracy, sha256 and where the weights are.",
+    ),
 ) -> None:
     """List the registered datasets, architectures, normalizations, attacks and experiments."""
     if pretrained:
@@ -17,8 +21,10 @@ def list_choices(
 
         for line in format_pretrained_table():
             typer.echo(line)
-        typer.echo("load one with `--model pretrained:NAME` (weights from $NRFLAB_WEIGHTS or ~/.nrflab/weights, "
-                   "or downloaded and checked against the pinned sha256)")
+        typer.echo(
+            "load one with `--model pretrained:NAME` (weights from $NRFLAB_WEIGHTS or ~/.nrflab/weights, "
+            "or downloaded and checked against the pinned sha256)"
+        )
         return
     from ..attacks import ATTACK_KINDS
     from ..data import available_datasets
@@ -32,8 +38,11 @@ def list_choices(
     typer.echo("normalizations:")
     for name, text in NORM_DESCRIPTIONS.items():
         typer.echo(f"  {name:<10} {text}")
-    typer.echo("attacks:       " + ", ".join(k for k in ATTACK_KINDS if k != "none")
-               + "  (spec: KIND:eps=E,steps=N,step=S,random_start=1,restarts=R,targeted=1)")
+    typer.echo(
+        "attacks:       "
+        + ", ".join(k for k in ATTACK_KINDS if k != "none")
+        + "  (spec: KIND:eps=E,steps=N,step=S,random_start=1,restarts=R,targeted=1)"
+    )
     typer.echo("experiments:")
     for name, text in EXPERIMENTS.items():
         typer.echo(f"  {name:<10} {text}")

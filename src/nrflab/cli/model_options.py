@@ -15,19 +15,31 @@ import typer
 from ..errors import NrflabError
 from ..models.references import LoadedModel, describe_model, load_model_reference
 
-MODEL_HELP = ("A model: an nrflab run directory or checkpoint; a state dict (.safetensors, .pt/.pth read with "
-              "weights_only) with --arch/--norm/--num-classes/--width when they cannot be read off the weights; a "
-              "TorchScript file; pretrained:NAME (see `nrflab list --pretrained`); or a Python factory "
-              "package.module:function or path/to/file.py:function -- a factory RUNS YOUR OWN CODE.")
+MODEL_HELP = (
+    "A model: an nrflab run directory or checkpoint; a state dict (.safetensors, .pt/.pth read with "
+    "weights_only) with --arch/--norm/--num-classes/--width when they cannot be read off the weights; a "
+    "TorchScript file; pretrained:NAME (see `nrflab list --pretrained`); or a Python factory "
+    "package.module:function or path/to/file.py:function -- a factory RUNS YOUR OWN CODE."
+)
 
 ARCH_OPTION = typer.Option(None, "--arch", help="Architecture of a bare state dict (read off the weights if omitted).")
 NORM_OPTION = typer.Option(None, "--norm", help="Normalization of a bare state dict (bn, none, gn, ln, in, ...).")
 NUM_CLASSES_OPTION = typer.Option(None, "--num-classes", min=2, help="Classes of a bare state dict.")
 WIDTH_OPTION = typer.Option(None, "--width", help="Width multiplier of a bare state dict.")
-MEAN_OPTION = typer.Option(None, "--mean", help="Per-channel mean the model expects, comma-separated (e.g. 0.4914,0.4822,0.4465); nrflab then normalizes inside the model. Omit for models that take [0,1] inputs.")
+MEAN_OPTION = typer.Option(
+    None,
+    "--mean",
+    help="Per-channel mean the model expects, comma-separated (e.g. 0.4914,0.4822,0.4465); nrflab then normalizes inside the model. Omit for models that take [0,1] inputs.",
+)
 STD_OPTION = typer.Option(None, "--std", help="Per-channel std the model expects, comma-separated (with --mean).")
-WEIGHTS_DIR_OPTION = typer.Option(None, "--weights-dir", help="Where pretrained weights are looked for and downloaded (default $NRFLAB_WEIGHTS, then ~/.nrflab/weights).")
-ALLOW_UNVERIFIED_OPTION = typer.Option(False, "--allow-unverified", help="Allow downloading pretrained weights whose sha256 the registry does not pin.")
+WEIGHTS_DIR_OPTION = typer.Option(
+    None,
+    "--weights-dir",
+    help="Where pretrained weights are looked for and downloaded (default $NRFLAB_WEIGHTS, then ~/.nrflab/weights).",
+)
+ALLOW_UNVERIFIED_OPTION = typer.Option(
+    False, "--allow-unverified", help="Allow downloading pretrained weights whose sha256 the registry does not pin."
+)
 
 
 def parse_channel_values(text: Optional[str], what: str) -> tuple[float, ...] | None:
@@ -65,10 +77,21 @@ def load_model_option(
 ) -> LoadedModel:
     """Load the model a command was given (one-line errors for every bad input)."""
     if reference is None or not str(reference).strip():
-        raise NrflabError(f"give a model with {flag} (a run directory, weights file, pretrained:NAME or module:function)")
-    return load_model_reference(reference, arch=arch, norm=norm, num_classes=num_classes, width=width,
-                                mean=parse_channel_values(mean, "--mean"), std=parse_channel_values(std, "--std"),
-                                device=device, weights_dir=weights_dir, allow_unverified=allow_unverified)
+        raise NrflabError(
+            f"give a model with {flag} (a run directory, weights file, pretrained:NAME or module:function)"
+        )
+    return load_model_reference(
+        reference,
+        arch=arch,
+        norm=norm,
+        num_classes=num_classes,
+        width=width,
+        mean=parse_channel_values(mean, "--mean"),
+        std=parse_channel_values(std, "--std"),
+        device=device,
+        weights_dir=weights_dir,
+        allow_unverified=allow_unverified,
+    )
 
 
 def default_dataset_of(loaded: LoadedModel) -> str | None:

@@ -30,7 +30,14 @@ def attack_specs_from_flags(
         if ":" not in text and spec.kind != "none":
             if eps is None:
                 raise NrflabError(f"attack {text!r} needs --eps (or write it as {text}:eps=VALUE)")
-            spec = AttackSpec(kind=spec.kind, eps=eps, steps=steps if steps is not None else 10,
-                              step_size=step_size, random_start=random_start, restarts=restarts, targeted=targeted)
+            spec = AttackSpec(
+                kind=spec.kind,
+                eps=eps,
+                steps=steps if steps is not None else 10,
+                step_size=step_size,
+                random_start=random_start,
+                restarts=restarts,
+                targeted=targeted,
+            )
         specs.append(spec)
     return specs

@@ -56,25 +56,53 @@ def parse_sets(items: list[str]) -> dict[str, Any]:
 
 @app.command()
 def sweep(
-    out: Path = typer.Option(..., "--out", "-o", help="Sweep directory: one run directory per grid point, sweep.json, summary.csv."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Base YAML/JSON recipe (default: paper defaults + dataset preset)."),
-    grid: list[str] = typer.Option([], "--grid", help="key=v1,v2,... (repeatable; cartesian product; values are YAML scalars)."),
-    set_: list[str] = typer.Option([], "--set", help="key=value fixed override for every run (repeatable; value is YAML)."),
+    out: Path = typer.Option(
+        ..., "--out", "-o", help="Sweep directory: one run directory per grid point, sweep.json, summary.csv."
+    ),
+    config: Optional[Path] = typer.Option(
+        None, "--config", help="Base YAML/JSON recipe (default: paper defaults + dataset preset)."
+    ),
+    grid: list[str] = typer.Option(
+        [], "--grid", help="key=v1,v2,... (repeatable; cartesian product; values are YAML scalars)."
+    ),
+    set_: list[str] = typer.Option(
+        [], "--set", help="key=value fixed override for every run (repeatable; value is YAML)."
+    ),
     backend: str = typer.Option("local", "--backend", help="local (this machine) or ray (a Ray cluster)."),
-    workers: int = typer.Option(1, "--workers", help="Local backend: runs in parallel processes (threads split between them)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: start a local Ray instance)."),
+    workers: int = typer.Option(
+        1, "--workers", help="Local backend: runs in parallel processes (threads split between them)."
+    ),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", help="Ray cluster address (default: start a local Ray instance)."
+    ),
     cpus_per_run: float = typer.Option(1.0, "--cpus-per-run", help="Ray backend: CPUs reserved per run."),
-    gpus_per_run: float = typer.Option(0.0, "--gpus-per-run", help="Ray backend: GPUs reserved per run (fractions share a GPU)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only one line per finished run and the summary; no per-epoch lines."),
+    gpus_per_run: float = typer.Option(
+        0.0, "--gpus-per-run", help="Ray backend: GPUs reserved per run (fractions share a GPU)."
+    ),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Only one line per finished run and the summary; no per-epoch lines."
+    ),
 ) -> None:
     """Train a recipe over a grid of settings; finished runs are skipped and interrupted ones resume."""
     from ..sweep import run_sweep, summary_table
 
-    result = run_sweep(config, parse_grid(grid), out, overrides=parse_sets(set_), backend=backend,  # type: ignore[arg-type]
-                       workers=workers, ray_address=ray_address, cpus_per_run=cpus_per_run,
-                       gpus_per_run=gpus_per_run, verbose=not quiet)
+    result = run_sweep(
+        config,
+        parse_grid(grid),
+        out,
+        overrides=parse_sets(set_),
+        backend=backend,  # type: ignore[arg-type]
+        workers=workers,
+        ray_address=ray_address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        verbose=not quiet,
+    )
     typer.echo(summary_table(result))
     typer.echo(f"summary: {result.out_dir / 'summary.csv'}")
     if result.failed:
-        typer.echo(f"error: {len(result.failed)} of {len(result.runs)} runs failed (see {result.out_dir / 'sweep.json'})", err=True)
+        typer.echo(
+            f"error: {len(result.failed)} of {len(result.runs)} runs failed (see {result.out_dir / 'sweep.json'})",
+            err=True,
+        )
         raise typer.Exit(code=2)

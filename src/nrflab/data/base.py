@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -44,7 +45,7 @@ class ImageTensorDataset(Dataset):
         x = self.images.to(device) if device is not None else self.images
         return _to_float(x), self.labels.to(device) if device is not None else self.labels
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "ImageTensorDataset":
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageTensorDataset:
         idx = torch.as_tensor(indices, dtype=torch.long)
         return ImageTensorDataset(self.images[idx], self.labels[idx])
 
@@ -155,7 +156,9 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     ``root`` is where file-based datasets live (default ``$NRFLAB_DATA`` or ``~/.nrflab/data/<name>``);
     ``download=True`` fetches missing files and verifies their checksums.
     """
-    key, params = parse_dataset_name(str(name)) if ":" in str(name) and not Path(name).exists() else (str(name).lower(), {})
+    key, params = (
+        parse_dataset_name(str(name)) if ":" in str(name) and not Path(name).exists() else (str(name).lower(), {})
+    )
     if key in _REGISTRY:
         if key in _TAKES_PARAMS:
             return _REGISTRY[key](root=root, download=download, params=params)

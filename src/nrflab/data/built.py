@@ -88,8 +88,12 @@ def load_built_dataset(path: str | os.PathLike) -> DatasetBundle:
         mean=bundle.mean,
         std=bundle.std,
         classes=bundle.classes,
-        info={"base_dataset": bundle.name, "kind": card["kind"], "card": str(path / CARD_FILE),
-              "label_policy": card["label_policy"]},
+        info={
+            "base_dataset": bundle.name,
+            "kind": card["kind"],
+            "card": str(path / CARD_FILE),
+            "label_policy": card["label_policy"],
+        },
     )
 
 

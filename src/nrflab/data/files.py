@@ -61,7 +61,16 @@ MD5SUMS: dict[str, str] = {
 }
 
 FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 ]
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 IMAGEFOLDER_SPLIT_SEED = 1337
@@ -187,7 +196,7 @@ def _unpickle(path: Path) -> dict:
             obj = _ArrayOnlyUnpickler(fh, encoding="bytes").load()
     except NrflabError as exc:
         raise NrflabError(f"{path}: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - truncated/garbled pickles raise many types; wrap them all
+    except Exception as exc:
         raise NrflabError(f"{path} is not a readable CIFAR pickle ({type(exc).__name__}: {exc}); replace it") from exc
     if not isinstance(obj, dict):
         raise NrflabError(f"{path} should hold a dict, found {type(obj).__name__}")
@@ -241,16 +250,34 @@ class _CifarSpec:
 
 
 _CIFAR10 = _CifarSpec(
-    name="cifar10", root_name="cifar10", folder="cifar-10-batches-py", archive="cifar-10-python.tar.gz",
-    url=CIFAR10_URL, train_files=tuple(f"data_batch_{i}" for i in range(1, 6)), test_files=("test_batch",),
-    meta_file="batches.meta", label_key=b"labels", names_key=b"label_names", num_classes=10,
-    mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010),
+    name="cifar10",
+    root_name="cifar10",
+    folder="cifar-10-batches-py",
+    archive="cifar-10-python.tar.gz",
+    url=CIFAR10_URL,
+    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+    test_files=("test_batch",),
+    meta_file="batches.meta",
+    label_key=b"labels",
+    names_key=b"label_names",
+    num_classes=10,
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2023, 0.1994, 0.2010),
 )
 _CIFAR100 = _CifarSpec(
-    name="cifar100", root_name="cifar100", folder="cifar-100-python", archive="cifar-100-python.tar.gz",
-    url=CIFAR100_URL, train_files=("train",), test_files=("test",), meta_file="meta",
-    label_key=b"fine_labels", names_key=b"fine_label_names", num_classes=100,
-    mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762),
+    name="cifar100",
+    root_name="cifar100",
+    folder="cifar-100-python",
+    archive="cifar-100-python.tar.gz",
+    url=CIFAR100_URL,
+    train_files=("train",),
+    test_files=("test",),
+    meta_file="meta",
+    label_key=b"fine_labels",
+    names_key=b"fine_label_names",
+    num_classes=100,
+    mean=(0.5071, 0.4865, 0.4409),
+    std=(0.2673, 0.2564, 0.2762),
 )
 _CIFAR100_COARSE = replace(
     _CIFAR100, name="cifar100-coarse", label_key=b"coarse_labels", names_key=b"coarse_label_names", num_classes=20
@@ -292,8 +319,15 @@ def _load_cifar(spec: _CifarSpec, root: PathLike | None, download: bool) -> Data
     if len(classes) != spec.num_classes:
         raise NrflabError(f"{folder / spec.meta_file} lists {len(classes)} class names, expected {spec.num_classes}")
     return DatasetBundle(
-        name=spec.name, train=train, test=test, num_classes=spec.num_classes, input_shape=(3, 32, 32),
-        mean=spec.mean, std=spec.std, classes=classes, info={"source": str(folder)},
+        name=spec.name,
+        train=train,
+        test=test,
+        num_classes=spec.num_classes,
+        input_shape=(3, 32, 32),
+        mean=spec.mean,
+        std=spec.std,
+        classes=classes,
+        info={"source": str(folder)},
     )
 
 
@@ -324,7 +358,7 @@ def _read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
     try:
         mat = loadmat(path, variable_names=["X", "y"])
-    except Exception as exc:  # noqa: BLE001 - scipy raises many types for bad files; wrap them all
+    except Exception as exc:
         reason = f"{type(exc).__name__}: {exc}"
         raise NrflabError(f"{path} is not a readable MATLAB .mat file ({reason}); replace it") from exc
     if "X" not in mat or "y" not in mat:
@@ -355,10 +389,15 @@ def load_svhn(root: PathLike | None = None, download: bool = False) -> DatasetBu
         )
     (x_train, y_train), (x_test, y_test) = (_read_svhn_mat(paths[s]) for s in ("train", "test"))
     return DatasetBundle(
-        name="svhn", train=ImageTensorDataset(x_train, y_train), test=ImageTensorDataset(x_test, y_test),
-        num_classes=10, input_shape=(3, x_train.shape[2], x_train.shape[3]),
-        mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970),
-        classes=[str(i) for i in range(10)], info={"source": str(base)},
+        name="svhn",
+        train=ImageTensorDataset(x_train, y_train),
+        test=ImageTensorDataset(x_test, y_test),
+        num_classes=10,
+        input_shape=(3, x_train.shape[2], x_train.shape[3]),
+        mean=(0.4377, 0.4438, 0.4728),
+        std=(0.1980, 0.2010, 0.1970),
+        classes=[str(i) for i in range(10)],
+        info={"source": str(base)},
     )
 
 
@@ -422,8 +461,14 @@ def _read_idx_split(paths: dict[str, Path], prefix: str) -> tuple[np.ndarray, np
 
 
 def _load_idx(
-    name: str, subfolder: str, base_url: str, classes: list[str], mean: float, std: float,
-    root: PathLike | None, download: bool,
+    name: str,
+    subfolder: str,
+    base_url: str,
+    classes: list[str],
+    mean: float,
+    std: float,
+    root: PathLike | None,
+    download: bool,
 ) -> DatasetBundle:
     """MNIST-style IDX dataset from ``root``, ``root/raw`` or ``root/<subfolder>/raw`` (plain or .gz files)."""
     base = default_root(name, root)
@@ -443,9 +488,15 @@ def _load_idx(
     if x_train.shape[1:] != x_test.shape[1:]:
         raise NrflabError(f"{folder}: train images are {x_train.shape[2:]} but test images are {x_test.shape[2:]}")
     return DatasetBundle(
-        name=name, train=ImageTensorDataset(x_train, y_train), test=ImageTensorDataset(x_test, y_test),
-        num_classes=10, input_shape=(1, x_train.shape[2], x_train.shape[3]), mean=(mean,), std=(std,),
-        classes=list(classes), info={"source": str(folder)},
+        name=name,
+        train=ImageTensorDataset(x_train, y_train),
+        test=ImageTensorDataset(x_test, y_test),
+        num_classes=10,
+        input_shape=(1, x_train.shape[2], x_train.shape[3]),
+        mean=(mean,),
+        std=(std,),
+        classes=list(classes),
+        info={"source": str(folder)},
     )
 
 
@@ -471,7 +522,8 @@ def _class_images(folder: Path) -> list[tuple[Path, int]]:
     pairs: list[tuple[Path, int]] = []
     for index, class_dir in enumerate(_class_dirs(folder)):
         files = sorted(
-            p for p in class_dir.rglob("*")
+            p
+            for p in class_dir.rglob("*")
             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
         )
         if not files:
@@ -563,8 +615,13 @@ def load_imagefolder(root: PathLike | None = None, download: bool = False) -> Da
     train_images = torch.from_numpy(images[train_idx])
     mean, std = channel_stats(train_images)
     return DatasetBundle(
-        name="imagefolder", train=ImageTensorDataset(train_images, labels[train_idx]),
-        test=ImageTensorDataset(images[test_idx], labels[test_idx]), num_classes=len(classes),
-        input_shape=tuple(images.shape[1:]), mean=mean, std=std, classes=classes,
+        name="imagefolder",
+        train=ImageTensorDataset(train_images, labels[train_idx]),
+        test=ImageTensorDataset(images[test_idx], labels[test_idx]),
+        num_classes=len(classes),
+        input_shape=tuple(images.shape[1:]),
+        mean=mean,
+        std=std,
+        classes=classes,
         info={"source": str(base), "split": split},
     )

@@ -123,8 +123,17 @@ class PlantedSpec:
         out = asdict(self)
         out.update(a_r=self.rf_amplitude, shift=self.max_shift)
         if self.rf == "mnist":
-            out.update(channels=1, classes=10, a_r=None, rf_band=None, jitter=None, shift=None, bg_std=None,
-                       color=None, margin=self.digit_margin)
+            out.update(
+                channels=1,
+                classes=10,
+                a_r=None,
+                rf_band=None,
+                jitter=None,
+                shift=None,
+                bg_std=None,
+                color=None,
+                margin=self.digit_margin,
+            )
         else:
             out.update(margin=None)
         return out
@@ -135,12 +144,26 @@ class PlantedSpec:
 
 
 _FLOAT_RANGES: dict[str, tuple[float, float]] = {
-    "a_r": (0.0, 100.0), "a_n": (0.0, 100.0), "p_r": (0.0, 1.0), "p_n": (0.0, 1.0), "jitter": (0.0, 0.9),
-    "bg_std": (0.0, 0.3), "color": (0.0, 0.3), "noise": (0.0, 0.5), "margin": (0.0, 0.45),
+    "a_r": (0.0, 100.0),
+    "a_n": (0.0, 100.0),
+    "p_r": (0.0, 1.0),
+    "p_n": (0.0, 1.0),
+    "jitter": (0.0, 0.9),
+    "bg_std": (0.0, 0.3),
+    "color": (0.0, 0.3),
+    "noise": (0.0, 0.5),
+    "margin": (0.0, 0.45),
 }
 _INT_RANGES: dict[str, tuple[int, int]] = {
-    "channels": (1, 3), "classes": (2, 100), "rf_shift": (-99, 99), "shift": (0, 8), "train": (1, 200_000),
-    "test": (1, 100_000), "seed": (0, 2**31 - 1), "sample_seed": (0, 2**31 - 1), "size": (1, 10_000),
+    "channels": (1, 3),
+    "classes": (2, 100),
+    "rf_shift": (-99, 99),
+    "shift": (0, 8),
+    "train": (1, 200_000),
+    "test": (1, 100_000),
+    "seed": (0, 2**31 - 1),
+    "sample_seed": (0, 2**31 - 1),
+    "size": (1, 10_000),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"rf": RF_SOURCES, "rf_band": BANDS, "nrf_band": BANDS}
 PARAMETERS = ("preset", *sorted([*_FLOAT_RANGES, *_INT_RANGES, *_CHOICES]))
@@ -214,15 +237,19 @@ def check_spec(spec: PlantedSpec) -> None:
         if spec.classes != 10 or spec.channels not in (1,):
             raise NrflabError("planted rf=mnist has 10 classes and 1 channel; drop classes/channels")
         if spec.train > 4000 or spec.test > 1000:
-            raise NrflabError(f"planted rf=mnist has at most 4000 training and 1000 test digits, "
-                              f"got train={spec.train}, test={spec.test}")
+            raise NrflabError(
+                f"planted rf=mnist has at most 4000 training and 1000 test digits, "
+                f"got train={spec.train}, test={spec.test}"
+            )
     for what, band, size in (("nrf_band", spec.nrf_band, spec.size), ("rf_band", spec.rf_band, spec.size)):
         if what == "rf_band" and spec.rf == "mnist":
             continue
         dims = int(band_mask(band, size).sum()) * spec.channels
         if dims < spec.classes:
-            raise NrflabError(f"the {band} band of a {size}x{size} image holds {dims} DCT directions, fewer than "
-                              f"classes={spec.classes}; use fewer classes or more channels")
+            raise NrflabError(
+                f"the {band} band of a {size}x{size} image holds {dims} DCT directions, fewer than "
+                f"classes={spec.classes}; use fewer classes or more channels"
+            )
     if spec.rf != "mnist" and spec.rf_band == spec.nrf_band:
         raise NrflabError(f"rf_band and nrf_band are both {spec.rf_band!r}; the features need different bands")
 
@@ -302,26 +329,38 @@ class PlantedTemplates:
 
 def make_templates(spec: PlantedSpec) -> PlantedTemplates:
     """Templates from ``spec.seed`` (stream 0: RF, stream 1: NRF); independent of the sample seed."""
-    return _templates(spec.seed, spec.size, spec.channels, spec.classes, spec.rf, spec.rf_band, spec.nrf_band,
-                      spec.max_shift)
+    return _templates(
+        spec.seed, spec.size, spec.channels, spec.classes, spec.rf, spec.rf_band, spec.nrf_band, spec.max_shift
+    )
 
 
 @functools.lru_cache(maxsize=16)
-def _templates(seed: int, size: int, channels: int, classes: int, rf_source: str, rf_band: str, nrf_band: str,
-               m: int) -> PlantedTemplates:
+def _templates(
+    seed: int, size: int, channels: int, classes: int, rf_source: str, rf_band: str, nrf_band: str, m: int
+) -> PlantedTemplates:
     canvas = size + 2 * m
     if rf_source == "synthetic":
-        rf = orthonormal_templates(np.random.default_rng([seed, 0]), classes=classes, channels=channels,
-                                   mask=_scaled_band_mask(canvas, size, rf_band))
-        crops = np.stack([np.stack([rf[:, :, dy : dy + size, dx : dx + size] for dx in range(2 * m + 1)], 1)
-                          for dy in range(2 * m + 1)], 1)  # K x (2m+1) x (2m+1) x C x S x S
+        rf = orthonormal_templates(
+            np.random.default_rng([seed, 0]),
+            classes=classes,
+            channels=channels,
+            mask=_scaled_band_mask(canvas, size, rf_band),
+        )
+        crops = np.stack(
+            [
+                np.stack([rf[:, :, dy : dy + size, dx : dx + size] for dx in range(2 * m + 1)], 1)
+                for dy in range(2 * m + 1)
+            ],
+            1,
+        )  # K x (2m+1) x (2m+1) x C x S x S
         norms = np.sqrt((crops**2).sum(axis=(-3, -2, -1), keepdims=True))
         crops = crops / np.maximum(norms, 1e-12)
     else:
         rf = np.zeros((0,))
         crops = np.zeros((0,))
-    nrf = orthonormal_templates(np.random.default_rng([seed, 1]), classes=classes, channels=channels,
-                                mask=band_mask(nrf_band, size))
+    nrf = orthonormal_templates(
+        np.random.default_rng([seed, 1]), classes=classes, channels=channels, mask=band_mask(nrf_band, size)
+    )
     for arr in (rf, crops, nrf):
         arr.setflags(write=False)
     return PlantedTemplates(rf, crops, nrf)
@@ -371,8 +410,15 @@ def background(rng: np.random.Generator, *, n: int, spec: PlantedSpec) -> np.nda
     return x
 
 
-def compose(spec: PlantedSpec, rng: np.random.Generator, *, labels: np.ndarray, rf_class: np.ndarray,
-            nrf_class: np.ndarray, base: np.ndarray | None = None) -> PlantedSample:
+def compose(
+    spec: PlantedSpec,
+    rng: np.random.Generator,
+    *,
+    labels: np.ndarray,
+    rf_class: np.ndarray,
+    nrf_class: np.ndarray,
+    base: np.ndarray | None = None,
+) -> PlantedSample:
     """Images with the given label and feature classes. ``base`` replaces background + RF (the MNIST
     variant passes the rescaled digits there)."""
     t = make_templates(spec)
@@ -393,8 +439,9 @@ def compose(spec: PlantedSpec, rng: np.random.Generator, *, labels: np.ndarray, 
         x += np.float32(spec.noise) * rng.standard_normal(x.shape, dtype=np.float32)
     outside = float(np.count_nonzero((x < 0) | (x > 1))) / x.size
     images = np.clip(x, 0.0, 1.0, out=x)
-    return PlantedSample(images, labels.astype(np.int64), rf_class.astype(np.int64), nrf_class.astype(np.int64),
-                         outside)
+    return PlantedSample(
+        images, labels.astype(np.int64), rf_class.astype(np.int64), nrf_class.astype(np.int64), outside
+    )
 
 
 def _view_classes(view: str, rng: np.random.Generator, n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -443,8 +490,9 @@ def _mnist_digits(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
         assert isinstance(part, ImageTensorDataset)
         x, y = part.tensors()
         if size != x.shape[-1]:
-            x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
-                                                align_corners=False).clamp(0, 1)
+            x = torch.nn.functional.interpolate(
+                x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
+            ).clamp(0, 1)
         out += [x.numpy().astype(np.float64), y.numpy()]
     for arr in out:
         arr.setflags(write=False)
@@ -522,18 +570,25 @@ def build_bundle(spec: PlantedSpec, *, probe_size: int | None = None) -> Dataset
     views = make_views(spec)
     mean, std = channel_stats(torch.from_numpy(train.images))
     rel_views = RelianceViews.from_samples(views, limit=probe_size)
-    agreement = {"rf": float((train.rf_class == train.labels).mean()),
-                 "nrf": float((train.nrf_class == train.labels).mean())}
+    agreement = {
+        "rf": float((train.rf_class == train.labels).mean()),
+        "nrf": float((train.nrf_class == train.labels).mean()),
+    }
     info = {
         "family": "planted",
         "generator_version": GENERATOR_VERSION,
         "params": spec.resolved(),
         "bands": {"rf": None if spec.rf == "mnist" else spec.rf_band, "nrf": spec.nrf_band},
         "train_agreement": agreement,
-        "clip_fraction": {"train": train.clip_fraction,
-                          **{v: getattr(views, v).clip_fraction for v in ("agree", "rf", "nrf", "swap")}},
-        "views": {"test": "agree (RF = NRF = label)", "probes": "agree, rf-sufficiency, nrf-sufficiency, swap",
-                  "size": rel_views.size},
+        "clip_fraction": {
+            "train": train.clip_fraction,
+            **{v: getattr(views, v).clip_fraction for v in ("agree", "rf", "nrf", "swap")},
+        },
+        "views": {
+            "test": "agree (RF = NRF = label)",
+            "probes": "agree, rf-sufficiency, nrf-sufficiency, swap",
+            "size": rel_views.size,
+        },
     }
     return DatasetBundle(
         name=dataset_name(spec),

@@ -42,14 +42,18 @@ def _dataclass_fields(cls: type) -> dict[str, tuple[Any, Any]]:
     return out
 
 
-def function_spec(name: str, module_name: str, *, summary: str, home: str | None = None,
-                  claims: tuple[str, ...] = ()) -> ExperimentSpec:
+def function_spec(
+    name: str, module_name: str, *, summary: str, home: str | None = None, claims: tuple[str, ...] = ()
+) -> ExperimentSpec:
     """The spec of the function-style experiment ``module_name`` (see the module docstring)."""
     module = importlib.import_module(module_name)
     run = module.run
     params = inspect.signature(run).parameters
-    seeds_default = list(params["seeds"].default) if "seeds" in params and params["seeds"].default is not \
-        inspect.Parameter.empty else [0]
+    seeds_default = (
+        list(params["seeds"].default)
+        if "seeds" in params and params["seeds"].default is not inspect.Parameter.empty
+        else [0]
+    )
     settings_cls: Any = getattr(module, "Settings", None)
     has_dataclass = settings_cls is not None and dataclasses.is_dataclass(settings_cls) and "settings" in params
     fields: dict[str, Any] = {}
@@ -68,16 +72,26 @@ def function_spec(name: str, module_name: str, *, summary: str, home: str | None
     default = settings_cls() if has_dataclass else None
     quick_src = getattr(module, "QUICK", None) if has_dataclass else None
     paper_src = getattr(module, "PAPER", None) if has_dataclass else None
-    presets = {"cpu": preset(default, False),
-               "quick": preset(quick_src if dataclasses.is_dataclass(quick_src) else default, True),
-               "paper": preset(paper_src if dataclasses.is_dataclass(paper_src) else default, False)}
-    notes = {} if dataclasses.is_dataclass(paper_src) else {
-        "paper": f"`{name}` has no paper scale of its own: its paper preset is its CPU preset."}
+    presets = {
+        "cpu": preset(default, False),
+        "quick": preset(quick_src if dataclasses.is_dataclass(quick_src) else default, True),
+        "paper": preset(paper_src if dataclasses.is_dataclass(paper_src) else default, False),
+    }
+    notes = (
+        {}
+        if dataclasses.is_dataclass(paper_src)
+        else {"paper": f"`{name}` has no paper scale of its own: its paper preset is its CPU preset."}
+    )
     ignores = tuple(k for k in ("dataset", "data_root", "arch", "width", "device") if k not in model.model_fields)
 
     def plan(settings: BaseModel, home_dir: Path) -> list[Task]:
-        return [CallTask(str(home_dir / ".experiment"), "nrflab.experiments.adapter:call_experiment",
-                         {"module_name": module_name, "out_dir": str(home_dir), "values": settings.model_dump()})]
+        return [
+            CallTask(
+                str(home_dir / ".experiment"),
+                "nrflab.experiments.adapter:call_experiment",
+                {"module_name": module_name, "out_dir": str(home_dir), "values": settings.model_dump()},
+            )
+        ]
 
     def analyze(settings: BaseModel, ctx: AnalysisContext) -> list[Section]:
         result = ctx.results.get(str(ctx.home / ".experiment"))
@@ -86,10 +100,19 @@ def function_spec(name: str, module_name: str, *, summary: str, home: str | None
             return [Section(summary, f"`{name}` returned no report sections.")]
         return value
 
-    return ExperimentSpec(name=name, summary=summary, settings_type=model, presets=presets, plan=plan,
-                          analyze=analyze, home=home if home is not None else name, claims=claims,
-                          epoch_keys=tuple(k for k in ("epochs",) if k in model.model_fields), ignores=ignores,
-                          scale_notes=notes)
+    return ExperimentSpec(
+        name=name,
+        summary=summary,
+        settings_type=model,
+        presets=presets,
+        plan=plan,
+        analyze=analyze,
+        home=home if home is not None else name,
+        claims=claims,
+        epoch_keys=tuple(k for k in ("epochs",) if k in model.model_fields),
+        ignores=ignores,
+        scale_notes=notes,
+    )
 
 
 def call_experiment(*, module_name: str, out_dir: str, values: Mapping[str, Any], progress: bool) -> Any:

@@ -15,8 +15,15 @@ from ..metrics import dataset_tensors
 #: The seed of the fixed test subset every final model is evaluated on (the same images for every model).
 TEST_SUBSET_SEED = 0
 
-NORM_TITLES = {"bn": "BN", "none": "no BN", "gn": "GN", "ln": "LN", "in": "IN", "bn-eval": "BN (eval stats only)",
-               "fixup": "Fixup"}
+NORM_TITLES = {
+    "bn": "BN",
+    "none": "no BN",
+    "gn": "GN",
+    "ln": "LN",
+    "in": "IN",
+    "bn-eval": "BN (eval stats only)",
+    "fixup": "Fixup",
+}
 
 
 def norm_title(norm: str) -> str:
@@ -78,5 +85,14 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-__all__ = ["NORM_TITLES", "TEST_SUBSET_SEED", "cell", "finite_mean", "load_bundle", "norm_title", "settings_text",
-           "tensor_mean", "test_images"]
+__all__ = [
+    "NORM_TITLES",
+    "TEST_SUBSET_SEED",
+    "cell",
+    "finite_mean",
+    "load_bundle",
+    "norm_title",
+    "settings_text",
+    "tensor_mean",
+    "test_images",
+]

@@ -31,24 +31,40 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
     zoo = Zoo(s, ctx.home)
     models = _models(s)
     header = ["model", "clean acc", "mean corruption acc", "relative (mean / clean)", "drop (points)"] + list(
-        s.corruptions)
+        s.corruptions
+    )
     body = []
     for name, (kind, norm) in models.items():
         clean = finite_mean([o.accuracy() for o in zoo.outcomes(kind, norm)])
         cor = zoo.corrupted(kind, norm)
         mean = finite_mean([float(o.corruption.mean()) for o in cor if o.corruption is not None])
-        per = [finite_mean([finite_mean([o.corruption_table[f"{c}@{sev}"] for sev in s.severities]) for o in cor])
-               for c in s.corruptions]
-        body.append([name, pct(clean), pct(mean), num(mean / clean if clean > 0 else float("nan")),
-                     f"{100 * (clean - mean):.1f}"] + [pct(v) for v in per])
+        per = [
+            finite_mean([finite_mean([o.corruption_table[f"{c}@{sev}"] for sev in s.severities]) for o in cor])
+            for c in s.corruptions
+        ]
+        body.append(
+            [
+                name,
+                pct(clean),
+                pct(mean),
+                num(mean / clean if clean > 0 else float("nan")),
+                f"{100 * (clean - mean):.1f}",
+            ]
+            + [pct(v) for v in per]
+        )
     verdicts = claims(s, zoo)
     images = _plot_severity(ctx.home / "corruption_severity", zoo, models, s)
-    md = "\n\n".join([
-        f"Accuracy on the same {zoo.n} fixed test images under {len(s.corruptions)} CIFAR-10-C corruptions at "
-        f"severities {', '.join(map(str, s.severities))} (nrflab.corruptions, CIFAR parameters applied unscaled to "
-        f"{'x'.join(map(str, zoo.bundle.input_shape[1:]))} images); means over seeds. The relative accuracy divides by "
-        "each model's own clean accuracy; the drop is clean minus mean corruption accuracy.",
-        markdown_table(header, body), "**Claims**", "\n".join(verdict_line(v) for v in verdicts)])
+    md = "\n\n".join(
+        [
+            f"Accuracy on the same {zoo.n} fixed test images under {len(s.corruptions)} CIFAR-10-C corruptions at "
+            f"severities {', '.join(map(str, s.severities))} (nrflab.corruptions, CIFAR parameters applied unscaled to "
+            f"{'x'.join(map(str, zoo.bundle.input_shape[1:]))} images); means over seeds. The relative accuracy divides by "
+            "each model's own clean accuracy; the drop is clean minus mean corruption accuracy.",
+            markdown_table(header, body),
+            "**Claims**",
+            "\n".join(verdict_line(v) for v in verdicts),
+        ]
+    )
     return [Section("Corruption robustness", md, [p for p in images if p.suffix == ".png"], verdicts)]
 
 
@@ -61,10 +77,16 @@ def claims(s: NormsSettings, zoo: Zoo) -> list[Verdict]:
         drops[n] = [c.correct() - _required(k.corruption) for c, k in zip(clean, cor, strict=True)]
     c = compare(drops["bn"], drops["none"], seeds=s.seeds)
     hb, hn = zoo.health("std", "bn", "standard BN"), zoo.health("std", "none", "standard no BN")
-    return [verdict("BN lowers corruption robustness (larger drop from clean to corrupted accuracy)", c,
-                    f"Drop from clean to mean corruption accuracy: BN {100 * c.a:.1f} points, no BN {100 * c.b:.1f} "
-                    "points.", protocol=PAPER.title, seeds=s.seeds,
-                    void=void_reason(learners=[*hb, *hn], comparable=[(hb, hn)]))]
+    return [
+        verdict(
+            "BN lowers corruption robustness (larger drop from clean to corrupted accuracy)",
+            c,
+            f"Drop from clean to mean corruption accuracy: BN {100 * c.a:.1f} points, no BN {100 * c.b:.1f} points.",
+            protocol=PAPER.title,
+            seeds=s.seeds,
+            void=void_reason(learners=[*hb, *hn], comparable=[(hb, hn)]),
+        )
+    ]
 
 
 def _required(values: torch.Tensor | None) -> torch.Tensor:
@@ -80,8 +102,13 @@ def _plot_severity(stem: Path, zoo: Zoo, models: dict[str, tuple[str, str]], s: 
     for name, (kind, norm) in models.items():
         table = zoo.corrupted(kind, norm)[0].corruption_table
         per = [finite_mean([table[f"{c}@{sev}"] for c in s.corruptions]) for sev in s.severities]
-        ax.plot(list(s.severities), [100 * v for v in per], marker="o", linestyle="--" if "none" in name else "-",
-                label=name)
+        ax.plot(
+            list(s.severities),
+            [100 * v for v in per],
+            marker="o",
+            linestyle="--" if "none" in name else "-",
+            label=name,
+        )
     ax.set_xlabel("severity")
     ax.set_ylabel("mean corruption accuracy (%)")
     ax.set_xticks(list(s.severities))
@@ -92,8 +119,15 @@ def _plot_severity(stem: Path, zoo: Zoo, models: dict[str, tuple[str, str]], s: 
 
 
 SPEC = ExperimentSpec(
-    name="corruptions", summary="corruption robustness of the standard and adversarially trained zoo (claim 7)",
-    settings_type=NormsSettings, presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK}, plan=plan_with_corruptions,
-    analyze=analyze, home=HOME, claims=("7",), epoch_keys=EPOCH_KEYS)
+    name="corruptions",
+    summary="corruption robustness of the standard and adversarially trained zoo (claim 7)",
+    settings_type=NormsSettings,
+    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
+    plan=plan_with_corruptions,
+    analyze=analyze,
+    home=HOME,
+    claims=("7",),
+    epoch_keys=EPOCH_KEYS,
+)
 
 __all__ = ["SPEC", "analyze", "claims"]

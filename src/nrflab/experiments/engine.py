@@ -71,8 +71,10 @@ class TrainTask:
         cfg = TrainConfig.model_validate(dict(self.config))
         diff = run_differences(run, cfg)
         if diff:
-            raise NrflabError(f"{self.key} holds a run of another recipe ({'; '.join(diff[:4])}); delete it or "
-                              "choose another output directory")
+            raise NrflabError(
+                f"{self.key} holds a run of another recipe ({'; '.join(diff[:4])}); delete it or "
+                "choose another output directory"
+            )
         self._check_subset(run)
 
     def _check_subset(self, run: RunDir) -> None:
@@ -80,8 +82,10 @@ class TrainTask:
             return
         recorded = run.read_config().get("resolved", {}).get("dataset", {}).get("train_size")
         if recorded is not None and int(recorded) != int(self.train_size):
-            raise NrflabError(f"{self.key} holds a run trained on {recorded} images, not {self.train_size}; "
-                              "delete it or choose another output directory")
+            raise NrflabError(
+                f"{self.key} holds a run trained on {recorded} images, not {self.train_size}; "
+                "delete it or choose another output directory"
+            )
 
     def done(self) -> bool:
         from ..training import TrainConfig, run_differences
@@ -131,8 +135,7 @@ class BuildTask:
 
     def check(self) -> None:
         if RunDir(self.key).is_run():
-            raise NrflabError(f"{self.key} holds a training run, not a built dataset; choose another output "
-                              "directory")
+            raise NrflabError(f"{self.key} holds a training run, not a built dataset; choose another output directory")
 
     def done(self) -> bool:
         card = Path(self.key) / "dataset.json"
@@ -152,14 +155,23 @@ class BuildTask:
         from ..features import sha256_file
 
         model = RunDir(self.source).model_path
-        return (ident.get("settings") == wanted and model.is_file() and source_sha == sha256_file(model))
+        return ident.get("settings") == wanted and model.is_file() and source_sha == sha256_file(model)
 
     def run(self, progress: bool) -> Any:
         from ..features import build_dataset
 
-        result = build_dataset(self.build_kind, self.source, self.dataset, self.key, data_root=self.data_root,
-                               base=self.base, device=self.device, resume=True, progress=progress,
-                               **dict(self.settings))
+        result = build_dataset(
+            self.build_kind,
+            self.source,
+            self.dataset,
+            self.key,
+            data_root=self.data_root,
+            base=self.base,
+            device=self.device,
+            resume=True,
+            progress=progress,
+            **dict(self.settings),
+        )
         return str(result.out_dir)
 
 
@@ -297,8 +309,10 @@ def merge_tasks(tasks: Sequence[Task]) -> list[Task]:
             merged[t.key] = t
             continue
         if replace(old, after=()) != replace(t, after=()):
-            raise NrflabError(f"two experiments plan {t.key} differently ({_difference(old, t)}); give them the "
-                              "same settings for it or separate output directories")
+            raise NrflabError(
+                f"two experiments plan {t.key} differently ({_difference(old, t)}); give them the "
+                "same settings for it or separate output directories"
+            )
         merged[t.key] = replace(old, after=tuple(dict.fromkeys(old.after + t.after)))
     for t in merged.values():
         missing = [d for d in t.after if d not in merged]
@@ -377,11 +391,16 @@ def execute(
 
     def record(result: TaskResult) -> None:
         results[result.key] = result
-        word = {"finished": f"finished in {result.seconds:.1f} s", "reused": "already finished",
-                "failed": f"FAILED: {result.error}", "skipped": f"skipped: {result.error}"}[result.status]
+        word = {
+            "finished": f"finished in {result.seconds:.1f} s",
+            "reused": "already finished",
+            "failed": f"FAILED: {result.error}",
+            "skipped": f"skipped: {result.error}",
+        }[result.status]
         label = next(t.label for t in ordered if t.key == result.key)
         (log.warning if result.status in ("failed", "skipped") else log.info)(
-            f"[{len(results)}/{total}] {label}: {word}")
+            f"[{len(results)}/{total}] {label}: {word}"
+        )
 
     pending = [t for t in ordered]
     if backend == "ray":
@@ -410,8 +429,9 @@ def _ready(task: Task, results: Mapping[str, TaskResult]) -> bool:
     return all(dep in results for dep in task.after)
 
 
-def _schedule(pending: list[Task], results: dict[str, TaskResult], record: Done,
-              submit: Callable[[Task], None]) -> None:
+def _schedule(
+    pending: list[Task], results: dict[str, TaskResult], record: Done, submit: Callable[[Task], None]
+) -> None:
     """Submit every pending task whose dependencies are done (skipping those with a failed dependency)."""
     progressed = True
     while progressed:
@@ -431,15 +451,21 @@ def _schedule(pending: list[Task], results: dict[str, TaskResult], record: Done,
                 submit(t)
 
 
-def _run_pool(pending: list[Task], record: Done, results: dict[str, TaskResult], workers: int,
-              threads: int | None, verbose: bool) -> None:
+def _run_pool(
+    pending: list[Task], record: Done, results: dict[str, TaskResult], workers: int, threads: int | None, verbose: bool
+) -> None:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
     per_worker = threads or max(1, (os.cpu_count() or 1) // workers)
     running: dict[Future[TaskResult], Task] = {}
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(per_worker,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(per_worker,),
+    ) as pool:
+
         def submit(t: Task) -> None:
             running[pool.submit(run_task, t, threads=per_worker, progress=False, verbose=verbose)] = t
 
@@ -455,8 +481,16 @@ def _run_pool(pending: list[Task], record: Done, results: dict[str, TaskResult],
             _schedule(pending, results, record, submit)
 
 
-def _run_ray(pending: list[Task], record: Done, results: dict[str, TaskResult], address: str | None,
-             cpus_per_run: float, gpus_per_run: float, threads: int | None, verbose: bool) -> None:
+def _run_ray(
+    pending: list[Task],
+    record: Done,
+    results: dict[str, TaskResult],
+    address: str | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
+    threads: int | None,
+    verbose: bool,
+) -> None:
     """One Ray task per engine task on the cluster at ``address`` (or a local Ray instance, or the one
     already initialized by the caller). Every node must see the output directory at the same path."""
     try:
@@ -491,5 +525,17 @@ def _run_ray(pending: list[Task], record: Done, results: dict[str, TaskResult], 
             ray.shutdown()
 
 
-__all__ = ["BACKENDS", "Backend", "BuildTask", "CallTask", "Task", "TaskResult", "TrainTask", "execute",
-           "merge_tasks", "run_task", "subset_bundle", "topological_order"]
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BuildTask",
+    "CallTask",
+    "Task",
+    "TaskResult",
+    "TrainTask",
+    "execute",
+    "merge_tasks",
+    "run_task",
+    "subset_bundle",
+    "topological_order",
+]

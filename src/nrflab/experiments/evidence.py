@@ -82,17 +82,33 @@ def _digest(*parts: object) -> str:
     return h.hexdigest()[:16]
 
 
-def cache_path(run_dir: str | Path, x: torch.Tensor, y: torch.Tensor, *, protocol: Protocol,
-               attacks: Sequence[str], ligs_sigma: float | None, corruptions: Sequence[str],
-               severities: Sequence[int], seed: int) -> Path:
+def cache_path(
+    run_dir: str | Path,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    protocol: Protocol,
+    attacks: Sequence[str],
+    ligs_sigma: float | None,
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+    seed: int,
+) -> Path:
     """Where :func:`measure` keeps these outcomes of the run's current final model."""
     from ..features import sha256_file
     from ..rundir import RunDir
 
     if protocol.name != PAPER.name:
         attacks, ligs_sigma, corruptions = (), None, ()
-    key = {"protocol": protocol.name, "attacks": list(attacks), "ligs_sigma": ligs_sigma, "seed": seed,
-           "corruptions": list(corruptions), "severities": list(severities), "format": 1}
+    key = {
+        "protocol": protocol.name,
+        "attacks": list(attacks),
+        "ligs_sigma": ligs_sigma,
+        "seed": seed,
+        "corruptions": list(corruptions),
+        "severities": list(severities),
+        "format": 1,
+    }
     run = RunDir(run_dir)
     digest = _digest(key, sha256_file(run.model_path), x, y)
     return run.path / f"outcomes_{protocol.name}_{digest}.safetensors"
@@ -123,8 +139,17 @@ def measure(
     from ..validation import resolve_device
 
     run = RunDir(run_dir)
-    cache = cache_path(run_dir, x, y, protocol=protocol, attacks=attacks, ligs_sigma=ligs_sigma,
-                       corruptions=corruptions, severities=severities, seed=seed)
+    cache = cache_path(
+        run_dir,
+        x,
+        y,
+        protocol=protocol,
+        attacks=attacks,
+        ligs_sigma=ligs_sigma,
+        corruptions=corruptions,
+        severities=severities,
+        seed=seed,
+    )
     if protocol.name != PAPER.name:
         attacks, ligs_sigma, corruptions = (), None, ()
     if cache.is_file():
@@ -140,7 +165,7 @@ def measure(
         attack = spec.build(model, seed=seed)
         correct = []
         for start in range(0, x.shape[0], 256):
-            xb, yb = x[start:start + 256].to(dev), y[start:start + 256].to(dev)
+            xb, yb = x[start : start + 256].to(dev), y[start : start + 256].to(dev)
             adv = attack(xb, yb)
             with torch.no_grad():
                 correct.append((model(adv).argmax(1) == yb).cpu())
@@ -148,7 +173,9 @@ def measure(
     if ligs_sigma is not None:
         from ..metrics import ligs_per_sample
 
-        tensors["ligs"] = ligs_per_sample(model, x.to(dev), y.to(dev), sigma=ligs_sigma, seed=seed).gradient_similarity.float()
+        tensors["ligs"] = ligs_per_sample(
+            model, x.to(dev), y.to(dev), sigma=ligs_sigma, seed=seed
+        ).gradient_similarity.float()
     table: dict[str, float] = {}
     if corruptions:
         from ..corruptions import corrupt
@@ -158,9 +185,9 @@ def measure(
             for severity in severities:
                 hits = []
                 for start in range(0, x.shape[0], 256):
-                    xb = corrupt(x[start:start + 256].to(dev), name, severity, seed=seed + start)
+                    xb = corrupt(x[start : start + 256].to(dev), name, severity, seed=seed + start)
                     with torch.no_grad():
-                        hits.append((model(xb).argmax(1).cpu() == y[start:start + 256].cpu()).float())
+                        hits.append((model(xb).argmax(1).cpu() == y[start : start + 256].cpu()).float())
                 per = torch.cat(hits)
                 table[f"{name}@{severity}"] = float(per.mean())
                 total += per
@@ -171,8 +198,9 @@ def measure(
 
 def _from_tensors(t: Mapping[str, torch.Tensor], protocol: str, table: Mapping[str, float]) -> Outcomes:
     robust = {k.split("::", 1)[1]: v.bool() for k, v in t.items() if k.startswith("robust::")}
-    return Outcomes(protocol, t["labels"].long(), t["predictions"].long(), robust, t.get("ligs"), t.get("corruption"),
-                    dict(table))
+    return Outcomes(
+        protocol, t["labels"].long(), t["predictions"].long(), robust, t.get("ligs"), t.get("corruption"), dict(table)
+    )
 
 
 def _load(path: Path, protocol: str) -> Outcomes | None:
@@ -187,10 +215,21 @@ def _load(path: Path, protocol: str) -> Outcomes | None:
     return _from_tensors(tensors, protocol, table)
 
 
-def measure_run(*, run_dir: str, dataset: str, data_root: str | None, test_size: int | None,
-                protocol: str = "paper", attacks: Sequence[str] = (), ligs_sigma: float | None = None,
-                corruptions: Sequence[str] = (), severities: Sequence[int] = (), seed: int = 0, device: str = "auto",
-                progress: bool = False) -> str:
+def measure_run(
+    *,
+    run_dir: str,
+    dataset: str,
+    data_root: str | None,
+    test_size: int | None,
+    protocol: str = "paper",
+    attacks: Sequence[str] = (),
+    ligs_sigma: float | None = None,
+    corruptions: Sequence[str] = (),
+    severities: Sequence[int] = (),
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = False,
+) -> str:
     """:func:`measure` on the fixed test images of ``dataset`` (what an engine task calls, so the
     evaluations of independent runs go in parallel; the analysis then reads the cache)."""
     from ..data import load_dataset
@@ -198,14 +237,35 @@ def measure_run(*, run_dir: str, dataset: str, data_root: str | None, test_size:
     from .protocols import get_protocol
 
     x, y = test_images(load_dataset(dataset, root=data_root), test_size)
-    measure(run_dir, x, y, protocol=get_protocol(protocol), attacks=attacks, ligs_sigma=ligs_sigma,
-            corruptions=corruptions, severities=severities, seed=seed, device=device)
+    measure(
+        run_dir,
+        x,
+        y,
+        protocol=get_protocol(protocol),
+        attacks=attacks,
+        ligs_sigma=ligs_sigma,
+        corruptions=corruptions,
+        severities=severities,
+        seed=seed,
+        device=device,
+    )
     return run_dir
 
 
-def measured(*, run_dir: str, dataset: str, data_root: str | None, test_size: int | None, protocol: str = "paper",
-             attacks: Sequence[str] = (), ligs_sigma: float | None = None, corruptions: Sequence[str] = (),
-             severities: Sequence[int] = (), seed: int = 0, device: str = "auto") -> bool:
+def measured(
+    *,
+    run_dir: str,
+    dataset: str,
+    data_root: str | None,
+    test_size: int | None,
+    protocol: str = "paper",
+    attacks: Sequence[str] = (),
+    ligs_sigma: float | None = None,
+    corruptions: Sequence[str] = (),
+    severities: Sequence[int] = (),
+    seed: int = 0,
+    device: str = "auto",
+) -> bool:
     """Whether :func:`measure_run` with these arguments would only read its cache."""
     from ..data import load_dataset
     from ..rundir import RunDir
@@ -215,8 +275,17 @@ def measured(*, run_dir: str, dataset: str, data_root: str | None, test_size: in
     if not RunDir(run_dir).model_path.is_file():
         return False
     x, y = test_images(load_dataset(dataset, root=data_root), test_size)
-    return cache_path(run_dir, x, y, protocol=get_protocol(protocol), attacks=attacks, ligs_sigma=ligs_sigma,
-                      corruptions=corruptions, severities=severities, seed=seed).is_file()
+    return cache_path(
+        run_dir,
+        x,
+        y,
+        protocol=get_protocol(protocol),
+        attacks=attacks,
+        ligs_sigma=ligs_sigma,
+        corruptions=corruptions,
+        severities=severities,
+        seed=seed,
+    ).is_file()
 
 
 def measure_task(run_key: str, **kwargs: object) -> CallTask:
@@ -224,9 +293,13 @@ def measure_task(run_key: str, **kwargs: object) -> CallTask:
     from .engine import CallTask
 
     tag = _digest(kwargs)[:10]
-    return CallTask(f"{run_key}#measure-{tag}", "nrflab.experiments.evidence:measure_run",
-                    {"run_dir": run_key, **kwargs}, after=(run_key,),
-                    done_target="nrflab.experiments.evidence:measured")
+    return CallTask(
+        f"{run_key}#measure-{tag}",
+        "nrflab.experiments.evidence:measure_run",
+        {"run_dir": run_key, **kwargs},
+        after=(run_key,),
+        done_target="nrflab.experiments.evidence:measured",
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,8 +318,9 @@ class Comparison:
     b: float = math.nan
 
 
-def compare(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], *, seeds: Sequence[int],
-            what: str = "test images") -> Comparison:
+def compare(
+    a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], *, seeds: Sequence[int], what: str = "test images"
+) -> Comparison:
     """``mean(a) - mean(b)`` from per-image values of each seed's model (lists aligned with ``seeds``)."""
     seed_text = ", ".join(map(str, seeds))
     mean_a = sum(float(_finite_mean(v)) for v in a) / len(a)
@@ -259,24 +333,38 @@ def compare(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], *, seeds: Sequ
     diffs = (per_a - per_b).tolist()
     d, lo, hi = mean_ci(diffs, proportion=False)
     n = sum(1 for v in diffs if math.isfinite(v))
-    return Comparison(d, lo, hi, f"95 % t-interval over {n} {what}, paired by image; seed{'s' if len(seeds) > 1 else ''} "
-                      f"{seed_text} (seed-to-seed variation not included)", mean_a, mean_b)
+    return Comparison(
+        d,
+        lo,
+        hi,
+        f"95 % t-interval over {n} {what}, paired by image; seed{'s' if len(seeds) > 1 else ''} "
+        f"{seed_text} (seed-to-seed variation not included)",
+        mean_a,
+        mean_b,
+    )
 
 
 def compare_scalars(a: Sequence[float], b: Sequence[float], *, seeds: Sequence[int]) -> Comparison:
     """``a - b`` from one value per seed (paired by seed; no interval from fewer than two seeds)."""
     d, lo, hi = paired_ci(list(a), list(b))
-    return Comparison(d, lo, hi, f"95 % t-interval over seeds {', '.join(map(str, seeds))}, paired by seed"
-                      + (" (one seed: no interval)" if len(seeds) < 2 else ""),
-                      sum(a) / len(a) if a else math.nan, sum(b) / len(b) if b else math.nan)
+    return Comparison(
+        d,
+        lo,
+        hi,
+        f"95 % t-interval over seeds {', '.join(map(str, seeds))}, paired by seed"
+        + (" (one seed: no interval)" if len(seeds) < 2 else ""),
+        sum(a) / len(a) if a else math.nan,
+        sum(b) / len(b) if b else math.nan,
+    )
 
 
 def compare_proportions(p1: float, p2: float, n: int, *, what: str) -> Comparison:
     """``p1 - p2``, two accuracies measured on ``n`` images each (a Wald interval; for two measurements on
     the same images it is conservative)."""
     d, lo, hi = two_proportion_ci(p1, n, p2, n)
-    return Comparison(d, lo, hi, f"95 % two-proportion interval, {n} {what} each (conservative for the same "
-                      "images)", p1, p2)
+    return Comparison(
+        d, lo, hi, f"95 % two-proportion interval, {n} {what} each (conservative for the same images)", p1, p2
+    )
 
 
 def _finite_mean(v: torch.Tensor) -> float:
@@ -285,6 +373,15 @@ def _finite_mean(v: torch.Tensor) -> float:
     return float(v.mean()) if v.numel() else math.nan
 
 
-__all__ = ["Comparison", "MIN_SEEDS_FOR_SEED_INTERVAL", "Outcomes", "compare", "compare_proportions",
-           "compare_scalars", "measure", "measure_run", "measure_task",
-           "measured"]
+__all__ = [
+    "Comparison",
+    "MIN_SEEDS_FOR_SEED_INTERVAL",
+    "Outcomes",
+    "compare",
+    "compare_proportions",
+    "compare_scalars",
+    "measure",
+    "measure_run",
+    "measure_task",
+    "measured",
+]

@@ -22,14 +22,25 @@ from .zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, 
 def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
     zoo = Zoo(s, ctx.home)
     verdicts = claims(s, zoo)
-    images = plot_runs([zoo.run_dirs("std", n)[0] for n in s.norms], ctx.home / "normalization_family",
-                       title="normalization family, standard training (first seed)")
+    images = plot_runs(
+        [zoo.run_dirs("std", n)[0] for n in s.norms],
+        ctx.home / "normalization_family",
+        title="normalization family, standard training (first seed)",
+    )
     note = "" if "none" in s.norms else "No `none` model in the settings: nothing to compare with."
-    md = "\n\n".join(filter(None, [
-        "The same architecture and recipe with each normalization (bn-eval: BN's affine only, never batch "
-        "statistics). " + zoo.settings_line(),
-        zoo.table({n: ("std", n) for n in s.norms}), note, "**Claims**",
-        "\n".join(verdict_line(v) for v in verdicts)]))
+    md = "\n\n".join(
+        filter(
+            None,
+            [
+                "The same architecture and recipe with each normalization (bn-eval: BN's affine only, never batch "
+                "statistics). " + zoo.settings_line(),
+                zoo.table({n: ("std", n) for n in s.norms}),
+                note,
+                "**Claims**",
+                "\n".join(verdict_line(v) for v in verdicts),
+            ],
+        )
+    )
     return [Section("The normalization family", md, [p for p in images if p.suffix == ".png"], verdicts)]
 
 
@@ -44,15 +55,29 @@ def claims(s: NormsSettings, zoo: Zoo) -> list[Verdict]:
         o = zoo.outcomes("std", n)
         h = zoo.health("std", n, n)
         c = compare([v.robust_correct(lab) for v in base], [v.robust_correct(lab) for v in o], seeds=s.seeds)
-        out.append(verdict(f"{norm_title(n)} raises adversarial vulnerability relative to no normalization ({lab})", c,
-                           f"Robust accuracy {n} {100 * c.b:.1f} %, none {100 * c.a:.1f} %.", protocol=PAPER.title,
-                           seeds=s.seeds, void=void_reason(learners=[*h, *hn], comparable=[(h, hn)])))
+        out.append(
+            verdict(
+                f"{norm_title(n)} raises adversarial vulnerability relative to no normalization ({lab})",
+                c,
+                f"Robust accuracy {n} {100 * c.b:.1f} %, none {100 * c.a:.1f} %.",
+                protocol=PAPER.title,
+                seeds=s.seeds,
+                void=void_reason(learners=[*h, *hn], comparable=[(h, hn)]),
+            )
+        )
     return out
 
 
 SPEC = ExperimentSpec(
-    name="family", summary="the normalization family: GN, LN, IN (and BN) vs no normalization (claim 7)",
-    settings_type=NormsSettings, presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK}, plan=plan,
-    analyze=analyze, home=HOME, claims=("7",), epoch_keys=EPOCH_KEYS)
+    name="family",
+    summary="the normalization family: GN, LN, IN (and BN) vs no normalization (claim 7)",
+    settings_type=NormsSettings,
+    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
+    plan=plan,
+    analyze=analyze,
+    home=HOME,
+    claims=("7",),
+    epoch_keys=EPOCH_KEYS,
+)
 
 __all__ = ["SPEC", "analyze", "claims"]

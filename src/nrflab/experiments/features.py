@@ -62,8 +62,9 @@ class BuildGroup(BaseModel):
     inv_step_size: float = Field(default=0.2, gt=0)
     inv_eps: float = Field(default=1000.0, gt=0, description="D_R: inversion radius (1000: unbounded)")
     fake_relu: bool = Field(default=False, description="D_R: gradients pass the last ReLU unchanged (official code)")
-    inv_label_policy: Literal["target", "reference", "prediction"] = Field(default=
-        "target", description="D_R labels: Ilyas's y (target) or the source's prediction (official code)")
+    inv_label_policy: Literal["target", "reference", "prediction"] = Field(
+        default="target", description="D_R labels: Ilyas's y (target) or the source's prediction (official code)"
+    )
 
 
 def _both_protocols() -> list[Literal["paper", "batch-stats"]]:
@@ -74,28 +75,36 @@ class FeaturesSettings(ExperimentSettings):
     """Sources, feature datasets and the twins trained on them."""
 
     sets: list[SetName] = Field(default_factory=lambda: list(SETS), min_length=1)  # type: ignore[arg-type]
-    norms: list[str] = Field(default_factory=lambda: ["bn", "none"], min_length=2, max_length=2,
-                             description="the normalization under test, then its baseline")
+    norms: list[str] = Field(
+        default_factory=lambda: ["bn", "none"],
+        min_length=2,
+        max_length=2,
+        description="the normalization under test, then its baseline",
+    )
     source_norm: str = "bn"
     source_seed: int = Field(default=0, ge=0)
     source: Stage = Field(default_factory=Stage, description="the standard source model's recipe")
     robust_source: Stage = Field(default_factory=Stage, description="the adversarially trained source's recipe")
     build: BuildGroup = Field(default_factory=BuildGroup)
     twins: Stage = Field(default_factory=Stage, description="the twins' recipe on every set")
-    per_set: dict[SetName, Stage] = Field(default_factory=dict, description="per-set changes to the twins' recipe "
-                                          "(the paper's learning rates)")
+    per_set: dict[SetName, Stage] = Field(
+        default_factory=dict, description="per-set changes to the twins' recipe (the paper's learning rates)"
+    )
     test_size: Optional[int] = Field(default=None, ge=1, description="fixed clean test images of the final evaluation")
-    protocols: list[Literal["paper", "batch-stats"]] = Field(default_factory=_both_protocols,
-                                                             min_length=1)
+    protocols: list[Literal["paper", "batch-stats"]] = Field(default_factory=_both_protocols, min_length=1)
     ligs_sigma: float = Field(default=0.01, ge=0)
 
 
 CPU_CURVE_ATTACK = "pgd-l2:eps=1.0,step=0.4,steps=5"
 CPU = FeaturesSettings(
-    dataset="mnist5k", arch="smallcnn", width=0.5, seeds=[0, 1],
+    dataset="mnist5k",
+    arch="smallcnn",
+    width=0.5,
+    seeds=[0, 1],
     source=Stage(epochs=15, eval_size=250, eval_attacks=[], ligs=False),
-    robust_source=Stage(epochs=5, eval_size=250, eval_attacks=[], ligs=False, adv_train="pgd-l2", adv_eps=1.5,
-                        adv_steps=5),
+    robust_source=Stage(
+        epochs=5, eval_size=250, eval_attacks=[], ligs=False, adv_train="pgd-l2", adv_eps=1.5, adv_steps=5
+    ),
     build=BuildGroup(),
     twins=Stage(epochs=10, eval_size=250, eval_attacks=[CPU_CURVE_ATTACK]),
     # The paper: lr 0.01 for D_R and D_rand, 0.1 for D_det and the conflicting set. D_R gets 0.05 here, as 0.01
@@ -103,27 +112,71 @@ CPU = FeaturesSettings(
     # conflicting set whatever the learning rate (0.01-0.1), warm-up or augmentation: the twins then predict one
     # class on clean images and the guard voids the claims; weight_decay=5e-3 for that set avoids it.
     per_set={"d_r": Stage(lr=0.05), "d_rand": Stage(lr=0.01), "d_det": Stage(lr=0.1), "conflicting": Stage(lr=0.1)},
-    test_size=None)
+    test_size=None,
+)
 QUICK = FeaturesSettings(
-    dataset="mnist5k", arch="smallcnn", width=0.25, seeds=[0],
+    dataset="mnist5k",
+    arch="smallcnn",
+    width=0.25,
+    seeds=[0],
     source=Stage(epochs=1, eval_size=48, eval_attacks=[], ligs=False),
-    robust_source=Stage(epochs=1, eval_size=48, eval_attacks=[], ligs=False, adv_train="pgd-l2", adv_eps=1.5,
-                        adv_steps=1),
+    robust_source=Stage(
+        epochs=1, eval_size=48, eval_attacks=[], ligs=False, adv_train="pgd-l2", adv_eps=1.5, adv_steps=1
+    ),
     build=BuildGroup(limit=96, nrf_steps=4, nrf_step_size=0.5, inv_steps=4, inv_step_size=0.5),
     twins=Stage(epochs=1, eval_size=48, eval_attacks=["pgd-l2:eps=1.0,step=0.5,steps=2"]),
-    test_size=200)
-_PAPER_RECIPE = dict(epochs=150, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
-                     schedule="multistep", milestones=[50, 100], gamma=0.1, augment=True, flip=True, init="torch")
+    test_size=200,
+)
+_PAPER_RECIPE = dict(
+    epochs=150,
+    batch_size=128,
+    optimizer="sgd",
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="multistep",
+    milestones=[50, 100],
+    gamma=0.1,
+    augment=True,
+    flip=True,
+    init="torch",
+)
 PAPER_SCALE = FeaturesSettings(
-    dataset="cifar10", arch="resnet18", width=1.0, seeds=[1337], source_seed=1337,
+    dataset="cifar10",
+    arch="resnet18",
+    width=1.0,
+    seeds=[1337],
+    source_seed=1337,
     source=Stage(**_PAPER_RECIPE, eval_attacks=[], ligs=False),
-    robust_source=Stage(**_PAPER_RECIPE, eval_attacks=[], ligs=False, adv_train="targeted-l2", adv_eps=0.5,
-                        adv_steps=7, adv_step_size=0.1, attack_mode="train"),
-    build=BuildGroup(limit=None, nrf_eps=0.5, nrf_steps=100, nrf_step_size=0.1, inv_steps=1000, inv_step_size=0.1,
-                     inv_eps=1000.0, fake_relu=True, inv_label_policy="prediction"),
+    robust_source=Stage(
+        **_PAPER_RECIPE,
+        eval_attacks=[],
+        ligs=False,
+        adv_train="targeted-l2",
+        adv_eps=0.5,
+        adv_steps=7,
+        adv_step_size=0.1,
+        attack_mode="train",
+    ),
+    build=BuildGroup(
+        limit=None,
+        nrf_eps=0.5,
+        nrf_steps=100,
+        nrf_step_size=0.1,
+        inv_steps=1000,
+        inv_step_size=0.1,
+        inv_eps=1000.0,
+        fake_relu=True,
+        inv_label_policy="prediction",
+    ),
     twins=Stage(**_PAPER_RECIPE, eval_attacks=list(PAPER_EVAL_ATTACKS)),
-    per_set={"d_r": Stage(lr=0.01), "d_rand": Stage(lr=0.01), "d_det": Stage(lr=0.1, augment=False),
-             "conflicting": Stage(lr=0.1)})
+    per_set={
+        "d_r": Stage(lr=0.01),
+        "d_rand": Stage(lr=0.01),
+        "d_det": Stage(lr=0.1, augment=False),
+        "conflicting": Stage(lr=0.1),
+    },
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,10 +185,14 @@ PAPER_SCALE = FeaturesSettings(
 
 def _source_tasks(s: FeaturesSettings, home: Path) -> dict[str, TrainTask]:
     return {
-        "standard": TrainTask(str(home / "sources" / "standard"),
-                              s.train_config(s.source, norm=s.source_norm, seed=s.source_seed).model_dump()),
-        "robust": TrainTask(str(home / "sources" / "robust"),
-                            s.train_config(s.robust_source, norm=s.source_norm, seed=s.source_seed).model_dump()),
+        "standard": TrainTask(
+            str(home / "sources" / "standard"),
+            s.train_config(s.source, norm=s.source_norm, seed=s.source_seed).model_dump(),
+        ),
+        "robust": TrainTask(
+            str(home / "sources" / "robust"),
+            s.train_config(s.robust_source, norm=s.source_norm, seed=s.source_seed).model_dump(),
+        ),
     }
 
 
@@ -154,17 +211,47 @@ def _build_tasks(s: FeaturesSettings, home: Path, sources: dict[str, TrainTask])
     out: dict[str, BuildTask] = {}
     for kind in _needed_sets(s):
         if kind == "d_r":
-            settings = dict(steps=b.inv_steps, eps=b.inv_eps, step_size=b.inv_step_size, fake_relu=b.fake_relu,
-                            label_policy=b.inv_label_policy, **common)
-            out[kind] = BuildTask(str(sets / kind), kind, sources["robust"].key, s.dataset, settings,
-                                  data_root=s.data_root, device=s.device, after=(sources["robust"].key,))
+            settings = dict(
+                steps=b.inv_steps,
+                eps=b.inv_eps,
+                step_size=b.inv_step_size,
+                fake_relu=b.fake_relu,
+                label_policy=b.inv_label_policy,
+                **common,
+            )
+            out[kind] = BuildTask(
+                str(sets / kind),
+                kind,
+                sources["robust"].key,
+                s.dataset,
+                settings,
+                data_root=s.data_root,
+                device=s.device,
+                after=(sources["robust"].key,),
+            )
         elif kind == "conflicting":
-            out[kind] = BuildTask(str(sets / kind), kind, sources["standard"].key, s.dataset, nrf, data_root=s.data_root,
-                                  base=str(sets / "d_r"), device=s.device,
-                                  after=(sources["standard"].key, str(sets / "d_r")))
+            out[kind] = BuildTask(
+                str(sets / kind),
+                kind,
+                sources["standard"].key,
+                s.dataset,
+                nrf,
+                data_root=s.data_root,
+                base=str(sets / "d_r"),
+                device=s.device,
+                after=(sources["standard"].key, str(sets / "d_r")),
+            )
         else:
-            out[kind] = BuildTask(str(sets / kind), kind, sources["standard"].key, s.dataset, nrf, data_root=s.data_root,
-                                  device=s.device, after=(sources["standard"].key,))
+            out[kind] = BuildTask(
+                str(sets / kind),
+                kind,
+                sources["standard"].key,
+                s.dataset,
+                nrf,
+                data_root=s.data_root,
+                device=s.device,
+                after=(sources["standard"].key,),
+            )
     return out
 
 
@@ -179,10 +266,12 @@ def _twin_tasks(s: FeaturesSettings, home: Path) -> dict[tuple[str, str, int], T
         data = str(home / "sets" / kind)
         for norm in s.norms:
             for seed in s.seeds:
-                cfg = s.train_config(twin_stage(s, kind), norm=norm, seed=seed, dataset=data,
-                                     eval_shifted_labels=kind == "conflicting")
-                out[(kind, norm, seed)] = TrainTask(str(home / "runs" / f"{kind}_{norm}_s{seed}"), cfg.model_dump(),
-                                                    after=(data,))
+                cfg = s.train_config(
+                    twin_stage(s, kind), norm=norm, seed=seed, dataset=data, eval_shifted_labels=kind == "conflicting"
+                )
+                out[(kind, norm, seed)] = TrainTask(
+                    str(home / "runs" / f"{kind}_{norm}_s{seed}"), cfg.model_dump(), after=(data,)
+                )
     return out
 
 
@@ -200,9 +289,19 @@ def plan(s: FeaturesSettings, home: Path) -> list[Task]:
     for (_, _, seed), t in twins.items():
         attacks = final_attack(t)
         for name in s.protocols:
-            measures.append(measure_task(t.key, dataset=s.dataset, data_root=s.data_root, test_size=s.test_size,
-                                         protocol=name, attacks=attacks, ligs_sigma=s.ligs_sigma, seed=seed,
-                                         device=s.device))
+            measures.append(
+                measure_task(
+                    t.key,
+                    dataset=s.dataset,
+                    data_root=s.data_root,
+                    test_size=s.test_size,
+                    protocol=name,
+                    attacks=attacks,
+                    ligs_sigma=s.ligs_sigma,
+                    seed=seed,
+                    device=s.device,
+                )
+            )
     return [*(t for t in sources.values() if t.key in needed), *builds.values(), *twins.values(), *measures]
 
 
@@ -230,16 +329,28 @@ class _Twins:
             key = (protocol.name, kind, norm, sd)
             if key not in self._cache:
                 attacks = final_attack(self.tasks[(kind, norm, sd)])
-                self._cache[key] = measure(self.run(kind, norm, sd), self.x, self.y, protocol=protocol,
-                                           attacks=attacks, ligs_sigma=self.s.ligs_sigma, seed=sd,
-                                           device=self.s.device)
+                self._cache[key] = measure(
+                    self.run(kind, norm, sd),
+                    self.x,
+                    self.y,
+                    protocol=protocol,
+                    attacks=attacks,
+                    ligs_sigma=self.s.ligs_sigma,
+                    seed=sd,
+                    device=self.s.device,
+                )
             out.append(self._cache[key])
         return out
 
     def health(self, kind: str, norm: str, protocol: Protocol) -> list[Health]:
         name = f"{norm_title(norm)} twin on {SET_TITLES[kind]}"
-        return named(name, [health(name, self.run(kind, norm, sd), o, num_classes=self.C)
-                            for sd, o in zip(self.s.seeds, self.outcomes(kind, norm, protocol), strict=True)])
+        return named(
+            name,
+            [
+                health(name, self.run(kind, norm, sd), o, num_classes=self.C)
+                for sd, o in zip(self.s.seeds, self.outcomes(kind, norm, protocol), strict=True)
+            ],
+        )
 
 
 def analyze(s: FeaturesSettings, ctx: AnalysisContext) -> list[Section]:
@@ -251,47 +362,77 @@ def analyze(s: FeaturesSettings, ctx: AnalysisContext) -> list[Section]:
         for norm in s.norms:
             o = twins.outcomes(kind, norm, PAPER)
             rob = next(iter(o[0].robust), None)
-            rows.append([SET_TITLES[kind], norm_title(norm), cell([v.accuracy() for v in o], pct),
-                         cell([float(v.robust_correct(rob).mean()) for v in o], pct) if rob else "n/a",
-                         cell([tensor_mean(v.ligs) for v in o], num),
-                         cell([v.accuracy(1, twins.C) for v in o], pct) if kind == "conflicting" else ""])
+            rows.append(
+                [
+                    SET_TITLES[kind],
+                    norm_title(norm),
+                    cell([v.accuracy() for v in o], pct),
+                    cell([float(v.robust_correct(rob).mean()) for v in o], pct) if rob else "n/a",
+                    cell([tensor_mean(v.ligs) for v in o], num),
+                    cell([v.accuracy(1, twins.C) for v in o], pct) if kind == "conflicting" else "",
+                ]
+            )
         extra = [("shifted_acc", "accuracy vs y+1 (follows RFs)")] if kind == "conflicting" else []
         ordered = [(n, sd) for n in s.norms for sd in s.seeds]
-        images += [p for p in plot_runs([twins.run(kind, n, sd) for n, sd in ordered], home / f"curves_{kind}",
-                                        title=f"trained on {SET_TITLES[kind]}, tested on clean {s.dataset}",
-                                        labels=[f"{norm_title(n)} seed {sd}" for n, sd in ordered],
-                                        extra_panels=extra) if p.suffix == ".png"]
+        images += [
+            p
+            for p in plot_runs(
+                [twins.run(kind, n, sd) for n, sd in ordered],
+                home / f"curves_{kind}",
+                title=f"trained on {SET_TITLES[kind]}, tested on clean {s.dataset}",
+                labels=[f"{norm_title(n)} seed {sd}" for n, sd in ordered],
+                extra_panels=extra,
+            )
+            if p.suffix == ".png"
+        ]
     rob_label = next((a for a in (twin_stage(s, s.sets[0]).eval_attacks or [])), "the recipe's first attack")
-    table = markdown_table(["set", "model", "clean acc (= acc vs y)", f"robust acc ({rob_label})", "LIGS",
-                            "acc vs y+1"], rows)
-    cards = {k: json.loads((home / "sets" / k / "dataset.json").read_text(encoding="utf-8"))
-             for k in _needed_sets(s)}
+    table = markdown_table(
+        ["set", "model", "clean acc (= acc vs y)", f"robust acc ({rob_label})", "LIGS", "acc vs y+1"], rows
+    )
+    cards = {k: json.loads((home / "sets" / k / "dataset.json").read_text(encoding="utf-8")) for k in _needed_sets(s)}
     sanity = markdown_table(
         ["set", "images", "source acc vs stored labels", "attack success / rep. distance after/before"],
-        [[SET_TITLES[k], c["num_images"], pct(c["sanity"]["source_acc_vs_stored_labels"]),
-          pct(c["sanity"]["attack_success_rate"]) if "attack_success_rate" in c["sanity"]
-          else num(c["sanity"]["relative_rep_distance_after"])] for k, c in cards.items()])
+        [
+            [
+                SET_TITLES[k],
+                c["num_images"],
+                pct(c["sanity"]["source_acc_vs_stored_labels"]),
+                pct(c["sanity"]["attack_success_rate"])
+                if "attack_success_rate" in c["sanity"]
+                else num(c["sanity"]["relative_rep_distance_after"]),
+            ]
+            for k, c in cards.items()
+        ],
+    )
     diag = _protocol_table(s, twins)
     verdicts: list[Verdict] = []
     for name in s.protocols:
         verdicts += claims(s, twins, get_protocol(name))
     by_protocol = "\n\n".join(
-        f"*Under {get_protocol(p).title}:*\n\n" + "\n".join(verdict_line(v) for v in verdicts
-                                                                          if v.protocol.startswith(get_protocol(p).title))
-        for p in s.protocols)
-    md = "\n\n".join([
-        f"Sources: {s.arch} width {s.width} with norm `{s.source_norm}`, seed {s.source_seed}; D_R from the "
-        f"adversarially trained source, the others from the standard one; build settings: "
-        f"{', '.join(f'{k}={v}' for k, v in s.build.model_dump().items())}. Twins: seeds "
-        f"{', '.join(map(str, s.seeds))}, recipe in each run's config.json (per-set changes: "
-        f"{', '.join(f'{k}: {v.fields()}' for k, v in s.per_set.items()) or 'none'}). Table and verdicts: the "
-        f"final twins on the same {twins.x.shape[0]} fixed clean test images of `{s.dataset}`, "
-        f"{PAPER.title}; mean (min to max) over seeds.",
-        table, "Built sets (sanity, on the stored images):", sanity,
-        f"The twins under both evaluation protocols ({BATCH_STATS.title}: {BATCH_STATS.description}). The "
-        "top-class share is the fraction of test images given the most frequent prediction.", diag,
-        _statistics_finding(s, twins),
-        "**Paper claims**", by_protocol])
+        f"*Under {get_protocol(p).title}:*\n\n"
+        + "\n".join(verdict_line(v) for v in verdicts if v.protocol.startswith(get_protocol(p).title))
+        for p in s.protocols
+    )
+    md = "\n\n".join(
+        [
+            f"Sources: {s.arch} width {s.width} with norm `{s.source_norm}`, seed {s.source_seed}; D_R from the "
+            f"adversarially trained source, the others from the standard one; build settings: "
+            f"{', '.join(f'{k}={v}' for k, v in s.build.model_dump().items())}. Twins: seeds "
+            f"{', '.join(map(str, s.seeds))}, recipe in each run's config.json (per-set changes: "
+            f"{', '.join(f'{k}: {v.fields()}' for k, v in s.per_set.items()) or 'none'}). Table and verdicts: the "
+            f"final twins on the same {twins.x.shape[0]} fixed clean test images of `{s.dataset}`, "
+            f"{PAPER.title}; mean (min to max) over seeds.",
+            table,
+            "Built sets (sanity, on the stored images):",
+            sanity,
+            f"The twins under both evaluation protocols ({BATCH_STATS.title}: {BATCH_STATS.description}). The "
+            "top-class share is the fraction of test images given the most frequent prediction.",
+            diag,
+            _statistics_finding(s, twins),
+            "**Paper claims**",
+            by_protocol,
+        ]
+    )
     return [Section("Feature datasets: D_R, D_rand, D_det, conflicting (Figures 4 and 6)", md, images, verdicts)]
 
 
@@ -302,11 +443,20 @@ def _protocol_table(s: FeaturesSettings, twins: _Twins) -> str:
             cells = []
             for p in (PAPER, BATCH_STATS):
                 o = twins.outcomes(kind, norm, p)
-                cells.append(f"{cell([v.accuracy() for v in o], pct)} / {cell([v.accuracy(1, twins.C) for v in o], pct)}"
-                             f" / {cell([v.top_class()[1] for v in o], pct)}")
+                cells.append(
+                    f"{cell([v.accuracy() for v in o], pct)} / {cell([v.accuracy(1, twins.C) for v in o], pct)}"
+                    f" / {cell([v.top_class()[1] for v in o], pct)}"
+                )
             rows.append([SET_TITLES[kind], norm_title(norm), *cells])
-    return markdown_table(["set", "model", f"{PAPER.title}: acc vs y / vs y+1 / top-class share",
-                           f"{BATCH_STATS.title}: acc vs y / vs y+1 / top-class share"], rows)
+    return markdown_table(
+        [
+            "set",
+            "model",
+            f"{PAPER.title}: acc vs y / vs y+1 / top-class share",
+            f"{BATCH_STATS.title}: acc vs y / vs y+1 / top-class share",
+        ],
+        rows,
+    )
 
 
 def _statistics_finding(s: FeaturesSettings, twins: _Twins) -> str:
@@ -318,15 +468,19 @@ def _statistics_finding(s: FeaturesSettings, twins: _Twins) -> str:
     running = [o.top_class()[1] for k in kinds for o in twins.outcomes(k, with_norm, PAPER)]
     batch = [o.top_class()[1] for k in kinds for o in twins.outcomes(k, with_norm, BATCH_STATS)]
     spread = f"{pct(min(running))}-{pct(max(running))}", f"{pct(min(batch))}-{pct(max(batch))}"
-    head = (f"Finding: on {', '.join(SET_TITLES[k] for k in kinds)} the most frequent prediction of the "
-            f"{norm_title(with_norm)} twins takes {spread[0]} of the clean test images with running statistics and "
-            f"{spread[1]} with batch statistics")
+    head = (
+        f"Finding: on {', '.join(SET_TITLES[k] for k in kinds)} the most frequent prediction of the "
+        f"{norm_title(with_norm)} twins takes {spread[0]} of the clean test images with running statistics and "
+        f"{spread[1]} with batch statistics"
+    )
     if min(running) <= 0.5:
         return head + f"; not every {norm_title(with_norm)} twin collapses to one class in this run."
     if max(batch) < 0.5:
-        return head + (": the collapse to one class is a train/test mismatch of BN's statistics (the running "
-                       "statistics, gathered on the perturbed training images, do not fit clean images), not a "
-                       "network that predicts one class.")
+        return head + (
+            ": the collapse to one class is a train/test mismatch of BN's statistics (the running "
+            "statistics, gathered on the perturbed training images, do not fit clean images), not a "
+            "network that predicts one class."
+        )
     return head + ": batch statistics do not undo the collapse in every run, so it is not only a statistics mismatch."
 
 
@@ -340,28 +494,51 @@ def claims(s: FeaturesSettings, twins: _Twins, protocol: Protocol) -> list[Verdi
         b, n = twins.outcomes("d_rand", with_norm, protocol), twins.outcomes("d_rand", baseline, protocol)
         c = compare([o.correct() for o in b], [o.correct() for o in n], seeds=s.seeds)
         controls = twins.health("d_r", baseline, protocol) if "d_r" in s.sets else []
-        out.append(verdict(
-            f"Claim 5, without {nb} a network can hardly learn from D_rand, with {nb} it can", c,
-            f"Clean test accuracy after training on D_rand: {nb} {pct(c.a)}, {nn_} {pct(c.b)}."
-            + (f" Capability control: the {nn_} twin on D_R must have learned (else the claim is void), so that a "
-               "failure on D_rand is about the features, not the recipe." if controls else ""),
-            protocol=proto, seeds=s.seeds,
-            void=void_reason(learners=[*twins.health("d_rand", with_norm, protocol), *controls],
-                             others=twins.health("d_rand", baseline, protocol))))
+        out.append(
+            verdict(
+                f"Claim 5, without {nb} a network can hardly learn from D_rand, with {nb} it can",
+                c,
+                f"Clean test accuracy after training on D_rand: {nb} {pct(c.a)}, {nn_} {pct(c.b)}."
+                + (
+                    f" Capability control: the {nn_} twin on D_R must have learned (else the claim is void), so that a "
+                    "failure on D_rand is about the features, not the recipe."
+                    if controls
+                    else ""
+                ),
+                protocol=proto,
+                seeds=s.seeds,
+                void=void_reason(
+                    learners=[*twins.health("d_rand", with_norm, protocol), *controls],
+                    others=twins.health("d_rand", baseline, protocol),
+                ),
+            )
+        )
     if "conflicting" in s.sets:
         b, n = twins.outcomes("conflicting", with_norm, protocol), twins.outcomes("conflicting", baseline, protocol)
         hb, hn = twins.health("conflicting", with_norm, protocol), twins.health("conflicting", baseline, protocol)
         C = twins.C
         c = compare([o.correct(1, C) for o in n], [o.correct() for o in n], seeds=s.seeds)
-        out.append(verdict(
-            f"Conflicting set: {nn_} follows robust features (accuracy vs y+1 above accuracy vs y)", c,
-            f"{nn_} twin: accuracy vs y+1 (robust features) {pct(c.a)}, vs y (non-robust features) {pct(c.b)}.",
-            protocol=proto, seeds=s.seeds, void=void_reason(learners=hn)))
+        out.append(
+            verdict(
+                f"Conflicting set: {nn_} follows robust features (accuracy vs y+1 above accuracy vs y)",
+                c,
+                f"{nn_} twin: accuracy vs y+1 (robust features) {pct(c.a)}, vs y (non-robust features) {pct(c.b)}.",
+                protocol=proto,
+                seeds=s.seeds,
+                void=void_reason(learners=hn),
+            )
+        )
         c = compare([o.correct() for o in b], [o.correct() for o in n], seeds=s.seeds)
-        out.append(verdict(
-            f"Conflicting set: {nb} follows non-robust features more than {nn_} (accuracy vs y)", c,
-            f"Accuracy vs y (non-robust features): {nb} {pct(c.a)}, {nn_} {pct(c.b)}.", protocol=proto,
-            seeds=s.seeds, void=void_reason(learners=[*hb, *hn])))
+        out.append(
+            verdict(
+                f"Conflicting set: {nb} follows non-robust features more than {nn_} (accuracy vs y)",
+                c,
+                f"Accuracy vs y (non-robust features): {nb} {pct(c.a)}, {nn_} {pct(c.b)}.",
+                protocol=proto,
+                seeds=s.seeds,
+                void=void_reason(learners=[*hb, *hn]),
+            )
+        )
         if protocol.name == PAPER.name:
             out.append(_turn_verdict(s, twins, hb, proto))
     return out
@@ -381,28 +558,61 @@ def _turn_verdict(s: FeaturesSettings, twins: _Twins, hb: list[Health], proto: s
     if len(s.seeds) >= MIN_SEEDS_FOR_SEED_INTERVAL:
         c = compare_scalars(peaks, finals, seeds=s.seeds)
     else:
-        c = compare_proportions(sum(peaks) / len(peaks), sum(finals) / len(finals), n_eval * len(s.seeds),
-                                what="evaluation images (per-epoch records; the peak epoch is chosen after the fact)")
-    return verdict(f"Conflicting set: {norm_title(with_norm)}'s accuracy vs y+1 falls from an early peak (it turns to "
-                   "non-robust features later in training)", c,
-                   f"Peak accuracy vs y+1 {', '.join(pct(v) for v in peaks)}, final {', '.join(pct(v) for v in finals)}"
-                   " (per seed).", protocol=proto, seeds=s.seeds, void=void_reason(learners=hb))
+        c = compare_proportions(
+            sum(peaks) / len(peaks),
+            sum(finals) / len(finals),
+            n_eval * len(s.seeds),
+            what="evaluation images (per-epoch records; the peak epoch is chosen after the fact)",
+        )
+    return verdict(
+        f"Conflicting set: {norm_title(with_norm)}'s accuracy vs y+1 falls from an early peak (it turns to "
+        "non-robust features later in training)",
+        c,
+        f"Peak accuracy vs y+1 {', '.join(pct(v) for v in peaks)}, final {', '.join(pct(v) for v in finals)}"
+        " (per seed).",
+        protocol=proto,
+        seeds=s.seeds,
+        void=void_reason(learners=hb),
+    )
 
 
-def run(out_dir: Path, *, scale: str = "cpu", settings: FeaturesSettings | None = None, progress: bool = True,
-        workers: int = 1) -> list[Section]:
+def run(
+    out_dir: Path,
+    *,
+    scale: str = "cpu",
+    settings: FeaturesSettings | None = None,
+    progress: bool = True,
+    workers: int = 1,
+) -> list[Section]:
     """Build the sets, train the twins (reusing finished work) and return the report section."""
     from .registry import run_experiment
 
-    return run_experiment("features", Path(out_dir), scale=scale, settings=settings, progress=progress,
-                          workers=workers)
+    return run_experiment("features", Path(out_dir), scale=scale, settings=settings, progress=progress, workers=workers)
 
 
 SPEC = ExperimentSpec(
-    name="features", summary="D_R, D_rand, D_det and conflicting sets, and twins trained on them (Figures 4 and 6)",
-    settings_type=FeaturesSettings, presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK}, plan=plan,
-    analyze=analyze, home="features", claims=("5", "2"),
-    epoch_keys=("source.epochs", "robust_source.epochs", "twins.epochs"))
+    name="features",
+    summary="D_R, D_rand, D_det and conflicting sets, and twins trained on them (Figures 4 and 6)",
+    settings_type=FeaturesSettings,
+    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
+    plan=plan,
+    analyze=analyze,
+    home="features",
+    claims=("5", "2"),
+    epoch_keys=("source.epochs", "robust_source.epochs", "twins.epochs"),
+)
 
-__all__ = ["BuildGroup", "CPU", "FeaturesSettings", "PAPER_SCALE", "QUICK", "SETS", "SPEC", "analyze", "claims", "plan",
-           "run", "twin_stage"]
+__all__ = [
+    "BuildGroup",
+    "CPU",
+    "FeaturesSettings",
+    "PAPER_SCALE",
+    "QUICK",
+    "SETS",
+    "SPEC",
+    "analyze",
+    "claims",
+    "plan",
+    "run",
+    "twin_stage",
+]

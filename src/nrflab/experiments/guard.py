@@ -56,8 +56,16 @@ def health(name: str, run_dir: str | Path, outcomes: Outcomes, *, num_classes: i
     train_acc = float(last.get("train_acc", math.nan))
     values = [last.get("train_loss", math.nan), last.get("clean_acc", math.nan), train_acc]
     top, share = outcomes.top_class()
-    return Health(name, num_classes, train_acc, outcomes.accuracy(), top, share,
-                  all(math.isfinite(v) for v in values), outcomes.protocol)
+    return Health(
+        name,
+        num_classes,
+        train_acc,
+        outcomes.accuracy(),
+        top,
+        share,
+        all(math.isfinite(v) for v in values),
+        outcomes.protocol,
+    )
 
 
 def named(name: str, healths: Sequence[Health]) -> list[Health]:
@@ -67,9 +75,13 @@ def named(name: str, healths: Sequence[Health]) -> list[Health]:
     return [replace(h, name=f"{name} (run {i + 1})") for i, h in enumerate(healths)]
 
 
-def void_reason(*, learners: Sequence[Health] = (), others: Sequence[Health] = (),
-                comparable: Sequence[tuple[Sequence[Health], Sequence[Health]]] = (),
-                gap: float = USEFULNESS_GAP) -> str | None:
+def void_reason(
+    *,
+    learners: Sequence[Health] = (),
+    others: Sequence[Health] = (),
+    comparable: Sequence[tuple[Sequence[Health], Sequence[Health]]] = (),
+    gap: float = USEFULNESS_GAP,
+) -> str | None:
     """Why a claim on these models cannot be judged, or None when it can (see the module docstring)."""
     reasons: list[str] = []
     for h in [*learners, *others]:
@@ -81,15 +93,19 @@ def void_reason(*, learners: Sequence[Health] = (), others: Sequence[Health] = (
         if not h.train_acc >= h.chance + CHANCE_MARGIN:
             reasons.append(f"{h.name} did not learn (training accuracy {pct(h.train_acc)}, chance {pct(h.chance)})")
         elif h.top_share >= COLLAPSE_SHARE:
-            reasons.append(f"{h.name} collapsed to one class (class {h.top_class} takes {pct(h.top_share)} of its "
-                           f"test predictions, {h.protocol} protocol)")
+            reasons.append(
+                f"{h.name} collapsed to one class (class {h.top_class} takes {pct(h.top_share)} of its "
+                f"test predictions, {h.protocol} protocol)"
+            )
     for group_a, group_b in comparable:
         a = sum(h.clean_acc for h in group_a) / max(len(group_a), 1)
         b = sum(h.clean_acc for h in group_b) / max(len(group_b), 1)
         if math.isfinite(a) and math.isfinite(b) and abs(a - b) > gap:
             name_a, name_b = _group_name(group_a), _group_name(group_b)
-            reasons.append(f"usefulness very unequal ({name_a} {pct(a)} vs {name_b} {pct(b)} clean accuracy, more "
-                           f"than {100 * gap:.0f} points apart)")
+            reasons.append(
+                f"usefulness very unequal ({name_a} {pct(a)} vs {name_b} {pct(b)} clean accuracy, more "
+                f"than {100 * gap:.0f} points apart)"
+            )
     return "; ".join(dict.fromkeys(reasons)) or None
 
 
@@ -97,18 +113,34 @@ def _group_name(group: Sequence[Health]) -> str:
     return group[0].name.split(" (run")[0] if group else "?"
 
 
-def verdict(claim: str, comparison: Comparison, evidence: str, *, protocol: str, seeds: Sequence[int],
-            void: str | None, unit: str = "points") -> Verdict:
+def verdict(
+    claim: str,
+    comparison: Comparison,
+    evidence: str,
+    *,
+    protocol: str,
+    seeds: Sequence[int],
+    void: str | None,
+    unit: str = "points",
+) -> Verdict:
     """Judge ``claim`` from a claim-oriented ``comparison`` (positive supports it) with the one rule of
     :func:`nrflab.stats.judge`; the protocol, the seeds and how the interval was made are stated."""
     scale = 100.0 if unit == "points" else 1.0
     digits = 1 if unit == "points" else 3
     diff = "n/a" if not math.isfinite(comparison.difference) else f"{scale * comparison.difference:+.{digits}f}"
-    text = (f"{evidence} Difference {diff} {unit}, 95 % CI "
-            f"{fmt_interval(comparison.low, comparison.high, scale=scale, digits=digits)}.")
-    return judge(claim, comparison.difference, comparison.low, comparison.high, text,
-                 protocol=f"{protocol}; seeds {', '.join(map(str, seeds))}; {comparison.method}", void_reason=void)
+    text = (
+        f"{evidence} Difference {diff} {unit}, 95 % CI "
+        f"{fmt_interval(comparison.low, comparison.high, scale=scale, digits=digits)}."
+    )
+    return judge(
+        claim,
+        comparison.difference,
+        comparison.low,
+        comparison.high,
+        text,
+        protocol=f"{protocol}; seeds {', '.join(map(str, seeds))}; {comparison.method}",
+        void_reason=void,
+    )
 
 
-__all__ = ["CHANCE_MARGIN", "COLLAPSE_SHARE", "Health", "USEFULNESS_GAP", "health", "named", "verdict",
-           "void_reason"]
+__all__ = ["CHANCE_MARGIN", "COLLAPSE_SHARE", "Health", "USEFULNESS_GAP", "health", "named", "verdict", "void_reason"]

@@ -58,8 +58,14 @@ class Overrides:
 
     def common(self) -> dict[str, Any]:
         """The common flags that were given, as settings keys."""
-        values = {"dataset": self.dataset, "data_root": self.data_root, "arch": self.arch, "width": self.width,
-                  "device": self.device, "seeds": list(self.seeds) or None}
+        values = {
+            "dataset": self.dataset,
+            "data_root": self.data_root,
+            "arch": self.arch,
+            "width": self.width,
+            "device": self.device,
+            "seeds": list(self.seeds) or None,
+        }
         return {k: v for k, v in values.items() if v is not None}
 
 
@@ -92,8 +98,10 @@ def read_recipe(path: str | Path) -> Recipe:
     data = read_yaml_mapping(path, "recipe file")
     unknown = sorted(set(data) - {"experiment", "scale", "settings", "experiments", "description"})
     if unknown:
-        raise NrflabError(f"recipe {path}: unknown key(s) {', '.join(unknown)} (known: experiment, scale, "
-                          "settings, experiments, description)")
+        raise NrflabError(
+            f"recipe {path}: unknown key(s) {', '.join(unknown)} (known: experiment, scale, "
+            "settings, experiments, description)"
+        )
     scale = data.get("scale")
     if scale is not None and scale not in ALL_SCALES:
         raise NrflabError(f"recipe {path}: unknown scale {scale!r}; choose one of {', '.join(ALL_SCALES)}")
@@ -144,8 +152,9 @@ def _assign(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
     node[keys[-1]] = value
 
 
-def scoped_assignments(spec: ExperimentSpec, assignments: Sequence[Assignment], *, chain: Sequence[str] = ()
-                       ) -> list[Assignment]:
+def scoped_assignments(
+    spec: ExperimentSpec, assignments: Sequence[Assignment], *, chain: Sequence[str] = ()
+) -> list[Assignment]:
     """The assignments for ``spec``: those prefixed with its name (prefix removed) and the unprefixed ones
     whose first key is one of its settings. ``chain`` lists every experiment name (for prefix detection)."""
     fields = spec.settings_type.model_fields
@@ -165,14 +174,16 @@ def check_assignments_used(specs: Sequence[ExperimentSpec], assignments: Sequenc
         if any(scoped_assignments(s, [a], chain=names) for s in specs):
             continue
         if a.keys[0] in names:
-            raise NrflabError(f"--set {a.text}: give a setting of {a.keys[0]} after its name "
-                              f"(e.g. {a.keys[0]}.seeds=[0])")
+            raise NrflabError(
+                f"--set {a.text}: give a setting of {a.keys[0]} after its name (e.g. {a.keys[0]}.seeds=[0])"
+            )
         known = sorted({k for s in specs for k in s.settings_type.model_fields})
         raise NrflabError(f"--set {a.text}: unknown setting {a.keys[0]!r} (known: {', '.join(known)})")
 
 
-def settings_for(spec: ExperimentSpec, overrides: Overrides, *, strict: bool = True,
-                 chain: Sequence[str] = ()) -> BaseModel:
+def settings_for(
+    spec: ExperimentSpec, overrides: Overrides, *, strict: bool = True, chain: Sequence[str] = ()
+) -> BaseModel:
     """``spec``'s validated settings under ``overrides``.
 
     ``strict``: a common flag the experiment has no setting for is an error (``nrflab experiment``);
@@ -201,8 +212,10 @@ def settings_for(spec: ExperimentSpec, overrides: Overrides, *, strict: bool = T
     if strict:
         for a in parsed:
             if a not in own and not (a.keys[0] == spec.name and len(a.keys) > 1):
-                raise NrflabError(f"--set {a.text}: experiment {spec.name!r} has no setting {a.keys[0]!r} "
-                                  f"(known: {', '.join(fields)})")
+                raise NrflabError(
+                    f"--set {a.text}: experiment {spec.name!r} has no setting {a.keys[0]!r} "
+                    f"(known: {', '.join(fields)})"
+                )
     for a in own:
         _assign(data, a.keys, a.value)
     return validate_settings(spec, data)
@@ -251,8 +264,11 @@ def _known_keys(model: type[BaseModel], path: Sequence[str]) -> list[str]:
 
 def _strip_optional(annotation: Any) -> Any:
     args = [a for a in get_args(annotation) if a is not type(None)]
-    return args[0] if get_origin(annotation) is not dict and len(args) == 1 and type(None) in get_args(annotation) \
+    return (
+        args[0]
+        if get_origin(annotation) is not dict and len(args) == 1 and type(None) in get_args(annotation)
         else annotation
+    )
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:
@@ -261,6 +277,18 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-__all__ = ["Assignment", "COMMON_KEYS", "Overrides", "Recipe", "check_assignments_used", "check_recipes", "deep_merge",
-           "parse_assignment", "read_recipe", "scoped_assignments", "settings_for", "settings_error",
-           "validate_settings"]
+__all__ = [
+    "Assignment",
+    "COMMON_KEYS",
+    "Overrides",
+    "Recipe",
+    "check_assignments_used",
+    "check_recipes",
+    "deep_merge",
+    "parse_assignment",
+    "read_recipe",
+    "scoped_assignments",
+    "settings_for",
+    "settings_error",
+    "validate_settings",
+]

@@ -163,9 +163,27 @@ class Settings:
 
 
 FULL = Settings()
-QUICK = Settings(train=400, test=200, probe_size=100, curve_probe_size=50, epochs=2, sweep=(2.0,), drand_a_n=(1.0,),
-                 probe_every=3, probe_epochs=1, eval_eps=(0.5,), pgd_steps=3, eval_size=100, transfer_size=50,
-                 mnist_seeds=1, mnist_train=200, mnist_source_epochs=1, mnist_build_steps=2, stat_batch=100, workers=1)
+QUICK = Settings(
+    train=400,
+    test=200,
+    probe_size=100,
+    curve_probe_size=50,
+    epochs=2,
+    sweep=(2.0,),
+    drand_a_n=(1.0,),
+    probe_every=3,
+    probe_epochs=1,
+    eval_eps=(0.5,),
+    pgd_steps=3,
+    eval_size=100,
+    transfer_size=50,
+    mnist_seeds=1,
+    mnist_train=200,
+    mnist_source_epochs=1,
+    mnist_build_steps=2,
+    stat_batch=100,
+    workers=1,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,8 +210,15 @@ class PlantedRun:
 
 def planted_spec(s: Settings, preset: str, **params: Any) -> PlantedSpec:
     """A planted spec on the experiment's common settings (explicit ``params`` win)."""
-    base = {"size": s.size, "train": s.train, "test": s.test, "a_r": s.a_r, "noise": s.noise,
-            "seed": s.data_seed, "sample_seed": s.data_seed}
+    base = {
+        "size": s.size,
+        "train": s.train,
+        "test": s.test,
+        "a_r": s.a_r,
+        "noise": s.noise,
+        "seed": s.data_seed,
+        "sample_seed": s.data_seed,
+    }
     merged = {**base, "preset": preset, **params}
     return spec_from_params({k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in merged.items()})
 
@@ -211,10 +236,20 @@ def plan(s: Settings, seeds: Sequence[int]) -> list[PlantedRun]:
     add("capability-nrf", "cap-nrf", planted_spec(s, "nrf-alone", a_r=0.0, a_n=s.a_n), cap_seeds)
     for a in sorted({*s.sweep, s.a_n}):
         op = a == s.a_n
-        add("sweep", f"sweep-a{a:g}", planted_spec(s, "redundant", a_n=a), seeds if op else seeds[: s.sweep_seeds],
-            step_probes=op, robust=op)
-    add("control-robust", "ctl-robust", planted_spec(s, "redundant", a_n=s.control_robust_a_n, noise=s.control_noise),
-        seeds)
+        add(
+            "sweep",
+            f"sweep-a{a:g}",
+            planted_spec(s, "redundant", a_n=a),
+            seeds if op else seeds[: s.sweep_seeds],
+            step_probes=op,
+            robust=op,
+        )
+    add(
+        "control-robust",
+        "ctl-robust",
+        planted_spec(s, "redundant", a_n=s.control_robust_a_n, noise=s.control_noise),
+        seeds,
+    )
     add("control-noise", "ctl-noise", planted_spec(s, "redundant", a_n=s.a_n, noise=s.control_noise), seeds)
     add("control-band", "ctl-band", planted_spec(s, "redundant", a_n=s.a_n, nrf_band=s.control_band), seeds)
     for a in s.drand_a_n:
@@ -225,17 +260,37 @@ def plan(s: Settings, seeds: Sequence[int]) -> list[PlantedRun]:
 
 def recipe(s: Settings, *, dataset: str, norm: str, seed: int, **extra: Any) -> TrainConfig:
     """The one training recipe of every model in the experiment (TrainConfig)."""
-    fields = dict(dataset=dataset, arch=s.arch, norm=norm, width=s.width, epochs=s.epochs, lr=s.lr,
-                  batch_size=s.batch_size, schedule="onecycle", augment=False, flip=False, seed=seed, eval_attacks=[],
-                  ligs=False, eval_size=min(s.eval_size, s.test), device=s.device)
+    fields = dict(
+        dataset=dataset,
+        arch=s.arch,
+        norm=norm,
+        width=s.width,
+        epochs=s.epochs,
+        lr=s.lr,
+        batch_size=s.batch_size,
+        schedule="onecycle",
+        augment=False,
+        flip=False,
+        seed=seed,
+        eval_attacks=[],
+        ligs=False,
+        eval_size=min(s.eval_size, s.test),
+        device=s.device,
+    )
     return make_config(**{**fields, **extra})
 
 
 def train_run(run: PlantedRun, s: Settings, out: Path, *, progress: bool) -> Path:
     """Train (or reuse) one planted run; per-epoch reliance probes always, per-step ones if asked."""
-    cfg = recipe(s, dataset=dataset_name(run.spec), norm=run.norm, seed=run.seed,
-                 probe_every=s.probe_every if run.step_probes else 0,
-                 probe_epochs=s.probe_epochs if run.step_probes else 1, eval_shifted_labels=run.shifted)
+    cfg = recipe(
+        s,
+        dataset=dataset_name(run.spec),
+        norm=run.norm,
+        seed=run.seed,
+        probe_every=s.probe_every if run.step_probes else 0,
+        probe_epochs=s.probe_epochs if run.step_probes else 1,
+        eval_shifted_labels=run.shifted,
+    )
     run_dir = out / "runs" / run.name
     if finished_run(run_dir, cfg):
         return run_dir  # reused without generating its data
@@ -280,8 +335,14 @@ def pgd_l2(model: torch.nn.Module, *, eps: float, steps: int) -> PGD:
 def measure(run: PlantedRun, run_dir: Path, s: Settings) -> dict[str, float]:
     """Final numbers of one run (cached): reliance on the full views; for conflicting runs the accuracy vs y
     and y+1 on the agree view; for operating-point runs robust accuracy and LIGS."""
-    key = {"test": s.test, "eval_size": s.eval_size, "eps": list(s.eval_eps), "steps": s.pgd_steps,
-           "robust": run.robust, "shifted": run.shifted}
+    key = {
+        "test": s.test,
+        "eval_size": s.eval_size,
+        "eps": list(s.eval_eps),
+        "steps": s.pgd_steps,
+        "robust": run.robust,
+        "shifted": run.shifted,
+    }
 
     def compute() -> dict[str, float]:
         model = load_model(run_dir)
@@ -362,8 +423,10 @@ def name(norm: str) -> str:
 
 def capability(m: Measured, s: Settings) -> dict[str, dict[str, list[float]]]:
     """Per normalization: per-seed accuracy learning the RF alone and the NRF alone (on their own views)."""
-    return {norm: {"rf": m.series("cap-rf", norm, "rf_suff_acc"), "nrf": m.series("cap-nrf", norm, "nrf_suff_acc")}
-            for norm in s.norms}
+    return {
+        norm: {"rf": m.series("cap-rf", norm, "rf_suff_acc"), "nrf": m.series("cap-nrf", norm, "nrf_suff_acc")}
+        for norm in s.norms
+    }
 
 
 def capable(values: Sequence[float], s: Settings) -> bool:
@@ -375,12 +438,18 @@ def capable(values: Sequence[float], s: Settings) -> bool:
 
 def capability_void(cap: dict[str, dict[str, list[float]]], norms: Sequence[str], s: Settings) -> str | None:
     """The reason a preference verdict between ``norms`` is void, or None."""
-    failed = [f"{name(n)} learns the {f.upper()} alone to a median {pct(statistics.median(cap[n][f]))}"
-              for n in norms for f in ("rf", "nrf") if not capable(cap[n][f], s)]
+    failed = [
+        f"{name(n)} learns the {f.upper()} alone to a median {pct(statistics.median(cap[n][f]))}"
+        for n in norms
+        for f in ("rf", "nrf")
+        if not capable(cap[n][f], s)
+    ]
     return ("capability control failed: " + "; ".join(failed)) if failed else None
 
 
-def learned_pairs(m: Measured, key: str, a: str, b: str, metric: str, s: Settings) -> tuple[list[float], list[float], list[int]]:
+def learned_pairs(
+    m: Measured, key: str, a: str, b: str, metric: str, s: Settings
+) -> tuple[list[float], list[float], list[int]]:
     """``metric`` of norms ``a`` and ``b`` on the seeds where both models learned the set (agree accuracy >=
     ``learned_min``), and the seeds left out: reliance of a model that did not learn says nothing."""
     common = sorted(set(m.seeds(key, a)) & set(m.seeds(key, b)))
@@ -402,20 +471,32 @@ def preference_verdict(m: Measured, s: Settings, norm: str, cap: Capability, op_
     """Claim 2 on ground truth: rho(norm) - rho(none) at the operating point, paired by seed."""
     a, b, dropped = learned_pairs(m, op_key, norm, "none", "rho", s)
     d, lo, hi = paired_ci(a, b)
-    parts = [f"rho = F_N - F_R on swapped images: {name(norm)} {cell(a, percent=False, signed=True)}, no norm "
-             f"{cell(b, percent=False, signed=True)}; paired difference {diff_text(d, lo, hi, percent=False)}"]
-    for metric, label, percent in [*((f"robust_{e:g}", f"robust accuracy PGD-L2 {e:g}", True) for e in s.eval_eps),
-                                   ("ligs", "LIGS", False)]:
+    parts = [
+        f"rho = F_N - F_R on swapped images: {name(norm)} {cell(a, percent=False, signed=True)}, no norm "
+        f"{cell(b, percent=False, signed=True)}; paired difference {diff_text(d, lo, hi, percent=False)}"
+    ]
+    for metric, label, percent in [
+        *((f"robust_{e:g}", f"robust accuracy PGD-L2 {e:g}", True) for e in s.eval_eps),
+        ("ligs", "LIGS", False),
+    ]:
         x, y, _ = learned_pairs(m, op_key, norm, "none", metric, s)
         dd, ll, hh = paired_ci(x, y)
-        parts.append(f"{label} {name(norm)} {cell(x, percent=percent)} vs {cell(y, percent=percent)} "
-                     f"(difference {diff_text(dd, ll, hh, percent=percent)})")
+        parts.append(
+            f"{label} {name(norm)} {cell(x, percent=percent)} vs {cell(y, percent=percent)} "
+            f"(difference {diff_text(dd, ll, hh, percent=percent)})"
+        )
     void = capability_void(cap, (norm, "none"), s) or pairs_void(a, dropped, "operating point")
-    return judge(f"Claim 2, {name(norm)} shifts reliance toward the non-robust feature (rho higher than without "
-                 "normalization)", d, lo, hi, "; ".join(parts) + "." + dropped_text(dropped),
-                 protocol=f"redundant planted set (both features fully predictive), a_n = {s.a_n:g}, a_r = "
-                          f"{s.a_r:g}, noise {s.noise:g}; {len(a)} seeds paired; 95 % t-interval of the paired "
-                          "difference", void_reason=void)
+    return judge(
+        f"Claim 2, {name(norm)} shifts reliance toward the non-robust feature (rho higher than without normalization)",
+        d,
+        lo,
+        hi,
+        "; ".join(parts) + "." + dropped_text(dropped),
+        protocol=f"redundant planted set (both features fully predictive), a_n = {s.a_n:g}, a_r = "
+        f"{s.a_r:g}, noise {s.noise:g}; {len(a)} seeds paired; 95 % t-interval of the paired "
+        "difference",
+        void_reason=void,
+    )
 
 
 def control_verdicts(m: Measured, s: Settings, op_key: str, cap: Capability) -> list[Verdict]:
@@ -425,17 +506,26 @@ def control_verdicts(m: Measured, s: Settings, op_key: str, cap: Capability) -> 
     def gaps(key: str) -> tuple[dict[int, float], list[int]]:
         common = sorted(set(m.seeds(key, bn)) & set(m.seeds(key, "none")))
         ok = [sd for sd in common if all(m.values[(key, n, sd)]["agree_acc"] >= s.learned_min for n in (bn, "none"))]
-        return ({sd: m.values[(key, bn, sd)]["rho"] - m.values[(key, "none", sd)]["rho"] for sd in ok},
-                [sd for sd in common if sd not in ok])
+        return (
+            {sd: m.values[(key, bn, sd)]["rho"] - m.values[(key, "none", sd)]["rho"] for sd in ok},
+            [sd for sd in common if sd not in ok],
+        )
 
     base, base_dropped = gaps(op_key)
     out = []
     controls = [
-        ("ctl-robust", "the NRF made robust at equal availability (norm "
-                       f"{s.a_n:g} -> {s.control_robust_a_n:g} and noise {s.noise:g} -> {s.control_noise:g}: "
-                       "the same template signal-to-noise ratio)", "non-robustness"),
-        ("ctl-noise", f"the NRF made less available (noise {s.noise:g} -> {s.control_noise:g}, norm kept)",
-         "availability"),
+        (
+            "ctl-robust",
+            "the NRF made robust at equal availability (norm "
+            f"{s.a_n:g} -> {s.control_robust_a_n:g} and noise {s.noise:g} -> {s.control_noise:g}: "
+            "the same template signal-to-noise ratio)",
+            "non-robustness",
+        ),
+        (
+            "ctl-noise",
+            f"the NRF made less available (noise {s.noise:g} -> {s.control_noise:g}, norm kept)",
+            "availability",
+        ),
         ("ctl-band", f"the NRF moved to the {s.control_band} band (norm kept)", "frequency band"),
     ]
     for key, what, factor in controls:
@@ -445,11 +535,19 @@ def control_verdicts(m: Measured, s: Settings, op_key: str, cap: Capability) -> 
         x, y = [base[sd] for sd in common], [g[sd] for sd in common]
         d, lo, hi = paired_ci(x, y)
         void = capability_void(cap, (bn, "none"), s) or pairs_void(x, left_out, key)
-        out.append(judge(
-            f"Control ({factor}): the {name(bn)} gap shrinks with {what}", d, lo, hi,
-            f"gap rho_{bn} - rho_none: operating point {cell(x, percent=False, signed=True)}, control "
-            f"{cell(y, percent=False, signed=True)}; shrinkage {diff_text(d, lo, hi, percent=False)}."
-            + dropped_text(left_out), protocol=f"{len(common)} seeds paired", void_reason=void))
+        out.append(
+            judge(
+                f"Control ({factor}): the {name(bn)} gap shrinks with {what}",
+                d,
+                lo,
+                hi,
+                f"gap rho_{bn} - rho_none: operating point {cell(x, percent=False, signed=True)}, control "
+                f"{cell(y, percent=False, signed=True)}; shrinkage {diff_text(d, lo, hi, percent=False)}."
+                + dropped_text(left_out),
+                protocol=f"{len(common)} seeds paired",
+                void_reason=void,
+            )
+        )
     return out
 
 
@@ -463,22 +561,31 @@ def control_shifts(m: Measured, s: Settings, op_key: str) -> dict[str, dict[str,
     for key, _ in CONTROLS:
         out[key] = {}
         for n in (s.norms[0], "none"):
-            ok = [sd for sd in sorted(set(m.seeds(op_key, n)) & set(m.seeds(key, n)))
-                  if m.values[(op_key, n, sd)]["agree_acc"] >= s.learned_min
-                  and m.values[(key, n, sd)]["agree_acc"] >= s.learned_min]
+            ok = [
+                sd
+                for sd in sorted(set(m.seeds(op_key, n)) & set(m.seeds(key, n)))
+                if m.values[(op_key, n, sd)]["agree_acc"] >= s.learned_min
+                and m.values[(key, n, sd)]["agree_acc"] >= s.learned_min
+            ]
             out[key][n] = paired_ci(m.series(key, n, "rho", ok), m.series(op_key, n, "rho", ok))
     return out
 
 
 def shifts_text(shifts: dict[str, dict[str, tuple[float, float, float]]], s: Settings) -> str:
-    parts = [f"{label}: " + ", ".join(f"rho {name(n)} {diff_text(*shifts[key][n], percent=False)}"
-                                      for n in (s.norms[0], "none")) for key, label in CONTROLS]
-    return ("Change of each model's rho from the operating point to the control (paired by seed, learned models "
-            "only): " + "; ".join(parts) + ".")
+    parts = [
+        f"{label}: "
+        + ", ".join(f"rho {name(n)} {diff_text(*shifts[key][n], percent=False)}" for n in (s.norms[0], "none"))
+        for key, label in CONTROLS
+    ]
+    return (
+        "Change of each model's rho from the operating point to the control (paired by seed, learned models "
+        "only): " + "; ".join(parts) + "."
+    )
 
 
-def controls_summary(verdicts: list[Verdict], shifts: dict[str, dict[str, tuple[float, float, float]]],
-                     s: Settings) -> str:
+def controls_summary(
+    verdicts: list[Verdict], shifts: dict[str, dict[str, tuple[float, float, float]]], s: Settings
+) -> str:
     """Measured sentences: which properties of the NRF the BN gap follows, and which model closes it."""
     if any(v.outcome == "void" for v in verdicts):
         return "Reading of the controls: at least one control is void, so what the BN gap follows is not settled here."
@@ -495,12 +602,16 @@ def controls_summary(verdicts: list[Verdict], shifts: dict[str, dict[str, tuple[
         sentences.append(f"{label} NRF: the gap {word}" + (f" ({' and '.join(who)})" if who else ""))
     text = "Reading of the controls: " + "; ".join(sentences) + "."
     if moved("ctl-noise", bn) < 0:
-        text += (f" {name(bn)}'s preference follows the NRF's availability: with more noise at the same norm it "
-                 "falls back toward the RF.")
+        text += (
+            f" {name(bn)}'s preference follows the NRF's availability: with more noise at the same norm it "
+            "falls back toward the RF."
+        )
     if moved("ctl-robust", "none") > 0 and moved("ctl-robust", bn) <= 0:
-        text += (" Making the NRF robust closes the gap from the no-norm side: the larger NRF is adopted without "
-                 f"normalization too. In L2 a robust feature is a large one, so these data cannot separate "
-                 f"'non-robust' from 'small': {name(bn)}'s advantage is specific to small (hence non-robust) features.")
+        text += (
+            " Making the NRF robust closes the gap from the no-norm side: the larger NRF is adopted without "
+            f"normalization too. In L2 a robust feature is a large one, so these data cannot separate "
+            f"'non-robust' from 'small': {name(bn)}'s advantage is specific to small (hence non-robust) features."
+        )
     return text
 
 
@@ -553,23 +664,37 @@ def learning_order(m: Measured, s: Settings, op_key: str) -> tuple[list[Verdict]
         missing = sum(e is None for e in early)
         d, lo, hi = mean_ci(lead[norm], proportion=False)
         at = [e["epoch"] for e in early if e]
-        verdicts.append(judge(
-            f"Claim 4, robust features are learned first ({name(norm)})", d, lo, hi,
-            f"F_R - F_N where agree accuracy first reaches {pct(s.early_acc, 0)} (epoch "
-            f"{_mean(at):.2f} on average): {cell(lead[norm], signed=True)}; F_N then changes by "
-            f"{cell(rise[norm], signed=True)} to the end of training.",
-            protocol=f"operating point; probes every {s.probe_every} steps in the first {s.probe_epochs} epochs "
-                     f"({s.probe_size} swapped images), then per epoch; {len(early)} seeds; t-interval over seeds",
-            void_reason=f"{missing} of {len(early)} models never reached {pct(s.early_acc, 0)} agree accuracy"
-            if missing else None))
+        verdicts.append(
+            judge(
+                f"Claim 4, robust features are learned first ({name(norm)})",
+                d,
+                lo,
+                hi,
+                f"F_R - F_N where agree accuracy first reaches {pct(s.early_acc, 0)} (epoch "
+                f"{_mean(at):.2f} on average): {cell(lead[norm], signed=True)}; F_N then changes by "
+                f"{cell(rise[norm], signed=True)} to the end of training.",
+                protocol=f"operating point; probes every {s.probe_every} steps in the first {s.probe_epochs} epochs "
+                f"({s.probe_size} swapped images), then per epoch; {len(early)} seeds; t-interval over seeds",
+                void_reason=f"{missing} of {len(early)} models never reached {pct(s.early_acc, 0)} agree accuracy"
+                if missing
+                else None,
+            )
+        )
     bn = s.norms[0]
     common = min(len(rise[bn]), len(rise["none"]))
     d, lo, hi = paired_ci(rise[bn][:common], rise["none"][:common])
-    verdicts.append(judge(
-        f"Claim 4, then non-robust features, further with {name(bn)} (rise of F_N after the early point)", d, lo, hi,
-        f"F_N rise: {name(bn)} {cell(rise[bn], signed=True)}, no norm {cell(rise['none'], signed=True)}; paired difference "
-        f"{diff_text(d, lo, hi, percent=True)}.", protocol=f"{common} seeds paired",
-        void_reason=next((v.reason for v in verdicts if v.outcome == "void"), None)))
+    verdicts.append(
+        judge(
+            f"Claim 4, then non-robust features, further with {name(bn)} (rise of F_N after the early point)",
+            d,
+            lo,
+            hi,
+            f"F_N rise: {name(bn)} {cell(rise[bn], signed=True)}, no norm {cell(rise['none'], signed=True)}; paired difference "
+            f"{diff_text(d, lo, hi, percent=True)}.",
+            protocol=f"{common} seeds paired",
+            void_reason=next((v.reason for v in verdicts if v.outcome == "void"), None),
+        )
+    )
     return verdicts, curves
 
 
@@ -587,20 +712,42 @@ def drand_verdicts(m: Measured, s: Settings) -> list[Verdict]:
         d, lo, hi = mean_ci(margin, proportion=False)
         n_low = sum(v <= s.chance + 0.10 for v in acc_none)
         n_bn = sum(v >= 0.5 for v in acc_bn)
-        bn_failed = (f"the {name(bn)} twin did not learn either ({pct(_mean(acc_bn))} < 50 %): too short a run to "
-                     "tell a normalization effect") if not _mean(acc_bn) >= 0.5 else None
-        proto = (f"planted D_rand (RF class independent of the label, NRF = label), a_n = {a:g}; agree view "
-                 f"(RF = NRF = label, the training statistics); {len(acc_bn)} seeds")
-        out.append(judge(
-            f"Claim 5, without normalization a network hardly learns from planted D_rand (a_n = {a:g}; accuracy "
-            f"within chance + 10 points)", d, lo, hi,
-            f"no norm {cell(acc_none)} (within chance + 10 points in {n_low}/{len(acc_none)} seeds).",
-            protocol=proto + "; t-interval of (chance + 10 points - accuracy)", void_reason=bn_failed))
+        bn_failed = (
+            (
+                f"the {name(bn)} twin did not learn either ({pct(_mean(acc_bn))} < 50 %): too short a run to "
+                "tell a normalization effect"
+            )
+            if not _mean(acc_bn) >= 0.5
+            else None
+        )
+        proto = (
+            f"planted D_rand (RF class independent of the label, NRF = label), a_n = {a:g}; agree view "
+            f"(RF = NRF = label, the training statistics); {len(acc_bn)} seeds"
+        )
+        out.append(
+            judge(
+                f"Claim 5, without normalization a network hardly learns from planted D_rand (a_n = {a:g}; accuracy "
+                f"within chance + 10 points)",
+                d,
+                lo,
+                hi,
+                f"no norm {cell(acc_none)} (within chance + 10 points in {n_low}/{len(acc_none)} seeds).",
+                protocol=proto + "; t-interval of (chance + 10 points - accuracy)",
+                void_reason=bn_failed,
+            )
+        )
         d, lo, hi = paired_ci(acc_bn, acc_none)
-        out.append(judge(
-            f"Claim 5, with {name(bn)} it learns from planted D_rand (a_n = {a:g}; more than without)", d, lo, hi,
-            f"{name(bn)} {cell(acc_bn)} (>= 50 % in {n_bn}/{len(acc_bn)} seeds) vs no norm {cell(acc_none)}; "
-            f"paired difference {diff_text(d, lo, hi, percent=True)}.", protocol=proto + "; paired by seed"))
+        out.append(
+            judge(
+                f"Claim 5, with {name(bn)} it learns from planted D_rand (a_n = {a:g}; more than without)",
+                d,
+                lo,
+                hi,
+                f"{name(bn)} {cell(acc_bn)} (>= 50 % in {n_bn}/{len(acc_bn)} seeds) vs no norm {cell(acc_none)}; "
+                f"paired difference {diff_text(d, lo, hi, percent=True)}.",
+                protocol=proto + "; paired by seed",
+            )
+        )
     return out
 
 
@@ -611,17 +758,24 @@ def conflicting_verdict(m: Measured, s: Settings) -> Verdict:
     share_bn = [a - b for a, b in zip(y_bn, y1_bn, strict=True)]
     share_none = [a - b for a, b in zip(y_none, y1_none, strict=True)]
     d, lo, hi = paired_ci(share_bn, share_none)
-    peaks = [max(r.get("shifted_acc", math.nan) for r in RunDir(m.dirs[("conflicting", bn, sd)]).read_metrics())
-             for sd in m.seeds("conflicting", bn)]
+    peaks = [
+        max(r.get("shifted_acc", math.nan) for r in RunDir(m.dirs[("conflicting", bn, sd)]).read_metrics())
+        for sd in m.seeds("conflicting", bn)
+    ]
     learned = [max(a, b) for a, b in zip(y_bn + y_none, y1_bn + y1_none, strict=True)]
     void = None if _mean(learned) >= 0.5 else "the models follow neither feature (accuracy vs y and y+1 below 50 %)"
     return judge(
-        f"Conflicting set: {name(bn)} follows the NRF more than no normalization does", d, lo, hi,
+        f"Conflicting set: {name(bn)} follows the NRF more than no normalization does",
+        d,
+        lo,
+        hi,
         f"final accuracy vs y (follows the NRF) / vs y+1 (follows the RF): {name(bn)} {cell(y_bn)} / {cell(y1_bn)} "
         f"(peak vs y+1 during training {cell(peaks)}), no norm {cell(y_none)} / {cell(y1_none)}; paired difference "
         f"of (acc y - acc y+1), {name(bn)} minus no norm, {diff_text(d, lo, hi, percent=True)}.",
         protocol=f"planted conflicting set (RF of class y-1, NRF and label y), a_n = {s.conflicting_a_n:g}, "
-                 f"evaluated on the agree view; {len(y_bn)} seeds paired", void_reason=void)
+        f"evaluated on the agree view; {len(y_bn)} seeds paired",
+        void_reason=void,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -634,28 +788,59 @@ def mnist_question(out: Path, s: Settings, seeds: Sequence[int], *, progress: bo
 
     home = out / "mnist"
     mseeds = list(seeds)[: s.mnist_seeds]
-    spec = spec_from_params({"rf": "mnist", "preset": "drand", "a_n": f"{s.mnist_a_n:g}", "train": str(s.mnist_train),
-                             "seed": str(s.data_seed), "sample_seed": str(s.data_seed)})
+    spec = spec_from_params(
+        {
+            "rf": "mnist",
+            "preset": "drand",
+            "a_n": f"{s.mnist_a_n:g}",
+            "train": str(s.mnist_train),
+            "seed": str(s.data_seed),
+            "sample_seed": str(s.data_seed),
+        }
+    )
     bundle = build_bundle(spec, probe_size=s.probe_size)
     source_cfg = recipe(s, dataset="mnist5k", norm="bn", seed=0, epochs=s.mnist_source_epochs)
     source = train_or_reuse(source_cfg, home / "source", progress=progress)
     built = home / "d_rand"
-    build_dataset("d_rand", source, "mnist5k", built, steps=s.mnist_build_steps, eps=s.mnist_build_eps,
-                  step_size=s.mnist_build_step, limit=s.mnist_train, seed=0, device=s.device, resume=True,
-                  progress=progress)
+    build_dataset(
+        "d_rand",
+        source,
+        "mnist5k",
+        built,
+        steps=s.mnist_build_steps,
+        eps=s.mnist_build_eps,
+        step_size=s.mnist_build_step,
+        limit=s.mnist_train,
+        seed=0,
+        device=s.device,
+        resume=True,
+        progress=progress,
+    )
     test_x, test_y = dataset_tensors(load_dataset("mnist5k").test)
     views = RelianceViews.from_samples(make_views(spec))
     rows: dict[str, list[dict[str, float]]] = {"planted": [], "attack": []}
     for seed in mseeds:
-        planted_dir = train_or_reuse(recipe(s, dataset=dataset_name(spec), norm="bn", seed=seed),
-                                     home / f"planted-bn-s{seed}", progress=progress, bundle=bundle)
-        attack_dir = train_or_reuse(recipe(s, dataset=str(built), norm="bn", seed=seed),
-                                    home / f"attack-bn-s{seed}", progress=progress)
-        for kind, run_dir, x, y in (("planted", planted_dir, views.agree_x, views.agree_y),
-                                    ("attack", attack_dir, test_x, test_y)):
+        planted_dir = train_or_reuse(
+            recipe(s, dataset=dataset_name(spec), norm="bn", seed=seed),
+            home / f"planted-bn-s{seed}",
+            progress=progress,
+            bundle=bundle,
+        )
+        attack_dir = train_or_reuse(
+            recipe(s, dataset=str(built), norm="bn", seed=seed), home / f"attack-bn-s{seed}", progress=progress
+        )
+        for kind, run_dir, x, y in (
+            ("planted", planted_dir, views.agree_x, views.agree_y),
+            ("attack", attack_dir, test_x, test_y),
+        ):
             key = {"n": int(y.shape[0]), "batch": s.stat_batch}
-            rows[kind].append(_cached(Path(run_dir) / "planted_stats.json", key,
-                                      functools.partial(statistics_row_of, Path(run_dir), x, y, s)))
+            rows[kind].append(
+                _cached(
+                    Path(run_dir) / "planted_stats.json",
+                    key,
+                    functools.partial(statistics_row_of, Path(run_dir), x, y, s),
+                )
+            )
     log(f"MNIST question: {len(mseeds)} seed(s) done")
     return {"rows": rows, "seeds": mseeds, "spec": spec, "n": int(test_y.shape[0])}
 
@@ -683,8 +868,10 @@ def mnist_verdict(q: dict[str, Any]) -> Verdict:
         run_acc, batch_acc = _mean([r["running_acc"] for r in rows]), _mean([r["batch_acc"] for r in rows])
         gaps[kind] = two_proportion_ci(batch_acc, n, run_acc, n)
     (ga, la, ha), (gp, lp, hp) = gaps["attack"], gaps["planted"]
-    best = {kind: max(_mean([r["running_acc"] for r in q["rows"][kind]]), _mean([r["batch_acc"] for r in q["rows"][kind]]))
-            for kind in ("planted", "attack")}
+    best = {
+        kind: max(_mean([r["running_acc"] for r in q["rows"][kind]]), _mean([r["batch_acc"] for r in q["rows"][kind]]))
+        for kind in ("planted", "attack")
+    }
     void = None
     if not best["planted"] >= 0.5:
         void = f"the BN model did not learn the planted MNIST D_rand ({pct(best['planted'])} at best)"
@@ -694,11 +881,15 @@ def mnist_verdict(q: dict[str, Any]) -> Verdict:
     d = ga - gp
     return judge(
         "MNIST D_rand: the BN running-statistics collapse comes from the attack-built data, not from D_rand itself",
-        d, d - 1.959964 * se, d + 1.959964 * se,
+        d,
+        d - 1.959964 * se,
+        d + 1.959964 * se,
         f"accuracy gain from batch statistics: attack-built {diff_text(ga, la, ha, percent=True)}, planted "
         f"{diff_text(gp, lp, hp, percent=True)}; difference {diff_text(d, d - 1.96 * se, d + 1.96 * se, percent=True)}.",
         protocol=f"BN smallcnn, {len(q['seeds'])} seed(s), {q['n']} test images each; Wald intervals of "
-                 "the pooled proportions (pairing of images ignored: conservative)", void_reason=void)
+        "the pooled proportions (pairing of images ignored: conservative)",
+        void_reason=void,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -719,8 +910,11 @@ class TransferResult:
 def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> TransferResult:
     views = _full_views(spec)
     x, y = views.agree_x[: s.transfer_size], views.agree_y[: s.transfer_size]
-    seeds = sorted(sd for sd in set(m.seeds(op_key, s.norms[0])) & set(m.seeds(op_key, "none"))
-                   if all(m.values[(op_key, n, sd)]["agree_acc"] >= s.learned_min for n in s.norms))
+    seeds = sorted(
+        sd
+        for sd in set(m.seeds(op_key, s.norms[0])) & set(m.seeds(op_key, "none"))
+        if all(m.values[(op_key, n, sd)]["agree_acc"] >= s.learned_min for n in s.norms)
+    )
     models = {(n, sd): load_model(m.dirs[(op_key, n, sd)]) for n in s.norms for sd in seeds}
     clean = {k: predictions(mod, x) == y for k, mod in models.items()}
     rf_mask, nrf_mask = band_mask(spec.rf_band, spec.size), band_mask(spec.nrf_band, spec.size)
@@ -731,8 +925,9 @@ def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Transf
     energy: dict[str, list[BandEnergy]] = {n: [] for n in s.norms}
     if len(seeds) < 2:
         nan = {f: math.nan for f in ("rf_band", "nrf_band", "rest", "nrf_templates", "norm")}
-        return TransferResult({}, {n: math.nan for n in s.norms}, {n: [] for n in s.norms},
-                              {n: dict(nan) for n in s.norms}, seeds)
+        return TransferResult(
+            {}, {n: math.nan for n in s.norms}, {n: [] for n in s.norms}, {n: dict(nan) for n in s.norms}, seeds
+        )
     for (src_norm, src_seed), src in models.items():
         x_adv = pgd_l2(src, eps=s.transfer_eps, steps=s.pgd_steps)(x, y)
         white[src_norm].append(float((predictions(src, x_adv) != y).float().mean()))
@@ -747,23 +942,33 @@ def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Transf
             rates.setdefault((src_norm, tn), []).append(rate)
             mine.append(rate)
         per_seed[src_norm].append(_mean(mine))
-    energy_mean = {n: {f: _mean([getattr(e, f) for e in energy[n]]) for f in ("rf_band", "nrf_band", "rest",
-                                                                              "nrf_templates", "norm")}
-                   for n in s.norms}
-    return TransferResult({k: _mean(v) for k, v in rates.items()}, {n: _mean(v) for n, v in white.items()}, per_seed,
-                          energy_mean, seeds)
+    energy_mean = {
+        n: {
+            f: _mean([getattr(e, f) for e in energy[n]])
+            for f in ("rf_band", "nrf_band", "rest", "nrf_templates", "norm")
+        }
+        for n in s.norms
+    }
+    return TransferResult(
+        {k: _mean(v) for k, v in rates.items()}, {n: _mean(v) for n, v in white.items()}, per_seed, energy_mean, seeds
+    )
 
 
 def transfer_verdict(t: TransferResult, s: Settings, void: str | None = None) -> Verdict:
     bn = s.norms[0]
     d, lo, hi = paired_ci(t.per_seed["none"], t.per_seed[bn])
     return judge(
-        "Claim 6, adversarial examples from sources without normalization transfer better", d, lo, hi,
+        "Claim 6, adversarial examples from sources without normalization transfer better",
+        d,
+        lo,
+        hi,
         f"mean success on the other seeds' models: from no-norm sources {cell(t.per_seed['none'])}, from "
         f"{name(bn)} sources {cell(t.per_seed[bn])}; paired difference {diff_text(d, lo, hi, percent=True)}.",
         protocol=f"PGD-L2 eps {s.transfer_eps:g}, {s.pgd_steps} steps, on {s.transfer_size} agree-view images of the "
-                 f"operating point; success = misclassified among the target's correctly classified images; "
-                 f"{len(t.seeds)} source seeds paired, targets = every model of the other seeds", void_reason=void)
+        f"operating point; success = misclassified among the target's correctly classified images; "
+        f"{len(t.seeds)} source seeds paired, targets = every model of the other seeds",
+        void_reason=void,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -776,8 +981,10 @@ def plot_sweep(stem: Path, m: Measured, s: Settings) -> list[Path]:
     for norm, marker in zip(s.norms, "os^v*D", strict=False):
         stats = [mean_ci(m.series(f"sweep-a{a:g}", norm, "rho"), proportion=False) for a in a_values]
         mean = [st[0] for st in stats]
-        err = [[st[0] - st[1] if math.isfinite(st[1]) else 0 for st in stats],
-               [st[2] - st[0] if math.isfinite(st[2]) else 0 for st in stats]]
+        err = [
+            [st[0] - st[1] if math.isfinite(st[1]) else 0 for st in stats],
+            [st[2] - st[0] if math.isfinite(st[2]) else 0 for st in stats],
+        ]
         axes[0][0].errorbar(a_values, mean, yerr=err, marker=marker, capsize=3, label=name(norm))
         acc = [_mean(m.series(f"sweep-a{a:g}", norm, "agree_acc")) for a in a_values]
         axes[0][1].plot(a_values, [100 * v for v in acc], marker=marker, label=name(norm))
@@ -805,8 +1012,11 @@ def plot_learning_order(stem: Path, curves: dict[str, list[Curve]], s: Settings)
         runs = curves[norm]
         length = min(len(c) for c in runs)
         epochs = [runs[0][i]["epoch"] for i in range(length)]
-        for metric, label, style in (("f_r", "F_R (follows the RF)", "-"), ("f_n", "F_N (follows the NRF)", "--"),
-                                     ("agree_acc", "agree accuracy", ":")):
+        for metric, label, style in (
+            ("f_r", "F_R (follows the RF)", "-"),
+            ("f_n", "F_N (follows the NRF)", "--"),
+            ("agree_acc", "agree accuracy", ":"),
+        ):
             mean = [100 * _mean([c[i][metric] for c in runs]) for i in range(length)]
             ax.plot(epochs, mean, linestyle=style, marker="o", markersize=2, label=label)
         ax.set_title(f"{name(norm)} ({len(runs)} seeds, mean)", fontsize=9)
@@ -826,8 +1036,15 @@ def plot_conflicting(stem: Path, m: Measured, s: Settings) -> list[Path]:
         length = min(len(r) for r in rows)
         epochs = [rows[0][i]["epoch"] for i in range(length)]
         for col, label, style in (("clean_acc", "vs y (NRF)", "-"), ("shifted_acc", "vs y+1 (RF)", "--")):
-            ax.plot(epochs, [100 * _mean([r[i][col] for r in rows]) for i in range(length)], linestyle=style,
-                    color=color, marker="o", markersize=2, label=f"{name(norm)} {label}")
+            ax.plot(
+                epochs,
+                [100 * _mean([r[i][col] for r in rows]) for i in range(length)],
+                linestyle=style,
+                color=color,
+                marker="o",
+                markersize=2,
+                label=f"{name(norm)} {label}",
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy on the agree view (%)")
     ax.set_title("planted conflicting set (mean over seeds)", fontsize=9)
@@ -880,8 +1097,16 @@ def mnist_job(out: Path, s: Settings, seeds: Sequence[int], progress: bool) -> d
         return mnist_question(out, s, seeds, progress=progress, log=lambda msg: None)
 
 
-def train_all(runs: Sequence[PlantedRun], s: Settings, out: Path, seeds: Sequence[int], *, progress: bool, log: Log,
-              started: float) -> tuple[Measured, dict[str, Any] | None]:
+def train_all(
+    runs: Sequence[PlantedRun],
+    s: Settings,
+    out: Path,
+    seeds: Sequence[int],
+    *,
+    progress: bool,
+    log: Log,
+    started: float,
+) -> tuple[Measured, dict[str, Any] | None]:
     """Train and measure every run (and the MNIST chain), in ``s.workers`` processes when > 1.
 
     Workers are spawned processes with one torch thread each; the MNIST chain (source, build, twins) goes
@@ -913,14 +1138,22 @@ def train_all(runs: Sequence[PlantedRun], s: Settings, out: Path, seeds: Sequenc
     return m, mnist
 
 
-def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1, 2, 3, 4), progress: bool = True,
-        log: Log | None = print, settings: Settings | None = None) -> list[Section]:
+def run(
+    out_dir: Path,
+    *,
+    quick: bool = False,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    progress: bool = True,
+    log: Log | None = print,
+    settings: Settings | None = None,
+) -> list[Section]:
     """Train every planted run under ``out_dir``, measure reliance, and return the report sections."""
     log = log or (lambda msg: None)
     s = settings or (QUICK if quick else FULL)
     if "none" not in s.norms or len(s.norms) < 2:
-        raise NrflabError("the planted experiment compares normalizations with 'none': norms must include it "
-                          "and one more")
+        raise NrflabError(
+            "the planted experiment compares normalizations with 'none': norms must include it and one more"
+        )
     seeds = list(dict.fromkeys(seeds))
     if quick:
         seeds = seeds[:2]
@@ -936,13 +1169,24 @@ def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1, 2, 
         tr = transfer(m, s, op_key, op_spec)
     seconds = time.perf_counter() - started
     sections, verdicts = build_sections(out, s, seeds, m, op_key, op_spec, mnist, tr, seconds)
-    atomic_write_json(out / "verdicts.json", {"settings": asdict(s), "seeds": seeds, "seconds": seconds,
-                                               "verdicts": [v.to_dict() for v in verdicts]})
+    atomic_write_json(
+        out / "verdicts.json",
+        {"settings": asdict(s), "seeds": seeds, "seconds": seconds, "verdicts": [v.to_dict() for v in verdicts]},
+    )
     return sections
 
 
-def build_sections(out: Path, s: Settings, seeds: list[int], m: Measured, op_key: str, op_spec: PlantedSpec,
-                   mnist: dict[str, Any] | None, tr: TransferResult, seconds: float) -> tuple[list[Section], list[Verdict]]:
+def build_sections(
+    out: Path,
+    s: Settings,
+    seeds: list[int],
+    m: Measured,
+    op_key: str,
+    op_spec: PlantedSpec,
+    mnist: dict[str, Any] | None,
+    tr: TransferResult,
+    seconds: float,
+) -> tuple[list[Section], list[Verdict]]:
     cap = capability(m, s)
     pref = [preference_verdict(m, s, norm, cap, op_key) for norm in s.norms if norm != "none"]
     ctl = control_verdicts(m, s, op_key, cap)
@@ -951,8 +1195,9 @@ def build_sections(out: Path, s: Settings, seeds: list[int], m: Measured, op_key
     drand = drand_verdicts(m, s)
     conf = conflicting_verdict(m, s)
     mv = mnist_verdict(mnist) if mnist else None
-    tv = transfer_verdict(tr, s, None if len(tr.seeds) >= 2 else
-                          "fewer than two seeds where every operating-point model learned the set")
+    tv = transfer_verdict(
+        tr, s, None if len(tr.seeds) >= 2 else "fewer than two seeds where every operating-point model learned the set"
+    )
     verdicts = [*pref, *ctl, *order, *drand, conf, *([mv] if mv else []), tv]
 
     settings_line = (
@@ -962,81 +1207,126 @@ def build_sections(out: Path, s: Settings, seeds: list[int], m: Measured, op_key
         f"high band at a fixed position, white noise {s.noise:g}; {s.arch} width {s.width}, SGD one-cycle peak "
         f"{s.lr:g}, batch {s.batch_size}, {s.epochs} epochs, no augmentation; seeds {', '.join(map(str, seeds))} "
         f"(paired across normalizations). Wall time {seconds / 60:.1f} min (finished runs are reused). Intervals: "
-        "95 % t-intervals over seeds; the verdict rule of nrflab.stats.")
+        "95 % t-intervals over seeds; the verdict rule of nrflab.stats."
+    )
     # -- section 1: capability, sweep, claim 2, controls
-    cap_rows = [[name(n)] + [f"{pct(statistics.median(cap[n][f]))} (" + ", ".join(pct(v, 0) for v in cap[n][f]) + ")"
-                             for f in ("rf", "nrf")]
-                + ["yes" if capable(cap[n]["rf"], s) and capable(cap[n]["nrf"], s) else "**no**"] for n in s.norms]
+    cap_rows = [
+        [name(n)]
+        + [
+            f"{pct(statistics.median(cap[n][f]))} (" + ", ".join(pct(v, 0) for v in cap[n][f]) + ")"
+            for f in ("rf", "nrf")
+        ]
+        + ["yes" if capable(cap[n]["rf"], s) and capable(cap[n]["nrf"], s) else "**no**"]
+        for n in s.norms
+    ]
     a_values = sorted({*s.sweep, s.a_n})
     sweep_rows = []
     for a in a_values:
         row = [f"{a:g}" + (" (operating point)" if a == s.a_n else ""), f"{a / math.sqrt(2):.2f}"]
         for n in s.norms:
-            row += [cell(m.series(f"sweep-a{a:g}", n, "rho"), percent=False, signed=True),
-                    pct(_mean(m.series(f"sweep-a{a:g}", n, "agree_acc")))]
+            row += [
+                cell(m.series(f"sweep-a{a:g}", n, "rho"), percent=False, signed=True),
+                pct(_mean(m.series(f"sweep-a{a:g}", n, "agree_acc"))),
+            ]
         sweep_rows.append(row)
     cross = {n: crossover(a_values, [_mean(m.series(f"sweep-a{a:g}", n, "rho")) for a in a_values]) for n in s.norms}
     op_rows = []
     for n in s.norms:
-        op_rows.append([name(n), pct(_mean(m.series(op_key, n, "agree_acc")))]
-                       + [cell(m.series(op_key, n, f"robust_{e:g}")) for e in s.eval_eps]
-                       + [cell(m.series(op_key, n, "ligs"), percent=False), cell(m.series(op_key, n, "f_r")),
-                          cell(m.series(op_key, n, "f_n")), cell(m.series(op_key, n, "rho"), percent=False, signed=True)])
+        op_rows.append(
+            [name(n), pct(_mean(m.series(op_key, n, "agree_acc")))]
+            + [cell(m.series(op_key, n, f"robust_{e:g}")) for e in s.eval_eps]
+            + [
+                cell(m.series(op_key, n, "ligs"), percent=False),
+                cell(m.series(op_key, n, "f_r")),
+                cell(m.series(op_key, n, "f_n")),
+                cell(m.series(op_key, n, "rho"), percent=False, signed=True),
+            ]
+        )
     ctl_rows = []
-    for key, label in ((op_key, f"operating point (a_n {s.a_n:g}, noise {s.noise:g})"),
-                       ("ctl-robust", f"robust: a_n {s.control_robust_a_n:g}, noise {s.control_noise:g}"),
-                       ("ctl-noise", f"less available: a_n {s.a_n:g}, noise {s.control_noise:g}"),
-                       ("ctl-band", f"{s.control_band} band: a_n {s.a_n:g}, noise {s.noise:g}")):
-        ctl_rows.append([label] + [cell(m.series(key, n, "rho"), percent=False, signed=True) for n in s.norms]
-                        + [pct(_mean(m.series(key, n, "agree_acc"))) for n in s.norms])
+    for key, label in (
+        (op_key, f"operating point (a_n {s.a_n:g}, noise {s.noise:g})"),
+        ("ctl-robust", f"robust: a_n {s.control_robust_a_n:g}, noise {s.control_noise:g}"),
+        ("ctl-noise", f"less available: a_n {s.a_n:g}, noise {s.control_noise:g}"),
+        ("ctl-band", f"{s.control_band} band: a_n {s.a_n:g}, noise {s.noise:g}"),
+    ):
+        ctl_rows.append(
+            [label]
+            + [cell(m.series(key, n, "rho"), percent=False, signed=True) for n in s.norms]
+            + [pct(_mean(m.series(key, n, "agree_acc"))) for n in s.norms]
+        )
     sweep_png = [p for p in plot_sweep(out / "planted_sweep", m, s) if p.suffix == ".png"]
-    md1 = "\n\n".join([
-        "Every image carries a robust feature (RF) and a non-robust feature (NRF) of known classes "
-        "(`nrflab.data.planted`); reliance is measured on swapped images (RF of class a, NRF of class b != a): "
-        "F_R = share predicting a, F_N = share predicting b, rho = F_N - F_R (+1: follows the NRF only). "
-        "All views keep the training images' statistics. " + settings_line,
-        "**Capability controls** (each feature alone, the other absent; accuracy on its sufficiency view, "
-        f"median and per seed; a normalization must reach {pct(s.capability_min, 0)} in the median seed on both for "
-        f"a preference to be defined). Reliance comparisons below leave out seeds where a model stayed below "
-        f"{pct(s.learned_min, 0)} agree accuracy:",
-        markdown_table(["model", "RF alone", "NRF alone", "capable"], cap_rows),
-        f"**NRF-norm sweep** (redundant set: both features predict the label; a_r = {s.a_r:g}, so swapping the RF "
-        f"costs about {s.a_r / math.sqrt(2):.1f} in L2; the NRF's swap cost is about a_n / sqrt 2). Operating point "
-        f"{len(m.seeds(op_key, s.norms[0]))} seeds, other points {min(s.sweep_seeds, len(seeds))}:",
-        markdown_table(["a_n", "NRF swap cost"] + [h for n in s.norms for h in (f"rho {name(n)}", f"agree acc {name(n)}")],
-                       sweep_rows),
-        "Where mean rho crosses 0 (log-linear interpolation): " + ", ".join(
-            f"{name(n)} a_n = {crossover_text(cross[n], a_values[0], a_values[-1])}" for n in s.norms) + ".",
-        f"**Operating point** (a_n = {s.a_n:g}; robust accuracy and LIGS on {s.eval_size} agree-view images, "
-        f"PGD-L2 {s.pgd_steps} steps):",
-        markdown_table(["model", "agree acc"] + [f"robust acc L2 {e:g}" for e in s.eval_eps]
-                       + ["LIGS", "F_R", "F_N", "rho"], op_rows),
-        "\n".join(verdict_line(v) for v in pref),
-        "**Controls** (what BN's preference follows; gap = rho_BN - rho_none, paired by seed):",
-        markdown_table(["set"] + [f"rho {name(n)}" for n in s.norms] + [f"agree acc {name(n)}" for n in s.norms],
-                       ctl_rows),
-        "\n".join(verdict_line(v) for v in ctl),
-        controls_summary(ctl, shifts, s),
-        shifts_text(shifts, s),
-    ])
+    md1 = "\n\n".join(
+        [
+            "Every image carries a robust feature (RF) and a non-robust feature (NRF) of known classes "
+            "(`nrflab.data.planted`); reliance is measured on swapped images (RF of class a, NRF of class b != a): "
+            "F_R = share predicting a, F_N = share predicting b, rho = F_N - F_R (+1: follows the NRF only). "
+            "All views keep the training images' statistics. " + settings_line,
+            "**Capability controls** (each feature alone, the other absent; accuracy on its sufficiency view, "
+            f"median and per seed; a normalization must reach {pct(s.capability_min, 0)} in the median seed on both for "
+            f"a preference to be defined). Reliance comparisons below leave out seeds where a model stayed below "
+            f"{pct(s.learned_min, 0)} agree accuracy:",
+            markdown_table(["model", "RF alone", "NRF alone", "capable"], cap_rows),
+            f"**NRF-norm sweep** (redundant set: both features predict the label; a_r = {s.a_r:g}, so swapping the RF "
+            f"costs about {s.a_r / math.sqrt(2):.1f} in L2; the NRF's swap cost is about a_n / sqrt 2). Operating point "
+            f"{len(m.seeds(op_key, s.norms[0]))} seeds, other points {min(s.sweep_seeds, len(seeds))}:",
+            markdown_table(
+                ["a_n", "NRF swap cost"] + [h for n in s.norms for h in (f"rho {name(n)}", f"agree acc {name(n)}")],
+                sweep_rows,
+            ),
+            "Where mean rho crosses 0 (log-linear interpolation): "
+            + ", ".join(f"{name(n)} a_n = {crossover_text(cross[n], a_values[0], a_values[-1])}" for n in s.norms)
+            + ".",
+            f"**Operating point** (a_n = {s.a_n:g}; robust accuracy and LIGS on {s.eval_size} agree-view images, "
+            f"PGD-L2 {s.pgd_steps} steps):",
+            markdown_table(
+                ["model", "agree acc"] + [f"robust acc L2 {e:g}" for e in s.eval_eps] + ["LIGS", "F_R", "F_N", "rho"],
+                op_rows,
+            ),
+            "\n".join(verdict_line(v) for v in pref),
+            "**Controls** (what BN's preference follows; gap = rho_BN - rho_none, paired by seed):",
+            markdown_table(
+                ["set"] + [f"rho {name(n)}" for n in s.norms] + [f"agree acc {name(n)}" for n in s.norms], ctl_rows
+            ),
+            "\n".join(verdict_line(v) for v in ctl),
+            controls_summary(ctl, shifts, s),
+            shifts_text(shifts, s),
+        ]
+    )
     sec1 = Section("Planted features: does BN shift reliance toward non-robust features? (claims 2-3)", md1, sweep_png)
     # -- section 2: learning order
     order_png = [p for p in plot_learning_order(out / "planted_learning_order", curves, s) if p.suffix == ".png"]
-    md2 = "\n\n".join([
-        f"F_R and F_N of the operating-point models (a_n = {s.a_n:g}) every {s.probe_every} optimizer steps in the "
-        f"first {s.probe_epochs} epochs (probes.csv of each run, {s.probe_size} swapped images), then after "
-        "every epoch (metrics.csv).",
-        "\n".join(verdict_line(v) for v in order)])
+    md2 = "\n\n".join(
+        [
+            f"F_R and F_N of the operating-point models (a_n = {s.a_n:g}) every {s.probe_every} optimizer steps in the "
+            f"first {s.probe_epochs} epochs (probes.csv of each run, {s.probe_size} swapped images), then after "
+            "every epoch (metrics.csv).",
+            "\n".join(verdict_line(v) for v in order),
+        ]
+    )
     sec2 = Section("Planted features: robust features first, then non-robust ones? (claim 4)", md2, order_png)
     # -- section 3: D_rand, conflicting, MNIST
     fs_rows = []
     for a in s.drand_a_n:
         for n in s.norms:
-            fs_rows.append([f"D_rand, a_n {a:g}", name(n), cell(m.series(f"drand-a{a:g}", n, "agree_acc")),
-                            cell(m.series(f"drand-a{a:g}", n, "rho"), percent=False, signed=True), ""])
+            fs_rows.append(
+                [
+                    f"D_rand, a_n {a:g}",
+                    name(n),
+                    cell(m.series(f"drand-a{a:g}", n, "agree_acc")),
+                    cell(m.series(f"drand-a{a:g}", n, "rho"), percent=False, signed=True),
+                    "",
+                ]
+            )
     for n in s.norms:
-        fs_rows.append([f"conflicting, a_n {s.conflicting_a_n:g}", name(n), cell(m.series("conflicting", n, "acc_y")),
-                        "", cell(m.series("conflicting", n, "acc_y1"))])
+        fs_rows.append(
+            [
+                f"conflicting, a_n {s.conflicting_a_n:g}",
+                name(n),
+                cell(m.series("conflicting", n, "acc_y")),
+                "",
+                cell(m.series("conflicting", n, "acc_y1")),
+            ]
+        )
     conf_png = [p for p in plot_conflicting(out / "planted_conflicting", m, s) if p.suffix == ".png"]
     parts3 = [
         "Planted D_rand: the RF class is independent of the label, the NRF is the label's (the planted counterpart "
@@ -1048,15 +1338,18 @@ def build_sections(out: Path, s: Settings, seeds: list[int], m: Measured, op_key
     ]
     if mnist and mv:
         mrows = []
-        for kind, label in (("planted", f"planted MNIST D_rand (a_n {s.mnist_a_n:g}), agree view"),
-                            ("attack", "attack-built MNIST D_rand, clean mnist5k test")):
+        for kind, label in (
+            ("planted", f"planted MNIST D_rand (a_n {s.mnist_a_n:g}), agree view"),
+            ("attack", "attack-built MNIST D_rand, clean mnist5k test"),
+        ):
             rows = mnist["rows"][kind]
             n_img = mnist["n"] * len(rows)
             for stats in ("running", "batch"):
                 acc = _mean([r[f"{stats}_acc"] for r in rows])
                 lo, hi = wilson(round(acc * n_img), n_img)
-                mrows.append([label, stats, f"{pct(acc)} {fmt_interval(lo, hi)}",
-                              pct(_mean([r[f"{stats}_top"] for r in rows]))])
+                mrows.append(
+                    [label, stats, f"{pct(acc)} {fmt_interval(lo, hi)}", pct(_mean([r[f"{stats}_top"] for r in rows]))]
+                )
         parts3 += [
             f"**The MNIST question.** A BN smallcnn trained on the planted MNIST D_rand (the digit is the RF, rescaled "
             f"to [{mnist['spec'].digit_margin:.2f}, {1 - mnist['spec'].digit_margin:.2f}] so the NRF survives "
@@ -1065,27 +1358,51 @@ def build_sections(out: Path, s: Settings, seeds: list[int], m: Measured, op_key
             f"from a BN source trained {s.mnist_source_epochs} epochs; {s.mnist_train} images), each evaluated with "
             f"BN's running statistics and with each batch of {s.stat_batch} test images' own statistics "
             f"(seeds {', '.join(map(str, mnist['seeds']))}, pooled):",
-            markdown_table(["training set / test set", "BN statistics", "accuracy [Wilson 95 %]",
-                            "most frequent class share"], mrows),
-            verdict_line(mv)]
-    sec3 = Section("Planted features: D_rand, conflicting set and the MNIST question (claim 5, Figure 6)",
-                   "\n\n".join(parts3), conf_png)
+            markdown_table(
+                ["training set / test set", "BN statistics", "accuracy [Wilson 95 %]", "most frequent class share"],
+                mrows,
+            ),
+            verdict_line(mv),
+        ]
+    sec3 = Section(
+        "Planted features: D_rand, conflicting set and the MNIST question (claim 5, Figure 6)",
+        "\n\n".join(parts3),
+        conf_png,
+    )
     # -- section 4: transfer
     tnorms = s.norms
-    t_rows = [[name(src)] + [pct(tr.success.get((src, tgt), math.nan)) for tgt in tnorms] + [pct(tr.white_box[src])]
-              + [pct(tr.energy[src][f]) for f in ("rf_band", "nrf_band", "rest", "nrf_templates")]
-              + [num(tr.energy[src]["norm"], 2)] for src in tnorms]
+    t_rows = [
+        [name(src)]
+        + [pct(tr.success.get((src, tgt), math.nan)) for tgt in tnorms]
+        + [pct(tr.white_box[src])]
+        + [pct(tr.energy[src][f]) for f in ("rf_band", "nrf_band", "rest", "nrf_templates")]
+        + [num(tr.energy[src]["norm"], 2)]
+        for src in tnorms
+    ]
     energy_png = [p for p in plot_energy(out / "planted_transfer_energy", tr, s) if p.suffix == ".png"]
-    md4 = "\n\n".join([
-        f"Sources and targets: the operating-point models (a_n = {s.a_n:g}). Each source's PGD-L2 adversarial "
-        f"examples (eps {s.transfer_eps:g}) are evaluated on every model of the other seeds; each perturbation is "
-        "split by the orthonormal DCT into its energy in the RF band, the NRF band and the rest, and the share "
-        "along the NRF templates themselves.",
-        markdown_table(["source"] + [f"success on {name(t)} targets" for t in tnorms]
-                       + ["white-box success", "energy RF band", "energy NRF band", "energy rest",
-                          "energy along NRF templates", "mean L2"], t_rows),
-        verdict_line(tv),
-        energy_reading(tr, s)])
+    md4 = "\n\n".join(
+        [
+            f"Sources and targets: the operating-point models (a_n = {s.a_n:g}). Each source's PGD-L2 adversarial "
+            f"examples (eps {s.transfer_eps:g}) are evaluated on every model of the other seeds; each perturbation is "
+            "split by the orthonormal DCT into its energy in the RF band, the NRF band and the rest, and the share "
+            "along the NRF templates themselves.",
+            markdown_table(
+                ["source"]
+                + [f"success on {name(t)} targets" for t in tnorms]
+                + [
+                    "white-box success",
+                    "energy RF band",
+                    "energy NRF band",
+                    "energy rest",
+                    "energy along NRF templates",
+                    "mean L2",
+                ],
+                t_rows,
+            ),
+            verdict_line(tv),
+            energy_reading(tr, s),
+        ]
+    )
     sec4 = Section("Planted features: transfer with ground truth (claim 6)", md4, energy_png)
     return [sec1, sec2, sec3, sec4], verdicts
 
@@ -1094,13 +1411,25 @@ def energy_reading(t: TransferResult, s: Settings) -> str:
     """One measured sentence on which features each source's adversarial examples move."""
     bn = s.norms[0]
     e_bn, e_none = t.energy[bn], t.energy["none"]
-    return (f"Reading: {name(bn)} sources put {pct(e_bn['nrf_band'])} of their perturbation energy in the NRF band "
-            f"and {pct(e_bn['rf_band'])} in the RF band; no-norm sources {pct(e_none['nrf_band'])} and "
-            f"{pct(e_none['rf_band'])}. Success on {name(bn)} targets: from {name(bn)} sources "
-            f"{pct(t.success.get((bn, bn), math.nan))}, from no-norm sources {pct(t.success.get(('none', bn), math.nan))};"
-            f" on no-norm targets: {pct(t.success.get((bn, 'none'), math.nan))} and "
-            f"{pct(t.success.get(('none', 'none'), math.nan))}.")
+    return (
+        f"Reading: {name(bn)} sources put {pct(e_bn['nrf_band'])} of their perturbation energy in the NRF band "
+        f"and {pct(e_bn['rf_band'])} in the RF band; no-norm sources {pct(e_none['nrf_band'])} and "
+        f"{pct(e_none['rf_band'])}. Success on {name(bn)} targets: from {name(bn)} sources "
+        f"{pct(t.success.get((bn, bn), math.nan))}, from no-norm sources {pct(t.success.get(('none', bn), math.nan))};"
+        f" on no-norm targets: {pct(t.success.get((bn, 'none'), math.nan))} and "
+        f"{pct(t.success.get(('none', 'none'), math.nan))}."
+    )
 
 
-__all__ = ["FULL", "QUICK", "PlantedRun", "Settings", "capability", "measure", "plan", "reliance_curve", "run",
-           "transfer"]
+__all__ = [
+    "FULL",
+    "QUICK",
+    "PlantedRun",
+    "Settings",
+    "capability",
+    "measure",
+    "plan",
+    "reliance_curve",
+    "run",
+    "transfer",
+]

@@ -38,12 +38,18 @@ class Protocol:
     description: str
 
 
-PAPER = Protocol("paper", "the paper's protocol (BN with running statistics)",
-                 "model in eval mode; BatchNorm normalizes with its running statistics, as in the official code")
-BATCH_STATS = Protocol("batch-stats", "the batch-statistics protocol (BN with batch statistics)",
-                       f"BatchNorm normalizes each batch of {BATCH_STATS_BATCH} test images (a fixed seeded random "
-                       "order) with the batch's own statistics; running statistics untouched; models without BN "
-                       "are unaffected")
+PAPER = Protocol(
+    "paper",
+    "the paper's protocol (BN with running statistics)",
+    "model in eval mode; BatchNorm normalizes with its running statistics, as in the official code",
+)
+BATCH_STATS = Protocol(
+    "batch-stats",
+    "the batch-statistics protocol (BN with batch statistics)",
+    f"BatchNorm normalizes each batch of {BATCH_STATS_BATCH} test images (a fixed seeded random "
+    "order) with the batch's own statistics; running statistics untouched; models without BN "
+    "are unaffected",
+)
 PROTOCOLS = {p.name: p for p in (PAPER, BATCH_STATS)}
 
 
@@ -58,8 +64,9 @@ def has_batch_norm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def predict(model: nn.Module, x: torch.Tensor, *, protocol: Protocol, batch_size: int = 256,
-            seed: int = 0) -> torch.Tensor:
+def predict(
+    model: nn.Module, x: torch.Tensor, *, protocol: Protocol, batch_size: int = 256, seed: int = 0
+) -> torch.Tensor:
     """Predicted classes for ``x`` (CPU, in ``x``'s order) under ``protocol``; the model is left as it was."""
     device = next(model.parameters()).device
     if protocol.name == "paper" or not has_batch_norm(model):
@@ -72,10 +79,18 @@ def predict(model: nn.Module, x: torch.Tensor, *, protocol: Protocol, batch_size
     preds = torch.empty(x.shape[0], dtype=torch.long)
     with torch.no_grad(), frozen_model(model, mode, keep_buffers=True):
         for start in range(0, x.shape[0], size):
-            idx = order[start:start + size]
+            idx = order[start : start + size]
             preds[idx] = model(x[idx].to(device)).argmax(1).cpu()
     return preds
 
 
-__all__ = ["BATCH_STATS", "BATCH_STATS_BATCH", "PAPER", "PROTOCOLS", "Protocol", "get_protocol", "has_batch_norm",
-           "predict"]
+__all__ = [
+    "BATCH_STATS",
+    "BATCH_STATS_BATCH",
+    "PAPER",
+    "PROTOCOLS",
+    "Protocol",
+    "get_protocol",
+    "has_batch_norm",
+    "predict",
+]

@@ -24,8 +24,10 @@ def write_recipe_files(root: str | Path) -> list[Path]:
             path = Path(root) / name / f"{scale}.yaml"
             path.parent.mkdir(parents=True, exist_ok=True)
             note = spec.scale_notes.get(scale)
-            header = (f"# `{name}` at the {scale} scale: {spec.summary}.\n"
-                      f"# nrflab experiment {name} --recipe {path.as_posix()}  (any key can be changed with --set)\n")
+            header = (
+                f"# `{name}` at the {scale} scale: {spec.summary}.\n"
+                f"# nrflab experiment {name} --recipe {path.as_posix()}  (any key can be changed with --set)\n"
+            )
             if note:
                 header += f"# {note}\n"
             atomic_write_text(path, header + recipe_text(spec, spec.presets[scale], scale))

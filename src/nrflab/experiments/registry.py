@@ -26,10 +26,16 @@ CHAIN: tuple[tuple[str, str, str], ...] = (
     ("family", "nrflab.experiments.family", ""),
     ("corruptions", "nrflab.experiments.corruptions", ""),
     ("features", "nrflab.experiments.features", ""),
-    ("transfer", "nrflab.experiments.transfer",
-     "transfer matrix of a BN/no-BN zoo and early-stopped sources (transfer boosts, claim 6)"),
-    ("planted", "nrflab.experiments.planted",
-     "planted robust and non-robust features: the feature claims against ground truth"),
+    (
+        "transfer",
+        "nrflab.experiments.transfer",
+        "transfer matrix of a BN/no-BN zoo and early-stopped sources (transfer boosts, claim 6)",
+    ),
+    (
+        "planted",
+        "nrflab.experiments.planted",
+        "planted robust and non-robust features: the feature claims against ground truth",
+    ),
 )
 
 #: Names that stand for several experiments.
@@ -81,8 +87,15 @@ def select(only: str | Sequence[str] | None) -> list[ExperimentSpec]:
     return [spec for name, spec in found.items() if name in wanted]
 
 
-def run_experiment(name: str, out: Path, *, scale: str = "cpu", settings: BaseModel | None = None,
-                   progress: bool = True, workers: int = 1) -> list[Section]:
+def run_experiment(
+    name: str,
+    out: Path,
+    *,
+    scale: str = "cpu",
+    settings: BaseModel | None = None,
+    progress: bool = True,
+    workers: int = 1,
+) -> list[Section]:
     """Run one experiment (plan, runs, analysis) into ``out`` and return its report sections."""
     from .reproduce import run_chain
 

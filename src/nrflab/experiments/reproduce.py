@@ -110,14 +110,32 @@ def run_chain(
     out = check_output_path(Path(out))
     if lock:
         with locked(out, what="experiment directory"):
-            return run_chain(selected, out, workers=workers, backend=backend, ray_address=ray_address,
-                             cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, threads=threads,
-                             progress=progress, verbose=verbose, lock=False)
+            return run_chain(
+                selected,
+                out,
+                workers=workers,
+                backend=backend,
+                ray_address=ray_address,
+                cpus_per_run=cpus_per_run,
+                gpus_per_run=gpus_per_run,
+                threads=threads,
+                progress=progress,
+                verbose=verbose,
+                lock=False,
+            )
     started = time.perf_counter()
     plans = plan_chain(selected, out)
-    results = execute([t for tasks in plans.values() for t in tasks], workers=workers, backend=backend,
-                      ray_address=ray_address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
-                      threads=threads, progress=progress, verbose=verbose)
+    results = execute(
+        [t for tasks in plans.values() for t in tasks],
+        workers=workers,
+        backend=backend,
+        ray_address=ray_address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        threads=threads,
+        progress=progress,
+        verbose=verbose,
+    )
     outcomes = []
     for spec, settings in selected:
         t0 = time.perf_counter()
@@ -139,9 +157,11 @@ def _failed_section(spec: ExperimentSpec, outcome: ExperimentOutcome) -> Section
     lines = [f"- `{r.key}`: {r.status}: {r.error}" for r in outcome.failures[:10]]
     if outcome.error:
         lines.append(f"- analysis: {outcome.error}")
-    return Section(f"{spec.summary} (not completed)",
-                   "This experiment did not complete, so it judges no claim. Fix the problem and rerun the same "
-                   "command: finished runs are reused.\n\n" + "\n".join(lines))
+    return Section(
+        f"{spec.summary} (not completed)",
+        "This experiment did not complete, so it judges no claim. Fix the problem and rerun the same "
+        "command: finished runs are reused.\n\n" + "\n".join(lines),
+    )
 
 
 def resolve_chain(only: str | Sequence[str] | None, overrides: Overrides) -> list[tuple[ExperimentSpec, BaseModel]]:
@@ -173,9 +193,19 @@ def reproduce(
     plan_chain(selected, out)  # conflicts and invalid recipes: one line, before the directory is touched
     with locked(out, what="reproduce directory"):
         write_recipes(out, selected, overrides.scale)
-        result = run_chain(selected, out, workers=workers, backend=backend, ray_address=ray_address,
-                           cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, threads=threads, progress=progress,
-                           verbose=verbose, lock=False)
+        result = run_chain(
+            selected,
+            out,
+            workers=workers,
+            backend=backend,
+            ray_address=ray_address,
+            cpus_per_run=cpus_per_run,
+            gpus_per_run=gpus_per_run,
+            threads=threads,
+            progress=progress,
+            verbose=verbose,
+            lock=False,
+        )
         sections = [*result.sections, chain_section(result, overrides.scale, selected)]
         write_report(out, title, sections, intro(overrides.scale, selected))
         atomic_write_json(out / "reproduce.json", manifest(result, overrides, selected, backend, workers))
@@ -222,9 +252,15 @@ def _plain(value: Any) -> Any:
 def intro(scale: str, selected: Sequence[tuple[ExperimentSpec, BaseModel]]) -> str:
     protocols = "; ".join(f"**{p.name}**: {p.description}" for p in PROTOCOLS.values())
     notes = [spec.scale_notes[scale] for spec, _ in selected if scale in spec.scale_notes]
-    return "\n\n".join([INTRO, f"Scale `{scale}`; experiments: {', '.join(s.name for s, _ in selected)}. The settings "
-                        "each experiment ran with are in `recipes/<experiment>.yaml` (rerun with `--recipe`). "
-                        f"Evaluation protocols: {protocols}.", *notes])
+    return "\n\n".join(
+        [
+            INTRO,
+            f"Scale `{scale}`; experiments: {', '.join(s.name for s, _ in selected)}. The settings "
+            "each experiment ran with are in `recipes/<experiment>.yaml` (rerun with `--recipe`). "
+            f"Evaluation protocols: {protocols}.",
+            *notes,
+        ]
+    )
 
 
 def chain_section(result: ChainResult, scale: str, selected: Sequence[tuple[ExperimentSpec, BaseModel]]) -> Section:
@@ -233,26 +269,50 @@ def chain_section(result: ChainResult, scale: str, selected: Sequence[tuple[Expe
     for r in result.results.values():
         counts[r.status] = counts.get(r.status, 0) + 1
     trained = sum(r.seconds for r in result.results.values() if r.status == "finished")
-    rows = "\n".join(f"- `{o.name}`: {'completed' if o.ok else 'NOT completed'}; analysis {o.seconds:.0f} s; settings: "
-                     f"{settings_text(o.settings)}" for o in result.outcomes)
-    text = (f"{len(result.results)} tasks: " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-            + f"; {trained / 60:.1f} min of task time; chain wall time {result.seconds / 60:.1f} min.\n\n{rows}")
+    rows = "\n".join(
+        f"- `{o.name}`: {'completed' if o.ok else 'NOT completed'}; analysis {o.seconds:.0f} s; settings: "
+        f"{settings_text(o.settings)}"
+        for o in result.outcomes
+    )
+    text = (
+        f"{len(result.results)} tasks: "
+        + ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+        + f"; {trained / 60:.1f} min of task time; chain wall time {result.seconds / 60:.1f} min.\n\n{rows}"
+    )
     return Section("The chain", text)
 
 
-def manifest(result: ChainResult, overrides: Overrides, selected: Sequence[tuple[ExperimentSpec, BaseModel]],
-             backend: str, workers: int) -> dict[str, Any]:
+def manifest(
+    result: ChainResult,
+    overrides: Overrides,
+    selected: Sequence[tuple[ExperimentSpec, BaseModel]],
+    backend: str,
+    workers: int,
+) -> dict[str, Any]:
     return {
         "scale": overrides.scale,
         "experiments": [spec.name for spec, _ in selected],
         "backend": backend,
         "workers": workers,
         "seconds": result.seconds,
-        "tasks": [{"key": r.key, "status": r.status, "seconds": r.seconds, "error": r.error, "where": r.where}
-                  for r in result.results.values()],
+        "tasks": [
+            {"key": r.key, "status": r.status, "seconds": r.seconds, "error": r.error, "where": r.where}
+            for r in result.results.values()
+        ],
         "failed": [o.name for o in result.failed],
     }
 
 
-__all__ = ["ChainResult", "ExperimentOutcome", "INTRO", "TITLE", "chain_section", "plan_chain", "recipe_text",
-           "reproduce", "resolve_chain", "run_chain", "write_recipes"]
+__all__ = [
+    "ChainResult",
+    "ExperimentOutcome",
+    "INTRO",
+    "TITLE",
+    "chain_section",
+    "plan_chain",
+    "recipe_text",
+    "reproduce",
+    "resolve_chain",
+    "run_chain",
+    "write_recipes",
+]

@@ -43,12 +43,14 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _stage_fields() -> dict[str, Any]:
-    return {name: (Optional[info.annotation], None) for name, info in TrainConfig.model_fields.items()
-            if name not in STAGE_EXCLUDED}
+    return {
+        name: (Optional[info.annotation], None)
+        for name, info in TrainConfig.model_fields.items()
+        if name not in STAGE_EXCLUDED
+    }
 
 
-_StageFields: type[BaseModel] = create_model(
-    "_StageFields", __config__=_FROZEN, **_stage_fields())
+_StageFields: type[BaseModel] = create_model("_StageFields", __config__=_FROZEN, **_stage_fields())
 
 
 class Stage(_StageFields):  # type: ignore[misc,valid-type]
@@ -72,23 +74,32 @@ class ExperimentSettings(BaseModel):
 
     model_config = _FROZEN
 
-    dataset: str = Field(description="dataset name (any name `nrflab list` shows, with parameters), or a "
-                         "built dataset directory")
+    dataset: str = Field(
+        description="dataset name (any name `nrflab list` shows, with parameters), or a built dataset directory"
+    )
     data_root: Optional[str] = Field(default=None, description="where file-based datasets live")
     arch: str = Field(description="architecture of every model the experiment trains")
     width: float = Field(gt=0, le=WIDTH_MAX, description="channel-width multiplier")
     device: str = Field(default="auto", description="cpu, cuda, cuda:N, mps or auto")
     seeds: list[Seed] = Field(min_length=1, description="training seeds; paired across the compared models")
 
-    def train_config(self, stage: Stage, *, norm: str, seed: int, dataset: str | None = None,
-                     **fixed: Any) -> TrainConfig:
+    def train_config(
+        self, stage: Stage, *, norm: str, seed: int, dataset: str | None = None, **fixed: Any
+    ) -> TrainConfig:
         """The full recipe of one run: the common settings, then ``fixed`` (what the experiment decides for
         this run), then the stage's fields; the dataset preset fills the rest. One-line error if invalid.
 
         ``dataset`` replaces the settings' dataset for this run (a built feature dataset); the preset is then
         still the settings' dataset's, whether or not the built set exists yet."""
-        fields: dict[str, Any] = dict(dataset=dataset or self.dataset, arch=self.arch, width=self.width,
-                                      device=self.device, norm=norm, seed=seed, **fixed)
+        fields: dict[str, Any] = dict(
+            dataset=dataset or self.dataset,
+            arch=self.arch,
+            width=self.width,
+            device=self.device,
+            norm=norm,
+            seed=seed,
+            **fixed,
+        )
         if self.data_root is not None and dataset is None:
             fields["data_root"] = self.data_root
         fields.update(stage.fields())
@@ -135,13 +146,13 @@ class ExperimentSpec:
         from ..errors import NrflabError
 
         if scale not in self.presets:
-            raise NrflabError(f"experiment {self.name!r} has no {scale!r} scale; choose one of "
-                              f"{', '.join(self.presets)}")
+            raise NrflabError(
+                f"experiment {self.name!r} has no {scale!r} scale; choose one of {', '.join(self.presets)}"
+            )
         return self.presets[scale]
 
     def home_dir(self, out: Path) -> Path:
         return Path(out) / self.home if self.home else Path(out)
 
 
-__all__ = ["ALL_SCALES", "AnalysisContext", "ExperimentSettings", "ExperimentSpec", "SCALES", "STAGE_EXCLUDED",
-           "Stage"]
+__all__ = ["ALL_SCALES", "AnalysisContext", "ExperimentSettings", "ExperimentSpec", "SCALES", "STAGE_EXCLUDED", "Stage"]

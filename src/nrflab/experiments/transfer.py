@@ -60,10 +60,16 @@ class ZooSetup:
     attack: str
 
 
-FULL = ZooSetup(archs=(("smallcnn", 0.5), ("vgg11", 0.25)), epochs=6, train_size=None, limit=500,
-                attack="pgd-linf:eps=0.1,step=0.025,steps=10")
-QUICK = ZooSetup(archs=(("smallcnn", 0.5),), epochs=2, train_size=1000, limit=100,
-                 attack="pgd-linf:eps=0.1,step=0.04,steps=5")
+FULL = ZooSetup(
+    archs=(("smallcnn", 0.5), ("vgg11", 0.25)),
+    epochs=6,
+    train_size=None,
+    limit=500,
+    attack="pgd-linf:eps=0.1,step=0.025,steps=10",
+)
+QUICK = ZooSetup(
+    archs=(("smallcnn", 0.5),), epochs=2, train_size=1000, limit=100, attack="pgd-linf:eps=0.1,step=0.04,steps=5"
+)
 EARLY_RULE = EarlyStop("frac", 0.9)
 
 
@@ -81,10 +87,17 @@ class TransferExperimentSettings(ExperimentSettings):
     the attack whose transfer is measured."""
 
     other_archs: list[ZooArch] = Field(default_factory=list)
-    norms: list[str] = Field(default_factory=lambda: ["bn", "none"], min_length=2, max_length=2,
-                             description="the normalization under test, then its baseline")
-    zoo: Stage = Field(default_factory=Stage, description="the zoo's training recipe (keep_checkpoints: the "
-                       "epochs whose checkpoints attack, for the early-stopping boost)")
+    norms: list[str] = Field(
+        default_factory=lambda: ["bn", "none"],
+        min_length=2,
+        max_length=2,
+        description="the normalization under test, then its baseline",
+    )
+    zoo: Stage = Field(
+        default_factory=Stage,
+        description="the zoo's training recipe (keep_checkpoints: the "
+        "epochs whose checkpoints attack, for the early-stopping boost)",
+    )
     train_size: Optional[int] = Field(default=None, ge=1, description="seeded random subset of the training set")
     limit: int = Field(default=500, ge=1, description="attacked test images")
     attack: str = FULL.attack
@@ -95,18 +108,53 @@ def _zoo_stage(epochs: int) -> Stage:
     return Stage(epochs=epochs, eval_attacks=[], ligs=False, keep_checkpoints=1)
 
 
-CPU = TransferExperimentSettings(dataset="mnist5k", arch="smallcnn", width=0.5, device="cpu", seeds=[0, 1],
-                                 other_archs=[ZooArch(arch="vgg11", width=0.25)], zoo=_zoo_stage(FULL.epochs),
-                                 limit=FULL.limit, attack=FULL.attack)
-QUICK_SETTINGS = TransferExperimentSettings(dataset="mnist5k", arch="smallcnn", width=0.5, device="cpu", seeds=[0, 1],
-                                            zoo=_zoo_stage(QUICK.epochs), train_size=QUICK.train_size,
-                                            limit=QUICK.limit, attack=QUICK.attack)
+CPU = TransferExperimentSettings(
+    dataset="mnist5k",
+    arch="smallcnn",
+    width=0.5,
+    device="cpu",
+    seeds=[0, 1],
+    other_archs=[ZooArch(arch="vgg11", width=0.25)],
+    zoo=_zoo_stage(FULL.epochs),
+    limit=FULL.limit,
+    attack=FULL.attack,
+)
+QUICK_SETTINGS = TransferExperimentSettings(
+    dataset="mnist5k",
+    arch="smallcnn",
+    width=0.5,
+    device="cpu",
+    seeds=[0, 1],
+    zoo=_zoo_stage(QUICK.epochs),
+    train_size=QUICK.train_size,
+    limit=QUICK.limit,
+    attack=QUICK.attack,
+)
 PAPER_SCALE = TransferExperimentSettings(
-    dataset="cifar10", arch="resnet18", width=1.0, seeds=[1337, 1338],
-    zoo=Stage(epochs=150, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
-              schedule="multistep", milestones=[50, 100], gamma=0.1, augment=True, flip=True, init="torch",
-              eval_attacks=[], ligs=False, keep_checkpoints=10),
-    limit=1000, attack="pgd-linf:eps=8/255,step=2/255,steps=20")
+    dataset="cifar10",
+    arch="resnet18",
+    width=1.0,
+    seeds=[1337, 1338],
+    zoo=Stage(
+        epochs=150,
+        batch_size=128,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=5e-4,
+        schedule="multistep",
+        milestones=[50, 100],
+        gamma=0.1,
+        augment=True,
+        flip=True,
+        init="torch",
+        eval_attacks=[],
+        ligs=False,
+        keep_checkpoints=10,
+    ),
+    limit=1000,
+    attack="pgd-linf:eps=8/255,step=2/255,steps=20",
+)
 NO_BN_CLAIM = "RFs transfer better: adversarial examples from sources without BN transfer better"
 EARLY_CLAIM = "Early-stopped sources (mostly RFs) transfer better than the final model"
 
@@ -154,16 +202,21 @@ def _zoo_tasks(s: TransferExperimentSettings, home: Path) -> dict[tuple[str, str
         for norm in s.norms:
             for seed in s.seeds:
                 cfg = common.train_config(s.zoo, norm=norm, seed=seed)
-                tasks[(zoo_arch.arch, norm, seed)] = TrainTask(str(home / "runs" / f"{zoo_arch.arch}_{norm}_s{seed}"),
-                                                               cfg.model_dump(), train_size=s.train_size)
+                tasks[(zoo_arch.arch, norm, seed)] = TrainTask(
+                    str(home / "runs" / f"{zoo_arch.arch}_{norm}_s{seed}"), cfg.model_dump(), train_size=s.train_size
+                )
     return tasks
 
 
 def plan(s: TransferExperimentSettings, home: Path) -> list[Task]:
     """The zoo's runs, then the transfer matrix (crafting and evaluating every pair) as one task."""
     runs = list(_zoo_tasks(s, home).values())
-    matrix = CallTask(f"{home / 'transfer'}#matrix", "nrflab.experiments.transfer:compute_transfer",
-                      {"home": str(home), "settings": s.model_dump()}, after=tuple(t.key for t in runs))
+    matrix = CallTask(
+        f"{home / 'transfer'}#matrix",
+        "nrflab.experiments.transfer:compute_transfer",
+        {"home": str(home), "settings": s.model_dump()},
+        after=tuple(t.key for t in runs),
+    )
     return [*runs, matrix]
 
 
@@ -174,8 +227,9 @@ def compute_transfer(*, home: str, settings: dict[str, object], progress: bool =
     return home
 
 
-def _matrix(s: TransferExperimentSettings, home: Path, progress: bool
-            ) -> tuple[TransferResult, TransferResult, OutputPaths, list[ZooRun], list[ModelRef], list[ModelRef]]:
+def _matrix(
+    s: TransferExperimentSettings, home: Path, progress: bool
+) -> tuple[TransferResult, TransferResult, OutputPaths, list[ZooRun], list[ModelRef], list[ModelRef]]:
     """The full result (finals and kept checkpoints as sources), the final models' matrix and its files."""
     tasks = _zoo_tasks(s, home)
     bundle = subset_bundle(load_bundle(s), s.train_size, 0)
@@ -207,17 +261,26 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
     curve = _epoch_curve(result, finals, earlier, epochs)
     curve_img = _plot_curve(curve, home / "transfer_vs_source_epoch")
     early = _early_vs_final(result, zoo, finals, epochs, EarlyStop.parse(s.early_stop))
-    protocol = (f"attack {s.attack} (untargeted), {result.settings.num_samples} {s.dataset} test images, "
-                f"seeds {', '.join(map(str, s.seeds))}, {epochs} epochs")
+    protocol = (
+        f"attack {s.attack} (untargeted), {result.settings.num_samples} {s.dataset} test images, "
+        f"seeds {', '.join(map(str, s.seeds))}, {epochs} epochs"
+    )
     healths = _source_health(s, bundle, zoo)
     bn = [h for r, h in zip(zoo, healths, strict=True) if r.norm == s.norms[0]]
     nobn = [h for r, h in zip(zoo, healths, strict=True) if r.norm == s.norms[1]]
-    verdicts = [_guarded(no_bn_claim(matrix_only, _twins(zoo, finals), protocol=protocol),
-                         void_reason(learners=healths, comparable=[(bn, nobn)])),
-                _guarded(early_stop_claim(early, protocol=protocol), void_reason(learners=healths))]
+    verdicts = [
+        _guarded(
+            no_bn_claim(matrix_only, _twins(zoo, finals), protocol=protocol),
+            void_reason(learners=healths, comparable=[(bn, nobn)]),
+        ),
+        _guarded(early_stop_claim(early, protocol=protocol), void_reason(learners=healths)),
+    ]
     return [
-        Section("Transfer matrix (BN vs no-BN sources)", _matrix_markdown(matrix_only, s.dataset),
-                [paths.transfer_success_png, paths.target_accuracy_png]),
+        Section(
+            "Transfer matrix (BN vs no-BN sources)",
+            _matrix_markdown(matrix_only, s.dataset),
+            [paths.transfer_success_png, paths.target_accuracy_png],
+        ),
         Section("Early-stopped sources", _early_markdown(curve, early), [curve_img]),
         Section("Claims: transferability", "\n".join(verdict_line(v) for v in verdicts), verdicts=verdicts),
     ]
@@ -225,9 +288,13 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
 
 def _source_health(s: TransferExperimentSettings, bundle: object, zoo: Sequence[ZooRun]) -> list[Health]:
     x, y = test_images(bundle, s.limit)  # type: ignore[arg-type]
-    return [named(f"{r.arch}/{r.norm} seed {r.seed}", [health("source", r.path, measure(r.path, x, y, device=s.device),
-                                                              num_classes=bundle.num_classes)])[0]  # type: ignore[attr-defined]
-            for r in zoo]
+    return [
+        named(
+            f"{r.arch}/{r.norm} seed {r.seed}",
+            [health("source", r.path, measure(r.path, x, y, device=s.device), num_classes=bundle.num_classes)],
+        )[0]  # type: ignore[attr-defined]
+        for r in zoo
+    ]
 
 
 def _guarded(v: Verdict, reason: str | None) -> Verdict:
@@ -237,8 +304,15 @@ def _guarded(v: Verdict, reason: str | None) -> Verdict:
     return judge(v.claim, v.difference, v.low, v.high, v.evidence, protocol=v.protocol, void_reason=reason)
 
 
-def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), progress: bool = True,
-        settings: TransferExperimentSettings | None = None, workers: int = 1) -> list[Section]:
+def run(
+    out_dir: Path,
+    *,
+    quick: bool = False,
+    seeds: Sequence[int] = (0, 1),
+    progress: bool = True,
+    settings: TransferExperimentSettings | None = None,
+    workers: int = 1,
+) -> list[Section]:
     """Train the zoo (reusing finished runs), compute the matrix and the early-stop curve, and report."""
     from .registry import run_experiment
 
@@ -249,23 +323,28 @@ def run(out_dir: Path, *, quick: bool = False, seeds: Sequence[int] = (0, 1), pr
 def _twins(zoo: Sequence[ZooRun], finals: Sequence[ModelRef]) -> list[tuple[str, str]]:
     """(BN source, no-BN source) names of the same arch and seed."""
     by_key = {(r.arch, r.norm, r.seed): ref.name for r, ref in zip(zoo, finals, strict=True)}
-    return [(name, by_key[(arch, "none", seed)]) for (arch, norm, seed), name in by_key.items()
-            if norm == "bn" and (arch, "none", seed) in by_key]
+    return [
+        (name, by_key[(arch, "none", seed)])
+        for (arch, norm, seed), name in by_key.items()
+        if norm == "bn" and (arch, "none", seed) in by_key
+    ]
 
 
 def _base_group(group: str) -> str:
     return group.split("@", 1)[0]
 
 
-def _epoch_curve(result: TransferResult, finals: list[ModelRef], earlier: list[ModelRef],
-                 epochs: int) -> list[tuple[str, list[CurvePoint]]]:
+def _epoch_curve(
+    result: TransferResult, finals: list[ModelRef], earlier: list[ModelRef], epochs: int
+) -> list[tuple[str, list[CurvePoint]]]:
     """Per group: mean success over seeds (t-interval) and mean source clean accuracy for epochs 1..E."""
     per = {r.source: r.mean_success for r in result.per_source()}
     by_group: dict[str, list[tuple[int, float, float]]] = {}
     for ref in [*earlier, *finals]:
         epoch = ref.epoch if ref.epoch is not None else epochs
         by_group.setdefault(_base_group(ref.group), []).append(
-            (epoch, per[ref.name], result.source(ref.name).clean_accuracy))
+            (epoch, per[ref.name], result.source(ref.name).clean_accuracy)
+        )
     out = []
     for group, pts in by_group.items():
         rows = []
@@ -284,8 +363,13 @@ def _plot_curve(curve: list[tuple[str, list[CurvePoint]]], stem: Path) -> Path:
     ax = axes[0][0]
     for group, rows in curve:
         e = [r.epoch for r in rows]
-        line, = ax.plot(e, [100 * r.mean_success for r in rows], marker="o",
-                        linestyle=NORM_STYLE.get(group.split("/")[-1], "-"), label=group)
+        (line,) = ax.plot(
+            e,
+            [100 * r.mean_success for r in rows],
+            marker="o",
+            linestyle=NORM_STYLE.get(group.split("/")[-1], "-"),
+            label=group,
+        )
         lo = [100 * (r.ci[0] if math.isfinite(r.ci[0]) else r.mean_success) for r in rows]
         hi = [100 * (r.ci[1] if math.isfinite(r.ci[1]) else r.mean_success) for r in rows]
         ax.fill_between(e, lo, hi, color=line.get_color(), alpha=0.15)
@@ -298,16 +382,25 @@ def _plot_curve(curve: list[tuple[str, list[CurvePoint]]], stem: Path) -> Path:
     return save_figure(fig, stem)[0]
 
 
-def _early_vs_final(result: TransferResult, zoo: Sequence[ZooRun], finals: list[ModelRef],
-                    epochs: int, rule: EarlyStop = EARLY_RULE) -> list[EarlyVsFinal]:
+def _early_vs_final(
+    result: TransferResult, zoo: Sequence[ZooRun], finals: list[ModelRef], epochs: int, rule: EarlyStop = EARLY_RULE
+) -> list[EarlyVsFinal]:
     """Per run: the early-stopped checkpoint (``rule``) vs the final model, same targets."""
     per = {r.source: r.mean_success for r in result.per_source()}
     rows = []
     for run_info, final in zip(zoo, finals, strict=True):
         epoch = rule.select(run_info.path)
         early_name = final.name if epoch == epochs else f"{final.name}@e{epoch}"
-        rows.append(EarlyVsFinal(run=final.name, group=final.group, epoch=epoch, final_epoch=epochs,
-                                 early=per[early_name], final=per[final.name]))
+        rows.append(
+            EarlyVsFinal(
+                run=final.name,
+                group=final.group,
+                epoch=epoch,
+                final_epoch=epochs,
+                early=per[early_name],
+                final=per[final.name],
+            )
+        )
     return rows
 
 
@@ -316,32 +409,61 @@ def _matrix_markdown(result: TransferResult, dataset: str = "mnist5k") -> str:
     for s in result.sources:
         clean.setdefault(s.group, []).append((s.clean_accuracy, s.whitebox_success))
     table = markdown_table(
-        ["source group", "seeds", "clean acc %", "white-box success %", "transfer success % (mean over targets)",
-         "95 % CI over seeds", "target acc % on its examples"],
-        [[g.group, g.sources, f"{100 * sum(c[0] for c in clean[g.group]) / len(clean[g.group]):.1f}",
-          f"{100 * sum(c[1] for c in clean[g.group]) / len(clean[g.group]):.1f}", fmt_pct(g.mean_success),
-          fmt_ci(g.ci), fmt_pct(g.mean_target_accuracy)] for g in result.per_source_group()])
+        [
+            "source group",
+            "seeds",
+            "clean acc %",
+            "white-box success %",
+            "transfer success % (mean over targets)",
+            "95 % CI over seeds",
+            "target acc % on its examples",
+        ],
+        [
+            [
+                g.group,
+                g.sources,
+                f"{100 * sum(c[0] for c in clean[g.group]) / len(clean[g.group]):.1f}",
+                f"{100 * sum(c[1] for c in clean[g.group]) / len(clean[g.group]):.1f}",
+                fmt_pct(g.mean_success),
+                fmt_ci(g.ci),
+                fmt_pct(g.mean_target_accuracy),
+            ]
+            for g in result.per_source_group()
+        ],
+    )
     gm = result.group_matrix()
-    cells = markdown_table(["source \\ target", *gm.columns],
-                           [[a, *[f"{fmt_pct(c.mean)} {fmt_ci(c.ci)}" for c in row]] for a, row in zip(gm.rows, gm.cells, strict=True)])
+    cells = markdown_table(
+        ["source \\ target", *gm.columns],
+        [[a, *[f"{fmt_pct(c.mean)} {fmt_ci(c.ci)}" for c in row]] for a, row in zip(gm.rows, gm.cells, strict=True)],
+    )
     d = result.definitions
     settings = result.settings
-    return (f"Attack `{settings.attack}`, untargeted, {settings.num_samples} {dataset} test images; every final model attacks every "
-            f"other (a model is never its own target).\n\n*Transfer success*: {d['transfer_success']}; *eligible*: "
-            f"{d['eligible']}. *Target accuracy*: {d['target_accuracy']}.\n\n{table}\n\n"
-            f"Transfer success % by source group (rows) and target group (columns), mean over model pairs "
-            f"with a 95 % t-interval:\n\n{cells}\n")
+    return (
+        f"Attack `{settings.attack}`, untargeted, {settings.num_samples} {dataset} test images; every final model attacks every "
+        f"other (a model is never its own target).\n\n*Transfer success*: {d['transfer_success']}; *eligible*: "
+        f"{d['eligible']}. *Target accuracy*: {d['target_accuracy']}.\n\n{table}\n\n"
+        f"Transfer success % by source group (rows) and target group (columns), mean over model pairs "
+        f"with a 95 % t-interval:\n\n{cells}\n"
+    )
 
 
 def _early_markdown(curve: list[tuple[str, list[CurvePoint]]], early: list[EarlyVsFinal]) -> str:
-    rows = [[group, p.epoch, f"{100 * p.clean_accuracy:.1f}", fmt_pct(p.mean_success), fmt_ci(p.ci)]
-            for group, points in curve for p in points]
-    t1 = markdown_table(["source group", "source epoch", "source clean acc %", "transfer success %",
-                         "95 % CI over seeds"], rows)
-    t2 = markdown_table(["source run", "early epoch", "success % (early)", "success % (final)", "gain (points)"],
-                        [[r.run, r.epoch, fmt_pct(r.early), fmt_pct(r.final), fmt_points(r.gain)] for r in early])
-    return (f"Checkpoints of every epoch attack the final models of the other runs. Early stopping rule "
-            f"`{EARLY_RULE}`: the earliest kept epoch whose clean accuracy reaches 90 % of the final.\n\n{t1}\n\n{t2}\n")
+    rows = [
+        [group, p.epoch, f"{100 * p.clean_accuracy:.1f}", fmt_pct(p.mean_success), fmt_ci(p.ci)]
+        for group, points in curve
+        for p in points
+    ]
+    t1 = markdown_table(
+        ["source group", "source epoch", "source clean acc %", "transfer success %", "95 % CI over seeds"], rows
+    )
+    t2 = markdown_table(
+        ["source run", "early epoch", "success % (early)", "success % (final)", "gain (points)"],
+        [[r.run, r.epoch, fmt_pct(r.early), fmt_pct(r.final), fmt_points(r.gain)] for r in early],
+    )
+    return (
+        f"Checkpoints of every epoch attack the final models of the other runs. Early stopping rule "
+        f"`{EARLY_RULE}`: the earliest kept epoch whose clean accuracy reaches 90 % of the final.\n\n{t1}\n\n{t2}\n"
+    )
 
 
 def _pct_ci(stats: tuple[float, float, float]) -> str:
@@ -367,17 +489,30 @@ def no_bn_claim(result: TransferResult, twins: Sequence[tuple[str, str]], *, pro
         for tnorm in ("bn", "none"):
             vals = {}
             for snorm in ("bn", "none"):
-                ps = [p.transfer_success for p in result.pairs.values() if result.counted(p)
-                      and p.source_group == f"{arch}/{snorm}" and p.target_group.endswith(f"/{tnorm}")]
+                ps = [
+                    p.transfer_success
+                    for p in result.pairs.values()
+                    if result.counted(p)
+                    and p.source_group == f"{arch}/{snorm}"
+                    and p.target_group.endswith(f"/{tnorm}")
+                ]
                 vals[snorm] = mean_ci(ps)[0]
             by_target.append(f"on {tnorm} targets: no-BN {fmt_pct(vals['none'])} vs BN {fmt_pct(vals['bn'])}")
-        parts.append(f"{arch}: no-BN sources {_pct_ci(m_nobn)} vs BN sources {_pct_ci(m_bn)} "
-                     f"({'; '.join(by_target)})")
-    evidence = (f"Mean transfer success over targets (95 % CI over seeds): {'; '.join(parts)}. No-BN minus BN, "
-                f"paired by arch and seed: {fmt_points(diff)} points{ci_phrase((lo, hi))} over {len(twins)} twin pairs.")
-    return judge(NO_BN_CLAIM, diff, lo, hi, evidence,
-                 protocol=f"{protocol}; difference paired by twin (same arch and seed), t-interval across pairs"
-                 if protocol else "difference paired by twin (same arch and seed), t-interval across pairs")
+        parts.append(f"{arch}: no-BN sources {_pct_ci(m_nobn)} vs BN sources {_pct_ci(m_bn)} ({'; '.join(by_target)})")
+    evidence = (
+        f"Mean transfer success over targets (95 % CI over seeds): {'; '.join(parts)}. No-BN minus BN, "
+        f"paired by arch and seed: {fmt_points(diff)} points{ci_phrase((lo, hi))} over {len(twins)} twin pairs."
+    )
+    return judge(
+        NO_BN_CLAIM,
+        diff,
+        lo,
+        hi,
+        evidence,
+        protocol=f"{protocol}; difference paired by twin (same arch and seed), t-interval across pairs"
+        if protocol
+        else "difference paired by twin (same arch and seed), t-interval across pairs",
+    )
 
 
 def early_stop_claim(rows: Sequence[EarlyVsFinal], *, protocol: str = "") -> Verdict:
@@ -386,15 +521,23 @@ def early_stop_claim(rows: Sequence[EarlyVsFinal], *, protocol: str = "") -> Ver
     gains = [r.gain for r in rows if r.epoch < r.final_epoch and math.isfinite(r.gain)]
     g, lo, hi = mean_ci(gains, proportion=False)
     helped = sum(x > 0 for x in gains)
-    evidence = (f"Early checkpoint (rule {EARLY_RULE}) minus final model: mean {fmt_points(g)} points"
-                f"{ci_phrase((lo, hi))} over the {len(gains)} runs where the rule chose an earlier epoch; "
-                f"higher for {helped}/{len(gains)}.")
+    evidence = (
+        f"Early checkpoint (rule {EARLY_RULE}) minus final model: mean {fmt_points(g)} points"
+        f"{ci_phrase((lo, hi))} over the {len(gains)} runs where the rule chose an earlier epoch; "
+        f"higher for {helped}/{len(gains)}."
+    )
     base = "t-interval across runs"
     return judge(EARLY_CLAIM, g, lo, hi, evidence, protocol=f"{protocol}; {base}" if protocol else base)
 
 
 SPEC = ExperimentSpec(
-    name="transfer", summary="transfer matrix of a BN/no-BN zoo and early-stopped sources (both transfer boosts, "
-    "claim 6)", settings_type=TransferExperimentSettings,
-    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK_SETTINGS}, plan=plan, analyze=analyze,
-    home="transfer", claims=("6",), epoch_keys=("zoo.epochs",))
+    name="transfer",
+    summary="transfer matrix of a BN/no-BN zoo and early-stopped sources (both transfer boosts, claim 6)",
+    settings_type=TransferExperimentSettings,
+    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK_SETTINGS},
+    plan=plan,
+    analyze=analyze,
+    home="transfer",
+    claims=("6",),
+    epoch_keys=("zoo.epochs",),
+)

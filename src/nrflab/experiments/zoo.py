@@ -30,41 +30,95 @@ CURVE_ATTACK_CPU = "pgd-l2:eps=1.0,step=0.4,steps=5"
 class NormsSettings(ExperimentSettings):
     """Standard and adversarial training per normalization, evaluated on fixed test images."""
 
-    train_size: Optional[int] = Field(default=None, ge=1, description="seeded random subset of the training set (None: all)")
-    test_size: Optional[int] = Field(default=500, ge=1, description="fixed test images of the final evaluation (None: all)")
-    norms: list[str] = Field(default_factory=lambda: ["bn", "gn", "ln", "in", "bn-eval", "none"], min_length=1,
-                             description="normalizations trained with the standard recipe")
-    at_norms: list[str] = Field(default_factory=lambda: ["bn", "none"],
-                                description="normalizations also trained adversarially")
+    train_size: Optional[int] = Field(
+        default=None, ge=1, description="seeded random subset of the training set (None: all)"
+    )
+    test_size: Optional[int] = Field(
+        default=500, ge=1, description="fixed test images of the final evaluation (None: all)"
+    )
+    norms: list[str] = Field(
+        default_factory=lambda: ["bn", "gn", "ln", "in", "bn-eval", "none"],
+        min_length=1,
+        description="normalizations trained with the standard recipe",
+    )
+    at_norms: list[str] = Field(
+        default_factory=lambda: ["bn", "none"], description="normalizations also trained adversarially"
+    )
     standard: Stage = Field(default_factory=Stage, description="the standard training recipe")
     adversarial: Stage = Field(default_factory=Stage, description="the adversarial training recipe")
-    final_attacks: Optional[list[str]] = Field(default=None, description="attacks of the final evaluation (None: the "
-                                               "dataset preset's)")
+    final_attacks: Optional[list[str]] = Field(
+        default=None, description="attacks of the final evaluation (None: the dataset preset's)"
+    )
     ligs_sigma: float = Field(default=0.01, ge=0)
     corruptions: list[str] = Field(default_factory=lambda: list(benchmark_corruptions()))
     severities: list[int] = Field(default_factory=lambda: list(SEVERITIES))
 
 
 CPU = NormsSettings(
-    dataset="mnist5k", arch="smallcnn", width=0.5, seeds=[0, 1],
+    dataset="mnist5k",
+    arch="smallcnn",
+    width=0.5,
+    seeds=[0, 1],
     standard=Stage(epochs=8, eval_size=200, eval_attacks=[CURVE_ATTACK_CPU]),
-    adversarial=Stage(epochs=4, eval_size=200, eval_attacks=[CURVE_ATTACK_CPU], adv_train="targeted-l2", adv_eps=2.0,
-                      adv_steps=4, attack_mode="train"))
+    adversarial=Stage(
+        epochs=4,
+        eval_size=200,
+        eval_attacks=[CURVE_ATTACK_CPU],
+        adv_train="targeted-l2",
+        adv_eps=2.0,
+        adv_steps=4,
+        attack_mode="train",
+    ),
+)
 QUICK = NormsSettings(
-    dataset="mnist5k", arch="smallcnn", width=0.5, seeds=[0], train_size=1000, test_size=100, norms=["bn", "none"],
+    dataset="mnist5k",
+    arch="smallcnn",
+    width=0.5,
+    seeds=[0],
+    train_size=1000,
+    test_size=100,
+    norms=["bn", "none"],
     standard=Stage(epochs=2, eval_size=32, eval_attacks=[CURVE_ATTACK_CPU]),
-    adversarial=Stage(epochs=1, eval_size=32, eval_attacks=[CURVE_ATTACK_CPU], adv_train="targeted-l2", adv_eps=2.0,
-                      adv_steps=2, attack_mode="train"),
-    corruptions=["gaussian_noise", "contrast", "defocus_blur"], severities=[1, 3, 5])
-_PAPER_RECIPE = dict(epochs=150, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4,
-                     schedule="multistep", milestones=[50, 100], gamma=0.1, augment=True, flip=True, init="torch",
-                     eval_attacks=list(PAPER_EVAL_ATTACKS))
+    adversarial=Stage(
+        epochs=1,
+        eval_size=32,
+        eval_attacks=[CURVE_ATTACK_CPU],
+        adv_train="targeted-l2",
+        adv_eps=2.0,
+        adv_steps=2,
+        attack_mode="train",
+    ),
+    corruptions=["gaussian_noise", "contrast", "defocus_blur"],
+    severities=[1, 3, 5],
+)
+_PAPER_RECIPE = dict(
+    epochs=150,
+    batch_size=128,
+    optimizer="sgd",
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="multistep",
+    milestones=[50, 100],
+    gamma=0.1,
+    augment=True,
+    flip=True,
+    init="torch",
+    eval_attacks=list(PAPER_EVAL_ATTACKS),
+)
 PAPER_SCALE = NormsSettings(
-    dataset="cifar10", arch="resnet18", width=1.0, seeds=[1337], test_size=None, norms=["bn", "gn", "ln", "in", "none"],
+    dataset="cifar10",
+    arch="resnet18",
+    width=1.0,
+    seeds=[1337],
+    test_size=None,
+    norms=["bn", "gn", "ln", "in", "none"],
     standard=Stage(**_PAPER_RECIPE),
-    adversarial=Stage(**_PAPER_RECIPE, adv_train="targeted-l2", adv_eps=0.5, adv_steps=7, adv_step_size=0.1,
-                      attack_mode="train"),
-    final_attacks=list(PAPER_EVAL_ATTACKS))
+    adversarial=Stage(
+        **_PAPER_RECIPE, adv_train="targeted-l2", adv_eps=0.5, adv_steps=7, adv_step_size=0.1, attack_mode="train"
+    ),
+    final_attacks=list(PAPER_EVAL_ATTACKS),
+)
 
 EPOCH_KEYS = ("standard.epochs", "adversarial.epochs")
 
@@ -74,35 +128,66 @@ def tasks(s: NormsSettings, home: Path) -> dict[tuple[str, str, int], TrainTask]
     out: dict[tuple[str, str, int], TrainTask] = {}
     for seed in s.seeds:
         for norm in s.norms:
-            out[("std", norm, seed)] = TrainTask(str(home / "runs" / f"std-{norm}-s{seed}"),
-                                                 s.train_config(s.standard, norm=norm, seed=seed).model_dump(),
-                                                 train_size=s.train_size)
+            out[("std", norm, seed)] = TrainTask(
+                str(home / "runs" / f"std-{norm}-s{seed}"),
+                s.train_config(s.standard, norm=norm, seed=seed).model_dump(),
+                train_size=s.train_size,
+            )
         for norm in s.at_norms:
-            out[("at", norm, seed)] = TrainTask(str(home / "runs" / f"at-{norm}-s{seed}"),
-                                                s.train_config(s.adversarial, norm=norm, seed=seed).model_dump(),
-                                                train_size=s.train_size)
+            out[("at", norm, seed)] = TrainTask(
+                str(home / "runs" / f"at-{norm}-s{seed}"),
+                s.train_config(s.adversarial, norm=norm, seed=seed).model_dump(),
+                train_size=s.train_size,
+            )
     return out
 
 
 def plan(s: NormsSettings, home: Path) -> list[Task]:
     """The zoo's runs and the evaluation of each (clean, attacks, LIGS) as tasks."""
     runs = tasks(s, home)
-    return [*runs.values(), *(measure_task(t.key, dataset=s.dataset, data_root=s.data_root, test_size=s.test_size,
-                                           attacks=final_attacks(s), ligs_sigma=s.ligs_sigma, seed=seed,
-                                           device=s.device) for (_, _, seed), t in runs.items())]
+    return [
+        *runs.values(),
+        *(
+            measure_task(
+                t.key,
+                dataset=s.dataset,
+                data_root=s.data_root,
+                test_size=s.test_size,
+                attacks=final_attacks(s),
+                ligs_sigma=s.ligs_sigma,
+                seed=seed,
+                device=s.device,
+            )
+            for (_, _, seed), t in runs.items()
+        ),
+    ]
 
 
 def plan_with_corruptions(s: NormsSettings, home: Path) -> list[Task]:
     """:func:`plan` plus every run's evaluation under the corruptions."""
     runs = tasks(s, home)
-    return [*plan(s, home), *(measure_task(t.key, dataset=s.dataset, data_root=s.data_root, test_size=s.test_size,
-                                           corruptions=s.corruptions, severities=s.severities, seed=seed,
-                                           device=s.device) for (_, _, seed), t in runs.items())]
+    return [
+        *plan(s, home),
+        *(
+            measure_task(
+                t.key,
+                dataset=s.dataset,
+                data_root=s.data_root,
+                test_size=s.test_size,
+                corruptions=s.corruptions,
+                severities=s.severities,
+                seed=seed,
+                device=s.device,
+            )
+            for (_, _, seed), t in runs.items()
+        ),
+    ]
 
 
 def final_attacks(s: NormsSettings) -> list[str]:
-    return list(s.final_attacks) if s.final_attacks is not None else list(
-        PRESETS[preset_for(s.dataset)]["eval_attacks"])
+    return (
+        list(s.final_attacks) if s.final_attacks is not None else list(PRESETS[preset_for(s.dataset)]["eval_attacks"])
+    )
 
 
 class Zoo:
@@ -129,8 +214,15 @@ class Zoo:
         for sd in self.s.seeds:
             key = (kind, norm, sd)
             if key not in self._outcomes:
-                self._outcomes[key] = measure(self.tasks[key].key, self.x, self.y, attacks=final_attacks(self.s),
-                                              ligs_sigma=self.s.ligs_sigma, seed=sd, device=self.s.device)
+                self._outcomes[key] = measure(
+                    self.tasks[key].key,
+                    self.x,
+                    self.y,
+                    attacks=final_attacks(self.s),
+                    ligs_sigma=self.s.ligs_sigma,
+                    seed=sd,
+                    device=self.s.device,
+                )
         return [self._outcomes[(kind, norm, sd)] for sd in self.s.seeds]
 
     def corrupted(self, kind: str, norm: str) -> list[Outcomes]:
@@ -138,13 +230,25 @@ class Zoo:
         for sd in self.s.seeds:
             key = (kind, norm, sd)
             if key not in self._corrupted:
-                self._corrupted[key] = measure(self.tasks[key].key, self.x, self.y, corruptions=self.s.corruptions,
-                                               severities=self.s.severities, seed=sd, device=self.s.device)
+                self._corrupted[key] = measure(
+                    self.tasks[key].key,
+                    self.x,
+                    self.y,
+                    corruptions=self.s.corruptions,
+                    severities=self.s.severities,
+                    seed=sd,
+                    device=self.s.device,
+                )
         return [self._corrupted[(kind, norm, sd)] for sd in self.s.seeds]
 
     def health(self, kind: str, norm: str, name: str) -> list[Health]:
-        return named(name, [health(name, r, o, num_classes=self.bundle.num_classes)
-                            for r, o in zip(self.run_dirs(kind, norm), self.outcomes(kind, norm), strict=True)])
+        return named(
+            name,
+            [
+                health(name, r, o, num_classes=self.bundle.num_classes)
+                for r, o in zip(self.run_dirs(kind, norm), self.outcomes(kind, norm), strict=True)
+            ],
+        )
 
     def robust_labels(self) -> list[str]:
         first = next(iter(self.tasks))
@@ -157,18 +261,34 @@ class Zoo:
         rows = []
         for name, (kind, norm) in groups.items():
             o = self.outcomes(kind, norm)
-            rows.append([name, cell([v.accuracy() for v in o], pct)]
-                        + [cell([float(v.robust_correct(lab).mean()) for v in o], pct) for lab in labels]
-                        + [cell([tensor_mean(v.ligs) for v in o], num)])
+            rows.append(
+                [name, cell([v.accuracy() for v in o], pct)]
+                + [cell([float(v.robust_correct(lab).mean()) for v in o], pct) for lab in labels]
+                + [cell([tensor_mean(v.ligs) for v in o], num)]
+            )
         return markdown_table(header, rows)
 
     def settings_line(self) -> str:
         s = self.s
         train = "all" if s.train_size is None else str(s.train_size)
-        return (f"Settings: {s.dataset} ({train} training images), {s.arch} width {s.width}, seeds "
-                f"{', '.join(map(str, s.seeds))}. Tables and verdicts: the final models on the same {self.n} fixed "
-                f"test images, attacks {', '.join(f'`{a}`' for a in final_attacks(s))}, LIGS sigma {s.ligs_sigma}; "
-                "mean (min to max) over seeds. Curves: each run's per-epoch evaluation (recipe in its config.json).")
+        return (
+            f"Settings: {s.dataset} ({train} training images), {s.arch} width {s.width}, seeds "
+            f"{', '.join(map(str, s.seeds))}. Tables and verdicts: the final models on the same {self.n} fixed "
+            f"test images, attacks {', '.join(f'`{a}`' for a in final_attacks(s))}, LIGS sigma {s.ligs_sigma}; "
+            "mean (min to max) over seeds. Curves: each run's per-epoch evaluation (recipe in its config.json)."
+        )
 
 
-__all__ = ["CPU", "EPOCH_KEYS", "HOME", "NormsSettings", "PAPER_SCALE", "QUICK", "Zoo", "final_attacks", "plan", "plan_with_corruptions", "tasks"]
+__all__ = [
+    "CPU",
+    "EPOCH_KEYS",
+    "HOME",
+    "NormsSettings",
+    "PAPER_SCALE",
+    "QUICK",
+    "Zoo",
+    "final_attacks",
+    "plan",
+    "plan_with_corruptions",
+    "tasks",
+]

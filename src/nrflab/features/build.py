@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -19,11 +20,11 @@ from ..data.built import CARD_FILE, CARD_FORMAT, shard_name
 from ..errors import NrflabError
 from ..io import atomic_save_tensors, atomic_write_json, read_json
 from ..logs import get_logger
+from ..models.references import check_model_fits
 from ..rundir import RunDir, Stash, check_output_path, locked
 from ..validation import resolve_device
-from .builder import BuildInputs, ShardBuilder, _as_float, prepare_inputs
+from .builder import BuildInputs, ShardBuilder, prepare_inputs
 from .settings import INVERSION_KINDS, KIND_DESCRIPTIONS, LABEL_POLICY_DOC, BuildSettings, make_settings
-from ..models.references import check_model_fits
 from .source import Source, load_source
 
 log = get_logger("features")
@@ -41,8 +42,12 @@ class BuildResult:
 
 def _identity(settings: BuildSettings, inputs: BuildInputs, source: Source) -> dict:
     """What a resumed build must match."""
-    return {"settings": settings.to_dict(), "base_dataset": inputs.bundle_info["name"],
-            "source_weights": source.info["fingerprint"], "base_set": (inputs.base_info or {}).get("card_sha256")}
+    return {
+        "settings": settings.to_dict(),
+        "base_dataset": inputs.bundle_info["name"],
+        "source_weights": source.info["fingerprint"],
+        "base_set": (inputs.base_info or {}).get("card_sha256"),
+    }
 
 
 def _claim(out: Path, identity: dict, resume: bool, overwrite: bool) -> Stash | None:
@@ -54,18 +59,22 @@ def _claim(out: Path, identity: dict, resume: bool, overwrite: bool) -> Stash | 
     if overwrite:
         return Stash.aside(out)
     if not card_path.exists():
-        raise NrflabError(f"{out} is not empty and holds no built dataset; choose an empty directory or "
-                          "pass --overwrite")
+        raise NrflabError(
+            f"{out} is not empty and holds no built dataset; choose an empty directory or pass --overwrite"
+        )
     if not resume:
-        raise NrflabError(f"{out} already holds a built dataset; pass --resume to continue it or "
-                          "--overwrite to build again")
+        raise NrflabError(
+            f"{out} already holds a built dataset; pass --resume to continue it or --overwrite to build again"
+        )
     old = read_json(card_path, "dataset card", expect=dict).get("identity", {})
     changed = sorted(k for k in set(old) | set(identity) if k != "settings" and old.get(k) != identity.get(k))
-    changed += sorted(f"settings.{k}" for k in identity["settings"]
-                      if old.get("settings", {}).get(k) != identity["settings"][k])
+    changed += sorted(
+        f"settings.{k}" for k in identity["settings"] if old.get("settings", {}).get(k) != identity["settings"][k]
+    )
     if changed:
-        raise NrflabError(f"cannot resume {out}: it was built with different {', '.join(changed)}; "
-                          "pass --overwrite to build again")
+        raise NrflabError(
+            f"cannot resume {out}: it was built with different {', '.join(changed)}; pass --overwrite to build again"
+        )
     return None
 
 
@@ -85,12 +94,18 @@ def _existing_shard_stats(path: Path, digest: str, expected: int) -> dict | None
 def _summarize(kind: str, stats: list[dict]) -> dict:
     n = sum(s["n"] for s in stats)
     agg = {k: sum(s[k] for s in stats) for k in stats[0]} if stats else {}
-    out = {"num_images": n, "source_acc_vs_stored_labels": agg["label_agreement"] / n,
-           "source_acc_vs_original_labels": agg["on_original"] / n}
+    out = {
+        "num_images": n,
+        "source_acc_vs_stored_labels": agg["label_agreement"] / n,
+        "source_acc_vs_original_labels": agg["on_original"] / n,
+    }
     if kind in INVERSION_KINDS:
-        out.update(mean_rep_distance_before=agg["dist_before"] / n, mean_rep_distance_after=agg["dist_after"] / n,
-                   mean_rep_norm=agg["ref_norm"] / n,
-                   relative_rep_distance_after=agg["dist_after"] / max(agg["dist_before"], 1e-12))
+        out.update(
+            mean_rep_distance_before=agg["dist_before"] / n,
+            mean_rep_distance_after=agg["dist_after"] / n,
+            mean_rep_norm=agg["ref_norm"] / n,
+            relative_rep_distance_after=agg["dist_after"] / max(agg["dist_before"], 1e-12),
+        )
     else:
         out["attack_success_rate"] = agg["on_target"] / n
     return out
@@ -133,8 +148,9 @@ def build_dataset(
     dev = resolve_device(device)
     inputs, bundle = prepare_inputs(settings, dataset, None if data_root is None else str(data_root), base)
     src = load_source(source, dev, **(model_options or {}))
-    check_model_fits(src.loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name,
-                     name="source")
+    check_model_fits(
+        src.loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name, name="source"
+    )
     if settings.kind == "d_r" and src.info["adversarially_trained"] is False:
         log.warning("building d_r from a source that was not adversarially trained (its run config says so)")
     out = check_output_path(out, what="dataset directory")
@@ -146,17 +162,26 @@ def build_dataset(
     with locked(out, what="dataset directory"):
         stash = _claim(out, identity, resume, overwrite)
         try:
-            return _build(settings, src, inputs, bundle, out, identity, batch_size, resume, progress, on_shard,
-                          stash)
+            return _build(settings, src, inputs, bundle, out, identity, batch_size, resume, progress, on_shard, stash)
         except BaseException:
             if stash is not None:
                 stash.restore()
             raise
 
 
-def _build(settings: BuildSettings, src: Source, inputs: BuildInputs, bundle: Any, out: Path, identity: dict,
-           batch_size: int, resume: bool, progress: bool, on_shard: ShardCallback | None,
-           stash: Stash | None) -> BuildResult:
+def _build(
+    settings: BuildSettings,
+    src: Source,
+    inputs: BuildInputs,
+    bundle: Any,
+    out: Path,
+    identity: dict,
+    batch_size: int,
+    resume: bool,
+    progress: bool,
+    on_shard: ShardCallback | None,
+    stash: Stash | None,
+) -> BuildResult:
     num_shards = math.ceil(inputs.count / settings.shard_size)
     card = {
         "format": CARD_FORMAT,
@@ -170,23 +195,38 @@ def _build(settings: BuildSettings, src: Source, inputs: BuildInputs, bundle: An
         "shards": [shard_name(i) for i in range(num_shards)],
         "dtype": settings.dtype,
         "quantization": "images rounded to the nearest 1/255 (part of a small perturbation may be lost); "
-        "sanity numbers are measured on the stored images" if settings.dtype == "uint8" else
-        f"images stored as {settings.dtype}",
+        "sanity numbers are measured on the stored images"
+        if settings.dtype == "uint8"
+        else f"images stored as {settings.dtype}",
         "label_policy": settings.label_policy,
         "label_policy_doc": LABEL_POLICY_DOC[settings.label_policy],
         "base_dataset": inputs.bundle_info,
         "base_set": inputs.base_info,
         "source": src.info,
-        "settings": {**settings.to_dict(), "norm": "l2", "targeted": True, "random_start": False,
-                     "clamp": [0.0, 1.0], "batch_size": batch_size,
-                     "objective": "||rep(z) - rep(x_ref)||_2 from a different random training image"
-                     if settings.kind in INVERSION_KINDS else "cross-entropy toward the target class"},
+        "settings": {
+            **settings.to_dict(),
+            "norm": "l2",
+            "targeted": True,
+            "random_start": False,
+            "clamp": [0.0, 1.0],
+            "batch_size": batch_size,
+            "objective": "||rep(z) - rep(x_ref)||_2 from a different random training image"
+            if settings.kind in INVERSION_KINDS
+            else "cross-entropy toward the target class",
+        },
         "seeds": {"seed": settings.seed, "per_shard": "torch.Generator seeded by SeedSequence([seed, shard])"},
-        "tensors": {"images": "N x C x H x W", "labels": "training labels (label policy)",
-                    "orig_labels": "the original label y", "targets": "the class aimed at",
-                    "source_indices": "index in the base dataset's training set",
-                    **({"start_indices": "training image the inversion started from"}
-                       if settings.kind in INVERSION_KINDS else {})},
+        "tensors": {
+            "images": "N x C x H x W",
+            "labels": "training labels (label policy)",
+            "orig_labels": "the original label y",
+            "targets": "the class aimed at",
+            "source_indices": "index in the base dataset's training set",
+            **(
+                {"start_indices": "training image the inversion started from"}
+                if settings.kind in INVERSION_KINDS
+                else {}
+            ),
+        },
         "identity": identity,
         "nrflab_version": __version__,
         "torch_version": str(torch.__version__),
@@ -205,14 +245,24 @@ def _build(settings: BuildSettings, src: Source, inputs: BuildInputs, bundle: An
     done = sum(_shard_len(settings, inputs.count, i) for i in range(num_shards) if all_stats[i] is not None)
     if done:
         log.info(f"resuming {out}: {sum(s is not None for s in all_stats)}/{num_shards} shards already built")
-    with tqdm(total=inputs.count, initial=done, desc=f"build {settings.kind}", unit="img", disable=not progress,
-              dynamic_ncols=True) as bar:
+    with tqdm(
+        total=inputs.count,
+        initial=done,
+        desc=f"build {settings.kind}",
+        unit="img",
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
         for i in range(num_shards):
             if all_stats[i] is not None:
                 continue
             tensors, stats = builder.build(i, bar)
-            meta = {"settings_digest": digest, "shard": str(i), "num_images": str(tensors["labels"].shape[0]),
-                    "stats": json.dumps(stats)}
+            meta = {
+                "settings_digest": digest,
+                "shard": str(i),
+                "num_images": str(tensors["labels"].shape[0]),
+                "stats": json.dumps(stats),
+            }
             atomic_save_tensors(out / shard_name(i), tensors, meta)
             all_stats[i] = stats
             built.append(i)
@@ -221,11 +271,11 @@ def _build(settings: BuildSettings, src: Source, inputs: BuildInputs, bundle: An
     card["sanity"] = _summarize(settings.kind, [s for s in all_stats if s is not None])
     card["complete"] = True
     atomic_write_json(out / CARD_FILE, card)
-    log.info(f"built {settings.kind}: {inputs.count} images in {num_shards} shard(s) at {out}; "
-        + ", ".join(f"{k} {v:.3f}" for k, v in card["sanity"].items() if isinstance(v, float)))
+    log.info(
+        f"built {settings.kind}: {inputs.count} images in {num_shards} shard(s) at {out}; "
+        + ", ".join(f"{k} {v:.3f}" for k, v in card["sanity"].items() if isinstance(v, float))
+    )
     return BuildResult(out, card, built)
-
-
 
 
 def _shard_len(settings: BuildSettings, count: int, shard: int) -> int:

@@ -20,6 +20,7 @@ from ..metrics import dataset_tensors, model_device
 from .settings import INVERSION_KINDS, BuildSettings
 from .source import Representation, sha256_file
 
+
 @dataclass
 class BuildInputs:
     """The images a build starts from, their labels and where they come from."""
@@ -36,8 +37,9 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-def prepare_inputs(settings: BuildSettings, dataset: str | None, data_root: str | None,
-                   base: str | os.PathLike | None) -> tuple[BuildInputs, DatasetBundle]:
+def prepare_inputs(
+    settings: BuildSettings, dataset: str | None, data_root: str | None, base: str | os.PathLike | None
+) -> tuple[BuildInputs, DatasetBundle]:
     """Load the base dataset (or, for the conflicting set, the D_R set given as ``base``)."""
     if settings.kind == "conflicting":
         if base is None:
@@ -54,8 +56,13 @@ def prepare_inputs(settings: BuildSettings, dataset: str | None, data_root: str 
         arrays = load_built_arrays(base)
         root = card["base_dataset"]["root"]
         images, labels, idx = arrays["images"], arrays["labels"], arrays["source_indices"]
-        base_info = {"path": str(Path(base).resolve()), "kind": card["kind"], "num_images": card["num_images"],
-                     "card_sha256": sha256_file(Path(base) / CARD_FILE), "label_policy": card["label_policy"]}
+        base_info = {
+            "path": str(Path(base).resolve()),
+            "kind": card["kind"],
+            "num_images": card["num_images"],
+            "card_sha256": sha256_file(Path(base) / CARD_FILE),
+            "label_policy": card["label_policy"],
+        }
     else:
         if base is not None:
             raise NrflabError("--base is only for the conflicting set")
@@ -77,9 +84,15 @@ def prepare_inputs(settings: BuildSettings, dataset: str | None, data_root: str 
         order = torch.cat([chosen, torch.nonzero(rest).flatten()])
         images, labels, idx = images[order], labels[order], idx[order]
         n = int(chosen.numel())
-    info = {"name": bundle.name, "root": None if root is None else str(root), "num_classes": bundle.num_classes,
-            "input_shape": list(bundle.input_shape), "mean": list(bundle.mean), "std": list(bundle.std),
-            "train_size": len(bundle.train)}
+    info = {
+        "name": bundle.name,
+        "root": None if root is None else str(root),
+        "num_classes": bundle.num_classes,
+        "input_shape": list(bundle.input_shape),
+        "mean": list(bundle.mean),
+        "std": list(bundle.std),
+        "train_size": len(bundle.train),
+    }
     return BuildInputs(images, labels.long(), idx.long(), n, info, base_info), bundle
 
 
@@ -106,18 +119,29 @@ def quantize(x: torch.Tensor, dtype: str) -> torch.Tensor:
 class ShardBuilder:
     """Builds shards: one PGD run per batch, then the stored images' labels and sanity counts."""
 
-    def __init__(self, settings: BuildSettings, model: nn.Module, inputs: BuildInputs, num_classes: int,
-                 batch_size: int):
+    def __init__(
+        self, settings: BuildSettings, model: nn.Module, inputs: BuildInputs, num_classes: int, batch_size: int
+    ):
         self.s = settings
         self.model = model
         self.inputs = inputs
         self.num_classes = num_classes
         self.batch_size = batch_size
         self.device = model_device(model)
-        self.rep = Representation(model, settings.layer, settings.fake_relu) if settings.kind in INVERSION_KINDS else None
+        self.rep = (
+            Representation(model, settings.layer, settings.fake_relu) if settings.kind in INVERSION_KINDS else None
+        )
         loss = self.rep.distance_loss if self.rep is not None else None
-        self.attack = PGD(model, norm="l2", eps=settings.eps, step_size=settings.step_size, steps=settings.steps,
-                          targeted=True, loss_fn=loss, seed=settings.seed)
+        self.attack = PGD(
+            model,
+            norm="l2",
+            eps=settings.eps,
+            step_size=settings.step_size,
+            steps=settings.steps,
+            targeted=True,
+            loss_fn=loss,
+            seed=settings.seed,
+        )
 
     def plan(self, shard: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices of the built samples, per-sample draw): start images for inversions, targets otherwise."""
@@ -137,12 +161,24 @@ class ShardBuilder:
 
     def build(self, shard: int, bar: tqdm | None = None) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
         idx, draw = self.plan(shard)
-        out: dict[str, list[torch.Tensor]] = {"images": [], "labels": [], "orig_labels": [], "targets": [],
-                                               "source_indices": []}
+        out: dict[str, list[torch.Tensor]] = {
+            "images": [],
+            "labels": [],
+            "orig_labels": [],
+            "targets": [],
+            "source_indices": [],
+        }
         if self.rep is not None:
             out["start_indices"] = []
-        stats = {"n": 0, "label_agreement": 0, "on_target": 0, "on_original": 0, "dist_before": 0.0,
-                 "dist_after": 0.0, "ref_norm": 0.0}
+        stats = {
+            "n": 0,
+            "label_agreement": 0,
+            "on_target": 0,
+            "on_original": 0,
+            "dist_before": 0.0,
+            "dist_after": 0.0,
+            "ref_norm": 0.0,
+        }
         for b in range(0, len(idx), self.batch_size):
             bi, bd = idx[b : b + self.batch_size], draw[b : b + self.batch_size]
             y = self.inputs.labels[bi]

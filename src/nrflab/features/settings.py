@@ -46,6 +46,7 @@ LABEL_POLICY_DOC = {
     "output for D_R/D_NR and trains on its argmax)",
 }
 
+
 @dataclass(frozen=True)
 class BuildSettings:
     """Everything that determines a built dataset's content (compared when a build is resumed)."""
@@ -65,7 +66,7 @@ class BuildSettings:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def with_(self, **changes: Any) -> "BuildSettings":
+    def with_(self, **changes: Any) -> BuildSettings:
         """A validated copy with some fields changed."""
         unknown = set(changes) - set(self.to_dict())
         if unknown:
@@ -133,5 +134,15 @@ def make_settings(
     return s
 
 
-__all__ = ["BUILD_KINDS", "BuildSettings", "DTYPES", "INVERSION_KINDS", "KIND_DEFAULTS", "KIND_DESCRIPTIONS",
-           "LABEL_POLICIES", "LABEL_POLICY_DOC", "TARGETED_KINDS", "make_settings"]
+__all__ = [
+    "BUILD_KINDS",
+    "BuildSettings",
+    "DTYPES",
+    "INVERSION_KINDS",
+    "KIND_DEFAULTS",
+    "KIND_DESCRIPTIONS",
+    "LABEL_POLICIES",
+    "LABEL_POLICY_DOC",
+    "TARGETED_KINDS",
+    "make_settings",
+]

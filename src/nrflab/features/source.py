@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -14,6 +15,7 @@ from torch import nn
 from ..errors import NrflabError
 from ..models.references import LoadedModel, load_model_reference
 from ..rundir import run_dir_of
+
 
 @dataclass
 class Source:
@@ -32,32 +34,60 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_source(source: str | os.PathLike | nn.Module | LoadedModel, device: torch.device, *,
-                arch: str | None = None, norm: str | None = None, num_classes: int | None = None,
-                width: float | None = None, mean: Sequence[float] | None = None,
-                std: Sequence[float] | None = None) -> Source:
+def load_source(
+    source: str | os.PathLike | nn.Module | LoadedModel,
+    device: torch.device,
+    *,
+    arch: str | None = None,
+    norm: str | None = None,
+    num_classes: int | None = None,
+    width: float | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> Source:
     """Any model reference (an nrflab run directory or checkpoint, a state dict with ``arch``..., a
     TorchScript file, ``pretrained:NAME``, a factory, or an ``nn.Module``) in eval mode on ``device``.
 
     Whether the source was adversarially trained is read from its run's config.json when it is an
     nrflab run; the card records the reference, its sha256 and the fingerprint of its weights.
     """
-    loaded = load_model_reference(source, arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean,
-                                  std=std, device=device)
+    loaded = load_model_reference(
+        source, arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean, std=std, device=device
+    )
     model = loaded.module.to(device).eval()
     run_cfg = None
     if loaded.kind == "nrflab":
         run = run_dir_of(loaded.source)
         if run is not None:
             full = run.read_config()
-            run_cfg = {k: full.get(k) for k in ("dataset", "arch", "norm", "width", "epochs", "seed", "adv_train",
-                                                "adv_eps", "adv_steps", "adv_step_size")}
+            run_cfg = {
+                k: full.get(k)
+                for k in (
+                    "dataset",
+                    "arch",
+                    "norm",
+                    "width",
+                    "epochs",
+                    "seed",
+                    "adv_train",
+                    "adv_eps",
+                    "adv_steps",
+                    "adv_step_size",
+                )
+            }
     adv = None if run_cfg is None else run_cfg.get("adv_train", "none") != "none"
     cfg = getattr(model, "config", None)
-    info = {"path": loaded.source if loaded.kind not in ("module",) else None, "sha256": loaded.sha256,
-            "fingerprint": loaded.fingerprint, "kind": loaded.kind, "module": type(model).__name__,
-            "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else None,
-            "reference": loaded.describe(), "adversarially_trained": adv, "run_config": run_cfg}
+    info = {
+        "path": loaded.source if loaded.kind not in ("module",) else None,
+        "sha256": loaded.sha256,
+        "fingerprint": loaded.fingerprint,
+        "kind": loaded.kind,
+        "module": type(model).__name__,
+        "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else None,
+        "reference": loaded.describe(),
+        "adversarially_trained": adv,
+        "run_config": run_cfg,
+    }
     return Source(model, info, loaded)
 
 
@@ -77,8 +107,10 @@ class Representation:
                 raise NrflabError(f"the model has no layer {layer!r} (layers: {names}, ...)")
             modules[layer].register_forward_hook(self._hook)
         elif not callable(getattr(model, "features", None)):
-            raise NrflabError("the source model has no .features(x); give the name of the layer whose output "
-                              "is the representation (layer=...)")
+            raise NrflabError(
+                "the source model has no .features(x); give the name of the layer whose output "
+                "is the representation (layer=...)"
+            )
 
     def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         self._captured = output

@@ -7,8 +7,9 @@ convention), so attacks, LIGS and feature datasets all work in pixel space.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,7 +42,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: Any) -> "ModelConfig":
+    def from_dict(cls, d: Any) -> ModelConfig:
         """Rebuild from stored JSON, checking every field's type and range (checkpoint metadata is input too)."""
         if not isinstance(d, dict):
             raise NrflabError(f"model config must be a mapping, not {type(d).__name__}")
@@ -213,8 +214,9 @@ def build_model(config: ModelConfig, seed: int | None = None) -> NrfModel:
     with fork:
         if seed is not None:
             torch.manual_seed(seed)
-        net = spec.build(config.num_classes, config.in_channels, norm_layer(config.norm), config.width,
-                         config.norm == "fixup")
+        net = spec.build(
+            config.num_classes, config.in_channels, norm_layer(config.norm), config.width, config.norm == "fixup"
+        )
         init_weights(net, config.init)
     return NrfModel(net, config)
 

@@ -8,7 +8,7 @@ shortcut), so published state dicts of that layout load directly.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -192,7 +192,9 @@ VGG_CONFIGS: dict[str, list[int | str]] = {
 class VGG(nn.Module):
     """CIFAR VGG: 3x3 convs, norm, ReLU, five max-pools (ceil mode, so 28x28 and 8x8 inputs work too)."""
 
-    def __init__(self, cfg: Sequence[int | str], num_classes: int, in_channels: int, norm: NormFactory, width: float = 1.0):
+    def __init__(
+        self, cfg: Sequence[int | str], num_classes: int, in_channels: int, norm: NormFactory, width: float = 1.0
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels

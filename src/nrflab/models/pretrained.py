@@ -20,9 +20,10 @@ import hashlib
 import importlib.util
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -32,9 +33,13 @@ WEIGHTS_ENV = "NRFLAB_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = Path("~/.nrflab/weights")
 CIFAR10_MEAN_MADRY = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD_MADRY = (0.2023, 0.1994, 0.2010)
-_RB_SOURCE = "RobustBench model zoo, https://github.com/RobustBench/robustbench (model_info/cifar10/{threat}/{name}.json)"
-_RB_LICENCE = ("distributed through RobustBench (repository licence MIT); the weights are the authors' -- check "
-               "the paper's terms before redistributing")
+_RB_SOURCE = (
+    "RobustBench model zoo, https://github.com/RobustBench/robustbench (model_info/cifar10/{threat}/{name}.json)"
+)
+_RB_LICENCE = (
+    "distributed through RobustBench (repository licence MIT); the weights are the authors' -- check "
+    "the paper's terms before redistributing"
+)
 
 
 @dataclass(frozen=True)
@@ -79,36 +84,71 @@ class PretrainedEntry:
         return self.arch is not None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "description": self.description, "dataset": self.dataset,
-                "architecture": self.architecture, "arch": self.arch, "norm": self.norm, "width": self.width,
-                "num_classes": self.num_classes, "input_shape": list(self.input_shape),
-                "normalization": {"mean": list(self.mean) if self.mean else None,
-                                  "std": list(self.std) if self.std else None},
-                "threat_model": self.threat_model, "reported_clean_acc": self.reported_clean_acc,
-                "reported_robust_acc": self.reported_robust_acc, "reported_by": self.reported_by,
-                "source": self.source, "licence": self.licence, "sha256": self.sha256, "url": self.url,
-                "filename": self.filename,
-                "package_file": "/".join(self.package_file) if self.package_file else None}
+        return {
+            "name": self.name,
+            "description": self.description,
+            "dataset": self.dataset,
+            "architecture": self.architecture,
+            "arch": self.arch,
+            "norm": self.norm,
+            "width": self.width,
+            "num_classes": self.num_classes,
+            "input_shape": list(self.input_shape),
+            "normalization": {
+                "mean": list(self.mean) if self.mean else None,
+                "std": list(self.std) if self.std else None,
+            },
+            "threat_model": self.threat_model,
+            "reported_clean_acc": self.reported_clean_acc,
+            "reported_robust_acc": self.reported_robust_acc,
+            "reported_by": self.reported_by,
+            "source": self.source,
+            "licence": self.licence,
+            "sha256": self.sha256,
+            "url": self.url,
+            "filename": self.filename,
+            "package_file": "/".join(self.package_file) if self.package_file else None,
+        }
 
 
 def _gdrive(file_id: str) -> str:
     return f"https://docs.google.com/uc?export=download&confirm=t&id={file_id}"
 
 
-def _robustbench(name: str, threat: str, *, architecture: str, arch: str | None, clean: float, robust: float,
-                 gdrive_id: str, eps: str, mean=None, std=None, note: str = "") -> PretrainedEntry:
+def _robustbench(
+    name: str,
+    threat: str,
+    *,
+    architecture: str,
+    arch: str | None,
+    clean: float,
+    robust: float,
+    gdrive_id: str,
+    eps: str,
+    mean=None,
+    std=None,
+    note: str = "",
+) -> PretrainedEntry:
     kind = "standard training" if threat == "standard" else f"adversarial training, {threat} eps {eps}"
     folder = "Linf" if threat in ("Linf", "standard") else "L2"
     return PretrainedEntry(
         name=f"robustbench/cifar10/{threat}/{name}",
         description=f"RobustBench {name}: CIFAR-10 {architecture}, {kind}{note}",
-        dataset="cifar10", architecture=architecture, arch=arch,
-        source=_RB_SOURCE.format(threat=folder, name=name), licence=_RB_LICENCE,
+        dataset="cifar10",
+        architecture=architecture,
+        arch=arch,
+        source=_RB_SOURCE.format(threat=folder, name=name),
+        licence=_RB_LICENCE,
         threat_model="none (standard)" if threat == "standard" else f"{threat} eps {eps}",
-        filename=f"cifar10/{folder}/{name}.pt", mean=mean, std=std,
-        reported_clean_acc=clean, reported_robust_acc=robust,
+        filename=f"cifar10/{folder}/{name}.pt",
+        mean=mean,
+        std=std,
+        reported_clean_acc=clean,
+        reported_robust_acc=robust,
         reported_by="RobustBench leaderboard (AutoAttack, full CIFAR-10 test set)",
-        sha256=None, url=_gdrive(gdrive_id))
+        sha256=None,
+        url=_gdrive(gdrive_id),
+    )
 
 
 REGISTRY: dict[str, PretrainedEntry] = {}
@@ -123,32 +163,88 @@ for _entry in (
     PretrainedEntry(
         name="pyautoattack/cifar10/resnet18",
         description="the CIFAR-10 ResNet-18 (BatchNorm) shipped as AutoAttack's example model "
-                    "(pyautoattack wheel, examples/model_test.pt); takes raw [0,1] inputs",
-        dataset="cifar10", architecture="CIFAR ResNet-18 (BasicBlock [2,2,2,2], BatchNorm)", arch="resnet18",
+        "(pyautoattack wheel, examples/model_test.pt); takes raw [0,1] inputs",
+        dataset="cifar10",
+        architecture="CIFAR ResNet-18 (BasicBlock [2,2,2,2], BatchNorm)",
+        arch="resnet18",
         source="pyautoattack 0.2.0 on PyPI (examples/model_test.pt); upstream https://github.com/fra31/auto-attack",
         licence="MIT (as the pyautoattack package states)",
         threat_model="not documented by its source",
         filename="pyautoattack/model_test.pt",
         reported_by="not documented by its source",
         sha256="399f52da9f914c323fa5a6096d60f460a3449a59b64a6405200c1e629f8425a7",
-        url=None, package_file=("pyautoattack", "examples/model_test.pt")),
-    _robustbench("Standard", "standard", architecture="WideResNet-28-10", arch=None, clean=0.9478, robust=0.0,
-                 gdrive_id="1t98aEuzeTL8P7Kpd5DIrCoCL21BNZUhC", eps="8/255",
-                 note=" (not an nrflab architecture: listed for reference, load it with a factory)"),
-    _robustbench("Sehwag2021Proxy_R18", "Linf", architecture="ResNet-18", arch="resnet18", clean=0.8438,
-                 robust=0.5443, gdrive_id="1-ZgoSlD_AMhtXdnUElilxVXnzK2DcHuu", eps="8/255",
-                 note=" with ~6M synthetic images"),
-    _robustbench("Sehwag2021Proxy_R18", "L2", architecture="ResNet-18", arch="resnet18", clean=0.8952,
-                 robust=0.7339, gdrive_id="1zPjjZj9wujBNkAmHHHIikem6_aIjMhXG", eps="0.5",
-                 note=" with ~6M synthetic images"),
-    _robustbench("Addepalli2022Efficient_RN18", "Linf", architecture="ResNet-18", arch="resnet18", clean=0.8571,
-                 robust=0.5248, gdrive_id="1m5vhdzIUUKhDbsZdOG9z76Eyp6f4xe_f", eps="8/255"),
-    _robustbench("Engstrom2019Robustness", "Linf", architecture="ResNet-50", arch="resnet50", clean=0.8703,
-                 robust=0.4925, gdrive_id="1etqmQsksNIWBvBQ4r8ZFk_3FJlLWr8Rr", eps="8/255",
-                 mean=CIFAR10_MEAN_MADRY, std=CIFAR10_STD_MADRY, note=" (robustness library)"),
-    _robustbench("Engstrom2019Robustness", "L2", architecture="ResNet-50", arch="resnet50", clean=0.9083,
-                 robust=0.6924, gdrive_id="1O8rGa6xOUIRwQ-M4ESrCjzknby8TM2ZE", eps="0.5",
-                 mean=CIFAR10_MEAN_MADRY, std=CIFAR10_STD_MADRY, note=" (robustness library)"),
+        url=None,
+        package_file=("pyautoattack", "examples/model_test.pt"),
+    ),
+    _robustbench(
+        "Standard",
+        "standard",
+        architecture="WideResNet-28-10",
+        arch=None,
+        clean=0.9478,
+        robust=0.0,
+        gdrive_id="1t98aEuzeTL8P7Kpd5DIrCoCL21BNZUhC",
+        eps="8/255",
+        note=" (not an nrflab architecture: listed for reference, load it with a factory)",
+    ),
+    _robustbench(
+        "Sehwag2021Proxy_R18",
+        "Linf",
+        architecture="ResNet-18",
+        arch="resnet18",
+        clean=0.8438,
+        robust=0.5443,
+        gdrive_id="1-ZgoSlD_AMhtXdnUElilxVXnzK2DcHuu",
+        eps="8/255",
+        note=" with ~6M synthetic images",
+    ),
+    _robustbench(
+        "Sehwag2021Proxy_R18",
+        "L2",
+        architecture="ResNet-18",
+        arch="resnet18",
+        clean=0.8952,
+        robust=0.7339,
+        gdrive_id="1zPjjZj9wujBNkAmHHHIikem6_aIjMhXG",
+        eps="0.5",
+        note=" with ~6M synthetic images",
+    ),
+    _robustbench(
+        "Addepalli2022Efficient_RN18",
+        "Linf",
+        architecture="ResNet-18",
+        arch="resnet18",
+        clean=0.8571,
+        robust=0.5248,
+        gdrive_id="1m5vhdzIUUKhDbsZdOG9z76Eyp6f4xe_f",
+        eps="8/255",
+    ),
+    _robustbench(
+        "Engstrom2019Robustness",
+        "Linf",
+        architecture="ResNet-50",
+        arch="resnet50",
+        clean=0.8703,
+        robust=0.4925,
+        gdrive_id="1etqmQsksNIWBvBQ4r8ZFk_3FJlLWr8Rr",
+        eps="8/255",
+        mean=CIFAR10_MEAN_MADRY,
+        std=CIFAR10_STD_MADRY,
+        note=" (robustness library)",
+    ),
+    _robustbench(
+        "Engstrom2019Robustness",
+        "L2",
+        architecture="ResNet-50",
+        arch="resnet50",
+        clean=0.9083,
+        robust=0.6924,
+        gdrive_id="1O8rGa6xOUIRwQ-M4ESrCjzknby8TM2ZE",
+        eps="0.5",
+        mean=CIFAR10_MEAN_MADRY,
+        std=CIFAR10_STD_MADRY,
+        note=" (robustness library)",
+    ),
 ):
     register_pretrained(_entry)
 
@@ -217,24 +313,35 @@ def verify_sha256(path: str | os.PathLike, expected: str | None, *, what: str = 
 
     actual = file_sha256(path)
     if expected is not None and actual != expected.lower():
-        raise NrflabError(f"{what} {path} has sha256 {actual[:16]}..., the registry pins {expected[:16]}...: "
-                          f"a different or corrupt file; delete it and fetch it again")
+        raise NrflabError(
+            f"{what} {path} has sha256 {actual[:16]}..., the registry pins {expected[:16]}...: "
+            f"a different or corrupt file; delete it and fetch it again"
+        )
     return actual
 
 
-def fetch_weights(entry: PretrainedEntry, *, weights_dir: str | os.PathLike | None = None,
-                  allow_unverified: bool = False, timeout: float = 60.0) -> Path:
+def fetch_weights(
+    entry: PretrainedEntry,
+    *,
+    weights_dir: str | os.PathLike | None = None,
+    allow_unverified: bool = False,
+    timeout: float = 60.0,
+) -> Path:
     """Download an entry's weights into the first weights directory (needs internet), verified by sha256.
 
     Unpinned entries are refused unless ``allow_unverified``. The file appears only once complete.
     """
     if entry.url is None:
-        hint = f"install the package that ships it ({entry.package_file[0]})" if entry.package_file else "place it by hand"
+        hint = (
+            f"install the package that ships it ({entry.package_file[0]})" if entry.package_file else "place it by hand"
+        )
         raise NrflabError(f"pretrained {entry.name} has no download address; {hint}")
     if not entry.verified and not allow_unverified:
-        raise NrflabError(f"pretrained {entry.name} has no pinned sha256, so nrflab will not download it unverified; "
-                          f"place it as {weights_dirs(weights_dir)[0] / entry.filename} yourself, or allow unverified "
-                          f"weights (--allow-unverified)")
+        raise NrflabError(
+            f"pretrained {entry.name} has no pinned sha256, so nrflab will not download it unverified; "
+            f"place it as {weights_dirs(weights_dir)[0] / entry.filename} yourself, or allow unverified "
+            f"weights (--allow-unverified)"
+        )
     import urllib.error
     import urllib.request
 
@@ -244,21 +351,26 @@ def fetch_weights(entry: PretrainedEntry, *, weights_dir: str | os.PathLike | No
     tmp = Path(tmp_name)
     h = hashlib.sha256()
     try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=timeout) as resp:  # noqa: S310
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(entry.url, timeout=timeout) as resp:
             if "text/html" in (resp.headers.get("Content-Type") or ""):
-                raise NrflabError(f"{entry.url} returned a web page instead of weights; download {entry.name} by hand "
-                                  f"into {target}")
+                raise NrflabError(
+                    f"{entry.url} returned a web page instead of weights; download {entry.name} by hand into {target}"
+                )
             for chunk in iter(lambda: resp.read(1 << 20), b""):
                 out.write(chunk)
                 h.update(chunk)
         digest = h.hexdigest()
         if entry.sha256 is not None and digest != entry.sha256.lower():
-            raise NrflabError(f"downloaded {entry.name} has sha256 {digest[:16]}..., the registry pins "
-                              f"{entry.sha256[:16]}...; not kept")
+            raise NrflabError(
+                f"downloaded {entry.name} has sha256 {digest[:16]}..., the registry pins "
+                f"{entry.sha256[:16]}...; not kept"
+            )
         os.replace(tmp, target)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        raise NrflabError(f"could not download {entry.name} from {entry.url} ({getattr(exc, 'reason', exc)}); place "
-                          f"it as {target} by hand") from None
+        raise NrflabError(
+            f"could not download {entry.name} from {entry.url} ({getattr(exc, 'reason', exc)}); place "
+            f"it as {target} by hand"
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     return target
@@ -281,17 +393,28 @@ def load_pretrained(
     """
     from dataclasses import replace
 
-    from .references import (LoadedModel, canonicalize_state_dict, extract_state_dict, has_batchnorm,
-                             load_weights_only, state_dict_to_model, weights_fingerprint)
+    from .references import (
+        LoadedModel,
+        canonicalize_state_dict,
+        extract_state_dict,
+        has_batchnorm,
+        load_weights_only,
+        state_dict_to_model,
+        weights_fingerprint,
+    )
 
     entry = get_pretrained(name)
     if not entry.loadable:
-        raise NrflabError(f"pretrained {entry.name} is a {entry.architecture}, which nrflab cannot build; load it with "
-                          f"a factory (module:function) that returns the model")
+        raise NrflabError(
+            f"pretrained {entry.name} is a {entry.architecture}, which nrflab cannot build; load it with "
+            f"a factory (module:function) that returns the model"
+        )
     path = locate_weights(entry, weights_dir=weights_dir)
     if path is None:
         if not download:
-            raise NrflabError(f"weights of {entry.name} not found in {', '.join(str(d) for d in weights_dirs(weights_dir))}")
+            raise NrflabError(
+                f"weights of {entry.name} not found in {', '.join(str(d) for d in weights_dirs(weights_dir))}"
+            )
         path = fetch_weights(entry, weights_dir=weights_dir, allow_unverified=allow_unverified)
     sha = verify_sha256(path, entry.sha256, what=f"weights of {entry.name}")
     notes = []
@@ -300,9 +423,16 @@ def load_pretrained(
     obj = load_weights_only(path)
     _, found_mean, _, _ = canonicalize_state_dict(extract_state_dict(obj, str(path))[0])
     use_registry = found_mean is None and entry.mean is not None
-    model, info = state_dict_to_model(obj, arch=entry.arch, norm=entry.norm, num_classes=entry.num_classes,
-                                      width=entry.width, mean=entry.mean if use_registry else None,
-                                      std=entry.std if use_registry else None, source=str(path))
+    model, info = state_dict_to_model(
+        obj,
+        arch=entry.arch,
+        norm=entry.norm,
+        num_classes=entry.num_classes,
+        width=entry.width,
+        mean=entry.mean if use_registry else None,
+        std=entry.std if use_registry else None,
+        source=str(path),
+    )
     normalization = replace(info["normalization"], origin="registry") if use_registry else info["normalization"]
     if normalization.mean is None:  # the entry documents raw [0,1] inputs: no guess to warn about
         notes += [n for n in info["notes"] if not n.startswith("no normalization")]
@@ -310,11 +440,24 @@ def load_pretrained(
         notes += info["notes"]
     model.config = replace(model.config, input_shape=tuple(entry.input_shape))
     model = model.to(device).eval()
-    return LoadedModel(module=model, name=display_name or entry.name, kind="pretrained", source=str(path),
-                       num_classes=entry.num_classes, input_shape=tuple(entry.input_shape),
-                       in_channels=entry.in_channels, normalization=normalization, sha256=sha,
-                       fingerprint=weights_fingerprint(model), has_batchnorm=has_batchnorm(model), arch=entry.arch,
-                       norm=entry.norm, width=entry.width, layout=info["layout"], notes=tuple(notes))
+    return LoadedModel(
+        module=model,
+        name=display_name or entry.name,
+        kind="pretrained",
+        source=str(path),
+        num_classes=entry.num_classes,
+        input_shape=tuple(entry.input_shape),
+        in_channels=entry.in_channels,
+        normalization=normalization,
+        sha256=sha,
+        fingerprint=weights_fingerprint(model),
+        has_batchnorm=has_batchnorm(model),
+        arch=entry.arch,
+        norm=entry.norm,
+        width=entry.width,
+        layout=info["layout"],
+        notes=tuple(notes),
+    )
 
 
 def pretrained_dataset(name: str) -> str:
@@ -322,26 +465,40 @@ def pretrained_dataset(name: str) -> str:
     return get_pretrained(name).dataset
 
 
-def format_pretrained_table(entries: Sequence[PretrainedEntry] | None = None, *,
-                            weights_dir: str | os.PathLike | None = None) -> list[str]:
+def format_pretrained_table(
+    entries: Sequence[PretrainedEntry] | None = None, *, weights_dir: str | os.PathLike | None = None
+) -> list[str]:
     """Lines for ``nrflab list --pretrained``: name, architecture, data, threat model, reported numbers, status."""
     entries = list(entries if entries is not None else available_pretrained())
     pct = lambda v: "n/a" if v is None else f"{100 * v:.2f} %"  # noqa: E731
     lines = []
     for e in entries:
         local = locate_weights(e, weights_dir=weights_dir)
-        status = ("local" if local else ("downloadable" if e.url and e.verified else
-                                         "download with --allow-unverified" if e.url else "not available"))
+        status = (
+            "local"
+            if local
+            else (
+                "downloadable"
+                if e.url and e.verified
+                else "download with --allow-unverified"
+                if e.url
+                else "not available"
+            )
+        )
         if not e.loadable:
             status = "listed only (arch not buildable)"
         lines.append(f"{e.name}")
         lines.append(f"    {e.description}")
-        lines.append(f"    arch {e.arch or '-'} ({e.architecture}), {e.dataset}, threat model {e.threat_model}; "
-                     f"reported clean {pct(e.reported_clean_acc)}, robust {pct(e.reported_robust_acc)}"
-                     + (f" ({e.reported_by})" if e.reported_by else ""))
+        lines.append(
+            f"    arch {e.arch or '-'} ({e.architecture}), {e.dataset}, threat model {e.threat_model}; "
+            f"reported clean {pct(e.reported_clean_acc)}, robust {pct(e.reported_robust_acc)}"
+            + (f" ({e.reported_by})" if e.reported_by else "")
+        )
         norm = "raw [0,1] inputs" if e.mean is None else f"mean {list(e.mean)} std {list(e.std or ())}"
-        lines.append(f"    normalization: {norm}; sha256 {e.sha256[:16] + '...' if e.sha256 else 'unverified'}; "
-                     f"status: {status}" + (f" ({local})" if local else ""))
+        lines.append(
+            f"    normalization: {norm}; sha256 {e.sha256[:16] + '...' if e.sha256 else 'unverified'}; "
+            f"status: {status}" + (f" ({local})" if local else "")
+        )
         lines.append(f"    source: {e.source}; licence: {e.licence}")
         if e.url:
             lines.append(f"    url: {e.url}")

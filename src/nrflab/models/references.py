@@ -40,9 +40,10 @@ import pickle
 import re
 import sys
 import zipfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -87,8 +88,11 @@ class Normalization:
         return f"mean {fmt(self.mean)} std {fmt(self.std or ())} ({self.origin}), inside the model"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mean": list(self.mean) if self.mean else None, "std": list(self.std) if self.std else None,
-                "origin": self.origin}
+        return {
+            "mean": list(self.mean) if self.mean else None,
+            "std": list(self.std) if self.std else None,
+            "origin": self.origin,
+        }
 
 
 @dataclass(frozen=True)
@@ -136,12 +140,23 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready provenance for records and caches."""
-        return {"name": self.name, "kind": self.kind, "source": self.source, "sha256": self.sha256,
-                "fingerprint": self.fingerprint, "arch": self.arch, "norm": self.norm, "width": self.width,
-                "num_classes": self.num_classes, "in_channels": self.in_channels,
-                "input_shape": list(self.input_shape) if self.input_shape else None,
-                "normalization": self.normalization.to_dict(), "layout": self.layout,
-                "has_batchnorm": self.has_batchnorm, "notes": list(self.notes)}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "source": self.source,
+            "sha256": self.sha256,
+            "fingerprint": self.fingerprint,
+            "arch": self.arch,
+            "norm": self.norm,
+            "width": self.width,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "normalization": self.normalization.to_dict(),
+            "layout": self.layout,
+            "has_batchnorm": self.has_batchnorm,
+            "notes": list(self.notes),
+        }
 
 
 class InputNormalized(nn.Module):
@@ -172,10 +187,11 @@ def parse_model_reference(text: str | os.PathLike) -> ModelReference:
     """
     raw = str(text).strip()
     if not raw:
-        raise NrflabError("empty model reference; give a run directory, a weights file, pretrained:NAME or "
-                          "module:function")
+        raise NrflabError(
+            "empty model reference; give a run directory, a weights file, pretrained:NAME or module:function"
+        )
     if raw.startswith("pretrained:"):
-        name = raw[len("pretrained:"):].strip()
+        name = raw[len("pretrained:") :].strip()
         if not name:
             raise NrflabError("pretrained: needs a name (see `nrflab list --pretrained`)")
         return ModelReference("pretrained", raw, target=name)
@@ -200,7 +216,8 @@ def parse_model_reference(text: str | os.PathLike) -> ModelReference:
         return ModelReference("pretrained", raw, target=raw)
     raise NrflabError(
         f"model {raw!r}: no such file or directory, not a registered pretrained name (see `nrflab list "
-        f"--pretrained`), and not a factory (package.module:function or path/to/file.py:function)")
+        f"--pretrained`), and not a factory (package.module:function or path/to/file.py:function)"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,7 +225,7 @@ def parse_model_reference(text: str | os.PathLike) -> ModelReference:
 
 
 def load_model_reference(
-    reference: "str | os.PathLike | nn.Module | LoadedModel",
+    reference: str | os.PathLike | nn.Module | LoadedModel,
     *,
     arch: str | None = None,
     norm: str | None = None,
@@ -235,9 +252,17 @@ def load_model_reference(
     arch_options = {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width}
     if isinstance(reference, nn.Module):
         _refuse_arch_options(arch_options, "an in-memory module")
-        return _from_module(reference, kind="module", name=name or type(reference).__name__,
-                            source=f"<{type(reference).__name__} object>", mean=mean_t, std=std_t, device=device,
-                            sha256=None, eval_mode=False)
+        return _from_module(
+            reference,
+            kind="module",
+            name=name or type(reference).__name__,
+            source=f"<{type(reference).__name__} object>",
+            mean=mean_t,
+            std=std_t,
+            device=device,
+            sha256=None,
+            eval_mode=False,
+        )
     ref = parse_model_reference(reference)
     if ref.kind == "pretrained":
         _refuse_arch_options(arch_options, f"pretrained model {ref.target}")
@@ -245,13 +270,27 @@ def load_model_reference(
             raise NrflabError(f"pretrained model {ref.target} carries its own input normalization; drop --mean/--std")
         from .pretrained import load_pretrained
 
-        return load_pretrained(ref.target or "", device=device, weights_dir=weights_dir,
-                               allow_unverified=allow_unverified, display_name=name)
+        return load_pretrained(
+            ref.target or "",
+            device=device,
+            weights_dir=weights_dir,
+            allow_unverified=allow_unverified,
+            display_name=name,
+        )
     if ref.kind in ("factory-module", "factory-file"):
         _refuse_arch_options(arch_options, f"factory {ref.text}")
         module = _call_factory(ref)
-        return _from_module(module, kind="factory", name=name or ref.text, source=ref.text, mean=mean_t, std=std_t,
-                            device=device, sha256=None, eval_mode=True)
+        return _from_module(
+            module,
+            kind="factory",
+            name=name or ref.text,
+            source=ref.text,
+            mean=mean_t,
+            std=std_t,
+            device=device,
+            sha256=None,
+            eval_mode=True,
+        )
     assert ref.path is not None
     return _load_path(ref.path, name=name, mean=mean_t, std=std_t, device=device, **arch_options)
 
@@ -263,7 +302,9 @@ def _check_mean_std(mean: Sequence[float] | None, std: Sequence[float] | None) -
         return None, None
     m, s = tuple(float(v) for v in mean), tuple(float(v) for v in std)  # type: ignore[union-attr]
     if not m or len(m) != len(s):
-        raise NrflabError(f"--mean and --std need the same number of values (one per channel), got {len(m)} and {len(s)}")
+        raise NrflabError(
+            f"--mean and --std need the same number of values (one per channel), got {len(m)} and {len(s)}"
+        )
     if not all(math.isfinite(v) for v in m) or not all(math.isfinite(v) and v > 0 for v in s):
         raise NrflabError("--mean values must be finite and --std values finite and > 0")
     return m, s
@@ -272,40 +313,75 @@ def _check_mean_std(mean: Sequence[float] | None, std: Sequence[float] | None) -
 def _refuse_arch_options(options: Mapping[str, Any], what: str) -> None:
     given = [f"--{k.replace('_', '-')}" for k, v in options.items() if v is not None]
     if given:
-        raise NrflabError(f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for bare state dicts only; "
-                          f"{what} brings its own architecture")
+        raise NrflabError(
+            f"{', '.join(given)} {'is' if len(given) == 1 else 'are'} for bare state dicts only; "
+            f"{what} brings its own architecture"
+        )
 
 
 def _load_path(path: Path, *, name: str | None, mean, std, device, arch, norm, num_classes, width) -> LoadedModel:
     from ..checkpoint import CONFIG_META_KEY, read_metadata, resolve_checkpoint
 
     if path.is_dir():
-        return _load_nrflab(resolve_checkpoint(path), name=name or path.name, mean=mean, std=std, device=device,
-                            arch=arch, norm=norm, num_classes=num_classes, width=width)
+        return _load_nrflab(
+            resolve_checkpoint(path),
+            name=name or path.name,
+            mean=mean,
+            std=std,
+            device=device,
+            arch=arch,
+            norm=norm,
+            num_classes=num_classes,
+            width=width,
+        )
     if path.suffix == ".safetensors":
         meta = read_metadata(path)
         if CONFIG_META_KEY in meta or path.with_suffix(".json").is_file():
-            return _load_nrflab(path, name=name or path.stem, mean=mean, std=std, device=device,
-                                arch=arch, norm=norm, num_classes=num_classes, width=width)
+            return _load_nrflab(
+                path,
+                name=name or path.stem,
+                mean=mean,
+                std=std,
+                device=device,
+                arch=arch,
+                norm=norm,
+                num_classes=num_classes,
+                width=width,
+            )
         from ..checkpoint import load_tensors
 
         tensors: Any = load_tensors(path, "weights file")
     elif _is_torchscript(path):
-        _refuse_arch_options({"arch": arch, "norm": norm, "num_classes": num_classes, "width": width},
-                             f"TorchScript archive {path}")
+        _refuse_arch_options(
+            {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width}, f"TorchScript archive {path}"
+        )
         return _load_torchscript(path, name=name or path.stem, mean=mean, std=std, device=device)
     else:
         tensors = load_weights_only(path)
     sha = file_sha256(path)
-    model, info = state_dict_to_model(tensors, arch=arch, norm=norm, num_classes=num_classes, width=width,
-                                      mean=mean, std=std, source=str(path))
+    model, info = state_dict_to_model(
+        tensors, arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean, std=std, source=str(path)
+    )
     model = model.to(device).eval()
     cfg = model.config
-    return LoadedModel(module=model, name=name or path.stem, kind="state-dict", source=str(path),
-                       num_classes=cfg.num_classes, input_shape=None, in_channels=cfg.in_channels,
-                       normalization=info["normalization"], sha256=sha, fingerprint=weights_fingerprint(model),
-                       has_batchnorm=has_batchnorm(model), arch=cfg.arch, norm=cfg.norm, width=cfg.width,
-                       layout=info["layout"], notes=tuple(info["notes"]))
+    return LoadedModel(
+        module=model,
+        name=name or path.stem,
+        kind="state-dict",
+        source=str(path),
+        num_classes=cfg.num_classes,
+        input_shape=None,
+        in_channels=cfg.in_channels,
+        normalization=info["normalization"],
+        sha256=sha,
+        fingerprint=weights_fingerprint(model),
+        has_batchnorm=has_batchnorm(model),
+        arch=cfg.arch,
+        norm=cfg.norm,
+        width=cfg.width,
+        layout=info["layout"],
+        notes=tuple(info["notes"]),
+    )
 
 
 def _load_nrflab(path: Path, *, name: str, mean, std, device, arch, norm, num_classes, width) -> LoadedModel:
@@ -313,22 +389,43 @@ def _load_nrflab(path: Path, *, name: str, mean, std, device, arch, norm, num_cl
 
     model = load_model(path, device)
     cfg = model.config
-    given = {"arch": (arch, cfg.arch), "norm": (norm, cfg.norm), "num_classes": (num_classes, cfg.num_classes),
-             "width": (width, cfg.width)}
-    clash = [f"--{k.replace('_', '-')} {v!r} (its config says {c!r})" for k, (v, c) in given.items()
-             if v is not None and (str(v).lower() if isinstance(v, str) else v) != c]
+    given = {
+        "arch": (arch, cfg.arch),
+        "norm": (norm, cfg.norm),
+        "num_classes": (num_classes, cfg.num_classes),
+        "width": (width, cfg.width),
+    }
+    clash = [
+        f"--{k.replace('_', '-')} {v!r} (its config says {c!r})"
+        for k, (v, c) in given.items()
+        if v is not None and (str(v).lower() if isinstance(v, str) else v) != c
+    ]
     if clash:
         raise NrflabError(f"{path} is an nrflab checkpoint with its own config; drop {', '.join(clash)}")
     if mean is not None and (tuple(mean) != tuple(cfg.mean) or tuple(std) != tuple(cfg.std)):
-        raise NrflabError(f"{path} is an nrflab model that normalizes its inputs itself (mean {list(cfg.mean)}, "
-                          f"std {list(cfg.std)}); drop --mean/--std")
+        raise NrflabError(
+            f"{path} is an nrflab model that normalizes its inputs itself (mean {list(cfg.mean)}, "
+            f"std {list(cfg.std)}); drop --mean/--std"
+        )
     is_identity = all(m == 0.0 for m in cfg.mean) and all(s == 1.0 for s in cfg.std)
     normalization = Normalization() if is_identity else Normalization(tuple(cfg.mean), tuple(cfg.std), "nrflab")
-    return LoadedModel(module=model, name=name, kind="nrflab", source=str(path), num_classes=cfg.num_classes,
-                       input_shape=tuple(cfg.input_shape) if cfg.input_shape else None, in_channels=cfg.in_channels,
-                       normalization=normalization, sha256=file_sha256(path), fingerprint=weights_fingerprint(model),
-                       has_batchnorm=has_batchnorm(model), arch=cfg.arch, norm=cfg.norm, width=cfg.width,
-                       layout="nrflab")
+    return LoadedModel(
+        module=model,
+        name=name,
+        kind="nrflab",
+        source=str(path),
+        num_classes=cfg.num_classes,
+        input_shape=tuple(cfg.input_shape) if cfg.input_shape else None,
+        in_channels=cfg.in_channels,
+        normalization=normalization,
+        sha256=file_sha256(path),
+        fingerprint=weights_fingerprint(model),
+        has_batchnorm=has_batchnorm(model),
+        arch=cfg.arch,
+        norm=cfg.norm,
+        width=cfg.width,
+        layout="nrflab",
+    )
 
 
 def _is_torchscript(path: Path) -> bool:
@@ -349,12 +446,32 @@ def _load_torchscript(path: Path, *, name: str, mean, std, device) -> LoadedMode
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError and others for a broken archive
         raise NrflabError(f"TorchScript archive {path} could not be loaded ({_first_line(exc)})") from None
-    return _from_module(module, kind="torchscript", name=name, source=str(path), mean=mean, std=std, device=device,
-                        sha256=file_sha256(path), eval_mode=True)
+    return _from_module(
+        module,
+        kind="torchscript",
+        name=name,
+        source=str(path),
+        mean=mean,
+        std=std,
+        device=device,
+        sha256=file_sha256(path),
+        eval_mode=True,
+    )
 
 
-def _from_module(module: nn.Module, *, kind: LoadedKind, name: str, source: str, mean, std, device,
-                 sha256: str | None, eval_mode: bool, notes: Sequence[str] = ()) -> LoadedModel:
+def _from_module(
+    module: nn.Module,
+    *,
+    kind: LoadedKind,
+    name: str,
+    source: str,
+    mean,
+    std,
+    device,
+    sha256: str | None,
+    eval_mode: bool,
+    notes: Sequence[str] = (),
+) -> LoadedModel:
     if not isinstance(module, nn.Module):
         raise NrflabError(f"{source} returned a {type(module).__name__}, not a torch.nn.Module")
     from ..metrics import model_device
@@ -371,14 +488,29 @@ def _from_module(module: nn.Module, *, kind: LoadedKind, name: str, source: str,
     num_classes = cfg.num_classes if isinstance(cfg, ModelConfig) else None
     in_channels = cfg.in_channels if isinstance(cfg, ModelConfig) else _first_conv_channels(module)
     shape = tuple(cfg.input_shape) if isinstance(cfg, ModelConfig) and cfg.input_shape else None
-    if isinstance(cfg, ModelConfig) and mean is None and not (all(m == 0 for m in cfg.mean) and all(s == 1 for s in cfg.std)):
+    if (
+        isinstance(cfg, ModelConfig)
+        and mean is None
+        and not (all(m == 0 for m in cfg.mean) and all(s == 1 for s in cfg.std))
+    ):
         normalization = Normalization(tuple(cfg.mean), tuple(cfg.std), "nrflab")
-    return LoadedModel(module=module, name=name, kind=kind, source=source, num_classes=num_classes, input_shape=shape,
-                       in_channels=in_channels, normalization=normalization, sha256=sha256,
-                       fingerprint=weights_fingerprint(module), has_batchnorm=has_batchnorm(module),
-                       arch=cfg.arch if isinstance(cfg, ModelConfig) else None,
-                       norm=cfg.norm if isinstance(cfg, ModelConfig) else None,
-                       width=cfg.width if isinstance(cfg, ModelConfig) else None, notes=tuple(notes))
+    return LoadedModel(
+        module=module,
+        name=name,
+        kind=kind,
+        source=source,
+        num_classes=num_classes,
+        input_shape=shape,
+        in_channels=in_channels,
+        normalization=normalization,
+        sha256=sha256,
+        fingerprint=weights_fingerprint(module),
+        has_batchnorm=has_batchnorm(module),
+        arch=cfg.arch if isinstance(cfg, ModelConfig) else None,
+        norm=cfg.norm if isinstance(cfg, ModelConfig) else None,
+        width=cfg.width if isinstance(cfg, ModelConfig) else None,
+        notes=tuple(notes),
+    )
 
 
 def _call_factory(ref: ModelReference) -> nn.Module:
@@ -395,7 +527,9 @@ def _call_factory(ref: ModelReference) -> nn.Module:
             spec.loader.exec_module(mod)
         except Exception as exc:
             sys.modules.pop(spec.name, None)
-            raise NrflabError(f"factory file {ref.path} failed to import ({type(exc).__name__}: {_first_line(exc)})") from None
+            raise NrflabError(
+                f"factory file {ref.path} failed to import ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
     else:
         cwd = os.getcwd()
         added = cwd not in sys.path
@@ -404,7 +538,9 @@ def _call_factory(ref: ModelReference) -> nn.Module:
         try:
             mod = importlib.import_module(ref.target or "")
         except Exception as exc:
-            raise NrflabError(f"factory module {ref.target} cannot be imported ({type(exc).__name__}: {_first_line(exc)})") from None
+            raise NrflabError(
+                f"factory module {ref.target} cannot be imported ({type(exc).__name__}: {_first_line(exc)})"
+            ) from None
         finally:
             if added and cwd in sys.path:
                 sys.path.remove(cwd)
@@ -436,14 +572,18 @@ def load_weights_only(path: str | os.PathLike) -> Any:
         raise NrflabError(
             f"{path} is a pickle that needs code to load{detail} (e.g. a whole model saved with torch.save(model)); "
             f"nrflab loads weights only: save model.state_dict(), export TorchScript, or name a factory "
-            f"(module:function)") from None
+            f"(module:function)"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, AttributeError, TypeError) as exc:
-        raise NrflabError(f"{path} is not a readable PyTorch weights file ({type(exc).__name__}: {_first_line(exc)})") from None
+        raise NrflabError(
+            f"{path} is not a readable PyTorch weights file ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
 
 
 def _unsafe_global(message: str) -> str:
-    m = re.search(r"GLOBAL ([\w.]+(?: [\w.]+)?) was not an allowed global", message) or \
-        re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    m = re.search(r"GLOBAL ([\w.]+(?: [\w.]+)?) was not an allowed global", message) or re.search(
+        r"Unsupported global: GLOBAL ([\w.]+)", message
+    )
     return f" ({m.group(1).replace(' ', '.')})" if m else ""
 
 
@@ -453,6 +593,7 @@ def extract_state_dict(obj: Any, source: str = "weights file") -> tuple[dict[str
     Looks at the top level, then under ``state_dict``, ``model_state_dict``, ``model``, ``net``,
     ``network`` and ``last`` (one level of nesting). Non-tensor entries of a state dict are dropped.
     """
+
     def tensors_of(d: Any) -> dict[str, torch.Tensor] | None:
         if not isinstance(d, Mapping) or not d:
             return None
@@ -474,12 +615,16 @@ def extract_state_dict(obj: Any, source: str = "weights file") -> tuple[dict[str
                     if found is not None:
                         return found, f"{key}.{key2}"
         keys = ", ".join(sorted(str(k) for k in obj)[:8])
-        raise NrflabError(f"{source} holds no state dict (top-level keys: {keys}); nrflab looks at the top level and "
-                          f"under {', '.join(CONTAINER_KEYS)}")
+        raise NrflabError(
+            f"{source} holds no state dict (top-level keys: {keys}); nrflab looks at the top level and "
+            f"under {', '.join(CONTAINER_KEYS)}"
+        )
     raise NrflabError(f"{source} holds a {type(obj).__name__}, not a state dict")
 
 
-def canonicalize_state_dict(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], tuple | None, tuple | None, list[str]]:
+def canonicalize_state_dict(
+    tensors: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], tuple | None, tuple | None, list[str]]:
     """Map a state dict of a known layout onto nrflab's network names.
 
     Returns ``(net_state, mean, std, layouts)``: the network's tensors named as in nrflab's archs (no
@@ -489,13 +634,15 @@ def canonicalize_state_dict(tensors: Mapping[str, torch.Tensor]) -> tuple[dict[s
     layouts: list[str] = []
     mean = std = None
     sd = _strip_wrappers(sd, layouts)
-    if any(k.startswith("model.") for k in sd) and ("normalizer.new_mean" in sd or any(k.startswith("attacker.") for k in sd)):
+    if any(k.startswith("model.") for k in sd) and (
+        "normalizer.new_mean" in sd or any(k.startswith("attacker.") for k in sd)
+    ):
         mean, std = _channel_values(sd.get("normalizer.new_mean")), _channel_values(sd.get("normalizer.new_std"))
-        sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+        sd = {k[len("model.") :]: v for k, v in sd.items() if k.startswith("model.")}
         layouts.append("robustness library (model./attacker./normalizer.)")
     elif any(k.startswith("net.") for k in sd) and "normalize.mean" in sd:
         mean, std = _channel_values(sd.get("normalize.mean")), _channel_values(sd.get("normalize.std"))
-        sd = {k[len("net."):]: v for k, v in sd.items() if k.startswith("net.")}
+        sd = {k[len("net.") :]: v for k, v in sd.items() if k.startswith("net.")}
         layouts.append("nrflab (normalize./net.)")
     if "mu" in sd and "sigma" in sd:
         mean, std = _channel_values(sd.pop("mu")), _channel_values(sd.pop("sigma"))
@@ -517,7 +664,7 @@ def _strip_wrappers(sd: dict[str, torch.Tensor], layouts: list[str]) -> dict[str
         changed = False
         for prefix in ("module.", "_orig_mod.", "model."):
             if all(k.startswith(prefix) for k in sd):
-                sd = {k[len(prefix):]: v for k, v in sd.items()}
+                sd = {k[len(prefix) :]: v for k, v in sd.items()}
                 layouts.append(f"'{prefix}' prefix")
                 changed = True
     return sd
@@ -533,7 +680,7 @@ def _signature(arch: str, norm: str, num_classes: int, in_channels: int, width: 
     """Names and shapes of an nrflab network's state (no ``net.`` prefix), built on the meta device."""
     with torch.device("meta"):
         model = create_model(arch, norm, num_classes, in_channels, width=width)
-    return {k[len("net."):]: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("net.")}
+    return {k[len("net.") :]: tuple(v.shape) for k, v in model.state_dict().items() if k.startswith("net.")}
 
 
 _BASE_CHANNELS = {"smallcnn": 32}
@@ -576,22 +723,28 @@ def state_dict_to_model(
         if _close(mean, found_mean) and _close(std, found_std):
             found_mean = found_std = None
         else:
-            raise NrflabError(f"{source} carries its own input normalization (mean {_fmt(found_mean)}, std "
-                              f"{_fmt(found_std)}); --mean/--std would normalize twice: drop them")
+            raise NrflabError(
+                f"{source} carries its own input normalization (mean {_fmt(found_mean)}, std "
+                f"{_fmt(found_std)}); --mean/--std would normalize twice: drop them"
+            )
     if mean is not None:
         normalization = Normalization(tuple(mean), tuple(std), "user")  # type: ignore[arg-type]
     elif found_mean is not None:
         normalization = Normalization(found_mean, found_std, "checkpoint")
     else:
         normalization = Normalization()
-        notes.append("no normalization found or given: the model is taken to expect [0,1] inputs "
-                     "(give --mean/--std if it was trained on normalized inputs)")
+        notes.append(
+            "no normalization found or given: the model is taken to expect [0,1] inputs "
+            "(give --mean/--std if it was trained on normalized inputs)"
+        )
     first = _first_conv_key(sd)
     linear = sd.get("linear.weight")
     if first is None or linear is None or linear.ndim != 2:
         keys = ", ".join(list(sd)[:6])
-        raise NrflabError(f"{source} does not look like an nrflab architecture (no first convolution or no 'linear'/'fc' "
-                          f"head; first keys: {keys}); load it with a factory (module:function)")
+        raise NrflabError(
+            f"{source} does not look like an nrflab architecture (no first convolution or no 'linear'/'fc' "
+            f"head; first keys: {keys}); load it with a factory (module:function)"
+        )
     in_channels = int(sd[first].shape[1])
     classes = int(num_classes) if num_classes is not None else int(linear.shape[0])
     archs = [check_arch(arch)] if arch else _candidate_archs(sd)
@@ -605,8 +758,11 @@ def state_dict_to_model(
         for n in norms:
             if n == "fixup" and not ARCHS[a].residual:
                 continue
-            sig = {k: s for k, s in _signature(a, n, classes, in_channels, w).items()
-                   if not k.endswith("num_batches_tracked")}
+            sig = {
+                k: s
+                for k, s in _signature(a, n, classes, in_channels, w).items()
+                if not k.endswith("num_batches_tracked")
+            }
             score = sum(1 for k, s in sig.items() if file_sig.get(k) == s) - len(set(file_sig) ^ set(sig))
             if sig == file_sig:
                 best = (10**9, a, n, w, sig)
@@ -616,18 +772,25 @@ def state_dict_to_model(
         if best and best[0] == 10**9:
             break
     if best is None:
-        raise NrflabError(f"{source}: no nrflab architecture with a valid width fits its first convolution "
-                          f"{tuple(sd[first].shape)}")
+        raise NrflabError(
+            f"{source}: no nrflab architecture with a valid width fits its first convolution {tuple(sd[first].shape)}"
+        )
     _, a, n, w, sig = best
     if sig != file_sig:
-        raise NrflabError(f"{source} does not map onto nrflab {a} (norm {n}, width {w:g}, {classes} classes): "
-                          f"{_mismatch(file_sig, sig)}{_hint(file_sig, sig)}")
+        raise NrflabError(
+            f"{source} does not map onto nrflab {a} (norm {n}, width {w:g}, {classes} classes): "
+            f"{_mismatch(file_sig, sig)}{_hint(file_sig, sig)}"
+        )
     if not norm and n == "gn" and any(k.endswith(".weight") and k.split(".")[-2].startswith("bn") for k in sd):
-        raise NrflabError(f"{source} has normalization layers without running statistics (GroupNorm, LayerNorm or "
-                          f"InstanceNorm): say which with --norm gn|ln|in")
+        raise NrflabError(
+            f"{source} has normalization layers without running statistics (GroupNorm, LayerNorm or "
+            f"InstanceNorm): say which with --norm gn|ln|in"
+        )
     if any("torchvision" in lay for lay in layouts) and a.startswith("resnet"):
-        notes.append("torchvision ResNet names mapped (fc -> linear, downsample -> shortcut); nrflab's CIFAR ResNet "
-                     "has a 3x3 stem and no max-pool: if the original model had a max-pool, load it with a factory")
+        notes.append(
+            "torchvision ResNet names mapped (fc -> linear, downsample -> shortcut); nrflab's CIFAR ResNet "
+            "has a 3x3 stem and no max-pool: if the original model had a max-pool, load it with a factory"
+        )
     model = create_model(a, n, classes, in_channels, width=w, mean=normalization.mean, std=normalization.std)
     state = model.state_dict()
     for k, v in sd.items():
@@ -647,7 +810,11 @@ def _candidate_archs(sd: Mapping[str, torch.Tensor]) -> list[str]:
         deep = any(".conv3." in k for k in sd)
         return ["resnet50", "resnet18"] if deep else ["resnet18", "resnet50"]
     if any(k.startswith("features.") for k in sd):
-        return ["vgg16", "vgg11"] if len({k.split(".")[1] for k in sd if k.startswith("features.")}) > 20 else ["vgg11", "vgg16"]
+        return (
+            ["vgg16", "vgg11"]
+            if len({k.split(".")[1] for k in sd if k.startswith("features.")}) > 20
+            else ["vgg11", "vgg16"]
+        )
     return [a for a in ARCHS if a not in ("resnet18", "resnet50", "vgg11", "vgg16")] + ["resnet18", "vgg11"]
 
 
@@ -665,8 +832,10 @@ def _mismatch(file_sig: Mapping[str, tuple], model_sig: Mapping[str, tuple]) -> 
     extra = [k for k in file_sig if k not in model_sig]
     parts = []
     if shape:
-        parts.append("shapes differ at " + ", ".join(f"{k} (file {list(file_sig[k])}, model {list(model_sig[k])})"
-                                                    for k in shape[:2]))
+        parts.append(
+            "shapes differ at "
+            + ", ".join(f"{k} (file {list(file_sig[k])}, model {list(model_sig[k])})" for k in shape[:2])
+        )
     if missing:
         parts.append("missing " + ", ".join(missing[:3]) + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""))
     if extra:
@@ -700,8 +869,10 @@ def _fmt(values: Sequence[float] | None) -> str:
 
 def has_batchnorm(module: nn.Module) -> bool:
     """Whether the module contains a BatchNorm layer (plain modules and TorchScript alike)."""
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm)
-               or getattr(m, "original_name", None) in _BN_TYPE_NAMES for m in module.modules())
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) or getattr(m, "original_name", None) in _BN_TYPE_NAMES
+        for m in module.modules()
+    )
 
 
 def _first_conv_channels(module: nn.Module) -> int | None:
@@ -756,7 +927,7 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def check_model_fits(
-    model: "LoadedModel | nn.Module",
+    model: LoadedModel | nn.Module,
     *,
     num_classes: int,
     input_shape: Sequence[int],
@@ -804,21 +975,26 @@ def check_model_fits(
         with torch.no_grad(), frozen_model(module, "eval"):
             out = module(x)
     except Exception as exc:  # any failure of the user's forward is a misfit, reported in one line
-        raise NrflabError(f"{what} does not fit {fits}: a forward pass fails ({type(exc).__name__}: "
-                          f"{_first_line(exc)})") from None
+        raise NrflabError(
+            f"{what} does not fit {fits}: a forward pass fails ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
     if not torch.is_tensor(out):
-        raise NrflabError(f"{what} returns a {type(out).__name__}, not a tensor of logits; wrap it in a factory that "
-                          f"returns logits")
+        raise NrflabError(
+            f"{what} returns a {type(out).__name__}, not a tensor of logits; wrap it in a factory that returns logits"
+        )
     if tuple(out.shape) != (2, num_classes):
         raise NrflabError(f"{what} (outputs of shape {tuple(out.shape[1:])} per image) does not fit {fits}")
 
 
 def describe_model(loaded: LoadedModel) -> list[str]:
     """Human-readable lines about a loaded model (printed by the commands before they run)."""
-    lines = [f"model {loaded.name}: {loaded.kind} from {loaded.source}"
-             + (f" ({loaded.arch}, norm {loaded.norm}, width {loaded.width:g})" if loaded.arch else ""),
-             f"  input normalization: {loaded.normalization.describe()}",
-             f"  weights fingerprint {loaded.fingerprint}" + (f", file sha256 {loaded.sha256[:16]}..." if loaded.sha256 else "")]
+    lines = [
+        f"model {loaded.name}: {loaded.kind} from {loaded.source}"
+        + (f" ({loaded.arch}, norm {loaded.norm}, width {loaded.width:g})" if loaded.arch else ""),
+        f"  input normalization: {loaded.normalization.describe()}",
+        f"  weights fingerprint {loaded.fingerprint}"
+        + (f", file sha256 {loaded.sha256[:16]}..." if loaded.sha256 else ""),
+    ]
     if loaded.layout and loaded.layout not in ("nrflab", "plain"):
         lines.append(f"  layout: {loaded.layout}")
     lines += [f"  note: {n}" for n in loaded.notes]

@@ -14,8 +14,9 @@ from torch.nn import functional as F
 from ..accel import to_device_async
 
 
-def draw_augmentation(n: int, gen: torch.Generator, pad: int = 4, flip: bool = True
-                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+def draw_augmentation(
+    n: int, gen: torch.Generator, pad: int = 4, flip: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The random choices for ``n`` images: crop offsets (dx, dy) in 0..2*pad and a flip mask."""
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
@@ -23,14 +24,15 @@ def draw_augmentation(n: int, gen: torch.Generator, pad: int = 4, flip: bool = T
     return dx, dy, mask
 
 
-def crop_and_flip(x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, mask: torch.Tensor | None,
-                  pad: int = 4) -> torch.Tensor:
+def crop_and_flip(
+    x: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, mask: torch.Tensor | None, pad: int = 4
+) -> torch.Tensor:
     """Crop each padded image at its (dx, dy) and flip where ``mask``: one gather for the whole batch."""
     n, c, h, w = x.shape
     dev = x.device
     padded = F.pad(x, (pad, pad, pad, pad))
-    rows = (dy.to(dev).view(n, 1) + torch.arange(h, device=dev).view(1, h))  # n x h
-    cols = (dx.to(dev).view(n, 1) + torch.arange(w, device=dev).view(1, w))  # n x w
+    rows = dy.to(dev).view(n, 1) + torch.arange(h, device=dev).view(1, h)  # n x h
+    cols = dx.to(dev).view(n, 1) + torch.arange(w, device=dev).view(1, w)  # n x w
     if mask is not None:
         # A flip reverses the column order of the crop: fold it into the gather.
         m = mask.to(dev).view(n, 1)
@@ -53,7 +55,7 @@ def augment_batch_reference(x: torch.Tensor, gen: torch.Generator, pad: int = 4,
     n, _, h, w = x.shape
     dx, dy, mask = draw_augmentation(n, gen, pad, flip)
     padded = F.pad(x, (pad, pad, pad, pad))
-    out = torch.stack([padded[i, :, int(dy[i]): int(dy[i]) + h, int(dx[i]): int(dx[i]) + w] for i in range(n)])
+    out = torch.stack([padded[i, :, int(dy[i]) : int(dy[i]) + h, int(dx[i]) : int(dx[i]) + w] for i in range(n)])
     if mask is not None:
         out = torch.where(mask.to(x.device).view(-1, 1, 1, 1), out.flip(3), out)
     return out

@@ -100,7 +100,11 @@ class TrainConfig(BaseModel):
             eps, steps, step = 8 / 255, 7, 2 / 255
         eps = self.adv_eps if self.adv_eps is not None else eps
         steps = self.adv_steps if self.adv_steps is not None else steps
-        step = self.adv_step_size if self.adv_step_size is not None else (step if self.adv_eps is None else 2.5 * eps / steps)
+        step = (
+            self.adv_step_size
+            if self.adv_step_size is not None
+            else (step if self.adv_eps is None else 2.5 * eps / steps)
+        )
         return eps, steps, step
 
     def identity(self) -> dict[str, Any]:
@@ -146,7 +150,8 @@ def recorded_identity(recorded: dict[str, Any]) -> dict[str, Any]:
     defaults (a run from an older nrflab is still the same run)."""
     defaults = TrainConfig().model_dump()
     return {k: recorded.get(k, defaults[k]) for k in defaults if k not in PLACEMENT_FIELDS} | {
-        k: v for k, v in recorded.items() if k not in defaults and k not in ("resolved", *PLACEMENT_FIELDS)}
+        k: v for k, v in recorded.items() if k not in defaults and k not in ("resolved", *PLACEMENT_FIELDS)
+    }
 
 
 __all__ = [

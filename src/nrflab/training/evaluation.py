@@ -38,7 +38,7 @@ class EvalSet:
     cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_bundle(cls, bundle: DatasetBundle, cfg: TrainConfig, device: torch.device) -> "EvalSet":
+    def from_bundle(cls, bundle: DatasetBundle, cfg: TrainConfig, device: torch.device) -> EvalSet:
         x, y = dataset_tensors(bundle.test)
         if cfg.eval_size is not None and cfg.eval_size < y.shape[0]:
             # A fixed, seeded subset: the same images every epoch and across twins.
@@ -71,8 +71,9 @@ class EvalSet:
     def batch_size(self, value: int | str, model: nn.Module) -> int:
         """The evaluation batch size: ``value`` if an integer, else probed once (``"auto"``)."""
         if self.cache.get("batch_setting") != value:
-            self.cache["batch_size"] = accel.resolve_batch_size(value, model=model, sample=self.x[:1],
-                                                                total=int(self.y.shape[0]))
+            self.cache["batch_size"] = accel.resolve_batch_size(
+                value, model=model, sample=self.x[:1], total=int(self.y.shape[0])
+            )
             self.cache["batch_setting"] = value
         return int(self.cache["batch_size"])
 
@@ -116,8 +117,9 @@ def metrics_columns(cfg: TrainConfig, probes: Sequence[Probe] = ()) -> list[str]
     return cols + TIMING_COLUMNS
 
 
-def evaluate_epoch(model: nn.Module, cfg: TrainConfig, data: EvalSet, num_classes: int,
-                   probes: Sequence[Probe] = ()) -> dict[str, float]:
+def evaluate_epoch(
+    model: nn.Module, cfg: TrainConfig, data: EvalSet, num_classes: int, probes: Sequence[Probe] = ()
+) -> dict[str, float]:
     """Clean accuracy, robust accuracy per attack, LIGS and logit similarity on the evaluation set, and
     the probes' metrics. Always fp32 and in eval mode, whatever the training used."""
     row: dict[str, float] = {}
@@ -131,7 +133,7 @@ def evaluate_epoch(model: nn.Module, cfg: TrainConfig, data: EvalSet, num_classe
         if attacks:
             data.check()
         for i in range(0, data.y.shape[0], bs):
-            x, y = data.x[i: i + bs], data.y[i: i + bs]
+            x, y = data.x[i : i + bs], data.y[i : i + bs]
             with torch.no_grad():
                 pred = model(x).argmax(1)
             counts[0] += (pred == y).sum()
@@ -148,8 +150,9 @@ def evaluate_epoch(model: nn.Module, cfg: TrainConfig, data: EvalSet, num_classe
         for spec, c in zip(specs, totals[2:], strict=True):
             row[robust_key(spec.label)] = c / n
         if cfg.ligs:
-            res = ligs_per_sample(model, data.x, data.y, sigma=cfg.ligs_sigma, seed=cfg.seed, batch_size=bs,
-                                  noise=data.noise(cfg.seed))
+            res = ligs_per_sample(
+                model, data.x, data.y, sigma=cfg.ligs_sigma, seed=cfg.seed, batch_size=bs, noise=data.noise(cfg.seed)
+            )
             row[LIGS] = res.ligs
             row[LOGIT_SIM] = res.logit_sim
         row.update(run_probes(model, probes))

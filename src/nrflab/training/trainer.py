@@ -52,7 +52,7 @@ class TensorData:
     labels: torch.Tensor
 
     @classmethod
-    def from_dataset(cls, data: torch.utils.data.Dataset, device: torch.device) -> "TensorData":
+    def from_dataset(cls, data: torch.utils.data.Dataset, device: torch.device) -> TensorData:
         if isinstance(data, ImageTensorDataset):
             return cls(data.images.to(device), data.labels.to(device))
         x, y = dataset_tensors(data)
@@ -90,26 +90,36 @@ def check_input_fits(model: nn.Module, input_shape: tuple[int, ...]) -> None:
     except (RuntimeError, ValueError) as exc:
         cfg = getattr(model, "config", None)
         what = f"{cfg.arch} with norm {cfg.norm!r}" if cfg is not None else "the model"
-        raise NrflabError(f"{what} cannot take inputs of shape {tuple(input_shape)}: "
-                          f"{str(exc).splitlines()[0][:120]}") from None
+        raise NrflabError(
+            f"{what} cannot take inputs of shape {tuple(input_shape)}: {str(exc).splitlines()[0][:120]}"
+        ) from None
 
 
 def _resolved_config(cfg: TrainConfig, bundle: DatasetBundle, device: torch.device, model: NrfModel) -> dict[str, Any]:
     return {
         **cfg.model_dump(),
         "resolved": {
-            "dataset": {"name": bundle.name, "num_classes": bundle.num_classes, "input_shape": list(bundle.input_shape),
-                        "mean": list(bundle.mean), "std": list(bundle.std), "train_size": len(bundle.train),
-                        "test_size": len(bundle.test), **({"info": bundle.info} if bundle.info else {})},
+            "dataset": {
+                "name": bundle.name,
+                "num_classes": bundle.num_classes,
+                "input_shape": list(bundle.input_shape),
+                "mean": list(bundle.mean),
+                "std": list(bundle.std),
+                "train_size": len(bundle.train),
+                "test_size": len(bundle.test),
+                **({"info": bundle.info} if bundle.info else {}),
+            },
             "device": str(device),
             "torch": str(torch.__version__),
             "model": model.config.to_dict(),
             "adversarial_training": dict(zip(("eps", "steps", "step_size"), cfg.adversarial_settings()))
-            if cfg.adv_train != "none" else None,
-            "numerics": {"training": "bfloat16 autocast" if cfg.amp == "bf16" else "float32",
-                         "evaluation": "float32"},
-            "acceleration": {"channels_last": cfg.channels_last,
-                             "compile": accel.resolve_compile_mode(compile_setting(cfg)) or "none"},
+            if cfg.adv_train != "none"
+            else None,
+            "numerics": {"training": "bfloat16 autocast" if cfg.amp == "bf16" else "float32", "evaluation": "float32"},
+            "acceleration": {
+                "channels_last": cfg.channels_last,
+                "compile": accel.resolve_compile_mode(compile_setting(cfg)) or "none",
+            },
         },
     }
 
@@ -127,8 +137,9 @@ def run_differences(run: RunDir, cfg: TrainConfig) -> list[str]:
 class Trainer:
     """Trains one model, recording the framework's metrics every epoch; resumable and atomic."""
 
-    def __init__(self, cfg: TrainConfig, out_dir: str | Path, *, bundle: DatasetBundle | None = None,
-                 progress: bool = True):
+    def __init__(
+        self, cfg: TrainConfig, out_dir: str | Path, *, bundle: DatasetBundle | None = None, progress: bool = True
+    ):
         self.cfg = cfg
         self.run_dir = RunDir(out_dir)
         self.out = self.run_dir.path
@@ -147,8 +158,16 @@ class Trainer:
     def _build_model(self) -> NrfModel:
         b = self.bundle
         model = create_model(
-            self.cfg.arch, self.cfg.norm, b.num_classes, b.in_channels, width=self.cfg.width,
-            mean=b.mean, std=b.std, init=self.cfg.init, input_shape=b.input_shape, seed=self.cfg.seed,
+            self.cfg.arch,
+            self.cfg.norm,
+            b.num_classes,
+            b.in_channels,
+            width=self.cfg.width,
+            mean=b.mean,
+            std=b.std,
+            init=self.cfg.init,
+            input_shape=b.input_shape,
+            seed=self.cfg.seed,
         )
         check_input_fits(model, b.input_shape)
         model = model.to(self.device)
@@ -175,13 +194,16 @@ class Trainer:
         status = run.status()
         if not resume:
             what = "a finished run" if status and status.finished else "an unfinished run"
-            raise NrflabError(f"{self.out} already holds {what}; pass --resume to continue it or --overwrite to "
-                              "start again")
+            raise NrflabError(
+                f"{self.out} already holds {what}; pass --resume to continue it or --overwrite to start again"
+            )
         if run.config_path.is_file():
             diff = run_differences(run, self.cfg)
             if diff:
-                raise NrflabError(f"cannot resume {self.out}: it is a different run ({'; '.join(diff[:4])}"
-                                  f"{'; ...' if len(diff) > 4 else ''}); pass --overwrite to replace it")
+                raise NrflabError(
+                    f"cannot resume {self.out}: it is a different run ({'; '.join(diff[:4])}"
+                    f"{'; ...' if len(diff) > 4 else ''}); pass --overwrite to replace it"
+                )
         elif status is not None:
             raise NrflabError(f"cannot resume {self.out}: its config.json is missing")
         if status is None:
@@ -192,12 +214,15 @@ class Trainer:
     def _write_config(self, model: NrfModel) -> None:
         resolved = _resolved_config(self.cfg, self.bundle, self.device, model)
         atomic_write_json(self.run_dir.config_path, resolved)
-        atomic_write_text(self.run_dir.config_yaml_path,
-                          yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False))
+        atomic_write_text(
+            self.run_dir.config_yaml_path,
+            yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False),
+        )
 
     # -- checkpointing ----------------------------------------------------------------------
-    def _save(self, model: NrfModel, opt: torch.optim.Optimizer, epoch: int, history: list[dict],
-              probe_history: list[dict]) -> None:
+    def _save(
+        self, model: NrfModel, opt: torch.optim.Optimizer, epoch: int, history: list[dict], probe_history: list[dict]
+    ) -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         opt_state = opt.state_dict()
         scalars: dict[str, dict[str, Any]] = {}
@@ -240,8 +265,10 @@ class Trainer:
             except json.JSONDecodeError:
                 raise NrflabError(f"run checkpoint {path} has a corrupt model config") from None
             if diff:
-                raise NrflabError(f"cannot resume {self.out}: its checkpoint holds another model ({'; '.join(diff[:3])})")
-        load_state(model, {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+                raise NrflabError(
+                    f"cannot resume {self.out}: its checkpoint holds another model ({'; '.join(diff[:3])})"
+                )
+        load_state(model, {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, path)
         state: dict[int, dict[str, Any]] = {}
         for k, v in tensors.items():
             if k.startswith("optim."):
@@ -254,8 +281,9 @@ class Trainer:
             opt.load_state_dict({"state": state, "param_groups": json.loads(meta["optim_groups"])})
             return int(meta["epoch"]), json.loads(meta["history"]), json.loads(meta.get("probe_history", "[]"))
         except (KeyError, ValueError, json.JSONDecodeError) as exc:
-            raise NrflabError(f"run checkpoint {path} is corrupt ({exc.__class__.__name__}); "
-                              "pass --overwrite to start again") from None
+            raise NrflabError(
+                f"run checkpoint {path} is corrupt ({exc.__class__.__name__}); pass --overwrite to start again"
+            ) from None
 
     # -- the loop ---------------------------------------------------------------------------
     def _adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -267,9 +295,18 @@ class Trainer:
         attack = self._adv_attack
         if attack is None or attack.model is not model:
             # Built once per run (its captured CUDA graphs are reused every step); only the seed changes.
-            attack = self._adv_attack = PGD(model, norm=norm, eps=eps, step_size=step, steps=steps,
-                                            random_start=not targeted, targeted=targeted, mode=mode,
-                                            keep_buffers=(mode == "eval"), seed=seed)
+            attack = self._adv_attack = PGD(
+                model,
+                norm=norm,
+                eps=eps,
+                step_size=step,
+                steps=steps,
+                random_start=not targeted,
+                targeted=targeted,
+                mode=mode,
+                keep_buffers=(mode == "eval"),
+                seed=seed,
+            )
         attack.seed = seed
         # The training images were checked once (run): no per-step host sync for the [0,1] check.
         if targeted:
@@ -283,8 +320,9 @@ class Trainer:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def _train_epoch(self, model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, epoch: int,
-                     probe_history: list[dict]) -> dict[str, float]:
+    def _train_epoch(
+        self, model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, epoch: int, probe_history: list[dict]
+    ) -> dict[str, float]:
         cfg = self.cfg
         gen = epoch_generator(cfg.seed, epoch)
         (perm,) = accel.to_device_async([torch.randperm(len(data), generator=gen)], data.labels.device)
@@ -295,11 +333,17 @@ class Trainer:
         model.train()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
-        bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not self.progress,
-                   unit="batch", dynamic_ncols=True)
+        bar = tqdm(
+            range(steps),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            leave=False,
+            disable=not self.progress,
+            unit="batch",
+            dynamic_ncols=True,
+        )
         lr = cfg.lr
         for step in bar:
-            idx = perm[step * cfg.batch_size: (step + 1) * cfg.batch_size]
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             x, y = data.batch(idx)
             if cfg.augment:
                 x = augment_batch(x, gen, flip=cfg.flip)
@@ -323,9 +367,14 @@ class Trainer:
             correct += (logits.detach().argmax(1) == y).sum()
             global_step = epoch * steps + step + 1
             if probing and global_step % cfg.probe_every == 0:
-                probe_history.append({"epoch": epoch + (step + 1) / steps, "step": global_step,
-                                      "samples": epoch * len(data) + min((step + 1) * cfg.batch_size, len(data)),
-                                      **run_probes(model, self.probes)})
+                probe_history.append(
+                    {
+                        "epoch": epoch + (step + 1) / steps,
+                        "step": global_step,
+                        "samples": epoch * len(data) + min((step + 1) * cfg.batch_size, len(data)),
+                        **run_probes(model, self.probes),
+                    }
+                )
         train_loss = float(loss_sum) / len(data)
         if not math.isfinite(train_loss):
             raise NonFiniteLoss(
@@ -357,8 +406,15 @@ class Trainer:
         model.eval()
         return TrainResult(self.out, model, history, cfg)
 
-    def _loop(self, model: NrfModel, opt: torch.optim.Optimizer, train: TensorData, eval_set: EvalSet,
-              from_checkpoint: bool, stash: Stash | None) -> tuple[list[dict], list[dict]]:
+    def _loop(
+        self,
+        model: NrfModel,
+        opt: torch.optim.Optimizer,
+        train: TensorData,
+        eval_set: EvalSet,
+        from_checkpoint: bool,
+        stash: Stash | None,
+    ) -> tuple[list[dict], list[dict]]:
         cfg = self.cfg
         history: list[dict[str, Any]] = []
         probe_history: list[dict[str, Any]] = []
@@ -370,13 +426,24 @@ class Trainer:
         t_run = time.perf_counter() - (history[-1]["wall_time"] if history else 0.0)
         if not history:
             t0 = time.perf_counter()
-            row = {"epoch": 0, "lr": lr_at(cfg, 0, 0, 1), "train_loss": math.nan, "train_acc": math.nan,
-                   **evaluate_epoch(model, cfg, eval_set, self.bundle.num_classes, self.probes)}
+            row = {
+                "epoch": 0,
+                "lr": lr_at(cfg, 0, 0, 1),
+                "train_loss": math.nan,
+                "train_acc": math.nan,
+                **evaluate_epoch(model, cfg, eval_set, self.bundle.num_classes, self.probes),
+            }
             row.update(epoch_time=0.0, eval_time=time.perf_counter() - t0, wall_time=time.perf_counter() - t_run)
             history.append(row)
             if cfg.probe_every and self.probes:
-                probe_history.append({"epoch": 0.0, "step": 0, "samples": 0,
-                                      **{k: row[k] for k in probe_columns(self.probes) if k in row}})
+                probe_history.append(
+                    {
+                        "epoch": 0.0,
+                        "step": 0,
+                        "samples": 0,
+                        **{k: row[k] for k in probe_columns(self.probes) if k in row},
+                    }
+                )
             self._save(model, opt, 0, history, probe_history)
             if stash is not None:
                 stash.commit()
@@ -385,8 +452,11 @@ class Trainer:
             t0 = time.perf_counter()
             stats = self._train_epoch(model, opt, train, epoch, probe_history)
             t1 = time.perf_counter()
-            row = {"epoch": epoch + 1, **stats,
-                   **evaluate_epoch(model, cfg, eval_set, self.bundle.num_classes, self.probes)}
+            row = {
+                "epoch": epoch + 1,
+                **stats,
+                **evaluate_epoch(model, cfg, eval_set, self.bundle.num_classes, self.probes),
+            }
             row.update(epoch_time=t1 - t0, eval_time=time.perf_counter() - t1, wall_time=time.perf_counter() - t_run)
             history.append(row)
             self._save(model, opt, epoch + 1, history, probe_history)
@@ -411,14 +481,22 @@ class Trainer:
         return "  ".join(parts)
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = False, overwrite: bool = False,
-          progress: bool = True, bundle: DatasetBundle | None = None) -> TrainResult:
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    bundle: DatasetBundle | None = None,
+) -> TrainResult:
     """Train one model as ``cfg`` says, writing the run directory ``out_dir``."""
     return Trainer(cfg, out_dir, bundle=bundle, progress=progress).run(resume=resume, overwrite=overwrite)
 
 
-def train_or_reuse(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = True,
-                   bundle: DatasetBundle | None = None) -> Path:
+def train_or_reuse(
+    cfg: TrainConfig, out_dir: str | Path, *, progress: bool = True, bundle: DatasetBundle | None = None
+) -> Path:
     """Reuse a finished run of this recipe, resume an interrupted one, or train a new one.
 
     A run recorded with another recipe is refused in one line naming the differing fields, never
@@ -429,8 +507,10 @@ def train_or_reuse(cfg: TrainConfig, out_dir: str | Path, *, progress: bool = Tr
     if run.is_run() and run.config_path.is_file():
         diff = run_differences(run, cfg)
         if diff:
-            raise NrflabError(f"{run.path} holds a run of another recipe ({'; '.join(diff[:4])}); "
-                              "delete it or choose another output directory")
+            raise NrflabError(
+                f"{run.path} holds a run of another recipe ({'; '.join(diff[:4])}); "
+                "delete it or choose another output directory"
+            )
         if status is not None and status.finished:
             log.info("reusing finished run %s", run.path)
             return run.path

@@ -22,9 +22,23 @@ from .results import Interval, TransferResult
 Boost = Literal["none", "no-bn-twin", "early-stop", "both"]
 BOOSTS: tuple[str, ...] = get_args(Boost)
 
-TWIN_IGNORED = frozenset({"norm", "init", "device", "data_root", "keep_checkpoints", "eval_attacks", "ligs",
-                          "ligs_sigma", "eval_size", "eval_batch_size", "eval_shifted_labels", "channels_last",
-                          "resolved"})
+TWIN_IGNORED = frozenset(
+    {
+        "norm",
+        "init",
+        "device",
+        "data_root",
+        "keep_checkpoints",
+        "eval_attacks",
+        "ligs",
+        "ligs_sigma",
+        "eval_size",
+        "eval_batch_size",
+        "eval_shifted_labels",
+        "channels_last",
+        "resolved",
+    }
+)
 """Config keys a no-BN twin may differ in; every other key (arch, width, seed, the recipe) must match."""
 
 
@@ -43,8 +57,10 @@ def find_no_bn_twin(run_dir: str | Path, candidates: Iterable[str | Path]) -> Pa
             found.append(cand.path)
     unique = sorted({p.resolve(): p for p in found}.values())
     if not unique:
-        raise NrflabError(f"no no-BN twin of {run.path} (same arch, width, seed and recipe with norm 'none') "
-                          "among the candidate runs; give it explicitly")
+        raise NrflabError(
+            f"no no-BN twin of {run.path} (same arch, width, seed and recipe with norm 'none') "
+            "among the candidate runs; give it explicitly"
+        )
     if len(unique) > 1:
         raise NrflabError(f"several no-BN twins of {run.path}: {', '.join(map(str, unique))}; give one explicitly")
     return unique[0]
@@ -212,9 +228,19 @@ def boost_comparison(result: TransferResult, variants: Sequence[Variant]) -> lis
         base_rate = per[vs[0].ref.name].mean_success
         for v in vs:
             r = per[v.ref.name]
-            rows.append(BoostRow(source=base, boost=v.boost, model=v.ref.name, epoch=v.ref.epoch, targets=r.targets,
-                                 mean_success=r.mean_success, pooled_ci=r.pooled_ci, gain=r.mean_success - base_rate,
-                                 mean_target_accuracy=r.mean_target_accuracy))
+            rows.append(
+                BoostRow(
+                    source=base,
+                    boost=v.boost,
+                    model=v.ref.name,
+                    epoch=v.ref.epoch,
+                    targets=r.targets,
+                    mean_success=r.mean_success,
+                    pooled_ci=r.pooled_ci,
+                    gain=r.mean_success - base_rate,
+                    mean_target_accuracy=r.mean_target_accuracy,
+                )
+            )
     return rows
 
 

@@ -103,8 +103,9 @@ class TransferConfig(BaseModel):
     @model_validator(mode="after")
     def _check_combination(self) -> TransferConfig:
         if self.source_epoch is not None and self.boost in ("early-stop", "both"):
-            raise ValueError("--source-epoch and --boost early-stop both choose the source epoch; "
-                             "use --early-stop epoch=K")
+            raise ValueError(
+                "--source-epoch and --boost early-stop both choose the source epoch; use --early-stop epoch=K"
+            )
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std (per channel), or neither")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
@@ -119,13 +120,20 @@ class TransferConfig(BaseModel):
         spec = parse_attack(self.attack)
         if ":" in self.attack or spec.kind == "none":
             if self.eps is not None or self.steps is not None or self.step_size is not None:
-                raise NrflabError(f"attack {self.attack!r} is a full spec; give eps/steps/step size inside it, "
-                                  "not as separate settings")
+                raise NrflabError(
+                    f"attack {self.attack!r} is a full spec; give eps/steps/step size inside it, "
+                    "not as separate settings"
+                )
             return spec
         if self.eps is None:
             raise NrflabError(f"attack {self.attack!r} needs eps (--eps, or write it as {self.attack}:eps=VALUE)")
-        return AttackSpec(kind=spec.kind, eps=self.eps, steps=self.steps if self.steps is not None else 10,
-                          step_size=self.step_size, targeted=self.targeted)
+        return AttackSpec(
+            kind=spec.kind,
+            eps=self.eps,
+            steps=self.steps if self.steps is not None else 10,
+            step_size=self.step_size,
+            targeted=self.targeted,
+        )
 
     @property
     def is_targeted(self) -> bool:
@@ -136,9 +144,14 @@ class TransferConfig(BaseModel):
         return EarlyStop.parse(self.early_stop)
 
     def model_options(self) -> OutsideModelOptions:
-        return OutsideModelOptions(arch=self.arch, norm=self.norm, num_classes=self.num_classes, width=self.width,
-                                   mean=None if self.mean is None else tuple(self.mean),
-                                   std=None if self.std is None else tuple(self.std))
+        return OutsideModelOptions(
+            arch=self.arch,
+            norm=self.norm,
+            num_classes=self.num_classes,
+            width=self.width,
+            mean=None if self.mean is None else tuple(self.mean),
+            std=None if self.std is None else tuple(self.std),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -150,8 +163,9 @@ class TransferConfig(BaseModel):
         return cls.from_mapping(fields)
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, where: str = "transfer settings",
-                     flags: frozenset[str] = frozenset()) -> TransferConfig:
+    def from_mapping(
+        cls, data: Mapping[str, Any], *, where: str = "transfer settings", flags: frozenset[str] = frozenset()
+    ) -> TransferConfig:
         """A config from a mapping (a recipe file's keys, ``-`` read as ``_``); errors name ``where`` and the
         key (as ``--flag`` when it is among ``flags``, the keys given on the command line)."""
         fields = {str(k).replace("-", "_"): v for k, v in data.items()}

@@ -70,15 +70,32 @@ def run_transfer(
     candidates: list[str | Path] = list(config.twin_candidates)
     if not candidates:
         candidates = sorted({r.run_dir.parent for r in refs if r.run_dir is not None})
-    variants = boost_variants(refs, boost=config.boost, candidates=candidates, early_stop=config.early_stop_rule(),
-                              twins=twins, group_keys=group_keys)
+    variants = boost_variants(
+        refs,
+        boost=config.boost,
+        candidates=candidates,
+        early_stop=config.early_stop_rule(),
+        twins=twins,
+        group_keys=group_keys,
+    )
     unique = list({v.ref.name: v.ref for v in variants}.values())
     if data is None:
         data = load_dataset(_default_dataset(config, refs[0]), root=config.data_root)
-    job = prepare_matrix(unique, config.targets, data, config.attack_spec(), targeted=config.is_targeted,
-                         target_policy=config.target_policy, group_keys=group_keys, model_options=options,
-                         limit=config.limit, seed=config.seed, batch_size=config.batch_size, device=config.device,
-                         include_self=config.include_self)
+    job = prepare_matrix(
+        unique,
+        config.targets,
+        data,
+        config.attack_spec(),
+        targeted=config.is_targeted,
+        target_policy=config.target_policy,
+        group_keys=group_keys,
+        model_options=options,
+        limit=config.limit,
+        seed=config.seed,
+        batch_size=config.batch_size,
+        device=config.device,
+        include_self=config.include_self,
+    )
     with open_store(out, job.settings, resume=resume, overwrite=overwrite) as store:
         result = compute_matrix(job, store, progress=progress)
         boosts = tuple(boost_comparison(result, variants)) if config.boost != "none" else ()

@@ -65,8 +65,9 @@ class MatrixJob:
         return self.settings.targeted
 
 
-def attack_builder(attack: AttackLike, *, targeted: bool, seed: int,
-                   attack_name: str | None) -> tuple[Callable[[nn.Module], Attack], str]:
+def attack_builder(
+    attack: AttackLike, *, targeted: bool, seed: int, attack_name: str | None
+) -> tuple[Callable[[nn.Module], Attack], str]:
     """A factory ``model -> Attack`` and a string naming it (for the settings record)."""
     if isinstance(attack, str):
         attack = parse_attack(attack)
@@ -131,16 +132,18 @@ def _probe(ref: ModelRef, model: nn.Module, x: torch.Tensor, device: torch.devic
         with torch.no_grad(), frozen_model(model, "eval"):
             logits = model(x[:1].to(device))
     except RuntimeError as exc:
-        raise NrflabError(f"model {ref.name} does not accept inputs of shape {tuple(x.shape[1:])} "
-                          f"({str(exc).splitlines()[0][:100]})") from None
+        raise NrflabError(
+            f"model {ref.name} does not accept inputs of shape {tuple(x.shape[1:])} ({str(exc).splitlines()[0][:100]})"
+        ) from None
     if not torch.is_tensor(logits) or logits.ndim != 2:
         shape_text = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
         raise NrflabError(f"model {ref.name} returned an output of shape {shape_text}, not (N, classes)")
     return int(logits.shape[1])
 
 
-def _check_models(sources: Sequence[ModelRef], targets: Sequence[ModelRef], x: torch.Tensor, y: torch.Tensor,
-                  device: torch.device) -> int:
+def _check_models(
+    sources: Sequence[ModelRef], targets: Sequence[ModelRef], x: torch.Tensor, y: torch.Tensor, device: torch.device
+) -> int:
     """One class count and input shape for all models and the data; returns the class count."""
     counts: dict[str, int] = {}
     for ref in [*sources, *targets]:
@@ -152,8 +155,10 @@ def _check_models(sources: Sequence[ModelRef], targets: Sequence[ModelRef], x: t
     first = next(iter(counts))
     for name, c in counts.items():
         if c != counts[first]:
-            raise NrflabError(f"model {name} has {c} classes but {first} has {counts[first]}; "
-                              "sources and targets must share the label set")
+            raise NrflabError(
+                f"model {name} has {c} classes but {first} has {counts[first]}; "
+                "sources and targets must share the label set"
+            )
     c = counts[first]
     if int(y.max()) >= c:
         raise NrflabError(f"the data has label {int(y.max())} but the models have {c} classes")
@@ -198,8 +203,9 @@ def prepare_matrix(
     if target_policy not in ("next", "random"):
         raise NrflabError(f"unknown target policy {target_policy!r}; choose next or random")
     dev = resolve_device(device)
-    src_refs = tuple(resolve_model(s, epoch=source_epoch, group_keys=group_keys, options=model_options)
-                     for s in sources)
+    src_refs = tuple(
+        resolve_model(s, epoch=source_epoch, group_keys=group_keys, options=model_options) for s in sources
+    )
     tgt_refs = tuple(resolve_model(t, group_keys=group_keys, options=model_options) for t in targets)
     _unique_names(src_refs, "source")
     _unique_names(tgt_refs, "target")
@@ -207,8 +213,9 @@ def prepare_matrix(
     x, y = data_tensors(data, limit=limit, seed=seed)
     num_classes = _check_models(src_refs, tgt_refs, x, y, dev)
     t = choose_targets(y, num_classes, target_policy, seed) if targeted else y
-    settings = TransferSettings(attack_text, targeted, target_policy if targeted else "none", seed, int(y.shape[0]),
-                                _digest(x, y))
+    settings = TransferSettings(
+        attack_text, targeted, target_policy if targeted else "none", seed, int(y.shape[0]), _digest(x, y)
+    )
     return MatrixJob(src_refs, tgt_refs, x, y, t, make_attack, settings, num_classes, dev, batch_size, include_self)
 
 
@@ -216,13 +223,18 @@ def _craft(job: MatrixJob, ref: ModelRef, progress: bool) -> AdversarialSet:
     model = ref.load(job.device)
     atk = job.make_attack(model)
     xs = []
-    for i in tqdm(range(0, job.x.shape[0], job.batch_size), desc=f"attack {ref.name}", leave=False,
-                  disable=not progress):
+    for i in tqdm(
+        range(0, job.x.shape[0], job.batch_size), desc=f"attack {ref.name}", leave=False, disable=not progress
+    ):
         xs.append(atk(job.x[i : i + job.batch_size].to(job.device), job.t[i : i + job.batch_size].to(job.device)).cpu())
     x_adv = torch.cat(xs)
-    return AdversarialSet(x_adv=x_adv, y=job.y.clone(), t=job.t.clone(),
-                          source_clean_pred=predict(model, job.x, batch_size=job.batch_size, device=job.device),
-                          source_adv_pred=predict(model, x_adv, batch_size=job.batch_size, device=job.device))
+    return AdversarialSet(
+        x_adv=x_adv,
+        y=job.y.clone(),
+        t=job.t.clone(),
+        source_clean_pred=predict(model, job.x, batch_size=job.batch_size, device=job.device),
+        source_adv_pred=predict(model, x_adv, batch_size=job.batch_size, device=job.device),
+    )
 
 
 def _fooled(pred: torch.Tensor, y: torch.Tensor, t: torch.Tensor, targeted: bool) -> torch.Tensor:
@@ -233,9 +245,15 @@ def _source_facts(ref: ModelRef, adv: AdversarialSet, job: MatrixJob) -> SourceF
     correct = adv.source_clean_pred == job.y
     fooled = correct & _fooled(adv.source_adv_pred, job.y, job.t, job.targeted)
     n, k = int(correct.sum()), int(fooled.sum())
-    return SourceFacts(model=ref.info(), clean_accuracy=float(correct.float().mean()), clean_correct=n, fooled=k,
-                       whitebox_success=k / n if n else float("nan"), whitebox_ci=wilson(k, n),
-                       robust_accuracy=float((adv.source_adv_pred == job.y).float().mean()))
+    return SourceFacts(
+        model=ref.info(),
+        clean_accuracy=float(correct.float().mean()),
+        clean_correct=n,
+        fooled=k,
+        whitebox_success=k / n if n else float("nan"),
+        whitebox_ci=wilson(k, n),
+        robust_accuracy=float((adv.source_adv_pred == job.y).float().mean()),
+    )
 
 
 def _pair_numbers(adv: AdversarialSet, clean_pred: torch.Tensor, adv_pred: torch.Tensor, job: MatrixJob) -> PairNumbers:
@@ -244,8 +262,13 @@ def _pair_numbers(adv: AdversarialSet, clean_pred: torch.Tensor, adv_pred: torch
     tgt_correct = clean_pred == y
     eligible = src_fooled & tgt_correct
     success = eligible & _fooled(adv_pred, y, t, job.targeted)
-    return PairNumbers.count(clean_correct=int(tgt_correct.sum()), adv_correct=int((adv_pred == y).sum()),
-                             total=int(y.shape[0]), eligible=int(eligible.sum()), successes=int(success.sum()))
+    return PairNumbers.count(
+        clean_correct=int(tgt_correct.sum()),
+        adv_correct=int((adv_pred == y).sum()),
+        total=int(y.shape[0]),
+        eligible=int(eligible.sum()),
+        successes=int(success.sum()),
+    )
 
 
 def compute_matrix(job: MatrixJob, store: ResultStore, *, progress: bool = True) -> TransferResult:
@@ -277,12 +300,16 @@ def compute_matrix(job: MatrixJob, store: ResultStore, *, progress: bool = True)
                 numbers = _pair_numbers(adversarial[sref.name], clean_pred, adv_pred, job)
                 store.save_pair(sref, tref, numbers)
             first = first or numbers
-            pairs[(sref.name, tref.name)] = PairResult(sref.name, tref.name, sref.group, tref.group,
-                                                       sref.origin == tref.origin, numbers)
+            pairs[(sref.name, tref.name)] = PairResult(
+                sref.name, tref.name, sref.group, tref.group, sref.origin == tref.origin, numbers
+            )
             bar.update(1)
         assert first is not None
-        target_facts.append(TargetFacts(model=tref.info(), clean_accuracy=first.target_clean_accuracy,
-                                        clean_correct=first.target_clean_correct))
+        target_facts.append(
+            TargetFacts(
+                model=tref.info(), clean_accuracy=first.target_clean_accuracy, clean_correct=first.target_clean_correct
+            )
+        )
         del model
     bar.close()
     store.commit()
@@ -292,8 +319,9 @@ def compute_matrix(job: MatrixJob, store: ResultStore, *, progress: bool = True)
     for tf in target_facts:
         if tf.clean_correct == 0:
             log.warning("target %s classifies no clean example correctly; it has no eligible examples", tf.name)
-    return TransferResult(job.settings, tuple(source_facts), tuple(target_facts), pairs, job.include_self,
-                          dict(DEFINITIONS))
+    return TransferResult(
+        job.settings, tuple(source_facts), tuple(target_facts), pairs, job.include_self, dict(DEFINITIONS)
+    )
 
 
 def transfer_matrix(
@@ -330,10 +358,23 @@ def transfer_matrix(
     under the same settings reuses them; without it existing results are refused; other settings are
     refused unless ``overwrite`` (the old results are kept until the first new one is written).
     """
-    job = prepare_matrix(sources, targets, data, attack, targeted=targeted, target_policy=target_policy,
-                         attack_name=attack_name, source_epoch=source_epoch, group_keys=group_keys,
-                         model_options=model_options, limit=limit, seed=seed, batch_size=batch_size,
-                         device=device, include_self=include_self)
+    job = prepare_matrix(
+        sources,
+        targets,
+        data,
+        attack,
+        targeted=targeted,
+        target_policy=target_policy,
+        attack_name=attack_name,
+        source_epoch=source_epoch,
+        group_keys=group_keys,
+        model_options=model_options,
+        limit=limit,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        include_self=include_self,
+    )
     with open_store(out_dir, job.settings, resume=resume, overwrite=overwrite) as store:
         return compute_matrix(job, store, progress=progress)
 

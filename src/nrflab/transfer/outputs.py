@@ -20,10 +20,23 @@ from .boosts import BoostRow
 from .results import Interval, PairMetric, PairResult, TransferResult
 from .store import TransferDir
 
-METRIC_TITLES: dict[PairMetric, str] = {"transfer_success": "transfer success % (eligible examples)",
-                                        "target_accuracy": "target accuracy % on transferred examples"}
-PAIR_COLUMNS = ("source", "target", "source_group", "target_group", "self", "target_clean_accuracy",
-                "target_accuracy", "eligible", "successes", "transfer_success", "transfer_success_ci")
+METRIC_TITLES: dict[PairMetric, str] = {
+    "transfer_success": "transfer success % (eligible examples)",
+    "target_accuracy": "target accuracy % on transferred examples",
+}
+PAIR_COLUMNS = (
+    "source",
+    "target",
+    "source_group",
+    "target_group",
+    "self",
+    "target_clean_accuracy",
+    "target_accuracy",
+    "eligible",
+    "successes",
+    "transfer_success",
+    "transfer_success_ci",
+)
 
 
 def fmt_pct(value: float | None, digits: int = 1) -> str:
@@ -62,11 +75,15 @@ def judge_boosts(boosts: Sequence[BoostRow]) -> list[tuple[str, Verdict]]:
             continue
         m, lo, hi = mean_ci(gains, proportion=False)
         helped = sum(g > 0 for g in gains)
-        verdict = judge(f"{b} raises transfer success", m, lo, hi,
-                        f"mean gain {fmt_points(m)} points{ci_phrase((lo, hi))}, higher success for "
-                        f"{helped}/{len(gains)} sources",
-                        protocol="gain = mean transfer success over common targets of the boosted source minus "
-                                 "the source as given; t-interval across sources")
+        verdict = judge(
+            f"{b} raises transfer success",
+            m,
+            lo,
+            hi,
+            f"mean gain {fmt_points(m)} points{ci_phrase((lo, hi))}, higher success for {helped}/{len(gains)} sources",
+            protocol="gain = mean transfer success over common targets of the boosted source minus "
+            "the source as given; t-interval across sources",
+        )
         verdicts.append((b, verdict))
     return verdicts
 
@@ -83,42 +100,104 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
     d = result.definitions
     s = result.settings
     names = [t.name for t in result.targets]
-    lines = [f"Attack `{s.attack}` ({'targeted, ' + s.target_policy if s.targeted else 'untargeted'}), "
-             f"{s.num_samples} test images, seed {s.seed}.", "",
-             f"- **Target accuracy**: {d['target_accuracy']}.",
-             f"- **Eligible examples**: {d['eligible']}.",
-             f"- **Transfer success**: {d['transfer_success']}.",
-             f"- **Self pairs**: {d['self_pairs']}.", f"- **Intervals**: {d['ci']}.", "",
-             "### Sources (white-box)", "",
-             markdown_table(["source", "group", "clean acc %", "white-box success %", "95 % CI", "fooled"],
-                            [[r.name, r.group, fmt_pct(r.clean_accuracy), fmt_pct(r.whitebox_success),
-                              fmt_ci(r.whitebox_ci), r.fooled] for r in result.sources]), "",
-             "### Targets (clean)", "",
-             markdown_table(["target", "group", "clean acc %", "clean correct"],
-                            [[r.name, r.group, fmt_pct(r.clean_accuracy), r.clean_correct] for r in result.targets]),
-             "", "### Transfer success % (rows: sources, columns: targets; * = self pair)", "",
-             markdown_table(["source \\ target", *names],
-                            [[sr.name, *[_cell(p) for p in result.row(sr.name)]] for sr in result.sources]), "",
-             "### Target accuracy % on the transferred examples", "",
-             markdown_table(["source \\ target", *names],
-                            [[sr.name, *[fmt_pct(p.target_accuracy) for p in result.row(sr.name)]]
-                             for sr in result.sources]), "",
-             "### Per-source average over targets", "",
-             markdown_table(["source", "group", "targets", "mean success %", "pooled %", "pooled 95 % CI",
-                             "mean target acc %"],
-                            [[r.source, r.group, r.targets, fmt_pct(r.mean_success), fmt_pct(r.pooled_success),
-                              fmt_ci(r.pooled_ci), fmt_pct(r.mean_target_accuracy)] for r in result.per_source()]), "",
-             "### Per source group (mean over seeds of the per-source average)", "",
-             markdown_table(["source group", "sources", "mean success %", "95 % CI (t)", "mean target acc %"],
-                            [[r.group, r.sources, fmt_pct(r.mean_success), fmt_ci(r.ci),
-                              fmt_pct(r.mean_target_accuracy)] for r in result.per_source_group()])]
+    lines = [
+        f"Attack `{s.attack}` ({'targeted, ' + s.target_policy if s.targeted else 'untargeted'}), "
+        f"{s.num_samples} test images, seed {s.seed}.",
+        "",
+        f"- **Target accuracy**: {d['target_accuracy']}.",
+        f"- **Eligible examples**: {d['eligible']}.",
+        f"- **Transfer success**: {d['transfer_success']}.",
+        f"- **Self pairs**: {d['self_pairs']}.",
+        f"- **Intervals**: {d['ci']}.",
+        "",
+        "### Sources (white-box)",
+        "",
+        markdown_table(
+            ["source", "group", "clean acc %", "white-box success %", "95 % CI", "fooled"],
+            [
+                [
+                    r.name,
+                    r.group,
+                    fmt_pct(r.clean_accuracy),
+                    fmt_pct(r.whitebox_success),
+                    fmt_ci(r.whitebox_ci),
+                    r.fooled,
+                ]
+                for r in result.sources
+            ],
+        ),
+        "",
+        "### Targets (clean)",
+        "",
+        markdown_table(
+            ["target", "group", "clean acc %", "clean correct"],
+            [[r.name, r.group, fmt_pct(r.clean_accuracy), r.clean_correct] for r in result.targets],
+        ),
+        "",
+        "### Transfer success % (rows: sources, columns: targets; * = self pair)",
+        "",
+        markdown_table(
+            ["source \\ target", *names], [[sr.name, *[_cell(p) for p in result.row(sr.name)]] for sr in result.sources]
+        ),
+        "",
+        "### Target accuracy % on the transferred examples",
+        "",
+        markdown_table(
+            ["source \\ target", *names],
+            [[sr.name, *[fmt_pct(p.target_accuracy) for p in result.row(sr.name)]] for sr in result.sources],
+        ),
+        "",
+        "### Per-source average over targets",
+        "",
+        markdown_table(
+            ["source", "group", "targets", "mean success %", "pooled %", "pooled 95 % CI", "mean target acc %"],
+            [
+                [
+                    r.source,
+                    r.group,
+                    r.targets,
+                    fmt_pct(r.mean_success),
+                    fmt_pct(r.pooled_success),
+                    fmt_ci(r.pooled_ci),
+                    fmt_pct(r.mean_target_accuracy),
+                ]
+                for r in result.per_source()
+            ],
+        ),
+        "",
+        "### Per source group (mean over seeds of the per-source average)",
+        "",
+        markdown_table(
+            ["source group", "sources", "mean success %", "95 % CI (t)", "mean target acc %"],
+            [
+                [r.group, r.sources, fmt_pct(r.mean_success), fmt_ci(r.ci), fmt_pct(r.mean_target_accuracy)]
+                for r in result.per_source_group()
+            ],
+        ),
+    ]
     if boosts:
-        lines += ["", "### Boosts (same targets for every variant of a source)", "",
-                  markdown_table(["source", "boost", "model used", "targets", "mean success %", "pooled 95 % CI",
-                                  "gain (points)"],
-                                 [[r.source, r.boost, r.model, r.targets, fmt_pct(r.mean_success),
-                                   fmt_ci(r.pooled_ci), fmt_points(r.gain)] for r in boosts]), "",
-                  boost_verdict(boosts)]
+        lines += [
+            "",
+            "### Boosts (same targets for every variant of a source)",
+            "",
+            markdown_table(
+                ["source", "boost", "model used", "targets", "mean success %", "pooled 95 % CI", "gain (points)"],
+                [
+                    [
+                        r.source,
+                        r.boost,
+                        r.model,
+                        r.targets,
+                        fmt_pct(r.mean_success),
+                        fmt_ci(r.pooled_ci),
+                        fmt_points(r.gain),
+                    ]
+                    for r in boosts
+                ],
+            ),
+            "",
+            boost_verdict(boosts),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -135,8 +214,15 @@ class OutputPaths:
     summary: Path
 
     def all(self) -> list[Path]:
-        return [self.json, self.pairs_csv, self.transfer_success_csv, self.target_accuracy_csv,
-                self.transfer_success_png, self.target_accuracy_png, self.summary]
+        return [
+            self.json,
+            self.pairs_csv,
+            self.transfer_success_csv,
+            self.target_accuracy_csv,
+            self.transfer_success_png,
+            self.target_accuracy_png,
+            self.summary,
+        ]
 
 
 def _csv_cell(value: Any) -> str:
@@ -158,8 +244,9 @@ def jsonable(obj: Any) -> Any:
     return obj
 
 
-def _write_matrix_csv(path: Path, rows: Sequence[str], columns: Sequence[str],
-                      matrix: Sequence[Sequence[float]]) -> None:
+def _write_matrix_csv(
+    path: Path, rows: Sequence[str], columns: Sequence[str], matrix: Sequence[Sequence[float]]
+) -> None:
     """A matrix as CSV: a ``source`` column, then one column per target (positional, so any names work)."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
@@ -169,8 +256,13 @@ def _write_matrix_csv(path: Path, rows: Sequence[str], columns: Sequence[str],
     atomic_write_text(path, buf.getvalue())
 
 
-def write_outputs(result: TransferResult, out_dir: str | Path, *, boosts: Sequence[BoostRow] = (),
-                  recipe: dict[str, Any] | None = None) -> OutputPaths:
+def write_outputs(
+    result: TransferResult,
+    out_dir: str | Path,
+    *,
+    boosts: Sequence[BoostRow] = (),
+    recipe: dict[str, Any] | None = None,
+) -> OutputPaths:
     """Write transfer.json (with the boosts and the recipe, when given), pairs.csv, the matrix CSVs, the two
     heat maps (PNG + SVG) and summary.md."""
     from ..plots import plot_heatmap
@@ -195,13 +287,20 @@ def write_outputs(result: TransferResult, out_dir: str | Path, *, boosts: Sequen
         matrix = result.matrix(metric)
         csvs[metric] = layout.matrix_csv(metric)
         _write_matrix_csv(csvs[metric], row_names, col_names, matrix)
-        pngs[metric] = plot_heatmap(matrix, row_names, col_names, layout.heatmap_stem(metric),
-                                    title=METRIC_TITLES[metric])[0]
+        pngs[metric] = plot_heatmap(
+            matrix, row_names, col_names, layout.heatmap_stem(metric), title=METRIC_TITLES[metric]
+        )[0]
     summary = layout.path / layout.SUMMARY
     atomic_write_text(summary, "# Transfer\n\n" + summary_markdown(result, boosts))
-    return OutputPaths(json=json_path, pairs_csv=pairs_csv, transfer_success_csv=csvs["transfer_success"],
-                       target_accuracy_csv=csvs["target_accuracy"], transfer_success_png=pngs["transfer_success"],
-                       target_accuracy_png=pngs["target_accuracy"], summary=summary)
+    return OutputPaths(
+        json=json_path,
+        pairs_csv=pairs_csv,
+        transfer_success_csv=csvs["transfer_success"],
+        target_accuracy_csv=csvs["target_accuracy"],
+        transfer_success_png=pngs["transfer_success"],
+        target_accuracy_png=pngs["target_accuracy"],
+        summary=summary,
+    )
 
 
 __all__ = [

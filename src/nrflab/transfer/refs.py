@@ -98,14 +98,20 @@ class ModelRef:
 
     def info(self) -> ModelInfo:
         """Provenance for records."""
-        return ModelInfo(name=self.name, group=self.group, origin=self.origin,
-                         path=None if self.path is None else str(self.path), epoch=self.epoch,
-                         run_dir=None if self.run_dir is None else str(self.run_dir))
+        return ModelInfo(
+            name=self.name,
+            group=self.group,
+            origin=self.origin,
+            path=None if self.path is None else str(self.path),
+            epoch=self.epoch,
+            run_dir=None if self.run_dir is None else str(self.run_dir),
+        )
 
     def with_group(self, group: str) -> ModelRef:
         """The same model in another group (the fingerprint is kept)."""
-        ref = ModelRef(self.name, group, self.origin, self.path, self.epoch, self.run_dir, self.module,
-                       self.weights_hash)
+        ref = ModelRef(
+            self.name, group, self.origin, self.path, self.epoch, self.run_dir, self.module, self.weights_hash
+        )
         if "fingerprint" in self.__dict__:
             ref.__dict__["fingerprint"] = self.__dict__["fingerprint"]
         return ref
@@ -153,9 +159,13 @@ def is_nrflab_model_file(path: Path) -> bool:
     return CONFIG_META_KEY in read_metadata(path) or path.with_suffix(".json").is_file()
 
 
-def resolve_model(spec: ModelLike | nn.Module, *, epoch: int | None = None,
-                  group_keys: GroupKeys = DEFAULT_GROUP_KEYS,
-                  options: OutsideModelOptions = OutsideModelOptions()) -> ModelRef:
+def resolve_model(
+    spec: ModelLike | nn.Module,
+    *,
+    epoch: int | None = None,
+    group_keys: GroupKeys = DEFAULT_GROUP_KEYS,
+    options: OutsideModelOptions = OutsideModelOptions(),
+) -> ModelRef:
     """A ModelRef from a run directory (``RUN@epoch=K`` for a kept epoch), an nrflab model file, a
     NamedModel, or any reference :func:`load_outside_model` understands.
 
@@ -202,8 +212,9 @@ def resolve_model(spec: ModelLike | nn.Module, *, epoch: int | None = None,
     return load_outside_model(text, options=options, group_keys=group_keys)
 
 
-def load_outside_model(reference: str, *, options: OutsideModelOptions = OutsideModelOptions(),
-                       group_keys: GroupKeys = DEFAULT_GROUP_KEYS) -> ModelRef:
+def load_outside_model(
+    reference: str, *, options: OutsideModelOptions = OutsideModelOptions(), group_keys: GroupKeys = DEFAULT_GROUP_KEYS
+) -> ModelRef:
     """A model from outside nrflab (state dict, TorchScript, factory, pretrained name) as a ModelRef.
 
     Loaded once on the CPU with :func:`nrflab.models.references.load_model_reference`; the fingerprint is
@@ -212,10 +223,20 @@ def load_outside_model(reference: str, *, options: OutsideModelOptions = Outside
     try:
         from ..models.references import load_model_reference
     except ImportError:  # pragma: no cover - an installation without outside-model support
-        raise NrflabError(f"model {reference!r} is not an nrflab run or model file, and this installation cannot "
-                          "load models from outside nrflab") from None
-    loaded = load_model_reference(reference, arch=options.arch, norm=options.norm, num_classes=options.num_classes,
-                                  width=options.width, mean=options.mean, std=options.std, device="cpu")
+        raise NrflabError(
+            f"model {reference!r} is not an nrflab run or model file, and this installation cannot "
+            "load models from outside nrflab"
+        ) from None
+    loaded = load_model_reference(
+        reference,
+        arch=options.arch,
+        norm=options.norm,
+        num_classes=options.num_classes,
+        width=options.width,
+        mean=options.mean,
+        std=options.std,
+        device="cpu",
+    )
     known = {"arch": loaded.arch, "norm": loaded.norm, "width": loaded.width}
     values = [known.get(k) for k in group_keys]
     group = "/".join(str(v) for v in values) if all(v is not None for v in values) else loaded.name

@@ -24,18 +24,18 @@ PairMetric = Literal["transfer_success", "target_accuracy"]
 DEFINITIONS: Mapping[str, str] = {
     "target_accuracy": "the target's accuracy (true labels) on all adversarial examples crafted on the source",
     "eligible": "examples the source classifies correctly when clean, that fool the source after the attack "
-                "(untargeted: source prediction != true label; targeted: source predicts the target class), "
-                "and that the target classifies correctly when clean",
+    "(untargeted: source prediction != true label; targeted: source predicts the target class), "
+    "and that the target classifies correctly when clean",
     "transfer_success": "among eligible examples, the fraction on which the target is fooled too (untargeted: "
-                        "target prediction != true label; targeted: target predicts the target class)",
+    "target prediction != true label; targeted: target predicts the target class)",
     "whitebox_success": "among examples the source classifies correctly when clean, the fraction the attack "
-                        "fools on the source itself",
+    "fools on the source itself",
     "target_policy": "targeted attacks aim at (y+1) mod C ('next') or at a class drawn uniformly from the C-1 "
-                     "wrong classes with the run's seed ('random')",
+    "wrong classes with the run's seed ('random')",
     "ci": "95 % Wilson intervals for proportions; for group averages over seeds, a t-interval across models",
     "self_pairs": "a model is its own target when both come from the same run directory or file (e.g. an "
-                  "early-stopped checkpoint and the final model of one run); such pairs are in the matrix "
-                  "but left out of averages unless include_self=True",
+    "early-stopped checkpoint and the final model of one run); such pairs are in the matrix "
+    "but left out of averages unless include_self=True",
 }
 """What each reported number means (written into every record and summary)."""
 
@@ -104,9 +104,15 @@ class SourceFacts:
         return self.model.origin
 
     def to_dict(self) -> dict[str, Any]:
-        return {**self.model.to_dict(), "clean_accuracy": self.clean_accuracy, "clean_correct": self.clean_correct,
-                "fooled": self.fooled, "whitebox_success": self.whitebox_success,
-                "whitebox_ci": list(self.whitebox_ci), "robust_accuracy": self.robust_accuracy}
+        return {
+            **self.model.to_dict(),
+            "clean_accuracy": self.clean_accuracy,
+            "clean_correct": self.clean_correct,
+            "fooled": self.fooled,
+            "whitebox_success": self.whitebox_success,
+            "whitebox_ci": list(self.whitebox_ci),
+            "robust_accuracy": self.robust_accuracy,
+        }
 
 
 @dataclass(frozen=True)
@@ -147,14 +153,18 @@ class PairNumbers:
     transfer_success_ci: Interval
 
     @classmethod
-    def count(cls, *, clean_correct: int, adv_correct: int, total: int, eligible: int,
-              successes: int) -> PairNumbers:
+    def count(cls, *, clean_correct: int, adv_correct: int, total: int, eligible: int, successes: int) -> PairNumbers:
         """The proportions and their Wilson intervals from the counts."""
-        return cls(target_clean_accuracy=clean_correct / total, target_clean_correct=clean_correct,
-                   target_accuracy=adv_correct / total, target_accuracy_ci=wilson(adv_correct, total),
-                   eligible=eligible, successes=successes,
-                   transfer_success=successes / eligible if eligible else math.nan,
-                   transfer_success_ci=wilson(successes, eligible))
+        return cls(
+            target_clean_accuracy=clean_correct / total,
+            target_clean_correct=clean_correct,
+            target_accuracy=adv_correct / total,
+            target_accuracy_ci=wilson(adv_correct, total),
+            eligible=eligible,
+            successes=successes,
+            transfer_success=successes / eligible if eligible else math.nan,
+            transfer_success_ci=wilson(successes, eligible),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -165,13 +175,16 @@ class PairNumbers:
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> PairNumbers:
         """Read back ``to_dict()`` output (a KeyError/TypeError/ValueError for a malformed record)."""
-        return cls(target_clean_accuracy=float(record["target_clean_accuracy"]),
-                   target_clean_correct=int(record["target_clean_correct"]),
-                   target_accuracy=float(record["target_accuracy"]),
-                   target_accuracy_ci=_interval(record["target_accuracy_ci"]),
-                   eligible=int(record["eligible"]), successes=int(record["successes"]),
-                   transfer_success=math.nan if record["transfer_success"] is None else float(record["transfer_success"]),
-                   transfer_success_ci=_interval(record["transfer_success_ci"]))
+        return cls(
+            target_clean_accuracy=float(record["target_clean_accuracy"]),
+            target_clean_correct=int(record["target_clean_correct"]),
+            target_accuracy=float(record["target_accuracy"]),
+            target_accuracy_ci=_interval(record["target_accuracy_ci"]),
+            eligible=int(record["eligible"]),
+            successes=int(record["successes"]),
+            transfer_success=math.nan if record["transfer_success"] is None else float(record["transfer_success"]),
+            transfer_success_ci=_interval(record["transfer_success_ci"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -226,8 +239,14 @@ class PairResult:
         raise KeyError(name)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "target": self.target, "source_group": self.source_group,
-                "target_group": self.target_group, "self": self.is_self, **self.numbers.to_dict()}
+        return {
+            "source": self.source,
+            "target": self.target,
+            "source_group": self.source_group,
+            "target_group": self.target_group,
+            "self": self.is_self,
+            **self.numbers.to_dict(),
+        }
 
 
 @dataclass(frozen=True)
@@ -264,9 +283,14 @@ class GroupSummary:
     target_accuracy_ci: Interval
 
     def to_dict(self) -> dict[str, Any]:
-        return {"group": self.group, "sources": self.sources, "mean_success": self.mean_success, "ci": list(self.ci),
-                "mean_target_accuracy": self.mean_target_accuracy,
-                "target_accuracy_ci": list(self.target_accuracy_ci)}
+        return {
+            "group": self.group,
+            "sources": self.sources,
+            "mean_success": self.mean_success,
+            "ci": list(self.ci),
+            "mean_target_accuracy": self.mean_target_accuracy,
+            "target_accuracy_ci": list(self.target_accuracy_ci),
+        }
 
 
 @dataclass(frozen=True)
@@ -339,8 +363,11 @@ class TransferResult:
         unknown = keep - set(self._sources_by_name)
         if unknown:
             raise KeyError(sorted(unknown)[0])
-        return replace(self, sources=tuple(s for s in self.sources if s.name in keep),
-                       pairs={k: p for k, p in self.pairs.items() if k[0] in keep})
+        return replace(
+            self,
+            sources=tuple(s for s in self.sources if s.name in keep),
+            pairs={k: p for k, p in self.pairs.items() if k[0] in keep},
+        )
 
     def per_source(self, targets: Iterable[str] | None = None) -> list[SourceSummary]:
         """Each source's mean transfer success and target accuracy over its counted targets, with intervals.
@@ -353,10 +380,18 @@ class TransferResult:
             ps = [p for p in self.row(s.name) if self.counted(p) and (wanted is None or p.target in wanted)]
             mean, lo, hi = mean_ci([p.transfer_success for p in ps])
             k, n = sum(p.successes for p in ps), sum(p.eligible for p in ps)
-            rows.append(SourceSummary(source=s.name, group=s.group, targets=len(ps), mean_success=mean,
-                                      ci_across_targets=(lo, hi), pooled_success=k / n if n else math.nan,
-                                      pooled_ci=wilson(k, n),
-                                      mean_target_accuracy=mean_ci([p.target_accuracy for p in ps])[0]))
+            rows.append(
+                SourceSummary(
+                    source=s.name,
+                    group=s.group,
+                    targets=len(ps),
+                    mean_success=mean,
+                    ci_across_targets=(lo, hi),
+                    pooled_success=k / n if n else math.nan,
+                    pooled_ci=wilson(k, n),
+                    mean_target_accuracy=mean_ci([p.target_accuracy for p in ps])[0],
+                )
+            )
         return rows
 
     def per_source_group(self) -> list[GroupSummary]:
@@ -368,8 +403,16 @@ class TransferResult:
         for g, rs in by_group.items():
             succ = mean_ci([r.mean_success for r in rs])
             acc = mean_ci([r.mean_target_accuracy for r in rs])
-            rows.append(GroupSummary(group=g, sources=len(rs), mean_success=succ[0], ci=(succ[1], succ[2]),
-                                     mean_target_accuracy=acc[0], target_accuracy_ci=(acc[1], acc[2])))
+            rows.append(
+                GroupSummary(
+                    group=g,
+                    sources=len(rs),
+                    mean_success=succ[0],
+                    ci=(succ[1], succ[2]),
+                    mean_target_accuracy=acc[0],
+                    target_accuracy_ci=(acc[1], acc[2]),
+                )
+            )
         return rows
 
     def group_matrix(self, metric: PairMetric = "transfer_success") -> GroupMatrix:
@@ -393,17 +436,27 @@ class TransferResult:
     def to_dict(self) -> dict[str, Any]:
         """The JSON record (NaN stays NaN here; writers turn it into null)."""
         gm = self.group_matrix()
-        return {"definitions": dict(self.definitions), "settings": self.settings.to_dict(),
-                "include_self": self.include_self,
-                "sources": [s.to_dict() for s in self.sources], "targets": [t.to_dict() for t in self.targets],
-                "pairs": [self.pairs[(s.name, t.name)].to_dict() for s in self.sources for t in self.targets],
-                "matrices": {"rows": [s.name for s in self.sources], "columns": [t.name for t in self.targets],
-                             "target_accuracy": self.matrix("target_accuracy"),
-                             "transfer_success": self.matrix("transfer_success")},
-                "per_source": [r.to_dict() for r in self.per_source()],
-                "per_source_group": [r.to_dict() for r in self.per_source_group()],
-                "group_matrix": {"rows": list(gm.rows), "columns": list(gm.columns),
-                                 "transfer_success": [[c.to_dict() for c in row] for row in gm.cells]}}
+        return {
+            "definitions": dict(self.definitions),
+            "settings": self.settings.to_dict(),
+            "include_self": self.include_self,
+            "sources": [s.to_dict() for s in self.sources],
+            "targets": [t.to_dict() for t in self.targets],
+            "pairs": [self.pairs[(s.name, t.name)].to_dict() for s in self.sources for t in self.targets],
+            "matrices": {
+                "rows": [s.name for s in self.sources],
+                "columns": [t.name for t in self.targets],
+                "target_accuracy": self.matrix("target_accuracy"),
+                "transfer_success": self.matrix("transfer_success"),
+            },
+            "per_source": [r.to_dict() for r in self.per_source()],
+            "per_source_group": [r.to_dict() for r in self.per_source_group()],
+            "group_matrix": {
+                "rows": list(gm.rows),
+                "columns": list(gm.columns),
+                "transfer_success": [[c.to_dict() for c in row] for row in gm.cells],
+            },
+        }
 
 
 __all__ = [

@@ -80,8 +80,14 @@ class TransferDir:
     def owns(self, entry: Path) -> bool:
         """Whether a directory entry is one of the files a transfer job writes (hidden files count too)."""
         name = entry.name
-        if name.startswith(".") or name in (self.MANIFEST, self.ADVERSARIAL, self.PAIRS, self.JSON, self.PAIRS_CSV,
-                                             self.SUMMARY):
+        if name.startswith(".") or name in (
+            self.MANIFEST,
+            self.ADVERSARIAL,
+            self.PAIRS,
+            self.JSON,
+            self.PAIRS_CSV,
+            self.SUMMARY,
+        ):
             return True
         return any(entry.match(p) for p in self.OUTPUT_PATTERNS)
 
@@ -103,15 +109,19 @@ def check_transfer_output(out: str | Path) -> Path:
     built dataset, or a directory holding other files. Reads only."""
     out = Path(out)
     if out.is_file() and (out.suffix.lower() in INPUT_SUFFIXES or out.name in INPUT_NAMES):
-        raise NrflabError(f"refusing to write transfer results to {out}: it is a model, checkpoint or run file; "
-                          "--out must be a directory")
+        raise NrflabError(
+            f"refusing to write transfer results to {out}: it is a model, checkpoint or run file; "
+            "--out must be a directory"
+        )
     check_output_path(out, what="transfer output directory")
     if RunDir(out).is_run():
-        raise NrflabError(f"refusing to write transfer results into {out}: it is a training run directory; "
-                          "choose another --out")
+        raise NrflabError(
+            f"refusing to write transfer results into {out}: it is a training run directory; choose another --out"
+        )
     if (out / CARD_FILE).exists():
-        raise NrflabError(f"refusing to write transfer results into {out}: it holds a built dataset; "
-                          "choose another --out")
+        raise NrflabError(
+            f"refusing to write transfer results into {out}: it holds a built dataset; choose another --out"
+        )
     if TransferDir(out).state() == "foreign":
         raise NrflabError(f"{out} is not empty and holds no transfer results; choose a new or empty --out")
     return out
@@ -133,8 +143,13 @@ class AdversarialSet:
     source_adv_pred: torch.Tensor
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"x_adv": self.x_adv, "y": self.y, "t": self.t, "source_clean_pred": self.source_clean_pred,
-                "source_adv_pred": self.source_adv_pred}
+        return {
+            "x_adv": self.x_adv,
+            "y": self.y,
+            "t": self.t,
+            "source_clean_pred": self.source_clean_pred,
+            "source_adv_pred": self.source_adv_pred,
+        }
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], num_samples: int) -> AdversarialSet | None:
@@ -184,8 +199,11 @@ class ResultStore:
         return found
 
     def save_adversarial(self, ref: ModelRef, adv: AdversarialSet) -> None:
-        atomic_save_tensors(self.layout.adversarial(ref), adv.tensors(),
-                            {"settings": self.key, "source": ref.fingerprint, "source_name": ref.name})
+        atomic_save_tensors(
+            self.layout.adversarial(ref),
+            adv.tensors(),
+            {"settings": self.key, "source": ref.fingerprint, "source_name": ref.name},
+        )
         self.commit()
 
     def _pair_key(self, source: ModelRef, target: ModelRef) -> list[str]:
@@ -210,9 +228,10 @@ class ResultStore:
             return None
 
     def save_pair(self, source: ModelRef, target: ModelRef, numbers: PairNumbers) -> None:
-        atomic_write_json(self.layout.pair(source, target),
-                          {"source": source.name, "target": target.name, **numbers.to_dict(),
-                           "_key": self._pair_key(source, target)})
+        atomic_write_json(
+            self.layout.pair(source, target),
+            {"source": source.name, "target": target.name, **numbers.to_dict(), "_key": self._pair_key(source, target)},
+        )
         self.commit()
 
 
@@ -221,11 +240,14 @@ def _check_recorded(layout: TransferDir, settings: TransferSettings, *, resume: 
     recorded = read_json(layout.manifest, "transfer settings", expect=dict)
     changed = settings.changed_fields(recorded)
     if changed:
-        raise NrflabError(f"{layout.path} holds transfer results made with other settings (changed: "
-                          f"{', '.join(changed)}); use another output directory or --overwrite")
+        raise NrflabError(
+            f"{layout.path} holds transfer results made with other settings (changed: "
+            f"{', '.join(changed)}); use another output directory or --overwrite"
+        )
     if not resume:
-        raise NrflabError(f"{layout.path} already holds transfer results; pass --resume to reuse them "
-                          "or --overwrite to recompute")
+        raise NrflabError(
+            f"{layout.path} already holds transfer results; pass --resume to reuse them or --overwrite to recompute"
+        )
 
 
 def precheck_output(out: str | Path, settings: TransferSettings, *, resume: bool, overwrite: bool) -> Path:
