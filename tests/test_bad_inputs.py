@@ -66,6 +66,22 @@ BUILD = [
     "--out",
     "{tmp}/newset",
 ]
+TRANSFER = [
+    "transfer",
+    "-s",
+    "{run}",
+    "-t",
+    "{run}",
+    "-d",
+    "digits",
+    "--eps",
+    "0.1",
+    "--limit",
+    "8",
+    "--out",
+    "{tmp}/t",
+]
+EXPERIMENT = ["experiment", "core", "--quick", "--out", "{tmp}/e"]
 
 
 @dataclass(frozen=True)
@@ -158,7 +174,7 @@ CASES = [
     case("build shard size 0", BUILD + ["--shard-size", "0"], "shard size"),
     case("build batch size 0", BUILD + ["--batch-size", "0"], "batch size"),
     case("build device meta", BUILD + ["--device", "meta"], "device 'meta'"),
-    case("build out is a run", BUILD[:-1] + ["{run}"], "holds a training run"),
+    case("build out is a run", BUILD[:-1] + ["{run}"], "is a training run directory"),
     case("build out is a model", BUILD[:-1] + ["{model}"], "is not a directory"),
     case("build out holds a set", BUILD[:-1] + ["{set}"], "already holds a built dataset"),
     case("build resume other settings", BUILD[:-1] + ["{set}", "--resume", "--eps", "1.5"], "cannot resume"),
@@ -173,6 +189,84 @@ CASES = [
         "needs a d_r set",
     ),
     case("build model and dataset mismatch", BUILD[:5] + ["mnist5k"] + BUILD[6:], "does not fit"),
+    # -- evaluate and bn-analysis: model references, attacks, outputs --
+    case("evaluate model missing", ["evaluate", "-m", "{ws}/nope", "-d", "digits"], "no such file or directory"),
+    case(
+        "evaluate model garbage",
+        ["evaluate", "-m", "{ws}/garbage.safetensors", "-d", "digits"],
+        "not a valid safetensors",
+    ),
+    case(
+        "evaluate model pickle", ["evaluate", "-m", "{ws}/evil.safetensors", "-d", "digits"], "not a valid safetensors"
+    ),
+    case("evaluate model and dataset mismatch", ["evaluate", "-m", "{run}", "-d", "mnist5k"], "does not fit dataset"),
+    case("evaluate limit 0", ["evaluate", "-m", "{run}", "-d", "digits", "--limit", "0"], "--limit"),
+    case("evaluate unknown attack", ["evaluate", "-m", "{run}", "-d", "digits", "-a", "cw"], "unknown attack 'cw'"),
+    case(
+        "evaluate steps 0",
+        ["evaluate", "-m", "{run}", "-d", "digits", "-a", "pgd-l2:eps=0.5,steps=0"],
+        "steps must be >= 1",
+    ),
+    case("evaluate eps inf", ["evaluate", "-m", "{run}", "-d", "digits", "-a", "pgd-l2", "--eps", "inf"], "finite"),
+    case("evaluate seed -1", ["evaluate", "-m", "{run}", "-d", "digits", "--seed", "-1"], "--seed"),
+    case("evaluate device mps", ["evaluate", "-m", "{run}", "-d", "digits", "--device", "mps"], "device 'mps'"),
+    case(
+        "evaluate out is the model", ["evaluate", "-m", "{run}", "-d", "digits", "-o", "{model}"], "refusing to write"
+    ),
+    case(
+        "evaluate out is a config", ["evaluate", "-m", "{run}", "-d", "digits", "-o", "{run}/config.json"], "refusing"
+    ),
+    case("evaluate sigma negative", ["evaluate", "-m", "{run}", "-d", "digits", "--sigma", "-1"], "--sigma"),
+    case(
+        "evaluate surrogate missing", ["evaluate", "-m", "{run}", "-d", "digits", "--surrogate", "{ws}/nope"], "no such"
+    ),
+    case(
+        "evaluate factory not a module", ["evaluate", "-m", "{ws}/factory.py:build", "-d", "digits"], "not a torch.nn"
+    ),
+    case("evaluate factory missing", ["evaluate", "-m", "{ws}/factory.py:nothere", "-d", "digits"], "no function"),
+    case("evaluate unknown pretrained", ["evaluate", "-m", "pretrained/nope", "-d", "digits"], "not a registered"),
+    case("evaluate mean without std", ["evaluate", "-m", "{run}", "-d", "digits", "--mean", "0.5"], "--mean and --std"),
+    case(
+        "evaluate mean text", ["evaluate", "-m", "{run}", "-d", "digits", "--mean", "a", "--std", "1"], "not a number"
+    ),
+    case("bn-analysis unknown variant", ["bn-analysis", "{run}", "-d", "digits", "--variant", "nope"], "nope"),
+    case("bn-analysis model missing", ["bn-analysis", "{ws}/nope", "-d", "digits"], "no such file or directory"),
+    case("bn-analysis mismatch", ["bn-analysis", "{run}", "-d", "mnist5k"], "does not fit dataset"),
+    case("bn-analysis out is the model", ["bn-analysis", "{run}", "-d", "digits", "-o", "{model}"], "not a directory"),
+    # -- transfer --
+    case("transfer target missing", TRANSFER[:4] + ["{ws}/nope"] + TRANSFER[5:], "no such file or directory"),
+    case("transfer unknown attack", TRANSFER + ["--attack", "cw"], "unknown attack 'cw'"),
+    case("transfer eps negative", TRANSFER + ["--eps", "-1"], "--eps"),
+    case("transfer mismatch", TRANSFER + ["-d", "mnist5k"], "expects inputs of shape (1, 8, 8)"),
+    case("transfer out is a run", TRANSFER[:-1] + ["{run}"], "training run"),
+    case("transfer seed 2^40", TRANSFER + ["--seed", str(2**40)], "--seed"),
+    case("transfer unknown boost", TRANSFER + ["--boost", "magic"], "unknown boost 'magic'"),
+    case("transfer target policy", TRANSFER + ["--target-policy", "nope"], "unknown target policy"),
+    # -- experiment and reproduce: every setting, device and dataset checked before anything runs --
+    case("experiment unknown", ["experiment", "nope", "--out", "{tmp}/e"], "unknown experiment 'nope'"),
+    case("experiment epochs -1", EXPERIMENT + ["--set", "twins.epochs=-1"], "epochs"),
+    case("experiment unknown key", EXPERIMENT + ["--set", "nokey=1"], "has no setting 'nokey'"),
+    case("experiment wrong type", EXPERIMENT + ["--set", "twins.epochs=abc"], "valid integer"),
+    case("experiment unknown dataset", EXPERIMENT + ["--dataset", "imagenet-z"], "unknown dataset 'imagenet-z'"),
+    case("experiment dataset files missing", EXPERIMENT + ["-d", "cifar10", "--data-root", "{ws}/junk"], "not found"),
+    case("experiment unknown arch", EXPERIMENT + ["--arch", "resnet7"], "unknown arch 'resnet7'"),
+    case("experiment device mps", EXPERIMENT + ["--device", "mps"], "device 'mps'"),
+    case("experiment seed -1", EXPERIMENT + ["--seed", "-1"], "greater than or equal to 0"),
+    case("experiment unknown scale", ["experiment", "core", "--scale", "huge", "--out", "{tmp}/e"], "unknown scale"),
+    case("experiment recipe missing", EXPERIMENT + ["--recipe", "{ws}/missing.yaml"], "recipe file not found"),
+    case("experiment recipe broken", EXPERIMENT + ["--recipe", "{ws}/broken.yaml"], "YAML"),
+    case("experiment epochs 0", EXPERIMENT + ["--epochs", "0"], "--epochs must be >= 1"),
+    case("experiment out is a run", ["experiment", "core", "--quick", "--out", "{run}"], "training run"),
+    case("reproduce unknown experiment", ["reproduce", "--only", "nope", "--out", "{tmp}/r"], "unknown experiment"),
+    case("reproduce backend", ["reproduce", "--backend", "slurm", "--out", "{tmp}/r"], "unknown backend 'slurm'"),
+    case("reproduce epochs 0", ["reproduce", "--set", "core.twins.epochs=0", "--out", "{tmp}/r"], "epochs"),
+    case("reproduce out is a file", ["reproduce", "--out", "{model}"], "is not a directory"),
+    case("reproduce workers 0", ["reproduce", "--workers", "0", "--out", "{tmp}/r"], "--workers"),
+    case(
+        "reproduce paper without data",
+        ["reproduce", "--scale", "paper", "--data-root", "{ws}/junk", "--out", "{tmp}/r"],
+        "cifar10 not found",
+    ),
     # -- plot --
     case("plot non-numeric metrics", ["plot", "{ws}/badcell"], "is not a number"),
     case("plot binary metrics", ["plot", "{ws}/binary"], "is not a CSV file"),
@@ -241,6 +335,7 @@ def workspace(tmp_path_factory) -> Path:
     (ws / "tag.yaml").write_text("lr: !!python/object/apply:os.system ['touch " + str(ws / "pwned") + "']\n")
     (ws / "garbage.safetensors").write_bytes(os.urandom(256))
     torch.save({"x": torch.ones(1)}, ws / "evil.safetensors")  # a pickle wearing a safetensors name
+    (ws / "factory.py").write_text("def build():\n    return 3\n")
     (ws / "junk").mkdir()
     (ws / "junk" / "notes.txt").write_text("not a run")
     for name, change in (
@@ -282,10 +377,12 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(bad: Case, workspace: Pa
     assert _fingerprint(workspace) == before, "a refused command changed an existing file"
     assert not (workspace / "pwned").exists()
     assert not (tmp_path / "sw").exists() or not any((tmp_path / "sw").glob("*/metrics.csv"))
+    for out in ("e", "r", "t"):  # refused before the output directory is created
+        assert not (tmp_path / out).exists(), f"{out} was created"
 
 
 def test_catalog_is_large_enough() -> None:
-    assert len(CASES) >= 60
+    assert len(CASES) >= 120
     assert len({c.name for c in CASES}) == len(CASES)
 
 

@@ -19,7 +19,7 @@ OUTCOMES = {"agrees", "disagrees", "inconclusive", "void"}
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     out = tmp_path_factory.mktemp("planted")
-    return out, planted.run(out, quick=True, progress=False, log=None)
+    return out, planted.run(out, quick=True, progress=False)
 
 
 def test_sections_and_figures(quick_run) -> None:
@@ -80,7 +80,7 @@ def test_runs_record_reliance(quick_run) -> None:
 def test_rerun_reuses_every_run(quick_run) -> None:
     out, sections = quick_run
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoint.safetensors")}
-    again = planted.run(out, quick=True, progress=False, log=None)
+    again = planted.run(out, quick=True, progress=False)
     after = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoint.safetensors")}
     assert before == after and [s.title for s in again] == [s.title for s in sections]
 
@@ -95,9 +95,7 @@ def test_settings_errors(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_workers_give_the_same_numbers(quick_run, tmp_path: Path) -> None:
     out, _ = quick_run
-    planted.run(
-        tmp_path, settings=dataclasses.replace(planted.QUICK, workers=2), seeds=(0, 1), progress=False, log=None
-    )
+    planted.run(tmp_path, settings=dataclasses.replace(planted.QUICK, workers=2), seeds=(0, 1), progress=False)
     a = json.loads((out / "verdicts.json").read_text())["verdicts"]
     b = json.loads((tmp_path / "verdicts.json").read_text())["verdicts"]
     assert [v["outcome"] for v in a] == [v["outcome"] for v in b]

@@ -14,7 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -98,7 +98,7 @@ def project(delta: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
     if norm == "linf":
         return delta.clamp(-eps, eps)
     flat = delta.flatten(1)
-    n = flat.norm(p=2, dim=1).clamp_min(1e-12)
+    n = cast(torch.Tensor, flat.norm(p=2, dim=1)).clamp_min(1e-12)  # Tensor.norm is typed Any
     factor = (eps / n).clamp(max=1.0)
     return delta * factor.view(-1, *([1] * (delta.ndim - 1)))
 
@@ -106,7 +106,7 @@ def project(delta: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:
 def _normalized_step(grad: torch.Tensor, norm: Norm) -> torch.Tensor:
     if norm == "linf":
         return grad.sign()
-    n = grad.flatten(1).norm(p=2, dim=1).clamp_min(1e-12)
+    n = cast(torch.Tensor, grad.flatten(1).norm(p=2, dim=1)).clamp_min(1e-12)
     return grad / n.view(-1, *([1] * (grad.ndim - 1)))
 
 
@@ -393,20 +393,21 @@ class PGD(Attack):
         return x_adv
 
     def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        best = None
-        best_score = None
+        best: torch.Tensor | None = None
+        best_score: torch.Tensor | None = None
         for r in range(self.restarts):
             start = self._random_start(x, r) if self.random_start else x.clone()
             x_adv = self._run(x, y, start)
             if self.restarts == 1:
                 return x_adv
             score = self._score(x_adv, y)
-            if best is None:
+            if best is None or best_score is None:
                 best, best_score = x_adv, score
             else:
                 better = score > best_score
                 best = torch.where(better.view(-1, *([1] * (x.ndim - 1))), x_adv, best)
                 best_score = torch.maximum(best_score, score)
+        assert best is not None  # restarts >= 1 (checked in __init__)
         return best
 
     @torch.no_grad()
@@ -414,7 +415,7 @@ class PGD(Attack):
         """Worst case first: success (misclassified / on target) dominates, then the objective."""
         if self.custom_loss:
             return self.objective(x_adv, y)
-        logits = self.model(x_adv)
+        logits: torch.Tensor = self.model(x_adv)
         loss = F.cross_entropy(logits, y, reduction="none")
         obj = -loss if self.targeted else loss
         pred = logits.argmax(1)

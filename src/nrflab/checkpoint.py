@@ -23,7 +23,7 @@ MODEL_FILE = "model.safetensors"
 CONFIG_META_KEY = "nrflab_model_config"
 
 
-def load_tensors(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+def load_tensors(path: str | os.PathLike[str], what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Read a safetensors file or raise a one-line error (missing, corrupt, not safetensors)."""
     path = Path(path)
     if not path.is_file():
@@ -34,7 +34,7 @@ def load_tensors(path: str | os.PathLike, what: str = "checkpoint") -> dict[str,
         raise NrflabError(f"{what} {path} is not a valid safetensors file ({str(exc).splitlines()[0][:80]})") from None
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     from safetensors import safe_open
 
     try:
@@ -51,7 +51,7 @@ def model_config_of(model: nn.Module) -> ModelConfig | None:
     return cfg if isinstance(cfg, ModelConfig) else None
 
 
-def save_model(model: nn.Module, path: str | os.PathLike, extra_metadata: dict[str, str] | None = None) -> Path:
+def save_model(model: nn.Module, path: str | os.PathLike[str], extra_metadata: dict[str, str] | None = None) -> Path:
     """Save weights and buffers to ``path`` (a ``.safetensors`` file or a directory) plus a JSON sidecar."""
     path = Path(path)
     if path.suffix != ".safetensors":
@@ -66,7 +66,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra_metadata: dict[s
     return path
 
 
-def resolve_checkpoint(path: str | os.PathLike) -> Path:
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     """A checkpoint file, or a run directory (then its latest model checkpoint)."""
     path = Path(path)
     if path.is_dir():
@@ -78,7 +78,7 @@ def resolve_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
-def load_model_config(path: str | os.PathLike) -> ModelConfig:
+def load_model_config(path: str | os.PathLike[str]) -> ModelConfig:
     """The ModelConfig stored with a checkpoint (metadata first, then the JSON sidecar)."""
     path = resolve_checkpoint(path)
     meta = read_metadata(path)
@@ -96,7 +96,7 @@ def load_model_config(path: str | os.PathLike) -> ModelConfig:
     raise NrflabError(f"checkpoint {path} has no model config (no metadata and no {sidecar.name})")
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> NrfModel:
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> NrfModel:
     """Rebuild an nrflab model from a checkpoint file or run directory, in eval mode."""
     path = resolve_checkpoint(path)
     config = load_model_config(path)
@@ -105,7 +105,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> N
     return model.to(device).eval()
 
 
-def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | os.PathLike = "checkpoint") -> None:
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | os.PathLike[str] = "checkpoint") -> None:
     """Load a state dict strictly, turning key or shape mismatches into one clear error line."""
     try:
         result = model.load_state_dict(tensors, strict=True)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,7 +30,7 @@ from .errors import NrflabError
 SEVERITIES = (1, 2, 3, 4, 5)
 
 #: Per-severity parameters, copied from make_cifar_c.py (CIFAR-10-C / CIFAR-100-C).
-PARAMS: dict[str, tuple] = {
+PARAMS: dict[str, tuple[Any, ...]] = {
     "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),  # std of additive N(0, c^2)
     "shot_noise": (500, 250, 100, 75, 50),  # photons per unit intensity: Poisson(x c) / c
     "impulse_noise": (0.01, 0.02, 0.03, 0.05, 0.07),  # fraction of values set to 0 or 1
@@ -59,8 +60,9 @@ def _register(fn: Corruption) -> Corruption:
     return fn
 
 
-def _param(name: str, severity: int):
-    return PARAMS[name][severity - 1]
+def _param(name: str, severity: int) -> float:
+    """The scalar parameter of a corruption at a severity (as stored: an int or a float)."""
+    return cast(float, PARAMS[name][severity - 1])
 
 
 @_register
@@ -88,7 +90,8 @@ def impulse_noise(x: Tensor, severity: int, generator: torch.Generator) -> Tenso
 @_register
 def defocus_blur(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
     """Convolution with an anti-aliased disk (ImageNet-C's ``disk``), reflect-101 borders as cv2.filter2D."""
-    kernel = _disk_kernel(*_param("defocus_blur", severity), like=x)
+    radius, alias_blur = cast(tuple[float, float], PARAMS["defocus_blur"][severity - 1])
+    kernel = _disk_kernel(radius, alias_blur, like=x)
     k = kernel.shape[-1] // 2
     flat = F.pad(_per_channel(x), (k, k, k, k), mode="reflect")
     return F.conv2d(flat, kernel[None, None]).view(x.shape)
@@ -128,7 +131,7 @@ def jpeg_compression(x: Tensor, severity: int, generator: torch.Generator) -> Te
     """Real JPEG encode/decode through PIL (4:2:0 chroma for RGB, as PIL's default), one image at a time."""
     if x.shape[1] not in (1, 3):
         raise NrflabError(f"jpeg_compression needs 1 or 3 channels, got {x.shape[1]}")
-    quality = _param("jpeg_compression", severity)
+    quality = int(_param("jpeg_compression", severity))
     pixels = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     decoded = np.stack([_jpeg_roundtrip(img, quality) for img in pixels])
     return torch.from_numpy(decoded).to(x.device).permute(0, 3, 1, 2).to(x.dtype) / 255
@@ -266,7 +269,7 @@ def corrupt_dataset(
     return ImageTensorDataset(images, dataset.labels.clone())
 
 
-def _cifar_c_dir(root: str | os.PathLike) -> Path:
+def _cifar_c_dir(root: str | os.PathLike[str]) -> Path:
     path = Path(root).expanduser()
     if not path.is_dir():
         raise NrflabError(f"CIFAR-C folder {path} not found; {CIFAR_C_HELP}")
@@ -278,17 +281,17 @@ def _open_npy(file: Path) -> np.ndarray:
     if not file.is_file():
         raise NrflabError(f"{file} not found; {CIFAR_C_HELP}")
     try:
-        return np.load(file, mmap_mode="r", allow_pickle=False)
+        return cast(np.ndarray, np.load(file, mmap_mode="r", allow_pickle=False))
     except (ValueError, OSError) as err:
         raise NrflabError(f"{file} is not a readable .npy array ({type(err).__name__}); {CIFAR_C_HELP}") from err
 
 
-def available_cifar_c(root: str | os.PathLike) -> list[str]:
+def available_cifar_c(root: str | os.PathLike[str]) -> list[str]:
     """Corruptions present in a CIFAR-10-C / CIFAR-100-C folder (every ``<name>.npy`` but labels.npy)."""
     return sorted(p.stem for p in _cifar_c_dir(root).glob("*.npy") if p.stem != "labels")
 
 
-def load_cifar_c(root: str | os.PathLike, corruption: str, severity: int) -> ImageTensorDataset:
+def load_cifar_c(root: str | os.PathLike[str], corruption: str, severity: int) -> ImageTensorDataset:
     """One severity block of a CIFAR-10-C / CIFAR-100-C corruption as uint8 N x 3 x 32 x 32 images.
 
     Each ``<corruption>.npy`` stacks the test set at severity 1, then 2, ..., 5 (50,000 x 32 x 32 x 3 uint8
@@ -324,14 +327,14 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def corruption_accuracy(
     model: nn.Module,
-    dataset: Dataset,
+    dataset: Dataset[Any],
     corruptions: Iterable[str] | None = None,
     severities: Sequence[int] = SEVERITIES,
     seed: int = 0,
     batch_size: int = 256,
     device: torch.device | str | None = None,
     progress: bool = True,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Top-1 accuracy of ``model`` (which takes [0,1] images) on ``dataset`` under each corruption and severity.
 
     ``corruptions`` defaults to ``benchmark_corruptions()``. Returns one row ``{corruption, severity, accuracy}``
@@ -342,15 +345,16 @@ def corruption_accuracy(
     fns = {name: _lookup(name) for name in names}
     for severity in severities:
         _check_severity(severity)
-    if len(dataset) == 0:
+    n_images = len(cast(Sized, dataset))
+    if n_images == 0:
         raise NrflabError("cannot measure accuracy on an empty dataset")
     if batch_size < 1:
         raise NrflabError(f"batch_size must be at least 1, got {batch_size}")
     device = torch.device(device) if device is not None else _model_device(model)
-    n_batches = math.ceil(len(dataset) / batch_size)
+    n_batches = math.ceil(n_images / batch_size)
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
-    rows = []
+    rows: list[dict[str, Any]] = []
     try:
         with (
             torch.no_grad(),
@@ -365,20 +369,20 @@ def corruption_accuracy(
                         logits = model(_apply(fns[name], x, severity, generator))
                         correct += int((logits.argmax(dim=1) == y).sum())
                         bar.update(1)
-                    rows.append({"corruption": name, "severity": int(severity), "accuracy": correct / len(dataset)})
+                    rows.append({"corruption": name, "severity": int(severity), "accuracy": correct / n_images})
     finally:
         for module, training in modes:
             module.training = training
     return rows
 
 
-def summarize_corruption_accuracy(rows: Sequence[dict]) -> dict:
+def summarize_corruption_accuracy(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Mean corruption accuracy over all rows, plus means per corruption and per severity."""
     if not rows:
         raise NrflabError("no corruption accuracy rows to summarize")
 
-    def mean_by(key: str) -> dict:
-        groups: dict = {}
+    def mean_by(key: str) -> dict[Any, float]:
+        groups: dict[Any, list[float]] = {}
         for row in rows:
             groups.setdefault(row[key], []).append(row["accuracy"])
         return {k: float(np.mean(v)) for k, v in groups.items()}

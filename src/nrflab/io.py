@@ -65,7 +65,7 @@ def _commit(tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write bytes via a temporary file and rename."""
     path = Path(path)
     with _temp_beside(path) as tmp:
@@ -73,7 +73,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         _commit(tmp, path)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write text (UTF-8) via a temporary file and rename, so readers never see a half-written file."""
     atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -97,13 +97,13 @@ def to_json_text(obj: Any) -> str:
     return json.dumps(obj, indent=2, sort_keys=False, default=json_default) + "\n"
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     atomic_write_text(path, to_json_text(obj))
 
 
 def atomic_save_tensors(
-    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+    path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
     """``safetensors.save_file`` via a temporary file and rename; errors name ``path``, not the temp file."""
     path = Path(path)
@@ -115,7 +115,7 @@ def atomic_save_tensors(
         _commit(tmp, path)
 
 
-def remove_stale_temps(directory: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+def remove_stale_temps(directory: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
     """Remove temporary files left by writes that were interrupted (``.NAME.*.tmp``).
 
     Call only while holding the directory's lock: then no other writer can own them.
@@ -132,7 +132,7 @@ def remove_stale_temps(directory: str | os.PathLike, *, recursive: bool = True) 
     return removed
 
 
-def read_json(path: str | os.PathLike, what: str = "file", *, expect: type | None = None) -> Any:
+def read_json(path: str | os.PathLike[str], what: str = "file", *, expect: type | None = None) -> Any:
     """Parse a JSON file or raise a one-line error naming it; ``expect=dict`` also checks the top-level type."""
     path = Path(path)
     if not path.is_file():
@@ -149,7 +149,7 @@ def read_json(path: str | os.PathLike, what: str = "file", *, expect: type | Non
     return data
 
 
-def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dict[str, Any]:
+def read_yaml_mapping(path: str | os.PathLike[str], what: str = "config file") -> dict[str, Any]:
     """Parse a YAML (or JSON) file that must hold a mapping, or raise a one-line error naming it.
 
     ``yaml.safe_load`` builds only plain data: no tag in the file can construct objects or run code.
@@ -168,7 +168,7 @@ def read_yaml_mapping(path: str | os.PathLike, what: str = "config file") -> dic
     return data
 
 
-def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: list[str]) -> None:
+def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]], columns: list[str]) -> None:
     """Write rows as CSV atomically (floats with 6 significant digits, missing cells empty)."""
     import io
 
@@ -180,7 +180,7 @@ def write_csv(path: str | os.PathLike, rows: list[dict[str, Any]], columns: list
     atomic_write_text(path, buf.getvalue())
 
 
-def read_numeric_csv(path: str | os.PathLike, what: str = "metrics file") -> list[dict[str, float]]:
+def read_numeric_csv(path: str | os.PathLike[str], what: str = "metrics file") -> list[dict[str, float]]:
     """Rows of a CSV of numbers as floats (empty cells become NaN); one-line errors for anything else."""
     path = Path(path)
     if not path.is_file():

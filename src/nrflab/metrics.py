@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Union
+from typing import Any, Union
 
 import torch
 from torch import nn
@@ -18,7 +18,9 @@ from .data.base import iterate_batches
 from .errors import NrflabError
 from .results import EvalResult
 
-Data = Union[DataLoader, Dataset, tuple[torch.Tensor, torch.Tensor], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+Data = Union[
+    DataLoader[Any], Dataset[Any], tuple[torch.Tensor, torch.Tensor], Iterable[tuple[torch.Tensor, torch.Tensor]]
+]
 
 
 def batches(
@@ -40,8 +42,8 @@ def batches(
 def model_device(model: nn.Module) -> torch.device:
     for t in model.parameters():
         return t.device
-    for t in model.buffers():
-        return t.device
+    for b in model.buffers():
+        return b.device
     return torch.device("cpu")
 
 
@@ -117,7 +119,8 @@ def _ce_input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample cosine similarity; NaN where either vector is zero (so it can be filtered)."""
     a, b = a.flatten(1).double(), b.flatten(1).double()
-    return ((a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).float()
+    denom: torch.Tensor = a.norm(dim=1) * b.norm(dim=1)  # Tensor.norm is typed Any
+    return ((a * b).sum(1) / denom).float()
 
 
 LIGS_NOISE_SALT = 777

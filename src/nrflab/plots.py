@@ -34,7 +34,7 @@ NORM_STYLE = {
 }
 
 
-def run_label(run_dir: Path, config: dict) -> str:
+def run_label(run_dir: Path, config: dict[str, Any]) -> str:
     """A short legend label: arch/norm (+ adversarial training, dataset when not the default)."""
     label = f"{config.get('arch')}/{config.get('norm')}"
     if config.get("adv_train", "none") != "none":
@@ -49,7 +49,7 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] =
     return fig, axes
 
 
-def save_figure(fig: Figure, stem: str | os.PathLike) -> list[Path]:
+def save_figure(fig: Figure, stem: str | os.PathLike[str]) -> list[Path]:
     """Write ``stem.png`` and ``stem.svg`` atomically; return both paths."""
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -74,8 +74,8 @@ def robust_column(columns: Sequence[str], attack: str | None = None) -> str | No
 
 
 def plot_runs(
-    runs: Sequence[str | os.PathLike],
-    stem: str | os.PathLike,
+    runs: Sequence[str | os.PathLike[str]],
+    stem: str | os.PathLike[str],
     attack: str | None = None,
     title: str | None = None,
     labels: Sequence[str] | None = None,
@@ -139,7 +139,7 @@ def plot_heatmap(
     matrix: Sequence[Sequence[float]],
     row_labels: Sequence[str],
     col_labels: Sequence[str],
-    stem: str | os.PathLike,
+    stem: str | os.PathLike[str],
     title: str = "",
     value_format: str = "{:.0f}",
     scale: float = 100.0,

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from .errors import NrflabError
 from .io import read_json, read_numeric_csv, remove_stale_temps
@@ -42,12 +42,12 @@ class DirLock:
     write a directory it is already writing).
     """
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike[str]):
         self.directory = Path(directory)
         self._fh: Any = None
 
     @classmethod
-    def acquire(cls, directory: str | os.PathLike, *, what: str = "directory") -> DirLock:
+    def acquire(cls, directory: str | os.PathLike[str], *, what: str = "directory") -> DirLock:
         lock = cls(directory)
         lock._lock(what)
         return lock
@@ -101,7 +101,7 @@ class DirLock:
 
 
 @contextmanager
-def locked(directory: str | os.PathLike, *, what: str = "directory") -> Iterator[DirLock]:
+def locked(directory: str | os.PathLike[str], *, what: str = "directory") -> Iterator[DirLock]:
     """Hold ``directory``'s lock for the ``with`` block; stale temporary files inside are removed."""
     lock = DirLock.acquire(directory, what=what)
     try:
@@ -126,7 +126,7 @@ class Stash:
         self.path = stash
 
     @classmethod
-    def aside(cls, directory: str | os.PathLike) -> Stash:
+    def aside(cls, directory: str | os.PathLike[str]) -> Stash:
         directory = Path(directory)
         stash = directory / STASH_DIR
         if stash.exists():  # left by an earlier overwrite that was killed: that run was never replaced
@@ -163,19 +163,31 @@ class Stash:
         self.path = None
 
 
-def pending_stash(directory: str | os.PathLike) -> bool:
+def pending_stash(directory: str | os.PathLike[str]) -> bool:
     """Whether an interrupted overwrite left the previous contents aside (restored at the next claim)."""
     return (Path(directory) / STASH_DIR).is_dir()
 
 
-def check_output_path(path: str | os.PathLike, *, what: str = "output directory") -> Path:
-    """Refuse an output path that is a file, or a directory that holds a model, dataset or other input.
+def check_output_path(
+    path: str | os.PathLike[str],
+    *,
+    what: str = "output directory",
+    allow_run: bool = False,
+    allow_dataset: bool = False,
+) -> Path:
+    """Refuse an output path that is a file, or a directory that holds an input: a training run (unless
+    ``allow_run``: the trainer writing its own run) or a built dataset (unless ``allow_dataset``: a builder
+    resuming its own set).
 
-    Used before a command writes a *directory*: outputs never clobber inputs.
+    Used before a command writes a *directory*: outputs never clobber inputs. Reads only.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NrflabError(f"{what} {path} exists and is not a directory")
+    if not allow_run and RunDir(path).is_run():
+        raise NrflabError(f"refusing to write into {path}: it is a training run directory; choose another {what}")
+    if not allow_dataset and (path / "dataset.json").is_file():
+        raise NrflabError(f"refusing to write into {path}: it holds a built dataset; choose another {what}")
     return path
 
 
@@ -183,7 +195,7 @@ INPUT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".npy", ".npz"
 INPUT_NAMES = ("dataset.json", "config.json", "config.yaml", "metrics.csv", "model.json")
 
 
-def check_output_file(path: str | os.PathLike, *, what: str = "output file", suffix: str | None = None) -> Path:
+def check_output_file(path: str | os.PathLike[str], *, what: str = "output file", suffix: str | None = None) -> Path:
     """Refuse an output *file* that would overwrite a model, checkpoint, dataset shard, card or run record."""
     path = Path(path)
     if path.is_dir():
@@ -230,7 +242,7 @@ class RunDir:
     CHECKPOINT = "checkpoint.safetensors"
     KEPT = "checkpoints"
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
 
     def __repr__(self) -> str:
@@ -317,7 +329,7 @@ class RunDir:
         """The run's recorded config (a mapping), or a one-line error."""
         if not self.path.is_dir():
             raise NrflabError(f"run directory not found: {self.path}")
-        return read_json(self.config_path, "run config", expect=dict)
+        return cast(dict[str, Any], read_json(self.config_path, "run config", expect=dict))
 
     def read_metrics(self) -> list[dict[str, float]]:
         """Rows of metrics.csv as floats (empty cells become NaN)."""
@@ -340,7 +352,7 @@ class RunDir:
             return default
 
 
-def run_dir_of(path: str | os.PathLike) -> RunDir | None:
+def run_dir_of(path: str | os.PathLike[str]) -> RunDir | None:
     """The run a model file belongs to (``RUN/model.safetensors`` or ``RUN/checkpoints/epoch_K``), if any."""
     path = Path(path)
     if path.is_dir():

@@ -19,14 +19,15 @@ image of noise (two for restarts and transfer, or 5 percentage points, whichever
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from functools import partial
+from typing import Any, cast
 
 import torch
 from torch import nn
 
-from .attacks import PGD, AttackSpec, frozen_model
+from .attacks import PGD, Attack, AttackSpec, Norm, frozen_model
 from .errors import NrflabError
 from .metrics import model_device
 
@@ -88,7 +89,7 @@ def _accuracy_under(
     model: nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
-    make_attack,
+    make_attack: Callable[[nn.Module], Attack | None],
     batch_size: int,
     evaluate_on: nn.Module | None = None,
 ) -> float:
@@ -131,7 +132,7 @@ def check_eps_monotone(
             accs.append(_accuracy_under(model, x, y, lambda m: None, batch_size))
         else:
             scaled = replace(spec, eps=e, step_size=None if spec.step_size is None else spec.step_size * e / spec.eps)
-            accs.append(_accuracy_under(model, x, y, lambda m, s=scaled: s.build(m, seed=seed), batch_size))
+            accs.append(_accuracy_under(model, x, y, partial(scaled.build, seed=seed), batch_size))
     slack = _one_image(n) + 1e-9
     rises = [(eps_values[i], eps_values[i + 1]) for i in range(len(accs) - 1) if accs[i + 1] > accs[i] + slack]
     chain = " >= ".join(f"{100 * a:.1f} % ({e:g})" for e, a in zip(eps_values, accs))
@@ -170,7 +171,11 @@ def check_unbounded(
     eps = unbounded_eps(norm, x)
     step = 2.5 * eps / max(1, steps)
     acc = _accuracy_under(
-        model, x, y, lambda m: PGD(m, norm=norm, eps=eps, step_size=step, steps=steps, seed=seed), batch_size
+        model,
+        x,
+        y,
+        lambda m: PGD(m, norm=cast(Norm, norm), eps=eps, step_size=step, steps=steps, seed=seed),
+        batch_size,
     )
     limit = max(threshold, _one_image(n)) + 1e-9
     numbers = {"accuracy": acc, "eps": eps, "steps": float(steps)}

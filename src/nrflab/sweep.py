@@ -29,6 +29,7 @@ from .io import atomic_write_json, atomic_write_text, read_yaml_mapping
 from .logs import get_logger
 from .rundir import RunDir, locked
 from .training import TrainConfig, make_config, run_differences, train
+from .validation import check_dataset_loads, check_device_name
 
 log = get_logger("sweep")
 
@@ -167,31 +168,12 @@ def plan_sweep(
             cfg = make_config(**{**fields, **fixed, **values})
             check_arch(cfg.arch)
             check_norm(cfg.norm)
-            check_device(cfg.device)
-            _check_dataset(cfg.dataset, cfg.data_root, checked)
+            check_device_name(cfg.device)
+            check_dataset_loads(cfg.dataset, cfg.data_root, checked)
         except NrflabError as exc:
             raise NrflabError(f"grid point {name}: {exc}") from None
         runs.append(SweepRun(name, values, cfg))
     return runs
-
-
-def check_device(name: str) -> None:
-    """A device name a run can use (runs may go to other machines: 'cuda' is accepted without a GPU here)."""
-    from .validation import resolve_device
-
-    if name.strip().lower().startswith("cuda"):
-        return
-    resolve_device(name)
-
-
-def _check_dataset(name: str, root: str | None, checked: set[tuple[str, str | None]]) -> None:
-    """The dataset loads (names, parameters and files checked once per distinct dataset)."""
-    if (name, root) in checked:
-        return
-    from .data import load_dataset
-
-    load_dataset(name, root=root)
-    checked.add((name, root))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -100,3 +100,23 @@ __all__ = [
     "check_seed",
     "resolve_device",
 ]
+
+
+def check_device_name(name: str) -> None:
+    """A device a run may use. Runs may go to other machines (workers, a Ray cluster), so ``cuda`` is accepted
+    without a GPU here; every other name must resolve on this machine (``mps``, ``meta``, typos are refused)."""
+    if name.strip().lower().startswith("cuda"):
+        return
+    resolve_device(name)
+
+
+def check_dataset_loads(name: str, root: str | None, checked: set[tuple[str, str | None]] | None = None) -> None:
+    """The dataset loads: its name, parameters and files are checked (once per distinct ``(name, root)`` when
+    ``checked`` is given), so a chain of runs fails in one line before the first run starts."""
+    if checked is not None and (name, root) in checked:
+        return
+    from .data import load_dataset
+
+    load_dataset(name, root=root)
+    if checked is not None:
+        checked.add((name, root))

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+from torch import nn
 
 from ..attacks import parse_attack
-from ..data import limit_dataset, load_dataset
+from ..data import DatasetBundle, limit_dataset, load_dataset
 from ..errors import NrflabError
 from ..io import atomic_write_json
 from ..metrics import dataset_tensors, evaluate_model
@@ -49,7 +50,7 @@ def resolve_json_output(
     elif out.suffix and not out.is_dir():
         target = check_output_file(out, what="--out", suffix=".json")
     else:
-        target = check_output_path(out, what="--out") / default_name
+        target = check_output_path(out, what="--out", allow_run=True) / default_name
     resolved = target.resolve()
     for p in inputs:
         if p is not None and Path(p).resolve() == resolved:
@@ -202,7 +203,7 @@ def evaluate(
         model, x, y, attacks, sigma if ligs else None, seed, batch_size, progress=sys.stderr.isatty()
     ).row()
     cfg = getattr(model, "config", None)
-    record = {
+    record: dict[str, Any] = {
         "checkpoint": loaded.source,
         "dataset": bundle.name,
         "num_samples": int(y.shape[0]),
@@ -250,18 +251,25 @@ def evaluate(
     typer.echo(f"wrote {target}")
 
 
-def _corruption_rows(model, bundle, cifar_c: Optional[Path], limit: Optional[int], batch_size: int, seed: int) -> dict:
+def _corruption_rows(
+    model: nn.Module,
+    bundle: DatasetBundle,
+    cifar_c: Optional[Path],
+    limit: Optional[int],
+    batch_size: int,
+    seed: int,
+) -> dict[str, Any]:
     """Accuracy per corruption and severity: on CIFAR-C files if given, else corrupting the test set."""
     from .. import corruptions as C
 
     if cifar_c is not None:
         from ..metrics import accuracy
 
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name in C.available_cifar_c(cifar_c):
             for sev in C.SEVERITIES:
-                data = C.load_cifar_c(cifar_c, name, sev)
-                data = limit_dataset(data, limit, seed)
+                block = C.load_cifar_c(cifar_c, name, sev)
+                data = limit_dataset(block, limit, seed)
                 rows.append({"corruption": name, "severity": sev, "accuracy": accuracy(model, data, batch_size)})
     else:
         test = bundle.test

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -126,7 +126,7 @@ def train(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Train a model, recording clean accuracy, robust accuracy and LIGS every epoch (epoch 0 included)."""
-    flags = dict(
+    flags: dict[str, Any] = dict(
         dataset=dataset,
         data_root=data_root,
         arch=arch,

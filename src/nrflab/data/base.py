@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from ..errors import NrflabError
 
 
-class ImageTensorDataset(Dataset):
+class ImageTensorDataset(Dataset[tuple[torch.Tensor, int]]):
     """In-memory images (uint8 or float in [0,1], shape N x C x H x W) and integer labels.
 
     Items are ``(float image in [0,1] of shape (C, H, W), int label)``. Keeping uint8 halves memory
@@ -75,14 +75,14 @@ class DatasetBundle:
     """A train/test pair with what a model needs to know about it."""
 
     name: str
-    train: Dataset
-    test: Dataset
+    train: Dataset[Any]
+    test: Dataset[Any]
     num_classes: int
     input_shape: tuple[int, int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str] | None = None
-    info: dict = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
     probes: list[Probe] = field(default_factory=list)
 
     @property
@@ -150,7 +150,7 @@ def available_datasets() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_dataset(name: str, root: str | os.PathLike | None = None, download: bool = False) -> DatasetBundle:
+def load_dataset(name: str, root: str | os.PathLike[str] | None = None, download: bool = False) -> DatasetBundle:
     """Load a dataset by registry name, or a dataset directory built by ``nrflab build-dataset``.
 
     ``root`` is where file-based datasets live (default ``$NRFLAB_DATA`` or ``~/.nrflab/data/<name>``);
@@ -178,7 +178,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, download: boo
     )
 
 
-def default_root(name: str, root: str | os.PathLike | None) -> Path:
+def default_root(name: str, root: str | os.PathLike[str] | None) -> Path:
     """Resolve where a file-based dataset's files are expected."""
     if root is not None:
         return Path(root).expanduser()
@@ -215,9 +215,9 @@ def subset_indices(n: int, limit: int | None, seed: int) -> torch.Tensor | None:
     return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:limit].sort().values
 
 
-def limit_dataset(data: Dataset, limit: int | None, seed: int) -> Dataset:
+def limit_dataset(data: Dataset[Any], limit: int | None, seed: int) -> Dataset[Any]:
     """``data`` restricted to the seeded random subset ``--limit N`` means (see :func:`subset_indices`)."""
-    idx = subset_indices(len(data), limit, seed)  # type: ignore[arg-type]
+    idx = subset_indices(len(cast(Sized, data)), limit, seed)
     if idx is None:
         return data
     if isinstance(data, ImageTensorDataset):
@@ -234,7 +234,7 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
 
 
 def iterate_batches(
-    data: Dataset, batch_size: int, device: torch.device | str = "cpu"
+    data: Dataset[Any], batch_size: int, device: torch.device | str = "cpu"
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield ``(x, y)`` batches in order from any Dataset, fast for ``ImageTensorDataset``."""
     if isinstance(data, ImageTensorDataset):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,7 +24,7 @@ def shard_name(index: int) -> str:
     return f"shard_{index:05d}.safetensors"
 
 
-def read_card(path: str | os.PathLike) -> dict:
+def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The card of a built dataset directory, checked for the fields every loader needs."""
     from ..io import read_json
 
@@ -39,7 +40,7 @@ def read_card(path: str | os.PathLike) -> dict:
     return card
 
 
-def load_built_arrays(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def load_built_arrays(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """All tensors of a complete built dataset (images, labels, orig_labels, targets, source_indices, ...)."""
     from ..checkpoint import load_tensors
 
@@ -69,7 +70,7 @@ def load_built_arrays(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 @register_directory_format(CARD_FILE)
-def load_built_dataset(path: str | os.PathLike) -> DatasetBundle:
+def load_built_dataset(path: str | os.PathLike[str]) -> DatasetBundle:
     """A built dataset as a DatasetBundle: built train set, the base dataset's clean test set."""
     path = Path(path)
     card = read_card(path)

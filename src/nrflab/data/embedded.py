@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +32,7 @@ def mnist5k_path() -> Path:
 
 
 @register_dataset("mnist5k")
-def load_mnist5k(root=None, download: bool = False) -> DatasetBundle:
+def load_mnist5k(root: str | os.PathLike[str] | None = None, download: bool = False) -> DatasetBundle:
     """Real MNIST digits, 5,000 images (500 per class), split 4,000/1,000 class-balanced with a fixed seed."""
     with gzip.open(mnist5k_path(), "rt") as fh:
         table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
@@ -52,7 +53,7 @@ def load_mnist5k(root=None, download: bool = False) -> DatasetBundle:
 
 
 @register_dataset("digits")
-def load_digits(root=None, download: bool = False) -> DatasetBundle:
+def load_digits(root: str | os.PathLike[str] | None = None, download: bool = False) -> DatasetBundle:
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images), split 80/20 class-balanced."""
     from sklearn.datasets import load_digits as sk_load_digits
 

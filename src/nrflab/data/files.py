@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.client
+import importlib
 import os
 import pickle
 import shutil
@@ -18,7 +19,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -26,14 +27,20 @@ import torch
 from ..errors import NrflabError
 from .base import DatasetBundle, ImageTensorDataset, channel_stats, default_root, register_dataset
 
-try:  # numpy >= 2
-    from numpy._core.multiarray import _reconstruct as _np_reconstruct
-    from numpy._core.numeric import _frombuffer as _np_frombuffer
-except ImportError:  # pragma: no cover - numpy 1.x
-    from numpy.core.multiarray import _reconstruct as _np_reconstruct
-    from numpy.core.numeric import _frombuffer as _np_frombuffer
 
-PathLike = str | os.PathLike
+def _numpy_private(module: str, name: str) -> Any:
+    """``from numpy.<module> import <name>`` for private helpers that numpy's stubs do not declare."""
+    return getattr(importlib.import_module(f"numpy.{module}"), name)
+
+
+try:  # numpy >= 2
+    _np_reconstruct = _numpy_private("_core.multiarray", "_reconstruct")
+    _np_frombuffer = _numpy_private("_core.numeric", "_frombuffer")
+except (ImportError, AttributeError):  # pragma: no cover - numpy 1.x
+    _np_reconstruct = _numpy_private("core.multiarray", "_reconstruct")
+    _np_frombuffer = _numpy_private("core.numeric", "_frombuffer")
+
+PathLike = str | os.PathLike[str]
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
@@ -134,7 +141,7 @@ def _check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
 
 def _extract_folder(archive: Path, dest: Path, folder: str) -> None:
     """Safely unpack ``folder`` from a .tar.gz into ``dest`` (via a temp dir, merging into what is there)."""
-    extra = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    extra: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
     try:
         with tarfile.open(archive, "r:gz") as tar, tempfile.TemporaryDirectory(dir=dest) as tmp:
             members = tar.getmembers()
@@ -189,7 +196,7 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
             ) from None
 
 
-def _unpickle(path: Path) -> dict:
+def _unpickle(path: Path) -> dict[bytes, Any]:
     """Load one CIFAR batch pickle (Python 2 era, so ``encoding='bytes'``) with the restricted unpickler."""
     try:
         with open(path, "rb") as fh:
@@ -203,7 +210,7 @@ def _unpickle(path: Path) -> dict:
     return obj
 
 
-def _require_key(batch: dict, key: bytes, path: Path) -> Any:
+def _require_key(batch: dict[bytes, Any], key: bytes, path: Path) -> Any:
     if key not in batch:
         raise NrflabError(f"{path} has no {key.decode()!r} entry; is it a CIFAR file?")
     return batch[key]
@@ -429,7 +436,7 @@ def _read_idx(path: Path, ndim: int) -> np.ndarray:
     if len(data) != header + int(np.prod(shape)):
         needed = int(np.prod(shape))
         raise NrflabError(f"{path} holds {len(data) - header} data bytes but its header {shape} needs {needed}")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+    return cast(np.ndarray, np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy())
 
 
 def _idx_file(folder: Path, name: str) -> Path | None:
@@ -561,7 +568,8 @@ def _stack_images(paths: list[Path]) -> np.ndarray:
             )
         arrays.append(array)
     channels = max(a.shape[2] for a in arrays)
-    return np.stack([np.repeat(a, channels // a.shape[2], axis=2) for a in arrays]).transpose(0, 3, 1, 2).copy()
+    stacked = np.stack([np.repeat(a, channels // a.shape[2], axis=2) for a in arrays])
+    return cast(np.ndarray, stacked.transpose(0, 3, 1, 2).copy())
 
 
 def _fraction_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

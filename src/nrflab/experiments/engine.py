@@ -33,6 +33,7 @@ import torch
 from ..errors import NrflabError
 from ..logs import get_logger
 from ..rundir import RunDir
+from ..validation import check_dataset_loads, check_device_name
 
 log = get_logger("engine")
 
@@ -415,6 +416,31 @@ def execute(
     else:
         _run_pool(pending, record, results, workers, threads, verbose)
     return results
+
+
+def preflight(tasks: Sequence[Task]) -> None:
+    """Refuse in one line, before the first task runs, what would make tasks fail one by one: a device this
+    machine cannot use, a dataset that is unknown or whose files are missing. Datasets the chain builds itself
+    (a build task's directory) are left to the tasks."""
+    built = {str(Path(t.key)) for t in tasks if isinstance(t, BuildTask)}
+    checked: set[tuple[str, str | None]] = set()
+    for t in tasks:
+        if isinstance(t, TrainTask):
+            device, dataset, root = (
+                str(t.config.get("device", "auto")),
+                t.config.get("dataset"),
+                t.config.get("data_root"),
+            )
+        elif isinstance(t, BuildTask):
+            device, dataset, root = t.device, t.dataset, t.data_root
+        else:
+            continue
+        try:
+            check_device_name(device)
+            if dataset is not None and str(Path(str(dataset))) not in built:
+                check_dataset_loads(str(dataset), None if root is None else str(root), checked)
+        except NrflabError as exc:
+            raise NrflabError(f"{t.label}: {exc}") from None
 
 
 def _blocked(task: Task, results: Mapping[str, TaskResult]) -> str | None:

@@ -12,6 +12,7 @@ interrupted ones.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from ..logs import get_logger
 from ..report import Section, write_report
 from ..rundir import check_output_path, locked
 from .analysis import settings_text
-from .engine import Backend, Task, TaskResult, execute, merge_tasks
+from .engine import Backend, Task, TaskResult, execute, merge_tasks, preflight
 from .overrides import Overrides, check_assignments_used, check_recipes, parse_assignment, settings_for
 from .protocols import PROTOCOLS
 from .registry import names, select
@@ -87,7 +88,7 @@ class ChainResult:
 def plan_chain(selected: Sequence[tuple[ExperimentSpec, BaseModel]], out: Path) -> dict[str, list[Task]]:
     """Every experiment's tasks (validated: recipes built, conflicts between experiments refused)."""
     plans = {spec.name: spec.plan(settings, spec.home_dir(out)) for spec, settings in selected}
-    merge_tasks([t for tasks in plans.values() for t in tasks])
+    preflight(merge_tasks([t for tasks in plans.values() for t in tasks]))
     return plans
 
 
@@ -108,23 +109,38 @@ def run_chain(
     """Plan, run (in parallel where independent) and analyze the selected experiments under ``out``, holding
     its lock (``lock=False``: the caller holds it)."""
     out = check_output_path(Path(out))
-    if lock:
-        with locked(out, what="experiment directory"):
-            return run_chain(
-                selected,
-                out,
-                workers=workers,
-                backend=backend,
-                ray_address=ray_address,
-                cpus_per_run=cpus_per_run,
-                gpus_per_run=gpus_per_run,
-                threads=threads,
-                progress=progress,
-                verbose=verbose,
-                lock=False,
-            )
+    plans = plan_chain(selected, out)  # bad recipes, devices and datasets: one line before the directory exists
+    with locked(out, what="experiment directory") if lock else contextlib.nullcontext():
+        return _run_planned(
+            selected,
+            out,
+            plans,
+            workers=workers,
+            backend=backend,
+            ray_address=ray_address,
+            cpus_per_run=cpus_per_run,
+            gpus_per_run=gpus_per_run,
+            threads=threads,
+            progress=progress,
+            verbose=verbose,
+        )
+
+
+def _run_planned(
+    selected: Sequence[tuple[ExperimentSpec, BaseModel]],
+    out: Path,
+    plans: dict[str, list[Task]],
+    *,
+    workers: int,
+    backend: Backend,
+    ray_address: str | None,
+    cpus_per_run: float,
+    gpus_per_run: float,
+    threads: int | None,
+    progress: bool,
+    verbose: bool,
+) -> ChainResult:
     started = time.perf_counter()
-    plans = plan_chain(selected, out)
     results = execute(
         [t for tasks in plans.values() for t in tasks],
         workers=workers,

@@ -24,6 +24,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..data import DatasetBundle
 from ..report import Section, markdown_table, verdict_line
 from ..stats import Verdict, judge, mean_ci, paired_ci
 from ..transfer import (
@@ -286,13 +287,13 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
     ]
 
 
-def _source_health(s: TransferExperimentSettings, bundle: object, zoo: Sequence[ZooRun]) -> list[Health]:
-    x, y = test_images(bundle, s.limit)  # type: ignore[arg-type]
+def _source_health(s: TransferExperimentSettings, bundle: DatasetBundle, zoo: Sequence[ZooRun]) -> list[Health]:
+    x, y = test_images(bundle, s.limit)
     return [
         named(
             f"{r.arch}/{r.norm} seed {r.seed}",
             [health("source", r.path, measure(r.path, x, y, device=s.device), num_classes=bundle.num_classes)],
-        )[0]  # type: ignore[attr-defined]
+        )[0]
         for r in zoo
     ]
 

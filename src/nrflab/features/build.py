@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -21,7 +21,7 @@ from ..errors import NrflabError
 from ..io import atomic_save_tensors, atomic_write_json, read_json
 from ..logs import get_logger
 from ..models.references import check_model_fits
-from ..rundir import RunDir, Stash, check_output_path, locked
+from ..rundir import Stash, check_output_path, locked
 from ..validation import resolve_device
 from .builder import BuildInputs, ShardBuilder, prepare_inputs
 from .settings import INVERSION_KINDS, KIND_DESCRIPTIONS, LABEL_POLICY_DOC, BuildSettings, make_settings
@@ -36,11 +36,11 @@ ShardCallback = Callable[[int, int], None]
 @dataclass
 class BuildResult:
     out_dir: Path
-    card: dict
+    card: dict[str, Any]
     built_shards: list[int] = field(default_factory=list)
 
 
-def _identity(settings: BuildSettings, inputs: BuildInputs, source: Source) -> dict:
+def _identity(settings: BuildSettings, inputs: BuildInputs, source: Source) -> dict[str, Any]:
     """What a resumed build must match."""
     return {
         "settings": settings.to_dict(),
@@ -50,7 +50,7 @@ def _identity(settings: BuildSettings, inputs: BuildInputs, source: Source) -> d
     }
 
 
-def _claim(out: Path, identity: dict, resume: bool, overwrite: bool) -> Stash | None:
+def _claim(out: Path, identity: dict[str, Any], resume: bool, overwrite: bool) -> Stash | None:
     """Under the lock: decide whether the directory may be written; move an old build aside for overwrite."""
     card_path = out / CARD_FILE
     entries = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
@@ -78,7 +78,7 @@ def _claim(out: Path, identity: dict, resume: bool, overwrite: bool) -> Stash | 
     return None
 
 
-def _existing_shard_stats(path: Path, digest: str, expected: int) -> dict | None:
+def _existing_shard_stats(path: Path, digest: str, expected: int) -> dict[str, float] | None:
     """The stats of a complete shard from this build, or None (missing, corrupt, other settings)."""
     if not path.is_file():
         return None
@@ -88,10 +88,10 @@ def _existing_shard_stats(path: Path, digest: str, expected: int) -> dict | None
         return None
     if meta.get("settings_digest") != digest or int(meta.get("num_images", -1)) != expected:
         return None
-    return json.loads(meta["stats"])
+    return cast(dict[str, float], json.loads(meta["stats"]))
 
 
-def _summarize(kind: str, stats: list[dict]) -> dict:
+def _summarize(kind: str, stats: list[dict[str, float]]) -> dict[str, float]:
     n = sum(s["n"] for s in stats)
     agg = {k: sum(s[k] for s in stats) for k in stats[0]} if stats else {}
     out = {
@@ -113,12 +113,12 @@ def _summarize(kind: str, stats: list[dict]) -> dict:
 
 def build_dataset(
     settings: BuildSettings | str,
-    source: str | os.PathLike | nn.Module,
+    source: str | os.PathLike[str] | nn.Module,
     dataset: str | None,
-    out: str | os.PathLike,
+    out: str | os.PathLike[str],
     *,
-    data_root: str | os.PathLike | None = None,
-    base: str | os.PathLike | None = None,
+    data_root: str | os.PathLike[str] | None = None,
+    base: str | os.PathLike[str] | None = None,
     batch_size: int = 256,
     device: str = "auto",
     resume: bool = False,
@@ -153,9 +153,7 @@ def build_dataset(
     )
     if settings.kind == "d_r" and src.info["adversarially_trained"] is False:
         log.warning("building d_r from a source that was not adversarially trained (its run config says so)")
-    out = check_output_path(out, what="dataset directory")
-    if RunDir(out).is_run():
-        raise NrflabError(f"{out} holds a training run; choose another directory for the dataset")
+    out = check_output_path(out, what="dataset directory", allow_dataset=True)
     if base is not None and Path(base).resolve() == out.resolve():
         raise NrflabError("--out must not be the --base set it is built from")
     identity = _identity(settings, inputs, src)
@@ -175,7 +173,7 @@ def _build(
     inputs: BuildInputs,
     bundle: Any,
     out: Path,
-    identity: dict,
+    identity: dict[str, Any],
     batch_size: int,
     resume: bool,
     progress: bool,
@@ -183,7 +181,7 @@ def _build(
     stash: Stash | None,
 ) -> BuildResult:
     num_shards = math.ceil(inputs.count / settings.shard_size)
-    card = {
+    card: dict[str, Any] = {
         "format": CARD_FORMAT,
         "format_version": 1,
         "kind": settings.kind,
@@ -237,7 +235,7 @@ def _build(
         stash.commit()
     builder = ShardBuilder(settings, src.model, inputs, bundle.num_classes, batch_size)
     digest = settings.digest()
-    all_stats: list[dict | None] = [None] * num_shards
+    all_stats: list[dict[str, float] | None] = [None] * num_shards
     built: list[int] = []
     if resume:
         for i in range(num_shards):

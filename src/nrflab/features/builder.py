@@ -4,8 +4,10 @@ shard keyed on (seed, shard index) so a resumed build equals an uninterrupted on
 from __future__ import annotations
 
 import os
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -29,8 +31,8 @@ class BuildInputs:
     labels: torch.Tensor
     source_indices: torch.Tensor  # index into the base dataset's training set
     count: int  # how many samples are built (the first ``count``)
-    bundle_info: dict
-    base_info: dict | None = None
+    bundle_info: dict[str, Any]
+    base_info: dict[str, Any] | None = None
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -38,7 +40,7 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_inputs(
-    settings: BuildSettings, dataset: str | None, data_root: str | None, base: str | os.PathLike | None
+    settings: BuildSettings, dataset: str | None, data_root: str | None, base: str | os.PathLike[str] | None
 ) -> tuple[BuildInputs, DatasetBundle]:
     """Load the base dataset (or, for the conflicting set, the D_R set given as ``base``)."""
     if settings.kind == "conflicting":
@@ -91,7 +93,7 @@ def prepare_inputs(
         "input_shape": list(bundle.input_shape),
         "mean": list(bundle.mean),
         "std": list(bundle.std),
-        "train_size": len(bundle.train),
+        "train_size": len(cast(Sized, bundle.train)),  # torch Datasets are not typed Sized
     }
     return BuildInputs(images, labels.long(), idx.long(), n, info, base_info), bundle
 

@@ -63,7 +63,7 @@ class BuildSettings:
     layer: Optional[str] = None
     limit: Optional[int] = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def with_(self, **changes: Any) -> BuildSettings:
@@ -96,7 +96,9 @@ def make_settings(
     if kind not in BUILD_KINDS:
         raise NrflabError(f"unknown dataset kind {kind!r}; choose one of {', '.join(BUILD_KINDS)}")
     d_steps, d_eps, d_step = KIND_DEFAULTS[kind]
-    for name, value in (("steps", steps), ("shard size", shard_size), ("limit", limit)):
+    # Typed ``object``: callers (YAML, CLI) may pass floats such as ``3.0`` despite the annotations.
+    counts: tuple[tuple[str, object], ...] = (("steps", steps), ("shard size", shard_size), ("limit", limit))
+    for name, value in counts:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             if not (isinstance(value, float) and value.is_integer()):
                 raise NrflabError(f"{name} must be an integer, got {value!r}")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ class Source:
     loaded: LoadedModel
 
 
-def sha256_file(path: str | os.PathLike) -> str:
+def sha256_file(path: str | os.PathLike[str]) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -35,7 +35,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def load_source(
-    source: str | os.PathLike | nn.Module | LoadedModel,
+    source: str | os.PathLike[str] | nn.Module | LoadedModel,
     device: torch.device,
     *,
     arch: str | None = None,
@@ -83,7 +83,7 @@ def load_source(
         "fingerprint": loaded.fingerprint,
         "kind": loaded.kind,
         "module": type(model).__name__,
-        "model_config": cfg.to_dict() if hasattr(cfg, "to_dict") else None,
+        "model_config": cfg.to_dict() if cfg is not None and hasattr(cfg, "to_dict") else None,
         "reference": loaded.describe(),
         "adversarially_trained": adv,
         "run_config": run_cfg,
@@ -112,12 +112,13 @@ class Representation:
                 "is the representation (layer=...)"
             )
 
-    def _hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+    def _hook(self, module: nn.Module, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         self._captured = output
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.layer is None:
-            return self.model.features(x, fake_relu=self.fake_relu).flatten(1)
+            features = cast(Callable[..., torch.Tensor], self.model.features)  # checked callable in __init__
+            return features(x, fake_relu=self.fake_relu).flatten(1)
         self._captured = None
         self.model(x)
         if self._captured is None:
@@ -126,7 +127,7 @@ class Representation:
 
     def distance_loss(self, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-sample ``||rep(x) - target||_2``: the PGD loss of the inversions (descended, targeted)."""
-        return (self(x) - target).flatten(1).norm(dim=1)
+        return cast(torch.Tensor, (self(x) - target).flatten(1).norm(dim=1))  # Tensor.norm is typed Any
 
 
 __all__ = ["Representation", "Source", "load_source", "sha256_file"]

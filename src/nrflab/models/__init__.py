@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -76,6 +76,9 @@ class ModelConfig:
 class Normalize(nn.Module):
     """(x - mean) / std per channel; the first layer of every nrflab model."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         super().__init__()
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
@@ -95,11 +98,12 @@ class NrfModel(nn.Module):
         self.config = config
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        return cast(torch.Tensor, self.net(self.normalize(x)))
 
     def features(self, x: torch.Tensor, fake_relu: bool = False) -> torch.Tensor:
         """The penultimate representation (after global pooling, before the linear head)."""
-        return self.net.forward_features(self.normalize(x), fake_relu=fake_relu)
+        forward_features = cast(Callable[..., torch.Tensor], self.net.forward_features)
+        return forward_features(self.normalize(x), fake_relu=fake_relu)
 
 
 ArchBuilder = Callable[[int, int, Callable[[int], nn.Module], float, bool], nn.Module]
@@ -113,7 +117,7 @@ class ArchSpec:
     default_width: float = 1.0
 
 
-def _resnet(block, blocks) -> ArchBuilder:
+def _resnet(block: type[BasicBlock] | type[Bottleneck], blocks: Sequence[int]) -> ArchBuilder:
     return lambda nc, ic, norm, width, fixup: ResNet(block, blocks, nc, ic, norm, width, fixup)
 
 
@@ -222,10 +226,10 @@ def build_model(config: ModelConfig, seed: int | None = None) -> NrfModel:
 
 
 class _nullcontext:
-    def __enter__(self):
+    def __enter__(self) -> _nullcontext:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         return False
 
 
@@ -251,16 +255,16 @@ def init_weights(net: nn.Module, init: str) -> None:
 
 def _fixup_init(net: nn.Module) -> None:
     """Fixup (Zhang et al. 2019): scale residual branches by L^(-1/(2m-2)), zero their last conv and the head."""
-    blocks = net.blocks()  # type: ignore[operator]
+    blocks = cast(ResNet, net).blocks()
     depth = len(blocks)
     for b in blocks:
-        convs = b.branch_convs()
+        convs = cast(BasicBlock | Bottleneck, b).branch_convs()
         m = len(convs)
         for conv in convs[:-1]:
             nn.init.kaiming_normal_(conv.weight, mode="fan_in", nonlinearity="relu")
             conv.weight.data.mul_(depth ** (-1.0 / (2 * m - 2)))
         nn.init.zeros_(convs[-1].weight)
-    head = net.classifier  # type: ignore[attr-defined]
+    head = cast(nn.Linear, net.classifier)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
 
@@ -280,7 +284,7 @@ def available_pretrained() -> list[str]:
     """Names in the pretrained registry (``nrflab list --pretrained``)."""
     from .pretrained import available_pretrained as _available
 
-    return list(_available())
+    return [entry.name for entry in _available()]
 
 
 __all__ = [

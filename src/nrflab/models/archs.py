@@ -9,6 +9,7 @@ shortcut), so published state dicts of that layout load directly.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -21,11 +22,11 @@ class FakeReLU(torch.autograd.Function):
     """ReLU forward, identity backward: the official code's pass-through gradient at the last layer."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
         return x.clamp(min=0)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         return grad
 
 
@@ -151,7 +152,9 @@ class ResNet(nn.Module):
             self.bias1, self.bias2 = Bias(), Bias()
         self.linear = nn.Linear(planes[3] * block.expansion, num_classes)
 
-    def _make_layer(self, block, planes: int, n: int, stride: int, norm: NormFactory) -> nn.Sequential:
+    def _make_layer(
+        self, block: type[BasicBlock] | type[Bottleneck], planes: int, n: int, stride: int, norm: NormFactory
+    ) -> nn.Sequential:
         layers = []
         for s in [stride] + [1] * (n - 1):
             layers.append(block(self.in_planes, planes, s, norm, self.fixup))
@@ -180,7 +183,7 @@ class ResNet(nn.Module):
         return self.bias2(out) if self.fixup else out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.forward_features(x))
+        return cast(torch.Tensor, self.linear(self.forward_features(x)))
 
 
 VGG_CONFIGS: dict[str, list[int | str]] = {
@@ -220,7 +223,7 @@ class VGG(nn.Module):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.forward_features(x))
+        return cast(torch.Tensor, self.linear(self.forward_features(x)))
 
 
 class SmallCNN(nn.Module):
@@ -252,4 +255,4 @@ class SmallCNN(nn.Module):
         return F.adaptive_avg_pool2d(x, 1).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.forward_features(x))
+        return cast(torch.Tensor, self.linear(self.forward_features(x)))

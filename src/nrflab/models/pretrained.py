@@ -23,11 +23,14 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from ..errors import NrflabError
+
+if TYPE_CHECKING:
+    from .references import LoadedModel
 
 WEIGHTS_ENV = "NRFLAB_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = Path("~/.nrflab/weights")
@@ -125,8 +128,8 @@ def _robustbench(
     robust: float,
     gdrive_id: str,
     eps: str,
-    mean=None,
-    std=None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
     note: str = "",
 ) -> PretrainedEntry:
     kind = "standard training" if threat == "standard" else f"adversarial training, {threat} eps {eps}"
@@ -266,7 +269,7 @@ def get_pretrained(name: str) -> PretrainedEntry:
     return REGISTRY[key]
 
 
-def weights_dirs(weights_dir: str | os.PathLike | None = None) -> list[Path]:
+def weights_dirs(weights_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """Where weights are looked for, in order: ``weights_dir``, ``$NRFLAB_WEIGHTS``, ``~/.nrflab/weights``."""
     dirs = []
     if weights_dir is not None:
@@ -295,7 +298,7 @@ def package_weights(entry: PretrainedEntry) -> Path | None:
     return None
 
 
-def locate_weights(entry: PretrainedEntry, *, weights_dir: str | os.PathLike | None = None) -> Path | None:
+def locate_weights(entry: PretrainedEntry, *, weights_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """The local weights file of an entry (package, then weights directories), or None."""
     found = package_weights(entry)
     if found is not None:
@@ -307,7 +310,7 @@ def locate_weights(entry: PretrainedEntry, *, weights_dir: str | os.PathLike | N
     return None
 
 
-def verify_sha256(path: str | os.PathLike, expected: str | None, *, what: str = "weights file") -> str:
+def verify_sha256(path: str | os.PathLike[str], expected: str | None, *, what: str = "weights file") -> str:
     """The file's sha256; a one-line error if ``expected`` is given and differs."""
     from .references import file_sha256
 
@@ -323,7 +326,7 @@ def verify_sha256(path: str | os.PathLike, expected: str | None, *, what: str = 
 def fetch_weights(
     entry: PretrainedEntry,
     *,
-    weights_dir: str | os.PathLike | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
     allow_unverified: bool = False,
     timeout: float = 60.0,
 ) -> Path:
@@ -380,11 +383,11 @@ def load_pretrained(
     name: str,
     *,
     device: str | torch.device = "cpu",
-    weights_dir: str | os.PathLike | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
     allow_unverified: bool = False,
     download: bool = True,
     display_name: str | None = None,
-):
+) -> LoadedModel:
     """Load a registered pretrained model as a :class:`~nrflab.models.references.LoadedModel`.
 
     Local weights are used when present (verified against a pinned sha256; an unpinned file loads with a
@@ -466,7 +469,7 @@ def pretrained_dataset(name: str) -> str:
 
 
 def format_pretrained_table(
-    entries: Sequence[PretrainedEntry] | None = None, *, weights_dir: str | os.PathLike | None = None
+    entries: Sequence[PretrainedEntry] | None = None, *, weights_dir: str | os.PathLike[str] | None = None
 ) -> list[str]:
     """Lines for ``nrflab list --pretrained``: name, architecture, data, threat model, reported numbers, status."""
     entries = list(entries if entries is not None else available_pretrained())

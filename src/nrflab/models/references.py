@@ -43,7 +43,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -171,14 +171,14 @@ class InputNormalized(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
+        return cast(torch.Tensor, self.net(self.normalize(x)))
 
 
 # ---------------------------------------------------------------------------------------------
 # Parsing
 
 
-def parse_model_reference(text: str | os.PathLike) -> ModelReference:
+def parse_model_reference(text: str | os.PathLike[str]) -> ModelReference:
     """Classify a textual model reference, without loading anything.
 
     Order: ``pretrained:NAME``; an existing file or directory; ``file.py:function`` or
@@ -225,7 +225,7 @@ def parse_model_reference(text: str | os.PathLike) -> ModelReference:
 
 
 def load_model_reference(
-    reference: str | os.PathLike | nn.Module | LoadedModel,
+    reference: str | os.PathLike[str] | nn.Module | LoadedModel,
     *,
     arch: str | None = None,
     norm: str | None = None,
@@ -235,7 +235,7 @@ def load_model_reference(
     std: Sequence[float] | None = None,
     device: str | torch.device = "cpu",
     name: str | None = None,
-    weights_dir: str | os.PathLike | None = None,
+    weights_dir: str | os.PathLike[str] | None = None,
     allow_unverified: bool = False,
 ) -> LoadedModel:
     """Load any model reference (see the module docstring) as a :class:`LoadedModel` on ``device``.
@@ -249,7 +249,7 @@ def load_model_reference(
     if isinstance(reference, LoadedModel):
         return reference
     mean_t, std_t = _check_mean_std(mean, std)
-    arch_options = {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width}
+    arch_options: dict[str, Any] = {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width}
     if isinstance(reference, nn.Module):
         _refuse_arch_options(arch_options, "an in-memory module")
         return _from_module(
@@ -295,7 +295,9 @@ def load_model_reference(
     return _load_path(ref.path, name=name, mean=mean_t, std=std_t, device=device, **arch_options)
 
 
-def _check_mean_std(mean: Sequence[float] | None, std: Sequence[float] | None) -> tuple[tuple | None, tuple | None]:
+def _check_mean_std(
+    mean: Sequence[float] | None, std: Sequence[float] | None
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
     if (mean is None) != (std is None):
         raise NrflabError("give both --mean and --std (per channel), or neither")
     if mean is None:
@@ -319,7 +321,18 @@ def _refuse_arch_options(options: Mapping[str, Any], what: str) -> None:
         )
 
 
-def _load_path(path: Path, *, name: str | None, mean, std, device, arch, norm, num_classes, width) -> LoadedModel:
+def _load_path(
+    path: Path,
+    *,
+    name: str | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    device: str | torch.device,
+    arch: str | None,
+    norm: str | None,
+    num_classes: int | None,
+    width: float | None,
+) -> LoadedModel:
     from ..checkpoint import CONFIG_META_KEY, read_metadata, resolve_checkpoint
 
     if path.is_dir():
@@ -384,7 +397,18 @@ def _load_path(path: Path, *, name: str | None, mean, std, device, arch, norm, n
     )
 
 
-def _load_nrflab(path: Path, *, name: str, mean, std, device, arch, norm, num_classes, width) -> LoadedModel:
+def _load_nrflab(
+    path: Path,
+    *,
+    name: str,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    device: str | torch.device,
+    arch: str | None,
+    norm: str | None,
+    num_classes: int | None,
+    width: float | None,
+) -> LoadedModel:
     from ..checkpoint import load_model
 
     model = load_model(path, device)
@@ -402,7 +426,7 @@ def _load_nrflab(path: Path, *, name: str, mean, std, device, arch, norm, num_cl
     ]
     if clash:
         raise NrflabError(f"{path} is an nrflab checkpoint with its own config; drop {', '.join(clash)}")
-    if mean is not None and (tuple(mean) != tuple(cfg.mean) or tuple(std) != tuple(cfg.std)):
+    if mean is not None and (mean != tuple(cfg.mean) or std != tuple(cfg.std)):
         raise NrflabError(
             f"{path} is an nrflab model that normalizes its inputs itself (mean {list(cfg.mean)}, "
             f"std {list(cfg.std)}); drop --mean/--std"
@@ -441,7 +465,9 @@ def _is_torchscript(path: Path) -> bool:
         return False
 
 
-def _load_torchscript(path: Path, *, name: str, mean, std, device) -> LoadedModel:
+def _load_torchscript(
+    path: Path, *, name: str, mean: tuple[float, ...] | None, std: tuple[float, ...] | None, device: str | torch.device
+) -> LoadedModel:
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError and others for a broken archive
@@ -465,9 +491,9 @@ def _from_module(
     kind: LoadedKind,
     name: str,
     source: str,
-    mean,
-    std,
-    device,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    device: str | torch.device,
     sha256: str | None,
     eval_mode: bool,
     notes: Sequence[str] = (),
@@ -478,6 +504,7 @@ def _from_module(
 
     normalization = Normalization()
     if mean is not None:
+        assert std is not None  # _check_mean_std gives both or neither
         module = InputNormalized(module, mean, std).to(model_device(module))
         normalization = Normalization(tuple(mean), tuple(std), "user")
     if kind != "module":  # a module handed over in Python keeps its device and mode
@@ -560,7 +587,7 @@ def _call_factory(ref: ModelReference) -> nn.Module:
 # Weights files and state-dict layouts
 
 
-def load_weights_only(path: str | os.PathLike) -> Any:
+def load_weights_only(path: str | os.PathLike[str]) -> Any:
     """``torch.load(path, weights_only=True)`` on CPU; a pickle that needs code is one line, never executed."""
     path = Path(path)
     if not path.is_file():
@@ -624,7 +651,7 @@ def extract_state_dict(obj: Any, source: str = "weights file") -> tuple[dict[str
 
 def canonicalize_state_dict(
     tensors: Mapping[str, torch.Tensor],
-) -> tuple[dict[str, torch.Tensor], tuple | None, tuple | None, list[str]]:
+) -> tuple[dict[str, torch.Tensor], tuple[float, ...] | None, tuple[float, ...] | None, list[str]]:
     """Map a state dict of a known layout onto nrflab's network names.
 
     Returns ``(net_state, mean, std, layouts)``: the network's tensors named as in nrflab's archs (no
@@ -750,7 +777,7 @@ def state_dict_to_model(
     archs = [check_arch(arch)] if arch else _candidate_archs(sd)
     norms = [check_norm(norm)] if norm else _candidate_norms(sd)
     file_sig = {k: tuple(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
-    best: tuple[int, str, str, float, dict] | None = None
+    best: tuple[int, str, str, float, dict[str, tuple[int, ...]]] | None = None
     for a in archs:
         w = float(width) if width is not None else _width_from(a, int(sd[first].shape[0]))
         if not (0 < w <= 64):
@@ -826,7 +853,7 @@ def _candidate_norms(sd: Mapping[str, torch.Tensor]) -> list[str]:
     return ["none", "gn"]
 
 
-def _mismatch(file_sig: Mapping[str, tuple], model_sig: Mapping[str, tuple]) -> str:
+def _mismatch(file_sig: Mapping[str, tuple[int, ...]], model_sig: Mapping[str, tuple[int, ...]]) -> str:
     shape = [k for k in model_sig if k in file_sig and file_sig[k] != model_sig[k]]
     missing = [k for k in model_sig if k not in file_sig]
     extra = [k for k in file_sig if k not in model_sig]
@@ -843,7 +870,7 @@ def _mismatch(file_sig: Mapping[str, tuple], model_sig: Mapping[str, tuple]) -> 
     return "; ".join(parts)
 
 
-def _hint(file_sig: Mapping[str, tuple], model_sig: Mapping[str, tuple]) -> str:
+def _hint(file_sig: Mapping[str, tuple[int, ...]], model_sig: Mapping[str, tuple[int, ...]]) -> str:
     conv1 = file_sig.get("conv1.weight")
     if conv1 and len(conv1) == 4 and conv1[-1] == 7:
         return " -- a 7x7 ImageNet stem (torchvision ResNet) is not an nrflab arch: load it with a factory (module:function)"
@@ -880,7 +907,7 @@ def _first_conv_channels(module: nn.Module) -> int | None:
         if isinstance(m, nn.Conv2d):
             return int(m.in_channels)
         if getattr(m, "original_name", None) == "Conv2d" and hasattr(m, "weight"):
-            return int(m.weight.shape[1] * getattr(m, "groups", 1))
+            return int(cast(torch.Tensor, m.weight).shape[1] * getattr(m, "groups", 1))
     return None
 
 
@@ -908,7 +935,7 @@ def weights_fingerprint(module: nn.Module) -> str:
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
-def file_sha256(path: str | os.PathLike) -> str:
+def file_sha256(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file (cached per path, size and modification time within a process)."""
     p = Path(path)
     st = p.stat()

@@ -37,36 +37,36 @@ class TrainConfig(BaseModel):
     data_root: Optional[str] = None
     arch: str = "resnet18"
     norm: str = "bn"
-    width: float = Field(1.0, gt=0, le=WIDTH_MAX)
+    width: float = Field(default=1.0, gt=0, le=WIDTH_MAX)
     init: str = "auto"
-    epochs: int = Field(150, ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(default=150, ge=1)
+    batch_size: int = Field(default=128, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
-    lr: float = Field(0.1, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
     schedule: Literal["multistep", "onecycle", "cosine", "constant"] = "multistep"
     milestones: list[int] = Field(default_factory=lambda: [50, 100])
-    gamma: float = Field(0.1, gt=0)
-    warmup_epochs: float = Field(0.0, ge=0)
+    gamma: float = Field(default=0.1, gt=0)
+    warmup_epochs: float = Field(default=0.0, ge=0)
     augment: bool = True
     flip: bool = True
     seed: Seed = 1337
     device: str = "auto"
     eval_attacks: list[str] = Field(default_factory=lambda: list(PAPER_EVAL_ATTACKS))
     ligs: bool = True
-    ligs_sigma: float = Field(0.01, ge=0)
-    eval_size: Optional[int] = Field(None, ge=1)
+    ligs_sigma: float = Field(default=0.01, ge=0)
+    eval_size: Optional[int] = Field(default=None, ge=1)
     eval_batch_size: Union[Literal["auto"], Annotated[int, Field(ge=1)]] = "auto"
     eval_shifted_labels: bool = False
-    probe_every: int = Field(0, ge=0)
-    probe_epochs: int = Field(1, ge=0)
+    probe_every: int = Field(default=0, ge=0)
+    probe_epochs: int = Field(default=1, ge=0)
     adv_train: Literal["none", "targeted-l2", "pgd-linf", "pgd-l2"] = "none"
-    adv_eps: Optional[float] = Field(None, ge=0)
-    adv_steps: Optional[int] = Field(None, ge=1)
-    adv_step_size: Optional[float] = Field(None, gt=0)
+    adv_eps: Optional[float] = Field(default=None, ge=0)
+    adv_steps: Optional[int] = Field(default=None, ge=1)
+    adv_step_size: Optional[float] = Field(default=None, gt=0)
     attack_mode: Literal["eval", "train"] = "eval"
-    keep_checkpoints: int = Field(0, ge=0)
+    keep_checkpoints: int = Field(default=0, ge=0)
     channels_last: bool = False
     amp: Literal["none", "bf16"] = "none"
     compile: Literal["none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = "none"

@@ -15,9 +15,10 @@ import json
 import logging
 import math
 import time
+from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import yaml
@@ -26,7 +27,7 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 from .. import accel
-from ..attacks import PGD, check_images, frozen_model
+from ..attacks import PGD, Norm, check_images, frozen_model
 from ..checkpoint import load_state, read_metadata, save_model
 from ..data import DatasetBundle, ImageTensorDataset, load_dataset
 from ..errors import NrflabError
@@ -52,7 +53,7 @@ class TensorData:
     labels: torch.Tensor
 
     @classmethod
-    def from_dataset(cls, data: torch.utils.data.Dataset, device: torch.device) -> TensorData:
+    def from_dataset(cls, data: torch.utils.data.Dataset[Any], device: torch.device) -> TensorData:
         if isinstance(data, ImageTensorDataset):
             return cls(data.images.to(device), data.labels.to(device))
         x, y = dataset_tensors(data)
@@ -105,8 +106,8 @@ def _resolved_config(cfg: TrainConfig, bundle: DatasetBundle, device: torch.devi
                 "input_shape": list(bundle.input_shape),
                 "mean": list(bundle.mean),
                 "std": list(bundle.std),
-                "train_size": len(bundle.train),
-                "test_size": len(bundle.test),
+                "train_size": len(cast(Sized, bundle.train)),  # torch Datasets are not typed Sized
+                "test_size": len(cast(Sized, bundle.test)),
                 **({"info": bundle.info} if bundle.info else {}),
             },
             "device": str(device),
@@ -172,13 +173,12 @@ class Trainer:
         check_input_fits(model, b.input_shape)
         model = model.to(self.device)
         if self.cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
+            # Module.to accepts memory_format at run time; torch's overloads for it omit the keyword.
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
 
     def _check_output(self) -> None:
-        check_output_path(self.out, what="run directory")
-        if (self.out / "dataset.json").exists():
-            raise NrflabError(f"{self.out} holds a built dataset; choose another run directory")
+        check_output_path(self.out, what="run directory", allow_run=True)
 
     def _claim(self, resume: bool, overwrite: bool) -> tuple[bool, Stash | None]:
         """Decide, under the lock, whether to resume; move an old run aside for overwrite.
@@ -221,7 +221,12 @@ class Trainer:
 
     # -- checkpointing ----------------------------------------------------------------------
     def _save(
-        self, model: NrfModel, opt: torch.optim.Optimizer, epoch: int, history: list[dict], probe_history: list[dict]
+        self,
+        model: NrfModel,
+        opt: torch.optim.Optimizer,
+        epoch: int,
+        history: list[dict[str, Any]],
+        probe_history: list[dict[str, Any]],
     ) -> None:
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         opt_state = opt.state_dict()
@@ -252,7 +257,9 @@ class Trainer:
         # The checkpoint goes last: it commits the epoch, so "finished" implies every other file is written.
         atomic_save_tensors(run.checkpoint_path, tensors, meta)
 
-    def _restore(self, model: NrfModel, opt: torch.optim.Optimizer) -> tuple[int, list[dict], list[dict]]:
+    def _restore(
+        self, model: NrfModel, opt: torch.optim.Optimizer
+    ) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
         from ..checkpoint import load_tensors
 
         path = self.run_dir.checkpoint_path
@@ -290,7 +297,7 @@ class Trainer:
         eps, steps, step = self.cfg.adversarial_settings()
         mode = self.cfg.attack_mode
         targeted = self.cfg.adv_train == "targeted-l2"
-        norm = "linf" if self.cfg.adv_train == "pgd-linf" else "l2"
+        norm: Norm = "linf" if self.cfg.adv_train == "pgd-linf" else "l2"
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
         attack = self._adv_attack
         if attack is None or attack.model is not model:
@@ -315,13 +322,18 @@ class Trainer:
             return attack.apply(x, target, check_inputs=False)
         return attack.apply(x, y, check_inputs=False)
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.cfg.amp == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _train_epoch(
-        self, model: nn.Module, opt: torch.optim.Optimizer, data: TensorData, epoch: int, probe_history: list[dict]
+        self,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        data: TensorData,
+        epoch: int,
+        probe_history: list[dict[str, Any]],
     ) -> dict[str, float]:
         cfg = self.cfg
         gen = epoch_generator(cfg.seed, epoch)
@@ -414,7 +426,7 @@ class Trainer:
         eval_set: EvalSet,
         from_checkpoint: bool,
         stash: Stash | None,
-    ) -> tuple[list[dict], list[dict]]:
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         cfg = self.cfg
         history: list[dict[str, Any]] = []
         probe_history: list[dict[str, Any]] = []

@@ -29,11 +29,10 @@ from typing import Literal
 import torch
 
 from ..checkpoint import load_tensors, read_metadata
-from ..data.built import CARD_FILE
 from ..errors import NrflabError
 from ..io import atomic_save_tensors, atomic_write_json, read_json
 from ..logs import get_logger
-from ..rundir import INPUT_NAMES, INPUT_SUFFIXES, RunDir, Stash, check_output_path, locked, pending_stash
+from ..rundir import INPUT_NAMES, INPUT_SUFFIXES, Stash, check_output_path, locked, pending_stash
 from .refs import ModelRef
 from .results import PairNumbers, TransferSettings
 
@@ -113,15 +112,7 @@ def check_transfer_output(out: str | Path) -> Path:
             f"refusing to write transfer results to {out}: it is a model, checkpoint or run file; "
             "--out must be a directory"
         )
-    check_output_path(out, what="transfer output directory")
-    if RunDir(out).is_run():
-        raise NrflabError(
-            f"refusing to write transfer results into {out}: it is a training run directory; choose another --out"
-        )
-    if (out / CARD_FILE).exists():
-        raise NrflabError(
-            f"refusing to write transfer results into {out}: it holds a built dataset; choose another --out"
-        )
+    check_output_path(out, what="--out")
     if TransferDir(out).state() == "foreign":
         raise NrflabError(f"{out} is not empty and holds no transfer results; choose a new or empty --out")
     return out

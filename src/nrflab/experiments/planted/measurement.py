@@ -1,0 +1,106 @@
+"""Final numbers of each planted run (reliance, robust accuracy, LIGS; cached next to the run) and the
+table of every run's numbers by (set, normalization, seed)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...attacks import PGD
+from ...checkpoint import atomic_write_json, load_model
+from ...data.planted import PlantedSpec, make_views
+from ...metrics import ligs_per_sample
+from ...reliance import RelianceViews, predictions, reliance
+from .runs import PlantedRun
+from .settings import EVAL_FILE, Settings
+
+
+@functools.lru_cache(maxsize=4)
+def full_views(spec: PlantedSpec) -> RelianceViews:
+    return RelianceViews.from_samples(make_views(spec))
+
+
+def cached_result(path: Path, key: dict[str, Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """A JSON result stored next to a run, recomputed when the settings it was made with differ."""
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            stored = {}
+        if stored.get("key") == key:
+            value: dict[str, Any] = stored["value"]
+            return value
+    value = compute()
+    atomic_write_json(path, {"key": key, "value": value})
+    return value
+
+
+def pgd_l2(model: torch.nn.Module, *, eps: float, steps: int) -> PGD:
+    """The experiment's PGD-L2 (step 2.5 eps / steps, no random start, as the paper's evaluation)."""
+    return PGD(model, norm="l2", eps=eps, step_size=2.5 * eps / max(steps, 1), steps=steps)
+
+
+def measure(run: PlantedRun, run_dir: Path, s: Settings) -> dict[str, float]:
+    """Final numbers of one run (cached): reliance on the full views; for conflicting runs the accuracy vs y
+    and y+1 on the agree view; for operating-point runs robust accuracy and LIGS."""
+    key = {
+        "test": s.test,
+        "eval_size": s.eval_size,
+        "eps": list(s.eval_eps),
+        "steps": s.pgd_steps,
+        "robust": run.robust,
+        "shifted": run.shifted,
+    }
+
+    def compute() -> dict[str, float]:
+        model = load_model(run_dir)
+        views = full_views(run.spec)
+        row = reliance(model, views).as_row()
+        if run.shifted:
+            pred = predictions(model, views.agree_x)
+            row["acc_y"] = float((pred == views.agree_y).float().mean())
+            row["acc_y1"] = float((pred == (views.agree_y + 1) % run.spec.classes).float().mean())
+        if run.robust:
+            x, y = views.agree_x[: s.eval_size], views.agree_y[: s.eval_size]
+            for eps in s.eval_eps:
+                x_adv = pgd_l2(model, eps=eps, steps=s.pgd_steps)(x, y)
+                row[f"robust_{eps:g}"] = float((predictions(model, x_adv) == y).float().mean())
+            row["ligs"] = ligs_per_sample(model, x, y, sigma=0.01, seed=0).ligs
+        return row
+
+    return cached_result(run_dir / EVAL_FILE, key, compute)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Final numbers of every run, by (key, norm, seed), with each run's directory."""
+
+    values: dict[tuple[str, str, int], dict[str, float]]
+    dirs: dict[tuple[str, str, int], Path]
+
+    def seeds(self, key: str, norm: str) -> list[int]:
+        return sorted(sd for k, n, sd in self.values if k == key and n == norm)
+
+    def series(self, key: str, norm: str, metric: str, seeds: Sequence[int] | None = None) -> list[float]:
+        seeds = self.seeds(key, norm) if seeds is None else seeds
+        return [self.values[(key, norm, sd)].get(metric, math.nan) for sd in seeds]
+
+    def paired(self, key: str, a: str, b: str, metric: str) -> tuple[list[float], list[float]]:
+        common = sorted(set(self.seeds(key, a)) & set(self.seeds(key, b)))
+        return self.series(key, a, metric, common), self.series(key, b, metric, common)
+
+
+def finite_mean(values: Sequence[float]) -> float:
+    vals = [v for v in values if math.isfinite(v)]
+    return statistics.fmean(vals) if vals else math.nan
+
+
+__all__ = ["Measured", "cached_result", "finite_mean", "full_views", "measure", "pgd_l2"]

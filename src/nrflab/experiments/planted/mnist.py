@@ -1,0 +1,104 @@
+"""The MNIST question: a BN model on the planted MNIST D_rand vs on the attack-built one, each evaluated with
+running and with batch statistics."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ...checkpoint import load_model
+from ...data import load_dataset
+from ...data.planted import build_bundle, dataset_name, make_views, spec_from_params
+from ...logs import get_logger
+from ...metrics import dataset_tensors
+from ...reliance import RelianceViews, predictions
+from ...training import train_or_reuse
+from .measurement import cached_result
+from .runs import recipe
+from .settings import Settings
+
+log = get_logger("planted")
+
+
+def mnist_question(out: Path, s: Settings, seeds: Sequence[int], *, progress: bool) -> dict[str, Any]:
+    """BN on the planted MNIST D_rand vs on the attack-built MNIST D_rand, running vs batch statistics."""
+    from ...features import build_dataset
+
+    home = out / "mnist"
+    mseeds = list(seeds)[: s.mnist_seeds]
+    spec = spec_from_params(
+        {
+            "rf": "mnist",
+            "preset": "drand",
+            "a_n": f"{s.mnist_a_n:g}",
+            "train": str(s.mnist_train),
+            "seed": str(s.data_seed),
+            "sample_seed": str(s.data_seed),
+        }
+    )
+    bundle = build_bundle(spec, probe_size=s.probe_size)
+    source_cfg = recipe(s, dataset="mnist5k", norm="bn", seed=0, epochs=s.mnist_source_epochs)
+    source = train_or_reuse(source_cfg, home / "source", progress=progress)
+    built = home / "d_rand"
+    build_dataset(
+        "d_rand",
+        source,
+        "mnist5k",
+        built,
+        steps=s.mnist_build_steps,
+        eps=s.mnist_build_eps,
+        step_size=s.mnist_build_step,
+        limit=s.mnist_train,
+        seed=0,
+        device=s.device,
+        resume=True,
+        progress=progress,
+    )
+    test_x, test_y = dataset_tensors(load_dataset("mnist5k").test)
+    views = RelianceViews.from_samples(make_views(spec))
+    rows: dict[str, list[dict[str, float]]] = {"planted": [], "attack": []}
+    for seed in mseeds:
+        planted_dir = train_or_reuse(
+            recipe(s, dataset=dataset_name(spec), norm="bn", seed=seed),
+            home / f"planted-bn-s{seed}",
+            progress=progress,
+            bundle=bundle,
+        )
+        attack_dir = train_or_reuse(
+            recipe(s, dataset=str(built), norm="bn", seed=seed), home / f"attack-bn-s{seed}", progress=progress
+        )
+        for kind, run_dir, x, y in (
+            ("planted", planted_dir, views.agree_x, views.agree_y),
+            ("attack", attack_dir, test_x, test_y),
+        ):
+            key = {"n": int(y.shape[0]), "batch": s.stat_batch}
+            rows[kind].append(
+                cached_result(
+                    Path(run_dir) / "planted_stats.json",
+                    key,
+                    functools.partial(statistics_row_of, Path(run_dir), x, y, s),
+                )
+            )
+    log.debug("MNIST question: %d seed(s) done", len(mseeds))
+    return {"rows": rows, "seeds": mseeds, "spec": spec, "n": int(test_y.shape[0])}
+
+
+def statistics_row_of(run_dir: Path, x: torch.Tensor, y: torch.Tensor, s: Settings) -> dict[str, float]:
+    return statistics_row(load_model(run_dir), x, y, s)
+
+
+def statistics_row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings) -> dict[str, float]:
+    """Accuracy and the most frequent class's share of the predictions, with running and batch statistics."""
+    row = {}
+    for stats in ("running", "batch"):
+        pred = predictions(model, x, batch_size=s.stat_batch, statistics=stats)
+        row[f"{stats}_acc"] = float((pred == y).float().mean())
+        row[f"{stats}_top"] = float(torch.bincount(pred).max()) / len(pred)
+    return row
+
+
+__all__ = ["mnist_question", "statistics_row", "statistics_row_of"]

@@ -1,0 +1,90 @@
+"""The planted experiment's settings: what it trains and measures, at the full and the quick scale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+NORM_NAMES = {"bn": "BN", "none": "no norm", "gn": "GN", "ln": "LN", "in": "IN"}
+EVAL_FILE = "planted_eval.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the experiment trains and measures (all recorded in the report)."""
+
+    size: int = 16
+    train: int = 2000
+    test: int = 1000  # images per test view for the final reliance numbers
+    probe_size: int = 300  # images per view of the operating point's per-epoch and per-step probes
+    curve_probe_size: int = 100  # images per view of the other runs' per-epoch probes (final numbers: test)
+    data_seed: int = 0  # templates and samples; the same data for every model (transfer needs it)
+    arch: str = "smallcnn"
+    width: float = 0.5
+    epochs: int = 6
+    lr: float = 0.03
+    batch_size: int = 64
+    norms: tuple[str, ...] = ("bn", "none")  # the first is compared with "none"; extra ones too
+    a_r: float = 3.0
+    a_n: float = 2.0  # the operating point
+    noise: float = 0.05
+    sweep: tuple[float, ...] = (1.0, 1.4, 2.0, 2.8, 4.0)
+    sweep_seeds: int = 2  # seeds at sweep points other than the operating point
+    capability_seeds: int = 3  # seeds of the capability controls (a gate, not a verdict)
+    capability_min: float = 0.9
+    learned_min: float = 0.9  # agree accuracy below which a model's reliance is not compared
+    control_noise: float = 0.1
+    control_robust_a_n: float = 4.0  # with control_noise: the base's template signal-to-noise ratio
+    control_band: str = "mid"
+    drand_a_n: tuple[float, ...] = (1.0, 2.0)
+    conflicting_a_n: float = 2.0
+    probe_every: int = 4
+    probe_epochs: int = 2
+    early_acc: float = 0.5  # learning order is read where agree accuracy first reaches this
+    eval_eps: tuple[float, ...] = (0.25, 0.5)  # PGD-L2 robust accuracy at the operating point
+    # (measured: at eps 1.0 every operating-point model of either normalization is at 0 %)
+    pgd_steps: int = 10
+    eval_size: int = 500
+    transfer_eps: float = 1.5  # above the NRF's swap cost (~1.41 at a_n = 2), below the RF's (~2.1)
+    transfer_size: int = 200
+    mnist: bool = True
+    mnist_seeds: int = 2
+    mnist_train: int = 2000
+    mnist_a_n: float = 2.0
+    mnist_source_epochs: int = 3
+    mnist_build_steps: int = 20
+    mnist_build_eps: float = 2.0
+    mnist_build_step: float = 0.25
+    stat_batch: int = 250  # batch size of the batch-statistics evaluation
+    workers: int = 2  # training processes (one torch thread each); 1 = all in this process
+    device: str = "cpu"
+
+    @property
+    def chance(self) -> float:
+        return 0.1
+
+
+FULL = Settings()
+QUICK = Settings(
+    train=400,
+    test=200,
+    probe_size=100,
+    curve_probe_size=50,
+    epochs=2,
+    sweep=(2.0,),
+    drand_a_n=(1.0,),
+    probe_every=3,
+    probe_epochs=1,
+    eval_eps=(0.5,),
+    pgd_steps=3,
+    eval_size=100,
+    transfer_size=50,
+    mnist_seeds=1,
+    mnist_train=200,
+    mnist_source_epochs=1,
+    mnist_build_steps=2,
+    stat_batch=100,
+    workers=1,
+)
+
+
+__all__ = ["EVAL_FILE", "FULL", "NORM_NAMES", "QUICK", "Settings"]
