@@ -88,11 +88,8 @@ def preset_for(dataset: str, base_dataset: str | None = None) -> str:
 
 def _built_base(dataset: str) -> str | None:
     """The base dataset named by a built dataset directory's card, if ``dataset`` is one."""
-    from pathlib import Path
+    from .data.built import is_built_dataset, read_card
 
-    card = Path(dataset) / "dataset.json"
-    if dataset.lower() in DATASET_PRESET or not card.is_file():
+    if dataset.lower() in DATASET_PRESET or not is_built_dataset(dataset):
         return None
-    from .data.built import read_card
-
-    return str(read_card(card.parent)["base_dataset"]["name"])
+    return read_card(dataset).base.name

@@ -27,7 +27,7 @@ import torch
 from .errors import NrflabError
 from .io import atomic_write_json, atomic_write_text, read_yaml_mapping
 from .logs import get_logger
-from .rundir import RunDir, locked
+from .rundir import RunDir, check_output_path, locked
 from .training import TrainConfig, make_config, run_differences, train
 from .validation import check_dataset_loads, check_device_name
 
@@ -38,7 +38,6 @@ SUMMARY_FILE = "summary.csv"
 BACKENDS = ("local", "ray")
 MAX_NAME = 120
 Backend = Literal["local", "ray"]
-Log = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -358,14 +357,11 @@ def run_sweep(
         raise NrflabError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if workers < 1 or cpus_per_run <= 0 or gpus_per_run < 0:
         raise NrflabError("workers and cpus per run must be >= 1 and > 0, gpus per run >= 0")
-    say = log.info
     runs = plan_sweep(base, grid, overrides)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise NrflabError(f"output path {out} exists and is not a directory")
+    out = check_output_path(out_dir, what="sweep directory")
     with locked(out, what="sweep directory"):
         return _run_sweep(
-            runs, base, grid, out, overrides, backend, workers, ray_address, cpus_per_run, gpus_per_run, verbose, say
+            runs, base, grid, out, overrides, backend, workers, ray_address, cpus_per_run, gpus_per_run, verbose
         )
 
 
@@ -381,7 +377,6 @@ def _run_sweep(
     cpus_per_run: float,
     gpus_per_run: float,
     verbose: bool,
-    say: Log,
 ) -> SweepResult:
     recipe = str(base) if isinstance(base, (str, Path)) else None
     base_dict = base_fields(base)
@@ -400,7 +395,7 @@ def _run_sweep(
         rec.seconds, rec.metrics = result["seconds"], dict(result["metrics"])
         count["done"] += 1
         save()
-        say(f"[{count['done']}/{len(records)}] {progress_line(rec)}")
+        log.info(f"[{count['done']}/{len(records)}] {progress_line(rec)}")
 
     if backend == "ray":
         _run_ray(jobs, done, ray_address, cpus_per_run, gpus_per_run)

@@ -7,6 +7,8 @@ trained on a feature dataset is evaluated on real images, as in Ilyas et al. and
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,45 @@ def shard_name(index: int) -> str:
     return f"shard_{index:05d}.safetensors"
 
 
-def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BaseDatasetInfo:
+    """The dataset a feature set was built from (its test set is the built set's test set)."""
+
+    name: str
+    root: str | None
+    input_shape: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class DatasetCard:
+    """The typed view of a built dataset's ``dataset.json``: what every reader needs, checked once.
+
+    ``raw`` keeps the whole card (settings, source model, seeds) for records that copy it verbatim.
+    """
+
+    path: Path
+    kind: str
+    complete: bool
+    num_images: int
+    shards: tuple[str, ...]
+    base: BaseDatasetInfo
+    label_policy: str
+    identity: Mapping[str, Any]
+    source_sha256: str | None
+    sanity: Mapping[str, float]
+    raw: Mapping[str, Any]
+
+    @property
+    def card_path(self) -> Path:
+        return self.path / CARD_FILE
+
+
+def is_built_dataset(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a directory holding a dataset card (complete or not)."""
+    return (Path(path) / CARD_FILE).is_file()
+
+
+def read_card(path: str | os.PathLike[str]) -> DatasetCard:
     """The card of a built dataset directory, checked for the fields every loader needs."""
     from ..io import read_json
 
@@ -37,7 +77,28 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     missing = [k for k in _REQUIRED if k not in card]
     if missing:
         raise NrflabError(f"dataset card {path / CARD_FILE} lacks {', '.join(missing)}")
-    return card
+    base = card["base_dataset"]
+    try:
+        shape = base.get("input_shape")
+        return DatasetCard(
+            path=path,
+            kind=str(card["kind"]),
+            complete=bool(card["complete"]),
+            num_images=int(card["num_images"]),
+            shards=tuple(str(n) for n in card["shards"]),
+            base=BaseDatasetInfo(
+                name=str(base["name"]),
+                root=None if base.get("root") is None else str(base["root"]),
+                input_shape=None if shape is None else tuple(int(v) for v in shape),
+            ),
+            label_policy=str(card["label_policy"]),
+            identity=dict(card.get("identity") or {}),
+            source_sha256=(card.get("source") or {}).get("sha256"),
+            sanity={str(k): float(v) for k, v in (card.get("sanity") or {}).items() if isinstance(v, (int, float))},
+            raw=card,
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise NrflabError(f"dataset card {path / CARD_FILE} is malformed ({exc})") from None
 
 
 def load_built_arrays(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -46,10 +107,10 @@ def load_built_arrays(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     card = read_card(path)
-    if not card["complete"]:
+    if not card.complete:
         raise NrflabError(f"the build in {path} is incomplete; finish it with `nrflab build-dataset ... --resume`")
     parts: dict[str, list[torch.Tensor]] = {}
-    for name in card["shards"]:
+    for name in card.shards:
         tensors = load_tensors(path / name, "dataset shard")
         if "images" not in tensors or "labels" not in tensors:
             raise NrflabError(f"dataset shard {path / name} lacks images or labels")
@@ -58,12 +119,12 @@ def load_built_arrays(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
             raise NrflabError(f"dataset shard {path / name} is corrupt (tensors of different lengths)")
         for k, v in tensors.items():
             parts.setdefault(k, []).append(v)
-    if set(len(v) for v in parts.values()) != {len(card["shards"])}:
+    if set(len(v) for v in parts.values()) != {len(card.shards)}:
         raise NrflabError(f"the shards in {path} do not hold the same tensors")
     arrays = {k: torch.cat(v) for k, v in parts.items()}
-    if arrays["labels"].shape[0] != card["num_images"]:
-        raise NrflabError(f"{path} holds {arrays['labels'].shape[0]} images, its card says {card['num_images']}")
-    shape = tuple(card["base_dataset"].get("input_shape") or arrays["images"].shape[1:])
+    if arrays["labels"].shape[0] != card.num_images:
+        raise NrflabError(f"{path} holds {arrays['labels'].shape[0]} images, its card says {card.num_images}")
+    shape = tuple(card.base.input_shape or arrays["images"].shape[1:])
     if tuple(arrays["images"].shape[1:]) != shape:
         raise NrflabError(f"{path} holds images of shape {tuple(arrays['images'].shape[1:])}, expected {shape}")
     return arrays
@@ -75,8 +136,7 @@ def load_built_dataset(path: str | os.PathLike[str]) -> DatasetBundle:
     path = Path(path)
     card = read_card(path)
     arrays = load_built_arrays(path)
-    base = card["base_dataset"]
-    bundle = load_dataset(base["name"], root=base.get("root"))
+    bundle = load_dataset(card.base.name, root=card.base.root)
     num_classes = bundle.num_classes
     if int(arrays["labels"].min()) < 0 or int(arrays["labels"].max()) >= num_classes:
         raise NrflabError(f"{path} has labels outside 0..{num_classes - 1}")
@@ -91,11 +151,20 @@ def load_built_dataset(path: str | os.PathLike[str]) -> DatasetBundle:
         classes=bundle.classes,
         info={
             "base_dataset": bundle.name,
-            "kind": card["kind"],
-            "card": str(path / CARD_FILE),
-            "label_policy": card["label_policy"],
+            "kind": card.kind,
+            "card": str(card.card_path),
+            "label_policy": card.label_policy,
         },
     )
 
 
-__all__ = ["CARD_FILE", "load_built_arrays", "load_built_dataset", "read_card", "shard_name"]
+__all__ = [
+    "CARD_FILE",
+    "BaseDatasetInfo",
+    "DatasetCard",
+    "is_built_dataset",
+    "load_built_arrays",
+    "load_built_dataset",
+    "read_card",
+    "shard_name",
+]

@@ -19,7 +19,6 @@ same numbers in this process, in local workers and on a cluster (for the same th
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import time
@@ -139,24 +138,20 @@ class BuildTask:
             raise NrflabError(f"{self.key} holds a training run, not a built dataset; choose another output directory")
 
     def done(self) -> bool:
-        card = Path(self.key) / "dataset.json"
-        if not card.is_file():
+        from ..data.built import is_built_dataset, read_card
+        from ..features import make_settings, sha256_file
+
+        if not is_built_dataset(self.key):
             return False
         try:
-            stored = json.loads(card.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            card = read_card(self.key)
+        except NrflabError:
             return False
-        if not stored.get("complete"):
+        if not card.complete:
             return False
-        from ..features import make_settings
-
         wanted = make_settings(self.build_kind, **dict(self.settings)).to_dict()
-        ident = stored.get("identity", {})
-        source_sha = (stored.get("source") or {}).get("sha256")
-        from ..features import sha256_file
-
         model = RunDir(self.source).model_path
-        return ident.get("settings") == wanted and model.is_file() and source_sha == sha256_file(model)
+        return card.identity.get("settings") == wanted and model.is_file() and card.source_sha256 == sha256_file(model)
 
     def run(self, progress: bool) -> Any:
         from ..features import build_dataset

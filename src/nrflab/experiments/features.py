@@ -15,13 +15,13 @@ protocol tells whether the features themselves were learned.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..data.built import read_card
 from ..plots import plot_runs
 from ..presets import PAPER_EVAL_ATTACKS
 from ..report import Section, markdown_table, num, pct, verdict_line
@@ -389,17 +389,17 @@ def analyze(s: FeaturesSettings, ctx: AnalysisContext) -> list[Section]:
     table = markdown_table(
         ["set", "model", "clean acc (= acc vs y)", f"robust acc ({rob_label})", "LIGS", "acc vs y+1"], rows
     )
-    cards = {k: json.loads((home / "sets" / k / "dataset.json").read_text(encoding="utf-8")) for k in _needed_sets(s)}
+    cards = {k: read_card(home / "sets" / k) for k in _needed_sets(s)}
     sanity = markdown_table(
         ["set", "images", "source acc vs stored labels", "attack success / rep. distance after/before"],
         [
             [
                 SET_TITLES[k],
-                c["num_images"],
-                pct(c["sanity"]["source_acc_vs_stored_labels"]),
-                pct(c["sanity"]["attack_success_rate"])
-                if "attack_success_rate" in c["sanity"]
-                else num(c["sanity"]["relative_rep_distance_after"]),
+                c.num_images,
+                pct(c.sanity["source_acc_vs_stored_labels"]),
+                pct(c.sanity["attack_success_rate"])
+                if "attack_success_rate" in c.sanity
+                else num(c.sanity["relative_rep_distance_after"]),
             ]
             for k, c in cards.items()
         ],

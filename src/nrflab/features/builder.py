@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import PGD
 from ..data import DatasetBundle, load_dataset, subset_indices
-from ..data.built import CARD_FILE, read_card
+from ..data.built import read_card
 from ..errors import NrflabError
 from ..metrics import dataset_tensors, model_device
 from .settings import INVERSION_KINDS, BuildSettings
@@ -49,21 +49,21 @@ def prepare_inputs(
         from ..data.built import load_built_arrays
 
         card = read_card(base)
-        if card["kind"] != "d_r":
-            raise NrflabError(f"--base {base} is a {card['kind']} set; the conflicting set needs a d_r set")
-        base_name = card["base_dataset"]["name"]
+        if card.kind != "d_r":
+            raise NrflabError(f"--base {base} is a {card.kind} set; the conflicting set needs a d_r set")
+        base_name = card.base.name
         if dataset is not None and str(dataset).lower() != base_name:
             raise NrflabError(f"--base {base} was built from {base_name!r}, not from {dataset!r}")
-        bundle = load_dataset(base_name, root=card["base_dataset"]["root"])
+        bundle = load_dataset(base_name, root=card.base.root)
         arrays = load_built_arrays(base)
-        root = card["base_dataset"]["root"]
+        root = card.base.root
         images, labels, idx = arrays["images"], arrays["labels"], arrays["source_indices"]
         base_info = {
             "path": str(Path(base).resolve()),
-            "kind": card["kind"],
-            "num_images": card["num_images"],
-            "card_sha256": sha256_file(Path(base) / CARD_FILE),
-            "label_policy": card["label_policy"],
+            "kind": card.kind,
+            "num_images": card.num_images,
+            "card_sha256": sha256_file(card.card_path),
+            "label_policy": card.label_policy,
         }
     else:
         if base is not None:
