@@ -208,6 +208,11 @@ CASES = [
         "steps must be >= 1",
     ),
     case("evaluate eps inf", ["evaluate", "-m", "{run}", "-d", "digits", "-a", "pgd-l2", "--eps", "inf"], "finite"),
+    case(
+        "evaluate full spec and --eps",
+        ["evaluate", "-m", "{run}", "-d", "digits", "-a", "pgd-l2:eps=0.5", "--eps", "1"],
+        "is a full spec",
+    ),
     case("evaluate seed -1", ["evaluate", "-m", "{run}", "-d", "digits", "--seed", "-1"], "--seed"),
     case("evaluate device mps", ["evaluate", "-m", "{run}", "-d", "digits", "--device", "mps"], "device 'mps'"),
     case(
@@ -398,7 +403,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_commits(workspace: Path, 
         raise RuntimeError("evaluation crashed")
 
     monkeypatch.setattr(trainer, "evaluate_epoch", fail)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="evaluation crashed"):
         train(make_config(**{**RUN_FIELDS, "lr": 0.01}), run, overwrite=True, progress=False)
     monkeypatch.undo()
     assert _fingerprint(run) == before

@@ -629,10 +629,44 @@ def _number(value: str, text: str) -> float:
         raise NrflabError(f"bad number {value!r} in attack {text!r}") from None
 
 
+def attack_from_parts(
+    text: str,
+    *,
+    eps: float | None = None,
+    steps: int | None = None,
+    step_size: float | None = None,
+    random_start: bool = False,
+    restarts: int = 1,
+    targeted: bool = False,
+) -> AttackSpec:
+    """The attack of a command line or a config: a full spec (``kind:key=value,...``) as written, or a bare
+    kind completed by ``eps`` (required), ``steps`` (default 10), ``step_size`` and the flags. Separate
+    eps/steps/step size next to a full spec are refused rather than silently ignored."""
+    spec = parse_attack(text)
+    if ":" in text or spec.kind == "none":
+        if eps is not None or steps is not None or step_size is not None:
+            raise NrflabError(
+                f"attack {text!r} is a full spec; give eps/steps/step size inside it, not as separate options"
+            )
+        return spec
+    if eps is None:
+        raise NrflabError(f"attack {text!r} needs eps (--eps, or write it as {text}:eps=VALUE)")
+    return AttackSpec(
+        kind=spec.kind,
+        eps=eps,
+        steps=steps if steps is not None else 10,
+        step_size=step_size,
+        random_start=random_start,
+        restarts=restarts,
+        targeted=targeted,
+    )
+
+
 __all__ = [
     "ATTACK_KINDS",
     "Attack",
     "AttackSpec",
+    "attack_from_parts",
     "FGSM",
     "LossFn",
     "NoAttack",

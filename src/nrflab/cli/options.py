@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ..attacks import AttackSpec, parse_attack
+from ..attacks import AttackSpec, attack_from_parts
 from ..errors import NrflabError
 
 
@@ -24,20 +24,16 @@ def attack_specs_from_flags(
         return None
     if eps is not None and eps < 0:
         raise NrflabError(f"eps must be >= 0, got {eps}")
-    specs = []
-    for text in attack:
-        spec = parse_attack(text)
-        if ":" not in text and spec.kind != "none":
-            if eps is None:
-                raise NrflabError(f"attack {text!r} needs --eps (or write it as {text}:eps=VALUE)")
-            spec = AttackSpec(
-                kind=spec.kind,
-                eps=eps,
-                steps=steps if steps is not None else 10,
-                step_size=step_size,
-                random_start=random_start,
-                restarts=restarts,
-                targeted=targeted,
-            )
-        specs.append(spec)
+    specs = [
+        attack_from_parts(
+            text,
+            eps=eps,
+            steps=steps,
+            step_size=step_size,
+            random_start=random_start,
+            restarts=restarts,
+            targeted=targeted,
+        )
+        for text in attack
+    ]
     return specs

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..attacks import AttackSpec, parse_attack
+from ..attacks import AttackSpec, attack_from_parts
 from ..errors import NrflabError
 from ..validation import Seed, resolve_device
 from .boosts import Boost, EarlyStop, check_boost
@@ -117,22 +117,8 @@ class TransferConfig(BaseModel):
     def attack_spec(self) -> AttackSpec:
         """The attack as a spec: a full spec (``kind:key=value,...``) as written, or a kind completed by
         ``eps`` (required), ``steps`` (default 10) and ``step_size``."""
-        spec = parse_attack(self.attack)
-        if ":" in self.attack or spec.kind == "none":
-            if self.eps is not None or self.steps is not None or self.step_size is not None:
-                raise NrflabError(
-                    f"attack {self.attack!r} is a full spec; give eps/steps/step size inside it, "
-                    "not as separate settings"
-                )
-            return spec
-        if self.eps is None:
-            raise NrflabError(f"attack {self.attack!r} needs eps (--eps, or write it as {self.attack}:eps=VALUE)")
-        return AttackSpec(
-            kind=spec.kind,
-            eps=self.eps,
-            steps=self.steps if self.steps is not None else 10,
-            step_size=self.step_size,
-            targeted=self.targeted,
+        return attack_from_parts(
+            self.attack, eps=self.eps, steps=self.steps, step_size=self.step_size, targeted=self.targeted
         )
 
     @property
