@@ -4,6 +4,7 @@ agreement with torchattacks, monotonicity in eps, and attack specs."""
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -283,43 +284,46 @@ def test_parameter_flags_and_existing_grads_survive(trained_model, test_batch) -
     assert torch.equal(head.grad, torch.ones_like(head))
 
 
-BAD_ATTACKS = {
-    "negative eps": lambda m: PGD(m, eps=-0.1),
-    "nan eps": lambda m: PGD(m, eps=math.nan),
-    "fgsm nan eps": lambda m: FGSM(m, eps=math.nan),
-    "negative steps": lambda m: PGD(m, eps=0.1, steps=-1),
-    "zero restarts": lambda m: PGD(m, eps=0.1, restarts=0),
-    "unknown norm": lambda m: PGD(m, norm="l1", eps=0.1),
-    "fgsm unknown norm": lambda m: FGSM(m, eps=0.1, norm="linfinity"),
-    "unknown mode": lambda m: PGD(m, eps=0.1, mode="test"),
-    "negative step": lambda m: PGD(m, eps=0.1, step_size=-0.1),
-    "nan step": lambda m: PGD(m, eps=0.1, step_size=math.nan),
-    "infinite default step": lambda m: PGD(m, eps=math.inf),
-    "not a module": lambda m: PGD(lambda x: x, eps=0.1),
+BAD_ATTACKS = {  # name: (build the attack for a model, the error it raises)
+    "negative eps": (lambda m: PGD(m, eps=-0.1), "eps must be >= 0, got -0.1"),
+    "nan eps": (lambda m: PGD(m, eps=math.nan), "eps must be >= 0, got nan"),
+    "fgsm nan eps": (lambda m: FGSM(m, eps=math.nan), "eps must be >= 0, got nan"),
+    "negative steps": (lambda m: PGD(m, eps=0.1, steps=-1), "steps must be >= 0, got -1"),
+    "zero restarts": (lambda m: PGD(m, eps=0.1, restarts=0), "restarts must be >= 1, got 0"),
+    "unknown norm": (lambda m: PGD(m, norm="l1", eps=0.1), "unknown norm 'l1'; choose linf or l2"),
+    "fgsm unknown norm": (lambda m: FGSM(m, eps=0.1, norm="linfinity"), "unknown norm 'linfinity'; choose linf or l2"),
+    "unknown mode": (lambda m: PGD(m, eps=0.1, mode="test"), "mode must be 'eval' or 'train', got 'test'"),
+    "negative step": (lambda m: PGD(m, eps=0.1, step_size=-0.1), "step_size must be a finite number >= 0, got -0.1"),
+    "nan step": (lambda m: PGD(m, eps=0.1, step_size=math.nan), "step_size must be a finite number >= 0, got nan"),
+    "infinite default step": (lambda m: PGD(m, eps=math.inf), "step_size must be a finite number >= 0, got inf"),
+    "not a module": (lambda m: PGD(lambda x: x, eps=0.1), "model must be a torch.nn.Module, got function"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BAD_ATTACKS))
 def test_bad_attack_arguments_raise(name) -> None:
-    with pytest.raises(NrflabError):
-        BAD_ATTACKS[name](tiny_model())
+    build, message = BAD_ATTACKS[name]
+    with pytest.raises(NrflabError, match=re.escape(message)):
+        build(tiny_model())
 
 
 @pytest.mark.parametrize(
-    "x, y",
+    "x, y, message",
     [
-        (images(2, 0) + 0.5, labels(2, 0)),  # above 1
-        (images(2, 0) - 0.5, labels(2, 0)),  # below 0
-        (images(2, 0) * 255, labels(2, 0)),  # unscaled pixels
-        (torch.full((2, 1, 8, 8), math.nan), labels(2, 0)),  # NaN images are not in [0,1] either
-        ((images(2, 0) * 255).to(torch.uint8), labels(2, 0)),  # integer images
-        (images(3, 0), labels(2, 0)),  # label count mismatch
+        (images(2, 0) + 0.5, labels(2, 0), "inputs must lie in [0,1] (got [0.5, 1.5])"),  # above 1
+        (images(2, 0) - 0.5, labels(2, 0), "inputs must lie in [0,1] (got [-0.5, 0.5])"),  # below 0
+        (images(2, 0) * 255, labels(2, 0), "inputs must lie in [0,1] (got [0, 255])"),  # unscaled pixels
+        # NaN images are not in [0,1] either
+        (torch.full((2, 1, 8, 8), math.nan), labels(2, 0), "inputs must lie in [0,1] (got [nan, nan])"),
+        # integer images
+        ((images(2, 0) * 255).to(torch.uint8), labels(2, 0), "x must be a floating-point tensor of images in [0,1]"),
+        (images(3, 0), labels(2, 0), "3 inputs but 2 labels"),  # label count mismatch
     ],
     ids=["above-1", "below-0", "unscaled", "nan", "uint8", "label-count"],
 )
 @pytest.mark.parametrize("attack_cls", [PGD, FGSM])
-def test_bad_inputs_raise(x, y, attack_cls) -> None:
-    with pytest.raises(NrflabError):
+def test_bad_inputs_raise(x, y, message, attack_cls) -> None:
+    with pytest.raises(NrflabError, match=re.escape(message)):
         attack_cls(tiny_model(), eps=0.1)(x, y)
 
 
@@ -424,20 +428,20 @@ def test_specs_build_the_right_attacks(trained_model, test_batch) -> None:
     assert torch.equal(parse_attack("none").build(trained_model)(x, y), x)
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "pgd-l3:eps=0.1",
-        "pgd-l2:eps=-1",
-        "pgd-l2:eps=abc",
-        "pgd-l2:epsilon=0.1",
-        "pgd-l2:eps",
-        "pgd-l2:steps=-2",
-        "pgd-l2:restarts=0",
-        "pgd-l2:eps=1/0",
-        "pgd-l2:step=-0.1",
-    ],
-)
+BAD_SPECS = {  # spec: the error it raises
+    "pgd-l3:eps=0.1": "unknown attack 'pgd-l3'; choose one of",
+    "pgd-l2:eps=-1": "eps must be a finite number >= 0, got -1.0",
+    "pgd-l2:eps=abc": "bad number 'abc' in attack 'pgd-l2:eps=abc'",
+    "pgd-l2:epsilon=0.1": "bad attack option 'epsilon=0.1' in 'pgd-l2:epsilon=0.1'",
+    "pgd-l2:eps": "bad attack option 'eps' in 'pgd-l2:eps'",
+    "pgd-l2:steps=-2": "steps must be >= 1 for pgd-l2, got -2",
+    "pgd-l2:restarts=0": "restarts must be >= 1, got 0",
+    "pgd-l2:eps=1/0": "bad number '1/0' in attack 'pgd-l2:eps=1/0'",
+    "pgd-l2:step=-0.1": "step size must be a finite number > 0, got -0.1",
+}
+
+
+@pytest.mark.parametrize("text", list(BAD_SPECS))
 def test_bad_specs_raise(text) -> None:
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match=re.escape(BAD_SPECS[text])):
         parse_attack(text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -116,7 +117,7 @@ def test_corrupt_files_raise_one_line(model, tmp_path, writer) -> None:
     bad = tmp_path / "bad.safetensors"
     writer(bad, valid)
     for load in (load_model, load_tensors, load_model_config):
-        with pytest.raises(NrflabError) as info:
+        with pytest.raises(NrflabError, match=r"bad\.safetensors is not a valid safetensors file") as info:
             load(bad)
         assert "\n" not in str(info.value) and "bad.safetensors" in str(info.value)
 
@@ -136,7 +137,7 @@ def test_a_malicious_pickle_is_never_unpickled(tmp_path) -> None:
     bad = tmp_path / "model.safetensors"
     bad.write_bytes(pickle.dumps({"net.conv1.weight": _Tripwire(tripwire)}))
     (tmp_path / "model.json").write_text(json.dumps(tiny_model().config.to_dict()))
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match=r"model\.safetensors is not a valid safetensors file"):
         load_model(tmp_path)
     assert not tripwire.exists()
 
@@ -149,27 +150,35 @@ def test_file_without_config_raises(model, tmp_path) -> None:
 
 
 @pytest.mark.parametrize(
-    "config_text",
+    "config_text, in_metadata, in_sidecar",
     [
-        "{not json",
-        json.dumps({"arch": "resnet19"}),
-        json.dumps({"arch": "smallcnn", "depth": 3}),
-        json.dumps({}),
-        json.dumps(["smallcnn"]),
-        json.dumps({"arch": "smallcnn", "norm": "batchnorm"}),
+        ("{not json", "has a corrupt model config", "is not valid JSON"),
+        (json.dumps({"arch": "resnet19"}), "unknown arch 'resnet19'", "unknown arch 'resnet19'"),
+        (
+            json.dumps({"arch": "smallcnn", "depth": 3}),
+            "model config has unknown fields ['depth']",
+            "model config has unknown fields ['depth']",
+        ),
+        (json.dumps({}), "model config lacks its arch", "model config lacks its arch"),
+        (
+            json.dumps(["smallcnn"]),
+            "model config must be a mapping, not list",
+            "model config must be a mapping, not list",
+        ),
+        (json.dumps({"arch": "smallcnn", "norm": "batchnorm"}), "unknown norm 'batchnorm'", "unknown norm 'batchnorm'"),
     ],
     ids=["bad-json", "unknown-arch", "unknown-field", "no-arch", "a-list", "unknown-norm"],
 )
-def test_corrupt_config_raises(model, tmp_path, config_text) -> None:
+def test_corrupt_config_raises(model, tmp_path, config_text, in_metadata, in_sidecar) -> None:
     path = tmp_path / "m.safetensors"
     atomic_save_tensors(path, model.state_dict(), {"nrflab_model_config": config_text})
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match=re.escape(in_metadata)):
         load_model(path)
     # The same text as a sidecar (no metadata).
     side = tmp_path / "side.safetensors"
     save_file(model.state_dict(), str(side))
     side.with_suffix(".json").write_text(config_text)
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match=re.escape(in_sidecar)):
         load_model(side)
 
 
@@ -208,7 +217,7 @@ def test_atomic_write_text_keeps_the_old_file_when_the_rename_fails(tmp_path, mo
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(nrflab.io.os, "replace", failing_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left on device"):
         atomic_write_text(target, "new" * 1000)
     monkeypatch.undo()
     assert target.read_text() == "old"
@@ -237,7 +246,7 @@ def test_a_save_that_fails_midway_keeps_the_old_model(model, tmp_path, monkeypat
 
     monkeypatch.setattr(nrflab.io, "save_file", half_written)
     other = tiny_model("bn", seed=9)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left on device"):
         save_model(other, path)
     monkeypatch.undo()
     assert path.read_bytes() == old_bytes
@@ -249,7 +258,7 @@ def test_a_failed_rename_of_tensors_leaves_no_temp_file(model, tmp_path, monkeyp
     path = tmp_path / "t.safetensors"
     atomic_save_tensors(path, {"a": torch.ones(2)})
     monkeypatch.setattr(nrflab.io.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError(5, "I/O error")))
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="I/O error"):
         atomic_save_tensors(path, {"a": torch.zeros(2)})
     monkeypatch.undo()
     assert torch.equal(load_tensors(path)["a"], torch.ones(2))

@@ -275,5 +275,5 @@ def test_summarize_corruption_accuracy():
     assert summary["mean"] == pytest.approx(0.5)
     assert summary["per_corruption"] == pytest.approx({"a": 0.7, "b": 0.3})
     assert summary["per_severity"] == pytest.approx({1: 0.6, 2: 0.4})
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match="no corruption accuracy rows to summarize"):
         summarize_corruption_accuracy([])

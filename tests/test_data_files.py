@@ -139,7 +139,7 @@ def test_cifar100_fine_and_coarse_labels(tmp_path: Path) -> None:
 
 
 def test_cifar_missing_files_say_what_to_put_where(tmp_path: Path) -> None:
-    with pytest.raises(NrflabError) as err:
+    with pytest.raises(NrflabError, match="cifar10 not found: put data_batch_1") as err:
         files.load_cifar10(root=tmp_path)
     message = str(err.value)
     assert "data_batch_1" in message and "batches.meta" in message and "--download" in message
@@ -358,7 +358,7 @@ def test_fashion_mnist_classes_and_layout(tmp_path: Path) -> None:
 def test_idx_missing_files(tmp_path: Path) -> None:
     make_idx(tmp_path, gz=False)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
-    with pytest.raises(NrflabError) as err:
+    with pytest.raises(NrflabError, match="mnist not found: put train-images-idx3-ubyte") as err:
         files.load_mnist(root=tmp_path)
     assert "t10k-labels-idx1-ubyte" in str(err.value) and "--download" in str(err.value)
 

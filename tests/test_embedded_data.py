@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -45,7 +47,7 @@ def test_digits() -> None:
 
 
 def test_unknown_dataset_lists_the_choices() -> None:
-    with pytest.raises(NrflabError) as info:
+    with pytest.raises(NrflabError, match="unknown dataset 'mnist6k'; choose one of") as info:
         load_dataset("mnist6k")
     message = str(info.value)
     assert "mnist6k" in message and "\n" not in message
@@ -54,9 +56,9 @@ def test_unknown_dataset_lists_the_choices() -> None:
 
 
 def test_image_tensor_dataset_checks_shapes() -> None:
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match=re.escape("images must have shape (N, C, H, W), got (4, 28, 28)")):
         ImageTensorDataset(torch.zeros(4, 28, 28), torch.zeros(4))
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match="4 images but 3 labels"):
         ImageTensorDataset(torch.zeros(4, 1, 28, 28), torch.zeros(3))
     data = ImageTensorDataset(torch.full((3, 1, 2, 2), 255, dtype=torch.uint8), torch.arange(3))
     assert torch.equal(data.tensors()[0], torch.ones(3, 1, 2, 2))

@@ -117,9 +117,9 @@ def test_determinism_and_resume_after_kill(tmp_path, source):
 
     def kill(i, n):
         if i == 1:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("killed after shard 1")
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="killed after shard 1"):
         _build("d_rand", source, tmp_path / "cut", on_shard=kill)
     assert len(_shards(tmp_path / "cut")) == 2
     (tmp_path / "cut" / "shard_00001.safetensors").unlink()  # as if the kill hit shard 1 mid-write

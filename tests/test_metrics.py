@@ -140,7 +140,7 @@ def test_ligs_restores_model_mode_and_buffers(trained_model, test_batch) -> None
 
 
 def test_negative_sigma_raises(trained_model, test_batch) -> None:
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match=r"sigma must be >= 0, got -0\.1"):
         ligs(trained_model, test_batch[0][:4], test_batch[1][:4], sigma=-0.1)
 
 
@@ -186,9 +186,9 @@ def test_accuracy_restores_mode_and_rejects_empty_data(trained_model, sources) -
     assert trained_model.training
     assert_same_state(trained_model, before)
     empty = (torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match="no samples to evaluate"):
         accuracy(trained_model, empty)
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match="no samples to evaluate"):
         robust_accuracy(trained_model, empty, PGD(trained_model, eps=0.1))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -149,24 +150,25 @@ def test_fixup_starts_as_identity_blocks_with_a_zero_head() -> None:
 )
 def test_unknown_names_list_the_choices(kwargs, names) -> None:
     args = {"arch": "smallcnn", "norm": "bn", **kwargs}
-    with pytest.raises(NrflabError) as info:
+    ((what, value),) = kwargs.items()
+    with pytest.raises(NrflabError, match=re.escape(f"unknown {what} '{value}'; choose one of")) as info:
         create_model(args.pop("arch"), args.pop("norm"), 10, 1, **args)
     message = str(info.value)
     assert "\n" not in message and all(name in message for name in names)
 
 
 @pytest.mark.parametrize(
-    "args, kwargs",
+    "args, kwargs, message",
     [
-        (("vgg11", "fixup", 10, 3), {}),
-        (("smallcnn", "fixup", 10, 3), {}),
-        (("resnet18", "bn", 10, 3), {"init": "fixup"}),
-        (("smallcnn", "bn", 1, 3), {}),
-        (("smallcnn", "bn", 10, 0), {}),
-        (("smallcnn", "bn", 10, 3), {"width": 0.0}),
-        (("smallcnn", "bn", 10, 3), {"width": math.nan}),
-        (("smallcnn", "bn", 10, 3), {"mean": (0.1, 0.2)}),
-        (("smallcnn", "bn", 10, 3), {"std": (0.0,)}),
+        (("vgg11", "fixup", 10, 3), {}, "norm 'fixup' needs a residual arch (resnet18, resnet50), not 'vgg11'"),
+        (("smallcnn", "fixup", 10, 3), {}, "norm 'fixup' needs a residual arch (resnet18, resnet50), not 'smallcnn'"),
+        (("resnet18", "bn", 10, 3), {"init": "fixup"}, "init 'fixup' goes with norm 'fixup'"),
+        (("smallcnn", "bn", 1, 3), {}, "num_classes must be >= 2, got 1"),
+        (("smallcnn", "bn", 10, 0), {}, "in_channels must be >= 1, got 0"),
+        (("smallcnn", "bn", 10, 3), {"width": 0.0}, "width must be in (0, 64], got 0.0"),
+        (("smallcnn", "bn", 10, 3), {"width": math.nan}, "width must be in (0, 64], got nan"),
+        (("smallcnn", "bn", 10, 3), {"mean": (0.1, 0.2)}, "mean/std need 1 or 3 values, got 2/3"),
+        (("smallcnn", "bn", 10, 3), {"std": (0.0,)}, "std values must be > 0"),
     ],
     ids=[
         "fixup-vgg",
@@ -180,8 +182,8 @@ def test_unknown_names_list_the_choices(kwargs, names) -> None:
         "zero-std",
     ],
 )
-def test_bad_model_arguments_raise(args, kwargs) -> None:
-    with pytest.raises(NrflabError):
+def test_bad_model_arguments_raise(args, kwargs, message) -> None:
+    with pytest.raises(NrflabError, match=re.escape(message)):
         create_model(*args, **kwargs)
 
 
@@ -223,7 +225,7 @@ def test_config_round_trip_and_unknown_fields() -> None:
     model = create_model("vgg11", "gn", 100, 3, width=0.5, mean=(0.1, 0.2, 0.3), std=(0.3,), input_shape=(3, 32, 32))
     cfg = ModelConfig.from_dict(model.config.to_dict())
     assert cfg == model.config
-    with pytest.raises(NrflabError):
+    with pytest.raises(NrflabError, match=re.escape("model config has unknown fields ['depth']")):
         ModelConfig.from_dict({**model.config.to_dict(), "depth": 18})
 
 

@@ -138,11 +138,11 @@ def test_interrupted_sweep_continues(tmp_path: Path, monkeypatch) -> None:
 
     def interrupt_second_epoch(self, model, opt, data, epoch, probe_history):
         if epoch == 1:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("killed in the second epoch")
         return original(self, model, opt, data, epoch, probe_history)
 
     monkeypatch.setattr(T.Trainer, "_train_epoch", interrupt_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="killed in the second epoch"):
         T.train(cut_cfg, out / "seed=1", progress=False)  # killed in its 2nd epoch
     monkeypatch.undo()
     assert T.run_status(out / "seed=1") == RunStatus(1, 2, False)

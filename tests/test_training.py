@@ -8,6 +8,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -112,11 +113,11 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tiny, tmp_pat
     def killed_on_second_epoch(self, *args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("killed in the second epoch")
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(T.Trainer, "_train_epoch", killed_on_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt, match="killed in the second epoch"):
         run(config(), out, tiny)
     monkeypatch.undo()
     assert T.run_status(out) == RunStatus(1, 3, False)
@@ -150,13 +151,15 @@ def test_crash_while_saving_epoch_two_keeps_epoch_one(reference, tiny, tmp_path,
         if metadata and "history" in metadata and json.loads(metadata["epoch"]) == 2:
             data = Path(path).read_bytes()
             Path(path).write_bytes(data[: len(data) // 2])
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt("killed while writing the checkpoint")
 
     if target == "partial":
         monkeypatch.setattr(nrflab.io, "save_file", half_written_save)
+        crash = "killed while writing the checkpoint"
     else:
         monkeypatch.setattr(nrflab.io.os, "replace", crashing_replace)
-    with pytest.raises((OSError, KeyboardInterrupt)):
+        crash = "No space left on device"
+    with pytest.raises((OSError, KeyboardInterrupt), match=crash):
         run(config(), out, tiny)
     monkeypatch.undo()
 
@@ -209,7 +212,7 @@ def test_diverging_loss_stops_with_a_clear_error_and_keeps_the_last_good_checkpo
     ],
 )
 def test_config_errors_are_one_clear_line(fields, words):
-    with pytest.raises(NrflabError) as info:
+    with pytest.raises(NrflabError, match=rf"^invalid config: .*{re.escape(words)}") as info:
         T.make_config(**fields)
     message = str(info.value)
     assert words in message and "\n" not in message

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -743,7 +744,7 @@ def test_pair_lookup_is_by_key(tmp_path):
     assert keyed.pair("src", "tgt") is res.pair("src", "tgt")
     assert keyed.matrix("target_accuracy") == res.matrix("target_accuracy")
     assert [r.targets for r in keyed.per_source()] == [2, 2]
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=re.escape("('src', 'nope')")):
         keyed.pair("src", "nope")
 
 

@@ -120,7 +120,7 @@ def experiment(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="Where file-based datasets live."),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of every model."),
     width: Optional[float] = typer.Option(None, "--width", help="Channel-width multiplier."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of every training stage."),
     seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed(s); repeat for several."),
     assignments: Optional[list[str]] = typer.Option(None, "--set", help=SET_HELP),

@@ -36,7 +36,7 @@ def reproduce(
     ),
     arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of every model."),
     width: Optional[float] = typer.Option(None, "--width", help="Channel-width multiplier."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:N, mps or auto."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs of every training stage of every experiment."),
     seed: Optional[list[int]] = typer.Option(None, "--seed", help="Seed(s) of every experiment; repeatable."),
     assignments: Optional[list[str]] = typer.Option(
