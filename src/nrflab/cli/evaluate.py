@@ -15,7 +15,7 @@ from ..data import DatasetBundle, limit_dataset, load_dataset
 from ..errors import NrflabError
 from ..io import atomic_write_json
 from ..metrics import dataset_tensors, evaluate_model
-from ..models.references import LoadedModel, check_model_fits
+from ..models.inspection import LoadedModel, check_model_fits
 from ..presets import PRESETS, preset_for
 from ..validation import SEED_MAX, resolve_device
 from .app import app
@@ -34,7 +34,16 @@ from .model_options import (
     load_model_option,
     model_slug,
 )
-from .options import attack_specs_from_flags
+from .options import (
+    ATTACKS_OPTION,
+    DATA_ROOT_OPTION,
+    DOWNLOAD_OPTION,
+    EPS_OPTION,
+    EVAL_DATASET_OPTION,
+    STEP_SIZE_OPTION,
+    STEPS_OPTION,
+    attack_specs_from_flags,
+)
 
 
 def resolve_json_output(
@@ -75,14 +84,9 @@ def evaluate(
     model_ref: Optional[str] = typer.Option(
         None, "--model", "-m", "--checkpoint", "-c", help=MODEL_HELP + " (--checkpoint/-c is an alias.)"
     ),
-    dataset: Optional[str] = typer.Option(
-        None,
-        "--dataset",
-        "-d",
-        help="Dataset name or built dataset directory; default: the run's (or pretrained model's) dataset.",
-    ),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the dataset's files are."),
-    download: bool = typer.Option(False, "--download", help="Fetch missing dataset files (needs internet)."),
+    dataset: Optional[str] = EVAL_DATASET_OPTION,
+    data_root: Optional[Path] = DATA_ROOT_OPTION,
+    download: bool = DOWNLOAD_OPTION,
     arch: Optional[str] = ARCH_OPTION,
     norm: Optional[str] = NORM_OPTION,
     num_classes: Optional[int] = NUM_CLASSES_OPTION,
@@ -91,15 +95,10 @@ def evaluate(
     std: Optional[str] = STD_OPTION,
     weights_dir: Optional[Path] = WEIGHTS_DIR_OPTION,
     allow_unverified: bool = ALLOW_UNVERIFIED_OPTION,
-    attack: Optional[list[str]] = typer.Option(
-        None,
-        "--attack",
-        "-a",
-        help="pgd-l2, pgd-linf, fgsm, fgm-l2, or a full spec like 'pgd-l2:eps=0.25,step=0.1,steps=10' (repeatable). Default: the dataset preset's attacks.",
-    ),
-    eps: Optional[float] = typer.Option(None, "--eps", help="Attack radius (pixel scale, inputs in [0,1])."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Attack iterations (default 10)."),
-    step_size: Optional[float] = typer.Option(None, "--step-size", help="Attack step (default 2.5 * eps / steps)."),
+    attack: Optional[list[str]] = ATTACKS_OPTION,
+    eps: Optional[float] = EPS_OPTION,
+    steps: Optional[int] = STEPS_OPTION,
+    step_size: Optional[float] = STEP_SIZE_OPTION,
     random_start: bool = typer.Option(False, "--random-start", help="Start PGD at a random point of the eps-ball."),
     restarts: int = typer.Option(1, "--restarts", min=1, help="PGD restarts; the per-sample worst case is kept."),
     limit: Optional[int] = typer.Option(

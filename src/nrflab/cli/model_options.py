@@ -13,7 +13,8 @@ from typing import Optional
 import typer
 
 from ..errors import NrflabError
-from ..models.references import LoadedModel, describe_model, load_model_reference
+from ..models.inspection import LoadedModel, describe_model
+from ..models.references import load_model_reference
 
 MODEL_HELP = (
     "A model: an nrflab run directory or checkpoint; a state dict (.safetensors, .pt/.pth read with "

@@ -1,11 +1,33 @@
-"""Option parsing shared by commands: attack specs from command-line flags."""
+"""Options shared by commands, declared once so a name means the same thing everywhere, and attack specs
+from command-line flags."""
 
 from __future__ import annotations
 
 from typing import Optional
 
+import typer
+
 from ..attacks import AttackSpec, attack_from_parts
 from ..errors import NrflabError
+
+EVAL_DATASET_OPTION = typer.Option(
+    None,
+    "--dataset",
+    "-d",
+    help="Dataset name or built dataset directory; default: the run's (or pretrained model's) dataset.",
+)
+DATA_ROOT_OPTION = typer.Option(None, "--data-root", help="Where the dataset's files are.")
+DOWNLOAD_OPTION = typer.Option(False, "--download", help="Fetch missing dataset files (needs internet).")
+ATTACKS_OPTION = typer.Option(
+    None,
+    "--attack",
+    "-a",
+    help="pgd-l2, pgd-linf, fgsm, fgm-l2, or a full spec like 'pgd-l2:eps=0.25,step=0.1,steps=10' (repeatable). "
+    "Default: the dataset preset's attacks.",
+)
+EPS_OPTION = typer.Option(None, "--eps", help="Attack radius (pixel scale, inputs in [0,1]).")
+STEPS_OPTION = typer.Option(None, "--steps", help="Attack iterations (default 10).")
+STEP_SIZE_OPTION = typer.Option(None, "--step-size", help="Attack step (default 2.5 * eps / steps).")
 
 
 def attack_specs_from_flags(

@@ -25,7 +25,7 @@ from .engine import Task, TrainTask
 from .evidence import Outcomes, compare, compare_scalars, measure, measure_task
 from .guard import Health, health, named, verdict, void_reason
 from .protocols import PAPER
-from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage
+from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
 
 
 class CoreSettings(ExperimentSettings):
@@ -56,23 +56,7 @@ PAPER_SCALE = CoreSettings(
     arch="resnet18",
     width=1.0,
     seeds=[1337],
-    twins=Stage(
-        epochs=150,
-        batch_size=128,
-        optimizer="sgd",
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-        schedule="multistep",
-        milestones=[50, 100],
-        gamma=0.1,
-        augment=True,
-        flip=True,
-        init="torch",
-        eval_attacks=list(PAPER_EVAL_ATTACKS),
-        ligs=True,
-        ligs_sigma=0.01,
-    ),
+    twins=paper_stage(eval_attacks=list(PAPER_EVAL_ATTACKS), ligs=True, ligs_sigma=0.01),
     final_attacks=list(PAPER_EVAL_ATTACKS),
 )
 

@@ -41,7 +41,7 @@ from .evidence import (
 )
 from .guard import Health, health, named, verdict, void_reason
 from .protocols import BATCH_STATS, PAPER, Protocol, get_protocol
-from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage
+from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
 
 SETS = ("d_r", "d_rand", "d_det", "conflicting")
 SET_TITLES = {"d_r": "D_R", "d_rand": "D_rand", "d_det": "D_det", "conflicting": "conflicting"}
@@ -127,29 +127,14 @@ QUICK = FeaturesSettings(
     twins=Stage(epochs=1, eval_size=48, eval_attacks=["pgd-l2:eps=1.0,step=0.5,steps=2"]),
     test_size=200,
 )
-_PAPER_RECIPE = dict(
-    epochs=150,
-    batch_size=128,
-    optimizer="sgd",
-    lr=0.1,
-    momentum=0.9,
-    weight_decay=5e-4,
-    schedule="multistep",
-    milestones=[50, 100],
-    gamma=0.1,
-    augment=True,
-    flip=True,
-    init="torch",
-)
 PAPER_SCALE = FeaturesSettings(
     dataset="cifar10",
     arch="resnet18",
     width=1.0,
     seeds=[1337],
     source_seed=1337,
-    source=Stage(**_PAPER_RECIPE, eval_attacks=[], ligs=False),
-    robust_source=Stage(
-        **_PAPER_RECIPE,
+    source=paper_stage(eval_attacks=[], ligs=False),
+    robust_source=paper_stage(
         eval_attacks=[],
         ligs=False,
         adv_train="targeted-l2",
@@ -169,7 +154,7 @@ PAPER_SCALE = FeaturesSettings(
         fake_relu=True,
         inv_label_policy="prediction",
     ),
-    twins=Stage(**_PAPER_RECIPE, eval_attacks=list(PAPER_EVAL_ATTACKS)),
+    twins=paper_stage(eval_attacks=list(PAPER_EVAL_ATTACKS)),
     per_set={
         "d_r": Stage(lr=0.01),
         "d_rand": Stage(lr=0.01),

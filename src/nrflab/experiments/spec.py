@@ -69,6 +69,29 @@ class Stage(_StageFields):  # type: ignore[misc,valid-type]
         return Stage(**{**self.fields(), **other.fields()})
 
 
+#: The official scripts' CIFAR-10 training recipe (../shared/paper-notes.md): 150 epochs of SGD 0.1, momentum 0.9,
+#: weight decay 5e-4, x0.1 at epochs 50 and 100, random crops and flips, PyTorch's default init.
+PAPER_TRAINING: dict[str, Any] = dict(
+    epochs=150,
+    batch_size=128,
+    optimizer="sgd",
+    lr=0.1,
+    momentum=0.9,
+    weight_decay=5e-4,
+    schedule="multistep",
+    milestones=[50, 100],
+    gamma=0.1,
+    augment=True,
+    flip=True,
+    init="torch",
+)
+
+
+def paper_stage(**changes: Any) -> Stage:
+    """A stage with the paper's training recipe, ``changes`` on top (e.g. the per-epoch attacks)."""
+    return Stage(**{**PAPER_TRAINING, "milestones": list(PAPER_TRAINING["milestones"]), **changes})
+
+
 class ExperimentSettings(BaseModel):
     """The settings every experiment has; subclasses add their own (all typed, unknown keys refused)."""
 

@@ -46,7 +46,7 @@ from .analysis import load_bundle, test_images
 from .engine import CallTask, Task, TrainTask, subset_bundle
 from .evidence import measure
 from .guard import Health, health, named, void_reason
-from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage
+from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
 
 
 @dataclass(frozen=True)
@@ -136,23 +136,7 @@ PAPER_SCALE = TransferExperimentSettings(
     arch="resnet18",
     width=1.0,
     seeds=[1337, 1338],
-    zoo=Stage(
-        epochs=150,
-        batch_size=128,
-        optimizer="sgd",
-        lr=0.1,
-        momentum=0.9,
-        weight_decay=5e-4,
-        schedule="multistep",
-        milestones=[50, 100],
-        gamma=0.1,
-        augment=True,
-        flip=True,
-        init="torch",
-        eval_attacks=[],
-        ligs=False,
-        keep_checkpoints=10,
-    ),
+    zoo=paper_stage(eval_attacks=[], ligs=False, keep_checkpoints=10),
     limit=1000,
     attack="pgd-linf:eps=8/255,step=2/255,steps=20",
 )

@@ -21,7 +21,7 @@ from .analysis import cell, load_bundle, tensor_mean, test_images
 from .engine import Task, TrainTask
 from .evidence import Outcomes, measure, measure_task
 from .guard import Health, health, named
-from .spec import ExperimentSettings, Stage
+from .spec import ExperimentSettings, Stage, paper_stage
 
 HOME = "norms"
 CURVE_ATTACK_CPU = "pgd-l2:eps=1.0,step=0.4,steps=5"
@@ -91,21 +91,6 @@ QUICK = NormsSettings(
     corruptions=["gaussian_noise", "contrast", "defocus_blur"],
     severities=[1, 3, 5],
 )
-_PAPER_RECIPE = dict(
-    epochs=150,
-    batch_size=128,
-    optimizer="sgd",
-    lr=0.1,
-    momentum=0.9,
-    weight_decay=5e-4,
-    schedule="multistep",
-    milestones=[50, 100],
-    gamma=0.1,
-    augment=True,
-    flip=True,
-    init="torch",
-    eval_attacks=list(PAPER_EVAL_ATTACKS),
-)
 PAPER_SCALE = NormsSettings(
     dataset="cifar10",
     arch="resnet18",
@@ -113,9 +98,14 @@ PAPER_SCALE = NormsSettings(
     seeds=[1337],
     test_size=None,
     norms=["bn", "gn", "ln", "in", "none"],
-    standard=Stage(**_PAPER_RECIPE),
-    adversarial=Stage(
-        **_PAPER_RECIPE, adv_train="targeted-l2", adv_eps=0.5, adv_steps=7, adv_step_size=0.1, attack_mode="train"
+    standard=paper_stage(eval_attacks=list(PAPER_EVAL_ATTACKS)),
+    adversarial=paper_stage(
+        eval_attacks=list(PAPER_EVAL_ATTACKS),
+        adv_train="targeted-l2",
+        adv_eps=0.5,
+        adv_steps=7,
+        adv_step_size=0.1,
+        attack_mode="train",
     ),
     final_attacks=list(PAPER_EVAL_ATTACKS),
 )

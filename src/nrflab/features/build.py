@@ -20,7 +20,7 @@ from ..data.built import CARD_FILE, CARD_FORMAT, shard_name
 from ..errors import NrflabError
 from ..io import atomic_save_tensors, atomic_write_json, read_json
 from ..logs import get_logger
-from ..models.references import check_model_fits
+from ..models.inspection import check_model_fits
 from ..rundir import Stash, check_output_path, locked
 from ..validation import resolve_device
 from .builder import BuildInputs, ShardBuilder, prepare_inputs

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..errors import NrflabError
-from ..models.references import LoadedModel, load_model_reference
+from ..models.inspection import LoadedModel
+from ..models.references import load_model_reference
 from ..rundir import run_dir_of
 
 

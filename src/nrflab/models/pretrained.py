@@ -30,7 +30,7 @@ import torch
 from ..errors import NrflabError
 
 if TYPE_CHECKING:
-    from .references import LoadedModel
+    from .inspection import LoadedModel
 
 WEIGHTS_ENV = "NRFLAB_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = Path("~/.nrflab/weights")
@@ -312,7 +312,7 @@ def locate_weights(entry: PretrainedEntry, *, weights_dir: str | os.PathLike[str
 
 def verify_sha256(path: str | os.PathLike[str], expected: str | None, *, what: str = "weights file") -> str:
     """The file's sha256; a one-line error if ``expected`` is given and differs."""
-    from .references import file_sha256
+    from .inspection import file_sha256
 
     actual = file_sha256(path)
     if expected is not None and actual != expected.lower():
@@ -388,7 +388,7 @@ def load_pretrained(
     download: bool = True,
     display_name: str | None = None,
 ) -> LoadedModel:
-    """Load a registered pretrained model as a :class:`~nrflab.models.references.LoadedModel`.
+    """Load a registered pretrained model as a :class:`~nrflab.models.inspection.LoadedModel`.
 
     Local weights are used when present (verified against a pinned sha256; an unpinned file loads with a
     note giving its sha256); otherwise they are downloaded if ``download`` (see :func:`fetch_weights`).
@@ -396,15 +396,8 @@ def load_pretrained(
     """
     from dataclasses import replace
 
-    from .references import (
-        LoadedModel,
-        canonicalize_state_dict,
-        extract_state_dict,
-        has_batchnorm,
-        load_weights_only,
-        state_dict_to_model,
-        weights_fingerprint,
-    )
+    from .inspection import LoadedModel, has_batchnorm, weights_fingerprint
+    from .state_dicts import canonicalize_state_dict, extract_state_dict, load_weights_only, state_dict_to_model
 
     entry = get_pretrained(name)
     if not entry.loadable:

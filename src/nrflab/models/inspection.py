@@ -1,0 +1,290 @@
+"""What nrflab knows about a loaded model, and whether it fits a dataset.
+
+:class:`LoadedModel` is the record every command works from: a module that takes images in [0,1], with
+its classes, input shape, input :class:`Normalization`, file sha256, weights fingerprint and whether it has
+BatchNorm. This module holds that record and the functions that establish or check its facts
+(:func:`has_batchnorm`, :func:`weights_fingerprint`, :func:`file_sha256`, :func:`check_model_fits`,
+:func:`describe_model`), apart from how a model is named and loaded (:mod:`nrflab.models.references`) and
+how a weights file is read (:mod:`nrflab.models.state_dicts`), so that both can use it without importing
+each other.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import torch
+from torch import nn
+
+from ..errors import NrflabError
+from . import Normalize, NrfModel
+
+LoadedKind = Literal["nrflab", "state-dict", "torchscript", "factory", "pretrained", "module"]
+
+BN_TYPE_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "FrozenBatchNorm2d"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loaded-model record
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How a model's inputs are normalized: ``mean``/``std`` per channel inside the model, or none.
+
+    ``origin``: ``none`` (the model takes [0,1] inputs as they are), ``user`` (given as options),
+    ``checkpoint`` (buffers found in the weights), ``nrflab`` (an nrflab model's own), ``registry``.
+    """
+
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    origin: str = "none"
+
+    @property
+    def inside(self) -> bool:
+        """Whether a mean/std normalization is part of the model."""
+        return self.mean is not None
+
+    def describe(self) -> str:
+        if self.mean is None:
+            return "none: the model takes [0,1] inputs"
+        fmt = lambda v: ",".join(f"{x:g}" for x in v)  # noqa: E731
+        return f"mean {fmt(self.mean)} std {fmt(self.std or ())} ({self.origin}), inside the model"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mean": list(self.mean) if self.mean else None,
+            "std": list(self.std) if self.std else None,
+            "origin": self.origin,
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedModel:
+    """A model ready for nrflab: ``module`` takes [0,1] inputs, is in eval mode and sits on the requested
+    device (a module handed over in Python keeps its own device and mode).
+
+    ``sha256`` is the file's (None for factories and in-memory modules); ``fingerprint`` is a content hash
+    of the module's weights and buffers (what a cache of attack results keys on). ``num_classes`` and
+    ``input_shape`` are what is known before a forward pass (None: learn it from :func:`check_model_fits`).
+    """
+
+    module: nn.Module = field(repr=False)
+    name: str
+    kind: LoadedKind
+    source: str
+    num_classes: int | None
+    input_shape: tuple[int, ...] | None
+    in_channels: int | None
+    normalization: Normalization
+    sha256: str | None
+    fingerprint: str
+    has_batchnorm: bool
+    arch: str | None = None
+    norm: str | None = None
+    width: float | None = None
+    layout: str | None = None
+    notes: tuple[str, ...] = ()
+
+    @property
+    def is_nrflab_arch(self) -> bool:
+        """Whether ``module`` is an :class:`~nrflab.models.NrfModel` (``features`` and ``net`` available)."""
+        return isinstance(self.module, NrfModel)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready provenance for records and caches."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "source": self.source,
+            "sha256": self.sha256,
+            "fingerprint": self.fingerprint,
+            "arch": self.arch,
+            "norm": self.norm,
+            "width": self.width,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "normalization": self.normalization.to_dict(),
+            "layout": self.layout,
+            "has_batchnorm": self.has_batchnorm,
+            "notes": list(self.notes),
+        }
+
+
+class InputNormalized(nn.Module):
+    """A model on [0,1] inputs: ``normalize`` (mean/std per channel) then the wrapped ``net``.
+
+    The same names as :class:`~nrflab.models.NrfModel`, for models nrflab did not build.
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return cast(torch.Tensor, self.net(self.normalize(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts about a module
+
+
+def has_batchnorm(module: nn.Module) -> bool:
+    """Whether the module contains a BatchNorm layer (plain modules and TorchScript alike)."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) or getattr(m, "original_name", None) in BN_TYPE_NAMES
+        for m in module.modules()
+    )
+
+
+def first_conv_channels(module: nn.Module) -> int | None:
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            return int(m.in_channels)
+        if getattr(m, "original_name", None) == "Conv2d" and hasattr(m, "weight"):
+            return int(cast(torch.Tensor, m.weight).shape[1] * getattr(m, "groups", 1))
+    return None
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """A content hash (hex) of a module's class, nrflab config and every parameter and buffer.
+
+    Two loads of the same weights give the same fingerprint whatever file format carried them; any change
+    to a weight or a BatchNorm statistic changes it. Caches of attack results key on it.
+    """
+    h = hashlib.sha256()
+    inner = module.net if isinstance(module, InputNormalized) else module
+    h.update(type(inner).__qualname__.encode())
+    cfg = getattr(module, "config", None)
+    if cfg is not None and hasattr(cfg, "to_dict"):
+        h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    for key, value in module.state_dict().items():
+        t = value.detach().to("cpu").contiguous().reshape(-1)
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(value.shape)).encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:32]
+
+
+_SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 of a file (cached per path, size and modification time within a process)."""
+    p = Path(path)
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _SHA_CACHE:
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
+    return _SHA_CACHE[key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks against a dataset
+
+
+def check_model_fits(
+    model: LoadedModel | nn.Module,
+    *,
+    num_classes: int,
+    input_shape: Sequence[int],
+    dataset: str = "the dataset",
+    name: str | None = None,
+) -> None:
+    """Refuse, with one line, a model whose classes or input shape do not fit a dataset.
+
+    Declared facts are checked first (classes, channels, input shape, length of mean/std); then a dry
+    forward pass on two grey images (eval mode, no gradients, the model's mode restored) must return logits
+    of shape ``(2, num_classes)``. Run it before any attack.
+    """
+    from ..attacks import frozen_model
+    from ..metrics import model_device
+
+    shape = tuple(int(v) for v in input_shape)
+    if isinstance(model, LoadedModel):
+        loaded, module, label = model, model.module, name or model.name
+    else:
+        loaded, module, label = None, model, name or type(model).__name__
+    what = f"model {label}"
+    fits = f"dataset {dataset!r} ({num_classes} classes, input {shape})"
+    if loaded is not None:
+        declared = []
+        if loaded.num_classes is not None and loaded.num_classes != num_classes:
+            declared.append(f"{loaded.num_classes} classes")
+        if loaded.in_channels is not None and loaded.in_channels != shape[0]:
+            declared.append(f"{loaded.in_channels} input channels")
+        if loaded.input_shape is not None and tuple(loaded.input_shape) != shape:
+            declared.append(f"input {tuple(loaded.input_shape)}")
+        mean = loaded.normalization.mean
+        if mean is not None and len(mean) not in (1, shape[0]):
+            declared.append(f"a normalization for {len(mean)} channels")
+        if declared:
+            raise NrflabError(f"{what} ({', '.join(declared)}) does not fit {fits}")
+    else:
+        cfg = getattr(module, "config", None)
+        if cfg is not None and getattr(cfg, "num_classes", num_classes) != num_classes:
+            raise NrflabError(f"{what} ({cfg.num_classes} classes) does not fit {fits}")
+    channels = first_conv_channels(module)
+    if channels is not None and channels != shape[0]:
+        raise NrflabError(f"{what} ({channels} input channels) does not fit {fits}")
+    x = torch.full((2, *shape), 0.5, device=model_device(module))
+    try:
+        with torch.no_grad(), frozen_model(module, "eval"):
+            out = module(x)
+    except Exception as exc:  # any failure of the user's forward is a misfit, reported in one line
+        raise NrflabError(
+            f"{what} does not fit {fits}: a forward pass fails ({type(exc).__name__}: {first_line(exc)})"
+        ) from None
+    if not torch.is_tensor(out):
+        raise NrflabError(
+            f"{what} returns a {type(out).__name__}, not a tensor of logits; wrap it in a factory that returns logits"
+        )
+    if tuple(out.shape) != (2, num_classes):
+        raise NrflabError(f"{what} (outputs of shape {tuple(out.shape[1:])} per image) does not fit {fits}")
+
+
+def describe_model(loaded: LoadedModel) -> list[str]:
+    """Human-readable lines about a loaded model (printed by the commands before they run)."""
+    lines = [
+        f"model {loaded.name}: {loaded.kind} from {loaded.source}"
+        + (f" ({loaded.arch}, norm {loaded.norm}, width {loaded.width:g})" if loaded.arch else ""),
+        f"  input normalization: {loaded.normalization.describe()}",
+        f"  weights fingerprint {loaded.fingerprint}"
+        + (f", file sha256 {loaded.sha256[:16]}..." if loaded.sha256 else ""),
+    ]
+    if loaded.layout and loaded.layout not in ("nrflab", "plain"):
+        lines.append(f"  layout: {loaded.layout}")
+    lines += [f"  note: {n}" for n in loaded.notes]
+    return lines
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+__all__ = [
+    "InputNormalized",
+    "LoadedKind",
+    "LoadedModel",
+    "Normalization",
+    "check_model_fits",
+    "describe_model",
+    "file_sha256",
+    "has_batchnorm",
+    "weights_fingerprint",
+]
