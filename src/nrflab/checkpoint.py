@@ -18,6 +18,7 @@ from torch import nn
 from .errors import NrflabError
 from .io import atomic_save_tensors, atomic_write_json, read_json
 from .models import ModelConfig, NrfModel, build_model
+from .models.state_dicts import load_state
 
 MODEL_FILE = "model.safetensors"
 CONFIG_META_KEY = "nrflab_model_config"
@@ -103,16 +104,6 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     model = build_model(config)
     load_state(model, load_tensors(path), path)
     return model.to(device).eval()
-
-
-def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | os.PathLike[str] = "checkpoint") -> None:
-    """Load a state dict strictly, turning key or shape mismatches into one clear error line."""
-    try:
-        result = model.load_state_dict(tensors, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()
-        raise NrflabError(f"checkpoint {path} does not fit the model: {' '.join(first[:2])[:200]}") from None
-    del result
 
 
 __all__ = [

@@ -242,7 +242,7 @@ def run(
     out_dir: Path, *, scale: str = "cpu", settings: CoreSettings | None = None, progress: bool = True, workers: int = 1
 ) -> list[Section]:
     """Train the twins (reusing finished runs) under ``out_dir`` and return the report section."""
-    from .registry import run_experiment
+    from .reproduce import run_experiment
 
     return run_experiment("core", Path(out_dir), scale=scale, settings=settings, progress=progress, workers=workers)
 

@@ -570,7 +570,7 @@ def run(
     workers: int = 1,
 ) -> list[Section]:
     """Build the sets, train the twins (reusing finished work) and return the report section."""
-    from .registry import run_experiment
+    from .reproduce import run_experiment
 
     return run_experiment("features", Path(out_dir), scale=scale, settings=settings, progress=progress, workers=workers)
 

@@ -11,12 +11,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
-
-from pydantic import BaseModel
 
 from ..errors import NrflabError
-from ..report import Section
 from .spec import ExperimentSpec
 
 #: (name, module, summary) in chain order; modules with a ``SPEC`` register it, others go through the adapter.
@@ -87,23 +83,4 @@ def select(only: str | Sequence[str] | None) -> list[ExperimentSpec]:
     return [spec for name, spec in found.items() if name in wanted]
 
 
-def run_experiment(
-    name: str,
-    out: Path,
-    *,
-    scale: str = "cpu",
-    settings: BaseModel | None = None,
-    progress: bool = True,
-    workers: int = 1,
-) -> list[Section]:
-    """Run one experiment (plan, runs, analysis) into ``out`` and return its report sections."""
-    from .reproduce import run_chain
-
-    spec = get_spec(name)
-    chosen = settings if settings is not None else spec.preset(scale)
-    result = run_chain([(spec, chosen)], Path(out), workers=workers, progress=progress)
-    result.raise_for_failures()
-    return result.sections
-
-
-__all__ = ["ALIASES", "CHAIN", "experiments", "get_spec", "names", "run_experiment", "select"]
+__all__ = ["ALIASES", "CHAIN", "experiments", "get_spec", "names", "select"]

@@ -31,7 +31,7 @@ from .analysis import settings_text
 from .engine import Backend, Task, TaskResult, execute, merge_tasks, preflight
 from .overrides import Overrides, check_assignments_used, check_recipes, parse_assignment, settings_for
 from .protocols import PROTOCOLS
-from .registry import names, select
+from .registry import get_spec, names, select
 from .spec import AnalysisContext, ExperimentSpec, Stage
 
 log = get_logger("reproduce")
@@ -167,6 +167,23 @@ def _run_planned(
         outcome.seconds = time.perf_counter() - t0
         outcomes.append(outcome)
     return ChainResult(out, outcomes, results, time.perf_counter() - started)
+
+
+def run_experiment(
+    name: str,
+    out: Path,
+    *,
+    scale: str = "cpu",
+    settings: BaseModel | None = None,
+    progress: bool = True,
+    workers: int = 1,
+) -> list[Section]:
+    """Run one experiment (plan, runs, analysis) into ``out`` and return its report sections."""
+    spec = get_spec(name)
+    chosen = settings if settings is not None else spec.preset(scale)
+    result = run_chain([(spec, chosen)], Path(out), workers=workers, progress=progress)
+    result.raise_for_failures()
+    return result.sections
 
 
 def _failed_section(spec: ExperimentSpec, outcome: ExperimentOutcome) -> Section:
@@ -330,5 +347,6 @@ __all__ = [
     "reproduce",
     "resolve_chain",
     "run_chain",
+    "run_experiment",
     "write_recipes",
 ]

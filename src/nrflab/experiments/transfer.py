@@ -299,7 +299,7 @@ def run(
     workers: int = 1,
 ) -> list[Section]:
     """Train the zoo (reusing finished runs), compute the matrix and the early-stop curve, and report."""
-    from .registry import run_experiment
+    from .reproduce import run_experiment
 
     chosen = settings or (QUICK_SETTINGS if quick else CPU).model_copy(update={"seeds": list(seeds)})
     return run_experiment("transfer", Path(out_dir), settings=chosen, progress=progress, workers=workers)

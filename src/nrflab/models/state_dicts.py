@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from ..errors import NrflabError
 from . import ARCHS, NrfModel, check_arch, check_norm, create_model
@@ -267,10 +268,18 @@ def state_dict_to_model(
     state = model.state_dict()
     for k, v in sd.items():
         state[f"net.{k}"] = v.detach().to(state[f"net.{k}"].dtype) if f"net.{k}" in state else v
-    from ..checkpoint import load_state
 
     load_state(model, state, source)
     return model.eval(), {"layout": ", ".join(layouts) or "plain", "normalization": normalization, "notes": notes}
+
+
+def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | os.PathLike[str] = "checkpoint") -> None:
+    """Load a state dict strictly, turning key or shape mismatches into one clear error line."""
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise NrflabError(f"checkpoint {path} does not fit the model: {' '.join(first[:2])[:200]}") from None
 
 
 def _is_tensor_mapping(obj: Any) -> bool:
@@ -337,6 +346,7 @@ def _fmt(values: Sequence[float] | None) -> str:
 
 __all__ = [
     "CONTAINER_KEYS",
+    "load_state",
     "STATE_DICT_SUFFIXES",
     "canonicalize_state_dict",
     "extract_state_dict",
