@@ -16,6 +16,7 @@ from nrflab.attacks import AttackSpec, parse_attack
 from nrflab.data.base import class_balanced_split
 from nrflab.data.files import _fraction_split
 from nrflab.features import quantize
+from nrflab.results import attack_of, attack_title, robust_key
 from nrflab.stats import judge, mean_ci, paired_ci, wilson
 from nrflab.sweep import run_name
 from nrflab.training import augment_batch, augment_batch_reference, lr_at, make_config
@@ -226,3 +227,18 @@ def test_batched_augmentation_equals_the_per_sample_reference(seed: int, pad: in
     assert torch.equal(a, b)
     if pad == 0 and not flip:
         assert torch.equal(a, x)
+
+
+@pytest.mark.parametrize(
+    ("label", "title"),
+    [
+        ("pgd-l2_1", "PGD-L2 eps 1"),
+        ("pgd-linf_0.1", "PGD-Linf eps 0.1"),
+        ("fgsm_0.1_t", "FGSM eps 0.1, targeted"),
+        ("none", "none"),
+    ],
+)
+def test_attack_titles_name_the_attack_for_readers(label: str, title: str) -> None:
+    assert attack_title(label) == title
+    if label != "none":
+        assert attack_of(robust_key(label)) == label  # the column round trip the title is read from

@@ -31,6 +31,17 @@ def attack_of(key: str) -> str | None:
     return None
 
 
+def attack_title(label: str) -> str:
+    """A reader's name for an attack label: ``pgd-l2_1`` -> ``PGD-L2 eps 1``, ``fgsm_0.1_t`` -> ``FGSM eps 0.1,
+    targeted``; a label of another form is returned as it is."""
+    kind, _, rest = label.partition("_")
+    eps, _, flag = rest.partition("_")
+    if not kind or not eps:
+        return label
+    title = f"{kind.upper().replace('LINF', 'Linf')} eps {eps}"
+    return title + ", targeted" if flag == "t" else title
+
+
 def robust_keys(columns: Iterable[str]) -> list[str]:
     """The robust-accuracy columns among ``columns``, in order."""
     return [c for c in columns if attack_of(c) is not None]
@@ -95,6 +106,7 @@ __all__ = [
     "LOGIT_SIM",
     "SHIFTED",
     "attack_of",
+    "attack_title",
     "is_accuracy",
     "robust_key",
     "robust_keys",

@@ -11,6 +11,7 @@ import torch
 
 from ..plots import plot_runs
 from ..report import Section, verdict_line
+from ..results import attack_title
 from ..stats import Verdict
 from .analysis import norm_title
 from .evidence import compare
@@ -79,7 +80,7 @@ def claims(s: NormsSettings, zoo: Zoo) -> list[Verdict]:
         out.append(
             verdict(
                 f"BN costs adversarially trained models little robustness (at most {100 * LITTLE:.0f} "
-                f"points of robust accuracy, {lab})",
+                f"points of robust accuracy, {attack_title(lab)})",
                 c,
                 f"Robust accuracy AT BN {100 * (c.a - LITTLE):.1f} %, AT no BN {100 * c.b:.1f} % (the "
                 f"difference is BN's minus no BN's plus {100 * LITTLE:.0f} points).",

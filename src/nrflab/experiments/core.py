@@ -17,7 +17,7 @@ from pydantic import Field
 from ..plots import plot_runs
 from ..presets import PAPER_EVAL_ATTACKS, PRESETS, preset_for
 from ..report import Section, markdown_table, num, pct, verdict_line
-from ..results import LIGS
+from ..results import LIGS, attack_title
 from ..rundir import RunDir
 from ..stats import Verdict
 from .analysis import cell, load_bundle, norm_title, tensor_mean, test_images
@@ -121,7 +121,7 @@ def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
     rob_labels = list(next(iter(outcomes.values())).robust)
     header = (
         ["model", "seeds", "usefulness (clean acc)"]
-        + [f"robust usefulness ({lab})" for lab in rob_labels]
+        + [f"robust usefulness ({attack_title(lab)})" for lab in rob_labels]
         + ["robustness (LIGS)"]
     )
     rows = []
@@ -199,7 +199,7 @@ def claims(
         c = compare([o.robust_correct(lab) for o in n], [o.robust_correct(lab) for o in b], seeds=s.seeds)
         out.append(
             verdict(
-                f"Claim 1, {name_b} lowers adversarial robustness ({lab})",
+                f"Claim 1, {name_b} lowers adversarial robustness ({attack_title(lab)})",
                 c,
                 f"Robust accuracy {pct(c.b)} with {name_b} vs {pct(c.a)} with {name_n}.",
                 protocol=proto,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..plots import plot_runs
 from ..report import Section, verdict_line
+from ..results import attack_title
 from ..stats import Verdict
 from .analysis import norm_title
 from .evidence import compare
@@ -57,7 +58,7 @@ def claims(s: NormsSettings, zoo: Zoo) -> list[Verdict]:
         c = compare([v.robust_correct(lab) for v in base], [v.robust_correct(lab) for v in o], seeds=s.seeds)
         out.append(
             verdict(
-                f"{norm_title(n)} raises adversarial vulnerability relative to no normalization ({lab})",
+                f"{norm_title(n)} raises adversarial vulnerability relative to no normalization ({attack_title(lab)})",
                 c,
                 f"Robust accuracy {n} {100 * c.b:.1f} %, none {100 * c.a:.1f} %.",
                 protocol=PAPER.title,

@@ -17,6 +17,7 @@ from ..corruptions import SEVERITIES, benchmark_corruptions
 from ..data import DatasetBundle
 from ..presets import PAPER_EVAL_ATTACKS, PRESETS, preset_for
 from ..report import markdown_table, num, pct
+from ..results import attack_title
 from .analysis import cell, load_bundle, tensor_mean, test_images
 from .engine import Task, TrainTask
 from .evidence import Outcomes, measure, measure_task
@@ -247,7 +248,7 @@ class Zoo:
     def table(self, groups: dict[str, tuple[str, str]]) -> str:
         """Clean accuracy, robust accuracy per attack and LIGS per group (name -> (kind, norm))."""
         labels = self.robust_labels()
-        header = ["model", "clean acc"] + [f"robust acc {lab}" for lab in labels] + ["LIGS"]
+        header = ["model", "clean acc"] + [f"robust acc {attack_title(lab)}" for lab in labels] + ["LIGS"]
         rows = []
         for name, (kind, norm) in groups.items():
             o = self.outcomes(kind, norm)
