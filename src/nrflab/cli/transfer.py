@@ -51,11 +51,13 @@ def transfer(
     sources: Optional[list[str]] = typer.Option(
         None,
         "--sources",
+        "--source",
         "-s",
-        help=f"Source models: {MODEL_FORMS}. Repeat the option or give a comma/space-separated list.",
+        help=f"Source models: {MODEL_FORMS}. Repeat the option or give a comma/space-separated list "
+        "(--source is the same option, as in build-dataset).",
     ),
     targets: Optional[list[str]] = typer.Option(
-        None, "--targets", "-t", help="Target models (same forms as --sources)."
+        None, "--targets", "--target", "-t", help="Target models (same forms as --sources; --target is the same)."
     ),
     out: Optional[Path] = typer.Option(
         None,
