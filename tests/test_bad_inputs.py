@@ -254,6 +254,22 @@ CASES = [
     case("experiment wrong type", EXPERIMENT + ["--set", "twins.epochs=abc"], "valid integer"),
     case("experiment unknown dataset", EXPERIMENT + ["--dataset", "imagenet-z"], "unknown dataset 'imagenet-z'"),
     case("experiment dataset files missing", EXPERIMENT + ["-d", "cifar10", "--data-root", "{ws}/junk"], "not found"),
+    case("experiment device typo", EXPERIMENT + ["--device", "cudaa"], "unknown device 'cudaa'"),
+    case(
+        "experiment no final attack",
+        ["experiment", "family", "--quick", "--set", "final_attacks=[]", "--out", "{tmp}/e"],
+        "final_attacks: List should have at least 1 item",
+    ),
+    case(
+        "transfer experiment other norms",
+        ["experiment", "transfer", "--quick", "--set", "norms=[gn,none]", "--out", "{tmp}/e"],
+        "norms [bn, none]",
+    ),
+    case(
+        "transfer experiment early-stop rule",
+        ["experiment", "transfer", "--quick", "--set", "early_stop=bogus", "--out", "{tmp}/e"],
+        "bad early-stop rule 'bogus'",
+    ),
     case("experiment unknown arch", EXPERIMENT + ["--arch", "resnet7"], "unknown arch 'resnet7'"),
     case("experiment device mps", EXPERIMENT + ["--device", "mps"], "device 'mps'"),
     case("experiment seed -1", EXPERIMENT + ["--seed", "-1"], "greater than or equal to 0"),
@@ -382,8 +398,8 @@ def test_bad_input_is_one_line_exit_2_and_loses_nothing(bad: Case, workspace: Pa
     assert _fingerprint(workspace) == before, "a refused command changed an existing file"
     assert not (workspace / "pwned").exists()
     assert not (tmp_path / "sw").exists() or not any((tmp_path / "sw").glob("*/metrics.csv"))
-    for out in ("e", "r", "t"):  # refused before the output directory is created
-        assert not (tmp_path / out).exists(), f"{out} was created"
+    for name in ("e", "r", "t"):  # refused before the output directory is created
+        assert not (tmp_path / name).exists(), f"{name} was created"
 
 
 def test_catalog_is_large_enough() -> None:

@@ -55,7 +55,7 @@ def test_every_preset_is_valid_and_plans_valid_recipes(name, tmp_path):
         topological_order(merge_tasks(tasks))
 
 
-@pytest.mark.parametrize("name", [n for n in experiments() if n not in ("transfer", "planted")])
+@pytest.mark.parametrize("name", experiments())
 def test_recipe_files_hold_the_presets(name):
     """recipes/<experiment>/<scale>.yaml are the presets written out; reading one gives the preset back."""
     spec = get_spec(name)
@@ -305,6 +305,8 @@ def test_verdicts_follow_the_one_rule(diffs, shift):
     a = [torch.tensor(diffs, dtype=torch.float64) + shift]
     b = [torch.zeros(len(diffs), dtype=torch.float64)]
     c = compare(a, b, seeds=[0])
+    assert math.isclose(c.difference, sum(diffs) / len(diffs) + shift, abs_tol=1e-9)  # the paired mean
+    assert not math.isfinite(c.low) or c.low <= c.difference <= c.high
     v = verdict("claim", c, "evidence.", protocol="p", seeds=[0], void=None)
     if math.isfinite(c.low) and c.low > 0:
         assert v.outcome == "agrees"
@@ -322,6 +324,8 @@ def test_intervals_pair_by_seed_from_three_seeds():
     zeros = [torch.zeros(5)] * 3
     c = compare(per_seed, zeros, seeds=[0, 1, 2])
     assert "over seeds 0, 1, 2" in c.method and math.isclose(c.difference, 0.6, rel_tol=1e-6)
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, 2) x sd 0.1 / sqrt(3): the per-seed t-interval
+    assert math.isclose(c.low, 0.6 - half, rel_tol=1e-4) and math.isclose(c.high, 0.6 + half, rel_tol=1e-4)
     outcomes = Outcomes("paper", torch.tensor([0, 1, 2, 3]), torch.tensor([0, 2, 3, 3]))
     assert outcomes.accuracy() == 0.5 and outcomes.accuracy(1, 4) == 0.5 and outcomes.top_class() == (3, 0.5)
 

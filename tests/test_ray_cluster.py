@@ -182,6 +182,7 @@ def test_the_same_recipe_gives_the_same_report_locally_and_on_a_ray_cluster(ray_
     )
     manifest = json.loads((cluster / "reproduce.json").read_text())
     assert manifest["backend"] == "ray" and {t["status"] for t in manifest["tasks"]} == {"finished"}
+    assert all("ray node " in t["where"] for t in manifest["tasks"]), manifest["tasks"]
     nodes = {t["where"].split("ray node ")[-1] for t in manifest["tasks"]}
     assert len(nodes) == 2, nodes  # both worker nodes trained runs (the head has no CPU for tasks)
     assert _numbers(cluster)[0] == _numbers(local)[0]

@@ -105,7 +105,12 @@ __all__ = [
 def check_device_name(name: str) -> None:
     """A device a run may use. Runs may go to other machines (workers, a Ray cluster), so ``cuda`` is accepted
     without a GPU here; every other name must resolve on this machine (``mps``, ``meta``, typos are refused)."""
-    if name.strip().lower().startswith("cuda"):
+    text = name.strip().lower()
+    if text.startswith("cuda"):
+        try:
+            torch.device(text)  # parses cuda / cuda:N without needing a GPU
+        except RuntimeError:
+            raise NrflabError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
         return
     resolve_device(name)
 

@@ -12,7 +12,6 @@ interrupted ones.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..logs import get_logger
 from ..report import Section, write_report
 from ..rundir import check_output_path, locked
+from ..sweep import error_line
 from .analysis import settings_text
 from .engine import Backend, Task, TaskResult, execute, merge_tasks, preflight
 from .overrides import Overrides, check_assignments_used, check_recipes, parse_assignment, settings_for
@@ -104,13 +104,12 @@ def run_chain(
     threads: int | None = None,
     progress: bool = True,
     verbose: bool = False,
-    lock: bool = True,
 ) -> ChainResult:
     """Plan, run (in parallel where independent) and analyze the selected experiments under ``out``, holding
-    its lock (``lock=False``: the caller holds it)."""
+    its lock."""
     out = check_output_path(Path(out))
     plans = plan_chain(selected, out)  # bad recipes, devices and datasets: one line before the directory exists
-    with locked(out, what="experiment directory") if lock else contextlib.nullcontext():
+    with locked(out, what="experiment directory"):
         return _run_planned(
             selected,
             out,
@@ -162,6 +161,8 @@ def _run_planned(
                 outcome.sections = spec.analyze(settings, AnalysisContext(spec.home_dir(out), progress, results))
             except NrflabError as exc:
                 outcome.error = str(exc)
+            except Exception as exc:  # an analysis bug must not cost the other experiments' report
+                outcome.error = error_line(exc)
         if not outcome.ok:
             outcome.sections = [_failed_section(spec, outcome)]
         outcome.seconds = time.perf_counter() - t0
@@ -223,12 +224,13 @@ def reproduce(
     """The whole paper (or ``only`` some experiments) into one report under ``out``."""
     out = check_output_path(Path(out))
     selected = resolve_chain(only, overrides)
-    plan_chain(selected, out)  # conflicts and invalid recipes: one line, before the directory is touched
+    plans = plan_chain(selected, out)  # bad recipes, devices and datasets: one line before the directory exists
     with locked(out, what="reproduce directory"):
         write_recipes(out, selected, overrides.scale)
-        result = run_chain(
+        result = _run_planned(
             selected,
             out,
+            plans,
             workers=workers,
             backend=backend,
             ray_address=ray_address,
@@ -237,7 +239,6 @@ def reproduce(
             threads=threads,
             progress=progress,
             verbose=verbose,
-            lock=False,
         )
         sections = [*result.sections, chain_section(result, overrides.scale, selected)]
         write_report(out, title, sections, intro(overrides.scale, selected))

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..data import DatasetBundle
 from ..report import Section, markdown_table, verdict_line
@@ -103,6 +103,19 @@ class TransferExperimentSettings(ExperimentSettings):
     limit: int = Field(default=500, ge=1, description="attacked test images")
     attack: str = FULL.attack
     early_stop: str = Field(default=str(EARLY_RULE), description="rule choosing the early-stopped checkpoint")
+
+    @field_validator("norms")
+    @classmethod
+    def _bn_and_its_baseline(cls, value: list[str]) -> list[str]:
+        if value != ["bn", "none"]:
+            raise ValueError("the transfer claims compare BN sources with no-normalization sources: norms [bn, none]")
+        return value
+
+    @field_validator("early_stop")
+    @classmethod
+    def _rule_parses(cls, value: str) -> str:
+        EarlyStop.parse(value)
+        return value
 
 
 def _zoo_stage(epochs: int) -> Stage:
@@ -258,7 +271,10 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
             no_bn_claim(matrix_only, _twins(zoo, finals), protocol=protocol),
             void_reason(learners=healths, comparable=[(bn, nobn)]),
         ),
-        _guarded(early_stop_claim(early, protocol=protocol), void_reason(learners=healths)),
+        _guarded(
+            early_stop_claim(early, protocol=protocol, rule=EarlyStop.parse(s.early_stop)),
+            void_reason(learners=healths),
+        ),
     ]
     return [
         Section(
@@ -266,7 +282,7 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
             _matrix_markdown(matrix_only, s.dataset),
             [paths.transfer_success_png, paths.target_accuracy_png],
         ),
-        Section("Early-stopped sources", _early_markdown(curve, early), [curve_img]),
+        Section("Early-stopped sources", _early_markdown(curve, early, EarlyStop.parse(s.early_stop)), [curve_img]),
         Section("Claims: transferability", "\n".join(verdict_line(v) for v in verdicts), verdicts=verdicts),
     ]
 
@@ -432,7 +448,9 @@ def _matrix_markdown(result: TransferResult, dataset: str = "mnist5k") -> str:
     )
 
 
-def _early_markdown(curve: list[tuple[str, list[CurvePoint]]], early: list[EarlyVsFinal]) -> str:
+def _early_markdown(
+    curve: list[tuple[str, list[CurvePoint]]], early: list[EarlyVsFinal], rule: EarlyStop = EARLY_RULE
+) -> str:
     rows = [
         [group, p.epoch, f"{100 * p.clean_accuracy:.1f}", fmt_pct(p.mean_success), fmt_ci(p.ci)]
         for group, points in curve
@@ -447,7 +465,7 @@ def _early_markdown(curve: list[tuple[str, list[CurvePoint]]], early: list[Early
     )
     return (
         f"Checkpoints of every epoch attack the final models of the other runs. Early stopping rule "
-        f"`{EARLY_RULE}`: the earliest kept epoch whose clean accuracy reaches 90 % of the final.\n\n{t1}\n\n{t2}\n"
+        f"`{rule}` (frac=F: the earliest kept epoch whose clean accuracy reaches F of the final).\n\n{t1}\n\n{t2}\n"
     )
 
 
@@ -500,14 +518,14 @@ def no_bn_claim(result: TransferResult, twins: Sequence[tuple[str, str]], *, pro
     )
 
 
-def early_stop_claim(rows: Sequence[EarlyVsFinal], *, protocol: str = "") -> Verdict:
+def early_stop_claim(rows: Sequence[EarlyVsFinal], *, protocol: str = "", rule: EarlyStop = EARLY_RULE) -> Verdict:
     """Claim: early-stopped sources transfer better than the final model. The gain (early minus final mean
     transfer success) per run where the rule chose an earlier epoch; the verdict follows its interval."""
     gains = [r.gain for r in rows if r.epoch < r.final_epoch and math.isfinite(r.gain)]
     g, lo, hi = mean_ci(gains, proportion=False)
     helped = sum(x > 0 for x in gains)
     evidence = (
-        f"Early checkpoint (rule {EARLY_RULE}) minus final model: mean {fmt_points(g)} points"
+        f"Early checkpoint (rule {rule}) minus final model: mean {fmt_points(g)} points"
         f"{ci_phrase((lo, hi))} over the {len(gains)} runs where the rule chose an earlier epoch; "
         f"higher for {helped}/{len(gains)}."
     )

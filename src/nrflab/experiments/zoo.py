@@ -48,7 +48,7 @@ class NormsSettings(ExperimentSettings):
     standard: Stage = Field(default_factory=Stage, description="the standard training recipe")
     adversarial: Stage = Field(default_factory=Stage, description="the adversarial training recipe")
     final_attacks: Optional[list[str]] = Field(
-        default=None, description="attacks of the final evaluation (None: the dataset preset's)"
+        default=None, min_length=1, description="attacks of the final evaluation (None: the dataset preset's)"
     )
     ligs_sigma: float = Field(default=0.01, ge=0)
     corruptions: list[str] = Field(default_factory=lambda: list(benchmark_corruptions()))

@@ -86,9 +86,13 @@ def _existing_shard_stats(path: Path, digest: str, expected: int) -> dict[str, f
         meta = read_metadata(path)
     except NrflabError:
         return None
-    if meta.get("settings_digest") != digest or int(meta.get("num_images", -1)) != expected:
+    try:
+        if meta.get("settings_digest") != digest or int(meta.get("num_images", -1)) != expected:
+            return None
+        stats = json.loads(meta["stats"])
+    except (KeyError, TypeError, ValueError):  # corrupt metadata: build the shard again
         return None
-    return cast(dict[str, float], json.loads(meta["stats"]))
+    return cast(dict[str, float], stats) if isinstance(stats, dict) else None
 
 
 def _summarize(kind: str, stats: list[dict[str, float]]) -> dict[str, float]:

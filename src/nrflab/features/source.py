@@ -3,7 +3,6 @@ check that it fits the dataset."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,7 +12,7 @@ import torch
 from torch import nn
 
 from ..errors import NrflabError
-from ..models.inspection import LoadedModel
+from ..models.inspection import LoadedModel, file_sha256
 from ..models.references import load_model_reference
 from ..rundir import run_dir_of
 
@@ -27,12 +26,8 @@ class Source:
     loaded: LoadedModel
 
 
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+sha256_file = file_sha256
+"""The sha256 of a file (cached per path, size and modification time: models are hashed once)."""
 
 
 def load_source(

@@ -17,6 +17,7 @@ Weights are always read with ``weights_only=True`` (no code runs either way).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import importlib.util
 import os
 import tempfile
@@ -369,7 +370,7 @@ def fetch_weights(
                 f"{entry.sha256[:16]}...; not kept"
             )
         os.replace(tmp, target)
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+    except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
         raise NrflabError(
             f"could not download {entry.name} from {entry.url} ({getattr(exc, 'reason', exc)}); place "
             f"it as {target} by hand"

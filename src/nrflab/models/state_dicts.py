@@ -42,6 +42,8 @@ def load_weights_only(path: str | os.PathLike[str]) -> Any:
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         detail = _unsafe_global(str(exc))
+        if not detail and "weights_only" not in str(exc).lower():  # not a pickle needing code: just unreadable
+            raise NrflabError(f"{path} is not a readable PyTorch weights file ({first_line(exc)})") from None
         raise NrflabError(
             f"{path} is a pickle that needs code to load{detail} (e.g. a whole model saved with torch.save(model)); "
             f"nrflab loads weights only: save model.state_dict(), export TorchScript, or name a factory "

@@ -31,6 +31,7 @@ from ..data import DatasetBundle
 from ..errors import NrflabError
 from ..logs import get_logger
 from ..metrics import dataset_tensors
+from ..models.inspection import first_line
 from ..stats import wilson
 from ..validation import check_positive_int, check_seed, resolve_device
 from .refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelLike, ModelRef, OutsideModelOptions, resolve_model
@@ -131,9 +132,9 @@ def _probe(ref: ModelRef, model: nn.Module, x: torch.Tensor, device: torch.devic
     try:
         with torch.no_grad(), frozen_model(model, "eval"):
             logits = model(x[:1].to(device))
-    except RuntimeError as exc:
+    except Exception as exc:  # the user's module: any failure is one line naming it
         raise NrflabError(
-            f"model {ref.name} does not accept inputs of shape {tuple(x.shape[1:])} ({str(exc).splitlines()[0][:100]})"
+            f"model {ref.name} does not accept inputs of shape {tuple(x.shape[1:])} ({first_line(exc)[:100]})"
         ) from None
     if not torch.is_tensor(logits) or logits.ndim != 2:
         shape_text = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
