@@ -25,11 +25,11 @@ import torch
 from torch.nn import functional as F
 
 from nrflab.attacks import PGD
-from nrflab.checkpoint import save_model
+from nrflab.core.validation import resolve_device
 from nrflab.data import load_dataset
 from nrflab.features import build_dataset
 from nrflab.models import create_model
-from nrflab.validation import resolve_device
+from nrflab.models.checkpoint import save_model
 
 VARIANT_ARGS = {
     "default": {},

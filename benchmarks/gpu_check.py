@@ -277,7 +277,7 @@ def check_custom_loss(device: torch.device, report: Callable[[str, bool, str], N
 
 
 def check_evaluation(device: torch.device, report: Callable[[str, bool, str], None]) -> None:
-    from nrflab import accel
+    from nrflab.core import accel
     from nrflab.data import load_dataset
     from nrflab.models import create_model
     from nrflab.training import EvalSet, evaluate_epoch, make_config

@@ -41,12 +41,12 @@ import numpy as np
 import torch
 
 from nrflab.attacks import PGD
-from nrflab.checkpoint import save_model
-from nrflab.errors import NrflabError
+from nrflab.core.errors import NrflabError
+from nrflab.core.validation import resolve_device
 from nrflab.features import build_dataset
 from nrflab.models import create_model
+from nrflab.models.checkpoint import save_model
 from nrflab.training import EvalSet, evaluate_epoch, make_config, train
-from nrflab.validation import resolve_device
 
 PAPER_TRAIN = 50_000
 PAPER_TEST = 10_000
@@ -191,7 +191,7 @@ def time_build(a: Args, kind: str, steps: int, ckpt: Path, **settings: Any) -> f
 def time_crafting(a: Args, ckpt_model: torch.nn.Module) -> float:
     """Seconds to craft PGD-Linf (eps 8/255, 10 steps) examples for 10,000 test images (extrapolated)."""
     from nrflab.data import load_dataset
-    from nrflab.metrics import dataset_tensors
+    from nrflab.measure.metrics import dataset_tensors
 
     x, y = dataset_tensors(load_dataset("cifar10", root=str(a.root)).test)
     x, y = x.to(a.device), y.to(a.device)

@@ -12,6 +12,8 @@ ruff check src tests benchmarks
 ruff format --check src tests benchmarks
 echo "== mypy"
 mypy
+echo "== import layers"
+lint-imports
 echo "== pytest"
 if [ "$#" -eq 0 ]; then
   set -- -m "slow or not slow"

@@ -15,13 +15,13 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nrflab import accel
 from nrflab import attacks as A
 from nrflab import training as T
 from nrflab.attacks import PGD, pgd_update, project
+from nrflab.core import accel
+from nrflab.core.errors import NrflabError
 from nrflab.data import load_dataset
-from nrflab.errors import NrflabError
-from nrflab.metrics import accuracy, ligs_noise, ligs_per_sample, robust_accuracy
+from nrflab.measure.metrics import accuracy, ligs_noise, ligs_per_sample, robust_accuracy
 from nrflab.training.augment import augment_batch, augment_batch_reference
 from nrflab.training.evaluation import EvalSet, evaluate_epoch
 
@@ -206,7 +206,7 @@ def test_compile_modes_and_a_failing_compilation_falls_back(caplog) -> None:
         return x * 2 if float(x.sum()) > 0 else x
 
     fn = accel.CompiledFunction(data_dependent)
-    with caplog.at_level(logging.WARNING, logger="nrflab.accel"):
+    with caplog.at_level(logging.WARNING, logger="nrflab.core.accel"):
         out = fn(torch.ones(3))
     assert torch.equal(out, torch.full((3,), 2.0)) and fn.failed
     assert "using the eager version" in caplog.text

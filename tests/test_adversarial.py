@@ -11,10 +11,10 @@ import torch
 
 from nrflab import training as T
 from nrflab.attacks import PGD
-from nrflab.checkpoint import load_model
 from nrflab.data import DatasetBundle, ImageTensorDataset, load_dataset
 from nrflab.models import create_model
-from nrflab.report import Section
+from nrflab.models.checkpoint import load_model
+from nrflab.report.document import Section
 
 torch.set_num_threads(1)
 

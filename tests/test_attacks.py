@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from nrflab.attacks import FGSM, PGD, AttackSpec, cross_entropy_loss, parse_attack, project
-from nrflab.errors import NrflabError
-from nrflab.metrics import accuracy, robust_accuracy
+from nrflab.core.errors import NrflabError
+from nrflab.measure.metrics import accuracy, robust_accuracy
 
 from conftest import assert_same_state, state_snapshot, tiny_model
 

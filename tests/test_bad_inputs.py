@@ -430,7 +430,7 @@ def test_overwrite_keeps_the_old_run_until_the_new_one_commits(workspace: Path, 
 
 
 def test_second_writer_is_refused_with_the_holders_pid(workspace: Path, tmp_path: Path, capsys) -> None:
-    from nrflab.rundir import DirLock
+    from nrflab.runs.rundir import DirLock
 
     out = tmp_path / "busy"
     lock = DirLock.acquire(out, what="run directory")

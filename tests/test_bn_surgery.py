@@ -1,4 +1,4 @@
-"""Tests for nrflab.bn_surgery: each variant is the function it claims to be (folded == running exactly,
+"""Tests for nrflab.measure.bn_surgery: each variant is the function it claims to be (folded == running exactly,
 batch statistics == BN in training mode, recalibration == a cumulative average, affine-only == gamma*x+beta),
 the analysis orders the variants as documented, and the user's model never changes."""
 
@@ -13,7 +13,8 @@ from torch import nn
 
 from _byom_helpers import digits, randomize_bn, trained_digits_model
 from nrflab.attacks import frozen_model, parse_attack
-from nrflab.bn_surgery import (
+from nrflab.core.errors import NrflabError
+from nrflab.measure.bn_surgery import (
     VARIANTS,
     BatchStatisticsNorm,
     ChannelAffine,
@@ -24,7 +25,6 @@ from nrflab.bn_surgery import (
     folded_variant,
     recalibrated_variant,
 )
-from nrflab.errors import NrflabError
 from nrflab.models import create_model
 
 ATTACK = parse_attack("pgd-l2:eps=0.5,steps=5")

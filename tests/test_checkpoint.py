@@ -1,4 +1,4 @@
-"""Tests for nrflab.checkpoint: save/load round trips, run directories, every kind of bad file, atomic writes."""
+"""Tests for nrflab.models.checkpoint: save/load round trips, run directories, every kind of bad file, atomic writes."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import nrflab.io
-from nrflab.checkpoint import load_model, load_model_config, load_tensors, save_model
-from nrflab.errors import NrflabError
-from nrflab.io import atomic_save_tensors, atomic_write_json, atomic_write_text, read_json
+import nrflab.core.io
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import atomic_save_tensors, atomic_write_json, atomic_write_text, read_json
+from nrflab.models.checkpoint import load_model, load_model_config, load_tensors, save_model
 
 from conftest import tiny_model
 
@@ -216,7 +216,7 @@ def test_atomic_write_text_keeps_the_old_file_when_the_rename_fails(tmp_path, mo
     def failing_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(nrflab.io.os, "replace", failing_replace)
+    monkeypatch.setattr(nrflab.core.io.os, "replace", failing_replace)
     with pytest.raises(OSError, match="No space left on device"):
         atomic_write_text(target, "new" * 1000)
     monkeypatch.undo()
@@ -244,7 +244,7 @@ def test_a_save_that_fails_midway_keeps_the_old_model(model, tmp_path, monkeypat
         Path(filename).write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(nrflab.io, "save_file", half_written)
+    monkeypatch.setattr(nrflab.core.io, "save_file", half_written)
     other = tiny_model("bn", seed=9)
     with pytest.raises(OSError, match="No space left on device"):
         save_model(other, path)
@@ -257,7 +257,7 @@ def test_a_save_that_fails_midway_keeps_the_old_model(model, tmp_path, monkeypat
 def test_a_failed_rename_of_tensors_leaves_no_temp_file(model, tmp_path, monkeypatch) -> None:
     path = tmp_path / "t.safetensors"
     atomic_save_tensors(path, {"a": torch.ones(2)})
-    monkeypatch.setattr(nrflab.io.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError(5, "I/O error")))
+    monkeypatch.setattr(nrflab.core.io.os, "replace", lambda src, dst: (_ for _ in ()).throw(OSError(5, "I/O error")))
     with pytest.raises(OSError, match="I/O error"):
         atomic_save_tensors(path, {"a": torch.zeros(2)})
     monkeypatch.undo()

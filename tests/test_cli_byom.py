@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from _byom_helpers import digits, net_state, trained_digits_model
-from nrflab.checkpoint import save_model
 from nrflab.cli import main
 from nrflab.data import limit_dataset
-from nrflab.metrics import accuracy
+from nrflab.measure.metrics import accuracy
 from nrflab.models import create_model
+from nrflab.models.checkpoint import save_model
 
 ATTACK = "pgd-l2:eps=0.5,steps=3"
 

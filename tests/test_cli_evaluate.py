@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from nrflab.attacks import PGD
-from nrflab.checkpoint import load_model, save_model
 from nrflab.cli import main
 from nrflab.data import limit_dataset
-from nrflab.metrics import accuracy, ligs, robust_accuracy
+from nrflab.measure.metrics import accuracy, ligs, robust_accuracy
 from nrflab.models import create_model
+from nrflab.models.checkpoint import load_model, save_model
 from nrflab.training import make_config, train
 
 
@@ -228,7 +228,7 @@ def test_help_exits_0(argv, capsys) -> None:
 
 
 def test_corruptions_report_every_corruption_and_severity(checkpoint, tmp_path, capsys) -> None:
-    from nrflab.corruptions import benchmark_corruptions
+    from nrflab.measure.corruptions import benchmark_corruptions
 
     out = tmp_path / "eval.json"
     code, stdout, stderr = run_cli(

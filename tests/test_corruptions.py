@@ -1,4 +1,4 @@
-"""Tests for nrflab.corruptions: the corruption registry, CIFAR-C loading and accuracy under corruption."""
+"""Tests for nrflab.measure.corruptions: the corruption registry, CIFAR-C loading and accuracy under corruption."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image
 from torch import nn
 
-from nrflab.corruptions import (
+from nrflab.core.errors import NrflabError
+from nrflab.data.base import ImageTensorDataset
+from nrflab.measure.corruptions import (
     PARAMS,
     available_cifar_c,
     available_corruptions,
@@ -23,8 +25,6 @@ from nrflab.corruptions import (
     load_cifar_c,
     summarize_corruption_accuracy,
 )
-from nrflab.data.base import ImageTensorDataset
-from nrflab.errors import NrflabError
 
 NAMES = available_corruptions()
 RANDOM = ("gaussian_noise", "shot_noise", "impulse_noise", "speckle_noise")

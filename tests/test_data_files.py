@@ -22,9 +22,9 @@ from PIL import Image
 from scipy.io import savemat
 
 import nrflab.data as data
+from nrflab.core.errors import NrflabError
 from nrflab.data import files
 from nrflab.data.base import channel_stats
-from nrflab.errors import NrflabError
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

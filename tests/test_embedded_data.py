@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
+from nrflab.core.errors import NrflabError
 from nrflab.data import ImageTensorDataset, available_datasets, load_dataset
-from nrflab.errors import NrflabError
 
 
 def test_mnist5k_split(mnist5k) -> None:

@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nrflab.errors import NrflabError
+from nrflab.core.errors import NrflabError
 from nrflab.experiments import engine
 from nrflab.experiments.engine import CallTask, TrainTask, merge_tasks, topological_order
 from nrflab.experiments.evidence import Outcomes, compare

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from nrflab.checkpoint import load_tensors, save_model
 from nrflab.cli import main
+from nrflab.core.errors import NrflabError
 from nrflab.data import load_dataset
-from nrflab.errors import NrflabError
+from nrflab.data.defaults import preset_for
 from nrflab.features import build_dataset
 from nrflab.models import create_model
-from nrflab.presets import preset_for
+from nrflab.models.checkpoint import load_tensors, save_model
 from nrflab.training import make_config, train
 
 torch.set_num_threads(1)

@@ -27,7 +27,7 @@ import os, sys, time
 target = os.environ.get("NRFLAB_TEST_HANG_WRITE")
 if target:
     name, nth = target.rsplit(":", 1)
-    import nrflab.io as io
+    import nrflab.core.io as io
     real = io.os.replace
     seen = {"n": 0}
 

@@ -1,4 +1,4 @@
-"""Tests for nrflab.metrics: LIGS (against a direct computation, linear models, zero gradients, batching),
+"""Tests for nrflab.measure.metrics: LIGS (against a direct computation, linear models, zero gradients, batching),
 accuracy and robust accuracy on every kind of data source, and evaluate_model."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from nrflab.attacks import PGD, NoAttack, per_sample_noise
-from nrflab.errors import NrflabError
-from nrflab.metrics import (
+from nrflab.core.errors import NrflabError
+from nrflab.measure.metrics import (
     accuracy,
     dataset_tensors,
     evaluate_model,

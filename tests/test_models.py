@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from nrflab.errors import NrflabError
+from nrflab.core.errors import NrflabError
 from nrflab.models import (
     INITS,
     NORMS,

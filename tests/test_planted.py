@@ -13,6 +13,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from nrflab.core.errors import NrflabError
 from nrflab.data import load_dataset
 from nrflab.data.planted import (
     PRESETS,
@@ -25,7 +26,6 @@ from nrflab.data.planted import (
     make_templates,
     spec_from_params,
 )
-from nrflab.errors import NrflabError
 
 SMALL = {"size": "16", "train": "500", "test": "300"}
 
@@ -149,7 +149,7 @@ def test_bundle_records_every_parameter_and_has_probes() -> None:
     assert set(info["params"]) == {f.name for f in dataclasses.fields(PlantedSpec)}
     assert info["params"]["a_n"] == 0.2 and info["params"]["p_r"] == pytest.approx(0.1)
     assert bundle.input_shape == (3, 16, 16) and len(bundle.train) == 300 and len(bundle.test) == 200
-    assert bundle.probes and bundle.probes[0].columns()[-1] == "rho"
+    assert bundle.reliance_views is not None and not bundle.probes
     assert load_dataset(bundle.name).name == bundle.name  # the canonical name regenerates the same set
     x, _ = bundle.test.tensors()
     agree = generate(spec(preset="drand", a_n="0.2", train="300", test="200"), "agree")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nrflab.errors import NrflabError
+from nrflab.core.errors import NrflabError
 from nrflab.experiments import planted
 
 OUTCOMES = {"agrees", "disagrees", "inconclusive", "void"}

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from _byom_helpers import net_state
-from nrflab.errors import NrflabError
+from nrflab.core.errors import NrflabError
 from nrflab.models import create_model
 from nrflab.models import pretrained as P
 from nrflab.models.references import check_model_fits, load_model_reference

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from nrflab.attacks import AttackSpec, parse_attack
+from nrflab.core.columns import attack_of, attack_title, robust_key
+from nrflab.core.stats import judge, mean_ci, paired_ci, wilson
 from nrflab.data.base import class_balanced_split
 from nrflab.data.files import _fraction_split
 from nrflab.features import quantize
-from nrflab.results import attack_of, attack_title, robust_key
-from nrflab.stats import judge, mean_ci, paired_ci, wilson
-from nrflab.sweep import run_name
 from nrflab.training import augment_batch, augment_batch_reference, lr_at, make_config
+from nrflab.training.sweep import run_name
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 
@@ -135,7 +135,7 @@ def test_attack_spec_text_round_trips_exactly(spec: AttackSpec) -> None:
 
 @given(text=st.text(max_size=40))
 def test_attack_spec_parser_accepts_or_refuses_in_one_line(text: str) -> None:
-    from nrflab.errors import NrflabError
+    from nrflab.core.errors import NrflabError
 
     try:
         spec = parse_attack(text)
@@ -167,7 +167,7 @@ def test_run_names_are_safe_directory_names(values) -> None:
 @given(a=grid_values, b=grid_values)
 def test_distinct_grid_points_get_distinct_long_names(a, b) -> None:
     assume(a != b)
-    from nrflab.sweep import format_value
+    from nrflab.training.sweep import format_value
 
     raw = lambda v: ",".join(f"{k}={format_value(x)}" for k, x in v.items())  # noqa: E731
     assume(raw(a) != raw(b))

@@ -15,9 +15,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from _byom_helpers import net_state, randomize_bn, robustness_checkpoint, torchvision_names
-from nrflab.checkpoint import save_model
-from nrflab.errors import NrflabError
+from nrflab.core.errors import NrflabError
 from nrflab.models import create_model
+from nrflab.models.checkpoint import save_model
 from nrflab.models.references import (
     InputNormalized,
     LoadedModel,

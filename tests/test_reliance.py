@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from nrflab.core.errors import NrflabError
 from nrflab.data.planted import band_mask, idct_images, make_templates, make_views, spec_from_params
-from nrflab.errors import NrflabError
+from nrflab.measure.reliance import RELIANCE_COLUMNS, RelianceProbe, RelianceViews, band_energy, reliance
 from nrflab.models import create_model
-from nrflab.reliance import RELIANCE_COLUMNS, RelianceProbe, RelianceViews, band_energy, reliance
 
 from conftest import assert_same_state, state_snapshot
 

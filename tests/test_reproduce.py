@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from nrflab.cli import main
-from nrflab.rundir import RunDir
+from nrflab.runs.rundir import RunDir
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -185,7 +185,7 @@ def test_an_interrupted_reproduce_resumes_to_the_same_report(tmp_path):
 
 
 def _unfinished():
-    from nrflab.rundir import RunStatus
+    from nrflab.runs.rundir import RunStatus
 
     return RunStatus(-1, -1, False)
 

@@ -1,4 +1,4 @@
-"""Tests for nrflab.sanity: a normally trained model passes the gradient-masking checks, a deliberately masked
+"""Tests for nrflab.measure.sanity: a normally trained model passes the gradient-masking checks, a deliberately masked
 one (rounded logits: zero input gradients) is flagged, each check's decision rule flags what it should, and
 the checks leave the model unchanged."""
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from _byom_helpers import RoundedLogits, digits, trained_digits_model
-from nrflab import sanity as S
 from nrflab.attacks import parse_attack
+from nrflab.measure import sanity as S
 
 PGD_L2 = parse_attack("pgd-l2:eps=0.5,steps=5")
 PGD_LINF = parse_attack("pgd-linf:eps=0.1,steps=5")

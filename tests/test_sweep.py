@@ -13,12 +13,12 @@ import torch
 import yaml
 
 import nrflab.cli.sweep  # noqa: F401  (registers the command)
-from nrflab import sweep as S
 from nrflab import training as T
 from nrflab.attacks import parse_attack
 from nrflab.cli import main
-from nrflab.errors import NrflabError
-from nrflab.rundir import RunStatus
+from nrflab.core.errors import NrflabError
+from nrflab.runs.rundir import RunStatus
+from nrflab.training import sweep as S
 
 from conftest import capture_log
 

@@ -16,14 +16,14 @@ import pytest
 import torch
 import yaml
 
-import nrflab.io
-from nrflab import checkpoint as ckpt
+import nrflab.core.io
 from nrflab import training as T
-from nrflab.checkpoint import load_model, load_tensors
 from nrflab.cli import main
+from nrflab.core.errors import NrflabError
 from nrflab.data import DatasetBundle, load_dataset
-from nrflab.errors import NrflabError
-from nrflab.rundir import RunStatus
+from nrflab.models import checkpoint as ckpt
+from nrflab.models.checkpoint import load_model, load_tensors
+from nrflab.runs.rundir import RunStatus
 
 torch.set_num_threads(1)
 
@@ -135,7 +135,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(reference, tiny, tmp_pat
 @pytest.mark.parametrize("target", ["checkpoint.safetensors", "model.safetensors", "metrics.csv", "partial"])
 def test_crash_while_saving_epoch_two_keeps_epoch_one(reference, tiny, tmp_path, monkeypatch, target):
     out = tmp_path / "run"
-    real_replace, real_save = os.replace, nrflab.io.save_file
+    real_replace, real_save = os.replace, nrflab.core.io.save_file
     seen: dict[str, int] = {}
 
     def crashing_replace(src, dst):
@@ -154,10 +154,10 @@ def test_crash_while_saving_epoch_two_keeps_epoch_one(reference, tiny, tmp_path,
             raise KeyboardInterrupt("killed while writing the checkpoint")
 
     if target == "partial":
-        monkeypatch.setattr(nrflab.io, "save_file", half_written_save)
+        monkeypatch.setattr(nrflab.core.io, "save_file", half_written_save)
         crash = "killed while writing the checkpoint"
     else:
-        monkeypatch.setattr(nrflab.io.os, "replace", crashing_replace)
+        monkeypatch.setattr(nrflab.core.io.os, "replace", crashing_replace)
         crash = "No space left on device"
     with pytest.raises((OSError, KeyboardInterrupt), match=crash):
         run(config(), out, tiny)
@@ -329,7 +329,7 @@ def test_shifted_label_accuracy_is_recorded(tiny, tmp_path):
 
 
 def test_train_or_reuse_reuses_the_same_recipe_and_refuses_another(tmp_path, logged):
-    from nrflab.errors import NrflabError
+    from nrflab.core.errors import NrflabError
     from nrflab.training import make_config, train_or_reuse
 
     fields = dict(

@@ -15,14 +15,14 @@ from safetensors.torch import save_file
 from torch import nn
 
 from nrflab.attacks import Attack, parse_attack
-from nrflab.checkpoint import save_model
 from nrflab.cli import main
+from nrflab.core.errors import NrflabError
+from nrflab.core.stats import wilson
 from nrflab.data import DatasetBundle, ImageTensorDataset, register_dataset
-from nrflab.errors import NrflabError
-from nrflab.metrics import robust_accuracy
+from nrflab.measure.metrics import robust_accuracy
 from nrflab.models import create_model
-from nrflab.rundir import LOCK_FILE
-from nrflab.stats import wilson
+from nrflab.models.checkpoint import save_model
+from nrflab.runs.rundir import LOCK_FILE
 from nrflab.training import make_config, train
 from nrflab.transfer import (
     EarlyStop,
@@ -666,7 +666,7 @@ def test_overwrite_restores_old_results_when_the_new_job_fails_first(tmp_path):
 
 
 def _hold_lock(directory: str, held, done) -> None:
-    from nrflab.rundir import DirLock
+    from nrflab.runs.rundir import DirLock
 
     lock = DirLock.acquire(directory, what="transfer directory")
     held.set()

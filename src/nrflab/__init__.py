@@ -6,6 +6,6 @@ normalization, attacks, LIGS, feature datasets, transfer matrices and the paper'
 
 __version__ = "0.1.0"
 
-from .errors import NrflabError
+from nrflab.core.errors import NrflabError
 
 __all__ = ["NrflabError", "__version__"]

@@ -11,8 +11,7 @@ import hashlib
 import math
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -20,15 +19,15 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import accel
-from .errors import NrflabError
+from nrflab.core import accel
+from nrflab.core.errors import NrflabError
+from nrflab.core.modules import ModelMode, frozen_model
 
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 """``loss_fn(model, x, y) -> per-sample loss (shape [B])``; untargeted attacks ascend it, targeted
 attacks descend it. ``y`` is whatever the loss needs (labels, target representations, ...)."""
 
 Norm = Literal["linf", "l2"]
-ModelMode = Literal["eval", "train"]
 
 
 def cross_entropy_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -55,42 +54,6 @@ def per_sample_noise(
         else:
             out[i] = torch.rand(x.shape[1:], generator=gen)
     return out.to(device=x.device, dtype=x.dtype)
-
-
-@dataclass
-class _ModelState:
-    training: dict[nn.Module, bool]
-    requires_grad: list[tuple[nn.Parameter, bool]]
-    buffers: list[tuple[torch.Tensor, torch.Tensor]] | None
-
-
-@contextmanager
-def frozen_model(model: nn.Module, mode: ModelMode = "eval", keep_buffers: bool = True) -> Iterator[nn.Module]:
-    """Run code on ``model`` in ``mode`` with parameters frozen; restore mode and flags afterwards.
-
-    With ``mode="train"`` BatchNorm uses batch statistics and would update its running statistics;
-    ``keep_buffers=True`` restores them, ``False`` lets the updates stand (the official code's
-    adversarial training did so).
-    """
-    state = _ModelState(
-        training={m: m.training for m in model.modules()},
-        requires_grad=[(p, p.requires_grad) for p in model.parameters()],
-        buffers=[(b, b.detach().clone()) for b in model.buffers()] if (mode == "train" and keep_buffers) else None,
-    )
-    try:
-        model.train(mode == "train")
-        for p, _ in state.requires_grad:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for m, flag in state.training.items():
-            m.training = flag
-        for p, flag in state.requires_grad:
-            p.requires_grad_(flag)
-        if state.buffers is not None:
-            with torch.no_grad():
-                for b, saved in state.buffers:
-                    b.copy_(saved)
 
 
 def project(delta: torch.Tensor, norm: Norm, eps: float) -> torch.Tensor:

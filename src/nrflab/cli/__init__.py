@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import sys
 
-from ..errors import NrflabError
-
 # Each module registers its commands on ``app``.
-from . import bn_analysis, evaluate, experiments, features, info, reproduce, sweep, train, transfer  # noqa: F401
-from .app import app
+from nrflab.cli import bn_analysis, evaluate, experiments, features, info, reproduce, sweep, train, transfer  # noqa: F401
+from nrflab.cli.app import app
+from nrflab.core.errors import NrflabError
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``nrflab`` script; returns the exit status."""
-    from ..logs import console_logging
+    from nrflab.core.logs import console_logging
 
     console_logging()
     try:

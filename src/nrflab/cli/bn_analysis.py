@@ -9,16 +9,9 @@ from typing import Optional
 import torch
 import typer
 
-from ..attacks import parse_attack
-from ..data import limit_dataset, load_dataset
-from ..errors import NrflabError
-from ..io import atomic_write_json, atomic_write_text
-from ..metrics import dataset_tensors
-from ..models.inspection import check_model_fits
-from ..presets import PRESETS, preset_for
-from ..validation import SEED_MAX, resolve_device
-from .app import app
-from .model_options import (
+from nrflab.attacks import parse_attack
+from nrflab.cli.app import app
+from nrflab.cli.model_options import (
     ALLOW_UNVERIFIED_OPTION,
     ARCH_OPTION,
     MEAN_OPTION,
@@ -33,7 +26,7 @@ from .model_options import (
     load_model_option,
     model_slug,
 )
-from .options import (
+from nrflab.cli.options import (
     ATTACKS_OPTION,
     DATA_ROOT_OPTION,
     DOWNLOAD_OPTION,
@@ -43,6 +36,13 @@ from .options import (
     STEPS_OPTION,
     attack_specs_from_flags,
 )
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import atomic_write_json, atomic_write_text
+from nrflab.core.validation import SEED_MAX, resolve_device
+from nrflab.data import limit_dataset, load_dataset
+from nrflab.data.defaults import PRESETS, preset_for
+from nrflab.measure.metrics import dataset_tensors
+from nrflab.models.inspection import check_model_fits
 
 RESULT_JSON = "bn_analysis.json"
 RESULT_MD = "bn_analysis.md"
@@ -103,8 +103,8 @@ def bn_analysis(
     """BN surgery: the framework table (clean acc, robust acc, LIGS) under running statistics, batch
     statistics, recalibrated statistics, normalization removed (affine kept) and BN folded into the
     convolutions, plus transfer from each variant to the original model."""
-    from ..bn_surgery import VARIANTS, analyze_batchnorm
-    from ..rundir import check_output_path
+    from nrflab.measure.bn_surgery import VARIANTS, analyze_batchnorm
+    from nrflab.runs.rundir import check_output_path
 
     specs = attack_specs_from_flags(attack, eps, steps, step_size)
     chosen = list(dict.fromkeys(v.strip().lower() for v in (variants or VARIANTS)))

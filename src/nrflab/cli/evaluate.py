@@ -10,16 +10,9 @@ from typing import Any, Optional
 import typer
 from torch import nn
 
-from ..attacks import parse_attack
-from ..data import DatasetBundle, limit_dataset, load_dataset
-from ..errors import NrflabError
-from ..io import atomic_write_json
-from ..metrics import dataset_tensors, evaluate_model
-from ..models.inspection import LoadedModel, check_model_fits
-from ..presets import PRESETS, preset_for
-from ..validation import SEED_MAX, resolve_device
-from .app import app
-from .model_options import (
+from nrflab.attacks import parse_attack
+from nrflab.cli.app import app
+from nrflab.cli.model_options import (
     ALLOW_UNVERIFIED_OPTION,
     ARCH_OPTION,
     MEAN_OPTION,
@@ -34,7 +27,7 @@ from .model_options import (
     load_model_option,
     model_slug,
 )
-from .options import (
+from nrflab.cli.options import (
     ATTACKS_OPTION,
     DATA_ROOT_OPTION,
     DOWNLOAD_OPTION,
@@ -44,6 +37,13 @@ from .options import (
     STEPS_OPTION,
     attack_specs_from_flags,
 )
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import atomic_write_json
+from nrflab.core.validation import SEED_MAX, resolve_device
+from nrflab.data import DatasetBundle, limit_dataset, load_dataset
+from nrflab.data.defaults import PRESETS, preset_for
+from nrflab.measure.metrics import dataset_tensors, evaluate_model
+from nrflab.models.inspection import LoadedModel, check_model_fits
 
 
 def resolve_json_output(
@@ -52,7 +52,7 @@ def resolve_json_output(
     """Where a command writes its JSON record: ``out`` as a ``.json`` file, or ``out`` (or ``default_dir``)
     as a directory holding ``default_name``. Never a model, checkpoint, dataset shard, card or run record,
     nor any input of the command (outputs never clobber inputs)."""
-    from ..rundir import check_output_file, check_output_path
+    from nrflab.runs.rundir import check_output_file, check_output_path
 
     if out is None:
         target = default_dir / default_name
@@ -149,7 +149,7 @@ def evaluate(
     """Evaluate a model: usefulness (clean accuracy), robust usefulness (robust accuracy), robustness (LIGS)."""
     specs = attack_specs_from_flags(attack, eps, steps, step_size, random_start, restarts)
     if cifar_c is not None:
-        from ..corruptions import available_cifar_c
+        from nrflab.measure.corruptions import available_cifar_c
 
         available_cifar_c(cifar_c)  # a wrong directory fails now, not after the attacks ran
     dev = resolve_device(device)
@@ -215,7 +215,7 @@ def evaluate(
     }
     reports = []
     if sanity:
-        from ..sanity import sanity_checks
+        from nrflab.measure.sanity import sanity_checks
 
         n = min(sanity_limit, int(y.shape[0]))
         for s in specs:
@@ -243,7 +243,7 @@ def evaluate(
     if corruptions:
         typer.echo(f"{'mean corruption accuracy':<28} {100 * record['corruptions']['summary']['mean']:.2f} %")
     if reports:
-        from ..sanity import format_sanity
+        from nrflab.measure.sanity import format_sanity
 
         for line in format_sanity(reports):
             typer.echo(line)
@@ -259,10 +259,10 @@ def _corruption_rows(
     seed: int,
 ) -> dict[str, Any]:
     """Accuracy per corruption and severity: on CIFAR-C files if given, else corrupting the test set."""
-    from .. import corruptions as C
+    from nrflab.measure import corruptions as C
 
     if cifar_c is not None:
-        from ..metrics import accuracy
+        from nrflab.measure.metrics import accuracy
 
         rows: list[dict[str, Any]] = []
         for name in C.available_cifar_c(cifar_c):

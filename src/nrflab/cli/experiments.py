@@ -14,19 +14,19 @@ from typing import TYPE_CHECKING, Optional
 
 import typer
 
-from ..errors import NrflabError
-from ..report import Section, strip_markdown, write_report
-from .app import app
+from nrflab.cli.app import app
+from nrflab.core.errors import NrflabError
+from nrflab.report.document import Section, strip_markdown, write_report
 
 if TYPE_CHECKING:
-    from ..experiments.overrides import Overrides
+    from nrflab.experiments.overrides import Overrides
 
 
 class _Experiments(Mapping[str, str]):
     """Experiment name -> one-line summary, read from the registry when first used."""
 
     def _load(self) -> dict[str, str]:
-        from ..experiments.registry import experiments
+        from nrflab.experiments.registry import experiments
 
         return {name: spec.summary for name, spec in experiments().items()}
 
@@ -80,13 +80,13 @@ def overrides_from_flags(
     assignments: Optional[list[str]],
 ) -> Overrides:
     """The command-line flags as Overrides (recipes read, flags checked)."""
-    from ..experiments.overrides import Overrides, read_recipe
-    from ..experiments.spec import ALL_SCALES
+    from nrflab.experiments.overrides import Overrides, read_recipe
+    from nrflab.experiments.spec import ALL_SCALES
 
     if scale not in ALL_SCALES:
         raise NrflabError(f"unknown scale {scale!r}; choose one of cpu, paper (or quick)")
     if arch is not None:
-        from ..models import check_arch
+        from nrflab.models import check_arch
 
         check_arch(arch)
     if epochs is not None and epochs < 1:
@@ -128,9 +128,9 @@ def experiment(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """Run one of the paper's experiments, on any dataset, architecture and device, and write its report."""
-    from ..experiments.overrides import settings_for
-    from ..experiments.registry import ALIASES, select
-    from ..experiments.reproduce import intro, run_chain
+    from nrflab.experiments.overrides import settings_for
+    from nrflab.experiments.registry import ALIASES, select
+    from nrflab.experiments.reproduce import intro, run_chain
 
     started = time.perf_counter()
     specs = select(name) if name in ALIASES else select([name])
@@ -177,7 +177,7 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
     """The main job: train a BN model and its no-normalization twin, record every epoch, report the paper's claims."""
-    from ..experiments.reproduce import reproduce
+    from nrflab.experiments.reproduce import reproduce
 
     started = time.perf_counter()
     ov = overrides_from_flags(

@@ -8,11 +8,8 @@ from typing import Optional
 
 import typer
 
-from ..errors import NrflabError
-from ..features import BUILD_KINDS, DTYPES, KIND_DEFAULTS, LABEL_POLICIES, build_dataset
-from ..validation import SEED_MAX
-from .app import app
-from .model_options import (
+from nrflab.cli.app import app
+from nrflab.cli.model_options import (
     ARCH_OPTION,
     MEAN_OPTION,
     MODEL_HELP,
@@ -22,6 +19,9 @@ from .model_options import (
     WIDTH_OPTION,
     parse_channel_values,
 )
+from nrflab.core.errors import NrflabError
+from nrflab.core.validation import SEED_MAX
+from nrflab.features import BUILD_KINDS, DTYPES, KIND_DEFAULTS, LABEL_POLICIES, build_dataset
 
 _DEFAULTS = ", ".join(f"{k}: {s} steps, eps {e:g}, step {st:g}" for k, (s, e, st) in KIND_DEFAULTS.items())
 

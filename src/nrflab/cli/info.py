@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .app import app
+from nrflab.cli.app import app
 
 
 @app.command("list")
@@ -17,7 +17,7 @@ def list_choices(
 ) -> None:
     """List the registered datasets, architectures, normalizations, attacks and experiments."""
     if pretrained:
-        from ..models.pretrained import format_pretrained_table
+        from nrflab.models.pretrained import format_pretrained_table
 
         for line in format_pretrained_table():
             typer.echo(line)
@@ -26,10 +26,10 @@ def list_choices(
             "or downloaded and checked against the pinned sha256)"
         )
         return
-    from ..attacks import ATTACK_KINDS
-    from ..data import available_datasets
-    from ..models import ARCHS, NORM_DESCRIPTIONS
-    from .experiments import EXPERIMENTS
+    from nrflab.attacks import ATTACK_KINDS
+    from nrflab.cli.experiments import EXPERIMENTS
+    from nrflab.data import available_datasets
+    from nrflab.models import ARCHS, NORM_DESCRIPTIONS
 
     typer.echo("datasets:      " + ", ".join(available_datasets()) + ", or a directory built by `nrflab build-dataset`")
     typer.echo("architectures:")
@@ -46,6 +46,6 @@ def list_choices(
     typer.echo("experiments:")
     for name, text in EXPERIMENTS.items():
         typer.echo(f"  {name:<10} {text}")
-    from ..models.pretrained import available_pretrained
+    from nrflab.models.pretrained import available_pretrained
 
     typer.echo(f"pretrained:    {len(available_pretrained())} registered models (`nrflab list --pretrained`)")

@@ -12,9 +12,9 @@ from typing import Optional
 
 import typer
 
-from ..errors import NrflabError
-from ..models.inspection import LoadedModel, describe_model
-from ..models.references import load_model_reference
+from nrflab.core.errors import NrflabError
+from nrflab.models.inspection import LoadedModel, describe_model
+from nrflab.models.references import load_model_reference
 
 MODEL_HELP = (
     "A model: an nrflab run directory or checkpoint; a state dict (.safetensors, .pt/.pth read with "
@@ -98,14 +98,14 @@ def load_model_option(
 def default_dataset_of(loaded: LoadedModel) -> str | None:
     """The dataset a model was trained on, when nrflab knows it: an nrflab run's, a pretrained entry's."""
     if loaded.kind == "nrflab":
-        from ..training import read_run_config
+        from nrflab.training import read_run_config
 
         try:
             return str(read_run_config(Path(loaded.source).parent)["dataset"])
         except (NrflabError, KeyError, TypeError):
             return None
     if loaded.kind == "pretrained":
-        from ..models.pretrained import REGISTRY
+        from nrflab.models.pretrained import REGISTRY
 
         for entry in REGISTRY.values():
             shipped = entry.package_file and loaded.source.endswith(entry.package_file[1])

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from ..attacks import AttackSpec, attack_from_parts
-from ..errors import NrflabError
+from nrflab.attacks import AttackSpec, attack_from_parts
+from nrflab.core.errors import NrflabError
 
 EVAL_DATASET_OPTION = typer.Option(
     None,

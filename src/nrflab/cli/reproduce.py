@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from .app import app
-from .experiments import (
+from nrflab.cli.app import app
+from nrflab.cli.experiments import (
     BACKEND_HELP,
     RECIPE_HELP,
     SCALE_HELP,
@@ -77,9 +77,9 @@ def reproduce(
     """The whole paper, one command: Figure 3 twins (standard and adversarial), the normalization family and
     corruptions, the feature datasets and their twins, transfer with both boosts and the planted features,
     into ONE report with every verdict and figure. Rerun to resume: finished runs of the same recipe are reused."""
-    from ..errors import NrflabError
-    from ..experiments.engine import BACKENDS
-    from ..experiments.reproduce import reproduce as run_reproduce
+    from nrflab.core.errors import NrflabError
+    from nrflab.experiments.engine import BACKENDS
+    from nrflab.experiments.reproduce import reproduce as run_reproduce
 
     if backend not in BACKENDS:
         raise NrflabError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")

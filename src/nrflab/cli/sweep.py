@@ -8,8 +8,8 @@ from typing import Any, Optional
 import typer
 import yaml
 
-from ..errors import NrflabError
-from .app import app
+from nrflab.cli.app import app
+from nrflab.core.errors import NrflabError
 
 
 def parse_value(text: str, flag: str, scalar: bool) -> Any:
@@ -84,7 +84,7 @@ def sweep(
     ),
 ) -> None:
     """Train a recipe over a grid of settings; finished runs are skipped and interrupted ones resume."""
-    from ..sweep import run_sweep, summary_table
+    from nrflab.training.sweep import run_sweep, summary_table
 
     result = run_sweep(
         config,

@@ -8,12 +8,12 @@ from typing import Any, Optional
 
 import typer
 
-from ..errors import NrflabError
-from ..rundir import RunDir
-from ..training import ADV_TRAIN_KINDS, load_config_file, make_config
-from ..training import train as run_training
-from ..validation import SEED_MAX
-from .app import app
+from nrflab.cli.app import app
+from nrflab.core.errors import NrflabError
+from nrflab.core.validation import SEED_MAX
+from nrflab.runs.rundir import RunDir
+from nrflab.training import ADV_TRAIN_KINDS, load_config_file, make_config
+from nrflab.training import train as run_training
 
 
 @app.command()
@@ -179,7 +179,7 @@ def train(
     cfg = load_config_file(config, **given) if config else make_config(**given)
     _check_names(cfg.arch, cfg.norm)
     if download:
-        from ..data import load_dataset
+        from nrflab.data import load_dataset
 
         load_dataset(cfg.dataset, root=cfg.data_root, download=True)
     result = run_training(cfg, out, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty())
@@ -200,7 +200,7 @@ def _batch_size_flag(text: Optional[str]) -> int | str | None:
 
 
 def _check_names(arch: str, norm: str) -> None:
-    from ..models import check_arch, check_norm
+    from nrflab.models import check_arch, check_norm
 
     check_arch(arch)
     check_norm(norm)
@@ -219,8 +219,8 @@ def plot(
     title: Optional[str] = typer.Option(None, "--title"),
 ) -> None:
     """Draw clean accuracy, robust accuracy and LIGS vs epoch (paper Figure 3) for several runs."""
-    from ..plots import plot_runs
-    from ..rundir import check_output_path
+    from nrflab.report.plots import plot_runs
+    from nrflab.runs.rundir import check_output_path
 
     if not name or "/" in name or name.startswith("."):
         raise NrflabError(f"--name must be a plain file name, got {name!r}")

@@ -13,10 +13,8 @@ from typing import Any, Optional
 
 import typer
 
-from ..io import read_yaml_mapping
-from ..validation import DEVICE_HELP
-from .app import app
-from .model_options import (
+from nrflab.cli.app import app
+from nrflab.cli.model_options import (
     ARCH_OPTION,
     MEAN_OPTION,
     NORM_OPTION,
@@ -25,6 +23,8 @@ from .model_options import (
     WIDTH_OPTION,
     parse_channel_values,
 )
+from nrflab.core.io import read_yaml_mapping
+from nrflab.core.validation import DEVICE_HELP
 
 MODEL_FORMS = (
     "run directories, RUN_DIR@epoch=K (a kept epoch), nrflab model .safetensors files, or models from "
@@ -145,7 +145,7 @@ def transfer(
     Wilson intervals, per-source averages over targets, and the effect of the chosen boost. --arch,
     --norm, --num-classes, --width, --mean and --std apply to every model from outside nrflab.
     """
-    from ..transfer import TransferConfig, run_transfer
+    from nrflab.transfer import TransferConfig, run_transfer
 
     mean_values = parse_channel_values(mean, "--mean")
     std_values = parse_channel_values(std, "--std")

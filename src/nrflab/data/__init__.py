@@ -1,10 +1,10 @@
 """Datasets: one registry, ``load_dataset(name, root=None)``, images in [0,1]."""
 
-from . import built as _built  # noqa: F401  (registers directories written by `nrflab build-dataset`)
-from . import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
-from . import files as _files  # noqa: F401  (registers CIFAR, SVHN, IDX, image folders)
-from . import planted as _planted  # noqa: F401  (registers planted: known robust and non-robust features)
-from .base import (
+from nrflab.data import built as _built  # noqa: F401  (registers directories written by `nrflab build-dataset`)
+from nrflab.data import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
+from nrflab.data import files as _files  # noqa: F401  (registers CIFAR, SVHN, IDX, image folders)
+from nrflab.data import planted as _planted  # noqa: F401  (registers planted: known robust and non-robust features)
+from nrflab.data.base import (
     DatasetBundle,
     ImageTensorDataset,
     Probe,
@@ -28,6 +28,17 @@ __all__ = [
     "load_dataset",
     "parse_dataset_name",
     "Probe",
+    "check_dataset_loads",
     "register_dataset",
     "subset_indices",
 ]
+
+
+def check_dataset_loads(name: str, root: str | None, checked: set[tuple[str, str | None]] | None = None) -> None:
+    """The dataset loads: its name, parameters and files are checked (once per distinct ``(name, root)`` when
+    ``checked`` is given), so a chain of runs fails in one line before the first run starts."""
+    if checked is not None and (name, root) in checked:
+        return
+    load_dataset(name, root=root)
+    if checked is not None:
+        checked.add((name, root))

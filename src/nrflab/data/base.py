@@ -12,7 +12,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..errors import NrflabError
+from nrflab.core.errors import NrflabError
+from nrflab.data.views import RelianceViews
 
 
 class ImageTensorDataset(Dataset[tuple[torch.Tensor, int]]):
@@ -84,6 +85,8 @@ class DatasetBundle:
     classes: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     probes: list[Probe] = field(default_factory=list)
+    reliance_views: RelianceViews | None = None
+    """The planted test views, where the features are known (the trainer then records reliance every epoch)."""
 
     @property
     def in_channels(self) -> int:

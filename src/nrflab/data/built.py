@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from ..errors import NrflabError
-from .base import DatasetBundle, ImageTensorDataset, load_dataset, register_directory_format
+from nrflab.core.errors import NrflabError
+from nrflab.data.base import DatasetBundle, ImageTensorDataset, load_dataset, register_directory_format
 
 CARD_FILE = "dataset.json"
 CARD_FORMAT = "nrflab-built-dataset"
@@ -66,7 +66,7 @@ def is_built_dataset(path: str | os.PathLike[str]) -> bool:
 
 def read_card(path: str | os.PathLike[str]) -> DatasetCard:
     """The card of a built dataset directory, checked for the fields every loader needs."""
-    from ..io import read_json
+    from nrflab.core.io import read_json
 
     path = Path(path)
     if not path.is_dir():
@@ -103,7 +103,7 @@ def read_card(path: str | os.PathLike[str]) -> DatasetCard:
 
 def load_built_arrays(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """All tensors of a complete built dataset (images, labels, orig_labels, targets, source_indices, ...)."""
-    from ..checkpoint import load_tensors
+    from nrflab.core.io import load_tensors
 
     path = Path(path)
     card = read_card(path)

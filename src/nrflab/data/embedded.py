@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import NrflabError
-from .base import DatasetBundle, ImageTensorDataset, class_balanced_split, register_dataset
+from nrflab.core.errors import NrflabError
+from nrflab.data.base import DatasetBundle, ImageTensorDataset, class_balanced_split, register_dataset
 
 MNIST5K_SPLIT_SEED = 1337
 

@@ -24,8 +24,8 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from ..errors import NrflabError
-from .base import DatasetBundle, ImageTensorDataset, channel_stats, default_root, register_dataset
+from nrflab.core.errors import NrflabError
+from nrflab.data.base import DatasetBundle, ImageTensorDataset, channel_stats, default_root, register_dataset
 
 
 def _numpy_private(module: str, name: str) -> Any:

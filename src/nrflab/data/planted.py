@@ -12,7 +12,7 @@ probability ``p_n``, independently; otherwise another class (uniform, or ``y + r
 ``rf_shift`` is set). So one family gives the redundant set (both predictive), sets where one feature is more
 predictive, a planted D_rand (RF class random, NRF = label) and a planted conflicting set (RF of class
 ``y - 1``, NRF and label ``y``). Test views share the training images' statistics (see
-``nrflab.reliance``): agree (r = n = y, the bundle's ``test``), RF-sufficiency (r = y, n random),
+``nrflab.measure.reliance``): agree (r = n = y, the bundle's ``test``), RF-sufficiency (r = y, n random),
 NRF-sufficiency (n = y, r random) and swap (r = a, n = b != a).
 
 Names: ``planted``, ``planted:preset=drand,a_n=0.2,size=16``, ``planted:rf=mnist,preset=drand`` (the
@@ -34,8 +34,9 @@ import numpy as np
 import torch
 from scipy.fft import dctn, idctn
 
-from ..errors import NrflabError
-from .base import DatasetBundle, ImageTensorDataset, channel_stats, register_dataset
+from nrflab.core.errors import NrflabError
+from nrflab.data.base import DatasetBundle, ImageTensorDataset, channel_stats, register_dataset
+from nrflab.data.views import RelianceViews
 
 GENERATOR_VERSION = 1
 SIZES = (16, 28, 32)
@@ -482,7 +483,7 @@ def generate(spec: PlantedSpec, split: str) -> PlantedSample:
 @functools.lru_cache(maxsize=4)
 def _mnist_digits(size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """mnist5k train/test digits in [0,1] at ``size`` x ``size`` (antialiased resize), with labels."""
-    from .embedded import load_mnist5k
+    from nrflab.data.embedded import load_mnist5k
 
     bundle = load_mnist5k()
     out = []
@@ -564,8 +565,6 @@ def dataset_name(spec: PlantedSpec) -> str:
 def build_bundle(spec: PlantedSpec, *, probe_size: int | None = None) -> DatasetBundle:
     """The bundle of a spec: train (the spec's law), test = the agree view, and a reliance probe on the
     agree, RF-sufficiency, NRF-sufficiency and swap views (``probe_size`` images each; default all)."""
-    from ..reliance import RelianceProbe, RelianceViews
-
     train = generate(spec, "train")
     views = make_views(spec)
     mean, std = channel_stats(torch.from_numpy(train.images))
@@ -600,7 +599,7 @@ def build_bundle(spec: PlantedSpec, *, probe_size: int | None = None) -> Dataset
         std=std,
         classes=[str(i) for i in range(spec.classes)],
         info=info,
-        probes=[RelianceProbe(rel_views)],
+        reliance_views=rel_views,
     )
 
 

@@ -20,10 +20,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..report import Section
-from ..validation import Seed
-from .engine import CallTask, Task
-from .spec import AnalysisContext, ExperimentSpec
+from nrflab.core.validation import Seed
+from nrflab.experiments.engine import CallTask, Task
+from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
+from nrflab.report.document import Section
 
 _CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, arbitrary_types_allowed=True)
 

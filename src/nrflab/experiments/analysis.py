@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from ..data import DatasetBundle, load_dataset
-from ..metrics import dataset_tensors
+from nrflab.data import DatasetBundle, load_dataset
+from nrflab.measure.metrics import dataset_tensors
 
 #: The seed of the fixed test subset every final model is evaluated on (the same images for every model).
 TEST_SUBSET_SEED = 0

@@ -14,18 +14,18 @@ from typing import Optional
 
 from pydantic import Field
 
-from ..plots import plot_runs
-from ..presets import PAPER_EVAL_ATTACKS, PRESETS, preset_for
-from ..report import Section, markdown_table, num, pct, verdict_line
-from ..results import LIGS, attack_title
-from ..rundir import RunDir
-from ..stats import Verdict
-from .analysis import cell, load_bundle, norm_title, tensor_mean, test_images
-from .engine import Task, TrainTask
-from .evidence import Outcomes, compare, compare_scalars, measure, measure_task
-from .guard import Health, health, named, verdict, void_reason
-from .protocols import PAPER
-from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
+from nrflab.core.columns import LIGS, attack_title
+from nrflab.core.stats import Verdict
+from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
+from nrflab.experiments.analysis import cell, load_bundle, norm_title, tensor_mean, test_images
+from nrflab.experiments.engine import Task, TrainTask
+from nrflab.experiments.evidence import Outcomes, compare, compare_scalars, measure, measure_task
+from nrflab.experiments.guard import Health, health, named, verdict, void_reason
+from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
+from nrflab.measure.protocols import PAPER
+from nrflab.report.document import Section, markdown_table, num, pct, verdict_line
+from nrflab.report.plots import plot_runs
+from nrflab.runs.rundir import RunDir
 
 
 class CoreSettings(ExperimentSettings):
@@ -242,7 +242,7 @@ def run(
     out_dir: Path, *, scale: str = "cpu", settings: CoreSettings | None = None, progress: bool = True, workers: int = 1
 ) -> list[Section]:
     """Train the twins (reusing finished runs) under ``out_dir`` and return the report section."""
-    from .reproduce import run_experiment
+    from nrflab.experiments.reproduce import run_experiment
 
     return run_experiment("core", Path(out_dir), scale=scale, settings=settings, progress=progress, workers=workers)
 

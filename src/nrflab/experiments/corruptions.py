@@ -1,7 +1,7 @@
 """Corruption robustness (the earlier version's claim 7): BN lowers robustness to common corruptions.
 
 Every standard and adversarially trained model of the zoo is evaluated on the same fixed test images under
-CIFAR-10-C-style corruptions (:mod:`nrflab.corruptions`) at the chosen severities. Because clean
+CIFAR-10-C-style corruptions (:mod:`nrflab.measure.corruptions`) at the chosen severities. Because clean
 accuracies differ, the claim is judged on each model's *drop*: clean accuracy minus mean corruption
 accuracy, per image, BN's drop minus no BN's.
 """
@@ -12,15 +12,15 @@ from pathlib import Path
 
 import torch
 
-from ..plots import new_figure, save_figure
-from ..report import Section, markdown_table, num, pct, verdict_line
-from ..stats import Verdict
-from .analysis import finite_mean
-from .evidence import compare
-from .guard import verdict, void_reason
-from .protocols import PAPER
-from .spec import AnalysisContext, ExperimentSpec
-from .zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, plan_with_corruptions
+from nrflab.core.stats import Verdict
+from nrflab.experiments.analysis import finite_mean
+from nrflab.experiments.evidence import compare
+from nrflab.experiments.guard import verdict, void_reason
+from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
+from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, plan_with_corruptions
+from nrflab.measure.protocols import PAPER
+from nrflab.report.document import Section, markdown_table, num, pct, verdict_line
+from nrflab.report.plots import new_figure, save_figure
 
 
 def _models(s: NormsSettings) -> dict[str, tuple[str, str]]:
@@ -57,7 +57,7 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
     md = "\n\n".join(
         [
             f"Accuracy on the same {zoo.n} fixed test images under {len(s.corruptions)} CIFAR-10-C corruptions at "
-            f"severities {', '.join(map(str, s.severities))} (nrflab.corruptions, CIFAR parameters applied unscaled to "
+            f"severities {', '.join(map(str, s.severities))} (nrflab.measure.corruptions, CIFAR parameters applied unscaled to "
             f"{'x'.join(map(str, zoo.bundle.input_shape[1:]))} images); means over seeds. The relative accuracy divides by "
             "each model's own clean accuracy; the drop is clean minus mean corruption accuracy.",
             markdown_table(header, body),

@@ -29,10 +29,11 @@ from typing import Any, Literal, Optional, Union
 
 import torch
 
-from ..errors import NrflabError
-from ..logs import get_logger
-from ..rundir import RunDir
-from ..validation import check_dataset_loads, check_device_name
+from nrflab.core.errors import NrflabError
+from nrflab.core.logs import get_logger
+from nrflab.core.validation import check_device_name
+from nrflab.data import check_dataset_loads
+from nrflab.runs.rundir import RunDir
 
 log = get_logger("engine")
 
@@ -63,7 +64,7 @@ class TrainTask:
 
     def check(self) -> None:
         """Refuse, before anything runs, a directory that holds a run of another recipe or subset."""
-        from ..training import TrainConfig, run_differences
+        from nrflab.training import TrainConfig, run_differences
 
         run = RunDir(self.key)
         if not (run.is_run() and run.config_path.is_file()):
@@ -88,7 +89,7 @@ class TrainTask:
             )
 
     def done(self) -> bool:
-        from ..training import TrainConfig, run_differences
+        from nrflab.training import TrainConfig, run_differences
 
         run = RunDir(self.key)
         if not (run.is_run() and run.config_path.is_file()):
@@ -99,13 +100,13 @@ class TrainTask:
 
     def bundle(self) -> Any:
         """The dataset the run trains on (the seeded subset when ``train_size`` is set)."""
-        from ..data import load_dataset
+        from nrflab.data import load_dataset
 
         bundle = load_dataset(str(self.config["dataset"]), root=self.config.get("data_root"))
         return subset_bundle(bundle, self.train_size, self.subset_seed)
 
     def run(self, progress: bool) -> Any:
-        from ..training import TrainConfig, train_or_reuse
+        from nrflab.training import TrainConfig, train_or_reuse
 
         cfg = TrainConfig.model_validate(dict(self.config))
         run = RunDir(self.key)
@@ -138,8 +139,8 @@ class BuildTask:
             raise NrflabError(f"{self.key} holds a training run, not a built dataset; choose another output directory")
 
     def done(self) -> bool:
-        from ..data.built import is_built_dataset, read_card
-        from ..features import make_settings, sha256_file
+        from nrflab.data.built import is_built_dataset, read_card
+        from nrflab.features import make_settings, sha256_file
 
         if not is_built_dataset(self.key):
             return False
@@ -154,7 +155,7 @@ class BuildTask:
         return card.identity.get("settings") == wanted and model.is_file() and card.source_sha256 == sha256_file(model)
 
     def run(self, progress: bool) -> Any:
-        from ..features import build_dataset
+        from nrflab.features import build_dataset
 
         result = build_dataset(
             self.build_kind,
@@ -254,8 +255,8 @@ class TaskResult:
 
 def run_task(task: Task, *, threads: int | None = None, progress: bool = False, verbose: bool = False) -> TaskResult:
     """Run one task; never raises for a failed task (its one-line error is returned)."""
-    from ..logs import scoped
-    from ..sweep import error_line
+    from nrflab.core.logs import scoped
+    from nrflab.training.sweep import error_line
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -320,7 +321,7 @@ def merge_tasks(tasks: Sequence[Task]) -> list[Task]:
 
 def _difference(a: Task, b: Task) -> str:
     if isinstance(a, TrainTask) and isinstance(b, TrainTask):
-        from ..rundir import config_diff
+        from nrflab.runs.rundir import config_diff
 
         diff = config_diff(dict(a.config), dict(b.config))
         if a.train_size != b.train_size:

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..stats import mean_ci, paired_ci, two_proportion_ci
-from .protocols import PAPER, Protocol, predict
+from nrflab.core.stats import mean_ci, paired_ci, two_proportion_ci
+from nrflab.measure.protocols import PAPER, Protocol, predict
 
 if TYPE_CHECKING:
-    from .engine import CallTask
+    from nrflab.experiments.engine import CallTask
 
 #: Seeds from which verdicts are paired by seed instead of by image.
 MIN_SEEDS_FOR_SEED_INTERVAL = 3
@@ -95,8 +95,8 @@ def cache_path(
     seed: int,
 ) -> Path:
     """Where :func:`measure` keeps these outcomes of the run's current final model."""
-    from ..features import sha256_file
-    from ..rundir import RunDir
+    from nrflab.features import sha256_file
+    from nrflab.runs.rundir import RunDir
 
     if protocol.name != PAPER.name:
         attacks, ligs_sigma, corruptions = (), None, ()
@@ -132,11 +132,11 @@ def measure(
     Attacks and LIGS are measured only under the paper protocol (the model in eval mode); corruption
     outcomes are the per-image accuracy averaged over every (corruption, severity) pair.
     """
-    from ..attacks import parse_attack
-    from ..checkpoint import load_model
-    from ..io import atomic_save_tensors
-    from ..rundir import RunDir
-    from ..validation import resolve_device
+    from nrflab.attacks import parse_attack
+    from nrflab.core.io import atomic_save_tensors
+    from nrflab.core.validation import resolve_device
+    from nrflab.models.checkpoint import load_model
+    from nrflab.runs.rundir import RunDir
 
     run = RunDir(run_dir)
     cache = cache_path(
@@ -171,14 +171,14 @@ def measure(
                 correct.append((model(adv).argmax(1) == yb).cpu())
         tensors[f"robust::{spec.label}"] = torch.cat(correct).to(torch.uint8)
     if ligs_sigma is not None:
-        from ..metrics import ligs_per_sample
+        from nrflab.measure.metrics import ligs_per_sample
 
         tensors["ligs"] = ligs_per_sample(
             model, x.to(dev), y.to(dev), sigma=ligs_sigma, seed=seed
         ).gradient_similarity.float()
     table: dict[str, float] = {}
     if corruptions:
-        from ..corruptions import corrupt
+        from nrflab.measure.corruptions import corrupt
 
         total = torch.zeros(x.shape[0])
         for name in corruptions:
@@ -204,8 +204,8 @@ def _from_tensors(t: Mapping[str, torch.Tensor], protocol: str, table: Mapping[s
 
 
 def _load(path: Path, protocol: str) -> Outcomes | None:
-    from ..checkpoint import load_tensors, read_metadata
-    from ..errors import NrflabError
+    from nrflab.core.errors import NrflabError
+    from nrflab.models.checkpoint import load_tensors, read_metadata
 
     try:
         tensors = load_tensors(path, "evaluation cache")
@@ -232,9 +232,9 @@ def measure_run(
 ) -> str:
     """:func:`measure` on the fixed test images of ``dataset`` (what an engine task calls, so the
     evaluations of independent runs go in parallel; the analysis then reads the cache)."""
-    from ..data import load_dataset
-    from .analysis import test_images
-    from .protocols import get_protocol
+    from nrflab.data import load_dataset
+    from nrflab.experiments.analysis import test_images
+    from nrflab.measure.protocols import get_protocol
 
     x, y = test_images(load_dataset(dataset, root=data_root), test_size)
     measure(
@@ -267,10 +267,10 @@ def measured(
     device: str = "auto",
 ) -> bool:
     """Whether :func:`measure_run` with these arguments would only read its cache."""
-    from ..data import load_dataset
-    from ..rundir import RunDir
-    from .analysis import test_images
-    from .protocols import get_protocol
+    from nrflab.data import load_dataset
+    from nrflab.experiments.analysis import test_images
+    from nrflab.measure.protocols import get_protocol
+    from nrflab.runs.rundir import RunDir
 
     if not RunDir(run_dir).model_path.is_file():
         return False
@@ -290,7 +290,7 @@ def measured(
 
 def measure_task(run_key: str, **kwargs: object) -> CallTask:
     """The engine task that measures the run ``run_key`` once it has trained (see :func:`measure_run`)."""
-    from .engine import CallTask
+    from nrflab.experiments.engine import CallTask
 
     tag = _digest(kwargs)[:10]
     return CallTask(

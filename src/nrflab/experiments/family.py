@@ -8,16 +8,16 @@ less useful than ``none`` is not compared on robustness).
 
 from __future__ import annotations
 
-from ..plots import plot_runs
-from ..report import Section, verdict_line
-from ..results import attack_title
-from ..stats import Verdict
-from .analysis import norm_title
-from .evidence import compare
-from .guard import verdict, void_reason
-from .protocols import PAPER
-from .spec import AnalysisContext, ExperimentSpec
-from .zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, plan
+from nrflab.core.columns import attack_title
+from nrflab.core.stats import Verdict
+from nrflab.experiments.analysis import norm_title
+from nrflab.experiments.evidence import compare
+from nrflab.experiments.guard import verdict, void_reason
+from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
+from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, plan
+from nrflab.measure.protocols import PAPER
+from nrflab.report.document import Section, verdict_line
+from nrflab.report.plots import plot_runs
 
 
 def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:

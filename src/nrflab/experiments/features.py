@@ -6,7 +6,7 @@ Sources: a standard model (for D_rand, D_det and the conflicting set) and an adv
 :func:`nrflab.features.build_dataset`; the twins train on them and are evaluated every epoch (clean
 accuracy, robust accuracy, LIGS; for the conflicting set also accuracy against (y + 1) mod C).
 
-The feature claims are judged under two evaluation protocols (:mod:`nrflab.experiments.protocols`): the
+The feature claims are judged under two evaluation protocols (:mod:`nrflab.measure.protocols`): the
 paper's (BN with running statistics) and "BN with batch statistics". A BN twin trained on perturbed
 images may carry running statistics that do not fit clean images and predict one class for almost every
 test image; the validity guard then voids the claim under the paper's protocol, and the batch-statistics
@@ -21,15 +21,12 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..data.built import read_card
-from ..plots import plot_runs
-from ..presets import PAPER_EVAL_ATTACKS
-from ..report import Section, markdown_table, num, pct, verdict_line
-from ..rundir import RunDir
-from ..stats import Verdict
-from .analysis import cell, load_bundle, norm_title, tensor_mean, test_images
-from .engine import BuildTask, Task, TrainTask
-from .evidence import (
+from nrflab.core.stats import Verdict
+from nrflab.data.built import read_card
+from nrflab.data.defaults import PAPER_EVAL_ATTACKS
+from nrflab.experiments.analysis import cell, load_bundle, norm_title, tensor_mean, test_images
+from nrflab.experiments.engine import BuildTask, Task, TrainTask
+from nrflab.experiments.evidence import (
     MIN_SEEDS_FOR_SEED_INTERVAL,
     Comparison,
     Outcomes,
@@ -39,9 +36,12 @@ from .evidence import (
     measure,
     measure_task,
 )
-from .guard import Health, health, named, verdict, void_reason
-from .protocols import BATCH_STATS, PAPER, Protocol, get_protocol
-from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
+from nrflab.experiments.guard import Health, health, named, verdict, void_reason
+from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
+from nrflab.measure.protocols import BATCH_STATS, PAPER, Protocol, get_protocol
+from nrflab.report.document import Section, markdown_table, num, pct, verdict_line
+from nrflab.report.plots import plot_runs
+from nrflab.runs.rundir import RunDir
 
 SETS = ("d_r", "d_rand", "d_det", "conflicting")
 SET_TITLES = {"d_r": "D_R", "d_rand": "D_rand", "d_det": "D_det", "conflicting": "conflicting"}
@@ -570,7 +570,7 @@ def run(
     workers: int = 1,
 ) -> list[Section]:
     """Build the sets, train the twins (reusing finished work) and return the report section."""
-    from .reproduce import run_experiment
+    from nrflab.experiments.reproduce import run_experiment
 
     return run_experiment("features", Path(out_dir), scale=scale, settings=settings, progress=progress, workers=workers)
 

@@ -5,7 +5,7 @@ A model *did not learn* when its final training accuracy (on its own training se
 class takes at least ``COLLAPSE_SHARE`` of its predictions on the test images (under the protocol the
 claim is judged with). Two models compared on robustness are at *very unequal usefulness* when their
 clean accuracies differ by more than ``USEFULNESS_GAP``. Any of these makes the claim
-"void: <reason>" (:func:`nrflab.stats.judge`), never "agrees" or "disagrees".
+"void: <reason>" (:func:`nrflab.core.stats.judge`), never "agrees" or "disagrees".
 
 Each claim names its subjects: ``learners`` must have learned; ``others`` (e.g. the no-BN twin in "without
 BN a network can hardly learn from D_rand", whose failure is the claim) are only checked for NaN;
@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..report import pct
-from ..rundir import RunDir
-from ..stats import Verdict, fmt_interval, judge
-from .evidence import Comparison, Outcomes
+from nrflab.core.stats import Verdict, fmt_interval, judge
+from nrflab.experiments.evidence import Comparison, Outcomes
+from nrflab.report.document import pct
+from nrflab.runs.rundir import RunDir
 
 #: "Near chance": final training accuracy below chance + this.
 CHANCE_MARGIN = 0.10
@@ -124,7 +124,7 @@ def verdict(
     unit: str = "points",
 ) -> Verdict:
     """Judge ``claim`` from a claim-oriented ``comparison`` (positive supports it) with the one rule of
-    :func:`nrflab.stats.judge`; the protocol, the seeds and how the interval was made are stated."""
+    :func:`nrflab.core.stats.judge`; the protocol, the seeds and how the interval was made are stated."""
     scale = 100.0 if unit == "points" else 1.0
     digits = 1 if unit == "points" else 3
     diff = "n/a" if not math.isfinite(comparison.difference) else f"{scale * comparison.difference:+.{digits}f}"

@@ -24,9 +24,9 @@ from typing import Any, Optional, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ..errors import NrflabError
-from ..io import read_yaml_mapping
-from .spec import ALL_SCALES, ExperimentSpec
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import read_yaml_mapping
+from nrflab.experiments.spec import ALL_SCALES, ExperimentSpec
 
 #: Common flags and the settings key each sets (``epochs`` sets the spec's ``epoch_keys``).
 COMMON_KEYS = ("dataset", "data_root", "arch", "width", "device", "seeds")

@@ -9,9 +9,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..io import atomic_write_text
-from .registry import experiments
-from .reproduce import recipe_text
+from nrflab.core.io import atomic_write_text
+from nrflab.experiments.registry import experiments
+from nrflab.experiments.reproduce import recipe_text
 
 SCALES_WRITTEN = ("cpu", "paper")
 

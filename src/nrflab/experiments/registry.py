@@ -12,8 +12,8 @@ import importlib
 from collections.abc import Sequence
 from functools import lru_cache
 
-from ..errors import NrflabError
-from .spec import ExperimentSpec
+from nrflab.core.errors import NrflabError
+from nrflab.experiments.spec import ExperimentSpec
 
 #: (name, module, summary) in chain order; modules with a ``SPEC`` register it, others go through the adapter.
 CHAIN: tuple[tuple[str, str, str], ...] = (
@@ -41,7 +41,7 @@ ALIASES = {"norms": ("adversarial", "family", "corruptions")}
 @lru_cache(maxsize=1)
 def experiments() -> dict[str, ExperimentSpec]:
     """Every installed experiment, by name, in chain order."""
-    from .adapter import function_spec
+    from nrflab.experiments.adapter import function_spec
 
     found: dict[str, ExperimentSpec] = {}
     for name, module_name, summary in CHAIN:

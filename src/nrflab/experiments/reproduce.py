@@ -21,18 +21,24 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from ..errors import NrflabError
-from ..io import atomic_write_json, atomic_write_text
-from ..logs import get_logger
-from ..report import Section, write_report
-from ..rundir import check_output_path, locked
-from ..sweep import error_line
-from .analysis import settings_text
-from .engine import Backend, Task, TaskResult, execute, merge_tasks, preflight
-from .overrides import Overrides, check_assignments_used, check_recipes, parse_assignment, settings_for
-from .protocols import PROTOCOLS
-from .registry import get_spec, names, select
-from .spec import AnalysisContext, ExperimentSpec, Stage
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import atomic_write_json, atomic_write_text
+from nrflab.core.logs import get_logger
+from nrflab.experiments.analysis import settings_text
+from nrflab.experiments.engine import Backend, Task, TaskResult, execute, merge_tasks, preflight
+from nrflab.experiments.overrides import (
+    Overrides,
+    check_assignments_used,
+    check_recipes,
+    parse_assignment,
+    settings_for,
+)
+from nrflab.experiments.registry import get_spec, names, select
+from nrflab.experiments.spec import AnalysisContext, ExperimentSpec, Stage
+from nrflab.measure.protocols import PROTOCOLS
+from nrflab.report.document import Section, write_report
+from nrflab.runs.rundir import check_output_path, locked
+from nrflab.training.sweep import error_line
 
 log = get_logger("reproduce")
 

@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..training import TrainConfig, make_config
-from ..validation import WIDTH_MAX, Seed
+from nrflab.core.validation import WIDTH_MAX, Seed
+from nrflab.training import TrainConfig, make_config
 
 if TYPE_CHECKING:
-    from ..report import Section
-    from .engine import Task, TaskResult
+    from nrflab.experiments.engine import Task, TaskResult
+    from nrflab.report.document import Section
 
 #: The scales a user chooses from; ``quick`` is the pipeline check the tests use.
 SCALES = ("cpu", "paper")
@@ -166,7 +166,7 @@ class ExperimentSpec:
     scale_notes: Mapping[str, str] = field(default_factory=dict)
 
     def preset(self, scale: str) -> BaseModel:
-        from ..errors import NrflabError
+        from nrflab.core.errors import NrflabError
 
         if scale not in self.presets:
             raise NrflabError(

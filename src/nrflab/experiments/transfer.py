@@ -5,7 +5,7 @@ A zoo (at CPU scale on mnist5k) -- BN and no-BN models of two archs, several see
 gives a full transfer matrix (PGD-Linf eps 0.1): every final model attacks every other one, and the
 kept checkpoints of every epoch attack the final models, for the success-vs-source-epoch curve.
 
-Both claims are judged by the one rule of :mod:`nrflab.stats`: agree or disagree only when the 95 %
+Both claims are judged by the one rule of :mod:`nrflab.core.stats`: agree or disagree only when the 95 %
 interval of the claim-oriented difference excludes zero (no-BN minus BN source, paired by arch and
 seed; early checkpoint minus final model, per run), otherwise inconclusive; and through the validity
 guard: a source that did not learn, or BN and no-BN sources of very unequal usefulness, make them void.
@@ -24,10 +24,15 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..data import DatasetBundle
-from ..report import Section, markdown_table, verdict_line
-from ..stats import Verdict, judge, mean_ci, paired_ci
-from ..transfer import (
+from nrflab.core.stats import Verdict, judge, mean_ci, paired_ci
+from nrflab.data import DatasetBundle
+from nrflab.experiments.analysis import load_bundle, test_images
+from nrflab.experiments.engine import CallTask, Task, TrainTask, subset_bundle
+from nrflab.experiments.evidence import measure
+from nrflab.experiments.guard import Health, health, named, void_reason
+from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
+from nrflab.report.document import Section, markdown_table, verdict_line
+from nrflab.transfer import (
     EarlyStop,
     ModelRef,
     OutputPaths,
@@ -39,14 +44,9 @@ from ..transfer import (
     resolve_model,
     write_outputs,
 )
-from ..transfer.outputs import ci_phrase, fmt_points
-from ..transfer.results import Interval
-from ..transfer.store import open_store
-from .analysis import load_bundle, test_images
-from .engine import CallTask, Task, TrainTask, subset_bundle
-from .evidence import measure
-from .guard import Health, health, named, void_reason
-from .spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
+from nrflab.transfer.outputs import ci_phrase, fmt_points
+from nrflab.transfer.results import Interval
+from nrflab.transfer.store import open_store
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,7 @@ def run(
     workers: int = 1,
 ) -> list[Section]:
     """Train the zoo (reusing finished runs), compute the matrix and the early-stop curve, and report."""
-    from .reproduce import run_experiment
+    from nrflab.experiments.reproduce import run_experiment
 
     chosen = settings or (QUICK_SETTINGS if quick else CPU).model_copy(update={"seeds": list(seeds)})
     return run_experiment("transfer", Path(out_dir), settings=chosen, progress=progress, workers=workers)
@@ -358,7 +358,7 @@ def _epoch_curve(
 
 
 def _plot_curve(curve: list[tuple[str, list[CurvePoint]]], stem: Path) -> Path:
-    from ..plots import NORM_STYLE, new_figure, save_figure
+    from nrflab.report.plots import NORM_STYLE, new_figure, save_figure
 
     fig, axes = new_figure(figsize=(5.6, 3.6))
     ax = axes[0][0]

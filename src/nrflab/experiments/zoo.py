@@ -13,16 +13,16 @@ from typing import Optional
 
 from pydantic import Field
 
-from ..corruptions import SEVERITIES, benchmark_corruptions
-from ..data import DatasetBundle
-from ..presets import PAPER_EVAL_ATTACKS, PRESETS, preset_for
-from ..report import markdown_table, num, pct
-from ..results import attack_title
-from .analysis import cell, load_bundle, tensor_mean, test_images
-from .engine import Task, TrainTask
-from .evidence import Outcomes, measure, measure_task
-from .guard import Health, health, named
-from .spec import ExperimentSettings, Stage, paper_stage
+from nrflab.core.columns import attack_title
+from nrflab.data import DatasetBundle
+from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
+from nrflab.experiments.analysis import cell, load_bundle, tensor_mean, test_images
+from nrflab.experiments.engine import Task, TrainTask
+from nrflab.experiments.evidence import Outcomes, measure, measure_task
+from nrflab.experiments.guard import Health, health, named
+from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
+from nrflab.measure.corruptions import SEVERITIES, benchmark_corruptions
+from nrflab.report.document import markdown_table, num, pct
 
 HOME = "norms"
 CURVE_ATTACK_CPU = "pgd-l2:eps=1.0,step=0.4,steps=5"

@@ -12,9 +12,9 @@ Modules: ``settings`` (kinds, paper defaults, :class:`BuildSettings`), ``source`
 representation), ``builder`` (inputs and shards), ``build`` (the directory: card, shards, resume).
 """
 
-from .build import BuildResult, ShardCallback, build_dataset
-from .builder import BuildInputs, ShardBuilder, prepare_inputs, quantize, shard_generator
-from .settings import (
+from nrflab.features.build import BuildResult, ShardCallback, build_dataset
+from nrflab.features.builder import BuildInputs, ShardBuilder, prepare_inputs, quantize, shard_generator
+from nrflab.features.settings import (
     BUILD_KINDS,
     DTYPES,
     INVERSION_KINDS,
@@ -25,7 +25,7 @@ from .settings import (
     BuildSettings,
     make_settings,
 )
-from .source import Representation, Source, load_source, sha256_file
+from nrflab.features.source import Representation, Source, load_source, sha256_file
 
 __all__ = [
     "BUILD_KINDS",

@@ -14,18 +14,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__
-from ..checkpoint import read_metadata
-from ..data.built import CARD_FILE, CARD_FORMAT, shard_name
-from ..errors import NrflabError
-from ..io import atomic_save_tensors, atomic_write_json, read_json
-from ..logs import get_logger
-from ..models.inspection import check_model_fits
-from ..rundir import Stash, check_output_path, locked
-from ..validation import resolve_device
-from .builder import BuildInputs, ShardBuilder, prepare_inputs
-from .settings import INVERSION_KINDS, KIND_DESCRIPTIONS, LABEL_POLICY_DOC, BuildSettings, make_settings
-from .source import Source, load_source
+from nrflab import __version__
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import atomic_save_tensors, atomic_write_json, read_json
+from nrflab.core.logs import get_logger
+from nrflab.core.validation import resolve_device
+from nrflab.data.built import CARD_FILE, CARD_FORMAT, shard_name
+from nrflab.features.builder import BuildInputs, ShardBuilder, prepare_inputs
+from nrflab.features.settings import INVERSION_KINDS, KIND_DESCRIPTIONS, LABEL_POLICY_DOC, BuildSettings, make_settings
+from nrflab.features.source import Source, load_source
+from nrflab.models.checkpoint import read_metadata
+from nrflab.models.inspection import check_model_fits
+from nrflab.runs.rundir import Stash, check_output_path, locked
 
 log = get_logger("features")
 

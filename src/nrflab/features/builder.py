@@ -14,13 +14,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..attacks import PGD
-from ..data import DatasetBundle, load_dataset, subset_indices
-from ..data.built import read_card
-from ..errors import NrflabError
-from ..metrics import dataset_tensors, model_device
-from .settings import INVERSION_KINDS, BuildSettings
-from .source import Representation, sha256_file
+from nrflab.attacks import PGD
+from nrflab.core.errors import NrflabError
+from nrflab.data import DatasetBundle, load_dataset, subset_indices
+from nrflab.data.built import read_card
+from nrflab.features.settings import INVERSION_KINDS, BuildSettings
+from nrflab.features.source import Representation, sha256_file
+from nrflab.measure.metrics import dataset_tensors, model_device
 
 
 @dataclass
@@ -46,7 +46,7 @@ def prepare_inputs(
     if settings.kind == "conflicting":
         if base is None:
             raise NrflabError("the conflicting set starts from a D_R set: give its directory with --base")
-        from ..data.built import load_built_arrays
+        from nrflab.data.built import load_built_arrays
 
         card = read_card(base)
         if card.kind != "d_r":

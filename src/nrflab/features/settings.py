@@ -12,8 +12,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from ..errors import NrflabError
-from ..validation import check_seed
+from nrflab.core.errors import NrflabError
+from nrflab.core.validation import check_seed
 
 BUILD_KINDS = ("d_r", "d_nr", "d_rand", "d_det", "conflicting")
 INVERSION_KINDS = ("d_r", "d_nr")

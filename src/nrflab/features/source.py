@@ -11,10 +11,10 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from ..errors import NrflabError
-from ..models.inspection import LoadedModel, file_sha256
-from ..models.references import load_model_reference
-from ..rundir import run_dir_of
+from nrflab.core.errors import NrflabError
+from nrflab.models.inspection import LoadedModel, file_sha256
+from nrflab.models.references import load_model_reference
+from nrflab.runs.rundir import run_dir_of
 
 
 @dataclass

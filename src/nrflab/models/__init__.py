@@ -14,9 +14,9 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
-from ..errors import NrflabError
-from .archs import VGG, VGG_CONFIGS, BasicBlock, Bottleneck, FakeReLU, ResNet, SmallCNN
-from .norms import NORM_DESCRIPTIONS, NORMS, check_norm, norm_layer
+from nrflab.core.errors import NrflabError
+from nrflab.models.archs import VGG, VGG_CONFIGS, BasicBlock, Bottleneck, FakeReLU, ResNet, SmallCNN
+from nrflab.models.norms import NORM_DESCRIPTIONS, NORMS, check_norm, norm_layer
 
 INITS = ("kaiming", "torch", "fixup")
 
@@ -275,14 +275,14 @@ def count_parameters(model: nn.Module) -> int:
 
 def load_pretrained(name: str, **kwargs: Any) -> Any:
     """A registered pretrained model as a ``LoadedModel`` (see :mod:`nrflab.models.pretrained`)."""
-    from .pretrained import load_pretrained as _load
+    from nrflab.models.pretrained import load_pretrained as _load
 
     return _load(name, **kwargs)
 
 
 def available_pretrained() -> list[str]:
     """Names in the pretrained registry (``nrflab list --pretrained``)."""
-    from .pretrained import available_pretrained as _available
+    from nrflab.models.pretrained import available_pretrained as _available
 
     return [entry.name for entry in _available()]
 

@@ -22,8 +22,8 @@ from typing import Any, Literal, cast
 import torch
 from torch import nn
 
-from ..errors import NrflabError
-from . import Normalize, NrfModel
+from nrflab.core.errors import NrflabError
+from nrflab.models import Normalize, NrfModel
 
 LoadedKind = Literal["nrflab", "state-dict", "torchscript", "factory", "pretrained", "module"]
 
@@ -210,8 +210,7 @@ def check_model_fits(
     forward pass on two grey images (eval mode, no gradients, the model's mode restored) must return logits
     of shape ``(2, num_classes)``. Run it before any attack.
     """
-    from ..attacks import frozen_model
-    from ..metrics import model_device
+    from nrflab.core.modules import frozen_model, model_device
 
     shape = tuple(int(v) for v in input_shape)
     if isinstance(model, LoadedModel):

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import NrflabError
+from nrflab.core.errors import NrflabError
 
 NORM_DESCRIPTIONS: dict[str, str] = {
     "bn": "BatchNorm2d: batch statistics in training, running statistics in eval",

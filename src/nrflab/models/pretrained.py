@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from ..errors import NrflabError
+from nrflab.core.errors import NrflabError
 
 if TYPE_CHECKING:
-    from .inspection import LoadedModel
+    from nrflab.models.inspection import LoadedModel
 
 WEIGHTS_ENV = "NRFLAB_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = Path("~/.nrflab/weights")
@@ -313,7 +313,7 @@ def locate_weights(entry: PretrainedEntry, *, weights_dir: str | os.PathLike[str
 
 def verify_sha256(path: str | os.PathLike[str], expected: str | None, *, what: str = "weights file") -> str:
     """The file's sha256; a one-line error if ``expected`` is given and differs."""
-    from .inspection import file_sha256
+    from nrflab.models.inspection import file_sha256
 
     actual = file_sha256(path)
     if expected is not None and actual != expected.lower():
@@ -397,8 +397,13 @@ def load_pretrained(
     """
     from dataclasses import replace
 
-    from .inspection import LoadedModel, has_batchnorm, weights_fingerprint
-    from .state_dicts import canonicalize_state_dict, extract_state_dict, load_weights_only, state_dict_to_model
+    from nrflab.models.inspection import LoadedModel, has_batchnorm, weights_fingerprint
+    from nrflab.models.state_dicts import (
+        canonicalize_state_dict,
+        extract_state_dict,
+        load_weights_only,
+        state_dict_to_model,
+    )
 
     entry = get_pretrained(name)
     if not entry.loadable:

@@ -52,9 +52,9 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..errors import NrflabError
-from . import ModelConfig
-from .inspection import (
+from nrflab.core.errors import NrflabError
+from nrflab.models import ModelConfig
+from nrflab.models.inspection import (
     InputNormalized,
     LoadedKind,
     LoadedModel,
@@ -67,7 +67,12 @@ from .inspection import (
     has_batchnorm,
     weights_fingerprint,
 )
-from .state_dicts import canonicalize_state_dict, extract_state_dict, load_weights_only, state_dict_to_model
+from nrflab.models.state_dicts import (
+    canonicalize_state_dict,
+    extract_state_dict,
+    load_weights_only,
+    state_dict_to_model,
+)
 
 ReferenceKind = Literal["path", "factory-module", "factory-file", "pretrained"]
 
@@ -125,7 +130,7 @@ def parse_model_reference(text: str | os.PathLike[str]) -> ModelReference:
             return ModelReference("factory-file", raw, path=file, attribute=attr)
         if re.fullmatch(rf"{_IDENT}(\.{_IDENT})*", left):
             return ModelReference("factory-module", raw, target=left, attribute=attr)
-    from .pretrained import is_pretrained_name
+    from nrflab.models.pretrained import is_pretrained_name
 
     if is_pretrained_name(raw):
         return ModelReference("pretrained", raw, target=raw)
@@ -183,7 +188,7 @@ def load_model_reference(
         _refuse_arch_options(arch_options, f"pretrained model {ref.target}")
         if mean_t is not None:
             raise NrflabError(f"pretrained model {ref.target} carries its own input normalization; drop --mean/--std")
-        from .pretrained import load_pretrained
+        from nrflab.models.pretrained import load_pretrained
 
         return load_pretrained(
             ref.target or "",
@@ -248,7 +253,7 @@ def _load_path(
     num_classes: int | None,
     width: float | None,
 ) -> LoadedModel:
-    from ..checkpoint import CONFIG_META_KEY, read_metadata, resolve_checkpoint
+    from nrflab.models.checkpoint import CONFIG_META_KEY, read_metadata, resolve_checkpoint
 
     if path.is_dir():
         return _load_nrflab(
@@ -276,7 +281,7 @@ def _load_path(
                 num_classes=num_classes,
                 width=width,
             )
-        from ..checkpoint import load_tensors
+        from nrflab.models.checkpoint import load_tensors
 
         tensors: Any = load_tensors(path, "weights file")
     elif _is_torchscript(path):
@@ -324,7 +329,7 @@ def _load_nrflab(
     num_classes: int | None,
     width: float | None,
 ) -> LoadedModel:
-    from ..checkpoint import load_model
+    from nrflab.models.checkpoint import load_model
 
     model = load_model(path, device)
     cfg = model.config
@@ -415,7 +420,7 @@ def _from_module(
 ) -> LoadedModel:
     if not isinstance(module, nn.Module):
         raise NrflabError(f"{source} returned a {type(module).__name__}, not a torch.nn.Module")
-    from ..metrics import model_device
+    from nrflab.core.modules import model_device
 
     normalization = Normalization()
     if mean is not None:

@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import NrflabError
-from . import ARCHS, NrfModel, check_arch, check_norm, create_model
-from .inspection import Normalization, first_line
+from nrflab.core.errors import NrflabError
+from nrflab.models import ARCHS, NrfModel, check_arch, check_norm, create_model
+from nrflab.models.inspection import Normalization, first_line
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "last")

@@ -2,14 +2,14 @@
 
 ``config`` (the typed recipe), ``schedule`` (optimizer, learning rate, per-epoch generators),
 ``augment`` (batched crops and flips), ``evaluation`` (the per-epoch framework row and probes) and
-``trainer`` (the loop, checkpoints, resume). A run directory's layout lives in :mod:`nrflab.rundir`.
+``trainer`` (the loop, checkpoints, resume). A run directory's layout lives in :mod:`nrflab.runs.rundir`.
 """
 
-from .augment import augment_batch, augment_batch_reference
-from .config import ADV_TRAIN_KINDS, TrainConfig, load_config_file, make_config, validation_message
-from .evaluation import EvalSet, evaluate_epoch, metrics_columns
-from .schedule import epoch_generator, lr_at, make_optimizer
-from .trainer import (
+from nrflab.training.augment import augment_batch, augment_batch_reference
+from nrflab.training.config import ADV_TRAIN_KINDS, TrainConfig, load_config_file, make_config, validation_message
+from nrflab.training.evaluation import EvalSet, evaluate_epoch, metrics_columns
+from nrflab.training.schedule import epoch_generator, lr_at, make_optimizer
+from nrflab.training.trainer import (
     NonFiniteLoss,
     TensorData,
     Trainer,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from ..accel import to_device_async
+from nrflab.core.accel import to_device_async
 
 
 def draw_augmentation(

@@ -12,11 +12,11 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..attacks import AttackSpec, parse_attack
-from ..errors import NrflabError
-from ..io import read_yaml_mapping
-from ..presets import PAPER_EVAL_ATTACKS, PRESETS, preset_for
-from ..validation import WIDTH_MAX, Seed
+from nrflab.attacks import AttackSpec, parse_attack
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import read_yaml_mapping
+from nrflab.core.validation import WIDTH_MAX, Seed
+from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
 
 ADV_TRAIN_KINDS = ("none", "targeted-l2", "pgd-linf", "pgd-l2")
 AMP_MODES = ("none", "bf16")

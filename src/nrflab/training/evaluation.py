@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import accel
-from ..attacks import Attack, AttackSpec, check_images
-from ..data import DatasetBundle, Probe
-from ..metrics import dataset_tensors, ligs_noise, ligs_per_sample
-from ..results import CLEAN, LIGS, LOGIT_SIM, SHIFTED, robust_key
-from .config import TrainConfig
+from nrflab.attacks import Attack, AttackSpec, check_images
+from nrflab.core import accel
+from nrflab.core.columns import CLEAN, LIGS, LOGIT_SIM, SHIFTED, robust_key
+from nrflab.data import DatasetBundle, Probe
+from nrflab.measure.metrics import dataset_tensors, ligs_noise, ligs_per_sample
+from nrflab.training.config import TrainConfig
 
 TIMING_COLUMNS = ["epoch_time", "eval_time", "wall_time"]
 

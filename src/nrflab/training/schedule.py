@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from .config import TrainConfig
+from nrflab.training.config import TrainConfig
 
 
 def make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:

@@ -26,21 +26,22 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from .. import accel
-from ..attacks import PGD, Norm, check_images, frozen_model
-from ..checkpoint import load_state, read_metadata, save_model
-from ..data import DatasetBundle, ImageTensorDataset, load_dataset
-from ..errors import NrflabError
-from ..io import atomic_save_tensors, atomic_write_json, atomic_write_text, write_csv
-from ..metrics import dataset_tensors
-from ..models import NrfModel, create_model
-from ..results import CLEAN, LIGS, SHIFTED, robust_key
-from ..rundir import RunDir, RunStatus, Stash, check_output_path, config_diff, locked
-from ..validation import resolve_device
-from .augment import augment_batch
-from .config import TrainConfig, recorded_identity
-from .evaluation import EvalSet, evaluate_epoch, metrics_columns, probe_columns, run_probes
-from .schedule import epoch_generator, lr_at, make_optimizer
+from nrflab.attacks import PGD, Norm, check_images, frozen_model
+from nrflab.core import accel
+from nrflab.core.columns import CLEAN, LIGS, SHIFTED, robust_key
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import atomic_save_tensors, atomic_write_json, atomic_write_text, write_csv
+from nrflab.core.validation import resolve_device
+from nrflab.data import DatasetBundle, ImageTensorDataset, load_dataset
+from nrflab.measure.metrics import dataset_tensors
+from nrflab.measure.reliance import RelianceProbe
+from nrflab.models import NrfModel, create_model
+from nrflab.models.checkpoint import load_state, read_metadata, save_model
+from nrflab.runs.rundir import RunDir, RunStatus, Stash, check_output_path, config_diff, locked
+from nrflab.training.augment import augment_batch
+from nrflab.training.config import TrainConfig, recorded_identity
+from nrflab.training.evaluation import EvalSet, evaluate_epoch, metrics_columns, probe_columns, run_probes
+from nrflab.training.schedule import epoch_generator, lr_at, make_optimizer
 
 log = logging.getLogger("nrflab.training")
 
@@ -148,6 +149,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         self.bundle = bundle or load_dataset(cfg.dataset, root=cfg.data_root)
         self.probes = list(self.bundle.probes)
+        if self.bundle.reliance_views is not None:
+            self.probes.append(RelianceProbe(self.bundle.reliance_views))
         self.specs = cfg.attack_specs()
         if cfg.channels_last and len(self.bundle.input_shape) != 3:
             raise NrflabError("channels_last needs image inputs (C, H, W)")
@@ -260,7 +263,7 @@ class Trainer:
     def _restore(
         self, model: NrfModel, opt: torch.optim.Optimizer
     ) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
-        from ..checkpoint import load_tensors
+        from nrflab.models.checkpoint import load_tensors
 
         path = self.run_dir.checkpoint_path
         tensors = load_tensors(path, "run checkpoint")

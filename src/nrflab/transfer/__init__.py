@@ -13,16 +13,40 @@ The pipeline, one module per concept:
 * :mod:`~nrflab.transfer.config` and :mod:`~nrflab.transfer.job` -- the recipe (:class:`TransferConfig`)
   and the whole job (:func:`run_transfer`).
 
-Statistics (Wilson and t-intervals, the verdict rule) come from :mod:`nrflab.stats`.
+Statistics (Wilson and t-intervals, the verdict rule) come from :mod:`nrflab.core.stats`.
 """
 
-from .boosts import BOOSTS, Boost, BoostRow, EarlyStop, Variant, boost_comparison, boost_variants, find_no_bn_twin
-from .config import TransferConfig
-from .job import TransferRun, run_transfer
-from .matrix import MatrixJob, choose_targets, compute_matrix, prepare_matrix, transfer_matrix
-from .outputs import OutputPaths, boost_verdict, fmt_ci, fmt_pct, judge_boosts, summary_markdown, write_outputs
-from .refs import DEFAULT_GROUP_KEYS, ModelRef, NamedModel, OutsideModelOptions, parse_model_spec, resolve_model
-from .results import (
+from nrflab.transfer.boosts import (
+    BOOSTS,
+    Boost,
+    BoostRow,
+    EarlyStop,
+    Variant,
+    boost_comparison,
+    boost_variants,
+    find_no_bn_twin,
+)
+from nrflab.transfer.config import TransferConfig
+from nrflab.transfer.job import TransferRun, run_transfer
+from nrflab.transfer.matrix import MatrixJob, choose_targets, compute_matrix, prepare_matrix, transfer_matrix
+from nrflab.transfer.outputs import (
+    OutputPaths,
+    boost_verdict,
+    fmt_ci,
+    fmt_pct,
+    judge_boosts,
+    summary_markdown,
+    write_outputs,
+)
+from nrflab.transfer.refs import (
+    DEFAULT_GROUP_KEYS,
+    ModelRef,
+    NamedModel,
+    OutsideModelOptions,
+    parse_model_spec,
+    resolve_model,
+)
+from nrflab.transfer.results import (
     DEFINITIONS,
     GroupCell,
     GroupMatrix,
@@ -36,7 +60,7 @@ from .results import (
     TransferResult,
     TransferSettings,
 )
-from .store import TransferDir, check_transfer_output
+from nrflab.transfer.store import TransferDir, check_transfer_output
 
 __all__ = [
     "BOOSTS",

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from ..errors import NrflabError
-from ..rundir import RunDir
-from .refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelRef, resolve_model, run_group
-from .results import Interval, TransferResult
+from nrflab.core.errors import NrflabError
+from nrflab.runs.rundir import RunDir
+from nrflab.transfer.refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelRef, resolve_model, run_group
+from nrflab.transfer.results import Interval, TransferResult
 
 Boost = Literal["none", "no-bn-twin", "early-stop", "both"]
 BOOSTS: tuple[str, ...] = get_args(Boost)

@@ -13,11 +13,11 @@ from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..attacks import AttackSpec, attack_from_parts
-from ..errors import NrflabError
-from ..validation import Seed, resolve_device
-from .boosts import Boost, EarlyStop, check_boost
-from .refs import OutsideModelOptions
+from nrflab.attacks import AttackSpec, attack_from_parts
+from nrflab.core.errors import NrflabError
+from nrflab.core.validation import Seed, resolve_device
+from nrflab.transfer.boosts import Boost, EarlyStop, check_boost
+from nrflab.transfer.refs import OutsideModelOptions
 
 
 class TransferConfig(BaseModel):

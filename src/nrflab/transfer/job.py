@@ -12,15 +12,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import load_dataset
-from ..errors import NrflabError
-from .boosts import BoostRow, Variant, boost_comparison, boost_variants
-from .config import TransferConfig
-from .matrix import DataLike, compute_matrix, prepare_matrix
-from .outputs import OutputPaths, write_outputs
-from .refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelRef, recorded_dataset, resolve_model
-from .results import TransferResult
-from .store import check_transfer_output, open_store
+from nrflab.core.errors import NrflabError
+from nrflab.data import load_dataset
+from nrflab.transfer.boosts import BoostRow, Variant, boost_comparison, boost_variants
+from nrflab.transfer.config import TransferConfig
+from nrflab.transfer.matrix import DataLike, compute_matrix, prepare_matrix
+from nrflab.transfer.outputs import OutputPaths, write_outputs
+from nrflab.transfer.refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelRef, recorded_dataset, resolve_model
+from nrflab.transfer.results import TransferResult
+from nrflab.transfer.store import check_transfer_output, open_store
 
 
 @dataclass(frozen=True)

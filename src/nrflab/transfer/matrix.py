@@ -26,17 +26,25 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..attacks import Attack, AttackSpec, frozen_model, parse_attack
-from ..data import DatasetBundle
-from ..errors import NrflabError
-from ..logs import get_logger
-from ..metrics import dataset_tensors
-from ..models.inspection import first_line
-from ..stats import wilson
-from ..validation import check_positive_int, check_seed, resolve_device
-from .refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelLike, ModelRef, OutsideModelOptions, resolve_model
-from .results import DEFINITIONS, PairNumbers, PairResult, SourceFacts, TargetFacts, TransferResult, TransferSettings
-from .store import AdversarialSet, ResultStore, open_store
+from nrflab.attacks import Attack, AttackSpec, frozen_model, parse_attack
+from nrflab.core.errors import NrflabError
+from nrflab.core.logs import get_logger
+from nrflab.core.stats import wilson
+from nrflab.core.validation import check_positive_int, check_seed, resolve_device
+from nrflab.data import DatasetBundle
+from nrflab.measure.metrics import dataset_tensors
+from nrflab.models.inspection import first_line
+from nrflab.transfer.refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelLike, ModelRef, OutsideModelOptions, resolve_model
+from nrflab.transfer.results import (
+    DEFINITIONS,
+    PairNumbers,
+    PairResult,
+    SourceFacts,
+    TargetFacts,
+    TransferResult,
+    TransferSettings,
+)
+from nrflab.transfer.store import AdversarialSet, ResultStore, open_store
 
 log = get_logger("transfer")
 

@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..io import atomic_write_json, atomic_write_text, write_csv
-from ..report import markdown_table
-from ..stats import Verdict, fmt_interval, judge, mean_ci
-from .boosts import BoostRow
-from .results import Interval, PairMetric, PairResult, TransferResult
-from .store import TransferDir
+from nrflab.core.io import atomic_write_json, atomic_write_text, write_csv
+from nrflab.core.stats import Verdict, fmt_interval, judge, mean_ci
+from nrflab.report.document import markdown_table
+from nrflab.transfer.boosts import BoostRow
+from nrflab.transfer.results import Interval, PairMetric, PairResult, TransferResult
+from nrflab.transfer.store import TransferDir
 
 METRIC_TITLES: dict[PairMetric, str] = {
     "transfer_success": "transfer success % (eligible examples)",
@@ -265,7 +265,7 @@ def write_outputs(
 ) -> OutputPaths:
     """Write transfer.json (with the boosts and the recipe, when given), pairs.csv, the matrix CSVs, the two
     heat maps (PNG + SVG) and summary.md."""
-    from ..plots import plot_heatmap
+    from nrflab.report.plots import plot_heatmap
 
     layout = TransferDir(out_dir)
     record = {**result.to_dict(), "boosts": [b.to_dict() for b in boosts]}

@@ -4,7 +4,7 @@ files, user modules in Python, and models from outside nrflab.
 Every source and target becomes a :class:`ModelRef`: a name (unique within sources or targets), a group
 (for averages over seeds, e.g. ``smallcnn/bn`` read from the run's config), an origin (two refs with one
 origin are the same model at different epochs: a "self pair"), and a fingerprint of the weights that the
-result cache keys on. Run-directory file names come from :class:`nrflab.rundir.RunDir` only.
+result cache keys on. Run-directory file names come from :class:`nrflab.runs.rundir.RunDir` only.
 
 Models from outside nrflab (state dicts, TorchScript, ``package.module:function`` factories,
 ``pretrained:NAME``) are loaded through :func:`nrflab.models.references.load_model_reference`
@@ -25,10 +25,10 @@ from typing import Union
 import torch
 from torch import nn
 
-from ..checkpoint import CONFIG_META_KEY, load_model, load_model_config, read_metadata
-from ..errors import NrflabError
-from ..rundir import RunDir, run_dir_of
-from .results import ModelInfo
+from nrflab.core.errors import NrflabError
+from nrflab.models.checkpoint import CONFIG_META_KEY, load_model, load_model_config, read_metadata
+from nrflab.runs.rundir import RunDir, run_dir_of
+from nrflab.transfer.results import ModelInfo
 
 GroupKeys = Sequence[str]
 DEFAULT_GROUP_KEYS: tuple[str, ...] = ("arch", "norm")
@@ -221,7 +221,7 @@ def load_outside_model(
     its hash of the state dict; the group is its architecture/norm where known, else its name.
     """
     try:
-        from ..models.references import load_model_reference
+        from nrflab.models.references import load_model_reference
     except ImportError:  # pragma: no cover - an installation without outside-model support
         raise NrflabError(
             f"model {reference!r} is not an nrflab run or model file, and this installation cannot "

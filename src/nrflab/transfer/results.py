@@ -2,7 +2,7 @@
 and target, and the summaries computed from them (per source, per source group, group x group cells).
 
 A :class:`TransferResult` holds its pairs in a dict keyed by ``(source name, target name)``, so a pair is
-found in constant time; every summary is computed from the pairs with :mod:`nrflab.stats` (Wilson
+found in constant time; every summary is computed from the pairs with :mod:`nrflab.core.stats` (Wilson
 intervals for proportions, t-intervals across models). ``to_dict()`` gives the JSON record.
 """
 
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any, Literal
 
-from ..stats import mean_ci, wilson
+from nrflab.core.stats import mean_ci, wilson
 
 Interval = tuple[float, float]
 """A 95 % interval ``(low, high)``; ``(nan, nan)`` when undefined."""

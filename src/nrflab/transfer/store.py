@@ -28,13 +28,13 @@ from typing import Literal
 
 import torch
 
-from ..checkpoint import load_tensors, read_metadata
-from ..errors import NrflabError
-from ..io import atomic_save_tensors, atomic_write_json, read_json
-from ..logs import get_logger
-from ..rundir import INPUT_NAMES, INPUT_SUFFIXES, Stash, check_output_path, locked, pending_stash
-from .refs import ModelRef
-from .results import PairNumbers, TransferSettings
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import atomic_save_tensors, atomic_write_json, read_json
+from nrflab.core.logs import get_logger
+from nrflab.models.checkpoint import load_tensors, read_metadata
+from nrflab.runs.rundir import INPUT_NAMES, INPUT_SUFFIXES, Stash, check_output_path, locked, pending_stash
+from nrflab.transfer.refs import ModelRef
+from nrflab.transfer.results import PairNumbers, TransferSettings
 
 log = get_logger("transfer")
 

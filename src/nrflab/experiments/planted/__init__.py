@@ -3,9 +3,9 @@
 Every image of a planted set (``nrflab.data.planted``) carries a robust feature (RF: a low-frequency class
 template of L2 norm ``a_r`` = 3, shifted by up to 2 px) and a non-robust feature (NRF: a high-frequency
 class template of norm ``a_n`` at a fixed position), so a model's reliance is *measured* on swapped
-images (``nrflab.reliance``: rho = F_N - F_R, +1 = follows the NRF only, -1 = the RF only), not inferred.
+images (``nrflab.measure.reliance``: rho = F_N - F_R, +1 = follows the NRF only, -1 = the RF only), not inferred.
 BN and no-normalization smallcnns are trained with the same recipe and seeds (paired), and each claim is
-judged by ``nrflab.stats.judge`` (agrees/disagrees only when the paired 95 % interval excludes zero;
+judged by ``nrflab.core.stats.judge`` (agrees/disagrees only when the paired 95 % interval excludes zero;
 void when a capability control failed or too few models learned).
 
 What it trains (defaults, ``FULL``: 98 runs plus the MNIST chain; ``QUICK`` is a pipeline check):
@@ -71,7 +71,7 @@ ground truth), :mod:`.claims`, :mod:`.controls` and :mod:`.order` (the verdicts)
 
 from __future__ import annotations
 
-from .claims import (
+from nrflab.experiments.planted.claims import (
     capability,
     capability_void,
     capable,
@@ -83,18 +83,26 @@ from .claims import (
     preference_verdict,
     transfer_verdict,
 )
-from .controls import CONTROLS, control_shifts, control_verdicts, controls_summary
-from .experiment import run
-from .figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
-from .jobs import mnist_job, train_all, train_and_measure
-from .measurement import Measured, measure, pgd_l2
-from .mnist import mnist_question, statistics_row
-from .order import early_point, learning_order, reliance_curve
-from .runs import PlantedRun, finished_run, plan, planted_spec, recipe, torch_threads, train_run
-from .sections import build_sections, energy_reading
-from .settings import EVAL_FILE, FULL, NORM_NAMES, QUICK, Settings
-from .text import cell, diff_text, name
-from .transferability import TransferResult, transfer
+from nrflab.experiments.planted.controls import CONTROLS, control_shifts, control_verdicts, controls_summary
+from nrflab.experiments.planted.experiment import run
+from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
+from nrflab.experiments.planted.jobs import mnist_job, train_all, train_and_measure
+from nrflab.experiments.planted.measurement import Measured, measure, pgd_l2
+from nrflab.experiments.planted.mnist import mnist_question, statistics_row
+from nrflab.experiments.planted.order import early_point, learning_order, reliance_curve
+from nrflab.experiments.planted.runs import (
+    PlantedRun,
+    finished_run,
+    plan,
+    planted_spec,
+    recipe,
+    torch_threads,
+    train_run,
+)
+from nrflab.experiments.planted.sections import build_sections, energy_reading
+from nrflab.experiments.planted.settings import EVAL_FILE, FULL, NORM_NAMES, QUICK, Settings
+from nrflab.experiments.planted.text import cell, diff_text, name
+from nrflab.experiments.planted.transferability import TransferResult, transfer
 
 __all__ = [
     "CONTROLS",

@@ -11,13 +11,13 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from ...report import pct
-from ...rundir import RunDir
-from ...stats import Verdict, judge, mean_ci, paired_ci, two_proportion_ci
-from .measurement import Measured, finite_mean
-from .settings import Settings
-from .text import cell, diff_text, name
-from .transferability import TransferResult
+from nrflab.core.stats import Verdict, judge, mean_ci, paired_ci, two_proportion_ci
+from nrflab.experiments.planted.measurement import Measured, finite_mean
+from nrflab.experiments.planted.settings import Settings
+from nrflab.experiments.planted.text import cell, diff_text, name
+from nrflab.experiments.planted.transferability import TransferResult
+from nrflab.report.document import pct
+from nrflab.runs.rundir import RunDir
 
 Capability = dict[str, dict[str, list[float]]]
 

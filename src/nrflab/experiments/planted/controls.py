@@ -3,11 +3,11 @@ available, or moved to a mid band, and which model's reliance moves."""
 
 from __future__ import annotations
 
-from ...stats import Verdict, judge, paired_ci
-from .claims import Capability, capability_void, dropped_text, pairs_void
-from .measurement import Measured
-from .settings import Settings
-from .text import cell, diff_text, name
+from nrflab.core.stats import Verdict, judge, paired_ci
+from nrflab.experiments.planted.claims import Capability, capability_void, dropped_text, pairs_void
+from nrflab.experiments.planted.measurement import Measured
+from nrflab.experiments.planted.settings import Settings
+from nrflab.experiments.planted.text import cell, diff_text, name
 
 
 def control_verdicts(m: Measured, s: Settings, op_key: str, cap: Capability) -> list[Verdict]:

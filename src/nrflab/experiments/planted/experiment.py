@@ -7,14 +7,14 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from ...checkpoint import atomic_write_json
-from ...errors import NrflabError
-from ...report import Section
-from .jobs import train_all
-from .runs import plan, torch_threads
-from .sections import build_sections
-from .settings import FULL, QUICK, Settings
-from .transferability import transfer
+from nrflab.core.errors import NrflabError
+from nrflab.experiments.planted.jobs import train_all
+from nrflab.experiments.planted.runs import plan, torch_threads
+from nrflab.experiments.planted.sections import build_sections
+from nrflab.experiments.planted.settings import FULL, QUICK, Settings
+from nrflab.experiments.planted.transferability import transfer
+from nrflab.models.checkpoint import atomic_write_json
+from nrflab.report.document import Section
 
 
 def run(

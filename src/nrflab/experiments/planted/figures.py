@@ -6,14 +6,14 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ...plots import new_figure, save_figure
-from ...rundir import RunDir
-from ...stats import mean_ci
-from .measurement import Measured, finite_mean
-from .order import Curve
-from .settings import Settings
-from .text import name
-from .transferability import TransferResult
+from nrflab.core.stats import mean_ci
+from nrflab.experiments.planted.measurement import Measured, finite_mean
+from nrflab.experiments.planted.order import Curve
+from nrflab.experiments.planted.settings import Settings
+from nrflab.experiments.planted.text import name
+from nrflab.experiments.planted.transferability import TransferResult
+from nrflab.report.plots import new_figure, save_figure
+from nrflab.runs.rundir import RunDir
 
 
 def plot_sweep(stem: Path, m: Measured, s: Settings) -> list[Path]:

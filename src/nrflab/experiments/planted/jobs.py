@@ -9,11 +9,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
-from ...logs import get_logger
-from .measurement import Measured, measure
-from .mnist import mnist_question
-from .runs import PlantedRun, torch_threads, train_run
-from .settings import Settings
+from nrflab.core.logs import get_logger
+from nrflab.experiments.planted.measurement import Measured, measure
+from nrflab.experiments.planted.mnist import mnist_question
+from nrflab.experiments.planted.runs import PlantedRun, torch_threads, train_run
+from nrflab.experiments.planted.settings import Settings
 
 log = get_logger("planted")
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from ...attacks import PGD
-from ...checkpoint import atomic_write_json, load_model
-from ...data.planted import PlantedSpec, make_views
-from ...metrics import ligs_per_sample
-from ...reliance import RelianceViews, predictions, reliance
-from .runs import PlantedRun
-from .settings import EVAL_FILE, Settings
+from nrflab.attacks import PGD
+from nrflab.data.planted import PlantedSpec, make_views
+from nrflab.experiments.planted.runs import PlantedRun
+from nrflab.experiments.planted.settings import EVAL_FILE, Settings
+from nrflab.measure.metrics import ligs_per_sample
+from nrflab.measure.reliance import RelianceViews, predictions, reliance
+from nrflab.models.checkpoint import atomic_write_json, load_model
 
 
 @functools.lru_cache(maxsize=4)

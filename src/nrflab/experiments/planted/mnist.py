@@ -10,23 +10,23 @@ from typing import Any
 
 import torch
 
-from ...checkpoint import load_model
-from ...data import load_dataset
-from ...data.planted import build_bundle, dataset_name, make_views, spec_from_params
-from ...logs import get_logger
-from ...metrics import dataset_tensors
-from ...reliance import RelianceViews, predictions
-from ...training import train_or_reuse
-from .measurement import cached_result
-from .runs import recipe
-from .settings import Settings
+from nrflab.core.logs import get_logger
+from nrflab.data import load_dataset
+from nrflab.data.planted import build_bundle, dataset_name, make_views, spec_from_params
+from nrflab.experiments.planted.measurement import cached_result
+from nrflab.experiments.planted.runs import recipe
+from nrflab.experiments.planted.settings import Settings
+from nrflab.measure.metrics import dataset_tensors
+from nrflab.measure.reliance import RelianceViews, predictions
+from nrflab.models.checkpoint import load_model
+from nrflab.training import train_or_reuse
 
 log = get_logger("planted")
 
 
 def mnist_question(out: Path, s: Settings, seeds: Sequence[int], *, progress: bool) -> dict[str, Any]:
     """BN on the planted MNIST D_rand vs on the attack-built MNIST D_rand, running vs batch statistics."""
-    from ...features import build_dataset
+    from nrflab.features import build_dataset
 
     home = out / "mnist"
     mseeds = list(seeds)[: s.mnist_seeds]

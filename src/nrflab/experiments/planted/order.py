@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ...report import pct
-from ...rundir import RunDir
-from ...stats import Verdict, judge, mean_ci, paired_ci
-from .measurement import Measured, finite_mean
-from .settings import Settings
-from .text import cell, diff_text, name
+from nrflab.core.stats import Verdict, judge, mean_ci, paired_ci
+from nrflab.experiments.planted.measurement import Measured, finite_mean
+from nrflab.experiments.planted.settings import Settings
+from nrflab.experiments.planted.text import cell, diff_text, name
+from nrflab.report.document import pct
+from nrflab.runs.rundir import RunDir
 
 Curve = list[dict[str, float]]
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import torch
 
-from ...data.planted import PlantedSpec, build_bundle, dataset_name, spec_from_params
-from ...rundir import RunDir
-from ...training import TrainConfig, make_config, run_differences, train_or_reuse
-from .settings import Settings
+from nrflab.data.planted import PlantedSpec, build_bundle, dataset_name, spec_from_params
+from nrflab.experiments.planted.settings import Settings
+from nrflab.runs.rundir import RunDir
+from nrflab.training import TrainConfig, make_config, run_differences, train_or_reuse
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...data.planted import PlantedSpec
-from ...report import Section, markdown_table, num, pct, verdict_line
-from ...stats import Verdict, fmt_interval, wilson
-from .claims import (
+from nrflab.core.stats import Verdict, fmt_interval, wilson
+from nrflab.data.planted import PlantedSpec
+from nrflab.experiments.planted.claims import (
     Capability,
     capability,
     capable,
@@ -24,13 +23,14 @@ from .claims import (
     preference_verdict,
     transfer_verdict,
 )
-from .controls import control_shifts, control_verdicts, controls_summary, shifts_text
-from .figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
-from .measurement import Measured, finite_mean
-from .order import Curve, learning_order
-from .settings import Settings
-from .text import cell, name
-from .transferability import TransferResult
+from nrflab.experiments.planted.controls import control_shifts, control_verdicts, controls_summary, shifts_text
+from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
+from nrflab.experiments.planted.measurement import Measured, finite_mean
+from nrflab.experiments.planted.order import Curve, learning_order
+from nrflab.experiments.planted.settings import Settings
+from nrflab.experiments.planted.text import cell, name
+from nrflab.experiments.planted.transferability import TransferResult
+from nrflab.report.document import Section, markdown_table, num, pct, verdict_line
 
 Shifts = dict[str, dict[str, tuple[float, float, float]]]
 
@@ -86,7 +86,7 @@ def settings_text(s: Settings, seeds: Sequence[int], op_spec: PlantedSpec, secon
         f"high band at a fixed position, white noise {s.noise:g}; {s.arch} width {s.width}, SGD one-cycle peak "
         f"{s.lr:g}, batch {s.batch_size}, {s.epochs} epochs, no augmentation; seeds {', '.join(map(str, seeds))} "
         f"(paired across normalizations). Wall time {seconds / 60:.1f} min (finished runs are reused). Intervals: "
-        "95 % t-intervals over seeds; the verdict rule of nrflab.stats."
+        "95 % t-intervals over seeds; the verdict rule of nrflab.core.stats."
     )
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ...report import pct
-from ...stats import fmt_interval, mean_ci
-from .settings import NORM_NAMES
+from nrflab.core.stats import fmt_interval, mean_ci
+from nrflab.experiments.planted.settings import NORM_NAMES
+from nrflab.report.document import pct
 
 
 def cell(values: Sequence[float], *, percent: bool = True, signed: bool = False) -> str:

@@ -36,10 +36,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .attacks import AttackSpec, frozen_model
-from .errors import NrflabError
-from .metrics import ligs_per_sample, model_device
-from .stats import paired_ci, wilson
+from nrflab.attacks import AttackSpec, frozen_model
+from nrflab.core.errors import NrflabError
+from nrflab.core.stats import paired_ci, wilson
+from nrflab.measure.metrics import ligs_per_sample, model_device
 
 VARIANT_DESCRIPTIONS: dict[str, str] = {
     "running": "running statistics (as trained, eval mode)",
@@ -435,7 +435,7 @@ class BnAnalysis:
         return lines
 
     def markdown(self) -> str:
-        from .report import markdown_table
+        from nrflab.core.fmt import markdown_table
 
         header, rows = self.table()
         parts = [

@@ -14,9 +14,9 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from .errors import NrflabError
-from .results import CLEAN, LIGS, LOGIT_SIM, attack_of, robust_keys
-from .rundir import RunDir
+from nrflab.core.columns import CLEAN, LIGS, LOGIT_SIM, attack_of, robust_keys
+from nrflab.core.errors import NrflabError
+from nrflab.runs.rundir import RunDir
 
 #: matplotlib's default colour cycle (tab10), so figures look the same whatever the user's style.
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]

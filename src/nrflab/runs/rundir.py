@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
-from .errors import NrflabError
-from .io import read_json, read_numeric_csv, remove_stale_temps
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import read_json, read_numeric_csv, remove_stale_temps
 
 LOCK_FILE = ".nrflab.lock"
 STASH_DIR = ".nrflab-previous"
@@ -293,7 +293,7 @@ class RunDir:
         """The last committed epoch, or None when no epoch was committed yet."""
         if not self.checkpoint_path.is_file():
             return None
-        from .checkpoint import read_metadata
+        from nrflab.models.checkpoint import read_metadata
 
         meta = read_metadata(self.checkpoint_path)
         try:
@@ -317,7 +317,7 @@ class RunDir:
         if kept.is_file():
             return kept
         if self.model_path.is_file():
-            from .checkpoint import read_metadata
+            from nrflab.models.checkpoint import read_metadata
 
             if read_metadata(self.model_path).get("epoch") == str(int(epoch)):
                 return self.model_path

@@ -22,9 +22,9 @@ from typing import Any, Literal, Union
 import torch
 from torch import nn
 
-from .errors import NrflabError
+from nrflab.core.errors import NrflabError
 
-log = logging.getLogger("nrflab.accel")
+log = logging.getLogger("nrflab.core.accel")
 
 DeviceLike = Union[torch.device, str]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]

@@ -24,8 +24,8 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from .data.base import ImageTensorDataset, _to_float, iterate_batches
-from .errors import NrflabError
+from nrflab.core.errors import NrflabError
+from nrflab.data.base import ImageTensorDataset, _to_float, iterate_batches
 
 SEVERITIES = (1, 2, 3, 4, 5)
 

@@ -3,7 +3,7 @@
 Every file nrflab writes goes to a temporary file in the same directory and is renamed into place, so a
 reader (or a kill at any moment) sees the old file or the new one, never half of one. Files get the
 permissions the umask gives (collaborators and workers on a shared filesystem can read runs). Readers
-turn every kind of bad file into one :class:`~nrflab.errors.NrflabError` line that names the user's path.
+turn every kind of bad file into one :class:`~nrflab.core.errors.NrflabError` line that names the user's path.
 Nothing here unpickles or executes anything.
 """
 
@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
-from .errors import NrflabError
+from nrflab.core.errors import NrflabError
 
 TEMP_SUFFIX = ".tmp"
 
@@ -218,3 +219,26 @@ __all__ = [
     "to_json_text",
     "write_csv",
 ]
+
+
+def load_tensors(path: str | os.PathLike[str], what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Read a safetensors file or raise a one-line error (missing, corrupt, not safetensors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NrflabError(f"{what} not found: {path}")
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise NrflabError(f"{what} {path} is not a valid safetensors file ({str(exc).splitlines()[0][:80]})") from None
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise NrflabError(
+            f"checkpoint {path} is not a valid safetensors file ({str(exc).splitlines()[0][:80]})"
+        ) from None

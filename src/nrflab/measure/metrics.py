@@ -13,10 +13,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from .attacks import Attack, frozen_model, per_sample_noise
-from .data.base import iterate_batches
-from .errors import NrflabError
-from .results import EvalResult
+from nrflab.attacks import Attack, frozen_model, per_sample_noise
+from nrflab.core.columns import EvalResult
+from nrflab.core.errors import NrflabError
+from nrflab.core.modules import model_device
+from nrflab.data.base import iterate_batches
 
 Data = Union[
     DataLoader[Any], Dataset[Any], tuple[torch.Tensor, torch.Tensor], Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -37,14 +38,6 @@ def batches(
     else:
         for x, y in data:
             yield x.to(device), torch.as_tensor(y).to(device)
-
-
-def model_device(model: nn.Module) -> torch.device:
-    for t in model.parameters():
-        return t.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
 
 
 @torch.no_grad()

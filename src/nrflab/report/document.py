@@ -7,12 +7,13 @@ import html
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .io import atomic_write_json, atomic_write_text
-from .stats import Verdict
+from nrflab.core.fmt import markdown_table
+from nrflab.core.io import atomic_write_json, atomic_write_text
+from nrflab.core.stats import Verdict
 
 
 @dataclass
@@ -34,14 +35,6 @@ def num(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
 
 
-def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A GitHub-style Markdown table."""
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(c) for c in r) + " |")
-    return "\n".join(lines)
-
-
 def claim_line(claim: str, agrees: bool | None, evidence: str) -> str:
     """One sentence per paper claim: does this run agree, and the numbers that say so."""
     verdict = {True: "**agrees**", False: "**disagrees**", None: "is **inconclusive**"}[agrees]
@@ -49,7 +42,7 @@ def claim_line(claim: str, agrees: bool | None, evidence: str) -> str:
 
 
 def verdict_line(verdict: Verdict) -> str:
-    """One sentence per judged claim (see ``nrflab.stats.judge``), protocol included."""
+    """One sentence per judged claim (see ``nrflab.core.stats.judge``), protocol included."""
     word = {
         "agrees": "**agrees**",
         "disagrees": "**disagrees**",

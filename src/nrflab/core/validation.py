@@ -11,7 +11,7 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from .errors import NrflabError
+from nrflab.core.errors import NrflabError
 
 SEED_MAX = 2**32 - 1
 """Seeds are integers in 0..2^32-1 everywhere (numpy's and torch's generators both take them)."""
@@ -113,15 +113,3 @@ def check_device_name(name: str) -> None:
             raise NrflabError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
         return
     resolve_device(name)
-
-
-def check_dataset_loads(name: str, root: str | None, checked: set[tuple[str, str | None]] | None = None) -> None:
-    """The dataset loads: its name, parameters and files are checked (once per distinct ``(name, root)`` when
-    ``checked`` is given), so a chain of runs fails in one line before the first run starts."""
-    if checked is not None and (name, root) in checked:
-        return
-    from .data import load_dataset
-
-    load_dataset(name, root=root)
-    if checked is not None:
-        checked.add((name, root))

@@ -27,9 +27,9 @@ from typing import Any, cast
 import torch
 from torch import nn
 
-from .attacks import PGD, Attack, AttackSpec, Norm, frozen_model
-from .errors import NrflabError
-from .metrics import model_device
+from nrflab.attacks import PGD, Attack, AttackSpec, Norm, frozen_model
+from nrflab.core.errors import NrflabError
+from nrflab.measure.metrics import model_device
 
 CheckStatus = str  # "pass" | "flag" | "skip"
 

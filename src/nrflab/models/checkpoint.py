@@ -11,40 +11,15 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 from torch import nn
 
-from .errors import NrflabError
-from .io import atomic_save_tensors, atomic_write_json, read_json
-from .models import ModelConfig, NrfModel, build_model
-from .models.state_dicts import load_state
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import atomic_save_tensors, atomic_write_json, load_tensors, read_json, read_metadata
+from nrflab.models import ModelConfig, NrfModel, build_model
+from nrflab.models.state_dicts import load_state
 
 MODEL_FILE = "model.safetensors"
 CONFIG_META_KEY = "nrflab_model_config"
-
-
-def load_tensors(path: str | os.PathLike[str], what: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Read a safetensors file or raise a one-line error (missing, corrupt, not safetensors)."""
-    path = Path(path)
-    if not path.is_file():
-        raise NrflabError(f"{what} not found: {path}")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise NrflabError(f"{what} {path} is not a valid safetensors file ({str(exc).splitlines()[0][:80]})") from None
-
-
-def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            return dict(fh.metadata() or {})
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise NrflabError(
-            f"checkpoint {path} is not a valid safetensors file ({str(exc).splitlines()[0][:80]})"
-        ) from None
 
 
 def model_config_of(model: nn.Module) -> ModelConfig | None:

@@ -78,7 +78,7 @@ DATASET_PRESET = {
 
 def preset_for(dataset: str, base_dataset: str | None = None) -> str:
     """The preset name for a dataset (a built feature dataset uses its base dataset's preset)."""
-    from .data.base import parse_dataset_name
+    from nrflab.data.base import parse_dataset_name
 
     key = (base_dataset or _built_base(dataset) or dataset).lower()
     if ":" in key and key.partition(":")[0] in DATASET_PRESET:
@@ -88,7 +88,7 @@ def preset_for(dataset: str, base_dataset: str | None = None) -> str:
 
 def _built_base(dataset: str) -> str | None:
     """The base dataset named by a built dataset directory's card, if ``dataset`` is one."""
-    from .data.built import is_built_dataset, read_card
+    from nrflab.data.built import is_built_dataset, read_card
 
     if dataset.lower() in DATASET_PRESET or not is_built_dataset(dataset):
         return None

@@ -24,12 +24,13 @@ from typing import Any, Literal, Optional
 
 import torch
 
-from .errors import NrflabError
-from .io import atomic_write_json, atomic_write_text, read_yaml_mapping
-from .logs import get_logger
-from .rundir import RunDir, check_output_path, locked
-from .training import TrainConfig, make_config, run_differences, train
-from .validation import check_dataset_loads, check_device_name
+from nrflab.core.errors import NrflabError
+from nrflab.core.io import atomic_write_json, atomic_write_text, read_yaml_mapping
+from nrflab.core.logs import get_logger
+from nrflab.core.validation import check_device_name
+from nrflab.data import check_dataset_loads
+from nrflab.runs.rundir import RunDir, check_output_path, locked
+from nrflab.training import TrainConfig, make_config, run_differences, train
 
 log = get_logger("sweep")
 
@@ -147,7 +148,7 @@ def plan_sweep(
     overrides: Mapping[str, Any] | None = None,
 ) -> list[SweepRun]:
     """Every grid point's resolved config, validated before anything trains (first problem: one line)."""
-    from .models import check_arch, check_norm
+    from nrflab.models import check_arch, check_norm
 
     fields = base_fields(base)
     grid = {config_key(k): list(v) for k, v in grid.items()}
@@ -208,7 +209,7 @@ def run_one(config: dict[str, Any], run_dir: str, verbose: bool = False, threads
         cfg = TrainConfig.model_validate(config)
         state = existing_state(path, cfg)
         if state != "finished":
-            from .logs import scoped
+            from nrflab.core.logs import scoped
 
             with scoped(prefix=f"[{path.name}] ", quiet=not verbose):
                 train(cfg, path, resume=state == "interrupted", progress=False)
@@ -429,7 +430,7 @@ def progress_line(rec: RunRecord) -> str:
 
 def summary_table(result: SweepResult) -> str:
     """A Markdown table of the runs: grid values, status and the accuracy/LIGS columns."""
-    from .report import markdown_table
+    from nrflab.report.document import markdown_table
 
     cols = [
         c

@@ -18,63 +18,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 from scipy.fft import dctn
 from torch import nn
 
-from .attacks import frozen_model
-from .errors import NrflabError
+from nrflab.attacks import frozen_model
+from nrflab.core.errors import NrflabError
+from nrflab.data.views import RelianceViews
 
 Statistics = Literal["running", "batch"]
 RELIANCE_COLUMNS = ("agree_acc", "rf_suff_acc", "nrf_suff_acc", "f_r", "f_n", "rho")
-
-
-@dataclass(frozen=True)
-class RelianceViews:
-    """The test views as tensors (images float in [0,1], classes int64), all on CPU."""
-
-    agree_x: torch.Tensor
-    agree_y: torch.Tensor
-    rf_x: torch.Tensor
-    rf_y: torch.Tensor
-    nrf_x: torch.Tensor
-    nrf_y: torch.Tensor
-    swap_x: torch.Tensor
-    swap_rf: torch.Tensor
-    swap_nrf: torch.Tensor
-
-    def __post_init__(self) -> None:
-        for name in ("agree", "rf", "nrf"):
-            x, y = getattr(self, f"{name}_x"), getattr(self, f"{name}_y")
-            if x.ndim != 4 or x.shape[0] != y.shape[0]:
-                raise NrflabError(f"view {name}: {tuple(x.shape)} images but {tuple(y.shape)} labels")
-        if not (self.swap_x.shape[0] == self.swap_rf.shape[0] == self.swap_nrf.shape[0]):
-            raise NrflabError("view swap: images and feature classes differ in length")
-        if bool((self.swap_rf == self.swap_nrf).any()):
-            raise NrflabError("view swap: the RF and NRF classes must differ in every image")
-
-    @property
-    def size(self) -> int:
-        return int(self.agree_y.shape[0])
-
-    @classmethod
-    def from_samples(cls, views: Any, limit: int | None = None) -> RelianceViews:
-        """From ``nrflab.data.planted.PlantedViews`` (numpy samples), the first ``limit`` images of each."""
-        t = lambda a: torch.from_numpy(np.ascontiguousarray(a[:limit]))  # noqa: E731
-        return cls(
-            t(views.agree.images),
-            t(views.agree.labels),
-            t(views.rf.images),
-            t(views.rf.labels),
-            t(views.nrf.images),
-            t(views.nrf.labels),
-            t(views.swap.images),
-            t(views.swap.rf_class),
-            t(views.swap.nrf_class),
-        )
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from ..attacks import frozen_model
-from ..errors import NrflabError
+from nrflab.attacks import frozen_model
+from nrflab.core.errors import NrflabError
 
 #: Test images per batch under the batch-statistics protocol.
 BATCH_STATS_BATCH = 250
