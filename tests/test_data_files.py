@@ -23,8 +23,9 @@ from scipy.io import savemat
 
 import nrflab.data as data
 from nrflab.core.errors import NrflabError
-from nrflab.data import files
+from nrflab.data import download
 from nrflab.data.base import channel_stats
+from nrflab.data.formats import cifar, idx, imagefolder, svhn
 
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -93,7 +94,7 @@ def make_cifar100(root: Path) -> Path:
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_cifar10_shapes_values_and_exact_round_trip(tmp_path: Path, protocol: int) -> None:
     folder = make_cifar10(tmp_path, protocol)
-    bundle = files.load_cifar10(root=tmp_path)
+    bundle = cifar.load_cifar10(root=tmp_path)
     assert (len(bundle.train), len(bundle.test)) == (15, 4)
     assert bundle.train.images.dtype == torch.uint8 and bundle.train.images.shape == (15, 3, 32, 32)
     assert bundle.num_classes == 10 and bundle.input_shape == (3, 32, 32)
@@ -140,7 +141,7 @@ def test_cifar100_fine_and_coarse_labels(tmp_path: Path) -> None:
 
 def test_cifar_missing_files_say_what_to_put_where(tmp_path: Path) -> None:
     with pytest.raises(NrflabError, match="cifar10 not found: put data_batch_1") as err:
-        files.load_cifar10(root=tmp_path)
+        cifar.load_cifar10(root=tmp_path)
     message = str(err.value)
     assert "data_batch_1" in message and "batches.meta" in message and "--download" in message
     assert str(tmp_path / "cifar-10-batches-py") in message and "\n" not in message
@@ -148,7 +149,7 @@ def test_cifar_missing_files_say_what_to_put_where(tmp_path: Path) -> None:
     folder = make_cifar10(tmp_path / "partial")
     (folder / "test_batch").unlink()
     with pytest.raises(NrflabError, match="test_batch"):
-        files.load_cifar10(root=tmp_path / "partial")
+        cifar.load_cifar10(root=tmp_path / "partial")
 
 
 def test_cifar_truncated_pickle_names_the_file(tmp_path: Path) -> None:
@@ -156,7 +157,7 @@ def test_cifar_truncated_pickle_names_the_file(tmp_path: Path) -> None:
     path = folder / "data_batch_3"
     path.write_bytes(path.read_bytes()[:500])
     with pytest.raises(NrflabError, match="data_batch_3"):
-        files.load_cifar10(root=tmp_path)
+        cifar.load_cifar10(root=tmp_path)
 
 
 def test_cifar_wrong_content_names_the_file(tmp_path: Path) -> None:
@@ -165,17 +166,17 @@ def test_cifar_wrong_content_names_the_file(tmp_path: Path) -> None:
     bad[b"data"] = bad[b"data"][:, :100]
     _dump(bad, folder / "data_batch_1")
     with pytest.raises(NrflabError, match=r"data_batch_1.*\(N, 3072\)"):
-        files.load_cifar10(root=tmp_path)
+        cifar.load_cifar10(root=tmp_path)
 
     short = _cifar_batch(3, 1, {b"labels": 10})
     short[b"labels"] = short[b"labels"][:2]
     _dump(short, folder / "data_batch_1")
     with pytest.raises(NrflabError, match="3 images but 2 labels"):
-        files.load_cifar10(root=tmp_path)
+        cifar.load_cifar10(root=tmp_path)
 
     _dump(["not", "a", "dict"], folder / "data_batch_1")
     with pytest.raises(NrflabError, match="should hold a dict"):
-        files.load_cifar10(root=tmp_path)
+        cifar.load_cifar10(root=tmp_path)
 
 
 def _py2_style_pickle(data: np.ndarray, labels: list[int]) -> bytes:
@@ -213,7 +214,7 @@ def test_cifar_reads_python2_pickles_with_legacy_numpy_names(tmp_path: Path) -> 
     folder = make_cifar10(tmp_path)
     pixels = np.random.default_rng(7).integers(0, 256, size=(3, 3072), dtype=np.uint8)
     (folder / "data_batch_1").write_bytes(_py2_style_pickle(pixels, [4, 0, 9]))
-    bundle = files.load_cifar10(root=tmp_path)
+    bundle = cifar.load_cifar10(root=tmp_path)
     assert bundle.train.labels[:3].tolist() == [4, 0, 9]
     assert np.array_equal(bundle.train.images[:3].numpy(), pixels.reshape(3, 3, 32, 32))
 
@@ -239,7 +240,7 @@ def test_malicious_pickle_is_refused_without_running_anything(tmp_path: Path, wh
     evil = payload if where == "top" else {b"data": payload, b"labels": [0]}
     _dump(evil, folder / "test_batch")
     with pytest.raises(NrflabError, match=r"test_batch.*refusing to load (posix|os|nt)\.system"):
-        files.load_cifar10(root=tmp_path)
+        cifar.load_cifar10(root=tmp_path)
     assert not marker.exists()
 
 
@@ -247,7 +248,7 @@ def test_pickle_codec_calls_other_than_latin1_bytes_are_refused(tmp_path: Path) 
     folder = make_cifar10(tmp_path)
     _dump({b"data": _CallsCodec(), b"labels": [0]}, folder / "test_batch", protocol=2)
     with pytest.raises(NrflabError, match="latin-1"):
-        files.load_cifar10(root=tmp_path)
+        cifar.load_cifar10(root=tmp_path)
 
 
 # ----------------------------------------------------------------------------------------------------- SVHN
@@ -290,17 +291,17 @@ def test_svhn_default_root_comes_from_nrflab_data(tmp_path: Path, monkeypatch: p
 
 def test_svhn_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(NrflabError, match=r"train_32x32\.mat and test_32x32\.mat.*--download"):
-        files.load_svhn(root=tmp_path)
+        svhn.load_svhn(root=tmp_path)
     make_svhn(tmp_path)
     savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8)})
     with pytest.raises(NrflabError, match=r"test_32x32\.mat lacks the X and y"):
-        files.load_svhn(root=tmp_path)
+        svhn.load_svhn(root=tmp_path)
     (tmp_path / "test_32x32.mat").write_bytes(b"this is not a mat file at all" * 10)
     with pytest.raises(NrflabError, match=r"test_32x32\.mat is not a readable"):
-        files.load_svhn(root=tmp_path)
+        svhn.load_svhn(root=tmp_path)
     savemat(tmp_path / "test_32x32.mat", {"X": np.zeros((32, 32, 3, 2), np.uint8), "y": np.ones((3, 1), np.uint8)})
     with pytest.raises(NrflabError, match="2 images but 3 labels"):
-        files.load_svhn(root=tmp_path)
+        svhn.load_svhn(root=tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------------ IDX
@@ -359,7 +360,7 @@ def test_idx_missing_files(tmp_path: Path) -> None:
     make_idx(tmp_path, gz=False)
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(NrflabError, match="mnist not found: put train-images-idx3-ubyte") as err:
-        files.load_mnist(root=tmp_path)
+        idx.load_mnist(root=tmp_path)
     assert "t10k-labels-idx1-ubyte" in str(err.value) and "--download" in str(err.value)
 
 
@@ -370,16 +371,16 @@ def test_idx_bad_magic_size_and_count_name_the_file(tmp_path: Path) -> None:
 
     images_path.write_bytes(struct.pack(">I", 0x00000801) + good[4:])
     with pytest.raises(NrflabError, match=r"train-images-idx3-ubyte is not a uint8 IDX file.*0x00000801"):
-        files.load_mnist(root=tmp_path)
+        idx.load_mnist(root=tmp_path)
 
     images_path.write_bytes(good[:-10])
     with pytest.raises(NrflabError, match=r"train-images-idx3-ubyte holds"):
-        files.load_mnist(root=tmp_path)
+        idx.load_mnist(root=tmp_path)
 
     images_path.write_bytes(good)
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx_labels(arrays["train-labels-idx1-ubyte"][:5]))
     with pytest.raises(NrflabError, match="6 images but .*train-labels-idx1-ubyte has 5 labels"):
-        files.load_mnist(root=tmp_path)
+        idx.load_mnist(root=tmp_path)
 
 
 def test_idx_corrupt_gzip_names_the_file(tmp_path: Path) -> None:
@@ -387,7 +388,7 @@ def test_idx_corrupt_gzip_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "t10k-images-idx3-ubyte.gz"
     path.write_bytes(path.read_bytes()[:30])
     with pytest.raises(NrflabError, match=r"t10k-images-idx3-ubyte\.gz could not be read"):
-        files.load_mnist(root=tmp_path)
+        idx.load_mnist(root=tmp_path)
 
 
 # ---------------------------------------------------------------------------------------------- imagefolder
@@ -424,14 +425,14 @@ def test_imagefolder_single_tree_is_split_80_20_per_class(tmp_path: Path) -> Non
     for c, cls in enumerate(("a", "b", "c")):
         for i in range(10):
             _png(tmp_path / cls / f"{i:02d}.png", np.full((5, 5), 20 * c + i, dtype=np.uint8))
-    bundle = files.load_imagefolder(root=tmp_path)
+    bundle = imagefolder.load_imagefolder(root=tmp_path)
     assert bundle.input_shape == (1, 5, 5)  # mode L stays one channel
     assert np.bincount(bundle.train.labels.numpy()).tolist() == [8, 8, 8]
     assert np.bincount(bundle.test.labels.numpy()).tolist() == [2, 2, 2]
     train_values = set(bundle.train.images[:, 0, 0, 0].tolist())
     test_values = set(bundle.test.images[:, 0, 0, 0].tolist())
     assert not train_values & test_values and len(train_values | test_values) == 30
-    again = files.load_imagefolder(root=tmp_path)
+    again = imagefolder.load_imagefolder(root=tmp_path)
     assert torch.equal(again.test.images, bundle.test.images)  # fixed seed
 
 
@@ -440,32 +441,32 @@ def test_imagefolder_mixed_gray_and_colour_becomes_rgb(tmp_path: Path) -> None:
     _png(tmp_path / "train" / "y" / "rgb.jpg", np.zeros((4, 4, 3), dtype=np.uint8))
     _png(tmp_path / "test" / "x" / "g.bmp", np.full((4, 4), 5, dtype=np.uint8))
     _png(tmp_path / "test" / "y" / "rgba.png", np.zeros((4, 4, 4), dtype=np.uint8))
-    bundle = files.load_imagefolder(root=tmp_path)
+    bundle = imagefolder.load_imagefolder(root=tmp_path)
     assert bundle.input_shape == (3, 4, 4)
     assert bundle.train.images[0].unique().tolist() == [77]
 
 
 def test_imagefolder_errors(tmp_path: Path) -> None:
     with pytest.raises(NrflabError, match=r"train/<class>/.*<class>/"):
-        files.load_imagefolder(root=tmp_path / "nothing")
+        imagefolder.load_imagefolder(root=tmp_path / "nothing")
 
     _png(tmp_path / "s" / "train" / "a" / "0.png", np.zeros((4, 4, 3), np.uint8))
     _png(tmp_path / "s" / "train" / "b" / "0.png", np.zeros((4, 4, 3), np.uint8))
     _png(tmp_path / "s" / "test" / "a" / "0.png", np.zeros((4, 4, 3), np.uint8))
     with pytest.raises(NrflabError, match="must match"):
-        files.load_imagefolder(root=tmp_path / "s")
+        imagefolder.load_imagefolder(root=tmp_path / "s")
 
     _png(tmp_path / "s" / "test" / "b" / "1.png", np.zeros((5, 4, 3), np.uint8))
     with pytest.raises(NrflabError, match=r"test/b/1\.png is 4x5 .*resize"):
-        files.load_imagefolder(root=tmp_path / "s")
+        imagefolder.load_imagefolder(root=tmp_path / "s")
 
     (tmp_path / "s" / "test" / "b" / "1.png").write_bytes(b"not a png")
     with pytest.raises(NrflabError, match=r"1\.png is not a readable image"):
-        files.load_imagefolder(root=tmp_path / "s")
+        imagefolder.load_imagefolder(root=tmp_path / "s")
 
     shutil.rmtree(tmp_path / "s" / "test")
     with pytest.raises(NrflabError, match="has train/ but not the other"):
-        files.load_imagefolder(root=tmp_path / "s")
+        imagefolder.load_imagefolder(root=tmp_path / "s")
 
 
 # ------------------------------------------------------------------------------------------------- download
@@ -478,46 +479,46 @@ def _tar_gz(source: Path, archive: Path, arcname: str) -> Path:
 
 
 def _serve(monkeypatch: pytest.MonkeyPatch, table: dict[str, Path]) -> list[str]:
-    """Make ``files._fetch`` copy local files for the given URLs (with their true MD5s); return the URL log."""
+    """Make ``download._fetch`` copy local files for the given URLs (with their true MD5s); return the URL log."""
     fetched: list[str] = []
 
     def fake_fetch(url: str, dest: Path) -> None:
         fetched.append(url)
         shutil.copyfile(table[url], dest)
 
-    monkeypatch.setattr(files, "_fetch", fake_fetch)
+    monkeypatch.setattr(download, "_fetch", fake_fetch)
     for url, path in table.items():
-        monkeypatch.setitem(files.MD5SUMS, url, _md5(path))
+        monkeypatch.setitem(download.MD5SUMS, url, _md5(path))
     return fetched
 
 
 def test_cifar10_download_extracts_verifies_and_cleans_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = make_cifar10(tmp_path / "src")
     archive = _tar_gz(source, tmp_path / "cifar-10-python.tar.gz", "cifar-10-batches-py")
-    fetched = _serve(monkeypatch, {files.CIFAR10_URL: archive})
+    fetched = _serve(monkeypatch, {download.CIFAR10_URL: archive})
     target = tmp_path / "data"
     bundle = data.load_dataset("cifar10", root=target, download=True)
-    assert fetched == [files.CIFAR10_URL]
+    assert fetched == [download.CIFAR10_URL]
     assert len(bundle.train) == 15 and bundle.classes == CIFAR10_NAMES
     assert sorted(p.name for p in target.iterdir()) == ["cifar-10-batches-py"]  # archive and temp files gone
     fetched.clear()
-    files.load_cifar10(root=target, download=True)
+    cifar.load_cifar10(root=target, download=True)
     assert fetched == []  # present files are not fetched again
 
 
 def test_cifar100_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = _tar_gz(make_cifar100(tmp_path / "src"), tmp_path / "c100.tar.gz", "cifar-100-python")
-    _serve(monkeypatch, {files.CIFAR100_URL: archive})
-    assert files.load_cifar100_coarse(root=tmp_path / "data", download=True).num_classes == 20
+    _serve(monkeypatch, {download.CIFAR100_URL: archive})
+    assert cifar.load_cifar100_coarse(root=tmp_path / "data", download=True).num_classes == 20
 
 
 def test_checksum_mismatch_is_rejected_and_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     archive = _tar_gz(make_cifar10(tmp_path / "src"), tmp_path / "a.tar.gz", "cifar-10-batches-py")
-    _serve(monkeypatch, {files.CIFAR10_URL: archive})
-    monkeypatch.setitem(files.MD5SUMS, files.CIFAR10_URL, "0" * 32)
+    _serve(monkeypatch, {download.CIFAR10_URL: archive})
+    monkeypatch.setitem(download.MD5SUMS, download.CIFAR10_URL, "0" * 32)
     target = tmp_path / "data"
     with pytest.raises(NrflabError, match="checksum mismatch"):
-        files.load_cifar10(root=target, download=True)
+        cifar.load_cifar10(root=target, download=True)
     assert list(target.iterdir()) == []
 
 
@@ -527,26 +528,26 @@ def test_unsafe_tar_member_is_refused(tmp_path: Path, monkeypatch: pytest.Monkey
         info = tarfile.TarInfo("cifar-10-batches-py/../../escaped.txt")
         info.size = 4
         tar.addfile(info, io.BytesIO(b"evil"))
-    _serve(monkeypatch, {files.CIFAR10_URL: archive})
+    _serve(monkeypatch, {download.CIFAR10_URL: archive})
     target = tmp_path / "deep" / "data"
     with pytest.raises(NrflabError, match="unsafe member"):
-        files.load_cifar10(root=target, download=True)
+        cifar.load_cifar10(root=target, download=True)
     assert not (tmp_path / "deep" / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
 
 
 def test_mnist_and_svhn_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make_idx(tmp_path / "mnist_src", gz=True)
     make_svhn(tmp_path / "svhn_src")
-    table = {files.MNIST_BASE_URL + f"{n}.gz": tmp_path / "mnist_src" / f"{n}.gz" for n in files.IDX_FILES}
-    table.update({url: tmp_path / "svhn_src" / f"{split}_32x32.mat" for split, url in files.SVHN_URLS.items()})
+    table = {download.MNIST_BASE_URL + f"{n}.gz": tmp_path / "mnist_src" / f"{n}.gz" for n in download.IDX_FILES}
+    table.update({url: tmp_path / "svhn_src" / f"{split}_32x32.mat" for split, url in download.SVHN_URLS.items()})
     fetched = _serve(monkeypatch, table)
-    assert len(files.load_mnist(root=tmp_path / "m", download=True).train) == 6
-    assert files.load_svhn(root=tmp_path / "s", download=True).test.labels.tolist() == [0, 1, 2, 3, 9]
+    assert len(idx.load_mnist(root=tmp_path / "m", download=True).train) == 6
+    assert svhn.load_svhn(root=tmp_path / "s", download=True).test.labels.tolist() == [0, 1, 2, 3, 9]
     assert sorted(fetched) == sorted(table)
     assert sorted(p.name for p in (tmp_path / "s").iterdir()) == ["test_32x32.mat", "train_32x32.mat"]
 
 
 def test_network_failure_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NrflabError, match=r"could not download .*train-images-idx3-ubyte\.gz.*network disabled"):
-        files.load_fashion_mnist(root=tmp_path, download=True)
+        idx.load_fashion_mnist(root=tmp_path, download=True)
     assert list(tmp_path.iterdir()) == []

@@ -16,7 +16,7 @@ from nrflab.attacks import AttackSpec, parse_attack
 from nrflab.core.columns import attack_of, attack_title, robust_key
 from nrflab.core.stats import judge, mean_ci, paired_ci, wilson
 from nrflab.data.base import class_balanced_split
-from nrflab.data.files import _fraction_split
+from nrflab.data.formats.imagefolder import _fraction_split
 from nrflab.features import quantize
 from nrflab.training import augment_batch, augment_batch_reference, lr_at, make_config
 from nrflab.training.sweep import run_name

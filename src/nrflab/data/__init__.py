@@ -2,7 +2,7 @@
 
 from nrflab.data import built as _built  # noqa: F401  (registers directories written by `nrflab build-dataset`)
 from nrflab.data import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)
-from nrflab.data import files as _files  # noqa: F401  (registers CIFAR, SVHN, IDX, image folders)
+from nrflab.data import formats as _formats  # noqa: F401  (registers CIFAR, SVHN, IDX, image folders)
 from nrflab.data import planted as _planted  # noqa: F401  (registers planted: known robust and non-robust features)
 from nrflab.data.base import (
     DatasetBundle,
