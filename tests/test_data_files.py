@@ -551,3 +551,60 @@ def test_network_failure_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(NrflabError, match=r"could not download .*train-images-idx3-ubyte\.gz.*network disabled"):
         idx.load_fashion_mnist(root=tmp_path, download=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_imagefolder_size_resizes_and_centre_crops_photos_of_any_size(tmp_path: Path) -> None:
+    # a wide photo whose centre square is white and whose sides are black, and a tall grey one
+    wide = np.zeros((40, 80, 3), dtype=np.uint8)
+    wide[:, 20:60] = 255
+    _png(tmp_path / "train" / "a" / "wide.png", wide)
+    _png(tmp_path / "train" / "b" / "tall.png", np.full((90, 30), 128, dtype=np.uint8))
+    _png(tmp_path / "test" / "a" / "0.png", np.zeros((17, 23, 3), dtype=np.uint8))
+    _png(tmp_path / "test" / "b" / "0.png", np.zeros((64, 64, 3), dtype=np.uint8))
+    with pytest.raises(NrflabError, match=r"imagefolder:size=S"):
+        data.load_dataset("imagefolder", root=tmp_path)
+    bundle = data.load_dataset("imagefolder:size=16", root=tmp_path)
+    assert bundle.input_shape == (3, 16, 16) and bundle.train.images.shape == (2, 3, 16, 16)
+    assert int(bundle.train.images[0][:, :, 2:-2].min()) >= 250  # the crop kept the white centre of the wide photo
+    assert bundle.train.images[1].unique().tolist() == [128]  # grey widened to RGB, resized, cropped
+    assert bundle.info["images"] == "resized and centre-cropped to 16x16"
+
+
+def test_imagefolder_over_the_memory_bound_decodes_only_what_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        for i in range(6):
+            _png(tmp_path / cls / f"{i}.png", rng.integers(0, 256, size=(300, 200, 3), dtype=np.uint8))
+    eager = data.load_dataset(f"imagefolder:root={tmp_path},size=200")
+    decoded: list[Path] = []
+    real = imagefolder._read_image
+    monkeypatch.setattr(imagefolder, "_read_image", lambda p, **kw: decoded.append(p) or real(p, **kw))
+    assert data.load_dataset(f"imagefolder:root={tmp_path},size=32,memory=1").info["storage"] == "decoded in memory"
+    decoded.clear()
+    decoded.clear()
+    lazy = data.load_dataset(f"imagefolder:root={tmp_path},size=200,memory=1")  # 12 x 3 x 200 x 200 bytes > 1 MiB
+    assert lazy.info["storage"].startswith("decoded from disk") and isinstance(lazy.test, imagefolder.ImageFileDataset)
+    n_stats = len(decoded)  # the mean/std sample: every training image of this small set
+    assert n_stats == len(lazy.train)
+    image, label = lazy.test[1]
+    assert len(decoded) == n_stats + 1 and image.shape == (3, 200, 200)
+    assert torch.equal((image * 255).round().to(torch.uint8), eager.test.images[1]) and label == int(
+        eager.test.labels[1]
+    )
+    assert (lazy.mean, lazy.std) == (eager.mean, eager.std)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("imagefolder:size=0", r"size= must be an integer in 4\.\.4096"),
+        ("imagefolder:size=big", r"size= must be an integer"),
+        ("imagefolder:memory=-1", r"memory= must be an integer"),
+        ("imagefolder:colour=1", r"imagefolder takes root=, size= and memory= \(got colour\)"),
+    ],
+)
+def test_imagefolder_bad_parameters_are_one_line(tmp_path: Path, name: str, message: str) -> None:
+    with pytest.raises(NrflabError, match=message):
+        data.load_dataset(name, root=tmp_path)
