@@ -276,6 +276,16 @@ CASES = [
     case("experiment unknown scale", ["experiment", "core", "--scale", "huge", "--out", "{tmp}/e"], "unknown scale"),
     case("experiment recipe missing", EXPERIMENT + ["--recipe", "{ws}/missing.yaml"], "recipe file not found"),
     case("experiment recipe broken", EXPERIMENT + ["--recipe", "{ws}/broken.yaml"], "YAML"),
+    case(
+        "experiment recipe of another experiment",
+        EXPERIMENT + ["--recipe", "{ws}/planted.yaml"],
+        "is for planted, which this command does not run (it runs core)",
+    ),
+    case(
+        "reproduce recipe of an experiment not selected",
+        ["reproduce", "--only", "core", "--recipe", "{ws}/planted.yaml", "--out", "{tmp}/r"],
+        "is for planted, which this command does not run (it runs core)",
+    ),
     case("experiment epochs 0", EXPERIMENT + ["--epochs", "0"], "--epochs must be >= 1"),
     case("experiment out is a run", ["experiment", "core", "--quick", "--out", "{run}"], "training run"),
     case("reproduce unknown experiment", ["reproduce", "--only", "nope", "--out", "{tmp}/r"], "unknown experiment"),
@@ -351,6 +361,7 @@ def workspace(tmp_path_factory) -> Path:
     train(make_config(**RUN_FIELDS), run, progress=False)
     build_dataset("d_rand", run, "digits", ws / "set", steps=2, eps=1.0, step_size=0.5, limit=8, progress=False)
     (ws / "broken.yaml").write_text("lr: [0.1\nepochs: 3\n")
+    (ws / "planted.yaml").write_text("experiment: planted\nscale: quick\nsettings: {}\n")
     (ws / "unknown.yaml").write_text("lr: 0.1\nbatchsize: 3\n")
     (ws / "list.yaml").write_text("- 1\n- 2\n")
     (ws / "tag.yaml").write_text("lr: !!python/object/apply:os.system ['touch " + str(ws / "pwned") + "']\n")

@@ -121,12 +121,25 @@ def read_recipe(path: str | Path) -> Recipe:
     return Recipe(str(path), scale, {name: settings})
 
 
-def check_recipes(recipes: Sequence[Recipe], known: Sequence[str]) -> None:
-    """Every experiment a recipe names exists."""
+def check_recipes(recipes: Sequence[Recipe], known: Sequence[str], *, selected: Sequence[str] | None = None) -> None:
+    """Every experiment a recipe names exists and (given ``selected``) is one of the experiments that run."""
     for r in recipes:
         for name in r.experiments:
             if name not in known:
                 raise NrflabError(f"recipe {r.path}: unknown experiment {name!r}; choose one of {', '.join(known)}")
+    if selected is not None:
+        check_recipes_run(recipes, selected)
+
+
+def check_recipes_run(recipes: Sequence[Recipe], selected: Sequence[str]) -> None:
+    """A recipe for an experiment that does not run is an error, never silently ignored."""
+    for r in recipes:
+        if not set(r.experiments) & set(selected):
+            theirs = ", ".join(r.experiments)
+            raise NrflabError(
+                f"recipe {r.path} is for {theirs}, which this command does not run (it runs {', '.join(selected)}); "
+                f"drop --recipe {r.path} or select {theirs}"
+            )
 
 
 def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
@@ -189,6 +202,8 @@ def settings_for(
     ``strict``: a common flag the experiment has no setting for is an error (``nrflab experiment``);
     otherwise it is skipped for this experiment (``nrflab reproduce`` applies flags where they fit).
     """
+    if strict:
+        check_recipes_run(overrides.recipes, chain or [spec.name])
     recipes = [r for r in overrides.recipes if spec.name in r.experiments]
     scale = next((r.scale for r in reversed(recipes) if r.scale), None) or overrides.scale
     data = spec.preset(scale).model_dump()
@@ -284,6 +299,7 @@ __all__ = [
     "Recipe",
     "check_assignments_used",
     "check_recipes",
+    "check_recipes_run",
     "deep_merge",
     "parse_assignment",
     "read_recipe",

@@ -207,7 +207,7 @@ def _failed_section(spec: ExperimentSpec, outcome: ExperimentOutcome) -> Section
 def resolve_chain(only: str | Sequence[str] | None, overrides: Overrides) -> list[tuple[ExperimentSpec, BaseModel]]:
     """The selected experiments and their validated settings (everything checked before anything runs)."""
     specs = select(only)
-    check_recipes(overrides.recipes, names())
+    check_recipes(overrides.recipes, names(), selected=[s.name for s in specs])
     check_assignments_used(specs, [parse_assignment(a) for a in overrides.assignments])
     return [(spec, settings_for(spec, overrides, strict=False, chain=names())) for spec in specs]
 
