@@ -26,7 +26,7 @@ def list_choices(
             "or downloaded and checked against the pinned sha256)"
         )
         return
-    from nrflab.attacks import ATTACK_KINDS
+    from nrflab.attacks import attack_kind, list_attacks
     from nrflab.cli.experiments import EXPERIMENTS
     from nrflab.data import available_datasets
     from nrflab.models import ARCHS, NORM_DESCRIPTIONS
@@ -40,7 +40,7 @@ def list_choices(
         typer.echo(f"  {name:<10} {text}")
     typer.echo(
         "attacks:       "
-        + ", ".join(k for k in ATTACK_KINDS if k != "none")
+        + ", ".join(k for k in list_attacks() if attack_kind(k).perturbs)
         + "  (spec: KIND:eps=E,steps=N,step=S,random_start=1,restarts=R,targeted=1)"
     )
     typer.echo("experiments:")

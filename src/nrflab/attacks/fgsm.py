@@ -1,0 +1,49 @@
+"""The fast gradient (sign) method: one step of size eps; ``fgsm`` (Linf) and ``fgm-l2``."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nrflab.attacks.base import Attack, LossFn, Norm, normalized_step
+from nrflab.attacks.registry import register_attack
+from nrflab.core.modules import ModelMode
+
+__all__ = ["FGSM"]
+
+
+@register_attack("fgm-l2", norm="l2")
+@register_attack("fgsm", norm="linf")
+class FGSM(Attack):
+    """Fast gradient (sign) method: one step of size eps; ``norm="l2"`` gives the L2 fast gradient method."""
+
+    name = "fgsm"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        eps: float = 8 / 255,
+        norm: Norm = "linf",
+        targeted: bool = False,
+        loss_fn: LossFn | None = None,
+        mode: ModelMode = "eval",
+        keep_buffers: bool = True,
+        seed: int = 0,
+    ):
+        super().__init__(
+            model,
+            eps=eps,
+            norm=norm,
+            targeted=targeted,
+            loss_fn=loss_fn,
+            mode=mode,
+            keep_buffers=keep_buffers,
+            seed=seed,
+        )
+
+    def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        grad, _ = self.input_gradient(x, y)
+        step = normalized_step(grad, self.norm)
+        # Pixels without gradient stay put (eps=inf would otherwise give 0 * inf = NaN).
+        return torch.where(step == 0, x, x + self.eps * step)
