@@ -23,7 +23,7 @@ from nrflab.core.errors import NrflabError
 from nrflab.core.validation import SEED_MAX
 from nrflab.features import BUILD_KINDS, DTYPES, KIND_DEFAULTS, LABEL_POLICIES, build_dataset
 
-_DEFAULTS = ", ".join(f"{k}: {s} steps, eps {e:g}, step {st:g}" for k, (s, e, st) in KIND_DEFAULTS.items())
+_DEFAULTS = ", ".join(f"{k}: {a.steps} steps, eps {a.eps:g}, step {a.step_size:g}" for k, a in KIND_DEFAULTS.items())
 
 
 @app.command("build-dataset")

@@ -207,9 +207,9 @@ def _build(
         "source": src.info,
         "settings": {
             **settings.to_dict(),
-            "norm": "l2",
-            "targeted": True,
-            "random_start": False,
+            "norm": settings.attack.norm,
+            "targeted": settings.attack.targeted,
+            "random_start": settings.attack.random_start,
             "clamp": [0.0, 1.0],
             "batch_size": batch_size,
             "objective": "||rep(z) - rep(x_ref)||_2 from a different random training image"

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from nrflab.attacks import PGD
 from nrflab.core.errors import NrflabError
 from nrflab.data import DatasetBundle, load_dataset, subset_indices
 from nrflab.data.built import read_card
@@ -134,16 +133,7 @@ class ShardBuilder:
             Representation(model, settings.layer, settings.fake_relu) if settings.kind in INVERSION_KINDS else None
         )
         loss = self.rep.distance_loss if self.rep is not None else None
-        self.attack = PGD(
-            model,
-            norm="l2",
-            eps=settings.eps,
-            step_size=settings.step_size,
-            steps=settings.steps,
-            targeted=True,
-            loss_fn=loss,
-            seed=settings.seed,
-        )
+        self.attack = settings.attack.build(model, seed=settings.seed, loss_fn=loss)
 
     def plan(self, shard: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(indices of the built samples, per-sample draw): start images for inversions, targets otherwise."""

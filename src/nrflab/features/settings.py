@@ -1,4 +1,4 @@
-"""What a feature dataset is: its kind, the paper's settings per kind, and the typed build settings.
+"""What a feature dataset is: its kind, the paper's attack per kind, and the typed build settings.
 
 Every field of :class:`BuildSettings` determines the built images, so a resumed build must match it
 exactly (its digest is stored in every shard).
@@ -10,8 +10,9 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
+from nrflab.attacks import AttackSpec
 from nrflab.core.errors import NrflabError
 from nrflab.core.validation import check_seed
 
@@ -21,13 +22,20 @@ TARGETED_KINDS = ("d_rand", "d_det", "conflicting")
 LABEL_POLICIES = ("target", "reference", "prediction")
 DTYPES = ("uint8", "float16", "float32")
 
-#: The paper's / Ilyas et al.'s settings (CIFAR-10 scale): (steps, eps, step size).
-KIND_DEFAULTS: dict[str, tuple[int, float, float]] = {
-    "d_r": (1000, 1000.0, 0.1),
-    "d_nr": (1000, 1000.0, 0.1),
-    "d_rand": (100, 0.5, 0.1),
-    "d_det": (100, 0.5, 0.1),
-    "conflicting": (100, 0.5, 0.1),
+
+def _build_attack(*, steps: int, eps: float, step_size: float) -> AttackSpec:
+    """Every build's attack: targeted PGD-L2 without random start (toward a class, or descending the distance
+    to a reference representation for the inversions)."""
+    return AttackSpec(kind="pgd-l2", eps=eps, steps=steps, step_size=step_size, targeted=True)
+
+
+#: The paper's / Ilyas et al.'s settings (CIFAR-10 scale).
+KIND_DEFAULTS: dict[str, AttackSpec] = {
+    "d_r": _build_attack(steps=1000, eps=1000.0, step_size=0.1),
+    "d_nr": _build_attack(steps=1000, eps=1000.0, step_size=0.1),
+    "d_rand": _build_attack(steps=100, eps=0.5, step_size=0.1),
+    "d_det": _build_attack(steps=100, eps=0.5, step_size=0.1),
+    "conflicting": _build_attack(steps=100, eps=0.5, step_size=0.1),
 }
 
 KIND_DESCRIPTIONS = {
@@ -52,9 +60,7 @@ class BuildSettings:
     """Everything that determines a built dataset's content (compared when a build is resumed)."""
 
     kind: str
-    steps: int
-    eps: float
-    step_size: float
+    attack: AttackSpec
     seed: int = 0
     label_policy: str = "target"
     shard_size: int = 1000
@@ -64,7 +70,11 @@ class BuildSettings:
     limit: Optional[int] = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The settings as a card stores them and the digest hashes them: the attack as its steps, eps and step
+        size (the layout of every card, so builds made before :class:`AttackSpec` resume and compare)."""
+        rest = {k: v for k, v in asdict(self).items() if k not in ("kind", "attack")}
+        a = self.attack
+        return {"kind": self.kind, "steps": a.steps, "eps": a.eps, "step_size": a.step_size, **rest}
 
     def with_(self, **changes: Any) -> BuildSettings:
         """A validated copy with some fields changed."""
@@ -95,19 +105,26 @@ def make_settings(
     kind = str(kind).lower()
     if kind not in BUILD_KINDS:
         raise NrflabError(f"unknown dataset kind {kind!r}; choose one of {', '.join(BUILD_KINDS)}")
-    d_steps, d_eps, d_step = KIND_DEFAULTS[kind]
+    d = KIND_DEFAULTS[kind]
     # Typed ``object``: callers (YAML, CLI) may pass floats such as ``3.0`` despite the annotations.
     counts: tuple[tuple[str, object], ...] = (("steps", steps), ("shard size", shard_size), ("limit", limit))
     for name, value in counts:
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             if not (isinstance(value, float) and value.is_integer()):
                 raise NrflabError(f"{name} must be an integer, got {value!r}")
+    n_steps, radius = int(d.steps if steps is None else steps), float(d.eps if eps is None else eps)
+    step = float(cast(float, d.step_size) if step_size is None else step_size)
+    seed = check_seed(seed)
+    if n_steps < 1:
+        raise NrflabError(f"steps must be >= 1, got {n_steps}")
+    if not (radius > 0 and math.isfinite(radius)):
+        raise NrflabError(f"eps must be a finite number > 0, got {radius}")
+    if not (step > 0 and math.isfinite(step)):
+        raise NrflabError(f"step size must be a finite number > 0, got {step}")
     s = BuildSettings(
         kind=kind,
-        steps=int(d_steps if steps is None else steps),
-        eps=float(d_eps if eps is None else eps),
-        step_size=float(d_step if step_size is None else step_size),
-        seed=check_seed(seed),
+        attack=_build_attack(steps=n_steps, eps=radius, step_size=step),
+        seed=seed,
         label_policy=str(label_policy).lower(),
         shard_size=int(shard_size),
         dtype=str(dtype).lower(),
@@ -115,12 +132,6 @@ def make_settings(
         layer=layer,
         limit=None if limit is None else int(limit),
     )
-    if s.steps < 1:
-        raise NrflabError(f"steps must be >= 1, got {s.steps}")
-    if not (s.eps > 0 and math.isfinite(s.eps)):
-        raise NrflabError(f"eps must be a finite number > 0, got {s.eps}")
-    if not (s.step_size > 0 and math.isfinite(s.step_size)):
-        raise NrflabError(f"step size must be a finite number > 0, got {s.step_size}")
     if s.label_policy not in LABEL_POLICIES:
         raise NrflabError(f"unknown label policy {label_policy!r}; choose one of {', '.join(LABEL_POLICIES)}")
     if s.dtype not in DTYPES:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nrflab.attacks import AttackSpec, parse_attack
 from nrflab.core.errors import NrflabError
@@ -82,6 +82,12 @@ class TrainConfig(BaseModel):
                 raise ValueError(str(exc)) from None
         return v
 
+    @model_validator(mode="after")
+    def _check_adversarial(self) -> TrainConfig:
+        if self.adv_train != "none" and self.adv_eps == 0:
+            raise ValueError("adv_eps must be > 0 for adversarial training (adv_train none trains without attack)")
+        return self
+
     @field_validator("milestones")
     @classmethod
     def _check_milestones(cls, v: list[int]) -> list[int]:
@@ -92,20 +98,29 @@ class TrainConfig(BaseModel):
     def attack_specs(self) -> list[AttackSpec]:
         return [parse_attack(t) for t in self.eval_attacks]
 
-    def adversarial_settings(self) -> tuple[float, int, float]:
-        """(eps, steps, step size) of adversarial training, with the paper's/Madry's defaults."""
-        if self.adv_train in ("targeted-l2", "pgd-l2"):
-            eps, steps, step = 0.5, 7, 0.1
-        else:
-            eps, steps, step = 8 / 255, 7, 2 / 255
+    def adversarial(self) -> AttackSpec | None:
+        """The attack of adversarial training (None for standard training), with the paper's/Madry's defaults:
+        PGD-L2 eps 0.5 (``targeted-l2``: toward a random class, no random start) or PGD-Linf eps 8/255, 7 steps;
+        a given eps without a step size gets the step 2.5 eps / steps."""
+        if self.adv_train == "none":
+            return None
+        l2 = self.adv_train in ("targeted-l2", "pgd-l2")
+        eps, steps, step = (0.5, 7, 0.1) if l2 else (8 / 255, 7, 2 / 255)
         eps = self.adv_eps if self.adv_eps is not None else eps
         steps = self.adv_steps if self.adv_steps is not None else steps
-        step = (
-            self.adv_step_size
-            if self.adv_step_size is not None
-            else (step if self.adv_eps is None else 2.5 * eps / steps)
+        if self.adv_step_size is not None:
+            step = self.adv_step_size
+        elif self.adv_eps is not None:
+            step = 2.5 * eps / steps
+        targeted = self.adv_train == "targeted-l2"
+        return AttackSpec(
+            kind="pgd-l2" if l2 else "pgd-linf",
+            eps=eps,
+            steps=steps,
+            step_size=step,
+            random_start=not targeted,
+            targeted=targeted,
         )
-        return eps, steps, step
 
     def identity(self) -> dict[str, Any]:
         """What makes two runs the same run: every field except where data and computation live."""

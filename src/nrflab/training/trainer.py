@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from nrflab.attacks import PGD, Norm, check_images, frozen_model
+from nrflab.attacks import Attack, AttackSpec, check_images, frozen_model
 from nrflab.core import accel
 from nrflab.core.columns import CLEAN, LIGS, SHIFTED, robust_key
 from nrflab.core.errors import NrflabError
@@ -97,6 +97,11 @@ def check_input_fits(model: nn.Module, input_shape: tuple[int, ...]) -> None:
         ) from None
 
 
+def _adversarial_record(spec: AttackSpec | None) -> dict[str, float | int | None] | None:
+    """The adversarial-training attack as recorded in a run (eps, steps, step size)."""
+    return None if spec is None else {"eps": spec.eps, "steps": spec.steps, "step_size": spec.step_size}
+
+
 def _resolved_config(cfg: TrainConfig, bundle: DatasetBundle, device: torch.device, model: NrfModel) -> dict[str, Any]:
     return {
         **cfg.model_dump(),
@@ -114,9 +119,7 @@ def _resolved_config(cfg: TrainConfig, bundle: DatasetBundle, device: torch.devi
             "device": str(device),
             "torch": str(torch.__version__),
             "model": model.config.to_dict(),
-            "adversarial_training": dict(zip(("eps", "steps", "step_size"), cfg.adversarial_settings()))
-            if cfg.adv_train != "none"
-            else None,
+            "adversarial_training": _adversarial_record(cfg.adversarial()),
             "numerics": {"training": "bfloat16 autocast" if cfg.amp == "bf16" else "float32", "evaluation": "float32"},
             "acceleration": {
                 "channels_last": cfg.channels_last,
@@ -156,7 +159,7 @@ class Trainer:
             raise NrflabError("channels_last needs image inputs (C, H, W)")
         accel.resolve_compile_mode(compile_setting(cfg))  # a bad mode fails here, before any work
         self._step_model: Any = None  # what the training step calls: the model, or its compiled version
-        self._adv_attack: PGD | None = None
+        self._adv_attack: Attack | None = None
 
     # -- setup ------------------------------------------------------------------------------
     def _build_model(self) -> NrfModel:
@@ -297,29 +300,17 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
     def _adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        eps, steps, step = self.cfg.adversarial_settings()
+        spec = self.cfg.adversarial()
+        assert spec is not None  # called only for adversarial training
         mode = self.cfg.attack_mode
-        targeted = self.cfg.adv_train == "targeted-l2"
-        norm: Norm = "linf" if self.cfg.adv_train == "pgd-linf" else "l2"
         seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))
         attack = self._adv_attack
         if attack is None or attack.model is not model:
             # Built once per run (its captured CUDA graphs are reused every step); only the seed changes.
-            attack = self._adv_attack = PGD(
-                model,
-                norm=norm,
-                eps=eps,
-                step_size=step,
-                steps=steps,
-                random_start=not targeted,
-                targeted=targeted,
-                mode=mode,
-                keep_buffers=(mode == "eval"),
-                seed=seed,
-            )
+            attack = self._adv_attack = spec.build(model, mode=mode, keep_buffers=(mode == "eval"), seed=seed)
         attack.seed = seed
         # The training images were checked once (run): no per-step host sync for the [0,1] check.
-        if targeted:
+        if spec.targeted:
             draw = torch.randint(0, self.bundle.num_classes, (y.shape[0],), generator=gen)
             (target,) = accel.to_device_async([draw], y.device)
             return attack.apply(x, target, check_inputs=False)
