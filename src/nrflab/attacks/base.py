@@ -133,6 +133,17 @@ class Attack(ABC):
     perturbs: ClassVar[bool] = True
     """False for the identity (``none``): a spec of it has eps 0 and takes no options."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Refuse a subclass that replaces the entry point (``@final`` for type checkers, enforced here at
+        run time): the invariants hold for every attack only if every attack goes through :meth:`apply`."""
+        super().__init_subclass__(**kwargs)
+        for name in ("__call__", "apply"):
+            if name in vars(cls):
+                raise TypeError(
+                    f"{cls.__name__} overrides Attack.{name}; implement _perturb instead (the entry point "
+                    "enforces the eps-ball and [0,1] for every attack)"
+                )
+
     def __init__(
         self,
         model: nn.Module,

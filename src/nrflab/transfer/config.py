@@ -23,8 +23,9 @@ from nrflab.transfer.refs import OutsideModelOptions
 class TransferConfig(BaseModel):
     """A transfer job: which models, which data, which attack, which boost.
 
-    ``attack`` is a kind (``pgd-linf``, ``pgd-l2``, ``fgsm``, ``fgm-l2``; then ``eps`` is required and
-    ``steps``/``step_size`` optional) or a full spec like ``pgd-linf:eps=0.1,steps=10``. ``limit`` attacks a
+    ``attack`` is a registered kind (``nrflab.attacks.list_attacks()``: ``pgd-linf``, ``fgm-l2``, ...; then ``eps``
+    is required and ``steps``/``step_size`` optional) or a full spec like ``pgd-linf:eps=0.1,steps=10``: either
+    way one :class:`AttackSpec` (:meth:`attack_spec`). ``limit`` attacks a
     random subset of that many test images drawn with ``seed`` (kept in test-set order), not the first N.
     ``arch``/``norm``/``num_classes``/``width``/``mean``/``std`` apply to models from outside nrflab (bare
     state dicts, models that expect normalized inputs). ``out`` is the output directory.

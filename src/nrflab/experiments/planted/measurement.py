@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from nrflab.attacks import PGD
+from nrflab.attacks import Attack, AttackSpec
 from nrflab.data.planted import PlantedSpec, make_views
 from nrflab.experiments.planted.runs import PlantedRun
 from nrflab.experiments.planted.settings import EVAL_FILE, Settings
@@ -43,9 +43,11 @@ def cached_result(path: Path, key: dict[str, Any], compute: Callable[[], dict[st
     return value
 
 
-def pgd_l2(model: torch.nn.Module, *, eps: float, steps: int) -> PGD:
-    """The experiment's PGD-L2 (step 2.5 eps / steps, no random start, as the paper's evaluation)."""
-    return PGD(model, norm="l2", eps=eps, step_size=2.5 * eps / max(steps, 1), steps=steps)
+def pgd_l2(model: torch.nn.Module, *, eps: float, steps: int) -> Attack:
+    """The experiment's PGD-L2 (the default step 2.5 eps / steps, no random start, as the paper's evaluation);
+    eps 0 or 0 steps leave the images clean (the identity, as such a PGD would)."""
+    clean = eps == 0 or steps == 0
+    return (AttackSpec(kind="none") if clean else AttackSpec(kind="pgd-l2", eps=eps, steps=steps)).build(model)
 
 
 def measure(run: PlantedRun, run_dir: Path, s: Settings) -> dict[str, float]:
