@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 __all__ = ["PGD"]
 
 
-def _whole_number(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+def _whole_number(name: str, value: int, minimum: int) -> int:
+    if isinstance(value, bool) or int(value) != value:
         raise NrflabError(f"{name} must be an integer, got {value}")
     if int(value) < minimum:
         raise NrflabError(f"{name} must be >= {minimum}, got {value}")
