@@ -167,3 +167,26 @@ def test_generic_registry() -> None:
     assert "one" in reg and len(reg) == 2 and list(reg) == ["one", "two"]
     with pytest.raises(NrflabError, match=re.escape("unknown number 'three'; choose one of one, two")):
         reg.get("three")
+
+
+def test_adversarial_training_is_described_by_an_attack_spec() -> None:
+    from nrflab.training import make_config
+
+    assert make_config(dataset="mnist5k").adversarial() is None
+    paper = make_config(dataset="mnist5k", adv_train="targeted-l2").adversarial()
+    assert paper == AttackSpec(kind="pgd-l2", eps=0.5, steps=7, step_size=0.1, random_start=False, targeted=True)
+    linf = make_config(dataset="mnist5k", adv_train="pgd-linf", adv_eps=0.1, adv_steps=4).adversarial()
+    assert linf == AttackSpec(kind="pgd-linf", eps=0.1, steps=4, step_size=2.5 * 0.1 / 4, random_start=True)
+    with pytest.raises(NrflabError, match="adv_eps must be > 0 for adversarial training"):
+        make_config(dataset="mnist5k", adv_train="pgd-l2", adv_eps=0)
+
+
+def test_feature_builds_are_described_by_an_attack_spec_with_the_old_card_layout() -> None:
+    from nrflab.features import KIND_DEFAULTS, make_settings
+
+    s = make_settings("d_rand", steps=4, eps=0.5, seed=3, limit=10)
+    assert s.attack == AttackSpec(kind="pgd-l2", eps=0.5, steps=4, step_size=0.1, targeted=True)
+    assert KIND_DEFAULTS["d_r"].steps == 1000 and KIND_DEFAULTS["d_r"].eps == 1000.0
+    assert list(s.to_dict())[:4] == ["kind", "steps", "eps", "step_size"]
+    assert s.digest() == "bc376198615d291c"  # as before AttackSpec: earlier builds still resume
+    assert s.with_(steps=5).attack.steps == 5
