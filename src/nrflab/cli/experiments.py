@@ -131,6 +131,7 @@ def experiment(
     from nrflab.experiments.overrides import settings_for
     from nrflab.experiments.registry import ALIASES, select
     from nrflab.experiments.reproduce import intro, run_chain
+    from nrflab.runs.jobs import Execution
 
     started = time.perf_counter()
     specs = select(name) if name in ALIASES else select([name])
@@ -147,7 +148,7 @@ def experiment(
         assignments=assignments,
     )
     selected = [(spec, settings_for(spec, ov, strict=True, chain=[s.name for s in specs])) for spec in specs]
-    result = run_chain(selected, out, workers=workers, progress=_progress(quiet))
+    result = run_chain(selected, out, Execution(workers=workers, progress=_progress(quiet)))
     md, html = write_report(out, f"nrflab experiment: {name}", result.sections, intro(ov.scale, selected))
     print_sections(result.sections)
     typer.echo(f"report: {md} and {html} ({time.perf_counter() - started:.0f} s)")
@@ -178,6 +179,7 @@ def demo(
 ) -> None:
     """The main job: train a BN model and its no-normalization twin, record every epoch, report the paper's claims."""
     from nrflab.experiments.reproduce import reproduce
+    from nrflab.runs.jobs import Execution
 
     started = time.perf_counter()
     ov = overrides_from_flags(
@@ -192,9 +194,8 @@ def demo(
         seed=seed,
         assignments=[f"core.twins.eval_size={eval_size}"] if eval_size else None,
     )
-    result = reproduce(
-        out=out, overrides=ov, only=None if full else ["core"], workers=workers, progress=_progress(quiet)
-    )
+    execution = Execution(workers=workers, progress=_progress(quiet))
+    result = reproduce(out=out, overrides=ov, only=None if full else ["core"], execution=execution)
     print_sections(result.sections)
     typer.echo(f"report: {out / 'report.md'} and {out / 'report.html'} ({time.perf_counter() - started:.0f} s)")
     result.raise_for_failures()

@@ -77,12 +77,19 @@ def reproduce(
     """The whole paper, one command: Figure 3 twins (standard and adversarial), the normalization family and
     corruptions, the feature datasets and their twins, transfer with both boosts and the planted features,
     into ONE report with every verdict and figure. Rerun to resume: finished runs of the same recipe are reused."""
-    from nrflab.core.errors import NrflabError
-    from nrflab.experiments.engine import BACKENDS
     from nrflab.experiments.reproduce import reproduce as run_reproduce
+    from nrflab.runs.jobs import Execution
 
-    if backend not in BACKENDS:
-        raise NrflabError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    execution = Execution(
+        workers=workers,
+        backend=backend,  # type: ignore[arg-type]
+        ray_address=ray_address,
+        cpus_per_run=cpus_per_run,
+        gpus_per_run=gpus_per_run,
+        threads=threads,
+        progress=_progress(quiet),
+        verbose=True if verbose else None,
+    )
     started = time.perf_counter()
     ov = overrides_from_flags(
         scale=scale,
@@ -96,19 +103,7 @@ def reproduce(
         seed=seed,
         assignments=assignments,
     )
-    result = run_reproduce(
-        out=out,
-        overrides=ov,
-        only=only,
-        workers=workers,
-        backend=backend,  # type: ignore[arg-type]
-        ray_address=ray_address,
-        cpus_per_run=cpus_per_run,
-        gpus_per_run=gpus_per_run,
-        threads=threads,
-        progress=_progress(quiet),
-        verbose=verbose,
-    )
+    result = run_reproduce(out=out, overrides=ov, only=only, execution=execution)
     if not quiet:
         print_sections(result.sections)
     typer.echo(f"report: {out / 'report.md'} and {out / 'report.html'} ({time.perf_counter() - started:.0f} s)")

@@ -84,20 +84,19 @@ def sweep(
     ),
 ) -> None:
     """Train a recipe over a grid of settings; finished runs are skipped and interrupted ones resume."""
+    from nrflab.runs.jobs import Execution
     from nrflab.training.sweep import run_sweep, summary_table
 
-    result = run_sweep(
-        config,
-        parse_grid(grid),
-        out,
-        overrides=parse_sets(set_),
-        backend=backend,  # type: ignore[arg-type]
+    execution = Execution(
         workers=workers,
+        backend=backend,  # type: ignore[arg-type]
         ray_address=ray_address,
         cpus_per_run=cpus_per_run,
         gpus_per_run=gpus_per_run,
+        progress=False,
         verbose=not quiet,
     )
+    result = run_sweep(config, parse_grid(grid), out, overrides=parse_sets(set_), execution=execution)
     typer.echo(summary_table(result))
     typer.echo(f"summary: {result.out_dir / 'summary.csv'}")
     if result.failed:

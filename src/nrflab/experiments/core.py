@@ -243,8 +243,11 @@ def run(
 ) -> list[Section]:
     """Train the twins (reusing finished runs) under ``out_dir`` and return the report section."""
     from nrflab.experiments.reproduce import run_experiment
+    from nrflab.runs.jobs import Execution
 
-    return run_experiment("core", Path(out_dir), scale=scale, settings=settings, progress=progress, workers=workers)
+    return run_experiment(
+        "core", Path(out_dir), scale=scale, settings=settings, execution=Execution(workers=workers, progress=progress)
+    )
 
 
 SPEC = ExperimentSpec(

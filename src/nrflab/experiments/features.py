@@ -571,8 +571,15 @@ def run(
 ) -> list[Section]:
     """Build the sets, train the twins (reusing finished work) and return the report section."""
     from nrflab.experiments.reproduce import run_experiment
+    from nrflab.runs.jobs import Execution
 
-    return run_experiment("features", Path(out_dir), scale=scale, settings=settings, progress=progress, workers=workers)
+    return run_experiment(
+        "features",
+        Path(out_dir),
+        scale=scale,
+        settings=settings,
+        execution=Execution(workers=workers, progress=progress),
+    )
 
 
 SPEC = ExperimentSpec(

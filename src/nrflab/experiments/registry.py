@@ -1,9 +1,8 @@
 """The registry of the paper's experiments, in the order ``nrflab reproduce`` runs them.
 
 ``experiments()`` maps names to :class:`ExperimentSpec`; ``select("features,transfer")`` resolves a
-user's list (``norms`` stands for adversarial, family and corruptions). Experiments written as one
-``run`` function (see :mod:`nrflab.experiments.adapter`) are registered through the adapter; the
-planted-feature experiment joins when its module is installed.
+user's list (``norms`` stands for adversarial, family and corruptions). Every experiment module holds a
+``SPEC``; an experiment whose module is not installed is left out.
 """
 
 from __future__ import annotations
@@ -15,23 +14,15 @@ from functools import lru_cache
 from nrflab.core.errors import NrflabError
 from nrflab.experiments.spec import ExperimentSpec
 
-#: (name, module, summary) in chain order; modules with a ``SPEC`` register it, others go through the adapter.
-CHAIN: tuple[tuple[str, str, str], ...] = (
-    ("core", "nrflab.experiments.core", ""),
-    ("adversarial", "nrflab.experiments.adversarial", ""),
-    ("family", "nrflab.experiments.family", ""),
-    ("corruptions", "nrflab.experiments.corruptions", ""),
-    ("features", "nrflab.experiments.features", ""),
-    (
-        "transfer",
-        "nrflab.experiments.transfer",
-        "transfer matrix of a BN/no-BN zoo and early-stopped sources (transfer boosts, claim 6)",
-    ),
-    (
-        "planted",
-        "nrflab.experiments.planted",
-        "planted robust and non-robust features: the feature claims against ground truth",
-    ),
+#: (name, module) in chain order; each module's ``SPEC`` is the experiment.
+CHAIN: tuple[tuple[str, str], ...] = (
+    ("core", "nrflab.experiments.core"),
+    ("adversarial", "nrflab.experiments.adversarial"),
+    ("family", "nrflab.experiments.family"),
+    ("corruptions", "nrflab.experiments.corruptions"),
+    ("features", "nrflab.experiments.features"),
+    ("transfer", "nrflab.experiments.transfer"),
+    ("planted", "nrflab.experiments.planted"),
 )
 
 #: Names that stand for several experiments.
@@ -41,10 +32,8 @@ ALIASES = {"norms": ("adversarial", "family", "corruptions")}
 @lru_cache(maxsize=1)
 def experiments() -> dict[str, ExperimentSpec]:
     """Every installed experiment, by name, in chain order."""
-    from nrflab.experiments.adapter import function_spec
-
     found: dict[str, ExperimentSpec] = {}
-    for name, module_name, summary in CHAIN:
+    for name, module_name in CHAIN:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -52,7 +41,9 @@ def experiments() -> dict[str, ExperimentSpec]:
                 continue  # not installed (yet)
             raise
         spec = getattr(module, "SPEC", None)
-        found[name] = spec if isinstance(spec, ExperimentSpec) else function_spec(name, module_name, summary=summary)
+        if not isinstance(spec, ExperimentSpec):
+            raise NrflabError(f"experiment module {module_name} has no SPEC")
+        found[name] = spec
     return found
 
 

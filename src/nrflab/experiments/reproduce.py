@@ -25,7 +25,7 @@ from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_write_json, atomic_write_text
 from nrflab.core.logs import get_logger
 from nrflab.experiments.analysis import settings_text
-from nrflab.experiments.engine import Backend, Task, TaskResult, execute, merge_tasks, preflight
+from nrflab.experiments.engine import Task, merge_tasks, preflight
 from nrflab.experiments.overrides import (
     Overrides,
     check_assignments_used,
@@ -37,8 +37,9 @@ from nrflab.experiments.registry import get_spec, names, select
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec, Stage
 from nrflab.measure.protocols import PROTOCOLS
 from nrflab.report.document import Section, write_report
+from nrflab.runs.executor import execute
+from nrflab.runs.jobs import Execution, JobResult, error_line
 from nrflab.runs.rundir import check_output_path, locked
-from nrflab.training.sweep import error_line
 
 log = get_logger("reproduce")
 
@@ -58,7 +59,7 @@ class ExperimentOutcome:
     name: str
     settings: BaseModel
     sections: list[Section] = field(default_factory=list)
-    failures: list[TaskResult] = field(default_factory=list)
+    failures: list[JobResult] = field(default_factory=list)
     error: str | None = None
     seconds: float = 0.0
 
@@ -73,7 +74,7 @@ class ChainResult:
 
     out: Path
     outcomes: list[ExperimentOutcome]
-    results: dict[str, TaskResult]
+    results: dict[str, JobResult]
     seconds: float = 0.0
 
     @property
@@ -99,64 +100,24 @@ def plan_chain(selected: Sequence[tuple[ExperimentSpec, BaseModel]], out: Path) 
 
 
 def run_chain(
-    selected: Sequence[tuple[ExperimentSpec, BaseModel]],
-    out: Path,
-    *,
-    workers: int = 1,
-    backend: Backend = "local",
-    ray_address: str | None = None,
-    cpus_per_run: float = 1,
-    gpus_per_run: float = 0,
-    threads: int | None = None,
-    progress: bool = True,
-    verbose: bool = False,
+    selected: Sequence[tuple[ExperimentSpec, BaseModel]], out: Path, execution: Execution = Execution()
 ) -> ChainResult:
     """Plan, run (in parallel where independent) and analyze the selected experiments under ``out``, holding
     its lock."""
     out = check_output_path(Path(out))
     plans = plan_chain(selected, out)  # bad recipes, devices and datasets: one line before the directory exists
     with locked(out, what="experiment directory"):
-        return _run_planned(
-            selected,
-            out,
-            plans,
-            workers=workers,
-            backend=backend,
-            ray_address=ray_address,
-            cpus_per_run=cpus_per_run,
-            gpus_per_run=gpus_per_run,
-            threads=threads,
-            progress=progress,
-            verbose=verbose,
-        )
+        return _run_planned(selected, out, plans, execution)
 
 
 def _run_planned(
     selected: Sequence[tuple[ExperimentSpec, BaseModel]],
     out: Path,
     plans: dict[str, list[Task]],
-    *,
-    workers: int,
-    backend: Backend,
-    ray_address: str | None,
-    cpus_per_run: float,
-    gpus_per_run: float,
-    threads: int | None,
-    progress: bool,
-    verbose: bool,
+    execution: Execution,
 ) -> ChainResult:
     started = time.perf_counter()
-    results = execute(
-        [t for tasks in plans.values() for t in tasks],
-        workers=workers,
-        backend=backend,
-        ray_address=ray_address,
-        cpus_per_run=cpus_per_run,
-        gpus_per_run=gpus_per_run,
-        threads=threads,
-        progress=progress,
-        verbose=verbose,
-    )
+    results = execute(merge_tasks([t for tasks in plans.values() for t in tasks]), execution)
     outcomes = []
     for spec, settings in selected:
         t0 = time.perf_counter()
@@ -164,7 +125,8 @@ def _run_planned(
         outcome.failures = [results[t.key] for t in plans[spec.name] if not results[t.key].ok]
         if not outcome.failures:
             try:
-                outcome.sections = spec.analyze(settings, AnalysisContext(spec.home_dir(out), progress, results))
+                context = AnalysisContext(spec.home_dir(out), execution.progress, results)
+                outcome.sections = spec.analyze(settings, context)
             except NrflabError as exc:
                 outcome.error = str(exc)
             except Exception as exc:  # an analysis bug must not cost the other experiments' report
@@ -182,13 +144,12 @@ def run_experiment(
     *,
     scale: str = "cpu",
     settings: BaseModel | None = None,
-    progress: bool = True,
-    workers: int = 1,
+    execution: Execution = Execution(),
 ) -> list[Section]:
     """Run one experiment (plan, runs, analysis) into ``out`` and return its report sections."""
     spec = get_spec(name)
     chosen = settings if settings is not None else spec.preset(scale)
-    result = run_chain([(spec, chosen)], Path(out), workers=workers, progress=progress)
+    result = run_chain([(spec, chosen)], Path(out), execution)
     result.raise_for_failures()
     return result.sections
 
@@ -217,14 +178,7 @@ def reproduce(
     out: str | Path,
     overrides: Overrides = Overrides(),
     only: str | Sequence[str] | None = None,
-    workers: int = 1,
-    backend: Backend = "local",
-    ray_address: str | None = None,
-    cpus_per_run: float = 1,
-    gpus_per_run: float = 0,
-    threads: int | None = None,
-    progress: bool = True,
-    verbose: bool = False,
+    execution: Execution = Execution(),
     title: str = TITLE,
 ) -> ChainResult:
     """The whole paper (or ``only`` some experiments) into one report under ``out``."""
@@ -233,22 +187,10 @@ def reproduce(
     plans = plan_chain(selected, out)  # bad recipes, devices and datasets: one line before the directory exists
     with locked(out, what="reproduce directory"):
         write_recipes(out, selected, overrides.scale)
-        result = _run_planned(
-            selected,
-            out,
-            plans,
-            workers=workers,
-            backend=backend,
-            ray_address=ray_address,
-            cpus_per_run=cpus_per_run,
-            gpus_per_run=gpus_per_run,
-            threads=threads,
-            progress=progress,
-            verbose=verbose,
-        )
+        result = _run_planned(selected, out, plans, execution)
         sections = [*result.sections, chain_section(result, overrides.scale, selected)]
         write_report(out, title, sections, intro(overrides.scale, selected))
-        atomic_write_json(out / "reproduce.json", manifest(result, overrides, selected, backend, workers))
+        atomic_write_json(out / "reproduce.json", manifest(result, overrides, selected, execution))
     return result
 
 
@@ -326,14 +268,13 @@ def manifest(
     result: ChainResult,
     overrides: Overrides,
     selected: Sequence[tuple[ExperimentSpec, BaseModel]],
-    backend: str,
-    workers: int,
+    execution: Execution,
 ) -> dict[str, Any]:
     return {
         "scale": overrides.scale,
         "experiments": [spec.name for spec, _ in selected],
-        "backend": backend,
-        "workers": workers,
+        "backend": execution.backend,
+        "workers": execution.workers,
         "seconds": result.seconds,
         "tasks": [
             {"key": r.key, "status": r.status, "seconds": r.seconds, "error": r.error, "where": r.where}

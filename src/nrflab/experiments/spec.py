@@ -13,7 +13,7 @@ An :class:`ExperimentSpec` declares
 * ``analyze(settings, home, context)``: the report sections, read from the finished runs.
 
 Experiments never parse command lines: :mod:`nrflab.experiments.overrides` turns flags, ``--set`` keys
-and recipe files into settings, and :mod:`nrflab.experiments.engine` runs the plan.
+and recipe files into settings, and the one executor (:mod:`nrflab.runs.executor`) runs the plan.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from nrflab.core.validation import WIDTH_MAX, Seed
 from nrflab.training import TrainConfig, make_config
 
 if TYPE_CHECKING:
-    from nrflab.experiments.engine import Task, TaskResult
+    from nrflab.experiments.engine import Task
     from nrflab.report.document import Section
+    from nrflab.runs.jobs import JobResult
 
 #: The scales a user chooses from; ``quick`` is the pipeline check the tests use.
 SCALES = ("cpu", "paper")
@@ -135,7 +136,7 @@ class AnalysisContext:
 
     home: Path
     progress: bool = False
-    results: Mapping[str, TaskResult] = field(default_factory=dict)
+    results: Mapping[str, JobResult] = field(default_factory=dict)
 
 
 PlanFn = Callable[[Any, Path], "list[Task]"]

@@ -316,9 +316,12 @@ def run(
 ) -> list[Section]:
     """Train the zoo (reusing finished runs), compute the matrix and the early-stop curve, and report."""
     from nrflab.experiments.reproduce import run_experiment
+    from nrflab.runs.jobs import Execution
 
     chosen = settings or (QUICK_SETTINGS if quick else CPU).model_copy(update={"seeds": list(seeds)})
-    return run_experiment("transfer", Path(out_dir), settings=chosen, progress=progress, workers=workers)
+    return run_experiment(
+        "transfer", Path(out_dir), settings=chosen, execution=Execution(workers=workers, progress=progress)
+    )
 
 
 def _twins(zoo: Sequence[ZooRun], finals: Sequence[ModelRef]) -> list[tuple[str, str]]:

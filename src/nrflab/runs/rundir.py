@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_json, read_numeric_csv, remove_stale_temps
@@ -211,6 +211,14 @@ def check_output_file(path: str | os.PathLike[str], *, what: str = "output file"
 # The training run
 
 
+class Recipe(Protocol):
+    """A training recipe as the run directory sees it: it can name how it differs from a recorded one."""
+
+    def differences(self, recorded: dict[str, Any]) -> list[str]:
+        """``field: recorded -> new`` for every field that makes it another run than ``recorded``."""
+        ...
+
+
 @dataclass(frozen=True)
 class RunStatus:
     """The state of a run's last committed epoch."""
@@ -344,6 +352,22 @@ class RunDir:
         """Rows of probes.csv (empty list when the run recorded none)."""
         return read_numeric_csv(self.probes_path, "probe file") if self.probes_path.is_file() else []
 
+    # -- is it the run of this recipe? -------------------------------------------------------------
+    def differences(self, cfg: Recipe) -> list[str]:
+        """``field: recorded -> new`` for every field in which ``cfg`` differs from the recorded recipe
+        (empty when the directory records no recipe yet)."""
+        if not (self.is_run() and self.config_path.is_file()):
+            return []
+        return cfg.differences(self.read_config())
+
+    def is_finished_with(self, cfg: Recipe) -> bool:
+        """Whether the directory holds a finished run of exactly this recipe: the one rule by which a run is
+        reused instead of trained (sweeps, experiment tasks and ``train_or_reuse`` all ask it)."""
+        if not (self.is_run() and self.config_path.is_file()):
+            return False
+        status = self.status()
+        return bool(status is not None and status.finished and not cfg.differences(self.read_config()))
+
     def recorded_value(self, key: str, default: Any = None) -> Any:
         """One field of the recorded config (``default`` if the run has no config)."""
         try:
@@ -382,6 +406,7 @@ __all__ = [
     "DirLock",
     "DirectoryBusy",
     "LOCK_FILE",
+    "Recipe",
     "RunDir",
     "RunStatus",
     "Stash",

@@ -126,6 +126,13 @@ class TrainConfig(BaseModel):
         """What makes two runs the same run: every field except where data and computation live."""
         return {k: v for k, v in self.model_dump().items() if k not in PLACEMENT_FIELDS}
 
+    def differences(self, recorded: dict[str, Any]) -> list[str]:
+        """``field: recorded -> new`` for every identity field in which this recipe differs from a run's
+        recorded config (what :meth:`nrflab.runs.rundir.RunDir.is_finished_with` asks)."""
+        from nrflab.runs.rundir import config_diff
+
+        return config_diff(recorded_identity(recorded), self.identity())
+
 
 def validation_message(exc: ValidationError) -> str:
     """One line from a pydantic error: the first problem, with its field."""

@@ -3,9 +3,10 @@
 Run directories are named from their grid values (``norm=bn,seed=0``) under the sweep's output
 directory, next to ``sweep.json`` (base config, grid, every run's status, rewritten atomically as runs
 finish) and ``summary.csv`` (grid values + each run's final metrics row). Finished runs are skipped and
-interrupted ones resume, so re-running a sweep continues where it stopped. Runs go sequentially in
-this process, in parallel local processes, or as Ray tasks on a cluster (whose workers must see OUT
-on a shared filesystem).
+interrupted ones resume, so re-running a sweep continues where it stopped. A sweep is a list of
+:class:`~nrflab.training.task.TrainTask` jobs handed to the one executor (:mod:`nrflab.runs.executor`):
+sequentially in this process, in parallel local processes, or as Ray tasks on a cluster (whose workers
+must see OUT on a shared filesystem), as its :class:`~nrflab.runs.jobs.Execution` says.
 """
 
 from __future__ import annotations
@@ -14,31 +15,28 @@ import csv
 import io
 import itertools
 import math
-import os
 import re
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
-
-import torch
+from typing import Any, Optional
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_write_json, atomic_write_text, read_yaml_mapping
 from nrflab.core.logs import get_logger
 from nrflab.core.validation import check_device_name
 from nrflab.data import check_dataset_loads
+from nrflab.runs.executor import execute
+from nrflab.runs.jobs import Execution, JobResult
 from nrflab.runs.rundir import RunDir, check_output_path, locked
-from nrflab.training import TrainConfig, make_config, run_differences, train
+from nrflab.training.config import TrainConfig, make_config
+from nrflab.training.task import TrainTask
 
 log = get_logger("sweep")
 
 SWEEP_FILE = "sweep.json"
 SUMMARY_FILE = "summary.csv"
-BACKENDS = ("local", "ray")
 MAX_NAME = 120
-Backend = Literal["local", "ray"]
 
 
 @dataclass(frozen=True)
@@ -177,120 +175,6 @@ def plan_sweep(
 
 
 # ---------------------------------------------------------------------------------------------
-# One run (the same function in-process, in a worker process and in a Ray task)
-
-
-def existing_state(run_dir: Path, cfg: TrainConfig) -> str:
-    """``finished`` (nothing to do), ``interrupted`` (resume it) or ``new``."""
-    run = RunDir(run_dir)
-    if not run.is_run():
-        return "new"
-    status = run.status()
-    if status is not None and status.finished and run.config_path.is_file() and not run_differences(run, cfg):
-        return "finished"
-    return "interrupted"  # the trainer resumes it, or refuses in one line if its config differs
-
-
-def error_line(exc: BaseException) -> str:
-    """One line for a failed run: an NrflabError's message, else the exception type and first line."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if isinstance(exc, NrflabError):
-        return text
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def run_one(config: dict[str, Any], run_dir: str, verbose: bool = False, threads: int | None = None) -> dict[str, Any]:
-    """Train (or skip, or resume) one run; never raises for a failed run: returns its status and error."""
-    if threads is not None:
-        torch.set_num_threads(threads)
-    t0 = time.perf_counter()
-    path = Path(run_dir)
-    try:
-        cfg = TrainConfig.model_validate(config)
-        state = existing_state(path, cfg)
-        if state != "finished":
-            from nrflab.core.logs import scoped
-
-            with scoped(prefix=f"[{path.name}] ", quiet=not verbose):
-                train(cfg, path, resume=state == "interrupted", progress=False)
-        last = RunDir(path).read_metrics()[-1]
-        return {
-            "status": "finished",
-            "skipped": state == "finished",
-            "error": None,
-            "metrics": last,
-            "seconds": time.perf_counter() - t0,
-        }
-    except Exception as exc:  # a failed run is recorded; the others go on
-        return {
-            "status": "failed",
-            "skipped": False,
-            "error": error_line(exc),
-            "metrics": {},
-            "seconds": time.perf_counter() - t0,
-        }
-
-
-def _set_worker_threads(threads: int) -> None:
-    torch.set_num_threads(threads)
-
-
-# ---------------------------------------------------------------------------------------------
-# Backends: each calls ``done(index, result)`` as runs finish
-
-
-Job = tuple[dict[str, Any], str, bool]
-Done = Callable[[int, dict[str, Any]], None]
-
-
-def _run_local(jobs: list[Job], done: Done, workers: int) -> None:
-    """Sequentially in this process, or in ``workers`` spawned processes sharing the CPU cores."""
-    if workers <= 1:
-        for i, job in enumerate(jobs):
-            done(i, run_one(*job))
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_set_worker_threads,
-        initargs=(threads,),
-    ) as pool:
-        futures = {pool.submit(run_one, *job): i for i, job in enumerate(jobs)}
-        for fut in as_completed(futures):
-            done(futures[fut], fut.result())
-
-
-def _run_ray(jobs: list[Job], done: Done, address: str | None, cpus_per_run: float, gpus_per_run: float) -> None:
-    """One Ray task per run on the cluster at ``address`` (or a local Ray instance, or the one already
-    initialized by the caller)."""
-    try:
-        import ray
-    except ImportError:
-        raise NrflabError("the ray backend needs Ray: pip install ray (or nrflab[cluster])") from None
-    started = not ray.is_initialized()
-    if started and address:
-        ray.init(address=address)
-    elif started:
-        ray.init(include_dashboard=False)
-    try:
-        task = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run)(run_one)
-        threads = max(1, int(cpus_per_run))
-        refs = {task.remote(*job, threads=threads): i for i, job in enumerate(jobs)}
-        pending = list(refs)
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                done(refs[ref], ray.get(ref))
-    finally:
-        if started:
-            ray.shutdown()
-
-
-# ---------------------------------------------------------------------------------------------
 # The sweep
 
 
@@ -346,24 +230,14 @@ def run_sweep(
     out_dir: str | Path,
     *,
     overrides: Mapping[str, Any] | None = None,
-    backend: Backend = "local",
-    workers: int = 1,
-    ray_address: str | None = None,
-    cpus_per_run: float = 1,
-    gpus_per_run: float = 0,
-    verbose: bool = False,
+    execution: Execution = Execution(progress=False, verbose=False),
 ) -> SweepResult:
-    """Train every grid point under ``out_dir`` (skipping finished runs, resuming interrupted ones)."""
-    if backend not in BACKENDS:
-        raise NrflabError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if workers < 1 or cpus_per_run <= 0 or gpus_per_run < 0:
-        raise NrflabError("workers and cpus per run must be >= 1 and > 0, gpus per run >= 0")
+    """Train every grid point under ``out_dir`` (skipping finished runs, resuming interrupted ones), as
+    :class:`TrainTask` jobs of the one executor."""
     runs = plan_sweep(base, grid, overrides)
     out = check_output_path(out_dir, what="sweep directory")
     with locked(out, what="sweep directory"):
-        return _run_sweep(
-            runs, base, grid, out, overrides, backend, workers, ray_address, cpus_per_run, gpus_per_run, verbose
-        )
+        return _run_sweep(runs, base, grid, out, overrides or {}, execution)
 
 
 def _run_sweep(
@@ -371,47 +245,52 @@ def _run_sweep(
     base: Mapping[str, Any] | str | Path | None,
     grid: Mapping[str, Sequence[Any]],
     out: Path,
-    overrides: Mapping[str, Any] | None,
-    backend: Backend,
-    workers: int,
-    ray_address: str | None,
-    cpus_per_run: float,
-    gpus_per_run: float,
-    verbose: bool,
+    overrides: Mapping[str, Any],
+    execution: Execution,
 ) -> SweepResult:
     recipe = str(base) if isinstance(base, (str, Path)) else None
     base_dict = base_fields(base)
     records = [RunRecord(r.name, r.values, status=_initial_status(out / r.name, r.config)) for r in runs]
+    by_key = {str(out / r.name): rec for r, rec in zip(runs, records, strict=True)}
 
     def save() -> None:
-        _write_sweep_json(out, recipe, base_dict, overrides or {}, grid, backend, records)
+        _write_sweep_json(out, recipe, base_dict, overrides, grid, execution.backend, records)
 
     save()
-    jobs: list[Job] = [(r.config.model_dump(), str(out / r.name), verbose) for r in runs]
     count = {"done": 0}
 
-    def done(i: int, result: dict[str, Any]) -> None:
-        rec = records[i]
-        rec.status, rec.skipped, rec.error = result["status"], result["skipped"], result["error"]
-        rec.seconds, rec.metrics = result["seconds"], dict(result["metrics"])
+    def report(result: JobResult) -> None:
+        rec = by_key[result.key]
+        rec.status = "finished" if result.ok else "failed"
+        rec.skipped, rec.error, rec.seconds = result.status == "reused", result.error, result.seconds
+        rec.metrics = _final_row(result.key) if result.ok else {}
         count["done"] += 1
         save()
         log.info(f"[{count['done']}/{len(records)}] {progress_line(rec)}")
 
-    if backend == "ray":
-        _run_ray(jobs, done, ray_address, cpus_per_run, gpus_per_run)
-    else:
-        _run_local(jobs, done, workers)
+    tasks = [TrainTask(str(out / r.name), r.config.model_dump(), strict=False) for r in runs]
+    execute(tasks, execution, report=report)
     write_summary(out, records)
     return SweepResult(out, records)
 
 
-def _initial_status(run_dir: Path, cfg: TrainConfig) -> str:
+def _final_row(run_dir: str) -> dict[str, float]:
     try:
-        state = existing_state(run_dir, cfg)
+        return dict(RunDir(run_dir).read_metrics()[-1])
+    except NrflabError:
+        return {}
+
+
+def _initial_status(run_dir: Path, cfg: TrainConfig) -> str:
+    """``finished`` (nothing to do), ``interrupted`` (the trainer resumes it, or fails it in one line when
+    its recipe differs) or ``pending``."""
+    run = RunDir(run_dir)
+    try:
+        if run.is_finished_with(cfg):
+            return "finished"
     except NrflabError:
         return "pending"
-    return {"new": "pending"}.get(state, state)
+    return "interrupted" if run.is_run() else "pending"
 
 
 def progress_line(rec: RunRecord) -> str:
@@ -447,7 +326,6 @@ def summary_table(result: SweepResult) -> str:
 
 
 __all__ = [
-    "BACKENDS",
     "SUMMARY_FILE",
     "SWEEP_FILE",
     "RunRecord",
@@ -456,7 +334,6 @@ __all__ = [
     "expand_grid",
     "plan_sweep",
     "run_name",
-    "run_one",
     "run_sweep",
     "summary_table",
     "write_summary",

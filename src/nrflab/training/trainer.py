@@ -39,7 +39,7 @@ from nrflab.models import NrfModel, create_model
 from nrflab.models.checkpoint import load_state, read_metadata, save_model
 from nrflab.runs.rundir import RunDir, RunStatus, Stash, check_output_path, config_diff, locked
 from nrflab.training.augment import augment_batch
-from nrflab.training.config import TrainConfig, recorded_identity
+from nrflab.training.config import TrainConfig
 from nrflab.training.evaluation import EvalSet, evaluate_epoch, metrics_columns, probe_columns, run_probes
 from nrflab.training.schedule import epoch_generator, lr_at, make_optimizer
 
@@ -136,7 +136,7 @@ def compile_setting(cfg: TrainConfig) -> bool | str | None:
 
 def run_differences(run: RunDir, cfg: TrainConfig) -> list[str]:
     """``field: recorded -> new`` for every field in which ``cfg`` differs from the run's recorded config."""
-    return config_diff(recorded_identity(run.read_config()), cfg.identity())
+    return cfg.differences(run.read_config())
 
 
 class Trainer:
@@ -509,17 +509,15 @@ def train_or_reuse(
     silently reused.
     """
     run = RunDir(out_dir)
-    status: RunStatus | None = run.status() if run.is_run() else None
-    if run.is_run() and run.config_path.is_file():
-        diff = run_differences(run, cfg)
-        if diff:
-            raise NrflabError(
-                f"{run.path} holds a run of another recipe ({'; '.join(diff[:4])}); "
-                "delete it or choose another output directory"
-            )
-        if status is not None and status.finished:
-            log.info("reusing finished run %s", run.path)
-            return run.path
+    diff = run.differences(cfg)
+    if diff:
+        raise NrflabError(
+            f"{run.path} holds a run of another recipe ({'; '.join(diff[:4])}); "
+            "delete it or choose another output directory"
+        )
+    if run.is_finished_with(cfg):
+        log.info("reusing finished run %s", run.path)
+        return run.path
     train(cfg, run.path, resume=run.is_run(), progress=progress, bundle=bundle)
     return run.path
 

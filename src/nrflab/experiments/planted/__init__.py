@@ -1,4 +1,12 @@
-"""Planted features: the paper's feature-level claims tested against ground truth, at CPU scale.
+"""Planted features: the paper's feature-level claims tested against ground truth.
+
+Lives here: the planted experiment (settings and scales, its runs as engine tasks, measurement, claims, report).
+Never here: the planted data generator (``nrflab.data.planted``), training, the executor (``nrflab.runs``).
+To add one: a new planted run is one ``add(...)`` in :func:`.runs.planted_runs`; a new verdict goes in
+:mod:`.claims` or :mod:`.controls` and its section in :mod:`.sections`.
+
+Registered as the experiment ``planted`` (``SPEC``, :mod:`.experiment`): its scales are ``cpu`` (``FULL``,
+below), ``quick`` (a pipeline check) and ``paper`` (32 x 32, ResNet-18, 50,000 images per set, five seeds).
 
 Every image of a planted set (``nrflab.data.planted``) carries a robust feature (RF: a low-frequency class
 template of L2 norm ``a_r`` = 3, shifted by up to 2 px) and a non-robust feature (NRF: a high-frequency
@@ -25,8 +33,9 @@ What it trains (defaults, ``FULL``: 98 runs plus the MNIST chain; ``QUICK`` is a
 
 Reliance comparisons leave out seeds in which a model stayed below 90 % agree accuracy (no-normalization
 training occasionally blows up at the peak learning rate; the report names the seeds left out).
-Runs train in ``workers`` spawned processes with one torch thread each (the numbers do not depend on
-``workers``); finished runs are reused.
+Every run is a training task of the one executor, so ``--workers`` and ``--backend ray`` reach each of
+them; each trains and is measured on ``run_threads`` torch threads (1 at the cpu scale, so the numbers do
+not depend on ``--workers``); finished runs are reused.
 
 Calibration behind the defaults (16 x 16, 2,000 training images, smallcnn width 0.5, this package's
 generator and trainer; one or two seeds each unless stated):
@@ -61,12 +70,12 @@ attack-built MNIST D_rand collapses BN's running statistics (14 % running vs 46 
 MNIST D_rand does not (100 % / 100 %); transfer from no-norm sources is not measurably better
 (22 % vs 27 %).
 
-The package, one concept a module: :mod:`.settings` (``Settings``, ``FULL``, ``QUICK``), :mod:`.runs` (the
-training plan and recipe), :mod:`.jobs` (training and measuring every run, in workers), :mod:`.measurement`
-(each run's final numbers), :mod:`.mnist` (the MNIST question), :mod:`.transferability` (transfer with
-ground truth), :mod:`.claims`, :mod:`.controls` and :mod:`.order` (the verdicts), :mod:`.figures`,
-:mod:`.text` and :mod:`.sections` (the report), :mod:`.experiment` (``run``). Progress goes to the
-``nrflab.planted`` logger.
+The package, one concept a module: :mod:`.settings` (``Settings``, ``FULL``, ``PAPER``, ``QUICK``),
+:mod:`.runs` (the training runs, their recipe and tasks), :mod:`.measurement` (each run's final numbers),
+:mod:`.mnist` (the MNIST question), :mod:`.transferability` (transfer with ground truth), :mod:`.claims`,
+:mod:`.controls` and :mod:`.order` (the verdicts), :mod:`.figures`, :mod:`.text` and :mod:`.sections` (the
+report), :mod:`.experiment` (``SPEC``: plan and analysis; ``run``). Progress goes to the ``nrflab.planted``
+logger.
 """
 
 from __future__ import annotations
@@ -84,23 +93,14 @@ from nrflab.experiments.planted.claims import (
     transfer_verdict,
 )
 from nrflab.experiments.planted.controls import CONTROLS, control_shifts, control_verdicts, controls_summary
-from nrflab.experiments.planted.experiment import run
+from nrflab.experiments.planted.experiment import SPEC, analyze, measure_run, run
 from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
-from nrflab.experiments.planted.jobs import mnist_job, train_all, train_and_measure
 from nrflab.experiments.planted.measurement import Measured, measure, pgd_l2
-from nrflab.experiments.planted.mnist import mnist_question, statistics_row
+from nrflab.experiments.planted.mnist import mnist_question, mnist_tasks, statistics_row
 from nrflab.experiments.planted.order import early_point, learning_order, reliance_curve
-from nrflab.experiments.planted.runs import (
-    PlantedRun,
-    finished_run,
-    plan,
-    planted_spec,
-    recipe,
-    torch_threads,
-    train_run,
-)
+from nrflab.experiments.planted.runs import PlantedRun, PlantedTrainTask, planted_runs, planted_spec, recipe, train_task
 from nrflab.experiments.planted.sections import build_sections, energy_reading
-from nrflab.experiments.planted.settings import EVAL_FILE, FULL, NORM_NAMES, QUICK, Settings
+from nrflab.experiments.planted.settings import EVAL_FILE, FULL, NORM_NAMES, PAPER, QUICK, Settings
 from nrflab.experiments.planted.text import cell, diff_text, name
 from nrflab.experiments.planted.transferability import TransferResult, transfer
 
@@ -109,11 +109,15 @@ __all__ = [
     "EVAL_FILE",
     "FULL",
     "NORM_NAMES",
+    "PAPER",
     "QUICK",
+    "SPEC",
     "Measured",
     "PlantedRun",
+    "PlantedTrainTask",
     "Settings",
     "TransferResult",
+    "analyze",
     "build_sections",
     "capability",
     "capability_void",
@@ -128,16 +132,16 @@ __all__ = [
     "drand_verdicts",
     "early_point",
     "energy_reading",
-    "finished_run",
     "learned_pairs",
     "learning_order",
     "measure",
-    "mnist_job",
+    "measure_run",
     "mnist_question",
+    "mnist_tasks",
     "mnist_verdict",
     "name",
     "pgd_l2",
-    "plan",
+    "planted_runs",
     "planted_spec",
     "plot_conflicting",
     "plot_energy",
@@ -148,10 +152,7 @@ __all__ = [
     "reliance_curve",
     "run",
     "statistics_row",
-    "torch_threads",
-    "train_all",
-    "train_and_measure",
-    "train_run",
+    "train_task",
     "transfer",
     "transfer_verdict",
 ]

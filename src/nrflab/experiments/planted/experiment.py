@@ -1,56 +1,130 @@
-"""The planted experiment as one call: train every run, measure, judge, and return the report sections."""
+"""The planted experiment as a registered :class:`~nrflab.experiments.spec.ExperimentSpec`: ``plan`` turns the
+settings into engine tasks (every planted run, its measurement, the MNIST chain), the one executor runs them
+like any other experiment's, and ``analyze`` judges the claims and writes the report sections."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any, Optional
 
 from nrflab.core.errors import NrflabError
-from nrflab.experiments.planted.jobs import train_all
-from nrflab.experiments.planted.runs import plan, torch_threads
+from nrflab.core.io import atomic_write_json
+from nrflab.experiments.engine import CallTask, Task
+from nrflab.experiments.planted.measurement import Measured, measure
+from nrflab.experiments.planted.mnist import mnist_question, mnist_tasks
+from nrflab.experiments.planted.runs import planted_runs, train_task
 from nrflab.experiments.planted.sections import build_sections
-from nrflab.experiments.planted.settings import FULL, QUICK, Settings
+from nrflab.experiments.planted.settings import FULL, PAPER, QUICK, Settings
 from nrflab.experiments.planted.transferability import transfer
-from nrflab.models.checkpoint import atomic_write_json
+from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
 from nrflab.report.document import Section
+from nrflab.runs.executor import torch_threads
+
+MEASURE = "nrflab.experiments.planted.experiment:measure_run"
+
+
+def check(s: Settings) -> None:
+    """The settings the comparisons need, as one-line errors before anything runs."""
+    if "none" not in s.norms or len(s.norms) < 2:
+        raise NrflabError(
+            "the planted experiment compares normalizations with 'none': norms must include it and one more"
+        )
+    if len(s.seeds) < 2:
+        raise NrflabError("the planted experiment needs at least two seeds (paired intervals)")
+
+
+def plan(s: Settings, home: Path) -> list[Task]:
+    """Every planted run as a training task, each followed by its measurement, and the MNIST chain."""
+    check(s)
+    tasks: list[Task] = []
+    for run in planted_runs(s):
+        train = train_task(run, s, home)
+        tasks.append(train)
+        tasks.append(
+            CallTask(
+                f"{train.key}#measure",
+                MEASURE,
+                {"settings": s.model_dump(), "name": run.name, "home": str(home)},
+                after=(train.key,),
+                threads=s.run_threads,
+            )
+        )
+    return [*tasks, *(mnist_tasks(s, home) if s.mnist else [])]
+
+
+def measure_run(*, settings: dict[str, Any], name: str, home: str, progress: bool = False) -> dict[str, float]:
+    """The final numbers of the planted run ``name`` (an engine task; cached next to the run)."""
+    s = Settings.model_validate(settings)
+    run = next(r for r in planted_runs(s) if r.name == name)
+    return measure(run, Path(home) / "runs" / name, s)
+
+
+def analyze(s: Settings, ctx: AnalysisContext) -> list[Section]:
+    """Every run's numbers (cached by the measurement tasks), the MNIST question and transfer, judged."""
+    started = time.perf_counter()
+    runs = planted_runs(s)
+    m = Measured({}, {})
+    with torch_threads(s.run_threads):
+        for r in runs:
+            run_dir = ctx.home / "runs" / r.name
+            m.dirs[(r.key, r.norm, r.seed)], m.values[(r.key, r.norm, r.seed)] = run_dir, measure(r, run_dir, s)
+        mnist = mnist_question(ctx.home, s) if s.mnist else None
+        op_key = f"sweep-a{s.a_n:g}"
+        op_spec = next(r.spec for r in runs if r.key == op_key)
+        tr = transfer(m, s, op_key, op_spec)
+    home = str(ctx.home)
+    seconds = sum(r.seconds for k, r in ctx.results.items() if k.startswith(home)) + time.perf_counter() - started
+    sections, verdicts = build_sections(ctx.home, s, list(s.seeds), m, op_key, op_spec, mnist, tr, seconds)
+    atomic_write_json(
+        ctx.home / "verdicts.json",
+        {
+            "settings": s.model_dump(exclude={"seeds"}),
+            "seeds": list(s.seeds),
+            "seconds": seconds,
+            "verdicts": [v.to_dict() for v in verdicts],
+        },
+    )
+    return sections
+
+
+SPEC = ExperimentSpec(
+    name="planted",
+    summary="planted robust and non-robust features: the feature claims against ground truth",
+    settings_type=Settings,
+    presets={"cpu": FULL, "paper": PAPER, "quick": QUICK},
+    plan=plan,
+    analyze=analyze,
+    home="planted",
+    epoch_keys=("epochs",),
+    ignores=("dataset", "data_root"),
+)
 
 
 def run(
     out_dir: Path,
     *,
     quick: bool = False,
-    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    seeds: Optional[Sequence[int]] = None,
+    settings: Optional[Settings] = None,
     progress: bool = True,
-    settings: Settings | None = None,
+    workers: int = 1,
 ) -> list[Section]:
-    """Train every planted run under ``out_dir``, measure reliance, and return the report sections."""
-    s = settings or (QUICK if quick else FULL)
-    if "none" not in s.norms or len(s.norms) < 2:
-        raise NrflabError(
-            "the planted experiment compares normalizations with 'none': norms must include it and one more"
-        )
-    seeds = list(dict.fromkeys(seeds))
-    if quick:
-        seeds = seeds[:2]
-    if len(seeds) < 2:
-        raise NrflabError("the planted experiment needs at least two seeds (paired intervals)")
-    out = Path(out_dir)
-    started = time.perf_counter()
-    runs = plan(s, seeds)
-    m, mnist = train_all(runs, s, out, seeds, progress=progress, started=started)
-    op_key = f"sweep-a{s.a_n:g}"
-    op_spec = next(r.spec for r in runs if r.key == op_key)
-    with torch_threads(1):
-        tr = transfer(m, s, op_key, op_spec)
-    seconds = time.perf_counter() - started
-    sections, verdicts = build_sections(out, s, seeds, m, op_key, op_spec, mnist, tr, seconds)
-    atomic_write_json(
-        out / "verdicts.json",
-        {"settings": asdict(s), "seeds": seeds, "seconds": seconds, "verdicts": [v.to_dict() for v in verdicts]},
+    """Train every planted run under ``out_dir`` itself (not ``out_dir/planted``) and return the report
+    sections: the experiment alone, through the same engine as in a chain (``seeds`` replace the settings')."""
+    from nrflab.experiments.reproduce import run_chain
+    from nrflab.runs.jobs import Execution
+
+    chosen = settings if settings is not None else (QUICK if quick else FULL)
+    if seeds is not None:
+        chosen = Settings.model_validate({**chosen.model_dump(), "seeds": list(seeds)})
+    result = run_chain(
+        [(dataclasses.replace(SPEC, home=""), chosen)], Path(out_dir), Execution(workers=workers, progress=progress)
     )
-    return sections
+    result.raise_for_failures()
+    return result.sections
 
 
-__all__ = ["run"]
+__all__ = ["MEASURE", "SPEC", "analyze", "check", "measure_run", "plan", "run"]

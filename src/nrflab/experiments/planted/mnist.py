@@ -4,7 +4,6 @@ running and with batch statistics."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,25 +11,21 @@ import torch
 
 from nrflab.core.logs import get_logger
 from nrflab.data import load_dataset
-from nrflab.data.planted import build_bundle, dataset_name, make_views, spec_from_params
+from nrflab.data.planted import PlantedSpec, dataset_name, make_views, spec_from_params
+from nrflab.experiments.engine import BuildTask, Task, TrainTask
 from nrflab.experiments.planted.measurement import cached_result
-from nrflab.experiments.planted.runs import recipe
+from nrflab.experiments.planted.runs import PlantedTrainTask, recipe
 from nrflab.experiments.planted.settings import Settings
 from nrflab.measure.metrics import dataset_tensors
 from nrflab.measure.reliance import RelianceViews, predictions
 from nrflab.models.checkpoint import load_model
-from nrflab.training import train_or_reuse
 
 log = get_logger("planted")
 
 
-def mnist_question(out: Path, s: Settings, seeds: Sequence[int], *, progress: bool) -> dict[str, Any]:
-    """BN on the planted MNIST D_rand vs on the attack-built MNIST D_rand, running vs batch statistics."""
-    from nrflab.features import build_dataset
-
-    home = out / "mnist"
-    mseeds = list(seeds)[: s.mnist_seeds]
-    spec = spec_from_params(
+def mnist_spec(s: Settings) -> PlantedSpec:
+    """The planted MNIST D_rand: the digit is the RF, the NRF of norm ``mnist_a_n`` carries the label."""
+    return spec_from_params(
         {
             "rf": "mnist",
             "preset": "drand",
@@ -40,40 +35,66 @@ def mnist_question(out: Path, s: Settings, seeds: Sequence[int], *, progress: bo
             "sample_seed": str(s.data_seed),
         }
     )
-    bundle = build_bundle(spec, probe_size=s.probe_size)
-    source_cfg = recipe(s, dataset="mnist5k", norm="bn", seed=0, epochs=s.mnist_source_epochs)
-    source = train_or_reuse(source_cfg, home / "source", progress=progress)
-    built = home / "d_rand"
-    build_dataset(
-        "d_rand",
-        source,
-        "mnist5k",
-        built,
-        steps=s.mnist_build_steps,
-        eps=s.mnist_build_eps,
-        step_size=s.mnist_build_step,
-        limit=s.mnist_train,
-        seed=0,
-        device=s.device,
-        resume=True,
-        progress=progress,
+
+
+def mnist_tasks(s: Settings, home: Path) -> list[Task]:
+    """The MNIST chain as engine tasks: a BN source on mnist5k, the attack-built D_rand from it, and per seed
+    a BN model on the planted MNIST D_rand and one on the attack-built D_rand."""
+    home = home / "mnist"
+    spec = mnist_spec(s)
+    source = TrainTask(
+        str(home / "source"),
+        recipe(s, dataset="mnist5k", norm="bn", seed=0, epochs=s.mnist_source_epochs).model_dump(),
+        threads=s.run_threads,
     )
+    built = BuildTask(
+        str(home / "d_rand"),
+        "d_rand",
+        source.key,
+        "mnist5k",
+        {
+            "steps": s.mnist_build_steps,
+            "eps": s.mnist_build_eps,
+            "step_size": s.mnist_build_step,
+            "limit": s.mnist_train,
+            "seed": 0,
+        },
+        device=s.device,
+        after=(source.key,),
+        threads=s.run_threads,
+    )
+    tasks: list[Task] = [source, built]
+    for seed in list(s.seeds)[: s.mnist_seeds]:
+        planted_cfg = recipe(s, dataset=dataset_name(spec), norm="bn", seed=seed)
+        attack_cfg = recipe(s, dataset=built.key, base_dataset="mnist5k", norm="bn", seed=seed)
+        tasks += [
+            PlantedTrainTask(
+                str(home / f"planted-bn-s{seed}"),
+                planted_cfg.model_dump(),
+                threads=s.run_threads,
+                spec=spec,
+                probe_size=s.probe_size,
+            ),
+            TrainTask(
+                str(home / f"attack-bn-s{seed}"), attack_cfg.model_dump(), after=(built.key,), threads=s.run_threads
+            ),
+        ]
+    return tasks
+
+
+def mnist_question(out: Path, s: Settings) -> dict[str, Any]:
+    """BN on the planted MNIST D_rand vs on the attack-built MNIST D_rand, running vs batch statistics, read
+    from the finished runs of :func:`mnist_tasks` (cached next to each run)."""
+    home = out / "mnist"
+    mseeds = list(s.seeds)[: s.mnist_seeds]
+    spec = mnist_spec(s)
     test_x, test_y = dataset_tensors(load_dataset("mnist5k").test)
     views = RelianceViews.from_samples(make_views(spec))
     rows: dict[str, list[dict[str, float]]] = {"planted": [], "attack": []}
     for seed in mseeds:
-        planted_dir = train_or_reuse(
-            recipe(s, dataset=dataset_name(spec), norm="bn", seed=seed),
-            home / f"planted-bn-s{seed}",
-            progress=progress,
-            bundle=bundle,
-        )
-        attack_dir = train_or_reuse(
-            recipe(s, dataset=str(built), norm="bn", seed=seed), home / f"attack-bn-s{seed}", progress=progress
-        )
         for kind, run_dir, x, y in (
-            ("planted", planted_dir, views.agree_x, views.agree_y),
-            ("attack", attack_dir, test_x, test_y),
+            ("planted", home / f"planted-bn-s{seed}", views.agree_x, views.agree_y),
+            ("attack", home / f"attack-bn-s{seed}", test_x, test_y),
         ):
             key = {"n": int(y.shape[0]), "batch": s.stat_batch}
             rows[kind].append(
@@ -101,4 +122,4 @@ def statistics_row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s: 
     return row
 
 
-__all__ = ["mnist_question", "statistics_row", "statistics_row_of"]
+__all__ = ["mnist_question", "mnist_spec", "mnist_tasks", "statistics_row", "statistics_row_of"]

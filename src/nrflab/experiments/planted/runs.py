@@ -1,19 +1,18 @@
-"""The planted experiment's training runs: which sets, normalizations and seeds, with one recipe."""
+"""The planted experiment's training runs: which sets, normalizations and seeds, with one recipe, each
+an engine :class:`~nrflab.training.task.TrainTask` (so ``--workers`` and ``--backend ray`` reach it)."""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import torch
-
+from nrflab.data import DatasetBundle
 from nrflab.data.planted import PlantedSpec, build_bundle, dataset_name, spec_from_params
 from nrflab.experiments.planted.settings import Settings
-from nrflab.runs.rundir import RunDir
-from nrflab.training import TrainConfig, make_config, run_differences, train_or_reuse
+from nrflab.training import TrainConfig, make_config
+from nrflab.training.task import TrainTask
 
 
 @dataclass(frozen=True)
@@ -49,9 +48,9 @@ def planted_spec(s: Settings, preset: str, **params: Any) -> PlantedSpec:
     return spec_from_params({k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in merged.items()})
 
 
-def plan(s: Settings, seeds: Sequence[int]) -> list[PlantedRun]:
-    """Every planted training run, in the order they are trained."""
-    seeds = list(seeds)
+def planted_runs(s: Settings) -> list[PlantedRun]:
+    """Every planted training run, in the order they are planned."""
+    seeds = list(s.seeds)
     runs: list[PlantedRun] = []
 
     def add(group: str, key: str, spec: PlantedSpec, run_seeds: Sequence[int], **flags: bool) -> None:
@@ -84,8 +83,11 @@ def plan(s: Settings, seeds: Sequence[int]) -> list[PlantedRun]:
     return runs
 
 
-def recipe(s: Settings, *, dataset: str, norm: str, seed: int, **extra: Any) -> TrainConfig:
-    """The one training recipe of every model in the experiment (TrainConfig)."""
+def recipe(
+    s: Settings, *, dataset: str, norm: str, seed: int, base_dataset: str | None = None, **extra: Any
+) -> TrainConfig:
+    """The one training recipe of every model in the experiment (TrainConfig); ``base_dataset`` names the
+    dataset whose defaults a built dataset takes (it may not exist yet when the run is planned)."""
     fields = dict(
         dataset=dataset,
         arch=s.arch,
@@ -103,11 +105,26 @@ def recipe(s: Settings, *, dataset: str, norm: str, seed: int, **extra: Any) -> 
         eval_size=min(s.eval_size, s.test),
         device=s.device,
     )
-    return make_config(**{**fields, **extra})
+    return make_config(base_dataset=base_dataset, **{**fields, **extra})
 
 
-def train_run(run: PlantedRun, s: Settings, out: Path, *, progress: bool) -> Path:
-    """Train (or reuse) one planted run; per-epoch reliance probes always, per-step ones if asked."""
+@dataclass(frozen=True)
+class PlantedTrainTask(TrainTask):
+    """A planted run: trains on the bundle generated from ``spec``, with reliance probes of ``probe_size``
+    images per view (the dataset name alone would probe every test image)."""
+
+    spec: PlantedSpec | None = None
+    probe_size: int | None = None
+    #: The data are generated from a validated spec: nothing to check before a chain starts.
+    GENERATED: ClassVar[bool] = True
+
+    def bundle(self) -> DatasetBundle:
+        assert self.spec is not None
+        return build_bundle(self.spec, probe_size=self.probe_size)
+
+
+def train_task(run: PlantedRun, s: Settings, home: Path) -> PlantedTrainTask:
+    """The task of one planted run: per-epoch reliance probes always, per-step ones if asked."""
     cfg = recipe(
         s,
         dataset=dataset_name(run.spec),
@@ -117,32 +134,13 @@ def train_run(run: PlantedRun, s: Settings, out: Path, *, progress: bool) -> Pat
         probe_epochs=s.probe_epochs if run.step_probes else 1,
         eval_shifted_labels=run.shifted,
     )
-    run_dir = out / "runs" / run.name
-    if finished_run(run_dir, cfg):
-        return run_dir  # reused without generating its data
-    bundle = build_bundle(run.spec, probe_size=s.probe_size if run.step_probes else s.curve_probe_size)
-    return train_or_reuse(cfg, run_dir, progress=progress, bundle=bundle)
+    return PlantedTrainTask(
+        str(home / "runs" / run.name),
+        cfg.model_dump(),
+        threads=s.run_threads,
+        spec=run.spec,
+        probe_size=s.probe_size if run.step_probes else s.curve_probe_size,
+    )
 
 
-def finished_run(run_dir: Path, cfg: Any) -> bool:
-    """Whether ``run_dir`` holds a finished run of exactly this recipe (``train_or_reuse`` would reuse it)."""
-    rd = RunDir(run_dir)
-    if not (rd.is_run() and rd.config_path.is_file()):
-        return False
-    status = rd.status()
-    return bool(status is not None and status.finished and not run_differences(rd, cfg))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run with ``n`` torch threads, restoring the caller's setting: every run trains on one thread, in this
-    process or in a worker, so its numbers do not depend on ``workers``."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-__all__ = ["PlantedRun", "finished_run", "plan", "planted_spec", "recipe", "torch_threads", "train_run"]
+__all__ = ["PlantedRun", "PlantedTrainTask", "planted_runs", "planted_spec", "recipe", "train_task"]

@@ -1,16 +1,22 @@
-"""The planted experiment's settings: what it trains and measures, at the full and the quick scale."""
+"""The planted experiment's settings: what it trains and measures, at the cpu (``FULL``), paper and quick
+scales (the experiment's presets)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from nrflab.core.validation import Seed
 
 NORM_NAMES = {"bn": "BN", "none": "no norm", "gn": "GN", "ln": "LN", "in": "IN"}
 EVAL_FILE = "planted_eval.json"
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything the experiment trains and measures (all recorded in the report)."""
+class Settings(BaseModel):
+    """Everything the experiment trains and measures (all recorded in the report and its recipe file)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     size: int = 16
     train: int = 2000
@@ -55,8 +61,16 @@ class Settings:
     mnist_build_eps: float = 2.0
     mnist_build_step: float = 0.25
     stat_batch: int = 250  # batch size of the batch-statistics evaluation
-    workers: int = 2  # training processes (one torch thread each); 1 = all in this process
     device: str = "cpu"
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    # torch threads of every run and measurement: 1 makes the numbers independent of --workers and of where
+    # a run goes; None gives each run the execution's share (the paper scale, on a GPU)
+    run_threads: Optional[int] = Field(default=1, ge=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        return list(dict.fromkeys(seeds))
 
     @property
     def chance(self) -> float:
@@ -83,8 +97,29 @@ QUICK = Settings(
     mnist_source_epochs=1,
     mnist_build_steps=2,
     stat_batch=100,
-    workers=1,
+    seeds=[0, 1],
+)
+#: A paper-like planted scale: 32 x 32 images, ResNet-18, 50,000 training images per set and 10,000 per test
+#: view, five seeds, on the GPU. The amplitudes are the CPU scale's (L2 norms, so per pixel they are half as
+#: large at 32 x 32); this scale has not been calibrated like the CPU one.
+PAPER = Settings(
+    size=32,
+    train=50000,
+    test=10000,
+    probe_size=1000,
+    curve_probe_size=500,
+    arch="resnet18",
+    width=1.0,
+    epochs=30,
+    lr=0.05,
+    batch_size=128,
+    eval_size=1000,
+    transfer_size=1000,
+    mnist_train=4000,
+    stat_batch=500,
+    device="auto",
+    run_threads=None,
 )
 
 
-__all__ = ["EVAL_FILE", "FULL", "NORM_NAMES", "QUICK", "Settings"]
+__all__ = ["EVAL_FILE", "FULL", "NORM_NAMES", "PAPER", "QUICK", "Settings"]
