@@ -141,9 +141,10 @@ def test_every_norm_trains_a_step_and_is_recorded(mnist, tmp_path, arch, norm, w
 def test_norms_experiments_quick_share_one_zoo_and_write_three_sections(tmp_path):
     from nrflab.experiments.registry import select
     from nrflab.experiments.reproduce import run_chain
+    from nrflab.runs.jobs import Execution
 
     selected = [(spec, spec.presets["quick"]) for spec in select("norms")]
-    result = run_chain(selected, tmp_path, progress=False)
+    result = run_chain(selected, tmp_path, Execution(progress=False))
     sections = result.sections
     assert [s.title for s in sections] == [
         "Adversarial training with and without BN",
@@ -162,6 +163,6 @@ def test_norms_experiments_quick_share_one_zoo_and_write_three_sections(tmp_path
     assert recorded["adv_train"] == "targeted-l2" and recorded["attack_mode"] == "train"
     assert recorded["resolved"]["dataset"]["train_size"] == 1000  # the seeded subset
     # A second call reuses every finished run and stored measurement.
-    again = run_chain(selected, tmp_path, progress=False)
+    again = run_chain(selected, tmp_path, Execution(progress=False))
     assert {r.status for r in again.results.values()} == {"reused"}
     assert [s.markdown for s in again.sections] == [s.markdown for s in sections]

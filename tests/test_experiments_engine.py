@@ -21,6 +21,8 @@ from nrflab.experiments.overrides import Overrides, check_assignments_used, pars
 from nrflab.experiments.registry import ALIASES, experiments, get_spec, select
 from nrflab.experiments.reproduce import plan_chain, recipe_text
 from nrflab.experiments.spec import Stage
+from nrflab.runs.executor import execute
+from nrflab.runs.jobs import Execution
 from nrflab.training import TrainConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -239,15 +241,15 @@ def test_execute_runs_dependencies_first_and_skips_dependents_of_failures(monkey
         CallTask("t2", "boom"),
         CallTask("t4", "ok", {"value": 4}, after=("t1",)),
     ]
-    results = engine.execute(tasks, progress=False)
+    results = execute(tasks, Execution(progress=False))
     assert calls == [1, 4]
     assert results["t1"].status == "finished" and results["t1"].value == 1
     assert results["t2"].status == "failed" and results["t2"].error == "broken on purpose"
     assert results["t3"].status == "skipped" and "t2" in results["t3"].error
     with pytest.raises(NrflabError, match="workers must be an integer >= 1"):
-        engine.execute(tasks, workers=0)
+        execute(tasks, Execution(workers=0))
     with pytest.raises(NrflabError, match="unknown backend 'slurm'"):
-        engine.execute(tasks, backend="slurm")  # type: ignore[arg-type]
+        execute(tasks, Execution(backend="slurm"))  # type: ignore[arg-type]
 
 
 def test_experiments_sharing_a_home_share_their_runs(tmp_path):
@@ -344,7 +346,7 @@ def test_an_untrainable_twin_makes_every_claim_void(tmp_path):
             "final_attacks": ["pgd-l2:eps=0.5,step=0.25,steps=2"],
         }
     )
-    result = run_chain([(SPEC, settings)], tmp_path, progress=False)
+    result = run_chain([(SPEC, settings)], tmp_path, Execution(progress=False))
     verdicts = result.sections[0].verdicts
     assert len(verdicts) == 4
     assert all(v.outcome == "void" and "did not learn" in v.reason for v in verdicts), [v.word for v in verdicts]

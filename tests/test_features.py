@@ -277,8 +277,9 @@ def test_cli(tmp_path, source, d_r, capsys):
 def test_experiment_quick(tmp_path):
     from nrflab.experiments.features import QUICK, SPEC
     from nrflab.experiments.reproduce import run_chain
+    from nrflab.runs.jobs import Execution
 
-    result = run_chain([(SPEC, QUICK)], tmp_path, progress=False)
+    result = run_chain([(SPEC, QUICK)], tmp_path, Execution(progress=False))
     result.raise_for_failures()
     section = result.sections[0]
     md = section.markdown

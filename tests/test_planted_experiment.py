@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -87,7 +86,7 @@ def test_rerun_reuses_every_run(quick_run) -> None:
 
 def test_settings_errors(tmp_path: Path) -> None:
     with pytest.raises(NrflabError, match="norms must include it and one more"):
-        planted.run(tmp_path, settings=dataclasses.replace(planted.QUICK, norms=("bn", "gn")), progress=False)
+        planted.run(tmp_path, settings=planted.QUICK.model_copy(update={"norms": ("bn", "gn")}), progress=False)
     with pytest.raises(NrflabError, match="needs at least two seeds"):
         planted.run(tmp_path, settings=planted.QUICK, seeds=(3,), progress=False)
 
@@ -95,7 +94,7 @@ def test_settings_errors(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_workers_give_the_same_numbers(quick_run, tmp_path: Path) -> None:
     out, _ = quick_run
-    planted.run(tmp_path, settings=dataclasses.replace(planted.QUICK, workers=2), seeds=(0, 1), progress=False)
+    planted.run(tmp_path, settings=planted.QUICK, seeds=(0, 1), progress=False, workers=2)
     a = json.loads((out / "verdicts.json").read_text())["verdicts"]
     b = json.loads((tmp_path / "verdicts.json").read_text())["verdicts"]
     assert [v["outcome"] for v in a] == [v["outcome"] for v in b]

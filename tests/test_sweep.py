@@ -17,6 +17,7 @@ from nrflab import training as T
 from nrflab.attacks import parse_attack
 from nrflab.cli import main
 from nrflab.core.errors import NrflabError
+from nrflab.runs.jobs import Execution
 from nrflab.runs.rundir import RunStatus
 from nrflab.training import sweep as S
 
@@ -149,7 +150,7 @@ def test_interrupted_sweep_continues(tmp_path: Path, monkeypatch) -> None:
     finished_mtime = (out / "seed=0" / "metrics.csv").stat().st_mtime_ns
     epoch1 = T.read_metrics(out / "seed=1")[1]
 
-    S.run_sweep(base, {"seed": [0, 1, 2]}, out, verbose=False)
+    S.run_sweep(base, {"seed": [0, 1, 2]}, out, execution=Execution(progress=False, verbose=False))
     meta = json.loads((out / S.SWEEP_FILE).read_text())
     assert [(r["status"], r["skipped"]) for r in meta["runs"]] == [
         ("finished", True),
@@ -240,7 +241,7 @@ def test_failed_run_keeps_its_one_line_error(tmp_path: Path) -> None:
 def test_parallel_local_backend_matches_sequential(swept, tmp_path: Path) -> None:
     seq_out, _, _ = swept
     out = tmp_path / "par"
-    result = S.run_sweep(BASE, GRID, out, workers=2)
+    result = S.run_sweep(BASE, GRID, out, execution=Execution(workers=2, progress=False, verbose=False))
     assert not result.failed
     assert [untimed(r) for r in read_summary(out)] == [untimed(r) for r in read_summary(seq_out)]
 
@@ -254,7 +255,7 @@ def test_ray_backend_matches_sequential(swept, tmp_path: Path) -> None:
     seq_out, _, _ = swept
     ray.init(num_cpus=2, include_dashboard=False)
     try:
-        result = S.run_sweep(BASE, GRID, tmp_path / "ray", backend="ray")
+        result = S.run_sweep(BASE, GRID, tmp_path / "ray", execution=Execution(backend="ray", progress=False))
     finally:
         ray.shutdown()
     assert not result.failed
@@ -273,4 +274,4 @@ def test_ray_backend_missing_gives_install_hint(tmp_path: Path, monkeypatch) -> 
 
     monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(NrflabError, match=r"pip install ray \(or nrflab\[cluster\]\)"):
-        S.run_sweep(BASE, {"seed": [0]}, tmp_path / "out", backend="ray")
+        S.run_sweep(BASE, {"seed": [0]}, tmp_path / "out", execution=Execution(backend="ray"))
