@@ -23,6 +23,7 @@ from nrflab.experiments.reproduce import plan_chain, recipe_text
 from nrflab.experiments.spec import Stage
 from nrflab.runs.executor import execute
 from nrflab.runs.jobs import Execution
+from nrflab.runs.rundir import RunDir
 from nrflab.training import TrainConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -271,6 +272,9 @@ def test_a_directory_with_another_recipe_is_refused_before_anything_runs(tmp_pat
     train(cfg, tmp_path / "run", progress=False)
     same = TrainTask(str(tmp_path / "run"), cfg.model_dump())
     assert same.done()
+    run = RunDir(tmp_path / "run")  # the one rule every reuse check asks
+    assert run.is_finished_with(cfg) and not run.is_finished_with(cfg.model_copy(update={"epochs": 2}))
+    assert not RunDir(tmp_path / "none").is_finished_with(cfg)
     other = TrainTask(str(tmp_path / "run"), {**cfg.model_dump(), "epochs": 2})
     with pytest.raises(NrflabError, match=r"holds a run of another recipe \(epochs: 1 -> 2\)"):
         other.check()
