@@ -8,7 +8,7 @@ import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_write_json
@@ -47,7 +47,7 @@ def plan(s: Settings, home: Path) -> list[Task]:
             CallTask(
                 f"{train.key}#measure",
                 MEASURE,
-                {"settings": s.model_dump(), "name": run.name, "home": str(home)},
+                {"settings": s, "name": run.name, "home": str(home)},
                 after=(train.key,),
                 threads=s.run_threads,
             )
@@ -55,11 +55,10 @@ def plan(s: Settings, home: Path) -> list[Task]:
     return [*tasks, *(mnist_tasks(s, home) if s.mnist else [])]
 
 
-def measure_run(*, settings: dict[str, Any], name: str, home: str, progress: bool = False) -> dict[str, float]:
+def measure_run(*, settings: Settings, name: str, home: str, progress: bool = False) -> dict[str, float]:
     """The final numbers of the planted run ``name`` (an engine task; cached next to the run)."""
-    s = Settings.model_validate(settings)
-    run = next(r for r in planted_runs(s) if r.name == name)
-    return measure(run, Path(home) / "runs" / name, s)
+    run = next(r for r in planted_runs(settings) if r.name == name)
+    return measure(run, Path(home) / "runs" / name, settings)
 
 
 def analyze(s: Settings, ctx: AnalysisContext) -> list[Section]:
