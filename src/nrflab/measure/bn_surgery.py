@@ -38,6 +38,7 @@ from torch.nn import functional as F
 
 from nrflab.attacks import AttackSpec, frozen_model
 from nrflab.core.errors import NrflabError
+from nrflab.core.fmt import pct
 from nrflab.core.stats import paired_ci, wilson
 from nrflab.measure.metrics import ligs_per_sample, model_device
 
@@ -400,14 +401,14 @@ class BnAnalysis:
         header += [f"transfer to original % [{a}] (95 % CI)" for a in labels] + ["note"]
         rows = []
         for v in self.variants:
-            row = [v.variant, _pct(v.clean_acc)] + [_pct(v.robust_acc[a]) for a in labels]
-            row += ["n/a" if v.ligs is None or math.isnan(v.ligs) else f"{v.ligs:.3f}", _pct(v.agreement)]
+            row = [v.variant, pct(v.clean_acc, unit=False)] + [pct(v.robust_acc[a], unit=False) for a in labels]
+            row += ["n/a" if v.ligs is None or math.isnan(v.ligs) else f"{v.ligs:.3f}", pct(v.agreement, unit=False)]
             for a in labels:
                 t = v.transfer.get(a)
                 row.append(
                     "n/a"
                     if t is None or t.eligible == 0
-                    else f"{_pct(t.success_rate)} [{_pct(t.ci[0])}, {_pct(t.ci[1])}] n={t.eligible}"
+                    else f"{pct(t.success_rate, unit=False)} [{pct(t.ci[0], unit=False)}, {pct(t.ci[1], unit=False)}] n={t.eligible}"
                 )
             row.append(f"void: {v.void}" if v.void else ("white-box (self)" if v.variant == "running" else ""))
             rows.append(row)
@@ -473,10 +474,6 @@ class BnAnalysis:
             "adversarial examples to the original tell.",
         ]
         return "\n".join(parts) + "\n"
-
-
-def _pct(v: float) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
 
 
 def _ratio(mask: torch.Tensor) -> float:

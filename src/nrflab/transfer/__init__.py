@@ -32,8 +32,6 @@ from nrflab.transfer.matrix import MatrixJob, choose_targets, compute_matrix, pr
 from nrflab.transfer.outputs import (
     OutputPaths,
     boost_verdict,
-    fmt_ci,
-    fmt_pct,
     judge_boosts,
     summary_markdown,
     write_outputs,
@@ -96,8 +94,6 @@ __all__ = [
     "choose_targets",
     "compute_matrix",
     "find_no_bn_twin",
-    "fmt_ci",
-    "fmt_pct",
     "judge_boosts",
     "parse_model_spec",
     "prepare_matrix",

@@ -101,7 +101,7 @@ from nrflab.experiments.planted.runs import (
 )
 from nrflab.experiments.planted.sections import build_sections, energy_reading
 from nrflab.experiments.planted.settings import EVAL_FILE, FULL, NORM_NAMES, QUICK, Settings
-from nrflab.experiments.planted.text import cell, diff_text, name
+from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult, transfer
 
 __all__ = [
@@ -118,13 +118,11 @@ __all__ = [
     "capability",
     "capability_void",
     "capable",
-    "cell",
     "conflicting_verdict",
     "control_shifts",
     "control_verdicts",
     "controls_summary",
     "crossover",
-    "diff_text",
     "drand_verdicts",
     "early_point",
     "energy_reading",

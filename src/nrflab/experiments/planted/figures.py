@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from nrflab.core.stats import mean_ci
-from nrflab.experiments.planted.measurement import Measured, finite_mean
+from nrflab.core.stats import finite_mean, mean_ci
+from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.order import Curve
 from nrflab.experiments.planted.settings import Settings
 from nrflab.experiments.planted.text import name
