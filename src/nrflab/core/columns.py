@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
+
+from nrflab.core.records import record
 
 CLEAN = "clean_acc"
 SHIFTED = "shifted_acc"
@@ -52,7 +53,7 @@ def is_accuracy(key: str) -> bool:
     return key.endswith("acc") or attack_of(key) is not None or key.endswith("_acc")
 
 
-@dataclass(frozen=True)
+@record
 class EvalResult:
     """The framework's row for one model on one set of images.
 
@@ -75,15 +76,6 @@ class EvalResult:
         if self.logit_sim is not None:
             out[LOGIT_SIM] = self.logit_sim
         return out
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "clean_acc": self.clean_acc,
-            "robust_acc": dict(self.robust_acc),
-            "ligs": self.ligs,
-            "logit_sim": self.logit_sim,
-            "num_samples": self.num_samples,
-        }
 
     @classmethod
     def from_row(cls, row: Mapping[str, float], num_samples: int = 0) -> EvalResult:

@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from nrflab.attacks import AttackSpec, frozen_model
 from nrflab.core.errors import NrflabError
 from nrflab.core.fmt import pct
+from nrflab.core.records import record, to_json
 from nrflab.core.stats import paired_ci, wilson
 from nrflab.measure.metrics import ligs_per_sample, model_device
 
@@ -171,7 +172,7 @@ def recalibrated_variant(model: nn.Module, images: torch.Tensor, *, batch_size: 
     return out.eval()
 
 
-@dataclass(frozen=True)
+@record
 class FoldInfo:
     """How ``folded`` was built: BN layers folded into convolutions, turned into affines, and why."""
 
@@ -179,14 +180,6 @@ class FoldInfo:
     as_affine: int
     traced: bool
     reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "folded_into_conv": self.folded_into_conv,
-            "as_affine": self.as_affine,
-            "traced": self.traced,
-            "reason": self.reason,
-        }
 
 
 def folded_variant(model: nn.Module) -> tuple[nn.Module, FoldInfo]:
@@ -253,7 +246,7 @@ def make_variants(
 # The analysis
 
 
-@dataclass(frozen=True)
+@record
 class TransferNumbers:
     """Adversarial examples crafted on a variant, evaluated on the original model.
 
@@ -267,15 +260,6 @@ class TransferNumbers:
     success_rate: float
     ci: tuple[float, float]
     original_accuracy: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "eligible": self.eligible,
-            "successes": self.successes,
-            "success_rate": self.success_rate,
-            "ci": list(self.ci),
-            "original_accuracy": self.original_accuracy,
-        }
 
 
 @dataclass(frozen=True)
@@ -306,7 +290,7 @@ class VariantResult:
             "logit_sim": self.logit_sim,
             "agreement_with_original": self.agreement,
             "whitebox_success": dict(self.whitebox_success),
-            "transfer_to_original": {k: v.to_dict() for k, v in self.transfer.items()},
+            "transfer_to_original": to_json(self.transfer),
             "void": self.void,
         }
 
@@ -390,7 +374,7 @@ class BnAnalysis:
             "protocol": self.protocol,
             "variants": [v.to_dict() for v in self.variants],
             "differences_to_running": [d.to_dict() for d in self.differences],
-            "fold": self.fold.to_dict() if self.fold else None,
+            "fold": to_json(self.fold),
             "max_fold_error": self.max_fold_error,
         }
 

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, Literal, cast
 
 import torch
 from torch import nn
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.records import fields_json
 from nrflab.models.archs import VGG, VGG_CONFIGS, BasicBlock, Bottleneck, FakeReLU, ResNet, SmallCNN
 from nrflab.models.norms import NORM_DESCRIPTIONS, NORMS, check_norm, norm_layer
 
@@ -36,10 +37,8 @@ class ModelConfig:
     input_shape: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        d["input_shape"] = list(self.input_shape) if self.input_shape else None
-        return d
+        """The JSON form (what checkpoints store and :meth:`from_dict` reads back)."""
+        return fields_json(self)
 
     @classmethod
     def from_dict(cls, d: Any) -> ModelConfig:

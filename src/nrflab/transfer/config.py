@@ -140,9 +140,6 @@ class TransferConfig(BaseModel):
             std=None if self.std is None else tuple(self.std),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
     # -- construction with one-line errors ---------------------------------------------------------
     @classmethod
     def build(cls, **fields: Any) -> TransferConfig:

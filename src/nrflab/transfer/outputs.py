@@ -15,6 +15,7 @@ from typing import Any
 
 from nrflab.core.fmt import ci, ci_phrase, pct, points
 from nrflab.core.io import atomic_write_json, atomic_write_text, write_csv
+from nrflab.core.records import to_json
 from nrflab.core.stats import Verdict, judge, mean_ci
 from nrflab.report.document import markdown_table
 from nrflab.transfer.boosts import BoostRow
@@ -247,7 +248,7 @@ def write_outputs(
     from nrflab.report.plots import plot_heatmap
 
     layout = TransferDir(out_dir)
-    record = {**result.to_dict(), "boosts": [b.to_dict() for b in boosts]}
+    record = {**result.to_dict(), "boosts": to_json(boosts)}
     if recipe is not None:
         record["recipe"] = recipe
     json_path = layout.path / layout.JSON
@@ -256,7 +257,7 @@ def write_outputs(
     rows = []
     for s in result.sources:
         for p in result.row(s.name):
-            full = p.to_dict()
+            full = to_json(p)
             rows.append({c: _csv_cell(full[c]) for c in PAIR_COLUMNS})
     write_csv(pairs_csv, rows, list(PAIR_COLUMNS))
     row_names, col_names = [s.name for s in result.sources], [t.name for t in result.targets]
