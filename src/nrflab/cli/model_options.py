@@ -105,9 +105,9 @@ def default_dataset_of(loaded: LoadedModel) -> str | None:
         except (NrflabError, KeyError, TypeError):
             return None
     if loaded.kind == "pretrained":
-        from nrflab.models.pretrained import REGISTRY
+        from nrflab.models.pretrained import available_pretrained
 
-        for entry in REGISTRY.values():
+        for entry in available_pretrained():
             shipped = entry.package_file and loaded.source.endswith(entry.package_file[1])
             if entry.name == loaded.name or loaded.source.endswith(entry.filename) or shipped:
                 return entry.dataset

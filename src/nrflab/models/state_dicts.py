@@ -231,7 +231,7 @@ def state_dict_to_model(
         if not (0 < w <= 64):
             continue
         for n in norms:
-            if n == "fixup" and not ARCHS[a].residual:
+            if n == "fixup" and not ARCHS.get(a).residual:
                 continue
             sig = {
                 k: s
