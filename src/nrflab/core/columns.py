@@ -48,11 +48,6 @@ def robust_keys(columns: Iterable[str]) -> list[str]:
     return [c for c in columns if attack_of(c) is not None]
 
 
-def is_accuracy(key: str) -> bool:
-    """Whether a metric is an accuracy (shown in percent)."""
-    return key.endswith("acc") or attack_of(key) is not None or key.endswith("_acc")
-
-
 @record
 class EvalResult:
     """The framework's row for one model on one set of images.
@@ -99,7 +94,6 @@ __all__ = [
     "SHIFTED",
     "attack_of",
     "attack_title",
-    "is_accuracy",
     "robust_key",
     "robust_keys",
 ]

@@ -609,11 +609,6 @@ def load_planted(root: object = None, download: bool = False, params: dict[str, 
     return build_bundle(spec_from_params(dict(params or {})))
 
 
-def describe_presets() -> str:
-    """One line per preset, for help texts and errors."""
-    return "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())
-
-
 __all__ = [
     "BANDS",
     "PARAMETERS",
@@ -627,7 +622,6 @@ __all__ = [
     "build_bundle",
     "dataset_name",
     "dct_images",
-    "describe_presets",
     "generate",
     "idct_images",
     "load_planted",

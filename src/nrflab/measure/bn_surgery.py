@@ -618,11 +618,6 @@ def _max_logit_difference(a: nn.Module, b: nn.Module, x: torch.Tensor, batch_siz
     return worst
 
 
-def void_variants(analysis: BnAnalysis) -> list[str]:
-    """Names of the variants whose rows are void (they do not classify)."""
-    return [v.variant for v in analysis.variants if v.void]
-
-
 __all__ = [
     "BatchStatisticsNorm",
     "BnAnalysis",
@@ -641,5 +636,4 @@ __all__ = [
     "make_variants",
     "recalibrated_variant",
     "running_statistics_variant",
-    "void_variants",
 ]

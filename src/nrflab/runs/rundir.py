@@ -279,9 +279,6 @@ class RunDir:
     def kept_path(self, epoch: int) -> Path:
         return self.path / self.KEPT / f"epoch_{int(epoch):04d}.safetensors"
 
-    def evaluation_path(self, dataset: str) -> Path:
-        return self.path / f"evaluation_{Path(str(dataset)).name.replace(':', '_').replace(',', '_')}.json"
-
     # -- what is there ----------------------------------------------------------------------------
     def is_run(self) -> bool:
         """Whether the directory holds (a part of) a training run."""
@@ -343,13 +340,6 @@ class RunDir:
     def read_probes(self) -> list[dict[str, float]]:
         """Rows of probes.csv (empty list when the run recorded none)."""
         return read_numeric_csv(self.probes_path, "probe file") if self.probes_path.is_file() else []
-
-    def recorded_value(self, key: str, default: Any = None) -> Any:
-        """One field of the recorded config (``default`` if the run has no config)."""
-        try:
-            return self.read_config().get(key, default)
-        except NrflabError:
-            return default
 
 
 def run_dir_of(path: str | os.PathLike[str]) -> RunDir | None:
