@@ -134,7 +134,7 @@ def register_directory_format(marker: str) -> Callable[[DirectoryLoader], Direct
 
 
 def parse_dataset_name(name: str) -> tuple[str, dict[str, str]]:
-    """``"planted:preset=drand,a_n=0.2"`` -> ``("planted", {"preset": "drand", "a_n": "0.2"})``.
+    """``"planted:variant=drand,a_n=0.2"`` -> ``("planted", {"variant": "drand", "a_n": "0.2"})``.
 
     A name without ``:`` has no parameters. Keys are lower-cased; values are kept as text.
     """

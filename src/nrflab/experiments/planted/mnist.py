@@ -33,7 +33,7 @@ def mnist_question(out: Path, s: Settings, seeds: Sequence[int], *, progress: bo
     spec = spec_from_params(
         {
             "rf": "mnist",
-            "preset": "drand",
+            "variant": "drand",
             "a_n": f"{s.mnist_a_n:g}",
             "train": str(s.mnist_train),
             "seed": str(s.data_seed),

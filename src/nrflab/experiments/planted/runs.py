@@ -45,7 +45,7 @@ def planted_spec(s: Settings, preset: str, **params: Any) -> PlantedSpec:
         "seed": s.data_seed,
         "sample_seed": s.data_seed,
     }
-    merged = {**base, "preset": preset, **params}
+    merged = {**base, "variant": preset, **params}
     return spec_from_params({k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in merged.items()})
 
 
