@@ -18,6 +18,10 @@ SHIFTED = "shifted_acc"
 LIGS = "ligs"
 LOGIT_SIM = "logit_sim"
 _ROBUST_PREFIX = "robust_acc["
+RHO = "rho"
+RELIANCE = ("agree_acc", "rf_suff_acc", "nrf_suff_acc", "f_r", "f_n", RHO)
+"""The reliance probe's columns (on planted data): accuracy on the agree, RF-sufficiency and NRF-sufficiency
+views, the swap fractions F_R and F_N, and rho = F_N - F_R (+1: the model follows the NRF)."""
 
 
 def robust_key(attack_label: str) -> str:
@@ -91,6 +95,8 @@ __all__ = [
     "EvalResult",
     "LIGS",
     "LOGIT_SIM",
+    "RELIANCE",
+    "RHO",
     "SHIFTED",
     "attack_of",
     "attack_title",
