@@ -1,14 +1,10 @@
-"""Models: which network, and where does it come from?
+"""Lives here: architectures and normalizations (registries), create_model, ModelConfig, checkpoints, outside models.
+Never here: training, attacks, measuring, datasets; nothing here imports a room other than ``core``.
+To add one: ``@register_arch`` (models/archs.py), ``@register_norm`` (models/norms.py), ``register_pretrained``.
 
-Lives here: architectures and normalizations (registries), ``create_model``/``build_model``, ModelConfig,
-checkpoints, loading outside models (state dicts, TorchScript, factories) and the pretrained registry.
-Never here: training, attacks, measuring, datasets; nothing here imports a room above ``core``.
-To add one: an architecture is a builder decorated with ``@register_arch`` (``models/archs.py``), a
-normalization a layer factory with ``@register_norm`` (``models/norms.py``), a pretrained model an entry
-passed to ``register_pretrained`` (``models/pretrained.py``).
-
-``create_model(arch, norm, ...)`` builds from the registries; every model takes inputs in [0,1]. The dataset's mean/std normalization is the model's first module (the RobustBench/AutoAttack
-convention), so attacks, LIGS and feature datasets all work in pixel space.
+``create_model(arch, norm, ...)`` builds from the registries; every model takes inputs in [0,1]. The dataset's
+mean/std normalization is the model's first module (the RobustBench/AutoAttack convention), so attacks, LIGS and
+feature datasets all work in pixel space.
 """
 
 from __future__ import annotations
