@@ -22,14 +22,14 @@ import importlib.util
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.fmt import pct
+from nrflab.core.records import record
 from nrflab.core.registry import Registry
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ _RB_LICENCE = (
 )
 
 
-@dataclass(frozen=True)
+@record
 class PretrainedEntry:
     """One registered pretrained model.
 
@@ -88,33 +88,6 @@ class PretrainedEntry:
     @property
     def loadable(self) -> bool:
         return self.arch is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "dataset": self.dataset,
-            "architecture": self.architecture,
-            "arch": self.arch,
-            "norm": self.norm,
-            "width": self.width,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape),
-            "normalization": {
-                "mean": list(self.mean) if self.mean else None,
-                "std": list(self.std) if self.std else None,
-            },
-            "threat_model": self.threat_model,
-            "reported_clean_acc": self.reported_clean_acc,
-            "reported_robust_acc": self.reported_robust_acc,
-            "reported_by": self.reported_by,
-            "source": self.source,
-            "licence": self.licence,
-            "sha256": self.sha256,
-            "url": self.url,
-            "filename": self.filename,
-            "package_file": "/".join(self.package_file) if self.package_file else None,
-        }
 
 
 def _gdrive(file_id: str) -> str:
@@ -479,17 +452,12 @@ def format_pretrained_table(
     lines = []
     for e in entries:
         local = locate_weights(e, weights_dir=weights_dir)
-        status = (
-            "local"
-            if local
-            else (
-                "downloadable"
-                if e.url and e.verified
-                else "download with --allow-unverified"
-                if e.url
-                else "not available"
-            )
-        )
+        if local:
+            status = "local"
+        elif e.url:
+            status = "downloadable" if e.verified else "download with --allow-unverified"
+        else:
+            status = "not available"
         if not e.loadable:
             status = "listed only (arch not buildable)"
         lines.append(f"{e.name}")
