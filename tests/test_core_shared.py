@@ -127,3 +127,22 @@ def test_a_new_norm_and_arch_are_one_decorator_each() -> None:
     finally:
         ARCHS._entries.pop("test-linear")
         NORMS._entries.pop("test-identity")
+
+
+def test_the_glossary_gives_each_word_one_meaning() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "glossary.md").read_text(encoding="utf-8")
+    words = ["preset", "variant", "scale", "config", "recipe", "run", "job", "claim", "verdict", "protocol", "guard"]
+    rows = [line for line in text.splitlines() if line.startswith("| **")]
+    assert [row.split("**")[1] for row in rows] == words
+
+
+def test_planted_variant_is_the_spelling_and_preset_still_loads_with_a_warning() -> None:
+    from nrflab.data.planted import dataset_name, spec_from_params
+
+    new = spec_from_params({"variant": "drand", "size": "16", "train": "50", "test": "20"})
+    with pytest.warns(FutureWarning, match="'preset=' is now spelled 'variant='"):
+        old = spec_from_params({"preset": "drand", "size": "16", "train": "50", "test": "20"})
+    assert old == new and new.preset == new.variant == "drand"
+    assert dataset_name(new).startswith("planted:variant=drand")
+    with pytest.raises(NrflabError, match="variant= only"):
+        spec_from_params({"variant": "drand", "preset": "drand"})
