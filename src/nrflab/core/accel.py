@@ -338,22 +338,5 @@ def training_model(model: nn.Module, compile_mode: bool | str | None) -> Callabl
 
 
 __all__ = [
-    "COMPILE_MODES",
-    "CapturedStep",
-    "CompiledFunction",
-    "CompiledTrainingModel",
-    "DEFAULT_EVAL_BATCH_SIZE",
-    "MemoryProbe",
-    "as_device",
-    "default_accelerate",
-    "even_batches",
-    "is_cuda",
-    "module_signature",
-    "probe_memory",
-    "resolve_batch_size",
-    "resolve_compile_mode",
-    "shared_graph_pool",
-    "synchronize",
     "to_device_async",
-    "training_model",
 ]

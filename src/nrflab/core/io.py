@@ -211,11 +211,8 @@ def read_numeric_csv(path: str | os.PathLike[str], what: str = "metrics file") -
 
 __all__ = [
     "atomic_save_tensors",
-    "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
-    "file_mode",
-    "json_default",
     "read_json",
     "read_numeric_csv",
     "read_yaml_mapping",

@@ -162,14 +162,11 @@ def finite_mean(values: Sequence[float | None] | torch.Tensor) -> float:
 
 
 __all__ = [
-    "Outcome",
     "Verdict",
-    "Z95",
     "finite_mean",
     "judge",
     "mean_ci",
     "paired_ci",
-    "t_quantile",
     "two_proportion_ci",
     "wilson",
 ]

@@ -633,14 +633,8 @@ def load_planted(root: object = None, download: bool = False, params: dict[str, 
 
 
 __all__ = [
-    "BANDS",
-    "PARAMETERS",
     "VARIANTS",
-    "VARIANT_HELP",
-    "PlantedSample",
     "PlantedSpec",
-    "PlantedTemplates",
-    "PlantedViews",
     "assign_classes",
     "band_mask",
     "build_bundle",
@@ -648,7 +642,6 @@ __all__ = [
     "dct_images",
     "generate",
     "idct_images",
-    "load_planted",
     "make_templates",
     "make_views",
     "spec_from_params",

@@ -136,4 +136,4 @@ def _native(value: Any) -> Any:
     return tuple(_native(v) for v in value) if isinstance(value, list) else value
 
 
-__all__ = ["call_experiment", "function_spec"]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

@@ -260,4 +260,7 @@ SPEC = ExperimentSpec(
     epoch_keys=("twins.epochs",),
 )
 
-__all__ = ["CPU", "CoreSettings", "PAPER_SCALE", "QUICK", "SPEC", "analyze", "plan", "run"]
+__all__ = [
+    "QUICK",
+    "SPEC",
+]

@@ -549,15 +549,8 @@ def _run_ray(
 
 __all__ = [
     "BACKENDS",
-    "Backend",
-    "BuildTask",
     "CallTask",
-    "Task",
-    "TaskResult",
     "TrainTask",
-    "execute",
     "merge_tasks",
-    "run_task",
-    "subset_bundle",
     "topological_order",
 ]

@@ -368,14 +368,6 @@ def compare_proportions(p1: float, p2: float, n: int, *, what: str) -> Compariso
 
 
 __all__ = [
-    "Comparison",
-    "MIN_SEEDS_FOR_SEED_INTERVAL",
     "Outcomes",
     "compare",
-    "compare_proportions",
-    "compare_scalars",
-    "measure",
-    "measure_run",
-    "measure_task",
-    "measured",
 ]

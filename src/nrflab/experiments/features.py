@@ -589,16 +589,6 @@ SPEC = ExperimentSpec(
 )
 
 __all__ = [
-    "BuildGroup",
-    "CPU",
-    "FeaturesSettings",
-    "PAPER_SCALE",
     "QUICK",
-    "SETS",
     "SPEC",
-    "analyze",
-    "claims",
-    "plan",
-    "run",
-    "twin_stage",
 ]

@@ -143,4 +143,8 @@ def verdict(
     )
 
 
-__all__ = ["CHANCE_MARGIN", "COLLAPSE_SHARE", "Health", "USEFULNESS_GAP", "health", "named", "verdict", "void_reason"]
+__all__ = [
+    "Health",
+    "verdict",
+    "void_reason",
+]

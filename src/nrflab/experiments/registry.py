@@ -97,7 +97,6 @@ def select(only: str | Sequence[str] | None) -> list[ExperimentSpec]:
 
 __all__ = [
     "ALIASES",
-    "CHAIN",
     "EXPERIMENTS",
     "experiments",
     "get_spec",

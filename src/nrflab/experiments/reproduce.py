@@ -344,16 +344,9 @@ def manifest(
 
 
 __all__ = [
-    "ChainResult",
-    "ExperimentOutcome",
-    "INTRO",
-    "TITLE",
-    "chain_section",
     "plan_chain",
     "recipe_text",
     "reproduce",
     "resolve_chain",
     "run_chain",
-    "run_experiment",
-    "write_recipes",
 ]

@@ -620,20 +620,12 @@ def _max_logit_difference(a: nn.Module, b: nn.Module, x: torch.Tensor, batch_siz
 
 __all__ = [
     "BatchStatisticsNorm",
-    "BnAnalysis",
     "ChannelAffine",
-    "Difference",
-    "FoldInfo",
-    "TransferNumbers",
     "VARIANTS",
-    "VARIANT_DESCRIPTIONS",
-    "VariantResult",
     "affine_only_variant",
     "analyze_batchnorm",
     "batch_statistics_variant",
     "batchnorm_layers",
     "folded_variant",
-    "make_variants",
     "recalibrated_variant",
-    "running_statistics_variant",
 ]

@@ -185,18 +185,13 @@ def dataset_tensors(data: Data, limit: int | None = None) -> tuple[torch.Tensor,
 
 
 __all__ = [
-    "EvalResult",
-    "LigsResult",
     "accuracy",
-    "batches",
     "dataset_tensors",
     "evaluate_model",
-    "LIGS_NOISE_SALT",
     "ligs",
     "ligs_noise",
     "ligs_per_sample",
     "model_device",
-    "predict",
     "robust_accuracy",
 ]
 

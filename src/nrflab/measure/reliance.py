@@ -190,10 +190,8 @@ __all__ = [
     "BandEnergy",
     "RELIANCE_COLUMNS",
     "RelianceProbe",
-    "RelianceResult",
     "RelianceViews",
     "band_energy",
-    "band_energy_per_sample",
     "predictions",
     "reliance",
 ]

@@ -20,16 +20,7 @@ from torch import nn
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.records import fields_json
-from nrflab.models.archs import (
-    ARCHS,
-    ArchSpec,
-    BasicBlock,
-    Bottleneck,
-    ResNet,
-    check_arch,
-    list_archs,
-    register_arch,
-)
+from nrflab.models.archs import ARCHS, BasicBlock, Bottleneck, ResNet, check_arch, list_archs, register_arch
 from nrflab.models.norms import NORMS, check_norm, list_norms, norm_layer, register_norm
 
 INITS = ("kaiming", "torch", "fixup")
@@ -253,7 +244,6 @@ def list_pretrained(filter: str | None = None) -> list[str]:
 
 __all__ = [
     "ARCHS",
-    "ArchSpec",
     "INITS",
     "ModelConfig",
     "NORMS",

@@ -271,13 +271,8 @@ def first_line(exc: BaseException) -> str:
 
 
 __all__ = [
-    "InputNormalized",
-    "LoadedKind",
     "LoadedModel",
-    "Normalization",
     "check_model_fits",
     "describe_model",
     "file_sha256",
-    "has_batchnorm",
-    "weights_fingerprint",
 ]

@@ -479,19 +479,8 @@ def format_pretrained_table(
 
 
 __all__ = [
-    "PretrainedEntry",
-    "PRETRAINED",
-    "WEIGHTS_ENV",
     "available_pretrained",
-    "fetch_weights",
     "format_pretrained_table",
-    "get_pretrained",
-    "is_pretrained_name",
     "list_pretrained",
-    "load_pretrained",
-    "locate_weights",
-    "package_weights",
     "register_pretrained",
-    "verify_sha256",
-    "weights_dirs",
 ]

@@ -150,10 +150,8 @@ def strip_markdown(text: str) -> str:
 
 __all__ = [
     "Section",
-    "VERDICT_RULE",
     "markdown_table",
     "strip_markdown",
     "verdict_line",
-    "verdict_table",
     "write_report",
 ]

@@ -176,12 +176,9 @@ def plot_heatmap(
 
 
 __all__ = [
-    "COLORS",
     "NORM_STYLE",
     "new_figure",
     "plot_heatmap",
     "plot_runs",
-    "robust_column",
-    "run_label",
     "save_figure",
 ]

@@ -370,7 +370,6 @@ def _short(value: Any) -> str:
 
 __all__ = [
     "DirLock",
-    "DirectoryBusy",
     "LOCK_FILE",
     "RunDir",
     "RunStatus",

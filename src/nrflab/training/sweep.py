@@ -447,17 +447,7 @@ def summary_table(result: SweepResult) -> str:
 
 
 __all__ = [
-    "BACKENDS",
-    "SUMMARY_FILE",
-    "SWEEP_FILE",
-    "RunRecord",
-    "SweepResult",
-    "SweepRun",
-    "expand_grid",
-    "plan_sweep",
     "run_name",
-    "run_one",
     "run_sweep",
     "summary_table",
-    "write_summary",
 ]

@@ -407,18 +407,6 @@ class TransferResult:
 
 
 __all__ = [
-    "DEFINITIONS",
-    "GroupCell",
-    "GroupMatrix",
-    "GroupSummary",
     "Interval",
     "ModelInfo",
-    "PairMetric",
-    "PairNumbers",
-    "PairResult",
-    "SourceFacts",
-    "SourceSummary",
-    "TargetFacts",
-    "TransferResult",
-    "TransferSettings",
 ]

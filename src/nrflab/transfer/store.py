@@ -279,12 +279,5 @@ def open_store(out: str | Path, settings: TransferSettings, *, resume: bool, ove
 
 
 __all__ = [
-    "AdversarialSet",
-    "ResultStore",
-    "TransferDir",
-    "check_transfer_output",
     "open_store",
-    "precheck_output",
-    "settings_key",
-    "slug",
 ]

@@ -71,85 +71,13 @@ ground truth), :mod:`.claims`, :mod:`.controls` and :mod:`.order` (the verdicts)
 
 from __future__ import annotations
 
-from nrflab.experiments.planted.claims import (
-    capability,
-    capability_void,
-    capable,
-    conflicting_verdict,
-    crossover,
-    drand_verdicts,
-    learned_pairs,
-    mnist_verdict,
-    preference_verdict,
-    transfer_verdict,
-)
-from nrflab.experiments.planted.controls import CONTROLS, control_shifts, control_verdicts, controls_summary
 from nrflab.experiments.planted.experiment import run
-from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
-from nrflab.experiments.planted.jobs import mnist_job, train_all, train_and_measure
-from nrflab.experiments.planted.measurement import Measured, measure, pgd_l2
-from nrflab.experiments.planted.mnist import mnist_question, statistics_row
-from nrflab.experiments.planted.order import early_point, learning_order, reliance_curve
-from nrflab.experiments.planted.runs import (
-    PlantedRun,
-    finished_run,
-    plan,
-    planted_spec,
-    recipe,
-    torch_threads,
-    train_run,
-)
-from nrflab.experiments.planted.sections import build_sections, energy_reading
-from nrflab.experiments.planted.settings import EVAL_FILE, FULL, NORM_NAMES, QUICK, Settings
-from nrflab.experiments.planted.text import name
-from nrflab.experiments.planted.transferability import TransferResult, transfer
+from nrflab.experiments.planted.settings import EVAL_FILE, FULL, QUICK, Settings
 
 __all__ = [
-    "CONTROLS",
     "EVAL_FILE",
     "FULL",
-    "NORM_NAMES",
     "QUICK",
-    "Measured",
-    "PlantedRun",
     "Settings",
-    "TransferResult",
-    "build_sections",
-    "capability",
-    "capability_void",
-    "capable",
-    "conflicting_verdict",
-    "control_shifts",
-    "control_verdicts",
-    "controls_summary",
-    "crossover",
-    "drand_verdicts",
-    "early_point",
-    "energy_reading",
-    "finished_run",
-    "learned_pairs",
-    "learning_order",
-    "measure",
-    "mnist_job",
-    "mnist_question",
-    "mnist_verdict",
-    "name",
-    "pgd_l2",
-    "plan",
-    "planted_spec",
-    "plot_conflicting",
-    "plot_energy",
-    "plot_learning_order",
-    "plot_sweep",
-    "preference_verdict",
-    "recipe",
-    "reliance_curve",
     "run",
-    "statistics_row",
-    "torch_threads",
-    "train_all",
-    "train_and_measure",
-    "train_run",
-    "transfer",
-    "transfer_verdict",
 ]
