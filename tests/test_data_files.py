@@ -121,7 +121,7 @@ def test_cifar10_accepts_the_batches_folder_itself_and_goes_through_the_registry
     via_parent = data.load_dataset("CIFAR10", root=tmp_path)
     assert direct.name == "cifar10" and torch.equal(direct.test.images, via_parent.test.images)
     assert {"cifar10", "cifar100", "cifar100-coarse", "svhn", "mnist", "fashion-mnist", "imagefolder"} <= set(
-        data.available_datasets()
+        data.list_datasets()
     )
 
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from nrflab.core.errors import NrflabError
-from nrflab.data import ImageTensorDataset, available_datasets, load_dataset
+from nrflab.data import ImageTensorDataset, load_dataset
+from nrflab.data import list_datasets as available_datasets
 
 
 def test_mnist5k_split(mnist5k) -> None:

@@ -15,11 +15,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from nrflab.attacks import PGD, NoAttack, per_sample_noise
 from nrflab.core.errors import NrflabError
+from nrflab.core.stats import finite_mean
 from nrflab.measure.metrics import (
     accuracy,
     dataset_tensors,
     evaluate_model,
-    finite_mean,
     ligs,
     ligs_per_sample,
     robust_accuracy,

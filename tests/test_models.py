@@ -17,11 +17,11 @@ from nrflab.models import (
     INITS,
     NORMS,
     ModelConfig,
-    available_archs,
     build_model,
     count_parameters,
     create_model,
 )
+from nrflab.models import list_archs as available_archs
 from nrflab.models.norms import FrozenBatchNorm2d
 
 ARCHS = ("resnet18", "resnet50", "vgg11", "vgg16", "smallcnn")

@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 
 from nrflab.core.errors import NrflabError
 from nrflab.data import load_dataset
+from nrflab.data.planted import VARIANTS as PRESETS
 from nrflab.data.planted import (
-    PRESETS,
     PlantedSpec,
     assign_classes,
     band_mask,
@@ -171,8 +171,8 @@ def test_mnist_variant_keeps_the_nrf_inside_the_pixel_range() -> None:
 @pytest.mark.parametrize(
     "name,message",
     [
-        ("planted:preset=nope", "unknown planted preset 'nope'; choose one of redundant, "),
-        ("planted:colour=1", "unknown planted parameter 'colour'; choose from preset, "),
+        ("planted:variant=nope", "unknown planted variant 'nope'; choose one of redundant, "),
+        ("planted:colour=1", "unknown planted parameter 'colour'; choose from variant, "),
         ("planted:a_n=big", r"planted parameter a_n must be a number in \[0, 100\], got 'big'"),
         ("planted:p_r=1.5", r"planted parameter p_r must be a number in \[0, 1\], got '1.5'"),
         ("planted:size=24", "planted parameter size must be one of 16, 28, 32, got 24"),
@@ -200,7 +200,7 @@ def test_every_preset_loads() -> None:
         s = spec(preset=preset)
         assert s.preset == preset
         assert spec_from_params({"preset": preset}).preset == preset
-        assert dataset_name(s).startswith(f"planted:preset={preset}")
+        assert dataset_name(s).startswith(f"planted:variant={preset}")
 
 
 def test_generation_of_ten_thousand_images_is_fast() -> None:

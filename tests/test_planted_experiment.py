@@ -70,7 +70,7 @@ def test_runs_record_reliance(quick_run) -> None:
         metrics = list(csv.DictReader(fh))
     assert len(metrics) == planted.QUICK.epochs + 1 and "rho" in metrics[0]
     config = json.loads((op / "config.json").read_text())
-    assert config["dataset"].startswith("planted:preset=redundant")
+    assert config["dataset"].startswith("planted:variant=redundant")
     assert config["resolved"]["dataset"]["info"]["params"]["a_n"] == planted.QUICK.a_n
     conflicting = json.loads((out / "runs" / "conflicting-none-s1" / planted.EVAL_FILE).read_text())
     assert {"acc_y", "acc_y1", "rho"} <= set(conflicting["value"])

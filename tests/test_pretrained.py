@@ -86,7 +86,7 @@ def test_a_tampered_file_is_refused(examples, tmp_path, monkeypatch) -> None:
     entry = dataclasses.replace(
         P.get_pretrained(NAME), name="test/tampered", package_file=None, filename="tampered/model_test.pt"
     )
-    monkeypatch.setitem(P.REGISTRY, entry.name, entry)
+    monkeypatch.setitem(P.PRETRAINED._entries, entry.name, entry)
     target = tmp_path / entry.filename
     target.parent.mkdir(parents=True)
     shutil.copyfile(examples / "model_test.pt", target)
@@ -106,7 +106,7 @@ def _small_rb_entry(**changes) -> P.PretrainedEntry:
 
 def test_unpinned_entries_are_never_downloaded_unverified(tmp_path, monkeypatch) -> None:
     entry = _small_rb_entry()
-    monkeypatch.setitem(P.REGISTRY, entry.name, entry)
+    monkeypatch.setitem(P.PRETRAINED._entries, entry.name, entry)
     monkeypatch.delenv(P.WEIGHTS_ENV, raising=False)
     monkeypatch.setattr(P, "DEFAULT_WEIGHTS_DIR", tmp_path / "home_weights")
     with pytest.raises(NrflabError, match="no pinned sha256, so nrflab will not download it unverified"):
@@ -117,7 +117,7 @@ def test_unpinned_entries_are_never_downloaded_unverified(tmp_path, monkeypatch)
 
 def test_a_local_copy_of_an_unpinned_entry_loads_with_a_note(tmp_path, monkeypatch) -> None:
     entry = _small_rb_entry(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    monkeypatch.setitem(P.REGISTRY, entry.name, entry)
+    monkeypatch.setitem(P.PRETRAINED._entries, entry.name, entry)
     original = create_model("resnet18", "bn", 10, 3, width=0.0625, mean=entry.mean, std=entry.std, seed=3)
     target = tmp_path / "weights" / entry.filename
     target.parent.mkdir(parents=True)

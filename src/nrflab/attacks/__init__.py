@@ -20,18 +20,9 @@ from nrflab.attacks.fgsm import FGSM  # isort: split
 
 from nrflab.attacks.none import NoAttack  # isort: split
 
-from nrflab.attacks.base import (
-    Attack,
-    LossFn,
-    Norm,
-    check_images,
-    cross_entropy_loss,
-    enforce_ball,
-    per_sample_noise,
-    project,
-)
+from nrflab.attacks.base import Attack, Norm, check_images, cross_entropy_loss, per_sample_noise, project
 from nrflab.attacks.fast import pgd_update
-from nrflab.attacks.registry import AttackKind, attack_kind, list_attacks, register_attack
+from nrflab.attacks.registry import attack_kind, list_attacks, register_attack
 from nrflab.attacks.spec import AttackSpec, attack_from_parts, parse_attack
 from nrflab.core.modules import frozen_model
 
@@ -39,16 +30,13 @@ __all__ = [
     "FGSM",
     "PGD",
     "Attack",
-    "AttackKind",
     "AttackSpec",
-    "LossFn",
     "NoAttack",
     "Norm",
     "attack_from_parts",
     "attack_kind",
     "check_images",
     "cross_entropy_loss",
-    "enforce_ball",
     "frozen_model",
     "list_attacks",
     "parse_attack",

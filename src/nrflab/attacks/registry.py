@@ -16,7 +16,10 @@ from nrflab.core.registry import Registry
 
 A = TypeVar("A", bound=type[Attack])
 
-__all__ = ["AttackKind", "attack_kind", "list_attacks", "register_attack"]
+__all__ = [
+    "list_attacks",
+    "register_attack",
+]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from nrflab.attacks.base import Attack, Norm
 from nrflab.attacks.registry import AttackKind, attack_kind
 from nrflab.core.errors import NrflabError
 
-__all__ = ["AttackSpec", "attack_from_parts", "parse_attack"]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
 
 
 @dataclass(frozen=True)

@@ -52,4 +52,6 @@ def run() -> None:  # pragma: no cover - console script shim
     sys.exit(main())
 
 
-__all__ = ["app", "main"]
+__all__ = [
+    "main",
+]

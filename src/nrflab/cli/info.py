@@ -27,25 +27,24 @@ def list_choices(
         )
         return
     from nrflab.attacks import attack_kind, list_attacks
-    from nrflab.cli.experiments import EXPERIMENTS
-    from nrflab.data import available_datasets
-    from nrflab.models import ARCHS, NORM_DESCRIPTIONS
+    from nrflab.data import list_datasets
+    from nrflab.experiments.registry import EXPERIMENTS, list_experiments
+    from nrflab.models import ARCHS, NORMS, list_archs, list_norms, list_pretrained
 
-    typer.echo("datasets:      " + ", ".join(available_datasets()) + ", or a directory built by `nrflab build-dataset`")
-    typer.echo("architectures:")
-    for name, spec in sorted(ARCHS.items()):
-        typer.echo(f"  {name:<10} {spec.description}")
-    typer.echo("normalizations:")
-    for name, text in NORM_DESCRIPTIONS.items():
-        typer.echo(f"  {name:<10} {text}")
+    typer.echo("datasets:      " + ", ".join(list_datasets()) + ", or a directory built by `nrflab build-dataset`")
+    for title, names, describe in (
+        ("architectures", list_archs(), lambda n: ARCHS.get(n).description),
+        ("normalizations", list_norms(), lambda n: NORMS.get(n).description),
+    ):
+        typer.echo(f"{title}:")
+        for name in names:
+            typer.echo(f"  {name:<10} {describe(name)}")
     typer.echo(
         "attacks:       "
         + ", ".join(k for k in list_attacks() if attack_kind(k).perturbs)
         + "  (spec: KIND:eps=E,steps=N,step=S,random_start=1,restarts=R,targeted=1)"
     )
     typer.echo("experiments:")
-    for name, text in EXPERIMENTS.items():
-        typer.echo(f"  {name:<10} {text}")
-    from nrflab.models.pretrained import available_pretrained
-
-    typer.echo(f"pretrained:    {len(available_pretrained())} registered models (`nrflab list --pretrained`)")
+    for name in list_experiments():
+        typer.echo(f"  {name:<10} {EXPERIMENTS.get(name).summary}")
+    typer.echo(f"pretrained:    {len(list_pretrained())} registered models (`nrflab list --pretrained`)")

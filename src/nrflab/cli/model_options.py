@@ -105,9 +105,9 @@ def default_dataset_of(loaded: LoadedModel) -> str | None:
         except (NrflabError, KeyError, TypeError):
             return None
     if loaded.kind == "pretrained":
-        from nrflab.models.pretrained import REGISTRY
+        from nrflab.models.pretrained import available_pretrained
 
-        for entry in REGISTRY.values():
+        for entry in available_pretrained():
             shipped = entry.package_file and loaded.source.endswith(entry.package_file[1])
             if entry.name == loaded.name or loaded.source.endswith(entry.filename) or shipped:
                 return entry.dataset
@@ -125,19 +125,4 @@ def echo_model(loaded: LoadedModel) -> None:
         typer.echo(line)
 
 
-__all__ = [
-    "ALLOW_UNVERIFIED_OPTION",
-    "ARCH_OPTION",
-    "MEAN_OPTION",
-    "MODEL_HELP",
-    "NORM_OPTION",
-    "NUM_CLASSES_OPTION",
-    "STD_OPTION",
-    "WEIGHTS_DIR_OPTION",
-    "WIDTH_OPTION",
-    "default_dataset_of",
-    "echo_model",
-    "load_model_option",
-    "model_slug",
-    "parse_channel_values",
-]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

@@ -17,7 +17,7 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, get_args
 
 import torch
 from torch import nn
@@ -28,7 +28,7 @@ log = logging.getLogger("nrflab.core.accel")
 
 DeviceLike = Union[torch.device, str]
 CompileMode = Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 
 #: Evaluation batch size used for ``"auto"`` where no memory can be probed (CPU): the config's default.
 DEFAULT_EVAL_BATCH_SIZE = 256
@@ -338,22 +338,5 @@ def training_model(model: nn.Module, compile_mode: bool | str | None) -> Callabl
 
 
 __all__ = [
-    "COMPILE_MODES",
-    "CapturedStep",
-    "CompiledFunction",
-    "CompiledTrainingModel",
-    "DEFAULT_EVAL_BATCH_SIZE",
-    "MemoryProbe",
-    "as_device",
-    "default_accelerate",
-    "even_batches",
-    "is_cuda",
-    "module_signature",
-    "probe_memory",
-    "resolve_batch_size",
-    "resolve_compile_mode",
-    "shared_graph_pool",
-    "synchronize",
     "to_device_async",
-    "training_model",
 ]

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import field
+
+from nrflab.core.records import record
 
 CLEAN = "clean_acc"
 SHIFTED = "shifted_acc"
 LIGS = "ligs"
 LOGIT_SIM = "logit_sim"
 _ROBUST_PREFIX = "robust_acc["
+RHO = "rho"
+RELIANCE = ("agree_acc", "rf_suff_acc", "nrf_suff_acc", "f_r", "f_n", RHO)
+"""The reliance probe's columns (on planted data): accuracy on the agree, RF-sufficiency and NRF-sufficiency
+views, the swap fractions F_R and F_N, and rho = F_N - F_R (+1: the model follows the NRF)."""
 
 
 def robust_key(attack_label: str) -> str:
@@ -47,12 +52,7 @@ def robust_keys(columns: Iterable[str]) -> list[str]:
     return [c for c in columns if attack_of(c) is not None]
 
 
-def is_accuracy(key: str) -> bool:
-    """Whether a metric is an accuracy (shown in percent)."""
-    return key.endswith("acc") or attack_of(key) is not None or key.endswith("_acc")
-
-
-@dataclass(frozen=True)
+@record
 class EvalResult:
     """The framework's row for one model on one set of images.
 
@@ -76,15 +76,6 @@ class EvalResult:
             out[LOGIT_SIM] = self.logit_sim
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "clean_acc": self.clean_acc,
-            "robust_acc": dict(self.robust_acc),
-            "ligs": self.ligs,
-            "logit_sim": self.logit_sim,
-            "num_samples": self.num_samples,
-        }
-
     @classmethod
     def from_row(cls, row: Mapping[str, float], num_samples: int = 0) -> EvalResult:
         """Read back a metrics row (NaN LIGS counts as not measured)."""
@@ -104,10 +95,11 @@ __all__ = [
     "EvalResult",
     "LIGS",
     "LOGIT_SIM",
+    "RELIANCE",
+    "RHO",
     "SHIFTED",
     "attack_of",
     "attack_title",
-    "is_accuracy",
     "robust_key",
     "robust_keys",
 ]

@@ -10,6 +10,7 @@ Nothing here unpickles or executes anything.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.records import to_json
 
 TEMP_SUFFIX = ".tmp"
 
@@ -80,13 +82,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
 
 
 def json_default(obj: Any) -> Any:
-    """JSON for the types results carry: paths, sets/tuples, tensors and numpy scalars, dataclasses."""
+    """JSON for the types results carry: paths, sets/tuples, tensors and numpy scalars, records (dataclasses)."""
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, (set, tuple)):
         return list(obj)
     if torch.is_tensor(obj):
         return obj.tolist()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_json(obj)
     if hasattr(obj, "to_dict"):
         return obj.to_dict()
     if hasattr(obj, "item"):
@@ -207,11 +211,8 @@ def read_numeric_csv(path: str | os.PathLike[str], what: str = "metrics file") -
 
 __all__ = [
     "atomic_save_tensors",
-    "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
-    "file_mode",
-    "json_default",
     "read_json",
     "read_numeric_csv",
     "read_yaml_mapping",

@@ -9,9 +9,12 @@ interval of the measured difference excludes zero, on the claimed side or the ot
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
+
+import torch
 
 Z95 = 1.959963984540054
 
@@ -146,22 +149,24 @@ def judge(
     return Verdict(claim, outcome, evidence, difference, low, high, protocol)
 
 
-def fmt_interval(low: float, high: float, *, scale: float = 100.0, digits: int = 1) -> str:
-    """``[low, high]`` scaled (percentage points by default), or ``[n/a]``."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "[n/a]"
-    return f"[{scale * low:.{digits}f}, {scale * high:.{digits}f}]"
+def finite_mean(values: Sequence[float | None] | torch.Tensor) -> float:
+    """The mean over finite entries (None, NaN and Inf dropped, as the official code does); NaN if none.
+
+    A tensor is averaged in its own dtype (pass ``values.double()`` for a double-precision mean).
+    """
+    if isinstance(values, torch.Tensor):
+        v = values[torch.isfinite(values)]
+        return float(v.mean()) if v.numel() else math.nan
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.fmean(vals) if vals else math.nan
 
 
 __all__ = [
-    "Outcome",
     "Verdict",
-    "Z95",
-    "fmt_interval",
+    "finite_mean",
     "judge",
     "mean_ci",
     "paired_ci",
-    "t_quantile",
     "two_proportion_ci",
     "wilson",
 ]

@@ -5,7 +5,6 @@ One definition each, used by configs, the CLI and the library, so every command 
 
 from __future__ import annotations
 
-import math
 from typing import Annotated
 
 import torch
@@ -28,23 +27,6 @@ def check_seed(value: int, what: str = "seed") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
         raise NrflabError(f"{what} must be an integer in 0..{SEED_MAX}, got {value!r}")
     return int(value)
-
-
-def check_finite(
-    value: float, what: str, *, low: float | None = None, low_inclusive: bool = True, high: float | None = None
-) -> float:
-    """A finite float within bounds, or a one-line error naming ``what``."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise NrflabError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise NrflabError(f"{what} must be finite, got {value!r}")
-    if low is not None and (v < low or (v == low and not low_inclusive)):
-        raise NrflabError(f"{what} must be {'>=' if low_inclusive else '>'} {low:g}, got {v:g}")
-    if high is not None and v > high:
-        raise NrflabError(f"{what} must be <= {high:g}, got {v:g}")
-    return v
 
 
 def check_positive_int(value: object, what: str, *, minimum: int = 1) -> int:
@@ -95,7 +77,6 @@ __all__ = [
     "SEED_MAX",
     "Seed",
     "WIDTH_MAX",
-    "check_finite",
     "check_positive_int",
     "check_seed",
     "resolve_device",

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.registry import Registry
 from nrflab.data.views import RelianceViews
 
 
@@ -94,24 +95,27 @@ class DatasetBundle:
 
 
 Loader = Callable[..., DatasetBundle]
-_REGISTRY: dict[str, Loader] = {}
-_TAKES_PARAMS: set[str] = set()
+
+
+@dataclass(frozen=True)
+class DatasetLoader:
+    """A registered dataset: its loader and whether the loader takes ``NAME:key=value`` parameters."""
+
+    load: Loader
+    params: bool = False
+
+
+DATASETS: Registry[DatasetLoader] = Registry("dataset")
+"""Every dataset ``load_dataset`` knows by name."""
 
 
 def register_dataset(name: str, *, params: bool = False) -> Callable[[Loader], Loader]:
     """Register ``loader(root, download) -> DatasetBundle`` under ``name``.
 
     With ``params=True`` the loader also receives ``params: dict[str, str]`` parsed from a name like
-    ``planted:preset=drand,a_n=0.2`` and must validate them itself (one-line errors).
+    ``planted:variant=drand,a_n=0.2`` and must validate them itself (one-line errors).
     """
-
-    def deco(fn: Loader) -> Loader:
-        _REGISTRY[name] = fn
-        if params:
-            _TAKES_PARAMS.add(name)
-        return fn
-
-    return deco
+    return DATASETS.register(name, lambda fn: DatasetLoader(fn, params))
 
 
 DirectoryLoader = Callable[[Path], DatasetBundle]
@@ -130,7 +134,7 @@ def register_directory_format(marker: str) -> Callable[[DirectoryLoader], Direct
 
 
 def parse_dataset_name(name: str) -> tuple[str, dict[str, str]]:
-    """``"planted:preset=drand,a_n=0.2"`` -> ``("planted", {"preset": "drand", "a_n": "0.2"})``.
+    """``"planted:variant=drand,a_n=0.2"`` -> ``("planted", {"variant": "drand", "a_n": "0.2"})``.
 
     A name without ``:`` has no parameters. Keys are lower-cased; values are kept as text.
     """
@@ -149,8 +153,9 @@ def parse_dataset_name(name: str) -> tuple[str, dict[str, str]]:
     return key.strip().lower(), params
 
 
-def available_datasets() -> list[str]:
-    return sorted(_REGISTRY)
+def list_datasets(filter: str | None = None) -> list[str]:
+    """Registered dataset names, sorted; ``filter`` is a shell pattern (``"cifar*"``)."""
+    return sorted(DATASETS.names(filter))
 
 
 def load_dataset(name: str, root: str | os.PathLike[str] | None = None, download: bool = False) -> DatasetBundle:
@@ -162,21 +167,22 @@ def load_dataset(name: str, root: str | os.PathLike[str] | None = None, download
     key, params = (
         parse_dataset_name(str(name)) if ":" in str(name) and not Path(name).exists() else (str(name).lower(), {})
     )
-    if key in _REGISTRY:
-        if key in _TAKES_PARAMS:
-            return _REGISTRY[key](root=root, download=download, params=params)
+    if key in DATASETS:
+        entry = DATASETS.get(key)
+        if entry.params:
+            return entry.load(root=root, download=download, params=params)
         if params:
             if set(params) == {"root"} and root is None:
-                return _REGISTRY[key](root=params["root"], download=download)
+                return entry.load(root=params["root"], download=download)
             raise NrflabError(f"dataset {key!r} takes no parameters besides root (got {', '.join(sorted(params))})")
-        return _REGISTRY[key](root=root, download=download)
+        return entry.load(root=root, download=download)
     path = Path(name)
     if path.is_dir():
         for marker, loader in _DIRECTORY_LOADERS.items():
             if (path / marker).exists():
                 return loader(path)
     raise NrflabError(
-        f"unknown dataset {name!r}; choose one of {', '.join(available_datasets())}, "
+        f"unknown dataset {name!r}; choose one of {', '.join(list_datasets())}, "
         "or give the directory of a dataset built with `nrflab build-dataset`"
     )
 

@@ -160,11 +160,8 @@ def load_built_dataset(path: str | os.PathLike[str]) -> DatasetBundle:
 
 __all__ = [
     "CARD_FILE",
-    "BaseDatasetInfo",
-    "DatasetCard",
     "is_built_dataset",
     "load_built_arrays",
-    "load_built_dataset",
     "read_card",
     "shard_name",
 ]

@@ -15,7 +15,7 @@ predictive, a planted D_rand (RF class random, NRF = label) and a planted confli
 ``nrflab.measure.reliance``): agree (r = n = y, the bundle's ``test``), RF-sufficiency (r = y, n random),
 NRF-sufficiency (n = y, r random) and swap (r = a, n = b != a).
 
-Names: ``planted``, ``planted:preset=drand,a_n=0.2,size=16``, ``planted:rf=mnist,preset=drand`` (the
+Names: ``planted``, ``planted:variant=drand,a_n=0.2,size=16``, ``planted:rf=mnist,variant=drand`` (the
 mnist5k digit, rescaled to [m, 1 - m] with m >= 0.1 chosen so the NRF survives clipping, is the RF). Every parameter is recorded in ``bundle.info``.
 
 Defaults and why (measured with ``generate``; see the planted experiment's docstring for training
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -43,9 +44,9 @@ SIZES = (16, 28, 32)
 BANDS = ("low", "mid", "high")
 RF_SOURCES = ("synthetic", "mnist")
 
-#: Named presets: parameter values over the defaults; explicit parameters win. ``p_r = "chance"`` means
+#: Named variants: parameter values over the defaults; explicit parameters win. ``p_r = "chance"`` means
 #: ``1 / classes`` (the RF class independent of the label).
-PRESETS: dict[str, dict[str, Any]] = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "redundant": {"p_r": 1.0, "p_n": 1.0},
     "nrf-predictive": {"p_r": 0.8, "p_n": 1.0},
     "rf-predictive": {"p_r": 1.0, "p_n": 0.8},
@@ -58,7 +59,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "control-mid": {"p_r": 0.8, "p_n": 1.0, "nrf_band": "mid"},  # non-robust, mid-frequency
     "control-noise": {"p_r": 0.8, "p_n": 1.0, "noise": 0.05},  # same NRF norm, less available
 }
-PRESET_HELP = {
+VARIANT_HELP = {
     "redundant": "both features fully predictive",
     "nrf-predictive": "NRF more predictive (p_r=0.8)",
     "rf-predictive": "RF more predictive (p_n=0.8)",
@@ -79,7 +80,7 @@ class PlantedSpec:
     ``a_r``/``a_n`` are L2 norms over the whole C x S x S image; ``None`` for ``a_r`` means 6 * size / 32.
     """
 
-    preset: str = "redundant"
+    variant: str = "redundant"
     rf: Literal["synthetic", "mnist"] = "synthetic"
     size: int = 32
     channels: int = 3
@@ -114,6 +115,11 @@ class PlantedSpec:
             return float(self.margin)
         pixel_std = math.hypot(self.a_n / self.size, self.noise)
         return float(min(0.45, max(0.1, 4 * pixel_std)))
+
+    @property
+    def preset(self) -> str:
+        """The old name of :attr:`variant`."""
+        return self.variant
 
     @property
     def max_shift(self) -> int:
@@ -167,23 +173,40 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "size": (1, 10_000),
 }
 _CHOICES: dict[str, tuple[str, ...]] = {"rf": RF_SOURCES, "rf_band": BANDS, "nrf_band": BANDS}
-PARAMETERS = ("preset", *sorted([*_FLOAT_RANGES, *_INT_RANGES, *_CHOICES]))
+PARAMETERS = ("variant", *sorted([*_FLOAT_RANGES, *_INT_RANGES, *_CHOICES]))
+OLD_VARIANT_KEY = "preset"
+"""The old spelling of ``variant=`` in planted names (still accepted, with a deprecation line)."""
+
+
+def _renamed_variant(params: dict[str, str]) -> dict[str, str]:
+    """``preset=`` read as ``variant=`` (with a deprecation line); both at once is an error."""
+    if OLD_VARIANT_KEY not in params:
+        return params
+    if "variant" in params:
+        raise NrflabError("planted: give variant= only (preset= is its old spelling)")
+    warnings.warn(
+        "planted: 'preset=' is now spelled 'variant=' (e.g. planted:variant=drand); the old spelling still works",
+        FutureWarning,
+        stacklevel=3,
+    )
+    return {("variant" if k == OLD_VARIANT_KEY else k): v for k, v in params.items()}
 
 
 def spec_from_params(params: dict[str, str]) -> PlantedSpec:
-    """Validate ``name:key=value`` parameters and resolve them over the preset and the defaults.
+    """Validate ``name:key=value`` parameters and resolve them over the variant and the defaults.
 
     Every problem is a one-line ``NrflabError`` naming the accepted choices.
     """
+    params = _renamed_variant(params)
     unknown = sorted(set(params) - set(PARAMETERS))
     if unknown:
         raise NrflabError(f"unknown planted parameter {unknown[0]!r}; choose from {', '.join(PARAMETERS)}")
-    preset = params.get("preset", "redundant").lower()
-    if preset not in PRESETS:
-        raise NrflabError(f"unknown planted preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    values: dict[str, Any] = {"preset": preset}
+    variant = params.get("variant", "redundant").lower()
+    if variant not in VARIANTS:
+        raise NrflabError(f"unknown planted variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+    values: dict[str, Any] = {"variant": variant}
     for key, text in params.items():
-        if key == "preset":
+        if key == "variant":
             continue
         if key in _FLOAT_RANGES:
             lo, hi = _FLOAT_RANGES[key]
@@ -196,7 +219,7 @@ def spec_from_params(params: dict[str, str]) -> PlantedSpec:
             if choice not in _CHOICES[key]:
                 raise NrflabError(f"planted parameter {key} must be one of {', '.join(_CHOICES[key])}, got {text!r}")
             values[key] = choice
-    merged = {**PRESETS[preset], **values}
+    merged = {**VARIANTS[variant], **values}
     if merged.get("rf") == "mnist":  # the digits fix channels and classes; native size, all digits
         for key, value in (("channels", 1), ("size", 28), ("train", 4000)):
             merged.setdefault(key, value)
@@ -549,15 +572,15 @@ def make_views(spec: PlantedSpec) -> PlantedViews:
 
 
 def dataset_name(spec: PlantedSpec) -> str:
-    """The canonical name of a spec: the preset, then only the parameters that differ from its values.
+    """The canonical name of a spec: the variant, then only the parameters that differ from its values.
 
     ``load_dataset(dataset_name(spec))`` generates the same data as ``spec``.
     """
-    params = {"preset": spec.preset, **({"rf": "mnist"} if spec.rf == "mnist" else {"classes": str(spec.classes)})}
+    params = {"variant": spec.variant, **({"rf": "mnist"} if spec.rf == "mnist" else {"classes": str(spec.classes)})}
     base = spec_from_params(params)
-    parts = [f"preset={spec.preset}"] + (["rf=mnist"] if spec.rf == "mnist" else [])
+    parts = [f"variant={spec.variant}"] + (["rf=mnist"] if spec.rf == "mnist" else [])
     for key, value in asdict(spec).items():
-        if key not in ("preset", "rf") and getattr(base, key) != value:
+        if key not in ("variant", "rf") and getattr(base, key) != value:
             parts.append(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}")
     return "planted:" + ",".join(parts)
 
@@ -609,28 +632,16 @@ def load_planted(root: object = None, download: bool = False, params: dict[str, 
     return build_bundle(spec_from_params(dict(params or {})))
 
 
-def describe_presets() -> str:
-    """One line per preset, for help texts and errors."""
-    return "; ".join(f"{k}: {v}" for k, v in PRESET_HELP.items())
-
-
 __all__ = [
-    "BANDS",
-    "PARAMETERS",
-    "PRESETS",
-    "PlantedSample",
+    "VARIANTS",
     "PlantedSpec",
-    "PlantedTemplates",
-    "PlantedViews",
     "assign_classes",
     "band_mask",
     "build_bundle",
     "dataset_name",
     "dct_images",
-    "describe_presets",
     "generate",
     "idct_images",
-    "load_planted",
     "make_templates",
     "make_views",
     "spec_from_params",

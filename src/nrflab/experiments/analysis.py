@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import math
-import statistics
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from nrflab.core.stats import finite_mean
 from nrflab.data import DatasetBundle, load_dataset
 from nrflab.measure.metrics import dataset_tensors
 
@@ -44,27 +43,9 @@ def load_bundle(settings: Any) -> DatasetBundle:
     return load_dataset(settings.dataset, root=settings.data_root)
 
 
-def cell(values: Sequence[float], fmt: Callable[[float], str]) -> str:
-    """``mean (min to max)`` over seeds, the single value, or n/a."""
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return fmt(vals[0])
-    return f"{fmt(statistics.fmean(vals))} ({fmt(min(vals))} to {fmt(max(vals))})"
-
-
-def finite_mean(values: Sequence[float]) -> float:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return statistics.fmean(vals) if vals else math.nan
-
-
 def tensor_mean(values: object) -> float:
-    """Mean of the finite entries of a tensor (NaN when there are none or it is not a tensor)."""
-    if not isinstance(values, torch.Tensor):
-        return math.nan
-    v = values[torch.isfinite(values)]
-    return float(v.double().mean()) if v.numel() else math.nan
+    """Mean of the finite entries of a tensor in double precision (NaN when there are none or it is not a tensor)."""
+    return finite_mean(values.double()) if isinstance(values, torch.Tensor) else math.nan
 
 
 def settings_text(settings: Any) -> str:
@@ -85,14 +66,4 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-__all__ = [
-    "NORM_TITLES",
-    "TEST_SUBSET_SEED",
-    "cell",
-    "finite_mean",
-    "load_bundle",
-    "norm_title",
-    "settings_text",
-    "tensor_mean",
-    "test_images",
-]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

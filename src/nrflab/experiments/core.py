@@ -15,15 +15,16 @@ from typing import Optional
 from pydantic import Field
 
 from nrflab.core.columns import LIGS, attack_title
+from nrflab.core.fmt import num, pct, spread
 from nrflab.core.stats import Verdict
 from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
-from nrflab.experiments.analysis import cell, load_bundle, norm_title, tensor_mean, test_images
+from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, test_images
 from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import Outcomes, compare, compare_scalars, measure, measure_task
 from nrflab.experiments.guard import Health, health, named, verdict, void_reason
 from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
 from nrflab.measure.protocols import PAPER
-from nrflab.report.document import Section, markdown_table, num, pct, verdict_line
+from nrflab.report.document import Section, markdown_table, verdict_line
 from nrflab.report.plots import plot_runs
 from nrflab.runs.rundir import RunDir
 
@@ -128,9 +129,9 @@ def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
     for norm in s.norms:
         o = groups[norm]
         rows.append(
-            [f"{s.arch}/{norm}", len(o), cell([v.accuracy() for v in o], pct)]
-            + [cell([float(v.robust_correct(lab).mean()) for v in o], pct) for lab in rob_labels]
-            + [cell([tensor_mean(v.ligs) for v in o], num)]
+            [f"{s.arch}/{norm}", len(o), spread([v.accuracy() for v in o], pct)]
+            + [spread([float(v.robust_correct(lab).mean()) for v in o], pct) for lab in rob_labels]
+            + [spread([tensor_mean(v.ligs) for v in o], num)]
         )
     hb = named(
         f"{norm_title(with_norm)} twin",
@@ -262,4 +263,7 @@ SPEC = ExperimentSpec(
     epoch_keys=("twins.epochs",),
 )
 
-__all__ = ["CPU", "CoreSettings", "PAPER_SCALE", "QUICK", "SPEC", "analyze", "plan", "run"]
+__all__ = [
+    "QUICK",
+    "SPEC",
+]

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from nrflab.core.stats import Verdict
-from nrflab.experiments.analysis import finite_mean
+from nrflab.core.fmt import num, pct
+from nrflab.core.stats import Verdict, finite_mean
 from nrflab.experiments.evidence import compare
 from nrflab.experiments.guard import verdict, void_reason
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
 from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, plan_with_corruptions
 from nrflab.measure.protocols import PAPER
-from nrflab.report.document import Section, markdown_table, num, pct, verdict_line
+from nrflab.report.document import Section, markdown_table, verdict_line
 from nrflab.report.plots import new_figure, save_figure
 
 
@@ -130,4 +130,4 @@ SPEC = ExperimentSpec(
     epoch_keys=EPOCH_KEYS,
 )
 
-__all__ = ["SPEC", "analyze", "claims"]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

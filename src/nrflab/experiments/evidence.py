@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nrflab.core.stats import mean_ci, paired_ci, two_proportion_ci
+from nrflab.core.stats import finite_mean, mean_ci, paired_ci, two_proportion_ci
 from nrflab.measure.protocols import PAPER, Protocol, predict
 
 if TYPE_CHECKING:
@@ -323,10 +323,10 @@ def compare(
 ) -> Comparison:
     """``mean(a) - mean(b)`` from per-image values of each seed's model (lists aligned with ``seeds``)."""
     seed_text = ", ".join(map(str, seeds))
-    mean_a = sum(float(_finite_mean(v)) for v in a) / len(a)
-    mean_b = sum(float(_finite_mean(v)) for v in b) / len(b)
+    mean_a = sum(float(finite_mean(v.double())) for v in a) / len(a)
+    mean_b = sum(float(finite_mean(v.double())) for v in b) / len(b)
     if len(seeds) >= MIN_SEEDS_FOR_SEED_INTERVAL:
-        d, lo, hi = paired_ci([_finite_mean(v) for v in a], [_finite_mean(v) for v in b])
+        d, lo, hi = paired_ci([finite_mean(v.double()) for v in a], [finite_mean(v.double()) for v in b])
         return Comparison(d, lo, hi, f"95 % t-interval over seeds {seed_text}, paired by seed", mean_a, mean_b)
     per_a = torch.stack([v.double() for v in a]).mean(0)
     per_b = torch.stack([v.double() for v in b]).mean(0)
@@ -367,21 +367,7 @@ def compare_proportions(p1: float, p2: float, n: int, *, what: str) -> Compariso
     )
 
 
-def _finite_mean(v: torch.Tensor) -> float:
-    v = v.double()
-    v = v[torch.isfinite(v)]
-    return float(v.mean()) if v.numel() else math.nan
-
-
 __all__ = [
-    "Comparison",
-    "MIN_SEEDS_FOR_SEED_INTERVAL",
     "Outcomes",
     "compare",
-    "compare_proportions",
-    "compare_scalars",
-    "measure",
-    "measure_run",
-    "measure_task",
-    "measured",
 ]

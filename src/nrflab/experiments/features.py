@@ -21,10 +21,11 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nrflab.core.fmt import num, pct, spread
 from nrflab.core.stats import Verdict
 from nrflab.data.built import read_card
 from nrflab.data.defaults import PAPER_EVAL_ATTACKS
-from nrflab.experiments.analysis import cell, load_bundle, norm_title, tensor_mean, test_images
+from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, test_images
 from nrflab.experiments.engine import BuildTask, Task, TrainTask
 from nrflab.experiments.evidence import (
     MIN_SEEDS_FOR_SEED_INTERVAL,
@@ -39,7 +40,7 @@ from nrflab.experiments.evidence import (
 from nrflab.experiments.guard import Health, health, named, verdict, void_reason
 from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
 from nrflab.measure.protocols import BATCH_STATS, PAPER, Protocol, get_protocol
-from nrflab.report.document import Section, markdown_table, num, pct, verdict_line
+from nrflab.report.document import Section, markdown_table, verdict_line
 from nrflab.report.plots import plot_runs
 from nrflab.runs.rundir import RunDir
 
@@ -351,10 +352,10 @@ def analyze(s: FeaturesSettings, ctx: AnalysisContext) -> list[Section]:
                 [
                     SET_TITLES[kind],
                     norm_title(norm),
-                    cell([v.accuracy() for v in o], pct),
-                    cell([float(v.robust_correct(rob).mean()) for v in o], pct) if rob else "n/a",
-                    cell([tensor_mean(v.ligs) for v in o], num),
-                    cell([v.accuracy(1, twins.C) for v in o], pct) if kind == "conflicting" else "",
+                    spread([v.accuracy() for v in o], pct),
+                    spread([float(v.robust_correct(rob).mean()) for v in o], pct) if rob else "n/a",
+                    spread([tensor_mean(v.ligs) for v in o], num),
+                    spread([v.accuracy(1, twins.C) for v in o], pct) if kind == "conflicting" else "",
                 ]
             )
         extra = [("shifted_acc", "accuracy vs y+1 (follows RFs)")] if kind == "conflicting" else []
@@ -429,8 +430,8 @@ def _protocol_table(s: FeaturesSettings, twins: _Twins) -> str:
             for p in (PAPER, BATCH_STATS):
                 o = twins.outcomes(kind, norm, p)
                 cells.append(
-                    f"{cell([v.accuracy() for v in o], pct)} / {cell([v.accuracy(1, twins.C) for v in o], pct)}"
-                    f" / {cell([v.top_class()[1] for v in o], pct)}"
+                    f"{spread([v.accuracy() for v in o], pct)} / {spread([v.accuracy(1, twins.C) for v in o], pct)}"
+                    f" / {spread([v.top_class()[1] for v in o], pct)}"
                 )
             rows.append([SET_TITLES[kind], norm_title(norm), *cells])
     return markdown_table(
@@ -595,16 +596,6 @@ SPEC = ExperimentSpec(
 )
 
 __all__ = [
-    "BuildGroup",
-    "CPU",
-    "FeaturesSettings",
-    "PAPER_SCALE",
     "QUICK",
-    "SETS",
     "SPEC",
-    "analyze",
-    "claims",
-    "plan",
-    "run",
-    "twin_stage",
 ]

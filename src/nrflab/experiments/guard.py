@@ -19,9 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nrflab.core.stats import Verdict, fmt_interval, judge
+from nrflab.core.fmt import interval, pct
+from nrflab.core.stats import Verdict, judge
 from nrflab.experiments.evidence import Comparison, Outcomes
-from nrflab.report.document import pct
 from nrflab.runs.rundir import RunDir
 
 #: "Near chance": final training accuracy below chance + this.
@@ -130,7 +130,7 @@ def verdict(
     diff = "n/a" if not math.isfinite(comparison.difference) else f"{scale * comparison.difference:+.{digits}f}"
     text = (
         f"{evidence} Difference {diff} {unit}, 95 % CI "
-        f"{fmt_interval(comparison.low, comparison.high, scale=scale, digits=digits)}."
+        f"{interval(comparison.low, comparison.high, scale=scale, digits=digits)}."
     )
     return judge(
         claim,
@@ -143,4 +143,8 @@ def verdict(
     )
 
 
-__all__ = ["CHANCE_MARGIN", "COLLAPSE_SHARE", "Health", "USEFULNESS_GAP", "health", "named", "verdict", "void_reason"]
+__all__ = [
+    "Health",
+    "verdict",
+    "void_reason",
+]

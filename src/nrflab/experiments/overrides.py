@@ -293,18 +293,9 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
 
 
 __all__ = [
-    "Assignment",
-    "COMMON_KEYS",
     "Overrides",
-    "Recipe",
     "check_assignments_used",
-    "check_recipes",
-    "check_recipes_run",
-    "deep_merge",
     "parse_assignment",
     "read_recipe",
-    "scoped_assignments",
     "settings_for",
-    "settings_error",
-    "validate_settings",
 ]

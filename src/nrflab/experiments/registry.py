@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.registry import Registry
 from nrflab.experiments.spec import ExperimentSpec
 
 #: (name, module) in chain order; each module's ``SPEC`` is the experiment.
@@ -27,6 +28,20 @@ CHAIN: tuple[tuple[str, str], ...] = (
 
 #: Names that stand for several experiments.
 ALIASES = {"norms": ("adversarial", "family", "corruptions")}
+
+EXPERIMENTS: Registry[ExperimentSpec] = Registry("experiment")
+"""Every installed experiment by name, in chain order (filled when :func:`experiments` first runs)."""
+
+
+def register_experiment(spec: ExperimentSpec) -> ExperimentSpec:
+    """Add an experiment under its name (registering the same spec again is a no-op)."""
+    return EXPERIMENTS.add(spec.name, spec)
+
+
+def list_experiments(filter: str | None = None) -> list[str]:
+    """Installed experiment names in chain order; ``filter`` is a shell pattern (``"plant*"``)."""
+    experiments()
+    return EXPERIMENTS.names(filter)
 
 
 @lru_cache(maxsize=1)
@@ -44,11 +59,8 @@ def experiments() -> dict[str, ExperimentSpec]:
         if not isinstance(spec, ExperimentSpec):
             raise NrflabError(f"experiment module {module_name} has no SPEC")
         found[name] = spec
+        register_experiment(spec)
     return found
-
-
-def names() -> list[str]:
-    return list(experiments())
 
 
 def get_spec(name: str) -> ExperimentSpec:
@@ -74,4 +86,12 @@ def select(only: str | Sequence[str] | None) -> list[ExperimentSpec]:
     return [spec for name, spec in found.items() if name in wanted]
 
 
-__all__ = ["ALIASES", "CHAIN", "experiments", "get_spec", "names", "select"]
+__all__ = [
+    "ALIASES",
+    "EXPERIMENTS",
+    "experiments",
+    "get_spec",
+    "list_experiments",
+    "register_experiment",
+    "select",
+]

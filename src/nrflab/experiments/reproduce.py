@@ -33,7 +33,7 @@ from nrflab.experiments.overrides import (
     parse_assignment,
     settings_for,
 )
-from nrflab.experiments.registry import get_spec, names, select
+from nrflab.experiments.registry import get_spec, list_experiments, select
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec, Stage
 from nrflab.measure.protocols import PROTOCOLS
 from nrflab.report.document import Section, write_report
@@ -168,9 +168,9 @@ def _failed_section(spec: ExperimentSpec, outcome: ExperimentOutcome) -> Section
 def resolve_chain(only: str | Sequence[str] | None, overrides: Overrides) -> list[tuple[ExperimentSpec, BaseModel]]:
     """The selected experiments and their validated settings (everything checked before anything runs)."""
     specs = select(only)
-    check_recipes(overrides.recipes, names(), selected=[s.name for s in specs])
+    check_recipes(overrides.recipes, list_experiments(), selected=[s.name for s in specs])
     check_assignments_used(specs, [parse_assignment(a) for a in overrides.assignments])
-    return [(spec, settings_for(spec, overrides, strict=False, chain=names())) for spec in specs]
+    return [(spec, settings_for(spec, overrides, strict=False, chain=list_experiments())) for spec in specs]
 
 
 def reproduce(
@@ -285,16 +285,9 @@ def manifest(
 
 
 __all__ = [
-    "ChainResult",
-    "ExperimentOutcome",
-    "INTRO",
-    "TITLE",
-    "chain_section",
     "plan_chain",
     "recipe_text",
     "reproduce",
     "resolve_chain",
     "run_chain",
-    "run_experiment",
-    "write_recipes",
 ]

@@ -179,4 +179,7 @@ class ExperimentSpec:
         return Path(out) / self.home if self.home else Path(out)
 
 
-__all__ = ["ALL_SCALES", "AnalysisContext", "ExperimentSettings", "ExperimentSpec", "SCALES", "STAGE_EXCLUDED", "Stage"]
+__all__ = [
+    "ALL_SCALES",
+    "Stage",
+]

@@ -24,6 +24,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from nrflab.core.fmt import ci, ci_phrase, pct, pct_ci, points
 from nrflab.core.stats import Verdict, judge, mean_ci, paired_ci
 from nrflab.data import DatasetBundle
 from nrflab.experiments.analysis import load_bundle, test_images
@@ -38,13 +39,10 @@ from nrflab.transfer import (
     OutputPaths,
     TransferResult,
     compute_matrix,
-    fmt_ci,
-    fmt_pct,
     prepare_matrix,
     resolve_model,
     write_outputs,
 )
-from nrflab.transfer.outputs import ci_phrase, fmt_points
 from nrflab.transfer.results import Interval
 from nrflab.transfer.store import open_store
 
@@ -428,9 +426,9 @@ def _matrix_markdown(result: TransferResult, dataset: str = "mnist5k") -> str:
                 g.sources,
                 f"{100 * sum(c[0] for c in clean[g.group]) / len(clean[g.group]):.1f}",
                 f"{100 * sum(c[1] for c in clean[g.group]) / len(clean[g.group]):.1f}",
-                fmt_pct(g.mean_success),
-                fmt_ci(g.ci),
-                fmt_pct(g.mean_target_accuracy),
+                pct(g.mean_success, unit=False),
+                ci(g.ci),
+                pct(g.mean_target_accuracy, unit=False),
             ]
             for g in result.per_source_group()
         ],
@@ -438,7 +436,10 @@ def _matrix_markdown(result: TransferResult, dataset: str = "mnist5k") -> str:
     gm = result.group_matrix()
     cells = markdown_table(
         ["source \\ target", *gm.columns],
-        [[a, *[f"{fmt_pct(c.mean)} {fmt_ci(c.ci)}" for c in row]] for a, row in zip(gm.rows, gm.cells, strict=True)],
+        [
+            [a, *[f"{pct(c.mean, unit=False)} {ci(c.ci)}" for c in row]]
+            for a, row in zip(gm.rows, gm.cells, strict=True)
+        ],
     )
     d = result.definitions
     settings = result.settings
@@ -455,27 +456,21 @@ def _early_markdown(
     curve: list[tuple[str, list[CurvePoint]]], early: list[EarlyVsFinal], rule: EarlyStop = EARLY_RULE
 ) -> str:
     rows = [
-        [group, p.epoch, f"{100 * p.clean_accuracy:.1f}", fmt_pct(p.mean_success), fmt_ci(p.ci)]
-        for group, points in curve
-        for p in points
+        [group, p.epoch, f"{100 * p.clean_accuracy:.1f}", pct(p.mean_success, unit=False), ci(p.ci)]
+        for group, curve_points in curve
+        for p in curve_points
     ]
     t1 = markdown_table(
         ["source group", "source epoch", "source clean acc %", "transfer success %", "95 % CI over seeds"], rows
     )
     t2 = markdown_table(
         ["source run", "early epoch", "success % (early)", "success % (final)", "gain (points)"],
-        [[r.run, r.epoch, fmt_pct(r.early), fmt_pct(r.final), fmt_points(r.gain)] for r in early],
+        [[r.run, r.epoch, pct(r.early, unit=False), pct(r.final, unit=False), points(r.gain)] for r in early],
     )
     return (
         f"Checkpoints of every epoch attack the final models of the other runs. Early stopping rule "
         f"`{rule}` (frac=F: the earliest kept epoch whose clean accuracy reaches F of the final).\n\n{t1}\n\n{t2}\n"
     )
-
-
-def _pct_ci(stats: tuple[float, float, float]) -> str:
-    """``mean [lo, hi]`` in percent (the interval left out when undefined)."""
-    ci = fmt_ci((stats[1], stats[2]))
-    return f"{fmt_pct(stats[0])} {ci}" if ci else fmt_pct(stats[0])
 
 
 def no_bn_claim(result: TransferResult, twins: Sequence[tuple[str, str]], *, protocol: str = "") -> Verdict:
@@ -503,11 +498,13 @@ def no_bn_claim(result: TransferResult, twins: Sequence[tuple[str, str]], *, pro
                     and p.target_group.endswith(f"/{tnorm}")
                 ]
                 vals[snorm] = mean_ci(ps)[0]
-            by_target.append(f"on {tnorm} targets: no-BN {fmt_pct(vals['none'])} vs BN {fmt_pct(vals['bn'])}")
-        parts.append(f"{arch}: no-BN sources {_pct_ci(m_nobn)} vs BN sources {_pct_ci(m_bn)} ({'; '.join(by_target)})")
+            by_target.append(
+                f"on {tnorm} targets: no-BN {pct(vals['none'], unit=False)} vs BN {pct(vals['bn'], unit=False)}"
+            )
+        parts.append(f"{arch}: no-BN sources {pct_ci(m_nobn)} vs BN sources {pct_ci(m_bn)} ({'; '.join(by_target)})")
     evidence = (
         f"Mean transfer success over targets (95 % CI over seeds): {'; '.join(parts)}. No-BN minus BN, "
-        f"paired by arch and seed: {fmt_points(diff)} points{ci_phrase((lo, hi))} over {len(twins)} twin pairs."
+        f"paired by arch and seed: {points(diff)} points{ci_phrase((lo, hi))} over {len(twins)} twin pairs."
     )
     return judge(
         NO_BN_CLAIM,
@@ -528,7 +525,7 @@ def early_stop_claim(rows: Sequence[EarlyVsFinal], *, protocol: str = "", rule: 
     g, lo, hi = mean_ci(gains, proportion=False)
     helped = sum(x > 0 for x in gains)
     evidence = (
-        f"Early checkpoint (rule {rule}) minus final model: mean {fmt_points(g)} points"
+        f"Early checkpoint (rule {rule}) minus final model: mean {points(g)} points"
         f"{ci_phrase((lo, hi))} over the {len(gains)} runs where the rule chose an earlier epoch; "
         f"higher for {helped}/{len(gains)}."
     )

@@ -14,15 +14,15 @@ from typing import Optional
 from pydantic import Field
 
 from nrflab.core.columns import attack_title
+from nrflab.core.fmt import markdown_table, num, pct, spread
 from nrflab.data import DatasetBundle
 from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
-from nrflab.experiments.analysis import cell, load_bundle, tensor_mean, test_images
+from nrflab.experiments.analysis import load_bundle, tensor_mean, test_images
 from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import Outcomes, measure, measure_task
 from nrflab.experiments.guard import Health, health, named
 from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
 from nrflab.measure.corruptions import SEVERITIES, benchmark_corruptions
-from nrflab.report.document import markdown_table, num, pct
 
 HOME = "norms"
 CURVE_ATTACK_CPU = "pgd-l2:eps=1.0,step=0.4,steps=5"
@@ -253,9 +253,9 @@ class Zoo:
         for name, (kind, norm) in groups.items():
             o = self.outcomes(kind, norm)
             rows.append(
-                [name, cell([v.accuracy() for v in o], pct)]
-                + [cell([float(v.robust_correct(lab).mean()) for v in o], pct) for lab in labels]
-                + [cell([tensor_mean(v.ligs) for v in o], num)]
+                [name, spread([v.accuracy() for v in o], pct)]
+                + [spread([float(v.robust_correct(lab).mean()) for v in o], pct) for lab in labels]
+                + [spread([tensor_mean(v.ligs) for v in o], num)]
             )
         return markdown_table(header, rows)
 
@@ -270,16 +270,4 @@ class Zoo:
         )
 
 
-__all__ = [
-    "CPU",
-    "EPOCH_KEYS",
-    "HOME",
-    "NormsSettings",
-    "PAPER_SCALE",
-    "QUICK",
-    "Zoo",
-    "final_attacks",
-    "plan",
-    "plan_with_corruptions",
-    "tasks",
-]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

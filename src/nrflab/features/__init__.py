@@ -12,41 +12,18 @@ Modules: ``settings`` (kinds, paper defaults, :class:`BuildSettings`), ``source`
 representation), ``builder`` (inputs and shards), ``build`` (the directory: card, shards, resume).
 """
 
-from nrflab.features.build import BuildResult, ShardCallback, build_dataset
-from nrflab.features.builder import BuildInputs, ShardBuilder, prepare_inputs, quantize, shard_generator
-from nrflab.features.settings import (
-    BUILD_KINDS,
-    DTYPES,
-    INVERSION_KINDS,
-    KIND_DEFAULTS,
-    KIND_DESCRIPTIONS,
-    LABEL_POLICIES,
-    TARGETED_KINDS,
-    BuildSettings,
-    make_settings,
-)
-from nrflab.features.source import Representation, Source, load_source, sha256_file
+from nrflab.features.build import build_dataset
+from nrflab.features.builder import quantize
+from nrflab.features.settings import BUILD_KINDS, DTYPES, KIND_DEFAULTS, LABEL_POLICIES, make_settings
+from nrflab.features.source import sha256_file
 
 __all__ = [
     "BUILD_KINDS",
-    "BuildInputs",
-    "BuildResult",
-    "BuildSettings",
     "DTYPES",
-    "INVERSION_KINDS",
     "KIND_DEFAULTS",
-    "KIND_DESCRIPTIONS",
     "LABEL_POLICIES",
-    "Representation",
-    "ShardBuilder",
-    "ShardCallback",
-    "Source",
-    "TARGETED_KINDS",
     "build_dataset",
-    "load_source",
     "make_settings",
-    "prepare_inputs",
     "quantize",
     "sha256_file",
-    "shard_generator",
 ]

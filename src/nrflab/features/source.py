@@ -126,4 +126,6 @@ class Representation:
         return cast(torch.Tensor, (self(x) - target).flatten(1).norm(dim=1))  # Tensor.norm is typed Any
 
 
-__all__ = ["Representation", "Source", "load_source", "sha256_file"]
+__all__ = [
+    "Representation",
+]

@@ -38,6 +38,8 @@ from torch.nn import functional as F
 
 from nrflab.attacks import AttackSpec, frozen_model
 from nrflab.core.errors import NrflabError
+from nrflab.core.fmt import pct
+from nrflab.core.records import record, to_json
 from nrflab.core.stats import paired_ci, wilson
 from nrflab.measure.metrics import ligs_per_sample, model_device
 
@@ -170,7 +172,7 @@ def recalibrated_variant(model: nn.Module, images: torch.Tensor, *, batch_size: 
     return out.eval()
 
 
-@dataclass(frozen=True)
+@record
 class FoldInfo:
     """How ``folded`` was built: BN layers folded into convolutions, turned into affines, and why."""
 
@@ -178,14 +180,6 @@ class FoldInfo:
     as_affine: int
     traced: bool
     reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "folded_into_conv": self.folded_into_conv,
-            "as_affine": self.as_affine,
-            "traced": self.traced,
-            "reason": self.reason,
-        }
 
 
 def folded_variant(model: nn.Module) -> tuple[nn.Module, FoldInfo]:
@@ -252,7 +246,7 @@ def make_variants(
 # The analysis
 
 
-@dataclass(frozen=True)
+@record
 class TransferNumbers:
     """Adversarial examples crafted on a variant, evaluated on the original model.
 
@@ -266,15 +260,6 @@ class TransferNumbers:
     success_rate: float
     ci: tuple[float, float]
     original_accuracy: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "eligible": self.eligible,
-            "successes": self.successes,
-            "success_rate": self.success_rate,
-            "ci": list(self.ci),
-            "original_accuracy": self.original_accuracy,
-        }
 
 
 @dataclass(frozen=True)
@@ -305,7 +290,7 @@ class VariantResult:
             "logit_sim": self.logit_sim,
             "agreement_with_original": self.agreement,
             "whitebox_success": dict(self.whitebox_success),
-            "transfer_to_original": {k: v.to_dict() for k, v in self.transfer.items()},
+            "transfer_to_original": to_json(self.transfer),
             "void": self.void,
         }
 
@@ -389,7 +374,7 @@ class BnAnalysis:
             "protocol": self.protocol,
             "variants": [v.to_dict() for v in self.variants],
             "differences_to_running": [d.to_dict() for d in self.differences],
-            "fold": self.fold.to_dict() if self.fold else None,
+            "fold": to_json(self.fold),
             "max_fold_error": self.max_fold_error,
         }
 
@@ -400,14 +385,14 @@ class BnAnalysis:
         header += [f"transfer to original % [{a}] (95 % CI)" for a in labels] + ["note"]
         rows = []
         for v in self.variants:
-            row = [v.variant, _pct(v.clean_acc)] + [_pct(v.robust_acc[a]) for a in labels]
-            row += ["n/a" if v.ligs is None or math.isnan(v.ligs) else f"{v.ligs:.3f}", _pct(v.agreement)]
+            row = [v.variant, pct(v.clean_acc, unit=False)] + [pct(v.robust_acc[a], unit=False) for a in labels]
+            row += ["n/a" if v.ligs is None or math.isnan(v.ligs) else f"{v.ligs:.3f}", pct(v.agreement, unit=False)]
             for a in labels:
                 t = v.transfer.get(a)
                 row.append(
                     "n/a"
                     if t is None or t.eligible == 0
-                    else f"{_pct(t.success_rate)} [{_pct(t.ci[0])}, {_pct(t.ci[1])}] n={t.eligible}"
+                    else f"{pct(t.success_rate, unit=False)} [{pct(t.ci[0], unit=False)}, {pct(t.ci[1], unit=False)}] n={t.eligible}"
                 )
             row.append(f"void: {v.void}" if v.void else ("white-box (self)" if v.variant == "running" else ""))
             rows.append(row)
@@ -473,10 +458,6 @@ class BnAnalysis:
             "adversarial examples to the original tell.",
         ]
         return "\n".join(parts) + "\n"
-
-
-def _pct(v: float) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
 
 
 def _ratio(mask: torch.Tensor) -> float:
@@ -637,28 +618,14 @@ def _max_logit_difference(a: nn.Module, b: nn.Module, x: torch.Tensor, batch_siz
     return worst
 
 
-def void_variants(analysis: BnAnalysis) -> list[str]:
-    """Names of the variants whose rows are void (they do not classify)."""
-    return [v.variant for v in analysis.variants if v.void]
-
-
 __all__ = [
     "BatchStatisticsNorm",
-    "BnAnalysis",
     "ChannelAffine",
-    "Difference",
-    "FoldInfo",
-    "TransferNumbers",
     "VARIANTS",
-    "VARIANT_DESCRIPTIONS",
-    "VariantResult",
     "affine_only_variant",
     "analyze_batchnorm",
     "batch_statistics_variant",
     "batchnorm_layers",
     "folded_variant",
-    "make_variants",
     "recalibrated_variant",
-    "running_statistics_variant",
-    "void_variants",
 ]

@@ -3,7 +3,6 @@ and robustness of the used features (LIGS, local input-gradient similarity)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -17,6 +16,7 @@ from nrflab.attacks import Attack, frozen_model, per_sample_noise
 from nrflab.core.columns import EvalResult
 from nrflab.core.errors import NrflabError
 from nrflab.core.modules import model_device
+from nrflab.core.stats import finite_mean
 from nrflab.data.base import iterate_batches
 
 Data = Union[
@@ -93,12 +93,6 @@ class LigsResult:
     @property
     def logit_sim(self) -> float:
         return finite_mean(self.logit_similarity)
-
-
-def finite_mean(values: torch.Tensor) -> float:
-    """Mean over finite entries (NaN/Inf dropped, as the official code does); NaN if none."""
-    v = values[torch.isfinite(values)]
-    return float(v.mean()) if v.numel() else math.nan
 
 
 def _ce_input_grad(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -191,19 +185,13 @@ def dataset_tensors(data: Data, limit: int | None = None) -> tuple[torch.Tensor,
 
 
 __all__ = [
-    "EvalResult",
-    "LigsResult",
     "accuracy",
-    "batches",
     "dataset_tensors",
     "evaluate_model",
-    "finite_mean",
-    "LIGS_NOISE_SALT",
     "ligs",
     "ligs_noise",
     "ligs_per_sample",
     "model_device",
-    "predict",
     "robust_accuracy",
 ]
 

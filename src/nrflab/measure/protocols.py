@@ -86,11 +86,9 @@ def predict(
 
 __all__ = [
     "BATCH_STATS",
-    "BATCH_STATS_BATCH",
     "PAPER",
     "PROTOCOLS",
     "Protocol",
     "get_protocol",
-    "has_batch_norm",
     "predict",
 ]

@@ -26,11 +26,12 @@ from scipy.fft import dctn
 from torch import nn
 
 from nrflab.attacks import frozen_model
+from nrflab.core.columns import RELIANCE
 from nrflab.core.errors import NrflabError
 from nrflab.data.views import RelianceViews
 
 Statistics = Literal["running", "batch"]
-RELIANCE_COLUMNS = ("agree_acc", "rf_suff_acc", "nrf_suff_acc", "f_r", "f_n", "rho")
+RELIANCE_COLUMNS = RELIANCE
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,7 @@ class RelianceResult:
         return self.f_n - self.f_r
 
     def as_row(self) -> dict[str, float]:
-        return {
-            "agree_acc": self.agree_acc,
-            "rf_suff_acc": self.rf_suff_acc,
-            "nrf_suff_acc": self.nrf_suff_acc,
-            "f_r": self.f_r,
-            "f_n": self.f_n,
-            "rho": self.rho,
-        }
+        return {column: getattr(self, column) for column in RELIANCE}
 
 
 def _device(model: nn.Module) -> torch.device:
@@ -196,10 +190,8 @@ __all__ = [
     "BandEnergy",
     "RELIANCE_COLUMNS",
     "RelianceProbe",
-    "RelianceResult",
     "RelianceViews",
     "band_energy",
-    "band_energy_per_sample",
     "predictions",
     "reliance",
 ]

@@ -328,13 +328,6 @@ def format_sanity(reports: Sequence[SanityReport]) -> list[str]:
 
 
 __all__ = [
-    "SanityCheck",
-    "SanityReport",
-    "check_eps_monotone",
-    "check_restarts",
-    "check_transfer",
-    "check_unbounded",
     "format_sanity",
     "sanity_checks",
-    "unbounded_eps",
 ]

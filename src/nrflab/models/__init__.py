@@ -1,22 +1,27 @@
-"""Models: one registry, ``create_model(arch, norm, ...)``; every model takes inputs in [0,1].
+"""Lives here: architectures and normalizations (registries), create_model, ModelConfig, checkpoints, outside models.
+Never here: training, attacks, measuring, datasets; nothing here imports a room other than ``core``.
+To add one: ``@register_arch`` (models/archs.py), ``@register_norm`` (models/norms.py), ``register_pretrained``.
 
-The dataset's mean/std normalization is the model's first module (the RobustBench/AutoAttack
-convention), so attacks, LIGS and feature datasets all work in pixel space.
+``create_model(arch, norm, ...)`` builds from the registries; every model takes inputs in [0,1]. The dataset's
+mean/std normalization is the model's first module (the RobustBench/AutoAttack convention), so attacks, LIGS and
+feature datasets all work in pixel space.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, cast
+from dataclasses import dataclass, fields
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from nrflab.core.errors import NrflabError
-from nrflab.models.archs import VGG, VGG_CONFIGS, BasicBlock, Bottleneck, FakeReLU, ResNet, SmallCNN
-from nrflab.models.norms import NORM_DESCRIPTIONS, NORMS, check_norm, norm_layer
+from nrflab.core.records import fields_json
+from nrflab.models.archs import ARCHS, BasicBlock, Bottleneck, ResNet, check_arch, list_archs, register_arch
+from nrflab.models.norms import NORMS, check_norm, list_norms, norm_layer, register_norm
 
 INITS = ("kaiming", "torch", "fixup")
 
@@ -36,10 +41,8 @@ class ModelConfig:
     input_shape: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        d["input_shape"] = list(self.input_shape) if self.input_shape else None
-        return d
+        """The JSON form (what checkpoints store and :meth:`from_dict` reads back)."""
+        return fields_json(self)
 
     @classmethod
     def from_dict(cls, d: Any) -> ModelConfig:
@@ -106,46 +109,6 @@ class NrfModel(nn.Module):
         return forward_features(self.normalize(x), fake_relu=fake_relu)
 
 
-ArchBuilder = Callable[[int, int, Callable[[int], nn.Module], float, bool], nn.Module]
-
-
-@dataclass(frozen=True)
-class ArchSpec:
-    build: ArchBuilder
-    description: str
-    residual: bool = False
-    default_width: float = 1.0
-
-
-def _resnet(block: type[BasicBlock] | type[Bottleneck], blocks: Sequence[int]) -> ArchBuilder:
-    return lambda nc, ic, norm, width, fixup: ResNet(block, blocks, nc, ic, norm, width, fixup)
-
-
-ARCHS: dict[str, ArchSpec] = {
-    "resnet18": ArchSpec(_resnet(BasicBlock, (2, 2, 2, 2)), "CIFAR ResNet-18 (BasicBlock [2,2,2,2])", True),
-    "resnet50": ArchSpec(_resnet(Bottleneck, (3, 4, 6, 3)), "CIFAR ResNet-50 (Bottleneck [3,4,6,3])", True),
-    "vgg11": ArchSpec(lambda nc, ic, norm, w, fx: VGG(VGG_CONFIGS["vgg11"], nc, ic, norm, w), "CIFAR VGG-11"),
-    "vgg16": ArchSpec(lambda nc, ic, norm, w, fx: VGG(VGG_CONFIGS["vgg16"], nc, ic, norm, w), "CIFAR VGG-16"),
-    "smallcnn": ArchSpec(lambda nc, ic, norm, w, fx: SmallCNN(nc, ic, norm, w), "4 convs + linear head, fast on CPU"),
-}
-
-
-def register_arch(name: str, spec: ArchSpec) -> None:
-    """Add an architecture to the registry (``build(num_classes, in_channels, norm_factory, width, fixup)``)."""
-    ARCHS[name.lower()] = spec
-
-
-def available_archs() -> list[str]:
-    return sorted(ARCHS)
-
-
-def check_arch(arch: str) -> str:
-    key = str(arch).lower()
-    if key not in ARCHS:
-        raise NrflabError(f"unknown arch {arch!r}; choose one of {', '.join(available_archs())}")
-    return key
-
-
 def default_init(arch: str, norm: str) -> str:
     """The initialization under which the arch trains with this norm (recorded in the config).
 
@@ -155,7 +118,7 @@ def default_init(arch: str, norm: str) -> str:
     """
     if norm == "fixup":
         return "fixup"
-    return "torch" if ARCHS[arch].residual else "kaiming"
+    return "torch" if ARCHS.get(arch).residual else "kaiming"
 
 
 def create_model(
@@ -183,7 +146,7 @@ def create_model(
         raise NrflabError(f"in_channels must be >= 1, got {in_channels}")
     if not (0 < width <= 64 and math.isfinite(width)):
         raise NrflabError(f"width must be in (0, 64], got {width}")
-    spec = ARCHS[arch_key]
+    spec = ARCHS.get(arch_key)
     if norm_key == "fixup" and not spec.residual:
         raise NrflabError(f"norm 'fixup' needs a residual arch (resnet18, resnet50), not {arch_key!r}")
     init_key = default_init(arch_key, norm_key) if init == "auto" else str(init).lower()
@@ -213,8 +176,8 @@ def create_model(
 
 def build_model(config: ModelConfig, seed: int | None = None) -> NrfModel:
     """Instantiate the network a ModelConfig describes (weights initialized, not loaded)."""
-    spec = ARCHS[check_arch(config.arch)]
-    fork = torch.random.fork_rng(devices=[]) if seed is not None else _nullcontext()
+    spec = ARCHS.get(check_arch(config.arch))
+    fork = torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext()
     with fork:
         if seed is not None:
             torch.manual_seed(seed)
@@ -223,14 +186,6 @@ def build_model(config: ModelConfig, seed: int | None = None) -> NrfModel:
         )
         init_weights(net, config.init)
     return NrfModel(net, config)
-
-
-class _nullcontext:
-    def __enter__(self) -> _nullcontext:
-        return self
-
-    def __exit__(self, *exc: object) -> Literal[False]:
-        return False
 
 
 def init_weights(net: nn.Module, init: str) -> None:
@@ -280,31 +235,29 @@ def load_pretrained(name: str, **kwargs: Any) -> Any:
     return _load(name, **kwargs)
 
 
-def available_pretrained() -> list[str]:
-    """Names in the pretrained registry (``nrflab list --pretrained``)."""
-    from nrflab.models.pretrained import available_pretrained as _available
+def list_pretrained(filter: str | None = None) -> list[str]:
+    """Names in the pretrained registry, sorted (``nrflab list --pretrained``); ``filter`` is a shell pattern."""
+    from nrflab.models.pretrained import list_pretrained as _names
 
-    return [entry.name for entry in _available()]
+    return _names(filter)
 
 
 __all__ = [
     "ARCHS",
-    "ArchSpec",
-    "FakeReLU",
     "INITS",
     "ModelConfig",
     "NORMS",
-    "NORM_DESCRIPTIONS",
     "Normalize",
     "NrfModel",
-    "available_archs",
-    "available_pretrained",
     "build_model",
     "check_arch",
     "check_norm",
     "count_parameters",
     "create_model",
-    "init_weights",
+    "list_archs",
+    "list_norms",
+    "list_pretrained",
     "load_pretrained",
     "register_arch",
+    "register_norm",
 ]

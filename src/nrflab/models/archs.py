@@ -4,18 +4,24 @@ Every network exposes ``forward_features(x, fake_relu=False)`` (the penultimate 
 global pooling) and ``classifier`` (the linear head), so representation attacks work on all of them.
 Module names of the ResNets follow the common CIFAR ResNet layout (conv1, bn1, layer1..4, linear,
 shortcut), so published state dicts of that layout load directly.
+
+To add an architecture, decorate its builder ``(num_classes, in_channels, norm_factory, width, fixup) ->
+nn.Module`` with :func:`register_arch`; ``create_model(arch=NAME)`` and ``nrflab list`` then know it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-NormFactory = Callable[[int], nn.Module]
+from nrflab.core.errors import NrflabError
+from nrflab.core.registry import Registry
+from nrflab.models.norms import NormFactory
 
 
 class FakeReLU(torch.autograd.Function):
@@ -256,3 +262,70 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return cast(torch.Tensor, self.linear(self.forward_features(x)))
+
+
+# ---------------------------------------------------------------------------------------------
+# The architecture registry
+
+ArchBuilder = Callable[[int, int, NormFactory, float, bool], nn.Module]
+"""``build(num_classes, in_channels, norm_factory, width, fixup) -> nn.Module``."""
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    """A registered architecture: its builder, one line for ``nrflab list``, and whether it is residual
+    (residual nets keep PyTorch's init and can use Fixup)."""
+
+    build: ArchBuilder
+    description: str
+    residual: bool = False
+    default_width: float = 1.0
+
+
+ARCHS: Registry[ArchSpec] = Registry("arch")
+"""Every architecture ``create_model`` can build, by name."""
+
+
+def register_arch(
+    name: str, *, description: str, residual: bool = False, default_width: float = 1.0
+) -> Callable[[ArchBuilder], ArchBuilder]:
+    """A decorator that registers an architecture builder under ``name`` (lower case)."""
+    return ARCHS.register(name.lower(), lambda build: ArchSpec(build, description, residual, default_width))
+
+
+def list_archs(filter: str | None = None) -> list[str]:
+    """Registered architecture names, sorted; ``filter`` is a shell pattern (``"resnet*"``)."""
+    return sorted(ARCHS.names(filter))
+
+
+def check_arch(arch: str) -> str:
+    """``arch`` lower-cased, or a one-line error listing the choices."""
+    key = str(arch).lower()
+    if key not in ARCHS:
+        raise NrflabError(f"unknown arch {arch!r}; choose one of {', '.join(list_archs())}")
+    return key
+
+
+@register_arch("resnet18", description="CIFAR ResNet-18 (BasicBlock [2,2,2,2])", residual=True)
+def _resnet18(nc: int, ic: int, norm: NormFactory, width: float, fixup: bool) -> nn.Module:
+    return ResNet(BasicBlock, (2, 2, 2, 2), nc, ic, norm, width, fixup)
+
+
+@register_arch("resnet50", description="CIFAR ResNet-50 (Bottleneck [3,4,6,3])", residual=True)
+def _resnet50(nc: int, ic: int, norm: NormFactory, width: float, fixup: bool) -> nn.Module:
+    return ResNet(Bottleneck, (3, 4, 6, 3), nc, ic, norm, width, fixup)
+
+
+@register_arch("vgg11", description="CIFAR VGG-11")
+def _vgg11(nc: int, ic: int, norm: NormFactory, width: float, fixup: bool) -> nn.Module:
+    return VGG(VGG_CONFIGS["vgg11"], nc, ic, norm, width)
+
+
+@register_arch("vgg16", description="CIFAR VGG-16")
+def _vgg16(nc: int, ic: int, norm: NormFactory, width: float, fixup: bool) -> nn.Module:
+    return VGG(VGG_CONFIGS["vgg16"], nc, ic, norm, width)
+
+
+@register_arch("smallcnn", description="4 convs + linear head, fast on CPU")
+def _smallcnn(nc: int, ic: int, norm: NormFactory, width: float, fixup: bool) -> nn.Module:
+    return SmallCNN(nc, ic, norm, width)

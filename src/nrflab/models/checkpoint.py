@@ -82,12 +82,10 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
 
 
 __all__ = [
-    "MODEL_FILE",
     "load_model",
     "load_model_config",
     "load_state",
     "load_tensors",
     "read_metadata",
-    "resolve_checkpoint",
     "save_model",
 ]

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.records import record, to_json
 from nrflab.models import Normalize, NrfModel
 
 LoadedKind = Literal["nrflab", "state-dict", "torchscript", "factory", "pretrained", "module"]
@@ -34,7 +35,7 @@ BN_TYPE_NAMES = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "
 # The loaded-model record
 
 
-@dataclass(frozen=True)
+@record
 class Normalization:
     """How a model's inputs are normalized: ``mean``/``std`` per channel inside the model, or none.
 
@@ -56,13 +57,6 @@ class Normalization:
             return "none: the model takes [0,1] inputs"
         fmt = lambda v: ",".join(f"{x:g}" for x in v)  # noqa: E731
         return f"mean {fmt(self.mean)} std {fmt(self.std or ())} ({self.origin}), inside the model"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "mean": list(self.mean) if self.mean else None,
-            "std": list(self.std) if self.std else None,
-            "origin": self.origin,
-        }
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,7 +105,7 @@ class LoadedModel:
             "num_classes": self.num_classes,
             "in_channels": self.in_channels,
             "input_shape": list(self.input_shape) if self.input_shape else None,
-            "normalization": self.normalization.to_dict(),
+            "normalization": to_json(self.normalization),
             "layout": self.layout,
             "has_batchnorm": self.has_batchnorm,
             "notes": list(self.notes),
@@ -277,13 +271,8 @@ def first_line(exc: BaseException) -> str:
 
 
 __all__ = [
-    "InputNormalized",
-    "LoadedKind",
     "LoadedModel",
-    "Normalization",
     "check_model_fits",
     "describe_model",
     "file_sha256",
-    "has_batchnorm",
-    "weights_fingerprint",
 ]

@@ -22,13 +22,15 @@ import importlib.util
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.fmt import pct
+from nrflab.core.records import record
+from nrflab.core.registry import Registry
 
 if TYPE_CHECKING:
     from nrflab.models.inspection import LoadedModel
@@ -46,7 +48,7 @@ _RB_LICENCE = (
 )
 
 
-@dataclass(frozen=True)
+@record
 class PretrainedEntry:
     """One registered pretrained model.
 
@@ -86,33 +88,6 @@ class PretrainedEntry:
     @property
     def loadable(self) -> bool:
         return self.arch is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "description": self.description,
-            "dataset": self.dataset,
-            "architecture": self.architecture,
-            "arch": self.arch,
-            "norm": self.norm,
-            "width": self.width,
-            "num_classes": self.num_classes,
-            "input_shape": list(self.input_shape),
-            "normalization": {
-                "mean": list(self.mean) if self.mean else None,
-                "std": list(self.std) if self.std else None,
-            },
-            "threat_model": self.threat_model,
-            "reported_clean_acc": self.reported_clean_acc,
-            "reported_robust_acc": self.reported_robust_acc,
-            "reported_by": self.reported_by,
-            "source": self.source,
-            "licence": self.licence,
-            "sha256": self.sha256,
-            "url": self.url,
-            "filename": self.filename,
-            "package_file": "/".join(self.package_file) if self.package_file else None,
-        }
 
 
 def _gdrive(file_id: str) -> str:
@@ -155,12 +130,14 @@ def _robustbench(
     )
 
 
-REGISTRY: dict[str, PretrainedEntry] = {}
+PRETRAINED: Registry[PretrainedEntry] = Registry("pretrained model")
+"""Every pretrained model ``--model pretrained:NAME`` can load, by name."""
 
 
-def register_pretrained(entry: PretrainedEntry) -> None:
-    """Add an entry (e.g. a lab's own published checkpoints) to the registry."""
-    REGISTRY[entry.name] = entry
+def register_pretrained(entry: PretrainedEntry) -> PretrainedEntry:
+    """Add an entry (e.g. a lab's own published checkpoints) to the registry; a second, different entry
+    under a registered name is an error."""
+    return PRETRAINED.add(entry.name, entry)
 
 
 for _entry in (
@@ -253,21 +230,26 @@ for _entry in (
     register_pretrained(_entry)
 
 
+def list_pretrained(filter: str | None = None) -> list[str]:
+    """Registered names, sorted; ``filter`` is a shell pattern (``"robustbench/*"``)."""
+    return sorted(PRETRAINED.names(filter))
+
+
 def available_pretrained() -> list[PretrainedEntry]:
     """All registered entries, sorted by name."""
-    return [REGISTRY[k] for k in sorted(REGISTRY)]
+    return [PRETRAINED.get(k) for k in list_pretrained()]
 
 
 def is_pretrained_name(name: str) -> bool:
-    return str(name) in REGISTRY
+    return str(name) in PRETRAINED
 
 
 def get_pretrained(name: str) -> PretrainedEntry:
     """The entry called ``name``, or a one-line error listing the registered names."""
     key = str(name).removeprefix("pretrained:")
-    if key not in REGISTRY:
-        raise NrflabError(f"unknown pretrained model {name!r}; registered: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[key]
+    if key not in PRETRAINED:
+        raise NrflabError(f"unknown pretrained model {name!r}; registered: {', '.join(list_pretrained())}")
+    return PRETRAINED.get(key)
 
 
 def weights_dirs(weights_dir: str | os.PathLike[str] | None = None) -> list[Path]:
@@ -462,38 +444,27 @@ def load_pretrained(
     )
 
 
-def pretrained_dataset(name: str) -> str:
-    """The dataset an entry was trained on (the default dataset of commands given this model)."""
-    return get_pretrained(name).dataset
-
-
 def format_pretrained_table(
     entries: Sequence[PretrainedEntry] | None = None, *, weights_dir: str | os.PathLike[str] | None = None
 ) -> list[str]:
     """Lines for ``nrflab list --pretrained``: name, architecture, data, threat model, reported numbers, status."""
     entries = list(entries if entries is not None else available_pretrained())
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.2f} %"  # noqa: E731
     lines = []
     for e in entries:
         local = locate_weights(e, weights_dir=weights_dir)
-        status = (
-            "local"
-            if local
-            else (
-                "downloadable"
-                if e.url and e.verified
-                else "download with --allow-unverified"
-                if e.url
-                else "not available"
-            )
-        )
+        if local:
+            status = "local"
+        elif e.url:
+            status = "downloadable" if e.verified else "download with --allow-unverified"
+        else:
+            status = "not available"
         if not e.loadable:
             status = "listed only (arch not buildable)"
         lines.append(f"{e.name}")
         lines.append(f"    {e.description}")
         lines.append(
             f"    arch {e.arch or '-'} ({e.architecture}), {e.dataset}, threat model {e.threat_model}; "
-            f"reported clean {pct(e.reported_clean_acc)}, robust {pct(e.reported_robust_acc)}"
+            f"reported clean {pct(e.reported_clean_acc, 2)}, robust {pct(e.reported_robust_acc, 2)}"
             + (f" ({e.reported_by})" if e.reported_by else "")
         )
         norm = "raw [0,1] inputs" if e.mean is None else f"mean {list(e.mean)} std {list(e.std or ())}"
@@ -508,19 +479,8 @@ def format_pretrained_table(
 
 
 __all__ = [
-    "PretrainedEntry",
-    "REGISTRY",
-    "WEIGHTS_ENV",
     "available_pretrained",
-    "fetch_weights",
     "format_pretrained_table",
-    "get_pretrained",
-    "is_pretrained_name",
-    "load_pretrained",
-    "locate_weights",
-    "package_weights",
-    "pretrained_dataset",
+    "list_pretrained",
     "register_pretrained",
-    "verify_sha256",
-    "weights_dirs",
 ]

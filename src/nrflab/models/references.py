@@ -60,19 +60,13 @@ from nrflab.models.inspection import (
     LoadedModel,
     Normalization,
     check_model_fits,
-    describe_model,
     file_sha256,
     first_conv_channels,
     first_line,
     has_batchnorm,
     weights_fingerprint,
 )
-from nrflab.models.state_dicts import (
-    canonicalize_state_dict,
-    extract_state_dict,
-    load_weights_only,
-    state_dict_to_model,
-)
+from nrflab.models.state_dicts import load_weights_only, state_dict_to_model
 
 ReferenceKind = Literal["path", "factory-module", "factory-file", "pretrained"]
 
@@ -503,19 +497,11 @@ def _call_factory(ref: ModelReference) -> nn.Module:
     return module
 
 
-__all__ = [  # names defined in .inspection and .state_dicts are re-exported for existing callers
+__all__ = [
     "InputNormalized",
     "LoadedModel",
-    "ModelReference",
-    "Normalization",
-    "canonicalize_state_dict",
     "check_model_fits",
-    "describe_model",
-    "extract_state_dict",
-    "file_sha256",
-    "has_batchnorm",
     "load_model_reference",
-    "load_weights_only",
     "parse_model_reference",
     "state_dict_to_model",
     "weights_fingerprint",

@@ -231,7 +231,7 @@ def state_dict_to_model(
         if not (0 < w <= 64):
             continue
         for n in norms:
-            if n == "fixup" and not ARCHS[a].residual:
+            if n == "fixup" and not ARCHS.get(a).residual:
                 continue
             sig = {
                 k: s
@@ -346,12 +346,4 @@ def _fmt(values: Sequence[float] | None) -> str:
     return "none" if values is None else "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
-__all__ = [
-    "CONTAINER_KEYS",
-    "load_state",
-    "STATE_DICT_SUFFIXES",
-    "canonicalize_state_dict",
-    "extract_state_dict",
-    "load_weights_only",
-    "state_dict_to_model",
-]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

@@ -27,20 +27,6 @@ class Section:
     verdicts: list[Verdict] = field(default_factory=list)
 
 
-def pct(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.{digits}f} %"
-
-
-def num(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
-
-
-def claim_line(claim: str, agrees: bool | None, evidence: str) -> str:
-    """One sentence per paper claim: does this run agree, and the numbers that say so."""
-    verdict = {True: "**agrees**", False: "**disagrees**", None: "is **inconclusive**"}[agrees]
-    return f"- {claim}: this run {verdict}. {evidence}"
-
-
 def verdict_line(verdict: Verdict) -> str:
     """One sentence per judged claim (see ``nrflab.core.stats.judge``), protocol included."""
     word = {
@@ -164,13 +150,8 @@ def strip_markdown(text: str) -> str:
 
 __all__ = [
     "Section",
-    "VERDICT_RULE",
-    "claim_line",
     "markdown_table",
-    "num",
-    "pct",
     "strip_markdown",
     "verdict_line",
-    "verdict_table",
     "write_report",
 ]

@@ -14,14 +14,14 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from nrflab.core.columns import CLEAN, LIGS, LOGIT_SIM, attack_of, robust_keys
+from nrflab.core.columns import CLEAN, LIGS, LOGIT_SIM, RHO, attack_of, robust_keys
 from nrflab.core.errors import NrflabError
 from nrflab.runs.rundir import RunDir
 
 #: matplotlib's default colour cycle (tab10), so figures look the same whatever the user's style.
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
 #: Columns drawn on their own scale rather than in percent.
-UNSCALED = (LIGS, LOGIT_SIM, "rho")
+UNSCALED = (LIGS, LOGIT_SIM, RHO)
 
 NORM_STYLE = {
     "bn": "-",
@@ -104,8 +104,8 @@ def plot_runs(
     panels += list(extra_panels)
     if LIGS in loaded[0][2][0]:
         panels.append((LIGS, "LIGS (robustness)"))
-    if "rho" in loaded[0][2][0]:
-        panels.append(("rho", "reliance rho = F_N - F_R (+1: NRF)"))
+    if RHO in loaded[0][2][0]:
+        panels.append((RHO, "reliance rho = F_N - F_R (+1: NRF)"))
     fig, axes = new_figure(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     colors = COLORS
     for i, (label, cfg, rows) in enumerate(loaded):
@@ -126,7 +126,7 @@ def plot_runs(
     for ax, (col, name) in zip(axes[0], panels):
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("epoch")
-        ax.set_ylabel({LIGS: "LIGS", LOGIT_SIM: "cosine", "rho": "rho"}.get(col, "%"))
+        ax.set_ylabel({LIGS: "LIGS", LOGIT_SIM: "cosine", RHO: "rho"}.get(col, "%"))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     if title:
@@ -176,12 +176,9 @@ def plot_heatmap(
 
 
 __all__ = [
-    "COLORS",
     "NORM_STYLE",
     "new_figure",
     "plot_heatmap",
     "plot_runs",
-    "robust_column",
-    "run_label",
     "save_figure",
 ]

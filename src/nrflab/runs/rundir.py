@@ -287,9 +287,6 @@ class RunDir:
     def kept_path(self, epoch: int) -> Path:
         return self.path / self.KEPT / f"epoch_{int(epoch):04d}.safetensors"
 
-    def evaluation_path(self, dataset: str) -> Path:
-        return self.path / f"evaluation_{Path(str(dataset)).name.replace(':', '_').replace(',', '_')}.json"
-
     # -- what is there ----------------------------------------------------------------------------
     def is_run(self) -> bool:
         """Whether the directory holds (a part of) a training run."""
@@ -368,13 +365,6 @@ class RunDir:
         status = self.status()
         return bool(status is not None and status.finished and not cfg.differences(self.read_config()))
 
-    def recorded_value(self, key: str, default: Any = None) -> Any:
-        """One field of the recorded config (``default`` if the run has no config)."""
-        try:
-            return self.read_config().get(key, default)
-        except NrflabError:
-            return default
-
 
 def run_dir_of(path: str | os.PathLike[str]) -> RunDir | None:
     """The run a model file belongs to (``RUN/model.safetensors`` or ``RUN/checkpoints/epoch_K``), if any."""
@@ -404,7 +394,6 @@ def _short(value: Any) -> str:
 
 __all__ = [
     "DirLock",
-    "DirectoryBusy",
     "LOCK_FILE",
     "Recipe",
     "RunDir",

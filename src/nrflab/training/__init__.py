@@ -6,15 +6,13 @@
 """
 
 from nrflab.training.augment import augment_batch, augment_batch_reference
-from nrflab.training.config import ADV_TRAIN_KINDS, TrainConfig, load_config_file, make_config, validation_message
+from nrflab.training.config import ADV_TRAIN_KINDS, TrainConfig, load_config_file, make_config
 from nrflab.training.evaluation import EvalSet, evaluate_epoch, metrics_columns
-from nrflab.training.schedule import epoch_generator, lr_at, make_optimizer
+from nrflab.training.schedule import lr_at
 from nrflab.training.trainer import (
     NonFiniteLoss,
-    TensorData,
     Trainer,
     TrainResult,
-    check_input_fits,
     read_metrics,
     read_run_config,
     run_differences,
@@ -27,19 +25,15 @@ __all__ = [
     "ADV_TRAIN_KINDS",
     "EvalSet",
     "NonFiniteLoss",
-    "TensorData",
     "TrainConfig",
     "TrainResult",
     "Trainer",
     "augment_batch",
     "augment_batch_reference",
-    "check_input_fits",
-    "epoch_generator",
     "evaluate_epoch",
     "load_config_file",
     "lr_at",
     "make_config",
-    "make_optimizer",
     "metrics_columns",
     "read_metrics",
     "read_run_config",
@@ -47,5 +41,4 @@ __all__ = [
     "run_status",
     "train",
     "train_or_reuse",
-    "validation_message",
 ]

@@ -61,4 +61,7 @@ def augment_batch_reference(x: torch.Tensor, gen: torch.Generator, pad: int = 4,
     return out
 
 
-__all__ = ["augment_batch", "augment_batch_reference", "crop_and_flip", "draw_augmentation"]
+__all__ = [
+    "augment_batch",
+    "augment_batch_reference",
+]

@@ -161,4 +161,7 @@ def evaluate_epoch(
     return row
 
 
-__all__ = ["EvalSet", "TIMING_COLUMNS", "evaluate_epoch", "metrics_columns", "probe_columns", "run_probes"]
+__all__ = [
+    "EvalSet",
+    "evaluate_epoch",
+]

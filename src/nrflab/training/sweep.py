@@ -326,15 +326,7 @@ def summary_table(result: SweepResult) -> str:
 
 
 __all__ = [
-    "SUMMARY_FILE",
-    "SWEEP_FILE",
-    "RunRecord",
-    "SweepResult",
-    "SweepRun",
-    "expand_grid",
-    "plan_sweep",
     "run_name",
     "run_sweep",
     "summary_table",
-    "write_summary",
 ]

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from nrflab.attacks import Attack, AttackSpec, check_images, frozen_model
 from nrflab.core import accel
-from nrflab.core.columns import CLEAN, LIGS, SHIFTED, robust_key
+from nrflab.core.columns import CLEAN, LIGS, RHO, SHIFTED, robust_key
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_save_tensors, atomic_write_json, atomic_write_text, write_csv
 from nrflab.core.validation import resolve_device
@@ -481,8 +481,8 @@ class Trainer:
             parts.append(f"y+1 {100 * row[SHIFTED]:.1f}%")
         if LIGS in row:
             parts.append(f"LIGS {row[LIGS]:.3f}")
-        if "rho" in row:
-            parts.append(f"rho {row['rho']:+.2f}")
+        if RHO in row:
+            parts.append(f"rho {row[RHO]:+.2f}")
         parts.append(f"{row['epoch_time'] + row['eval_time']:.1f}s")
         return "  ".join(parts)
 
@@ -538,16 +538,4 @@ def run_status(run_dir: str | Path) -> RunStatus | None:
     return RunDir(run_dir).status()
 
 
-__all__ = [
-    "NonFiniteLoss",
-    "TensorData",
-    "TrainResult",
-    "Trainer",
-    "check_input_fits",
-    "read_metrics",
-    "read_run_config",
-    "run_differences",
-    "run_status",
-    "train",
-    "train_or_reuse",
-]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

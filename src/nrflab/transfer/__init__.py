@@ -16,94 +16,31 @@ The pipeline, one module per concept:
 Statistics (Wilson and t-intervals, the verdict rule) come from :mod:`nrflab.core.stats`.
 """
 
-from nrflab.transfer.boosts import (
-    BOOSTS,
-    Boost,
-    BoostRow,
-    EarlyStop,
-    Variant,
-    boost_comparison,
-    boost_variants,
-    find_no_bn_twin,
-)
+from nrflab.transfer.boosts import EarlyStop, find_no_bn_twin
 from nrflab.transfer.config import TransferConfig
-from nrflab.transfer.job import TransferRun, run_transfer
-from nrflab.transfer.matrix import MatrixJob, choose_targets, compute_matrix, prepare_matrix, transfer_matrix
-from nrflab.transfer.outputs import (
-    OutputPaths,
-    boost_verdict,
-    fmt_ci,
-    fmt_pct,
-    judge_boosts,
-    summary_markdown,
-    write_outputs,
-)
-from nrflab.transfer.refs import (
-    DEFAULT_GROUP_KEYS,
-    ModelRef,
-    NamedModel,
-    OutsideModelOptions,
-    parse_model_spec,
-    resolve_model,
-)
-from nrflab.transfer.results import (
-    DEFINITIONS,
-    GroupCell,
-    GroupMatrix,
-    GroupSummary,
-    ModelInfo,
-    PairNumbers,
-    PairResult,
-    SourceFacts,
-    SourceSummary,
-    TargetFacts,
-    TransferResult,
-    TransferSettings,
-)
-from nrflab.transfer.store import TransferDir, check_transfer_output
+from nrflab.transfer.job import run_transfer
+from nrflab.transfer.matrix import compute_matrix, prepare_matrix, transfer_matrix
+from nrflab.transfer.outputs import OutputPaths, write_outputs
+from nrflab.transfer.refs import ModelRef, NamedModel, resolve_model
+from nrflab.transfer.results import PairNumbers, PairResult, SourceFacts, TargetFacts, TransferResult, TransferSettings
 
 __all__ = [
-    "BOOSTS",
-    "Boost",
-    "BoostRow",
-    "DEFAULT_GROUP_KEYS",
-    "DEFINITIONS",
     "EarlyStop",
-    "GroupCell",
-    "GroupMatrix",
-    "GroupSummary",
-    "MatrixJob",
-    "ModelInfo",
     "ModelRef",
     "NamedModel",
     "OutputPaths",
-    "OutsideModelOptions",
     "PairNumbers",
     "PairResult",
     "SourceFacts",
-    "SourceSummary",
     "TargetFacts",
     "TransferConfig",
-    "TransferDir",
     "TransferResult",
-    "TransferRun",
     "TransferSettings",
-    "Variant",
-    "boost_comparison",
-    "boost_variants",
-    "boost_verdict",
-    "check_transfer_output",
-    "choose_targets",
     "compute_matrix",
     "find_no_bn_twin",
-    "fmt_ci",
-    "fmt_pct",
-    "judge_boosts",
-    "parse_model_spec",
     "prepare_matrix",
     "resolve_model",
     "run_transfer",
-    "summary_markdown",
     "transfer_matrix",
     "write_outputs",
 ]

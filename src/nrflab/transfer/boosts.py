@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.records import record
 from nrflab.runs.rundir import RunDir
 from nrflab.transfer.refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelRef, resolve_model, run_group
 from nrflab.transfer.results import Interval, TransferResult
@@ -193,7 +194,7 @@ def _early(run_dir: Path, rule: EarlyStop, keys: GroupKeys) -> ModelRef:
     return ref.with_group(run_group(RunDir(run_dir), keys) + "@early")
 
 
-@dataclass(frozen=True)
+@record
 class BoostRow:
     """One variant of a given source: its mean transfer success over the targets common to all variants
     of that source, and its gain over the source as given (``boost == 'none'``)."""
@@ -207,11 +208,6 @@ class BoostRow:
     pooled_ci: Interval
     gain: float
     mean_target_accuracy: float
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["pooled_ci"] = list(self.pooled_ci)
-        return out
 
 
 def boost_comparison(result: TransferResult, variants: Sequence[Variant]) -> list[BoostRow]:
@@ -244,15 +240,4 @@ def boost_comparison(result: TransferResult, variants: Sequence[Variant]) -> lis
     return rows
 
 
-__all__ = [
-    "BOOSTS",
-    "Boost",
-    "BoostRow",
-    "EarlyStop",
-    "TWIN_IGNORED",
-    "Variant",
-    "boost_comparison",
-    "boost_variants",
-    "check_boost",
-    "find_no_bn_twin",
-]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

@@ -140,9 +140,6 @@ class TransferConfig(BaseModel):
             std=None if self.std is None else tuple(self.std),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
     # -- construction with one-line errors ---------------------------------------------------------
     @classmethod
     def build(cls, **fields: Any) -> TransferConfig:
@@ -184,4 +181,4 @@ def config_error(exc: ValidationError, *, where: str, flags: frozenset[str] = fr
     return f"{prefix}: {msg}"
 
 
-__all__ = ["TransferConfig", "config_error"]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

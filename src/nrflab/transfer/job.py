@@ -99,8 +99,8 @@ def run_transfer(
     with open_store(out, job.settings, resume=resume, overwrite=overwrite) as store:
         result = compute_matrix(job, store, progress=progress)
         boosts = tuple(boost_comparison(result, variants)) if config.boost != "none" else ()
-        paths = write_outputs(result, out, boosts=boosts, recipe=config.to_dict())
+        paths = write_outputs(result, out, boosts=boosts, recipe=config.model_dump(mode="json"))
     return TransferRun(config, result, tuple(variants), boosts, paths)
 
 
-__all__ = ["TransferRun", "run_transfer"]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

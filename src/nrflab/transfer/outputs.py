@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nrflab.core.fmt import ci, ci_phrase, pct, points
 from nrflab.core.io import atomic_write_json, atomic_write_text, write_csv
-from nrflab.core.stats import Verdict, fmt_interval, judge, mean_ci
+from nrflab.core.records import to_json
+from nrflab.core.stats import Verdict, judge, mean_ci
 from nrflab.report.document import markdown_table
 from nrflab.transfer.boosts import BoostRow
-from nrflab.transfer.results import Interval, PairMetric, PairResult, TransferResult
+from nrflab.transfer.results import PairMetric, PairResult, TransferResult
 from nrflab.transfer.store import TransferDir
 
 METRIC_TITLES: dict[PairMetric, str] = {
@@ -39,30 +41,8 @@ PAIR_COLUMNS = (
 )
 
 
-def fmt_pct(value: float | None, digits: int = 1) -> str:
-    """A proportion as a percentage number (``n/a`` when undefined), for tables."""
-    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.{digits}f}"
-
-
-def fmt_ci(ci: Interval) -> str:
-    """A 95 % interval as ``[lo, hi]`` in percent, or empty when undefined."""
-    lo, hi = ci
-    return fmt_interval(lo, hi) if math.isfinite(lo) and math.isfinite(hi) else ""
-
-
-def fmt_points(value: float) -> str:
-    """A difference of proportions in signed percentage points (``n/a`` when undefined)."""
-    return f"{100 * value:+.1f}" if math.isfinite(value) else "n/a"
-
-
-def ci_phrase(ci: Interval) -> str:
-    """`` (95 % CI [lo, hi])`` in percent, or nothing when the interval is undefined."""
-    text = fmt_ci(ci)
-    return f" (95 % CI {text})" if text else ""
-
-
 def _cell(p: PairResult) -> str:
-    return f"{fmt_pct(p.transfer_success)} ({p.eligible}){'*' if p.is_self else ''}"
+    return f"{pct(p.transfer_success, unit=False)} ({p.eligible}){'*' if p.is_self else ''}"
 
 
 def judge_boosts(boosts: Sequence[BoostRow]) -> list[tuple[str, Verdict]]:
@@ -80,7 +60,7 @@ def judge_boosts(boosts: Sequence[BoostRow]) -> list[tuple[str, Verdict]]:
             m,
             lo,
             hi,
-            f"mean gain {fmt_points(m)} points{ci_phrase((lo, hi))}, higher success for {helped}/{len(gains)} sources",
+            f"mean gain {points(m)} points{ci_phrase((lo, hi))}, higher success for {helped}/{len(gains)} sources",
             protocol="gain = mean transfer success over common targets of the boosted source minus "
             "the source as given; t-interval across sources",
         )
@@ -118,9 +98,9 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
                 [
                     r.name,
                     r.group,
-                    fmt_pct(r.clean_accuracy),
-                    fmt_pct(r.whitebox_success),
-                    fmt_ci(r.whitebox_ci),
+                    pct(r.clean_accuracy, unit=False),
+                    pct(r.whitebox_success, unit=False),
+                    ci(r.whitebox_ci),
                     r.fooled,
                 ]
                 for r in result.sources
@@ -131,7 +111,7 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
         "",
         markdown_table(
             ["target", "group", "clean acc %", "clean correct"],
-            [[r.name, r.group, fmt_pct(r.clean_accuracy), r.clean_correct] for r in result.targets],
+            [[r.name, r.group, pct(r.clean_accuracy, unit=False), r.clean_correct] for r in result.targets],
         ),
         "",
         "### Transfer success % (rows: sources, columns: targets; * = self pair)",
@@ -144,7 +124,7 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
         "",
         markdown_table(
             ["source \\ target", *names],
-            [[sr.name, *[fmt_pct(p.target_accuracy) for p in result.row(sr.name)]] for sr in result.sources],
+            [[sr.name, *[pct(p.target_accuracy, unit=False) for p in result.row(sr.name)]] for sr in result.sources],
         ),
         "",
         "### Per-source average over targets",
@@ -156,10 +136,10 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
                     r.source,
                     r.group,
                     r.targets,
-                    fmt_pct(r.mean_success),
-                    fmt_pct(r.pooled_success),
-                    fmt_ci(r.pooled_ci),
-                    fmt_pct(r.mean_target_accuracy),
+                    pct(r.mean_success, unit=False),
+                    pct(r.pooled_success, unit=False),
+                    ci(r.pooled_ci),
+                    pct(r.mean_target_accuracy, unit=False),
                 ]
                 for r in result.per_source()
             ],
@@ -170,7 +150,7 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
         markdown_table(
             ["source group", "sources", "mean success %", "95 % CI (t)", "mean target acc %"],
             [
-                [r.group, r.sources, fmt_pct(r.mean_success), fmt_ci(r.ci), fmt_pct(r.mean_target_accuracy)]
+                [r.group, r.sources, pct(r.mean_success, unit=False), ci(r.ci), pct(r.mean_target_accuracy, unit=False)]
                 for r in result.per_source_group()
             ],
         ),
@@ -188,9 +168,9 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
                         r.boost,
                         r.model,
                         r.targets,
-                        fmt_pct(r.mean_success),
-                        fmt_ci(r.pooled_ci),
-                        fmt_points(r.gain),
+                        pct(r.mean_success, unit=False),
+                        ci(r.pooled_ci),
+                        points(r.gain),
                     ]
                     for r in boosts
                 ],
@@ -268,7 +248,7 @@ def write_outputs(
     from nrflab.report.plots import plot_heatmap
 
     layout = TransferDir(out_dir)
-    record = {**result.to_dict(), "boosts": [b.to_dict() for b in boosts]}
+    record = {**result.to_dict(), "boosts": to_json(boosts)}
     if recipe is not None:
         record["recipe"] = recipe
     json_path = layout.path / layout.JSON
@@ -277,7 +257,7 @@ def write_outputs(
     rows = []
     for s in result.sources:
         for p in result.row(s.name):
-            full = p.to_dict()
+            full = to_json(p)
             rows.append({c: _csv_cell(full[c]) for c in PAIR_COLUMNS})
     write_csv(pairs_csv, rows, list(PAIR_COLUMNS))
     row_names, col_names = [s.name for s in result.sources], [t.name for t in result.targets]
@@ -303,15 +283,4 @@ def write_outputs(
     )
 
 
-__all__ = [
-    "OutputPaths",
-    "boost_verdict",
-    "ci_phrase",
-    "fmt_ci",
-    "fmt_pct",
-    "fmt_points",
-    "judge_boosts",
-    "jsonable",
-    "summary_markdown",
-    "write_outputs",
-]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

@@ -256,17 +256,4 @@ def recorded_dataset(ref: ModelRef) -> str | None:
     return None if value is None else str(value)
 
 
-__all__ = [
-    "DEFAULT_GROUP_KEYS",
-    "GroupKeys",
-    "ModelLike",
-    "ModelRef",
-    "NamedModel",
-    "OutsideModelOptions",
-    "is_nrflab_model_file",
-    "load_outside_model",
-    "parse_model_spec",
-    "recorded_dataset",
-    "resolve_model",
-    "run_group",
-]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

@@ -3,17 +3,19 @@ and target, and the summaries computed from them (per source, per source group, 
 
 A :class:`TransferResult` holds its pairs in a dict keyed by ``(source name, target name)``, so a pair is
 found in constant time; every summary is computed from the pairs with :mod:`nrflab.core.stats` (Wilson
-intervals for proportions, t-intervals across models). ``to_dict()`` gives the JSON record.
+intervals for proportions, t-intervals across models). ``TransferResult.to_dict()`` gives the JSON
+record; every other record here is written by :func:`nrflab.core.records.to_json`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, field, replace
 from functools import cached_property
 from typing import Any, Literal
 
+from nrflab.core.records import FLAT, json_key, record, to_json
 from nrflab.core.stats import mean_ci, wilson
 
 Interval = tuple[float, float]
@@ -45,7 +47,7 @@ def _interval(values: Sequence[Any]) -> Interval:
     return (math.nan if lo is None else float(lo), math.nan if hi is None else float(hi))
 
 
-@dataclass(frozen=True)
+@record
 class TransferSettings:
     """Everything that determines the cached numbers, besides the models' weights."""
 
@@ -56,15 +58,12 @@ class TransferSettings:
     num_samples: int
     data: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
     def changed_fields(self, recorded: Mapping[str, Any]) -> list[str]:
         """The fields whose recorded value (e.g. from a manifest) differs from this one."""
         return [k for k, v in asdict(self).items() if recorded.get(k) != v]
 
 
-@dataclass(frozen=True)
+@record
 class ModelInfo:
     """Where a source or target came from: its name, group, origin (run directory, file or reference)."""
 
@@ -75,15 +74,12 @@ class ModelInfo:
     epoch: int | None = None
     run_dir: str | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
-
-@dataclass(frozen=True)
+@record
 class SourceFacts:
     """A source model attacked white-box: how often it is right, and how often the attack fools it."""
 
-    model: ModelInfo
+    model: ModelInfo = field(metadata=FLAT)
     clean_accuracy: float
     clean_correct: int
     fooled: int
@@ -103,23 +99,12 @@ class SourceFacts:
     def origin(self) -> str:
         return self.model.origin
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.model.to_dict(),
-            "clean_accuracy": self.clean_accuracy,
-            "clean_correct": self.clean_correct,
-            "fooled": self.fooled,
-            "whitebox_success": self.whitebox_success,
-            "whitebox_ci": list(self.whitebox_ci),
-            "robust_accuracy": self.robust_accuracy,
-        }
 
-
-@dataclass(frozen=True)
+@record
 class TargetFacts:
     """A target model on the clean data."""
 
-    model: ModelInfo
+    model: ModelInfo = field(metadata=FLAT)
     clean_accuracy: float
     clean_correct: int
 
@@ -135,11 +120,8 @@ class TargetFacts:
     def origin(self) -> str:
         return self.model.origin
 
-    def to_dict(self) -> dict[str, Any]:
-        return {**self.model.to_dict(), "clean_accuracy": self.clean_accuracy, "clean_correct": self.clean_correct}
 
-
-@dataclass(frozen=True)
+@record
 class PairNumbers:
     """What one target does on one source's adversarial examples (see ``DEFINITIONS``)."""
 
@@ -166,15 +148,9 @@ class PairNumbers:
             transfer_success_ci=wilson(successes, eligible),
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["target_accuracy_ci"] = list(self.target_accuracy_ci)
-        out["transfer_success_ci"] = list(self.transfer_success_ci)
-        return out
-
     @classmethod
     def from_dict(cls, record: Mapping[str, Any]) -> PairNumbers:
-        """Read back ``to_dict()`` output (a KeyError/TypeError/ValueError for a malformed record)."""
+        """Read back ``to_json(numbers)`` output (a KeyError/TypeError/ValueError for a malformed record)."""
         return cls(
             target_clean_accuracy=float(record["target_clean_accuracy"]),
             target_clean_correct=int(record["target_clean_correct"]),
@@ -187,7 +163,7 @@ class PairNumbers:
         )
 
 
-@dataclass(frozen=True)
+@record
 class PairResult:
     """One (source, target) cell of the matrix. ``is_self``: both models come from the same run or file."""
 
@@ -195,8 +171,8 @@ class PairResult:
     target: str
     source_group: str
     target_group: str
-    is_self: bool
-    numbers: PairNumbers
+    is_self: bool = field(metadata=json_key("self"))
+    numbers: PairNumbers = field(metadata=FLAT)
 
     @property
     def eligible(self) -> int:
@@ -238,18 +214,8 @@ class PairResult:
             return self.target_accuracy
         raise KeyError(name)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "source": self.source,
-            "target": self.target,
-            "source_group": self.source_group,
-            "target_group": self.target_group,
-            "self": self.is_self,
-            **self.numbers.to_dict(),
-        }
 
-
-@dataclass(frozen=True)
+@record
 class SourceSummary:
     """A source's transfer averaged over its counted targets: mean of per-pair rates (t-interval across
     targets) and the pooled rate over all eligible examples (Wilson interval)."""
@@ -263,14 +229,8 @@ class SourceSummary:
     pooled_ci: Interval
     mean_target_accuracy: float
 
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["ci_across_targets"] = list(self.ci_across_targets)
-        out["pooled_ci"] = list(self.pooled_ci)
-        return out
 
-
-@dataclass(frozen=True)
+@record
 class GroupSummary:
     """A source group (e.g. ``smallcnn/bn``): the mean over its sources (seeds) of each source's average,
     with a t-interval across sources."""
@@ -282,18 +242,8 @@ class GroupSummary:
     mean_target_accuracy: float
     target_accuracy_ci: Interval
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "group": self.group,
-            "sources": self.sources,
-            "mean_success": self.mean_success,
-            "ci": list(self.ci),
-            "mean_target_accuracy": self.mean_target_accuracy,
-            "target_accuracy_ci": list(self.target_accuracy_ci),
-        }
 
-
-@dataclass(frozen=True)
+@record
 class GroupCell:
     """Source group x target group: the mean of a pair metric over counted pairs, t-interval across them."""
 
@@ -301,11 +251,8 @@ class GroupCell:
     ci: Interval
     pairs: int
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "ci": list(self.ci), "pairs": self.pairs}
 
-
-@dataclass(frozen=True)
+@record
 class GroupMatrix:
     """Cells by source group (rows) and target group (columns)."""
 
@@ -314,7 +261,7 @@ class GroupMatrix:
     cells: tuple[tuple[GroupCell, ...], ...]
 
 
-@dataclass(frozen=True)
+@record
 class TransferResult:
     """The matrix: per-source and per-target facts, and one :class:`PairResult` per (source, target)."""
 
@@ -438,40 +385,28 @@ class TransferResult:
         gm = self.group_matrix()
         return {
             "definitions": dict(self.definitions),
-            "settings": self.settings.to_dict(),
+            "settings": to_json(self.settings),
             "include_self": self.include_self,
-            "sources": [s.to_dict() for s in self.sources],
-            "targets": [t.to_dict() for t in self.targets],
-            "pairs": [self.pairs[(s.name, t.name)].to_dict() for s in self.sources for t in self.targets],
+            "sources": to_json(self.sources),
+            "targets": to_json(self.targets),
+            "pairs": [to_json(self.pairs[(s.name, t.name)]) for s in self.sources for t in self.targets],
             "matrices": {
                 "rows": [s.name for s in self.sources],
                 "columns": [t.name for t in self.targets],
                 "target_accuracy": self.matrix("target_accuracy"),
                 "transfer_success": self.matrix("transfer_success"),
             },
-            "per_source": [r.to_dict() for r in self.per_source()],
-            "per_source_group": [r.to_dict() for r in self.per_source_group()],
+            "per_source": to_json(self.per_source()),
+            "per_source_group": to_json(self.per_source_group()),
             "group_matrix": {
                 "rows": list(gm.rows),
                 "columns": list(gm.columns),
-                "transfer_success": [[c.to_dict() for c in row] for row in gm.cells],
+                "transfer_success": to_json(gm.cells),
             },
         }
 
 
 __all__ = [
-    "DEFINITIONS",
-    "GroupCell",
-    "GroupMatrix",
-    "GroupSummary",
     "Interval",
     "ModelInfo",
-    "PairMetric",
-    "PairNumbers",
-    "PairResult",
-    "SourceFacts",
-    "SourceSummary",
-    "TargetFacts",
-    "TransferResult",
-    "TransferSettings",
 ]

@@ -31,6 +31,7 @@ import torch
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_save_tensors, atomic_write_json, read_json
 from nrflab.core.logs import get_logger
+from nrflab.core.records import to_json
 from nrflab.models.checkpoint import load_tensors, read_metadata
 from nrflab.runs.rundir import INPUT_NAMES, INPUT_SUFFIXES, Stash, check_output_path, locked, pending_stash
 from nrflab.transfer.refs import ModelRef
@@ -120,7 +121,7 @@ def check_transfer_output(out: str | Path) -> Path:
 
 def settings_key(settings: TransferSettings) -> str:
     """A short hash of the settings (cached files carry it)."""
-    return hashlib.blake2b(json.dumps(settings.to_dict(), sort_keys=True).encode(), digest_size=12).hexdigest()
+    return hashlib.blake2b(json.dumps(to_json(settings), sort_keys=True).encode(), digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,7 @@ class ResultStore:
         """Write the manifest and drop an overwritten directory's old contents (once)."""
         if self.committed:
             return
-        atomic_write_json(self.layout.manifest, self.settings.to_dict())
+        atomic_write_json(self.layout.manifest, to_json(self.settings))
         if self.stash is not None:
             self.stash.commit()
         self.committed = True
@@ -221,7 +222,7 @@ class ResultStore:
     def save_pair(self, source: ModelRef, target: ModelRef, numbers: PairNumbers) -> None:
         atomic_write_json(
             self.layout.pair(source, target),
-            {"source": source.name, "target": target.name, **numbers.to_dict(), "_key": self._pair_key(source, target)},
+            {"source": source.name, "target": target.name, **to_json(numbers), "_key": self._pair_key(source, target)},
         )
         self.commit()
 
@@ -278,12 +279,5 @@ def open_store(out: str | Path, settings: TransferSettings, *, resume: bool, ove
 
 
 __all__ = [
-    "AdversarialSet",
-    "ResultStore",
-    "TransferDir",
-    "check_transfer_output",
     "open_store",
-    "precheck_output",
-    "settings_key",
-    "slug",
 ]

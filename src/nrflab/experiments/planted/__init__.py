@@ -80,79 +80,15 @@ logger.
 
 from __future__ import annotations
 
-from nrflab.experiments.planted.claims import (
-    capability,
-    capability_void,
-    capable,
-    conflicting_verdict,
-    crossover,
-    drand_verdicts,
-    learned_pairs,
-    mnist_verdict,
-    preference_verdict,
-    transfer_verdict,
-)
-from nrflab.experiments.planted.controls import CONTROLS, control_shifts, control_verdicts, controls_summary
-from nrflab.experiments.planted.experiment import SPEC, analyze, measure_run, run
-from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
-from nrflab.experiments.planted.measurement import Measured, measure, pgd_l2
-from nrflab.experiments.planted.mnist import mnist_question, mnist_tasks, statistics_row
-from nrflab.experiments.planted.order import early_point, learning_order, reliance_curve
-from nrflab.experiments.planted.runs import PlantedRun, PlantedTrainTask, planted_runs, planted_spec, recipe, train_task
-from nrflab.experiments.planted.sections import build_sections, energy_reading
-from nrflab.experiments.planted.settings import EVAL_FILE, FULL, NORM_NAMES, PAPER, QUICK, Settings
-from nrflab.experiments.planted.text import cell, diff_text, name
-from nrflab.experiments.planted.transferability import TransferResult, transfer
+from nrflab.experiments.planted.experiment import SPEC, run
+from nrflab.experiments.planted.settings import EVAL_FILE, FULL, PAPER, QUICK, Settings
 
 __all__ = [
-    "CONTROLS",
     "EVAL_FILE",
     "FULL",
-    "NORM_NAMES",
     "PAPER",
     "QUICK",
     "SPEC",
-    "Measured",
-    "PlantedRun",
-    "PlantedTrainTask",
     "Settings",
-    "TransferResult",
-    "analyze",
-    "build_sections",
-    "capability",
-    "capability_void",
-    "capable",
-    "cell",
-    "conflicting_verdict",
-    "control_shifts",
-    "control_verdicts",
-    "controls_summary",
-    "crossover",
-    "diff_text",
-    "drand_verdicts",
-    "early_point",
-    "energy_reading",
-    "learned_pairs",
-    "learning_order",
-    "measure",
-    "measure_run",
-    "mnist_question",
-    "mnist_tasks",
-    "mnist_verdict",
-    "name",
-    "pgd_l2",
-    "planted_runs",
-    "planted_spec",
-    "plot_conflicting",
-    "plot_energy",
-    "plot_learning_order",
-    "plot_sweep",
-    "preference_verdict",
-    "recipe",
-    "reliance_curve",
     "run",
-    "statistics_row",
-    "train_task",
-    "transfer",
-    "transfer_verdict",
 ]

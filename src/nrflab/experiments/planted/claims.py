@@ -11,12 +11,12 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from nrflab.core.stats import Verdict, judge, mean_ci, paired_ci, two_proportion_ci
-from nrflab.experiments.planted.measurement import Measured, finite_mean
+from nrflab.core.fmt import cell, difference, pct
+from nrflab.core.stats import Verdict, finite_mean, judge, mean_ci, paired_ci, two_proportion_ci
+from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.settings import Settings
-from nrflab.experiments.planted.text import cell, diff_text, name
+from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
-from nrflab.report.document import pct
 from nrflab.runs.rundir import RunDir
 
 Capability = dict[str, dict[str, list[float]]]
@@ -74,7 +74,7 @@ def preference_verdict(m: Measured, s: Settings, norm: str, cap: Capability, op_
     d, lo, hi = paired_ci(a, b)
     parts = [
         f"rho = F_N - F_R on swapped images: {name(norm)} {cell(a, percent=False, signed=True)}, no norm "
-        f"{cell(b, percent=False, signed=True)}; paired difference {diff_text(d, lo, hi, percent=False)}"
+        f"{cell(b, percent=False, signed=True)}; paired difference {difference(d, lo, hi, percent=False)}"
     ]
     for metric, label, percent in [
         *((f"robust_{e:g}", f"robust accuracy PGD-L2 {e:g}", True) for e in s.eval_eps),
@@ -84,7 +84,7 @@ def preference_verdict(m: Measured, s: Settings, norm: str, cap: Capability, op_
         dd, ll, hh = paired_ci(x, y)
         parts.append(
             f"{label} {name(norm)} {cell(x, percent=percent)} vs {cell(y, percent=percent)} "
-            f"(difference {diff_text(dd, ll, hh, percent=percent)})"
+            f"(difference {difference(dd, ll, hh, percent=percent)})"
         )
     void = capability_void(cap, (norm, "none"), s) or pairs_void(a, dropped, "operating point")
     return judge(
@@ -162,7 +162,7 @@ def drand_verdicts(m: Measured, s: Settings) -> list[Verdict]:
                 lo,
                 hi,
                 f"{name(bn)} {cell(acc_bn)} (>= 50 % in {n_bn}/{len(acc_bn)} seeds) vs no norm {cell(acc_none)}; "
-                f"paired difference {diff_text(d, lo, hi, percent=True)}.",
+                f"paired difference {difference(d, lo, hi, percent=True)}.",
                 protocol=proto + "; paired by seed",
             )
         )
@@ -191,7 +191,7 @@ def conflicting_verdict(m: Measured, s: Settings) -> Verdict:
         hi,
         f"final accuracy vs y (follows the NRF) / vs y+1 (follows the RF): {name(bn)} {cell(y_bn)} / {cell(y1_bn)} "
         f"(peak vs y+1 during training {cell(peaks)}), no norm {cell(y_none)} / {cell(y1_none)}; paired difference "
-        f"of (acc y - acc y+1), {name(bn)} minus no norm, {diff_text(d, lo, hi, percent=True)}.",
+        f"of (acc y - acc y+1), {name(bn)} minus no norm, {difference(d, lo, hi, percent=True)}.",
         protocol=f"planted conflicting set (RF of class y-1, NRF and label y), a_n = {s.conflicting_a_n:g}, "
         f"evaluated on the agree view; {len(y_bn)} seeds paired",
         void_reason=void,
@@ -226,8 +226,8 @@ def mnist_verdict(q: dict[str, Any]) -> Verdict:
         d,
         d - 1.959964 * se,
         d + 1.959964 * se,
-        f"accuracy gain from batch statistics: attack-built {diff_text(ga, la, ha, percent=True)}, planted "
-        f"{diff_text(gp, lp, hp, percent=True)}; difference {diff_text(d, d - 1.96 * se, d + 1.96 * se, percent=True)}.",
+        f"accuracy gain from batch statistics: attack-built {difference(ga, la, ha, percent=True)}, planted "
+        f"{difference(gp, lp, hp, percent=True)}; difference {difference(d, d - 1.96 * se, d + 1.96 * se, percent=True)}.",
         protocol=f"BN smallcnn, {len(q['seeds'])} seed(s), {q['n']} test images each; Wald intervals of "
         "the pooled proportions (pairing of images ignored: conservative)",
         void_reason=void,
@@ -243,7 +243,7 @@ def transfer_verdict(t: TransferResult, s: Settings, void: str | None = None) ->
         lo,
         hi,
         f"mean success on the other seeds' models: from no-norm sources {cell(t.per_seed['none'])}, from "
-        f"{name(bn)} sources {cell(t.per_seed[bn])}; paired difference {diff_text(d, lo, hi, percent=True)}.",
+        f"{name(bn)} sources {cell(t.per_seed[bn])}; paired difference {difference(d, lo, hi, percent=True)}.",
         protocol=f"PGD-L2 eps {s.transfer_eps:g}, {s.pgd_steps} steps, on {s.transfer_size} agree-view images of the "
         f"operating point; success = misclassified among the target's correctly classified images; "
         f"{len(t.seeds)} source seeds paired, targets = every model of the other seeds",
@@ -251,19 +251,4 @@ def transfer_verdict(t: TransferResult, s: Settings, void: str | None = None) ->
     )
 
 
-__all__ = [
-    "Capability",
-    "capability",
-    "capability_void",
-    "capable",
-    "conflicting_verdict",
-    "crossover",
-    "crossover_text",
-    "drand_verdicts",
-    "dropped_text",
-    "learned_pairs",
-    "mnist_verdict",
-    "pairs_void",
-    "preference_verdict",
-    "transfer_verdict",
-]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

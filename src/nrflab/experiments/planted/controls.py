@@ -3,11 +3,12 @@ available, or moved to a mid band, and which model's reliance moves."""
 
 from __future__ import annotations
 
+from nrflab.core.fmt import cell, difference
 from nrflab.core.stats import Verdict, judge, paired_ci
 from nrflab.experiments.planted.claims import Capability, capability_void, dropped_text, pairs_void
 from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.settings import Settings
-from nrflab.experiments.planted.text import cell, diff_text, name
+from nrflab.experiments.planted.text import name
 
 
 def control_verdicts(m: Measured, s: Settings, op_key: str, cap: Capability) -> list[Verdict]:
@@ -53,7 +54,7 @@ def control_verdicts(m: Measured, s: Settings, op_key: str, cap: Capability) -> 
                 lo,
                 hi,
                 f"gap rho_{bn} - rho_none: operating point {cell(x, percent=False, signed=True)}, control "
-                f"{cell(y, percent=False, signed=True)}; shrinkage {diff_text(d, lo, hi, percent=False)}."
+                f"{cell(y, percent=False, signed=True)}; shrinkage {difference(d, lo, hi, percent=False)}."
                 + dropped_text(left_out),
                 protocol=f"{len(common)} seeds paired",
                 void_reason=void,
@@ -85,7 +86,7 @@ def control_shifts(m: Measured, s: Settings, op_key: str) -> dict[str, dict[str,
 def shifts_text(shifts: dict[str, dict[str, tuple[float, float, float]]], s: Settings) -> str:
     parts = [
         f"{label}: "
-        + ", ".join(f"rho {name(n)} {diff_text(*shifts[key][n], percent=False)}" for n in (s.norms[0], "none"))
+        + ", ".join(f"rho {name(n)} {difference(*shifts[key][n], percent=False)}" for n in (s.norms[0], "none"))
         for key, label in CONTROLS
     ]
     return (
@@ -126,4 +127,4 @@ def controls_summary(
     return text
 
 
-__all__ = ["CONTROLS", "control_shifts", "control_verdicts", "controls_summary", "shifts_text"]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

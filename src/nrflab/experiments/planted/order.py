@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from nrflab.core.stats import Verdict, judge, mean_ci, paired_ci
-from nrflab.experiments.planted.measurement import Measured, finite_mean
+from nrflab.core.fmt import cell, difference, pct
+from nrflab.core.stats import Verdict, finite_mean, judge, mean_ci, paired_ci
+from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.settings import Settings
-from nrflab.experiments.planted.text import cell, diff_text, name
-from nrflab.report.document import pct
+from nrflab.experiments.planted.text import name
 from nrflab.runs.rundir import RunDir
 
 Curve = list[dict[str, float]]
@@ -66,7 +66,7 @@ def learning_order(m: Measured, s: Settings, op_key: str) -> tuple[list[Verdict]
             lo,
             hi,
             f"F_N rise: {name(bn)} {cell(rise[bn], signed=True)}, no norm {cell(rise['none'], signed=True)}; paired difference "
-            f"{diff_text(d, lo, hi, percent=True)}.",
+            f"{difference(d, lo, hi, percent=True)}.",
             protocol=f"{common} seeds paired",
             void_reason=next((v.reason for v in verdicts if v.outcome == "void"), None),
         )
@@ -74,4 +74,4 @@ def learning_order(m: Measured, s: Settings, op_key: str) -> tuple[list[Verdict]
     return verdicts, curves
 
 
-__all__ = ["Curve", "early_point", "learning_order", "reliance_curve"]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

@@ -44,7 +44,7 @@ def planted_spec(s: Settings, preset: str, **params: Any) -> PlantedSpec:
         "seed": s.data_seed,
         "sample_seed": s.data_seed,
     }
-    merged = {**base, "preset": preset, **params}
+    merged = {**base, "variant": preset, **params}
     return spec_from_params({k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in merged.items()})
 
 
@@ -143,4 +143,4 @@ def train_task(run: PlantedRun, s: Settings, home: Path) -> PlantedTrainTask:
     )
 
 
-__all__ = ["PlantedRun", "PlantedTrainTask", "planted_runs", "planted_spec", "recipe", "train_task"]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

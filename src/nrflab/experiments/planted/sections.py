@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from nrflab.core.stats import Verdict, fmt_interval, wilson
+from nrflab.core.fmt import cell, interval, num, pct
+from nrflab.core.stats import Verdict, finite_mean, wilson
 from nrflab.data.planted import PlantedSpec
 from nrflab.experiments.planted.claims import (
     Capability,
@@ -25,12 +26,12 @@ from nrflab.experiments.planted.claims import (
 )
 from nrflab.experiments.planted.controls import control_shifts, control_verdicts, controls_summary, shifts_text
 from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
-from nrflab.experiments.planted.measurement import Measured, finite_mean
+from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.order import Curve, learning_order
 from nrflab.experiments.planted.settings import Settings
-from nrflab.experiments.planted.text import cell, name
+from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
-from nrflab.report.document import Section, markdown_table, num, pct, verdict_line
+from nrflab.report.document import Section, markdown_table, verdict_line
 
 Shifts = dict[str, dict[str, tuple[float, float, float]]]
 
@@ -273,7 +274,7 @@ def mnist_parts(s: Settings, mnist: dict[str, Any], mv: Verdict) -> list[str]:
                 [
                     label,
                     stats,
-                    f"{pct(acc)} {fmt_interval(lo, hi)}",
+                    f"{pct(acc)} {interval(lo, hi)}",
                     pct(finite_mean([r[f"{stats}_top"] for r in rows])),
                 ]
             )
@@ -376,15 +377,4 @@ def energy_reading(t: TransferResult, s: Settings) -> str:
     )
 
 
-__all__ = [
-    "build_sections",
-    "control_rows",
-    "drand_section",
-    "energy_reading",
-    "operating_rows",
-    "order_section",
-    "preference_section",
-    "settings_text",
-    "sweep_rows",
-    "transfer_section",
-]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package

@@ -6,8 +6,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from nrflab.core.stats import finite_mean
 from nrflab.data.planted import PlantedSpec, band_mask, make_templates
-from nrflab.experiments.planted.measurement import Measured, finite_mean, full_views, pgd_l2
+from nrflab.experiments.planted.measurement import Measured, full_views, pgd_l2
 from nrflab.experiments.planted.settings import Settings
 from nrflab.measure.reliance import BandEnergy, band_energy, predictions
 from nrflab.models.checkpoint import load_model
@@ -75,4 +76,4 @@ def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Transf
     )
 
 
-__all__ = ["TransferResult", "transfer"]
+__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
