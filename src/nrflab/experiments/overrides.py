@@ -19,13 +19,14 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, get_args, get_origin
+from typing import Any, Optional
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_yaml_mapping
+from nrflab.core.schema import one_line
 from nrflab.experiments.spec import ALL_SCALES, ExperimentSpec
 
 #: Common flags and the settings key each sets (``epochs`` sets the spec's ``epoch_keys``).
@@ -246,50 +247,7 @@ def validate_settings(spec: ExperimentSpec, data: Mapping[str, Any]) -> BaseMode
 
 def settings_error(model: type[BaseModel], exc: ValidationError) -> str:
     """``setting KEY: problem`` for the first error; unknown keys list the known ones at their level."""
-    err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ())]
-    where = ".".join(loc) or "settings"
-    if err.get("type") == "extra_forbidden":
-        known = _known_keys(model, loc[:-1])
-        hint = f" (known: {', '.join(known)})" if known else ""
-        return f"unknown setting {where}{hint}"
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    got = err.get("input")
-    shown = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
-    return f"setting {where}: {msg}{shown}"
-
-
-def _known_keys(model: type[BaseModel], path: Sequence[str]) -> list[str]:
-    """The field names of the settings group reached by ``path`` (mapping keys skipped), or []."""
-    annotation: Any = model
-    for key in path:
-        annotation = _strip_optional(annotation)
-        if get_origin(annotation) is dict:
-            annotation = get_args(annotation)[1]
-            continue
-        found = _model_of(annotation)
-        info = found.model_fields.get(key) if found is not None else None
-        if info is None:
-            return []
-        annotation = info.annotation
-    annotation = _strip_optional(annotation)
-    found = None if get_origin(annotation) is dict else _model_of(annotation)
-    return list(found.model_fields) if found is not None else []
-
-
-def _strip_optional(annotation: Any) -> Any:
-    args = [a for a in get_args(annotation) if a is not type(None)]
-    return (
-        args[0]
-        if get_origin(annotation) is not dict and len(args) == 1 and type(None) in get_args(annotation)
-        else annotation
-    )
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    return None
+    return one_line(exc, model=model)
 
 
 __all__ = [

@@ -16,6 +16,7 @@ from nrflab.attacks import AttackSpec, parse_attack
 from nrflab.core.accel import CompileMode
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_yaml_mapping
+from nrflab.core.schema import one_line
 from nrflab.core.validation import WIDTH_MAX, Seed
 from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
 
@@ -137,13 +138,8 @@ class TrainConfig(BaseModel):
 
 
 def validation_message(exc: ValidationError) -> str:
-    """One line from a pydantic error: the first problem, with its field."""
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ())) or "config"
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    if err.get("type") == "extra_forbidden":
-        msg = f"unknown setting (known: {', '.join(TrainConfig.model_fields)})"
-    return f"invalid config: {where}: {msg}"
+    """One line from a pydantic error: the first problem, with its field (see :func:`nrflab.core.schema.one_line`)."""
+    return one_line(exc, model=TrainConfig, where="invalid config")
 
 
 def make_config(base_dataset: str | None = None, **fields: Any) -> TrainConfig:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nrflab.attacks import AttackSpec, attack_from_parts
 from nrflab.core.errors import NrflabError
+from nrflab.core.schema import one_line
 from nrflab.core.validation import Seed, resolve_device
 from nrflab.transfer.boosts import Boost, EarlyStop, check_boost
 from nrflab.transfer.refs import OutsideModelOptions
@@ -162,23 +163,10 @@ class TransferConfig(BaseModel):
 def config_error(exc: ValidationError, *, where: str, flags: frozenset[str] = frozenset()) -> str:
     """One line for the first problem of a validation error: where, which key, what is wrong."""
     err = exc.errors()[0]
-    loc = [str(p) for p in err.get("loc", ())]
-    key = loc[0] if loc else ""
-    msg = str(err.get("msg", "invalid value")).removeprefix("Value error, ")
-    kind = err.get("type", "")
-    if kind == "extra_forbidden":
-        return f"{where}: unknown key {key!r} (known: {', '.join(TransferConfig.model_fields)})"
-    if key in ("sources", "targets") and kind in ("missing", "too_short"):
+    key = str(err["loc"][0]) if err.get("loc") else ""
+    if key in ("sources", "targets") and err.get("type") in ("missing", "too_short"):
         return f"no {key} given (--{key} MODEL ...)"
-    if kind.endswith("_type") or kind in ("literal_error", "int_from_float"):
-        got = err.get("input")
-        msg = f"{msg} (got {type(got).__name__} {str(got)[:40]!r})"
-    if kind == "missing":
-        msg = "required"
-    if not key:
-        return f"{where}: {msg}"
-    prefix = f"option --{key.replace('_', '-')}" if key in flags else f"{where}: {'.'.join(loc)}"
-    return f"{prefix}: {msg}"
+    return one_line(exc, model=TransferConfig, where=where, flags=flags, noun="key")
 
 
 __all__: list[str] = []  # nothing to import from here: the room's public names come from its package
