@@ -1,0 +1,82 @@
+"""``nrflab build-dataset``: the robust / non-robust / conflicting feature datasets (Ilyas et al., the paper).
+
+The build settings' options are generated from :class:`nrflab.features.BuildSettings`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nrflab.cli.app import app
+from nrflab.cli.flags import BUILD_FLAGS
+from nrflab.cli.model_options import (
+    ARCH_OPTION,
+    MEAN_OPTION,
+    MODEL_HELP,
+    NORM_OPTION,
+    NUM_CLASSES_OPTION,
+    STD_OPTION,
+    WIDTH_OPTION,
+    parse_channel_values,
+)
+from nrflab.cli.schema_flags import Given, schema_command
+from nrflab.core.errors import NrflabError
+from nrflab.features import BUILD_KINDS, BuildSettings, build_dataset
+
+
+@schema_command(app, "build-dataset", BuildSettings, flags=BUILD_FLAGS, skip=("kind",))
+def build_dataset_command(
+    given: Given,
+    kind: str = typer.Argument(..., help=f"One of {', '.join(BUILD_KINDS)}."),
+    source: str = typer.Option(
+        ..., "--source", "-s", help="Source model (adversarially trained for d_r, standard otherwise). " + MODEL_HELP
+    ),
+    dataset: Optional[str] = typer.Option(
+        None,
+        "--dataset",
+        "-d",
+        help="Base dataset name (e.g. mnist5k, cifar10); for conflicting, default: the --base set's.",
+    ),
+    arch: Optional[str] = ARCH_OPTION,
+    norm: Optional[str] = NORM_OPTION,
+    num_classes: Optional[int] = NUM_CLASSES_OPTION,
+    width: Optional[float] = WIDTH_OPTION,
+    mean: Optional[str] = MEAN_OPTION,
+    std: Optional[str] = STD_OPTION,
+    out: Path = typer.Option(..., "--out", "-o", help="Directory to write (shards + dataset.json)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the base dataset's files are."),
+    base: Optional[Path] = typer.Option(None, "--base", help="conflicting only: the D_R set to start from."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue an interrupted build (same settings) shard by shard."
+    ),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Build again even if OUT holds files."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per PGD batch."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Build a feature dataset (d_r, d_nr, d_rand, d_det, conflicting); train on it with `nrflab train -d OUT`."""
+    if kind.lower() not in BUILD_KINDS:
+        raise NrflabError(f"unknown dataset kind {kind!r}; choose one of {', '.join(BUILD_KINDS)}")
+    if kind.lower() != "conflicting" and dataset is None:
+        raise NrflabError("--dataset is required (the base dataset, e.g. mnist5k)")
+    outside = dict(arch=arch, norm=norm, num_classes=num_classes, width=width)
+    channels = dict(mean=parse_channel_values(mean, "--mean"), std=parse_channel_values(std, "--std"))
+    result = build_dataset(
+        kind.lower(),
+        source,
+        dataset,
+        out,
+        data_root=data_root,
+        base=base,
+        model_options={**outside, **channels},
+        batch_size=batch_size,
+        device=device,
+        resume=resume,
+        overwrite=overwrite,
+        progress=not quiet and sys.stderr.isatty(),
+        **given,
+    )
+    typer.echo(f"wrote {result.out_dir / 'dataset.json'}")

@@ -1,0 +1,201 @@
+"""How the fields of ``TrainConfig``, ``TransferConfig`` and ``BuildSettings`` are spelled on the command line.
+
+Options are generated from the fields (:mod:`nrflab.cli.schema_flags`); this module holds only what the
+fields do not say themselves: short names and old spellings users depend on, the text forms
+(``--milestones 50,100``, ``--mean 0.49,0.48,0.45``), and the help of fields that carry no description
+yet. An entry for a field that does not exist fails when the command is registered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+from nrflab.cli.model_options import MEAN_HELP, STD_HELP, parse_channel_values
+from nrflab.cli.schema_flags import Flag, split_list
+from nrflab.core.errors import NrflabError
+from nrflab.core.validation import DEVICE_HELP
+from nrflab.features import KIND_DEFAULTS, LABEL_POLICIES
+
+
+def _milestones(text: str) -> list[int]:
+    try:
+        return [int(m) for m in text.split(",") if m.strip()]
+    except ValueError:
+        raise NrflabError(f"--milestones must be comma-separated integers, got {text!r}") from None
+
+
+def _batch_size(text: str) -> int | str:
+    """``--eval-batch-size``: ``auto`` or a whole number."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise NrflabError(f"--eval-batch-size must be auto or a whole number, got {text!r}") from None
+
+
+def _channels(flag: str) -> Flag:
+    def parse(text: str) -> Optional[list[float]]:
+        values = parse_channel_values(text, flag)
+        return None if values is None else list(values)
+
+    return Flag(names=(flag,), help=MEAN_HELP if flag == "--mean" else STD_HELP, parse=parse)
+
+
+def _models(names: Sequence[str], help: str) -> Flag:
+    return Flag(names=tuple(names), help=help, parse=split_list, repeat=True)
+
+
+SEED_HELP = "Seed (0..2^32-1)"
+
+TRAIN_FLAGS = {
+    "dataset": Flag(names=("--dataset", "-d"), help="Dataset name or built dataset directory (default cifar10)."),
+    "data_root": Flag(help="Where the dataset's files are."),
+    "arch": Flag(help="Architecture (default resnet18)."),
+    "norm": Flag(help="Normalization (default bn)."),
+    "width": Flag(help="Channel width multiplier (e.g. 0.25 for CPU runs)."),
+    "init": Flag(help="Weight initialization: auto, kaiming, torch, fixup."),
+    "epochs": Flag(help="Training epochs."),
+    "batch_size": Flag(help="Training batch size."),
+    "optimizer": Flag(help="Optimizer."),
+    "lr": Flag(help="Learning rate (peak rate for onecycle)."),
+    "momentum": Flag(help="SGD momentum."),
+    "weight_decay": Flag(help="Weight decay."),
+    "schedule": Flag(help="Learning-rate schedule."),
+    "milestones": Flag(help="Comma-separated epochs for multistep, e.g. 50,100.", parse=_milestones),
+    "gamma": Flag(help="Learning-rate factor at each multistep milestone."),
+    "warmup_epochs": Flag(
+        help="Linear learning-rate warm-up over this many epochs (multistep, cosine, constant schedules)."
+    ),
+    "augment": Flag(help="Random crop (and flip) augmentation."),
+    "flip": Flag(help="Horizontal flips in the augmentation."),
+    "seed": Flag(help=f"{SEED_HELP} of the initial weights, the data order and the augmentation."),
+    "device": Flag(help=f"{DEVICE_HELP}."),
+    "eval_attacks": Flag(
+        names=("--eval-attack",),
+        help="Per-epoch attack spec (repeatable), e.g. 'pgd-l2:eps=0.25,step=0.1,steps=10'. Default: the dataset preset.",
+    ),
+    "ligs": Flag(help="Record LIGS every epoch."),
+    "ligs_sigma": Flag(help="LIGS noise std (pixel scale)."),
+    "eval_size": Flag(help="Evaluate on a fixed seeded subset of N test images."),
+    "eval_batch_size": Flag(
+        help="Batch size of the per-epoch evaluation: N, or auto (256 on CPU; on CUDA the largest that fits a "
+        "quarter of free memory, up to 4096).",
+        parse=_batch_size,
+    ),
+    "eval_shifted_labels": Flag(help="Also record accuracy against (y+1) mod C."),
+    "probe_every": Flag(
+        help="Also record the dataset's probes (e.g. planted-feature reliance) every N steps of the first "
+        "--probe-epochs epochs, in probes.csv."
+    ),
+    "probe_epochs": Flag(help="How many epochs --probe-every covers (default 1)."),
+    "adv_train": Flag(help="Adversarial training."),
+    "adv_eps": Flag(help="Adversarial training radius (default 0.5 for L2, 8/255 for Linf)."),
+    "adv_steps": Flag(help="Adversarial training attack steps (default 7)."),
+    "adv_step_size": Flag(help="Adversarial training attack step (default: the kind's, or 2.5 * eps / steps)."),
+    "attack_mode": Flag(
+        help="Model mode while crafting training attacks: eval, or train (BN batch stats, as the official code)."
+    ),
+    "keep_checkpoints": Flag(help="Also keep the model of every N-th epoch (for early-stopped transfer sources)."),
+    "channels_last": Flag(help="channels_last memory format (faster convs on CPU and GPU)."),
+    "amp": Flag(
+        help="Mixed precision for the training steps: none (fp32) or bf16 (bfloat16 autocast). Evaluation and "
+        "every recorded robustness number stay fp32."
+    ),
+    "compile": Flag(
+        help="torch.compile the model for the training steps (reduce-overhead: CUDA graphs). Pays after its "
+        "compile time on long GPU runs; evaluation stays eager fp32."
+    ),
+    "preset": Flag(help="Dataset preset to apply (default: chosen from the dataset)."),
+}
+
+MODEL_FORMS = (
+    "run directories, RUN_DIR@epoch=K (a kept epoch), nrflab model .safetensors files, or models from "
+    "outside nrflab: state dicts (.safetensors/.pt, see --arch/--norm/--num-classes), TorchScript files, "
+    "pretrained:NAME, or package.module:function factories (a factory RUNS YOUR OWN CODE)"
+)
+OUTSIDE = "of every model from outside nrflab (a bare state dict)"
+
+TRANSFER_FLAGS = {
+    "sources": _models(
+        ("--sources", "--source", "-s"),
+        f"Source models: {MODEL_FORMS}. Repeat the option or give a comma/space-separated list "
+        "(--source is the same option, as in build-dataset).",
+    ),
+    "targets": _models(
+        ("--targets", "--target", "-t"), "Target models (same forms as --sources; --target is the same)."
+    ),
+    "dataset": Flag(
+        names=("--dataset", "-d"), help="Dataset whose test set is attacked (default: the first source run's dataset)."
+    ),
+    "data_root": Flag(help="Where the dataset's files are."),
+    "attack": Flag(
+        names=("--attack", "-a"),
+        help="pgd-linf (default), pgd-l2, fgsm, fgm-l2 (with --eps), or a full spec like 'pgd-linf:eps=0.1,steps=10'.",
+    ),
+    "eps": Flag(help="Attack radius (pixel scale), for an attack given by kind."),
+    "steps": Flag(help="Attack iterations (default 10)."),
+    "step_size": Flag(help="Attack step (default 2.5 * eps / steps)."),
+    "targeted": Flag(
+        names=("--targeted/--untargeted",), help="Targeted attack; success = the target predicts the target class."
+    ),
+    "target_policy": Flag(help="Target classes: next = (y+1) mod C, random = a seeded uniform wrong class."),
+    "source_epoch": Flag(help="Use epoch K's kept checkpoint of every source run (train with --keep-checkpoints)."),
+    "boost": Flag(
+        help="none; no-bn-twin (the source's twin run with norm none); early-stop (an earlier checkpoint chosen by "
+        "--early-stop); both (all combinations). Boosted variants are compared with the sources as given."
+    ),
+    "early_stop": Flag(
+        help="Early-stop rule: epoch=K, frac=X (earliest kept epoch with clean acc >= X * final; default frac=0.9), "
+        "or ligs=F (highest-LIGS kept epoch with clean acc >= F)."
+    ),
+    "twin_candidates": _models(
+        ("--twin-candidates",),
+        "Run dirs, or folders of run dirs, to search for no-BN twins (default: the sources' parent folders).",
+    ),
+    "limit": Flag(
+        help="Attack N test images drawn at random (without replacement) with --seed, kept in test-set order; the "
+        "same N and seed give the same images. Not the first N: test sets are often sorted by class. "
+        "Default: the whole test set."
+    ),
+    "seed": Flag(help=f"{SEED_HELP}, default 0, for the --limit subset, random starts and random target classes."),
+    "device": Flag(help=f"{DEVICE_HELP} (default auto)."),
+    "batch_size": Flag(help="Images per batch (default 256)."),
+    "include_self": Flag(
+        names=("--include-self/--exclude-self",),
+        help="Count a model as its own target in averages (default: excluded).",
+    ),
+    "arch": Flag(help=f"Architecture {OUTSIDE} (read off the weights if omitted)."),
+    "norm": Flag(help=f"Normalization {OUTSIDE}."),
+    "num_classes": Flag(help=f"Classes {OUTSIDE}."),
+    "width": Flag(help=f"Width multiplier {OUTSIDE}."),
+    "mean": _channels("--mean"),
+    "std": _channels("--std"),
+    "out": Flag(
+        names=("--out", "-o"),
+        help="Output directory (cached adversarial examples, pair results, matrix CSV/JSON, heat maps, summary.md). "
+        "A training run, a model file, a built dataset or a directory holding other files is refused.",
+    ),
+}
+
+_DEFAULTS = ", ".join(f"{k}: {s} steps, eps {e:g}, step {st:g}" for k, (s, e, st) in KIND_DEFAULTS.items())
+
+BUILD_FLAGS = {
+    "steps": Flag(help=f"PGD steps. Defaults: {_DEFAULTS}."),
+    "eps": Flag(help="L2 radius (pixel scale; 1000 = unbounded for the inversions)."),
+    "step_size": Flag(help="L2 step size."),
+    "seed": Flag(
+        help=f"{SEED_HELP}, default 0, of the --limit subset, the random start images and random targets (per shard)."
+    ),
+    "label_policy": Flag(help=f"Labels to store: {', '.join(LABEL_POLICIES)} (default target)."),
+    "shard_size": Flag(help="Images per shard (the unit of resuming; default 1000)."),
+    "dtype": Flag(help="Stored image type: uint8 (default; quantizes to 1/255), float16, float32."),
+    "fake_relu": Flag(names=("--fake-relu",), help="d_r/d_nr: pass gradients through the last ReLU (official code)."),
+    "layer": Flag(
+        help="d_r/d_nr with a model that has no .features(x): the name of the layer whose output is the representation."
+    ),
+    "limit": Flag(help="Build from a seeded random subset of N training images (seed: --seed)."),
+}
+
+__all__ = ["BUILD_FLAGS", "MODEL_FORMS", "TRAIN_FLAGS", "TRANSFER_FLAGS"]
