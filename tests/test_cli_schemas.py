@@ -1,40 +1,91 @@
-"""The command-line flags of ``train`` and ``transfer`` and the library's typed configs cannot drift apart:
-every flag is a config field (or one of a few command-only options), and every config field has a flag."""
+"""The command-line options of ``train``, ``transfer``, ``build-dataset``, ``evaluate`` and ``bn-analysis``
+are generated from their settings schemas: every field has an option with help, the values given reach the
+schema as they were typed, and a short flag means one option across commands."""
 
 from __future__ import annotations
 
-import inspect
+from typing import Literal, Optional
 
 import pytest
+import typer
+import typer.main
+from pydantic import Field
+from typer.testing import CliRunner
 
-from nrflab.cli.train import train
-from nrflab.cli.transfer import transfer
+from nrflab.cli.schema_flags import Flag, Given, schema_command, schema_fields
+from nrflab.core.schema import Schema
+from nrflab.features import BuildSettings
+from nrflab.measure.evaluation import BnAnalysisSettings, EvaluateSettings
 from nrflab.training import TrainConfig
 from nrflab.transfer import TransferConfig
 
-#: Options of the command itself (where to write, how to treat an existing run, what to print).
-COMMAND_ONLY = {"config", "recipe", "download", "out", "overwrite", "resume", "quiet"}
-#: Flags whose parameter name differs from the config field they set.
-RENAMED = {"compile_mode": "compile", "eval_attack": "eval_attacks"}
+COMMANDS = [
+    ("train", TrainConfig, ()),
+    ("transfer", TransferConfig, ()),
+    ("build-dataset", BuildSettings, ("kind",)),
+    ("evaluate", EvaluateSettings, ()),
+    ("bn-analysis", BnAnalysisSettings, ("model",)),
+]
 
 
-@pytest.mark.parametrize(("command", "schema"), [(train, TrainConfig), (transfer, TransferConfig)])
-def test_every_flag_is_a_config_field_and_every_field_a_flag(command, schema) -> None:
-    fields = set(schema.model_fields)
-    flags = {RENAMED.get(name, name) for name in inspect.signature(command).parameters} - (COMMAND_ONLY - fields)
-    assert flags - fields == set(), f"flags that set no {schema.__name__} field"
-    assert fields - flags == set(), f"{schema.__name__} fields that no flag sets"
+def _commands() -> dict[str, typer.main.click.Command]:
+    from nrflab.cli import app
+
+    return dict(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("command", "schema", "own"), COMMANDS, ids=[c[0] for c in COMMANDS])
+def test_every_field_is_an_option_with_help(command, schema, own) -> None:
+    params = {p.name: p for p in _commands()[command].params}
+    for field in schema_fields(schema):
+        if field.name in own:
+            continue
+        assert field.name in params, f"{schema.__name__}.{field.name} has no option in `nrflab {command}`"
+        assert getattr(params[field.name], "help", ""), f"--{field.name} of {command} has no help"
+    for param in params.values():
+        assert getattr(param, "help", None) or param.param_type_name == "argument", (command, param.name)
+
+
+class Toy(Schema):
+    name: str = Field("a", description="A name.")
+    kind: Literal["x", "y"] = "x"
+    flag: bool = True
+    sizes: list[int] = Field(default_factory=list)
+    count: Optional[int] = Field(None, ge=1)
+    pair: Optional[list[float]] = None
+
+
+def test_options_follow_the_fields_and_only_given_values_arrive() -> None:
+    app = typer.Typer()
+    seen: list[Given] = []
+
+    @schema_command(app, "toy", Toy, flags={"pair": Flag(parse=lambda t: [float(v) for v in t.split(",")])})
+    def toy(given: Given, loud: bool = typer.Option(False, "--loud")) -> None:
+        seen.append(dict(given, loud=loud))
+
+    @app.command()
+    def other() -> None:  # two commands, so Typer keeps the command names
+        pass
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["toy", "--kind", "y", "--no-flag", "--sizes", "1", "--sizes", "2", "--pair", "0.5,1"])
+    assert result.exit_code == 0, result.output
+    assert seen[-1] == {"kind": "y", "flag": False, "sizes": [1, 2], "pair": [0.5, 1.0], "loud": False}
+    assert runner.invoke(app, ["toy"]).exit_code == 0 and seen[-1] == {"loud": False}
+    help_text = runner.invoke(app, ["toy", "--help"], env={"COLUMNS": "200"}).output
+    assert "A name." in help_text and "one of x, y" in help_text and "--no-flag" in help_text
+    assert Toy.model_validate({k: v for k, v in seen[0].items() if k != "loud"}).kind == "y"
+
+
+def test_a_flag_for_a_missing_field_is_refused() -> None:
+    with pytest.raises(ValueError, match="no field"):
+        schema_command(typer.Typer(), "toy", Toy, flags={"nope": Flag()})
 
 
 def _options_by_flag() -> dict[str, dict[str, set[str]]]:
     """For every command, each short or long flag and the full set of names of the option it belongs to."""
-    import typer.main
-
-    from nrflab.cli import app
-
-    group = typer.main.get_command(app)
     found: dict[str, dict[str, set[str]]] = {}
-    for name, command in group.commands.items():
+    for name, command in _commands().items():
         flags: dict[str, set[str]] = {}
         for param in command.params:
             names = set(getattr(param, "opts", [])) | set(getattr(param, "secondary_opts", []))

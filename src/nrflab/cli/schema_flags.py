@@ -26,8 +26,9 @@ from typing import Any, Literal, Optional, Union
 import typer
 from pydantic import BaseModel
 
-#: What the command body receives: the fields the user gave on the command line, by field name.
-Given = Mapping[str, object]
+#: What the command body receives: the fields the user gave on the command line, by field name (the file
+#: boundary of the command line: values as typed, checked by the schema they are handed to).
+Given = Mapping[str, Any]
 Body = Callable[..., None]
 
 _NATIVE = (int, float, str, Path)
@@ -159,7 +160,7 @@ def schema_command(
             raise ValueError(f"{name}: options {', '.join(sorted(clash))} are also fields of {schema.__name__}")
 
         def command(**values: Any) -> None:
-            given: dict[str, object] = {}
+            given: dict[str, Any] = {}
             for f in fields:
                 value, parse = values.pop(f.name), flags.get(f.name, Flag()).parse
                 value = parse(value) if parse is not None and value not in (None, []) else value
