@@ -1,6 +1,4 @@
-"""``nrflab build-dataset``: the robust / non-robust / conflicting feature datasets (Ilyas et al., the paper).
-
-The build settings' options are generated from :class:`nrflab.features.BuildSettings`."""
+"""``nrflab build-dataset``: robust / non-robust / conflicting feature datasets (options from ``BuildSettings``)."""
 
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ from nrflab.cli.model_options import (
     NUM_CLASSES_OPTION,
     STD_OPTION,
     WIDTH_OPTION,
-    parse_channel_values,
+    outside_options,
 )
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.core.errors import NrflabError
@@ -62,8 +60,7 @@ def build_dataset_command(
         raise NrflabError(f"unknown dataset kind {kind!r}; choose one of {', '.join(BUILD_KINDS)}")
     if kind.lower() != "conflicting" and dataset is None:
         raise NrflabError("--dataset is required (the base dataset, e.g. mnist5k)")
-    outside = dict(arch=arch, norm=norm, num_classes=num_classes, width=width)
-    channels = dict(mean=parse_channel_values(mean, "--mean"), std=parse_channel_values(std, "--std"))
+    outside = outside_options(arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean, std=std)
     result = build_dataset(
         kind.lower(),
         source,
@@ -71,7 +68,7 @@ def build_dataset_command(
         out,
         data_root=data_root,
         base=base,
-        model_options={**outside, **channels},
+        model_options=outside,
         batch_size=batch_size,
         device=device,
         resume=resume,

@@ -9,12 +9,14 @@ yet. An entry for a field that does not exist fails when the command is register
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Optional
 
 from nrflab.cli.model_options import MEAN_HELP, STD_HELP, parse_channel_values
 from nrflab.cli.schema_flags import Flag, split_list
 from nrflab.core.errors import NrflabError
 from nrflab.core.validation import DEVICE_HELP
+from nrflab.experiments.overrides import Overrides, Recipe, read_recipe
 from nrflab.features import KIND_DEFAULTS, LABEL_POLICIES
 
 
@@ -198,4 +200,93 @@ BUILD_FLAGS = {
     "limit": Flag(help="Build from a seeded random subset of N training images (seed: --seed)."),
 }
 
-__all__ = ["BUILD_FLAGS", "MODEL_FORMS", "TRAIN_FLAGS", "TRANSFER_FLAGS"]
+SCALE_HELP = "Settings preset: cpu (the embedded data, minutes on a laptop) or paper (the official CIFAR-10 settings)."
+SET_HELP = (
+    "Change one setting: dotted KEY=VALUE into the experiment's settings, e.g. twins.epochs=40 or "
+    "'twins.eval_attacks=[\"pgd-l2:eps=0.5,step=0.1,steps=10\"]'; repeatable. See recipes/ for every key."
+)
+RECIPE_HELP = (
+    "A recipe file (YAML: experiment, scale, settings); repeatable. recipes/<experiment>/<scale>.yaml hold the presets."
+)
+BACKEND_HELP = "Where runs go: local (this machine, --workers processes) or ray (a Ray cluster, see --ray-address)."
+
+
+def _recipes(paths: Sequence[str]) -> tuple[Recipe, ...]:
+    return tuple(read_recipe(p) for p in paths)
+
+
+#: The flags every experiment command shares (the fields of ``experiments.overrides.Overrides``).
+EXPERIMENT_FLAGS = {
+    "scale": Flag(help=SCALE_HELP),
+    "recipes": Flag(names=("--recipe",), help=RECIPE_HELP, parse=_recipes, repeat=True),
+    "dataset": Flag(
+        names=("--dataset", "-d"),
+        help="Dataset name (e.g. cifar10, imagefolder:root=DIR) or built dataset directory; default: the "
+        "experiment's (the embedded MNIST subset for the demo).",
+    ),
+    "data_root": Flag(help="Where file-based datasets live."),
+    "arch": Flag(help="Architecture of every model."),
+    "width": Flag(help="Channel-width multiplier."),
+    "device": Flag(help=f"{DEVICE_HELP}."),
+    "epochs": Flag(help="Epochs of every training stage."),
+    "seeds": Flag(names=("--seed",), help="Seed(s); repeat for several."),
+    "assignments": Flag(names=("--set",), help=SET_HELP),
+}
+
+
+def checked_overrides(ov: Overrides) -> Overrides:
+    """The experiment flags, checked before anything runs: a known scale and architecture, epochs >= 1."""
+    from nrflab.experiments.spec import ALL_SCALES
+
+    if ov.scale not in ALL_SCALES:
+        raise NrflabError(f"unknown scale {ov.scale!r}; choose one of cpu, paper (or quick)")
+    if ov.arch is not None:
+        from nrflab.models import check_arch
+
+        check_arch(ov.arch)
+    if ov.epochs is not None and ov.epochs < 1:
+        raise NrflabError(f"--epochs must be >= 1, got {ov.epochs}")
+    return ov
+
+
+def overrides_from_flags(
+    *,
+    scale: str,
+    recipe: Optional[list[Path]],
+    dataset: Optional[str],
+    data_root: Optional[str],
+    arch: Optional[str],
+    width: Optional[float],
+    device: Optional[str],
+    epochs: Optional[int],
+    seed: Optional[list[int]],
+    assignments: Optional[list[str]],
+) -> Overrides:
+    """Hand-declared experiment flags (``nrflab reproduce``) as checked Overrides (recipes read)."""
+    recipes = _recipes([str(p) for p in recipe or ()])
+    common = dict(dataset=dataset, data_root=data_root, arch=arch, width=width, device=device)
+    return checked_overrides(
+        Overrides(
+            scale=scale,
+            recipes=recipes,
+            **common,
+            epochs=epochs,
+            seeds=tuple(seed or ()),
+            assignments=tuple(assignments or ()),
+        )
+    )
+
+
+__all__ = [
+    "BACKEND_HELP",
+    "BUILD_FLAGS",
+    "EXPERIMENT_FLAGS",
+    "MODEL_FORMS",
+    "RECIPE_HELP",
+    "SCALE_HELP",
+    "SET_HELP",
+    "TRAIN_FLAGS",
+    "TRANSFER_FLAGS",
+    "checked_overrides",
+    "overrides_from_flags",
+]

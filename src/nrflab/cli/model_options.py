@@ -5,7 +5,7 @@ the forms, the ``*_OPTION`` objects describe a bare state dict or a model expect
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -50,6 +50,20 @@ def parse_channel_values(text: Optional[str], what: str) -> tuple[float, ...] | 
     return tuple(values)
 
 
+def outside_options(
+    *,
+    arch: Optional[str],
+    norm: Optional[str],
+    num_classes: Optional[int],
+    width: Optional[float],
+    mean: Optional[str],
+    std: Optional[str],
+) -> dict[str, Any]:
+    """The options of a model from outside nrflab, ``--mean``/``--std`` read as numbers."""
+    channels = {"mean": parse_channel_values(mean, "--mean"), "std": parse_channel_values(std, "--std")}
+    return {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width, **channels}
+
+
 __all__ = [
     "ARCH_OPTION",
     "MEAN_HELP",
@@ -60,5 +74,6 @@ __all__ = [
     "STD_HELP",
     "STD_OPTION",
     "WIDTH_OPTION",
+    "outside_options",
     "parse_channel_values",
 ]

@@ -32,6 +32,7 @@ Given = Mapping[str, Any]
 Body = Callable[..., None]
 
 _NATIVE = (int, float, str, Path)
+_LISTS = (list, tuple, Sequence)
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def _option(field: SchemaField, flag: Flag, schema: type, registries: Mapping[st
         annotation: Any = Optional[list[str]] if flag.repeat else Optional[str]
     elif kind is bool:
         annotation = Optional[bool]
-    elif origin in (list, tuple) and typing.get_args(kind) and typing.get_args(kind)[0] in _NATIVE:
+    elif origin in _LISTS and typing.get_args(kind) and typing.get_args(kind)[0] in _NATIVE:
         annotation = Optional[list[typing.get_args(kind)[0]]]  # type: ignore[misc]
     elif kind in _NATIVE:
         annotation = Optional[kind]
