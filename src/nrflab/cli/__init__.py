@@ -1,6 +1,10 @@
-"""The ``nrflab`` command line: one command per task, each with ``--help``.
+"""Lives here: the ``nrflab`` command line -- one module per command: parse the flags, make one library call, print.
+Never here: anything a Python user would also want (it lives in the library room the command calls), hand copies of settings fields.
+To add one: a module with ``@app.command()`` (or ``@schema_command(app, NAME, Schema)`` when a settings schema describes it), imported below.
 
-Bad input of any kind prints one ``error: ...`` line and exits with status 2, never a traceback.
+Options of commands configured by a settings schema are generated from its fields (:mod:`nrflab.cli.schema_flags`);
+:mod:`nrflab.cli.flags` holds only the spellings users type that the fields do not say. Bad input of any kind
+prints one ``error: ...`` line and exits with status 2, never a traceback.
 """
 
 from __future__ import annotations

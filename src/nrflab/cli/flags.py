@@ -264,15 +264,19 @@ def overrides_from_flags(
 ) -> Overrides:
     """Hand-declared experiment flags (``nrflab reproduce``) as checked Overrides (recipes read)."""
     recipes = _recipes([str(p) for p in recipe or ()])
-    common = dict(dataset=dataset, data_root=data_root, arch=arch, width=width, device=device)
+    seeds, sets = tuple(seed or ()), tuple(assignments or ())
     return checked_overrides(
         Overrides(
             scale=scale,
             recipes=recipes,
-            **common,
+            dataset=dataset,
+            data_root=data_root,
+            arch=arch,
+            width=width,
+            device=device,
             epochs=epochs,
-            seeds=tuple(seed or ()),
-            assignments=tuple(assignments or ()),
+            seeds=seeds,
+            assignments=sets,
         )
     )
 
