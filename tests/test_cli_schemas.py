@@ -109,3 +109,67 @@ def test_a_short_flag_means_the_same_option_in_every_command() -> None:
                 if f"{long}s" in names:
                     assert long in names, f"{command}: {long}s without the {long} spelling"
     assert all(count >= 2 for count in seen.values()), seen
+
+
+class Inner(Schema):
+    epochs: int = Field(1, ge=1)
+
+
+class Outer(Schema):
+    twins: Inner = Inner()
+    lr: float = Field(0.1, gt=0)
+    name: str = "x"
+
+
+def _error(data: dict) -> Exception:
+    from pydantic import ValidationError
+
+    try:
+        Outer.model_validate(data)
+    except ValidationError as exc:
+        return exc
+    raise AssertionError("no error")
+
+
+@pytest.mark.parametrize(
+    ("data", "kwargs", "line"),
+    [
+        ({"lr": -1}, {"where": "invalid config"}, "invalid config: lr: Input should be greater than 0 (got -1)"),
+        (
+            {"lr": -1},
+            {"where": "recipe r.yaml", "flags": {"lr"}},
+            "option --lr: Input should be greater than 0 (got -1)",
+        ),
+        ({"lr": -1}, {}, "setting lr: Input should be greater than 0 (got -1)"),
+        (
+            {"twins": {"epochs": "many"}},
+            {},
+            "setting twins.epochs: Input should be a valid integer, unable to parse string as an integer (got 'many')",
+        ),
+        (
+            {"colour": 1},
+            {"where": "recipe r.yaml", "noun": "key"},
+            "recipe r.yaml: unknown key 'colour' (known: twins, lr, name)",
+        ),
+        ({"twins": {"epochz": 1}}, {}, "unknown setting twins.epochz (known: epochs)"),
+    ],
+)
+def test_one_line_names_where_which_key_and_what_was_given(data, kwargs, line) -> None:
+    from nrflab.core.schema import one_line
+
+    assert one_line(_error(data), model=Outer, **kwargs) == line
+
+
+def test_schema_parse_is_frozen_and_refuses_unknown_keys() -> None:
+    from pydantic import ValidationError
+
+    from nrflab.core.errors import NrflabError
+
+    outer = Outer.parse({"lr": 0.5, "twins": {"epochs": 2}})
+    assert outer.twins.epochs == 2
+    with pytest.raises(ValidationError, match="frozen"):
+        outer.lr = 1.0  # type: ignore[misc]
+    with pytest.raises(NrflabError, match=r"^options: unknown setting 'colour'"):
+        Outer.parse({"colour": 1}, where="options")
+    with pytest.raises(NrflabError, match=r"^option --lr: Input should be a finite number"):
+        Outer.parse({"lr": float("inf")}, where="options", flags={"lr"})
