@@ -28,9 +28,7 @@ class Schema(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     @classmethod
-    def parse(
-        cls: type[S], data: Mapping[str, Any], *, where: str = "settings", flags: Collection[str] = ()
-    ) -> S:
+    def parse(cls: type[S], data: Mapping[str, Any], *, where: str = "settings", flags: Collection[str] = ()) -> S:
         """Validate ``data`` (keys spelled with ``-`` or ``_``); the first problem raises one line (see
         :func:`one_line`)."""
         fields = {str(k).replace("-", "_"): v for k, v in data.items()}
