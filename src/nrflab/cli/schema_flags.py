@@ -163,9 +163,9 @@ def schema_command(
         def command(**values: Any) -> None:
             given: dict[str, Any] = {}
             for f in fields:
-                value, parse = values.pop(f.name), flags.get(f.name, Flag()).parse
-                value = parse(value) if parse is not None and value not in (None, []) else value
-                if value is not None and value != []:
+                raw, parse = values.pop(f.name), flags.get(f.name, Flag()).parse
+                value = None if raw is None or raw == [] else parse(raw) if parse is not None else raw
+                if value is not None:  # a parse may say "not given" too (an empty list of models)
                     given[f.name] = value
             body(given, **values)
 
