@@ -144,13 +144,11 @@ def schema_command(
 
     The function's first parameter receives the given fields (:data:`Given`); its other parameters are the
     command's own options, declared as usual. ``skip`` names fields the command declares itself (or never
-    takes); ``flags`` adjusts fields (:class:`Flag`). An unknown name in either is a programming error.
+    takes); ``flags`` adjusts fields (:class:`Flag`). An entry for a field the schema no longer has is
+    ignored, so a field removed from a schema never breaks the command line; :func:`stale_flags` finds them.
     """
     flags = dict(flags or {})
     fields = [f for f in schema_fields(schema) if f.name not in skip]
-    unknown = (set(flags) | set(skip)) - {f.name for f in schema_fields(schema)}
-    if unknown:
-        raise ValueError(f"{schema.__name__} has no field(s) {', '.join(sorted(unknown))}")
     registries = _registry_choices()
     generated = [_option(f, flags.get(f.name, Flag()), schema, registries) for f in fields]
 
@@ -179,6 +177,11 @@ def schema_command(
     return register
 
 
+def stale_flags(schema: type, flags: Mapping[str, Flag]) -> set[str]:
+    """Entries of ``flags`` that name no field of ``schema`` (left behind when a field was removed)."""
+    return set(flags) - {f.name for f in schema_fields(schema)}
+
+
 def split_list(values: Optional[Sequence[str] | str]) -> list[str] | None:
     """Repeated options, each possibly a comma- or space-separated list; None when empty."""
     items = [values] if isinstance(values, str) else list(values or [])
@@ -186,4 +189,4 @@ def split_list(values: Optional[Sequence[str] | str]) -> list[str] | None:
     return out or None
 
 
-__all__ = ["Flag", "Given", "SchemaField", "schema_command", "schema_fields", "split_list"]
+__all__ = ["Flag", "Given", "SchemaField", "schema_command", "schema_fields", "split_list", "stale_flags"]
