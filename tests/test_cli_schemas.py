@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from nrflab.cli.schema_flags import Flag, Given, schema_command, schema_fields, stale_flags
 from nrflab.core.schema import Schema
-from nrflab.features import BuildSettings
+from nrflab.features import make_settings
 from nrflab.measure.evaluation import BnAnalysisSettings, EvaluateSettings
 from nrflab.training import TrainConfig
 from nrflab.transfer import TransferConfig
@@ -22,7 +22,7 @@ from nrflab.transfer import TransferConfig
 COMMANDS = [
     ("train", TrainConfig, ()),
     ("transfer", TransferConfig, ()),
-    ("build-dataset", BuildSettings, ("kind",)),
+    ("build-dataset", make_settings, ("kind",)),
     ("evaluate", EvaluateSettings, ()),
     ("bn-analysis", BnAnalysisSettings, ("model",)),
 ]
@@ -36,6 +36,8 @@ def _commands() -> dict[str, typer.main.click.Command]:
 
 @pytest.mark.parametrize(("command", "schema", "own"), COMMANDS, ids=[c[0] for c in COMMANDS])
 def test_every_field_is_an_option_with_help(command, schema, own) -> None:
+    """Build settings are typed through ``make_settings`` (its keywords: steps, eps, step size, ...), the
+    constructor of ``BuildSettings`` (whose ``attack`` field they describe)."""
     params = {p.name: p for p in _commands()[command].params}
     for field in schema_fields(schema):
         if field.name in own:
@@ -88,7 +90,7 @@ def test_no_flag_entry_outlives_its_field() -> None:
     for schema, entries in (
         (TrainConfig, flags.TRAIN_FLAGS),
         (TransferConfig, flags.TRANSFER_FLAGS),
-        (BuildSettings, flags.BUILD_FLAGS),
+        (make_settings, flags.BUILD_FLAGS),
         (Overrides, flags.EXPERIMENT_FLAGS),
         (EvaluateSettings, evaluate.FLAGS),
         (BnAnalysisSettings, bn_analysis.FLAGS),

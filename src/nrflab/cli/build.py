@@ -1,4 +1,4 @@
-"""``nrflab build-dataset``: robust / non-robust / conflicting feature datasets (options from ``BuildSettings``)."""
+"""``nrflab build-dataset``: robust / non-robust / conflicting feature datasets (options: ``make_settings``'s)."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from nrflab.cli.model_options import (
 )
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.core.errors import NrflabError
-from nrflab.features import BUILD_KINDS, BuildSettings, build_dataset
+from nrflab.features import BUILD_KINDS, build_dataset, make_settings
 
 
-@schema_command(app, "build-dataset", BuildSettings, flags=BUILD_FLAGS, skip=("kind",))
+@schema_command(app, "build-dataset", make_settings, flags=BUILD_FLAGS, skip=("kind",))
 def build_dataset_command(
     given: Given,
     kind: str = typer.Argument(..., help=f"One of {', '.join(BUILD_KINDS)}."),

@@ -1,4 +1,5 @@
-"""How the fields of ``TrainConfig``, ``TransferConfig`` and ``BuildSettings`` are spelled on the command line.
+"""How the fields of ``TrainConfig``, ``TransferConfig``, ``Overrides`` and the build settings (the keywords of
+``features.make_settings``) are spelled on the command line.
 
 Options are generated from the fields (:mod:`nrflab.cli.schema_flags`); this module holds only what the
 fields do not say themselves: short names and old spellings users depend on, the text forms
@@ -181,7 +182,7 @@ TRANSFER_FLAGS = {
     ),
 }
 
-_DEFAULTS = ", ".join(f"{k}: {s} steps, eps {e:g}, step {st:g}" for k, (s, e, st) in KIND_DEFAULTS.items())
+_DEFAULTS = ", ".join(f"{k}: {a.steps} steps, eps {a.eps:g}, step {a.step_size:g}" for k, a in KIND_DEFAULTS.items())
 
 BUILD_FLAGS = {
     "steps": Flag(help=f"PGD steps. Defaults: {_DEFAULTS}."),

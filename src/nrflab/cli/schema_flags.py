@@ -30,6 +30,8 @@ from pydantic import BaseModel
 #: boundary of the command line: values as typed, checked by the schema they are handed to).
 Given = Mapping[str, Any]
 Body = Callable[..., None]
+#: A pydantic model, a dataclass, or a function that builds validated settings from keyword arguments.
+Schemalike = Union[type, Callable[..., object]]
 
 _NATIVE = (int, float, str, Path)
 _LISTS = (list, tuple, Sequence)
@@ -61,8 +63,9 @@ class SchemaField:
     default: object
 
 
-def schema_fields(schema: type) -> list[SchemaField]:
-    """The fields of a pydantic model or a dataclass, in declaration order."""
+def schema_fields(schema: Schemalike) -> list[SchemaField]:
+    """The fields of a pydantic model or a dataclass, in declaration order; or the parameters of a function
+    that builds validated settings from keywords (``features.make_settings``), in signature order."""
     if isinstance(schema, type) and issubclass(schema, BaseModel):
         return [
             SchemaField(name, info.annotation, info.description or "", info.get_default(call_default_factory=True))
@@ -74,7 +77,15 @@ def schema_fields(schema: type) -> list[SchemaField]:
             SchemaField(f.name, hints[f.name], str(f.metadata.get("help", "")), _dataclass_default(f))
             for f in dataclasses.fields(schema)
         ]
-    raise TypeError(f"{schema!r} is neither a pydantic model nor a dataclass")
+    if callable(schema):  # a settings constructor: its keyword parameters are the fields
+        hints = typing.get_type_hints(schema)
+        params = inspect.signature(schema).parameters.values()
+        return [
+            SchemaField(p.name, hints[p.name], "", None if p.default is inspect.Parameter.empty else p.default)
+            for p in params
+            if p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        ]
+    raise TypeError(f"{schema!r} is neither a pydantic model, a dataclass nor a settings constructor")
 
 
 def _dataclass_default(f: dataclasses.Field[Any]) -> object:
@@ -98,9 +109,11 @@ def _strip_optional(annotation: Any) -> Any:
     return annotation
 
 
-def _help(field: SchemaField, flag: Flag, schema: type, registries: Mapping[str, Callable[[], Sequence[str]]]) -> str:
+def _help(
+    field: SchemaField, flag: Flag, schema: Schemalike, registries: Mapping[str, Callable[[], Sequence[str]]]
+) -> str:
     """The field's description (or the flag's help), with its choices when they are a closed list."""
-    text = field.description or flag.help or f"{schema.__name__}.{field.name}."
+    text = field.description or flag.help or f"{getattr(schema, '__name__', 'settings')}.{field.name}."
     kind = _strip_optional(field.annotation)
     choices: Sequence[str] = ()
     if typing.get_origin(kind) is Literal:
@@ -112,7 +125,7 @@ def _help(field: SchemaField, flag: Flag, schema: type, registries: Mapping[str,
     return text
 
 
-def _option(field: SchemaField, flag: Flag, schema: type, registries: Mapping[str, Any]) -> inspect.Parameter:
+def _option(field: SchemaField, flag: Flag, schema: Schemalike, registries: Mapping[str, Any]) -> inspect.Parameter:
     """The generated option of one field, as a keyword parameter Typer reads."""
     kind = _strip_optional(field.annotation)
     origin = typing.get_origin(kind)
@@ -135,7 +148,7 @@ def _option(field: SchemaField, flag: Flag, schema: type, registries: Mapping[st
 def schema_command(
     app: typer.Typer,
     name: str,
-    schema: type,
+    schema: Schemalike,
     *,
     flags: Mapping[str, Flag] | None = None,
     skip: Collection[str] = (),
@@ -156,7 +169,9 @@ def schema_command(
         own = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
         clash = {p.name for p in own} & {p.name for p in generated}
         if clash:
-            raise ValueError(f"{name}: options {', '.join(sorted(clash))} are also fields of {schema.__name__}")
+            raise ValueError(
+                f"{name}: options {', '.join(sorted(clash))} are also fields of {getattr(schema, '__name__', 'settings')}"
+            )
 
         def command(**values: Any) -> None:
             given: dict[str, Any] = {}
@@ -177,7 +192,7 @@ def schema_command(
     return register
 
 
-def stale_flags(schema: type, flags: Mapping[str, Flag]) -> set[str]:
+def stale_flags(schema: Schemalike, flags: Mapping[str, Flag]) -> set[str]:
     """Entries of ``flags`` that name no field of ``schema`` (left behind when a field was removed)."""
     return set(flags) - {f.name for f in schema_fields(schema)}
 
