@@ -11,15 +11,12 @@ from pathlib import Path
 import typer
 
 from nrflab.cli.app import app
-from nrflab.cli.flags import (
-    BACKEND_HELP,
-    EXPERIMENT_FLAGS,
-    RECIPE_HELP,
-    SCALE_HELP,
-    SET_HELP,
-    checked_overrides,
-    overrides_from_flags,
-)
+from nrflab.cli.flags import BACKEND_HELP as BACKEND_HELP  # re-exported for cli/reproduce.py
+from nrflab.cli.flags import EXPERIMENT_FLAGS, checked_overrides
+from nrflab.cli.flags import RECIPE_HELP as RECIPE_HELP
+from nrflab.cli.flags import SCALE_HELP as SCALE_HELP
+from nrflab.cli.flags import SET_HELP as SET_HELP
+from nrflab.cli.flags import overrides_from_flags as overrides_from_flags
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.experiments.overrides import Overrides
 from nrflab.report.document import Section, strip_markdown, write_report
@@ -66,6 +63,3 @@ def experiment(
     print_sections(result.sections)
     typer.echo(f"report: {md} and {html} ({time.perf_counter() - started:.0f} s)")
     result.raise_for_failures()
-
-
-__all__ = ["BACKEND_HELP", "QUIET", "RECIPE_HELP", "SCALE_HELP", "SET_HELP", "WORKERS", "overrides_from_flags"]

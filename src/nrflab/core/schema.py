@@ -115,4 +115,4 @@ def _model_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-__all__ = ["Schema", "known_keys", "one_line"]
+__all__ = ["Schema", "one_line"]

@@ -180,12 +180,12 @@ def default_dataset_of(loaded: LoadedModel) -> str | None:
         except (NrflabError, KeyError, TypeError):
             return None
     if loaded.kind == "pretrained":
-        from nrflab.models.pretrained import REGISTRY
+        from nrflab.models.pretrained import available_pretrained
 
-        for entry in REGISTRY.values():
+        for entry in available_pretrained():
             shipped = entry.package_file and loaded.source.endswith(entry.package_file[1])
             if entry.name == loaded.name or loaded.source.endswith(entry.filename) or shipped:
-                return entry.dataset
+                return str(entry.dataset)
     return None
 
 
@@ -411,22 +411,4 @@ def bn_summary_lines(result: BnAnalysis) -> list[str]:
     return [*table, "", *result.reading()]
 
 
-__all__ = [
-    "BnAnalysisSettings",
-    "EvaluateSettings",
-    "EvaluationRecord",
-    "MeasureSettings",
-    "Subject",
-    "analyze_reference",
-    "analyze_subject",
-    "bn_summary_lines",
-    "corruption_rows",
-    "default_dataset_of",
-    "evaluate_reference",
-    "evaluate_subject",
-    "load_reference",
-    "model_slug",
-    "open_bn_analysis",
-    "open_evaluation",
-    "open_subject",
-]
+__all__ = ["BnAnalysisSettings", "EvaluateSettings", "analyze_reference", "evaluate_reference"]
