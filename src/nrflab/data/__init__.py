@@ -1,4 +1,8 @@
-"""Datasets: one registry, ``load_dataset(name, root=None)``, images in [0,1]."""
+"""Lives here: where images come from -- the dataset registry (`load_dataset`, `list_datasets`), embedded sets, on-disk formats (`formats/`), downloads, built feature sets, the planted family, per-dataset training defaults.
+Never here: models, attacks or measurements (a bundle only carries data; the trainer attaches probes).
+To add one: a loader decorated ``@register_dataset("name")`` in one module (a file format goes in ``formats/``).
+
+Datasets: one registry, ``load_dataset(name, root=None)``, images in [0,1]."""
 
 from nrflab.data import built as _built  # noqa: F401  (registers directories written by `nrflab build-dataset`)
 from nrflab.data import embedded as _embedded  # noqa: F401  (registers mnist5k, digits)

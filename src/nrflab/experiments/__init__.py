@@ -1,4 +1,8 @@
-"""The paper's experiments as typed, registered specs, and the engine that runs them.
+"""Lives here: which paper claim, judged how -- one module per experiment (settings, scale presets, plan, analysis), the engine's job kinds, overrides, the reproduce chain, evidence and the validity guard.
+Never here: training loops, attacks, measurements or report formatting (each has its room below).
+To add one: a module with ``SPEC = ExperimentSpec(...)`` (settings, ``presets`` per scale, plan, analyze), listed in ``registry.CHAIN``.
+
+The paper's experiments as typed, registered specs, and the engine that runs them.
 
 * :mod:`.spec` -- what an experiment is (settings, scale presets, runs, analysis);
 * :mod:`.registry` -- every experiment, in the order ``nrflab reproduce`` runs them;

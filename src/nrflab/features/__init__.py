@@ -1,4 +1,8 @@
-"""Feature datasets of Ilyas et al. and of the paper: D_R, D_NR, D_rand, D_det and the conflicting set.
+"""Lives here: how the Ilyas et al. feature datasets (D_R, D_NR, D_rand, D_det) and the conflicting set are built, and their cards.
+Never here: reading a built set back (``nrflab.data.built``), the attacks themselves (``nrflab.attacks``).
+To add one: a kind is a key of ``KIND_DEFAULTS`` with its ``AttackSpec`` and a builder branch in ``builder.py``.
+
+Feature datasets of Ilyas et al. and of the paper: D_R, D_NR, D_rand, D_det and the conflicting set.
 
 ``build_dataset(kind, source, dataset, out)`` writes a dataset directory (safetensors shards plus a
 ``dataset.json`` card) that ``load_dataset(out)`` reads like any other dataset. Every builder is one

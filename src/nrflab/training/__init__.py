@@ -1,4 +1,8 @@
-"""Training with per-epoch robustness records: clean accuracy, robust accuracy, LIGS, every epoch.
+"""Lives here: how one model is trained -- the typed training config, schedule, augmentation, the per-epoch record, the trainer, training jobs and sweeps of them.
+Never here: the pool that runs jobs (``nrflab.runs.executor``), measurements themselves (``nrflab.measure``), the run directory's layout (``nrflab.runs.rundir``).
+To add one: a training option is one field of ``TrainConfig`` (its CLI flag is generated from the field).
+
+Training with per-epoch robustness records: clean accuracy, robust accuracy, LIGS, every epoch.
 
 ``config`` (the typed recipe), ``schedule`` (optimizer, learning rate, per-epoch generators),
 ``augment`` (batched crops and flips), ``evaluation`` (the per-epoch framework row and probes) and

@@ -1,4 +1,8 @@
-"""Transferability of adversarial examples between models, and the paper's transfer boosts.
+"""Lives here: how well adversarial examples transfer -- the typed transfer config, source/target references, the matrix, the boosts, the per-pair store and its outputs.
+Never here: the definition of an attack (``nrflab.attacks``), predictions (``nrflab.measure``).
+To add one: a boost is a function in ``boosts.py`` selected by ``TransferConfig.boost``.
+
+Transferability of adversarial examples between models, and the paper's transfer boosts.
 
 The pipeline, one module per concept:
 
