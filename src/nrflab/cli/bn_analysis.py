@@ -42,7 +42,7 @@ from nrflab.core.validation import SEED_MAX, resolve_device
 from nrflab.data import limit_dataset, load_dataset
 from nrflab.data.defaults import PRESETS, preset_for
 from nrflab.measure.metrics import dataset_tensors
-from nrflab.models.inspection import check_model_fits
+from nrflab.models.inspection import adopt_dataset_normalization, check_model_fits
 
 RESULT_JSON = "bn_analysis.json"
 RESULT_MD = "bn_analysis.md"
@@ -136,6 +136,7 @@ def bn_analysis(
     if specs is None:
         preset = preset_for(bundle.name, bundle.info.get("base_dataset") if bundle.info else None)
         specs = [parse_attack(t) for t in PRESETS[preset]["eval_attacks"]]
+    loaded = adopt_dataset_normalization(loaded, mean=bundle.mean, std=bundle.std, dataset=bundle.name)
     check_model_fits(loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name)
     source = Path(loaded.source)
     base_name = Path(bundle.name).name

@@ -43,7 +43,7 @@ from nrflab.core.validation import SEED_MAX, resolve_device
 from nrflab.data import DatasetBundle, limit_dataset, load_dataset
 from nrflab.data.defaults import PRESETS, preset_for
 from nrflab.measure.metrics import dataset_tensors, evaluate_model
-from nrflab.models.inspection import LoadedModel, check_model_fits
+from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits
 
 
 def resolve_json_output(
@@ -170,6 +170,7 @@ def evaluate(
     if specs is None:
         preset = preset_for(bundle.name, bundle.info.get("base_dataset") if bundle.info else None)
         specs = [parse_attack(t) for t in PRESETS[preset]["eval_attacks"]]
+    loaded = adopt_dataset_normalization(loaded, mean=bundle.mean, std=bundle.std, dataset=bundle.name)
     check_model_fits(loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name)
     surrogate_model = None
     if surrogate is not None and sanity:
