@@ -337,6 +337,67 @@ CASES = [
     ),
     case("sweep grid syntax", ["sweep", "--out", "{tmp}/sw", "--grid", "norm"], "--grid expects key=value"),
     case("sweep workers 0", ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--workers", "0"], "workers"),
+    # -- bring your own model: a class or factory plus a state dict, factory arguments --
+    case(
+        "evaluate own class missing",
+        ["evaluate", "-m", "{ws}/own_weights.pt", "-d", "digits", "--arch", "{ws}/own.py:Nett"],
+        "no function 'Nett' in",
+    ),
+    case(
+        "evaluate own class bad argument",
+        ["evaluate", "-m", "{ws}/own_weights.pt", "-d", "digits", "--arch", "{ws}/own.py:Net?widht=4"],
+        "does not fit Net(width=4)",
+    ),
+    case(
+        "evaluate own class wrong shapes",
+        ["evaluate", "-m", "{ws}/own_weights.pt", "-d", "digits", "--arch", "{ws}/own.py:Net?width=5"],
+        "shapes differ at",
+    ),
+    case(
+        "evaluate own class with --norm",
+        ["evaluate", "-m", "{ws}/own_weights.pt", "-d", "digits", "--arch", "{ws}/own.py:Net", "--norm", "bn"],
+        "--norm describes nrflab architectures",
+    ),
+    case(
+        "evaluate own class for a run",
+        ["evaluate", "-m", "{run}", "-d", "digits", "--arch", "{ws}/own.py:Net"],
+        "nrflab checkpoint with its own architecture",
+    ),
+    case(
+        "evaluate own class file missing",
+        ["evaluate", "-m", "{ws}/own_weights.pt", "-d", "digits", "--arch", "{ws}/nope.py:Net"],
+        "factory file not found",
+    ),
+    case(
+        "evaluate own class neighbour missing",
+        ["evaluate", "-m", "{ws}/own_weights.pt", "-d", "digits", "--arch", "{ws}/own_broken.py:Net"],
+        "No module named 'no_such_neighbour'",
+    ),
+    case(
+        "evaluate factory argument a list",
+        ["evaluate", "-m", "{ws}/own.py:Net?width=[4]", "-d", "digits"],
+        "is not a number, bool or string",
+    ),
+    case(
+        "evaluate factory argument without value",
+        ["evaluate", "-m", "{ws}/own.py:Net?width", "-d", "digits"],
+        "key=value pairs",
+    ),
+    case(
+        "evaluate factory argument twice",
+        ["evaluate", "-m", "{ws}/own.py:Net?width=4,width=2", "-d", "digits"],
+        "given twice",
+    ),
+    case(
+        "build nrflab state dict without normalize",
+        BUILD[:3] + ["{ws}/net_only.pt", "--arch", "smallcnn", "--norm", "bn", "--width", "0.25"] + BUILD[4:],
+        "without its normalize.* buffers",
+    ),
+    case(
+        "transfer nrflab state dict without normalize",
+        TRANSFER[:4] + ["{ws}/net_only.pt", "--arch", "smallcnn", "--norm", "bn", "--width", "0.25"] + TRANSFER[5:],
+        "without its normalize.* buffers",
+    ),
     case(
         "sweep seed out of range",
         ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--grid", f"seed=0,{2**40}"],
@@ -368,6 +429,20 @@ def workspace(tmp_path_factory) -> Path:
     (ws / "garbage.safetensors").write_bytes(os.urandom(256))
     torch.save({"x": torch.ones(1)}, ws / "evil.safetensors")  # a pickle wearing a safetensors name
     (ws / "factory.py").write_text("def build():\n    return 3\n")
+    (ws / "own_layers.py").write_text("from torch import nn\n\ndef head(width):\n    return nn.Linear(width, 10)\n")
+    (ws / "own.py").write_text(
+        "from torch import nn\nfrom own_layers import head\n\n\nclass Net(nn.Module):\n"
+        "    def __init__(self, width=4):\n        super().__init__()\n"
+        "        self.conv = nn.Conv2d(1, width, 3)\n        self.head = head(width)\n\n"
+        "    def forward(self, x):\n        return self.head(self.conv(x).mean(dim=(2, 3)))\n"
+    )
+    (ws / "own_broken.py").write_text("import no_such_neighbour\n")
+    own = torch.nn.ModuleDict({"conv": torch.nn.Conv2d(1, 4, 3), "head": torch.nn.Linear(4, 10)})
+    torch.save(own.state_dict(), ws / "own_weights.pt")
+    from safetensors.torch import load_file
+
+    net_only = {k: v for k, v in load_file(str(run / "model.safetensors")).items() if k.startswith("net.")}
+    torch.save(net_only, ws / "net_only.pt")
     (ws / "junk").mkdir()
     (ws / "junk" / "notes.txt").write_text("not a run")
     for name, change in (

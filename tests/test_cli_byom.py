@@ -68,6 +68,18 @@ def refs(tmp_path_factory):
     """)
     )
     ckpt = save_model(model, folder / "nrflab" / "tiny.safetensors")
+    torch.save({"model": model.state_dict()}, folder / "full_state.pt")  # nrflab's layout, under a container
+    torch.save({f"net.{k}": v for k, v in net_state(model).items()}, folder / "net_prefixed.pt")  # no normalize.*
+    (folder / "own_layers.py").write_text("NUM_CLASSES = 10\n")
+    (folder / "own.py").write_text(
+        textwrap.dedent("""
+        from nrflab.models import create_model
+        from own_layers import NUM_CLASSES  # a module beside this file
+
+        def digits_net(width=1.0):
+            return create_model("smallcnn", "bn", NUM_CLASSES, 1, width=width)
+    """)
+    )
     no_bn = save_model(create_model("smallcnn", "none", 10, 1, width=0.25, seed=0), folder / "nobn.safetensors")
 
     class Payload:
@@ -326,6 +338,54 @@ ERRORS = {
     "bn-torchscript": ["bn-analysis", "{ts}", "-d", "digits"],
     "bn-unknown-variant": ["bn-analysis", "{ckpt}", "-d", "digits", "--variant", "frozen"],
     "bn-out-is-file": ["bn-analysis", "{ckpt}", "-d", "digits", "--out", "{sd}"],
+    "own-arch-missing-function": [
+        "evaluate",
+        "-m",
+        "{folder}/full_state.pt",
+        "-d",
+        "digits",
+        "--arch",
+        "{folder}/own.py:digits_nett",
+    ],
+    "own-arch-bad-argument": [
+        "evaluate",
+        "-m",
+        "{folder}/full_state.pt",
+        "-d",
+        "digits",
+        "--arch",
+        "{folder}/own.py:digits_net?widht=0.25",
+    ],
+    "own-arch-wrong-width": [
+        "evaluate",
+        "-m",
+        "{folder}/full_state.pt",
+        "-d",
+        "digits",
+        "--arch",
+        "{folder}/own.py:digits_net?width=0.5",
+    ],
+    "own-arch-with-norm": [
+        "evaluate",
+        "-m",
+        "{folder}/full_state.pt",
+        "-d",
+        "digits",
+        "--arch",
+        "{folder}/own.py:digits_net",
+        "--norm",
+        "bn",
+    ],
+    "own-arch-file-missing": [
+        "evaluate",
+        "-m",
+        "{folder}/full_state.pt",
+        "-d",
+        "digits",
+        "--arch",
+        "{folder}/nope.py:f",
+    ],
+    "factory-bad-argument": ["evaluate", "-m", "{folder}/own.py:digits_net?depth=3", "-d", "digits"],
 }
 
 
@@ -335,3 +395,57 @@ def test_bad_input_exits_2_with_one_error_line(name, refs, capsys) -> None:
     code, stdout, stderr = run_cli(capsys, *args, "--limit", 8, "--attack", ATTACK)
     assert_one_error_line(code, stdout, stderr)
     assert not (refs["folder"] / "pwned").exists()
+
+
+def test_own_factory_plus_state_dict_from_the_command_line(refs, tmp_path, capsys) -> None:
+    """``-m w.pt --arch file.py:fn?key=value``: the factory (importing its neighbour) builds the module, the
+    weights (under a container) load into it, and the numbers are the original model's."""
+    out = tmp_path / "own.json"
+    arch = f"{refs['folder'] / 'own.py'}:digits_net?width=0.25"
+    code, stdout, stderr = run_cli(
+        capsys,
+        "evaluate",
+        "-m",
+        refs["folder"] / "full_state.pt",
+        "--arch",
+        arch,
+        "-d",
+        "digits",
+        "--limit",
+        40,
+        "--attack",
+        ATTACK,
+        "--no-sanity",
+        "--no-ligs",
+        "-o",
+        out,
+    )
+    assert code == 0, stderr
+    record = json.loads(out.read_text())
+    assert record["metrics"]["clean_acc"] == expected_clean(refs["model"], 40)
+    assert record["model_reference"]["kind"] == "state-dict"
+    assert f"layout: built by digits_net(width=0.25) from {refs['folder'] / 'own.py'}, under 'model'" in stdout
+
+
+@pytest.mark.parametrize("command", ["evaluate", "bn-analysis"])
+def test_nrflab_state_dict_without_normalize_buffers_takes_the_datasets_normalization(
+    command, refs, tmp_path, capsys
+) -> None:
+    weights = refs["folder"] / "net_prefixed.pt"
+    arch = ["--arch", "smallcnn", "--norm", "bn", "--width", "0.25"]
+    if command == "evaluate":
+        args = ["evaluate", "-m", weights, *arch, "-o", tmp_path / "e.json", "--no-sanity", "--no-ligs"]
+    else:
+        args = ["bn-analysis", weights, *arch, "-o", tmp_path / "bn", "--variant", "running", "--no-ligs"]
+    code, stdout, stderr = run_cli(capsys, *args, "-d", "digits", "--limit", 40, "--attack", ATTACK)
+    assert code == 0, stderr
+    mean = digits().mean[0]
+    assert f"note: normalization used: dataset digits's mean [{mean:.4g}]" in stdout
+    if command == "evaluate":
+        assert json.loads((tmp_path / "e.json").read_text())["metrics"]["clean_acc"] == expected_clean(
+            refs["model"], 40
+        )
+    given = ["--mean", refs["mean"], "--std", refs["std"]]
+    code, stdout, stderr = run_cli(capsys, *args, *given, "-d", "digits", "--limit", 40, "--attack", ATTACK)
+    assert code == 0, stderr
+    assert "note: normalization used: mean [" in stdout and "(given; the file has no normalize.*)" in stdout

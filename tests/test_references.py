@@ -251,7 +251,7 @@ def test_factory_file_runs_the_named_function_and_wraps_the_normalization(tmp_pa
     [
         ("not_a_model", "returned a int, not a torch.nn.Module"),
         ("broken", "raised RuntimeError: the user's code failed"),
-        ("missing", "has no function 'missing'"),
+        ("missing", r"no function 'missing' in .*my_models.py; functions there: build, not_a_model, broken"),
     ],
 )
 def test_bad_factories_are_one_line(function, message, tmp_path) -> None:
@@ -371,3 +371,270 @@ def test_mean_without_std_and_bad_std_are_one_line() -> None:
         load_model_reference(model, mean=(0.5,), std=(0.0,))
     with pytest.raises(NrflabError, match="same number of values"):
         load_model_reference(model, mean=(0.5, 0.5), std=(0.2,))
+
+
+# ---------------------------------------------------------------------------------------------
+# Bring your own: a class or factory plus a state dict, factory arguments, neighbours, one fingerprint
+
+LAYERS_CODE = textwrap.dedent("""
+    from torch import nn
+
+    def block(c_in, c_out):
+        return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU())
+""")
+
+OWN_NET_CODE = textwrap.dedent("""
+    import torch
+    from torch import nn
+    from byom_layers_for_tests import block  # a module beside this file
+
+    class Net(nn.Module):
+        def __init__(self, num_classes=10, width=4):
+            super().__init__()
+            self.body = block(1, width)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(width, num_classes)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.body(x)).flatten(1))
+
+    def make(width=4, weights=None):
+        net = Net(width=width)
+        if weights is not None:
+            net.load_state_dict(torch.load(weights, weights_only=True))
+        return net
+
+    def build():
+        return make()
+""")
+
+
+@pytest.fixture()
+def own_net(tmp_path):
+    """A user's model file (importing a neighbour), one trained-looking instance of its class at width 6,
+    and that instance's weights as a wrapped state dict, a plain state dict and a TorchScript archive."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "byom_layers_for_tests.py").write_text(LAYERS_CODE)
+    (folder / "own_net.py").write_text(OWN_NET_CODE)
+    namespace: dict = {"__name__": "own_net_reference"}
+    import sys
+
+    sys.path.insert(0, str(folder))
+    try:
+        exec(compile(OWN_NET_CODE, str(folder / "own_net.py"), "exec"), namespace)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop("byom_layers_for_tests", None)
+    torch.manual_seed(0)
+    net = randomize_bn(namespace["Net"](width=6))
+    torch.save({"state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "wrapped.pt")
+    torch.save(net.state_dict(), tmp_path / "plain.pt")
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "plain.safetensors"))
+    torch.jit.save(torch.jit.script(net), str(tmp_path / "scripted.pt"))
+    return {"net": net, "file": folder / "own_net.py", "dir": tmp_path}
+
+
+def test_own_class_plus_state_dict_loads_strictly(own_net) -> None:
+    import sys
+
+    x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    path_before = list(sys.path)
+    for weights in ("wrapped.pt", "plain.safetensors"):
+        loaded = load_model_reference(own_net["dir"] / weights, arch=f"{own_net['file']}:Net?width=6")
+        assert loaded.kind == "state-dict" and loaded.sha256 is not None and loaded.has_batchnorm
+        assert loaded.layout.startswith(f"built by Net(width=6) from {own_net['file']}")
+        torch.testing.assert_close(logits(loaded.module, x), logits(own_net["net"], x))
+    assert (
+        "'module.' prefix"
+        in load_model_reference(own_net["dir"] / "wrapped.pt", arch=f"{own_net['file']}:Net?width=6").layout
+    )
+    assert sys.path == path_before  # the file's folder was on sys.path only while it ran
+    with pytest.raises(
+        NrflabError, match=r"wrapped.pt does not fit Net\(\) from .*own_net.py: shapes differ at body.0.weight"
+    ) as info:
+        load_model_reference(own_net["dir"] / "wrapped.pt", arch=f"{own_net['file']}:Net")
+    one_line(info)
+    state = dict(own_net["net"].state_dict())
+    state["head.weight"] = state.pop("fc.weight")
+    torch.save(state, own_net["dir"] / "renamed.pt")
+    with pytest.raises(NrflabError, match=r"missing fc.weight; unexpected head.weight") as info:
+        load_model_reference(own_net["dir"] / "renamed.pt", arch=f"{own_net['file']}:Net?width=6")
+    one_line(info)
+
+
+def test_own_class_from_a_package_with_arguments(own_net, tmp_path, monkeypatch) -> None:
+    package = tmp_path / "byom_pkg_models_for_tests"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "zoo.py").write_text(OWN_NET_CODE.replace("from byom_layers_for_tests", "from .layers"))
+    (package / "layers.py").write_text(LAYERS_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    loaded = load_model_reference(
+        own_net["dir"] / "plain.pt", arch="byom_pkg_models_for_tests.zoo:Net?num_classes=10,width=6"
+    )
+    x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(logits(loaded.module, x), logits(own_net["net"], x))
+
+
+def test_arch_options_for_nrflab_archs_are_refused_with_an_own_class(own_net) -> None:
+    arch = f"{own_net['file']}:Net?width=6"
+    with pytest.raises(NrflabError, match=r"--norm, --width describe nrflab architectures.*\?key=value") as info:
+        load_model_reference(own_net["dir"] / "plain.pt", arch=arch, norm="bn", width=1.0)
+    one_line(info)
+    with pytest.raises(NrflabError, match=r"TorchScript archive .* brings its own architecture; drop --arch") as info:
+        load_model_reference(own_net["dir"] / "scripted.pt", arch=arch)
+    one_line(info)
+    run = save_model(
+        create_model("smallcnn", "bn", 10, 1, width=0.125, seed=0), own_net["dir"] / "run" / "model.safetensors"
+    )
+    with pytest.raises(NrflabError, match=r"nrflab checkpoint with its own architecture") as info:
+        load_model_reference(run, arch=arch)
+    one_line(info)
+
+
+def test_factory_arguments_are_yaml_scalars(tmp_path) -> None:
+    from nrflab.models.factory import parse_factory
+
+    path = tmp_path / "f.py"
+    path.write_text("")
+    spec = parse_factory(f"{path}:make?norm=none,width=2,scale=0.5,pretrained=true,name='2',empty=null")
+    assert spec.path == path and spec.attribute == "make"
+    assert spec.arguments == (
+        ("norm", "none"),
+        ("width", 2),
+        ("scale", 0.5),
+        ("pretrained", True),
+        ("name", "2"),
+        ("empty", None),
+    )
+    assert parse_factory("pkg.mod:Net?num_classes=10").arguments == (("num_classes", 10),)
+    assert parse_factory("pkg.mod:Net").arguments == ()
+    assert parse_model_reference(f"{path}:make?width=2").kind == "factory-file"
+    assert parse_model_reference("pkg.mod:Net?num_classes=10").factory.module == "pkg.mod"
+
+
+@pytest.mark.parametrize(
+    "suffix, message",
+    [
+        (
+            "make?widht=3",
+            r"make\(widht=3\) does not fit make\(width=4, weights=None\) .*unexpected keyword argument 'widht'\)",
+        ),
+        ("mak", r"no function 'mak' in .*own_net.py; functions there: Net, make, build"),
+        ("make?width", r"arguments are key=value pairs separated by commas, got 'width'"),
+        ("make?width=[2]", r"argument width=\[2\] is not a number, bool or string"),
+        ("make?width=2,width=3", r"argument 'width' given twice"),
+        (
+            "make?width=two",
+            r"raised TypeError: .*\(called make\(width='two'\); signature make\(width=4, weights=None\)\)",
+        ),
+    ],
+)
+def test_bad_factory_arguments_name_the_function_and_the_file(suffix, message, own_net) -> None:
+    with pytest.raises(NrflabError, match=message) as info:
+        load_model_reference(f"{own_net['file']}:{suffix}")
+    one_line(info)
+    assert "nrflab_user_factory" not in str(info.value)
+
+
+def test_a_missing_function_in_a_module_lists_what_is_there(tmp_path, monkeypatch) -> None:
+    (tmp_path / "byom_flat_module_for_tests.py").write_text(FACTORY_CODE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        NrflabError,
+        match=r"no function 'buld' in module byom_flat_module_for_tests \(.*\); functions there: build, not_a_model, broken",
+    ) as info:
+        load_model_reference("byom_flat_module_for_tests:buld")
+    one_line(info)
+
+
+def test_one_fingerprint_for_the_same_weights_in_every_container(own_net) -> None:
+    file, folder = own_net["file"], own_net["dir"]
+    prints = {
+        "factory": load_model_reference(f"{file}:make?width=6,weights={folder / 'plain.pt'}").fingerprint,
+        "torchscript": load_model_reference(folder / "scripted.pt").fingerprint,
+        "state dict": load_model_reference(folder / "wrapped.pt", arch=f"{file}:Net?width=6").fingerprint,
+        "safetensors": load_model_reference(folder / "plain.safetensors", arch=f"{file}:Net?width=6").fingerprint,
+        "module": load_model_reference(own_net["net"]).fingerprint,
+        "traced": load_model_reference(torch.jit.trace(own_net["net"], torch.rand(2, 1, 8, 8))).fingerprint,
+    }
+    assert len(set(prints.values())) == 1, prints
+
+
+def test_one_fingerprint_for_an_nrflab_model_in_every_container(tmp_path, images) -> None:
+    from nrflab.transfer.refs import resolve_model
+
+    original = tiny_resnet(CIFAR_MEAN, CIFAR_STD)
+    run = tmp_path / "run"
+    save_model(original, run / "model.safetensors")
+    torch.save(original.state_dict(), tmp_path / "state.pt")
+    torch.jit.save(torch.jit.trace(original, images), str(tmp_path / "traced.pt"))
+    (tmp_path / "load_it.py").write_text(
+        f"from nrflab.models.checkpoint import load_model\n\ndef load():\n    return load_model({str(run / 'model.safetensors')!r})\n"
+    )
+    prints = {
+        "run directory": load_model_reference(run).fingerprint,
+        "state dict": load_model_reference(tmp_path / "state.pt").fingerprint,
+        "torchscript": load_model_reference(tmp_path / "traced.pt").fingerprint,
+        "factory": load_model_reference(f"{tmp_path / 'load_it.py'}:load").fingerprint,
+        "transfer ref": resolve_model(run).fingerprint,
+    }
+    assert len(set(prints.values())) == 1, prints
+
+
+def test_the_fingerprint_tells_layer_classes_apart() -> None:
+    bn = create_model("smallcnn", "bn", 10, 1, width=0.125, seed=0)
+    frozen = create_model("smallcnn", "bn-eval", 10, 1, width=0.125, seed=0)
+    frozen.load_state_dict(bn.state_dict())
+    assert load_model_reference(bn).fingerprint != load_model_reference(frozen).fingerprint
+
+
+def test_nrflab_state_dict_without_normalize_buffers_takes_the_given_or_the_datasets_normalization(
+    tmp_path, images
+) -> None:
+    from nrflab.models.inspection import adopt_dataset_normalization
+
+    original = tiny_resnet(CIFAR_MEAN, CIFAR_STD)
+    net_only = {k: v for k, v in original.state_dict().items() if k.startswith("net.")}
+    for name, writer in (
+        ("net.pt", lambda p: torch.save(net_only, p)),
+        ("net.safetensors", lambda p: save_file(net_only, str(p))),
+    ):
+        path = tmp_path / name
+        writer(path)
+        given = load_model_reference(path, arch="resnet18", norm="bn", width=0.0625, mean=CIFAR_MEAN, std=CIFAR_STD)
+        assert given.normalization.origin == "user"
+        assert any(n.startswith("normalization used: mean [0.4914, 0.4822, 0.4465]") for n in given.notes)
+        torch.testing.assert_close(logits(given.module, images), logits(original, images))
+        assert given.fingerprint == load_model_reference(original).fingerprint
+
+        bare = load_model_reference(path, arch="resnet18", norm="bn", width=0.0625)
+        assert bare.normalization.origin == "missing"
+        with pytest.raises(NrflabError, match=r"without its normalize.\* buffers: give the mean/std") as info:
+            check_model_fits(bare, num_classes=10, input_shape=(3, 16, 16), dataset="tiny")
+        one_line(info)
+        adopted = adopt_dataset_normalization(bare, mean=CIFAR_MEAN, std=CIFAR_STD, dataset="cifar10")
+        assert adopted.normalization.origin == "dataset" and adopted.fingerprint == given.fingerprint
+        assert adopted.notes[-1].startswith("normalization used: dataset cifar10's mean [0.4914, 0.4822, 0.4465]")
+        torch.testing.assert_close(logits(adopted.module, images), logits(original, images))
+        check_model_fits(adopted, num_classes=10, input_shape=(3, 16, 16), dataset="tiny")
+        assert adopt_dataset_normalization(given, mean=(0.5,), std=(0.5,), dataset="x") is given
+
+
+def test_factories_in_two_folders_each_import_their_own_neighbour(tmp_path) -> None:
+    import sys
+
+    widths = {}
+    for width in (3, 5):
+        folder = tmp_path / f"project{width}"
+        folder.mkdir()
+        (folder / "byom_shared_name_for_tests.py").write_text(f"WIDTH = {width}\n")
+        (folder / "zoo.py").write_text(
+            "from torch import nn\nfrom byom_shared_name_for_tests import WIDTH\n\n"
+            "def make():\n    return nn.Sequential(nn.Conv2d(1, WIDTH, 3), nn.Flatten())\n"
+        )
+        loaded = load_model_reference(f"{folder / 'zoo.py'}:make")
+        widths[width] = loaded.module[0].out_channels
+    assert widths == {3: 3, 5: 5}
+    assert "byom_shared_name_for_tests" not in sys.modules

@@ -18,7 +18,12 @@ MODEL_HELP = (
     "package.module:function or path/to/file.py:function -- a factory RUNS YOUR OWN CODE."
 )
 
-ARCH_OPTION = typer.Option(None, "--arch", help="Architecture of a bare state dict (read off the weights if omitted).")
+ARCH_OPTION = typer.Option(
+    None,
+    "--arch",
+    help="Architecture of a bare state dict (read off the weights if omitted), or your own class or factory "
+    "that builds the module the weights load into: package.module:Net or file.py:make?key=value,...",
+)
 NORM_OPTION = typer.Option(None, "--norm", help="Normalization of a bare state dict (bn, none, gn, ln, in, ...).")
 NUM_CLASSES_OPTION = typer.Option(None, "--num-classes", min=2, help="Classes of a bare state dict.")
 WIDTH_OPTION = typer.Option(None, "--width", help="Width multiplier of a bare state dict.")

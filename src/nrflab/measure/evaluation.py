@@ -28,7 +28,7 @@ from nrflab.data.defaults import PRESETS, preset_for
 from nrflab.measure.bn_surgery import VARIANTS, BnAnalysis, analyze_batchnorm
 from nrflab.measure.metrics import dataset_tensors, evaluate_model
 from nrflab.measure.sanity import SanityReport, format_sanity, sanity_checks
-from nrflab.models.inspection import LoadedModel, check_model_fits
+from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits
 from nrflab.models.references import load_model_reference
 
 #: The config an nrflab run records beside its model (``RunDir.CONFIG``; ``measure`` sits below ``runs``).
@@ -230,6 +230,7 @@ def open_subject(
     if attacks is None:
         preset = preset_for(bundle.name, bundle.info.get("base_dataset") if bundle.info else None)
         attacks = [parse_attack(t) for t in PRESETS[preset]["eval_attacks"]]
+    loaded = adopt_dataset_normalization(loaded, mean=bundle.mean, std=bundle.std, dataset=bundle.name)
     check_model_fits(loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name)
     return Subject(loaded=loaded, bundle=bundle, attacks=tuple(attacks), device=device)
 

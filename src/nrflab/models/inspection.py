@@ -11,8 +11,8 @@ each other.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +40,9 @@ class Normalization:
     """How a model's inputs are normalized: ``mean``/``std`` per channel inside the model, or none.
 
     ``origin``: ``none`` (the model takes [0,1] inputs as they are), ``user`` (given as options),
-    ``checkpoint`` (buffers found in the weights), ``nrflab`` (an nrflab model's own), ``registry``.
+    ``checkpoint`` (buffers found in the weights), ``nrflab`` (an nrflab model's own), ``registry``,
+    ``dataset`` (the evaluation dataset's, for an nrflab state dict saved without its ``normalize.*``
+    buffers), ``missing`` (such a state dict before :func:`adopt_dataset_normalization` gave it one).
     """
 
     mean: tuple[float, ...] | None = None
@@ -53,6 +55,8 @@ class Normalization:
         return self.mean is not None
 
     def describe(self) -> str:
+        if self.origin == "missing":
+            return "missing: an nrflab state dict without its normalize.* buffers (give --mean/--std or a dataset)"
         if self.mean is None:
             return "none: the model takes [0,1] inputs"
         fmt = lambda v: ",".join(f"{x:g}" for x in v)  # noqa: E731
@@ -148,19 +152,43 @@ def first_conv_channels(module: nn.Module) -> int | None:
     return None
 
 
-def weights_fingerprint(module: nn.Module) -> str:
-    """A content hash (hex) of a module's class, nrflab config and every parameter and buffer.
+def _unwrapped(module: nn.Module) -> nn.Module:
+    """The model inside ``DataParallel``/``DistributedDataParallel`` (``.module``) or ``torch.compile``
+    (``._orig_mod``): the wrapper adds a name prefix, not weights."""
+    while True:
+        inner = getattr(module, "_orig_mod", None)
+        if not isinstance(inner, nn.Module) and type(module).__name__ in ("DataParallel", "DistributedDataParallel"):
+            inner = getattr(module, "module", None)
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner
 
-    Two loads of the same weights give the same fingerprint whatever file format carried them; any change
-    to a weight or a BatchNorm statistic changes it. Caches of attack results key on it.
+
+def _class_name(module: nn.Module) -> str:
+    """A module's class name; for a TorchScript module, the class it was compiled from."""
+    original = getattr(module, "original_name", None)
+    return original if isinstance(original, str) else type(module).__name__
+
+
+def weights_fingerprint(module: nn.Module) -> str:
+    """The one content hash (hex) of a model's weights, whatever container carried them.
+
+    It covers every parameter and buffer of the state dict (name, dtype, shape and bytes, in the module's
+    order) and the class of every submodule (a TorchScript module counts as the class it was compiled
+    from). It leaves out what the container adds rather than the weights: a ``DataParallel`` /
+    ``torch.compile`` wrapper (and so its ``module.`` / ``_orig_mod.`` prefix), nrflab's config record and
+    BatchNorm's ``num_batches_tracked`` counters. So the same
+    weights give one fingerprint loaded as a factory, a TorchScript archive, a state dict or a run directory,
+    while any change to a weight, a BatchNorm statistic or a layer's class (BatchNorm vs frozen BatchNorm)
+    changes it. Hyper-parameters that live outside the tensors (a GroupNorm's group count, a stride) are not
+    covered: TorchScript does not keep them. Result caches key on it (:mod:`nrflab.transfer.refs` too).
     """
     h = hashlib.sha256()
-    inner = module.net if isinstance(module, InputNormalized) else module
-    h.update(type(inner).__qualname__.encode())
-    cfg = getattr(module, "config", None)
-    if cfg is not None and hasattr(cfg, "to_dict"):
-        h.update(json.dumps(cfg.to_dict(), sort_keys=True).encode())
-    for key, value in module.state_dict().items():
+    inner = _unwrapped(module)
+    h.update("/".join(_class_name(m) for m in inner.modules()).encode())
+    for key, value in inner.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            continue
         t = value.detach().to("cpu").contiguous().reshape(-1)
         h.update(key.encode())
         h.update(str(t.dtype).encode())
@@ -214,18 +242,7 @@ def check_model_fits(
     what = f"model {label}"
     fits = f"dataset {dataset!r} ({num_classes} classes, input {shape})"
     if loaded is not None:
-        declared = []
-        if loaded.num_classes is not None and loaded.num_classes != num_classes:
-            declared.append(f"{loaded.num_classes} classes")
-        if loaded.in_channels is not None and loaded.in_channels != shape[0]:
-            declared.append(f"{loaded.in_channels} input channels")
-        if loaded.input_shape is not None and tuple(loaded.input_shape) != shape:
-            declared.append(f"input {tuple(loaded.input_shape)}")
-        mean = loaded.normalization.mean
-        if mean is not None and len(mean) not in (1, shape[0]):
-            declared.append(f"a normalization for {len(mean)} channels")
-        if declared:
-            raise NrflabError(f"{what} ({', '.join(declared)}) does not fit {fits}")
+        _check_declared(loaded, num_classes=num_classes, shape=shape, what=what, fits=fits)
     else:
         cfg = getattr(module, "config", None)
         if cfg is not None and getattr(cfg, "num_classes", num_classes) != num_classes:
@@ -247,6 +264,61 @@ def check_model_fits(
         )
     if tuple(out.shape) != (2, num_classes):
         raise NrflabError(f"{what} (outputs of shape {tuple(out.shape[1:])} per image) does not fit {fits}")
+
+
+def _check_declared(loaded: LoadedModel, *, num_classes: int, shape: tuple[int, ...], what: str, fits: str) -> None:
+    """The facts a loaded model declares (classes, channels, input shape, normalization) against a dataset."""
+    if loaded.normalization.origin == "missing":
+        raise NrflabError(
+            f"{what} is an nrflab state dict without its normalize.* buffers: give the mean/std it was trained "
+            f"with (--mean/--std; --mean 0 --std 1 for [0,1] inputs), or a command that takes the dataset's"
+        )
+    declared = []
+    if loaded.num_classes is not None and loaded.num_classes != num_classes:
+        declared.append(f"{loaded.num_classes} classes")
+    if loaded.in_channels is not None and loaded.in_channels != shape[0]:
+        declared.append(f"{loaded.in_channels} input channels")
+    if loaded.input_shape is not None and tuple(loaded.input_shape) != shape:
+        declared.append(f"input {tuple(loaded.input_shape)}")
+    mean = loaded.normalization.mean
+    if mean is not None and len(mean) not in (1, shape[0]):
+        declared.append(f"a normalization for {len(mean)} channels")
+    if declared:
+        raise NrflabError(f"{what} ({', '.join(declared)}) does not fit {fits}")
+
+
+def adopt_dataset_normalization(
+    loaded: LoadedModel, *, mean: Sequence[float], std: Sequence[float], dataset: str
+) -> LoadedModel:
+    """Give an nrflab state dict saved without its ``normalize.*`` buffers the dataset's mean/std.
+
+    nrflab trains every model with its training set's mean/std as the first module; a state dict that lost
+    those buffers (normalization origin ``missing``) gets them back from the dataset it is evaluated on, with
+    a note saying so. Any other model is returned unchanged. Call it before :func:`check_model_fits`.
+    """
+    module = loaded.module
+    if loaded.normalization.origin != "missing" or not isinstance(module, NrfModel):
+        return loaded
+    m, s = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    config = dataclasses.replace(module.config, mean=m, std=s)
+    rebuilt = NrfModel(module.net, config).to(_device_of(module)).eval()
+    normalization = Normalization(m, s, "dataset")
+    note = f"normalization used: dataset {dataset}'s mean {_values(m)}, std {_values(s)} (the file has no normalize.*)"
+    return dataclasses.replace(
+        loaded,
+        module=rebuilt,
+        normalization=normalization,
+        fingerprint=weights_fingerprint(rebuilt),
+        notes=(*loaded.notes, note),
+    )
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next((t.device for t in module.state_dict().values()), torch.device("cpu"))
+
+
+def _values(values: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
 def describe_model(loaded: LoadedModel) -> list[str]:
@@ -272,6 +344,7 @@ def first_line(exc: BaseException) -> str:
 
 __all__ = [
     "LoadedModel",
+    "adopt_dataset_normalization",
     "check_model_fits",
     "describe_model",
     "file_sha256",

@@ -5,19 +5,18 @@ A reference is text (or an ``nn.Module`` in Python) that :func:`load_model_refer
 (classes, input shape, normalization, a content hash of its weights, whether it has BatchNorm). The forms:
 
 * an nrflab **run directory** or **checkpoint** (``model.safetensors`` with its config), as before;
-* a **state dict**: ``file.safetensors`` without nrflab config, or ``file.pt`` / ``.pth`` / ``.bin`` /
-  ``.ckpt`` read with ``torch.load(weights_only=True)``, mapped onto an nrflab architecture. Architecture,
-  width, classes and channels are read off the weights unless given (``arch``, ``norm``, ``num_classes``,
-  ``width``). Common layouts load: ``module.`` / ``model.`` prefixes, the ``robustness`` library's
-  ``module.model.`` / ``module.attacker.model.`` / ``module.normalizer.`` (its mean/std buffers are used),
-  RobustBench's CIFAR ResNets (``conv1``, ``layer1.0.conv1``, ``shortcut``, ``linear``, ``mu``/``sigma``),
-  and torchvision-named ResNets (``fc``, ``downsample``) with a CIFAR stem. What does not map is refused
-  with one line naming the first mismatched keys;
+* a **state dict**: ``file.safetensors`` without nrflab config, or ``.pt`` / ``.pth`` / ``.bin`` / ``.ckpt``
+  read with ``torch.load(weights_only=True)``, mapped onto an nrflab architecture read off the weights
+  unless given (``arch``, ``norm``, ``num_classes``, ``width``). Known layouts load (:mod:`.state_dicts`);
+  nrflab's own without its ``normalize.*`` buffers takes ``mean``/``std`` or, in a command, the dataset's.
+  With ``arch="package.module:Net"`` or ``"path/to/file.py:make"`` the module is built by your class or
+  factory and the state dict (any container, wrapper prefixes stripped) is loaded into it strictly;
 * a **TorchScript** archive (``torch.jit.load``); its program is the model and runs in TorchScript's
   interpreter, not in Python;
-* a **Python factory** ``package.module:function`` or ``path/to/file.py:function``: a function without
-  arguments that returns an ``nn.Module`` with its weights loaded. This RUNS YOUR OWN CODE: it is the one
-  place where nrflab executes code named in its input, and only when you name it;
+* a **Python factory** ``package.module:function`` or ``path/to/file.py:function``, optionally with keyword
+  arguments ``?norm=none,width=2``, that returns an ``nn.Module`` with its weights loaded
+  (:mod:`nrflab.models.factory`: what a factory receives and may import). This RUNS YOUR OWN CODE: it is the
+  one place where nrflab executes code named in its input, and only when you name it;
 * a **pretrained** name: ``pretrained:NAME`` or a bare registered name (``nrflab list --pretrained``).
 
 Input conventions are explicit: a model takes [0,1] inputs, or ``mean``/``std`` are given (or found in the
@@ -27,22 +26,16 @@ classes and input shape against a dataset with a dry forward pass before any att
 Nothing here unpickles code: a pickle that needs code to load (a whole model saved with
 ``torch.save(model)``, or a malicious file) is refused with one line and never executed.
 
-This module holds the reference itself (:class:`ModelReference`), its parsing and the loading of each
-kind. Reading weights files and mapping state-dict layouts lives in :mod:`nrflab.models.state_dicts`; the
-:class:`LoadedModel` record, the facts about a module (fingerprint, BatchNorm, sha256) and the checks
-against a dataset live in :mod:`nrflab.models.inspection`. Their public names are re-exported here, so
-``from nrflab.models.references import ...`` keeps working for all of them.
+This module parses a reference (:class:`ModelReference`) and loads each kind. Weights files and state-dict
+layouts live in :mod:`nrflab.models.state_dicts`; the :class:`LoadedModel` record, its facts (the one
+fingerprint) and the checks against a dataset in :mod:`nrflab.models.inspection` (re-exported here).
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
+import dataclasses
 import math
 import os
-import re
-import sys
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +47,7 @@ from torch import nn
 
 from nrflab.core.errors import NrflabError
 from nrflab.models import ModelConfig
+from nrflab.models.factory import FactorySpec, call_factory, looks_like_factory, parse_factory
 from nrflab.models.inspection import (
     InputNormalized,
     LoadedKind,
@@ -66,11 +60,9 @@ from nrflab.models.inspection import (
     has_batchnorm,
     weights_fingerprint,
 )
-from nrflab.models.state_dicts import load_weights_only, state_dict_to_model
+from nrflab.models.state_dicts import load_into_module, load_weights_only, state_dict_to_model
 
 ReferenceKind = Literal["path", "factory-module", "factory-file", "pretrained"]
-
-_IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,6 +78,7 @@ class ModelReference:
     path: Path | None = None
     target: str | None = None  # module path or pretrained name
     attribute: str | None = None  # factory function name
+    factory: FactorySpec | None = None  # a factory's file or module, callable and arguments
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,16 +107,12 @@ def parse_model_reference(text: str | os.PathLike[str]) -> ModelReference:
         if path.is_file() and path.suffix == ".py":
             raise NrflabError(f"{raw} is a Python file: name the function that builds the model, e.g. {raw}:build")
         return ModelReference("path", raw, path=path)
-    factory = re.fullmatch(rf"(.+):({_IDENT})", raw)
-    if factory:
-        left, attr = factory.group(1), factory.group(2)
-        if left.endswith(".py"):
-            file = Path(left).expanduser()
-            if not file.is_file():
-                raise NrflabError(f"factory file not found: {left}")
-            return ModelReference("factory-file", raw, path=file, attribute=attr)
-        if re.fullmatch(rf"{_IDENT}(\.{_IDENT})*", left):
-            return ModelReference("factory-module", raw, target=left, attribute=attr)
+    if looks_like_factory(raw):
+        factory = parse_factory(raw)
+        kind: ReferenceKind = "factory-file" if factory.path is not None else "factory-module"
+        return ModelReference(
+            kind, raw, path=factory.path, target=factory.module, attribute=factory.attribute, factory=factory
+        )
     from nrflab.models.pretrained import is_pretrained_name
 
     if is_pretrained_name(raw):
@@ -166,47 +155,88 @@ def load_model_reference(
     arch_options: dict[str, Any] = {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width}
     if isinstance(reference, nn.Module):
         _refuse_arch_options(arch_options, "an in-memory module")
+        label = type(reference).__name__
         return _from_module(
-            reference,
-            kind="module",
-            name=name or type(reference).__name__,
-            source=f"<{type(reference).__name__} object>",
-            mean=mean_t,
-            std=std_t,
-            device=device,
-            sha256=None,
-            eval_mode=False,
-        )
+            reference, kind="module", name=name or label, source=f"<{label} object>", mean=mean_t, std=std_t,
+            device=device, sha256=None, eval_mode=False,
+        )  # fmt: skip
     ref = parse_model_reference(reference)
     if ref.kind == "pretrained":
         _refuse_arch_options(arch_options, f"pretrained model {ref.target}")
-        if mean_t is not None:
-            raise NrflabError(f"pretrained model {ref.target} carries its own input normalization; drop --mean/--std")
-        from nrflab.models.pretrained import load_pretrained
-
-        return load_pretrained(
-            ref.target or "",
-            device=device,
-            weights_dir=weights_dir,
-            allow_unverified=allow_unverified,
-            display_name=name,
+        return _load_pretrained(
+            ref, mean=mean_t, device=device, name=name, weights_dir=weights_dir, allow=allow_unverified
         )
     if ref.kind in ("factory-module", "factory-file"):
         _refuse_arch_options(arch_options, f"factory {ref.text}")
-        module = _call_factory(ref)
+        assert ref.factory is not None
         return _from_module(
-            module,
-            kind="factory",
-            name=name or ref.text,
-            source=ref.text,
-            mean=mean_t,
-            std=std_t,
-            device=device,
-            sha256=None,
-            eval_mode=True,
-        )
+            call_factory(ref.factory), kind="factory", name=name or ref.text, source=ref.text, mean=mean_t,
+            std=std_t, device=device, sha256=None, eval_mode=True,
+        )  # fmt: skip
     assert ref.path is not None
+    if arch is not None and looks_like_factory(arch):
+        others = {k: v for k, v in arch_options.items() if k != "arch"}
+        return _load_with_factory(ref.path, arch, others, name=name, mean=mean_t, std=std_t, device=device)
     return _load_path(ref.path, name=name, mean=mean_t, std=std_t, device=device, **arch_options)
+
+
+def _load_pretrained(
+    ref: ModelReference,
+    *,
+    mean: tuple[float, ...] | None,
+    device: str | torch.device,
+    name: str | None,
+    weights_dir: str | os.PathLike[str] | None,
+    allow: bool,
+) -> LoadedModel:
+    """A registered pretrained model (which brings its own normalization: ``mean`` must be None)."""
+    if mean is not None:
+        raise NrflabError(f"pretrained model {ref.target} carries its own input normalization; drop --mean/--std")
+    from nrflab.models.pretrained import load_pretrained
+
+    target = ref.target or ""
+    return load_pretrained(target, device=device, weights_dir=weights_dir, allow_unverified=allow, display_name=name)
+
+
+def _load_with_factory(
+    path: Path,
+    arch: str,
+    others: Mapping[str, Any],
+    *,
+    name: str | None,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    device: str | torch.device,
+) -> LoadedModel:
+    """A state dict loaded strictly into the module the user's class or factory builds (``--arch mod:Net``)."""
+    factory = parse_factory(arch)
+    given = [f"--{k.replace('_', '-')}" for k, v in others.items() if v is not None]
+    if given:
+        raise NrflabError(
+            f"{', '.join(given)} describe{'s' if len(given) == 1 else ''} nrflab architectures, not "
+            f"{factory.text}; pass your class's own arguments in --arch ({factory.text.split('?')[0]}?key=value,...)"
+        )
+    from nrflab.models.checkpoint import load_tensors
+
+    if _is_nrflab_file(path):
+        raise NrflabError(f"{path} is an nrflab checkpoint with its own architecture; drop --arch {factory.text}")
+    if _is_torchscript(path):
+        raise NrflabError(f"TorchScript archive {path} brings its own architecture; drop --arch {factory.text}")
+    tensors: Any = load_tensors(path, "weights file") if path.suffix == ".safetensors" else load_weights_only(path)
+    module = call_factory(factory)
+    layout = load_into_module(module, tensors, source=str(path), builder=factory.call_text() + f" from {factory.where}")
+    loaded = _from_module(
+        module,
+        kind="state-dict",
+        name=name or path.stem,
+        source=str(path),
+        mean=mean,
+        std=std,
+        device=device,
+        sha256=file_sha256(path),
+        eval_mode=True,
+    )
+    return dataclasses.replace(loaded, layout=layout)
 
 
 def _check_mean_std(
@@ -235,6 +265,17 @@ def _refuse_arch_options(options: Mapping[str, Any], what: str) -> None:
         )
 
 
+def _is_nrflab_file(path: Path) -> bool:
+    """A run directory, or a ``.safetensors`` file with nrflab's model config (in it or beside it)."""
+    from nrflab.models.checkpoint import CONFIG_META_KEY, read_metadata
+
+    if path.is_dir():
+        return True
+    return path.suffix == ".safetensors" and (
+        CONFIG_META_KEY in read_metadata(path) or path.with_suffix(".json").is_file()
+    )
+
+
 def _load_path(
     path: Path,
     *,
@@ -247,41 +288,17 @@ def _load_path(
     num_classes: int | None,
     width: float | None,
 ) -> LoadedModel:
-    from nrflab.models.checkpoint import CONFIG_META_KEY, read_metadata, resolve_checkpoint
+    from nrflab.models.checkpoint import load_tensors, resolve_checkpoint
 
-    if path.is_dir():
-        return _load_nrflab(
-            resolve_checkpoint(path),
-            name=name or path.name,
-            mean=mean,
-            std=std,
-            device=device,
-            arch=arch,
-            norm=norm,
-            num_classes=num_classes,
-            width=width,
-        )
+    options: dict[str, Any] = {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width}
+    if _is_nrflab_file(path):
+        file = resolve_checkpoint(path) if path.is_dir() else path
+        label = path.name if path.is_dir() else path.stem
+        return _load_nrflab(file, name=name or label, mean=mean, std=std, device=device, options=options)
     if path.suffix == ".safetensors":
-        meta = read_metadata(path)
-        if CONFIG_META_KEY in meta or path.with_suffix(".json").is_file():
-            return _load_nrflab(
-                path,
-                name=name or path.stem,
-                mean=mean,
-                std=std,
-                device=device,
-                arch=arch,
-                norm=norm,
-                num_classes=num_classes,
-                width=width,
-            )
-        from nrflab.models.checkpoint import load_tensors
-
         tensors: Any = load_tensors(path, "weights file")
     elif _is_torchscript(path):
-        _refuse_arch_options(
-            {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width}, f"TorchScript archive {path}"
-        )
+        _refuse_arch_options(options, f"TorchScript archive {path}")
         return _load_torchscript(path, name=name or path.stem, mean=mean, std=std, device=device)
     else:
         tensors = load_weights_only(path)
@@ -318,25 +335,17 @@ def _load_nrflab(
     mean: tuple[float, ...] | None,
     std: tuple[float, ...] | None,
     device: str | torch.device,
-    arch: str | None,
-    norm: str | None,
-    num_classes: int | None,
-    width: float | None,
+    options: Mapping[str, Any],
 ) -> LoadedModel:
+    """An nrflab checkpoint; ``options`` (arch, norm, num_classes, width) may only repeat its config."""
     from nrflab.models.checkpoint import load_model
 
     model = load_model(path, device)
     cfg = model.config
-    given = {
-        "arch": (arch, cfg.arch),
-        "norm": (norm, cfg.norm),
-        "num_classes": (num_classes, cfg.num_classes),
-        "width": (width, cfg.width),
-    }
     clash = [
-        f"--{k.replace('_', '-')} {v!r} (its config says {c!r})"
-        for k, (v, c) in given.items()
-        if v is not None and (str(v).lower() if isinstance(v, str) else v) != c
+        f"--{k.replace('_', '-')} {v!r} (its config says {getattr(cfg, k)!r})"
+        for k, v in options.items()
+        if v is not None and (str(v).lower() if isinstance(v, str) else v) != getattr(cfg, k)
     ]
     if clash:
         raise NrflabError(f"{path} is an nrflab checkpoint with its own config; drop {', '.join(clash)}")
@@ -452,49 +461,6 @@ def _from_module(
         width=cfg.width if isinstance(cfg, ModelConfig) else None,
         notes=tuple(notes),
     )
-
-
-def _call_factory(ref: ModelReference) -> nn.Module:
-    """Import the user's module and call the named function (this runs the user's own code)."""
-    if ref.kind == "factory-file":
-        assert ref.path is not None
-        digest = hashlib.sha256(str(ref.path.resolve()).encode()).hexdigest()[:12]
-        spec = importlib.util.spec_from_file_location(f"nrflab_user_factory_{digest}", ref.path)
-        if spec is None or spec.loader is None:
-            raise NrflabError(f"factory file {ref.path} cannot be imported")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod
-        try:
-            spec.loader.exec_module(mod)
-        except Exception as exc:
-            sys.modules.pop(spec.name, None)
-            raise NrflabError(
-                f"factory file {ref.path} failed to import ({type(exc).__name__}: {first_line(exc)})"
-            ) from None
-    else:
-        cwd = os.getcwd()
-        added = cwd not in sys.path
-        if added:
-            sys.path.insert(0, cwd)  # `package.module` relative to where the command runs, as `python -m` does
-        try:
-            mod = importlib.import_module(ref.target or "")
-        except Exception as exc:
-            raise NrflabError(
-                f"factory module {ref.target} cannot be imported ({type(exc).__name__}: {first_line(exc)})"
-            ) from None
-        finally:
-            if added and cwd in sys.path:
-                sys.path.remove(cwd)
-    fn = getattr(mod, ref.attribute or "", None)
-    if not callable(fn):
-        raise NrflabError(f"factory {ref.text}: {getattr(mod, '__name__', ref.text)} has no function {ref.attribute!r}")
-    try:
-        module = fn()
-    except Exception as exc:
-        raise NrflabError(f"factory {ref.text} raised {type(exc).__name__}: {first_line(exc)}") from None
-    if not isinstance(module, nn.Module):
-        raise NrflabError(f"factory {ref.text} returned a {type(module).__name__}, not a torch.nn.Module")
-    return module
 
 
 __all__ = [

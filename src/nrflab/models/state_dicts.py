@@ -31,6 +31,8 @@ from nrflab.models.inspection import Normalization, first_line
 
 STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "last")
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+NRFLAB_WITHOUT_NORMALIZE = "nrflab (net.) without its normalize.* buffers"
 
 
 def load_weights_only(path: str | os.PathLike[str]) -> Any:
@@ -119,6 +121,9 @@ def canonicalize_state_dict(
         mean, std = _channel_values(sd.get("normalize.mean")), _channel_values(sd.get("normalize.std"))
         sd = {k[len("net.") :]: v for k, v in sd.items() if k.startswith("net.")}
         layouts.append("nrflab (normalize./net.)")
+    elif all(k.startswith("net.") for k in sd):
+        sd = {k[len("net.") :]: v for k, v in sd.items()}
+        layouts.append(NRFLAB_WITHOUT_NORMALIZE)
     if "mu" in sd and "sigma" in sd:
         mean, std = _channel_values(sd.pop("mu")), _channel_values(sd.pop("sigma"))
         layouts.append("mu/sigma normalization buffers (RobustBench)")
@@ -137,7 +142,7 @@ def _strip_wrappers(sd: dict[str, torch.Tensor], layouts: list[str]) -> dict[str
     changed = True
     while changed and sd:
         changed = False
-        for prefix in ("module.", "_orig_mod.", "model."):
+        for prefix in WRAPPER_PREFIXES:
             if all(k.startswith(prefix) for k in sd):
                 sd = {k[len(prefix) :]: v for k, v in sd.items()}
                 layouts.append(f"'{prefix}' prefix")
@@ -193,59 +198,14 @@ def state_dict_to_model(
     sd, found_mean, found_std, layouts = canonicalize_state_dict(raw)
     if container:
         layouts.insert(0, f"under '{container}'")
-    notes: list[str] = []
-    if mean is not None and found_mean is not None:
-        if _close(mean, found_mean) and _close(std, found_std):
-            found_mean = found_std = None
-        else:
-            raise NrflabError(
-                f"{source} carries its own input normalization (mean {_fmt(found_mean)}, std "
-                f"{_fmt(found_std)}); --mean/--std would normalize twice: drop them"
-            )
-    if mean is not None:
-        normalization = Normalization(tuple(mean), tuple(std), "user")  # type: ignore[arg-type]
-    elif found_mean is not None:
-        normalization = Normalization(found_mean, found_std, "checkpoint")
-    else:
-        normalization = Normalization()
-        notes.append(
-            "no normalization found or given: the model is taken to expect [0,1] inputs "
-            "(give --mean/--std if it was trained on normalized inputs)"
-        )
-    first = _first_conv_key(sd)
-    linear = sd.get("linear.weight")
-    if first is None or linear is None or linear.ndim != 2:
-        keys = ", ".join(list(sd)[:6])
-        raise NrflabError(
-            f"{source} does not look like an nrflab architecture (no first convolution or no 'linear'/'fc' "
-            f"head; first keys: {keys}); load it with a factory (module:function)"
-        )
+    normalization, notes = _normalization(mean, std, found_mean, found_std, layouts, source)
+    first, linear = _stem_and_head(sd, source)
     in_channels = int(sd[first].shape[1])
     classes = int(num_classes) if num_classes is not None else int(linear.shape[0])
     archs = [check_arch(arch)] if arch else _candidate_archs(sd)
     norms = [check_norm(norm)] if norm else _candidate_norms(sd)
     file_sig = {k: tuple(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
-    best: tuple[int, str, str, float, dict[str, tuple[int, ...]]] | None = None
-    for a in archs:
-        w = float(width) if width is not None else _width_from(a, int(sd[first].shape[0]))
-        if not (0 < w <= 64):
-            continue
-        for n in norms:
-            if n == "fixup" and not ARCHS.get(a).residual:
-                continue
-            sig = {
-                k: s
-                for k, s in _signature(a, n, classes, in_channels, w).items()
-                if not k.endswith("num_batches_tracked")
-            }
-            score = sum(1 for k, s in sig.items() if file_sig.get(k) == s) - len(set(file_sig) ^ set(sig))
-            if sig == file_sig:
-                best = (10**9, a, n, w, sig)
-                break
-            if best is None or score > best[0]:
-                best = (score, a, n, w, sig)
-        if best and best[0] == 10**9:
-            break
+    best = _best_fit(file_sig, archs, norms, classes, in_channels, width, int(sd[first].shape[0]))
     if best is None:
         raise NrflabError(
             f"{source}: no nrflab architecture with a valid width fits its first convolution {tuple(sd[first].shape)}"
@@ -268,11 +228,93 @@ def state_dict_to_model(
         )
     model = create_model(a, n, classes, in_channels, width=w, mean=normalization.mean, std=normalization.std)
     state = model.state_dict()
-    for k, v in sd.items():
-        state[f"net.{k}"] = v.detach().to(state[f"net.{k}"].dtype) if f"net.{k}" in state else v
-
+    state.update(
+        {f"net.{k}": v.detach().to(state[f"net.{k}"].dtype) if f"net.{k}" in state else v for k, v in sd.items()}
+    )
     load_state(model, state, source)
     return model.eval(), {"layout": ", ".join(layouts) or "plain", "normalization": normalization, "notes": notes}
+
+
+def _stem_and_head(sd: Mapping[str, torch.Tensor], source: str) -> tuple[str, torch.Tensor]:
+    """The first convolution's key and the linear head's weight, or one line saying the file is no nrflab arch."""
+    first = _first_conv_key(sd)
+    linear = sd.get("linear.weight")
+    if first is None or linear is None or linear.ndim != 2:
+        keys = ", ".join(list(sd)[:6])
+        raise NrflabError(
+            f"{source} does not look like an nrflab architecture (no first convolution or no 'linear'/'fc' "
+            f"head; first keys: {keys}); load it with a factory (module:function)"
+        )
+    return first, linear
+
+
+def _normalization(
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    found_mean: tuple[float, ...] | None,
+    found_std: tuple[float, ...] | None,
+    layouts: Sequence[str],
+    source: str,
+) -> tuple[Normalization, list[str]]:
+    """The input normalization of a state dict: given, found in the file, missing (nrflab's layout without
+    its ``normalize.*`` buffers: the dataset's comes later) or none; and the notes that say which."""
+    notes: list[str] = []
+    if mean is not None and found_mean is not None:
+        if _close(mean, found_mean) and _close(std, found_std):
+            found_mean = found_std = None
+        else:
+            raise NrflabError(
+                f"{source} carries its own input normalization (mean {_fmt(found_mean)}, std "
+                f"{_fmt(found_std)}); --mean/--std would normalize twice: drop them"
+            )
+    bare_nrflab = NRFLAB_WITHOUT_NORMALIZE in layouts
+    if mean is not None:
+        if bare_nrflab:
+            notes.append(f"normalization used: mean {_fmt(mean)}, std {_fmt(std)} (given; the file has no normalize.*)")
+        return Normalization(tuple(mean), tuple(std), "user"), notes  # type: ignore[arg-type]
+    if found_mean is not None:
+        return Normalization(found_mean, found_std, "checkpoint"), notes
+    if bare_nrflab:
+        return Normalization(origin="missing"), notes
+    notes.append(
+        "no normalization found or given: the model is taken to expect [0,1] inputs "
+        "(give --mean/--std if it was trained on normalized inputs)"
+    )
+    return Normalization(), notes
+
+
+_Fit = tuple[int, str, str, float, dict[str, tuple[int, ...]]]
+
+
+def _best_fit(
+    file_sig: Mapping[str, tuple[int, ...]],
+    archs: Sequence[str],
+    norms: Sequence[str],
+    classes: int,
+    in_channels: int,
+    width: float | None,
+    first_conv_out: int,
+) -> _Fit | None:
+    """The (score, arch, norm, width, signature) whose state matches ``file_sig`` best; an exact match wins."""
+    best: _Fit | None = None
+    for a in archs:
+        w = float(width) if width is not None else _width_from(a, first_conv_out)
+        if not (0 < w <= 64):
+            continue
+        for n in norms:
+            if n == "fixup" and not ARCHS.get(a).residual:
+                continue
+            sig = {
+                k: s
+                for k, s in _signature(a, n, classes, in_channels, w).items()
+                if not k.endswith("num_batches_tracked")
+            }
+            if sig == file_sig:
+                return (10**9, a, n, w, sig)
+            score = sum(1 for k, s in sig.items() if file_sig.get(k) == s) - len(set(file_sig) ^ set(sig))
+            if best is None or score > best[0]:
+                best = (score, a, n, w, sig)
+    return best
 
 
 def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | os.PathLike[str] = "checkpoint") -> None:
@@ -282,6 +324,41 @@ def load_state(model: nn.Module, tensors: dict[str, torch.Tensor], path: str | o
     except RuntimeError as exc:
         first = str(exc).splitlines()
         raise NrflabError(f"checkpoint {path} does not fit the model: {' '.join(first[:2])[:200]}") from None
+
+
+def load_into_module(module: nn.Module, obj: Any, *, source: str, builder: str) -> str:
+    """Load a state dict (any container :func:`extract_state_dict` reads) into the user's own module, strictly.
+
+    Wrapper prefixes every key shares (``module.``, ``_orig_mod.``, ``model.``) are stripped while the module's
+    own names do not start with them; ``num_batches_tracked`` counters may be absent (the module keeps its
+    own). Any other missing, unexpected or differently shaped key is one line naming the first few.
+    Returns the layout recognized (for the record).
+    """
+    raw, container = (dict(obj), None) if _is_tensor_mapping(obj) else extract_state_dict(obj, source)
+    expected = module.state_dict()
+    layouts = [f"under '{container}'"] if container else []
+    sd = dict(raw)
+    while sd and set(sd) != set(expected):
+        prefix = next(
+            (
+                p
+                for p in WRAPPER_PREFIXES
+                if all(k.startswith(p) for k in sd) and not all(k.startswith(p) for k in expected)
+            ),
+            None,
+        )
+        if prefix is None:
+            break
+        sd = {k[len(prefix) :]: v for k, v in sd.items()}
+        layouts.append(f"'{prefix}' prefix")
+    model_sig = {
+        k: tuple(v.shape) for k, v in expected.items() if not (k.endswith("num_batches_tracked") and k not in sd)
+    }
+    file_sig = {k: tuple(v.shape) for k, v in sd.items()}
+    if file_sig != model_sig:
+        raise NrflabError(f"{source} does not fit {builder}: {_mismatch(file_sig, model_sig)}")
+    module.load_state_dict({**expected, **sd}, strict=True)
+    return ", ".join([f"built by {builder}", *layouts])
 
 
 def _is_tensor_mapping(obj: Any) -> bool:

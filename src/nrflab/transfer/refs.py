@@ -8,13 +8,13 @@ result cache keys on. Run-directory file names come from :class:`nrflab.runs.run
 
 Models from outside nrflab (state dicts, TorchScript, ``package.module:function`` factories,
 ``pretrained:NAME``) are loaded through :func:`nrflab.models.references.load_model_reference`
-(:func:`load_outside_model` is the one place that calls it); their fingerprint is a hash of the loaded
-state dict.
+(:func:`load_outside_model` is the one place that calls it). Every ref's fingerprint is
+:func:`nrflab.models.inspection.weights_fingerprint`, so the same weights share cached results whatever
+file carried them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +27,7 @@ from torch import nn
 
 from nrflab.core.errors import NrflabError
 from nrflab.models.checkpoint import CONFIG_META_KEY, load_model, load_model_config, read_metadata
+from nrflab.models.inspection import weights_fingerprint
 from nrflab.runs.rundir import RunDir, run_dir_of
 from nrflab.transfer.results import ModelInfo
 
@@ -83,18 +84,15 @@ class ModelRef:
 
     @cached_property
     def fingerprint(self) -> str:
-        """A content hash of the weights: cached results are reused only for the same weights."""
+        """The weights' one fingerprint (:func:`nrflab.models.inspection.weights_fingerprint`), the same
+        whatever container held them: cached results are reused only for the same weights."""
         if self.weights_hash is not None:
             return self.weights_hash
-        h = hashlib.blake2b(digest_size=12)
         if self.module is not None:
-            h.update(type(self.module).__name__.encode())
-            for k, v in self.module.state_dict().items():
-                h.update(k.encode())
-                h.update(v.detach().cpu().contiguous().numpy().tobytes())
-        elif self.path is not None:
-            h.update(self.path.read_bytes())
-        return h.hexdigest()
+            return weights_fingerprint(self.module)
+        if self.path is None:
+            raise NrflabError(f"model {self.name} has neither weights nor a module")
+        return weights_fingerprint(load_model(self.path, "cpu"))
 
     def info(self) -> ModelInfo:
         """Provenance for records."""
@@ -237,6 +235,11 @@ def load_outside_model(
         std=options.std,
         device="cpu",
     )
+    if loaded.normalization.origin == "missing":
+        raise NrflabError(
+            f"{reference} is an nrflab state dict without its normalize.* buffers: give the mean/std it was "
+            f"trained with (--mean/--std; --mean 0 --std 1 for [0,1] inputs)"
+        )
     known = {"arch": loaded.arch, "norm": loaded.norm, "width": loaded.width}
     values = [known.get(k) for k in group_keys]
     group = "/".join(str(v) for v in values) if all(v is not None for v in values) else loaded.name
