@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 # Each module registers its commands on ``app``.
+import nrflab.cli.fourier  # noqa: F401
 from nrflab.cli import bn_analysis, evaluate, experiments, features, info, reproduce, sweep, train, transfer  # noqa: F401
 from nrflab.cli.app import app
 from nrflab.core.errors import NrflabError

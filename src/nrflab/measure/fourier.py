@@ -68,7 +68,8 @@ def fourier_basis(height: int, width: int, frequencies: list[tuple[int, int]] | 
     m = torch.arange(height, dtype=torch.float64)[None, :, None]
     n = torch.arange(width, dtype=torch.float64)[None, None, :]
     basis = torch.cos(2 * math.pi * (ky * m / height + kx * n / width))
-    return basis / torch.linalg.vector_norm(basis.flatten(1), dim=1)[:, None, None]
+    unit: Tensor = basis / torch.linalg.vector_norm(basis.flatten(1), dim=1)[:, None, None]
+    return unit
 
 
 @dataclass(frozen=True)
