@@ -45,7 +45,7 @@ PARAMS: dict[str, tuple[Any, ...]] = {
     # (sigma, max shift, iterations)
     "glass_blur": ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),
     "motion_blur": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),  # (radius, sigma); angle uniform(-45, 45)
-    "zoom_blur": (1.06, 1.11, 1.16, 1.21, 1.26),  # zooms np.arange(1, c, 0.01), averaged with the image
+    "zoom_blur": (1.06, 1.11, 1.16, 1.21, 1.26),  # zooms np.arange(1, c, 0.01) (float steps), averaged with x
     # (mean, std, zoom, threshold, blur radius, blur sigma, blend) of the snow layer
     "snow": (
         (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
@@ -164,7 +164,8 @@ def motion_blur(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
 def zoom_blur(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
     """The mean of the image and its centre zoomed by 1, 1.01, ... (up to the severity's bound)."""
     bound = _param("zoom_blur", severity)
-    zooms = [1 + 0.01 * i for i in range(round((bound - 1) / 0.01))]
+    step = (1 + 0.01) - 1  # np.arange(1, bound, 0.01) exactly: its count and its step (1.06 and 1.2500...02 occur)
+    zooms = [1 + i * step for i in range(math.ceil((bound - 1) / 0.01))]
     total = x + sum((ops.clipped_zoom(x, z) for z in zooms), torch.zeros_like(x))
     return total / (len(zooms) + 1)
 
