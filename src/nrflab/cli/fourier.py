@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Optional, cast
@@ -32,8 +33,8 @@ def fourier(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Error rate of each model under a perturbation along every Fourier basis image, as centred heat maps."""
-    if not eps > 0:
-        raise NrflabError(f"--eps must be > 0, got {eps}")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise NrflabError(f"--eps must be > 0 and finite, got {eps}")
     if limit < 1:
         raise NrflabError(f"--limit must be >= 1, got {limit}")
     if precision not in PRECISIONS:
