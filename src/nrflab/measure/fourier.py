@@ -16,7 +16,6 @@ declared radius. The basis is built once; (frequency, image) pairs are evaluated
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
@@ -26,12 +25,13 @@ from tqdm import tqdm
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.modules import frozen_model, model_device
+from nrflab.core.records import record
 from nrflab.measure.spectrum import centred_frequencies
 
 Precision = Literal["float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
-__all__ = ["PRECISIONS", "FourierHeatMap", "Precision", "fourier_basis", "fourier_heat_map", "half_spectrum"]
+__all__ = ["PRECISIONS", "FourierHeatMap", "fourier_basis", "fourier_heat_map", "half_spectrum"]
 
 
 def half_spectrum(height: int, width: int) -> list[tuple[int, int]]:
@@ -72,7 +72,7 @@ def fourier_basis(height: int, width: int, frequencies: list[tuple[int, int]] | 
     return unit
 
 
-@dataclass(frozen=True)
+@record
 class FourierHeatMap:
     """A model's Fourier heat map: error rate and mean loss increase per frequency of the centred spectrum.
 

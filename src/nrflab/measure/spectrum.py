@@ -9,14 +9,13 @@ image. The Fourier heat maps (:mod:`nrflab.measure.fourier`) and the spectra of 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.records import record
 
-__all__ = ["PerturbationSpectrum", "centred_frequencies", "frequency_radius", "perturbation_spectrum"]
+__all__ = ["centred_frequencies", "frequency_radius", "perturbation_spectrum"]
 
 
 def centred_frequencies(size: int) -> Tensor:
@@ -32,7 +31,7 @@ def frequency_radius(height: int, width: int) -> Tensor:
     return torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
 
 
-@dataclass(frozen=True)
+@record
 class PerturbationSpectrum:
     """Radially averaged power spectrum of a batch of perturbations.
 

@@ -7,7 +7,6 @@ through :func:`nrflab.report.plots.save_figure` (PNG and SVG, matplotlib without
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,10 +17,11 @@ from matplotlib.image import AxesImage
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_write_json, write_csv
+from nrflab.core.records import to_json
 from nrflab.measure.fourier import FourierHeatMap
 from nrflab.report.plots import new_figure, save_figure
 
-__all__ = ["CSV_COLUMNS", "plot_heat_map", "plot_heat_maps", "write_heat_maps"]
+__all__ = ["write_heat_maps"]
 
 #: Columns of a heat map's CSV: one row per evaluated frequency (the symmetric half of the spectrum).
 CSV_COLUMNS = ["ky", "kx", "radius", "error", "loss_increase"]
@@ -75,7 +75,7 @@ def write_heat_maps(maps: Sequence[FourierHeatMap], out_dir: Path, *, slugs: Seq
         written += plot_heat_map(heat_map, stem)
         csv_path, json_path = stem.with_name(stem.name + ".csv"), stem.with_name(stem.name + ".json")
         write_csv(csv_path, [dict(zip(CSV_COLUMNS, row)) for row in heat_map.rows()], CSV_COLUMNS)
-        atomic_write_json(json_path, dataclasses.asdict(heat_map))
+        atomic_write_json(json_path, to_json(heat_map))
         written += [csv_path, json_path]
     if len(maps) > 1:
         written += plot_heat_maps(maps, out_dir / "fourier_models")
