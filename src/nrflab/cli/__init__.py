@@ -12,7 +12,20 @@ from __future__ import annotations
 import sys
 
 # Each module registers its commands on ``app``.
-from nrflab.cli import bn_analysis, build, demo, evaluate, experiments, info, plot, reproduce, sweep, train, transfer  # noqa: F401
+from nrflab.cli import (  # noqa: F401
+    bn_analysis,
+    build,
+    demo,
+    evaluate,
+    experiments,
+    fourier,
+    info,
+    plot,
+    reproduce,
+    sweep,
+    train,
+    transfer,
+)
 from nrflab.cli.app import app
 from nrflab.core.errors import NrflabError
 

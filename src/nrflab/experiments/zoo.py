@@ -22,7 +22,7 @@ from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import Outcomes, measure, measure_task
 from nrflab.experiments.guard import Health, health, named
 from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
-from nrflab.measure.corruptions import SEVERITIES, benchmark_corruptions
+from nrflab.measure.corruptions import FIRST_EIGHT, SEVERITIES
 
 HOME = "norms"
 CURVE_ATTACK_CPU = "pgd-l2:eps=1.0,step=0.4,steps=5"
@@ -51,7 +51,7 @@ class NormsSettings(ExperimentSettings):
         default=None, min_length=1, description="attacks of the final evaluation (None: the dataset preset's)"
     )
     ligs_sigma: float = Field(default=0.01, ge=0)
-    corruptions: list[str] = Field(default_factory=lambda: list(benchmark_corruptions()))
+    corruptions: list[str] = Field(default_factory=lambda: list(FIRST_EIGHT))
     severities: list[int] = Field(default_factory=lambda: list(SEVERITIES))
 
 
