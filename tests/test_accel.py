@@ -20,7 +20,8 @@ from nrflab.attacks import PGD, fast, pgd_update, project
 from nrflab.core import accel
 from nrflab.core.errors import NrflabError
 from nrflab.data import load_dataset
-from nrflab.measure.metrics import accuracy, ligs_noise, ligs_per_sample, robust_accuracy
+from nrflab.measure.ligs import ligs_noise, ligs_per_sample
+from nrflab.measure.metrics import accuracy, robust_accuracy
 from nrflab.training.augment import augment_batch, augment_batch_reference
 from nrflab.training.evaluation import EvalSet, evaluate_epoch
 

@@ -14,12 +14,12 @@ from torch import nn
 from _byom_helpers import digits, randomize_bn, trained_digits_model
 from nrflab.attacks import frozen_model, parse_attack
 from nrflab.core.errors import NrflabError
-from nrflab.measure.bn_surgery import (
+from nrflab.measure.bn_surgery import analyze_batchnorm
+from nrflab.measure.bn_variants import (
     VARIANTS,
     BatchStatisticsNorm,
     ChannelAffine,
     affine_only_variant,
-    analyze_batchnorm,
     batch_statistics_variant,
     batchnorm_layers,
     folded_variant,

@@ -11,7 +11,8 @@ import torch
 from nrflab.attacks import PGD
 from nrflab.cli import main
 from nrflab.data import limit_dataset
-from nrflab.measure.metrics import accuracy, ligs, robust_accuracy
+from nrflab.measure.ligs import ligs
+from nrflab.measure.metrics import accuracy, robust_accuracy
 from nrflab.models import create_model
 from nrflab.models.checkpoint import load_model, save_model
 from nrflab.training import make_config, train

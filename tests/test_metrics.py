@@ -16,14 +16,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from nrflab.attacks import PGD, NoAttack, per_sample_noise
 from nrflab.core.errors import NrflabError
 from nrflab.core.stats import finite_mean
-from nrflab.measure.metrics import (
-    accuracy,
-    dataset_tensors,
-    evaluate_model,
-    ligs,
-    ligs_per_sample,
-    robust_accuracy,
-)
+from nrflab.measure.framework import evaluate_model
+from nrflab.measure.ligs import ligs, ligs_per_sample
+from nrflab.measure.metrics import accuracy, dataset_tensors, robust_accuracy
 
 from conftest import assert_same_state, state_snapshot
 

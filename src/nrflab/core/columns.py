@@ -7,11 +7,7 @@ code returns and the writers serialize.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-from dataclasses import field
-
-from nrflab.core.records import record
+from collections.abc import Iterable
 
 CLEAN = "clean_acc"
 SHIFTED = "shifted_acc"
@@ -52,47 +48,8 @@ def robust_keys(columns: Iterable[str]) -> list[str]:
     return [c for c in columns if attack_of(c) is not None]
 
 
-@record
-class EvalResult:
-    """The framework's row for one model on one set of images.
-
-    usefulness = ``clean_acc``; robust usefulness = ``robust_acc[attack]``; robustness of the used
-    features = ``ligs`` (None when not measured).
-    """
-
-    clean_acc: float
-    robust_acc: Mapping[str, float] = field(default_factory=dict)
-    ligs: float | None = None
-    logit_sim: float | None = None
-    num_samples: int = 0
-
-    def row(self) -> dict[str, float]:
-        """Flat metric columns, as in metrics.csv."""
-        out = {CLEAN: self.clean_acc}
-        out.update({robust_key(k): v for k, v in self.robust_acc.items()})
-        if self.ligs is not None:
-            out[LIGS] = self.ligs
-        if self.logit_sim is not None:
-            out[LOGIT_SIM] = self.logit_sim
-        return out
-
-    @classmethod
-    def from_row(cls, row: Mapping[str, float], num_samples: int = 0) -> EvalResult:
-        """Read back a metrics row (NaN LIGS counts as not measured)."""
-        ligs = row.get(LIGS)
-        sim = row.get(LOGIT_SIM)
-        return cls(
-            clean_acc=float(row[CLEAN]),
-            robust_acc={a: float(row[k]) for k in row if (a := attack_of(k)) is not None},
-            ligs=None if ligs is None or math.isnan(ligs) else float(ligs),
-            logit_sim=None if sim is None or math.isnan(sim) else float(sim),
-            num_samples=num_samples,
-        )
-
-
 __all__ = [
     "CLEAN",
-    "EvalResult",
     "LIGS",
     "LOGIT_SIM",
     "RELIANCE",

@@ -16,7 +16,6 @@ from nrflab.data.base import (
     list_datasets,
     load_dataset,
     register_dataset,
-    subset_indices,
 )
 
 __all__ = [
@@ -28,7 +27,6 @@ __all__ = [
     "Probe",
     "check_dataset_loads",
     "register_dataset",
-    "subset_indices",
 ]
 
 

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.registry import Registry
+from nrflab.core.seeds import seeded_subset
 from nrflab.data.views import RelianceViews
 
 
@@ -211,22 +212,10 @@ def class_balanced_split(labels: np.ndarray, test_per_class: int, seed: int) -> 
     return rng.permutation(np.concatenate(train_idx)), rng.permutation(np.concatenate(test_idx))
 
 
-def subset_indices(n: int, limit: int | None, seed: int) -> torch.Tensor | None:
-    """``--limit N`` everywhere: a seeded random subset of N of ``n`` items, in their original order.
-
-    The same seed gives the same images for every model, and a dataset stored sorted by class still
-    gives a fair sample. None means "all of them".
-    """
-    if limit is None or limit >= n:
-        return None
-    if limit < 1:
-        raise NrflabError(f"limit must be >= 1, got {limit}")
-    return torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))[:limit].sort().values
-
-
 def limit_dataset(data: Dataset[Any], limit: int | None, seed: int) -> Dataset[Any]:
-    """``data`` restricted to the seeded random subset ``--limit N`` means (see :func:`subset_indices`)."""
-    idx = subset_indices(len(cast(Sized, data)), limit, seed)
+    """``data`` restricted to the seeded random subset ``--limit N`` means
+    (:func:`nrflab.core.seeds.seeded_subset`)."""
+    idx = seeded_subset(len(cast(Sized, data)), limit, seed=seed)
     if idx is None:
         return data
     if isinstance(data, ImageTensorDataset):

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from nrflab.core.seeds import seeded_subset
 from nrflab.core.stats import finite_mean
 from nrflab.data import DatasetBundle, load_dataset
 from nrflab.measure.metrics import dataset_tensors
@@ -32,10 +33,8 @@ def norm_title(norm: str) -> str:
 def test_images(bundle: DatasetBundle, size: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed evaluation images: all test images, or a seeded random ``size`` of them (sorted)."""
     x, y = dataset_tensors(bundle.test)
-    if size is not None and size < y.shape[0]:
-        idx = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(TEST_SUBSET_SEED))[:size].sort().values
-        x, y = x[idx], y[idx]
-    return x, y
+    idx = seeded_subset(int(y.shape[0]), size, seed=TEST_SUBSET_SEED)
+    return (x, y) if idx is None else (x[idx], y[idx])
 
 
 def load_bundle(settings: Any) -> DatasetBundle:

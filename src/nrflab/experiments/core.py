@@ -23,7 +23,7 @@ from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import Outcomes, compare, compare_scalars, measure, measure_task
 from nrflab.experiments.guard import Health, health, named, verdict, void_reason
 from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
-from nrflab.measure.protocols import PAPER
+from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, markdown_table, verdict_line
 from nrflab.report.plots import plot_runs
 from nrflab.runs.rundir import RunDir

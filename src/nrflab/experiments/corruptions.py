@@ -18,7 +18,7 @@ from nrflab.experiments.evidence import compare
 from nrflab.experiments.guard import verdict, void_reason
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
 from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, plan_with_corruptions
-from nrflab.measure.protocols import PAPER
+from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, markdown_table, verdict_line
 from nrflab.report.plots import new_figure, save_figure
 

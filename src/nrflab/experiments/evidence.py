@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from nrflab.core.stats import finite_mean, mean_ci, paired_ci, two_proportion_ci
-from nrflab.measure.protocols import PAPER, Protocol, predict
+from nrflab.measure.framework import image_outcomes
+from nrflab.measure.health import top_class
+from nrflab.measure.predict import PAPER, Protocol, predict
 
 if TYPE_CHECKING:
     from nrflab.experiments.engine import CallTask
@@ -67,9 +69,7 @@ class Outcomes:
 
     def top_class(self) -> tuple[int, float]:
         """The most frequent prediction and its share of the images."""
-        counts = torch.bincount(self.predictions)
-        k = int(counts.argmax())
-        return k, float(counts[k]) / max(self.n, 1)
+        return top_class(self.predictions)
 
 
 def _digest(*parts: object) -> str:
@@ -158,42 +158,47 @@ def measure(
             return loaded
     dev = resolve_device(device)
     model = load_model(run.path, dev).eval()
-    preds = predict(model, x, protocol=protocol, seed=seed)
-    tensors: dict[str, torch.Tensor] = {"labels": y.cpu().long(), "predictions": preds}
-    for text in attacks:
-        spec = parse_attack(text)
-        attack = spec.build(model, seed=seed)
-        correct = []
-        for start in range(0, x.shape[0], 256):
-            xb, yb = x[start : start + 256].to(dev), y[start : start + 256].to(dev)
-            adv = attack(xb, yb)
-            with torch.no_grad():
-                correct.append((model(adv).argmax(1) == yb).cpu())
-        tensors[f"robust::{spec.label}"] = torch.cat(correct).to(torch.uint8)
-    if ligs_sigma is not None:
-        from nrflab.measure.metrics import ligs_per_sample
-
-        tensors["ligs"] = ligs_per_sample(
-            model, x.to(dev), y.to(dev), sigma=ligs_sigma, seed=seed
-        ).gradient_similarity.float()
+    built = [(spec.label, spec.build(model, seed=seed)) for spec in map(parse_attack, attacks)]
+    seen = image_outcomes(model, x.cpu(), y.cpu(), attacks=built, ligs_sigma=ligs_sigma, seed=seed, protocol=protocol)
+    tensors: dict[str, torch.Tensor] = {"labels": y.cpu().long(), "predictions": seen.predictions}
+    for label, correct in seen.robust.items():
+        tensors[f"robust::{label}"] = correct.to(torch.uint8)
+    if seen.ligs is not None:
+        tensors["ligs"] = seen.ligs.gradient_similarity.float()
     table: dict[str, float] = {}
     if corruptions:
-        from nrflab.measure.corruptions import corrupt
-
-        total = torch.zeros(x.shape[0])
-        for name in corruptions:
-            for severity in severities:
-                hits = []
-                for start in range(0, x.shape[0], 256):
-                    xb = corrupt(x[start : start + 256].to(dev), name, severity, seed=seed + start)
-                    with torch.no_grad():
-                        hits.append((model(xb).argmax(1).cpu() == y[start : start + 256].cpu()).float())
-                per = torch.cat(hits)
-                table[f"{name}@{severity}"] = float(per.mean())
-                total += per
-        tensors["corruption"] = total / (len(corruptions) * len(severities))
+        tensors["corruption"], table = _corruption_outcomes(model, x, y, corruptions, severities, seed=seed)
     atomic_save_tensors(cache, tensors, {"protocol": protocol.name, "corruption_table": json.dumps(table)})
     return _from_tensors(tensors, protocol.name, table)
+
+
+def _corruption_outcomes(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+    *,
+    seed: int,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Per image: accuracy averaged over every (corruption, severity) pair; and each pair's accuracy. Each
+    batch of 256 is corrupted with ``seed + its start`` (as the cached outcomes were made)."""
+    from nrflab.core.modules import model_device
+    from nrflab.measure.corruptions import corrupt
+
+    dev = model_device(model)
+    table: dict[str, float] = {}
+    total = torch.zeros(x.shape[0])
+    for name in corruptions:
+        for severity in severities:
+            hits = []
+            for start in range(0, x.shape[0], 256):
+                xb = corrupt(x[start : start + 256].to(dev), name, severity, seed=seed + start)
+                hits.append((predict(model, xb, batch_size=256).cpu() == y[start : start + 256].cpu()).float())
+            per = torch.cat(hits)
+            table[f"{name}@{severity}"] = float(per.mean())
+            total += per
+    return total / (len(corruptions) * len(severities)), table
 
 
 def _from_tensors(t: Mapping[str, torch.Tensor], protocol: str, table: Mapping[str, float]) -> Outcomes:
@@ -234,7 +239,7 @@ def measure_run(
     evaluations of independent runs go in parallel; the analysis then reads the cache)."""
     from nrflab.data import load_dataset
     from nrflab.experiments.analysis import test_images
-    from nrflab.measure.protocols import get_protocol
+    from nrflab.measure.predict import get_protocol
 
     x, y = test_images(load_dataset(dataset, root=data_root), test_size)
     measure(
@@ -269,7 +274,7 @@ def measured(
     """Whether :func:`measure_run` with these arguments would only read its cache."""
     from nrflab.data import load_dataset
     from nrflab.experiments.analysis import test_images
-    from nrflab.measure.protocols import get_protocol
+    from nrflab.measure.predict import get_protocol
     from nrflab.runs.rundir import RunDir
 
     if not RunDir(run_dir).model_path.is_file():

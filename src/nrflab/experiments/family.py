@@ -15,7 +15,7 @@ from nrflab.experiments.evidence import compare
 from nrflab.experiments.guard import verdict, void_reason
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
 from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, plan
-from nrflab.measure.protocols import PAPER
+from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import plot_runs
 

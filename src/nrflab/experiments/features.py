@@ -6,7 +6,7 @@ Sources: a standard model (for D_rand, D_det and the conflicting set) and an adv
 :func:`nrflab.features.build_dataset`; the twins train on them and are evaluated every epoch (clean
 accuracy, robust accuracy, LIGS; for the conflicting set also accuracy against (y + 1) mod C).
 
-The feature claims are judged under two evaluation protocols (:mod:`nrflab.measure.protocols`): the
+The feature claims are judged under two evaluation protocols (:mod:`nrflab.measure.predict`): the
 paper's (BN with running statistics) and "BN with batch statistics". A BN twin trained on perturbed
 images may carry running statistics that do not fit clean images and predict one class for almost every
 test image; the validity guard then voids the claim under the paper's protocol, and the batch-statistics
@@ -39,7 +39,7 @@ from nrflab.experiments.evidence import (
 )
 from nrflab.experiments.guard import Health, health, named, verdict, void_reason
 from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
-from nrflab.measure.protocols import BATCH_STATS, PAPER, Protocol, get_protocol
+from nrflab.measure.predict import BATCH_STATS, PAPER, Protocol, get_protocol
 from nrflab.report.document import Section, markdown_table, verdict_line
 from nrflab.report.plots import plot_runs
 from nrflab.runs.rundir import RunDir

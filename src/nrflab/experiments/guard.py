@@ -1,11 +1,12 @@
 """The validity guard every verdict goes through: a claim judged on a model that did not train is void.
 
-A model *did not learn* when its final training accuracy (on its own training set) is within
-``CHANCE_MARGIN`` of chance, when its training loss or metrics are NaN/Inf, or when it *collapsed*: one
-class takes at least ``COLLAPSE_SHARE`` of its predictions on the test images (under the protocol the
-claim is judged with). Two models compared on robustness are at *very unequal usefulness* when their
-clean accuracies differ by more than ``USEFULNESS_GAP``. Any of these makes the claim
-"void: <reason>" (:func:`nrflab.core.stats.judge`), never "agrees" or "disagrees".
+The checks and every threshold are :mod:`nrflab.measure.health` (:data:`~nrflab.measure.health.THRESHOLDS`);
+this module turns them into reasons. A model *did not learn* when its final training accuracy (on its own
+training set) is within ``chance_margin`` of chance, when its training loss or metrics are NaN/Inf, or
+when it *collapsed*: one class takes at least ``collapse_share`` of its predictions on the test images
+(under the protocol the claim is judged with). Two models compared on robustness are at *very unequal
+usefulness* when their clean accuracies differ by more than ``usefulness_gap``. Any of these makes the
+claim "void: <reason>" (:func:`nrflab.core.stats.judge`), never "agrees" or "disagrees".
 
 Each claim names its subjects: ``learners`` must have learned; ``others`` (e.g. the no-BN twin in "without
 BN a network can hardly learn from D_rand", whose failure is the claim) are only checked for NaN;
@@ -16,38 +17,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 from nrflab.core.fmt import interval, pct
 from nrflab.core.stats import Verdict, judge
 from nrflab.experiments.evidence import Comparison, Outcomes
+from nrflab.measure import health as checks
+from nrflab.measure.health import THRESHOLDS, Health, Thresholds, top_class
 from nrflab.runs.rundir import RunDir
-
-#: "Near chance": final training accuracy below chance + this.
-CHANCE_MARGIN = 0.10
-#: "Collapsed to one class": the most frequent prediction takes at least this share of the test images.
-COLLAPSE_SHARE = 0.90
-#: "Very unequal usefulness": clean accuracies more than this apart.
-USEFULNESS_GAP = 0.10
-
-
-@dataclass(frozen=True)
-class Health:
-    """What the guard knows about one trained model."""
-
-    name: str
-    num_classes: int
-    train_acc: float
-    clean_acc: float
-    top_class: int
-    top_share: float
-    finite: bool
-    protocol: str = "paper"
-
-    @property
-    def chance(self) -> float:
-        return 1.0 / max(self.num_classes, 1)
 
 
 def health(name: str, run_dir: str | Path, outcomes: Outcomes, *, num_classes: int) -> Health:
@@ -55,7 +33,7 @@ def health(name: str, run_dir: str | Path, outcomes: Outcomes, *, num_classes: i
     last = RunDir(run_dir).read_metrics()[-1]
     train_acc = float(last.get("train_acc", math.nan))
     values = [last.get("train_loss", math.nan), last.get("clean_acc", math.nan), train_acc]
-    top, share = outcomes.top_class()
+    top, share = top_class(outcomes.predictions)
     return Health(
         name,
         num_classes,
@@ -80,7 +58,7 @@ def void_reason(
     learners: Sequence[Health] = (),
     others: Sequence[Health] = (),
     comparable: Sequence[tuple[Sequence[Health], Sequence[Health]]] = (),
-    gap: float = USEFULNESS_GAP,
+    thresholds: Thresholds = THRESHOLDS,
 ) -> str | None:
     """Why a claim on these models cannot be judged, or None when it can (see the module docstring)."""
     reasons: list[str] = []
@@ -90,9 +68,9 @@ def void_reason(
     for h in learners:
         if not h.finite:
             continue
-        if not h.train_acc >= h.chance + CHANCE_MARGIN:
+        if not h.learned(thresholds=thresholds):
             reasons.append(f"{h.name} did not learn (training accuracy {pct(h.train_acc)}, chance {pct(h.chance)})")
-        elif h.top_share >= COLLAPSE_SHARE:
+        elif h.collapsed(thresholds=thresholds):
             reasons.append(
                 f"{h.name} collapsed to one class (class {h.top_class} takes {pct(h.top_share)} of its "
                 f"test predictions, {h.protocol} protocol)"
@@ -100,13 +78,20 @@ def void_reason(
     for group_a, group_b in comparable:
         a = sum(h.clean_acc for h in group_a) / max(len(group_a), 1)
         b = sum(h.clean_acc for h in group_b) / max(len(group_b), 1)
-        if math.isfinite(a) and math.isfinite(b) and abs(a - b) > gap:
+        if not checks.comparable(a, b, thresholds=thresholds):
             name_a, name_b = _group_name(group_a), _group_name(group_b)
             reasons.append(
                 f"usefulness very unequal ({name_a} {pct(a)} vs {name_b} {pct(b)} clean accuracy, more "
-                f"than {100 * gap:.0f} points apart)"
+                f"than {100 * thresholds.usefulness_gap:.0f} points apart)"
             )
     return "; ".join(dict.fromkeys(reasons)) or None
+
+
+def guarded(v: Verdict, reason: str | None) -> Verdict:
+    """``v`` made void when the validity guard found a reason (a verdict judged before its guard ran)."""
+    if not reason:
+        return v
+    return judge(v.claim, v.difference, v.low, v.high, v.evidence, protocol=v.protocol, void_reason=reason)
 
 
 def _group_name(group: Sequence[Health]) -> str:

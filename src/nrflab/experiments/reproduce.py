@@ -35,7 +35,7 @@ from nrflab.experiments.overrides import (
 )
 from nrflab.experiments.registry import get_spec, list_experiments, select
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec, Stage
-from nrflab.measure.protocols import PROTOCOLS
+from nrflab.measure.predict import PROTOCOLS
 from nrflab.report.document import Section, write_report
 from nrflab.runs.executor import execute
 from nrflab.runs.jobs import Execution, JobResult, error_line

@@ -30,7 +30,7 @@ from nrflab.data import DatasetBundle
 from nrflab.experiments.analysis import load_bundle, test_images
 from nrflab.experiments.engine import CallTask, Task, TrainTask, subset_bundle
 from nrflab.experiments.evidence import measure
-from nrflab.experiments.guard import Health, health, named, void_reason
+from nrflab.experiments.guard import Health, guarded, health, named, void_reason
 from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
 from nrflab.report.document import Section, markdown_table, verdict_line
 from nrflab.transfer import (
@@ -265,11 +265,11 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
     bn = [h for r, h in zip(zoo, healths, strict=True) if r.norm == s.norms[0]]
     nobn = [h for r, h in zip(zoo, healths, strict=True) if r.norm == s.norms[1]]
     verdicts = [
-        _guarded(
+        guarded(
             no_bn_claim(matrix_only, _twins(zoo, finals), protocol=protocol),
             void_reason(learners=healths, comparable=[(bn, nobn)]),
         ),
-        _guarded(
+        guarded(
             early_stop_claim(early, protocol=protocol, rule=EarlyStop.parse(s.early_stop)),
             void_reason(learners=healths),
         ),
@@ -294,13 +294,6 @@ def _source_health(s: TransferExperimentSettings, bundle: DatasetBundle, zoo: Se
         )[0]
         for r in zoo
     ]
-
-
-def _guarded(v: Verdict, reason: str | None) -> Verdict:
-    """``v`` made void when the validity guard found a reason."""
-    if not reason:
-        return v
-    return judge(v.claim, v.difference, v.low, v.high, v.evidence, protocol=v.protocol, void_reason=reason)
 
 
 def run(

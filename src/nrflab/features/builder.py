@@ -15,11 +15,13 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from nrflab.core.errors import NrflabError
-from nrflab.data import DatasetBundle, load_dataset, subset_indices
+from nrflab.core.modules import model_device
+from nrflab.core.seeds import seeded_subset
+from nrflab.data import DatasetBundle, load_dataset
 from nrflab.data.built import read_card
 from nrflab.features.settings import INVERSION_KINDS, BuildSettings
 from nrflab.features.source import Representation, sha256_file
-from nrflab.measure.metrics import dataset_tensors, model_device
+from nrflab.measure.metrics import dataset_tensors
 
 
 @dataclass
@@ -75,7 +77,7 @@ def prepare_inputs(
         images, labels = _train_tensors(bundle)
         idx = torch.arange(labels.shape[0])
         root, base_info = data_root, None
-    chosen = subset_indices(labels.shape[0], settings.limit, settings.seed)
+    chosen = seeded_subset(labels.shape[0], settings.limit, seed=settings.seed)
     n = labels.shape[0]
     if chosen is not None:
         # The chosen images first (in their original order), the rest after them: the whole set stays

@@ -13,20 +13,21 @@ user's model never changes):
   average over ``N`` images, ``momentum=None``), then used as in ``running``;
 * ``affine-only`` -- normalization removed, the learned affine kept: ``y = gamma * x + beta`` (the
   ``bn-eval`` idea applied after training). A model trained with BN usually does not survive this; its
-  row is then void (clean accuracy near chance or under half the original's) and says so;
+  row is then void (clean accuracy near chance or far from the original's) and says so;
 * ``folded`` -- every BN folded into the convolution before it (``torch.fx`` conv-BN fusion), the rest
   turned into per-channel affines: the same function as ``running`` up to float rounding (checked and
   reported as ``max_fold_error``), without any normalization layer left.
 
 For each variant: the framework's row (clean accuracy, robust accuracy per attack, LIGS), its agreement
 with the original's clean predictions, and the transfer of adversarial examples crafted on the variant
-to the original model (success among eligible examples, as in :mod:`nrflab.transfer`). Differences to
+to the original model (success among eligible examples, :mod:`nrflab.measure.transfer_rate`). A row is
+void when its clean accuracy is near chance or not comparable to the original's (:mod:`nrflab.measure.health`). Differences to
 the ``running`` row come with paired 95 % intervals over images.
 """
 
 from __future__ import annotations
 
-import copy
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,213 +35,18 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from nrflab.attacks import AttackSpec, frozen_model
+from nrflab.attacks import AttackSpec
 from nrflab.core.errors import NrflabError
 from nrflab.core.fmt import pct
+from nrflab.core.modules import frozen_model, model_device
 from nrflab.core.records import record, to_json
-from nrflab.core.stats import paired_ci, wilson
-from nrflab.measure.metrics import ligs_per_sample, model_device
-
-VARIANT_DESCRIPTIONS: dict[str, str] = {
-    "running": "running statistics (as trained, eval mode)",
-    "batch": "batch statistics of each evaluated batch (BN as in training; buffers untouched)",
-    "recalibrated": "running statistics re-estimated on clean training images (cumulative average)",
-    "affine-only": "normalization removed, affine kept: y = gamma * x + beta",
-    "folded": "BN folded into the preceding convolutions (same function as running)",
-}
-VARIANTS = tuple(VARIANT_DESCRIPTIONS)
-
-
-# ---------------------------------------------------------------------------------------------
-# The variants
-
-
-class BatchStatisticsNorm(nn.Module):
-    """Normalizes with the statistics of the batch it sees, whatever the mode; keeps no running buffers."""
-
-    def __init__(self, bn: nn.modules.batchnorm._BatchNorm):
-        super().__init__()
-        self.eps = float(bn.eps)
-        self.weight = nn.Parameter(bn.weight.detach().clone()) if bn.weight is not None else None
-        self.bias = nn.Parameter(bn.bias.detach().clone()) if bn.bias is not None else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-
-
-class ChannelAffine(nn.Module):
-    """``y = scale * x + shift`` per channel (dimension 1)."""
-
-    def __init__(self, scale: torch.Tensor, shift: torch.Tensor):
-        super().__init__()
-        self.scale = nn.Parameter(scale.detach().clone().float().to(scale.device))
-        self.shift = nn.Parameter(shift.detach().clone().float().to(shift.device))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (1, -1) + (1,) * (x.ndim - 2)
-        return x * self.scale.view(shape).to(x.dtype) + self.shift.view(shape).to(x.dtype)
-
-
-def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
-    """Every BatchNorm layer of a model (BatchNorm1d/2d/3d and subclasses), with its qualified name."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-
-
-def _replace(model: nn.Module, make: Any) -> int:
-    """Replace every BatchNorm layer of ``model`` in place by ``make(bn)``; the number replaced."""
-    count = 0
-    for name, bn in batchnorm_layers(model):
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, make(bn))
-        count += 1
-    return count
-
-
-def _require_bn(model: nn.Module) -> None:
-    if isinstance(model, torch.jit.ScriptModule):
-        raise NrflabError(
-            "BN surgery needs an editable nn.Module, not TorchScript; load the model from a state dict "
-            "or a factory (module:function)"
-        )
-    if not batchnorm_layers(model):
-        raise NrflabError("the model has no BatchNorm layer: there is nothing to operate on")
-
-
-def running_statistics_variant(model: nn.Module) -> nn.Module:
-    """A deep copy in eval mode: BN uses its running statistics (the deployed model)."""
-    _require_bn(model)
-    return copy.deepcopy(model).eval()
-
-
-def batch_statistics_variant(model: nn.Module) -> nn.Module:
-    """A deep copy whose BN layers normalize with the statistics of each batch (running buffers dropped)."""
-    _require_bn(model)
-    out = copy.deepcopy(model).eval()
-    _replace(out, BatchStatisticsNorm)
-    return out
-
-
-def affine_only_variant(model: nn.Module) -> nn.Module:
-    """A deep copy whose BN layers keep only their affine: ``gamma * x + beta`` (no normalization)."""
-    _require_bn(model)
-    out = copy.deepcopy(model).eval()
-
-    def make(bn: nn.modules.batchnorm._BatchNorm) -> ChannelAffine:
-        c = bn.num_features
-        like = bn.weight if bn.weight is not None else next(iter(bn.buffers()), torch.zeros(1))
-        gamma = bn.weight.detach() if bn.weight is not None else torch.ones(c, device=like.device)
-        beta = bn.bias.detach() if bn.bias is not None else torch.zeros(c, device=like.device)
-        return ChannelAffine(gamma, beta)
-
-    _replace(out, make)
-    return out
-
-
-def recalibrated_variant(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256) -> nn.Module:
-    """A deep copy whose running statistics are re-estimated on ``images`` (clean training images).
-
-    Every BN's statistics are reset and accumulated as a cumulative average (``momentum=None``) over all
-    images in batches of ``batch_size``, with only the BN layers in training mode; then eval mode.
-    """
-    _require_bn(model)
-    if images.shape[0] < 2:
-        raise NrflabError("recalibration needs at least 2 images")
-    out = copy.deepcopy(model).eval()
-    layers = [bn for _, bn in batchnorm_layers(out)]
-    momenta = [bn.momentum for bn in layers]
-    for bn in layers:
-        if not bn.track_running_stats or bn.running_mean is None:
-            raise NrflabError(
-                "a BatchNorm layer keeps no running statistics (track_running_stats=False): "
-                "it always uses batch statistics, there is nothing to recalibrate"
-            )
-        bn.reset_running_stats()
-        bn.momentum = None
-        bn.train()
-    device = model_device(out)
-    with torch.no_grad():
-        for i in range(0, images.shape[0], batch_size):
-            chunk = images[i : i + batch_size]
-            if chunk.shape[0] < 2:  # a BN batch of one carries no variance
-                continue
-            out(chunk.to(device))
-    for bn, m in zip(layers, momenta):
-        bn.momentum = m
-    return out.eval()
-
-
-@record
-class FoldInfo:
-    """How ``folded`` was built: BN layers folded into convolutions, turned into affines, and why."""
-
-    folded_into_conv: int
-    as_affine: int
-    traced: bool
-    reason: str = ""
-
-
-def folded_variant(model: nn.Module) -> tuple[nn.Module, FoldInfo]:
-    """BN folded into the preceding convolutions (``torch.fx`` conv-BN fusion on a deep copy, eval mode).
-
-    BN layers that do not follow a convolution (or all of them, when the model cannot be traced) become
-    the per-channel affine their running statistics define: ``gamma / sqrt(var + eps)`` and
-    ``beta - mean * gamma / sqrt(var + eps)``. Either way the function is that of ``running``.
-    """
-    _require_bn(model)
-    total = len(batchnorm_layers(model))
-    base = copy.deepcopy(model).eval()
-    traced, reason = True, ""
-    try:
-        from torch.fx.experimental.optimization import fuse
-
-        out = fuse(base, inplace=True)
-    except Exception as exc:  # tracing fails on data-dependent control flow: fold into affines only
-        out, traced, reason = base, False, f"not traceable with torch.fx ({type(exc).__name__})"
-    remaining = _replace(out, _running_affine)
-    return out.eval(), FoldInfo(folded_into_conv=total - remaining, as_affine=remaining, traced=traced, reason=reason)
-
-
-def _running_affine(bn: nn.modules.batchnorm._BatchNorm) -> ChannelAffine:
-    if bn.running_mean is None or bn.running_var is None:
-        raise NrflabError("a BatchNorm layer keeps no running statistics; it cannot be folded")
-    inv = torch.rsqrt(bn.running_var.detach().double() + bn.eps)
-    gamma = bn.weight.detach().double() if bn.weight is not None else torch.ones_like(inv)
-    beta = bn.bias.detach().double() if bn.bias is not None else torch.zeros_like(inv)
-    scale = gamma * inv
-    return ChannelAffine(scale, beta - bn.running_mean.detach().double() * scale)
-
-
-def make_variants(
-    model: nn.Module,
-    *,
-    calibration_images: torch.Tensor | None = None,
-    batch_size: int = 256,
-    variants: Sequence[str] = VARIANTS,
-) -> tuple[dict[str, nn.Module], FoldInfo | None]:
-    """The requested variants (deep copies) by name, and how ``folded`` was built (None if not asked)."""
-    unknown = [v for v in variants if v not in VARIANT_DESCRIPTIONS]
-    if unknown:
-        raise NrflabError(f"unknown BN variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
-    out: dict[str, nn.Module] = {}
-    fold = None
-    for name in variants:
-        if name == "running":
-            out[name] = running_statistics_variant(model)
-        elif name == "batch":
-            out[name] = batch_statistics_variant(model)
-        elif name == "recalibrated":
-            if calibration_images is None:
-                raise NrflabError("the recalibrated variant needs calibration images (clean training images)")
-            out[name] = recalibrated_variant(model, calibration_images, batch_size=batch_size)
-        elif name == "affine-only":
-            out[name] = affine_only_variant(model)
-        else:
-            out[name], fold = folded_variant(model)
-    return out, fold
-
+from nrflab.core.stats import paired_ci
+from nrflab.measure.bn_variants import VARIANT_DESCRIPTIONS, VARIANTS, FoldInfo, batchnorm_layers, make_variants
+from nrflab.measure.framework import image_outcomes
+from nrflab.measure.health import THRESHOLDS, comparable, learned
+from nrflab.measure.predict import predict
+from nrflab.measure.transfer_rate import transfer_rate
 
 # ---------------------------------------------------------------------------------------------
 # The analysis
@@ -465,25 +271,72 @@ def _ratio(mask: torch.Tensor) -> float:
     return int(mask.sum()) / max(1, int(mask.numel()))
 
 
-def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
-    device = model_device(model)
-    out = []
-    with torch.no_grad(), frozen_model(model, "eval"):
-        for i in range(0, x.shape[0], batch_size):
-            out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
-    return torch.cat(out)
+def _void(clean_acc: float, base_clean: float, classes: int) -> str | None:
+    """Why a variant's row says nothing about features (see :mod:`nrflab.measure.health`), or None."""
+    if not learned(clean_acc, classes):
+        return f"clean accuracy {100 * clean_acc:.1f} % is near chance ({100 / classes:.0f} %)"
+    if not comparable(clean_acc, base_clean):
+        return (
+            f"clean accuracy {100 * clean_acc:.1f} % is more than {100 * THRESHOLDS.usefulness_gap:.0f} points "
+            f"from the original's {100 * base_clean:.1f} %: its robustness numbers are not comparable"
+        )
+    return None
 
 
-def _craft(
-    model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor, *, seed: int, batch_size: int
-) -> torch.Tensor:
-    device = model_device(model)
-    attack = spec.build(model, seed=seed)
-    return torch.cat(
-        [
-            attack(x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)).cpu()
-            for i in range(0, x.shape[0], batch_size)
-        ]
+def _variant_result(
+    name: str,
+    variant: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    original: nn.Module,
+    orig_clean: torch.Tensor,
+    *,
+    attacks: Sequence[AttackSpec],
+    seed: int,
+    batch_size: int,
+    ligs_sigma: float | None,
+    classes: int,
+    base_clean: float | None,
+) -> VariantResult:
+    """One variant's framework row (through :func:`image_outcomes`), agreement and transfer to the original."""
+    seen = image_outcomes(
+        variant,
+        x,
+        y,
+        attacks=[(spec.label, spec.build(variant, seed=seed)) for spec in attacks],
+        ligs_sigma=ligs_sigma,
+        seed=seed,
+        batch_size=batch_size,
+        keep_adversarial=True,
+    )
+    row = seen.summary()
+    clean_correct = seen.clean_correct
+    whitebox, transfer = {}, {}
+    for spec in attacks:
+        adv = seen.adversarial[spec.label]
+        adv_pred = predict(variant, adv, batch_size=batch_size)
+        fooled = adv_pred != y
+        k_wb, n_wb = int((clean_correct & fooled).sum()), int(clean_correct.sum())
+        whitebox[spec.label] = k_wb / n_wb if n_wb else math.nan
+        orig_adv = adv_pred if name == "running" else predict(original, adv, batch_size=batch_size)
+        rate = transfer_rate(
+            source_clean=seen.predictions, source_adv=adv_pred, target_clean=orig_clean, target_adv=orig_adv, labels=y
+        )
+        transfer[spec.label] = TransferNumbers(rate.eligible, rate.successes, rate.rate, rate.ci, _ratio(orig_adv == y))
+    return VariantResult(
+        name,
+        VARIANT_DESCRIPTIONS[name],
+        row.clean_acc,
+        row.robust_acc,
+        row.ligs,
+        row.logit_sim,
+        _ratio(seen.predictions == orig_clean),
+        whitebox,
+        transfer,
+        _void(row.clean_acc, row.clean_acc if base_clean is None else base_clean, classes),
+        clean_correct,
+        dict(seen.robust),
+        None if seen.ligs is None else seen.ligs.gradient_similarity,
     )
 
 
@@ -516,62 +369,15 @@ def analyze_batchnorm(
     classes = num_classes or int(y.max()) + 1
     x, y = x.detach().cpu(), y.detach().cpu()
     original = built["running"]
-    orig_clean = _predict(original, x, batch_size)
-    orig_correct = orig_clean == y
+    orig_clean = predict(original, x, batch_size=batch_size)
     results: list[VariantResult] = []
+    measure_variant = functools.partial(
+        _variant_result, attacks=attacks, seed=seed, batch_size=batch_size, ligs_sigma=ligs_sigma, classes=classes
+    )
     for name in tqdm(names, desc="variants", disable=not progress, leave=False):
-        variant = built[name]
-        pred = _predict(variant, x, batch_size)
-        clean_correct = pred == y
-        robust, robust_correct, whitebox, transfer = {}, {}, {}, {}
-        for spec in attacks:
-            adv = _craft(variant, spec, x, y, seed=seed, batch_size=batch_size)
-            adv_pred = _predict(variant, adv, batch_size)
-            fooled = adv_pred != y
-            robust_correct[spec.label] = ~fooled
-            robust[spec.label] = _ratio(~fooled)
-            k_wb, n_wb = int((clean_correct & fooled).sum()), int(clean_correct.sum())
-            whitebox[spec.label] = k_wb / n_wb if n_wb else math.nan
-            orig_adv = adv_pred if name == "running" else _predict(original, adv, batch_size)
-            eligible = clean_correct & fooled & orig_correct
-            success = eligible & (orig_adv != y)
-            n, k = int(eligible.sum()), int(success.sum())
-            transfer[spec.label] = TransferNumbers(n, k, k / n if n else math.nan, wilson(k, n), _ratio(orig_adv == y))
-        ligs_value = sim = per_image = None
-        if ligs_sigma is not None:
-            res = ligs_per_sample(variant, x, y, sigma=ligs_sigma, seed=seed, batch_size=batch_size)
-            ligs_value, sim, per_image = res.ligs, res.logit_sim, res.gradient_similarity
-        clean_acc = _ratio(clean_correct)
-        void = None
-        base_clean = results[0].clean_acc if results else clean_acc  # "running" comes first
-        if clean_acc < 2.0 / classes:
-            void = f"clean accuracy {100 * clean_acc:.1f} % is near chance ({100 / classes:.0f} %)"
-        elif clean_acc < 0.5 * base_clean:
-            void = (
-                f"clean accuracy {100 * clean_acc:.1f} % is under half the original's {100 * base_clean:.1f} %: "
-                f"its robustness numbers are not comparable"
-            )
-        results.append(
-            VariantResult(
-                name,
-                VARIANT_DESCRIPTIONS[name],
-                clean_acc,
-                robust,
-                ligs_value,
-                sim,
-                _ratio(pred == orig_clean),
-                whitebox,
-                transfer,
-                void,
-                clean_correct,
-                robust_correct,
-                per_image,
-            )
-        )
-    differences = _differences(results, [s.label for s in attacks])
-    max_err = None
-    if "folded" in built:
-        max_err = _max_logit_difference(original, built["folded"], x, batch_size)
+        base = results[0].clean_acc if results else None  # "running" comes first
+        results.append(measure_variant(name, built[name], x, y, original, orig_clean, base_clean=base))
+    folded = built.get("folded")
     return BnAnalysis(
         model=dict(model_info or {"name": type(model).__name__}),
         dataset=dataset,
@@ -585,9 +391,9 @@ def analyze_batchnorm(
         ligs_sigma=ligs_sigma,
         bn_layers=len(batchnorm_layers(model)),
         variants=tuple(results),
-        differences=tuple(differences),
+        differences=tuple(_differences(results, [s.label for s in attacks])),
         fold=fold,
-        max_fold_error=max_err,
+        max_fold_error=None if folded is None else _max_logit_difference(original, folded, x, batch_size),
     )
 
 
@@ -618,14 +424,4 @@ def _max_logit_difference(a: nn.Module, b: nn.Module, x: torch.Tensor, batch_siz
     return worst
 
 
-__all__ = [
-    "BatchStatisticsNorm",
-    "ChannelAffine",
-    "VARIANTS",
-    "affine_only_variant",
-    "analyze_batchnorm",
-    "batch_statistics_variant",
-    "batchnorm_layers",
-    "folded_variant",
-    "recalibrated_variant",
-]
+__all__ = ["BnAnalysis", "analyze_batchnorm"]

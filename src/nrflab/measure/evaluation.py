@@ -25,8 +25,10 @@ from nrflab.core.schema import Schema
 from nrflab.core.validation import DEVICE_HELP, Seed, resolve_device
 from nrflab.data import DatasetBundle, limit_dataset, load_dataset
 from nrflab.data.defaults import PRESETS, preset_for
-from nrflab.measure.bn_surgery import VARIANTS, BnAnalysis, analyze_batchnorm
-from nrflab.measure.metrics import dataset_tensors, evaluate_model
+from nrflab.measure.bn_surgery import BnAnalysis, analyze_batchnorm
+from nrflab.measure.bn_variants import VARIANTS
+from nrflab.measure.framework import evaluate_model
+from nrflab.measure.metrics import dataset_tensors
 from nrflab.measure.sanity import SanityReport, format_sanity, sanity_checks
 from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits
 from nrflab.models.references import load_model_reference
@@ -308,7 +310,9 @@ def evaluate_subject(subject: Subject, s: EvaluateSettings, *, progress: bool = 
     x, y = (t.to(subject.device) for t in subject.test_tensors(s))
     attacks = [(spec.label, spec.build(model, seed=s.seed)) for spec in subject.attacks]
     sigma = s.sigma if s.ligs else None
-    row = evaluate_model(model, x, y, attacks, sigma, s.seed, s.batch_size, progress=progress).row()
+    row = evaluate_model(
+        model, x, y, attacks=attacks, ligs_sigma=sigma, seed=s.seed, batch_size=s.batch_size, progress=progress
+    ).row()
     cfg = getattr(model, "config", None)
     reports = None
     if s.sanity:

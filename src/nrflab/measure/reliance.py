@@ -25,10 +25,10 @@ import torch
 from scipy.fft import dctn
 from torch import nn
 
-from nrflab.attacks import frozen_model
 from nrflab.core.columns import RELIANCE
 from nrflab.core.errors import NrflabError
 from nrflab.data.views import RelianceViews
+from nrflab.measure.predict import BATCH_STATS_IN_ORDER, PAPER, Protocol, predict
 
 Statistics = Literal["running", "batch"]
 RELIANCE_COLUMNS = RELIANCE
@@ -54,38 +54,23 @@ class RelianceResult:
         return {column: getattr(self, column) for column in RELIANCE}
 
 
-def _device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    for b in model.buffers():
-        return b.device
-    return torch.device("cpu")
-
-
-def predictions(
-    model: nn.Module, x: torch.Tensor, *, batch_size: int = 250, statistics: Statistics = "running"
-) -> torch.Tensor:
-    """Predicted classes (CPU) without changing the model. ``statistics="batch"`` normalizes each batch of
-    ``batch_size`` images by its own statistics (BN in train mode; running statistics restored)."""
-    if statistics not in ("running", "batch"):
-        raise NrflabError(f"statistics must be 'running' or 'batch', got {statistics!r}")
-    device = _device(model)
-    out = []
-    with torch.no_grad(), frozen_model(model, "eval" if statistics == "running" else "train", keep_buffers=True):
-        for i in range(0, x.shape[0], batch_size):
-            out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+#: The prediction protocol behind each choice of BN statistics (batches in the views' own order).
+STATISTICS: dict[Statistics, Protocol] = {"running": PAPER, "batch": BATCH_STATS_IN_ORDER}
 
 
 def reliance(
     model: nn.Module, views: RelianceViews, *, batch_size: int = 250, statistics: Statistics = "running"
 ) -> RelianceResult:
-    """Measure a model's reliance on the planted features (see the module docstring)."""
+    """Measure a model's reliance on the planted features (see the module docstring). ``statistics="batch"``
+    normalizes each batch of ``batch_size`` images by its own statistics (the model is left as it was)."""
+    if statistics not in STATISTICS:
+        raise NrflabError(f"statistics must be 'running' or 'batch', got {statistics!r}")
+    protocol = STATISTICS[statistics]
 
     def acc(x: torch.Tensor, y: torch.Tensor) -> float:
-        return float((predictions(model, x, batch_size=batch_size, statistics=statistics) == y).float().mean())
+        return float((predict(model, x, batch_size=batch_size, protocol=protocol) == y).float().mean())
 
-    pred_swap = predictions(model, views.swap_x, batch_size=batch_size, statistics=statistics)
+    pred_swap = predict(model, views.swap_x, batch_size=batch_size, protocol=protocol)
     return RelianceResult(
         agree_acc=acc(views.agree_x, views.agree_y),
         rf_suff_acc=acc(views.rf_x, views.rf_y),
@@ -192,6 +177,6 @@ __all__ = [
     "RelianceProbe",
     "RelianceViews",
     "band_energy",
-    "predictions",
+    "STATISTICS",
     "reliance",
 ]

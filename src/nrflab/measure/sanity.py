@@ -29,7 +29,7 @@ from torch import nn
 
 from nrflab.attacks import PGD, Attack, AttackSpec, Norm, frozen_model
 from nrflab.core.errors import NrflabError
-from nrflab.measure.metrics import model_device
+from nrflab.core.modules import model_device
 
 CheckStatus = str  # "pass" | "flag" | "skip"
 

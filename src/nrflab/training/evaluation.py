@@ -1,5 +1,6 @@
-"""The per-epoch evaluation of a run: clean accuracy, robust accuracy per attack, LIGS, and the
-dataset's probes, on a fixed evaluation set (the same images every epoch and across twins).
+"""The per-epoch evaluation of a run: the framework's row (clean accuracy, robust accuracy per attack,
+LIGS; computed by :mod:`nrflab.measure.framework`) and the dataset's probes, on a fixed evaluation set
+(the same images every epoch and across twins).
 
 Evaluation is fp32 and in eval mode whatever the training used. On a GPU it keeps its counts on the
 device (one synchronization per epoch, not per batch), builds each attack once per run (so their CUDA
@@ -19,8 +20,11 @@ from torch import nn
 from nrflab.attacks import Attack, AttackSpec, check_images
 from nrflab.core import accel
 from nrflab.core.columns import CLEAN, LIGS, LOGIT_SIM, SHIFTED, robust_key
+from nrflab.core.seeds import seeded_subset
 from nrflab.data import DatasetBundle, Probe
-from nrflab.measure.metrics import dataset_tensors, ligs_noise, ligs_per_sample
+from nrflab.measure.framework import image_outcomes
+from nrflab.measure.ligs import ligs_noise
+from nrflab.measure.metrics import dataset_tensors
 from nrflab.training.config import TrainConfig
 
 TIMING_COLUMNS = ["epoch_time", "eval_time", "wall_time"]
@@ -40,10 +44,8 @@ class EvalSet:
     @classmethod
     def from_bundle(cls, bundle: DatasetBundle, cfg: TrainConfig, device: torch.device) -> EvalSet:
         x, y = dataset_tensors(bundle.test)
-        if cfg.eval_size is not None and cfg.eval_size < y.shape[0]:
-            # A fixed, seeded subset: the same images every epoch and across twins.
-            idx = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(cfg.seed))[: cfg.eval_size]
-            idx = idx.sort().values
+        idx = seeded_subset(int(y.shape[0]), cfg.eval_size, seed=cfg.seed)  # the same images every epoch and twin
+        if idx is not None:
             x, y = x[idx], y[idx]
         x = x.to(device)
         if cfg.channels_last and x.dim() == 4:
@@ -120,11 +122,10 @@ def metrics_columns(cfg: TrainConfig, probes: Sequence[Probe] = ()) -> list[str]
 def evaluate_epoch(
     model: nn.Module, cfg: TrainConfig, data: EvalSet, num_classes: int, probes: Sequence[Probe] = ()
 ) -> dict[str, float]:
-    """Clean accuracy, robust accuracy per attack, LIGS and logit similarity on the evaluation set, and
-    the probes' metrics. Always fp32 and in eval mode, whatever the training used."""
-    row: dict[str, float] = {}
+    """Clean accuracy, robust accuracy per attack, LIGS and logit similarity on the evaluation set (the
+    framework's row, :func:`nrflab.measure.framework.image_outcomes`), and the probes' metrics. Always fp32
+    and in eval mode, whatever the training used."""
     specs = cfg.attack_specs()
-    counts = torch.zeros(2 + len(specs), dtype=torch.long, device=data.y.device)  # clean, shifted, per attack
     was_training = model.training
     model.eval()
     try:
@@ -132,29 +133,25 @@ def evaluate_epoch(
         attacks = data.attacks(model, specs, cfg.seed)
         if attacks:
             data.check()
-        for i in range(0, data.y.shape[0], bs):
-            x, y = data.x[i : i + bs], data.y[i : i + bs]
-            with torch.no_grad():
-                pred = model(x).argmax(1)
-            counts[0] += (pred == y).sum()
-            counts[1] += (pred == (y + 1) % num_classes).sum()
-            for j, attack in enumerate(attacks):
-                x_adv = attack.apply(x, y, check_inputs=False)
-                with torch.no_grad():
-                    counts[2 + j] += (model(x_adv).argmax(1) == y).sum()
-        n = data.y.shape[0]
-        totals = counts.tolist()  # the epoch's one synchronization for the counts
-        row[CLEAN] = totals[0] / n
+        seen = image_outcomes(
+            model,
+            data.x,
+            data.y,
+            attacks=[(spec.label, attack) for spec, attack in zip(specs, attacks, strict=True)],
+            ligs_sigma=cfg.ligs_sigma if cfg.ligs else None,
+            seed=cfg.seed,
+            batch_size=bs,
+            ligs_noise=data.noise(cfg.seed) if cfg.ligs else None,
+            check_inputs=False,
+        )
+        summary = seen.summary()  # the epoch's one synchronization for the counts
+        row = {CLEAN: summary.clean_acc}
         if cfg.eval_shifted_labels:
-            row[SHIFTED] = totals[1] / n
-        for spec, c in zip(specs, totals[2:], strict=True):
-            row[robust_key(spec.label)] = c / n
-        if cfg.ligs:
-            res = ligs_per_sample(
-                model, data.x, data.y, sigma=cfg.ligs_sigma, seed=cfg.seed, batch_size=bs, noise=data.noise(cfg.seed)
-            )
-            row[LIGS] = res.ligs
-            row[LOGIT_SIM] = res.logit_sim
+            row[SHIFTED] = int((seen.predictions == (data.y + 1) % num_classes).sum()) / seen.n
+        row.update({robust_key(label): value for label, value in summary.robust_acc.items()})
+        if summary.ligs is not None and summary.logit_sim is not None:
+            row[LIGS] = summary.ligs
+            row[LOGIT_SIM] = summary.logit_sim
         row.update(run_probes(model, probes))
     finally:
         model.train(was_training)

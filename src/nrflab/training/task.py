@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional
 
-import torch
-
 from nrflab.core.errors import NrflabError
+from nrflab.core.seeds import seeded_subset
 from nrflab.data import DatasetBundle, load_dataset
 from nrflab.runs.rundir import RunDir
 from nrflab.training.config import TrainConfig
@@ -98,10 +97,8 @@ def subset_bundle(bundle: DatasetBundle, train_size: int | None, seed: int) -> D
     """``bundle`` with a seeded random subset of ``train_size`` training images (sorted indices; the
     embedded sets are sorted by class, so a prefix would not do); the bundle itself when None or larger."""
     train: Any = bundle.train  # an ImageTensorDataset (sized, with subset)
-    if train_size is None or train_size >= len(train):
-        return bundle
-    idx = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:train_size]
-    return dataclasses.replace(bundle, train=train.subset(idx.sort().values))
+    idx = seeded_subset(len(train), train_size, seed=seed)
+    return bundle if idx is None else dataclasses.replace(bundle, train=train.subset(idx))
 
 
 __all__ = ["TrainTask", "short_path", "subset_bundle"]

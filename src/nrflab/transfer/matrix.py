@@ -29,10 +29,14 @@ from tqdm.auto import tqdm
 from nrflab.attacks import Attack, AttackSpec, frozen_model, parse_attack
 from nrflab.core.errors import NrflabError
 from nrflab.core.logs import get_logger
+from nrflab.core.seeds import seeded_subset
 from nrflab.core.stats import wilson
 from nrflab.core.validation import check_positive_int, check_seed, resolve_device
 from nrflab.data import DatasetBundle
 from nrflab.measure.metrics import dataset_tensors
+from nrflab.measure.predict import predict
+from nrflab.measure.transfer_rate import fooled as attack_fooled
+from nrflab.measure.transfer_rate import transfer_rate
 from nrflab.models.inspection import first_line
 from nrflab.transfer.refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelLike, ModelRef, OutsideModelOptions, resolve_model
 from nrflab.transfer.results import (
@@ -108,8 +112,8 @@ def data_tensors(data: DataLike, *, limit: int | None, seed: int) -> tuple[torch
     if isinstance(data, DatasetBundle):
         data = data.test
     x, y = dataset_tensors(data)
-    if limit is not None and limit < y.shape[0]:
-        idx = torch.randperm(y.shape[0], generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    idx = seeded_subset(int(y.shape[0]), limit, seed=seed)
+    if idx is not None:
         x, y = x[idx], y[idx]
     return x.float().contiguous(), y.long().contiguous()
 
@@ -119,16 +123,6 @@ def _digest(*tensors: torch.Tensor) -> str:
     for t in tensors:
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-@torch.no_grad()
-def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Class predictions in eval mode (the model's mode is restored), on the CPU."""
-    out = []
-    with frozen_model(model, "eval"):
-        for i in range(0, x.shape[0], batch_size):
-            out.append(model(x[i : i + batch_size].to(device)).argmax(1).cpu())
-    return torch.cat(out)
 
 
 def _probe(ref: ModelRef, model: nn.Module, x: torch.Tensor, device: torch.device) -> int:
@@ -241,18 +235,14 @@ def _craft(job: MatrixJob, ref: ModelRef, progress: bool) -> AdversarialSet:
         x_adv=x_adv,
         y=job.y.clone(),
         t=job.t.clone(),
-        source_clean_pred=predict(model, job.x, batch_size=job.batch_size, device=job.device),
-        source_adv_pred=predict(model, x_adv, batch_size=job.batch_size, device=job.device),
+        source_clean_pred=predict(model, job.x, batch_size=job.batch_size),
+        source_adv_pred=predict(model, x_adv, batch_size=job.batch_size),
     )
-
-
-def _fooled(pred: torch.Tensor, y: torch.Tensor, t: torch.Tensor, targeted: bool) -> torch.Tensor:
-    return pred == t if targeted else pred != y
 
 
 def _source_facts(ref: ModelRef, adv: AdversarialSet, job: MatrixJob) -> SourceFacts:
     correct = adv.source_clean_pred == job.y
-    fooled = correct & _fooled(adv.source_adv_pred, job.y, job.t, job.targeted)
+    fooled = correct & attack_fooled(adv.source_adv_pred, job.y, job.t if job.targeted else None)
     n, k = int(correct.sum()), int(fooled.sum())
     return SourceFacts(
         model=ref.info(),
@@ -266,17 +256,21 @@ def _source_facts(ref: ModelRef, adv: AdversarialSet, job: MatrixJob) -> SourceF
 
 
 def _pair_numbers(adv: AdversarialSet, clean_pred: torch.Tensor, adv_pred: torch.Tensor, job: MatrixJob) -> PairNumbers:
-    y, t = job.y, job.t
-    src_fooled = (adv.source_clean_pred == y) & _fooled(adv.source_adv_pred, y, t, job.targeted)
-    tgt_correct = clean_pred == y
-    eligible = src_fooled & tgt_correct
-    success = eligible & _fooled(adv_pred, y, t, job.targeted)
+    y = job.y
+    rate = transfer_rate(
+        source_clean=adv.source_clean_pred,
+        source_adv=adv.source_adv_pred,
+        target_clean=clean_pred,
+        target_adv=adv_pred,
+        labels=y,
+        targets=job.t if job.targeted else None,
+    )
     return PairNumbers.count(
-        clean_correct=int(tgt_correct.sum()),
+        clean_correct=int((clean_pred == y).sum()),
         adv_correct=int((adv_pred == y).sum()),
         total=int(y.shape[0]),
-        eligible=int(eligible.sum()),
-        successes=int(success.sum()),
+        eligible=rate.eligible,
+        successes=rate.successes,
     )
 
 
@@ -303,9 +297,9 @@ def compute_matrix(job: MatrixJob, store: ResultStore, *, progress: bool = True)
             if numbers is None:
                 if model is None:
                     model = tref.load(job.device)
-                    clean_pred = predict(model, job.x, batch_size=job.batch_size, device=job.device)
+                    clean_pred = predict(model, job.x, batch_size=job.batch_size)
                 assert clean_pred is not None
-                adv_pred = predict(model, adversarial[sref.name].x_adv, batch_size=job.batch_size, device=job.device)
+                adv_pred = predict(model, adversarial[sref.name].x_adv, batch_size=job.batch_size)
                 numbers = _pair_numbers(adversarial[sref.name], clean_pred, adv_pred, job)
                 store.save_pair(sref, tref, numbers)
             first = first or numbers

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from nrflab.core.records import FLAT, json_key, record, to_json
 from nrflab.core.stats import mean_ci, wilson
+from nrflab.measure.transfer_rate import ELIGIBLE, SUCCESS, TransferRate
 
 Interval = tuple[float, float]
 """A 95 % interval ``(low, high)``; ``(nan, nan)`` when undefined."""
@@ -25,11 +26,8 @@ PairMetric = Literal["transfer_success", "target_accuracy"]
 
 DEFINITIONS: Mapping[str, str] = {
     "target_accuracy": "the target's accuracy (true labels) on all adversarial examples crafted on the source",
-    "eligible": "examples the source classifies correctly when clean, that fool the source after the attack "
-    "(untargeted: source prediction != true label; targeted: source predicts the target class), "
-    "and that the target classifies correctly when clean",
-    "transfer_success": "among eligible examples, the fraction on which the target is fooled too (untargeted: "
-    "target prediction != true label; targeted: target predicts the target class)",
+    "eligible": ELIGIBLE,
+    "transfer_success": SUCCESS,
     "whitebox_success": "among examples the source classifies correctly when clean, the fraction the attack "
     "fools on the source itself",
     "target_policy": "targeted attacks aim at (y+1) mod C ('next') or at a class drawn uniformly from the C-1 "
@@ -137,6 +135,7 @@ class PairNumbers:
     @classmethod
     def count(cls, *, clean_correct: int, adv_correct: int, total: int, eligible: int, successes: int) -> PairNumbers:
         """The proportions and their Wilson intervals from the counts."""
+        rate = TransferRate(eligible=eligible, successes=successes)
         return cls(
             target_clean_accuracy=clean_correct / total,
             target_clean_correct=clean_correct,
@@ -144,8 +143,8 @@ class PairNumbers:
             target_accuracy_ci=wilson(adv_correct, total),
             eligible=eligible,
             successes=successes,
-            transfer_success=successes / eligible if eligible else math.nan,
-            transfer_success_ci=wilson(successes, eligible),
+            transfer_success=rate.rate,
+            transfer_success_ci=rate.ci,
         )
 
     @classmethod

@@ -17,9 +17,14 @@ from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.settings import Settings
 from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
+from nrflab.measure import health
+from nrflab.measure.health import THRESHOLDS
+from nrflab.measure.transfer_rate import IN_BRIEF
 from nrflab.runs.rundir import RunDir
 
 Capability = dict[str, dict[str, list[float]]]
+#: Classes of the MNIST question's datasets.
+MNIST_CLASSES = 10
 
 
 def capability(m: Measured, s: Settings) -> dict[str, dict[str, list[float]]]:
@@ -31,10 +36,9 @@ def capability(m: Measured, s: Settings) -> dict[str, dict[str, list[float]]]:
 
 
 def capable(values: Sequence[float], s: Settings) -> bool:
-    """A normalization can learn a feature alone when the median seed reaches ``capability_min`` (one seed
-    lost to an optimization blow-up does not make a feature unlearnable)."""
-    vals = [v for v in values if math.isfinite(v)]
-    return bool(vals) and statistics.median(vals) >= s.capability_min
+    """A normalization can learn a feature alone when the median seed reaches ``capability_min``
+    (:func:`nrflab.measure.health.capable`)."""
+    return health.capable(values, minimum=s.capability_min)
 
 
 def capability_void(cap: dict[str, dict[str, list[float]]], norms: Sequence[str], s: Settings) -> str | None:
@@ -54,7 +58,7 @@ def learned_pairs(
     """``metric`` of norms ``a`` and ``b`` on the seeds where both models learned the set (agree accuracy >=
     ``learned_min``), and the seeds left out: reliance of a model that did not learn says nothing."""
     common = sorted(set(m.seeds(key, a)) & set(m.seeds(key, b)))
-    ok = [sd for sd in common if all(m.values[(key, n, sd)]["agree_acc"] >= s.learned_min for n in (a, b))]
+    ok = m.learned_seeds(key, (a, b), s.learned_min)
     return (m.series(key, a, metric, ok), m.series(key, b, metric, ok), [sd for sd in common if sd not in ok])
 
 
@@ -126,16 +130,17 @@ def drand_verdicts(m: Measured, s: Settings) -> list[Verdict]:
     for a in s.drand_a_n:
         key = f"drand-a{a:g}"
         acc_bn, acc_none = m.paired(key, bn, "none", "agree_acc")
-        margin = [s.chance + 0.10 - v for v in acc_none]
+        near_chance = s.chance + THRESHOLDS.chance_margin
+        margin = [near_chance - v for v in acc_none]
         d, lo, hi = mean_ci(margin, proportion=False)
-        n_low = sum(v <= s.chance + 0.10 for v in acc_none)
-        n_bn = sum(v >= 0.5 for v in acc_bn)
+        n_low = sum(v <= near_chance for v in acc_none)
+        n_bn = sum(v >= THRESHOLDS.follows for v in acc_bn)
         bn_failed = (
             (
-                f"the {name(bn)} twin did not learn either ({pct(finite_mean(acc_bn))} < 50 %): too short a run to "
-                "tell a normalization effect"
+                f"the {name(bn)} twin did not learn either ({pct(finite_mean(acc_bn))} < "
+                f"{pct(THRESHOLDS.follows, 0)}): too short a run to tell a normalization effect"
             )
-            if not finite_mean(acc_bn) >= 0.5
+            if not finite_mean(acc_bn) >= THRESHOLDS.follows
             else None
         )
         proto = (
@@ -182,7 +187,9 @@ def conflicting_verdict(m: Measured, s: Settings) -> Verdict:
     ]
     learned = [max(a, b) for a, b in zip(y_bn + y_none, y1_bn + y1_none, strict=True)]
     void = (
-        None if finite_mean(learned) >= 0.5 else "the models follow neither feature (accuracy vs y and y+1 below 50 %)"
+        None
+        if finite_mean(learned) >= THRESHOLDS.follows
+        else f"the models follow neither feature (accuracy vs y and y+1 below {pct(THRESHOLDS.follows, 0)})"
     )
     return judge(
         f"Conflicting set: {name(bn)} follows the NRF more than no normalization does",
@@ -215,9 +222,9 @@ def mnist_verdict(q: dict[str, Any]) -> Verdict:
         for kind in ("planted", "attack")
     }
     void = None
-    if not best["planted"] >= 0.5:
+    if not best["planted"] >= THRESHOLDS.follows:
         void = f"the BN model did not learn the planted MNIST D_rand ({pct(best['planted'])} at best)"
-    elif not best["attack"] >= 0.2:
+    elif not health.learned(best["attack"], MNIST_CLASSES):
         void = f"the BN model did not learn the attack-built MNIST D_rand ({pct(best['attack'])} at best)"
     se = math.sqrt(((ha - la) / (2 * 1.959964)) ** 2 + ((hp - lp) / (2 * 1.959964)) ** 2)
     d = ga - gp
@@ -245,7 +252,7 @@ def transfer_verdict(t: TransferResult, s: Settings, void: str | None = None) ->
         f"mean success on the other seeds' models: from no-norm sources {cell(t.per_seed['none'])}, from "
         f"{name(bn)} sources {cell(t.per_seed[bn])}; paired difference {difference(d, lo, hi, percent=True)}.",
         protocol=f"PGD-L2 eps {s.transfer_eps:g}, {s.pgd_steps} steps, on {s.transfer_size} agree-view images of the "
-        f"operating point; success = misclassified among the target's correctly classified images; "
+        f"operating point; success = {IN_BRIEF}; "
         f"{len(t.seeds)} source seeds paired, targets = every model of the other seeds",
         void_reason=void,
     )

@@ -17,7 +17,7 @@ def control_verdicts(m: Measured, s: Settings, op_key: str, cap: Capability) -> 
 
     def gaps(key: str) -> tuple[dict[int, float], list[int]]:
         common = sorted(set(m.seeds(key, bn)) & set(m.seeds(key, "none")))
-        ok = [sd for sd in common if all(m.values[(key, n, sd)]["agree_acc"] >= s.learned_min for n in (bn, "none"))]
+        ok = m.learned_seeds(key, (bn, "none"), s.learned_min)
         return (
             {sd: m.values[(key, bn, sd)]["rho"] - m.values[(key, "none", sd)]["rho"] for sd in ok},
             [sd for sd in common if sd not in ok],
@@ -73,12 +73,9 @@ def control_shifts(m: Measured, s: Settings, op_key: str) -> dict[str, dict[str,
     for key, _ in CONTROLS:
         out[key] = {}
         for n in (s.norms[0], "none"):
-            ok = [
-                sd
-                for sd in sorted(set(m.seeds(op_key, n)) & set(m.seeds(key, n)))
-                if m.values[(op_key, n, sd)]["agree_acc"] >= s.learned_min
-                and m.values[(key, n, sd)]["agree_acc"] >= s.learned_min
-            ]
+            ok = sorted(
+                set(m.learned_seeds(op_key, (n,), s.learned_min)) & set(m.learned_seeds(key, (n,), s.learned_min))
+            )
             out[key][n] = paired_ci(m.series(key, n, "rho", ok), m.series(op_key, n, "rho", ok))
     return out
 

@@ -17,8 +17,9 @@ from nrflab.attacks import Attack, AttackSpec
 from nrflab.data.planted import PlantedSpec, make_views
 from nrflab.experiments.planted.runs import PlantedRun
 from nrflab.experiments.planted.settings import EVAL_FILE, Settings
-from nrflab.measure.metrics import ligs_per_sample
-from nrflab.measure.reliance import RelianceViews, predictions, reliance
+from nrflab.measure.framework import image_outcomes
+from nrflab.measure.predict import predict
+from nrflab.measure.reliance import RelianceViews, reliance
 from nrflab.models.checkpoint import atomic_write_json, load_model
 
 
@@ -66,15 +67,22 @@ def measure(run: PlantedRun, run_dir: Path, s: Settings) -> dict[str, float]:
         views = full_views(run.spec)
         row = reliance(model, views).as_row()
         if run.shifted:
-            pred = predictions(model, views.agree_x)
+            pred = predict(model, views.agree_x, batch_size=250)
             row["acc_y"] = float((pred == views.agree_y).float().mean())
             row["acc_y1"] = float((pred == (views.agree_y + 1) % run.spec.classes).float().mean())
         if run.robust:
             x, y = views.agree_x[: s.eval_size], views.agree_y[: s.eval_size]
-            for eps in s.eval_eps:
-                x_adv = pgd_l2(model, eps=eps, steps=s.pgd_steps)(x, y)
-                row[f"robust_{eps:g}"] = float((predictions(model, x_adv) == y).float().mean())
-            row["ligs"] = ligs_per_sample(model, x, y, sigma=0.01, seed=0).ligs
+            seen = image_outcomes(
+                model,
+                x,
+                y,
+                attacks=[(f"{eps:g}", pgd_l2(model, eps=eps, steps=s.pgd_steps)) for eps in s.eval_eps],
+                ligs_sigma=0.01,
+                seed=0,
+                batch_size=max(int(y.shape[0]), 1),  # each attack on all images at once, as before
+            )
+            row.update({f"robust_{eps}": float(ok.float().mean()) for eps, ok in seen.robust.items()})
+            row["ligs"] = seen.ligs.ligs if seen.ligs is not None else math.nan
         return row
 
     return cached_result(run_dir / EVAL_FILE, key, compute)
@@ -93,6 +101,14 @@ class Measured:
     def series(self, key: str, norm: str, metric: str, seeds: Sequence[int] | None = None) -> list[float]:
         seeds = self.seeds(key, norm) if seeds is None else seeds
         return [self.values[(key, norm, sd)].get(metric, math.nan) for sd in seeds]
+
+    def learned_seeds(
+        self, key: str, norms: Sequence[str], minimum: float, seeds: Sequence[int] | None = None
+    ) -> list[int]:
+        """The seeds (of ``seeds``, else those every norm has) where every norm's model learned the set: agree
+        accuracy at least ``minimum`` (the planted ``learned_min``, :data:`nrflab.measure.health.THRESHOLDS`)."""
+        common = sorted(set.intersection(*(set(self.seeds(key, n)) for n in norms))) if seeds is None else seeds
+        return [sd for sd in common if all(self.values[(key, n, sd)]["agree_acc"] >= minimum for n in norms)]
 
     def paired(self, key: str, a: str, b: str, metric: str) -> tuple[list[float], list[float]]:
         common = sorted(set(self.seeds(key, a)) & set(self.seeds(key, b)))

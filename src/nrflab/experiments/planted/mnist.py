@@ -17,7 +17,8 @@ from nrflab.experiments.planted.measurement import cached_result
 from nrflab.experiments.planted.runs import PlantedTrainTask, recipe
 from nrflab.experiments.planted.settings import Settings
 from nrflab.measure.metrics import dataset_tensors
-from nrflab.measure.reliance import RelianceViews, predictions
+from nrflab.measure.predict import predict
+from nrflab.measure.reliance import STATISTICS, RelianceViews
 from nrflab.models.checkpoint import load_model
 
 log = get_logger("planted")
@@ -115,8 +116,8 @@ def statistics_row_of(run_dir: Path, x: torch.Tensor, y: torch.Tensor, s: Settin
 def statistics_row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings) -> dict[str, float]:
     """Accuracy and the most frequent class's share of the predictions, with running and batch statistics."""
     row = {}
-    for stats in ("running", "batch"):
-        pred = predictions(model, x, batch_size=s.stat_batch, statistics=stats)
+    for stats, protocol in STATISTICS.items():
+        pred = predict(model, x, batch_size=s.stat_batch, protocol=protocol)
         row[f"{stats}_acc"] = float((pred == y).float().mean())
         row[f"{stats}_top"] = float(torch.bincount(pred).max()) / len(pred)
     return row

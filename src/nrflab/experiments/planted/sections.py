@@ -31,6 +31,7 @@ from nrflab.experiments.planted.order import Curve, learning_order
 from nrflab.experiments.planted.settings import Settings
 from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
+from nrflab.measure.transfer_rate import IN_BRIEF
 from nrflab.report.document import Section, markdown_table, verdict_line
 
 Shifts = dict[str, dict[str, tuple[float, float, float]]]
@@ -342,7 +343,7 @@ def transfer_section(out: Path, s: Settings, tr: TransferResult, tv: Verdict) ->
             f"Sources and targets: the operating-point models (a_n = {s.a_n:g}). Each source's PGD-L2 adversarial "
             f"examples (eps {s.transfer_eps:g}) are evaluated on every model of the other seeds; each perturbation is "
             "split by the orthonormal DCT into its energy in the RF band, the NRF band and the rest, and the share "
-            "along the NRF templates themselves.",
+            f"along the NRF templates themselves. Transfer success is {IN_BRIEF}.",
             markdown_table(
                 ["source"]
                 + [f"success on {name(t)} targets" for t in tnorms]

@@ -8,6 +8,7 @@ from typing import Optional
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nrflab.core.validation import Seed
+from nrflab.measure.health import THRESHOLDS
 
 NORM_NAMES = {"bn": "BN", "none": "no norm", "gn": "GN", "ln": "LN", "in": "IN"}
 EVAL_FILE = "planted_eval.json"
@@ -36,8 +37,8 @@ class Settings(BaseModel):
     sweep: tuple[float, ...] = (1.0, 1.4, 2.0, 2.8, 4.0)
     sweep_seeds: int = 2  # seeds at sweep points other than the operating point
     capability_seeds: int = 3  # seeds of the capability controls (a gate, not a verdict)
-    capability_min: float = 0.9
-    learned_min: float = 0.9  # agree accuracy below which a model's reliance is not compared
+    capability_min: float = THRESHOLDS.capable
+    learned_min: float = THRESHOLDS.capable  # agree accuracy below which a model's reliance is not compared
     control_noise: float = 0.1
     control_robust_a_n: float = 4.0  # with control_noise: the base's template signal-to-noise ratio
     control_band: str = "mid"

@@ -1,5 +1,9 @@
 """Transfer with ground truth (claim 6): PGD-L2 examples of each operating-point model on the models of the
-other seeds, and where each perturbation's energy lies (RF band, NRF band, rest)."""
+other seeds, and where each perturbation's energy lies (RF band, NRF band, rest).
+
+Transfer success is :mod:`nrflab.measure.transfer_rate`'s: among examples the source classifies correctly
+and the attack fools, that the target classifies correctly when clean, the share that fool the target (a
+pair with no eligible example has no rate and is left out of the means)."""
 
 from __future__ import annotations
 
@@ -10,7 +14,9 @@ from nrflab.core.stats import finite_mean
 from nrflab.data.planted import PlantedSpec, band_mask, make_templates
 from nrflab.experiments.planted.measurement import Measured, full_views, pgd_l2
 from nrflab.experiments.planted.settings import Settings
-from nrflab.measure.reliance import BandEnergy, band_energy, predictions
+from nrflab.measure.predict import predict
+from nrflab.measure.reliance import BandEnergy, band_energy
+from nrflab.measure.transfer_rate import transfer_rate
 from nrflab.models.checkpoint import load_model
 
 
@@ -28,13 +34,9 @@ class TransferResult:
 def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> TransferResult:
     views = full_views(spec)
     x, y = views.agree_x[: s.transfer_size], views.agree_y[: s.transfer_size]
-    seeds = sorted(
-        sd
-        for sd in set(m.seeds(op_key, s.norms[0])) & set(m.seeds(op_key, "none"))
-        if all(m.values[(op_key, n, sd)]["agree_acc"] >= s.learned_min for n in s.norms)
-    )
+    seeds = m.learned_seeds(op_key, s.norms, s.learned_min)
     models = {(n, sd): load_model(m.dirs[(op_key, n, sd)]) for n in s.norms for sd in seeds}
-    clean = {k: predictions(mod, x) == y for k, mod in models.items()}
+    clean = {k: predict(mod, x, batch_size=250) for k, mod in models.items()}
     rf_mask, nrf_mask = band_mask(spec.rf_band, spec.size), band_mask(spec.nrf_band, spec.size)
     nrf_t = make_templates(spec).nrf
     rates: dict[tuple[str, str], list[float]] = {}
@@ -48,15 +50,20 @@ def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Transf
         )
     for (src_norm, src_seed), src in models.items():
         x_adv = pgd_l2(src, eps=s.transfer_eps, steps=s.pgd_steps)(x, y)
-        white[src_norm].append(float((predictions(src, x_adv) != y).float().mean()))
+        src_adv = predict(src, x_adv, batch_size=250)
+        white[src_norm].append(float((src_adv != y).float().mean()))
         energy[src_norm].append(band_energy(x_adv - x, rf_mask=rf_mask, nrf_mask=nrf_mask, nrf_templates=nrf_t))
         mine = []
         for (tn, tsd), tgt in models.items():
             if tsd == src_seed:
                 continue
-            ok = clean[(tn, tsd)]
-            fooled = (predictions(tgt, x_adv) != y) & ok
-            rate = float(fooled.sum()) / max(int(ok.sum()), 1)
+            rate = transfer_rate(
+                source_clean=clean[(src_norm, src_seed)],
+                source_adv=src_adv,
+                target_clean=clean[(tn, tsd)],
+                target_adv=predict(tgt, x_adv, batch_size=250),
+                labels=y,
+            ).rate
             rates.setdefault((src_norm, tn), []).append(rate)
             mine.append(rate)
         per_seed[src_norm].append(finite_mean(mine))
