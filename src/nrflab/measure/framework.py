@@ -183,4 +183,4 @@ def evaluate_model(
     ).summary()
 
 
-__all__ = ["FrameworkRow", "ImageOutcomes", "evaluate_model", "image_outcomes", "robust_correct"]
+__all__ = ["FrameworkRow", "evaluate_model", "image_outcomes"]

@@ -106,4 +106,4 @@ class Health:
         return self.top_share >= thresholds.collapse_share
 
 
-__all__ = ["THRESHOLDS", "Health", "Thresholds", "capable", "chance", "comparable", "learned", "top_class"]
+__all__ = ["THRESHOLDS", "Health", "Thresholds", "capable", "comparable", "learned", "top_class"]

@@ -117,14 +117,4 @@ def predict(
     return preds.to(x.device)
 
 
-__all__ = [
-    "BATCH_STATS",
-    "BATCH_STATS_BATCH",
-    "BATCH_STATS_IN_ORDER",
-    "PAPER",
-    "PROTOCOLS",
-    "Protocol",
-    "get_protocol",
-    "has_batch_norm",
-    "predict",
-]
+__all__ = ["BATCH_STATS", "BATCH_STATS_IN_ORDER", "PAPER", "PROTOCOLS", "Protocol", "get_protocol", "predict"]
