@@ -8,17 +8,21 @@ The base class's ``@final`` entry point enforces the invariants once, for every 
 the eps-ball around ``x`` and in [0,1]; ``x`` is not modified; the model's parameters, buffers (BatchNorm
 running statistics) and train/eval mode are the same afterwards; no parameter gradients are computed or left.
 Modules: ``base`` (Attack, projection, noise), ``registry`` (register_attack, list_attacks), ``spec``
-(AttackSpec, parse_attack), ``fast`` (compiled update, CUDA graphs), ``pgd``, ``fgsm``, ``none``.
+(AttackSpec, parse_attack), ``fast`` (compiled update, CUDA graphs), ``pgd``, ``fgsm``, ``none``,
+``autoattack`` (AutoAttack through ``pyautoattack``: ``autoattack:version=custom,attacks=apgd-ce+apgd-t``).
 """
 
 from __future__ import annotations
 
-# The order of registration is the order of listings and messages: PGD, the fast gradient methods, none.
+# The order of registration is the order of listings and messages: PGD, the fast gradient methods, none,
+# AutoAttack (through pyautoattack).
 from nrflab.attacks.pgd import PGD  # isort: split
 
 from nrflab.attacks.fgsm import FGSM  # isort: split
 
 from nrflab.attacks.none import NoAttack  # isort: split
+
+from nrflab.attacks.autoattack import AutoAttack  # isort: split
 
 from nrflab.attacks.base import Attack, Norm, check_images, cross_entropy_loss, per_sample_noise, project
 from nrflab.attacks.fast import pgd_update
@@ -31,6 +35,7 @@ __all__ = [
     "PGD",
     "Attack",
     "AttackSpec",
+    "AutoAttack",
     "NoAttack",
     "Norm",
     "attack_from_parts",

@@ -1,7 +1,8 @@
 """The one description of an attack: :class:`AttackSpec`, and its text ``kind:key=value,...``.
 
-``pgd-l2:eps=0.25,step=0.1,steps=10`` on the command line, in configs and in reports; ``AttackSpec(...)`` in
-Python. The kind is looked up in the attack registry, so an attack registered with ``@register_attack`` is
+``pgd-l2:eps=0.25,step=0.1,steps=10`` or ``autoattack:version=custom,attacks=apgd-ce+apgd-t,norm=l2,eps=0.5`` on
+the command line, in configs and in reports; ``AttackSpec(...)`` in Python. Which keys a kind takes is part of
+its registration; any other key is refused in one line. The kind is looked up in the attack registry, so an attack registered with ``@register_attack`` is
 accepted here without touching this file.
 """
 
@@ -9,8 +10,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, Union
 
 from torch import nn
 
@@ -21,9 +22,24 @@ from nrflab.core.errors import NrflabError
 __all__: list[str] = []  # nothing to import from here: the room's public names come from its package
 
 
+_KEYS = {"step_size": "step", "norm_option": "norm"}
+"""Text keys whose field has another name (the rest are spelled as their field)."""
+
+
+def _key(field_name: str) -> str:
+    return _KEYS.get(field_name, field_name)
+
+
 @dataclass(frozen=True)
 class AttackSpec:
-    """A serializable attack description; ``build(model)`` makes the attack."""
+    """A serializable attack description; ``build(model)`` makes the attack.
+
+    Which fields apply depends on the kind (its registration's ``options``): PGD's ``step_size``, ``steps``,
+    ``random_start``, ``restarts``, ``targeted``; AutoAttack's ``norm_option`` (``norm=l2``: the norm where the
+    kind lets a spec choose it; None is the kind's own), ``version`` (None: the kind's first, ``standard``),
+    ``attacks`` (a custom version's attacks, in order) and ``seed`` (None: the seed ``build`` is given). A field
+    set away from its default on a kind that does not take it is refused in one line.
+    """
 
     kind: str = "pgd-l2"
     eps: float = 0.25
@@ -32,6 +48,10 @@ class AttackSpec:
     random_start: bool = False
     restarts: int = 1
     targeted: bool = False
+    norm_option: Norm | None = None
+    version: str | None = None
+    attacks: tuple[str, ...] = ()
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         entry = attack_kind(self.kind)
@@ -53,6 +73,45 @@ class AttackSpec:
             raise NrflabError(f"step size must be a finite number > 0, got {self.step_size}")
         if entry.perturbs and self.eps == 0:
             raise NrflabError(f"eps must be > 0 for {self.kind} (use the attack 'none' for clean accuracy)")
+        self._check_options(entry)
+
+    def _check_options(self, entry: AttackKind) -> None:
+        """Refuse fields the kind does not take; check and normalize the kind-specific ones (norm, version,
+        attacks, seed) so that equal attacks have equal specs."""
+        if self.norm_option is not None and not entry.norms:
+            raise NrflabError(f"the norm of {self.kind} is fixed by its name ({entry.norm}); it takes no norm=")
+        for f in fields(self):
+            if f.name not in ("kind", "eps") and f.name not in entry.options and getattr(self, f.name) != f.default:
+                taken = ", ".join(_key(n) for n in sorted(entry.options)) if entry.perturbs else "nothing"
+                raise NrflabError(f"the attack {self.kind} takes no {_key(f.name)} (it takes {taken})")
+        if self.norm_option is not None:
+            if self.norm_option not in entry.norms:
+                raise NrflabError(f"unknown norm {self.norm_option!r} for {self.kind}; choose {' or '.join(entry.norms)}")
+            if self.norm_option == entry.norm:
+                object.__setattr__(self, "norm_option", None)
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
+            raise NrflabError(f"seed must be an integer >= 0, got {self.seed!r}")
+        object.__setattr__(self, "attacks", tuple(self.attacks))
+        self._check_choices(entry)
+
+    def _check_choices(self, entry: AttackKind) -> None:
+        """A version the kind has and attacks it knows; ``attacks`` make a ``custom`` version and only it."""
+        versions, known = entry.choices_of("version"), entry.choices_of("attacks")
+        if self.version is not None and versions and self.version not in versions:
+            raise NrflabError(f"unknown version {self.version!r} of {self.kind}; choose {', '.join(versions)}")
+        unknown = [a for a in self.attacks if known and a not in known]
+        if unknown:
+            raise NrflabError(f"unknown attack {unknown[0]!r} for {self.kind}; choose from {', '.join(known)}")
+        if len(set(self.attacks)) != len(self.attacks):
+            raise NrflabError(f"attacks of {self.kind} repeat a name: {'+'.join(self.attacks)}")
+        if self.attacks and self.version is None:
+            object.__setattr__(self, "version", "custom")
+        if self.version == "custom" and not self.attacks:
+            raise NrflabError(f"version=custom of {self.kind} needs attacks=NAME+NAME (from {', '.join(known)})")
+        if self.attacks and self.version != "custom":
+            raise NrflabError(f"the {self.version} version of {self.kind} fixes its attacks; use version=custom")
+        if versions and self.version == versions[0]:
+            object.__setattr__(self, "version", None)
 
     @property
     def entry(self) -> AttackKind:
@@ -61,15 +120,20 @@ class AttackSpec:
 
     @property
     def norm(self) -> Norm:
-        """The norm of the eps-ball, fixed by the kind's registration."""
-        return self.entry.norm
+        """The norm of the eps-ball: the spec's ``norm=`` where the kind takes one, else the kind's own."""
+        return self.norm_option or self.entry.norm
 
     @property
     def label(self) -> str:
-        """A short column-friendly name, e.g. ``pgd-l2_0.25``."""
+        """A short column-friendly name, e.g. ``pgd-l2_0.25`` or ``autoattack-l2-apgd-ce+apgd-t_0.5``."""
         if not self.entry.perturbs:
             return self.kind
-        return f"{self.kind}_{self.eps:g}" + ("_t" if self.targeted else "")
+        name = self.kind + (f"-{self.norm_option}" if self.norm_option else "")
+        if self.attacks:
+            name += "-" + "+".join(self.attacks)
+        elif self.version:
+            name += f"-{self.version}"
+        return f"{name}_{self.eps:g}" + ("_t" if self.targeted else "")
 
     def build(self, model: nn.Module, *, seed: int = 0, **kwargs: Any) -> Attack:
         """The attack this spec describes, on ``model`` (``kwargs``: loss_fn, mode, keep_buffers, accelerate, ...)."""
@@ -77,9 +141,12 @@ class AttackSpec:
 
     def to_string(self) -> str:
         """The spec as text that :func:`parse_attack` reads back to an equal spec."""
-        if not self.entry.perturbs:
+        entry = self.entry
+        if not entry.perturbs:
             return self.kind
-        parts = [f"eps={self.eps!r}", f"steps={self.steps}"]
+        parts = [f"eps={self.eps!r}"]
+        if "steps" in entry.options:
+            parts.append(f"steps={self.steps}")
         if self.step_size is not None:
             parts.append(f"step={self.step_size!r}")
         if self.random_start:
@@ -88,6 +155,14 @@ class AttackSpec:
             parts.append(f"restarts={self.restarts}")
         if self.targeted:
             parts.append("targeted=1")
+        if self.norm_option:
+            parts.append(f"norm={self.norm_option}")
+        if self.version:
+            parts.append(f"version={self.version}")
+        if self.attacks:
+            parts.append(f"attacks={'+'.join(self.attacks)}")
+        if self.seed is not None:
+            parts.append(f"seed={self.seed}")
         return f"{self.kind}:{','.join(parts)}"
 
 
@@ -100,16 +175,28 @@ _SPEC_KEYS = {
     "rs": "random_start",
     "restarts": "restarts",
     "targeted": "targeted",
+    "norm": "norm_option",
+    "version": "version",
+    "attacks": "attacks",
+    "seed": "seed",
 }
 
+Option = Union[float, int, bool, str, tuple[str, ...]]
 
-def _option(key: str, value: str, text: str) -> float | int | bool:
+
+def _option(key: str, value: str, text: str) -> Option:
     """One ``key=value`` of a spec, typed by the field it sets."""
     field_name = _SPEC_KEYS[key]
     if field_name in ("random_start", "targeted"):
         return value.lower() in ("1", "true", "yes", "on")
+    if field_name in ("norm_option", "version"):
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", value.strip()):
+            raise NrflabError(f"bad {key} {value!r} in attack {text!r}")
+        return value.strip().lower()
+    if field_name == "attacks":
+        return tuple(a.strip().lower() for a in value.split("+"))
     number = _number(value, text)
-    if field_name in ("steps", "restarts"):
+    if field_name in ("steps", "restarts", "seed"):
         if not number.is_integer():
             raise NrflabError(f"{key} must be a whole number, got {value!r} in attack {text!r}")
         return int(number)
@@ -117,17 +204,24 @@ def _option(key: str, value: str, text: str) -> float | int | bool:
 
 
 def parse_attack(text: str) -> AttackSpec:
-    """Parse ``kind[:key=value,...]``, e.g. ``pgd-linf:eps=8/255,steps=20,step=2/255``."""
+    """Parse ``kind[:key=value,...]``, e.g. ``pgd-linf:eps=8/255,steps=20,step=2/255`` or
+    ``autoattack:version=custom,attacks=apgd-ce+apgd-t,norm=l2,eps=0.5,seed=0``."""
     text = text.strip()
     kind, _, rest = text.partition(":")
     kind = kind.lower()
-    values: dict[str, float | int | bool] = {}
+    entry = attack_kind(kind)
+    values: dict[str, Option] = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, sep, value = item.partition("=")
         if not sep or key not in _SPEC_KEYS:
             raise NrflabError(f"bad attack option {item!r} in {text!r}; use keys {', '.join(sorted(_SPEC_KEYS))}")
+        if key == "norm" and entry.perturbs and not entry.norms:
+            raise NrflabError(f"the norm of {kind} is fixed by its name ({entry.norm}); it takes no norm=, got {text!r}")
+        if entry.perturbs and _SPEC_KEYS[key] not in entry.options and key != "eps":
+            taken = ", ".join(_key(n) for n in sorted(entry.options))
+            raise NrflabError(f"the attack {kind} takes no {key} (it takes {taken}), got {text!r}")
         values[_SPEC_KEYS[key]] = _option(key, value, text)
-    if values and not attack_kind(kind).perturbs:
+    if values and not entry.perturbs:
         raise NrflabError(f"the attack {kind!r} takes no options, got {text!r}")
     return AttackSpec(kind=kind, **values)  # type: ignore[arg-type]  # each value typed by _option
 
@@ -167,6 +261,11 @@ def attack_from_parts(
         return spec
     if eps is None:
         raise NrflabError(f"attack {text!r} needs eps (--eps, or write it as {text}:eps=VALUE)")
+    given = {"steps": steps, "step_size": step_size, "random_start": random_start, "restarts": restarts != 1}
+    given["targeted"] = targeted
+    for name, value in given.items():
+        if value not in (None, False) and name not in spec.entry.options:
+            raise NrflabError(f"the attack {spec.kind} takes no {_key(name)} (write its settings as {text}:key=value)")
     return AttackSpec(
         kind=spec.kind,
         eps=eps,
