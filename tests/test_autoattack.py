@@ -55,7 +55,9 @@ def robust_flags(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torc
         return model(x_adv).argmax(1) == y
 
 
-def assert_same_as_direct(model: nn.Module, spec: AttackSpec, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+def assert_same_as_direct(
+    model: nn.Module, spec: AttackSpec, x_adv: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+) -> None:
     ref_adv, ref_robust = direct(model, spec, x, y)
     # nrflab's entry point re-projects onto the ball: x + clip(x_adv - x) moves a pixel by at most an ulp.
     assert (x_adv - ref_adv).abs().max().item() <= 1e-6

@@ -153,6 +153,7 @@ class AutoAttack(Attack):
     def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _check_fp32(self.model)
         x32 = x.float()
+        x_adv: torch.Tensor
         with _isolated(x.device), _routed_log():
             reference = self.reference(x.device)
             if self.state_dir is None:
@@ -211,7 +212,9 @@ def _check_fp32(model: nn.Module) -> None:
 def _isolated(device: torch.device) -> Iterator[None]:
     """fp32 (autocast off); the caller's random generators and trace function restored afterwards."""
     trace = sys.gettrace()
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     try:
         with torch.random.fork_rng(devices=devices), torch.autocast(device.type, enabled=False):
             yield
@@ -255,7 +258,9 @@ def _load_state(path: Path, x: torch.Tensor) -> tuple[list[str], torch.Tensor, t
         x_adv, robust = state["x_adv"], state["robust"]
         ok = state["format"] == _STATE_FORMAT and x_adv.shape == x.shape and robust.shape == (x.shape[0],)
     except Exception as exc:
-        raise NrflabError(f"cannot read the AutoAttack state {path} ({type(exc).__name__}); delete it to start over")
+        raise NrflabError(
+            f"cannot read the AutoAttack state {path} ({type(exc).__name__}); delete it to start over"
+        ) from None
     if not ok:
         raise NrflabError(f"the AutoAttack state {path} does not fit these images; delete it to start over")
     return done, x_adv, robust

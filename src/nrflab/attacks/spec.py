@@ -86,7 +86,9 @@ class AttackSpec:
                 raise NrflabError(f"the attack {self.kind} takes no {_key(f.name)} (it takes {taken})")
         if self.norm_option is not None:
             if self.norm_option not in entry.norms:
-                raise NrflabError(f"unknown norm {self.norm_option!r} for {self.kind}; choose {' or '.join(entry.norms)}")
+                raise NrflabError(
+                    f"unknown norm {self.norm_option!r} for {self.kind}; choose {' or '.join(entry.norms)}"
+                )
             if self.norm_option == entry.norm:
                 object.__setattr__(self, "norm_option", None)
         if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0):
@@ -216,7 +218,9 @@ def parse_attack(text: str) -> AttackSpec:
         if not sep or key not in _SPEC_KEYS:
             raise NrflabError(f"bad attack option {item!r} in {text!r}; use keys {', '.join(sorted(_SPEC_KEYS))}")
         if key == "norm" and entry.perturbs and not entry.norms:
-            raise NrflabError(f"the norm of {kind} is fixed by its name ({entry.norm}); it takes no norm=, got {text!r}")
+            raise NrflabError(
+                f"the norm of {kind} is fixed by its name ({entry.norm}); it takes no norm=, got {text!r}"
+            )
         if entry.perturbs and _SPEC_KEYS[key] not in entry.options and key != "eps":
             taken = ", ".join(_key(n) for n in sorted(entry.options))
             raise NrflabError(f"the attack {kind} takes no {key} (it takes {taken}), got {text!r}")
