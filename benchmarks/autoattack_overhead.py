@@ -59,7 +59,7 @@ def runners(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--spec", default="autoattack:eps=0.1,version=custom,attacks=apgd-ce+apgd-t")
+    p.add_argument("--spec", default="autoattack:eps=0.01,version=custom,attacks=apgd-ce+apgd-t")
     p.add_argument("--images", type=int, default=8)
     p.add_argument("--width", type=float, default=0.25, help="smallcnn width")
     p.add_argument("--repeats", type=int, default=3)

@@ -4,6 +4,7 @@ apply in one line; the model comes back unchanged; a run resumed from its state 
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -247,3 +248,22 @@ def test_a_corrupt_state_is_one_line(tmp_path: Path) -> None:
     path.write_bytes(b"not a state")
     with pytest.raises(NrflabError, match="^cannot read the AutoAttack state .*; delete it to start over$"):
         attack(x, y)
+
+
+def test_evaluate_takes_an_autoattack_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from nrflab.cli import main
+    from nrflab.models import create_model
+    from nrflab.models.checkpoint import save_model
+
+    model = create_model("smallcnn", "bn", 10, 1, width=0.125, mean=(0.1307,), std=(0.3081,), seed=0)
+    ckpt = save_model(model, tmp_path / "tiny.safetensors")
+    out = tmp_path / "eval.json"
+    text = "autoattack:eps=0.1,attacks=apgd-ce,seed=0"
+    argv = ["evaluate", "-c", ckpt, "-d", "mnist5k", "--limit", 8, "--no-ligs", "-a", text, "-o", out]
+    code = main([str(a) for a in argv])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads(out.read_text())
+    label = parse_attack(text).label
+    assert record["attacks"][label] == parse_attack(text).to_string()
+    assert f"robust_acc[{label}]" in record["metrics"]
+    assert "autoattack: initial accuracy" in capsys.readouterr().out  # pyautoattack's progress, on stdout
