@@ -26,8 +26,11 @@ from pydantic import BaseModel, ValidationError
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_yaml_mapping
+from nrflab.core.logs import get_logger
 from nrflab.core.schema import one_line
 from nrflab.experiments.spec import ALL_SCALES, ExperimentSpec
+
+log = get_logger("experiments")
 
 #: Common flags and the settings key each sets (``epochs`` sets the spec's ``epoch_keys``).
 COMMON_KEYS = ("dataset", "data_root", "arch", "width", "device", "seeds")
@@ -216,7 +219,8 @@ def settings_for(
         if not spec.epoch_keys and strict:
             raise NrflabError(f"experiment {spec.name!r} has no training epochs to set (--epochs)")
         for key in spec.epoch_keys:
-            _assign(data, key.split("."), overrides.epochs)
+            for note in derive_epochs(data, key.split("."), overrides.epochs):
+                log.info("%s: %s", spec.name, note)
     for key, value in common.items():
         if key in fields:
             data[key] = value
@@ -234,7 +238,53 @@ def settings_for(
                 )
     for a in own:
         _assign(data, a.keys, a.value)
-    return validate_settings(spec, data)
+    settings = validate_settings(spec, data)
+    check_chain_settings(spec, settings, prefix="" if strict else f"{spec.name}.")
+    return settings
+
+
+def derive_epochs(data: dict[str, Any], keys: Sequence[str], epochs: int) -> list[str]:
+    """Set the training stage at ``keys`` (``twins.epochs``) to ``epochs`` and make what depends on the
+    epoch count follow: milestones scaled and kept below ``epochs``, ``keep_checkpoints`` scaled (at least
+    1 where it was set). Returns one note per derived change (the caller prints them)."""
+    stage: dict[str, Any] = data
+    for k in keys[:-1]:
+        child = stage.get(k)
+        if child is None:
+            child = stage[k] = {}
+        if not isinstance(child, dict):
+            raise NrflabError(f"setting {'.'.join(keys)}: {k!r} is a value, not a group of settings")
+        stage = child
+    where = ".".join(keys[:-1])
+    before = stage.get(keys[-1])
+    stage[keys[-1]] = epochs
+    if not isinstance(before, int) or before == epochs or len(keys) < 2:
+        return []
+    notes = []
+    milestones = stage.get("milestones")
+    if isinstance(milestones, list) and milestones:
+        scaled = sorted({max(1, round(m * epochs / before)) for m in milestones if isinstance(m, int)})
+        scaled = [m for m in scaled if m < epochs]
+        if scaled != milestones:
+            stage["milestones"] = scaled
+            notes.append(f"{where}.milestones {milestones} -> {scaled} (follow --epochs {epochs})")
+    keep = stage.get("keep_checkpoints")
+    if isinstance(keep, int) and keep > 0:
+        derived = max(1, round(keep * epochs / before))
+        if derived != keep:
+            stage["keep_checkpoints"] = derived
+            notes.append(f"{where}.keep_checkpoints {keep} -> {derived} (follow --epochs {epochs})")
+    return notes
+
+
+def check_chain_settings(spec: ExperimentSpec, settings: BaseModel, *, prefix: str) -> None:
+    """The experiment's own up-front check of what its chain depends on (``spec.check``): a problem is one
+    line naming the ``--set`` that fixes it, as the user types it (``prefix``: the experiment's name in
+    ``nrflab reproduce``)."""
+    if spec.check is None:
+        return
+    for problem, fix in spec.check(settings):
+        raise NrflabError(f"experiment {spec.name}: {problem}; add --set {prefix}{fix}")
 
 
 def validate_settings(spec: ExperimentSpec, data: Mapping[str, Any]) -> BaseModel:

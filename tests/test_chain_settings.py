@@ -1,0 +1,54 @@
+"""Everything a chain depends on is resolved before the first task: derived settings follow ``--epochs``
+(milestones, kept checkpoints), and what cannot be derived is refused in one line naming the fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from nrflab.core.errors import NrflabError
+from nrflab.experiments.overrides import Overrides, settings_for
+from nrflab.experiments.registry import get_spec
+from nrflab.experiments.reproduce import resolve_chain
+from nrflab.experiments.transfer import NOT_TESTED, check
+
+
+def _chain(**overrides: object) -> dict[str, object]:
+    return {spec.name: s for spec, s in resolve_chain(None, Overrides(**overrides))}  # type: ignore[arg-type]
+
+
+def test_milestones_and_kept_checkpoints_follow_epochs() -> None:
+    chain = _chain(scale="paper", epochs=10)
+    assert chain["core"].twins.milestones == [3, 7]  # type: ignore[attr-defined]
+    zoo = chain["transfer"].zoo  # type: ignore[attr-defined]
+    assert (zoo.epochs, zoo.milestones, zoo.keep_checkpoints) == (10, [3, 7], 1)
+
+
+def test_a_one_epoch_paper_chain_resolves_and_its_early_stop_claim_is_not_tested() -> None:
+    chain = _chain(scale="paper", epochs=1)
+    zoo = chain["transfer"].zoo  # type: ignore[attr-defined]
+    assert (zoo.epochs, zoo.milestones, zoo.keep_checkpoints) == (1, [], 1)
+    assert check(chain["transfer"]) == []  # type: ignore[arg-type]
+    assert NOT_TESTED == "not tested (no checkpoint before the last epoch)"
+
+
+def test_epochs_equal_to_the_preset_change_nothing() -> None:
+    paper = get_spec("core").preset("paper")
+    assert settings_for(get_spec("core"), Overrides(scale="paper", epochs=150)) == paper
+
+
+@pytest.mark.parametrize(
+    ("strict", "fix"),
+    [(True, "--set zoo.keep_checkpoints=1"), (False, "--set transfer.zoo.keep_checkpoints=1")],
+)
+def test_no_kept_checkpoint_is_refused_with_the_fix_in_the_users_command(strict: bool, fix: str) -> None:
+    prefix = "" if strict else "transfer."
+    ov = Overrides(scale="cpu", assignments=[f"{prefix}zoo.epochs=3", f"{prefix}zoo.keep_checkpoints=5"])
+    with pytest.raises(NrflabError) as err:
+        settings_for(get_spec("transfer"), ov, strict=strict, chain=["transfer"] if strict else ["core", "transfer"])
+    assert fix in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_early_stop_epoch_that_is_not_kept_is_refused() -> None:
+    ov = Overrides(scale="cpu", assignments=["zoo.epochs=3", "early_stop=epoch=7"])
+    with pytest.raises(NrflabError, match="early_stop=frac=0.9"):
+        settings_for(get_spec("transfer"), ov)
