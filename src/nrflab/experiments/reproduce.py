@@ -37,7 +37,7 @@ from nrflab.experiments.registry import get_spec, list_experiments, select
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec, Stage
 from nrflab.measure.predict import PROTOCOLS
 from nrflab.report.document import Section, write_report
-from nrflab.runs.executor import execute
+from nrflab.runs.executor import check_reachable, execute
 from nrflab.runs.jobs import Execution, JobResult, error_line
 from nrflab.runs.rundir import check_output_path, locked
 
@@ -92,10 +92,14 @@ class ChainResult:
             raise NrflabError(f"experiment {o.name} failed: {first}")
 
 
-def plan_chain(selected: Sequence[tuple[ExperimentSpec, BaseModel]], out: Path) -> dict[str, list[Task]]:
-    """Every experiment's tasks (validated: recipes built, conflicts between experiments refused)."""
+def plan_chain(
+    selected: Sequence[tuple[ExperimentSpec, BaseModel]], out: Path, execution: Execution = Execution()
+) -> dict[str, list[Task]]:
+    """Every experiment's tasks (validated: recipes built, conflicts between experiments refused, devices
+    checked where the tasks will run, a Ray cluster reachable)."""
     plans = {spec.name: spec.plan(settings, spec.home_dir(out)) for spec, settings in selected}
-    preflight(merge_tasks([t for tasks in plans.values() for t in tasks]))
+    preflight(merge_tasks([t for tasks in plans.values() for t in tasks]), remote=execution.backend == "ray")
+    check_reachable(execution)
     return plans
 
 
@@ -105,7 +109,7 @@ def run_chain(
     """Plan, run (in parallel where independent) and analyze the selected experiments under ``out``, holding
     its lock."""
     out = check_output_path(Path(out))
-    plans = plan_chain(selected, out)  # bad recipes, devices and datasets: one line before the directory exists
+    plans = plan_chain(selected, out, execution)  # bad recipes, devices, datasets: one line, nothing written
     with locked(out, what="experiment directory"):
         return _run_planned(selected, out, plans, execution)
 
@@ -184,7 +188,7 @@ def reproduce(
     """The whole paper (or ``only`` some experiments) into one report under ``out``."""
     out = check_output_path(Path(out))
     selected = resolve_chain(only, overrides)
-    plans = plan_chain(selected, out)  # bad recipes, devices and datasets: one line before the directory exists
+    plans = plan_chain(selected, out, execution)  # bad recipes, devices, datasets: one line, nothing written
     with locked(out, what="reproduce directory"):
         write_recipes(out, selected, overrides.scale)
         result = _run_planned(selected, out, plans, execution)
