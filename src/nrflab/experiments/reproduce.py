@@ -39,7 +39,7 @@ from nrflab.measure.predict import PROTOCOLS
 from nrflab.report.document import Section, write_report
 from nrflab.runs.executor import check_reachable, execute
 from nrflab.runs.jobs import Execution, JobResult, error_line
-from nrflab.runs.rundir import check_output_path, locked
+from nrflab.runs.rundir import Stash, check_output_path, locked
 
 log = get_logger("reproduce")
 
@@ -184,18 +184,41 @@ def reproduce(
     only: str | Sequence[str] | None = None,
     execution: Execution = Execution(),
     title: str = TITLE,
+    overwrite: bool = False,
 ) -> ChainResult:
-    """The whole paper (or ``only`` some experiments) into one report under ``out``."""
+    """The whole paper (or ``only`` some experiments) into one report under ``out``.
+
+    ``overwrite``: the directory's old contents (e.g. runs of a changed recipe) are set aside, as
+    ``train --overwrite`` does, deleted once the new chain has finished a task, and put back if it
+    stops (an error, or a kill: the next claim restores them) before any task finished."""
     out = check_output_path(Path(out))
     selected = resolve_chain(only, overrides)
     plans = plan_chain(selected, out, execution)  # bad recipes, devices, datasets: one line, nothing written
     with locked(out, what="reproduce directory"):
-        write_recipes(out, selected, overrides.scale)
-        result = _run_planned(selected, out, plans, execution)
+        stash = Stash.aside(out) if overwrite else None
+        try:
+            write_recipes(out, selected, overrides.scale)
+            result = _run_planned(selected, out, plans, execution)
+        except BaseException:
+            if stash is not None:
+                stash.restore()
+            raise
+        if stash is not None:
+            _settle(stash, result, out)
         sections = [*result.sections, chain_section(result, overrides.scale, selected)]
         write_report(out, title, sections, intro(overrides.scale, selected))
         atomic_write_json(out / "reproduce.json", manifest(result, overrides, selected, execution))
     return result
+
+
+def _settle(stash: Stash, result: ChainResult, out: Path) -> None:
+    """An overwrite's old contents go once a task of the new chain finished, else they come back."""
+    if any(r.ok for r in result.results.values()):
+        stash.commit()
+        return
+    stash.restore()
+    first = next((r.error for r in result.results.values() if r.error), "no task finished")
+    raise NrflabError(f"no task of the new chain finished ({first}); the previous contents of {out} are back")
 
 
 def write_recipes(out: Path, selected: Sequence[tuple[ExperimentSpec, BaseModel]], scale: str) -> list[Path]:
