@@ -52,3 +52,39 @@ def test_an_early_stop_epoch_that_is_not_kept_is_refused() -> None:
     ov = Overrides(scale="cpu", assignments=["zoo.epochs=3", "early_stop=epoch=7"])
     with pytest.raises(NrflabError, match="early_stop=frac=0.9"):
         settings_for(get_spec("transfer"), ov)
+
+
+def test_dry_run_lists_the_tasks_and_writes_nothing(tmp_path, capsys) -> None:
+    from nrflab.cli import main
+
+    out = tmp_path / "r"
+    assert main(["reproduce", "--scale", "quick", "--only", "core,transfer", "--dry-run", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "train  runs/mnist5k-smallcnn-bn-s0" in text and "(after transfer/runs/" in text
+    assert "settings of transfer:" in text and "zoo.keep_checkpoints = 1" in text
+    assert "this machine" in text and "--scale paper on an NVIDIA H200: about" in text
+    assert not out.exists()
+    assert main(["experiment", "core", "--quick", "--dry-run", "--out", str(out)]) == 0
+    assert "twins.epochs = 1" in capsys.readouterr().out and not out.exists()
+
+
+def test_show_settings_gives_every_key_its_value_and_meaning(capsys) -> None:
+    from nrflab.cli import main
+
+    assert main(["experiment", "transfer", "--show-settings"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "limit = 500  # attacked test images" in lines
+    assert "zoo.epochs = 6  # Training epochs." in lines
+
+
+def test_reproduce_overwrite_replaces_a_run_of_a_changed_recipe(tmp_path, capsys) -> None:
+    from nrflab.cli import main
+
+    out = tmp_path / "r"
+    base = ["reproduce", "--scale", "quick", "--only", "core", "--dataset", "digits", "--out", str(out), "-q"]
+    base += ["--set", "core.twins.eval_size=16", "--set", "core.final_attacks=[]"]
+    assert main(base) == 0
+    assert main([*base, "--epochs", "2"]) == 2  # refused without --overwrite
+    assert main([*base, "--epochs", "2", "--overwrite"]) == 0
+    metrics = (out / "runs" / "digits-smallcnn-bn-s0" / "metrics.csv").read_text().splitlines()  # header, epochs 0-2
+    assert len(metrics) == 4 and not (out / ".nrflab-previous").exists()
