@@ -88,3 +88,17 @@ def test_reproduce_overwrite_replaces_a_run_of_a_changed_recipe(tmp_path, capsys
     assert main([*base, "--epochs", "2", "--overwrite"]) == 0
     metrics = (out / "runs" / "digits-smallcnn-bn-s0" / "metrics.csv").read_text().splitlines()  # header, epochs 0-2
     assert len(metrics) == 4 and not (out / ".nrflab-previous").exists()
+
+
+def test_shipped_recipes_resolve_by_name_from_any_directory(tmp_path, monkeypatch) -> None:
+    from nrflab.experiments.overrides import read_recipe
+
+    monkeypatch.chdir(tmp_path)
+    assert read_recipe("transfer/paper").experiments.keys() == {"transfer"}
+    assert read_recipe("recipes/transfer/cpu.yaml").scale == "cpu"  # the README's spelling
+    chain = read_recipe("cpu")
+    assert {"core", "transfer", "planted"} <= set(chain.experiments) and chain.scale == "cpu"
+    got = settings_for(get_spec("core"), Overrides(scale="quick", recipes=(read_recipe("paper"),)))
+    assert got == get_spec("core").presets["paper"]
+    with pytest.raises(NrflabError, match="not found"):
+        read_recipe("nope/cpu")

@@ -10,12 +10,14 @@ anything trains.
 
 A recipe file is YAML: ``{experiment: NAME, scale: SCALE, settings: {...}}`` for one experiment (the
 settings are applied over that scale's preset), or ``{scale: SCALE, experiments: {NAME: {...}, ...}}`` for a
-chain. ``recipes/<experiment>/<scale>.yaml`` hold every preset written out in full.
+chain. ``nrflab/recipes/<experiment>/<scale>.yaml`` (shipped with the package) hold every preset written
+out in full; ``--recipe cpu`` or ``--recipe transfer/paper`` name them without a path.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,8 +99,35 @@ def parse_assignment(text: str) -> Assignment:
     return Assignment(str(text), keys, value)
 
 
+#: The recipe files shipped with nrflab (package data): ``<experiment>/<scale>.yaml``.
+PACKAGED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def packaged_recipe(name: str) -> list[Path]:
+    """The shipped recipe files a name means, when no such file exists: ``cpu`` or ``paper`` (every
+    experiment's file of that scale), ``transfer/cpu``, or ``recipes/transfer/cpu.yaml`` as the README
+    writes it. Empty when the name is none of these."""
+    text = name.strip().removeprefix("./").removeprefix("recipes/").removesuffix(".yaml")
+    if re.fullmatch(r"[a-z]+", text):
+        return sorted(PACKAGED_RECIPES.glob(f"*/{text}.yaml"))
+    if re.fullmatch(r"[a-z_]+/[a-z]+", text) and (PACKAGED_RECIPES / f"{text}.yaml").is_file():
+        return [PACKAGED_RECIPES / f"{text}.yaml"]
+    return []
+
+
 def read_recipe(path: str | Path) -> Recipe:
-    """Read a recipe file (see the module docstring); one-line errors for anything malformed."""
+    """Read a recipe file (see the module docstring), or the shipped recipes a name means (``--recipe cpu``,
+    ``--recipe transfer/paper``: :func:`packaged_recipe`); one-line errors for anything malformed."""
+    packaged = [] if Path(path).exists() else packaged_recipe(str(path))
+    if len(packaged) == 1:
+        return _read_recipe_file(packaged[0])
+    if packaged:
+        parts = [_read_recipe_file(p) for p in packaged]
+        return Recipe(str(path), parts[0].scale, {k: v for r in parts for k, v in r.experiments.items()})
+    return _read_recipe_file(path)
+
+
+def _read_recipe_file(path: str | Path) -> Recipe:
     data = read_yaml_mapping(path, "recipe file")
     unknown = sorted(set(data) - {"experiment", "scale", "settings", "experiments", "description"})
     if unknown:
