@@ -298,6 +298,47 @@ CASES = [
         ["reproduce", "--scale", "paper", "--data-root", "{ws}/junk", "--out", "{tmp}/r"],
         "cifar10 not found",
     ),
+    case(
+        "reproduce out inside a run",
+        ["reproduce", "--only", "core", "--out", "{run}/sub/deeper"],
+        "inside the training run",
+    ),
+    case("reproduce out inside a dataset", ["reproduce", "--only", "core", "--out", "{set}/sub"], "inside the built"),
+    case(
+        "reproduce ray address unreachable",
+        ["reproduce", "--only", "core", "--backend", "ray", "--ray-address", "127.0.0.1:9", "--out", "{tmp}/r"],
+        "cannot connect within 10 s",
+    ),
+    case(
+        "reproduce zoo keeps no checkpoint",
+        ["reproduce", "--only", "transfer", "--set", "transfer.zoo.epochs=3"]
+        + ["--set", "transfer.zoo.keep_checkpoints=5", "--out", "{tmp}/r"],
+        "add --set transfer.zoo.keep_checkpoints=1",
+    ),
+    case(
+        "experiment zoo keeps no checkpoint",
+        ["experiment", "transfer", "--quick", "--set", "zoo.epochs=3", "--set", "zoo.keep_checkpoints=5"]
+        + ["--out", "{tmp}/e"],
+        "add --set zoo.keep_checkpoints=1",
+    ),
+    case(
+        "experiment early-stop epoch not kept",
+        ["experiment", "transfer", "--quick", "--set", "early_stop=epoch=7", "--out", "{tmp}/e"],
+        "add --set early_stop=frac=0.9",
+    ),
+    *(
+        []
+        if torch.cuda.is_available()
+        else [
+            case(
+                "reproduce cuda without a GPU",
+                ["reproduce", "--only", "core", "--device", "cuda", "--out", "{tmp}/r"],
+                "no CUDA GPU",
+            ),
+            case("demo cuda without a GPU", ["demo", "--quick", "--device", "cuda", "--out", "{tmp}/d"], "no CUDA GPU"),
+            case("experiment cuda without a GPU", EXPERIMENT + ["--device", "cuda"], "no CUDA GPU"),
+        ]
+    ),
     # -- plot --
     case("plot non-numeric metrics", ["plot", "{ws}/badcell"], "is not a number"),
     case("plot binary metrics", ["plot", "{ws}/binary"], "is not a CSV file"),

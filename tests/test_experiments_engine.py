@@ -26,7 +26,7 @@ from nrflab.runs.jobs import Execution
 from nrflab.runs.rundir import RunDir
 from nrflab.training import TrainConfig
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES = Path(__file__).resolve().parents[1] / "src" / "nrflab" / "recipes"
 PAPER_CHAIN = ("core", "adversarial", "family", "corruptions", "features", "transfer")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -18,6 +19,7 @@ from nrflab.cli.flags import SCALE_HELP as SCALE_HELP
 from nrflab.cli.flags import SET_HELP as SET_HELP
 from nrflab.cli.flags import overrides_from_flags as overrides_from_flags
 from nrflab.cli.schema_flags import Given, schema_command
+from nrflab.core.errors import NrflabError
 from nrflab.experiments.overrides import Overrides
 from nrflab.report.document import Section, strip_markdown, write_report
 
@@ -43,10 +45,16 @@ def experiment(
     name: str = typer.Argument(
         ..., help="An experiment (see `nrflab list`), or norms (adversarial, family, corruptions)."
     ),
-    out: Path = typer.Option(..., "--out", "-o", help=OUT_HELP),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help=OUT_HELP + " Required unless --show-settings."),
     quick: bool = typer.Option(False, "--quick", help="A seconds-long run of the pipeline (the quick preset)."),
     workers: int = WORKERS,
     quiet: bool = QUIET,
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Print the task list, the resolved settings and a time estimate; write nothing."
+    ),
+    show_settings: bool = typer.Option(
+        False, "--show-settings", help="Print every setting with its value and its meaning, and exit."
+    ),
 ) -> None:
     """Run one of the paper's experiments, on any dataset, architecture and device, and write its report."""
     from nrflab.experiments.overrides import settings_for
@@ -58,6 +66,20 @@ def experiment(
     specs = select(name) if name in ALIASES else select([name])
     ov = checked_overrides(Overrides(**{**given, **({"scale": "quick"} if quick else {})}))
     selected = [(spec, settings_for(spec, ov, strict=True, chain=[s.name for s in specs])) for spec in specs]
+    if out is None and not show_settings:
+        raise NrflabError("experiment needs --out DIR (the output directory)")
+    if show_settings or out is None:
+        from nrflab.cli.flags import TRAIN_FLAGS
+        from nrflab.experiments.dryrun import settings_lines
+
+        meanings = {k: f.help for k, f in TRAIN_FLAGS.items() if f.help}
+        typer.echo("\n".join(line for _, s in selected for line in settings_lines(s, stage_help=meanings)))
+        return
+    if dry_run:
+        from nrflab.experiments.dryrun import dry_run as plan_text
+
+        typer.echo(plan_text(selected, out, overrides=ov, only=[s.name for s in specs]))
+        return
     result = run_chain(selected, out, Execution(workers=workers, progress=_progress(quiet)))
     md, html = write_report(out, f"nrflab experiment: {name}", result.sections, intro(ov.scale, selected))
     print_sections(result.sections)

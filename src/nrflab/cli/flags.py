@@ -201,13 +201,18 @@ BUILD_FLAGS = {
     "limit": Flag(help="Build from a seeded random subset of N training images (seed: --seed)."),
 }
 
-SCALE_HELP = "Settings preset: cpu (the embedded data, minutes on a laptop) or paper (the official CIFAR-10 settings)."
+SCALE_HELP = (
+    "Settings preset: cpu (the embedded data, minutes on a laptop), paper (the official CIFAR-10 settings) or "
+    "quick (a seconds-long check of the pipeline, the size the tests use)."
+)
 SET_HELP = (
     "Change one setting: dotted KEY=VALUE into the experiment's settings, e.g. twins.epochs=40 or "
-    "'twins.eval_attacks=[\"pgd-l2:eps=0.5,step=0.1,steps=10\"]'; repeatable. See recipes/ for every key."
+    "'twins.eval_attacks=[\"pgd-l2:eps=0.5,step=0.1,steps=10\"]'; repeatable. Every key: "
+    "nrflab experiment NAME --show-settings."
 )
 RECIPE_HELP = (
-    "A recipe file (YAML: experiment, scale, settings); repeatable. recipes/<experiment>/<scale>.yaml hold the presets."
+    "A recipe file (YAML: experiment, scale, settings), or a shipped one by name: cpu, paper, transfer/paper; "
+    "repeatable."
 )
 BACKEND_HELP = "Where runs go: local (this machine, --workers processes) or ray (a Ray cluster, see --ray-address)."
 

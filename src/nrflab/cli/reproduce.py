@@ -73,6 +73,18 @@ def reproduce(
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Every run's per-epoch lines (workers included)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    overwrite: bool = typer.Option(
+        False,
+        "--overwrite",
+        help="Replace what the output directory holds (e.g. runs of a changed recipe); the old contents "
+        "are kept aside until the new chain finishes a task.",
+    ),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Print the task list, the resolved settings and a time estimate (this machine, and --scale "
+        "paper on a GPU), and write nothing.",
+    ),
 ) -> None:
     """The whole paper, one command: Figure 3 twins (standard and adversarial), the normalization family and
     corruptions, the feature datasets and their twins, transfer with both boosts and the planted features,
@@ -103,7 +115,13 @@ def reproduce(
         seed=seed,
         assignments=assignments,
     )
-    result = run_reproduce(out=out, overrides=ov, only=only, execution=execution)
+    if dry_run:
+        from nrflab.experiments.dryrun import dry_run as plan_text
+        from nrflab.experiments.reproduce import resolve_chain
+
+        typer.echo(plan_text(resolve_chain(only, ov), out, overrides=ov, only=only, execution=execution))
+        return
+    result = run_reproduce(out=out, overrides=ov, only=only, execution=execution, overwrite=overwrite)
     if not quiet:
         print_sections(result.sections)
     typer.echo(f"report: {out / 'report.md'} and {out / 'report.html'} ({time.perf_counter() - started:.0f} s)")

@@ -83,14 +83,23 @@ __all__ = [
 ]
 
 
-def check_device_name(name: str) -> None:
-    """A device a run may use. Runs may go to other machines (workers, a Ray cluster), so ``cuda`` is accepted
-    without a GPU here; every other name must resolve on this machine (``mps``, ``meta``, typos are refused)."""
+def check_device_name(name: str, *, remote: bool = False) -> None:
+    """A device a run may use, checked before anything runs. ``remote``: the runs go to other machines (a Ray
+    cluster), so ``cuda`` is accepted without a GPU here; runs on this machine (``remote=False``, the local
+    backend) need the GPU here. Every other name must resolve on this machine (``mps``, ``meta``, typos are
+    refused)."""
     text = name.strip().lower()
     if text.startswith("cuda"):
         try:
             torch.device(text)  # parses cuda / cuda:N without needing a GPU
         except RuntimeError:
             raise NrflabError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        if not remote and not torch.cuda.is_available():
+            raise NrflabError(
+                f"device {name!r}: this machine has no CUDA GPU; use --device cpu or auto "
+                "(or --backend ray to run on a cluster with GPUs)"
+            )
+        if not remote:
+            resolve_device(text)
         return
     resolve_device(name)

@@ -178,10 +178,11 @@ def _difference(a: Task, b: Task) -> str:
     return f"{a.kind} vs {b.kind}" if a.kind != b.kind else "settings differ"
 
 
-def preflight(tasks: Sequence[Task]) -> None:
+def preflight(tasks: Sequence[Task], *, remote: bool = False) -> None:
     """Refuse in one line, before the first task runs, what would make tasks fail one by one: a device this
     machine cannot use, a dataset that is unknown or whose files are missing. Datasets the chain builds itself
-    (a build task's directory) are left to the tasks."""
+    (a build task's directory) are left to the tasks. ``remote``: the tasks run on a Ray cluster (``cuda``
+    is then not checked against this machine's GPUs)."""
     built = {str(Path(t.key)) for t in tasks if isinstance(t, BuildTask)}
     checked: set[tuple[str, str | None]] = set()
     for t in tasks:
@@ -196,7 +197,7 @@ def preflight(tasks: Sequence[Task]) -> None:
         else:
             continue
         try:
-            check_device_name(device)
+            check_device_name(device, remote=remote)
             if dataset is not None and str(Path(str(dataset))) not in built:
                 check_dataset_loads(str(dataset), None if root is None else str(root), checked)
         except NrflabError as exc:

@@ -10,12 +10,14 @@ anything trains.
 
 A recipe file is YAML: ``{experiment: NAME, scale: SCALE, settings: {...}}`` for one experiment (the
 settings are applied over that scale's preset), or ``{scale: SCALE, experiments: {NAME: {...}, ...}}`` for a
-chain. ``recipes/<experiment>/<scale>.yaml`` hold every preset written out in full.
+chain. ``nrflab/recipes/<experiment>/<scale>.yaml`` (shipped with the package) hold every preset written
+out in full; ``--recipe cpu`` or ``--recipe transfer/paper`` name them without a path.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,11 @@ from pydantic import BaseModel, ValidationError
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_yaml_mapping
+from nrflab.core.logs import get_logger
 from nrflab.core.schema import one_line
 from nrflab.experiments.spec import ALL_SCALES, ExperimentSpec
+
+log = get_logger("experiments")
 
 #: Common flags and the settings key each sets (``epochs`` sets the spec's ``epoch_keys``).
 COMMON_KEYS = ("dataset", "data_root", "arch", "width", "device", "seeds")
@@ -94,8 +99,35 @@ def parse_assignment(text: str) -> Assignment:
     return Assignment(str(text), keys, value)
 
 
+#: The recipe files shipped with nrflab (package data): ``<experiment>/<scale>.yaml``.
+PACKAGED_RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def packaged_recipe(name: str) -> list[Path]:
+    """The shipped recipe files a name means, when no such file exists: ``cpu`` or ``paper`` (every
+    experiment's file of that scale), ``transfer/cpu``, or ``recipes/transfer/cpu.yaml`` as the README
+    writes it. Empty when the name is none of these."""
+    text = name.strip().removeprefix("./").removeprefix("recipes/").removesuffix(".yaml")
+    if re.fullmatch(r"[a-z]+", text):
+        return sorted(PACKAGED_RECIPES.glob(f"*/{text}.yaml"))
+    if re.fullmatch(r"[a-z_]+/[a-z]+", text) and (PACKAGED_RECIPES / f"{text}.yaml").is_file():
+        return [PACKAGED_RECIPES / f"{text}.yaml"]
+    return []
+
+
 def read_recipe(path: str | Path) -> Recipe:
-    """Read a recipe file (see the module docstring); one-line errors for anything malformed."""
+    """Read a recipe file (see the module docstring), or the shipped recipes a name means (``--recipe cpu``,
+    ``--recipe transfer/paper``: :func:`packaged_recipe`); one-line errors for anything malformed."""
+    packaged = [] if Path(path).exists() else packaged_recipe(str(path))
+    if len(packaged) == 1:
+        return _read_recipe_file(packaged[0])
+    if packaged:
+        parts = [_read_recipe_file(p) for p in packaged]
+        return Recipe(str(path), parts[0].scale, {k: v for r in parts for k, v in r.experiments.items()})
+    return _read_recipe_file(path)
+
+
+def _read_recipe_file(path: str | Path) -> Recipe:
     data = read_yaml_mapping(path, "recipe file")
     unknown = sorted(set(data) - {"experiment", "scale", "settings", "experiments", "description"})
     if unknown:
@@ -216,7 +248,8 @@ def settings_for(
         if not spec.epoch_keys and strict:
             raise NrflabError(f"experiment {spec.name!r} has no training epochs to set (--epochs)")
         for key in spec.epoch_keys:
-            _assign(data, key.split("."), overrides.epochs)
+            for note in derive_epochs(data, key.split("."), overrides.epochs):
+                log.info("%s: %s", spec.name, note)
     for key, value in common.items():
         if key in fields:
             data[key] = value
@@ -234,7 +267,53 @@ def settings_for(
                 )
     for a in own:
         _assign(data, a.keys, a.value)
-    return validate_settings(spec, data)
+    settings = validate_settings(spec, data)
+    check_chain_settings(spec, settings, prefix="" if strict else f"{spec.name}.")
+    return settings
+
+
+def derive_epochs(data: dict[str, Any], keys: Sequence[str], epochs: int) -> list[str]:
+    """Set the training stage at ``keys`` (``twins.epochs``) to ``epochs`` and make what depends on the
+    epoch count follow: milestones scaled and kept below ``epochs``, ``keep_checkpoints`` scaled (at least
+    1 where it was set). Returns one note per derived change (the caller prints them)."""
+    stage: dict[str, Any] = data
+    for k in keys[:-1]:
+        child = stage.get(k)
+        if child is None:
+            child = stage[k] = {}
+        if not isinstance(child, dict):
+            raise NrflabError(f"setting {'.'.join(keys)}: {k!r} is a value, not a group of settings")
+        stage = child
+    where = ".".join(keys[:-1])
+    before = stage.get(keys[-1])
+    stage[keys[-1]] = epochs
+    if not isinstance(before, int) or before == epochs or len(keys) < 2:
+        return []
+    notes = []
+    milestones = stage.get("milestones")
+    if isinstance(milestones, list) and milestones:
+        scaled = sorted({max(1, round(m * epochs / before)) for m in milestones if isinstance(m, int)})
+        scaled = [m for m in scaled if m < epochs]
+        if scaled != milestones:
+            stage["milestones"] = scaled
+            notes.append(f"{where}.milestones {milestones} -> {scaled} (follow --epochs {epochs})")
+    keep = stage.get("keep_checkpoints")
+    if isinstance(keep, int) and keep > 0:
+        derived = max(1, round(keep * epochs / before))
+        if derived != keep:
+            stage["keep_checkpoints"] = derived
+            notes.append(f"{where}.keep_checkpoints {keep} -> {derived} (follow --epochs {epochs})")
+    return notes
+
+
+def check_chain_settings(spec: ExperimentSpec, settings: BaseModel, *, prefix: str) -> None:
+    """The experiment's own up-front check of what its chain depends on (``spec.check``): a problem is one
+    line naming the ``--set`` that fixes it, as the user types it (``prefix``: the experiment's name in
+    ``nrflab reproduce``)."""
+    if spec.check is None:
+        return
+    for problem, fix in spec.check(settings):
+        raise NrflabError(f"experiment {spec.name}: {problem}; add --set {prefix}{fix}")
 
 
 def validate_settings(spec: ExperimentSpec, data: Mapping[str, Any]) -> BaseModel:

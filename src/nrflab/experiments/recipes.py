@@ -1,7 +1,8 @@
-"""The recipe files under ``recipes/``: every experiment's presets written out in full.
+"""The recipe files shipped in the package (``nrflab/recipes/``): every experiment's presets written out.
 
 ``python -m nrflab.experiments.recipes [ROOT]`` (re)writes ``ROOT/<experiment>/<scale>.yaml`` for the cpu
-and paper scales; a test checks that the files still equal the presets.
+and paper scales (default ROOT: the package's ``recipes`` folder); a test checks that the files still
+equal the presets. Users name them without a path: ``--recipe cpu``, ``--recipe transfer/paper``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 from nrflab.core.io import atomic_write_text
+from nrflab.experiments.overrides import PACKAGED_RECIPES
 from nrflab.experiments.registry import experiments
 from nrflab.experiments.reproduce import recipe_text
 
@@ -26,7 +28,7 @@ def write_recipe_files(root: str | Path) -> list[Path]:
             note = spec.scale_notes.get(scale)
             header = (
                 f"# `{name}` at the {scale} scale: {spec.summary}.\n"
-                f"# nrflab experiment {name} --recipe {path.as_posix()}  (any key can be changed with --set)\n"
+                f"# nrflab experiment {name} --recipe {name}/{scale}  (any key can be changed with --set)\n"
             )
             if note:
                 header += f"# {note}\n"
@@ -36,5 +38,5 @@ def write_recipe_files(root: str | Path) -> list[Path]:
 
 
 if __name__ == "__main__":  # pragma: no cover - a maintenance command
-    for p in write_recipe_files(sys.argv[1] if len(sys.argv) > 1 else "recipes"):
+    for p in write_recipe_files(sys.argv[1] if len(sys.argv) > 1 else PACKAGED_RECIPES):
         print(p)

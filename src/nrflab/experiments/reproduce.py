@@ -37,9 +37,9 @@ from nrflab.experiments.registry import get_spec, list_experiments, select
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec, Stage
 from nrflab.measure.predict import PROTOCOLS
 from nrflab.report.document import Section, write_report
-from nrflab.runs.executor import execute
+from nrflab.runs.executor import check_reachable, execute
 from nrflab.runs.jobs import Execution, JobResult, error_line
-from nrflab.runs.rundir import check_output_path, locked
+from nrflab.runs.rundir import Stash, check_output_path, locked
 
 log = get_logger("reproduce")
 
@@ -92,10 +92,14 @@ class ChainResult:
             raise NrflabError(f"experiment {o.name} failed: {first}")
 
 
-def plan_chain(selected: Sequence[tuple[ExperimentSpec, BaseModel]], out: Path) -> dict[str, list[Task]]:
-    """Every experiment's tasks (validated: recipes built, conflicts between experiments refused)."""
+def plan_chain(
+    selected: Sequence[tuple[ExperimentSpec, BaseModel]], out: Path, execution: Execution = Execution()
+) -> dict[str, list[Task]]:
+    """Every experiment's tasks (validated: recipes built, conflicts between experiments refused, devices
+    checked where the tasks will run, a Ray cluster reachable)."""
     plans = {spec.name: spec.plan(settings, spec.home_dir(out)) for spec, settings in selected}
-    preflight(merge_tasks([t for tasks in plans.values() for t in tasks]))
+    preflight(merge_tasks([t for tasks in plans.values() for t in tasks]), remote=execution.backend == "ray")
+    check_reachable(execution)
     return plans
 
 
@@ -105,7 +109,7 @@ def run_chain(
     """Plan, run (in parallel where independent) and analyze the selected experiments under ``out``, holding
     its lock."""
     out = check_output_path(Path(out))
-    plans = plan_chain(selected, out)  # bad recipes, devices and datasets: one line before the directory exists
+    plans = plan_chain(selected, out, execution)  # bad recipes, devices, datasets: one line, nothing written
     with locked(out, what="experiment directory"):
         return _run_planned(selected, out, plans, execution)
 
@@ -180,18 +184,41 @@ def reproduce(
     only: str | Sequence[str] | None = None,
     execution: Execution = Execution(),
     title: str = TITLE,
+    overwrite: bool = False,
 ) -> ChainResult:
-    """The whole paper (or ``only`` some experiments) into one report under ``out``."""
+    """The whole paper (or ``only`` some experiments) into one report under ``out``.
+
+    ``overwrite``: the directory's old contents (e.g. runs of a changed recipe) are set aside, as
+    ``train --overwrite`` does, deleted once the new chain has finished a task, and put back if it
+    stops (an error, or a kill: the next claim restores them) before any task finished."""
     out = check_output_path(Path(out))
     selected = resolve_chain(only, overrides)
-    plans = plan_chain(selected, out)  # bad recipes, devices and datasets: one line before the directory exists
+    plans = plan_chain(selected, out, execution)  # bad recipes, devices, datasets: one line, nothing written
     with locked(out, what="reproduce directory"):
-        write_recipes(out, selected, overrides.scale)
-        result = _run_planned(selected, out, plans, execution)
+        stash = Stash.aside(out) if overwrite else None
+        try:
+            write_recipes(out, selected, overrides.scale)
+            result = _run_planned(selected, out, plans, execution)
+        except BaseException:
+            if stash is not None:
+                stash.restore()
+            raise
+        if stash is not None:
+            _settle(stash, result, out)
         sections = [*result.sections, chain_section(result, overrides.scale, selected)]
         write_report(out, title, sections, intro(overrides.scale, selected))
         atomic_write_json(out / "reproduce.json", manifest(result, overrides, selected, execution))
     return result
+
+
+def _settle(stash: Stash, result: ChainResult, out: Path) -> None:
+    """An overwrite's old contents go once a task of the new chain finished, else they come back."""
+    if any(r.ok for r in result.results.values()):
+        stash.commit()
+        return
+    stash.restore()
+    first = next((r.error for r in result.results.values() if r.error), "no task finished")
+    raise NrflabError(f"no task of the new chain finished ({first}); the previous contents of {out} are back")
 
 
 def write_recipes(out: Path, selected: Sequence[tuple[ExperimentSpec, BaseModel]], scale: str) -> list[Path]:

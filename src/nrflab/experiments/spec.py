@@ -141,6 +141,9 @@ class AnalysisContext:
 
 PlanFn = Callable[[Any, Path], "list[Task]"]
 AnalyzeFn = Callable[[Any, AnalysisContext], "list[Section]"]
+#: An experiment's up-front check of its resolved settings: ``(problem, fix)`` pairs, where ``fix`` is a
+#: ``key=value`` assignment relative to the experiment's settings (``zoo.keep_checkpoints=1``).
+CheckFn = Callable[[Any], "list[tuple[str, str]]"]
 
 
 @dataclass(frozen=True)
@@ -165,6 +168,8 @@ class ExperimentSpec:
     ignores: tuple[str, ...] = ()
     #: A note shown in the report when a scale is not the experiment's own (e.g. no paper scale).
     scale_notes: Mapping[str, str] = field(default_factory=dict)
+    #: What the chain depends on, checked before the first task (e.g. a kept checkpoint for early stop).
+    check: Optional[CheckFn] = None
 
     def preset(self, scale: str) -> BaseModel:
         from nrflab.core.errors import NrflabError

@@ -248,6 +248,28 @@ def _kept(s: TransferExperimentSettings) -> list[int]:
     return list(range(every, epochs, every)) if every else []
 
 
+NOT_TESTED = "not tested (no checkpoint before the last epoch)"
+
+
+def check(s: TransferExperimentSettings) -> list[tuple[str, str]]:
+    """Up front: the early-stop claim needs a kept checkpoint before the last epoch (unless there is only
+    one epoch: then the claim is reported as not tested), and an ``epoch=K`` rule a kept epoch."""
+    if s.zoo.epochs is None:
+        return []
+    kept, rule = _kept(s), EarlyStop.parse(s.early_stop)
+    if s.zoo.epochs > 1 and not kept:
+        return [
+            (
+                f"zoo.keep_checkpoints={s.zoo.keep_checkpoints or 0} keeps no checkpoint before the last epoch "
+                f"({s.zoo.epochs}), which the early-stop claim needs",
+                "zoo.keep_checkpoints=1",
+            )
+        ]
+    if rule.kind == "epoch" and int(rule.value) not in [*kept, s.zoo.epochs]:
+        return [(f"early_stop {rule} is not a kept epoch (kept: {kept or 'none'})", "early_stop=frac=0.9")]
+    return []
+
+
 def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section]:
     """The matrix, the early-stop curve and the two claims (through the validity guard)."""
     home = ctx.home
@@ -256,7 +278,7 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
     epochs = int(s.zoo.epochs or 1)
     curve = _epoch_curve(result, finals, earlier, epochs)
     curve_img = _plot_curve(curve, home / "transfer_vs_source_epoch")
-    early = _early_vs_final(result, zoo, finals, epochs, EarlyStop.parse(s.early_stop))
+    early = _early_vs_final(result, zoo, finals, epochs, EarlyStop.parse(s.early_stop)) if _kept(s) else []
     protocol = (
         f"attack {s.attack} (untargeted), {result.settings.num_samples} {s.dataset} test images, "
         f"seeds {', '.join(map(str, s.seeds))}, {epochs} epochs"
@@ -272,7 +294,9 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
         guarded(
             early_stop_claim(early, protocol=protocol, rule=EarlyStop.parse(s.early_stop)),
             void_reason(learners=healths),
-        ),
+        )
+        if _kept(s)
+        else Verdict(EARLY_CLAIM, "inconclusive", NOT_TESTED.capitalize() + ".", protocol=protocol, reason=NOT_TESTED),
     ]
     return [
         Section(
@@ -536,4 +560,5 @@ SPEC = ExperimentSpec(
     home="transfer",
     claims=("6",),
     epoch_keys=("zoo.epochs",),
+    check=check,
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Optional
@@ -223,6 +224,30 @@ def _run_pool(pending: list[Job], record: Report, results: dict[str, JobResult],
             _schedule(pending, results, record, submit)
 
 
+#: Seconds to wait for a Ray cluster's address to answer before refusing it.
+CONNECT_TIMEOUT = 10.0
+
+
+def check_reachable(execution: Execution, *, timeout: float = CONNECT_TIMEOUT) -> None:
+    """Refuse, in one line and before anything runs, a ``--ray-address`` that does not answer within
+    ``timeout`` seconds (Ray itself retries for minutes). ``auto`` and a local Ray instance are left to Ray."""
+    address = execution.ray_address
+    if execution.backend != "ray" or not address or address.strip() in ("auto", "local"):
+        return
+    text = address.strip().split("://", 1)[-1]
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise NrflabError(f"--ray-address {address!r}: give HOST:PORT (e.g. 10.0.0.1:6379) or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise NrflabError(
+            f"--ray-address {address}: cannot connect within {timeout:g} s ({reason}); start the cluster "
+            "(ray start --head) or check the address"
+        ) from None
+
+
 def _run_ray(pending: list[Job], record: Report, results: dict[str, JobResult], execution: Execution) -> None:
     """One Ray task per job on the cluster at ``execution.ray_address`` (or a local Ray instance, or the one
     already initialized by the caller)."""
@@ -261,4 +286,4 @@ def _run_ray(pending: list[Job], record: Report, results: dict[str, JobResult], 
             ray.shutdown()
 
 
-__all__ = ["execute", "run_job", "topological_order", "torch_threads", "worker_name"]
+__all__ = ["check_reachable", "execute", "run_job", "topological_order", "torch_threads", "worker_name"]

@@ -179,11 +179,22 @@ def check_output_path(
     ``allow_run``: the trainer writing its own run) or a built dataset (unless ``allow_dataset``: a builder
     resuming its own set).
 
-    Used before a command writes a *directory*: outputs never clobber inputs. Reads only.
+    A directory *inside* a run or a built dataset, at any depth, is refused the same way (a chain nested in
+    a run would be taken for part of it). Used before a command writes a *directory*: outputs never clobber
+    inputs. Reads only.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NrflabError(f"{what} {path} exists and is not a directory")
+    for parent in Path(os.path.abspath(path)).parents:
+        if RunDir(parent).is_run():
+            raise NrflabError(
+                f"refusing to write into {path}: it is inside the training run {parent}; choose another {what}"
+            )
+        if (parent / "dataset.json").is_file():
+            raise NrflabError(
+                f"refusing to write into {path}: it is inside the built dataset {parent}; choose another {what}"
+            )
     if not allow_run and RunDir(path).is_run():
         raise NrflabError(f"refusing to write into {path}: it is a training run directory; choose another {what}")
     if not allow_dataset and (path / "dataset.json").is_file():

@@ -26,7 +26,7 @@ from nrflab.core.io import atomic_write_json, atomic_write_text, read_yaml_mappi
 from nrflab.core.logs import get_logger
 from nrflab.core.validation import check_device_name
 from nrflab.data import check_dataset_loads
-from nrflab.runs.executor import execute
+from nrflab.runs.executor import check_reachable, execute
 from nrflab.runs.jobs import Execution, JobResult
 from nrflab.runs.rundir import RunDir, check_output_path, locked
 from nrflab.training.config import TrainConfig, make_config
@@ -144,8 +144,11 @@ def plan_sweep(
     base: Mapping[str, Any] | str | Path | None,
     grid: Mapping[str, Sequence[Any]],
     overrides: Mapping[str, Any] | None = None,
+    *,
+    remote: bool = False,
 ) -> list[SweepRun]:
-    """Every grid point's resolved config, validated before anything trains (first problem: one line)."""
+    """Every grid point's resolved config, validated before anything trains (first problem: one line);
+    ``remote``: the runs go to a Ray cluster (``cuda`` not checked against this machine)."""
     from nrflab.models import check_arch, check_norm
 
     fields = base_fields(base)
@@ -166,7 +169,7 @@ def plan_sweep(
             cfg = make_config(**{**fields, **fixed, **values})
             check_arch(cfg.arch)
             check_norm(cfg.norm)
-            check_device_name(cfg.device)
+            check_device_name(cfg.device, remote=remote)
             check_dataset_loads(cfg.dataset, cfg.data_root, checked)
         except NrflabError as exc:
             raise NrflabError(f"grid point {name}: {exc}") from None
@@ -234,7 +237,8 @@ def run_sweep(
 ) -> SweepResult:
     """Train every grid point under ``out_dir`` (skipping finished runs, resuming interrupted ones), as
     :class:`TrainTask` jobs of the one executor."""
-    runs = plan_sweep(base, grid, overrides)
+    runs = plan_sweep(base, grid, overrides, remote=execution.backend == "ray")
+    check_reachable(execution)
     out = check_output_path(out_dir, what="sweep directory")
     with locked(out, what="sweep directory"):
         return _run_sweep(runs, base, grid, out, overrides or {}, execution)
