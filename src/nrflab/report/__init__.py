@@ -2,4 +2,3 @@
 Never here: numbers are formatted by ``nrflab.core.fmt``; verdicts are judged in ``nrflab.experiments``.
 To add one: a section is a ``Section`` passed to ``write_report``; a figure a function in ``plots.py``.
 """
-
