@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nrflab.core.fmt import ci, ci_phrase, pct, points
+from nrflab.core.fmt import attack_text, ci, ci_phrase, pct, points
 from nrflab.core.io import atomic_write_json, atomic_write_text, write_csv
 from nrflab.core.records import to_json
 from nrflab.core.stats import Verdict, judge, mean_ci
@@ -81,7 +81,7 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
     s = result.settings
     names = [t.name for t in result.targets]
     lines = [
-        f"Attack `{s.attack}` ({'targeted, ' + s.target_policy if s.targeted else 'untargeted'}), "
+        f"Attack `{attack_text(s.attack)}` ({'targeted, ' + s.target_policy if s.targeted else 'untargeted'}), "
         f"{s.num_samples} test images, seed {s.seed}.",
         "",
         f"- **Target accuracy**: {d['target_accuracy']}.",
