@@ -39,6 +39,10 @@ PAIR_COLUMNS = (
     "transfer_success",
     "transfer_success_ci",
 )
+#: The columns of ``pairs.csv``: an interval field becomes two, ``<name>_lo`` and ``<name>_hi`` (one number a cell).
+PAIR_CSV_COLUMNS = tuple(
+    part for c in PAIR_COLUMNS for part in ((f"{c}_lo", f"{c}_hi") if c.endswith("_ci") else (c,))
+)
 
 
 def _cell(p: PairResult) -> str:
@@ -208,9 +212,19 @@ class OutputPaths:
 def _csv_cell(value: Any) -> str:
     if isinstance(value, float):
         return "" if not math.isfinite(value) else f"{value:.6g}"
-    if isinstance(value, (tuple, list)):
-        return " ".join(_csv_cell(v) for v in value)
     return str(value)
+
+
+def _pair_csv_row(full: dict[str, Any]) -> dict[str, str]:
+    """One row of ``pairs.csv``: every cell one number or word; an interval ``(lo, hi)`` as two cells."""
+    row: dict[str, str] = {}
+    for c in PAIR_COLUMNS:
+        if c.endswith("_ci"):
+            lo, hi = full[c]
+            row[f"{c}_lo"], row[f"{c}_hi"] = _csv_cell(lo), _csv_cell(hi)
+        else:
+            row[c] = _csv_cell(full[c])
+    return row
 
 
 def jsonable(obj: Any) -> Any:
@@ -257,9 +271,8 @@ def write_outputs(
     rows = []
     for s in result.sources:
         for p in result.row(s.name):
-            full = to_json(p)
-            rows.append({c: _csv_cell(full[c]) for c in PAIR_COLUMNS})
-    write_csv(pairs_csv, rows, list(PAIR_COLUMNS))
+            rows.append(_pair_csv_row(to_json(p)))
+    write_csv(pairs_csv, rows, list(PAIR_CSV_COLUMNS))
     row_names, col_names = [s.name for s in result.sources], [t.name for t in result.targets]
     csvs, pngs = {}, {}
     metric: PairMetric
