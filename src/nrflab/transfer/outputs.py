@@ -40,9 +40,7 @@ PAIR_COLUMNS = (
     "transfer_success_ci",
 )
 #: The columns of ``pairs.csv``: an interval field becomes two, ``<name>_lo`` and ``<name>_hi`` (one number a cell).
-PAIR_CSV_COLUMNS = tuple(
-    part for c in PAIR_COLUMNS for part in ((f"{c}_lo", f"{c}_hi") if c.endswith("_ci") else (c,))
-)
+PAIR_CSV_COLUMNS = tuple(part for c in PAIR_COLUMNS for part in ((f"{c}_lo", f"{c}_hi") if c.endswith("_ci") else (c,)))
 
 
 def _cell(p: PairResult) -> str:
