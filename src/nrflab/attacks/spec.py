@@ -243,6 +243,8 @@ def parse_number(value: str, *, what: str) -> float:
     of every numeric command-line flag (``--eps 8/255``) and of ``--mean``/``--std``. ``what`` names where
     the text came from in the one-line error (``--eps``, ``in attack 'pgd-l2:eps=x'``)."""
     text = str(value).strip()
+    if text.lower().lstrip("+-") in ("inf", "infinity", "nan"):
+        return float(text)  # a number all the same: what takes it says that it must be finite, in its own words
     if not _NUMBER.fullmatch(text):
         raise NrflabError(f"bad number {value!r} {what} (a number such as 0.25, 1e-3 or 8/255)")
     try:
