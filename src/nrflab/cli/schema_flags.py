@@ -9,7 +9,8 @@ recipe file) decide what an omitted flag means; the values the user gave reach t
 mapping, field name -> value, and the schema validates them (one home for every check and message).
 A :class:`Flag` adjusts one field where the command line spells it differently (short names, a text
 form such as ``--milestones 50,100``). A field the command line cannot type natively is read as text
-and handed to the schema as text.
+and handed to the schema as text. A number field is read by the number syntax of attack specs
+(:func:`nrflab.attacks.parse_number`), so ``--eps 8/255`` works wherever ``eps=8/255`` does.
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def schema_command(
     ignored, so a field removed from a schema never breaks the command line; :func:`stale_flags` finds them.
     """
     fields = [f for f in schema_fields(schema) if f.name not in skip]
-    flags = {**dict(flags or {}), **{f.name: _number_flag(f, dict(flags or {}).get(f.name, Flag())) for f in fields}}
+    adjusted = dict(flags or {})
+    flags = {**adjusted, **{f.name: _number_flag(f, adjusted.get(f.name, Flag())) for f in fields}}
     registries = _registry_choices()
     generated = [_option(f, flags.get(f.name, Flag()), schema, registries) for f in fields]
 
