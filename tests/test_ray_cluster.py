@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from nrflab.cli import main
+from nrflab.models.checkpoint import read_metadata
 
 pytestmark = [
     pytest.mark.slow,
@@ -167,6 +168,8 @@ FLAGS = [
     "--set",
     "core.twins.eval_size=64",
     "--set",
+    "core.twins.epochs=6",  # runs long enough to be caught between their first checkpoint and their end
+    "--set",
     'core.final_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"]',
     "--set",
     "features.build.limit=64",
@@ -221,35 +224,31 @@ def _held_run(pid: int, out: Path) -> Path | None:
     return held[0] if held else None
 
 
-@dataclass
-class NodeKill:
-    """What the killer saw: the run a task of the node was writing when the node died, and whether that run
-    had a checkpoint already (half-written) rather than none."""
+def _half_written(run: Path) -> bool:
+    """Whether ``run`` has committed an epoch but not its last one."""
+    checkpoint = run / "checkpoint.safetensors"
+    try:
+        return checkpoint.is_file() and read_metadata(checkpoint).get("finished") == "0"
+    except Exception:  # replaced while read: look again
+        return False
 
-    run: Path | None = None
-    had_checkpoint: bool = False
 
-
-def _kill_node_mid_run(port: int, out: Path, stop: threading.Event, seen: NodeKill) -> None:
+def _kill_node_mid_run(port: int, out: Path, stop: threading.Event, killed: list[Path]) -> None:
     """kill -9 the worker node whose raylet listens on ``port`` (raylet, its workers and agents) as soon as one
-    of its tasks is writing a run that has a checkpoint (or after 20 s of writing one without)."""
-    started: dict[Path, float] = {}
+    of its tasks is writing a half-written run (one that has committed an epoch, not its last)."""
     while not stop.is_set():
-        tree = _process_tree(f"node_manager_port={port}") | _process_tree(f"node-manager-port={port}")
+        tree = _process_tree(f"node_manager_port={port}")
         for pid in tree:
             run = _held_run(pid, out) if "ray::" in _cmdline(pid) else None
-            if run is None:
-                continue
-            checkpoint = (run / "checkpoint.safetensors").is_file()
-            if checkpoint or time.monotonic() - started.setdefault(run, time.monotonic()) > 20:
+            if run is not None and _half_written(run):
                 for victim in tree:
                     try:
                         os.kill(victim, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-                seen.run, seen.had_checkpoint = run, checkpoint
+                killed.append(run)
                 return
-        time.sleep(0.2)
+        time.sleep(0.05)
 
 
 def test_a_lost_node_does_not_lose_the_chain(ray_cluster, local_chain, tmp_path, monkeypatch):
@@ -258,17 +257,18 @@ def test_a_lost_node_does_not_lose_the_chain(ray_cluster, local_chain, tmp_path,
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     out = tmp_path / "lost-node"
-    stop, seen = threading.Event(), NodeKill()
-    killer = threading.Thread(target=_kill_node_mid_run, args=(ray_cluster.worker_ports[1], out, stop, seen))
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_node_mid_run, args=(ray_cluster.worker_ports[1], out, stop, killed))
     killer.start()
     try:
         code = _on_cluster(ray_cluster, out)
     finally:
         stop.set()
         killer.join()
-    assert seen.run is not None, "no task of the second node was caught writing a run"
+    assert killed, "no task of the second node was caught writing a half-written run"
     assert code == 0
     manifest = json.loads((out / "reproduce.json").read_text())
     assert {t["status"] for t in manifest["tasks"]} == {"finished"}, manifest["tasks"]
+    assert read_metadata(killed[0] / "checkpoint.safetensors")["finished"] == "1"  # resumed and finished elsewhere
     assert not list(out.rglob(".nrflab.lock")), "a finished chain leaves no lock file"
     assert _numbers(out)[0] == _numbers(local_chain)[0]
