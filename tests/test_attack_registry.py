@@ -184,7 +184,9 @@ def test_adversarial_training_is_described_by_an_attack_spec() -> None:
 def test_feature_builds_are_described_by_an_attack_spec_with_the_old_card_layout() -> None:
     from nrflab.features import KIND_DEFAULTS, make_settings
 
-    s = make_settings("d_rand", steps=4, eps=0.5, seed=3, limit=10)
+    s = make_settings(
+        "d_rand", steps=4, eps=0.5, step_size=0.1, seed=3, limit=10
+    )  # the step given: 0.1 is no longer the default for 4 steps
     assert s.attack == AttackSpec(kind="pgd-l2", eps=0.5, steps=4, step_size=0.1, targeted=True)
     assert KIND_DEFAULTS["d_r"].steps == 1000 and KIND_DEFAULTS["d_r"].eps == 1000.0
     assert list(s.to_dict())[:4] == ["kind", "steps", "eps", "step_size"]

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from safetensors.torch import load_file
 
 from nrflab.cli import main
 from nrflab.features import build_dataset
+from nrflab.runs.rundir import LOCK_FILE, DirectoryBusy, DirLock, locked
 from nrflab.training import make_config, train
 
 RUN_FIELDS = dict(
@@ -232,7 +234,7 @@ CASES = [
     case("evaluate unknown pretrained", ["evaluate", "-m", "pretrained/nope", "-d", "digits"], "not a registered"),
     case("evaluate mean without std", ["evaluate", "-m", "{run}", "-d", "digits", "--mean", "0.5"], "--mean and --std"),
     case(
-        "evaluate mean text", ["evaluate", "-m", "{run}", "-d", "digits", "--mean", "a", "--std", "1"], "not a number"
+        "evaluate mean text", ["evaluate", "-m", "{run}", "-d", "digits", "--mean", "a", "--std", "1"], "bad number 'a'"
     ),
     case("bn-analysis unknown variant", ["bn-analysis", "{run}", "-d", "digits", "--variant", "nope"], "nope"),
     case("bn-analysis model missing", ["bn-analysis", "{ws}/nope", "-d", "digits"], "no such file or directory"),
@@ -439,6 +441,31 @@ CASES = [
         TRANSFER[:4] + ["{ws}/net_only.pt", "--arch", "smallcnn", "--norm", "bn", "--width", "0.25"] + TRANSFER[5:],
         "without its normalize.* buffers",
     ),
+    # -- one number syntax for every flag, one-line messages that name the fix --
+    case("evaluate eps 8/0", ["evaluate", "-m", "{run}", "-d", "digits", "--eps", "8/0"], "bad number '8/0' for --eps"),
+    case("transfer eps text", TRANSFER + ["--eps", "eight"], "bad number 'eight' for --eps"),
+    case("build step text", BUILD + ["--step-size", "x/255"], "bad number 'x/255' for --step-size"),
+    case(
+        "evaluate mean/std per channel",
+        ["evaluate", "-m", "{ws}/bare.pt", "-d", "digits", "--arch", "smallcnn", "--width", "0.25"]
+        + ["--mean", "0.1,0.2", "--std", "0.3,0.3"],
+        "mean/std need 1 value each for a model with 1 input channel, got 2 mean and 2 std values",
+    ),
+    case(
+        "evaluate weights dir is a file",
+        ["evaluate", "-m", "pretrained:robustbench/cifar10/L2/Engstrom2019Robustness", "--weights-dir", "{model}"],
+        "is a file, not a directory",
+    ),
+    case(
+        "evaluate weights dir inside a file",
+        ["evaluate", "-m", "pretrained:robustbench/cifar10/L2/Engstrom2019Robustness", "--weights-dir", "{model}/w"],
+        "which is a file, not a directory",
+    ),
+    case(
+        "experiment dataset of a run not created",
+        EXPERIMENT + ["--dataset", "imagenet-z"],
+        "(setting of the planned task e/runs/",
+    ),
     case(
         "sweep seed out of range",
         ["sweep", "--out", "{tmp}/sw", "--set", "dataset=digits", "--grid", f"seed=0,{2**40}"],
@@ -480,10 +507,10 @@ def workspace(tmp_path_factory) -> Path:
     (ws / "own_broken.py").write_text("import no_such_neighbour\n")
     own = torch.nn.ModuleDict({"conv": torch.nn.Conv2d(1, 4, 3), "head": torch.nn.Linear(4, 10)})
     torch.save(own.state_dict(), ws / "own_weights.pt")
-    from safetensors.torch import load_file
-
     net_only = {k: v for k, v in load_file(str(run / "model.safetensors")).items() if k.startswith("net.")}
     torch.save(net_only, ws / "net_only.pt")
+    net = {k.removeprefix("net."): v for k, v in load_file(run / "model.safetensors").items() if k.startswith("net.")}
+    torch.save(net, ws / "bare.pt")  # a bare state dict of a 1-channel model
     (ws / "junk").mkdir()
     (ws / "junk" / "notes.txt").write_text("not a run")
     for name, change in (
@@ -602,3 +629,26 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_scratch(tmp_path:
     assert main([a.format(run=run) for a in TRAIN] + ["--resume"]) == 0
     assert "starting it from scratch" in capsys.readouterr().out
     assert (run / "checkpoint.safetensors").is_file()
+
+
+def test_the_lock_file_is_removed_at_exit_and_a_stale_one_taken_over(tmp_path: Path) -> None:
+    """A normal exit leaves no lock file; while held, a second writer is refused; a file left by a killed
+    process (a PID that holds no lock) is taken over."""
+    d = tmp_path / "d"
+    with locked(d):
+        assert (d / LOCK_FILE).read_text() == str(os.getpid())
+        with pytest.raises(DirectoryBusy, match=f"pid {os.getpid()}"):
+            DirLock.acquire(d)
+    assert not (d / LOCK_FILE).exists()
+    with pytest.raises(RuntimeError), locked(d):  # an error is a normal exit too
+        raise RuntimeError("job failed")
+    assert not (d / LOCK_FILE).exists()
+    (d / LOCK_FILE).write_text("999999999")  # left by kill -9: no process holds it
+    with locked(d):
+        assert (d / LOCK_FILE).read_text() == str(os.getpid())
+    assert not (d / LOCK_FILE).exists()
+
+
+def test_a_finished_run_holds_no_lock_file(workspace: Path) -> None:
+    assert not (workspace / "run" / LOCK_FILE).exists()
+    assert not (workspace / "set" / LOCK_FILE).exists()

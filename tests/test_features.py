@@ -13,7 +13,7 @@ from nrflab.cli import main
 from nrflab.core.errors import NrflabError
 from nrflab.data import load_dataset
 from nrflab.data.defaults import preset_for
-from nrflab.features import build_dataset
+from nrflab.features import build_dataset, make_settings
 from nrflab.models import create_model
 from nrflab.models.checkpoint import load_tensors, save_model
 from nrflab.training import make_config, train
@@ -130,6 +130,22 @@ def test_determinism_and_resume_after_kill(tmp_path, source):
     for a, b in zip(_shards(tmp_path / "whole"), _shards(tmp_path / "cut")):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.card["sanity"] == whole.card["sanity"]
+
+
+def test_the_step_follows_eps_and_steps_unless_given_and_a_resume_keeps_the_recorded_one(tmp_path, source):
+    assert make_settings("d_rand").attack.step_size == 0.1  # the paper's step for the paper's eps and steps
+    assert make_settings("d_rand", eps=3.0, steps=8).attack.step_size == pytest.approx(2.5 * 3.0 / 8)  # evaluate's
+    assert make_settings("d_rand", eps=3.0, steps=8, step_size=0.3).attack.step_size == 0.3
+    assert make_settings("d_r", steps=8).attack.step_size == 0.1  # an unbounded radius: no ball to cross
+
+    def kill(i, n):
+        raise KeyboardInterrupt("killed after shard 0")
+
+    with pytest.raises(KeyboardInterrupt):  # started with step 0.5, as a build made before the rule
+        _build("d_rand", source, tmp_path / "cut", on_shard=kill)
+    args = dict(steps=8, eps=3.0, limit=N, shard_size=12, batch_size=16, progress=False)
+    resumed = build_dataset("d_rand", source, "mnist5k", tmp_path / "cut", resume=True, **args)
+    assert resumed.card["identity"]["settings"]["step_size"] == 0.5 and resumed.built_shards == [1, 2]
 
 
 def test_resume_with_other_settings_and_nonempty_dir_refused(tmp_path, source):

@@ -167,7 +167,11 @@ def test_unknown_names_list_the_choices(kwargs, names) -> None:
         (("smallcnn", "bn", 10, 0), {}, "in_channels must be >= 1, got 0"),
         (("smallcnn", "bn", 10, 3), {"width": 0.0}, "width must be in (0, 64], got 0.0"),
         (("smallcnn", "bn", 10, 3), {"width": math.nan}, "width must be in (0, 64], got nan"),
-        (("smallcnn", "bn", 10, 3), {"mean": (0.1, 0.2)}, "mean/std need 1 or 3 values, got 2/3"),
+        (
+            ("smallcnn", "bn", 10, 3),
+            {"mean": (0.1, 0.2)},
+            "mean/std need 1 value (for every channel) or 3 values each for a model with 3 input channels, got 2 mean and 3 std values",
+        ),
         (("smallcnn", "bn", 10, 3), {"std": (0.0,)}, "std values must be > 0"),
     ],
     ids=[

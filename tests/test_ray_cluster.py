@@ -1,6 +1,8 @@
 """``nrflab reproduce --backend ray`` on a real multi-node Ray cluster started on this machine: a head (no
 CPUs for tasks) and two worker nodes, each from its own ``ray start`` with its own ports; the driver
-connects with ``--ray-address``. The same recipe locally and on the cluster gives the same report.
+connects with ``--ray-address``. The same recipe locally and on the cluster gives the same report, and
+the same verdicts when one worker node is killed (kill -9 of its raylet and workers) in the middle of a run:
+Ray runs the lost task again on the other node, which resumes the half-written run from its checkpoint.
 
 The command the test runs, by hand (three shells, or with ``--block`` left out as here)::
 
@@ -23,12 +25,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from nrflab.cli import main
+from nrflab.models.checkpoint import read_metadata
 
 pytestmark = [
     pytest.mark.slow,
@@ -89,9 +94,17 @@ def _stop(marker: str) -> None:
         time.sleep(2)
 
 
+@dataclass(frozen=True)
+class Cluster:
+    """The head's address and each worker node's node-manager port (what finds its raylet)."""
+
+    address: str
+    worker_ports: tuple[int, ...]
+
+
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """A head and two one-CPU worker nodes; yields the head's address; stops exactly these processes."""
+    """A head and two one-CPU worker nodes; yields a :class:`Cluster`; stops exactly these processes."""
     temp = tempfile.mkdtemp(prefix="nrfray", dir="/tmp")  # Ray's socket paths must stay short
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     ray = str(Path(sys.executable).with_name("ray"))
@@ -131,7 +144,8 @@ def ray_cluster():
         for cmd in commands:
             done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
             assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        yield f"127.0.0.1:{head_port}"
+        ports_of = [int(next(f for f in c if f.startswith("--node-manager-port=")).split("=")[1]) for c in commands]
+        yield Cluster(f"127.0.0.1:{head_port}", tuple(ports_of[1:]))
     finally:
         _stop(temp)
         shutil.rmtree(temp, ignore_errors=True)
@@ -143,47 +157,118 @@ def _numbers(out: Path) -> tuple[list[dict], str]:
     return verdicts, re.sub(re.escape(str(out)), "OUT", md)
 
 
-def test_the_same_recipe_gives_the_same_report_locally_and_on_a_ray_cluster(ray_cluster, tmp_path, monkeypatch):
+FLAGS = [
+    "--scale",
+    "quick",
+    "--only",
+    "core,features",
+    "--dataset",
+    "digits",
+    "--quiet",
+    "--set",
+    "core.twins.eval_size=64",
+    "--set",
+    "core.twins.epochs=6",  # runs long enough to be caught between their first checkpoint and their end
+    "--set",
+    'core.final_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"]',
+    "--set",
+    "features.build.limit=64",
+]
+
+
+@pytest.fixture(scope="module")
+def local_chain(tmp_path_factory) -> Path:
+    """The chain run with local processes: the reference every cluster run is compared with."""
+    local = tmp_path_factory.mktemp("chain") / "local"
+    assert main(["reproduce", *FLAGS, "--workers", "2", "--out", str(local)]) == 0  # 1 torch thread per run
+    return local
+
+
+def _on_cluster(cluster: Cluster, out: Path) -> int:
+    return main(
+        ["reproduce", *FLAGS, "--backend", "ray", "--ray-address", cluster.address, "--cpus-per-run", "1"]
+        + ["--out", str(out)]
+    )
+
+
+def test_the_same_recipe_gives_the_same_report_locally_and_on_a_ray_cluster(
+    ray_cluster, local_chain, tmp_path, monkeypatch
+):
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
-    flags = [
-        "--scale",
-        "quick",
-        "--only",
-        "core,features",
-        "--dataset",
-        "digits",
-        "--quiet",
-        "--set",
-        "core.twins.eval_size=64",
-        "--set",
-        'core.final_attacks=["pgd-l2:eps=0.5,step=0.25,steps=2"]',
-        "--set",
-        "features.build.limit=64",
-    ]
-    local, cluster = tmp_path / "local", tmp_path / "cluster"
-    assert main(["reproduce", *flags, "--workers", "2", "--out", str(local)]) == 0  # 1 torch thread per run
-    assert (
-        main(
-            [
-                "reproduce",
-                *flags,
-                "--backend",
-                "ray",
-                "--ray-address",
-                ray_cluster,
-                "--cpus-per-run",
-                "1",
-                "--out",
-                str(cluster),
-            ]
-        )
-        == 0
-    )
+    cluster = tmp_path / "cluster"
+    assert _on_cluster(ray_cluster, cluster) == 0
     manifest = json.loads((cluster / "reproduce.json").read_text())
     assert manifest["backend"] == "ray" and {t["status"] for t in manifest["tasks"]} == {"finished"}
     assert all("ray node " in t["where"] for t in manifest["tasks"]), manifest["tasks"]
     nodes = {t["where"].split("ray node ")[-1] for t in manifest["tasks"]}
     assert len(nodes) == 2, nodes  # both worker nodes trained runs (the head has no CPU for tasks)
-    assert _numbers(cluster)[0] == _numbers(local)[0]
-    assert _numbers(cluster)[1].replace("cluster", "local") == _numbers(local)[1]
+    assert _numbers(cluster)[0] == _numbers(local_chain)[0]
+    assert _numbers(cluster)[1].replace("cluster", "local") == _numbers(local_chain)[1]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _held_run(pid: int, out: Path) -> Path | None:
+    """The run directory under ``out`` whose lock the process ``pid`` holds open (it is writing that run)."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return None
+    held = [Path(link).parent for link in links if link.endswith(".nrflab.lock") and link.startswith(str(out))]
+    return held[0] if held else None
+
+
+def _half_written(run: Path) -> bool:
+    """Whether ``run`` has committed an epoch but not its last one."""
+    checkpoint = run / "checkpoint.safetensors"
+    try:
+        return checkpoint.is_file() and read_metadata(checkpoint).get("finished") == "0"
+    except Exception:  # replaced while read: look again
+        return False
+
+
+def _kill_node_mid_run(port: int, out: Path, stop: threading.Event, killed: list[Path]) -> None:
+    """kill -9 the worker node whose raylet listens on ``port`` (raylet, its workers and agents) as soon as one
+    of its tasks is writing a half-written run (one that has committed an epoch, not its last)."""
+    while not stop.is_set():
+        tree = _process_tree(f"node_manager_port={port}")
+        for pid in tree:
+            run = _held_run(pid, out) if "ray::" in _cmdline(pid) else None
+            if run is not None and _half_written(run):
+                for victim in tree:
+                    try:
+                        os.kill(victim, signal.SIGKILL)
+                    except ProcessLookupError:
+                        pass
+                killed.append(run)
+                return
+        time.sleep(0.05)
+
+
+def test_a_lost_node_does_not_lose_the_chain(ray_cluster, local_chain, tmp_path, monkeypatch):
+    """Runs last (it kills a node of the module's cluster): one worker node dies in the middle of a run; the
+    chain finishes on the other node with the verdicts of the undisturbed local chain."""
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    out = tmp_path / "lost-node"
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_node_mid_run, args=(ray_cluster.worker_ports[1], out, stop, killed))
+    killer.start()
+    try:
+        code = _on_cluster(ray_cluster, out)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no task of the second node was caught writing a half-written run"
+    assert code == 0
+    manifest = json.loads((out / "reproduce.json").read_text())
+    assert {t["status"] for t in manifest["tasks"]} == {"finished"}, manifest["tasks"]
+    assert read_metadata(killed[0] / "checkpoint.safetensors")["finished"] == "1"  # resumed and finished elsewhere
+    assert not list(out.rglob(".nrflab.lock")), "a finished chain leaves no lock file"
+    assert _numbers(out)[0] == _numbers(local_chain)[0]

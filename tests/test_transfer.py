@@ -392,7 +392,7 @@ def test_cli_writes_outputs_and_resumes(tmp_path, zoo, capsys):
         "--attack",
         "pgd-linf",
         "--eps",
-        "0.15",
+        "8/255",
         "--steps",
         "3",
         "--limit",
@@ -402,6 +402,9 @@ def test_cli_writes_outputs_and_resumes(tmp_path, zoo, capsys):
         "-q",
     ]
     assert main(args) == 0
+    header = (out / "pairs.csv").read_text().splitlines()[0].split(",")
+    assert header[-2:] == ["transfer_success_ci_lo", "transfer_success_ci_hi"]  # one number a cell
+    assert "eps=8/255" in (out / "summary.md").read_text()
     for name in (
         "transfer.json",
         "pairs.csv",

@@ -27,7 +27,7 @@ from nrflab.attacks.autoattack import AutoAttack  # isort: split
 from nrflab.attacks.base import Attack, Norm, check_images, cross_entropy_loss, per_sample_noise, project
 from nrflab.attacks.fast import pgd_update
 from nrflab.attacks.registry import attack_kind, list_attacks, register_attack
-from nrflab.attacks.spec import AttackSpec, attack_from_parts, parse_attack
+from nrflab.attacks.spec import AttackSpec, attack_from_parts, default_step_size, parse_attack, parse_number
 from nrflab.core.modules import frozen_model
 
 __all__ = [
@@ -42,9 +42,11 @@ __all__ = [
     "attack_kind",
     "check_images",
     "cross_entropy_loss",
+    "default_step_size",
     "frozen_model",
     "list_attacks",
     "parse_attack",
+    "parse_number",
     "per_sample_noise",
     "pgd_update",
     "project",

@@ -231,16 +231,33 @@ def parse_attack(text: str) -> AttackSpec:
 
 
 def _number(value: str, text: str) -> float:
-    """A float, allowing fractions like ``8/255``."""
-    if not re.fullmatch(r"[0-9eE.+\-]+(/[0-9eE.+\-]+)?", value.strip()):
-        raise NrflabError(f"bad number {value!r} in attack {text!r}")
+    """A number inside the attack text ``text``."""
+    return parse_number(value, what=f"in attack {text!r}")
+
+
+_NUMBER = re.compile(r"[0-9eE.+\-]+(/[0-9eE.+\-]+)?")
+
+
+def parse_number(value: str, *, what: str) -> float:
+    """A float written as ``0.25``, ``1e-3`` or a fraction ``8/255``: the one number syntax of attack specs,
+    of every numeric command-line flag (``--eps 8/255``) and of ``--mean``/``--std``. ``what`` names where
+    the text came from in the one-line error (``--eps``, ``in attack 'pgd-l2:eps=x'``)."""
+    text = str(value).strip()
+    if text.lower().lstrip("+-") in ("inf", "infinity", "nan"):
+        return float(text)  # a number all the same: what takes it says that it must be finite, in its own words
+    if not _NUMBER.fullmatch(text):
+        raise NrflabError(f"bad number {value!r} {what} (a number such as 0.25, 1e-3 or 8/255)")
     try:
-        if "/" in value:
-            num, den = value.split("/")
-            return float(num) / float(den)
-        return float(value)
+        num, _, den = text.partition("/")
+        return float(num) / float(den) if den else float(num)
     except (ValueError, ZeroDivisionError):
-        raise NrflabError(f"bad number {value!r} in attack {text!r}") from None
+        raise NrflabError(f"bad number {value!r} {what} (a number such as 0.25, 1e-3 or 8/255)") from None
+
+
+def default_step_size(*, eps: float, steps: int) -> float:
+    """The step of an iterative attack when none is given: ``2.5 * eps / steps`` (Madry et al.), so that
+    ``steps`` steps can cross the ball and back; the rule of every command (evaluate, transfer, build-dataset)."""
+    return 2.5 * eps / max(steps, 1)
 
 
 def attack_from_parts(

@@ -187,7 +187,10 @@ _DEFAULTS = ", ".join(f"{k}: {a.steps} steps, eps {a.eps:g}, step {a.step_size:g
 BUILD_FLAGS = {
     "steps": Flag(help=f"PGD steps. Defaults: {_DEFAULTS}."),
     "eps": Flag(help="L2 radius (pixel scale; 1000 = unbounded for the inversions)."),
-    "step_size": Flag(help="L2 step size."),
+    "step_size": Flag(
+        help="L2 step size (default: the paper step for the kind's own eps and steps, else 2.5 * eps / steps, as "
+        "evaluate; a resumed build keeps the step its card records)."
+    ),
     "seed": Flag(
         help=f"{SEED_HELP}, default 0, of the --limit subset, the random start images and random targets (per shard)."
     ),

@@ -4,11 +4,11 @@ the forms, the ``*_OPTION`` objects describe a bare state dict or a model expect
 
 from __future__ import annotations
 
-import re
 from typing import Any, Optional
 
 import typer
 
+from nrflab.attacks import parse_number
 from nrflab.core.errors import NrflabError
 
 MODEL_HELP = (
@@ -37,21 +37,13 @@ STD_OPTION = typer.Option(None, "--std", help=STD_HELP)
 
 
 def parse_channel_values(text: Optional[str], what: str) -> tuple[float, ...] | None:
-    """``"0.49,0.48,0.45"`` (fractions like ``1/2`` allowed) as floats; None for None."""
+    """``"0.49,0.48,0.45"`` (fractions like ``1/2`` allowed: the number syntax of attack specs) as floats; None for None."""
     if text is None:
         return None
     parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
     if not parts:
         raise NrflabError(f"{what} needs comma-separated numbers, got {text!r}")
-    values = []
-    for p in parts:
-        if not re.fullmatch(r"[0-9eE.+\-]+(/[0-9eE.+\-]+)?", p):
-            raise NrflabError(f"{what}: {p!r} is not a number")
-        try:
-            num, _, den = p.partition("/")
-            values.append(float(num) / float(den) if den else float(num))
-        except (ValueError, ZeroDivisionError):
-            raise NrflabError(f"{what}: {p!r} is not a number") from None
+    values = [parse_number(p, what=f"in {what}") for p in parts]
     return tuple(values)
 
 

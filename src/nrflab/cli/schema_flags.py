@@ -9,7 +9,8 @@ recipe file) decide what an omitted flag means; the values the user gave reach t
 mapping, field name -> value, and the schema validates them (one home for every check and message).
 A :class:`Flag` adjusts one field where the command line spells it differently (short names, a text
 form such as ``--milestones 50,100``). A field the command line cannot type natively is read as text
-and handed to the schema as text.
+and handed to the schema as text. A number field is read by the number syntax of attack specs
+(:func:`nrflab.attacks.parse_number`), so ``--eps 8/255`` works wherever ``eps=8/255`` does.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any, Literal, Optional, Union
 
 import typer
 from pydantic import BaseModel
+
+from nrflab.attacks import parse_number
 
 #: What the command body receives: the fields the user gave on the command line, by field name (the file
 #: boundary of the command line: values as typed, checked by the schema they are handed to).
@@ -44,13 +47,14 @@ class Flag:
     ``names`` replaces the option's spellings (``("--eval-attack",)``; a switch ``("--targeted/--untargeted",)``);
     ``help`` serves fields without a description; ``parse`` turns the typed text (or, for a repeatable
     option, the list of texts) into the field's value (None: not given), and its errors are one line;
-    ``repeat`` makes a text option repeatable.
+    ``repeat`` makes a text option repeatable; ``metavar`` names the typed value in the help.
     """
 
     names: tuple[str, ...] = ()
     help: str = ""
     parse: Optional[Callable[[Any], object]] = None
     repeat: bool = False
+    metavar: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,15 @@ def _help(
     return text
 
 
+def _number_flag(field: SchemaField, flag: Flag) -> Flag:
+    """A number field is read as text by the one number parser of attack specs, so ``--eps 8/255`` works
+    wherever ``eps=8/255`` does; a field with its own text form keeps it."""
+    if flag.parse is not None or _strip_optional(field.annotation) is not float:
+        return flag
+    long = flag.names[0].split("/")[0] if flag.names else "--" + field.name.replace("_", "-")
+    return dataclasses.replace(flag, parse=lambda text: parse_number(text, what=f"for {long}"), metavar="NUMBER")
+
+
 def _option(field: SchemaField, flag: Flag, schema: Schemalike, registries: Mapping[str, Any]) -> inspect.Parameter:
     """The generated option of one field, as a keyword parameter Typer reads."""
     kind = _strip_optional(field.annotation)
@@ -141,7 +154,9 @@ def _option(field: SchemaField, flag: Flag, schema: Schemalike, registries: Mapp
         annotation = Optional[str]
     long = "--" + field.name.replace("_", "-")
     names = flag.names or ((f"{long}/--no-{long[2:]}",) if kind is bool else (long,))
-    option = typer.Option(None, *names, help=_help(field, flag, schema, registries), show_default=False)
+    option = typer.Option(
+        None, *names, help=_help(field, flag, schema, registries), show_default=False, metavar=flag.metavar or None
+    )
     return inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
 
 
@@ -160,8 +175,9 @@ def schema_command(
     takes); ``flags`` adjusts fields (:class:`Flag`). An entry for a field the schema no longer has is
     ignored, so a field removed from a schema never breaks the command line; :func:`stale_flags` finds them.
     """
-    flags = dict(flags or {})
     fields = [f for f in schema_fields(schema) if f.name not in skip]
+    adjusted = dict(flags or {})
+    flags = {**adjusted, **{f.name: _number_flag(f, adjusted.get(f.name, Flag())) for f in fields}}
     registries = _registry_choices()
     generated = [_option(f, flags.get(f.name, Flag()), schema, registries) for f in fields]
 

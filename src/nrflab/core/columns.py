@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from nrflab.core.fmt import eps_label
+
 CLEAN = "clean_acc"
 SHIFTED = "shifted_acc"
 LIGS = "ligs"
@@ -33,13 +35,14 @@ def attack_of(key: str) -> str | None:
 
 
 def attack_title(label: str) -> str:
-    """A reader's name for an attack label: ``pgd-l2_1`` -> ``PGD-L2 eps 1``, ``fgsm_0.1_t`` -> ``FGSM eps 0.1,
-    targeted``; a label of another form is returned as it is."""
+    """A reader's name for an attack label: ``pgd-l2_1`` -> ``PGD-L2 eps 1``, ``pgd-linf_0.0313725`` ->
+    ``PGD-Linf eps 8/255``, ``fgsm_0.1_t`` -> ``FGSM eps 0.1, targeted``; a label of another form is returned
+    as it is."""
     kind, _, rest = label.partition("_")
     eps, _, flag = rest.partition("_")
     if not kind or not eps:
         return label
-    title = f"{kind.upper().replace('LINF', 'Linf')} eps {eps}"
+    title = f"{kind.upper().replace('LINF', 'Linf')} eps {eps_label(eps)}"
     return title + ", targeted" if flag == "t" else title
 
 

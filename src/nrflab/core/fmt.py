@@ -18,6 +18,7 @@ An undefined number (None, NaN, infinite) is always written ``n/a``.
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 
@@ -110,6 +111,35 @@ def eps(value: float) -> str:
     return short
 
 
+def eps_label(text: str) -> str:
+    """The radius of an attack label (``0.0313725``, written with ``:g``) as a reader sees it: ``8/255`` when
+    it is ``:g`` of a whole number of 8-bit steps, else as it is (labels keep ``:g``: they are column keys)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    k = round(value * 255)
+    return f"{k}/255" if k > 0 and f"{k / 255:g}" == text and eps(k / 255) != text else text
+
+
+_SPEC_NUMBER = re.compile(r"\b(eps|step)=([0-9.eE+\-]+)")
+
+
+def attack_text(spec: str) -> str:
+    """An attack spec (``pgd-linf:eps=0.03137254901960784,steps=10``) as a reader sees it: radii and steps
+    that are whole 8-bit steps as fractions (``eps=8/255``), every other number as written."""
+    return _SPEC_NUMBER.sub(lambda m: f"{m.group(1)}={_number_text(m.group(2))}", spec)
+
+
+def _number_text(text: str) -> str:
+    """A number of a spec as a fraction where :func:`eps` finds one, else exactly as written."""
+    try:
+        shown = eps(float(text))
+    except ValueError:
+        return text
+    return shown if "/" in shown else text
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A GitHub-style Markdown table."""
     lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
@@ -119,11 +149,13 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> s
 
 
 __all__ = [
+    "attack_text",
     "cell",
     "ci",
     "ci_phrase",
     "difference",
     "eps",
+    "eps_label",
     "interval",
     "markdown_table",
     "num",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from nrflab.core.columns import attack_title
+from nrflab.core.fmt import eps as fmt_eps
 from nrflab.core.stats import Verdict
 from nrflab.experiments.analysis import norm_title
 from nrflab.experiments.evidence import compare
@@ -39,9 +40,10 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
     ]
     images = plot_runs(runs, ctx.home / "adversarial_curves", title="adversarial vs standard training (first seed)")
     adv = s.adversarial
+    radius = "default" if adv.adv_eps is None else fmt_eps(adv.adv_eps)
     md = "\n\n".join(
         [
-            f"Adversarial training as in the paper's code: `{adv.adv_train}`, eps {adv.adv_eps}, {adv.adv_steps} steps, "
+            f"Adversarial training as in the paper's code: `{adv.adv_train}`, eps {radius}, {adv.adv_steps} steps, "
             f"crafted with the model in {adv.attack_mode} mode (exact settings: `resolved.adversarial_training` in each "
             f"run's config.json). " + zoo.settings_line(),
             zoo.table(groups),

@@ -201,7 +201,8 @@ def preflight(tasks: Sequence[Task], *, remote: bool = False) -> None:
             if dataset is not None and str(Path(str(dataset))) not in built:
                 check_dataset_loads(str(dataset), None if root is None else str(root), checked)
         except NrflabError as exc:
-            raise NrflabError(f"{t.label}: {exc}") from None
+            # The message first: the task's path names a run not created yet, so it is context, not the subject.
+            raise NrflabError(f"{exc} (setting of the planned task {t.label}; nothing was started)") from None
 
 
 __all__ = [

@@ -115,6 +115,21 @@ def _summarize(kind: str, stats: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _recorded_step(out: str | os.PathLike[str]) -> float | None:
+    """The step size a build at ``out`` recorded in its card (None: no readable card), so that resuming it
+    without ``--step-size`` keeps the step it was started with, whatever the default rule is today."""
+    card_path = Path(out) / CARD_FILE
+    if not card_path.is_file():
+        return None
+    try:
+        step = (
+            read_json(card_path, "dataset card", expect=dict).get("identity", {}).get("settings", {}).get("step_size")
+        )
+    except (NrflabError, AttributeError):
+        return None
+    return float(step) if isinstance(step, (int, float)) and not isinstance(step, bool) else None
+
+
 def build_dataset(
     settings: BuildSettings | str,
     source: str | os.PathLike[str] | nn.Module,
@@ -144,6 +159,8 @@ def build_dataset(
     touched; ``overwrite`` keeps the old build until the new one has written its card.
     """
     if isinstance(settings, str):
+        if resume and setting_overrides.get("step_size") is None:
+            setting_overrides["step_size"] = _recorded_step(out)
         settings = make_settings(settings, **setting_overrides)
     elif setting_overrides:
         settings = settings.with_(**setting_overrides)

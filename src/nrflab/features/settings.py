@@ -12,7 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Optional, cast
 
-from nrflab.attacks import AttackSpec
+from nrflab.attacks import AttackSpec, default_step_size
 from nrflab.core.errors import NrflabError
 from nrflab.core.validation import check_seed
 
@@ -37,6 +37,21 @@ KIND_DEFAULTS: dict[str, AttackSpec] = {
     "d_det": _build_attack(steps=100, eps=0.5, step_size=0.1),
     "conflicting": _build_attack(steps=100, eps=0.5, step_size=0.1),
 }
+
+#: A radius at least this large is "unbounded" (the inversions' 1000): it gives the step no scale to follow.
+UNBOUNDED_EPS = 1000.0
+
+
+def default_build_step(kind: str, *, eps: float, steps: int) -> float:
+    """The step of a build whose step size is not given: the paper's step for the paper's radius and steps,
+    else evaluate's rule (:func:`nrflab.attacks.default_step_size`, ``2.5 * eps / steps``), so a smaller
+    ``--eps`` or more ``--steps`` does not keep a step made for other ones. An unbounded radius
+    (>= :data:`UNBOUNDED_EPS`, the inversions) keeps the paper's step: there is no ball to cross."""
+    paper = KIND_DEFAULTS[kind]
+    if (eps == paper.eps and steps == paper.steps) or eps >= UNBOUNDED_EPS:
+        return cast(float, paper.step_size)
+    return default_step_size(eps=eps, steps=steps)
+
 
 KIND_DESCRIPTIONS = {
     "d_r": "robust features: representation inversion on an adversarially trained source",
@@ -101,7 +116,8 @@ def make_settings(
     layer: str | None = None,
     limit: int | None = None,
 ) -> BuildSettings:
-    """Validated settings: the kind's paper defaults for whatever is not given."""
+    """Validated settings: the kind's paper defaults for whatever is not given; the step, when not given,
+    follows :func:`default_build_step` (the resolved step is stored in the card, so a resumed build keeps it)."""
     kind = str(kind).lower()
     if kind not in BUILD_KINDS:
         raise NrflabError(f"unknown dataset kind {kind!r}; choose one of {', '.join(BUILD_KINDS)}")
@@ -113,12 +129,12 @@ def make_settings(
             if not (isinstance(value, float) and value.is_integer()):
                 raise NrflabError(f"{name} must be an integer, got {value!r}")
     n_steps, radius = int(d.steps if steps is None else steps), float(d.eps if eps is None else eps)
-    step = float(cast(float, d.step_size) if step_size is None else step_size)
     seed = check_seed(seed)
     if n_steps < 1:
         raise NrflabError(f"steps must be >= 1, got {n_steps}")
     if not (radius > 0 and math.isfinite(radius)):
         raise NrflabError(f"eps must be a finite number > 0, got {radius}")
+    step = default_build_step(kind, eps=radius, steps=n_steps) if step_size is None else float(step_size)
     if not (step > 0 and math.isfinite(step)):
         raise NrflabError(f"step size must be a finite number > 0, got {step}")
     s = BuildSettings(

@@ -29,6 +29,7 @@ from torch import nn
 
 from nrflab.attacks import PGD, Attack, AttackSpec, Norm, frozen_model
 from nrflab.core.errors import NrflabError
+from nrflab.core.fmt import eps as fmt_eps
 from nrflab.core.modules import model_device
 
 CheckStatus = str  # "pass" | "flag" | "skip"
@@ -135,7 +136,7 @@ def check_eps_monotone(
             accs.append(_accuracy_under(model, x, y, partial(scaled.build, seed=seed), batch_size))
     slack = _one_image(n) + 1e-9
     rises = [(eps_values[i], eps_values[i + 1]) for i in range(len(accs) - 1) if accs[i + 1] > accs[i] + slack]
-    chain = " >= ".join(f"{100 * a:.1f} % ({e:g})" for e, a in zip(eps_values, accs))
+    chain = " >= ".join(f"{100 * a:.1f} % ({fmt_eps(e)})" for e, a in zip(eps_values, accs))
     numbers = {f"acc@eps={e:g}": a for e, a in zip(eps_values, accs)}
     if rises:
         lo, hi = rises[0]
@@ -143,7 +144,7 @@ def check_eps_monotone(
             "eps monotone",
             question,
             False,
-            f"accuracy rises from eps {lo:g} to {hi:g}: {chain} -- the attack is unreliable here",
+            f"accuracy rises from eps {fmt_eps(lo)} to {fmt_eps(hi)}: {chain} -- the attack is unreliable here",
             numbers,
         )
     return SanityCheck("eps monotone", question, True, chain, numbers)
@@ -179,7 +180,7 @@ def check_unbounded(
     )
     limit = max(threshold, _one_image(n)) + 1e-9
     numbers = {"accuracy": acc, "eps": eps, "steps": float(steps)}
-    text = f"{100 * acc:.1f} % still correct after {steps} PGD-{norm} steps with eps {eps:.3g}"
+    text = f"{100 * acc:.1f} % still correct after {steps} PGD-{norm} steps with eps {fmt_eps(eps)}"
     if acc > limit:
         return SanityCheck(
             "unbounded",

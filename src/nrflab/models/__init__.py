@@ -157,7 +157,11 @@ def create_model(
     mean = tuple(float(m) for m in (mean if mean is not None else (0.0,) * in_channels))
     std = tuple(float(s) for s in (std if std is not None else (1.0,) * in_channels))
     if len(mean) not in (1, in_channels) or len(std) not in (1, in_channels):
-        raise NrflabError(f"mean/std need 1 or {in_channels} values, got {len(mean)}/{len(std)}")
+        allowed = "1 value each" if in_channels == 1 else f"1 value (for every channel) or {in_channels} values each"
+        raise NrflabError(
+            f"mean/std need {allowed} for a model with {in_channels} input channel{'s' if in_channels > 1 else ''}, "
+            f"got {len(mean)} mean and {len(std)} std value{'s' if len(std) != 1 else ''}"
+        )
     if any(s <= 0 for s in std):
         raise NrflabError("std values must be > 0")
     config = ModelConfig(

@@ -256,11 +256,20 @@ def weights_dirs(weights_dir: str | os.PathLike[str] | None = None) -> list[Path
     """Where weights are looked for, in order: ``weights_dir``, ``$NRFLAB_WEIGHTS``, ``~/.nrflab/weights``."""
     dirs = []
     if weights_dir is not None:
-        dirs.append(Path(weights_dir).expanduser())
+        dirs.append(_check_weights_dir(Path(weights_dir).expanduser()))
     if os.environ.get(WEIGHTS_ENV):
         dirs.append(Path(os.environ[WEIGHTS_ENV]).expanduser())
     dirs.append(DEFAULT_WEIGHTS_DIR.expanduser())
     return dirs
+
+
+def _check_weights_dir(path: Path) -> Path:
+    """``path`` when it is a directory or could become one; a one-line error naming the file in the way."""
+    blocker = next((p for p in (path, *path.parents) if p.exists()), path)
+    if blocker.exists() and not blocker.is_dir():
+        where = "is a file" if blocker == path else f"is inside {blocker}, which is a file"
+        raise NrflabError(f"weights directory {path} {where}, not a directory; give the folder for the weights")
+    return path
 
 
 def package_weights(entry: PretrainedEntry) -> Path | None:

@@ -224,6 +224,10 @@ def _run_pool(pending: list[Job], record: Report, results: dict[str, JobResult],
             _schedule(pending, results, record, submit)
 
 
+#: How often Ray runs a task again after its node or worker process died (a lost node does not lose the chain).
+RAY_TASK_RETRIES = 3
+
+
 #: Seconds to wait for a Ray cluster's address to answer before refusing it.
 CONNECT_TIMEOUT = 10.0
 
@@ -262,9 +266,15 @@ def _run_ray(pending: list[Job], record: Report, results: dict[str, JobResult], 
     elif started:
         ray.init(include_dashboard=False, log_to_driver=verbose)
     try:
-        remote: Any = ray.remote(num_cpus=execution.cpus_per_run, num_gpus=execution.gpus_per_run, max_retries=0)(
-            run_job
-        )
+        # A task whose node or worker process dies is run again elsewhere (max_retries); the run it was writing
+        # resumes from its last checkpoint, which the training run checks rather than trusts. An error the job
+        # itself raises is not retried (retry_exceptions=False): it would fail the same way again.
+        remote: Any = ray.remote(
+            num_cpus=execution.cpus_per_run,
+            num_gpus=execution.gpus_per_run,
+            max_retries=RAY_TASK_RETRIES,
+            retry_exceptions=False,
+        )(run_job)
         threads = execution.threads or max(1, int(math.floor(execution.cpus_per_run)))
         running: dict[Any, Job] = {}
 

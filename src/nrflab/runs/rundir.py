@@ -3,8 +3,8 @@ a training run.
 
 * :class:`DirLock` — an advisory lock (``fcntl.flock`` on ``.nrflab.lock``) held for a job's lifetime by
   every command that writes a directory (train, build-dataset, transfer, sweep, experiments). A second
-  writer gets one line naming the holder's PID. The kernel releases the lock when its process dies, so a
-  lock left by a killed process is simply taken over.
+  writer gets one line naming the holder's PID. A normal exit (success or error) removes the lock file; the
+  kernel releases the lock when its process dies, so the file a killed process leaves is simply taken over.
 * :class:`Stash` — ``--overwrite`` moves the old contents aside and deletes them only once the new job
   has committed its first result; on failure the old contents come back.
 * :class:`RunDir` — the layout of a training run (config, metrics, model, checkpoint, kept epochs,
@@ -53,12 +53,26 @@ class DirLock:
         return lock
 
     def _lock(self, what: str) -> None:
-        import fcntl
-
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise NrflabError(f"cannot create {what} {self.directory}: {exc.strerror}") from None
+        for _ in range(100):  # another holder may remove the file between our open and our lock: open again
+            fh = self._try_lock(what)
+            if fh is not None:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(str(os.getpid()))
+                fh.flush()
+                self._fh = fh
+                return
+        raise NrflabError(f"cannot lock {what} {self.directory}: its lock file keeps being replaced")
+
+    def _try_lock(self, what: str) -> Any:
+        """The open, locked lock file; None when the file we locked is no longer the directory's (its holder
+        removed it on exit just before our lock): locking a removed file would let two writers in."""
+        import fcntl
+
         path = self.directory / LOCK_FILE
         try:
             fh = open(path, "a+", encoding="utf-8")
@@ -76,28 +90,44 @@ class DirLock:
                     "wait for it to finish or choose another output"
                 ) from None
             raise NrflabError(f"cannot lock {what} {self.directory}: {exc.strerror}") from None
-        fh.seek(0)
-        fh.truncate()
-        fh.write(str(os.getpid()))
-        fh.flush()
-        self._fh = fh
+        if _same_file(fh, path):
+            return fh
+        fh.close()
+        return None
 
     def release(self) -> None:
+        """Remove the lock file (while still holding it, so no one locks a file about to vanish), then unlock."""
         if self._fh is None:
             return
         import fcntl
 
         try:
-            fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            path = self.directory / LOCK_FILE
+            if _same_file(self._fh, path):
+                path.unlink(missing_ok=True)
+        except OSError:
+            pass  # a directory moved or made read-only meanwhile: the file stays, and is taken over next time
         finally:
-            self._fh.close()
-            self._fh = None
+            try:
+                fcntl.flock(self._fh.fileno(), fcntl.LOCK_UN)
+            finally:
+                self._fh.close()
+                self._fh = None
 
     def __enter__(self) -> DirLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _same_file(fh: Any, path: Path) -> bool:
+    """Whether the open file ``fh`` is the file at ``path`` now."""
+    try:
+        here, there = os.fstat(fh.fileno()), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 @contextmanager

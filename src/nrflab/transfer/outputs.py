@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nrflab.core.fmt import ci, ci_phrase, pct, points
+from nrflab.core.fmt import attack_text, ci, ci_phrase, pct, points
 from nrflab.core.io import atomic_write_json, atomic_write_text, write_csv
 from nrflab.core.records import to_json
 from nrflab.core.stats import Verdict, judge, mean_ci
@@ -39,6 +39,8 @@ PAIR_COLUMNS = (
     "transfer_success",
     "transfer_success_ci",
 )
+#: The columns of ``pairs.csv``: an interval field becomes two, ``<name>_lo`` and ``<name>_hi`` (one number a cell).
+PAIR_CSV_COLUMNS = tuple(part for c in PAIR_COLUMNS for part in ((f"{c}_lo", f"{c}_hi") if c.endswith("_ci") else (c,)))
 
 
 def _cell(p: PairResult) -> str:
@@ -81,7 +83,7 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
     s = result.settings
     names = [t.name for t in result.targets]
     lines = [
-        f"Attack `{s.attack}` ({'targeted, ' + s.target_policy if s.targeted else 'untargeted'}), "
+        f"Attack `{attack_text(s.attack)}` ({'targeted, ' + s.target_policy if s.targeted else 'untargeted'}), "
         f"{s.num_samples} test images, seed {s.seed}.",
         "",
         f"- **Target accuracy**: {d['target_accuracy']}.",
@@ -208,9 +210,19 @@ class OutputPaths:
 def _csv_cell(value: Any) -> str:
     if isinstance(value, float):
         return "" if not math.isfinite(value) else f"{value:.6g}"
-    if isinstance(value, (tuple, list)):
-        return " ".join(_csv_cell(v) for v in value)
     return str(value)
+
+
+def _pair_csv_row(full: dict[str, Any]) -> dict[str, str]:
+    """One row of ``pairs.csv``: every cell one number or word; an interval ``(lo, hi)`` as two cells."""
+    row: dict[str, str] = {}
+    for c in PAIR_COLUMNS:
+        if c.endswith("_ci"):
+            lo, hi = full[c]
+            row[f"{c}_lo"], row[f"{c}_hi"] = _csv_cell(lo), _csv_cell(hi)
+        else:
+            row[c] = _csv_cell(full[c])
+    return row
 
 
 def jsonable(obj: Any) -> Any:
@@ -257,9 +269,8 @@ def write_outputs(
     rows = []
     for s in result.sources:
         for p in result.row(s.name):
-            full = to_json(p)
-            rows.append({c: _csv_cell(full[c]) for c in PAIR_COLUMNS})
-    write_csv(pairs_csv, rows, list(PAIR_COLUMNS))
+            rows.append(_pair_csv_row(to_json(p)))
+    write_csv(pairs_csv, rows, list(PAIR_CSV_COLUMNS))
     row_names, col_names = [s.name for s in result.sources], [t.name for t in result.targets]
     csvs, pngs = {}, {}
     metric: PairMetric
