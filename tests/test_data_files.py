@@ -568,6 +568,9 @@ def test_imagefolder_size_resizes_and_centre_crops_photos_of_any_size(tmp_path: 
     assert int(bundle.train.images[0][:, :, 2:-2].min()) >= 250  # the crop kept the white centre of the wide photo
     assert bundle.train.images[1].unique().tolist() == [128]  # grey widened to RGB, resized, cropped
     assert bundle.info["images"] == "resized and centre-cropped to 16x16"
+    # the name says what the data is (the size), never where it lives or how it is held in memory
+    assert bundle.name == "imagefolder:size=16"
+    assert data.load_dataset(f"imagefolder:root={tmp_path},size=16,memory=1").name == "imagefolder:size=16"
 
 
 def test_imagefolder_over_the_memory_bound_decodes_only_what_is_used(

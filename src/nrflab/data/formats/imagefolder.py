@@ -226,8 +226,8 @@ def load_imagefolder(
     resize = f"resized and centre-cropped to {options.size}x{options.size}" if options.size else "as stored"
     return DatasetBundle(
         name="imagefolder"
-        if params is None or not params
-        else "imagefolder:" + ",".join(f"{k}={v}" for k, v in sorted(params.items())),
+        if options.size is None
+        else f"imagefolder:size={options.size}",  # what the data is, not where
         train=train,
         test=test,
         num_classes=len(classes),
