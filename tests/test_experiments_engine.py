@@ -295,10 +295,12 @@ def _health(
 def test_the_guard_names_every_reason_a_claim_cannot_be_judged():
     good, other = _health("BN twin"), _health("no BN twin", clean=0.85)
     assert void_reason(learners=[good, other], comparable=[([good], [other])]) is None
-    assert "did not learn (training accuracy 12.0 %, chance 10.0 %)" in void_reason(
-        learners=[_health("x", train_acc=0.12)]
+    assert "did not train (training accuracy 12.0 %, chance 10.0 %)" in void_reason(
+        learners=[_health("x", train_acc=0.12, clean=0.11)]
     )
-    assert "collapsed to one class (class 3 takes 97.0 %" in void_reason(learners=[_health("x", share=0.97)])
+    assert "collapsed to one class on clean test images, paper protocol (class 3 takes 97.0 %" in void_reason(
+        learners=[_health("x", share=0.97)]
+    )
     assert "diverged" in void_reason(others=[_health("x", finite=False)])
     assert void_reason(others=[_health("x", train_acc=0.1, share=1.0)]) is None  # its failure may be the claim
     assert "usefulness very unequal (a 90.0 % vs b 40.0 %" in void_reason(
@@ -306,34 +308,39 @@ def test_the_guard_names_every_reason_a_claim_cannot_be_judged():
     )
 
 
-@given(st.lists(st.floats(-1, 1), min_size=2, max_size=40), st.floats(-1, 1))
+@given(st.lists(st.floats(-1, 1), min_size=3, max_size=12), st.floats(-1, 1))
 def test_verdicts_follow_the_one_rule(diffs, shift):
-    a = [torch.tensor(diffs, dtype=torch.float64) + shift]
-    b = [torch.zeros(len(diffs), dtype=torch.float64)]
-    c = compare(a, b, seeds=[0])
+    """One value per seed: the paired mean over seeds, and the rule on its interval."""
+    seeds = list(range(len(diffs)))
+    a = [torch.full((4,), d + shift, dtype=torch.float64) for d in diffs]
+    b = [torch.zeros(4, dtype=torch.float64)] * len(diffs)
+    c = compare(a, b, seeds=seeds)
     assert math.isclose(c.difference, sum(diffs) / len(diffs) + shift, abs_tol=1e-9)  # the paired mean
-    assert not math.isfinite(c.low) or c.low <= c.difference <= c.high
-    v = verdict("claim", c, "evidence.", protocol="p", seeds=[0], void=None)
+    assert c.n_seeds == len(diffs) and (not math.isfinite(c.low) or c.low <= c.difference + 1e-12 <= c.high + 2e-12)
+    v = verdict("claim", c, "evidence.", protocol="p", seeds=seeds, void=None)
     if math.isfinite(c.low) and c.low > 0:
         assert v.outcome == "agrees"
     elif math.isfinite(c.high) and c.high < 0:
         assert v.outcome == "disagrees"
     else:
         assert v.outcome == "inconclusive"
-    assert "Protocol" not in v.evidence and "seeds 0" in v.protocol and "paired by image" in v.protocol
-    void = verdict("claim", c, "evidence.", protocol="p", seeds=[0], void="x did not learn")
+    assert "Protocol" not in v.evidence and "seeds 0" in v.protocol and "paired seeds" in v.method
+    void = verdict("claim", c, "evidence.", protocol="p", seeds=seeds, void="x did not learn")
     assert void.outcome == "void" and void.word == "void: x did not learn"
 
 
-def test_intervals_pair_by_seed_from_three_seeds():
+def test_intervals_pair_by_seed():
     per_seed = [torch.full((5,), v) for v in (0.5, 0.6, 0.7)]
     zeros = [torch.zeros(5)] * 3
     c = compare(per_seed, zeros, seeds=[0, 1, 2])
-    assert "over seeds 0, 1, 2" in c.method and math.isclose(c.difference, 0.6, rel_tol=1e-6)
+    assert "over 3 paired seeds (0, 1, 2)" in c.method and math.isclose(c.difference, 0.6, rel_tol=1e-6)
     half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, 2) x sd 0.1 / sqrt(3): the per-seed t-interval
     assert math.isclose(c.low, 0.6 - half, rel_tol=1e-4) and math.isclose(c.high, 0.6 + half, rel_tol=1e-4)
     outcomes = Outcomes("paper", torch.tensor([0, 1, 2, 3]), torch.tensor([0, 2, 3, 3]))
     assert outcomes.accuracy() == 0.5 and outcomes.accuracy(1, 4) == 0.5 and outcomes.top_class() == (3, 0.5)
+    two = compare(per_seed[:2], zeros[:2], seeds=[0, 1])  # two seeds: never agree/disagree
+    v = verdict("claim", two, "evidence.", protocol="p", seeds=[0, 1], void=None)
+    assert v.outcome == "not tested" and v.reason.startswith("2 seeds; at least 3")
 
 
 def test_an_untrainable_twin_makes_every_claim_void(tmp_path):
@@ -353,5 +360,5 @@ def test_an_untrainable_twin_makes_every_claim_void(tmp_path):
     result = run_chain([(SPEC, settings)], tmp_path, Execution(progress=False))
     verdicts = result.sections[0].verdicts
     assert len(verdicts) == 4
-    assert all(v.outcome == "void" and "did not learn" in v.reason for v in verdicts), [v.word for v in verdicts]
+    assert all(v.outcome == "void" and "did not train" in v.reason for v in verdicts), [v.word for v in verdicts]
     assert "is **void** (" in result.sections[0].markdown

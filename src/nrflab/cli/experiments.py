@@ -21,7 +21,7 @@ from nrflab.cli.flags import overrides_from_flags as overrides_from_flags
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.core.errors import NrflabError
 from nrflab.experiments.overrides import Overrides
-from nrflab.report.document import Section, strip_markdown, write_report
+from nrflab.report.document import Section, settle_verdicts, strip_markdown, write_report
 
 OUT_HELP = "Output directory (runs, plots, report)."
 WORKERS = typer.Option(1, "--workers", "-j", min=1, help="Independent runs in parallel local processes.")
@@ -81,7 +81,8 @@ def experiment(
         typer.echo(plan_text(selected, out, overrides=ov, only=[s.name for s in specs]))
         return
     result = run_chain(selected, out, Execution(workers=workers, progress=_progress(quiet)))
-    md, html = write_report(out, f"nrflab experiment: {name}", result.sections, intro(ov.scale, selected))
-    print_sections(result.sections)
+    sections = settle_verdicts(result.sections)
+    md, html = write_report(out, f"nrflab experiment: {name}", sections, intro(ov.scale, selected))
+    print_sections(sections)
     typer.echo(f"report: {md} and {html} ({time.perf_counter() - started:.0f} s)")
     result.raise_for_failures()

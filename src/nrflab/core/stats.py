@@ -1,9 +1,12 @@
 """Statistics shared by every verdict: confidence intervals and the one rule that turns them into words.
 
-The rule (used by every experiment's report): a claim **agrees** or **disagrees** only when the 95 %
-interval of the measured difference excludes zero, on the claimed side or the other; otherwise it is
-**inconclusive**. A claim judged on a model that did not learn, or at very unequal usefulness, is
-**void** with its reason, never agreed or refuted.
+The rule (:func:`judge`, used by every experiment's report): a claim about models is replicated over
+seeds (a paired t-interval over seeds, the seed being the unit); with fewer than :data:`MIN_SEEDS` seeds
+it is **not tested**. It **agrees** or **disagrees** only when the 95 % interval of the claim-oriented
+difference excludes zero, on the claimed side or the other, *and* its Holm-adjusted p-value within its
+family of claims is below :data:`ALPHA` (:func:`adjust_families`); otherwise it is **inconclusive**. A
+claim judged on a model that did not train is **void** with its reason; a claim whose subject trained
+but failed on the claim's own view under its protocol **fails under protocol**, with the numbers.
 """
 
 from __future__ import annotations
@@ -12,13 +15,13 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 Z95 = 1.959963984540054
 
-Outcome = Literal["agrees", "disagrees", "inconclusive", "void"]
+Outcome = Literal["agrees", "disagrees", "inconclusive", "void", "not tested", "fails under protocol"]
 
 
 def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
@@ -82,11 +85,99 @@ def two_proportion_ci(p1: float, n1: int, p2: float, n2: int, z: float = Z95) ->
     return d, d - z * se, d + z * se
 
 
+#: Seeds a comparative claim needs before it can agree or disagree (fewer: "not tested").
+MIN_SEEDS = 3
+#: The family-wise error rate that Holm's procedure holds within each family of claims.
+ALPHA = 0.05
+
+
+def paired_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float, float, int]:
+    """Mean of the paired differences ``a[i] - b[i]``, its 95 % t-interval, the two-sided p-value of the
+    one-sample t-test against 0, and the number of pairs (pairs with a NaN dropped).
+
+    The unit is the pair (a seed: both arms trained with the same seed). p is NaN with fewer than two
+    pairs; with zero spread it is 0 (a nonzero mean) or 1 (a zero mean).
+    """
+    if len(a) != len(b):
+        raise ValueError(f"paired_test needs equally many values ({len(a)} vs {len(b)})")
+    diffs = [float(x) - float(y) for x, y in zip(a, b) if math.isfinite(x) and math.isfinite(y)]
+    return one_sample_test(diffs)
+
+
+def one_sample_test(values: Sequence[float]) -> tuple[float, float, float, float, int]:
+    """Mean, 95 % t-interval and two-sided t-test p-value (against 0) of ``values`` (NaNs dropped), and n."""
+    from scipy.stats import t
+
+    vals = [float(v) for v in values if math.isfinite(v)]
+    m, lo, hi = mean_ci(vals, proportion=False)
+    n = len(vals)
+    if n < 2:
+        return m, lo, hi, math.nan, n
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1))
+    if sd == 0:
+        return m, lo, hi, (1.0 if m == 0 else 0.0), n
+    stat = m / (sd / math.sqrt(n))
+    return m, lo, hi, float(2 * t.sf(abs(stat), n - 1)), n
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (NaN stays NaN and does not count towards the family size).
+
+    Rejecting where the adjusted p is below alpha holds the family-wise error rate at alpha for any
+    dependence between the tests.
+    """
+    order = sorted((p, i) for i, p in enumerate(p_values) if math.isfinite(p))
+    m = len(order)
+    out = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        out[i] = running
+    return out
+
+
+@dataclass(frozen=True)
+class ModelCheck:
+    """One model's validity check on the view a claim is judged on (see :mod:`nrflab.experiments.guard`).
+
+    ``accuracy`` is its accuracy on that view (``view`` says which: the clean test images under a
+    protocol, or the better of two label readings), ``chance`` plus ``margin`` the bar it must reach,
+    ``top_share`` the share of its predictions taken by its most frequent class.
+    """
+
+    model: str
+    view: str
+    accuracy: float
+    chance: float
+    margin: float
+    top_share: float
+    finite: bool
+    passed: bool
+    reason: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "model": self.model,
+            "view": self.view,
+            "accuracy": self.accuracy,
+            "chance": self.chance,
+            "margin": self.margin,
+            "top_share": self.top_share,
+            "finite": self.finite,
+            "passed": self.passed,
+            "reason": self.reason,
+        }
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One paper claim judged: the outcome, the measured difference with its interval, and why.
 
-    ``difference`` is oriented so that a positive value supports the claim.
+    ``difference`` is oriented so that a positive value supports the claim and is in ``unit`` (fractions
+    for "points", printed x100). ``p`` is the raw two-sided p-value of the difference against 0 over
+    ``n_seeds`` paired seeds, ``p_adjusted`` the Holm-adjusted one within ``family`` (set when a report
+    collects its verdicts: :func:`adjust_families`). ``guard`` lists each compared model's check on the
+    claim's evaluation view.
     """
 
     claim: str
@@ -97,22 +188,45 @@ class Verdict:
     high: float = math.nan
     protocol: str = ""
     reason: str = ""
+    claim_id: str = ""
+    experiment: str = ""
+    family: str = ""
+    unit: str = ""
+    n_seeds: int = 0
+    p: float = math.nan
+    p_adjusted: float = math.nan
+    guard: tuple[ModelCheck, ...] = ()
+    method: str = ""
 
     @property
     def word(self) -> str:
-        """The outcome as the report prints it (``void: <reason>`` for void)."""
-        return f"void: {self.reason}" if self.outcome == "void" else self.outcome
+        """The outcome as the report prints it (``void: <reason>`` for void and the like)."""
+        return f"{self.outcome}: {self.reason}" if self.outcome in EXPLAINED else self.outcome
 
     def to_dict(self) -> dict[str, object]:
+        """The one verdict record of every ``verdicts.json``."""
         return {
             "claim": self.claim,
-            "outcome": self.outcome,
-            "evidence": self.evidence,
-            "difference": self.difference,
-            "ci": [self.low, self.high],
-            "protocol": self.protocol,
+            "claim_id": self.claim_id,
+            "experiment": self.experiment,
+            "family": self.family,
+            "verdict": self.outcome,
             "reason": self.reason,
+            "unit": self.unit,
+            "estimate": self.difference,
+            "interval": [self.low, self.high],
+            "n_seeds": self.n_seeds,
+            "p": self.p,
+            "p_adjusted": self.p_adjusted,
+            "guard": [c.to_dict() for c in self.guard],
+            "protocol": self.protocol,
+            "method": self.method,
+            "evidence": self.evidence,
         }
+
+
+#: Outcomes printed with their reason.
+EXPLAINED = ("void", "not tested", "fails under protocol")
 
 
 def judge(
@@ -124,29 +238,73 @@ def judge(
     *,
     protocol: str = "",
     void_reason: str | None = None,
+    fails_reason: str | None = None,
+    n_seeds: int | None = None,
+    min_seeds: int = MIN_SEEDS,
+    p: float = math.nan,
+    **fields: object,
 ) -> Verdict:
-    """The verdict rule: void if a validity guard failed; agrees/disagrees only when the interval of the
-    (claim-oriented) difference excludes zero; otherwise inconclusive (also when it could not be computed)."""
+    """The verdict rule.
+
+    In order: **void** when a compared model did not train (``void_reason``); **fails under protocol**
+    when the claim's subject trained but failed on the claim's view under its protocol (``fails_reason``:
+    a measured failure of the claim, kept apart from void); **not tested** with fewer than ``min_seeds``
+    paired seeds (``n_seeds``; None: not a seed comparison); **agrees**/**disagrees** only when the 95 %
+    interval of the claim-oriented difference excludes zero, on the claimed side or the other; otherwise
+    **inconclusive** (also when no interval could be computed). :func:`adjust_families` later turns an
+    agree/disagree whose Holm-adjusted p is not below :data:`ALPHA` into inconclusive.
+    """
+    extra: dict[str, Any] = {"p": p, **fields}
+    if n_seeds is not None:
+        extra["n_seeds"] = n_seeds
     if void_reason:
-        return Verdict(claim, "void", evidence, difference, low, high, protocol, void_reason)
+        return Verdict(claim, "void", evidence, difference, low, high, protocol, void_reason, **extra)
+    if fails_reason:
+        return Verdict(claim, "fails under protocol", evidence, difference, low, high, protocol, fails_reason, **extra)
+    if n_seeds is not None and n_seeds < min_seeds:
+        reason = f"{n_seeds} seed{'' if n_seeds == 1 else 's'}; at least {min_seeds} paired seeds are needed"
+        return Verdict(claim, "not tested", evidence, difference, low, high, protocol, reason, **extra)
     if not (math.isfinite(low) and math.isfinite(high)):
-        return Verdict(
-            claim,
-            "inconclusive",
-            evidence,
-            difference,
-            low,
-            high,
-            protocol,
-            "no interval (fewer than two paired values)",
-        )
+        reason = "no interval (fewer than two paired values)"
+        return Verdict(claim, "inconclusive", evidence, difference, low, high, protocol, reason, **extra)
     if low > 0:
         outcome: Outcome = "agrees"
     elif high < 0:
         outcome = "disagrees"
     else:
         outcome = "inconclusive"
-    return Verdict(claim, outcome, evidence, difference, low, high, protocol)
+    return Verdict(claim, outcome, evidence, difference, low, high, protocol, **extra)
+
+
+def adjust_families(verdicts: Sequence[Verdict], *, alpha: float = ALPHA) -> list[Verdict]:
+    """Holm within each family: every verdict gets ``p_adjusted``; an agree/disagree whose adjusted p is
+    not below ``alpha`` becomes inconclusive ("not significant after Holm over k claims in family F").
+
+    Only verdicts that were judged on an interval (agrees, disagrees, inconclusive) count towards a
+    family's size; void, not tested and failed ones carry no test. Verdicts without a family form one
+    family each.
+    """
+    from dataclasses import replace
+
+    out = list(verdicts)
+    families: dict[str, list[int]] = {}
+    for i, v in enumerate(out):
+        if v.outcome in ("agrees", "disagrees", "inconclusive") and math.isfinite(v.p):
+            families.setdefault(v.family or f"#{i}", []).append(i)
+    for family, members in families.items():
+        adjusted = holm([out[i].p for i in members])
+        for i, q in zip(members, adjusted, strict=True):
+            v = out[i]
+            if v.outcome in ("agrees", "disagrees") and not q < alpha:
+                k = len(members)
+                v = replace(
+                    v,
+                    outcome="inconclusive",
+                    reason=f"{v.outcome} before correction (p {v.p:.2g}); Holm-adjusted p {q:.2g} over {k} "
+                    f"claim{'s' if k > 1 else ''} of family '{family}'",
+                )
+            out[i] = replace(v, p_adjusted=q)
+    return out
 
 
 def finite_mean(values: Sequence[float | None] | torch.Tensor) -> float:
@@ -162,7 +320,14 @@ def finite_mean(values: Sequence[float | None] | torch.Tensor) -> float:
 
 
 __all__ = [
+    "ALPHA",
+    "MIN_SEEDS",
+    "ModelCheck",
     "Verdict",
+    "adjust_families",
+    "holm",
+    "one_sample_test",
+    "paired_test",
     "finite_mean",
     "judge",
     "mean_ci",

@@ -4,12 +4,11 @@ intervals of the differences between models.
 :func:`measure` evaluates a run's final model on fixed test images under an evaluation protocol and
 keeps, per image, the prediction, correctness under each attack, and LIGS (cached in the run directory,
 recomputed when the model, the images or the settings change). :func:`compare` turns two models'
-per-image values into a difference with a 95 % interval:
-
-* with three or more seeds, the per-seed means are paired by seed (t-interval over seeds: seed-to-seed
-  variation included);
-* with fewer, the per-image values (averaged over the seeds) are paired by image (t-interval over the
-  test images: it covers which images were drawn, not which seed trained the models -- the report says so).
+per-image values into a difference with a 95 % interval and a p-value **over seeds**: each seed's
+model is averaged over the same fixed test images, and the per-seed means of the two arms are paired by
+seed (a paired t-test; the seed is the unit of replication, so the interval covers seed-to-seed
+variation, and the test images only through each seed's mean). With fewer than
+:data:`~nrflab.core.stats.MIN_SEEDS` seeds the difference is reported but the claim is not tested.
 """
 
 from __future__ import annotations
@@ -24,16 +23,13 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nrflab.core.stats import finite_mean, mean_ci, paired_ci, two_proportion_ci
+from nrflab.core.stats import finite_mean, paired_test, two_proportion_ci
 from nrflab.measure.framework import image_outcomes
 from nrflab.measure.health import top_class
 from nrflab.measure.predict import PAPER, Protocol, predict
 
 if TYPE_CHECKING:
     from nrflab.experiments.engine import CallTask
-
-#: Seeds from which verdicts are paired by seed instead of by image.
-MIN_SEEDS_FOR_SEED_INTERVAL = 3
 
 
 @dataclass(frozen=True)
@@ -313,7 +309,8 @@ def measure_task(run_key: str, **kwargs: object) -> CallTask:
 
 @dataclass(frozen=True)
 class Comparison:
-    """``difference`` (a - b) with its 95 % interval and how the interval was made."""
+    """``difference`` (a - b) with its 95 % interval, the two-sided p-value against 0, the number of paired
+    seeds, and how the interval was made; ``a`` and ``b`` are the arms' means."""
 
     difference: float
     low: float
@@ -321,46 +318,58 @@ class Comparison:
     method: str
     a: float = math.nan
     b: float = math.nan
+    p: float = math.nan
+    n_seeds: int | None = None
+    #: The per-seed differences the interval was made from (empty when it was not made over seeds).
+    per_seed: tuple[float, ...] = ()
+
+    def shifted(self, margin: float) -> Comparison:
+        """The comparison of ``a - b + margin``: a non-inferiority test of ``a - b`` against ``-margin``
+        (interval and p-value recomputed from the per-seed differences)."""
+        from dataclasses import replace
+
+        from nrflab.core.stats import one_sample_test
+
+        if not self.per_seed:
+            return replace(self, difference=self.difference + margin, low=self.low + margin, high=self.high + margin)
+        d, lo, hi, p, _ = one_sample_test([v + margin for v in self.per_seed])
+        return replace(self, difference=d, low=lo, high=hi, p=p, per_seed=tuple(v + margin for v in self.per_seed))
 
 
 def compare(
     a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], *, seeds: Sequence[int], what: str = "test images"
 ) -> Comparison:
-    """``mean(a) - mean(b)`` from per-image values of each seed's model (lists aligned with ``seeds``)."""
-    seed_text = ", ".join(map(str, seeds))
-    mean_a = sum(float(finite_mean(v.double())) for v in a) / len(a)
-    mean_b = sum(float(finite_mean(v.double())) for v in b) / len(b)
-    if len(seeds) >= MIN_SEEDS_FOR_SEED_INTERVAL:
-        d, lo, hi = paired_ci([finite_mean(v.double()) for v in a], [finite_mean(v.double()) for v in b])
-        return Comparison(d, lo, hi, f"95 % t-interval over seeds {seed_text}, paired by seed", mean_a, mean_b)
-    per_a = torch.stack([v.double() for v in a]).mean(0)
-    per_b = torch.stack([v.double() for v in b]).mean(0)
-    diffs = (per_a - per_b).tolist()
-    d, lo, hi = mean_ci(diffs, proportion=False)
-    n = sum(1 for v in diffs if math.isfinite(v))
+    """``mean(a) - mean(b)`` from per-image values of each seed's model (lists aligned with ``seeds``),
+    paired by seed: each seed's model is first averaged over the ``what``."""
+    return compare_scalars(
+        [finite_mean(v.double()) for v in a],
+        [finite_mean(v.double()) for v in b],
+        seeds=seeds,
+        note=f"each seed's mean over the same {int(a[0].shape[0]) if a else 0} {what}",
+    )
+
+
+def compare_scalars(a: Sequence[float], b: Sequence[float], *, seeds: Sequence[int], note: str = "") -> Comparison:
+    """``a - b`` from one value per seed, paired by seed (paired t-test over seeds)."""
+    d, lo, hi, p, n = paired_test(list(a), list(b))
+    per_seed = tuple(float(x) - float(y) for x, y in zip(a, b) if math.isfinite(x) and math.isfinite(y))
+    detail = f"; {note}" if note else ""
     return Comparison(
         d,
         lo,
         hi,
-        f"95 % t-interval over {n} {what}, paired by image; seed{'s' if len(seeds) > 1 else ''} "
-        f"{seed_text} (seed-to-seed variation not included)",
-        mean_a,
-        mean_b,
+        f"95 % t-interval over {n} paired seed{'s' if n != 1 else ''} ({', '.join(map(str, seeds))}){detail}",
+        _mean(a),
+        _mean(b),
+        p,
+        n,
+        per_seed,
     )
 
 
-def compare_scalars(a: Sequence[float], b: Sequence[float], *, seeds: Sequence[int]) -> Comparison:
-    """``a - b`` from one value per seed (paired by seed; no interval from fewer than two seeds)."""
-    d, lo, hi = paired_ci(list(a), list(b))
-    return Comparison(
-        d,
-        lo,
-        hi,
-        f"95 % t-interval over seeds {', '.join(map(str, seeds))}, paired by seed"
-        + (" (one seed: no interval)" if len(seeds) < 2 else ""),
-        sum(a) / len(a) if a else math.nan,
-        sum(b) / len(b) if b else math.nan,
-    )
+def _mean(values: Sequence[float]) -> float:
+    vals = [v for v in values if math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else math.nan
 
 
 def compare_proportions(p1: float, p2: float, n: int, *, what: str) -> Comparison:

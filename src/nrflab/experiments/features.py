@@ -22,13 +22,12 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from nrflab.core.fmt import num, pct, spread
-from nrflab.core.stats import Verdict
+from nrflab.core.stats import MIN_SEEDS, Verdict
 from nrflab.data.built import read_card
 from nrflab.data.defaults import PAPER_EVAL_ATTACKS
 from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, test_images
 from nrflab.experiments.engine import BuildTask, Task, TrainTask
 from nrflab.experiments.evidence import (
-    MIN_SEEDS_FOR_SEED_INTERVAL,
     Comparison,
     Outcomes,
     compare,
@@ -541,7 +540,7 @@ def _turn_verdict(s: FeaturesSettings, twins: _Twins, hb: list[Health], proto: s
         finals.append(values[-1] if values else math.nan)
         n_eval = int(RunDir(twins.run("conflicting", with_norm, sd)).read_config().get("eval_size") or twins.x.shape[0])
     c: Comparison
-    if len(s.seeds) >= MIN_SEEDS_FOR_SEED_INTERVAL:
+    if len(s.seeds) >= MIN_SEEDS:
         c = compare_scalars(peaks, finals, seeds=s.seeds)
     else:
         c = compare_proportions(

@@ -36,7 +36,7 @@ from nrflab.experiments.overrides import (
 from nrflab.experiments.registry import get_spec, list_experiments, select
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec, Stage
 from nrflab.measure.predict import PROTOCOLS
-from nrflab.report.document import Section, write_report
+from nrflab.report.document import Section, settle_verdicts, write_report
 from nrflab.runs.executor import check_reachable, execute
 from nrflab.runs.jobs import Execution, JobResult, error_line
 from nrflab.runs.rundir import Stash, check_output_path, locked
@@ -76,9 +76,14 @@ class ChainResult:
     outcomes: list[ExperimentOutcome]
     results: dict[str, JobResult]
     seconds: float = 0.0
+    #: The report's sections with their verdicts Holm-adjusted (set once the report is written).
+    settled: list[Section] | None = None
 
     @property
     def sections(self) -> list[Section]:
+        """Every experiment's sections; once the report is written, with the verdicts it states."""
+        if self.settled is not None:
+            return self.settled
         return [s for o in self.outcomes for s in o.sections]
 
     @property
@@ -205,7 +210,8 @@ def reproduce(
             raise
         if stash is not None:
             _settle(stash, result, out)
-        sections = [*result.sections, chain_section(result, overrides.scale, selected)]
+        sections = settle_verdicts([*result.sections, chain_section(result, overrides.scale, selected)])
+        result.settled = sections[:-1]
         write_report(out, title, sections, intro(overrides.scale, selected))
         atomic_write_json(out / "reproduce.json", manifest(result, overrides, selected, execution))
     return result

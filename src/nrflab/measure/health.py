@@ -92,13 +92,16 @@ class Health:
     top_share: float
     finite: bool
     protocol: str = "paper"
+    #: The view ``clean_acc`` was measured on, as reports name it ("" : the clean test images under ``protocol``).
+    view: str = ""
 
     @property
     def chance(self) -> float:
         return chance(self.num_classes)
 
     def learned(self, *, thresholds: Thresholds = THRESHOLDS) -> bool:
-        """Training accuracy clearly above chance."""
+        """Training accuracy clearly above chance (whether it trained at all; the guard judges the claim's
+        view on ``clean_acc``)."""
         return learned(self.train_acc, self.num_classes, thresholds=thresholds)
 
     def collapsed(self, *, thresholds: Thresholds = THRESHOLDS) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from nrflab.core.fmt import markdown_table
 from nrflab.core.io import atomic_write_json, atomic_write_text
-from nrflab.core.stats import Verdict
+from nrflab.core.stats import ALPHA, MIN_SEEDS, Verdict, adjust_families
 
 
 @dataclass
@@ -28,24 +28,69 @@ class Section:
 
 
 def verdict_line(verdict: Verdict) -> str:
-    """One sentence per judged claim (see ``nrflab.core.stats.judge``), protocol included."""
+    """One sentence per judged claim (see ``nrflab.core.stats.judge``): outcome, evidence, seeds, p-values
+    and protocol."""
     word = {
         "agrees": "**agrees**",
         "disagrees": "**disagrees**",
-        "inconclusive": "is **inconclusive**",
+        "inconclusive": "is **inconclusive**" + (f" ({verdict.reason})" if verdict.reason else ""),
         "void": f"is **void** ({verdict.reason})",
+        "not tested": f"is **not tested** ({verdict.reason})",
+        "fails under protocol": f"**fails under its protocol** ({verdict.reason})",
     }[verdict.outcome]
+    stats = _p_text(verdict)
     protocol = f" Protocol: {verdict.protocol}." if verdict.protocol else ""
-    return f"- {verdict.claim}: this run {word}. {verdict.evidence}{protocol}"
+    method = f" Interval: {verdict.method}." if verdict.method else ""
+    return f"- {verdict.claim}: this run {word}. {verdict.evidence}{stats}{method}{protocol}"
+
+
+def _p_text(v: Verdict) -> str:
+    if not math.isfinite(v.p):
+        return ""
+    adjusted = f", Holm-adjusted {_p(v.p_adjusted)} (family '{v.family}')" if math.isfinite(v.p_adjusted) else ""
+    return f" p {_p(v.p)}{adjusted}."
+
+
+def _p(p: float) -> str:
+    return "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
+def settle_verdicts(sections: Sequence[Section]) -> list[Section]:
+    """The sections with their verdicts Holm-adjusted within each family over every verdict of the report
+    (:func:`nrflab.core.stats.adjust_families`), and each verdict's line in the section text rewritten to
+    the adjusted verdict. Idempotent: settling settled sections changes nothing."""
+    flat = [v for s in sections for v in s.verdicts]
+    settled = iter(adjust_families(flat))
+    out = []
+    for s in sections:
+        new = [next(settled) for _ in s.verdicts]
+        markdown = s.markdown
+        for old, v in zip(s.verdicts, new, strict=True):
+            markdown = markdown.replace(verdict_line(old), verdict_line(v))
+        out.append(Section(s.title, markdown, list(s.images), new))
+    return out
 
 
 def verdict_table(sections: Sequence[Section]) -> str:
-    """Every typed verdict of the sections in one table: section, claim, outcome, difference and interval."""
+    """Every typed verdict of the sections in one table: experiment, claim, outcome, estimate with its
+    interval and unit, seeds, raw and Holm-adjusted p, family."""
     rows = []
     for s in sections:
         for v in s.verdicts:
-            rows.append([s.title, v.claim + _protocol_note(v), _outcome_cell(v), _difference_cell(v)])
-    return markdown_table(["section", "claim", "verdict", "difference [95 % CI]"], rows) if rows else ""
+            rows.append(
+                [
+                    v.experiment or s.title,
+                    v.claim + _protocol_note(v),
+                    _outcome_cell(v),
+                    _difference_cell(v),
+                    str(v.n_seeds) if v.n_seeds else "",
+                    _p(v.p),
+                    _p(v.p_adjusted),
+                    v.family,
+                ]
+            )
+    header = ["experiment", "claim", "verdict", "estimate [95 % CI]", "seeds", "p", "p (Holm)", "family"]
+    return markdown_table(header, rows) if rows else ""
 
 
 def _protocol_note(v: Verdict) -> str:
@@ -55,22 +100,20 @@ def _protocol_note(v: Verdict) -> str:
 
 
 def _outcome_cell(v: Verdict) -> str:
-    return f"**void**: {v.reason}" if v.outcome == "void" else f"**{v.outcome}**"
+    return f"**{v.outcome}**: {v.reason}" if v.reason and v.outcome != "agrees" else f"**{v.outcome}**"
 
 
 def _difference_cell(v: Verdict) -> str:
-    """The claim-oriented difference and interval, in the unit the evidence states ("points": x100)."""
+    """The claim-oriented estimate and interval in the verdict's unit ("points": fractions printed x100)."""
     if not math.isfinite(v.difference):
         return "n/a"
-    found = re.search(r"Difference \S+ (\w+)", v.evidence)
-    unit = found.group(1) if found else ("points" if " points" in v.evidence else "")
-    scale, digits = (100.0, 1) if unit == "points" else (1.0, 3)
+    scale, digits = (100.0, 1) if v.unit == "points" else (1.0, 3)
     interval = (
         f"[{scale * v.low:.{digits}f}, {scale * v.high:.{digits}f}]"
         if math.isfinite(v.low) and math.isfinite(v.high)
         else "[n/a]"
     )
-    return f"{scale * v.difference:+.{digits}f} {interval}{' ' + unit if unit else ''}"
+    return f"{scale * v.difference:+.{digits}f} {interval}{' ' + v.unit if v.unit else ''}"
 
 
 def write_report(
@@ -80,6 +123,7 @@ def write_report(
     ``summary``, a table of every section's verdicts follows the intro and ``verdicts.json`` lists them."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    sections = settle_verdicts(sections)
     md_parts = [f"# {title}", intro] if intro else [f"# {title}"]
     table = verdict_table(sections) if summary else ""
     if table:
@@ -87,12 +131,12 @@ def write_report(
             Section(
                 "Verdicts at a glance",
                 "Every claim judged in this report (details, protocols and "
-                "seeds in each section). " + VERDICT_RULE + "\n\n" + table,
+                "seeds in each section). " + VERDICT_RULE + "\n\n" + table + "\n\n" + _families_note(sections),
             ),
             *sections,
         ]
         atomic_write_json(
-            out / "verdicts.json", [{"section": s.title, **v.to_dict()} for s in sections for v in s.verdicts]
+            out / "verdicts.json", [{**v.to_dict(), "section": s.title} for s in sections for v in s.verdicts]
         )
     for s in sections:
         md_parts.append(f"## {s.title}\n\n{s.markdown}")
@@ -108,11 +152,31 @@ def write_report(
 
 #: The verdict rule, as reports state it.
 VERDICT_RULE = (
-    "A claim **agrees** or **disagrees** only when the 95 % interval of the claim-oriented difference "
-    "excludes zero; otherwise it is **inconclusive**. It is **void** when a compared model did not learn "
-    "(near chance on its own training set, NaN, or one class for almost every test image) or when "
-    "models are compared at very unequal usefulness."
+    "Claims about models are replicated over seeds: the estimate is the mean over paired seeds (both arms "
+    "trained with the same seed) of the claim-oriented difference, with a 95 % t-interval over seeds. A "
+    f"claim with fewer than {MIN_SEEDS} paired seeds is **not tested**. It **agrees** or **disagrees** only "
+    "when the interval excludes zero and its Holm-adjusted p-value within its family is below "
+    f"{ALPHA}; otherwise it is **inconclusive**. Each compared model is checked on the claim's own "
+    "evaluation view (accuracy at least chance + 10 points, no class taking 90 % of its predictions, "
+    "finite metrics): a model that did not train makes the claim **void**; the claim's subject failing "
+    "on that view after it trained is the measured outcome **fails under protocol**."
 )
+
+
+def _families_note(sections: Sequence[Section]) -> str:
+    """How many claims each family holds, and the error rate Holm holds within it."""
+    counts: dict[str, int] = {}
+    for s in sections:
+        for v in s.verdicts:
+            if math.isfinite(v.p_adjusted):
+                counts[v.family or v.claim] = counts.get(v.family or v.claim, 0) + 1
+    if not counts:
+        return ""
+    parts = ", ".join(f"{name} ({n})" for name, n in counts.items())
+    return (
+        f"Multiplicity: Holm's procedure within each family holds the family-wise error rate at {ALPHA:.0%} "
+        f"per family; families (tested claims): {parts}."
+    )
 
 
 def _embed(img: Path) -> str:
@@ -151,6 +215,7 @@ def strip_markdown(text: str) -> str:
 __all__ = [
     "Section",
     "markdown_table",
+    "settle_verdicts",
     "strip_markdown",
     "verdict_line",
     "write_report",
