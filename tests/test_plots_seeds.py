@@ -30,7 +30,9 @@ def write_run(path: Path, *, norm: str, seed: int, epochs: int = 4, **config: ob
     """A minimal run directory: config.json and metrics.csv with ``epochs`` rows (epoch 0 .. epochs - 1)."""
     run = RunDir(path)
     run.path.mkdir(parents=True)
-    atomic_write_json(run.config_path, {"arch": "smallcnn", "norm": norm, "seed": seed, "adv_train": "none", "width": 1.0, **config})
+    atomic_write_json(
+        run.config_path, {"arch": "smallcnn", "norm": norm, "seed": seed, "adv_train": "none", "width": 1.0, **config}
+    )
     rows = [{"epoch": e, **{c: value(norm, seed, e, c) for c in COLUMNS[1:]}} for e in range(epochs)]
     write_csv(run.metrics_path, rows, COLUMNS)
     return run.path
