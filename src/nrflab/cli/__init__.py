@@ -25,6 +25,7 @@ from nrflab.cli import (  # noqa: F401
     sweep,
     train,
     transfer,
+    verdicts,
 )
 from nrflab.cli.app import app
 from nrflab.core.errors import NrflabError

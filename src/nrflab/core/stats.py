@@ -114,8 +114,8 @@ def one_sample_test(values: Sequence[float]) -> tuple[float, float, float, float
     if n < 2:
         return m, lo, hi, math.nan, n
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (n - 1))
-    if sd == 0:
-        return m, lo, hi, (1.0 if m == 0 else 0.0), n
+    if sd <= 1e-12 * max(1.0, abs(m)):  # no spread (up to rounding): the mean is exact
+        return m, m, m, (1.0 if abs(m) <= 1e-12 else 0.0), n
     stat = m / (sd / math.sqrt(n))
     return m, lo, hi, float(2 * t.sf(abs(stat), n - 1)), n
 
