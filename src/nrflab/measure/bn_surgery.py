@@ -42,6 +42,7 @@ from nrflab.core.fmt import pct
 from nrflab.core.modules import frozen_model, model_device
 from nrflab.core.records import record, to_json
 from nrflab.core.stats import paired_ci
+from nrflab.measure.bn_shift import ShiftAdaptation
 from nrflab.measure.bn_variants import VARIANT_DESCRIPTIONS, VARIANTS, FoldInfo, batchnorm_layers, make_variants
 from nrflab.measure.framework import image_outcomes
 from nrflab.measure.health import THRESHOLDS, comparable, learned
@@ -148,6 +149,8 @@ class BnAnalysis:
     differences: tuple[Difference, ...]
     fold: FoldInfo | None
     max_fold_error: float | None
+    #: BN statistics adapted to shifted domains (``bn-analysis --shift``), when asked.
+    shift: ShiftAdaptation | None = None
 
     def variant(self, name: str) -> VariantResult:
         for v in self.variants:
@@ -182,6 +185,7 @@ class BnAnalysis:
             "differences_to_running": [d.to_dict() for d in self.differences],
             "fold": to_json(self.fold),
             "max_fold_error": self.max_fold_error,
+            "shift_adaptation": to_json(self.shift),
         }
 
     def table(self) -> tuple[list[str], list[list[str]]]:
@@ -263,6 +267,8 @@ class BnAnalysis:
             "accuracy can exceed running's without more robust features -- its LIGS and the transfer of its "
             "adversarial examples to the original tell.",
         ]
+        if self.shift is not None:
+            parts += ["", "## BN statistics under shift", "", *self.shift.lines()]
         return "\n".join(parts) + "\n"
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from nrflab.attacks import AttackSpec, attack_from_parts, parse_attack
 from nrflab.core.errors import NrflabError
@@ -25,6 +25,7 @@ from nrflab.core.schema import Schema
 from nrflab.core.validation import DEVICE_HELP, Seed, resolve_device
 from nrflab.data import DatasetBundle, limit_dataset, load_dataset
 from nrflab.data.defaults import PRESETS, preset_for
+from nrflab.measure.bn_shift import ADAPT_SAMPLES, adapt_to_shifts, parse_shift
 from nrflab.measure.bn_surgery import BnAnalysis, analyze_batchnorm
 from nrflab.measure.bn_variants import VARIANTS
 from nrflab.measure.framework import evaluate_model
@@ -136,6 +137,22 @@ class BnAnalysisSettings(MeasureSettings):
     batch_size: int = Field(
         256, ge=2, description="Batch size; the batch-statistics variant normalizes over batches of this size."
     )
+    shift: Optional[list[str]] = Field(
+        None,
+        description="Also adapt BN's statistics to a shifted domain, CORRUPTION@SEVERITY (e.g. gaussian_noise@3; "
+        "repeatable): accuracy on the shifted test images without and with statistics re-estimated on "
+        "--adapt-samples shifted training images.",
+    )
+    adapt_samples: int = Field(
+        ADAPT_SAMPLES, ge=2, description="Shifted training images BN's statistics are re-estimated on (WACV 2021: 32)."
+    )
+
+    @field_validator("shift")
+    @classmethod
+    def _known_shifts(cls, value: Optional[list[str]]) -> Optional[list[str]]:
+        for text in value or []:
+            parse_shift(text)
+        return value
 
     def chosen_variants(self) -> list[str]:
         chosen = list(dict.fromkeys(v.strip().lower() for v in (self.variants or VARIANTS)))
@@ -386,7 +403,7 @@ def analyze_subject(subject: Subject, s: BnAnalysisSettings, *, progress: bool =
         train_x, _ = dataset_tensors(subject.bundle.train)
         order = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(s.seed))
         calib = train_x[order[: s.calibration]]
-    return analyze_batchnorm(
+    result = analyze_batchnorm(
         subject.loaded.module,
         x,
         y,
@@ -401,6 +418,21 @@ def analyze_subject(subject: Subject, s: BnAnalysisSettings, *, progress: bool =
         model_info=subject.loaded.describe(),
         progress=progress,
     )
+    if not s.shift:
+        return result
+    train_x, _ = dataset_tensors(subject.bundle.train)
+    order = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(s.seed + 1))
+    shift = adapt_to_shifts(
+        subject.loaded.module,
+        x,
+        y,
+        adapt_images=train_x[order[: s.adapt_samples]],
+        shifts=s.shift,
+        n=s.adapt_samples,
+        seed=s.seed,
+        batch_size=s.batch_size,
+    )
+    return replace(result, shift=shift)
 
 
 def analyze_reference(s: BnAnalysisSettings, *, progress: bool = False) -> BnAnalysis:
@@ -413,7 +445,8 @@ def bn_summary_lines(result: BnAnalysis) -> list[str]:
     header, rows = result.table()
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     table = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    return [*table, "", *result.reading()]
+    shift = ["", *result.shift.lines()] if result.shift is not None else []
+    return [*table, "", *result.reading(), *shift]
 
 
 __all__ = ["BnAnalysisSettings", "EvaluateSettings", "analyze_reference", "evaluate_reference"]
