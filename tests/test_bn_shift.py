@@ -3,8 +3,6 @@ unchanged; bn-analysis --shift reports it; bad shifts are one line."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 from torch import nn

@@ -315,7 +315,10 @@ def test_bn_analysis_from_the_command_line(refs, tmp_path, capsys) -> None:
     record = json.loads((tmp_path / "bn2" / "bn_analysis.json").read_text())
     assert len(record["variants"]) == 2 and record["shift_adaptation"]["adapt_samples"] == 32
     assert [r["shift"] for r in record["shift_adaptation"]["rows"]] == ["gaussian_noise@3"]
-    assert "- gaussian_noise@3: clean" in stdout and "## BN statistics under shift" in (tmp_path / "bn2" / "bn_analysis.md").read_text()
+    assert (
+        "- gaussian_noise@3: clean" in stdout
+        and "## BN statistics under shift" in (tmp_path / "bn2" / "bn_analysis.md").read_text()
+    )
 
 
 def test_list_pretrained(capsys) -> None:
