@@ -15,6 +15,7 @@ import sys
 from nrflab.cli import (  # noqa: F401
     bn_analysis,
     build,
+    compare,
     demo,
     evaluate,
     experiments,

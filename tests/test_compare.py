@@ -1,0 +1,81 @@
+"""nrflab compare: intervals against scipy (per image for one pair, per pair of models for groups), the reading
+flips when A and B are swapped, the ensemble is the per-image worst case, outputs never replace a result."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from scipy import stats as sps
+
+from _byom_helpers import trained_digits_model
+from nrflab.cli import main
+from nrflab.measure.compare import ENSEMBLE, Measured, compare_measured
+from nrflab.models.checkpoint import save_model
+
+
+def _m(values: dict[str, list[float]]) -> Measured:
+    n = len(next(iter(values.values())))
+    return Measured(
+        "m", torch.zeros(n, dtype=torch.long), {k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}
+    )
+
+
+def test_one_pair_is_a_paired_t_test_over_images_and_swapping_flips_the_reading():
+    a = _m({"clean accuracy": [1, 1, 1, 0, 1, 1, 1, 1]})
+    b = _m({"clean accuracy": [0, 1, 0, 0, 0, 1, 0, 0]})
+    (row,) = compare_measured([a], [b])
+    ref = sps.ttest_1samp([1, 0, 1, 0, 1, 0, 1, 1], 0.0)
+    assert math.isclose(row.p, float(ref.pvalue), rel_tol=1e-9) and row.n == 8 and row.word == "A higher"
+    assert math.isclose(row.difference, 0.625) and "over 8 test images" in row.over
+    (swapped,) = compare_measured([b], [a])
+    assert swapped.word == "B higher" and math.isclose(swapped.low, -row.high) and math.isclose(swapped.p, row.p)
+
+
+def test_groups_pair_models_by_position_and_need_three_pairs():
+    a = [_m({"LIGS": [v, v]}) for v in (0.90, 0.85, 0.92, 0.88)]
+    b = [_m({"LIGS": [v, v]}) for v in (0.80, 0.79, 0.83, 0.81)]
+    (row,) = compare_measured(a, b)
+    ref = sps.ttest_rel([0.90, 0.85, 0.92, 0.88], [0.80, 0.79, 0.83, 0.81])
+    assert math.isclose(row.p, float(ref.pvalue), rel_tol=1e-6) and row.n == 4 and row.unit == "LIGS"
+    assert row.word == "A higher" and "over 4 pairs of models" in row.over
+    (two,) = compare_measured(a[:2], b[:2])
+    assert two.word == "not tested (2 pairs; at least 3 needed)"
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("twins")
+    model = trained_digits_model()
+    save_model(model, folder / "a.safetensors")
+    with torch.no_grad():  # a worse twin: noise on the weights
+        gen = torch.Generator().manual_seed(0)
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=gen) * p.std())
+    save_model(model, folder / "b.safetensors")
+    return folder
+
+
+def test_the_command_writes_json_csv_markdown_and_never_replaces(twins, tmp_path, capsys):
+    a, b, out = str(twins / "a.safetensors"), str(twins / "b.safetensors"), tmp_path / "cmp"
+    args = ["compare", a, b, "-d", "digits", "--limit", "60", "-a", "pgd-l2:eps=0.5,steps=3", "-a", "fgsm:eps=0.1"]
+    assert main([*args, "--no-ligs", "-o", str(out)]) == 0
+    record = json.loads((out / "compare.json").read_text())
+    names = [r["quantity"] for r in record["rows"]]
+    assert names[0] == "clean accuracy" and f"robust accuracy, {ENSEMBLE}" in names and len(names) == 4
+    rows = {r["quantity"]: r for r in record["rows"]}
+    ensemble = rows[f"robust accuracy, {ENSEMBLE}"]
+    assert ensemble["a"] <= min(r["a"] for q, r in rows.items() if q.startswith("robust accuracy (")) + 1e-12
+    assert (out / "compare.csv").read_text().startswith("quantity,unit,a,b,difference,low,high,p,n,over,word\n")
+    assert (
+        "| clean accuracy |" in (out / "compare.md").read_text()
+        and "## Accuracy per class" in (out / "compare.md").read_text()
+    )
+    capsys.readouterr()
+    assert main([*args, "--no-ligs", "-o", str(out)]) == 2
+    assert "compare.json exists: give --overwrite" in capsys.readouterr().err
+    assert main(["compare", f"{a},{b}", a, "-d", "digits", "-o", str(tmp_path / "x")]) == 2
+    assert "side A has 2 models and side B 1" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
