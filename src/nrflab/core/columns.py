@@ -46,6 +46,20 @@ def attack_title(label: str) -> str:
     return title + ", targeted" if flag == "t" else title
 
 
+def metric_label(key: str) -> str:
+    """A metric column as a reader sees it: the same column with the attack's radius written by
+    :func:`nrflab.core.fmt.eps_label` (``robust_acc[pgd-linf_0.0313725]`` -> ``robust_acc[pgd-linf_8/255]``);
+    every other column unchanged. Files keep the column itself (a stable machine key)."""
+    attack = attack_of(key)
+    if attack is None:
+        return key
+    kind, sep, rest = attack.partition("_")
+    eps, _, flag = rest.partition("_")
+    if not sep or not eps:
+        return key
+    return robust_key(f"{kind}_{eps_label(eps)}" + (f"_{flag}" if flag else ""))
+
+
 def robust_keys(columns: Iterable[str]) -> list[str]:
     """The robust-accuracy columns among ``columns``, in order."""
     return [c for c in columns if attack_of(c) is not None]
@@ -60,6 +74,7 @@ __all__ = [
     "SHIFTED",
     "attack_of",
     "attack_title",
+    "metric_label",
     "robust_key",
     "robust_keys",
 ]

@@ -19,6 +19,7 @@ import torch
 from pydantic import Field, field_validator
 
 from nrflab.attacks import AttackSpec, attack_from_parts, parse_attack
+from nrflab.core.columns import metric_label
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_json
 from nrflab.core.schema import Schema
@@ -282,6 +283,7 @@ class EvaluationRecord:
             "ligs_sigma": self.ligs_sigma,
             "seed": self.seed,
             "metrics": dict(self.metrics),
+            "metric_labels": {k: metric_label(k) for k in self.metrics},
         }
         if self.sanity is not None:
             out["sanity"] = {r.attack: r.to_dict() for r in self.sanity}
@@ -290,13 +292,16 @@ class EvaluationRecord:
         return out
 
     def summary_lines(self) -> list[str]:
-        """The table a reader sees: each metric, the mean corruption accuracy, the sanity verdicts."""
-        lines = [f"{'metric':<28} value"]
+        """The table a reader sees: each metric (radii as ``8/255`` where they are one, :func:`metric_label`),
+        the mean corruption accuracy, the sanity verdicts."""
+        labels = {k: metric_label(k) for k in self.metrics}
+        width = max([28, *(len(label) + 1 for label in labels.values())])
+        lines = [f"{'metric':<{width}} value"]
         for k, v in self.metrics.items():
             shown = f"{100 * v:.2f} %" if k.endswith("acc") or "acc[" in k else f"{v:.4f}"
-            lines.append(f"{k:<28} {shown}")
+            lines.append(f"{labels[k]:<{width}} {shown}")
         if self.corruptions is not None:
-            lines.append(f"{'mean corruption accuracy':<28} {100 * self.corruptions['summary']['mean']:.2f} %")
+            lines.append(f"{'mean corruption accuracy':<{width}} {100 * self.corruptions['summary']['mean']:.2f} %")
         if self.sanity:
             lines.extend(format_sanity(self.sanity))
         return lines

@@ -29,6 +29,7 @@ from torch import nn
 
 from nrflab.attacks import PGD, Attack, AttackSpec, Norm, frozen_model
 from nrflab.core.errors import NrflabError
+from nrflab.core.columns import metric_label, robust_key
 from nrflab.core.fmt import eps as fmt_eps
 from nrflab.core.modules import model_device
 
@@ -315,16 +316,17 @@ def format_sanity(reports: Sequence[SanityReport]) -> list[str]:
     for r in reports:
         if not r.checks:
             continue
-        lines.append(f"sanity (gradient masking) of robust_acc[{r.attack}] on {r.num_samples} images:")
+        metric = metric_label(robust_key(r.attack))
+        lines.append(f"sanity (gradient masking) of {metric} on {r.num_samples} images:")
         for c in r.checks:
             lines.append(f"  {c.status.upper():<5} {c.name}: {c.summary}")
         if r.flagged:
             lines.append(
-                f"  => robust_acc[{r.attack}] cannot be trusted as it stands "
+                f"  => {metric} cannot be trusted as it stands "
                 f"({len(r.flags)} flag{'s' if len(r.flags) > 1 else ''}: {', '.join(c.name for c in r.flags)})"
             )
         else:
-            lines.append(f"  => no sign of gradient masking for robust_acc[{r.attack}]")
+            lines.append(f"  => no sign of gradient masking for {metric}")
     return lines
 
 
