@@ -11,8 +11,9 @@ import typer
 
 from nrflab.cli.app import app
 from nrflab.cli.measuring import MEASURE_FLAGS, resolve_output_dir
-from nrflab.cli.model_options import MODEL_HELP
+from nrflab.cli.model_options import FACTORY_ARG_OPTION, MODEL_HELP, WEIGHTS_HELP, one_model, with_factory_args
 from nrflab.cli.schema_flags import Flag, Given, schema_command
+from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_write_json, atomic_write_text
 from nrflab.measure.evaluation import BnAnalysisSettings, analyze_subject, bn_summary_lines, open_bn_analysis
 from nrflab.models.inspection import describe_model
@@ -26,7 +27,9 @@ del FLAGS["model"]
 @schema_command(app, "bn-analysis", BnAnalysisSettings, flags=FLAGS, skip=("model",))
 def bn_analysis(
     given: Given,
-    model: str = typer.Argument(..., metavar="MODEL", help=MODEL_HELP),
+    model: Optional[str] = typer.Argument(None, metavar="MODEL", help=f"{MODEL_HELP} (Or give it as --weights.)"),
+    weights: Optional[str] = typer.Option(None, "--weights", metavar="MODEL", help=f"{WEIGHTS_HELP} Instead of MODEL."),
+    factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
     out: Optional[Path] = typer.Option(
         None,
         "--out",
@@ -37,8 +40,13 @@ def bn_analysis(
 ) -> None:
     """BN surgery: the framework table (clean acc, robust acc, LIGS) under running statistics, batch
     statistics, recalibrated statistics, normalization removed (affine kept) and BN folded into the
-    convolutions, plus transfer from each variant to the original model."""
-    settings = BnAnalysisSettings.parse({**given, "model": model}, where="bn-analysis options", flags=given)
+    convolutions, plus transfer from each variant to the original model. Your own model: --arch
+    mypkg.models:Net --weights w.pt (--factory-arg KEY=VALUE for your class's arguments)."""
+    chosen = one_model([m for m in (model, weights) if m is not None], "MODEL or --weights")
+    if chosen is None:
+        raise NrflabError("give the model: MODEL, or --weights w.pt (with --arch mypkg.models:Net for your class)")
+    given = with_factory_args({**given, "model": chosen}, factory_arg)
+    settings = BnAnalysisSettings.parse(given, where="bn-analysis options", flags=given)
     subject = open_bn_analysis(settings)
     folder = resolve_output_dir(out or subject.default_output("bn_analysis"))
     for line in describe_model(subject.loaded):

@@ -12,13 +12,16 @@ from nrflab.cli.app import app
 from nrflab.cli.flags import BUILD_FLAGS
 from nrflab.cli.model_options import (
     ARCH_OPTION,
+    FACTORY_ARG_OPTION,
     MEAN_OPTION,
     MODEL_HELP,
     NORM_OPTION,
     NUM_CLASSES_OPTION,
     STD_OPTION,
     WIDTH_OPTION,
+    one_model,
     outside_options,
+    with_factory_args,
 )
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.core.errors import NrflabError
@@ -29,8 +32,15 @@ from nrflab.features import BUILD_KINDS, build_dataset, make_settings
 def build_dataset_command(
     given: Given,
     kind: str = typer.Argument(..., help=f"One of {', '.join(BUILD_KINDS)}."),
-    source: str = typer.Option(
-        ..., "--source", "-s", help="Source model (adversarially trained for d_r, standard otherwise). " + MODEL_HELP
+    source: list[str] = typer.Option(
+        ...,
+        "--source",
+        "-s",
+        "--weights",
+        metavar="MODEL",
+        help="Source model (adversarially trained for d_r, standard otherwise), once. "
+        + MODEL_HELP
+        + " --weights is the same option: --arch mypkg.models:Net --weights w.pt for your own class.",
     ),
     dataset: Optional[str] = typer.Option(
         None,
@@ -44,6 +54,7 @@ def build_dataset_command(
     width: Optional[float] = WIDTH_OPTION,
     mean: Optional[str] = MEAN_OPTION,
     std: Optional[str] = STD_OPTION,
+    factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write (shards + dataset.json)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the base dataset's files are."),
     base: Optional[Path] = typer.Option(None, "--base", help="conflicting only: the D_R set to start from."),
@@ -60,10 +71,13 @@ def build_dataset_command(
         raise NrflabError(f"unknown dataset kind {kind!r}; choose one of {', '.join(BUILD_KINDS)}")
     if kind.lower() != "conflicting" and dataset is None:
         raise NrflabError("--dataset is required (the base dataset, e.g. mnist5k)")
-    outside = outside_options(arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean, std=std)
+    chosen = with_factory_args({"arch": arch, "model": one_model(source, "--source/-s or --weights")}, factory_arg)
+    outside = outside_options(
+        arch=chosen["arch"], norm=norm, num_classes=num_classes, width=width, mean=mean, std=std
+    )
     result = build_dataset(
         kind.lower(),
-        source,
+        chosen["model"],
         dataset,
         out,
         data_root=data_root,

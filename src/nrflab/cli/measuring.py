@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from nrflab.cli.model_options import MODEL_HELP, parse_channel_values
+from nrflab.cli.model_options import MODEL_HELP, WEIGHTS_HELP, one_model, parse_channel_values
 from nrflab.cli.schema_flags import Flag
 from nrflab.core.errors import NrflabError
 
@@ -23,7 +23,13 @@ def channels(flag: str) -> Flag:
 
 
 MEASURE_FLAGS = {
-    "model": Flag(names=("--model", "-m", "--checkpoint", "-c"), help=MODEL_HELP + " (--checkpoint/-c is an alias.)"),
+    "model": Flag(
+        names=("--model", "-m", "--checkpoint", "-c", "--weights"),
+        help=f"{MODEL_HELP} --checkpoint/-c and --weights are the same option (give it once). --weights: {WEIGHTS_HELP}",
+        parse=lambda values: one_model(values, "--model/-m, --checkpoint/-c or --weights"),
+        repeat=True,
+        metavar="MODEL",
+    ),
     "dataset": Flag(names=("--dataset", "-d")),
     "download": Flag(names=("--download",)),
     "allow_unverified": Flag(names=("--allow-unverified",)),

@@ -1,9 +1,16 @@
 """How a model is named on the command line (see :mod:`nrflab.models.references`): ``MODEL_HELP`` documents
 the forms, the ``*_OPTION`` objects describe a bare state dict or a model expecting normalized inputs, and
-:func:`parse_channel_values` reads ``--mean``/``--std``."""
+:func:`parse_channel_values` reads ``--mean``/``--std``.
+
+Bring your own model, the same spelling in every command that measures or uses one model (evaluate,
+bn-analysis, build-dataset): ``--arch mypkg.models:Net --weights w.pt`` -- ``--weights`` names the model
+(the same option as the command's own model option, ``--model``, ``--source`` or the MODEL argument), and
+``--factory-arg KEY=VALUE`` gives your class or factory its keyword arguments (the flag form of
+``?key=value``). Commands over several models (transfer) take each model's weights by its role instead."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any, Optional
 
 import typer
@@ -27,6 +34,16 @@ ARCH_OPTION = typer.Option(
 NORM_OPTION = typer.Option(None, "--norm", help="Normalization of a bare state dict (bn, none, gn, ln, in, ...).")
 NUM_CLASSES_OPTION = typer.Option(None, "--num-classes", min=2, help="Classes of a bare state dict.")
 WIDTH_OPTION = typer.Option(None, "--width", help="Width multiplier of a bare state dict.")
+WEIGHTS_HELP = (
+    "The model's weights: the same as the model option (any form above); with --arch package.module:Net the "
+    "state dict your class loads, e.g. --arch mypkg.models:Net --weights w.pt."
+)
+FACTORY_ARG_HELP = (
+    "A keyword argument of your class or factory, KEY=VALUE (repeatable; the value read as a YAML scalar): "
+    "the flag form of ?key=value after --arch package.module:Net (or file.py:make), else after a factory "
+    "model. A key given both ways, or twice, is an error (neither wins)."
+)
+FACTORY_ARG_OPTION = typer.Option(None, "--factory-arg", metavar="KEY=VALUE", help=FACTORY_ARG_HELP)
 MEAN_HELP = (
     "Per-channel mean the model expects, comma-separated (e.g. 0.4914,0.4822,0.4465); nrflab then normalizes "
     "inside the model. Omit for models that take [0,1] inputs."
@@ -45,6 +62,26 @@ def parse_channel_values(text: Optional[str], what: str) -> tuple[float, ...] | 
         raise NrflabError(f"{what} needs comma-separated numbers, got {text!r}")
     values = [parse_number(p, what=f"in {what}") for p in parts]
     return tuple(values)
+
+
+def one_model(values: Sequence[str] | str | None, flags: str) -> str | None:
+    """The one model a command measures, given once by any of its spellings (``flags``, for the error):
+    two are refused, never one of them silently dropped."""
+    items = [values] if isinstance(values, str) else [v for v in values or [] if v is not None]
+    if len(items) > 1:
+        raise NrflabError(f"give one model ({flags}), got {len(items)}: {', '.join(map(str, items))}")
+    return items[0] if items else None
+
+
+def with_factory_args(given: Mapping[str, Any], pairs: Optional[Sequence[str]]) -> dict[str, Any]:
+    """The given settings with the ``--factory-arg`` pairs added to ``arch`` (your class) or to ``model`` (a
+    factory model): :func:`nrflab.models.references.with_factory_arguments` decides which; one-line errors."""
+    if not pairs:
+        return dict(given)
+    from nrflab.models.references import with_factory_arguments
+
+    arch, model = with_factory_arguments(list(pairs), arch=given.get("arch"), model=given.get("model"))
+    return {**given, **({"arch": arch} if arch is not None else {}), **({"model": model} if model is not None else {})}
 
 
 def outside_options(

@@ -15,7 +15,9 @@ import typer
 
 from nrflab.cli.app import app
 from nrflab.cli.flags import TRANSFER_FLAGS
+from nrflab.cli.model_options import FACTORY_ARG_OPTION
 from nrflab.cli.schema_flags import Given, schema_command
+from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_yaml_mapping
 from nrflab.transfer import TransferConfig
 
@@ -39,17 +41,29 @@ def transfer(
         "new result is written (restored if the job fails before).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
+    weights: Optional[list[str]] = typer.Option(None, "--weights", hidden=True),
 ) -> None:
     """Transfer matrix: craft adversarial examples on each source once, evaluate every target on them.
 
     Reports per pair the target's accuracy on the transferred examples and the transfer success on
     eligible examples (source correct when clean and fooled; target correct when clean), with 95 %
     Wilson intervals, per-source averages over targets, and the effect of the chosen boost. --arch,
-    --norm, --num-classes, --width, --mean and --std apply to every model from outside nrflab.
+    --norm, --num-classes, --width, --mean, --std and --factory-arg apply to every model from outside
+    nrflab: your own class is --arch mypkg.models:Net --source w1.pt --target w2.pt.
     """
+    from nrflab.models.references import with_factory_arguments
     from nrflab.transfer import run_transfer
 
+    if weights:
+        raise NrflabError(
+            "transfer takes several models: give each weights file by its role, --source w.pt / --target w.pt "
+            "(with --arch mypkg.models:Net for your own class)"
+        )
     settings = {**(read_yaml_mapping(recipe, "recipe") if recipe else {}), **given}
+    if factory_arg:
+        arch = settings.get("arch")
+        settings["arch"] = with_factory_arguments(factory_arg, arch=None if arch is None else str(arch), model=None)[0]
     where = f"recipe {recipe}" if recipe else "transfer options"
     config = TransferConfig.from_mapping(settings, where=where, flags=frozenset(given))
     run = run_transfer(config, resume=resume, overwrite=overwrite, progress=not quiet and sys.stderr.isatty())

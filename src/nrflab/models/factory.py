@@ -28,7 +28,7 @@ import inspect
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -97,30 +97,55 @@ def parse_factory(text: str) -> FactorySpec:
     return FactorySpec(raw, attr, module=left, arguments=arguments)
 
 
-def _parse_arguments(text: str | None, raw: str) -> tuple[tuple[str, Scalar], ...]:
-    """``norm=none,width=2`` as keyword arguments, each value a YAML scalar."""
+def _parse_arguments(text: str | None, raw: str, *, where: str = "") -> tuple[tuple[str, Scalar], ...]:
+    """``norm=none,width=2`` as keyword arguments, each value a YAML scalar. ``where`` names the text in
+    errors (default: ``factory RAW``; ``--factory-arg`` gives its own)."""
     if text is None:
         return ()
+    where = where or f"factory {raw}"
     pairs: list[tuple[str, Scalar]] = []
     for part in (p.strip() for p in text.split(",")):
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not re.fullmatch(_IDENT, key):
-            raise NrflabError(f"factory {raw}: arguments are key=value pairs separated by commas, got {part!r}")
+            raise NrflabError(f"{where}: arguments are key=value pairs separated by commas, got {part!r}")
         if key in dict(pairs):
-            raise NrflabError(f"factory {raw}: argument {key!r} given twice")
-        pairs.append((key, _scalar(value.strip(), key, raw)))
+            raise NrflabError(f"{where}: argument {key!r} given twice")
+        pairs.append((key, _scalar(value.strip(), key, where)))
     return tuple(pairs)
 
 
-def _scalar(value: str, key: str, raw: str) -> Scalar:
+def _scalar(value: str, key: str, where: str) -> Scalar:
     try:
         parsed = yaml.safe_load(value) if value else ""
     except yaml.YAMLError:
         parsed = value
     if parsed is not None and not isinstance(parsed, (str, int, float, bool)):
-        raise NrflabError(f"factory {raw}: argument {key}={value} is not a number, bool or string")
+        raise NrflabError(f"{where}: argument {key}={value} is not a number, bool or string")
     return parsed
+
+
+def with_arguments(text: str, pairs: Sequence[str]) -> str:
+    """The factory reference ``text`` with ``--factory-arg KEY=VALUE`` pairs added to its ``?key=value``
+    arguments: the flag form of the same syntax, read by the same parser (a flag may hold several pairs,
+    comma-separated, as after ``?``). A key given both in ``text`` and by a flag, or by two flags, is
+    refused: neither silently wins."""
+    raw = str(text).strip()
+    match = FACTORY_PATTERN.fullmatch(raw)
+    if match is None or not looks_like_factory(raw):
+        raise NrflabError(f"--factory-arg needs a factory (package.module:Callable or file.py:Callable), not {raw!r}")
+    inline = dict(_parse_arguments(match.group("args"), raw))
+    flagged: list[str] = []
+    for pair in pairs:
+        for key, _ in _parse_arguments(str(pair), raw, where=f"--factory-arg {str(pair).strip()!r}"):
+            if key in inline:
+                raise NrflabError(f"factory argument {key!r} is given in {raw} and by --factory-arg; give it once")
+            if key in flagged:
+                raise NrflabError(f"--factory-arg: argument {key!r} given twice")
+            flagged.append(key)
+    if not pairs:
+        return raw
+    return raw + ("," if match.group("args") is not None else "?") + ",".join(str(p).strip() for p in pairs)
 
 
 @contextlib.contextmanager

@@ -47,7 +47,7 @@ from torch import nn
 
 from nrflab.core.errors import NrflabError
 from nrflab.models import ModelConfig
-from nrflab.models.factory import FactorySpec, call_factory, looks_like_factory, parse_factory
+from nrflab.models.factory import FactorySpec, call_factory, looks_like_factory, parse_factory, with_arguments
 from nrflab.models.inspection import (
     InputNormalized,
     LoadedKind,
@@ -120,6 +120,25 @@ def parse_model_reference(text: str | os.PathLike[str]) -> ModelReference:
     raise NrflabError(
         f"model {raw!r}: no such file or directory, not a registered pretrained name (see `nrflab list "
         f"--pretrained`), and not a factory (package.module:function or path/to/file.py:function)"
+    )
+
+
+def with_factory_arguments(
+    pairs: Sequence[str], *, arch: str | None, model: str | None
+) -> tuple[str | None, str | None]:
+    """``(arch, model)`` with the ``--factory-arg`` pairs added to the factory they are for: the class or
+    factory ``arch`` names when it names one, else the model reference when it is a factory. Anything else
+    (a registered architecture, a weights file without ``--arch CLASS``) is one line: the pairs would go
+    nowhere."""
+    if not pairs:
+        return arch, model
+    if arch is not None and looks_like_factory(arch):
+        return with_arguments(arch, pairs), model
+    if model is not None and parse_model_reference(model).factory is not None:
+        return arch, with_arguments(model, pairs)
+    raise NrflabError(
+        "--factory-arg is for your own class or factory: give --arch package.module:Net (or file.py:make) "
+        "with the weights, or a model package.module:function"
     )
 
 
@@ -471,4 +490,5 @@ __all__ = [
     "parse_model_reference",
     "state_dict_to_model",
     "weights_fingerprint",
+    "with_factory_arguments",
 ]
