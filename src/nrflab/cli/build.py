@@ -72,9 +72,7 @@ def build_dataset_command(
     if kind.lower() != "conflicting" and dataset is None:
         raise NrflabError("--dataset is required (the base dataset, e.g. mnist5k)")
     chosen = with_factory_args({"arch": arch, "model": one_model(source, "--source/-s or --weights")}, factory_arg)
-    outside = outside_options(
-        arch=chosen["arch"], norm=norm, num_classes=num_classes, width=width, mean=mean, std=std
-    )
+    outside = outside_options(arch=chosen["arch"], norm=norm, num_classes=num_classes, width=width, mean=mean, std=std)
     result = build_dataset(
         kind.lower(),
         chosen["model"],

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from nrflab.attacks import PGD, Attack, AttackSpec, Norm, frozen_model
-from nrflab.core.errors import NrflabError
 from nrflab.core.columns import metric_label, robust_key
+from nrflab.core.errors import NrflabError
 from nrflab.core.fmt import eps as fmt_eps
 from nrflab.core.modules import model_device
 
