@@ -11,7 +11,7 @@ import typer
 
 from nrflab.cli.app import app
 from nrflab.cli.measuring import MEASURE_FLAGS, channels, resolve_json_output
-from nrflab.cli.model_options import FACTORY_ARG_OPTION, with_factory_args
+from nrflab.cli.model_options import FACTORY_ARG_OPTION, WEIGHTS_HELP, one_model, with_factory_args
 from nrflab.cli.schema_flags import Flag, Given, schema_command
 from nrflab.core.io import atomic_write_json
 from nrflab.measure.evaluation import EvaluateSettings, evaluate_subject, open_evaluation
@@ -37,12 +37,16 @@ def evaluate(
         "nrflab checkpoint, else evaluation_<model>_<dataset>.json in the current directory). Never a model, "
         "checkpoint, dataset shard or card.",
     ),
+    weights: Optional[str] = typer.Option(
+        None, "--weights", metavar="MODEL", help=f"{WEIGHTS_HELP} The same as --model (give one of them)."
+    ),
     factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
 ) -> None:
     """Evaluate a model: usefulness (clean accuracy), robust usefulness (robust accuracy), robustness (LIGS).
 
-    Your own model: --arch mypkg.models:Net --weights w.pt (your class, plus the state dict it loads);
-    --factory-arg width=2 passes your class its arguments."""
+    Your own class and its weights: --arch mypkg.models:Net --weights w.pt (--factory-arg KEY=VALUE: its arguments)."""
+    if weights is not None:
+        given = {**given, "model": one_model([m for m in (given.get("model"), weights) if m], "--model or --weights")}
     given = with_factory_args(given, factory_arg)
     settings = EvaluateSettings.parse(given, where="evaluate options", flags=given)
     subject = open_evaluation(settings)

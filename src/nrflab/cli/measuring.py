@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from nrflab.cli.model_options import MODEL_HELP, WEIGHTS_HELP, one_model, parse_channel_values
+from nrflab.cli.model_options import one_model, parse_channel_values
 from nrflab.cli.schema_flags import Flag
 from nrflab.core.errors import NrflabError
 
@@ -24,9 +24,8 @@ def channels(flag: str) -> Flag:
 
 MEASURE_FLAGS = {
     "model": Flag(
-        names=("--model", "-m", "--checkpoint", "-c", "--weights"),
-        help=f"{MODEL_HELP} --checkpoint/-c and --weights are the same option (give it once). --weights: {WEIGHTS_HELP}",
-        parse=lambda values: one_model(values, "--model/-m, --checkpoint/-c or --weights"),
+        names=("--model", "-m", "--checkpoint", "-c"),
+        parse=lambda values: one_model(values, "--model/-m or --checkpoint/-c, once"),
         repeat=True,
         metavar="MODEL",
     ),

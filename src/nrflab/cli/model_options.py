@@ -35,7 +35,7 @@ NORM_OPTION = typer.Option(None, "--norm", help="Normalization of a bare state d
 NUM_CLASSES_OPTION = typer.Option(None, "--num-classes", min=2, help="Classes of a bare state dict.")
 WIDTH_OPTION = typer.Option(None, "--width", help="Width multiplier of a bare state dict.")
 WEIGHTS_HELP = (
-    "The model's weights: the same as the model option (any form above); with --arch package.module:Net the "
+    "The model's weights (any form a model reference takes); with --arch package.module:Net the "
     "state dict your class loads, e.g. --arch mypkg.models:Net --weights w.pt."
 )
 FACTORY_ARG_HELP = (

@@ -44,7 +44,12 @@ OUTSIDE = "of a bare state dict"
 class MeasureSettings(Schema):
     """Which model, on which data, under which attacks: what ``evaluate`` and ``bn-analysis`` share."""
 
-    model: Optional[str] = Field(None, description="The model reference.")
+    model: Optional[str] = Field(
+        None,
+        description="The model: a run directory or checkpoint, a state dict (with --arch/--norm/--width where they "
+        "cannot be read off it, or --arch package.module:Net for your own class), a TorchScript file, "
+        "pretrained:NAME, or a factory package.module:function or file.py:function (RUNS YOUR OWN CODE).",
+    )
     dataset: Optional[str] = Field(
         None, description="Dataset name or built dataset directory; default: the run's (or pretrained model's) dataset."
     )
