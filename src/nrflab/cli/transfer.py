@@ -42,7 +42,12 @@ def transfer(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
-    weights: Optional[list[str]] = typer.Option(None, "--weights", hidden=True),
+    weights: Optional[list[str]] = typer.Option(
+        None,
+        "--weights",
+        hidden=True,
+        help="Not for transfer (several models): give each model's weights by its role, --source / --target.",
+    ),
 ) -> None:
     """Transfer matrix: craft adversarial examples on each source once, evaluate every target on them.
 
