@@ -217,11 +217,13 @@ def test_health_thresholds_on_constructed_predictions() -> None:
 def test_the_guard_words_the_health_checks() -> None:
     labels = torch.arange(100) % 10
     good = health_of(labels, labels, train_acc=0.95, name="a")
-    stuck = health_of(labels, labels, train_acc=0.12, name="b")
+    stuck = health_of((labels + 1) % 10, labels, train_acc=0.12, name="b")  # wrong on the view, untrained
+    memorized = health_of((labels + 1) % 10, labels, train_acc=0.99, name="e")  # trained, at chance on the view
     collapsed = health_of(torch.full((100,), 3), labels, train_acc=0.95, name="c")
     worse = health_of(torch.where(torch.arange(100) < 20, (labels + 1) % 10, labels), labels, train_acc=0.9, name="d")
     assert void_reason(learners=[good]) is None
-    assert "b did not learn" in (void_reason(learners=[stuck]) or "")
+    assert "b did not train" in (void_reason(learners=[stuck]) or "")
+    assert "e at chance on clean test images" in (void_reason(learners=[memorized]) or "")  # never training acc alone
     assert void_reason(others=[stuck]) is None
     assert "c collapsed to one class" in (void_reason(learners=[collapsed]) or "")
     assert "usefulness very unequal" in (void_reason(comparable=[([good], [worse])]) or "")
