@@ -454,6 +454,7 @@ def test_nrflab_state_dict_without_normalize_buffers_takes_the_datasets_normaliz
             refs["model"], 40
         )
     given = ["--mean", refs["mean"], "--std", refs["std"]]
-    code, stdout, stderr = run_cli(capsys, *args, *given, "-d", "digits", "--limit", 40, "--attack", ATTACK)
+    again = ["--overwrite"] if command == "evaluate" else []
+    code, stdout, stderr = run_cli(capsys, *args, *given, *again, "-d", "digits", "--limit", 40, "--attack", ATTACK)
     assert code == 0, stderr
     assert "note: normalization used: mean [" in stdout and "(given; the file has no normalize.*)" in stdout

@@ -79,3 +79,55 @@ def test_the_command_writes_json_csv_markdown_and_never_replaces(twins, tmp_path
     assert main(["compare", f"{a},{b}", a, "-d", "digits", "-o", str(tmp_path / "x")]) == 2
     assert "side A has 2 models and side B 1" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_attacks_of_one_kind_and_eps_keep_one_result_each():
+    from nrflab.attacks import distinct_labels, parse_attack
+
+    specs = [
+        parse_attack(t)
+        for t in (
+            "pgd-l2:eps=1",
+            "pgd-l2:eps=1,steps=100",
+            "pgd-l2:eps=1,steps=100,restarts=3",
+            "pgd-l2:eps=1",
+            "fgsm:eps=0.1",
+            "pgd-linf:eps=0.1,random_start=1",
+            "pgd-linf:eps=0.1",
+        )
+    ]
+    labels = [s.label for s in distinct_labels(specs)]
+    assert labels == [
+        "pgd-l2_1_steps10",
+        "pgd-l2_1_steps100",
+        "pgd-l2_1_steps100_restarts3",
+        "fgsm_0.1",
+        "pgd-linf_0.1_random-start",
+        "pgd-linf_0.1_no-random-start",
+    ]
+    assert distinct_labels(specs[4:5])[0].label == "fgsm_0.1"  # alone: the plain label
+    assert distinct_labels(specs)[0] == specs[0]  # the name is a key, not part of the attack
+
+
+def test_evaluate_keeps_two_pgd_results_of_one_eps(twins, tmp_path):
+    out = tmp_path / "e.json"
+    args = ["evaluate", "-m", str(twins / "a.safetensors"), "-d", "digits", "--limit", "20", "--no-ligs", "--no-sanity"]
+    assert main([*args, "-a", "pgd-l2:eps=0.5,steps=2", "-a", "pgd-l2:eps=0.5,steps=5", "-o", str(out)]) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    assert {"robust_acc[pgd-l2_0.5_steps2]", "robust_acc[pgd-l2_0.5_steps5]"} <= set(metrics)
+
+
+def test_evaluate_never_replaces_a_result_and_flags_a_model_at_chance(twins, tmp_path, capsys):
+    from nrflab.measure.evaluation import chance_warning
+
+    out = tmp_path / "e.json"
+    args = ["evaluate", "-m", str(twins / "a.safetensors"), "-d", "digits", "--limit", "20", "--no-ligs"]
+    args += ["--no-sanity", "-a", "fgsm:eps=0.1", "-o", str(out)]
+    assert main(args) == 0
+    first = out.read_text()
+    assert json.loads(first)["at_chance"] is False
+    assert main([*args[:6], "10", *args[7:]]) == 2  # another --limit into the same file: refused
+    assert "e.json exists: give --overwrite" in capsys.readouterr().err and out.read_text() == first
+    assert main([*args, "--overwrite"]) == 0
+    assert chance_warning(0.15, 10).startswith("clean accuracy 15.0 % is within 10 points of chance (10 %)")
+    assert chance_warning(0.5, 10) == ""

@@ -62,7 +62,8 @@ def own(tmp_path_factory):
 
 def _evaluate(capsys, tmp_path, own, *model_args):
     out = tmp_path / "e.json"
-    base = ["evaluate", "-d", "digits", "--limit", 24, "-a", ATTACK, "--no-sanity", "-o", out, *own["channels"]]
+    base = ["evaluate", "-d", "digits", "--limit", 24, "-a", ATTACK, "--no-sanity", "-o", out, "--overwrite"]
+    base += own["channels"]
     code, stdout, stderr = run_cli(capsys, *base, *model_args)
     assert code == 0, stderr
     return json.loads(out.read_text())["metrics"], stdout

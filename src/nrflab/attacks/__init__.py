@@ -27,7 +27,14 @@ from nrflab.attacks.autoattack import AutoAttack  # isort: split
 from nrflab.attacks.base import Attack, Norm, check_images, cross_entropy_loss, per_sample_noise, project
 from nrflab.attacks.fast import pgd_update
 from nrflab.attacks.registry import attack_kind, list_attacks, register_attack
-from nrflab.attacks.spec import AttackSpec, attack_from_parts, default_step_size, parse_attack, parse_number
+from nrflab.attacks.spec import (
+    AttackSpec,
+    attack_from_parts,
+    default_step_size,
+    distinct_labels,
+    parse_attack,
+    parse_number,
+)
 from nrflab.core.modules import frozen_model
 
 __all__ = [
@@ -39,6 +46,7 @@ __all__ = [
     "NoAttack",
     "Norm",
     "attack_from_parts",
+    "distinct_labels",
     "attack_kind",
     "check_images",
     "cross_entropy_loss",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Union
 
 from torch import nn
@@ -52,6 +52,8 @@ class AttackSpec:
     version: str | None = None
     attacks: tuple[str, ...] = ()
     seed: int | None = None
+    #: The result key when two attacks of a list would share one (:func:`distinct_labels`); None: the label.
+    name: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         entry = attack_kind(self.kind)
@@ -81,7 +83,11 @@ class AttackSpec:
         if self.norm_option is not None and not entry.norms:
             raise NrflabError(f"the norm of {self.kind} is fixed by its name ({entry.norm}); it takes no norm=")
         for f in fields(self):
-            if f.name not in ("kind", "eps") and f.name not in entry.options and getattr(self, f.name) != f.default:
+            if (
+                f.name not in ("kind", "eps", "name")
+                and f.name not in entry.options
+                and getattr(self, f.name) != f.default
+            ):
                 taken = ", ".join(_key(n) for n in sorted(entry.options)) if entry.perturbs else "nothing"
                 raise NrflabError(f"the attack {self.kind} takes no {_key(f.name)} (it takes {taken})")
         if self.norm_option is not None:
@@ -127,7 +133,10 @@ class AttackSpec:
 
     @property
     def label(self) -> str:
-        """A short column-friendly name, e.g. ``pgd-l2_0.25`` or ``autoattack-l2-apgd-ce+apgd-t_0.5``."""
+        """A short column-friendly name, e.g. ``pgd-l2_0.25`` or ``autoattack-l2-apgd-ce+apgd-t_0.5`` (its
+        ``name`` when one was given to tell it from another attack of the same list)."""
+        if self.name:
+            return self.name
         if not self.entry.perturbs:
             return self.kind
         name = self.kind + (f"-{self.norm_option}" if self.norm_option else "")
@@ -296,3 +305,35 @@ def attack_from_parts(
         restarts=restarts,
         targeted=targeted,
     )
+
+
+def distinct_labels(specs: list[AttackSpec]) -> list[AttackSpec]:
+    """The specs with one result key each: where several share a label (PGD-10 and PGD-100 at one eps), each
+    of them is named by what sets it apart (``pgd-l2_1_steps100``, ``_restarts3``, ``_random-start``,
+    ``_step0.1``), so no result replaces another. Equal specs given twice are kept once."""
+    unique = list(dict.fromkeys(specs))
+    by_label: dict[str, list[AttackSpec]] = {}
+    for spec in unique:
+        by_label.setdefault(spec.label, []).append(spec)
+    out = []
+    for spec in unique:
+        group = by_label[spec.label]
+        if len(group) == 1:
+            out.append(spec)
+            continue
+        differs = [
+            f.name
+            for f in fields(spec)
+            if f.name not in ("kind", "eps", "name") and len({getattr(g, f.name) for g in group}) > 1
+        ]
+        defaults = {f.name: f.default for f in fields(spec)}
+        shown = [f for f in differs if f == "steps" or getattr(spec, f) != defaults[f]]
+        suffix = "".join(_suffix(f, getattr(spec, f)) for f in shown or differs) or f"_{group.index(spec) + 1}"
+        out.append(replace(spec, name=spec.label + suffix))
+    return out
+
+
+def _suffix(name: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return f"_{'' if value else 'no-'}{_key(name).replace('_', '-')}"
+    return f"_{_key(name)}{value if not isinstance(value, tuple) else '+'.join(value)}"

@@ -13,6 +13,7 @@ from nrflab.cli.app import app
 from nrflab.cli.measuring import MEASURE_FLAGS, channels, resolve_json_output
 from nrflab.cli.model_options import FACTORY_ARG_OPTION, WEIGHTS_HELP, one_model, with_factory_args
 from nrflab.cli.schema_flags import Flag, Given, schema_command
+from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_write_json
 from nrflab.measure.evaluation import EvaluateSettings, evaluate_subject, open_evaluation
 from nrflab.models.inspection import describe_model
@@ -41,6 +42,7 @@ def evaluate(
         None, "--weights", metavar="MODEL", help=f"{WEIGHTS_HELP} The same as --model (give one of them)."
     ),
     factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing record at the output path."),
 ) -> None:
     """Evaluate a model: usefulness (clean accuracy), robust usefulness (robust accuracy), robustness (LIGS).
 
@@ -58,9 +60,13 @@ def evaluate(
         default_name=default.name + ".json",
         inputs=(source,) if source.exists() else (),
     )
+    if target.exists() and not overwrite:
+        raise NrflabError(f"{target} exists: give --overwrite to replace it, or another --out")
     for line in describe_model(subject.loaded):
         typer.echo(line)
     record = evaluate_subject(subject, settings, progress=sys.stderr.isatty())
+    if record.at_chance:
+        typer.echo(f"warning: {record.at_chance}", err=True)
     atomic_write_json(target, record.to_json())
     for line in record.summary_lines():
         typer.echo(line)

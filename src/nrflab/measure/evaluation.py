@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from pydantic import Field, field_validator
 
-from nrflab.attacks import AttackSpec, attack_from_parts, parse_attack
+from nrflab.attacks import AttackSpec, attack_from_parts, distinct_labels, parse_attack
 from nrflab.core.columns import metric_label
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_json
@@ -255,6 +255,7 @@ def open_subject(
     if attacks is None:
         preset = preset_for(bundle.name, bundle.info.get("base_dataset") if bundle.info else None)
         attacks = [parse_attack(t) for t in PRESETS[preset]["eval_attacks"]]
+    attacks = distinct_labels(list(attacks))  # one result per attack: none replaces another
     loaded = adopt_dataset_normalization(loaded, mean=bundle.mean, std=bundle.std, dataset=bundle.name)
     check_model_fits(loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name)
     return Subject(loaded=loaded, bundle=bundle, attacks=tuple(attacks), device=device)
@@ -275,6 +276,8 @@ class EvaluationRecord:
     metrics: Mapping[str, float]
     sanity: Optional[tuple[SanityReport, ...]] = None
     corruptions: Optional[Mapping[str, Any]] = field(default=None)
+    #: Why the model sits near chance on these images ("" when it does not): its robustness says nothing then.
+    at_chance: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON record (``sanity`` and ``corruptions`` only when measured)."""
@@ -289,7 +292,10 @@ class EvaluationRecord:
             "seed": self.seed,
             "metrics": dict(self.metrics),
             "metric_labels": {k: metric_label(k) for k in self.metrics},
+            "at_chance": bool(self.at_chance),
         }
+        if self.at_chance:
+            out["at_chance_reason"] = self.at_chance
         if self.sanity is not None:
             out["sanity"] = {r.attack: r.to_dict() for r in self.sanity}
         if self.corruptions is not None:
@@ -370,6 +376,19 @@ def evaluate_subject(subject: Subject, s: EvaluateSettings, *, progress: bool = 
         metrics=row,
         sanity=reports,
         corruptions=corruption_rows(subject, s, progress=progress) if s.corruptions else None,
+        at_chance=chance_warning(row.get("clean_acc", float("nan")), subject.bundle.num_classes),
+    )
+
+
+def chance_warning(clean_acc: float, num_classes: int) -> str:
+    """Why a model's numbers say nothing about its features (clean accuracy near chance), or ""."""
+    from nrflab.measure.health import THRESHOLDS, chance, learned
+
+    if learned(clean_acc, num_classes):
+        return ""
+    return (
+        f"clean accuracy {100 * clean_acc:.1f} % is within {100 * THRESHOLDS.chance_margin:.0f} points of chance "
+        f"({100 * chance(num_classes):.0f} %): its robustness and LIGS say nothing about its features"
     )
 
 
