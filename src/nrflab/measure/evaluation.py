@@ -29,7 +29,7 @@ from nrflab.data.defaults import PRESETS, preset_for
 from nrflab.measure.bn_shift import ADAPT_SAMPLES, adapt_to_shifts, parse_shift
 from nrflab.measure.bn_surgery import BnAnalysis, analyze_batchnorm
 from nrflab.measure.bn_variants import VARIANTS
-from nrflab.measure.framework import evaluate_model
+from nrflab.measure.framework import image_outcomes
 from nrflab.measure.metrics import dataset_tensors
 from nrflab.measure.sanity import SanityReport, format_sanity, sanity_checks
 from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits
@@ -109,6 +109,10 @@ class MeasureSettings(Schema):
             )
             for text in self.attacks
         ]
+
+
+#: The metric of the ensemble: an image is robust only if every evaluated attack failed on it.
+ENSEMBLE_KEY = "robust_acc[ensemble]"
 
 
 class EvaluateSettings(MeasureSettings):
@@ -343,9 +347,14 @@ def evaluate_subject(subject: Subject, s: EvaluateSettings, *, progress: bool = 
     x, y = (t.to(subject.device) for t in subject.test_tensors(s))
     attacks = [(spec.label, spec.build(model, seed=s.seed)) for spec in subject.attacks]
     sigma = s.sigma if s.ligs else None
-    row = evaluate_model(
+    if x.shape[0] == 0:
+        raise NrflabError("no samples to evaluate")
+    seen = image_outcomes(
         model, x, y, attacks=attacks, ligs_sigma=sigma, seed=s.seed, batch_size=s.batch_size, progress=progress
-    ).row()
+    )
+    row = seen.summary().row()
+    if len(seen.robust) > 1:  # the per-image worst case over every attack, beside each attack's own number
+        row[ENSEMBLE_KEY] = float(torch.stack([c.cpu() for c in seen.robust.values()]).all(0).float().mean())
     cfg = getattr(model, "config", None)
     reports = None
     if s.sanity:
