@@ -94,7 +94,13 @@ def test_spec_form_and_several_attacks(checkpoint, tmp_path, capsys) -> None:
     assert code == 0, stderr
     record = json.loads(out.read_text())
     metrics = record["metrics"]
-    assert set(metrics) == {"clean_acc", "robust_acc[pgd-linf_0.1]", "robust_acc[fgsm_0.2]", "robust_acc[none]"}
+    assert set(metrics) == {
+        "clean_acc",
+        "robust_acc[pgd-linf_0.1]",
+        "robust_acc[fgsm_0.2]",
+        "robust_acc[none]",
+        "robust_acc[ensemble]",
+    }
     assert record["attacks"]["pgd-linf_0.1"] == "pgd-linf:eps=0.1,steps=2,step=0.025"
     assert metrics["robust_acc[none]"] == metrics["clean_acc"]
     assert metrics["robust_acc[fgsm_0.2]"] < metrics["clean_acc"]
@@ -108,7 +114,12 @@ def test_default_attacks_and_output_path(checkpoint, capsys) -> None:
     assert code == 0, stderr
     target = checkpoint.parent / "evaluation_mnist5k.json"
     metrics = json.loads(target.read_text())["metrics"]
-    assert set(metrics) == {"clean_acc", "robust_acc[pgd-l2_1]", "robust_acc[pgd-linf_0.1]"}  # the MNIST preset
+    assert set(metrics) == {
+        "clean_acc",
+        "robust_acc[pgd-l2_1]",
+        "robust_acc[pgd-linf_0.1]",
+        "robust_acc[ensemble]",
+    }  # the MNIST preset
     assert f"wrote {target}" in stdout
 
 
