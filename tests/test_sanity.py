@@ -30,12 +30,21 @@ def model():
 
 @pytest.mark.parametrize("spec", [PGD_L2, PGD_LINF], ids=lambda s: s.label)
 def test_a_normal_model_passes(spec, model, images) -> None:
+    """A strong enough PGD (40 steps) on an ordinary model: every check passes (5 steps are flagged as weak)."""
+    from dataclasses import replace
+
     x, y = images
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    report = S.sanity_checks(model, x, y, spec=spec)
+    report = S.sanity_checks(model, x, y, spec=replace(spec, steps=40))
     assert not report.flagged, S.format_sanity([report])
     statuses = {c.name: c.status for c in report.checks}
-    assert statuses == {"eps monotone": "pass", "unbounded": "pass", "restarts": "pass", "transfer": "skip"}
+    assert statuses == {
+        "eps monotone": "pass",
+        "unbounded": "pass",
+        "restarts": "pass",
+        "transfer": "skip",
+        "stronger attack": "pass",
+    }
     unbounded = next(c for c in report.checks if c.name == "unbounded")
     assert unbounded.numbers["accuracy"] <= 1 / 48
     assert all(torch.equal(model.state_dict()[k], v) for k, v in before.items()) and not model.training
@@ -84,3 +93,20 @@ def test_unbounded_radius_covers_the_image_cube() -> None:
     x = torch.zeros(2, 3, 4, 4)
     assert S.unbounded_eps("linf", x) == 1.0
     assert S.unbounded_eps("l2", x) == pytest.approx(torch.ones(3, 4, 4).norm().item())
+
+
+def test_a_stronger_attack_flags_a_weak_pgd_and_not_a_strong_one() -> None:
+    from _byom_helpers import digits, trained_digits_model
+
+    from nrflab.attacks import parse_attack
+    from nrflab.measure.sanity import check_stronger
+
+    model = trained_digits_model().eval()
+    x, y = digits().test.tensors()
+    x, y = x[:32], y[:32]
+    weak = check_stronger(model, x, y, spec=parse_attack("pgd-l2:eps=1,steps=1"))
+    assert weak.passed is False and "too weak" in weak.summary and weak.numbers["autoattack"] < weak.numbers["attack"]
+    strong = check_stronger(model, x, y, spec=parse_attack("pgd-l2:eps=1,steps=20"))
+    assert strong.passed is True and strong.numbers["attack"] - strong.numbers["autoattack"] <= 0.0625
+    aa = check_stronger(model, x, y, spec=parse_attack("autoattack:version=custom,attacks=apgd-ce,norm=l2,eps=1"))
+    assert aa.passed is None

@@ -2,7 +2,7 @@
 
 A robust accuracy measured with a gradient attack can overstate robustness when the model hides its
 gradients (non-differentiable steps such as rounding, saturating outputs, randomness) or when the attack
-is too weak. Four cheap checks, each a typed :class:`SanityCheck` with pass/flag and its numbers:
+is too weak. Five cheap checks, each a typed :class:`SanityCheck` with pass/flag and its numbers:
 
 * **eps monotone** -- robust accuracy must not rise with the radius (clean, then eps x 0.5, 1, 2);
 * **unbounded** -- with an effectively unbounded radius (Linf 1, L2 the diagonal of the image cube) and
@@ -10,7 +10,10 @@ is too weak. Four cheap checks, each a typed :class:`SanityCheck` with pass/flag
 * **restarts** -- a random-start attack with restarts must not be much stronger than the plain one (if it
   is, the plain number overstates robustness);
 * **transfer** -- adversarial examples crafted on a surrogate (e.g. the model's no-BN twin) must not fool
-  the model more than its own white-box attack does.
+  the model more than its own white-box attack does;
+* **stronger attack** -- AutoAttack (APGD-CE + APGD-DLR, the same norm and eps) must not lower robust accuracy
+  by more than the tolerance: if it does, the number comes from too weak an attack (not masking, but just as
+  untrustworthy).
 
 A flag does not prove masking; it says this number cannot be trusted as it stands. Thresholds allow one
 image of noise (two for restarts and transfer, or 5 percentage points, whichever is larger).
@@ -270,6 +273,51 @@ def check_transfer(
     return SanityCheck("transfer", question, True, text, numbers)
 
 
+#: The stronger attack of the sanity block: AutoAttack's APGD-CE and APGD-DLR at the checked attack's norm and eps.
+STRONGER = "autoattack:version=custom,attacks=apgd-ce+apgd-dlr,norm={norm},eps={eps!r}"
+
+
+def check_stronger(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    spec: AttackSpec,
+    seed: int = 0,
+    batch_size: int = 256,
+    tolerance: float = 0.05,
+    plain_accuracy: float | None = None,
+) -> SanityCheck:
+    """AutoAttack (APGD-CE + APGD-DLR) at the same norm and eps must not beat ``spec`` by more than
+    ``tolerance`` (or two images): otherwise ``spec`` is too weak to report. ``plain_accuracy``: the
+    attack's accuracy if already measured on these images."""
+    from nrflab.attacks import parse_attack
+
+    question = "does a stronger attack (AutoAttack APGD-CE + APGD-DLR) not lower robust accuracy much?"
+    if spec.kind == "autoattack":
+        return SanityCheck("stronger attack", question, None, "the attack is AutoAttack already", {})
+    strong_spec = parse_attack(STRONGER.format(norm=spec.norm, eps=spec.eps))
+    n = int(y.shape[0])
+    plain = (
+        plain_accuracy
+        if plain_accuracy is not None
+        else _accuracy_under(model, x, y, lambda m: spec.build(m, seed=seed), batch_size)
+    )
+    strong = _accuracy_under(model, x, y, lambda m: strong_spec.build(m, seed=seed), batch_size)
+    numbers = {"attack": plain, "autoattack": strong}
+    text = f"{100 * plain:.1f} % under the attack vs {100 * strong:.1f} % under AutoAttack (APGD-CE + APGD-DLR)"
+    gap = plain - strong
+    if gap > max(tolerance, 2 * _one_image(n)) + 1e-9:
+        return SanityCheck(
+            "stronger attack",
+            question,
+            False,
+            f"{text}: the attack is too weak and overstates robustness by {100 * gap:.1f} pp",
+            numbers,
+        )
+    return SanityCheck("stronger attack", question, True, text, numbers)
+
+
 def sanity_checks(
     model: nn.Module,
     x: torch.Tensor,
@@ -284,11 +332,11 @@ def sanity_checks(
     unbounded_steps: int = 20,
     restarts: int = 2,
 ) -> SanityReport:
-    """All four checks for one attack on the images ``x, y`` (keep them few: these are extra attacks).
+    """All five checks for one attack on the images ``x, y`` (keep them few: these are extra attacks).
 
     Cost with the defaults: the attack at eps x 0.5, 1 and 2, one unbounded PGD of ``unbounded_steps``
-    steps, ``restarts`` random-start runs and, with a surrogate, one more attack -- about 7 attacks of
-    ``spec.steps`` steps on the subset. The model is not changed (every attack freezes and restores it).
+    steps, ``restarts`` random-start runs, AutoAttack's APGD-CE and APGD-DLR and, with a surrogate, one more
+    attack -- about 7 attacks of ``spec.steps`` steps plus AutoAttack on the subset. The model is not changed (every attack freezes and restores it).
     """
     if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
         raise NrflabError(f"sanity checks need images and as many labels, got {x.shape[0]} and {y.shape[0]}")
@@ -306,6 +354,7 @@ def sanity_checks(
             check_transfer(
                 model, surrogate, x, y, spec=spec, seed=seed, batch_size=batch_size, surrogate_name=surrogate_name
             ),
+            check_stronger(model, x, y, spec=spec, seed=seed, batch_size=batch_size, plain_accuracy=plain),
         )
     return SanityReport(attack=spec.label, spec=spec.to_string(), num_samples=int(y.shape[0]), checks=checks)
 
@@ -331,6 +380,7 @@ def format_sanity(reports: Sequence[SanityReport]) -> list[str]:
 
 
 __all__ = [
+    "check_stronger",
     "format_sanity",
     "sanity_checks",
 ]
