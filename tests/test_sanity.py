@@ -97,7 +97,6 @@ def test_unbounded_radius_covers_the_image_cube() -> None:
 
 def test_a_stronger_attack_flags_a_weak_pgd_and_not_a_strong_one() -> None:
     from _byom_helpers import digits, trained_digits_model
-
     from nrflab.attacks import parse_attack
     from nrflab.measure.sanity import check_stronger
 
