@@ -157,7 +157,9 @@ def d_rand_more(bn: Arm, none: Arm, controls: Sequence[Health], *, seeds: Sequen
     c = compare_scalars(a, b, seeds=seeds, note="each seed's accuracy on the same fixed clean test images")
     view = f"clean test images, {names.stats}"
     guard = check(learners=controls, subjects=bn.on_view(view), others=none.on_view(view))
-    evidence = f"Clean test accuracy after training on D_rand: {names.with_norm} {pct(c.a)}, {names.without} {pct(c.b)}."
+    evidence = (
+        f"Clean test accuracy after training on D_rand: {names.with_norm} {pct(c.a)}, {names.without} {pct(c.b)}."
+    )
     return judge_claim(D_RAND_MORE, c, evidence, guard=guard, seeds=seeds, protocol=names.protocol, **names.fill())
 
 
@@ -178,9 +180,7 @@ def conflicting_nrf_more(bn: Arm, none: Arm, *, seeds: Sequence[int], names: Nam
     lead_none = [y - y1 for y, y1 in zip(none.acc(), none.acc(1), strict=True)]
     c = compare_scalars(lead_bn, lead_none, seeds=seeds, note="difference of differences on the same images")
     view = f"conflicting view: clean test images, better of y and y+1, {names.stats}"
-    guard = check(
-        learners=none.on_view(view, both_readings=True), subjects=bn.on_view(view, both_readings=True)
-    )
+    guard = check(learners=none.on_view(view, both_readings=True), subjects=bn.on_view(view, both_readings=True))
     evidence = (
         f"Accuracy vs y / vs y+1 (mean over seeds): {names.with_norm} {pct(_mean(bn.acc()))} / "
         f"{pct(_mean(bn.acc(1)))}, {names.without} {pct(_mean(none.acc()))} / {pct(_mean(none.acc(1)))}; "
@@ -210,7 +210,13 @@ def conflicting_turn(
         f"{', '.join(pct(v) for v in final)} (per seed)."
     )
     return judge_claim(
-        CONFLICTING_TURN, c, evidence, guard=guard, seeds=seeds, protocol=names.protocol, epoch=str(epoch),
+        CONFLICTING_TURN,
+        c,
+        evidence,
+        guard=guard,
+        seeds=seeds,
+        protocol=names.protocol,
+        epoch=str(epoch),
         **names.fill(),
     )
 
