@@ -249,21 +249,25 @@ def early_guard(**bad: object):
 
 
 def test_early_stop_claim_each_sign_guard_and_interval():
-    v = early_stop_claim(early_rows(0.05), guard=early_guard(), epoch=2)
-    assert v.outcome == "agrees" and v.claim_id == "transfer.early_stop" and "epoch 2 vs 4" in v.claim
-    assert early_stop_claim(early_rows(-0.05), guard=early_guard(), epoch=2).outcome == "disagrees"
-    assert early_stop_claim(early_rows(0.0, jitter=3.0), guard=early_guard(), epoch=2).outcome == "inconclusive"
+    v = early_stop_claim(early_rows(0.05), guard=early_guard(), early="epoch 2")
+    assert v.outcome == "agrees" and v.claim_id == "transfer.early_stop" and "(epoch 2 vs epoch 4)" in v.claim
+    assert early_stop_claim(early_rows(-0.05), guard=early_guard(), early="epoch 2").outcome == "disagrees"
+    assert early_stop_claim(early_rows(0.0, jitter=3.0), guard=early_guard(), early="epoch 2").outcome == "inconclusive"
     # The early checkpoints' health: at chance (untrained), diverged, collapsed -> void.
-    assert early_stop_claim(early_rows(0.05), guard=early_guard(acc=0.1, train_acc=0.1), epoch=2).outcome == "void"
-    assert early_stop_claim(early_rows(0.05), guard=early_guard(finite=False), epoch=2).outcome == "void"
-    assert early_stop_claim(early_rows(0.05), guard=early_guard(share=0.95), epoch=2).outcome == "void"
-    assert early_stop_claim(early_rows(0.05, seeds=[0, 1]), guard=early_guard(), epoch=2).outcome == "not tested"
+    assert (
+        early_stop_claim(early_rows(0.05), guard=early_guard(acc=0.1, train_acc=0.1), early="epoch 2").outcome == "void"
+    )
+    assert early_stop_claim(early_rows(0.05), guard=early_guard(finite=False), early="epoch 2").outcome == "void"
+    assert early_stop_claim(early_rows(0.05), guard=early_guard(share=0.95), early="epoch 2").outcome == "void"
+    assert (
+        early_stop_claim(early_rows(0.05, seeds=[0, 1]), guard=early_guard(), early="epoch 2").outcome == "not tested"
+    )
     # A run whose early epoch is its last is left out; the runs of a seed are averaged, then paired by seed.
     rows = early_rows(0.03, jitter=2.0)
-    v = early_stop_claim([*rows, EarlyVsFinal("x", "g", 4, 4, 0.9, 0.1, 0)], guard=early_guard(), epoch=2)
+    v = early_stop_claim([*rows, EarlyVsFinal("x", "g", 4, 4, 0.9, 0.1, 0)], guard=early_guard(), early="epoch 2")
     d = [sum(r.gain for r in rows if r.seed == sd) / 3 for sd in SEEDS]
     n, m = len(d), sum(d) / len(d)
     half = student_t.ppf(0.975, n - 1) * math.sqrt(sum((x - m) ** 2 for x in d) / (n - 1)) / math.sqrt(n)
     assert v.difference == pytest.approx(m) and v.low == pytest.approx(m - half) and v.high == pytest.approx(m + half)
     swapped = [EarlyVsFinal(r.run, r.group, r.epoch, r.final_epoch, r.final, r.early, r.seed) for r in early_rows(0.05)]
-    assert early_stop_claim(swapped, guard=early_guard(), epoch=2).outcome == "disagrees"
+    assert early_stop_claim(swapped, guard=early_guard(), early="epoch 2").outcome == "disagrees"

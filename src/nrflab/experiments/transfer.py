@@ -72,7 +72,7 @@ FULL = ZooSetup(
 QUICK = ZooSetup(
     archs=(("smallcnn", 0.5),), epochs=2, train_size=1000, limit=100, attack="pgd-linf:eps=0.1,step=0.04,steps=5"
 )
-EARLY_RULE = EarlyStop("epoch", 1)
+EARLY_RULE = EarlyStop("frac", 0.9)
 
 
 class ZooArch(BaseModel):
@@ -104,9 +104,9 @@ class TransferExperimentSettings(ExperimentSettings):
     limit: int = Field(default=500, ge=1, description="attacked test images")
     attack: str = FULL.attack
     early_stop: str = Field(
-        default="epoch=1",
-        description="the early-stopped checkpoint: epoch=K, a kept epoch fixed before judging (the claim compares "
-        "it with the final model)",
+        default=str(EARLY_RULE),
+        description="the early-stopped checkpoint: epoch=K (a kept epoch, fixed before judging: the cpu preset's "
+        "choice) or a rule such as frac=0.9",
     )
 
     @field_validator("norms")
@@ -119,8 +119,7 @@ class TransferExperimentSettings(ExperimentSettings):
     @field_validator("early_stop")
     @classmethod
     def _rule_parses(cls, value: str) -> str:
-        if EarlyStop.parse(value).kind != "epoch":
-            raise ValueError(f"early_stop {value!r}: the early epoch is fixed before judging (epoch=K)")
+        EarlyStop.parse(value)
         return value
 
 
@@ -166,7 +165,6 @@ PAPER_SCALE = TransferExperimentSettings(
     zoo=paper_stage(eval_attacks=[], ligs=False, keep_checkpoints=10),
     limit=1000,
     attack="pgd-linf:eps=8/255,step=2/255,steps=20",
-    early_stop="epoch=30",
 )
 
 
@@ -265,7 +263,7 @@ def check(s: TransferExperimentSettings) -> list[tuple[str, str]]:
             )
         ]
     if rule.kind == "epoch" and int(rule.value) not in [*kept, s.zoo.epochs]:
-        return [(f"early_stop {rule} is not a kept epoch (kept: {kept or 'none'})", "early_stop=epoch=1")]
+        return [(f"early_stop {rule} is not a kept epoch (kept: {kept or 'none'})", "early_stop=frac=0.9")]
     return []
 
 
@@ -291,9 +289,9 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
         )
     ]
     if _kept(s):
-        checkpoints = _checkpoint_health(s, bundle, zoo, int(rule.value))
+        checkpoints = _checkpoint_health(s, bundle, zoo, [r.epoch for r in early])
         guard = guard_check(learners=[*healths, *checkpoints])
-        verdicts.append(early_stop_claim(early, guard=guard, epoch=int(rule.value), protocol=protocol))
+        verdicts.append(early_stop_claim(early, guard=guard, early=_early_name(rule), protocol=protocol))
     else:
         verdicts.append(
             with_family(
@@ -326,10 +324,10 @@ def _source_health(s: TransferExperimentSettings, bundle: DatasetBundle, zoo: Se
 
 
 def _checkpoint_health(
-    s: TransferExperimentSettings, bundle: DatasetBundle, zoo: Sequence[ZooRun], epoch: int
+    s: TransferExperimentSettings, bundle: DatasetBundle, zoo: Sequence[ZooRun], epochs: Sequence[int]
 ) -> list[Health]:
-    """The health of each run's early checkpoint on the attacked test images (its training accuracy from
-    that epoch's metrics row)."""
+    """The health of each run's early checkpoint (``epochs``: each run's early epoch) on the attacked test
+    images, its training accuracy from that epoch's metrics row."""
     from nrflab.core.modules import model_device
     from nrflab.measure.health import top_class
     from nrflab.measure.predict import predict
@@ -337,7 +335,7 @@ def _checkpoint_health(
 
     x, y = test_images(bundle, s.limit)
     out = []
-    for r in zoo:
+    for r, epoch in zip(zoo, epochs, strict=True):
         model = resolve_model(r.path, epoch=epoch).load(s.device if s.device != "auto" else "cpu")
         pred = predict(model, x.to(model_device(model))).cpu()
         rows = [m for m in RunDir(r.path).read_metrics() if int(m.get("epoch", -1)) == epoch]
@@ -368,6 +366,11 @@ def run(
     return run_experiment(
         "transfer", Path(out_dir), settings=chosen, execution=Execution(workers=workers, progress=progress)
     )
+
+
+def _early_name(rule: EarlyStop) -> str:
+    """How the early-stop claim names its early checkpoint: the preset's epoch, or the rule."""
+    return f"epoch {int(rule.value)}" if rule.kind == "epoch" else f"the checkpoint of rule {rule}"
 
 
 def _twins(result: TransferResult, zoo: Sequence[ZooRun], finals: Sequence[ModelRef]) -> list[SourceTwins]:

@@ -46,9 +46,9 @@ EARLY_STOP = register_claim(
     id="transfer.early_stop",
     experiment="transfer",
     family=FAMILY,
-    text="Early-stopped sources (mostly RFs) transfer better than the final model (epoch {epoch} vs {last})",
+    text="Early-stopped sources (mostly RFs) transfer better than the final model ({early} vs epoch {last})",
     paper="Claim 6: adversarial examples of early-stopped networks transfer better",
-    quantity="mean transfer success over targets of each run's checkpoint at the preset's early epoch minus "
+    quantity="mean transfer success over targets of each run's early checkpoint (the preset's epoch) minus "
     "its final model's, per seed (runs of the seed averaged)",
     unit="points",
     protocol="untargeted attack on the fixed test images; early epoch fixed in the preset",
@@ -112,22 +112,23 @@ def no_bn_claim(twins: Sequence[SourceTwins], *, guard: Guard, protocol: str = "
     return judge_claim(NO_BN, c, evidence, guard=guard, seeds=seeds, protocol=protocol or None, **{"with": names})
 
 
-def early_stop_claim(rows: Sequence[EarlyVsFinal], *, guard: Guard, epoch: int, protocol: str = "") -> Verdict:
+def early_stop_claim(rows: Sequence[EarlyVsFinal], *, guard: Guard, early: str, protocol: str = "") -> Verdict:
     """Early checkpoint minus final model, per seed (the runs of a seed averaged first), paired by seed.
-    Runs whose early epoch is not before the last are left out."""
+    Runs whose early epoch is not before the last are left out; ``early`` names the early checkpoint
+    ("epoch 2": fixed in the preset)."""
     kept = [r for r in rows if r.epoch < r.final_epoch]
-    early = by_seed([(r.seed, r.early) for r in kept])
+    first = by_seed([(r.seed, r.early) for r in kept])
     final = by_seed([(r.seed, r.final) for r in kept])
-    c, seeds = _paired(early, final)
-    last = max((r.final_epoch for r in rows), default=epoch)
+    c, seeds = _paired(first, final)
+    last = max((r.final_epoch for r in rows), default=0)
     helped = sum(r.gain > 0 for r in kept if math.isfinite(r.gain))
     evidence = (
-        f"Epoch {epoch} checkpoint vs final model (epoch {last}), mean transfer success per seed: early "
-        f"{', '.join(pct(early[sd]) for sd in seeds)}, final {', '.join(pct(final[sd]) for sd in seeds)}; higher "
+        f"Early checkpoint ({early}; epochs {', '.join(sorted({str(r.epoch) for r in kept}))}) vs final model "
+        f"(epoch {last}), mean transfer success per seed: early {', '.join(pct(first[sd]) for sd in seeds)}, final {', '.join(pct(final[sd]) for sd in seeds)}; higher "
         f"for {helped}/{len(kept)} runs."
     )
     return judge_claim(
-        EARLY_STOP, c, evidence, guard=guard, seeds=seeds, protocol=protocol or None, epoch=str(epoch), last=str(last)
+        EARLY_STOP, c, evidence, guard=guard, seeds=seeds, protocol=protocol or None, early=early, last=str(last)
     )
 
 
