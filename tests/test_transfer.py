@@ -772,24 +772,37 @@ def _constructed(successes: dict[str, float]) -> TransferResult:
 
 
 def test_experiment_verdicts_follow_the_interval_rule():
-    from nrflab.experiments.transfer import EarlyVsFinal, early_stop_claim, no_bn_claim
+    from nrflab.experiments.guard import check
+    from nrflab.experiments.transfer import ZooRun, _twins
+    from nrflab.experiments.transfer_claims import EarlyVsFinal, SourceTwins, early_stop_claim, no_bn_claim
 
-    twins = [("cnn_bn_s0", "cnn_none_s0"), ("cnn_bn_s1", "cnn_none_s1")]
-    straddles = _constructed({"cnn_bn_s0": 0.50, "cnn_none_s0": 0.60, "cnn_bn_s1": 0.50, "cnn_none_s1": 0.45})
-    verdict = no_bn_claim(straddles, twins)
+    # _twins reads each source's mean success over targets and pairs BN with no-BN of the same arch and seed.
+    runs = {"cnn_bn_s0": 0.50, "cnn_none_s0": 0.60, "cnn_bn_s1": 0.50, "cnn_none_s1": 0.45}
+    result = _constructed(runs)
+    zoo, finals = [], []
+    for name in runs:
+        arch, norm, seed = name.split("_")
+        zoo.append(ZooRun(Path(name), arch, norm, int(seed[1:])))
+        finals.append(type("Ref", (), {"name": name})())
+    pairs = _twins(result, zoo, finals)
+    assert [(t.arch, t.seed, t.bn, t.none) for t in pairs] == [("cnn", 0, 0.5, 0.6), ("cnn", 1, 0.5, 0.45)]
+    # Two seeds: reported, not tested (a claim about models needs three paired seeds).
+    assert no_bn_claim(pairs, guard=check()).outcome == "not tested"
+    more = [*pairs, SourceTwins("cnn", 2, 0.5, 0.55)]
+    verdict = no_bn_claim(more, guard=check())
     assert verdict.outcome == "inconclusive" and verdict.low < 0 < verdict.high
-    assert verdict.difference == pytest.approx(0.025)
-    clear = _constructed({"cnn_bn_s0": 0.50, "cnn_none_s0": 0.60, "cnn_bn_s1": 0.50, "cnn_none_s1": 0.61})
-    assert no_bn_claim(clear, twins).outcome == "agrees"
-    # The early-stop gain of a past report: mean -2.0 points with an interval from -7.6 to +3.6.
+    assert verdict.difference == pytest.approx(0.1 / 3)  # (+10 - 5 + 5) / 3 points
+    clear = [SourceTwins("cnn", s, 0.5, 0.6 + 0.01 * s) for s in range(3)]
+    assert no_bn_claim(clear, guard=check()).outcome == "agrees"
+    # The early-stop gain of a past report, now one run per seed: mean -2.0 points, interval across zero.
     gains = [-0.056, 0.016, -0.04, 0.0]
-    rows = [EarlyVsFinal(f"r{i}", "g", 1, 2, 0.5 + g, 0.5) for i, g in enumerate(gains)]
-    verdict = early_stop_claim(rows)
+    rows = [EarlyVsFinal(f"r{i}", "g", 1, 2, 0.5 + g, 0.5, i) for i, g in enumerate(gains)]
+    verdict = early_stop_claim(rows, guard=check(), early="epoch 1")
     assert verdict.difference == pytest.approx(-0.02) and verdict.low < 0 < verdict.high
     assert verdict.outcome == "inconclusive"
-    worse = [EarlyVsFinal(f"r{i}", "g", 1, 2, 0.4 + d, 0.5) for i, d in enumerate((0.0, 0.01, -0.01))]
-    assert early_stop_claim(worse).outcome == "disagrees"
-    assert early_stop_claim(rows[:1]).outcome == "inconclusive"  # one run: no interval
+    worse = [EarlyVsFinal(f"r{i}", "g", 1, 2, 0.4 + d, 0.5, i) for i, d in enumerate((0.0, 0.01, -0.01))]
+    assert early_stop_claim(worse, guard=check(), early="epoch 1").outcome == "disagrees"
+    assert early_stop_claim(rows[:1], guard=check(), early="epoch 1").outcome == "not tested"  # one seed
 
 
 # ---------------------------------------------------------------------------------------------
