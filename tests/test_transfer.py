@@ -489,6 +489,11 @@ def test_experiment_quick(tmp_path):
     assert "| source group |" in sections[0].markdown and sections[0].images
     assert all(Path(p).is_file() for s in sections for p in s.images)
     assert sections[2].markdown.count("- ") >= 2 and "this run" in sections[2].markdown
+    # Two epochs on 1,000 images: the no-BN sources stay at chance, so the guard voids both claims (before the
+    # two seeds would leave them not tested).
+    verdicts = sections[2].verdicts
+    assert [(v.claim_id, v.outcome) for v in verdicts] == [("transfer.no_bn", "void"), ("transfer.early_stop", "void")]
+    assert all("smallcnn/none seed" in v.reason for v in verdicts) and "(epoch 1 vs epoch 2)" in verdicts[1].claim
 
 
 # ---------------------------------------------------------------------------------------------
