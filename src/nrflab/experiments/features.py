@@ -9,8 +9,9 @@ accuracy, robust accuracy, LIGS; for the conflicting set also accuracy against (
 The feature claims are judged under two evaluation protocols (:mod:`nrflab.measure.predict`): the
 paper's (BN with running statistics) and "BN with batch statistics". A BN twin trained on perturbed
 images may carry running statistics that do not fit clean images and predict one class for almost every
-test image; the validity guard then voids the claim under the paper's protocol, and the batch-statistics
-protocol tells whether the features themselves were learned.
+test image; such a twin trained, so the claim *fails under* the paper's protocol (the measured outcome, not
+void), and the batch-statistics protocol tells whether the features themselves were learned. The claims,
+their guards and their pairing over seeds: :mod:`nrflab.experiments.features_claims`.
 """
 
 from __future__ import annotations
