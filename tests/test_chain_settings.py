@@ -73,8 +73,8 @@ def test_show_settings_gives_every_key_its_value_and_meaning(capsys) -> None:
 
     assert main(["experiment", "transfer", "--show-settings"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "limit = 500  # attacked test images" in lines
-    assert "zoo.epochs = 6  # Training epochs." in lines
+    assert "limit = 300  # attacked test images" in lines
+    assert "zoo.epochs = 4  # Training epochs." in lines
 
 
 def test_reproduce_overwrite_replaces_a_run_of_a_changed_recipe(tmp_path, capsys) -> None:

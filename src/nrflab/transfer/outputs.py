@@ -16,7 +16,7 @@ from typing import Any
 from nrflab.core.fmt import attack_text, ci, ci_phrase, pct, points
 from nrflab.core.io import atomic_write_json, atomic_write_text, write_csv
 from nrflab.core.records import to_json
-from nrflab.core.stats import Verdict, judge, mean_ci
+from nrflab.core.stats import Verdict, judge, one_sample_test
 from nrflab.report.document import markdown_table
 from nrflab.transfer.boosts import BoostRow
 from nrflab.transfer.results import PairMetric, PairResult, TransferResult
@@ -48,14 +48,16 @@ def _cell(p: PairResult) -> str:
 
 
 def judge_boosts(boosts: Sequence[BoostRow]) -> list[tuple[str, Verdict]]:
-    """Per boost: does it raise transfer success? The mean gain over the given sources with its t-interval,
-    judged by the one rule (helped/hurt only when the interval excludes zero)."""
+    """Per boost: does it raise transfer success? The mean gain over the given sources with its t-interval
+    and p-value (the source is the unit: each source's gain is already averaged over its common targets),
+    judged by the one rule (helped/hurt only when the interval excludes zero). A tool summary about the
+    sources given, not a claim about models replicated over seeds: the experiments judge those."""
     verdicts = []
     for b in dict.fromkeys(r.boost for r in boosts if r.boost != "none"):
         gains = [r.gain for r in boosts if r.boost == b and math.isfinite(r.gain)]
         if not gains:
             continue
-        m, lo, hi = mean_ci(gains, proportion=False)
+        m, lo, hi, p, n = one_sample_test(gains)
         helped = sum(g > 0 for g in gains)
         verdict = judge(
             f"{b} raises transfer success",
@@ -65,6 +67,8 @@ def judge_boosts(boosts: Sequence[BoostRow]) -> list[tuple[str, Verdict]]:
             f"mean gain {points(m)} points{ci_phrase((lo, hi))}, higher success for {helped}/{len(gains)} sources",
             protocol="gain = mean transfer success over common targets of the boosted source minus "
             "the source as given; t-interval across sources",
+            p=p,
+            method=f"95 % t-interval over {n} source{'s' if n != 1 else ''}",
         )
         verdicts.append((b, verdict))
     return verdicts
