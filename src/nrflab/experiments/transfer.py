@@ -128,10 +128,10 @@ def _zoo_stage(epochs: int, *, keep: int = 1) -> Stage:
 
 
 # Five paired seeds per claim, paid for by a shorter recipe than the two-seed preset before it (6 epochs on all
-# training images, a checkpoint every epoch, 500 attacked images): 4 epochs on 3,000 training images, the
+# 4,000 training images, a checkpoint every epoch, 500 attacked images): 4 epochs on 3,000 training images, the
 # checkpoint of epoch 2 kept (the early epoch, fixed here before judging), 300 attacked images. One epoch on all
-# 5,000 images takes about 5.8 s (smallcnn 0.5) and 7.6 s (vgg11 0.25) on one core; the 20 runs cost about what
-# the 8 did, and the matrix crafts on 40 sources x 300 images instead of 48 x 500.
+# 4,000 images takes about 5.8 s (smallcnn 0.5) and 7.6 s (vgg11 0.25) on one core, so the 20 runs train in about
+# 400 s (the 8 runs before: about 320 s), and the matrix crafts on 40 sources x 300 images instead of 48 x 500.
 CPU = TransferExperimentSettings(
     dataset="mnist5k",
     arch="smallcnn",
