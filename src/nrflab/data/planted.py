@@ -3,9 +3,11 @@
 Every image carries a **robust feature** (RF: a class template in a low-frequency DCT band, large L2
 norm, shifted at random by a few pixels) and a **non-robust feature** (NRF: a class template in a
 high-frequency DCT band, small L2 norm, fixed position) on a natural-image-like background (mid-grey plus a
-per-image colour offset plus 1/f noise, no exact zeros). Swapping the RF needs an L2 perturbation of about
-``a_r * sqrt(2)`` (far beyond any evaluation eps); swapping the NRF needs about ``a_n * sqrt(2)`` (inside a
-PGD-L2 eps of 0.5 at the defaults): robust and non-robust by construction.
+per-image colour offset plus 1/f noise, no exact zeros). **Swap cost** (one convention, used by the planted
+experiment and its docs): the smallest L2 perturbation that moves a feature from its class template to the
+midpoint with another class's (orthonormal templates of norm ``a``), ``a / sqrt(2)``; replacing the template
+outright costs ``a * sqrt(2)``. The RF's swap cost ``a_r / sqrt(2)`` is far beyond any evaluation eps; the
+NRF's ``a_n / sqrt(2)`` is inside a PGD-L2 eps of 0.5 at the defaults: robust and non-robust by construction.
 
 Per image with label ``y`` the RF class is ``y`` with probability ``p_r`` and the NRF class is ``y`` with
 probability ``p_n``, independently; otherwise another class (uniform, or ``y + rf_shift`` for the RF when
@@ -20,7 +22,7 @@ mnist5k digit, rescaled to [m, 1 - m] with m >= 0.1 chosen so the NRF survives c
 
 Defaults and why (measured with ``generate``; see the planted experiment's docstring for training
 calibration): background pixel std 0.08 and a_r = 6 at 32 x 32 (3 at 16 x 16) keep clipping near 0.1 % of
-pixels; a_n = 0.35 makes an NRF swap cost ~0.5 in L2.
+pixels; a_n = 0.35 makes the NRF's swap cost ~0.25 in L2 (a full template replacement ~0.5).
 """
 
 from __future__ import annotations

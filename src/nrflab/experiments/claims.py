@@ -40,7 +40,7 @@ FAMILIES = {
 }
 
 #: Units a judged quantity may carry (a verdict prints its estimate in its unit).
-UNITS = ("points", "LIGS", "rho index", "ratio", "epochs")
+UNITS = ("points", "LIGS", "rho index", "ratio", "log ratio", "epochs")
 
 
 @dataclass(frozen=True)

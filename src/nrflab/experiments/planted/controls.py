@@ -4,60 +4,54 @@ available, or moved to a mid band, and which model's reliance moves."""
 from __future__ import annotations
 
 from nrflab.core.fmt import cell, difference
-from nrflab.core.stats import Verdict, judge, paired_ci
-from nrflab.experiments.planted.claims import Capability, capability_void, dropped_text, pairs_void
+from nrflab.core.stats import MIN_SEEDS, Verdict, paired_ci
+from nrflab.experiments.claims import judge_claim
+from nrflab.experiments.evidence import compare_scalars
+from nrflab.experiments.guard import check
+from nrflab.experiments.planted import declarations as claims
+from nrflab.experiments.planted.claims import Capability, capability_void, dropped_text, gated, kept_seeds, names
+from nrflab.experiments.planted.declarations import AGREE_VIEW
 from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.settings import Settings
 from nrflab.experiments.planted.text import name
 
 
 def control_verdicts(m: Measured, s: Settings, op_key: str, cap: Capability) -> list[Verdict]:
-    """Does the BN gap (rho_bn - rho_none) shrink when the NRF is made robust, less available, mid-band?"""
+    """Does the gap rho_bn - rho_none shrink when the NRF is made robust, less available, mid-band? Paired
+    by seed over the seeds where every model of the operating point and of the control learned the set."""
     bn = s.norms[0]
-
-    def gaps(key: str) -> tuple[dict[int, float], list[int]]:
-        common = sorted(set(m.seeds(key, bn)) & set(m.seeds(key, "none")))
-        ok = m.learned_seeds(key, (bn, "none"), s.learned_min)
-        return (
-            {sd: m.values[(key, bn, sd)]["rho"] - m.values[(key, "none", sd)]["rho"] for sd in ok},
-            [sd for sd in common if sd not in ok],
-        )
-
-    base, base_dropped = gaps(op_key)
+    base, base_dropped = kept_seeds(m, op_key, (bn, "none"), s)
     out = []
-    controls = [
-        (
-            "ctl-robust",
-            "the NRF made robust at equal availability (norm "
-            f"{s.a_n:g} -> {s.control_robust_a_n:g} and noise {s.noise:g} -> {s.control_noise:g}: "
-            "the same template signal-to-noise ratio)",
-            "non-robustness",
-        ),
-        (
-            "ctl-noise",
-            f"the NRF made less available (noise {s.noise:g} -> {s.control_noise:g}, norm kept)",
-            "availability",
-        ),
-        ("ctl-band", f"the NRF moved to the {s.control_band} band (norm kept)", "frequency band"),
-    ]
-    for key, what, factor in controls:
-        g, dropped = gaps(key)
-        common = sorted(set(base) & set(g))
-        left_out = sorted({*dropped, *base_dropped} & {*m.seeds(key, bn), *m.seeds(op_key, bn)})
-        x, y = [base[sd] for sd in common], [g[sd] for sd in common]
-        d, lo, hi = paired_ci(x, y)
-        void = capability_void(cap, (bn, "none"), s) or pairs_void(x, left_out, key)
+    what = {
+        "ctl-robust": f"NRF norm {s.a_n:g} -> {s.control_robust_a_n:g} and noise {s.noise:g} -> {s.control_noise:g} "
+        "(the same template signal-to-noise ratio)",
+        "ctl-noise": f"noise {s.noise:g} -> {s.control_noise:g}, NRF norm {s.a_n:g} kept",
+        "ctl-band": f"NRF in the {s.control_band} band, norm {s.a_n:g} kept",
+    }
+    for key, _ in CONTROLS:
+        ctl, dropped = kept_seeds(m, key, (bn, "none"), s)
+        seeds = sorted(set(base) & set(ctl))
+        left_out = sorted({*dropped, *base_dropped})
+        x = [m.values[(op_key, bn, sd)]["rho"] - m.values[(op_key, "none", sd)]["rho"] for sd in seeds]
+        y = [m.values[(key, bn, sd)]["rho"] - m.values[(key, "none", sd)]["rho"] for sd in seeds]
+        everyone = sorted({*base, *base_dropped} & {*ctl, *dropped})
+        judged = seeds if len(seeds) >= MIN_SEEDS else everyone
+        guard = check(
+            learners=[
+                *m.healths(op_key, (bn, "none"), judged, view=AGREE_VIEW),
+                *m.healths(key, (bn, "none"), judged, view=AGREE_VIEW),
+            ]
+        )
         out.append(
-            judge(
-                f"Control ({factor}): the {name(bn)} gap shrinks with {what}",
-                d,
-                lo,
-                hi,
+            judge_claim(
+                claims.CONTROLS[key],
+                compare_scalars(x, y, seeds=seeds, note="gap at the operating point minus gap in the control"),
                 f"gap rho_{bn} - rho_none: operating point {cell(x, percent=False, signed=True)}, control "
-                f"{cell(y, percent=False, signed=True)}; shrinkage {difference(d, lo, hi, percent=False)}."
-                + dropped_text(left_out),
-                protocol=f"{len(common)} seeds paired",
-                void_reason=void,
+                f"{cell(y, percent=False, signed=True)}." + dropped_text(left_out, s),
+                guard=gated(guard, capability_void(cap, (bn, "none"), s)),
+                seeds=seeds,
+                protocol=f"control: {what[key]}",
+                **names(bn),
             )
         )
     return out
@@ -92,12 +86,29 @@ def shifts_text(shifts: dict[str, dict[str, tuple[float, float, float]]], s: Set
     )
 
 
+#: What a shrinking gap shows, per control.
+READING = {
+    "ctl-robust": "consistent with a preference for the small (non-robust) feature",
+    "ctl-noise": "not specific to robustness (it follows availability)",
+    "ctl-band": "not specific to robustness (it follows the frequency band)",
+}
+
+
+def control_reading(v: Verdict, key: str) -> str:
+    """What one control's verdict shows, in words that do not say more than the gap's change."""
+    if v.outcome == "agrees":
+        return f"the gap shrinks: {READING[key]}"
+    if v.outcome == "disagrees":
+        return "the gap grows"
+    if v.outcome == "inconclusive":
+        return "the gap does not change significantly"
+    return f"{v.outcome} ({v.reason})"
+
+
 def controls_summary(
     verdicts: list[Verdict], shifts: dict[str, dict[str, tuple[float, float, float]]], s: Settings
 ) -> str:
-    """Measured sentences: which properties of the NRF the BN gap follows, and which model closes it."""
-    if any(v.outcome == "void" for v in verdicts):
-        return "Reading of the controls: at least one control is void, so what the BN gap follows is not settled here."
+    """Measured sentences: what each control shows about the BN gap, and which model closes it."""
     bn = s.norms[0]
 
     def moved(key: str, n: str) -> int:
@@ -106,9 +117,8 @@ def controls_summary(
 
     sentences = []
     for v, (key, label) in zip(verdicts, CONTROLS, strict=True):
-        word = {"agrees": "shrinks", "disagrees": "grows", "inconclusive": "does not change significantly"}[v.outcome]
         who = [f"{name(n)}'s rho {'rises' if moved(key, n) > 0 else 'falls'}" for n in (bn, "none") if moved(key, n)]
-        sentences.append(f"{label} NRF: the gap {word}" + (f" ({' and '.join(who)})" if who else ""))
+        sentences.append(f"{label} NRF: {control_reading(v, key)}" + (f" ({' and '.join(who)})" if who else ""))
     text = "Reading of the controls: " + "; ".join(sentences) + "."
     if moved("ctl-noise", bn) < 0:
         text += (
@@ -118,8 +128,8 @@ def controls_summary(
     if moved("ctl-robust", "none") > 0 and moved("ctl-robust", bn) <= 0:
         text += (
             " Making the NRF robust closes the gap from the no-norm side: the larger NRF is adopted without "
-            f"normalization too. In L2 a robust feature is a large one, so these data cannot separate "
-            f"'non-robust' from 'small': {name(bn)}'s advantage is specific to small (hence non-robust) features."
+            "normalization too. In L2 a robust feature is a large one, so these data cannot separate "
+            f"'non-robust' from 'small': {name(bn)}'s advantage is measured for small features."
         )
     return text
 

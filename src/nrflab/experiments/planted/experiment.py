@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Optional
 
 from nrflab.core.errors import NrflabError
-from nrflab.core.io import atomic_write_json
 from nrflab.experiments.engine import CallTask, Task
 from nrflab.experiments.planted.measurement import Measured, measure
 from nrflab.experiments.planted.mnist import mnist_question, mnist_tasks
@@ -76,16 +75,7 @@ def analyze(s: Settings, ctx: AnalysisContext) -> list[Section]:
         tr = transfer(m, s, op_key, op_spec)
     home = str(ctx.home)
     seconds = sum(r.seconds for k, r in ctx.results.items() if k.startswith(home)) + time.perf_counter() - started
-    sections, verdicts = build_sections(ctx.home, s, list(s.seeds), m, op_key, op_spec, mnist, tr, seconds)
-    atomic_write_json(
-        ctx.home / "verdicts.json",
-        {
-            "settings": s.model_dump(exclude={"seeds"}),
-            "seeds": list(s.seeds),
-            "seconds": seconds,
-            "verdicts": [v.to_dict() for v in verdicts],
-        },
-    )
+    sections, _ = build_sections(ctx.home, s, list(s.seeds), m, op_key, op_spec, mnist, tr, seconds)
     return sections
 
 

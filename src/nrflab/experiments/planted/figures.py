@@ -47,10 +47,10 @@ def plot_sweep(stem: Path, m: Measured, s: Settings) -> list[Path]:
     return save_figure(fig, stem)
 
 
-def plot_learning_order(stem: Path, curves: dict[str, list[Curve]], s: Settings) -> list[Path]:
+def plot_learning_order(stem: Path, curves: dict[str, dict[int, Curve]], s: Settings) -> list[Path]:
     fig, axes = new_figure(1, len(s.norms), figsize=(4.6 * len(s.norms), 3.4))
     for ax, norm in zip(axes[0], s.norms, strict=True):
-        runs = curves[norm]
+        runs = list(curves[norm].values())
         length = min(len(c) for c in runs)
         epochs = [runs[0][i]["epoch"] for i in range(length)]
         for metric, label, style in (

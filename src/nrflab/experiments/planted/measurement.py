@@ -17,10 +17,13 @@ from nrflab.attacks import Attack, AttackSpec
 from nrflab.data.planted import PlantedSpec, make_views
 from nrflab.experiments.planted.runs import PlantedRun
 from nrflab.experiments.planted.settings import EVAL_FILE, Settings
+from nrflab.experiments.planted.text import name as norm_name
 from nrflab.measure.framework import image_outcomes
+from nrflab.measure.health import Health, top_class
 from nrflab.measure.predict import predict
 from nrflab.measure.reliance import RelianceViews, reliance
 from nrflab.models.checkpoint import atomic_write_json, load_model
+from nrflab.runs.rundir import RunDir
 
 
 @functools.lru_cache(maxsize=4)
@@ -50,10 +53,33 @@ def pgd_l2(model: torch.nn.Module, *, eps: float, steps: int) -> Attack:
     return (AttackSpec(kind="none") if clean else AttackSpec(kind="pgd-l2", eps=eps, steps=steps)).build(model)
 
 
+#: Classes of every planted set.
+CLASSES = 10
+#: Version of the measured row (bump when its columns change, so cached rows are recomputed).
+ROW_VERSION = 2
+
+
+def health_columns(model: torch.nn.Module, run_dir: Path, views: RelianceViews) -> dict[str, float]:
+    """What the guard needs of one model (:func:`nrflab.experiments.guard.check`): its final training
+    accuracy, whether its final loss and metrics are finite, and the share of its most frequent prediction
+    on the agree view (``agree_top``, its class ``agree_top_class``)."""
+    last = RunDir(run_dir).read_metrics()[-1]
+    values = [last.get("train_loss", math.nan), last.get("train_acc", math.nan), last.get("clean_acc", math.nan)]
+    top, share = top_class(predict(model, views.agree_x, batch_size=250))
+    return {
+        "train_acc": float(last.get("train_acc", math.nan)),
+        "finite": float(all(math.isfinite(v) for v in values)),
+        "agree_top": share,
+        "agree_top_class": float(top),
+    }
+
+
 def measure(run: PlantedRun, run_dir: Path, s: Settings) -> dict[str, float]:
-    """Final numbers of one run (cached): reliance on the full views; for conflicting runs the accuracy vs y
-    and y+1 on the agree view; for operating-point runs robust accuracy and LIGS."""
+    """Final numbers of one run (cached): reliance on the full views and the guard's columns
+    (:func:`health_columns`); for conflicting runs the accuracy vs y and y+1 on the agree view; for
+    operating-point runs robust accuracy and LIGS."""
     key = {
+        "version": ROW_VERSION,
         "test": s.test,
         "eval_size": s.eval_size,
         "eps": list(s.eval_eps),
@@ -65,7 +91,7 @@ def measure(run: PlantedRun, run_dir: Path, s: Settings) -> dict[str, float]:
     def compute() -> dict[str, float]:
         model = load_model(run_dir)
         views = full_views(run.spec)
-        row = reliance(model, views).as_row()
+        row = {**reliance(model, views).as_row(), **health_columns(model, run_dir, views)}
         if run.shifted:
             pred = predict(model, views.agree_x, batch_size=250)
             row["acc_y"] = float((pred == views.agree_y).float().mean())
@@ -109,6 +135,31 @@ class Measured:
         accuracy at least ``minimum`` (the planted ``learned_min``, :data:`nrflab.measure.health.THRESHOLDS`)."""
         common = sorted(set.intersection(*(set(self.seeds(key, n)) for n in norms))) if seeds is None else seeds
         return [sd for sd in common if all(self.values[(key, n, sd)]["agree_acc"] >= minimum for n in norms)]
+
+    def health(self, key: str, norm: str, seed: int, *, view: str, accuracy: str = "agree_acc") -> Health:
+        """The guard's record of one model (:class:`~nrflab.measure.health.Health`) on ``view``, its
+        accuracy there being the column ``accuracy`` ("conflicting": the better of acc vs y and y+1)."""
+        row = self.values[(key, norm, seed)]
+        acc = (
+            max(row.get("acc_y", math.nan), row.get("acc_y1", math.nan))
+            if accuracy == "conflicting"
+            else row.get(accuracy, math.nan)
+        )
+        return Health(
+            f"{norm_name(norm)} {key} seed {seed}",
+            CLASSES,
+            row.get("train_acc", math.nan),
+            acc,
+            int(row.get("agree_top_class", -1)),
+            row.get("agree_top", 0.0),
+            bool(row.get("finite", 1.0)) and math.isfinite(row.get("agree_acc", math.nan)),
+            "paper",
+            view,
+        )
+
+    def healths(self, key: str, norms: Sequence[str], seeds: Sequence[int], **kw: str) -> list[Health]:
+        """:meth:`health` of every (norm, seed) of ``key``."""
+        return [self.health(key, n, sd, **kw) for sd in seeds for n in norms if (key, n, sd) in self.values]
 
     def paired(self, key: str, a: str, b: str, metric: str) -> tuple[list[float], list[float]]:
         common = sorted(set(self.seeds(key, a)) & set(self.seeds(key, b)))

@@ -4,6 +4,7 @@ running and with batch statistics."""
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from nrflab.measure.metrics import dataset_tensors
 from nrflab.measure.predict import predict
 from nrflab.measure.reliance import STATISTICS, RelianceViews
 from nrflab.models.checkpoint import load_model
+from nrflab.runs.rundir import RunDir
 
 log = get_logger("planted")
 
@@ -97,7 +99,7 @@ def mnist_question(out: Path, s: Settings) -> dict[str, Any]:
             ("planted", home / f"planted-bn-s{seed}", views.agree_x, views.agree_y),
             ("attack", home / f"attack-bn-s{seed}", test_x, test_y),
         ):
-            key = {"n": int(y.shape[0]), "batch": s.stat_batch}
+            key = {"n": int(y.shape[0]), "batch": s.stat_batch, "version": 2}
             rows[kind].append(
                 cached_result(
                     Path(run_dir) / "planted_stats.json",
@@ -110,7 +112,9 @@ def mnist_question(out: Path, s: Settings) -> dict[str, Any]:
 
 
 def statistics_row_of(run_dir: Path, x: torch.Tensor, y: torch.Tensor, s: Settings) -> dict[str, float]:
-    return statistics_row(load_model(run_dir), x, y, s)
+    """:func:`statistics_row` of the run in ``run_dir`` and its final training accuracy (the guard's)."""
+    train_acc = RunDir(run_dir).read_metrics()[-1].get("train_acc", math.nan)
+    return {**statistics_row(load_model(run_dir), x, y, s), "train_acc": float(train_acc)}
 
 
 def statistics_row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s: Settings) -> dict[str, float]:

@@ -17,22 +17,22 @@ from nrflab.experiments.planted.claims import (
     capability,
     capable,
     conflicting_verdict,
-    crossover,
-    crossover_text,
     drand_verdicts,
     mnist_verdict,
     preference_verdict,
     transfer_verdict,
 )
 from nrflab.experiments.planted.controls import control_shifts, control_verdicts, controls_summary, shifts_text
+from nrflab.experiments.planted.crossing import crossings, crossover_verdict, mean_crossing, sweep_seeds
 from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
 from nrflab.experiments.planted.measurement import Measured
-from nrflab.experiments.planted.order import Curve, learning_order
+from nrflab.experiments.planted.order import Curve, load_curves, order_verdicts
 from nrflab.experiments.planted.settings import Settings
 from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
 from nrflab.measure.transfer_rate import IN_BRIEF
 from nrflab.report.document import Section, markdown_table, verdict_line
+from nrflab.runs.rundir import RunDir
 
 Shifts = dict[str, dict[str, tuple[float, float, float]]]
 
@@ -50,16 +50,20 @@ def build_sections(
 ) -> tuple[list[Section], list[Verdict]]:
     """Judge every claim, then write the four report sections (and their figures under ``out``)."""
     cap = capability(m, s)
-    pref = [preference_verdict(m, s, norm, cap, op_key) for norm in s.norms if norm != "none"]
+    pref = [
+        v
+        for norm in s.norms
+        if norm != "none"
+        for v in (preference_verdict(m, s, norm, cap, op_key), crossover_verdict(m, s, norm, cap))
+    ]
     ctl = control_verdicts(m, s, op_key, cap)
     shifts = control_shifts(m, s, op_key)
-    order, curves = learning_order(m, s, op_key)
+    curves = load_curves(m, s, op_key)
+    order = order_verdicts(curves, m, s, op_key)
     drand = drand_verdicts(m, s)
-    conf = conflicting_verdict(m, s)
+    conf = conflicting_verdict(m, s, conflicting_peaks(m, s))
     mv = mnist_verdict(mnist) if mnist else None
-    tv = transfer_verdict(
-        tr, s, None if len(tr.seeds) >= 2 else "fewer than two seeds where every operating-point model learned the set"
-    )
+    tv = transfer_verdict(tr, m, s, op_key)
     verdicts = [*pref, *ctl, *order, *drand, conf, *([mv] if mv else []), tv]
     sections = [
         preference_section(out, s, seeds, m, op_key, op_spec, seconds, cap, pref, ctl, shifts),
@@ -68,6 +72,15 @@ def build_sections(
         transfer_section(out, s, tr, tv),
     ]
     return sections, verdicts
+
+
+def conflicting_peaks(m: Measured, s: Settings) -> list[float]:
+    """The normalized conflicting models' peak accuracy vs y+1 (follows the RF) during training."""
+    bn = s.norms[0]
+    return [
+        max(r.get("shifted_acc", math.nan) for r in RunDir(m.dirs[("conflicting", bn, sd)]).read_metrics())
+        for sd in m.seeds("conflicting", bn)
+    ]
 
 
 def pngs(paths: Sequence[Path]) -> list[Path]:
@@ -164,9 +177,8 @@ def preference_section(
 ) -> Section:
     """Claims 2-3: capability controls, the NRF-norm sweep, the operating point and the controls."""
     a_values = sorted({*s.sweep, s.a_n})
-    cross = {
-        n: crossover(a_values, [finite_mean(m.series(f"sweep-a{a:g}", n, "rho")) for a in a_values]) for n in s.norms
-    }
+    cross_seeds = sweep_seeds(m, s, s.norms)
+    cross = {n: crossings(m, s, n, cross_seeds)[0] for n in s.norms}
     cap_rows = capability_rows(cap, s)
     s_rows = sweep_rows(m, s, a_values)
     op_rows = operating_rows(m, s, op_key)
@@ -190,9 +202,10 @@ def preference_section(
                 ["a_n", "NRF swap cost"] + [h for n in s.norms for h in (f"rho {name(n)}", f"agree acc {name(n)}")],
                 s_rows,
             ),
-            "Where mean rho crosses 0 (log-linear interpolation): "
-            + ", ".join(f"{name(n)} a_n = {crossover_text(cross[n], a_values[0], a_values[-1])}" for n in s.norms)
-            + ".",
+            "Where rho crosses 0 (a_n*, per seed, log-linear between the learned sweep points; censored at the "
+            "sweep's end when it does not cross), geometric mean over seeds: "
+            + ", ".join(f"{name(n)} a_n* = {mean_crossing(cross[n])}" for n in s.norms)
+            + ". The crossover verdict below pairs them by seed.",
             f"**Operating point** (a_n = {s.a_n:g}; robust accuracy and LIGS on {s.eval_size} agree-view images, "
             f"PGD-L2 {s.pgd_steps} steps):",
             markdown_table(
@@ -209,14 +222,19 @@ def preference_section(
             shifts_text(shifts, s),
         ]
     )
-    return Section("Planted features: does BN shift reliance toward non-robust features? (claims 2-3)", md, sweep_png)
+    return Section(
+        "Planted features: does BN switch to the smaller high-frequency feature? (claims 2-3)",
+        md,
+        sweep_png,
+        verdicts=[*pref, *ctl],
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Section 2: learning order (claim 4)
 
 
-def order_section(out: Path, s: Settings, order: Sequence[Verdict], curves: dict[str, list[Curve]]) -> Section:
+def order_section(out: Path, s: Settings, order: Sequence[Verdict], curves: dict[str, dict[int, Curve]]) -> Section:
     order_png = pngs(plot_learning_order(out / "planted_learning_order", curves, s))
     md = "\n\n".join(
         [
@@ -226,7 +244,9 @@ def order_section(out: Path, s: Settings, order: Sequence[Verdict], curves: dict
             "\n".join(verdict_line(v) for v in order),
         ]
     )
-    return Section("Planted features: robust features first, then non-robust ones? (claim 4)", md, order_png)
+    return Section(
+        "Planted features: robust features first, then non-robust ones? (claim 4)", md, order_png, verdicts=list(order)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,6 +340,7 @@ def drand_section(
         "Planted features: D_rand, conflicting set and the MNIST question (claim 5, Figure 6)",
         "\n\n".join(parts),
         conf_png,
+        verdicts=[*verdicts, *([mv] if mnist and mv else [])],
     )
 
 
@@ -361,7 +382,7 @@ def transfer_section(out: Path, s: Settings, tr: TransferResult, tv: Verdict) ->
             energy_reading(tr, s),
         ]
     )
-    return Section("Planted features: transfer with ground truth (claim 6)", md, energy_png)
+    return Section("Planted features: transfer with ground truth (claim 6)", md, energy_png, verdicts=[tv])
 
 
 def energy_reading(t: TransferResult, s: Settings) -> str:
