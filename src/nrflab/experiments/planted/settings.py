@@ -35,7 +35,9 @@ class Settings(BaseModel):
     a_n: float = 2.0  # the operating point
     noise: float = 0.05
     sweep: tuple[float, ...] = (1.0, 1.4, 2.0, 2.8, 4.0)
-    sweep_seeds: int = 2  # seeds at sweep points other than the operating point
+    # seeds at sweep points other than the operating point: the crossover (where rho crosses 0, per seed) is
+    # paired over seeds, so every sweep point gets every seed (>= 5 at the cpu scale)
+    sweep_seeds: int = 5
     capability_seeds: int = 3  # seeds of the capability controls (a gate, not a verdict)
     capability_min: float = THRESHOLDS.capable
     learned_min: float = THRESHOLDS.capable  # agree accuracy below which a model's reliance is not compared
@@ -54,7 +56,7 @@ class Settings(BaseModel):
     transfer_eps: float = 1.5  # above the NRF's swap cost (~1.41 at a_n = 2), below the RF's (~2.1)
     transfer_size: int = 200
     mnist: bool = True
-    mnist_seeds: int = 2
+    mnist_seeds: int = 3  # the diagnostic is paired over seeds: 3 is the fewest that can be judged
     mnist_train: int = 2000
     mnist_a_n: float = 2.0
     mnist_source_epochs: int = 3
