@@ -11,6 +11,7 @@ import pytest
 
 from nrflab.core.errors import NrflabError
 from nrflab.experiments import planted
+from nrflab.report.document import verdict_line
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,8 @@ def test_verdicts_reach_the_sections(quick_run) -> None:
         assert v.outcome in ("not tested", "void"), (v.claim_id, v.outcome, v.reason)
         assert v.reason
         assert v.outcome == "void" or "at least 3 paired seeds" in v.reason
+    for section in sections:  # each verdict's line is in its section (the report rewrites it after Holm)
+        assert all(verdict_line(v) in section.markdown for v in section.verdicts)
     units = {v.claim_id: v.unit for v in verdicts}
     assert units["planted.preference"] == "rho index" and units["planted.conflicting"] == "rho index"
     assert units["planted.crossover"] == "log ratio" and units["planted.drand.with"] == "points"
