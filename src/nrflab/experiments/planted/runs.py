@@ -4,7 +4,7 @@ an engine :class:`~nrflab.training.task.TrainTask` (so ``--workers`` and ``--bac
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -48,13 +48,25 @@ def planted_spec(s: Settings, preset: str, **params: Any) -> PlantedSpec:
     return spec_from_params({k: f"{v:g}" if isinstance(v, float) else str(v) for k, v in merged.items()})
 
 
+def sample_seed(s: Settings, seed: int) -> int:
+    """The image-sampling seed of replicate ``seed``: with ``vary_samples`` each replicate draws its own
+    training and test images (``data_seed + 1 + seed``, never the calibration's ``data_seed``) from the same
+    templates (``data_seed``: the features are the same for every model, so transfer between seeds is defined);
+    otherwise every model sees the same images."""
+    return s.data_seed + 1 + seed if s.vary_samples else s.data_seed
+
+
 def planted_runs(s: Settings) -> list[PlantedRun]:
     """Every planted training run, in the order they are planned."""
     seeds = list(s.seeds)
     runs: list[PlantedRun] = []
 
     def add(group: str, key: str, spec: PlantedSpec, run_seeds: Sequence[int], **flags: bool) -> None:
-        runs.extend(PlantedRun(group, key, spec, norm, seed, **flags) for seed in run_seeds for norm in s.norms)
+        runs.extend(
+            PlantedRun(group, key, replace(spec, sample_seed=sample_seed(s, seed)), norm, seed, **flags)
+            for seed in run_seeds
+            for norm in s.norms
+        )
 
     cap_seeds = seeds[: max(s.capability_seeds, 2)]
     add("capability-rf", "cap-rf", planted_spec(s, "rf-alone", a_n=0.0), cap_seeds)

@@ -94,9 +94,14 @@ def pngs(paths: Sequence[Path]) -> list[Path]:
 
 def settings_text(s: Settings, seeds: Sequence[int], op_spec: PlantedSpec, seconds: float) -> str:
     """One paragraph with every setting the numbers depend on."""
+    images = (
+        "each seed its own images (sample seed = data seed + 1 + seed)"
+        if s.vary_samples
+        else "the same images for every model"
+    )
     return (
         f"Settings: planted {s.size}x{s.size}x3 images, {s.train} training images per set, {s.test} test images "
-        f"per view, data seed {s.data_seed} (the same templates and images for every model); RF norm a_r = {s.a_r:g} "
+        f"per view, template seed {s.data_seed} (the same features for every model), {images}; RF norm a_r = {s.a_r:g} "
         f"(low DCT band, shifted up to {op_spec.max_shift} px, +-{100 * op_spec.jitter:.0f} % jitter), NRF in the "
         f"high band at a fixed position, white noise {s.noise:g}; {s.arch} width {s.width}, SGD one-cycle peak "
         f"{s.lr:g}, batch {s.batch_size}, {s.epochs} epochs, no augmentation; seeds {', '.join(map(str, seeds))} "

@@ -24,7 +24,10 @@ class Settings(BaseModel):
     test: int = 1000  # images per test view for the final reliance numbers
     probe_size: int = 300  # images per view of the operating point's per-epoch and per-step probes
     curve_probe_size: int = 100  # images per view of the other runs' per-epoch probes (final numbers: test)
-    data_seed: int = 0  # templates and samples; the same data for every model (transfer needs it)
+    data_seed: int = 0  # the templates (the same features for every model: transfer needs it)
+    # each replicate (seed) draws its own images from those templates (data-level replication); False: every
+    # model sees the images of data_seed (the calibration's)
+    vary_samples: bool = True
     arch: str = "smallcnn"
     width: float = 0.5
     epochs: int = 6
@@ -65,7 +68,8 @@ class Settings(BaseModel):
     mnist_build_step: float = 0.25
     stat_batch: int = 250  # batch size of the batch-statistics evaluation
     device: str = "cpu"
-    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2, 3, 4], min_length=1)
+    # judged seeds, distinct from the calibration's (0 and 1, with the images of data_seed)
+    seeds: list[Seed] = Field(default_factory=lambda: [10, 11, 12, 13, 14], min_length=1)
     # torch threads of every run and measurement: 1 makes the numbers independent of --workers and of where
     # a run goes; None gives each run the execution's share (the paper scale, on a GPU)
     run_threads: Optional[int] = Field(default=1, ge=1)
