@@ -104,7 +104,7 @@ def preference_verdict(m: Measured, s: Settings, norm: str, cap: Capability, op_
     """Claim 2 on ground truth: rho(norm) - rho(none) at the operating point, paired by seed."""
     seeds, dropped = kept_seeds(m, op_key, (norm, "none"), s)
     a, b = m.series(op_key, norm, "rho", seeds), m.series(op_key, "none", "rho", seeds)
-    comp = compare_scalars(a, b, seeds=seeds, note="each model's rho on the same swapped test images")
+    comp = compare_scalars(a, b, seeds=seeds, note="both models of a seed on the same swapped test images")
     context = [
         f"{label} {name(norm)} {cell(m.series(op_key, norm, metric, seeds), percent=percent)} vs no norm "
         f"{cell(m.series(op_key, 'none', metric, seeds), percent=percent)}"
@@ -115,11 +115,9 @@ def preference_verdict(m: Measured, s: Settings, norm: str, cap: Capability, op_
     ]
     evidence = (
         f"rho = F_N - F_R on swapped images: {name(norm)} {cell(a, percent=False, signed=True)}, no norm "
-        f"{cell(b, percent=False, signed=True)}. Context, not evidence for the claim (attacks at these eps cannot "
-        f"swap either planted feature: swap costs {s.a_n / math.sqrt(2):.2f} and {s.a_r / math.sqrt(2):.2f}): "
-        + "; ".join(context)
-        + "."
-        + dropped_text(dropped, s)
+        f"{cell(b, percent=False, signed=True)}. Context, not evidence for the claim (eps "
+        f"{', '.join(f'{e:g}' for e in s.eval_eps)} vs swap costs NRF {s.a_n / math.sqrt(2):.2f}, RF "
+        f"{s.a_r / math.sqrt(2):.2f}): " + "; ".join(context) + "." + dropped_text(dropped, s)
     )
     guard = reliance_guard(m, op_key, (norm, "none"), seeds, dropped, view=AGREE_VIEW)
     return judge_claim(
