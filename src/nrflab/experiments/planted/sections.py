@@ -177,6 +177,26 @@ def control_rows(m: Measured, s: Settings, op_key: str) -> list[list[str]]:
     return rows
 
 
+def sweep_parts(m: Measured, s: Settings, op_key: str, seeds: Sequence[int]) -> list[str]:
+    """The NRF-norm sweep's paragraph, table and crossover sentence."""
+    a_values = sorted({*s.sweep, s.a_n})
+    cross_seeds = sweep_seeds(m, s, s.norms)
+    cross = {n: crossings(m, s, n, cross_seeds)[0] for n in s.norms}
+    return [
+        f"**NRF-norm sweep** (redundant set: both features predict the label; a_r = {s.a_r:g}, so the RF's swap cost "
+        f"is {s.a_r / math.sqrt(2):.2f} in L2; the NRF's is a_n / sqrt 2). Operating point "
+        f"{len(m.seeds(op_key, s.norms[0]))} seeds, other points {min(s.sweep_seeds, len(seeds))}:",
+        markdown_table(
+            ["a_n", "NRF swap cost"] + [h for n in s.norms for h in (f"rho {name(n)}", f"agree acc {name(n)}")],
+            sweep_rows(m, s, a_values),
+        ),
+        "Where rho crosses 0 (a_n*, per seed, log-linear between the learned sweep points; censored at the "
+        "sweep's end when it does not cross), geometric mean over seeds: "
+        + ", ".join(f"{name(n)} a_n* = {mean_crossing(cross[n])}" for n in s.norms)
+        + ". The crossover verdict below pairs them by seed.",
+    ]
+
+
 def preference_section(
     out: Path,
     s: Settings,
@@ -191,11 +211,7 @@ def preference_section(
     shifts: Shifts,
 ) -> Section:
     """Claims 2-3: capability controls, the NRF-norm sweep, the operating point and the controls."""
-    a_values = sorted({*s.sweep, s.a_n})
-    cross_seeds = sweep_seeds(m, s, s.norms)
-    cross = {n: crossings(m, s, n, cross_seeds)[0] for n in s.norms}
     cap_rows = capability_rows(cap, s)
-    s_rows = sweep_rows(m, s, a_values)
     op_rows = operating_rows(m, s, op_key)
     ctl_rows = control_rows(m, s, op_key)
     sweep_png = pngs(plot_sweep(out / "planted_sweep", m, s))
@@ -210,17 +226,7 @@ def preference_section(
             f"a preference to be defined). Reliance comparisons below leave out seeds where a model stayed below "
             f"{pct(s.learned_min, 0)} agree accuracy:",
             markdown_table(["model", "RF alone", "NRF alone", "capable"], cap_rows),
-            f"**NRF-norm sweep** (redundant set: both features predict the label; a_r = {s.a_r:g}, so swapping the RF "
-            f"costs about {s.a_r / math.sqrt(2):.1f} in L2; the NRF's swap cost is about a_n / sqrt 2). Operating point "
-            f"{len(m.seeds(op_key, s.norms[0]))} seeds, other points {min(s.sweep_seeds, len(seeds))}:",
-            markdown_table(
-                ["a_n", "NRF swap cost"] + [h for n in s.norms for h in (f"rho {name(n)}", f"agree acc {name(n)}")],
-                s_rows,
-            ),
-            "Where rho crosses 0 (a_n*, per seed, log-linear between the learned sweep points; censored at the "
-            "sweep's end when it does not cross), geometric mean over seeds: "
-            + ", ".join(f"{name(n)} a_n* = {mean_crossing(cross[n])}" for n in s.norms)
-            + ". The crossover verdict below pairs them by seed.",
+            *sweep_parts(m, s, op_key, seeds),
             f"**Operating point** (a_n = {s.a_n:g}, NRF swap cost {s.a_n / math.sqrt(2):.2f}; robust accuracy and "
             f"LIGS on {s.eval_size} agree-view images, PGD-L2 {s.pgd_steps} steps). {NOT_NON_ROBUST}",
             markdown_table(
