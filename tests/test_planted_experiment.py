@@ -111,3 +111,19 @@ def test_workers_give_the_same_numbers(quick_run, tmp_path: Path) -> None:
         x, y = json.loads(a.read_text())["value"], json.loads(b.read_text())["value"]
         assert x.keys() == y.keys()
         assert all((math.isnan(x[k]) and math.isnan(y[k])) or x[k] == y[k] for k in x), a.parent.name
+
+
+def test_full_preset_plan() -> None:
+    """The cpu preset: every sweep point has every judged seed (the crossover is paired over >= 5 seeds), the
+    judged seeds are not the calibration's (0, 1), and each replicate draws its own images from the same
+    templates."""
+    from nrflab.experiments.planted.runs import planted_runs
+
+    runs = planted_runs(planted.FULL)
+    assert len(runs) == 122 and len(planted.FULL.seeds) >= 5 and not {0, 1} & set(planted.FULL.seeds)
+    for a in {*planted.FULL.sweep, planted.FULL.a_n}:
+        assert {r.seed for r in runs if r.key == f"sweep-a{a:g}"} == set(planted.FULL.seeds)
+    op = [r for r in runs if r.key == f"sweep-a{planted.FULL.a_n:g}" and r.norm == "bn"]
+    assert len({r.spec.sample_seed for r in op}) == len(op) and len({r.spec.seed for r in op}) == 1
+    pair = [r for r in runs if r.key == "conflicting" and r.seed == op[0].seed]
+    assert len({r.spec for r in pair}) == 1  # both normalizations of a seed see the same images
