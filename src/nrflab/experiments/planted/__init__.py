@@ -79,11 +79,27 @@ calibration seeds 0-1):
   learn it (100 % / 98 %).
 * PGD-L2 eps 1.0 leaves every operating-point model at 0 % (both normalizations), so robust accuracy is
   reported at 0.25 and 0.5 (context only, see above).
-* Cost: see the cost paragraph of the report's settings (``COST`` below).
+* Cost of the default run (122 runs + the MNIST chain of 8 tasks) on a shared 2-core machine, one process
+  (``workers=1``, ``OMP_NUM_THREADS=1``, load 5-6 from other jobs): 583 s CPU, 20 min wall at a 48 % CPU
+  share. Before the sweep got 5 seeds at every point (98 runs + 6 MNIST tasks) it was 362 s CPU at load 3-5;
+  by run count the new preset costs ~25 % more (~450 s CPU on that basis), i.e. ~4-5 min wall with two
+  workers on an idle 2-core machine. The ten planted D_rand runs at a_n = 2 (out of scope by design) are
+  the cheapest to drop if the chain needs the time back.
 
-Measured before the crossover verdict existed (seeds 0-4 at the operating point, 2 at the other sweep
-points): BN's mean rho crosses 0 at a_n ~1.6, no normalization's at ~2.3; at a_n = 2 rho is +0.69 (BN) vs
--0.66 (none), paired difference +1.35 [0.98, 1.72].
+Measured before the crossover verdict existed (seeds 0-4 and the calibration's images, 2 seeds at the
+sweep points other than the operating point): BN's mean rho crosses 0 at a_n ~1.6, no normalization's at
+~2.3; at a_n = 2 rho is +0.69 (BN) vs -0.66 (none), paired difference +1.35 [0.98, 1.72].
+
+Measured with the defaults (judged seeds 10-14, each with its own images): the **capability gate fails**: no
+normalization learns the NRF alone at a_n = 2 in one of three seeds (100 %; the others stall at 19 % and 48 %,
+median 48.5 %), so claim 2 and its controls are void by the design's rule, though their estimates are
+large: rho difference +1.29 [0.98, 1.59] (rho index), crossover ratio a_n*(none)/a_n*(BN) 1.42 [1.26, 1.59]
+(5 seeds). The no-norm models at a_n = 4 (robust control) stall in 4 of 5 seeds. Learning order: the RF
+leads at the early point for both normalizations (+35 / +29 points), F_N rises further with BN (+72 points
+[60, 84]); planted D_rand at a_n = 1: no norm within chance + 10 points (margin +7.5 points [4.5, 10.6]), BN
+learns it (+74 points [63, 84] over no norm); conflicting set: index +1.32 [0.98, 1.66]; MNIST diagnostic:
+the batch-statistics gain is 24 points [10, 39] larger on the attack-built set; transfer: inconclusive
+(-5.5 points [-19.5, 8.5]). These are raw verdicts, before Holm within each family.
 
 The package, one concept a module: :mod:`.settings` (``Settings``, ``FULL``, ``PAPER``, ``QUICK``),
 :mod:`.runs` (the training runs, their recipe and tasks), :mod:`.measurement` (each run's final numbers),
