@@ -4,7 +4,7 @@ available, or moved to a mid band, and which model's reliance moves."""
 from __future__ import annotations
 
 from nrflab.core.fmt import cell, difference
-from nrflab.core.stats import MIN_SEEDS, Verdict, paired_ci
+from nrflab.core.stats import EXPLAINED, MIN_SEEDS, Verdict, paired_ci
 from nrflab.experiments.claims import judge_claim
 from nrflab.experiments.evidence import compare_scalars
 from nrflab.experiments.guard import check
@@ -120,12 +120,13 @@ def controls_summary(
         who = [f"{name(n)}'s rho {'rises' if moved(key, n) > 0 else 'falls'}" for n in (bn, "none") if moved(key, n)]
         sentences.append(f"{label} NRF: {control_reading(v, key)}" + (f" ({' and '.join(who)})" if who else ""))
     text = "Reading of the controls: " + "; ".join(sentences) + "."
-    if moved("ctl-noise", bn) < 0:
+    judged = {key for v, (key, _) in zip(verdicts, CONTROLS, strict=True) if v.outcome not in EXPLAINED}
+    if "ctl-noise" in judged and moved("ctl-noise", bn) < 0:
         text += (
             f" {name(bn)}'s preference follows the NRF's availability: with more noise at the same norm it "
             "falls back toward the RF."
         )
-    if moved("ctl-robust", "none") > 0 and moved("ctl-robust", bn) <= 0:
+    if "ctl-robust" in judged and moved("ctl-robust", "none") > 0 and moved("ctl-robust", bn) <= 0:
         text += (
             " Making the NRF robust closes the gap from the no-norm side: the larger NRF is adopted without "
             "normalization too. In L2 a robust feature is a large one, so these data cannot separate "
