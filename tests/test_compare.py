@@ -116,7 +116,7 @@ def test_evaluate_keeps_two_pgd_results_of_one_eps(twins, tmp_path):
     metrics = json.loads(out.read_text())["metrics"]
     two, five = metrics["robust_acc[pgd-l2_0.5_steps2]"], metrics["robust_acc[pgd-l2_0.5_steps5]"]
     ensemble = metrics["robust_acc[ensemble]"]  # the per-image worst case: within its analytic bounds
-    assert two + five - 1 - 1e-12 <= ensemble <= min(two, five) + 1e-12
+    assert two + five - 1 - 1e-6 <= ensemble <= min(two, five) + 1e-6
 
 
 def test_evaluate_never_replaces_a_result_and_flags_a_model_at_chance(twins, tmp_path, capsys):

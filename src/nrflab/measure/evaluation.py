@@ -354,7 +354,8 @@ def evaluate_subject(subject: Subject, s: EvaluateSettings, *, progress: bool = 
     )
     row = seen.summary().row()
     if len(seen.robust) > 1:  # the per-image worst case over every attack, beside each attack's own number
-        row[ENSEMBLE_KEY] = float(torch.stack([c.cpu() for c in seen.robust.values()]).all(0).float().mean())
+        robust = torch.stack([c.cpu() for c in seen.robust.values()]).all(0)
+        row[ENSEMBLE_KEY] = int(robust.sum()) / max(int(robust.numel()), 1)  # exact, as every other fraction
     cfg = getattr(model, "config", None)
     reports = None
     if s.sanity:
