@@ -97,7 +97,7 @@ def test_the_guard_checks_each_model_on_the_claims_view():
     assert ok.void is None and ok.fails is None and all(c.passed for c in ok.checks) and len(ok.checks) == 2
     # a model that memorized its training set but guesses on the view: not pooled with its twin
     guess = check(learners=[_h("BN", acc=0.11, view="conflicting set, better of y and y+1"), _h("none")])
-    assert guess.void == "BN at chance on conflicting set, better of y and y+1 (11.0 %, chance 10.0 % + 10 %)"
+    assert guess.void == "BN at chance on conflicting set, better of y and y+1 (11.0 %, chance 10.0 % + 10 points)"
     assert [c.passed for c in guess.checks] == [False, True]
     # the claim's subject trained but fails on the view under the protocol: its own outcome
     fails = check(subjects=[_h("BN", acc=0.1, share=0.98)], learners=[_h("none")])

@@ -80,9 +80,7 @@ def model_check(h: Health, *, thresholds: Thresholds = THRESHOLDS, learner: bool
     elif learner and h.collapsed(thresholds=thresholds):
         reason = f"collapsed to one class on {view} (class {h.top_class} takes {pct(h.top_share)} of its predictions)"
     elif learner and not checks.learned(h.clean_acc, h.num_classes, thresholds=thresholds):
-        reason = (
-            f"at chance on {view} ({pct(h.clean_acc)}, chance {pct(h.chance)} + {pct(thresholds.chance_margin, 0)})"
-        )
+        reason = f"at chance on {view} ({pct(h.clean_acc)}, chance {pct(h.chance)} + {100 * thresholds.chance_margin:.0f} points)"
     return ModelCheck(
         h.name, view, h.clean_acc, h.chance, thresholds.chance_margin, h.top_share, h.finite, not reason, reason
     )
