@@ -107,6 +107,9 @@ def _difference_cell(v: Verdict) -> str:
     """The claim-oriented estimate and interval in the verdict's unit ("points": fractions printed x100)."""
     if not math.isfinite(v.difference):
         return "n/a"
+    if v.unit == "log ratio":  # judged on the log scale, read as a ratio
+        ci = f"[{math.exp(v.low):.2f}, {math.exp(v.high):.2f}]" if math.isfinite(v.low) else "[n/a]"
+        return f"x{math.exp(v.difference):.2f} {ci} ratio"
     scale, digits = (100.0, 1) if v.unit == "points" else (1.0, 3)
     interval = (
         f"[{scale * v.low:.{digits}f}, {scale * v.high:.{digits}f}]"
