@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -19,9 +20,10 @@ from nrflab.core.fmt import num, pct, spread
 from nrflab.core.stats import Verdict
 from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
 from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, test_images
+from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import Outcomes, compare, compare_scalars, measure, measure_task
-from nrflab.experiments.guard import Health, health, named, verdict, void_reason
+from nrflab.experiments.guard import Health, check, health, named
 from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, markdown_table, verdict_line
@@ -46,9 +48,22 @@ class CoreSettings(ExperimentSettings):
         default=None, description="attacks of the final evaluation (None: the dataset preset's)"
     )
     ligs_sigma: float = Field(default=0.01, ge=0)
+    ligs_fall_from: int = Field(
+        default=1,
+        ge=0,
+        description="claim 4 judges the fall of per-epoch LIGS from this epoch to the final one (fixed before judging)",
+    )
 
 
-CPU = CoreSettings(dataset="mnist5k", arch="smallcnn", width=0.5, seeds=[0], twins=Stage(epochs=8, eval_size=500))
+#: Five paired seeds, sized for ``nrflab demo`` (10 runs) to finish in about 150 s on 2 cores.
+CPU = CoreSettings(
+    dataset="mnist5k",
+    arch="smallcnn",
+    width=0.5,
+    seeds=[0, 1, 2, 3, 4],
+    twins=Stage(epochs=6, eval_size=200),
+    test_size=500,
+)
 QUICK = CoreSettings(
     dataset="mnist5k", arch="smallcnn", width=0.5, seeds=[0], twins=Stage(epochs=1, eval_size=64), test_size=200
 )
@@ -59,6 +74,57 @@ PAPER_SCALE = CoreSettings(
     seeds=[1337],
     twins=paper_stage(eval_attacks=list(PAPER_EVAL_ATTACKS), ligs=True, ligs_sigma=0.01),
     final_attacks=list(PAPER_EVAL_ATTACKS),
+)
+
+
+CLEAN = register_claim(
+    id="core.clean",
+    experiment="core",
+    family="claim 1: clean accuracy",
+    text="Claim 1, {with} raises clean accuracy",
+    paper="Claim 1: BN raises clean accuracy (ResNet-18 on CIFAR-10: ~95 % with BN vs ~93 % without)",
+    quantity="clean acc(BN) - clean acc(no BN), per seed, on the same fixed test images",
+    unit="points",
+    protocol=PAPER.title,
+    models=("BN twin", "no-BN twin"),
+    guard="both twins learned (clean test images, paper protocol)",
+)
+ROBUSTNESS = register_claim(
+    id="core.robustness",
+    experiment="core",
+    family="claim 1: robustness",
+    text="Claim 1, {with} lowers adversarial robustness ({attack})",
+    paper="Claim 1: BN lowers adversarial robustness (PGD-L2 eps 0.25: ~10 % with BN vs ~40 % without)",
+    quantity="robust acc(no BN) - robust acc(BN) under the first final attack, per seed, same test images",
+    unit="points",
+    protocol=PAPER.title,
+    models=("BN twin", "no-BN twin"),
+    guard="both twins learned; comparable usefulness (clean accuracies at most 10 points apart)",
+)
+LIGS_CLAIM = register_claim(
+    id="core.ligs",
+    experiment="core",
+    family="claims 2-3: LIGS",
+    text="Claims 2-3, {with} shifts the model toward non-robust features (lower LIGS)",
+    paper="Claims 2-3: BN makes the model rely more on non-robust features (final LIGS ~0.59 with BN vs ~0.79 without)",
+    quantity="mean LIGS(no BN) - mean LIGS(BN), per seed, on the same fixed test images",
+    unit="LIGS",
+    protocol=PAPER.title,
+    models=("BN twin", "no-BN twin"),
+    guard="both twins learned; comparable usefulness",
+)
+LIGS_FALL = register_claim(
+    id="core.ligs_fall",
+    experiment="core",
+    family="claim 4: learning order",
+    text="Claim 4, LIGS falls further during training with {with} (robust features first, then non-robust)",
+    paper="Claim 4: LIGS starts near 1 and falls during training (robust features are learned first), much further with BN",
+    quantity="fall(BN) - fall(no BN); fall = per-epoch LIGS at the preset's epoch ligs_fall_from minus "
+    "the final epoch's, per seed, on each run's evaluation images",
+    unit="LIGS",
+    protocol=PAPER.title,
+    models=("BN twin", "no-BN twin"),
+    guard="both twins learned",
 )
 
 
@@ -101,11 +167,15 @@ def final_attacks(s: CoreSettings) -> list[str]:
     )
 
 
-def ligs_fall(run_dir: str | Path) -> float:
-    """How far LIGS fell from its highest value after epoch 0 to its final value."""
+def ligs_fall(run_dir: str | Path, *, start: int) -> float:
+    """How far per-epoch LIGS fell from epoch ``start`` to the final epoch (both fixed before judging: no
+    maximum is picked after the fact, so a noisier curve gains nothing). NaN when either is missing."""
     rows = RunDir(run_dir).read_metrics()
-    trained = [r[LIGS] for r in rows[1:] if not math.isnan(r.get(LIGS, math.nan))]
-    return max(trained) - trained[-1] if trained else math.nan
+    at = {int(r["epoch"]): r.get(LIGS, math.nan) for r in rows}
+    last = max(at)
+    if start not in at or start >= last:
+        return math.nan
+    return float(at[start] - at[last])
 
 
 def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
@@ -120,6 +190,32 @@ def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
     groups = {norm: [outcomes[(norm, sd)] for sd in s.seeds] for norm in s.norms}
     runs = {norm: [tasks[(norm, sd)].key for sd in s.seeds] for norm in s.norms}
     rob_labels = list(next(iter(outcomes.values())).robust)
+    hb, hn = (twin_health(norm, runs[norm], groups[norm], num_classes=bundle.num_classes) for norm in s.norms)
+    falls = {norm: [ligs_fall(r, start=s.ligs_fall_from) for r in runs[norm]] for norm in s.norms}
+    verdicts = claims(s, groups, falls, hb, hn, rob_labels)
+    plots = plot_runs(
+        [r for norm in s.norms for r in runs[norm]],
+        ctx.home / "figure3_curves",
+        title=f"{s.dataset}: {s.arch} with and without {norm_title(with_norm)} (Figure 3)",
+    )
+    text = [
+        f"Dataset `{s.dataset}`, {s.arch} width {s.width}, seeds {', '.join(map(str, s.seeds))}; the same recipe "
+        f"and seed for both twins (recipe: `config.json` in each run directory; attacks of the per-epoch curves: "
+        f"the recipe's). Table and verdicts: the final models on the same {y.shape[0]} fixed test images, attacks "
+        f"{', '.join(f'`{a}`' for a in attacks)}, LIGS with sigma {s.ligs_sigma}; mean (min to max) over seeds. "
+        f"Claim 4's fall: per-epoch LIGS at epoch {s.ligs_fall_from} minus the final epoch's, per seed.",
+        "",
+        _table(s, groups, rob_labels),
+        "",
+        "**Paper claims**",
+        "",
+        *[verdict_line(v) for v in verdicts],
+    ]
+    return [Section("Batch normalization and non-robust features (Figure 3)", "\n".join(text), [plots[0]], verdicts)]
+
+
+def _table(s: CoreSettings, groups: dict[str, list[Outcomes]], rob_labels: Sequence[str]) -> str:
+    """The framework table: usefulness, robust usefulness per attack and LIGS per twin, over seeds."""
     header = (
         ["model", "seeds", "usefulness (clean acc)"]
         + [f"robust usefulness ({attack_title(lab)})" for lab in rob_labels]
@@ -133,109 +229,57 @@ def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
             + [spread([float(v.robust_correct(lab).mean()) for v in o], pct) for lab in rob_labels]
             + [spread([tensor_mean(v.ligs) for v in o], num)]
         )
-    hb = named(
-        f"{norm_title(with_norm)} twin",
-        [
-            health(f"{with_norm}", r, o, num_classes=bundle.num_classes)
-            for r, o in zip(runs[with_norm], groups[with_norm], strict=True)
-        ],
-    )
-    hn = named(
-        f"{norm_title(baseline)} twin",
-        [
-            health(f"{baseline}", r, o, num_classes=bundle.num_classes)
-            for r, o in zip(runs[baseline], groups[baseline], strict=True)
-        ],
-    )
-    verdicts = claims(s, groups, runs, hb, hn, rob_labels)
-    plots = plot_runs(
-        [r for norm in s.norms for r in runs[norm]],
-        ctx.home / "figure3_curves",
-        title=f"{s.dataset}: {s.arch} with and without {norm_title(with_norm)} (Figure 3)",
-    )
-    n = y.shape[0]
-    text = [
-        f"Dataset `{s.dataset}`, {s.arch} width {s.width}, seeds {', '.join(map(str, s.seeds))}; the same recipe "
-        f"and seed for both twins (recipe: `config.json` in each run directory; attacks of the per-epoch curves: "
-        f"the recipe's). Table and verdicts: the final models on the same {n} fixed test images, attacks "
-        f"{', '.join(f'`{a}`' for a in attacks)}, LIGS with sigma {s.ligs_sigma}; mean (min to max) over seeds.",
-        "",
-        markdown_table(header, rows),
-        "",
-        "**Paper claims**",
-        "",
-        *[verdict_line(v) for v in verdicts],
-    ]
-    return [Section("Batch normalization and non-robust features (Figure 3)", "\n".join(text), [plots[0]], verdicts)]
+    return markdown_table(header, rows)
+
+
+#: The view every core claim's guard checks each twin on.
+VIEW = "the fixed clean test images, paper protocol"
+
+
+def twin_health(norm: str, runs: Sequence[str], outcomes: Sequence[Outcomes], *, num_classes: int) -> list[Health]:
+    """Per-seed health of one twin on the claims' view (its final model on the fixed test images)."""
+    found = [health(norm, r, o, num_classes=num_classes) for r, o in zip(runs, outcomes, strict=True)]
+    return named(f"{norm_title(norm)} twin", [replace(h, view=VIEW) for h in found])
 
 
 def claims(
     s: CoreSettings,
     groups: dict[str, list[Outcomes]],
-    runs: dict[str, list[str]],
+    falls: dict[str, list[float]],
     hb: list[Health],
     hn: list[Health],
     rob_labels: Sequence[str],
 ) -> list[Verdict]:
-    """Claims 1-4 from the twins' per-image outcomes (positive differences support the claim)."""
+    """Claims 1-4 from the twins' per-seed outcomes, paired by seed (positive differences support the claim).
+
+    ``groups`` and ``falls`` map each normalization to its per-seed outcomes and claim-4 falls (aligned
+    with ``s.seeds``); ``hb``/``hn`` are the twins' per-seed health records on the claims' view.
+    """
     with_norm, baseline = s.norms
     b, n = groups[with_norm], groups[baseline]
-    name_b, name_n = norm_title(with_norm), norm_title(baseline)
-    proto = PAPER.title
-    out = []
+    names = {"with": norm_title(with_norm), "without": norm_title(baseline)}
+    name_b, name_n = names["with"], names["without"]
+    learned = check(learners=[*hb, *hn])
+    comparable = check(learners=[*hb, *hn], comparable=[(hb, hn)])
     c = compare([o.correct() for o in b], [o.correct() for o in n], seeds=s.seeds)
-    out.append(
-        verdict(
-            f"Claim 1, {name_b} raises clean accuracy",
-            c,
-            f"Clean accuracy {pct(c.a)} with {name_b} vs {pct(c.b)} with {name_n}.",
-            protocol=proto,
-            seeds=s.seeds,
-            void=void_reason(learners=[*hb, *hn]),
-        )
-    )
-    guard = void_reason(learners=[*hb, *hn], comparable=[(hb, hn)])
+    text = f"Clean accuracy {pct(c.a)} with {name_b} vs {pct(c.b)} with {name_n}."
+    out = [judge_claim(CLEAN, c, text, guard=learned, seeds=s.seeds, **names)]
     if rob_labels:
         lab = rob_labels[0]
         c = compare([o.robust_correct(lab) for o in n], [o.robust_correct(lab) for o in b], seeds=s.seeds)
-        out.append(
-            verdict(
-                f"Claim 1, {name_b} lowers adversarial robustness ({attack_title(lab)})",
-                c,
-                f"Robust accuracy {pct(c.b)} with {name_b} vs {pct(c.a)} with {name_n}.",
-                protocol=proto,
-                seeds=s.seeds,
-                void=guard,
-            )
-        )
+        text = f"Robust accuracy {pct(c.b)} with {name_b} vs {pct(c.a)} with {name_n}."
+        out.append(judge_claim(ROBUSTNESS, c, text, guard=comparable, seeds=s.seeds, attack=attack_title(lab), **names))
     c = compare([o.ligs_values() for o in n], [o.ligs_values() for o in b], seeds=s.seeds)
-    out.append(
-        verdict(
-            f"Claims 2-3, {name_b} shifts the model toward non-robust features (lower LIGS)",
-            c,
-            f"LIGS {num(c.b)} with {name_b} vs {num(c.a)} with {name_n}.",
-            protocol=proto,
-            seeds=s.seeds,
-            void=guard,
-            unit="LIGS",
-        )
-    )
-    fall_b = [ligs_fall(r) for r in runs[with_norm]]
-    fall_n = [ligs_fall(r) for r in runs[baseline]]
+    text = f"LIGS {num(c.b)} with {name_b} vs {num(c.a)} with {name_n}."
+    out.append(judge_claim(LIGS_CLAIM, c, text, guard=comparable, seeds=s.seeds, **names))
+    fall_b, fall_n = falls[with_norm], falls[baseline]
     c = compare_scalars(fall_b, fall_n, seeds=s.seeds)
-    out.append(
-        verdict(
-            f"Claim 4, LIGS falls further during training with {name_b} (robust features first, then non-robust)",
-            c,
-            f"LIGS fell from its peak after epoch 0 to its final value by "
-            f"{', '.join(num(v) for v in fall_b)} with {name_b} and {', '.join(num(v) for v in fall_n)} "
-            f"with {name_n} (per seed; per-epoch LIGS on each run's evaluation images).",
-            protocol=proto,
-            seeds=s.seeds,
-            void=void_reason(learners=[*hb, *hn]),
-            unit="LIGS",
-        )
+    text = (
+        f"LIGS fell from epoch {s.ligs_fall_from} to the final epoch by {', '.join(num(v) for v in fall_b)} with "
+        f"{name_b} and {', '.join(num(v) for v in fall_n)} with {name_n} (per seed; per-epoch LIGS on each run's "
+        "evaluation images)."
     )
+    out.append(judge_claim(LIGS_FALL, c, text, guard=learned, seeds=s.seeds, **names))
     return out
 
 
