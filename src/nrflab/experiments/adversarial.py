@@ -1,5 +1,5 @@
 """Adversarial training with and without BN (the adversarial curves of Figure 3): adversarially trained
-models use robust features (LIGS near 1), and BN costs them little robustness.
+models use more robust features than standard ones (higher LIGS), and BN costs them little robustness.
 
 Adversarial training is the paper's variant: targeted PGD-L2 toward a uniformly random class, no random
 start, crafted with the model in train mode as in the official code (recorded in each run's config).
@@ -7,24 +7,47 @@ start, crafted with the model in train mode as in the official code (recorded in
 
 from __future__ import annotations
 
-import torch
-
 from nrflab.core.columns import attack_title
 from nrflab.core.fmt import eps as fmt_eps
 from nrflab.core.stats import Verdict
 from nrflab.experiments.analysis import norm_title
+from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.evidence import compare
-from nrflab.experiments.guard import verdict, void_reason
+from nrflab.experiments.guard import check
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
-from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, plan
+from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, ZooView, plan
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import plot_runs
 
-#: "Near 1" for LIGS: the paper's adversarially trained models sit at about 0.98.
-LIGS_NEAR_ONE = 0.9
-#: How much robust accuracy BN may cost an adversarially trained model and still count as "little".
-LITTLE = 0.05
+LIGS_GAIN = register_claim(
+    id="adversarial.ligs_gain",
+    experiment="adversarial",
+    family="adversarial training",
+    text="Adversarial training moves {with} models to robust features (higher LIGS than standard training)",
+    paper="Adversarially trained models use robust features: LIGS ~0.98 with and without BN, against ~0.59 (BN) "
+    "and ~0.79 (no BN) after standard training (Figure 3)",
+    quantity="mean LIGS(AT) - mean LIGS(standard) of one normalization, per seed, on the same fixed test images",
+    unit="LIGS",
+    protocol=PAPER.title,
+    models=("adversarially trained model", "standard model of the same normalization"),
+    guard="both models learned (clean test images, paper protocol); usefulness may differ (AT costs accuracy)",
+)
+BN_COST = register_claim(
+    id="adversarial.bn_cost",
+    experiment="adversarial",
+    family="adversarial training",
+    text="BN costs adversarially trained models little robustness ({attack})",
+    paper="With adversarial training BN hardly changes robustness: PGD-L2 eps 0.25 ~79 % with BN vs ~77 % without",
+    quantity="robust acc(AT BN) - robust acc(AT no BN) under the first final attack, per seed; non-inferiority",
+    unit="points",
+    protocol=PAPER.title,
+    models=("AT BN", "AT no BN"),
+    guard="both learned; comparable usefulness",
+    margin=0.05,
+    margin_source="5 points: the paper's AT models differ by ~2 points (AT BN ~79 % vs AT no BN ~77 %) while "
+    "standard training separates them by ~30 (BN ~10 % vs no BN ~40 %); 5 points is a sixth of that gap",
+)
 
 
 def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
@@ -56,41 +79,23 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
     ]
 
 
-def claims(s: NormsSettings, zoo: Zoo) -> list[Verdict]:
+def claims(s: NormsSettings, zoo: ZooView) -> list[Verdict]:
+    """AT vs standard LIGS per normalization trained both ways, and BN's robustness cost under AT."""
     out: list[Verdict] = []
-    proto = PAPER.title
-    for n in s.at_norms:
-        o = zoo.outcomes("at", n)
-        ligs = [v.ligs_values() for v in o]
-        c = compare(ligs, [torch.full_like(v, LIGS_NEAR_ONE) for v in ligs], seeds=s.seeds)
-        out.append(
-            verdict(
-                f"Adversarially trained models use robust features: LIGS near 1 (>= {LIGS_NEAR_ONE}), {norm_title(n)}",
-                c,
-                f"LIGS of the adversarially trained {norm_title(n)} model {c.a:.3f}.",
-                protocol=proto,
-                seeds=s.seeds,
-                void=void_reason(learners=zoo.health("at", n, f"AT {n}")),
-                unit="LIGS",
-            )
-        )
+    for n in [m for m in s.at_norms if m in s.norms]:
+        at, std = zoo.outcomes("at", n), zoo.outcomes("std", n)
+        c = compare([v.ligs_values() for v in at], [v.ligs_values() for v in std], seeds=s.seeds)
+        guard = check(learners=[*zoo.health("at", n, f"AT {n}"), *zoo.health("std", n, f"standard {n}")])
+        text = f"LIGS of the {norm_title(n)} model {c.a:.3f} adversarially trained vs {c.b:.3f} standard."
+        out.append(judge_claim(LIGS_GAIN, c, text, guard=guard, seeds=s.seeds, **{"with": norm_title(n)}))
     if "bn" in s.at_norms and "none" in s.at_norms:
         bn, none = zoo.outcomes("at", "bn"), zoo.outcomes("at", "none")
         lab = zoo.robust_labels()[0]
-        c = compare([v.robust_correct(lab) + LITTLE for v in bn], [v.robust_correct(lab) for v in none], seeds=s.seeds)
+        c = compare([v.robust_correct(lab) for v in bn], [v.robust_correct(lab) for v in none], seeds=s.seeds)
         hb, hn = zoo.health("at", "bn", "AT BN"), zoo.health("at", "none", "AT no BN")
-        out.append(
-            verdict(
-                f"BN costs adversarially trained models little robustness (at most {100 * LITTLE:.0f} "
-                f"points of robust accuracy, {attack_title(lab)})",
-                c,
-                f"Robust accuracy AT BN {100 * (c.a - LITTLE):.1f} %, AT no BN {100 * c.b:.1f} % (the "
-                f"difference is BN's minus no BN's plus {100 * LITTLE:.0f} points).",
-                protocol=proto,
-                seeds=s.seeds,
-                void=void_reason(learners=[*hb, *hn], comparable=[(hb, hn)]),
-            )
-        )
+        guard = check(learners=[*hb, *hn], comparable=[(hb, hn)])
+        text = f"Robust accuracy AT BN {100 * c.a:.1f} %, AT no BN {100 * c.b:.1f} %."
+        out.append(judge_claim(BN_COST, c, text, guard=guard, seeds=s.seeds, attack=attack_title(lab)))
     return out
 
 

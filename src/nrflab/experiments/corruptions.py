@@ -14,13 +14,38 @@ import torch
 
 from nrflab.core.fmt import num, pct
 from nrflab.core.stats import Verdict, finite_mean
+from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.evidence import compare
-from nrflab.experiments.guard import verdict, void_reason
+from nrflab.experiments.guard import check
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
-from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, plan_with_corruptions
+from nrflab.experiments.zoo import (
+    CPU,
+    EPOCH_KEYS,
+    HOME,
+    PAPER_SCALE,
+    QUICK,
+    NormsSettings,
+    Zoo,
+    ZooView,
+    plan_with_corruptions,
+)
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, markdown_table, verdict_line
 from nrflab.report.plots import new_figure, save_figure
+
+DROP = register_claim(
+    id="corruptions.drop",
+    experiment="corruptions",
+    family="claim 7: corruptions",
+    text="BN lowers corruption robustness (larger drop from clean to corrupted accuracy)",
+    paper="Claim 7 (earlier version): BN lowers robustness to common corruptions (CIFAR-10-C)",
+    quantity="drop(BN) - drop(no BN); drop = clean acc - mean corruption acc over the corruptions and severities, "
+    "per seed, on the same fixed test images",
+    unit="points",
+    protocol=PAPER.title,
+    models=("standard BN", "standard no BN"),
+    guard="both learned (clean test images, paper protocol); comparable usefulness",
+)
 
 
 def _models(s: NormsSettings) -> dict[str, tuple[str, str]]:
@@ -68,7 +93,8 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
     return [Section("Corruption robustness", md, [p for p in images if p.suffix == ".png"], verdicts)]
 
 
-def claims(s: NormsSettings, zoo: Zoo) -> list[Verdict]:
+def claims(s: NormsSettings, zoo: ZooView) -> list[Verdict]:
+    """BN's drop from clean to corrupted accuracy against no BN's, per seed (standard training)."""
     if not ("bn" in s.norms and "none" in s.norms):
         return []
     drops = {}
@@ -77,16 +103,9 @@ def claims(s: NormsSettings, zoo: Zoo) -> list[Verdict]:
         drops[n] = [c.correct() - _required(k.corruption) for c, k in zip(clean, cor, strict=True)]
     c = compare(drops["bn"], drops["none"], seeds=s.seeds)
     hb, hn = zoo.health("std", "bn", "standard BN"), zoo.health("std", "none", "standard no BN")
-    return [
-        verdict(
-            "BN lowers corruption robustness (larger drop from clean to corrupted accuracy)",
-            c,
-            f"Drop from clean to mean corruption accuracy: BN {100 * c.a:.1f} points, no BN {100 * c.b:.1f} points.",
-            protocol=PAPER.title,
-            seeds=s.seeds,
-            void=void_reason(learners=[*hb, *hn], comparable=[(hb, hn)]),
-        )
-    ]
+    guard = check(learners=[*hb, *hn], comparable=[(hb, hn)])
+    text = f"Drop from clean to mean corruption accuracy: BN {100 * c.a:.1f} points, no BN {100 * c.b:.1f} points."
+    return [judge_claim(DROP, c, text, guard=guard, seeds=s.seeds)]
 
 
 def _required(values: torch.Tensor | None) -> torch.Tensor:

@@ -11,13 +11,27 @@ from __future__ import annotations
 from nrflab.core.columns import attack_title
 from nrflab.core.stats import Verdict
 from nrflab.experiments.analysis import norm_title
+from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.evidence import compare
-from nrflab.experiments.guard import verdict, void_reason
+from nrflab.experiments.guard import check
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
-from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, plan
+from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, ZooView, plan
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import plot_runs
+
+VULNERABILITY = register_claim(
+    id="family.vulnerability",
+    experiment="family",
+    family="claim 7: other normalizations",
+    text="{with} raises adversarial vulnerability relative to no normalization ({attack})",
+    paper="Claim 7 (earlier version): GroupNorm, LayerNorm and InstanceNorm also raise adversarial vulnerability",
+    quantity="robust acc(none) - robust acc(the normalization) under the first final attack, per seed, same test images",
+    unit="points",
+    protocol=PAPER.title,
+    models=("standard model with the normalization", "standard model without normalization"),
+    guard="both learned (clean test images, paper protocol); comparable usefulness",
+)
 
 
 def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
@@ -45,7 +59,8 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
     return [Section("The normalization family", md, [p for p in images if p.suffix == ".png"], verdicts)]
 
 
-def claims(s: NormsSettings, zoo: Zoo) -> list[Verdict]:
+def claims(s: NormsSettings, zoo: ZooView) -> list[Verdict]:
+    """One verdict per normalization (bn-eval excepted: a control) against ``none``, paired by seed."""
     if "none" not in s.norms:
         return []
     lab = zoo.robust_labels()[0]
@@ -56,16 +71,10 @@ def claims(s: NormsSettings, zoo: Zoo) -> list[Verdict]:
         o = zoo.outcomes("std", n)
         h = zoo.health("std", n, n)
         c = compare([v.robust_correct(lab) for v in base], [v.robust_correct(lab) for v in o], seeds=s.seeds)
-        out.append(
-            verdict(
-                f"{norm_title(n)} raises adversarial vulnerability relative to no normalization ({attack_title(lab)})",
-                c,
-                f"Robust accuracy {n} {100 * c.b:.1f} %, none {100 * c.a:.1f} %.",
-                protocol=PAPER.title,
-                seeds=s.seeds,
-                void=void_reason(learners=[*h, *hn], comparable=[(h, hn)]),
-            )
-        )
+        guard = check(learners=[*h, *hn], comparable=[(h, hn)])
+        text = f"Robust accuracy {n} {100 * c.b:.1f} %, none {100 * c.a:.1f} %."
+        names = {"with": norm_title(n), "attack": attack_title(lab)}
+        out.append(judge_claim(VULNERABILITY, c, text, guard=guard, seeds=s.seeds, **names))
     return out
 
 

@@ -8,8 +8,9 @@ run once; each reads the evaluations it needs (cached in the run directories).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Protocol
 
 from pydantic import Field
 
@@ -181,6 +182,22 @@ def final_attacks(s: NormsSettings) -> list[str]:
     )
 
 
+#: The view every zoo claim's guard checks each model on.
+VIEW = "the fixed clean test images, paper protocol"
+
+
+class ZooView(Protocol):
+    """What the zoo's claims read (a :class:`Zoo`, or a stub of per-seed outcomes in tests)."""
+
+    def outcomes(self, kind: str, norm: str) -> list[Outcomes]: ...
+
+    def corrupted(self, kind: str, norm: str) -> list[Outcomes]: ...
+
+    def health(self, kind: str, norm: str, name: str) -> list[Health]: ...
+
+    def robust_labels(self) -> list[str]: ...
+
+
 class Zoo:
     """The zoo's finished runs and their per-image outcomes on the fixed test images (lazily measured)."""
 
@@ -233,10 +250,11 @@ class Zoo:
         return [self._corrupted[(kind, norm, sd)] for sd in self.s.seeds]
 
     def health(self, kind: str, norm: str, name: str) -> list[Health]:
+        """Per-seed health of one model on the claims' view (its final model on the fixed test images)."""
         return named(
             name,
             [
-                health(name, r, o, num_classes=self.bundle.num_classes)
+                replace(health(name, r, o, num_classes=self.bundle.num_classes), view=VIEW)
                 for r, o in zip(self.run_dirs(kind, norm), self.outcomes(kind, norm), strict=True)
             ],
         )
