@@ -52,10 +52,14 @@ def test_demo_records_its_settings_and_verdicts(demo_dir):
     recipe = yaml.safe_load((demo_dir / "recipes" / "core.yaml").read_text())
     assert recipe["experiment"] == "core" and recipe["settings"]["twins"]["epochs"] == 1
     verdicts = json.loads((demo_dir / "verdicts.json").read_text())
-    # the quick demo trains one seed per arm for one epoch: no claim about models can be decided from it
-    # (void when a twin did not train, else not tested)
-    assert len(verdicts) == 4 and {v["verdict"] for v in verdicts} <= {"void", "not tested"}, verdicts
-    assert all(v["n_seeds"] == 1 and v["unit"] in ("points", "LIGS") for v in verdicts)
+    # the quick demo trains one seed per arm for one epoch: no claim about models can be decided from it:
+    # void exactly when the guard failed a twin, else not tested (one seed)
+    assert [v["claim_id"] for v in verdicts] == ["core.clean", "core.robustness", "core.ligs", "core.ligs_fall"]
+    for v in verdicts:
+        failed = [c["model"] for c in v["guard"] if not c["passed"]]
+        assert v["verdict"] == ("void" if failed else "not tested"), v
+        assert v["experiment"] == "core" and v["n_seeds"] == 1 and len(v["guard"]) == 2
+    assert [v["unit"] for v in verdicts] == ["points", "points", "LIGS", "LIGS"]
     assert all(v["protocol"].startswith("the paper's protocol") for v in verdicts)
     md = (demo_dir / "report.md").read_text()
     assert "## Verdicts at a glance" in md and "| experiment | claim | verdict | estimate [95 % CI] | seeds | p | p (Holm) | family |" in md
