@@ -157,6 +157,14 @@ def test_norms_experiments_quick_share_one_zoo_and_write_three_sections(tmp_path
         assert isinstance(s, Section)
         assert "|---|" in s.markdown and ": this run " in s.markdown and s.verdicts
         assert s.images and all(p.is_file() and p.suffix == ".png" for p in s.images)
+    ids = [[v.claim_id for v in s.verdicts] for s in sections]
+    assert ids == [
+        ["adversarial.ligs_gain", "adversarial.ligs_gain", "adversarial.bn_cost"],
+        ["family.vulnerability"],
+        ["corruptions.drop"],
+    ]
+    for v in (v for s in sections for v in s.verdicts):  # one seed: void exactly when the guard failed a model
+        assert v.outcome == ("void" if any(not c.passed for c in v.guard) else "not tested") and v.n_seeds == 1
     assert "| AT bn |" in sections[0].markdown and "| standard none |" in sections[0].markdown
     assert "gaussian_noise" in sections[2].markdown
     recorded = T.read_run_config(tmp_path / "norms" / "runs" / "at-bn-s0")

@@ -284,6 +284,12 @@ def test_the_paper_scale_chain_runs_end_to_end_on_a_tiny_cifar10(tmp_path):
     assert len(verdicts) >= 15 and all(
         v["verdict"] in ("agrees", "disagrees", "inconclusive", "void", "not tested", "fails under protocol") for v in verdicts
     )
+    # one seed per model in the models' experiments: void exactly when the guard failed a model, else not tested
+    mine = [v for v in verdicts if v["experiment"] in ("core", "adversarial", "family", "corruptions")]
+    assert {v["experiment"] for v in mine} == {"core", "adversarial", "family", "corruptions"}
+    for v in mine:
+        failed = [c for c in v["guard"] if not c["passed"]]
+        assert v["verdict"] == ("void" if failed else "not tested") and v["n_seeds"] == 1, v
     core = json.loads((out / "runs" / "cifar10-resnet18-bn-s1337" / "config.json").read_text())
     assert (core["dataset"], core["arch"], core["width"], core["lr"], core["milestones"]) == (
         "cifar10",
