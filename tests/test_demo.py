@@ -64,7 +64,10 @@ def test_demo_records_its_settings_and_verdicts(demo_dir):
     assert [v["unit"] for v in verdicts] == ["points", "points", "LIGS", "LIGS"]
     assert all(v["protocol"].startswith("the paper's protocol") for v in verdicts)
     md = (demo_dir / "report.md").read_text()
-    assert "## Verdicts at a glance" in md and "| experiment | claim | verdict | estimate [95 % CI] | seeds | p | p (Holm) | family |" in md
+    assert (
+        "## Verdicts at a glance" in md
+        and "| experiment | claim | verdict | estimate [95 % CI] | seeds | p | p (Holm) | family |" in md
+    )
 
 
 def test_demo_rejects_unknown_arch(tmp_path, capsys):

@@ -282,7 +282,8 @@ def test_the_paper_scale_chain_runs_end_to_end_on_a_tiny_cifar10(tmp_path):
         assert f"## {title}" in md, title
     verdicts = json.loads((out / "verdicts.json").read_text())
     assert len(verdicts) >= 15 and all(
-        v["verdict"] in ("agrees", "disagrees", "inconclusive", "void", "not tested", "fails under protocol") for v in verdicts
+        v["verdict"] in ("agrees", "disagrees", "inconclusive", "void", "not tested", "fails under protocol")
+        for v in verdicts
     )
     # one seed per model in the models' experiments: void exactly when the guard failed a model, else not tested
     mine = [v for v in verdicts if v["experiment"] in ("core", "adversarial", "family", "corruptions")]
