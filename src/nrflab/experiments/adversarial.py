@@ -101,7 +101,7 @@ def claims(s: NormsSettings, zoo: ZooView) -> list[Verdict]:
 
 SPEC = ExperimentSpec(
     name="adversarial",
-    summary="adversarial training with and without BN: LIGS near 1, BN's cost in robustness",
+    summary="adversarial training with and without BN: LIGS against standard training, BN's cost in robustness",
     settings_type=NormsSettings,
     presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
     plan=plan,
