@@ -58,10 +58,13 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
         if n in s.norms:
             groups[f"standard {n}"] = ("std", n)
     verdicts = claims(s, zoo)
-    runs = [zoo.run_dirs("at", n)[0] for n in s.at_norms] + [
-        zoo.run_dirs("std", n)[0] for n in s.at_norms if n in s.norms
-    ]
-    images = plot_runs(runs, ctx.home / "adversarial_curves", title="adversarial vs standard training (first seed)")
+    runs = [(name, r) for name, (kind, n) in groups.items() for r in zoo.run_dirs(kind, n)]
+    images = plot_runs(
+        [r for _, r in runs],
+        ctx.home / "adversarial_curves",
+        title="adversarial vs standard training (seeds: mean and range)",
+        labels=[name for name, _ in runs],
+    )
     adv = s.adversarial
     radius = "default" if adv.adv_eps is None else fmt_eps(adv.adv_eps)
     md = "\n\n".join(

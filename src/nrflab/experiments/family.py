@@ -38,9 +38,10 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
     zoo = Zoo(s, ctx.home)
     verdicts = claims(s, zoo)
     images = plot_runs(
-        [zoo.run_dirs("std", n)[0] for n in s.norms],
+        [r for n in s.norms for r in zoo.run_dirs("std", n)],
         ctx.home / "normalization_family",
-        title="normalization family, standard training (first seed)",
+        title="normalization family, standard training (seeds: mean and range)",
+        labels=[n for n in s.norms for _ in s.seeds],
     )
     note = "" if "none" in s.norms else "No `none` model in the settings: nothing to compare with."
     md = "\n\n".join(
