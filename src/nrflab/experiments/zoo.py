@@ -57,8 +57,9 @@ class NormsSettings(ExperimentSettings):
 
 
 #: Five paired seeds. To pay for them (2.5 times the runs of the earlier two seeds): 3,000 of the 4,000
-#: training images, no ``bn-eval`` control (it is in no claim), 100 per-epoch evaluation images, three
-#: adversarial epochs, 200 fixed test images for the final evaluation.
+#: training images, no ``bn-eval`` control (it is in no claim), 100 per-epoch evaluation images and 200
+#: fixed test images for the final evaluation (the per-image attacks dominate the cost). Three adversarial
+#: epochs left the AT models at 65-72 % clean accuracy (seed 0), so they keep four.
 CPU = NormsSettings(
     dataset="mnist5k",
     arch="smallcnn",
@@ -69,7 +70,7 @@ CPU = NormsSettings(
     norms=["bn", "gn", "ln", "in", "none"],
     standard=Stage(epochs=8, eval_size=100, eval_attacks=[CURVE_ATTACK_CPU]),
     adversarial=Stage(
-        epochs=3,
+        epochs=4,
         eval_size=100,
         eval_attacks=[CURVE_ATTACK_CPU],
         adv_train="targeted-l2",
