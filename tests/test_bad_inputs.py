@@ -236,6 +236,18 @@ CASES = [
     case(
         "evaluate mean text", ["evaluate", "-m", "{run}", "-d", "digits", "--mean", "a", "--std", "1"], "bad number 'a'"
     ),
+    case("evaluate model twice", ["evaluate", "-m", "{run}", "--weights", "{model}", "-d", "digits"], "give one model"),
+    case(
+        "evaluate factory-arg without value",
+        ["evaluate", "-m", "{ws}/factory.py:build", "--factory-arg", "width", "-d", "digits"],
+        "width",
+    ),
+    case("bn-analysis unknown shift", ["bn-analysis", "{run}", "-d", "digits", "--shift", "rain@2"], "unknown shift"),
+    case("bn-analysis shift severity", ["bn-analysis", "{run}", "-d", "digits", "--shift", "fog@9"], "severity 1-5"),
+    case("compare sides unequal", ["compare", "{run},{run}", "{run}", "-d", "digits"], "side A has 2 models"),
+    case("compare unknown attack", ["compare", "{run}", "{run}", "-d", "digits", "-a", "cw"], "unknown attack 'cw'"),
+    case("compare out is the model", ["compare", "{run}", "{run}", "-d", "digits", "-o", "{model}"], "--out"),
+    case("verdicts of no report", ["verdicts", "{ws}/nope"], "verdicts.json not found"),
     case("bn-analysis unknown variant", ["bn-analysis", "{run}", "-d", "digits", "--variant", "nope"], "nope"),
     case("bn-analysis model missing", ["bn-analysis", "{ws}/nope", "-d", "digits"], "no such file or directory"),
     case("bn-analysis mismatch", ["bn-analysis", "{run}", "-d", "mnist5k"], "does not fit dataset"),
