@@ -49,7 +49,7 @@ def test_no_kept_checkpoint_is_refused_with_the_fix_in_the_users_command(strict:
 
 
 def test_an_early_stop_epoch_that_is_not_kept_is_refused() -> None:
-    ov = Overrides(scale="cpu", assignments=["zoo.epochs=3", "early_stop=epoch=7"])
+    ov = Overrides(scale="cpu", assignments=["zoo.epochs=4", "early_stop=epoch=7"])
     with pytest.raises(NrflabError, match="early_stop=frac=0.9"):
         settings_for(get_spec("transfer"), ov)
 
@@ -74,7 +74,7 @@ def test_show_settings_gives_every_key_its_value_and_meaning(capsys) -> None:
     assert main(["experiment", "transfer", "--show-settings"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "limit = 300  # attacked test images" in lines
-    assert "zoo.epochs = 4  # Training epochs." in lines
+    assert "zoo.epochs = 6  # Training epochs." in lines
 
 
 def test_reproduce_overwrite_replaces_a_run_of_a_changed_recipe(tmp_path, capsys) -> None:
