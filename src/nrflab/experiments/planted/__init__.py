@@ -41,7 +41,7 @@ models do not learn, so its verdicts are void or "not tested"):
   (RF of class y-1, NRF and label y) at a_n = 2 (5 seeds each). D_rand at a_n >= the operating point is
   **void (out of scope)**: the capability gate requires the no-norm model to learn that NRF alone, so it is
   not an NRF in the claim's sense (its numbers stay in the table as a boundary finding);
-* the MNIST diagnostic (3 seeds; family "diagnostics", not a paper claim): a BN model on the planted MNIST
+* the MNIST diagnostic (5 seeds; family "diagnostics", not a paper claim): a BN model on the planted MNIST
   D_rand (the digit is the RF) vs on the attack-built MNIST D_rand (``nrflab.features``), each evaluated with
   running and with batch statistics on the test view of its own data;
 * transfer with ground truth: PGD-L2 1.5 from each operating-point model to the models of the other seeds,
