@@ -101,7 +101,9 @@ def test_the_guard_checks_each_model_on_the_claims_view():
     assert [c.passed for c in guess.checks] == [False, True]
     # the claim's subject trained but fails on the view under the protocol: its own outcome
     fails = check(subjects=[_h("BN", acc=0.1, share=0.98)], learners=[_h("none")])
-    assert fails.void is None and fails.fails.startswith("BN collapsed to one class on clean test images, paper protocol")
+    assert fails.void is None and fails.fails.startswith(
+        "BN collapsed to one class on clean test images, paper protocol"
+    )
     assert "though it trained (training accuracy 95.0 %)" in fails.fails
     untrained = check(subjects=[_h("BN", acc=0.1, train=0.12)])
     assert untrained.fails is None and "BN did not train (training accuracy 12.0 %" in untrained.void
