@@ -189,3 +189,6 @@ def test_nrflab_claims_lists_the_declared_claims(capsys):
     assert main(["claims"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("| claim | family | unit | min seeds |")
+    ids = [line.split("|")[1].strip() for line in out.splitlines()[2:]]
+    assert {"core.robustness", "features.d_rand_more", "transfer.early_stop", "planted.crossover"} <= set(ids)
+    assert len(ids) == len(set(ids))  # each claim declared once

@@ -140,6 +140,11 @@ def _number_text(text: str) -> str:
     return shown if "/" in shown else text
 
 
+def p_value(p: float) -> str:
+    """A p-value as reports print it: ``< 0.001``, ``0.042``, or ``n/a`` when there is none."""
+    return "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+
+
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A GitHub-style Markdown table."""
     lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]

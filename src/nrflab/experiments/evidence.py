@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nrflab.core.stats import finite_mean, paired_test, two_proportion_ci
+from nrflab.core.stats import finite_mean, paired_test
 from nrflab.measure.framework import image_outcomes
 from nrflab.measure.health import top_class
 from nrflab.measure.predict import PAPER, Protocol, predict
@@ -359,25 +359,11 @@ def compare_scalars(a: Sequence[float], b: Sequence[float], *, seeds: Sequence[i
         lo,
         hi,
         f"95 % t-interval over {n} paired seed{'s' if n != 1 else ''} ({', '.join(map(str, seeds))}){detail}",
-        _mean(a),
-        _mean(b),
+        finite_mean(list(a)),
+        finite_mean(list(b)),
         p,
         n,
         per_seed,
-    )
-
-
-def _mean(values: Sequence[float]) -> float:
-    vals = [v for v in values if math.isfinite(v)]
-    return sum(vals) / len(vals) if vals else math.nan
-
-
-def compare_proportions(p1: float, p2: float, n: int, *, what: str) -> Comparison:
-    """``p1 - p2``, two accuracies measured on ``n`` images each (a Wald interval; for two measurements on
-    the same images it is conservative)."""
-    d, lo, hi = two_proportion_ci(p1, n, p2, n)
-    return Comparison(
-        d, lo, hi, f"95 % two-proportion interval, {n} {what} each (conservative for the same images)", p1, p2
     )
 
 

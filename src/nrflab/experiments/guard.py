@@ -134,13 +134,6 @@ def void_reason(
     return check(learners=learners, others=others, comparable=comparable, thresholds=thresholds).void
 
 
-def guarded(v: Verdict, reason: str | None) -> Verdict:
-    """``v`` made void when the validity guard found a reason (a verdict judged before its guard ran)."""
-    if not reason:
-        return v
-    return replace(v, outcome="void", reason=reason)
-
-
 def _group_name(group: Sequence[Health]) -> str:
     return group[0].name.split(" (run")[0] if group else "?"
 

@@ -25,9 +25,9 @@ from pydantic import Field
 
 from nrflab.core.columns import attack_title
 from nrflab.core.errors import NrflabError
-from nrflab.core.fmt import markdown_table
+from nrflab.core.fmt import markdown_table, p_value
 from nrflab.core.records import record, to_json
-from nrflab.core.stats import MIN_SEEDS, one_sample_test, paired_test
+from nrflab.core.stats import MIN_SEEDS, finite_mean, one_sample_test, paired_test
 from nrflab.measure.evaluation import MeasureSettings, Subject, load_reference, open_subject
 from nrflab.measure.framework import image_outcomes
 from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits
@@ -84,7 +84,7 @@ class Comparison:
     def markdown(self) -> str:
         """The comparison table, the per-class table and how the intervals were made."""
         rows = [
-            [r.quantity, _value(r.a, r.unit), _value(r.b, r.unit), _diff(r), _p(r.p), str(r.n), r.word]
+            [r.quantity, _value(r.a, r.unit), _value(r.b, r.unit), _diff(r), p_value(r.p), str(r.n), r.word]
             for r in self.rows
         ]
         per_class = [[str(c), f"{100 * a:.1f} %", f"{100 * b:.1f} %"] for c, a, b in self.per_class]
@@ -123,10 +123,6 @@ def _diff(r: Row) -> str:
     s, d = (100.0, 1) if r.unit == "points" else (1.0, 3)
     ci = f"[{s * r.low:+.{d}f}, {s * r.high:+.{d}f}]" if math.isfinite(r.low) else "[n/a]"
     return f"{s * r.difference:+.{d}f} {ci}" + (" points" if r.unit == "points" else "")
-
-
-def _p(p: float) -> str:
-    return "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
 
 
 def open_side(refs: Sequence[str], s: CompareSettings, subject: Subject) -> list[LoadedModel]:
@@ -178,24 +174,19 @@ def compare_measured(a: Sequence[Measured], b: Sequence[Measured]) -> list[Row]:
     for quantity in a[0].values:
         unit = "LIGS" if quantity == "LIGS" else "points"
         va, vb = [m.values[quantity].double() for m in a], [m.values[quantity].double() for m in b]
-        mean_a = sum(_finite_mean(v) for v in va) / len(va)
-        mean_b = sum(_finite_mean(v) for v in vb) / len(vb)
+        mean_a = sum(finite_mean(v) for v in va) / len(va)
+        mean_b = sum(finite_mean(v) for v in vb) / len(vb)
         if len(a) == 1:
             diffs = (va[0] - vb[0]).tolist()
             d, lo, hi, p, n = one_sample_test(diffs)
             over = f"over {n} test images (this pair of models)"
             word = _word(lo, hi)
         else:
-            d, lo, hi, p, n = paired_test([_finite_mean(v) for v in va], [_finite_mean(v) for v in vb])
+            d, lo, hi, p, n = paired_test([finite_mean(v) for v in va], [finite_mean(v) for v in vb])
             over = f"over {n} pairs of models (each averaged over the test images)"
             word = _word(lo, hi) if n >= MIN_SEEDS else f"not tested ({n} pairs; at least {MIN_SEEDS} needed)"
         rows.append(Row(quantity, unit, mean_a, mean_b, d, lo, hi, p, n, over, word))
     return rows
-
-
-def _finite_mean(v: torch.Tensor) -> float:
-    f = v[torch.isfinite(v)]
-    return float(f.mean()) if f.numel() else math.nan
 
 
 def _word(lo: float, hi: float) -> str:

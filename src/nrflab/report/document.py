@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nrflab.core.fmt import markdown_table
+from nrflab.core.fmt import markdown_table, p_value
 from nrflab.core.io import atomic_write_json, atomic_write_text
 from nrflab.core.stats import ALPHA, MIN_SEEDS, Verdict, adjust_families
 
@@ -47,12 +47,8 @@ def verdict_line(verdict: Verdict) -> str:
 def _p_text(v: Verdict) -> str:
     if not math.isfinite(v.p):
         return ""
-    adjusted = f", Holm-adjusted {_p(v.p_adjusted)} (family '{v.family}')" if math.isfinite(v.p_adjusted) else ""
-    return f" p {_p(v.p)}{adjusted}."
-
-
-def _p(p: float) -> str:
-    return "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3f}")
+    adjusted = f", Holm-adjusted {p_value(v.p_adjusted)} (family '{v.family}')" if math.isfinite(v.p_adjusted) else ""
+    return f" p {p_value(v.p)}{adjusted}."
 
 
 def settle_verdicts(sections: Sequence[Section]) -> list[Section]:
@@ -84,8 +80,8 @@ def verdict_table(sections: Sequence[Section]) -> str:
                     _outcome_cell(v),
                     _difference_cell(v),
                     str(v.n_seeds) if v.n_seeds else "",
-                    _p(v.p),
-                    _p(v.p_adjusted),
+                    p_value(v.p),
+                    p_value(v.p_adjusted),
                     v.family,
                 ]
             )
