@@ -20,6 +20,11 @@ class Measures:
     all_names: int = 0
 
 
+#: Modules of ``cli/`` that are shared infrastructure, not commands: the flag generator, the flag spellings,
+#: the model options, the printed output, the app and the entry point. The 80-line limit is for commands.
+CLI_SHARED = frozenset({"__init__.py", "app.py", "flags.py", "schema_flags.py", "model_options.py", "console.py"})
+
+
 def measure(src: Path, *, function_limit: int = 60) -> Measures:
     m = Measures()
     for path in sorted(src.rglob("*.py")):
@@ -35,7 +40,9 @@ def measure(src: Path, *, function_limit: int = 60) -> Measures:
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
                 if length > function_limit:
                     m.long_functions[f"{rel}:{node.name}"] = length
-            if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+            ):
                 if isinstance(node.value, (ast.List, ast.Tuple)):
                     m.all_names += len(node.value.elts)
     return m
@@ -52,8 +59,10 @@ def main() -> None:
         print(f"  {v:4d} {k}")
     print(f"dict[str, Any]: {m.dict_any}")
     print(f"names in __all__: {m.all_names}")
-    cli = {k: v for k, v in m.modules.items() if "/cli/" in k}
-    print(f"CLI modules over 80 lines: {sorted(((k, v) for k, v in cli.items() if v > 80), key=lambda kv: -kv[1])}")
+    cli = {k: v for k, v in m.modules.items() if "/cli/" in k and Path(k).name not in CLI_SHARED}
+    print(
+        f"CLI command modules (shared: {', '.join(sorted(CLI_SHARED))}) over 80 lines: {sorted(((k, v) for k, v in cli.items() if v > 80), key=lambda kv: -kv[1])}"
+    )
 
 
 if __name__ == "__main__":

@@ -2,29 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from nrflab.cli import model_options as mo
 from nrflab.cli.app import app
+from nrflab.cli.console import progress_bars
 from nrflab.cli.flags import BUILD_FLAGS
-from nrflab.cli.model_options import (
-    ARCH_OPTION,
-    FACTORY_ARG_OPTION,
-    MEAN_OPTION,
-    MODEL_HELP,
-    NORM_OPTION,
-    NUM_CLASSES_OPTION,
-    STD_OPTION,
-    WIDTH_OPTION,
-    one_model,
-    outside_options,
-    with_factory_args,
-)
 from nrflab.cli.schema_flags import Given, schema_command
-from nrflab.core.errors import NrflabError
 from nrflab.features import BUILD_KINDS, build_dataset, make_settings
 
 
@@ -39,7 +26,7 @@ def build_dataset_command(
         "--weights",
         metavar="MODEL",
         help="Source model (adversarially trained for d_r, standard otherwise), once. "
-        + MODEL_HELP
+        + mo.MODEL_HELP
         + " --weights is the same option: --arch mypkg.models:Net --weights w.pt for your own class.",
     ),
     dataset: Optional[str] = typer.Option(
@@ -48,13 +35,13 @@ def build_dataset_command(
         "-d",
         help="Base dataset name (e.g. mnist5k, cifar10); for conflicting, default: the --base set's.",
     ),
-    arch: Optional[str] = ARCH_OPTION,
-    norm: Optional[str] = NORM_OPTION,
-    num_classes: Optional[int] = NUM_CLASSES_OPTION,
-    width: Optional[float] = WIDTH_OPTION,
-    mean: Optional[str] = MEAN_OPTION,
-    std: Optional[str] = STD_OPTION,
-    factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
+    arch: Optional[str] = mo.ARCH_OPTION,
+    norm: Optional[str] = mo.NORM_OPTION,
+    num_classes: Optional[int] = mo.NUM_CLASSES_OPTION,
+    width: Optional[float] = mo.WIDTH_OPTION,
+    mean: Optional[str] = mo.MEAN_OPTION,
+    std: Optional[str] = mo.STD_OPTION,
+    factory_arg: Optional[list[str]] = mo.FACTORY_ARG_OPTION,
     out: Path = typer.Option(..., "--out", "-o", help="Directory to write (shards + dataset.json)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the base dataset's files are."),
     base: Optional[Path] = typer.Option(None, "--base", help="conflicting only: the D_R set to start from."),
@@ -67,14 +54,14 @@ def build_dataset_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build a feature dataset (d_r, d_nr, d_rand, d_det, conflicting); train on it with `nrflab train -d OUT`."""
-    if kind.lower() not in BUILD_KINDS:
-        raise NrflabError(f"unknown dataset kind {kind!r}; choose one of {', '.join(BUILD_KINDS)}")
-    if kind.lower() != "conflicting" and dataset is None:
-        raise NrflabError("--dataset is required (the base dataset, e.g. mnist5k)")
-    chosen = with_factory_args({"arch": arch, "model": one_model(source, "--source/-s or --weights")}, factory_arg)
-    outside = outside_options(arch=chosen["arch"], norm=norm, num_classes=num_classes, width=width, mean=mean, std=std)
+    chosen = mo.with_factory_args(
+        {"arch": arch, "model": mo.one_model(source, "--source/-s or --weights")}, factory_arg
+    )
+    outside = mo.outside_options(
+        arch=chosen["arch"], norm=norm, num_classes=num_classes, width=width, mean=mean, std=std
+    )
     result = build_dataset(
-        kind.lower(),
+        kind,
         chosen["model"],
         dataset,
         out,
@@ -85,7 +72,7 @@ def build_dataset_command(
         device=device,
         resume=resume,
         overwrite=overwrite,
-        progress=not quiet and sys.stderr.isatty(),
+        progress=progress_bars(quiet),
         **given,
     )
     typer.echo(f"wrote {result.out_dir / 'dataset.json'}")

@@ -9,7 +9,8 @@ from typing import Optional
 import typer
 
 from nrflab.cli.app import app
-from nrflab.cli.experiments import OUT_HELP, QUIET, WORKERS, _progress, print_sections
+from nrflab.cli.console import print_sections, progress_bars
+from nrflab.cli.experiments import OUT_HELP, QUIET, WORKERS
 from nrflab.cli.flags import EXPERIMENT_FLAGS, checked_overrides
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.experiments.overrides import Overrides
@@ -36,7 +37,7 @@ def demo(
     started = time.perf_counter()
     sets = (f"core.twins.eval_size={eval_size}",) if eval_size else ()
     ov = checked_overrides(Overrides(**given, scale="quick" if quick else "cpu", assignments=sets))
-    execution = Execution(workers=workers, progress=_progress(quiet))
+    execution = Execution(workers=workers, progress=progress_bars(quiet))
     result = reproduce(out=out, overrides=ov, only=None if full else ["core"], execution=execution)
     print_sections(result.sections)
     typer.echo(f"report: {out / 'report.md'} and {out / 'report.html'} ({time.perf_counter() - started:.0f} s)")

@@ -4,7 +4,6 @@ quiet, and the printed report sections."""
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -12,31 +11,16 @@ from typing import Optional
 import typer
 
 from nrflab.cli.app import app
-from nrflab.cli.flags import BACKEND_HELP as BACKEND_HELP  # re-exported for cli/reproduce.py
+from nrflab.cli.console import print_sections, progress_bars
 from nrflab.cli.flags import EXPERIMENT_FLAGS, checked_overrides
-from nrflab.cli.flags import RECIPE_HELP as RECIPE_HELP
-from nrflab.cli.flags import SCALE_HELP as SCALE_HELP
-from nrflab.cli.flags import SET_HELP as SET_HELP
-from nrflab.cli.flags import overrides_from_flags as overrides_from_flags
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.core.errors import NrflabError
 from nrflab.experiments.overrides import Overrides
-from nrflab.report.document import Section, settle_verdicts, strip_markdown, write_report
+from nrflab.report.document import settle_verdicts, write_report
 
 OUT_HELP = "Output directory (runs, plots, report)."
 WORKERS = typer.Option(1, "--workers", "-j", min=1, help="Independent runs in parallel local processes.")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
-
-
-def print_sections(sections: list[Section]) -> None:
-    """Each report section as plain text."""
-    typer.echo("")
-    for s in sections:
-        typer.echo(f"== {s.title} ==\n{strip_markdown(s.markdown)}\n")
-
-
-def _progress(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
 
 
 @schema_command(app, "experiment", Overrides, flags=EXPERIMENT_FLAGS)
@@ -80,7 +64,7 @@ def experiment(
 
         typer.echo(plan_text(selected, out, overrides=ov, only=[s.name for s in specs]))
         return
-    result = run_chain(selected, out, Execution(workers=workers, progress=_progress(quiet)))
+    result = run_chain(selected, out, Execution(workers=workers, progress=progress_bars(quiet)))
     sections = settle_verdicts(result.sections)
     md, html = write_report(out, f"nrflab experiment: {name}", sections, intro(ov.scale, selected))
     print_sections(sections)

@@ -9,8 +9,7 @@ yet. An entry for a field that does not exist fails when the command is register
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 from nrflab.cli.model_options import MEAN_HELP, STD_HELP, parse_channel_values
@@ -243,6 +242,68 @@ EXPERIMENT_FLAGS = {
 }
 
 
+#: ``nrflab reproduce``: the experiment flags, spelled for every experiment of the chain at once.
+REPRODUCE_FLAGS = {
+    **EXPERIMENT_FLAGS,
+    "dataset": Flag(names=("--dataset", "-d"), help="Dataset of every experiment that takes one."),
+    "data_root": Flag(help="Where file-based datasets live (e.g. the folder holding cifar-10-batches-py)."),
+    "arch": Flag(help="Architecture of every model."),
+    "device": Flag(help="auto, cpu, cuda or cuda:N."),
+    "epochs": Flag(help="Epochs of every training stage of every experiment."),
+    "seeds": Flag(names=("--seed",), help="Seed(s) of every experiment; repeatable."),
+    "assignments": Flag(
+        names=("--set",),
+        help=SET_HELP + " Prefix a key with an experiment's name to change it there only (features.twins.lr=0.05).",
+    ),
+}
+
+
+def _at_least_one(flag: str) -> Callable[[str], int]:
+    """A whole number >= 1 (``--workers``, ``--threads``), or one error line naming the flag."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise NrflabError(f"{flag} must be a whole number >= 1, got {text!r}") from None
+        if value < 1:
+            raise NrflabError(f"{flag} must be a whole number >= 1, got {value}")
+        return value
+
+    return parse
+
+
+#: The fields of ``runs.jobs.Execution`` as ``nrflab reproduce`` spells them.
+EXECUTION_FLAGS = {
+    "workers": Flag(
+        names=("--workers", "-j"),
+        help="Independent runs in parallel local processes (each gets cores/workers torch threads).",
+        parse=_at_least_one("--workers"),
+        metavar="INTEGER",
+    ),
+    "backend": Flag(help=BACKEND_HELP),
+    "ray_address": Flag(help="Address of a running Ray cluster (HOST:PORT or auto); default: a local Ray instance."),
+    "cpus_per_run": Flag(help="Ray: CPUs each run reserves (= its torch threads)."),
+    "gpus_per_run": Flag(help="Ray: GPUs each run reserves (e.g. 1, or 0.5 to share)."),
+    "threads": Flag(
+        help="Torch threads per run (default: all cores with one worker, cores/workers with several). Runs give "
+        "the same numbers for the same seed and threads per run, wherever they run.",
+        parse=_at_least_one("--threads"),
+        metavar="INTEGER",
+    ),
+    "verbose": Flag(names=("--verbose", "-v"), help="Every run's per-epoch lines (workers included)."),
+}
+
+#: The fields of ``runs.jobs.Execution`` as ``nrflab sweep`` spells them.
+SWEEP_EXECUTION_FLAGS = {
+    "backend": Flag(help="local (this machine) or ray (a Ray cluster)."),
+    "workers": Flag(help="Local backend: runs in parallel processes (threads split between them)."),
+    "ray_address": Flag(help="Ray cluster address (default: start a local Ray instance)."),
+    "cpus_per_run": Flag(help="Ray backend: CPUs reserved per run."),
+    "gpus_per_run": Flag(help="Ray backend: GPUs reserved per run (fractions share a GPU)."),
+}
+
+
 def checked_overrides(ov: Overrides) -> Overrides:
     """The experiment flags, checked before anything runs: a known scale and architecture, epochs >= 1."""
     from nrflab.experiments.spec import ALL_SCALES
@@ -256,38 +317,6 @@ def checked_overrides(ov: Overrides) -> Overrides:
     if ov.epochs is not None and ov.epochs < 1:
         raise NrflabError(f"--epochs must be >= 1, got {ov.epochs}")
     return ov
-
-
-def overrides_from_flags(
-    *,
-    scale: str,
-    recipe: Optional[list[Path]],
-    dataset: Optional[str],
-    data_root: Optional[str],
-    arch: Optional[str],
-    width: Optional[float],
-    device: Optional[str],
-    epochs: Optional[int],
-    seed: Optional[list[int]],
-    assignments: Optional[list[str]],
-) -> Overrides:
-    """Hand-declared experiment flags (``nrflab reproduce``) as checked Overrides (recipes read)."""
-    recipes = _recipes([str(p) for p in recipe or ()])
-    seeds, sets = tuple(seed or ()), tuple(assignments or ())
-    return checked_overrides(
-        Overrides(
-            scale=scale,
-            recipes=recipes,
-            dataset=dataset,
-            data_root=data_root,
-            arch=arch,
-            width=width,
-            device=device,
-            epochs=epochs,
-            seeds=seeds,
-            assignments=sets,
-        )
-    )
 
 
 __all__: list[str] = []  # nothing to import from here: the room's public names come from its package

@@ -163,40 +163,47 @@ def _option(field: SchemaField, flag: Flag, schema: Schemalike, registries: Mapp
 def schema_command(
     app: typer.Typer,
     name: str,
-    schema: Schemalike,
+    schema: Schemalike | tuple[Schemalike, ...],
     *,
     flags: Mapping[str, Flag] | None = None,
     skip: Collection[str] = (),
 ) -> Callable[[Body], Body]:
     """Register the decorated function as command ``name`` with one option per field of ``schema``.
 
-    The function's first parameter receives the given fields (:data:`Given`); its other parameters are the
-    command's own options, declared as usual. ``skip`` names fields the command declares itself (or never
-    takes); ``flags`` adjusts fields (:class:`Flag`). An entry for a field the schema no longer has is
-    ignored, so a field removed from a schema never breaks the command line; :func:`stale_flags` finds them.
+    The function's first parameter receives the given fields (:data:`Given`); with a tuple of schemas
+    (``(Overrides, Execution)``) its first parameters receive one :data:`Given` each, in order. Its other
+    parameters are the command's own options, declared as usual. ``skip`` names fields the command declares
+    itself (or never takes); ``flags`` adjusts fields (:class:`Flag`). An entry for a field the schemas no
+    longer have is ignored, so a field removed from a schema never breaks the command line;
+    :func:`stale_flags` finds them.
     """
-    fields = [f for f in schema_fields(schema) if f.name not in skip]
+    schemas = schema if isinstance(schema, tuple) else (schema,)
+    groups = [[f for f in schema_fields(s) if f.name not in skip] for s in schemas]
+    fields = [f for group in groups for f in group]
+    if len({f.name for f in fields}) < len(fields):
+        raise ValueError(f"{name}: the schemas share a field name")
     adjusted = dict(flags or {})
     flags = {**adjusted, **{f.name: _number_flag(f, adjusted.get(f.name, Flag())) for f in fields}}
     registries = _registry_choices()
-    generated = [_option(f, flags.get(f.name, Flag()), schema, registries) for f in fields]
+    generated = [
+        _option(f, flags.get(f.name, Flag()), s, registries) for s, group in zip(schemas, groups) for f in group
+    ]
 
     def register(body: Body) -> Body:
-        own = list(inspect.signature(body, eval_str=True).parameters.values())[1:]
+        own = list(inspect.signature(body, eval_str=True).parameters.values())[len(schemas) :]
         clash = {p.name for p in own} & {p.name for p in generated}
         if clash:
-            raise ValueError(
-                f"{name}: options {', '.join(sorted(clash))} are also fields of {getattr(schema, '__name__', 'settings')}"
-            )
+            raise ValueError(f"{name}: options {', '.join(sorted(clash))} are also fields of its settings")
 
         def command(**values: Any) -> None:
-            given: dict[str, Any] = {}
-            for f in fields:
-                raw, parse = values.pop(f.name), flags.get(f.name, Flag()).parse
-                value = None if raw is None or raw == [] else parse(raw) if parse is not None else raw
-                if value is not None:  # a parse may say "not given" too (an empty list of models)
-                    given[f.name] = value
-            body(given, **values)
+            given: list[dict[str, Any]] = [{} for _ in groups]
+            for index, group in enumerate(groups):
+                for f in group:
+                    raw, parse = values.pop(f.name), flags.get(f.name, Flag()).parse
+                    value = None if raw is None or raw == [] else parse(raw) if parse is not None else raw
+                    if value is not None:  # a parse may say "not given" too (an empty list of models)
+                        given[index][f.name] = value
+            body(*given, **values)
 
         params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own] + generated
         command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]

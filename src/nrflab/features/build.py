@@ -164,6 +164,8 @@ def build_dataset(
         settings = make_settings(settings, **setting_overrides)
     elif setting_overrides:
         settings = settings.with_(**setting_overrides)
+    if settings.kind != "conflicting" and dataset is None:
+        raise NrflabError("--dataset is required (the base dataset, e.g. mnist5k)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise NrflabError(f"batch size must be an integer >= 1, got {batch_size}")
     dev = resolve_device(device)

@@ -297,6 +297,50 @@ def _initial_status(run_dir: Path, cfg: TrainConfig) -> str:
     return "interrupted" if run.is_run() else "pending"
 
 
+def _value(text: str, flag: str, *, scalar: bool) -> Any:
+    """A YAML value (int, float, bool, string; lists/mappings too unless ``scalar``)."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise NrflabError(f"{flag}: cannot parse value {text!r}") from None
+    if scalar and isinstance(value, (list, dict)):
+        raise NrflabError(f"{flag}: value {text!r} must be a single number, bool or string")
+    return value
+
+
+def _split_assignment(text: str, flag: str) -> tuple[str, str]:
+    """``key=value`` -> (key, value), or a one-line error naming the flag."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise NrflabError(f"{flag} expects key=value, got {text!r}")
+    return key.strip(), value
+
+
+def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
+    """Grid text as typed (``norm=bn,none``, ``seed=0,1``) -> {"norm": ["bn", "none"], "seed": [0, 1]}."""
+    grid: dict[str, list[Any]] = {}
+    for item in items:
+        key, text = _split_assignment(item, "--grid")
+        if key in grid:
+            raise NrflabError(f"--grid {key} is given twice; list all its values in one --grid {key}=v1,v2")
+        parts = [p.strip() for p in text.split(",")]
+        if any(not p for p in parts):
+            raise NrflabError(f"--grid {key}: empty value in {text!r}")
+        grid[key] = [_value(p, f"--grid {key}", scalar=True) for p in parts]
+    return grid
+
+
+def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+    """Fixed overrides as typed (``epochs=5``, ``'eval_attacks=["pgd-l2:eps=0.5,steps=2"]'``), values read as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, text = _split_assignment(item, "--set")
+        out[key] = _value(text, f"--set {key}", scalar=False)
+    return out
+
+
 def progress_line(rec: RunRecord) -> str:
     """``name: finished (skipped) clean 97.1% ...`` or ``name: failed: <error>``."""
     if rec.status == "failed":
@@ -330,6 +374,8 @@ def summary_table(result: SweepResult) -> str:
 
 
 __all__ = [
+    "parse_grid",
+    "parse_sets",
     "run_name",
     "run_sweep",
     "summary_table",
