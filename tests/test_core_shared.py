@@ -137,7 +137,7 @@ def test_the_glossary_gives_each_word_one_meaning() -> None:
 
 
 def test_planted_variant_is_the_spelling_and_preset_still_loads_with_a_warning() -> None:
-    from nrflab.data.planted import dataset_name, spec_from_params
+    from nrflab.data.planted_spec import dataset_name, spec_from_params
 
     new = spec_from_params({"variant": "drand", "size": "16", "train": "50", "test": "20"})
     with pytest.warns(FutureWarning, match="'preset=' is now spelled 'variant='"):

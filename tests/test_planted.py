@@ -15,17 +15,9 @@ from hypothesis import strategies as st
 
 from nrflab.core.errors import NrflabError
 from nrflab.data import load_dataset
-from nrflab.data.planted import VARIANTS as PRESETS
-from nrflab.data.planted import (
-    PlantedSpec,
-    assign_classes,
-    band_mask,
-    dataset_name,
-    dct_images,
-    generate,
-    make_templates,
-    spec_from_params,
-)
+from nrflab.data.planted import assign_classes, dct_images, generate, make_templates
+from nrflab.data.planted_spec import VARIANTS as PRESETS
+from nrflab.data.planted_spec import PlantedSpec, band_mask, dataset_name, spec_from_params
 
 SMALL = {"size": "16", "train": "500", "test": "300"}
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from nrflab.core.errors import NrflabError
-from nrflab.data.planted import band_mask, idct_images, make_templates, make_views, spec_from_params
+from nrflab.data.planted import idct_images, make_templates, make_views
+from nrflab.data.planted_spec import band_mask, spec_from_params
 from nrflab.measure.reliance import RELIANCE_COLUMNS, RelianceProbe, RelianceViews, band_energy, reliance
 from nrflab.models import create_model
 

@@ -190,21 +190,17 @@ def build_dataset(
             raise
 
 
-def _build(
+def _card(
     settings: BuildSettings,
     src: Source,
     inputs: BuildInputs,
-    bundle: Any,
-    out: Path,
     identity: dict[str, Any],
+    *,
     batch_size: int,
-    resume: bool,
-    progress: bool,
-    on_shard: ShardCallback | None,
-    stash: Stash | None,
-) -> BuildResult:
-    num_shards = math.ceil(inputs.count / settings.shard_size)
-    card: dict[str, Any] = {
+    num_shards: int,
+) -> dict[str, Any]:
+    """The dataset card (dataset.json) as first written: everything but the sanity numbers, not complete."""
+    return {
         "format": CARD_FORMAT,
         "format_version": 1,
         "kind": settings.kind,
@@ -253,6 +249,23 @@ def _build(
         "torch_version": str(torch.__version__),
         "sanity": None,
     }
+
+
+def _build(
+    settings: BuildSettings,
+    src: Source,
+    inputs: BuildInputs,
+    bundle: Any,
+    out: Path,
+    identity: dict[str, Any],
+    batch_size: int,
+    resume: bool,
+    progress: bool,
+    on_shard: ShardCallback | None,
+    stash: Stash | None,
+) -> BuildResult:
+    num_shards = math.ceil(inputs.count / settings.shard_size)
+    card = _card(settings, src, inputs, identity, batch_size=batch_size, num_shards=num_shards)
     atomic_write_json(out / CARD_FILE, card)
     if stash is not None:
         stash.commit()
@@ -261,8 +274,10 @@ def _build(
     all_stats: list[dict[str, float] | None] = [None] * num_shards
     built: list[int] = []
     if resume:
-        for i in range(num_shards):
-            all_stats[i] = _existing_shard_stats(out / shard_name(i), digest, _shard_len(settings, inputs.count, i))
+        all_stats = [
+            _existing_shard_stats(out / shard_name(i), digest, _shard_len(settings, inputs.count, i))
+            for i in range(num_shards)
+        ]
     done = sum(_shard_len(settings, inputs.count, i) for i in range(num_shards) if all_stats[i] is not None)
     if done:
         log.info(f"resuming {out}: {sum(s is not None for s in all_stats)}/{num_shards} shards already built")
@@ -278,12 +293,8 @@ def _build(
             if all_stats[i] is not None:
                 continue
             tensors, stats = builder.build(i, bar)
-            meta = {
-                "settings_digest": digest,
-                "shard": str(i),
-                "num_images": str(tensors["labels"].shape[0]),
-                "stats": json.dumps(stats),
-            }
+            count = str(tensors["labels"].shape[0])
+            meta = {"settings_digest": digest, "shard": str(i), "num_images": count, "stats": json.dumps(stats)}
             atomic_save_tensors(out / shard_name(i), tensors, meta)
             all_stats[i] = stats
             built.append(i)

@@ -1,4 +1,5 @@
-"""A small registry of pretrained models nrflab can build, with provenance and checksums.
+"""A small registry of pretrained models nrflab can build, with provenance and checksums (the shipped
+entries are in :mod:`nrflab.models.zoo`).
 
 Each entry says where the weights come from, under what licence, which architecture and input
 normalization they need, on which dataset they were trained and what accuracy their source reports.
@@ -23,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -33,19 +34,11 @@ from nrflab.core.records import record
 from nrflab.core.registry import Registry
 
 if TYPE_CHECKING:
+    from nrflab.models import NrfModel
     from nrflab.models.inspection import LoadedModel
 
 WEIGHTS_ENV = "NRFLAB_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = Path("~/.nrflab/weights")
-CIFAR10_MEAN_MADRY = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD_MADRY = (0.2023, 0.1994, 0.2010)
-_RB_SOURCE = (
-    "RobustBench model zoo, https://github.com/RobustBench/robustbench (model_info/cifar10/{threat}/{name}.json)"
-)
-_RB_LICENCE = (
-    "distributed through RobustBench (repository licence MIT); the weights are the authors' -- check "
-    "the paper's terms before redistributing"
-)
 
 
 @record
@@ -90,46 +83,6 @@ class PretrainedEntry:
         return self.arch is not None
 
 
-def _gdrive(file_id: str) -> str:
-    return f"https://docs.google.com/uc?export=download&confirm=t&id={file_id}"
-
-
-def _robustbench(
-    name: str,
-    threat: str,
-    *,
-    architecture: str,
-    arch: str | None,
-    clean: float,
-    robust: float,
-    gdrive_id: str,
-    eps: str,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-    note: str = "",
-) -> PretrainedEntry:
-    kind = "standard training" if threat == "standard" else f"adversarial training, {threat} eps {eps}"
-    folder = "Linf" if threat in ("Linf", "standard") else "L2"
-    return PretrainedEntry(
-        name=f"robustbench/cifar10/{threat}/{name}",
-        description=f"RobustBench {name}: CIFAR-10 {architecture}, {kind}{note}",
-        dataset="cifar10",
-        architecture=architecture,
-        arch=arch,
-        source=_RB_SOURCE.format(threat=folder, name=name),
-        licence=_RB_LICENCE,
-        threat_model="none (standard)" if threat == "standard" else f"{threat} eps {eps}",
-        filename=f"cifar10/{folder}/{name}.pt",
-        mean=mean,
-        std=std,
-        reported_clean_acc=clean,
-        reported_robust_acc=robust,
-        reported_by="RobustBench leaderboard (AutoAttack, full CIFAR-10 test set)",
-        sha256=None,
-        url=_gdrive(gdrive_id),
-    )
-
-
 PRETRAINED: Registry[PretrainedEntry] = Registry("pretrained model")
 """Every pretrained model ``--model pretrained:NAME`` can load, by name."""
 
@@ -138,96 +91,6 @@ def register_pretrained(entry: PretrainedEntry) -> PretrainedEntry:
     """Add an entry (e.g. a lab's own published checkpoints) to the registry; a second, different entry
     under a registered name is an error."""
     return PRETRAINED.add(entry.name, entry)
-
-
-for _entry in (
-    PretrainedEntry(
-        name="pyautoattack/cifar10/resnet18",
-        description="the CIFAR-10 ResNet-18 (BatchNorm) shipped as AutoAttack's example model "
-        "(pyautoattack wheel, examples/model_test.pt); takes raw [0,1] inputs",
-        dataset="cifar10",
-        architecture="CIFAR ResNet-18 (BasicBlock [2,2,2,2], BatchNorm)",
-        arch="resnet18",
-        source="pyautoattack 0.2.0 on PyPI (examples/model_test.pt); upstream https://github.com/fra31/auto-attack",
-        licence="MIT (as the pyautoattack package states)",
-        threat_model="not documented by its source",
-        filename="pyautoattack/model_test.pt",
-        reported_by="not documented by its source",
-        sha256="399f52da9f914c323fa5a6096d60f460a3449a59b64a6405200c1e629f8425a7",
-        url=None,
-        package_file=("pyautoattack", "examples/model_test.pt"),
-    ),
-    _robustbench(
-        "Standard",
-        "standard",
-        architecture="WideResNet-28-10",
-        arch=None,
-        clean=0.9478,
-        robust=0.0,
-        gdrive_id="1t98aEuzeTL8P7Kpd5DIrCoCL21BNZUhC",
-        eps="8/255",
-        note=" (not an nrflab architecture: listed for reference, load it with a factory)",
-    ),
-    _robustbench(
-        "Sehwag2021Proxy_R18",
-        "Linf",
-        architecture="ResNet-18",
-        arch="resnet18",
-        clean=0.8438,
-        robust=0.5443,
-        gdrive_id="1-ZgoSlD_AMhtXdnUElilxVXnzK2DcHuu",
-        eps="8/255",
-        note=" with ~6M synthetic images",
-    ),
-    _robustbench(
-        "Sehwag2021Proxy_R18",
-        "L2",
-        architecture="ResNet-18",
-        arch="resnet18",
-        clean=0.8952,
-        robust=0.7339,
-        gdrive_id="1zPjjZj9wujBNkAmHHHIikem6_aIjMhXG",
-        eps="0.5",
-        note=" with ~6M synthetic images",
-    ),
-    _robustbench(
-        "Addepalli2022Efficient_RN18",
-        "Linf",
-        architecture="ResNet-18",
-        arch="resnet18",
-        clean=0.8571,
-        robust=0.5248,
-        gdrive_id="1m5vhdzIUUKhDbsZdOG9z76Eyp6f4xe_f",
-        eps="8/255",
-    ),
-    _robustbench(
-        "Engstrom2019Robustness",
-        "Linf",
-        architecture="ResNet-50",
-        arch="resnet50",
-        clean=0.8703,
-        robust=0.4925,
-        gdrive_id="1etqmQsksNIWBvBQ4r8ZFk_3FJlLWr8Rr",
-        eps="8/255",
-        mean=CIFAR10_MEAN_MADRY,
-        std=CIFAR10_STD_MADRY,
-        note=" (robustness library)",
-    ),
-    _robustbench(
-        "Engstrom2019Robustness",
-        "L2",
-        architecture="ResNet-50",
-        arch="resnet50",
-        clean=0.9083,
-        robust=0.6924,
-        gdrive_id="1O8rGa6xOUIRwQ-M4ESrCjzknby8TM2ZE",
-        eps="0.5",
-        mean=CIFAR10_MEAN_MADRY,
-        std=CIFAR10_STD_MADRY,
-        note=" (robustness library)",
-    ),
-):
-    register_pretrained(_entry)
 
 
 def list_pretrained(filter: str | None = None) -> list[str]:
@@ -371,6 +234,51 @@ def fetch_weights(
     return target
 
 
+def _weights_path(
+    entry: PretrainedEntry, *, weights_dir: str | os.PathLike[str] | None, allow_unverified: bool, download: bool
+) -> Path:
+    """Where a loadable entry's weights are: found locally, else downloaded (when ``download``)."""
+    if not entry.loadable:
+        raise NrflabError(
+            f"pretrained {entry.name} is a {entry.architecture}, which nrflab cannot build; load it with "
+            f"a factory (module:function) that returns the model"
+        )
+    path = locate_weights(entry, weights_dir=weights_dir)
+    if path is not None:
+        return path
+    if not download:
+        raise NrflabError(
+            f"weights of {entry.name} not found in {', '.join(str(d) for d in weights_dirs(weights_dir))}"
+        )
+    return fetch_weights(entry, weights_dir=weights_dir, allow_unverified=allow_unverified)
+
+
+def _entry_model(entry: PretrainedEntry, path: Path) -> tuple[NrfModel, dict[str, Any], bool]:
+    """The entry's model built from the weights file: (model, what the loader found, whether the entry's
+    normalization was used -- it is, unless the checkpoint carries its own)."""
+    from nrflab.models.state_dicts import (
+        canonicalize_state_dict,
+        extract_state_dict,
+        load_weights_only,
+        state_dict_to_model,
+    )
+
+    obj = load_weights_only(path)
+    _, found_mean, _, _ = canonicalize_state_dict(extract_state_dict(obj, str(path))[0])
+    use_registry = found_mean is None and entry.mean is not None
+    model, info = state_dict_to_model(
+        obj,
+        arch=entry.arch,
+        norm=entry.norm,
+        num_classes=entry.num_classes,
+        width=entry.width,
+        mean=entry.mean if use_registry else None,
+        std=entry.std if use_registry else None,
+        source=str(path),
+    )
+    return model, info, use_registry
+
+
 def load_pretrained(
     name: str,
     *,
@@ -389,43 +297,14 @@ def load_pretrained(
     from dataclasses import replace
 
     from nrflab.models.inspection import LoadedModel, has_batchnorm, weights_fingerprint
-    from nrflab.models.state_dicts import (
-        canonicalize_state_dict,
-        extract_state_dict,
-        load_weights_only,
-        state_dict_to_model,
-    )
 
     entry = get_pretrained(name)
-    if not entry.loadable:
-        raise NrflabError(
-            f"pretrained {entry.name} is a {entry.architecture}, which nrflab cannot build; load it with "
-            f"a factory (module:function) that returns the model"
-        )
-    path = locate_weights(entry, weights_dir=weights_dir)
-    if path is None:
-        if not download:
-            raise NrflabError(
-                f"weights of {entry.name} not found in {', '.join(str(d) for d in weights_dirs(weights_dir))}"
-            )
-        path = fetch_weights(entry, weights_dir=weights_dir, allow_unverified=allow_unverified)
+    path = _weights_path(entry, weights_dir=weights_dir, allow_unverified=allow_unverified, download=download)
     sha = verify_sha256(path, entry.sha256, what=f"weights of {entry.name}")
     notes = []
     if not entry.verified:
         notes.append(f"unverified: the registry pins no sha256 for {entry.name}; this file's sha256 is {sha}")
-    obj = load_weights_only(path)
-    _, found_mean, _, _ = canonicalize_state_dict(extract_state_dict(obj, str(path))[0])
-    use_registry = found_mean is None and entry.mean is not None
-    model, info = state_dict_to_model(
-        obj,
-        arch=entry.arch,
-        norm=entry.norm,
-        num_classes=entry.num_classes,
-        width=entry.width,
-        mean=entry.mean if use_registry else None,
-        std=entry.std if use_registry else None,
-        source=str(path),
-    )
+    model, info, use_registry = _entry_model(entry, path)
     normalization = replace(info["normalization"], origin="registry") if use_registry else info["normalization"]
     if normalization.mean is None:  # the entry documents raw [0,1] inputs: no guess to warn about
         notes += [n for n in info["notes"] if not n.startswith("no normalization")]
@@ -486,6 +365,9 @@ def format_pretrained_table(
             lines.append(f"    url: {e.url}")
     return lines
 
+
+# The shipped entries register themselves (their module imports this one's record and registry).
+from nrflab.models import zoo as _zoo  # noqa: E402,F401
 
 __all__ = [
     "available_pretrained",

@@ -11,36 +11,33 @@ config must match field for field (placement fields -- device, data root -- exce
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import time
-from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
-import yaml
 from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from nrflab.attacks import Attack, AttackSpec, check_images, frozen_model
+from nrflab.attacks import Attack, check_images, frozen_model
 from nrflab.core import accel
 from nrflab.core.columns import CLEAN, LIGS, RHO, SHIFTED, robust_key
 from nrflab.core.errors import NrflabError
-from nrflab.core.io import atomic_save_tensors, atomic_write_json, atomic_write_text, write_csv
 from nrflab.core.validation import resolve_device
 from nrflab.data import DatasetBundle, ImageTensorDataset, load_dataset
 from nrflab.measure.metrics import dataset_tensors
 from nrflab.measure.reliance import RelianceProbe
 from nrflab.models import NrfModel, create_model
-from nrflab.models.checkpoint import load_state, read_metadata, save_model
-from nrflab.runs.rundir import RunDir, RunStatus, Stash, check_output_path, config_diff, locked
+from nrflab.runs.rundir import RunDir, RunStatus, Stash, check_output_path, locked
+from nrflab.training import runstate
 from nrflab.training.augment import augment_batch
 from nrflab.training.config import TrainConfig
-from nrflab.training.evaluation import EvalSet, evaluate_epoch, metrics_columns, probe_columns, run_probes
+from nrflab.training.evaluation import EvalSet, evaluate_epoch, probe_columns, run_probes
+from nrflab.training.runstate import Rows
 from nrflab.training.schedule import epoch_generator, lr_at, make_optimizer
 
 log = logging.getLogger("nrflab.training")
@@ -97,46 +94,9 @@ def check_input_fits(model: nn.Module, input_shape: tuple[int, ...]) -> None:
         ) from None
 
 
-def _adversarial_record(spec: AttackSpec | None) -> dict[str, float | int | None] | None:
-    """The adversarial-training attack as recorded in a run (eps, steps, step size)."""
-    return None if spec is None else {"eps": spec.eps, "steps": spec.steps, "step_size": spec.step_size}
-
-
-def _resolved_config(cfg: TrainConfig, bundle: DatasetBundle, device: torch.device, model: NrfModel) -> dict[str, Any]:
-    return {
-        **cfg.model_dump(),
-        "resolved": {
-            "dataset": {
-                "name": bundle.name,
-                "num_classes": bundle.num_classes,
-                "input_shape": list(bundle.input_shape),
-                "mean": list(bundle.mean),
-                "std": list(bundle.std),
-                "train_size": len(cast(Sized, bundle.train)),  # torch Datasets are not typed Sized
-                "test_size": len(cast(Sized, bundle.test)),
-                **({"info": bundle.info} if bundle.info else {}),
-            },
-            "device": str(device),
-            "torch": str(torch.__version__),
-            "model": model.config.to_dict(),
-            "adversarial_training": _adversarial_record(cfg.adversarial()),
-            "numerics": {"training": "bfloat16 autocast" if cfg.amp == "bf16" else "float32", "evaluation": "float32"},
-            "acceleration": {
-                "channels_last": cfg.channels_last,
-                "compile": accel.resolve_compile_mode(compile_setting(cfg)) or "none",
-            },
-        },
-    }
-
-
 def compile_setting(cfg: TrainConfig) -> bool | str | None:
     """The config's ``compile`` field (torch.compile of the model for the training steps), if it has one."""
     return getattr(cfg, "compile", None)
-
-
-def run_differences(run: RunDir, cfg: TrainConfig) -> list[str]:
-    """``field: recorded -> new`` for every field in which ``cfg`` differs from the run's recorded config."""
-    return cfg.differences(run.read_config())
 
 
 class Trainer:
@@ -187,116 +147,26 @@ class Trainer:
         check_output_path(self.out, what="run directory", allow_run=True)
 
     def _claim(self, resume: bool, overwrite: bool) -> tuple[bool, Stash | None]:
-        """Decide, under the lock, whether to resume; move an old run aside for overwrite.
-
-        Returns (resume_from_checkpoint, stash)."""
-        run = self.run_dir
-        if not run.is_run():
-            if resume and self.out.is_dir() and any(p for p in self.out.iterdir() if not p.name.startswith(".")):
-                raise NrflabError(f"cannot resume {self.out}: it holds no nrflab run")
-            return False, None
-        if overwrite:
-            return False, Stash.aside(self.out)
-        status = run.status()
-        if not resume:
-            what = "a finished run" if status and status.finished else "an unfinished run"
-            raise NrflabError(
-                f"{self.out} already holds {what}; pass --resume to continue it or --overwrite to start again"
-            )
-        if run.config_path.is_file():
-            diff = run_differences(run, self.cfg)
-            if diff:
-                raise NrflabError(
-                    f"cannot resume {self.out}: it is a different run ({'; '.join(diff[:4])}"
-                    f"{'; ...' if len(diff) > 4 else ''}); pass --overwrite to replace it"
-                )
-        elif status is not None:
-            raise NrflabError(f"cannot resume {self.out}: its config.json is missing")
-        if status is None:
-            log.info("no epoch of %s was committed before it stopped; starting it from scratch", self.out)
-            return False, None
-        return True, None
+        return runstate.claim(self.run_dir, self.cfg, resume=resume, overwrite=overwrite)
 
     def _write_config(self, model: NrfModel) -> None:
-        resolved = _resolved_config(self.cfg, self.bundle, self.device, model)
-        atomic_write_json(self.run_dir.config_path, resolved)
-        atomic_write_text(
-            self.run_dir.config_yaml_path,
-            yaml.safe_dump(json.loads(json.dumps(resolved, default=str)), sort_keys=False),
-        )
+        compile_mode = accel.resolve_compile_mode(compile_setting(self.cfg)) or "none"
+        resolved = runstate.resolved_config(self.cfg, self.bundle, self.device, model, compile_mode=compile_mode)
+        runstate.write_config(self.run_dir, resolved)
 
-    # -- checkpointing ----------------------------------------------------------------------
     def _save(
-        self,
-        model: NrfModel,
-        opt: torch.optim.Optimizer,
-        epoch: int,
-        history: list[dict[str, Any]],
-        probe_history: list[dict[str, Any]],
+        self, model: NrfModel, opt: torch.optim.Optimizer, epoch: int, history: Rows, probe_history: Rows
     ) -> None:
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
-        opt_state = opt.state_dict()
-        scalars: dict[str, dict[str, Any]] = {}
-        for pid, st in opt_state["state"].items():
-            for k, v in st.items():
-                if torch.is_tensor(v) and v.ndim > 0:
-                    tensors[f"optim.{pid}.{k}"] = v
-                else:
-                    scalars.setdefault(str(pid), {})[k] = float(v) if torch.is_tensor(v) else v
-        meta = {
-            "epoch": str(epoch),
-            "epochs": str(self.cfg.epochs),
-            "finished": "1" if epoch >= self.cfg.epochs else "0",
-            "history": json.dumps(history),
-            "probe_history": json.dumps(probe_history),
-            "optim_scalars": json.dumps(scalars),
-            "optim_groups": json.dumps(opt_state["param_groups"]),
-            "nrflab_model_config": json.dumps(model.config.to_dict()),
-        }
-        run = self.run_dir
-        save_model(model, run.model_path, {"epoch": str(epoch)})
-        if self.cfg.keep_checkpoints and epoch % self.cfg.keep_checkpoints == 0:
-            save_model(model, run.kept_path(epoch), {"epoch": str(epoch)})
-        write_csv(run.metrics_path, history, metrics_columns(self.cfg, self.probes))
-        if probe_history:
-            write_csv(run.probes_path, probe_history, ["epoch", "step", "samples", *probe_columns(self.probes)])
-        # The checkpoint goes last: it commits the epoch, so "finished" implies every other file is written.
-        atomic_save_tensors(run.checkpoint_path, tensors, meta)
-
-    def _restore(
-        self, model: NrfModel, opt: torch.optim.Optimizer
-    ) -> tuple[int, list[dict[str, Any]], list[dict[str, Any]]]:
-        from nrflab.models.checkpoint import load_tensors
-
-        path = self.run_dir.checkpoint_path
-        tensors = load_tensors(path, "run checkpoint")
-        meta = read_metadata(path)
-        stored = meta.get("nrflab_model_config")
-        if stored:
-            try:
-                diff = config_diff(json.loads(stored), model.config.to_dict())
-            except json.JSONDecodeError:
-                raise NrflabError(f"run checkpoint {path} has a corrupt model config") from None
-            if diff:
-                raise NrflabError(
-                    f"cannot resume {self.out}: its checkpoint holds another model ({'; '.join(diff[:3])})"
-                )
-        load_state(model, {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, path)
-        state: dict[int, dict[str, Any]] = {}
-        for k, v in tensors.items():
-            if k.startswith("optim."):
-                _, pid, name = k.split(".", 2)
-                state.setdefault(int(pid), {})[name] = v.to(self.device)
-        try:
-            for pid, st in json.loads(meta["optim_scalars"]).items():
-                for name, v in st.items():
-                    state.setdefault(int(pid), {})[name] = torch.tensor(v) if name == "step" else v
-            opt.load_state_dict({"state": state, "param_groups": json.loads(meta["optim_groups"])})
-            return int(meta["epoch"]), json.loads(meta["history"]), json.loads(meta.get("probe_history", "[]"))
-        except (KeyError, ValueError, json.JSONDecodeError) as exc:
-            raise NrflabError(
-                f"run checkpoint {path} is corrupt ({exc.__class__.__name__}); pass --overwrite to start again"
-            ) from None
+        runstate.save_epoch(
+            self.run_dir,
+            self.cfg,
+            self.probes,
+            model=model,
+            opt=opt,
+            epoch=epoch,
+            history=history,
+            probe_history=probe_history,
+        )
 
     # -- the loop ---------------------------------------------------------------------------
     def _adversarial(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -320,6 +190,21 @@ class Trainer:
         if self.cfg.amp == "bf16":
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def _batch(
+        self, model: nn.Module, data: TensorData, idx: torch.Tensor, gen: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training batch: augmented, in the model's memory layout, attacked under adversarial training."""
+        cfg = self.cfg
+        x, y = data.batch(idx)
+        if cfg.augment:
+            x = augment_batch(x, gen, flip=cfg.flip)
+        if cfg.channels_last:  # before the attack too: the model's layout for every pass
+            x = x.contiguous(memory_format=torch.channels_last)
+        if cfg.adv_train != "none":
+            x = self._adversarial(model, x, y, gen)
+            model.train()
+        return x, y
 
     def _train_epoch(
         self,
@@ -349,15 +234,7 @@ class Trainer:
         )
         lr = cfg.lr
         for step in bar:
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            x, y = data.batch(idx)
-            if cfg.augment:
-                x = augment_batch(x, gen, flip=cfg.flip)
-            if cfg.channels_last:  # before the attack too: the model's layout for every pass
-                x = x.contiguous(memory_format=torch.channels_last)
-            if cfg.adv_train != "none":
-                x = self._adversarial(model, x, y, gen)
-                model.train()
+            x, y = self._batch(model, data, perm[step * cfg.batch_size : (step + 1) * cfg.batch_size], gen)
             lr = lr_at(cfg, epoch, step, steps)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -373,13 +250,10 @@ class Trainer:
             correct += (logits.detach().argmax(1) == y).sum()
             global_step = epoch * steps + step + 1
             if probing and global_step % cfg.probe_every == 0:
+                seen = epoch * len(data) + min((step + 1) * cfg.batch_size, len(data))
                 probe_history.append(
-                    {
-                        "epoch": epoch + (step + 1) / steps,
-                        "step": global_step,
-                        "samples": epoch * len(data) + min((step + 1) * cfg.batch_size, len(data)),
-                        **run_probes(model, self.probes),
-                    }
+                    {"epoch": epoch + (step + 1) / steps, "step": global_step, "samples": seen}
+                    | run_probes(model, self.probes)
                 )
         train_loss = float(loss_sum) / len(data)
         if not math.isfinite(train_loss):
@@ -426,7 +300,9 @@ class Trainer:
         probe_history: list[dict[str, Any]] = []
         start = 0
         if from_checkpoint:
-            start, history, probe_history = self._restore(model, opt)
+            start, history, probe_history = runstate.restore_epoch(
+                self.run_dir, model=model, opt=opt, device=self.device
+            )
             log.info("resuming %s after epoch %d/%d", self.out, start, cfg.epochs)
         self._write_config(model)
         t_run = time.perf_counter() - (history[-1]["wall_time"] if history else 0.0)
