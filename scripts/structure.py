@@ -25,6 +25,19 @@ class Measures:
 CLI_SHARED = frozenset({"__init__.py", "app.py", "flags.py", "schema_flags.py", "model_options.py", "console.py"})
 
 
+def _all_names(node: ast.AST) -> int:
+    """How many names an ``__all__ = [...]`` (annotated or not) lists; 0 for any other node."""
+    if isinstance(node, ast.Assign):
+        targets = node.targets
+    elif isinstance(node, ast.AnnAssign):
+        targets = [node.target]
+    else:
+        return 0
+    value = getattr(node, "value", None)
+    named = any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)
+    return len(value.elts) if named and isinstance(value, (ast.List, ast.Tuple)) else 0
+
+
 def measure(src: Path, *, function_limit: int = 60) -> Measures:
     m = Measures()
     for path in sorted(src.rglob("*.py")):
@@ -40,11 +53,7 @@ def measure(src: Path, *, function_limit: int = 60) -> Measures:
                 length = (node.end_lineno or node.lineno) - node.lineno + 1
                 if length > function_limit:
                     m.long_functions[f"{rel}:{node.name}"] = length
-            if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
-            ):
-                if isinstance(node.value, (ast.List, ast.Tuple)):
-                    m.all_names += len(node.value.elts)
+            m.all_names += _all_names(node)
     return m
 
 

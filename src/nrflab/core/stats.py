@@ -332,6 +332,5 @@ __all__ = [
     "judge",
     "mean_ci",
     "paired_ci",
-    "two_proportion_ci",
     "wilson",
 ]

@@ -284,13 +284,9 @@ def dataset_name(spec: PlantedSpec) -> str:
 
 
 __all__ = [
-    "BANDS",
-    "PARAMETERS",
     "VARIANTS",
-    "VARIANT_HELP",
     "PlantedSpec",
     "band_mask",
-    "check_spec",
     "dataset_name",
     "spec_from_params",
 ]

@@ -372,6 +372,5 @@ from nrflab.models import zoo as _zoo  # noqa: E402,F401
 __all__ = [
     "available_pretrained",
     "format_pretrained_table",
-    "list_pretrained",
     "register_pretrained",
 ]

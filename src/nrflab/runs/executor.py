@@ -296,4 +296,9 @@ def _run_ray(pending: list[Job], record: Report, results: dict[str, JobResult], 
             ray.shutdown()
 
 
-__all__ = ["check_reachable", "execute", "run_job", "topological_order", "torch_threads", "worker_name"]
+__all__ = [
+    "check_reachable",
+    "execute",
+    "topological_order",
+    "torch_threads",
+]
