@@ -18,12 +18,11 @@ representation), ``builder`` (inputs and shards), ``build`` (the directory: card
 
 from nrflab.features.build import build_dataset
 from nrflab.features.builder import quantize
-from nrflab.features.settings import BUILD_KINDS, DTYPES, KIND_DEFAULTS, LABEL_POLICIES, make_settings
+from nrflab.features.settings import BUILD_KINDS, KIND_DEFAULTS, LABEL_POLICIES, make_settings
 from nrflab.features.source import sha256_file
 
 __all__ = [
     "BUILD_KINDS",
-    "DTYPES",
     "KIND_DEFAULTS",
     "LABEL_POLICIES",
     "build_dataset",

@@ -10,9 +10,8 @@ Training with per-epoch robustness records: clean accuracy, robust accuracy, LIG
 """
 
 from nrflab.training.augment import augment_batch, augment_batch_reference
-from nrflab.training.config import ADV_TRAIN_KINDS, TrainConfig, load_config_file, make_config
+from nrflab.training.config import TrainConfig, load_config_file, make_config
 from nrflab.training.evaluation import EvalSet, evaluate_epoch, metrics_columns
-from nrflab.training.runstate import run_differences
 from nrflab.training.schedule import lr_at
 from nrflab.training.trainer import (
     NonFiniteLoss,
@@ -26,7 +25,6 @@ from nrflab.training.trainer import (
 )
 
 __all__ = [
-    "ADV_TRAIN_KINDS",
     "EvalSet",
     "NonFiniteLoss",
     "TrainConfig",
@@ -41,7 +39,6 @@ __all__ = [
     "metrics_columns",
     "read_metrics",
     "read_run_config",
-    "run_differences",
     "run_status",
     "train",
     "train_or_reuse",
