@@ -15,7 +15,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -173,7 +173,7 @@ def read_yaml_mapping(path: str | os.PathLike[str], what: str = "config file") -
     return data
 
 
-def write_csv(path: str | os.PathLike[str], rows: list[dict[str, Any]], columns: list[str]) -> None:
+def write_csv(path: str | os.PathLike[str], rows: Sequence[Mapping[str, object]], columns: list[str]) -> None:
     """Write rows as CSV atomically (floats with 6 significant digits, missing cells empty)."""
     import io
 

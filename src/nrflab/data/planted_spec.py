@@ -20,7 +20,7 @@ RF_SOURCES = ("synthetic", "mnist")
 
 #: Named variants: parameter values over the defaults; explicit parameters win. ``p_r = "chance"`` means
 #: ``1 / classes`` (the RF class independent of the label).
-VARIANTS: dict[str, dict[str, Any]] = {
+VARIANTS: dict[str, dict[str, float | str]] = {
     "redundant": {"p_r": 1.0, "p_n": 1.0},
     "nrf-predictive": {"p_r": 0.8, "p_n": 1.0},
     "rf-predictive": {"p_r": 1.0, "p_n": 0.8},

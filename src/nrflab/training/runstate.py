@@ -28,8 +28,9 @@ from nrflab.training.evaluation import metrics_columns, probe_columns
 
 log = logging.getLogger("nrflab.training")
 
-#: Rows of metrics.csv / probes.csv as the trainer keeps them (the file boundary: written as CSV and JSON).
-Rows = list[dict[str, Any]]
+#: One row of metrics.csv or probes.csv: column -> number (epoch, step and counts are whole numbers).
+Row = dict[str, float]
+Rows = list[Row]
 Probes = Sequence[Probe]
 
 
@@ -108,10 +109,10 @@ def claim(run: RunDir, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tu
     return True, None
 
 
-def _optimizer_tensors(state: dict[Any, Any]) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, Any]]]:
+def _optimizer_tensors(state: dict[Any, Any]) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, object]]]:
     """An optimizer's per-parameter state split into tensors (stored as tensors) and scalars (stored as JSON)."""
     tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
+    scalars: dict[str, dict[str, object]] = {}
     for pid, st in state.items():
         for k, v in st.items():
             if torch.is_tensor(v) and v.ndim > 0:
@@ -177,7 +178,7 @@ def restore_epoch(
     meta = read_metadata(path)
     _check_model(run, model, meta.get("nrflab_model_config"))
     load_state(model, {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}, path)
-    state: dict[int, dict[str, Any]] = {}
+    state: dict[int, dict[str, object]] = {}
     for k, v in tensors.items():
         if k.startswith("optim."):
             _, pid, name = k.split(".", 2)

@@ -44,7 +44,7 @@ class SweepRun:
     """One grid point: its values, its run directory name and its fully resolved config."""
 
     name: str
-    values: dict[str, Any]
+    values: dict[str, object]
     config: TrainConfig
 
 
@@ -53,7 +53,7 @@ class RunRecord:
     """What happened to one run: ``pending``, ``interrupted`` (before starting), ``finished`` or ``failed``."""
 
     name: str
-    values: dict[str, Any]
+    values: dict[str, object]
     status: str = "pending"
     skipped: bool = False
     error: Optional[str] = None
@@ -93,7 +93,7 @@ def config_key(key: str) -> str:
     return name
 
 
-def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, object]]:
     """The cartesian product of the grid, keys in the given order, the last key varying fastest."""
     for key, values in grid.items():
         if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
@@ -104,7 +104,7 @@ def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def format_value(value: Any) -> str:
+def format_value(value: object) -> str:
     """A grid value as it appears in a run name: YAML-like scalars, lists joined with '+'."""
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -158,7 +158,7 @@ def plan_sweep(
     if clash:
         raise NrflabError(f"{', '.join(clash)} is both a grid key and a fixed override")
     runs: list[SweepRun] = []
-    seen: dict[str, dict[str, Any]] = {}
+    seen: dict[str, dict[str, object]] = {}
     checked: set[tuple[str, str | None]] = set()
     for values in expand_grid(grid):
         name = run_name(values)
@@ -219,7 +219,7 @@ def write_summary(out: Path, records: Sequence[RunRecord]) -> Path:
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in records:
-        row: dict[str, Any] = {"run": r.name, "status": r.status}
+        row: dict[str, str] = {"run": r.name, "status": r.status}
         row.update({k: format_value(v) for k, v in r.values.items()})
         row.update({k: ("" if math.isnan(v) else f"{v:.6g}") for k, v in r.metrics.items()})
         writer.writerow(row)
@@ -332,9 +332,9 @@ def parse_grid(items: Sequence[str]) -> dict[str, list[Any]]:
     return grid
 
 
-def parse_sets(items: Sequence[str]) -> dict[str, Any]:
+def parse_sets(items: Sequence[str]) -> dict[str, object]:
     """Fixed overrides as typed (``epochs=5``, ``'eval_attacks=["pgd-l2:eps=0.5,steps=2"]'``), values read as YAML."""
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for item in items:
         key, text = _split_assignment(item, "--set")
         out[key] = _value(text, f"--set {key}", scalar=False)

@@ -37,7 +37,7 @@ from nrflab.training import runstate
 from nrflab.training.augment import augment_batch
 from nrflab.training.config import TrainConfig
 from nrflab.training.evaluation import EvalSet, evaluate_epoch, probe_columns, run_probes
-from nrflab.training.runstate import Rows
+from nrflab.training.runstate import Row, Rows
 from nrflab.training.schedule import epoch_generator, lr_at, make_optimizer
 
 log = logging.getLogger("nrflab.training")
@@ -72,7 +72,7 @@ class TrainResult:
 
     run_dir: Path
     model: NrfModel
-    history: list[dict[str, Any]]
+    history: Rows
     config: TrainConfig
 
 
@@ -212,7 +212,7 @@ class Trainer:
         opt: torch.optim.Optimizer,
         data: TensorData,
         epoch: int,
-        probe_history: list[dict[str, Any]],
+        probe_history: Rows,
     ) -> dict[str, float]:
         cfg = self.cfg
         gen = epoch_generator(cfg.seed, epoch)
@@ -294,10 +294,10 @@ class Trainer:
         eval_set: EvalSet,
         from_checkpoint: bool,
         stash: Stash | None,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    ) -> tuple[Rows, Rows]:
         cfg = self.cfg
-        history: list[dict[str, Any]] = []
-        probe_history: list[dict[str, Any]] = []
+        history: Rows = []
+        probe_history: Rows = []
         start = 0
         if from_checkpoint:
             start, history, probe_history = runstate.restore_epoch(
@@ -345,7 +345,7 @@ class Trainer:
             log.info(self.summary(row))
         return history, probe_history
 
-    def summary(self, row: dict[str, Any]) -> str:
+    def summary(self, row: Row) -> str:
         """The one-line per-epoch summary."""
         parts = [f"[{self.cfg.arch}/{self.cfg.norm}] epoch {int(row['epoch']):>3}/{self.cfg.epochs}"]
         if math.isfinite(row.get("train_loss", math.nan)):
