@@ -10,13 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nrflab.attacks import AttackSpec, parse_attack
 from nrflab.core.accel import CompileMode
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_yaml_mapping
-from nrflab.core.schema import one_line
+from nrflab.core.schema import Schema, one_line
 from nrflab.core.validation import WIDTH_MAX, Seed
 from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
 
@@ -30,11 +30,12 @@ AMP_MODES: tuple[str, ...] = get_args(AmpMode)
 PLACEMENT_FIELDS = ("device", "data_root", "eval_batch_size", "compile")
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Schema):
     """One training run. Defaults are the paper's CIFAR recipe; a dataset preset adjusts the fields the
-    user did not set (recorded in ``preset``)."""
+    user did not set (recorded in ``preset``). On the settings base (unknown keys refused, no NaN or
+    infinity); unlike the base it stays assignable, each assignment validated, as it always was."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False, frozen=False)
+    model_config = ConfigDict(validate_assignment=True, frozen=False)
 
     dataset: str = "cifar10"
     data_root: Optional[str] = None
