@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any, Optional, cast
 
 from nrflab.attacks import AttackSpec, default_step_size
 from nrflab.core.errors import NrflabError
+from nrflab.core.records import record
 from nrflab.core.validation import check_seed
 
 BUILD_KINDS = ("d_r", "d_nr", "d_rand", "d_det", "conflicting")
@@ -70,9 +71,11 @@ LABEL_POLICY_DOC = {
 }
 
 
-@dataclass(frozen=True)
+@record
 class BuildSettings:
-    """Everything that determines a built dataset's content (compared when a build is resumed)."""
+    """Everything that determines a built dataset's content (compared when a build is resumed). A computed
+    record: what users type are :func:`make_settings`'s keywords (the ``build-dataset`` flags), which resolve
+    the kind's defaults and the attack into it."""
 
     kind: str
     attack: AttackSpec
