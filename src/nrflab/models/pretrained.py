@@ -24,7 +24,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -36,6 +36,7 @@ from nrflab.core.registry import Registry
 if TYPE_CHECKING:
     from nrflab.models import NrfModel
     from nrflab.models.inspection import LoadedModel
+    from nrflab.models.state_dicts import WeightsFit
 
 WEIGHTS_ENV = "NRFLAB_WEIGHTS"
 DEFAULT_WEIGHTS_DIR = Path("~/.nrflab/weights")
@@ -253,7 +254,7 @@ def _weights_path(
     return fetch_weights(entry, weights_dir=weights_dir, allow_unverified=allow_unverified)
 
 
-def _entry_model(entry: PretrainedEntry, path: Path) -> tuple[NrfModel, dict[str, Any], bool]:
+def _entry_model(entry: PretrainedEntry, path: Path) -> tuple[NrfModel, WeightsFit, bool]:
     """The entry's model built from the weights file: (model, what the loader found, whether the entry's
     normalization was used -- it is, unless the checkpoint carries its own)."""
     from nrflab.models.state_dicts import (
@@ -305,11 +306,11 @@ def load_pretrained(
     if not entry.verified:
         notes.append(f"unverified: the registry pins no sha256 for {entry.name}; this file's sha256 is {sha}")
     model, info, use_registry = _entry_model(entry, path)
-    normalization = replace(info["normalization"], origin="registry") if use_registry else info["normalization"]
+    normalization = replace(info.normalization, origin="registry") if use_registry else info.normalization
     if normalization.mean is None:  # the entry documents raw [0,1] inputs: no guess to warn about
-        notes += [n for n in info["notes"] if not n.startswith("no normalization")]
+        notes += [n for n in info.notes if not n.startswith("no normalization")]
     else:
-        notes += info["notes"]
+        notes += info.notes
     model.config = replace(model.config, input_shape=tuple(entry.input_shape))
     model = model.to(device).eval()
     return LoadedModel(
@@ -327,7 +328,7 @@ def load_pretrained(
         arch=entry.arch,
         norm=entry.norm,
         width=entry.width,
-        layout=info["layout"],
+        layout=info.layout,
         notes=tuple(notes),
     )
 

@@ -335,15 +335,15 @@ def _load_path(
         num_classes=cfg.num_classes,
         input_shape=None,
         in_channels=cfg.in_channels,
-        normalization=info["normalization"],
+        normalization=info.normalization,
         sha256=sha,
         fingerprint=weights_fingerprint(model),
         has_batchnorm=has_batchnorm(model),
         arch=cfg.arch,
         norm=cfg.norm,
         width=cfg.width,
-        layout=info["layout"],
-        notes=tuple(info["notes"]),
+        layout=info.layout,
+        notes=info.notes,
     )
 
 

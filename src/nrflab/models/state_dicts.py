@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.records import record
 from nrflab.models import ARCHS, NrfModel, check_arch, check_norm, create_model
 from nrflab.models.inspection import Normalization, first_line
 
@@ -177,6 +178,16 @@ def _first_conv_key(sd: Mapping[str, torch.Tensor]) -> str | None:
     return next((k for k, v in sd.items() if k.endswith("weight") and v.ndim == 4), None)
 
 
+@record
+class WeightsFit:
+    """What building a model from a state dict found: the file's layout (``plain``, ``under 'state_dict'``,
+    ...), the input normalization and the notes that say where it came from."""
+
+    layout: str
+    normalization: Normalization
+    notes: tuple[str, ...]
+
+
 def state_dict_to_model(
     tensors: Any,
     *,
@@ -187,10 +198,10 @@ def state_dict_to_model(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     source: str = "weights file",
-) -> tuple[NrfModel, dict[str, Any]]:
+) -> tuple[NrfModel, WeightsFit]:
     """Build the nrflab model a (possibly wrapped) state dict describes and load it strictly.
 
-    Returns the model (CPU, eval mode) and ``{"layout", "normalization", "notes"}``. Architecture,
+    Returns the model (CPU, eval mode) and what the fit found (:class:`WeightsFit`). Architecture,
     norm, width, classes and channels are read off the weights unless given; a mismatch is one line naming
     the first differing keys.
     """
@@ -232,7 +243,9 @@ def state_dict_to_model(
         {f"net.{k}": v.detach().to(state[f"net.{k}"].dtype) if f"net.{k}" in state else v for k, v in sd.items()}
     )
     load_state(model, state, source)
-    return model.eval(), {"layout": ", ".join(layouts) or "plain", "normalization": normalization, "notes": notes}
+    return model.eval(), WeightsFit(
+        layout=", ".join(layouts) or "plain", normalization=normalization, notes=tuple(notes)
+    )
 
 
 def _stem_and_head(sd: Mapping[str, torch.Tensor], source: str) -> tuple[str, torch.Tensor]:
