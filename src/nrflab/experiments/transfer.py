@@ -378,10 +378,22 @@ def _twins(result: TransferResult, zoo: Sequence[ZooRun], finals: Sequence[Model
     per = {r.source: r.mean_success for r in result.per_source()}
     by_key = {(r.arch, r.norm, r.seed): ref.name for r, ref in zip(zoo, finals, strict=True)}
     return [
-        SourceTwins(arch, seed, per[name], per[by_key[(arch, "none", seed)]])
+        SourceTwins(
+            arch,
+            seed,
+            per[name],
+            per[by_key[(arch, "none", seed)]],
+            bn_on=_on_targets(result, name),
+            none_on=_on_targets(result, by_key[(arch, "none", seed)]),
+        )
         for (arch, norm, seed), name in by_key.items()
         if norm == "bn" and (arch, "none", seed) in by_key
     ]
+
+
+def _on_targets(result: TransferResult, source: str) -> tuple[tuple[str, float], ...]:
+    """``source``'s transfer success on each counted target (self pairs left out): the claims' crossed cells."""
+    return tuple((p.target, p.transfer_success) for p in result.row(source) if result.counted(p))
 
 
 def _base_group(group: str) -> str:
@@ -454,6 +466,8 @@ def _early_vs_final(
                 early=per[early_name],
                 final=per[final.name],
                 seed=run_info.seed,
+                early_on=_on_targets(result, early_name),
+                final_on=_on_targets(result, final.name),
             )
         )
     return rows
