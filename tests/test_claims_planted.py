@@ -296,3 +296,47 @@ def test_transfer_signs_and_mutation() -> None:
     assert transfer_verdict(t2, m, S, OP).outcome == "disagrees"
     m = Book().put(OP, bn={"finite": 0.0}, none={}).measured()
     assert transfer_verdict(t, m, S, OP).outcome == "void"
+
+
+def test_transfer_interval_is_crossed_over_seeds_and_shared_targets() -> None:
+    """The targets (every model of the other seeds) are shared by the sources: with per-target cells that
+    agree the interval is the paired t over seeds; with target effects that vary it widens."""
+    from nrflab.core.stats import paired_test
+
+    m = Book().put(OP, bn={}, none={}).measured()
+    none_mean, bn_mean = [0.5, 0.52, 0.49, 0.55, 0.51], [0.2, 0.21, 0.25, 0.19, 0.2]
+
+    def cells(spread: float) -> dict[str, dict[int, dict[str, float]]]:
+        out: dict[str, dict[int, dict[str, float]]] = {"none": {}, "bn": {}}
+        for i, sd in enumerate(SEEDS):
+            targets = [f"{n} {t}" for n in ("bn", "none") for t in SEEDS if t != sd]
+            out["none"][sd] = {k: none_mean[i] + spread * (1 if k.startswith("bn") else -1) for k in targets}
+            out["bn"][sd] = {k: bn_mean[i] for k in targets}
+        return out
+
+    flat = transfer_verdict(TransferResult({}, {}, {"none": none_mean, "bn": bn_mean}, {}, SEEDS, cells(0.0)), m, S, OP)
+    d, lo, hi, p, n = paired_test(none_mean, bn_mean)
+    assert (
+        flat.outcome == "agrees"
+        and flat.n_seeds == 5
+        and "10 shared targets" in flat.method
+        and "10 cells without a pair" in flat.method
+    )
+    assert flat.difference == pytest.approx(d) and flat.low == pytest.approx(lo) and flat.high == pytest.approx(hi)
+    wide = transfer_verdict(TransferResult({}, {}, {"none": none_mean, "bn": bn_mean}, {}, SEEDS, cells(0.3)), m, S, OP)
+    assert wide.difference == pytest.approx(d) and wide.high - wide.low > hi - lo
+    assert "crossed" in wide.protocol and "either feature" in wide.protocol
+
+
+def test_transfer_eps_can_move_either_feature() -> None:
+    """One swap-cost convention (a / sqrt 2); every preset's transfer eps exceeds both swap costs, and a
+    setting whose eps moves only the NRF is refused."""
+    from pydantic import ValidationError
+
+    from nrflab.experiments.planted.settings import PAPER, QUICK, swap_cost
+
+    assert swap_cost(2.0) == pytest.approx(math.sqrt(2)) and swap_cost(3.0) == pytest.approx(2.1213, rel=1e-4)
+    for preset in (FULL, QUICK, PAPER):
+        assert preset.transfer_eps > max(swap_cost(preset.a_r), swap_cost(preset.a_n))
+    with pytest.raises(ValidationError, match="must exceed both swap costs"):
+        FULL.model_validate({**FULL.model_dump(), "transfer_eps": 1.5})

@@ -231,7 +231,7 @@ def crossed_comparison(table: Mapping[int, Mapping[str, float]], *, a: float, b:
     method = (
         f"95 % interval crossed over {c.n_seeds} seeds ({', '.join(map(str, seeds))}) and {c.n_targets} shared "
         f"target{'s' if c.n_targets != 1 else ''} (two-way random effects, {c.dof:.1f} Satterthwaite dof"
-        f"{f'; {c.missing} self cells filled' if c.missing else ''}); {PAIRING}"
+        f"{f'; {c.missing} cells without a pair (a source is not its own target) filled' if c.missing else ''}); {PAIRING}"
     )
     return Comparison(c.difference, c.low, c.high, method, a, b, c.p, c.n_seeds, c.per_seed), seeds
 

@@ -27,7 +27,7 @@ from nrflab.experiments.planted.crossing import crossings, crossover_verdict, me
 from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
 from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.order import Curve, load_curves, order_verdicts
-from nrflab.experiments.planted.settings import Settings
+from nrflab.experiments.planted.settings import Settings, swap_cost
 from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
 from nrflab.measure.transfer_rate import IN_BRIEF
@@ -135,7 +135,7 @@ def capability_rows(cap: Capability, s: Settings) -> list[list[str]]:
 def sweep_rows(m: Measured, s: Settings, a_values: Sequence[float]) -> list[list[str]]:
     rows = []
     for a in a_values:
-        row = [f"{a:g}" + (" (operating point)" if a == s.a_n else ""), f"{a / math.sqrt(2):.2f}"]
+        row = [f"{a:g}" + (" (operating point)" if a == s.a_n else ""), f"{swap_cost(a):.2f}"]
         for n in s.norms:
             row += [
                 cell(m.series(f"sweep-a{a:g}", n, "rho"), percent=False, signed=True),
@@ -184,7 +184,7 @@ def sweep_parts(m: Measured, s: Settings, op_key: str, seeds: Sequence[int]) -> 
     cross = {n: crossings(m, s, n, cross_seeds)[0] for n in s.norms}
     return [
         f"**NRF-norm sweep** (redundant set: both features predict the label; a_r = {s.a_r:g}, so the RF's swap cost "
-        f"is {s.a_r / math.sqrt(2):.2f} in L2; the NRF's is a_n / sqrt 2). Operating point "
+        f"is {swap_cost(s.a_r):.2f} in L2; the NRF's is a_n / sqrt 2). Operating point "
         f"{len(m.seeds(op_key, s.norms[0]))} seeds, other points {min(s.sweep_seeds, len(seeds))}:",
         markdown_table(
             ["a_n", "NRF swap cost"] + [h for n in s.norms for h in (f"rho {name(n)}", f"agree acc {name(n)}")],
@@ -227,7 +227,7 @@ def preference_section(
             f"{pct(s.learned_min, 0)} agree accuracy:",
             markdown_table(["model", "RF alone", "NRF alone", "capable"], cap_rows),
             *sweep_parts(m, s, op_key, seeds),
-            f"**Operating point** (a_n = {s.a_n:g}, NRF swap cost {s.a_n / math.sqrt(2):.2f}; robust accuracy and "
+            f"**Operating point** (a_n = {s.a_n:g}, NRF swap cost {swap_cost(s.a_n):.2f}; robust accuracy and "
             f"LIGS on {s.eval_size} agree-view images, PGD-L2 {s.pgd_steps} steps). {NOT_NON_ROBUST}",
             markdown_table(
                 ["model", "agree acc"] + [f"robust acc L2 {e:g}" for e in s.eval_eps] + ["LIGS", "F_R", "F_N", "rho"],
