@@ -340,3 +340,29 @@ def test_transfer_eps_can_move_either_feature() -> None:
         assert preset.transfer_eps > max(swap_cost(preset.a_r), swap_cost(preset.a_n))
     with pytest.raises(ValidationError, match="must exceed both swap costs"):
         FULL.model_validate({**FULL.model_dump(), "transfer_eps": 1.5})
+
+
+def test_mnist_arms_are_evaluated_on_the_same_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both arms of the MNIST diagnostic see the same images and labels (the planted MNIST agree view)."""
+    import torch
+
+    from nrflab.experiments.planted import mnist
+    from nrflab.experiments.planted.settings import QUICK
+
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def fake_row(run_dir: Path, x: torch.Tensor, y: torch.Tensor, s: object) -> dict[str, float]:
+        seen[run_dir.name] = (x, y)
+        return mnist_rows(0.9, 0.9)
+
+    monkeypatch.setattr(mnist, "statistics_row_of", fake_row)
+    monkeypatch.setattr(mnist, "cached_result", lambda path, key, fn: fn())
+    s = QUICK.model_copy(update={"seeds": [0, 1, 2], "mnist_seeds": 2})
+    q = mnist.mnist_question(tmp_path, s)
+    assert sorted(seen) == ["attack-bn-s0", "attack-bn-s1", "planted-bn-s0", "planted-bn-s1"]
+    x, y = mnist.mnist_eval_view(mnist.mnist_spec(s))
+    for got_x, got_y in seen.values():
+        assert torch.equal(got_x, x) and torch.equal(got_y, y)
+    assert q["n"] == int(y.shape[0]) == int(x.shape[0])
+    q3 = {**q, "seeds": [0, 1, 2], "rows": {k: [mnist_rows(0.9, 0.9)] * 3 for k in ("planted", "attack")}}
+    assert "both arms on the same images" in mnist_verdict(q3).protocol

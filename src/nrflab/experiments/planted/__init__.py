@@ -42,8 +42,9 @@ models do not learn, so its verdicts are void or "not tested"):
   **void (out of scope)**: the capability gate requires the no-norm model to learn that NRF alone, so it is
   not an NRF in the claim's sense (its numbers stay in the table as a boundary finding);
 * the MNIST diagnostic (5 seeds; family "diagnostics", not a paper claim): a BN model on the planted MNIST
-  D_rand (the digit is the RF) vs on the attack-built MNIST D_rand (``nrflab.features``), each evaluated with
-  running and with batch statistics on the test view of its own data;
+  D_rand (the digit is the RF) vs on the attack-built MNIST D_rand (``nrflab.features``), both evaluated on
+  the same images (the planted MNIST agree view: test digits with the NRF of their own class), with running
+  and with batch statistics;
 * transfer with ground truth: PGD-L2 2.5 from each operating-point model to the models of the other seeds,
   and where each perturbation's energy lies (RF band, NRF band, rest). The eps exceeds both swap costs (1.41
   NRF, 2.12 RF; the settings refuse an eps that does not), so a source may move either feature and the band

@@ -23,6 +23,7 @@ from nrflab.experiments.guard import Guard, check
 from nrflab.experiments.planted import declarations as claims
 from nrflab.experiments.planted.declarations import AGREE_VIEW
 from nrflab.experiments.planted.measurement import CLASSES, Measured
+from nrflab.experiments.planted.mnist import MNIST_VIEW
 from nrflab.experiments.planted.settings import Settings, swap_cost
 from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
@@ -222,7 +223,7 @@ def mnist_health(kind: str, seed: int, row: dict[str, float]) -> Health:
         row[f"{stats}_top"],
         all(math.isfinite(row.get(k, math.nan)) for k in ("running_acc", "batch_acc", "train_acc")),
         "batch-stats" if stats == "batch" else "paper",
-        f"its own test view, {stats} statistics (the better)",
+        f"the planted MNIST agree view (both arms), {stats} statistics (the better)",
     )
 
 
@@ -239,9 +240,7 @@ def mnist_verdict(q: dict[str, Any]) -> Verdict:
         f"{cell(gain['planted'], signed=True)}.",
         guard=check(learners=models),
         seeds=seeds,
-        protocol=f"BN smallcnn; attack-built arm on the clean mnist5k test images, planted arm on the planted "
-        f"agree view (views of their own training data, not the same images); {q['n']} test images each; one "
-        "built set",
+        protocol=f"BN smallcnn; {MNIST_VIEW}; {q['n']} test images; one built set",
     )
 
 

@@ -304,8 +304,8 @@ def mnist_parts(s: Settings, mnist: dict[str, Any], mv: Verdict) -> list[str]:
     """The MNIST question's paragraph, table and verdict."""
     mrows = []
     for kind, label in (
-        ("planted", f"planted MNIST D_rand (a_n {s.mnist_a_n:g}), agree view"),
-        ("attack", "attack-built MNIST D_rand, clean mnist5k test"),
+        ("planted", f"planted MNIST D_rand (a_n {s.mnist_a_n:g}) / planted MNIST agree view"),
+        ("attack", "attack-built MNIST D_rand / planted MNIST agree view"),
     ):
         rows = mnist["rows"][kind]
         n_img = mnist["n"] * len(rows)
@@ -325,8 +325,10 @@ def mnist_parts(s: Settings, mnist: dict[str, Any], mv: Verdict) -> list[str]:
         f"to [{mnist['spec'].digit_margin:.2f}, {1 - mnist['spec'].digit_margin:.2f}] so the NRF survives "
         f"clipping; the NRF of norm {s.mnist_a_n:g} carries the label) and one trained on the attack-built "
         f"MNIST D_rand (`nrflab.features`, targeted PGD-L2 eps {s.mnist_build_eps:g}, {s.mnist_build_steps} steps "
-        f"from a BN source trained {s.mnist_source_epochs} epochs; {s.mnist_train} images), each evaluated with "
-        f"BN's running statistics and with each batch of {s.stat_batch} test images' own statistics "
+        f"from a BN source trained {s.mnist_source_epochs} epochs; {s.mnist_train} images). Both are evaluated "
+        f"on the same {mnist['n']} images, the planted MNIST agree view (mnist5k test digits, each with the "
+        "planted NRF of its own class: the label is readable from the digit and from the NRF), with BN's running "
+        f"statistics and with each batch of {s.stat_batch} images' own statistics "
         f"(seeds {', '.join(map(str, mnist['seeds']))}, pooled):",
         markdown_table(
             ["training set / test set", "BN statistics", "accuracy [Wilson 95 %]", "most frequent class share"],
