@@ -24,8 +24,9 @@ each section's ``verdicts`` (the report's ``verdicts.json`` is their one home; H
 there). Units: "rho index" for reliance differences (rho in [-1, 1], differences in [-2, 2]), "points" for
 accuracies, "log ratio" for the crossover.
 
-What it trains (defaults, ``FULL``: 122 runs plus the MNIST chain; ``QUICK`` is a pipeline check whose
-models do not learn, so its verdicts are void or "not tested"):
+What it trains (defaults, ``FULL``: 122 runs plus the MNIST chain; ``QUICK`` is a pipeline check with
+three seeds whose BN models learn planted D_rand, so its two D_rand verdicts are decided (agree) and the
+others are void or "not tested"):
 
 * capability controls (3 seeds): RF alone (no NRF) and NRF alone (no RF) at the operating point; a
   normalization whose median seed stays below 90 % on either makes the preference verdicts void;
