@@ -6,8 +6,9 @@ gives a full transfer matrix (PGD-Linf eps 0.1): every final model attacks every
 kept checkpoints of every epoch attack the final models, for the success-vs-source-epoch curve.
 
 Both claims are judged by the one rule of :mod:`nrflab.core.stats`: agree or disagree only when the 95 %
-interval of the claim-oriented difference excludes zero (no-BN minus BN source, paired by arch and
-seed; early checkpoint minus final model, per run), otherwise inconclusive; and through the validity
+interval of the claim-oriented difference excludes zero (no-BN minus BN source; early checkpoint minus
+final model; the interval crossed over seeds and the shared targets:
+:func:`nrflab.experiments.transfer_claims.crossed_interval`), otherwise inconclusive; and through the validity
 guard: a source that did not learn, or BN and no-BN sources of very unequal usefulness, make them void.
 
 Settings (:class:`TransferExperimentSettings`) have ``cpu``, ``paper`` and ``quick`` presets like every
