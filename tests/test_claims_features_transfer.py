@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from scipy.stats import t as student_t
 
+from nrflab.core.stats import one_sample_test
 from nrflab.experiments.evidence import Outcomes
 from nrflab.experiments.features_claims import (
     Arm,
@@ -20,7 +22,14 @@ from nrflab.experiments.features_claims import (
     d_rand_more,
 )
 from nrflab.experiments.guard import check
-from nrflab.experiments.transfer_claims import EarlyVsFinal, SourceTwins, early_stop_claim, no_bn_claim
+from nrflab.experiments.transfer_claims import (
+    NO_BN,
+    EarlyVsFinal,
+    SourceTwins,
+    crossed_interval,
+    early_stop_claim,
+    no_bn_claim,
+)
 from nrflab.measure.health import Health
 
 C, N = 10, 200
@@ -271,3 +280,100 @@ def test_early_stop_claim_each_sign_guard_and_interval():
     assert v.difference == pytest.approx(m) and v.low == pytest.approx(m - half) and v.high == pytest.approx(m + half)
     swapped = [EarlyVsFinal(r.run, r.group, r.epoch, r.final_epoch, r.final, r.early, r.seed) for r in early_rows(0.05)]
     assert early_stop_claim(swapped, guard=early_guard(), early="epoch 2").outcome == "disagrees"
+
+
+# --- the crossed seed x target interval of the transfer claims -------------------------------------------------
+
+TARGETS = ("t0", "t1", "t2", "t3")
+
+
+def test_crossed_interval_with_identical_targets_is_the_paired_t_over_seeds():
+    d = [0.05 + 0.02 * j for j in JITTER]
+    table = {sd: {k: d[i] for k in TARGETS} for i, sd in enumerate(SEEDS)}
+    c = crossed_interval(table)
+    m, lo, hi, p, n = one_sample_test(d)
+    assert (c.n_seeds, c.n_targets, c.missing, c.dof) == (5, 4, 0, 4.0)
+    assert c.difference == pytest.approx(m) and c.low == pytest.approx(lo) and c.high == pytest.approx(hi)
+    assert c.p == pytest.approx(p)
+
+
+def test_crossed_interval_widens_when_target_effects_vary_and_matches_the_anova_formula():
+    d = [0.05 + 0.02 * j for j in JITTER]
+    effects = (-0.06, 0.01, 0.02, 0.03)  # sum zero: same grand mean
+    noise = [[0.003 * ((3 * i + 5 * k) % 4 - 1.5) for k in range(4)] for i in range(5)]
+    table = {sd: {t: d[i] + effects[k] + noise[i][k] for k, t in enumerate(TARGETS)} for i, sd in enumerate(SEEDS)}
+    c = crossed_interval(table)
+    base = crossed_interval({sd: {k: d[i] for k in TARGETS} for i, sd in enumerate(SEEDS)})
+    assert c.difference == pytest.approx(base.difference)
+    assert c.high - c.low > 1.5 * (base.high - base.low) and c.p > base.p
+    x = np.array([[table[sd][t] for t in TARGETS] for sd in SEEDS])
+    s, t = x.shape
+    g, r, k = x.mean(), x.mean(axis=1), x.mean(axis=0)
+    ms_a, ms_b = t * ((r - g) ** 2).sum() / (s - 1), s * ((k - g) ** 2).sum() / (t - 1)
+    ms_e = ((x - r[:, None] - k[None, :] + g) ** 2).sum() / ((s - 1) * (t - 1))
+    var = (ms_a + ms_b - ms_e) / (s * t)
+    dof = (ms_a + ms_b - ms_e) ** 2 / (ms_a**2 / (s - 1) + ms_b**2 / (t - 1) + ms_e**2 / ((s - 1) * (t - 1)))
+    half = student_t.ppf(0.975, dof) * math.sqrt(var)
+    assert c.dof == pytest.approx(dof) and c.low == pytest.approx(g - half) and c.high == pytest.approx(g + half)
+    assert c.p == pytest.approx(2 * student_t.sf(abs(g) / math.sqrt(var), dof))
+
+
+def test_crossed_interval_fills_self_cells_of_an_additive_table_exactly():
+    d = [0.05 + 0.02 * j for j in JITTER]
+    effects = (-0.06, 0.01, 0.02, 0.03)
+    full = {sd: {t: d[i] + effects[k] for k, t in enumerate(TARGETS)} for i, sd in enumerate(SEEDS)}
+    holed = {sd: {t: v for t, v in row.items() if (sd, t) not in {(0, "t0"), (3, "t2")}} for sd, row in full.items()}
+    a, b = crossed_interval(full), crossed_interval(holed)
+    assert b.missing == 2 and a.missing == 0
+    assert (
+        b.difference == pytest.approx(a.difference)
+        and b.low == pytest.approx(a.low)
+        and b.high == pytest.approx(a.high)
+    )
+
+
+def target_twins(gain: float, spread: float) -> list[SourceTwins]:
+    """Twins with per-target values: the no-BN gain is ``gain`` on average, ``gain ± spread`` across targets."""
+    out = []
+    for a, arch in enumerate(("smallcnn", "vgg11")):
+        for i, sd in enumerate(SEEDS):
+            base = 0.4 + 0.05 * a
+            bn_on = tuple((t, base) for t in TARGETS)
+            none_on = tuple((t, base + gain + 0.01 * JITTER[i] + spread * (1.5 - k)) for k, t in enumerate(TARGETS))
+            mean = sum(v for _, v in none_on) / len(none_on)
+            out.append(SourceTwins(arch, sd, base, mean, bn_on=bn_on, none_on=none_on))
+    return out
+
+
+def test_no_bn_claim_respects_the_shared_targets():
+    """The same per-seed gains agree when the targets agree, and are inconclusive when the targets disagree."""
+    agree = no_bn_claim(target_twins(0.05, 0.0), guard=zoo_guard())
+    assert agree.outcome == "agrees" and agree.n_seeds == 5 and "crossed over 5 seeds" in agree.method
+    assert "4 shared targets" in agree.method and "crossed" in NO_BN.protocol
+    mean_only = no_bn_claim(
+        [SourceTwins(t.arch, t.seed, t.bn, t.none) for t in target_twins(0.05, 0.0)], guard=zoo_guard()
+    )
+    assert agree.low == pytest.approx(mean_only.low) and agree.high == pytest.approx(mean_only.high)
+    spread = no_bn_claim(target_twins(0.05, 0.06), guard=zoo_guard())
+    assert spread.difference == pytest.approx(agree.difference) and spread.outcome == "inconclusive"
+
+
+def test_early_stop_claim_uses_the_crossed_table():
+    rows = [
+        EarlyVsFinal(
+            r.run,
+            r.group,
+            r.epoch,
+            r.final_epoch,
+            r.early,
+            r.final,
+            r.seed,
+            early_on=tuple((t, r.early + 0.08 * (1.5 - k)) for k, t in enumerate(TARGETS)),
+            final_on=tuple((t, r.final) for t in TARGETS),
+        )
+        for r in early_rows(0.05)
+    ]
+    flat = early_stop_claim(early_rows(0.05), guard=early_guard(), early="epoch 2")
+    crossed = early_stop_claim(rows, guard=early_guard(), early="epoch 2")
+    assert crossed.difference == pytest.approx(flat.difference) and crossed.outcome == "inconclusive"
+    assert flat.outcome == "agrees" and crossed.high - crossed.low > flat.high - flat.low

@@ -296,3 +296,73 @@ def test_transfer_signs_and_mutation() -> None:
     assert transfer_verdict(t2, m, S, OP).outcome == "disagrees"
     m = Book().put(OP, bn={"finite": 0.0}, none={}).measured()
     assert transfer_verdict(t, m, S, OP).outcome == "void"
+
+
+def test_transfer_interval_is_crossed_over_seeds_and_shared_targets() -> None:
+    """The targets (every model of the other seeds) are shared by the sources: with per-target cells that
+    agree the interval is the paired t over seeds; with target effects that vary it widens."""
+    from nrflab.core.stats import paired_test
+
+    m = Book().put(OP, bn={}, none={}).measured()
+    none_mean, bn_mean = [0.5, 0.52, 0.49, 0.55, 0.51], [0.2, 0.21, 0.25, 0.19, 0.2]
+
+    def cells(spread: float) -> dict[str, dict[int, dict[str, float]]]:
+        out: dict[str, dict[int, dict[str, float]]] = {"none": {}, "bn": {}}
+        for i, sd in enumerate(SEEDS):
+            targets = [f"{n} {t}" for n in ("bn", "none") for t in SEEDS if t != sd]
+            out["none"][sd] = {k: none_mean[i] + spread * (1 if k.startswith("bn") else -1) for k in targets}
+            out["bn"][sd] = {k: bn_mean[i] for k in targets}
+        return out
+
+    flat = transfer_verdict(TransferResult({}, {}, {"none": none_mean, "bn": bn_mean}, {}, SEEDS, cells(0.0)), m, S, OP)
+    d, lo, hi, p, n = paired_test(none_mean, bn_mean)
+    assert (
+        flat.outcome == "agrees"
+        and flat.n_seeds == 5
+        and "10 shared targets" in flat.method
+        and "10 cells without a pair" in flat.method
+    )
+    assert flat.difference == pytest.approx(d) and flat.low == pytest.approx(lo) and flat.high == pytest.approx(hi)
+    wide = transfer_verdict(TransferResult({}, {}, {"none": none_mean, "bn": bn_mean}, {}, SEEDS, cells(0.3)), m, S, OP)
+    assert wide.difference == pytest.approx(d) and wide.high - wide.low > hi - lo
+    assert "crossed" in wide.protocol and "either feature" in wide.protocol
+
+
+def test_transfer_eps_can_move_either_feature() -> None:
+    """One swap-cost convention (a / sqrt 2); every preset's transfer eps exceeds both swap costs, and a
+    setting whose eps moves only the NRF is refused."""
+    from pydantic import ValidationError
+
+    from nrflab.experiments.planted.settings import PAPER, QUICK, swap_cost
+
+    assert swap_cost(2.0) == pytest.approx(math.sqrt(2)) and swap_cost(3.0) == pytest.approx(2.1213, rel=1e-4)
+    for preset in (FULL, QUICK, PAPER):
+        assert preset.transfer_eps > max(swap_cost(preset.a_r), swap_cost(preset.a_n))
+    with pytest.raises(ValidationError, match="must exceed both swap costs"):
+        FULL.model_validate({**FULL.model_dump(), "transfer_eps": 1.5})
+
+
+def test_mnist_arms_are_evaluated_on_the_same_view(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both arms of the MNIST diagnostic see the same images and labels (the planted MNIST agree view)."""
+    import torch
+
+    from nrflab.experiments.planted import mnist
+    from nrflab.experiments.planted.settings import QUICK
+
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def fake_row(run_dir: Path, x: torch.Tensor, y: torch.Tensor, s: object) -> dict[str, float]:
+        seen[run_dir.name] = (x, y)
+        return mnist_rows(0.9, 0.9)
+
+    monkeypatch.setattr(mnist, "statistics_row_of", fake_row)
+    monkeypatch.setattr(mnist, "cached_result", lambda path, key, fn: fn())
+    s = QUICK.model_copy(update={"seeds": [0, 1, 2], "mnist_seeds": 2})
+    q = mnist.mnist_question(tmp_path, s)
+    assert sorted(seen) == ["attack-bn-s0", "attack-bn-s1", "planted-bn-s0", "planted-bn-s1"]
+    x, y = mnist.mnist_eval_view(mnist.mnist_spec(s))
+    for got_x, got_y in seen.values():
+        assert torch.equal(got_x, x) and torch.equal(got_y, y)
+    assert q["n"] == int(y.shape[0]) == int(x.shape[0])
+    q3 = {**q, "seeds": [0, 1, 2], "rows": {k: [mnist_rows(0.9, 0.9)] * 3 for k in ("planted", "attack")}}
+    assert "both arms on the same images" in mnist_verdict(q3).protocol

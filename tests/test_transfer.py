@@ -791,6 +791,7 @@ def test_experiment_verdicts_follow_the_interval_rule():
         finals.append(type("Ref", (), {"name": name})())
     pairs = _twins(result, zoo, finals)
     assert [(t.arch, t.seed, t.bn, t.none) for t in pairs] == [("cnn", 0, 0.5, 0.6), ("cnn", 1, 0.5, 0.45)]
+    assert (pairs[0].bn_on, pairs[0].none_on) == ((("t", 0.5),), (("t", 0.6),))  # the crossed cells, per target
     # Two seeds: reported, not tested (a claim about models needs three paired seeds).
     assert no_bn_claim(pairs, guard=check()).outcome == "not tested"
     more = [*pairs, SourceTwins("cnn", 2, 0.5, 0.55)]

@@ -6,8 +6,9 @@ gives a full transfer matrix (PGD-Linf eps 0.1): every final model attacks every
 kept checkpoints of every epoch attack the final models, for the success-vs-source-epoch curve.
 
 Both claims are judged by the one rule of :mod:`nrflab.core.stats`: agree or disagree only when the 95 %
-interval of the claim-oriented difference excludes zero (no-BN minus BN source, paired by arch and
-seed; early checkpoint minus final model, per run), otherwise inconclusive; and through the validity
+interval of the claim-oriented difference excludes zero (no-BN minus BN source; early checkpoint minus
+final model; the interval crossed over seeds and the shared targets:
+:func:`nrflab.experiments.transfer_claims.crossed_interval`), otherwise inconclusive; and through the validity
 guard: a source that did not learn, or BN and no-BN sources of very unequal usefulness, make them void.
 
 Settings (:class:`TransferExperimentSettings`) have ``cpu``, ``paper`` and ``quick`` presets like every
@@ -378,10 +379,22 @@ def _twins(result: TransferResult, zoo: Sequence[ZooRun], finals: Sequence[Model
     per = {r.source: r.mean_success for r in result.per_source()}
     by_key = {(r.arch, r.norm, r.seed): ref.name for r, ref in zip(zoo, finals, strict=True)}
     return [
-        SourceTwins(arch, seed, per[name], per[by_key[(arch, "none", seed)]])
+        SourceTwins(
+            arch,
+            seed,
+            per[name],
+            per[by_key[(arch, "none", seed)]],
+            bn_on=_on_targets(result, name),
+            none_on=_on_targets(result, by_key[(arch, "none", seed)]),
+        )
         for (arch, norm, seed), name in by_key.items()
         if norm == "bn" and (arch, "none", seed) in by_key
     ]
+
+
+def _on_targets(result: TransferResult, source: str) -> tuple[tuple[str, float], ...]:
+    """``source``'s transfer success on each counted target (self pairs left out): the claims' crossed cells."""
+    return tuple((p.target, p.transfer_success) for p in result.row(source) if result.counted(p))
 
 
 def _base_group(group: str) -> str:
@@ -454,6 +467,8 @@ def _early_vs_final(
                 early=per[early_name],
                 final=per[final.name],
                 seed=run_info.seed,
+                early_on=_on_targets(result, early_name),
+                final_on=_on_targets(result, final.name),
             )
         )
     return rows

@@ -16,16 +16,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from nrflab.core.fmt import cell, pct
-from nrflab.core.stats import MIN_SEEDS, Verdict
+from nrflab.core.stats import MIN_SEEDS, Verdict, finite_mean
 from nrflab.experiments.claims import judge_claim
 from nrflab.experiments.evidence import compare_scalars
 from nrflab.experiments.guard import Guard, check
 from nrflab.experiments.planted import declarations as claims
 from nrflab.experiments.planted.declarations import AGREE_VIEW
 from nrflab.experiments.planted.measurement import CLASSES, Measured
-from nrflab.experiments.planted.settings import Settings
+from nrflab.experiments.planted.mnist import MNIST_VIEW
+from nrflab.experiments.planted.settings import Settings, swap_cost
 from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
+from nrflab.experiments.transfer_claims import crossed_comparison, seed_target_table
 from nrflab.measure import health
 from nrflab.measure.health import THRESHOLDS, Health
 from nrflab.measure.transfer_rate import IN_BRIEF
@@ -116,8 +118,8 @@ def preference_verdict(m: Measured, s: Settings, norm: str, cap: Capability, op_
     evidence = (
         f"rho = F_N - F_R on swapped images: {name(norm)} {cell(a, percent=False, signed=True)}, no norm "
         f"{cell(b, percent=False, signed=True)}. Context, not evidence for the claim (eps "
-        f"{', '.join(f'{e:g}' for e in s.eval_eps)} vs swap costs NRF {s.a_n / math.sqrt(2):.2f}, RF "
-        f"{s.a_r / math.sqrt(2):.2f}): " + "; ".join(context) + "." + dropped_text(dropped, s)
+        f"{', '.join(f'{e:g}' for e in s.eval_eps)} vs swap costs NRF {swap_cost(s.a_n):.2f}, RF "
+        f"{swap_cost(s.a_r):.2f}): " + "; ".join(context) + "." + dropped_text(dropped, s)
     )
     guard = reliance_guard(m, op_key, (norm, "none"), seeds, dropped, view=AGREE_VIEW)
     return judge_claim(
@@ -127,7 +129,7 @@ def preference_verdict(m: Measured, s: Settings, norm: str, cap: Capability, op_
         guard=gated(guard, capability_void(cap, (norm, "none"), s)),
         seeds=seeds,
         protocol=f"redundant planted set (both features fully predictive), a_n = {s.a_n:g} (swap cost "
-        f"{s.a_n / math.sqrt(2):.2f}), a_r = {s.a_r:g}, noise {s.noise:g}; rho in [-1, 1], difference in [-2, 2]",
+        f"{swap_cost(s.a_n):.2f}), a_r = {s.a_r:g}, noise {s.noise:g}; rho in [-1, 1], difference in [-2, 2]",
         **names(norm),
     )
 
@@ -221,7 +223,7 @@ def mnist_health(kind: str, seed: int, row: dict[str, float]) -> Health:
         row[f"{stats}_top"],
         all(math.isfinite(row.get(k, math.nan)) for k in ("running_acc", "batch_acc", "train_acc")),
         "batch-stats" if stats == "batch" else "paper",
-        f"its own test view, {stats} statistics (the better)",
+        f"the planted MNIST agree view (both arms), {stats} statistics (the better)",
     )
 
 
@@ -238,28 +240,37 @@ def mnist_verdict(q: dict[str, Any]) -> Verdict:
         f"{cell(gain['planted'], signed=True)}.",
         guard=check(learners=models),
         seeds=seeds,
-        protocol=f"BN smallcnn; attack-built arm on the clean mnist5k test images, planted arm on the planted "
-        f"agree view (views of their own training data, not the same images); {q['n']} test images each; one "
-        "built set",
+        protocol=f"BN smallcnn; {MNIST_VIEW}; {q['n']} test images; one built set",
     )
 
 
 def transfer_verdict(t: TransferResult, m: Measured, s: Settings, op_key: str) -> Verdict:
-    """Claim 6 with ground truth: mean transfer success from no-norm sources minus from BN sources."""
+    """Claim 6 with ground truth: transfer success from no-norm sources minus from BN sources, crossed over
+    source seeds and the shared targets (:func:`nrflab.experiments.transfer_claims.crossed_interval`: every
+    source of a seed is attacked onto the same models of the other seeds)."""
     bn = s.norms[0]
     seeds = list(t.seeds)
     models = m.healths(op_key, (bn, "none"), seeds, view=AGREE_VIEW)
+    rows = [
+        (sd, tuple(t.cells.get("none", {}).get(sd, {}).items()), tuple(t.cells.get(bn, {}).get(sd, {}).items()), a, b)
+        for sd, a, b in zip(seeds, t.per_seed.get("none", []), t.per_seed.get(bn, []), strict=False)
+    ]
+    table = seed_target_table(rows)
+    comparison, _ = crossed_comparison(
+        table, a=finite_mean(t.per_seed.get("none", [])), b=finite_mean(t.per_seed.get(bn, []))
+    )
     return judge_claim(
         claims.TRANSFER,
-        compare_scalars(t.per_seed.get("none", []), t.per_seed.get(bn, []), seeds=seeds),
+        comparison,
         f"mean success on the other seeds' models: from no-norm sources {cell(t.per_seed.get('none', []))}, from "
         f"{name(bn)} sources {cell(t.per_seed.get(bn, []))}.",
         guard=check(learners=models),
-        seeds=seeds,
+        seeds=sorted(table),
         protocol=f"PGD-L2 eps {s.transfer_eps:g}, {s.pgd_steps} steps, on {s.transfer_size} agree-view images of "
-        f"the operating point; success = {IN_BRIEF}; targets = every model of the other seeds. At this eps only "
-        f"the NRF can be moved (swap costs {s.a_n / math.sqrt(2):.2f} NRF, {s.a_r / math.sqrt(2):.2f} RF), so "
-        "whether RF-moving perturbations transfer better is not tested here",
+        f"the operating point; success = {IN_BRIEF}; targets = every model of the other seeds, shared by the "
+        f"sources (interval crossed over seeds and targets). The eps exceeds both swap costs (NRF "
+        f"{swap_cost(s.a_n):.2f}, RF {swap_cost(s.a_r):.2f}), so a source may move either feature; the band "
+        "energies say which one it moved",
         **names(bn),
     )
 

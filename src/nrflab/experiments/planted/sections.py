@@ -27,7 +27,7 @@ from nrflab.experiments.planted.crossing import crossings, crossover_verdict, me
 from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
 from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.order import Curve, load_curves, order_verdicts
-from nrflab.experiments.planted.settings import Settings
+from nrflab.experiments.planted.settings import Settings, swap_cost
 from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
 from nrflab.measure.transfer_rate import IN_BRIEF
@@ -115,8 +115,9 @@ def settings_text(s: Settings, seeds: Sequence[int], op_spec: PlantedSpec, secon
 NOT_NON_ROBUST = (
     "At this norm the NRF is the *smaller, high-frequency* feature, not a non-robust one: its swap cost is above "
     "every evaluated eps, so robust accuracy and LIGS are context, not evidence for claim 2. An NRF with a swap "
-    "cost below eps 0.5 (a_n < 0.71) passes no capability gate at this scale: alone, a_n = 0.35 stays at chance "
-    "for both normalizations; BN learns it alone from a_n = 0.5, no normalization only from a_n ~2."
+    "cost below eps 0.5 (a_n < 0.71) passes no capability gate at this scale: alone, a_n = 0.35 (swap cost 0.25) "
+    "stays at chance for both normalizations (4,000 images, 6 epochs); BN learns it alone from a_n = 0.5 (swap "
+    "cost 0.35), no normalization only from a_n ~2 (36 % at 1.4, 100 % at 2)."
 )
 
 
@@ -135,7 +136,7 @@ def capability_rows(cap: Capability, s: Settings) -> list[list[str]]:
 def sweep_rows(m: Measured, s: Settings, a_values: Sequence[float]) -> list[list[str]]:
     rows = []
     for a in a_values:
-        row = [f"{a:g}" + (" (operating point)" if a == s.a_n else ""), f"{a / math.sqrt(2):.2f}"]
+        row = [f"{a:g}" + (" (operating point)" if a == s.a_n else ""), f"{swap_cost(a):.2f}"]
         for n in s.norms:
             row += [
                 cell(m.series(f"sweep-a{a:g}", n, "rho"), percent=False, signed=True),
@@ -184,7 +185,7 @@ def sweep_parts(m: Measured, s: Settings, op_key: str, seeds: Sequence[int]) -> 
     cross = {n: crossings(m, s, n, cross_seeds)[0] for n in s.norms}
     return [
         f"**NRF-norm sweep** (redundant set: both features predict the label; a_r = {s.a_r:g}, so the RF's swap cost "
-        f"is {s.a_r / math.sqrt(2):.2f} in L2; the NRF's is a_n / sqrt 2). Operating point "
+        f"is {swap_cost(s.a_r):.2f} in L2; the NRF's is a_n / sqrt 2). Operating point "
         f"{len(m.seeds(op_key, s.norms[0]))} seeds, other points {min(s.sweep_seeds, len(seeds))}:",
         markdown_table(
             ["a_n", "NRF swap cost"] + [h for n in s.norms for h in (f"rho {name(n)}", f"agree acc {name(n)}")],
@@ -227,7 +228,7 @@ def preference_section(
             f"{pct(s.learned_min, 0)} agree accuracy:",
             markdown_table(["model", "RF alone", "NRF alone", "capable"], cap_rows),
             *sweep_parts(m, s, op_key, seeds),
-            f"**Operating point** (a_n = {s.a_n:g}, NRF swap cost {s.a_n / math.sqrt(2):.2f}; robust accuracy and "
+            f"**Operating point** (a_n = {s.a_n:g}, NRF swap cost {swap_cost(s.a_n):.2f}; robust accuracy and "
             f"LIGS on {s.eval_size} agree-view images, PGD-L2 {s.pgd_steps} steps). {NOT_NON_ROBUST}",
             markdown_table(
                 ["model", "agree acc"] + [f"robust acc L2 {e:g}" for e in s.eval_eps] + ["LIGS", "F_R", "F_N", "rho"],
@@ -304,8 +305,8 @@ def mnist_parts(s: Settings, mnist: dict[str, Any], mv: Verdict) -> list[str]:
     """The MNIST question's paragraph, table and verdict."""
     mrows = []
     for kind, label in (
-        ("planted", f"planted MNIST D_rand (a_n {s.mnist_a_n:g}), agree view"),
-        ("attack", "attack-built MNIST D_rand, clean mnist5k test"),
+        ("planted", f"planted MNIST D_rand (a_n {s.mnist_a_n:g}) / planted MNIST agree view"),
+        ("attack", "attack-built MNIST D_rand / planted MNIST agree view"),
     ):
         rows = mnist["rows"][kind]
         n_img = mnist["n"] * len(rows)
@@ -325,8 +326,10 @@ def mnist_parts(s: Settings, mnist: dict[str, Any], mv: Verdict) -> list[str]:
         f"to [{mnist['spec'].digit_margin:.2f}, {1 - mnist['spec'].digit_margin:.2f}] so the NRF survives "
         f"clipping; the NRF of norm {s.mnist_a_n:g} carries the label) and one trained on the attack-built "
         f"MNIST D_rand (`nrflab.features`, targeted PGD-L2 eps {s.mnist_build_eps:g}, {s.mnist_build_steps} steps "
-        f"from a BN source trained {s.mnist_source_epochs} epochs; {s.mnist_train} images), each evaluated with "
-        f"BN's running statistics and with each batch of {s.stat_batch} test images' own statistics "
+        f"from a BN source trained {s.mnist_source_epochs} epochs; {s.mnist_train} images). Both are evaluated "
+        f"on the same {mnist['n']} images, the planted MNIST agree view (mnist5k test digits, each with the "
+        "planted NRF of its own class: the label is readable from the digit and from the NRF), with BN's running "
+        f"statistics and with each batch of {s.stat_batch} images' own statistics "
         f"(seeds {', '.join(map(str, mnist['seeds']))}, pooled):",
         markdown_table(
             ["training set / test set", "BN statistics", "accuracy [Wilson 95 %]", "most frequent class share"],

@@ -8,7 +8,7 @@ pair with no eligible example has no rate and is left out of the means)."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nrflab.core.stats import finite_mean
 from nrflab.data.planted import PlantedSpec, band_mask, make_templates
@@ -29,6 +29,8 @@ class TransferResult:
     per_seed: dict[str, list[float]]  # source norm -> per-seed mean success on the other seeds' models
     energy: dict[str, dict[str, float]]
     seeds: list[int]
+    #: source norm -> source seed -> target ("norm seed") -> success: the crossed cells of the claim's interval
+    cells: dict[str, dict[int, dict[str, float]]] = field(default_factory=dict)
 
 
 def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> TransferResult:
@@ -43,6 +45,7 @@ def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Transf
     per_seed: dict[str, list[float]] = {n: [] for n in s.norms}
     white: dict[str, list[float]] = {n: [] for n in s.norms}
     energy: dict[str, list[BandEnergy]] = {n: [] for n in s.norms}
+    cells: dict[str, dict[int, dict[str, float]]] = {n: {} for n in s.norms}
     if len(seeds) < 2:
         nan = {f: math.nan for f in ("rf_band", "nrf_band", "rest", "nrf_templates", "norm")}
         return TransferResult(
@@ -65,6 +68,7 @@ def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Transf
                 labels=y,
             ).rate
             rates.setdefault((src_norm, tn), []).append(rate)
+            cells[src_norm].setdefault(src_seed, {})[f"{tn} {tsd}"] = rate
             mine.append(rate)
         per_seed[src_norm].append(finite_mean(mine))
     energy_mean = {
@@ -80,6 +84,7 @@ def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Transf
         per_seed,
         energy_mean,
         seeds,
+        cells,
     )
 
 
