@@ -29,7 +29,8 @@ def compare(
     a: str = typer.Argument(..., metavar="A", help="Model reference(s) of side A, comma-separated (e.g. the seeds)."),
     b: str = typer.Argument(..., metavar="B", help="Model reference(s) of side B, paired with A's by position."),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Output directory (compare.json, .csv, .md); default: ./compare_<dataset>."
+        None, "--out", "-o", help="Output directory (compare.json, .csv, .md; AutoAttack's resume state in autoattack-state/); "
+        "default: ./compare_<dataset>."
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison in --out."),
 ) -> None:
@@ -41,7 +42,8 @@ def compare(
     existing = [name for name in FILES if (folder / name).exists()]
     if existing and not overwrite:
         raise NrflabError(f"{folder / existing[0]} exists: give --overwrite to replace it, or another --out")
-    result = compare_opened(subject, side_a, side_b, settings, progress=sys.stderr.isatty())
+    state = folder / "autoattack-state"  # an interrupted AutoAttack resumes from here
+    result = compare_opened(subject, side_a, side_b, settings, progress=sys.stderr.isatty(), state_dir=state)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / "compare.json", to_json(result))
     atomic_write_text(folder / "compare.csv", _csv(result.csv_rows()))

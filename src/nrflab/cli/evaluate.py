@@ -14,8 +14,10 @@ from nrflab.cli.measuring import MEASURE_FLAGS, channels, resolve_json_output
 from nrflab.cli.model_options import FACTORY_ARG_OPTION, WEIGHTS_HELP, one_model, with_factory_args
 from nrflab.cli.schema_flags import Flag, Given, schema_command
 from nrflab.core.errors import NrflabError
-from nrflab.core.io import atomic_write_json
-from nrflab.measure.evaluation import EvaluateSettings, evaluate_subject, open_evaluation
+from nrflab.core.columns import attack_of, metric_label
+from nrflab.core.io import atomic_write_json, write_csv
+from nrflab.core.stats import wilson
+from nrflab.measure.evaluation import EvaluateSettings, EvaluationRecord, evaluate_subject, open_evaluation
 from nrflab.models.inspection import describe_model
 
 FLAGS = {
@@ -35,7 +37,8 @@ def evaluate(
         "--out",
         "-o",
         help="A .json file or a directory to write the record into (default: evaluation_<dataset>.json beside an "
-        "nrflab checkpoint, else evaluation_<model>_<dataset>.json in the current directory). Never a model, "
+        "nrflab checkpoint, else evaluation_<model>_<dataset>.json in the current directory), with the same name "
+        ".csv beside it (one row per metric) and AutoAttack's resume state in autoattack-state/. Never a model, "
         "checkpoint, dataset shard or card.",
     ),
     weights: Optional[str] = typer.Option(
@@ -64,10 +67,32 @@ def evaluate(
         raise NrflabError(f"{target} exists: give --overwrite to replace it, or another --out")
     for line in describe_model(subject.loaded):
         typer.echo(line)
-    record = evaluate_subject(subject, settings, progress=sys.stderr.isatty())
+    state = target.parent / STATE_DIR
+    record = evaluate_subject(subject, settings, progress=sys.stderr.isatty(), state_dir=state)
     if record.at_chance:
         typer.echo(f"warning: {record.at_chance}", err=True)
     atomic_write_json(target, record.to_json())
+    write_csv(target.with_suffix(".csv"), csv_rows(record), list(CSV_COLUMNS))
     for line in record.summary_lines():
         typer.echo(line)
-    typer.echo(f"wrote {target}")
+    typer.echo(f"wrote {target} and {target.with_suffix('.csv').name}")
+
+
+#: The columns of the CSV beside the JSON: one row per metric; accuracies with a Wilson 95 % interval.
+CSV_COLUMNS = ("metric", "label", "attack", "value", "ci_low", "ci_high", "num_images")
+#: Where an interrupted AutoAttack resumes from, beside the output file.
+STATE_DIR = "autoattack-state"
+
+
+def csv_rows(record: EvaluationRecord) -> list[dict[str, object]]:
+    """One row per metric: its key, reader's label, attack spec (robust accuracies), value and, for an
+    accuracy (a fraction of the images), the Wilson 95 % interval over the images."""
+    n, rows = record.num_samples, []
+    for key, value in record.metrics.items():
+        attack = attack_of(key)
+        fraction = key.endswith("acc") or attack is not None
+        lo, hi = wilson(round(value * n), n) if fraction else (None, None)
+        spec = record.attacks.get(attack, "every attack" if attack == "ensemble" else "") if attack else ""
+        row = {"metric": key, "label": metric_label(key), "attack": spec}
+        rows.append({**row, "value": value, "ci_low": lo, "ci_high": hi, "num_images": n})
+    return rows

@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 from pydantic import Field
@@ -28,7 +29,7 @@ from nrflab.core.errors import NrflabError
 from nrflab.core.fmt import markdown_table, p_value
 from nrflab.core.records import record, to_json
 from nrflab.core.stats import MIN_SEEDS, finite_mean, one_sample_test, paired_test
-from nrflab.measure.evaluation import MeasureSettings, Subject, load_reference, open_subject
+from nrflab.measure.evaluation import MeasureSettings, Subject, build_attack, load_reference, open_subject
 from nrflab.measure.framework import image_outcomes
 from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits
 
@@ -40,6 +41,12 @@ class CompareSettings(MeasureSettings):
 
     a: list[str] = Field(default_factory=list, description="Side A: model references (paired with B by position).")
     b: list[str] = Field(default_factory=list, description="Side B: model references.")
+    autoattack_limit: Optional[int] = Field(
+        None,
+        ge=1,
+        description="Run AutoAttack specs on only the first N of the measured images (the same N for every model); "
+        "the ensemble is then over those N images.",
+    )
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,8 @@ class Comparison:
     seed: int
     rows: tuple[Row, ...]
     per_class: tuple[tuple[int, float, float], ...]
+    #: The images the ensemble is over: every image, or the first ``--autoattack-limit`` (AutoAttack saw only those).
+    ensemble_images: int
 
     def markdown(self) -> str:
         """The comparison table, the per-class table and how the intervals were made."""
@@ -100,7 +109,12 @@ class Comparison:
                 "",
                 f"Intervals: paired 95 % t-intervals {over}. Attacks: "
                 + "; ".join(f"{k} = {v}" for k, v in self.attacks.items())
-                + f". {ENSEMBLE}: an image is robust only if every attack failed on it.",
+                + f". {ENSEMBLE}: an image is robust only if every attack failed on it"
+                + (
+                    f" (over the first {self.ensemble_images} images, the ones every attack saw)."
+                    if self.ensemble_images < self.num_images
+                    else "."
+                ),
                 "",
                 "## Accuracy per class",
                 "",
@@ -150,19 +164,38 @@ def open_comparison(s: CompareSettings) -> tuple[Subject, list[LoadedModel], lis
 
 
 def measure_model(
-    loaded: LoadedModel, subject: Subject, s: CompareSettings, x: torch.Tensor, y: torch.Tensor
+    loaded: LoadedModel,
+    subject: Subject,
+    s: CompareSettings,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    state_dir: Optional[Path] = None,
 ) -> Measured:
-    """One model's per-image values on ``(x, y)``."""
+    """One model's per-image values on ``(x, y)``; AutoAttack specs on the first ``s.autoattack_limit``
+    images when set (then the ensemble is over those images), keeping their resume state in ``state_dir``."""
     model = loaded.module
-    built = [(spec.label, spec.build(model, seed=s.seed)) for spec in subject.attacks]
+    n_aa = min(s.autoattack_limit or int(y.shape[0]), int(y.shape[0]))
+    short = [spec for spec in subject.attacks if spec.kind == "autoattack" and n_aa < int(y.shape[0])]
+    built = [
+        (spec.label, build_attack(spec, model, seed=s.seed, state_dir=state_dir))
+        for spec in subject.attacks
+        if spec not in short
+    ]
     seen = image_outcomes(
         model, x, y, attacks=built, ligs_sigma=s.sigma if s.ligs else None, seed=s.seed, batch_size=s.batch_size
     )
+    robust = dict(seen.robust)
+    if short:
+        aa = [(spec.label, build_attack(spec, model, seed=s.seed, state_dir=state_dir)) for spec in short]
+        robust.update(image_outcomes(model, x[:n_aa], y[:n_aa], attacks=aa, batch_size=s.batch_size).robust)
+        robust = {spec.label: robust[spec.label] for spec in subject.attacks}  # the order the attacks were given
+    seen_all = {label: c[: min(int(v.shape[0]) for v in robust.values())] for label, c in robust.items()}
     values = {"clean accuracy": seen.clean_correct.float().cpu()}
-    for label, correct in seen.robust.items():
+    for label, correct in robust.items():
         values[f"robust accuracy ({attack_title(label)})"] = correct.float().cpu()
-    if len(seen.robust) > 1:
-        values[f"robust accuracy, {ENSEMBLE}"] = torch.stack([c.cpu() for c in seen.robust.values()]).all(0).float()
+    if len(seen_all) > 1:
+        values[f"robust accuracy, {ENSEMBLE}"] = torch.stack([c.cpu() for c in seen_all.values()]).all(0).float()
     if seen.ligs is not None:
         values["LIGS"] = seen.ligs.gradient_similarity.double().cpu()
     return Measured(loaded.name, y.cpu(), values)
@@ -224,13 +257,14 @@ def compare_opened(
     s: CompareSettings,
     *,
     progress: bool = False,
+    state_dir: Optional[Path] = None,
 ) -> Comparison:
-    """Measure and compare opened sides (see :func:`compare_models`)."""
+    """Measure and compare opened sides (see :func:`compare_models`); ``state_dir``: AutoAttack's resume state."""
     from tqdm.auto import tqdm
 
     x, y = (t.to(subject.device) for t in subject.test_tensors(s))
     measured = [
-        measure_model(m, subject, s, x, y) for m in tqdm([*side_a, *side_b], desc="models", disable=not progress)
+        measure_model(m, subject, s, x, y, state_dir=state_dir) for m in tqdm([*side_a, *side_b], desc="models", disable=not progress)
     ]
     a, b = measured[: len(side_a)], measured[len(side_a) :]
     return Comparison(
@@ -242,6 +276,7 @@ def compare_opened(
         s.seed,
         tuple(compare_measured(a, b)),
         tuple(per_class(a, b, subject.bundle.num_classes)),
+        int(a[0].values.get(f"robust accuracy, {ENSEMBLE}", y).shape[0]),
     )
 
 

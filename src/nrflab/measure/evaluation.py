@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from pydantic import Field, field_validator
 
-from nrflab.attacks import AttackSpec, attack_from_parts, distinct_labels, parse_attack
+from nrflab.attacks import Attack, AttackSpec, attack_from_parts, distinct_labels, parse_attack
 from nrflab.core.columns import metric_label
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_json
@@ -340,12 +340,15 @@ def open_evaluation(s: EvaluateSettings) -> Subject:
     return replace(subject, surrogate=surrogate)
 
 
-def evaluate_subject(subject: Subject, s: EvaluateSettings, *, progress: bool = False) -> EvaluationRecord:
-    """Measure an opened subject: the framework row, then the sanity checks and corruptions asked for."""
+def evaluate_subject(
+    subject: Subject, s: EvaluateSettings, *, progress: bool = False, state_dir: Optional[Path] = None
+) -> EvaluationRecord:
+    """Measure an opened subject: the framework row, the sanity checks and corruptions asked for
+    (``state_dir``: :func:`build_attack`)."""
     surrogate = subject.surrogate
     loaded, model = subject.loaded, subject.loaded.module
     x, y = (t.to(subject.device) for t in subject.test_tensors(s))
-    attacks = [(spec.label, spec.build(model, seed=s.seed)) for spec in subject.attacks]
+    attacks = [(spec.label, build_attack(spec, model, seed=s.seed, state_dir=state_dir)) for spec in subject.attacks]
     sigma = s.sigma if s.ligs else None
     if x.shape[0] == 0:
         raise NrflabError("no samples to evaluate")
@@ -388,6 +391,12 @@ def evaluate_subject(subject: Subject, s: EvaluateSettings, *, progress: bool = 
         corruptions=corruption_rows(subject, s, progress=progress) if s.corruptions else None,
         at_chance=chance_warning(row.get("clean_acc", float("nan")), subject.bundle.num_classes),
     )
+
+
+def build_attack(spec: AttackSpec, model: torch.nn.Module, *, seed: int, state_dir: Optional[Path]) -> Attack:
+    """``spec`` on ``model``; an AutoAttack keeps its resume state in ``state_dir`` (None: none is kept)."""
+    extra = {"state_dir": state_dir} if state_dir is not None and spec.kind == "autoattack" else {}
+    return spec.build(model, seed=seed, **extra)
 
 
 def chance_warning(clean_acc: float, num_classes: int) -> str:
