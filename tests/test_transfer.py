@@ -22,7 +22,7 @@ from nrflab.data import DatasetBundle, ImageTensorDataset, register_dataset
 from nrflab.measure.metrics import robust_accuracy
 from nrflab.models import create_model
 from nrflab.models.checkpoint import save_model
-from nrflab.runs.rundir import LOCK_FILE
+from nrflab.runs.rundir import LOCK_FILE, RunDir
 from nrflab.training import make_config, train
 from nrflab.transfer import (
     EarlyStop,
@@ -365,6 +365,22 @@ def test_twin_finding_and_boosts(tmp_path, zoo, data):
     assert "Boosts" in (tmp_path / "summary.md").read_text()
 
 
+def test_user_twins_replace_the_search(tmp_path, zoo, data, capsys):
+    """--twin A=B: B is A's twin even where the search finds another (a run) or none (a model file)."""
+    common = dict(attack=ATTACK, boost="no-bn-twin", limit=16, out=tmp_path / "a")
+    twins = [f"{zoo['bn0']}={zoo['bn1']}"]
+    config = TransferConfig.build(sources=[zoo["bn0"]], targets=[zoo["none0"]], twins=twins, **common)
+    boosts = run_transfer(config, data=data, progress=False).boosts
+    assert [(b.boost, b.model) for b in boosts] == [("none", "bn_s0"), ("no-bn-twin", "bn_s1")]
+    twin_file = RunDir(zoo["none0"]).model_path
+    args = ["transfer", "-s", f"{zoo['bn1']}/", "-t", str(zoo["bn0"]), "-d", TINY, "-a", ATTACK, "--limit", "16"]
+    args += ["--boost", "no-bn-twin", "--twin", f"{zoo['bn1']}={twin_file}", "-o", str(tmp_path / "b"), "-q"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert "on bn_s1: " in capsys.readouterr().out  # seed 1 has no no-BN run: only the given twin exists
+    record = json.loads((tmp_path / "b" / "transfer.json").read_text())
+    assert record["recipe"]["twins"] == [f"{zoo['bn1']}={twin_file}"]
+
+
 def test_bad_inputs_raise_one_clear_error(tmp_path, data):
     four = NamedModel("four", create_model("smallcnn", "bn", 4, 1, width=0.25, input_shape=(1, 8, 8), seed=0))
     three = NamedModel("three", create_model("smallcnn", "bn", 3, 1, width=0.25, input_shape=(1, 8, 8), seed=0))
@@ -437,6 +453,10 @@ def test_cli_writes_outputs_and_resumes(tmp_path, zoo, capsys):
             "--early-stop epoch=K",
         ),
         (["--sources", "RUN", "--targets", "RUN", "--boost", "magic"], "unknown boost"),
+        (["-s", "RUN", "-t", "RUN", "--boost", "no-bn-twin", "--twin", "other=RUN"], "other is not among the sources"),
+        (["-s", "RUN", "-t", "RUN", "--boost", "no-bn-twin", "--twin", "RUN=/no/such/twin.pt"], "/no/such/twin.pt"),
+        (["-s", "RUN", "-t", "RUN", "--twin", "RUN=RUN"], "needs --boost no-bn-twin or both"),
+        (["-s", "RUN", "-t", "RUN", "--boost", "both", "--twin", "RUN"], "give SOURCE=TWIN"),
     ],
 )
 def test_cli_bad_inputs(tmp_path, zoo, capsys, extra, message):

@@ -156,6 +156,13 @@ TRANSFER_FLAGS = {
         ("--twin-candidates",),
         "Run dirs, or folders of run dirs, to search for no-BN twins (default: the sources' parent folders).",
     ),
+    "twins": Flag(
+        names=("--twin",),
+        help="SOURCE=TWIN: your own no-BN twin of a source (any model reference; repeatable), for --boost "
+        "no-bn-twin or both, instead of searching the twin candidates. SOURCE is written as in --sources.",
+        repeat=True,
+        metavar="SOURCE=TWIN",
+    ),
     "limit": Flag(
         help="Attack N test images drawn at random (without replacement) with --seed, kept in test-set order; the "
         "same N and seed give the same images. Not the first N: test sets are often sorted by class. "

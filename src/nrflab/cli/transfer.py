@@ -42,20 +42,15 @@ def transfer(
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
-    weights: Optional[list[str]] = typer.Option(
-        None,
-        "--weights",
-        hidden=True,
-        help="Not for transfer (several models): give each model's weights by its role, --source / --target.",
-    ),
+    weights: Optional[list[str]] = typer.Option(None, "--weights", hidden=True, help="Not for transfer."),
 ) -> None:
     """Transfer matrix: craft adversarial examples on each source once, evaluate every target on them.
 
-    Reports per pair the target's accuracy on the transferred examples and the transfer success on
-    eligible examples (source correct when clean and fooled; target correct when clean), with 95 %
-    Wilson intervals, per-source averages over targets, and the effect of the chosen boost. --arch,
-    --norm, --num-classes, --width, --mean, --std and --factory-arg apply to every model from outside
-    nrflab: your own class is --arch mypkg.models:Net --source w1.pt --target w2.pt.
+    Reports per pair the target's accuracy on the transferred examples and the transfer success on eligible
+    examples (source correct when clean and fooled; target correct when clean), with 95 % Wilson intervals,
+    per-source averages over targets, and the effect of the chosen boost (your own twins: --twin A=B). --arch,
+    --norm, --num-classes, --width, --mean, --std and --factory-arg apply to every model from outside nrflab:
+    your own class is --arch mypkg.models:Net --source w1.pt --target w2.pt.
     """
     from nrflab.models.references import with_factory_arguments
     from nrflab.transfer import run_transfer

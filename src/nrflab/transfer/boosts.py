@@ -12,12 +12,19 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, cast, get_args
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.records import record
 from nrflab.runs.rundir import RunDir
-from nrflab.transfer.refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelRef, resolve_model, run_group
+from nrflab.transfer.refs import (
+    DEFAULT_GROUP_KEYS,
+    GroupKeys,
+    ModelRef,
+    OutsideModelOptions,
+    resolve_model,
+    run_group,
+)
 from nrflab.transfer.results import Interval, TransferResult
 
 Boost = Literal["none", "no-bn-twin", "early-stop", "both"]
@@ -158,11 +165,13 @@ def boost_variants(
     early_stop: EarlyStop = EarlyStop(),
     twins: Mapping[str, str | Path] | None = None,
     group_keys: GroupKeys = DEFAULT_GROUP_KEYS,
+    options: OutsideModelOptions = OutsideModelOptions(),
 ) -> list[Variant]:
     """The source variants to compare: always the given source (``none``), plus the boosted ones.
 
-    ``no-bn-twin``: the twin run (from ``twins[source name]`` or found among ``candidates``);
-    ``early-stop``: the source's checkpoint chosen by ``early_stop``; ``both``: all four combinations.
+    ``no-bn-twin``: the twin (``twins[source name]``, any model reference, loaded with ``options`` when it
+    is from outside nrflab; else the run found among ``candidates``); ``early-stop``: the source's
+    checkpoint chosen by ``early_stop``; ``both``: all four combinations (run directories only).
     """
     check_boost(boost)
     candidates = list(candidates)
@@ -171,21 +180,35 @@ def boost_variants(
         out.append(Variant("none", src.name, src))
         if boost == "none":
             continue
-        if src.run_dir is None:
-            raise NrflabError(f"boost {boost!r} needs sources that are run directories; {src.name} is not")
-        twin_dir = None
+        given = (twins or {}).get(src.name)
+        if src.run_dir is None and not (boost == "no-bn-twin" and given):
+            raise NrflabError(
+                f"boost {boost!r} needs sources that are run directories (or, for no-bn-twin, a --twin); "
+                f"{src.name} is not"
+            )
         if boost in ("no-bn-twin", "both"):
-            given = (twins or {}).get(src.name)
-            twin_dir = Path(given) if given else find_no_bn_twin(src.run_dir, candidates)
-            final = RunDir(src.run_dir).model_path
-            at_epoch = src.epoch if src.path != final else None
-            out.append(Variant("no-bn-twin", src.name, resolve_model(twin_dir, epoch=at_epoch, group_keys=group_keys)))
+            out.append(Variant("no-bn-twin", src.name, _twin(src, given, candidates, group_keys, options)))
         if boost in ("early-stop", "both"):
+            assert src.run_dir is not None
             out.append(Variant("early-stop", src.name, _early(src.run_dir, early_stop, group_keys)))
         if boost == "both":
-            assert twin_dir is not None
-            out.append(Variant("both", src.name, _early(twin_dir, early_stop, group_keys)))
+            twin = out[-2].ref
+            if twin.run_dir is None:
+                raise NrflabError(f"boost 'both' needs a twin that is a run directory; {twin.name} is not")
+            out.append(Variant("both", src.name, _early(twin.run_dir, early_stop, group_keys)))
     return out
+
+
+def _twin(
+    src: ModelRef, given: str | Path | None, candidates: list[str | Path], keys: GroupKeys, options: OutsideModelOptions
+) -> ModelRef:
+    """The no-BN twin of ``src``: the given reference or the run found among ``candidates``; a twin run
+    is taken at the source's epoch when the source is not its run's final model."""
+    twin = Path(given) if given else find_no_bn_twin(cast(Path, src.run_dir), candidates)
+    at_epoch = None
+    if src.run_dir is not None and src.path != RunDir(src.run_dir).model_path and twin.is_dir():
+        at_epoch = src.epoch
+    return resolve_model(str(twin) if given else twin, epoch=at_epoch, group_keys=keys, options=options)
 
 
 def _early(run_dir: Path, rule: EarlyStop, keys: GroupKeys) -> ModelRef:

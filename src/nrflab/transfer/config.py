@@ -48,6 +48,7 @@ class TransferConfig(BaseModel):
     boost: Boost = "none"
     early_stop: str = "frac=0.9"
     twin_candidates: list[str] = Field(default_factory=list)
+    twins: list[str] = Field(default_factory=list)
     limit: Optional[int] = Field(None, ge=1)
     seed: Seed = 0
     device: str = "auto"
@@ -69,6 +70,21 @@ class TransferConfig(BaseModel):
             value = [value]
         if isinstance(value, (list, tuple)):
             return [os.fspath(v) if isinstance(v, os.PathLike) else v for v in value]
+        return value
+
+    @field_validator("twins", mode="before")
+    @classmethod
+    def _as_pairs(cls, value: Any) -> Any:
+        """``SOURCE=TWIN`` texts (a mapping reads as its pairs); each side a model reference."""
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, Mapping):
+            value = [f"{os.fspath(k)}={os.fspath(v)}" for k, v in value.items()]
+        if isinstance(value, (list, tuple)):
+            for text in value:
+                source, sep, twin = str(text).partition("=")
+                if not sep or not source.strip() or not twin.strip():
+                    raise ValueError(f"bad twin {text!r}: give SOURCE=TWIN (a source model and its no-BN twin)")
         return value
 
     @field_validator("dataset", "data_root", "out", mode="before")
@@ -108,6 +124,12 @@ class TransferConfig(BaseModel):
             raise ValueError(
                 "--source-epoch and --boost early-stop both choose the source epoch; use --early-stop epoch=K"
             )
+        if self.twins and self.boost not in ("no-bn-twin", "both"):
+            raise ValueError("--twin names a no-BN twin: it needs --boost no-bn-twin or both")
+        named = {os.path.normpath(s) for s in self.sources}
+        stray = [a for a, _ in self.twin_pairs() if os.path.normpath(a) not in named]
+        if stray:
+            raise ValueError(f"--twin {stray[0]}=...: {stray[0]} is not among the sources ({', '.join(self.sources)})")
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std (per channel), or neither")
         if self.mean is not None and self.std is not None and len(self.mean) != len(self.std):
@@ -127,6 +149,10 @@ class TransferConfig(BaseModel):
     def is_targeted(self) -> bool:
         """Targeted by the flag or by the attack spec (``targeted=1``)."""
         return self.targeted or self.attack_spec().targeted
+
+    def twin_pairs(self) -> list[tuple[str, str]]:
+        """The ``--twin SOURCE=TWIN`` pairs, as (source reference, twin reference)."""
+        return [(a.strip(), b.strip()) for a, _, b in (t.partition("=") for t in self.twins)]
 
     def early_stop_rule(self) -> EarlyStop:
         return EarlyStop.parse(self.early_stop)

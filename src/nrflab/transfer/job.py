@@ -8,6 +8,7 @@ seed and device are valid, and the output directory is neither an input nor some
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +58,7 @@ def run_transfer(
     """Run the transfer job ``config`` describes into ``out_dir`` (default ``config.out``).
 
     ``data`` replaces the dataset named in the config (tensors, a Dataset or a bundle); ``twins`` names
-    a source's no-BN twin explicitly (source name -> run directory). With ``resume``, results already in
+    a source's no-BN twin explicitly (source name -> model reference), beside the config's ``twins``. With ``resume``, results already in
     the directory under the same settings are reused; with ``overwrite`` they are recomputed (the old ones
     are kept until the first new result is written, and come back if the job fails before).
     """
@@ -70,13 +71,16 @@ def run_transfer(
     candidates: list[str | Path] = list(config.twin_candidates)
     if not candidates:
         candidates = sorted({r.run_dir.parent for r in refs if r.run_dir is not None})
+    given = {os.path.normpath(s): r.name for s, r in zip(config.sources, refs)}
+    own = {given[os.path.normpath(a)]: b for a, b in config.twin_pairs()}
     variants = boost_variants(
         refs,
         boost=config.boost,
         candidates=candidates,
         early_stop=config.early_stop_rule(),
-        twins=twins,
+        twins={**own, **(twins or {})},
         group_keys=group_keys,
+        options=options,
     )
     unique = list({v.ref.name: v.ref for v in variants}.values())
     if data is None:
