@@ -319,6 +319,59 @@ def plot_runs(
     return save_figure(fig, stem)
 
 
+#: What an all-n/a heat map shows instead of values.
+NO_VALUES = "no values: every pair is n/a"
+_CHAR_IN = 8 * 0.62 / 72  # the width of one tick-label character at 8 pt, in inches (a generous estimate)
+_CELL_IN = 0.62  # the side of one cell, in inches: room for its value and far more than an 8-pt label's height
+
+
+def heatmap_size(row_labels: Sequence[str], col_labels: Sequence[str], *, title: str = "") -> tuple[float, float]:
+    """A heat map's figure size (inches) that fits its labels: a cell per model plus the row labels' width
+    on the left, the upright column labels' height below, the colour bar and the title."""
+    row_w = max((len(t) for t in row_labels), default=0) * _CHAR_IN
+    col_h = max((len(t) for t in col_labels), default=0) * _CHAR_IN
+    width = 0.6 + row_w + _CELL_IN * max(len(col_labels), 1) + 1.3
+    height = 0.6 + (0.3 if title else 0.0) + _CELL_IN * 0.8 * max(len(row_labels), 1) + col_h + 0.5
+    return max(width, 3.0), max(height, 2.4)
+
+
+def heatmap_figure(
+    matrix: Sequence[Sequence[float]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    *,
+    title: str = "",
+    value_format: str = "{:.0f}",
+    scale: float = 100.0,
+    cbar_label: str = "%",
+) -> Figure:
+    """A labelled heat map (rows = sources, columns = targets) with values printed in the cells, sized by
+    :func:`heatmap_size`; a matrix without a finite value shows :data:`NO_VALUES` instead of empty axes."""
+    import numpy as np
+
+    data = np.array(matrix, dtype=float).reshape(len(row_labels), len(col_labels)) * scale
+    fig, axes = new_figure(figsize=heatmap_size(row_labels, col_labels, title=title))
+    ax = axes[0][0]
+    finite = np.isfinite(data)
+    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=scale if scale == 100.0 else None, aspect="auto")
+    ax.set_xticks(range(len(col_labels)), col_labels, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
+    ax.set_xlabel("target")
+    ax.set_ylabel("source")
+    top = float(np.nanmax(data)) if finite.any() else 0.0
+    for i, j in zip(*np.nonzero(finite)):
+        color = "white" if data[i, j] < 0.6 * top else "black"
+        ax.text(j, i, value_format.format(data[i, j]), ha="center", va="center", fontsize=7, color=color)
+    if finite.any():
+        fig.colorbar(im, ax=ax, label=cbar_label)
+    else:
+        ax.text(0.5, 0.5, NO_VALUES, transform=ax.transAxes, ha="center", va="center", fontsize=9)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def plot_heatmap(
     matrix: Sequence[Sequence[float]],
     row_labels: Sequence[str],
@@ -329,38 +382,16 @@ def plot_heatmap(
     scale: float = 100.0,
     cbar_label: str = "%",
 ) -> list[Path]:
-    """A labelled heat map (rows = sources, columns = targets) with values printed in the cells."""
-    import numpy as np
-
-    data = np.array(matrix, dtype=float) * scale
-    fig, axes = new_figure(figsize=(1.0 + 0.9 * len(col_labels), 0.8 + 0.6 * len(row_labels)))
-    ax = axes[0][0]
-    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=scale if scale == 100.0 else None)
-    ax.set_xticks(range(len(col_labels)), col_labels, rotation=40, ha="right", fontsize=8)
-    ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
-    ax.set_xlabel("target")
-    ax.set_ylabel("source")
-    for i in range(data.shape[0]):
-        for j in range(data.shape[1]):
-            if math.isfinite(data[i, j]):
-                ax.text(
-                    j,
-                    i,
-                    value_format.format(data[i, j]),
-                    ha="center",
-                    va="center",
-                    fontsize=7,
-                    color="white" if data[i, j] < 0.6 * np.nanmax(data) else "black",
-                )
-    fig.colorbar(im, ax=ax, label=cbar_label)
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
+    """:func:`heatmap_figure` written as ``stem.png`` and ``stem.svg``."""
+    fig = heatmap_figure(
+        matrix, row_labels, col_labels, title=title, value_format=value_format, scale=scale, cbar_label=cbar_label
+    )
     return save_figure(fig, stem)
 
 
 __all__ = [
     "BAND",
+    "NO_VALUES",
     "NORM_COLORS",
     "NORM_STYLE",
     "CurveGroup",
@@ -370,6 +401,8 @@ __all__ = [
     "curve_panels",
     "curves_figure",
     "group_curves",
+    "heatmap_figure",
+    "heatmap_size",
     "load_curves",
     "new_figure",
     "plot_heatmap",

@@ -81,6 +81,15 @@ def boost_verdict(boosts: Sequence[BoostRow]) -> str:
     return "\n".join(lines) if lines else "No boost was compared."
 
 
+def _no_values_note(result: TransferResult) -> list[str]:
+    """A line per heat map with no value to show (every pair n/a): its figure shows a note, not colours."""
+    lines = []
+    for metric, title in METRIC_TITLES.items():
+        if not any(math.isfinite(v) for row in result.matrix(metric) for v in row):
+            lines += [f"Every pair's {title} is n/a: its heat map shows the note \"no values\" instead.", ""]
+    return lines
+
+
 def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) -> str:
     """A short Markdown summary: definitions, the matrix, per-source averages with CIs, boost effects."""
     d = result.definitions
@@ -122,6 +131,7 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
         "",
         "### Transfer success % (rows: sources, columns: targets; * = self pair)",
         "",
+        *_no_values_note(result),
         markdown_table(
             ["source \\ target", *names], [[sr.name, *[_cell(p) for p in result.row(sr.name)]] for sr in result.sources]
         ),
