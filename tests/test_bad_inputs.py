@@ -261,7 +261,11 @@ CASES = [
     case("transfer seed 2^40", TRANSFER + ["--seed", str(2**40)], "--seed"),
     case("transfer unknown boost", TRANSFER + ["--boost", "magic"], "unknown boost 'magic'"),
     case("transfer target policy", TRANSFER + ["--target-policy", "nope"], "unknown target policy"),
-    case("transfer twin of no source", TRANSFER + ["--boost", "no-bn-twin", "--twin", "x=y"], "x is not among the sources"),
+    case(
+        "transfer twin of no source",
+        TRANSFER + ["--boost", "no-bn-twin", "--twin", "x=y"],
+        "x is not among the sources",
+    ),
     case("transfer twin missing", TRANSFER + ["--boost", "no-bn-twin", "--twin", "{run}={ws}/nope.pt"], "nope.pt"),
     case("transfer twin without =", TRANSFER + ["--boost", "both", "--twin", "{run}"], "give SOURCE=TWIN"),
     case("transfer twin without boost", TRANSFER + ["--twin", "{run}={run}"], "needs --boost no-bn-twin or both"),

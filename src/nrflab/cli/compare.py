@@ -29,8 +29,11 @@ def compare(
     a: str = typer.Argument(..., metavar="A", help="Model reference(s) of side A, comma-separated (e.g. the seeds)."),
     b: str = typer.Argument(..., metavar="B", help="Model reference(s) of side B, paired with A's by position."),
     out: Optional[Path] = typer.Option(
-        None, "--out", "-o", help="Output directory (compare.json, .csv, .md; AutoAttack's resume state in autoattack-state/); "
-        "default: ./compare_<dataset>."
+        None,
+        "--out",
+        "-o",
+        help="Output directory (compare.json, .csv, .md; AutoAttack's resume state in autoattack-state/); "
+        "default: ./compare_<dataset>.",
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison in --out."),
 ) -> None:

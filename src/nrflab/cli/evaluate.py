@@ -13,8 +13,8 @@ from nrflab.cli.app import app
 from nrflab.cli.measuring import MEASURE_FLAGS, channels, resolve_json_output
 from nrflab.cli.model_options import FACTORY_ARG_OPTION, WEIGHTS_HELP, one_model, with_factory_args
 from nrflab.cli.schema_flags import Flag, Given, schema_command
-from nrflab.core.errors import NrflabError
 from nrflab.core.columns import attack_of, metric_label
+from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_write_json, write_csv
 from nrflab.core.stats import wilson
 from nrflab.measure.evaluation import EvaluateSettings, EvaluationRecord, evaluate_subject, open_evaluation
@@ -87,7 +87,7 @@ STATE_DIR = "autoattack-state"
 def csv_rows(record: EvaluationRecord) -> list[dict[str, object]]:
     """One row per metric: its key, reader's label, attack spec (robust accuracies), value and, for an
     accuracy (a fraction of the images), the Wilson 95 % interval over the images."""
-    n, rows = record.num_samples, []
+    n, rows = record.num_samples, list[dict[str, object]]()
     for key, value in record.metrics.items():
         attack = attack_of(key)
         fraction = key.endswith("acc") or attack is not None

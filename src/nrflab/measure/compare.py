@@ -264,7 +264,8 @@ def compare_opened(
 
     x, y = (t.to(subject.device) for t in subject.test_tensors(s))
     measured = [
-        measure_model(m, subject, s, x, y, state_dir=state_dir) for m in tqdm([*side_a, *side_b], desc="models", disable=not progress)
+        measure_model(m, subject, s, x, y, state_dir=state_dir)
+        for m in tqdm([*side_a, *side_b], desc="models", disable=not progress)
     ]
     a, b = measured[: len(side_a)], measured[len(side_a) :]
     return Comparison(

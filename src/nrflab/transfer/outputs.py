@@ -86,7 +86,7 @@ def _no_values_note(result: TransferResult) -> list[str]:
     lines = []
     for metric, title in METRIC_TITLES.items():
         if not any(math.isfinite(v) for row in result.matrix(metric) for v in row):
-            lines += [f"Every pair's {title} is n/a: its heat map shows the note \"no values\" instead.", ""]
+            lines += [f'Every pair\'s {title} is n/a: its heat map shows the note "no values" instead.', ""]
     return lines
 
 
