@@ -11,6 +11,10 @@ same statistics as the experiments' verdicts (:mod:`nrflab.core.stats`):
   model-to-model variation; with fewer than 3 pairs the difference is reported as "not tested".
 
 The word of each row is "A higher", "B higher" or "no clear difference" (the interval contains 0).
+
+AutoAttack, the slow attack, may run on the first N of the images only (``autoattack_limit``; the same N for
+every model, so still paired); clean accuracy, LIGS and the other attacks use every image, and the ensemble
+is over the images every attack saw (the Markdown says so).
 """
 
 from __future__ import annotations
