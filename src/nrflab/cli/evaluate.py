@@ -13,11 +13,10 @@ from nrflab.cli.app import app
 from nrflab.cli.measuring import MEASURE_FLAGS, channels, resolve_json_output
 from nrflab.cli.model_options import FACTORY_ARG_OPTION, WEIGHTS_HELP, one_model, with_factory_args
 from nrflab.cli.schema_flags import Flag, Given, schema_command
-from nrflab.core.columns import attack_of, metric_label
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_write_json, write_csv
-from nrflab.core.stats import wilson
-from nrflab.measure.evaluation import EvaluateSettings, EvaluationRecord, evaluate_subject, open_evaluation
+from nrflab.measure.evaluation import EvaluateSettings, evaluate_subject, open_evaluation
+from nrflab.measure.evaluation_csv import CSV_COLUMNS, STATE_DIR, csv_rows
 from nrflab.models.inspection import describe_model
 
 FLAGS = {
@@ -76,23 +75,3 @@ def evaluate(
     for line in record.summary_lines():
         typer.echo(line)
     typer.echo(f"wrote {target} and {target.with_suffix('.csv').name}")
-
-
-#: The columns of the CSV beside the JSON: one row per metric; accuracies with a Wilson 95 % interval.
-CSV_COLUMNS = ("metric", "label", "attack", "value", "ci_low", "ci_high", "num_images")
-#: Where an interrupted AutoAttack resumes from, beside the output file.
-STATE_DIR = "autoattack-state"
-
-
-def csv_rows(record: EvaluationRecord) -> list[dict[str, object]]:
-    """One row per metric: its key, reader's label, attack spec (robust accuracies), value and, for an
-    accuracy (a fraction of the images), the Wilson 95 % interval over the images."""
-    n, rows = record.num_samples, list[dict[str, object]]()
-    for key, value in record.metrics.items():
-        attack = attack_of(key)
-        fraction = key.endswith("acc") or attack is not None
-        lo, hi = wilson(round(value * n), n) if fraction else (None, None)
-        spec = record.attacks.get(attack, "every attack" if attack == "ensemble" else "") if attack else ""
-        row = {"metric": key, "label": metric_label(key), "attack": spec}
-        rows.append({**row, "value": value, "ci_low": lo, "ci_high": hi, "num_images": n})
-    return rows

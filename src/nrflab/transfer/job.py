@@ -9,7 +9,7 @@ seed and device are valid, and the output directory is neither an input nor some
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,17 +71,11 @@ def run_transfer(
     candidates: list[str | Path] = list(config.twin_candidates)
     if not candidates:
         candidates = sorted({r.run_dir.parent for r in refs if r.run_dir is not None})
-    given = {os.path.normpath(s): r.name for s, r in zip(config.sources, refs)}
-    own = {given[os.path.normpath(a)]: b for a, b in config.twin_pairs()}
+    own = {**user_twins(config, refs), **(twins or {})}
     variants = boost_variants(
-        refs,
-        boost=config.boost,
-        candidates=candidates,
-        early_stop=config.early_stop_rule(),
-        twins={**own, **(twins or {})},
-        group_keys=group_keys,
-        options=options,
-    )
+        refs, boost=config.boost, candidates=candidates, early_stop=config.early_stop_rule(), twins=own,
+        group_keys=group_keys, options=options,
+    )  # fmt: skip
     unique = list({v.ref.name: v.ref for v in variants}.values())
     if data is None:
         data = load_dataset(_default_dataset(config, refs[0]), root=config.data_root)
@@ -105,6 +99,13 @@ def run_transfer(
         boosts = tuple(boost_comparison(result, variants)) if config.boost != "none" else ()
         paths = write_outputs(result, out, boosts=boosts, recipe=config.model_dump(mode="json"))
     return TransferRun(config, result, tuple(variants), boosts, paths)
+
+
+def user_twins(config: TransferConfig, refs: Sequence[ModelRef]) -> dict[str, str]:
+    """The config's ``--twin SOURCE=TWIN`` pairs keyed by the resolved source's name (``refs`` are the
+    config's sources, in order; the config already checked that each SOURCE is one of them)."""
+    names = {os.path.normpath(text): ref.name for text, ref in zip(config.sources, refs, strict=True)}
+    return {names[os.path.normpath(source)]: twin for source, twin in config.twin_pairs()}
 
 
 __all__: list[str] = []  # nothing to import from here: the room's public names come from its package
