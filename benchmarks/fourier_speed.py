@@ -38,6 +38,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1024)
     parser.add_argument("--fraction", type=float, default=1.0, help="Share of the images to time (extrapolated).")
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
+    parser.add_argument("--freeze", action="store_true", help="Also time freeze=True (a frozen TorchScript graph).")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -51,15 +52,35 @@ def main() -> None:
         x = torch.rand(n, *shape, generator=gen)
         y = torch.randint(0, 10, (n,), generator=gen)
         fourier_heat_map(model, x[:2], y[:2], eps=4.0, batch_size=args.batch_size)  # warm-up
-        for precision in args.precisions.split(","):
+        variants = [(p, False) for p in args.precisions.split(",")] + ([("float32", True)] if args.freeze else [])
+        for precision, freeze in variants:
             wall, cpu = time.perf_counter(), time.process_time()
-            fourier_heat_map(model, x, y, eps=4.0, batch_size=args.batch_size, precision=precision)  # type: ignore[arg-type]
+            fourier_heat_map(model, x, y, eps=4.0, batch_size=args.batch_size, precision=precision, freeze=freeze)  # type: ignore[arg-type]
             if device.type == "cuda":
                 torch.cuda.synchronize()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             full = f"{'~' if n != n_images else ''}{wall * n_images / n:.0f}"
-            print(f"{name:<28}{precision:<11}{n:>7}{wall:>9.1f}{cpu:>9.1f}{full:>9}{target:>10.0f}")
-        print(f"  ({len(half_spectrum(*shape[1:]))} frequencies x {n_images} images at full size)")
+            label = precision + ("+frz" if freeze else "")
+            print(f"{name:<28}{label:<11}{n:>7}{wall:>9.1f}{cpu:>9.1f}{full:>9}{target:>10.0f}")
+        rate, cpu_rate = _forward_rate(model, shape, args.batch_size, device)
+        forwards = len(half_spectrum(*shape[1:])) * n_images
+        print(
+            f"  ({forwards} forward passes at full size; the model's plain forward: {rate:.0f} images/s wall, "
+            f"{cpu_rate:.0f} per CPU second, i.e. >= {forwards / rate:.0f} s wall for the full case)"
+        )
+
+
+def _forward_rate(model: torch.nn.Module, shape: tuple[int, ...], batch: int, device: torch.device) -> tuple[float, float]:
+    """Images per second (wall and per CPU second) of the eval model's plain forward pass: the heat map's limit."""
+    x = torch.rand(batch, *shape, device=device)
+    model.eval()
+    with torch.inference_mode():
+        model(x)
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(3):
+            model(x)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return 3 * batch / wall, 3 * batch / max(cpu, 1e-9)
 
 
 if __name__ == "__main__":

@@ -99,6 +99,8 @@ class FourierHeatMap:
         out = []
         for ky, kx in half_spectrum(len(self.freqs_y), len(self.freqs_x)):
             a, b = ky - ya, kx - xa
+            if math.isnan(self.error[a][b]):
+                continue
             out.append((ky, kx, math.hypot(ky, kx), self.error[a][b], self.loss_increase[a][b]))
         return out
 
@@ -150,6 +152,8 @@ def fourier_heat_map(
     seed: int = 0,
     batch_size: int = 1024,
     precision: Precision = "float32",
+    freeze: bool = False,
+    stride: int = 1,
     progress: bool = False,
 ) -> FourierHeatMap:
     """The Fourier heat map of ``model`` (which takes [0,1] images) on images ``x`` with labels ``y``.
@@ -157,14 +161,21 @@ def fourier_heat_map(
     Runs on the model's device in eval mode without gradients; the model's mode and flags are restored.
     ``batch_size`` is the number of perturbed images per forward pass. ``precision="bfloat16"`` runs the
     model under bfloat16 autocast (several times faster on CPUs with AMX and on GPUs; error rates then
-    differ from float32's by the images whose margin is below bfloat16's resolution).
+    differ from float32's by the images whose margin is below bfloat16's resolution). ``freeze=True`` runs a
+    frozen TorchScript graph of the eval model (convolution and BN folded, about 2x faster on CPUs) when its
+    predictions on the clean images equal the model's, else the model itself; its logits differ from the
+    model's in the last float32 bits, so an image whose margin is below that resolution may flip. ``stride``
+    > 1 evaluates only the frequencies whose both coordinates are multiples of it (a coarser grid, about
+    ``stride**2`` times cheaper); the other cells of the map are NaN.
     """
     _check_inputs(x, y, eps, batch_size)
+    if stride < 1:
+        raise NrflabError(f"stride must be at least 1, got {stride}")
     if precision not in PRECISIONS:
         raise NrflabError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     device = model_device(model)
     n, c, h, w = x.shape
-    freqs = half_spectrum(h, w)
+    freqs = [f for f in half_spectrum(h, w) if f[0] % stride == 0 and f[1] % stride == 0]
     dtype = x.dtype if x.dtype == torch.float64 else torch.float32
     basis = fourier_basis(h, w, freqs).to(device=device, dtype=dtype)
     gen = torch.Generator().manual_seed(seed)
@@ -173,14 +184,17 @@ def fourier_heat_map(
     wrong_sum = torch.zeros(len(freqs), dtype=torch.float64, device=device)
     loss_sum = torch.zeros_like(wrong_sum)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
-    with frozen_model(model), torch.no_grad(), autocast:
+    layout = torch.channels_last if c > 1 else torch.contiguous_format  # one channel: channels_last is slower
+    with frozen_model(model), torch.inference_mode(), autocast:
         clean_wrong, clean_loss = _clean(model, x, y, batch_size)
+        if freeze and precision == "float32":
+            model = _frozen_graph(model, x, y, clean_wrong, batch_size)
         total = len(freqs) * n
         for start in tqdm(range(0, total, batch_size), desc="fourier", disable=not progress, leave=False):
             pair = torch.arange(start, min(start + batch_size, total), device=device)
             f, i = pair // n, pair % n
             step = (eps * signs[f, i])[:, :, None, None] * basis[f][:, None]
-            logits = model((x[i] + step).clamp(0, 1).contiguous(memory_format=torch.channels_last))
+            logits = model((x[i] + step).clamp_(0, 1).contiguous(memory_format=layout))
             loss = F.cross_entropy(logits.float(), y[i], reduction="none") - clean_loss[i]
             wrong_sum.index_add_(0, f, (logits.argmax(dim=1) != y[i]).double())
             loss_sum.index_add_(0, f, loss.double())
@@ -195,6 +209,18 @@ def fourier_heat_map(
         loss=loss_sum / n,
         clean=(clean_wrong, clean_loss),
     )
+
+
+def _frozen_graph(model: nn.Module, x: Tensor, y: Tensor, clean_wrong: Tensor, batch_size: int) -> nn.Module:
+    """A frozen, inference-optimized TorchScript graph of the eval ``model`` when it predicts the clean images
+    as the model does, else ``model`` (a model TorchScript cannot trace is used as it is)."""
+    try:
+        with torch.no_grad():
+            graph = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.eval(), x[:2])))
+        wrong, _ = _clean(graph, x, y, batch_size)
+    except Exception:  # noqa: BLE001 - any tracing failure means: use the model itself
+        return model
+    return graph if torch.equal(wrong, clean_wrong) else model
 
 
 def _record(
@@ -212,8 +238,8 @@ def _record(
     """Fill the full centred grid from the symmetric half and freeze it into a record."""
     h, w = x.shape[-2:]
     ky_axis, kx_axis = centred_frequencies(h).tolist(), centred_frequencies(w).tolist()
-    err_grid = torch.zeros(h, w, dtype=torch.float64)
-    loss_grid = torch.zeros_like(err_grid)
+    err_grid = torch.full((h, w), math.nan, dtype=torch.float64)  # cells off a coarse grid stay NaN
+    loss_grid = torch.full_like(err_grid, math.nan)
     for (ky, kx), e, dl in zip(freqs, wrong.cpu().tolist(), loss.cpu().tolist()):
         for fy, fx in ((ky, kx), (_wrap(-ky, h), _wrap(-kx, w))):
             err_grid[fy - ky_axis[0], fx - kx_axis[0]] = e

@@ -40,8 +40,9 @@ def _draw(ax: Axes, heat_map: FourierHeatMap, vmax: float) -> AxesImage:
 
 
 def _vmax(maps: Sequence[FourierHeatMap]) -> float:
-    """One colour scale for all maps: 0 to the largest error in percent (at least 1 %)."""
-    return max(1.0, max(100 * max(max(row) for row in m.error) for m in maps))
+    """One colour scale for all maps: 0 to the largest error in percent (at least 1 %; NaN cells of a coarse
+    grid are skipped)."""
+    return max(1.0, max(100 * float(np.nanmax(np.array(m.error))) for m in maps))
 
 
 def plot_heat_map(heat_map: FourierHeatMap, stem: str | os.PathLike[str]) -> list[Path]:
