@@ -70,7 +70,9 @@ def main() -> None:
         )
 
 
-def _forward_rate(model: torch.nn.Module, shape: tuple[int, ...], batch: int, device: torch.device) -> tuple[float, float]:
+def _forward_rate(
+    model: torch.nn.Module, shape: tuple[int, ...], batch: int, device: torch.device
+) -> tuple[float, float]:
     """Images per second (wall and per CPU second) of the eval model's plain forward pass: the heat map's limit."""
     x = torch.rand(batch, *shape, device=device)
     model.eval()

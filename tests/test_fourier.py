@@ -175,3 +175,27 @@ def test_cli_refuses_bad_input_in_one_line(tiny_models, tmp_path, capsys, flag, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and match in err[0]
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_a_coarse_grid_evaluates_its_frequencies_only_and_finds_the_same_peak(freeze):
+    model, x, y = one_frequency_case(8, 8, (2, -2), c=1)
+    heat = fourier_heat_map(model, x, y, eps=1.0, batch_size=100, stride=2, freeze=freeze)
+    error = torch.tensor(heat.error)
+    on_grid = torch.tensor([[ky % 2 == 0 and kx % 2 == 0 for kx in heat.freqs_x] for ky in heat.freqs_y])
+    assert bool(error[on_grid].isfinite().all()) and bool(error[~on_grid].isnan().all())
+    assert {tuple(i) for i in (error.nan_to_num(0) > 0).nonzero().tolist()} == {(6, 2), (2, 6)}
+    assert len(heat.rows()) == len([f for f in half_spectrum(8, 8) if f[0] % 2 == 0 and f[1] % 2 == 0])
+    assert heat.high_frequency_share(2.8) == 1.0 and heat.high_frequency_share(2.9) == 0.0
+    with pytest.raises(NrflabError, match="stride"):
+        fourier_heat_map(model, x, y, eps=1.0, stride=0)
+
+
+def test_a_frozen_graph_predicts_as_the_model():
+    model = create_model("smallcnn", "bn", 10, 1, width=0.25, seed=0)
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = torch.arange(6) % 10
+    a = fourier_heat_map(model, x, y, eps=2.0, seed=3)
+    b = fourier_heat_map(model, x, y, eps=2.0, seed=3, freeze=True)
+    assert a.error == b.error and a.clean_error == b.clean_error
+    assert max(abs(p - q) for r, s in zip(a.loss_increase, b.loss_increase) for p, q in zip(r, s)) < 1e-4

@@ -36,11 +36,12 @@ FAMILIES = {
     "adversarial training": "adversarial training moves models to robust features, with or without BN",
     "planted: reliance": "planted features with known reliance: BN prefers the small high-frequency feature",
     "planted: controls": "controls of the planted reliance (what the gap depends on)",
+    "frequency: high-frequency sensitivity": "BN shifts sensitivity toward high frequencies (Fourier heat maps)",
     "diagnostics": "checks of the method that are not claims of the paper",
 }
 
 #: Units a judged quantity may carry (a verdict prints its estimate in its unit).
-UNITS = ("points", "LIGS", "rho index", "ratio", "log ratio", "epochs")
+UNITS = ("points", "LIGS", "rho index", "ratio", "log ratio", "epochs", "share")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, te
 from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import Outcomes, compare, compare_scalars, measure, measure_task
+from nrflab.experiments.frequency import CORE_CLAIM, LENS_TITLE, FrequencyLens, heat_map_tasks, section
 from nrflab.experiments.guard import Health, check, health, named
 from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
 from nrflab.measure.predict import PAPER
@@ -53,6 +54,7 @@ class CoreSettings(ExperimentSettings):
         ge=0,
         description="claim 4 judges the fall of per-epoch LIGS from this epoch to the final one (fixed before judging)",
     )
+    frequency: FrequencyLens = Field(default_factory=FrequencyLens, description="the Fourier heat-map claim")
 
 
 #: Five paired seeds, sized for ``nrflab demo`` (10 runs) to finish in about 2 minutes on 2 cores. The
@@ -68,7 +70,13 @@ CPU = CoreSettings(
     test_size=500,
 )
 QUICK = CoreSettings(
-    dataset="mnist5k", arch="smallcnn", width=0.5, seeds=[0], twins=Stage(epochs=1, eval_size=64), test_size=200
+    dataset="mnist5k",
+    arch="smallcnn",
+    width=0.5,
+    seeds=[0],
+    twins=Stage(epochs=1, eval_size=64),
+    test_size=200,
+    frequency=FrequencyLens(images=20, stride=4),
 )
 PAPER_SCALE = CoreSettings(
     dataset="cifar10",
@@ -161,6 +169,7 @@ def plan(s: CoreSettings, home: Path) -> list[Task]:
             )
             for t in runs
         ),
+        *heat_map_tasks([t.key for t in runs], s),
     ]
 
 
@@ -214,7 +223,10 @@ def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
         "",
         *[verdict_line(v) for v in verdicts],
     ]
-    return [Section("Batch normalization and non-robust features (Figure 3)", "\n".join(text), [plots[0]], verdicts)]
+    return [
+        Section("Batch normalization and non-robust features (Figure 3)", "\n".join(text), [plots[0]], verdicts),
+        *section(CORE_CLAIM, s, runs, title=LENS_TITLE, baseline=baseline, stem=ctx.home / "fourier_twins"),
+    ]
 
 
 def _table(s: CoreSettings, groups: dict[str, list[Outcomes]], rob_labels: Sequence[str]) -> str:

@@ -8,14 +8,18 @@ less useful than ``none`` is not compared on robustness).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from nrflab.core.columns import attack_title
 from nrflab.core.stats import Verdict
 from nrflab.experiments.analysis import norm_title
 from nrflab.experiments.claims import judge_claim, register_claim
+from nrflab.experiments.engine import Task
 from nrflab.experiments.evidence import compare
+from nrflab.experiments.frequency import FAMILY_CLAIM, FAMILY_TITLE, heat_map_tasks, section
 from nrflab.experiments.guard import check
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
-from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, ZooView, plan
+from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, ZooView, plan, tasks
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import plot_runs
@@ -57,7 +61,17 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
             ],
         )
     )
-    return [Section("The normalization family", md, [p for p in images if p.suffix == ".png"], verdicts)]
+    runs = {n: zoo.run_dirs("std", n) for n in s.norms}
+    return [
+        Section("The normalization family", md, [p for p in images if p.suffix == ".png"], verdicts),
+        *section(FAMILY_CLAIM, s, runs, title=FAMILY_TITLE, baseline="none", stem=ctx.home / "fourier_family"),
+    ]
+
+
+def plan_family(s: NormsSettings, home: Path) -> list[Task]:
+    """The zoo's plan and one heat-map measurement per standard run (the Fourier lens)."""
+    std = [t.key for (kind, _, _), t in tasks(s, home).items() if kind == "std"]
+    return [*plan(s, home), *heat_map_tasks(std, s)]
 
 
 def claims(s: NormsSettings, zoo: ZooView) -> list[Verdict]:
@@ -84,7 +98,7 @@ SPEC = ExperimentSpec(
     summary="the normalization family: GN, LN, IN (and BN) vs no normalization (claim 7)",
     settings_type=NormsSettings,
     presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
-    plan=plan,
+    plan=plan_family,
     analyze=analyze,
     home=HOME,
     claims=("7",),

@@ -21,6 +21,7 @@ from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
 from nrflab.experiments.analysis import load_bundle, tensor_mean, test_images
 from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import Outcomes, measure, measure_task
+from nrflab.experiments.frequency import FrequencyLens
 from nrflab.experiments.guard import Health, health, named
 from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
 from nrflab.measure.corruptions import FIRST_EIGHT, SEVERITIES
@@ -54,6 +55,7 @@ class NormsSettings(ExperimentSettings):
     ligs_sigma: float = Field(default=0.01, ge=0)
     corruptions: list[str] = Field(default_factory=lambda: list(FIRST_EIGHT))
     severities: list[int] = Field(default_factory=lambda: list(SEVERITIES))
+    frequency: FrequencyLens = Field(default_factory=FrequencyLens, description="the Fourier heat-map claim (family)")
 
 
 #: Five paired seeds. To pay for them (2.5 times the runs of the earlier two seeds): 3,000 of the 4,000
@@ -99,6 +101,7 @@ QUICK = NormsSettings(
     ),
     corruptions=["gaussian_noise", "contrast", "defocus_blur"],
     severities=[1, 3, 5],
+    frequency=FrequencyLens(images=20, stride=4),
 )
 PAPER_SCALE = NormsSettings(
     dataset="cifar10",

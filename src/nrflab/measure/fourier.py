@@ -218,7 +218,7 @@ def _frozen_graph(model: nn.Module, x: Tensor, y: Tensor, clean_wrong: Tensor, b
         with torch.no_grad():
             graph = torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(model.eval(), x[:2])))
         wrong, _ = _clean(graph, x, y, batch_size)
-    except Exception:  # noqa: BLE001 - any tracing failure means: use the model itself
+    except Exception:  # any tracing failure means: use the model itself
         return model
     return graph if torch.equal(wrong, clean_wrong) else model
 
