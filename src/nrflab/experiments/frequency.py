@@ -259,12 +259,16 @@ def section(
     maps = [replace(found[n][0].heat_map, model=f"{norm_title(n)} (seed {s.seeds[0]})") for n in runs]
     figures = [p for p in plot_heat_maps(maps, stem) if p.suffix == ".png"]
     split = lens.band_split(len(x[0, 0]))
+    rows_of = found[baseline][0].heat_map.rows()
+    area = sum(r[2] > split for r in rows_of) / len(rows_of)
     rows = [[norm_title(n), len(shares[n]), spread(shares[n], num), ", ".join(num(v) for v in shares[n])] for n in runs]
     text = [
         f"Fourier heat maps (Yin et al. 2019) of each final model on the same {len(y)} fixed test images: "
         f"eps {lens.eps:g} (L2 of the unit basis image per channel), every {lens.stride}. frequency per axis, "
         f"images clipped to [0,1]. Share: the excess error mass (error above clean) at radial frequency above "
-        f"{split:g} cycles per image ({lens.high_from:g} of Nyquist, declared in the preset). Maps: seed "
+        f"{split:g} cycles per image ({lens.high_from:g} of Nyquist, declared in the preset); a map with the same excess error at every "
+        f"frequency has share {num(area)} (the high band's share of the evaluated frequencies), so a saturated "
+        f"map says little. Maps: seed "
         f"{s.seeds[0]}, one colour scale.",
         "",
         markdown_table(["model", "seeds", "high-frequency share", "per seed"], rows),

@@ -29,9 +29,12 @@ CSV_COLUMNS = ["ky", "kx", "radius", "error", "loss_increase"]
 
 def _draw(ax: Axes, heat_map: FourierHeatMap, vmax: float) -> AxesImage:
     """Draw one map on ``ax`` (error in percent, 0..vmax) with axes in cycles per image."""
-    fy, fx = heat_map.freqs_y, heat_map.freqs_x
-    extent = (fx[0] - 0.5, fx[-1] + 0.5, fy[-1] + 0.5, fy[0] - 0.5)
-    image = ax.imshow(100 * np.array(heat_map.error), cmap="viridis", vmin=0, vmax=vmax, extent=extent)
+    error = np.array(heat_map.error)
+    rows, cols = np.isfinite(error).any(axis=1), np.isfinite(error).any(axis=0)  # a coarse grid's evaluated lines
+    fy, fx = np.array(heat_map.freqs_y)[rows], np.array(heat_map.freqs_x)[cols]
+    dy, dx = (fy[1] - fy[0] if len(fy) > 1 else 1) / 2, (fx[1] - fx[0] if len(fx) > 1 else 1) / 2
+    extent = (fx[0] - dx, fx[-1] + dx, fy[-1] + dy, fy[0] - dy)
+    image = ax.imshow(100 * error[rows][:, cols], cmap="viridis", vmin=0, vmax=vmax, extent=extent)
     ax.set_xlabel("horizontal frequency (cycles / image)", fontsize=8)
     ax.set_ylabel("vertical frequency (cycles / image)", fontsize=8)
     ax.set_title(f"{heat_map.model}\neps {heat_map.eps:g}, {heat_map.n_images} images", fontsize=9)
