@@ -77,3 +77,17 @@ def test_the_command_line(tmp_path, capsys):
     assert main(["bn-analysis", str(path), "-d", "digits", "--shift", "nope@1", "-o", str(tmp_path / "o")]) == 2
     assert "unknown shift 'nope@1'" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_corruptions_experiment_adapts_a_constructed_mean_shift_away():
+    from nrflab.experiments.corruptions import adapted_corruption_accuracy
+    from nrflab.measure.corruptions import corrupt
+
+    model = MeanReader().eval()
+    x, y = _images(64, 0.0)
+    pool, _ = _images(32, 0.0)
+    shifted = corrupt(x, "brightness", 5, seed=0)  # a mean shift up: class 0 is read as class 1
+    assert float((model(shifted).argmax(1) == y).float().mean()) == 0.5
+    table = adapted_corruption_accuracy(model, x, y, pool, corruptions=["brightness"], severities=[5], seed=0)
+    assert table == {"brightness@5": 1.0}
+    assert float(model.bn.running_mean) == 0.5  # the model is unchanged

@@ -4,17 +4,28 @@ Every standard and adversarially trained model of the zoo is evaluated on the sa
 CIFAR-10-C-style corruptions (:mod:`nrflab.measure.corruptions`) at the chosen severities. Because clean
 accuracies differ, the claim is judged on each model's *drop*: clean accuracy minus mean corruption
 accuracy, per image, BN's drop minus no BN's.
+
+Beside it, each BN model's mean corruption accuracy after its BN statistics are re-estimated on
+``adapt_samples`` training images shifted by the same corruption and severity (Benz et al., WACV 2021:
+n = 32; :mod:`nrflab.measure.bn_shift`); a model without BN has no statistics to adapt (n/a). One cached
+measurement task per BN model.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from nrflab.core.fmt import num, pct
 from nrflab.core.stats import Verdict, finite_mean
+from nrflab.data import load_dataset
 from nrflab.experiments.claims import judge_claim, register_claim
+from nrflab.experiments.engine import CallTask, Task
 from nrflab.experiments.evidence import compare
 from nrflab.experiments.guard import check
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
@@ -28,6 +39,7 @@ from nrflab.experiments.zoo import (
     Zoo,
     ZooView,
     plan_with_corruptions,
+    tasks,
 )
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, markdown_table, verdict_line
@@ -48,6 +60,100 @@ DROP = register_claim(
 )
 
 
+def adapted_corruption_accuracy(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    pool: torch.Tensor,
+    *,
+    corruptions: Sequence[str],
+    severities: Sequence[int],
+    seed: int,
+) -> dict[str, float]:
+    """Per ``corruption@severity``: accuracy on ``(x, y)`` corrupted as the cached outcomes were (batches of 256,
+    seed + the batch's start), with BN statistics re-estimated on all of ``pool`` (clean adaptation images,
+    corrupted the same way with seed + 1; no labels). ``model`` is unchanged."""
+    from nrflab.measure.bn_shift import adapted_accuracy
+    from nrflab.measure.corruptions import corrupt
+
+    table: dict[str, float] = {}
+    for name in corruptions:
+        for severity in severities:
+            shifted = torch.cat([corrupt(x[i : i + 256], name, severity, seed=seed + i) for i in range(0, len(x), 256)])
+            adapt = corrupt(pool, name, severity, seed=seed + 1)
+            _, adapted = adapted_accuracy(model, shifted, y, adapt_images=adapt)
+            table[f"{name}@{severity}"] = float(adapted.mean())
+    return table
+
+
+def _adapt_cache(run_dir: str, s: NormsSettings, seed: int) -> Path:
+    from nrflab.features import sha256_file
+    from nrflab.runs.rundir import RunDir
+
+    key = [s.dataset, s.test_size, s.corruptions, s.severities, s.adapt_samples, seed, 1]
+    h = hashlib.sha256(json.dumps(key).encode() + sha256_file(RunDir(run_dir).model_path).encode())
+    return Path(run_dir) / f"bn_adapted_{h.hexdigest()[:16]}.json"
+
+
+def measure_adapted(*, run_dir: str, settings: dict[str, object], seed: int, progress: bool = False) -> str:
+    """What the engine task calls: :func:`adapted_corruption_accuracy` of a BN run, cached in its directory."""
+    from nrflab.core.io import atomic_write_json
+    from nrflab.core.validation import resolve_device
+    from nrflab.experiments.analysis import test_images
+    from nrflab.measure.metrics import dataset_tensors
+    from nrflab.models.checkpoint import load_model
+
+    s = NormsSettings(**settings)
+    path = _adapt_cache(run_dir, s, seed)
+    if not path.is_file():
+        bundle = load_dataset(s.dataset, root=s.data_root)
+        x, y = test_images(bundle, s.test_size)
+        train, _ = dataset_tensors(bundle.train)
+        pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[: s.adapt_samples]
+        model = load_model(Path(run_dir), resolve_device(s.device)).eval()
+        table = adapted_corruption_accuracy(
+            model, x, y, train[pick], corruptions=s.corruptions, severities=s.severities, seed=seed
+        )
+        atomic_write_json(path, table)
+    return run_dir
+
+
+def adapted_done(*, run_dir: str, settings: dict[str, object], seed: int) -> bool:
+    from nrflab.runs.rundir import RunDir
+
+    s = NormsSettings(**settings)
+    return RunDir(run_dir).model_path.is_file() and _adapt_cache(run_dir, s, seed).is_file()
+
+
+def plan_corruptions(s: NormsSettings, home: Path) -> list[Task]:
+    """The zoo's runs evaluated under the corruptions, and each BN run's adapted accuracies."""
+    adapt = [
+        CallTask(
+            f"{t.key}#bn-adapted",
+            "nrflab.experiments.corruptions:measure_adapted",
+            {"run_dir": t.key, "settings": s.model_dump(), "seed": seed},
+            after=(t.key,),
+            done_target="nrflab.experiments.corruptions:adapted_done",
+        )
+        for (_, norm, seed), t in tasks(s, home).items()
+        if norm == "bn" and s.adapt_samples > 0
+    ]
+    return [*plan_with_corruptions(s, home), *adapt]
+
+
+def _adapted_mean(zoo: Zoo, kind: str, norm: str) -> str:
+    """Mean corruption accuracy over seeds with BN statistics adapted (n/a without BN or adaptation)."""
+    if norm != "bn" or zoo.s.adapt_samples == 0:
+        return "n/a"
+    means = []
+    for run, seed in zip(zoo.run_dirs(kind, norm), zoo.s.seeds, strict=True):
+        path = _adapt_cache(run, zoo.s, seed)
+        if not path.is_file():
+            measure_adapted(run_dir=run, settings=zoo.s.model_dump(), seed=seed)
+        means.append(finite_mean(list(json.loads(path.read_text()).values())))
+    return pct(finite_mean(means))
+
+
 def _models(s: NormsSettings) -> dict[str, tuple[str, str]]:
     return {f"standard {n}": ("std", n) for n in s.norms} | {f"AT {n}": ("at", n) for n in s.at_norms}
 
@@ -55,9 +161,9 @@ def _models(s: NormsSettings) -> dict[str, tuple[str, str]]:
 def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
     zoo = Zoo(s, ctx.home)
     models = _models(s)
-    header = ["model", "clean acc", "mean corruption acc", "relative (mean / clean)", "drop (points)"] + list(
-        s.corruptions
-    )
+    adapted = f"mean corruption acc, BN statistics adapted (n = {s.adapt_samples})"
+    header = ["model", "clean acc", "mean corruption acc", adapted, "relative (mean / clean)", "drop (points)"]
+    header += list(s.corruptions)
     body = []
     for name, (kind, norm) in models.items():
         clean = finite_mean([o.accuracy() for o in zoo.outcomes(kind, norm)])
@@ -72,6 +178,7 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
                 name,
                 pct(clean),
                 pct(mean),
+                _adapted_mean(zoo, kind, norm),
                 num(mean / clean if clean > 0 else float("nan")),
                 f"{100 * (clean - mean):.1f}",
             ]
@@ -84,7 +191,9 @@ def analyze(s: NormsSettings, ctx: AnalysisContext) -> list[Section]:
             f"Accuracy on the same {zoo.n} fixed test images under {len(s.corruptions)} CIFAR-10-C corruptions at "
             f"severities {', '.join(map(str, s.severities))} (nrflab.measure.corruptions, CIFAR parameters applied unscaled to "
             f"{'x'.join(map(str, zoo.bundle.input_shape[1:]))} images); means over seeds. The relative accuracy divides by "
-            "each model's own clean accuracy; the drop is clean minus mean corruption accuracy.",
+            "each model's own clean accuracy; the drop is clean minus mean corruption accuracy. Adapted: BN's "
+            f"statistics re-estimated on {s.adapt_samples} training images shifted by the same corruption and "
+            "severity, no labels (WACV 2021); n/a for a model without BN.",
             markdown_table(header, body),
             "**Claims**",
             "\n".join(verdict_line(v) for v in verdicts),
@@ -142,7 +251,7 @@ SPEC = ExperimentSpec(
     summary="corruption robustness of the standard and adversarially trained zoo (claim 7)",
     settings_type=NormsSettings,
     presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
-    plan=plan_with_corruptions,
+    plan=plan_corruptions,
     analyze=analyze,
     home=HOME,
     claims=("7",),

@@ -55,6 +55,7 @@ class NormsSettings(ExperimentSettings):
     ligs_sigma: float = Field(default=0.01, ge=0)
     corruptions: list[str] = Field(default_factory=lambda: list(FIRST_EIGHT))
     severities: list[int] = Field(default_factory=lambda: list(SEVERITIES))
+    adapt_samples: int = Field(default=32, ge=0, description="BN adaptation images per corruption (0: off)")
     frequency: FrequencyLens = Field(default_factory=FrequencyLens, description="the Fourier heat-map claim (family)")
 
 
