@@ -55,7 +55,7 @@ def main() -> None:
         variants = [(p, False) for p in args.precisions.split(",")] + ([("float32", True)] if args.freeze else [])
         for precision, freeze in variants:
             wall, cpu = time.perf_counter(), time.process_time()
-            fourier_heat_map(model, x, y, eps=4.0, batch_size=args.batch_size, precision=precision, freeze=freeze)  # type: ignore[arg-type]
+            fourier_heat_map(model, x, y, eps=4.0, batch_size=args.batch_size, precision=precision, freeze=freeze)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu

@@ -103,7 +103,7 @@ def measure_adapted(*, run_dir: str, settings: dict[str, object], seed: int, pro
     from nrflab.measure.metrics import dataset_tensors
     from nrflab.models.checkpoint import load_model
 
-    s = NormsSettings(**settings)
+    s = NormsSettings.model_validate(settings)
     path = _adapt_cache(run_dir, s, seed)
     if not path.is_file():
         bundle = load_dataset(s.dataset, root=s.data_root)
@@ -121,7 +121,7 @@ def measure_adapted(*, run_dir: str, settings: dict[str, object], seed: int, pro
 def adapted_done(*, run_dir: str, settings: dict[str, object], seed: int) -> bool:
     from nrflab.runs.rundir import RunDir
 
-    s = NormsSettings(**settings)
+    s = NormsSettings.model_validate(settings)
     return RunDir(run_dir).model_path.is_file() and _adapt_cache(run_dir, s, seed).is_file()
 
 

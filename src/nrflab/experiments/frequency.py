@@ -21,7 +21,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -136,10 +136,25 @@ def heat_map(run_dir: str | Path, x: torch.Tensor, y: torch.Tensor, lens: Freque
         predictions = predict(model, x, batch_size=lens.batch_size).cpu()
         atomic_write_text(path, json.dumps({"heat_map": to_json(found), "predictions": predictions.tolist()}))
     data = json.loads(path.read_text())
-    fields = {k: tuple(map(tuple, v)) if k in ("error", "loss_increase") else v for k, v in data["heat_map"].items()}
-    fields["freqs_y"], fields["freqs_x"] = tuple(fields["freqs_y"]), tuple(fields["freqs_x"])
     outcomes = Outcomes(PAPER.name, y.cpu().long(), torch.tensor(data["predictions"], dtype=torch.long))
-    return Measured(FourierHeatMap(**fields), outcomes)
+    return Measured(_from_json(data["heat_map"]), outcomes)
+
+
+def _from_json(d: dict[str, Any]) -> FourierHeatMap:
+    """A heat map back from its JSON (the file boundary)."""
+    return FourierHeatMap(
+        model=str(d["model"]),
+        eps=float(d["eps"]),
+        n_images=int(d["n_images"]),
+        per_channel=bool(d["per_channel"]),
+        seed=int(d["seed"]),
+        clean_error=float(d["clean_error"]),
+        clean_loss=float(d["clean_loss"]),
+        freqs_y=tuple(int(k) for k in d["freqs_y"]),
+        freqs_x=tuple(int(k) for k in d["freqs_x"]),
+        error=tuple(tuple(float(v) for v in row) for row in d["error"]),
+        loss_increase=tuple(tuple(float(v) for v in row) for row in d["loss_increase"]),
+    )
 
 
 def _images(dataset: str, data_root: str | None, lens: FrequencyLens) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,7 +168,7 @@ def measure_heat_map(
     *, run_dir: str, dataset: str, data_root: str | None, lens: dict[str, object], device: str, progress: bool = False
 ) -> str:
     """What the engine task calls: :func:`heat_map` on the experiment's fixed test images."""
-    settings = FrequencyLens(**lens)
+    settings = FrequencyLens.model_validate(lens)
     heat_map(run_dir, *_images(dataset, data_root, settings), settings, device)
     return run_dir
 
@@ -162,7 +177,7 @@ def heat_map_done(*, run_dir: str, dataset: str, data_root: str | None, lens: di
     """Whether :func:`measure_heat_map` would only read its cache."""
     from nrflab.runs.rundir import RunDir
 
-    settings = FrequencyLens(**lens)
+    settings = FrequencyLens.model_validate(lens)
     if not RunDir(run_dir).model_path.is_file():
         return False
     return cache_path(run_dir, *_images(dataset, data_root, settings), settings).is_file()

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -78,13 +80,13 @@ def lens_check(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Lens
         for sd in seeds:
             run_dir = Path(m.dirs[(op_key, n, sd)])
             key = {"eps": eps, "images": IMAGES, "band": spec.nrf_band, "format": 1}
-            found = cached_result(run_dir / "fourier_lens.json", key, lambda d=run_dir: _measure(d, x, y, in_band, eps))
+            found = cached_result(run_dir / "fourier_lens.json", key, partial(_measure, run_dir, x, y, in_band, eps))
             shares[n].append(float(found["share"]))
             area = float(found["area"])
     return LensCheck(shares, area, seeds)
 
 
-def _measure(run_dir: Path, x: torch.Tensor, y: torch.Tensor, in_band: torch.Tensor, eps: float) -> dict[str, float]:
+def _measure(run_dir: Path, x: torch.Tensor, y: torch.Tensor, in_band: torch.Tensor, eps: float) -> dict[str, Any]:
     heat = fourier_heat_map(load_model(run_dir).eval(), x, y, eps=eps, freeze=True)
     share, area = band_share(heat, in_band)
     return {"share": share, "area": area}
