@@ -54,14 +54,20 @@ def test_demo_records_its_settings_and_verdicts(demo_dir):
     verdicts = json.loads((demo_dir / "verdicts.json").read_text())
     # the quick demo trains one seed per arm for one epoch: no claim about models can be decided from it:
     # void exactly when the guard failed a twin, else not tested (one seed)
-    assert [v["claim_id"] for v in verdicts] == ["core.clean", "core.robustness", "core.ligs", "core.ligs_fall"]
+    assert [v["claim_id"] for v in verdicts] == [
+        "core.clean",
+        "core.robustness",
+        "core.ligs",
+        "core.ligs_fall",
+        "core.frequency",
+    ]
     for v in verdicts:
         failed = [c["model"] for c in v["guard"] if not c["passed"]]
         assert v["verdict"] == ("void" if failed else "not tested"), v
         # one epoch leaves no fall of LIGS between the fixed epochs 1 and final: claim 4 has no seed at all
         seeds = 0 if v["claim_id"] == "core.ligs_fall" else 1
         assert v["experiment"] == "core" and v["n_seeds"] == seeds and len(v["guard"]) == 2, v
-    assert [v["unit"] for v in verdicts] == ["points", "points", "LIGS", "LIGS"]
+    assert [v["unit"] for v in verdicts] == ["points", "points", "LIGS", "LIGS", "share"]
     assert all(v["protocol"].startswith("the paper's protocol") for v in verdicts)
     md = (demo_dir / "report.md").read_text()
     assert (

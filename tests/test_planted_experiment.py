@@ -33,6 +33,7 @@ def test_sections_and_figures(quick_run) -> None:
     text = sections[0].markdown
     assert "Capability controls" in text and "NRF-norm sweep" in text and "Controls" in text
     assert "The MNIST question" in sections[2].markdown
+    assert "The lens finds the planted NRF band" in text
 
 
 def test_verdicts_reach_the_sections(quick_run) -> None:

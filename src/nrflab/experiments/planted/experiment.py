@@ -12,7 +12,7 @@ from typing import Optional
 
 from nrflab.core.errors import NrflabError
 from nrflab.experiments.engine import CallTask, Task
-from nrflab.experiments.planted.lens import lens_section
+from nrflab.experiments.planted.lens import with_lens
 from nrflab.experiments.planted.measurement import Measured, measure
 from nrflab.experiments.planted.mnist import mnist_question, mnist_tasks
 from nrflab.experiments.planted.runs import planted_runs, train_task
@@ -77,7 +77,7 @@ def analyze(s: Settings, ctx: AnalysisContext) -> list[Section]:
     home = str(ctx.home)
     seconds = sum(r.seconds for k, r in ctx.results.items() if k.startswith(home)) + time.perf_counter() - started
     sections, _ = build_sections(ctx.home, s, list(s.seeds), m, op_key, op_spec, mnist, tr, seconds)
-    return [*sections, lens_section(m, s, op_key, op_spec)]
+    return [with_lens(sections[0], m, s, op_key, op_spec), *sections[1:]]
 
 
 SPEC = ExperimentSpec(

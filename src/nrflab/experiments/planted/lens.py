@@ -13,7 +13,7 @@ not a claim of the paper: no verdict, its numbers in the report.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -92,14 +92,19 @@ def _measure(run_dir: Path, x: torch.Tensor, y: torch.Tensor, in_band: torch.Ten
     return {"share": share, "area": area}
 
 
-def lens_section(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Section:
-    """The check as a report section: the shares per normalization against the area share."""
+def with_lens(section: Section, m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Section:
+    """``section`` (the reliance section of the operating point) with the lens's check appended."""
+    return replace(section, markdown=section.markdown + "\n\n" + lens_markdown(m, s, op_key, spec))
+
+
+def lens_markdown(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> str:
+    """The check as report text: the shares per normalization against the area share."""
     found = lens_check(m, s, op_key, spec)
     rows = [[n, len(v), spread(v, num)] for n, v in found.shares.items()]
     means = {n: math.fsum(v) / len(v) if v else math.nan for n, v in found.shares.items()}
     finds = ", ".join(f"{n} {num(v)}" for n, v in means.items())
     text = [
-        f"Fourier heat maps (eps {lens_eps(spec, s.a_n):.3g} per channel: the NRF's replacement cost a_n sqrt(2) "
+        "**The Fourier lens against ground truth** (a check of the method, not a claim). Fourier heat maps (eps {lens_eps(spec, s.a_n):.3g} per channel: the NRF's replacement cost a_n sqrt(2) "
         f"in total L2; {IMAGES} agree-view images) of the operating point's models "
         f"(a_n = {s.a_n:g}; seeds {', '.join(map(str, found.seeds)) or 'none learned'}): the share of each map's "
         f"excess error mass in the NRF's {spec.nrf_band} band (DCT index u read as u/2 cycles per image).",
@@ -109,7 +114,7 @@ def lens_section(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Se
         "",
         markdown_table(["normalization", "seeds", "share of excess error in the NRF band"], rows),
     ]
-    return Section("The Fourier lens against ground truth", "\n".join(text), [], [])
+    return "\n".join(text)
 
 
 __all__: list[str] = []  # nothing to import from here: the room's public names come from its package
