@@ -118,7 +118,7 @@ class FourierHeatMap:
         return sum(e for radius, e in excess if radius > band_split) / total
 
 
-def _check_inputs(x: Tensor, y: Tensor, eps: float, batch_size: int) -> None:
+def _check_inputs(x: Tensor, y: Tensor, eps: float, batch_size: int, stride: int, precision: str) -> None:
     if not isinstance(x, Tensor) or x.ndim != 4 or not x.is_floating_point() or not len(x):
         got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
         raise NrflabError(f"a Fourier heat map needs non-empty float images (N, C, H, W) in [0,1], got {got}")
@@ -128,6 +128,10 @@ def _check_inputs(x: Tensor, y: Tensor, eps: float, batch_size: int) -> None:
         raise NrflabError(f"eps must be > 0, got {eps}")
     if batch_size < 1:
         raise NrflabError(f"batch_size must be at least 1, got {batch_size}")
+    if stride < 1:
+        raise NrflabError(f"stride must be at least 1, got {stride}")
+    if precision not in PRECISIONS:
+        raise NrflabError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
 
 
 def _clean(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> tuple[Tensor, Tensor]:
@@ -168,11 +172,7 @@ def fourier_heat_map(
     > 1 evaluates only the frequencies whose both coordinates are multiples of it (a coarser grid, about
     ``stride**2`` times cheaper); the other cells of the map are NaN.
     """
-    _check_inputs(x, y, eps, batch_size)
-    if stride < 1:
-        raise NrflabError(f"stride must be at least 1, got {stride}")
-    if precision not in PRECISIONS:
-        raise NrflabError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    _check_inputs(x, y, eps, batch_size, stride, precision)
     device = model_device(model)
     n, c, h, w = x.shape
     freqs = [f for f in half_spectrum(h, w) if f[0] % stride == 0 and f[1] % stride == 0]
@@ -181,23 +181,12 @@ def fourier_heat_map(
     gen = torch.Generator().manual_seed(seed)
     signs = torch.randint(0, 2, (len(freqs), n, c if per_channel else 1), generator=gen).to(device, dtype) * 2 - 1
     x, y = x.to(device=device, dtype=dtype), y.to(device)
-    wrong_sum = torch.zeros(len(freqs), dtype=torch.float64, device=device)
-    loss_sum = torch.zeros_like(wrong_sum)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
-    layout = torch.channels_last if c > 1 else torch.contiguous_format  # one channel: channels_last is slower
     with frozen_model(model), torch.inference_mode(), autocast:
         clean_wrong, clean_loss = _clean(model, x, y, batch_size)
         if freeze and precision == "float32":
             model = _frozen_graph(model, x, y, clean_wrong, batch_size)
-        total = len(freqs) * n
-        for start in tqdm(range(0, total, batch_size), desc="fourier", disable=not progress, leave=False):
-            pair = torch.arange(start, min(start + batch_size, total), device=device)
-            f, i = pair // n, pair % n
-            step = (eps * signs[f, i])[:, :, None, None] * basis[f][:, None]
-            logits = model((x[i] + step).clamp_(0, 1).contiguous(memory_format=layout))
-            loss = F.cross_entropy(logits.float(), y[i], reduction="none") - clean_loss[i]
-            wrong_sum.index_add_(0, f, (logits.argmax(dim=1) != y[i]).double())
-            loss_sum.index_add_(0, f, loss.double())
+        wrong, loss = _sweep(model, x, y, eps * signs, basis, clean_loss, batch_size=batch_size, progress=progress)
     return _record(
         model=name,
         eps=eps,
@@ -205,10 +194,40 @@ def fourier_heat_map(
         per_channel=per_channel,
         seed=seed,
         freqs=freqs,
-        wrong=wrong_sum / n,
-        loss=loss_sum / n,
+        wrong=wrong,
+        loss=loss,
         clean=(clean_wrong, clean_loss),
     )
+
+
+def _sweep(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    steps: Tensor,
+    basis: Tensor,
+    clean_loss: Tensor,
+    *,
+    batch_size: int,
+    progress: bool,
+) -> tuple[Tensor, Tensor]:
+    """Per frequency: the error rate and mean loss increase over the images, each perturbed by its signed step
+    (``steps[f, i]``, one per channel or shared) times the basis image ``basis[f]``; (frequency, image) pairs
+    in chunks of ``batch_size``."""
+    n, c = x.shape[:2]
+    layout = torch.channels_last if c > 1 else torch.contiguous_format  # one channel: channels_last is slower
+    wrong_sum = torch.zeros(len(basis), dtype=torch.float64, device=x.device)
+    loss_sum = torch.zeros_like(wrong_sum)
+    total = len(basis) * n
+    for start in tqdm(range(0, total, batch_size), desc="fourier", disable=not progress, leave=False):
+        pair = torch.arange(start, min(start + batch_size, total), device=x.device)
+        f, i = pair // n, pair % n
+        step = steps[f, i][:, :, None, None] * basis[f][:, None]
+        logits = model((x[i] + step).clamp_(0, 1).contiguous(memory_format=layout))
+        loss = F.cross_entropy(logits.float(), y[i], reduction="none") - clean_loss[i]
+        wrong_sum.index_add_(0, f, (logits.argmax(dim=1) != y[i]).double())
+        loss_sum.index_add_(0, f, loss.double())
+    return wrong_sum / n, loss_sum / n
 
 
 def _frozen_graph(model: nn.Module, x: Tensor, y: Tensor, clean_wrong: Tensor, batch_size: int) -> nn.Module:
