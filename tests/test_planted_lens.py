@@ -54,3 +54,20 @@ def test_a_model_reading_one_band_pattern_has_its_excess_error_there(u, v, expec
         sum(bool(in_band[ky + S // 2, kx + S // 2]) for ky, kx, *_ in heat.rows()) / len(heat.rows())
     )
     assert 0.1 < area < 0.3
+
+
+def test_the_check_reads_as_a_sentence_with_its_numbers(monkeypatch):
+    """With no learned seed the check still says what it measured, with no unfilled placeholder."""
+    from nrflab.experiments.planted import lens
+
+    class NoneLearned:
+        def learned_seeds(self, *args: object) -> list[int]:
+            return []
+
+    spec = type("Spec", (), {"channels": 3, "nrf_band": "high", "size": S})()
+    settings = type("Settings", (), {"a_n": 2.0, "norms": ["bn", "none"], "learned_min": 0.9})()
+    views = type("Views", (), {"agree_x": torch.zeros(1), "agree_y": torch.zeros(1)})()
+    monkeypatch.setattr(lens, "full_views", lambda _: views)
+    text = lens.lens_markdown(NoneLearned(), settings, "op", spec)
+    assert "eps 1.63 per channel" in text and "none learned" in text and "{" not in text
+    assert "The lens finds the planted NRF band" in text

@@ -279,12 +279,11 @@ def section(
     rows = [[norm_title(n), len(shares[n]), spread(shares[n], num), ", ".join(num(v) for v in shares[n])] for n in runs]
     text = [
         f"Fourier heat maps (Yin et al. 2019) of each final model on the same {len(y)} fixed test images: "
-        f"eps {lens.eps:g} (L2 of the unit basis image per channel), frequencies at multiples of {lens.stride} cycles per axis, "
-        f"images clipped to [0,1]. Share: the excess error mass (error above clean) at radial frequency above "
-        f"{split:g} cycles per image ({lens.high_from:g} of Nyquist, declared in the preset); a map with the same excess error at every "
-        f"frequency has share {num(area)} (the high band's share of the evaluated frequencies), so a saturated "
-        f"map says little. Maps: seed "
-        f"{s.seeds[0]}, one colour scale.",
+        f"eps {lens.eps:g} (L2 of the unit basis image per channel), frequencies at multiples of {lens.stride} "
+        "cycles per axis, images clipped to [0,1]. Share: the excess error mass (error above clean) at radial "
+        f"frequency above {split:g} cycles per image ({lens.high_from:g} of Nyquist, declared in the preset); a map "
+        f"with the same excess error at every frequency has share {num(area)} (the high band's share of the "
+        f"evaluated frequencies), so a saturated map says little. Maps: seed {s.seeds[0]}, one colour scale.",
         "",
         markdown_table(["model", "seeds", "high-frequency share", "per seed"], rows),
         "",

@@ -104,8 +104,9 @@ def lens_markdown(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> s
     means = {n: math.fsum(v) / len(v) if v else math.nan for n, v in found.shares.items()}
     finds = ", ".join(f"{n} {num(v)}" for n, v in means.items())
     text = [
-        "**The Fourier lens against ground truth** (a check of the method, not a claim). Fourier heat maps (eps {lens_eps(spec, s.a_n):.3g} per channel: the NRF's replacement cost a_n sqrt(2) "
-        f"in total L2; {IMAGES} agree-view images) of the operating point's models "
+        "**The Fourier lens against ground truth** (a check of the method, not a claim). Fourier heat maps "
+        f"(eps {lens_eps(spec, s.a_n):.3g} per channel: the NRF's replacement cost a_n sqrt(2) in total L2; "
+        f"{IMAGES} agree-view images) of the operating point's models "
         f"(a_n = {s.a_n:g}; seeds {', '.join(map(str, found.seeds)) or 'none learned'}): the share of each map's "
         f"excess error mass in the NRF's {spec.nrf_band} band (DCT index u read as u/2 cycles per image).",
         "",
