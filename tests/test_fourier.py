@@ -199,3 +199,12 @@ def test_a_frozen_graph_predicts_as_the_model():
     b = fourier_heat_map(model, x, y, eps=2.0, seed=3, freeze=True)
     assert a.error == b.error and a.clean_error == b.clean_error
     assert max(abs(p - q) for r, s in zip(a.loss_increase, b.loss_increase) for p, q in zip(r, s)) < 1e-4
+
+
+def test_cli_stride_and_freeze_reach_the_heat_map(tiny_models, tmp_path, capsys):
+    out = tmp_path / "coarse"
+    argv = ["fourier", tiny_models[0], "-d", "digits", "--eps", "2", "--limit", "8", "--out", str(out)]
+    assert main([*argv, "--stride", "2", "--freeze"]) == 0, capsys.readouterr().err
+    rows = (out / "fourier_bn.csv").read_text().splitlines()[1:]
+    expected = [f for f in half_spectrum(8, 8) if f[0] % 2 == 0 and f[1] % 2 == 0]
+    assert len(rows) == len(expected)
