@@ -18,6 +18,7 @@ from nrflab.measure.health import Health
 
 N = 200
 ATTACK = "pgd-l2:eps=1.0,step=0.25,steps=10"
+LABEL = "pgd-l2_1"  # its result key
 SEEDS = [0, 1, 2, 3, 4]
 #: Seed-to-seed jitter (mean zero): differences are never constant, so intervals have width.
 JITTER = (0.0, 0.01, -0.01, 0.02, -0.02)
@@ -31,7 +32,7 @@ def outcome(acc: float, *, robust: float = 0.5, ligs: float = 0.8, corrupted: fl
     predictions = torch.where(torch.arange(N) < k, labels, (labels + 1) % 10)
     rob = (torch.arange(N) < round(robust * N)).float()
     corr = None if corrupted is None else torch.full((N,), corrupted)
-    return Outcomes("paper", labels, predictions, {ATTACK: rob}, torch.full((N,), ligs), corr)
+    return Outcomes("paper", labels, predictions, {LABEL: rob}, torch.full((N,), ligs), corr)
 
 
 def seeds_of(n: int = 5, **values: float) -> list[Outcomes]:
@@ -101,6 +102,33 @@ def test_core_claims_inconclusive_without_a_difference():
     h = healthy("twin")
     verdicts = core.claims(s, {"bn": a, "none": b}, fall, h, h, [ATTACK])
     assert {v.outcome for v in verdicts} == {"inconclusive"}
+
+
+AA = "autoattack:version=custom,attacks=apgd-ce+apgd-dlr,norm=l2,eps=1.0,seed=0"
+LINF = "pgd-linf:eps=0.1,step=0.025,steps=10"
+
+
+def with_stronger(o: Outcomes, *, aa: float, linf: float) -> Outcomes:
+    """``o`` plus an AutoAttack at PGD's threat (robust on the first ``aa * N``) and an Linf attack."""
+    first = {"autoattack-l2-apgd-ce+apgd-dlr_1": aa, "pgd-linf_0.1": linf}
+    robust = {**o.robust, **{k: (torch.arange(N) < round(v * N)).float() for k, v in first.items()}}
+    return replace(o, robust=robust)
+
+
+def test_core_robustness_is_judged_on_the_ensemble_of_its_threat_only():
+    s = core.CPU.model_copy(update={"seeds": SEEDS})
+    bn, none = PAPER_LIKE
+    groups = {  # PGD: 10 % vs 40 %; AutoAttack at the same threat: 5 % vs 30 %; Linf: 0 % for both
+        "bn": [with_stronger(o, aa=0.05, linf=0.0) for o in seeds_of(**bn)],
+        "none": [with_stronger(o, aa=0.30, linf=0.0) for o in seeds_of(**none)],
+    }
+    fall = {"bn": [0.3] * 5, "none": [0.1] * 5}
+    h = healthy("twin", acc=0.95)
+    v = {x.claim_id: x for x in core.claims(s, groups, fall, h, h, [ATTACK, LINF, AA])}["core.robustness"]
+    # the per-image worst case of PGD and AutoAttack at L2 eps 1 (30 - 5 = 25 points, exactly: AutoAttack's
+    # images are a subset of PGD's); the Linf attack (0 % for both) is never pooled into it
+    assert v.difference == pytest.approx(0.25) and v.outcome == "agrees"
+    assert v.claim == "Claim 1, BN lowers adversarial robustness (ensemble, L2 eps 1)"
 
 
 def test_core_mutation_swapping_bn_and_no_bn_flips_every_verdict():
@@ -185,7 +213,7 @@ class StubZoo:
             return healthy(name, len(self.results[(kind, norm)]), acc=acc)
         return named(name, [replace(h, name=name) for h in found])
 
-    def robust_labels(self) -> list[str]:
+    def final_attacks(self) -> list[str]:
         return [ATTACK]
 
 

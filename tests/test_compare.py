@@ -60,13 +60,14 @@ def twins(tmp_path_factory):
 
 def test_the_command_writes_json_csv_markdown_and_never_replaces(twins, tmp_path, capsys):
     a, b, out = str(twins / "a.safetensors"), str(twins / "b.safetensors"), tmp_path / "cmp"
-    args = ["compare", a, b, "-d", "digits", "--limit", "60", "-a", "pgd-l2:eps=0.5,steps=3", "-a", "fgsm:eps=0.1"]
+    args = ["compare", a, b, "-d", "digits", "--limit", "60", "-a", "pgd-linf:eps=0.1,steps=3", "-a", "fgsm:eps=0.1"]
     assert main([*args, "--no-ligs", "-o", str(out)]) == 0
     record = json.loads((out / "compare.json").read_text())
     names = [r["quantity"] for r in record["rows"]]
-    assert names[0] == "clean accuracy" and f"robust accuracy, {ENSEMBLE}" in names and len(names) == 4
+    ensemble_name = f"robust accuracy, {ENSEMBLE}, Linf eps 0.1"  # both attacks are of one threat (Linf, 0.1)
+    assert names[0] == "clean accuracy" and ensemble_name in names and len(names) == 4
     rows = {r["quantity"]: r for r in record["rows"]}
-    ensemble = rows[f"robust accuracy, {ENSEMBLE}"]
+    ensemble = rows[ensemble_name]
     assert ensemble["a"] <= min(r["a"] for q, r in rows.items() if q.startswith("robust accuracy (")) + 1e-12
     assert (out / "compare.csv").read_text().startswith("quantity,unit,a,b,difference,low,high,p,n,over,word\n")
     assert (
@@ -115,7 +116,7 @@ def test_evaluate_keeps_two_pgd_results_of_one_eps(twins, tmp_path):
     assert main([*args, "-a", "pgd-l2:eps=0.5,steps=2", "-a", "pgd-l2:eps=0.5,steps=5", "-o", str(out)]) == 0
     metrics = json.loads(out.read_text())["metrics"]
     two, five = metrics["robust_acc[pgd-l2_0.5_steps2]"], metrics["robust_acc[pgd-l2_0.5_steps5]"]
-    ensemble = metrics["robust_acc[ensemble]"]  # the per-image worst case: within its analytic bounds
+    ensemble = metrics["robust_acc[ensemble l2 eps=0.5]"]  # the per-image worst case: within its analytic bounds
     assert two + five - 1 - 1e-6 <= ensemble <= min(two, five) + 1e-6
 
 

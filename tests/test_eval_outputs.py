@@ -58,7 +58,7 @@ def test_evaluate_writes_a_csv_row_per_metric_and_resumes_autoattack(twins, tmp_
     assert by["ligs"]["ci_low"] == "" and by["ligs"]["num_images"] == "24"
     aa_key = next(k for k in record["metrics"] if k.startswith("robust_acc[autoattack"))
     assert by[aa_key]["attack"] == record["attacks"][aa_key[len("robust_acc[") : -1]]
-    assert by["robust_acc[ensemble]"]["attack"] == "every attack"
+    assert by["robust_acc[ensemble l2 eps=0.5]"]["attack"] == "every attack of its threat"  # PGD and AutoAttack
     states = list((tmp_path / "autoattack-state").glob("autoattack-*.pt"))
     assert len(states) == 1  # one batch of 24 images, one model
     _no_attack_runs(monkeypatch)  # the rerun reads the finished state: no attack runs, the same numbers
@@ -74,7 +74,7 @@ def test_compare_runs_autoattack_on_the_first_n_images_and_resumes(twins, tmp_pa
     record = json.loads((out / "compare.json").read_text())
     n = {r["quantity"]: r["n"] for r in record["rows"]}
     assert n["clean accuracy"] == 30 and n["robust accuracy (PGD-L2 eps 0.5)"] == 30
-    assert n[f"robust accuracy, {ENSEMBLE}"] == 10 and record["ensemble_images"] == 10
+    assert n[f"robust accuracy, {ENSEMBLE}, L2 eps 0.5"] == 10 and record["ensemble_images"] == 10
     assert [v for q, v in n.items() if "autoattack" in q.lower() and "ensemble" not in q] == [10]
     assert "over the first 10 images, the ones every attack saw" in (out / "compare.md").read_text()
     assert len(list((out / "autoattack-state").glob("autoattack-*.pt"))) == 2  # one per model

@@ -12,6 +12,26 @@ PAPER_EVAL_ATTACKS = ["pgd-l2:eps=0.25,step=0.1,steps=10", "pgd-linf:eps=1/255,s
 MNIST_EVAL_ATTACKS = ["pgd-l2:eps=1.0,step=0.25,steps=10", "pgd-linf:eps=0.1,step=0.025,steps=10"]
 DIGITS_EVAL_ATTACKS = ["pgd-l2:eps=0.5,step=0.125,steps=10", "pgd-linf:eps=0.1,step=0.025,steps=10"]
 
+
+def autoattack(*, norm: str, eps: str, attacks: str | None = "apgd-ce+apgd-dlr") -> str:
+    """The AutoAttack spec at one threat model (``eps`` as written, e.g. ``1/255``): a custom version of
+    ``attacks`` with seed 0, or the standard version (APGD-CE, APGD-T, FAB-T, Square) when ``attacks`` is None."""
+    which = f"version=custom,attacks={attacks}," if attacks else ""
+    return f"autoattack:{which}norm={norm},eps={eps},seed=0"
+
+
+#: The final evaluations of the experiments: the preset's PGD attacks plus AutoAttack at the same threat
+#: models, so that every robustness verdict is judged on the per-threat worst case (:mod:`nrflab.measure.
+#: ensemble`). Paper scale: the standard version. CPU scale: APGD-CE + APGD-DLR (cheaper than APGD-T's nine
+#: target classes), at the claims' threat (the first PGD attack's) only; see each experiment for the images.
+PAPER_FINAL_ATTACKS = [
+    *PAPER_EVAL_ATTACKS,
+    autoattack(norm="l2", eps="0.25", attacks=None),
+    autoattack(norm="linf", eps="1/255", attacks=None),
+]
+MNIST_FINAL_ATTACKS = [*MNIST_EVAL_ATTACKS, autoattack(norm="l2", eps="1.0")]
+DIGITS_FINAL_ATTACKS = [*DIGITS_EVAL_ATTACKS, autoattack(norm="l2", eps="0.5")]
+
 PRESETS: dict[str, dict[str, Any]] = {
     "cifar": {
         "eval_attacks": PAPER_EVAL_ATTACKS,
@@ -74,6 +94,21 @@ DATASET_PRESET = {
     "digits": "digits",
     "planted": "planted",
 }
+
+
+FINAL_ATTACKS: dict[str, list[str]] = {
+    "cifar": PAPER_FINAL_ATTACKS,
+    "svhn": PAPER_FINAL_ATTACKS,
+    "mnist": MNIST_FINAL_ATTACKS,
+    "digits": DIGITS_FINAL_ATTACKS,
+    "planted": list(PRESETS["planted"]["eval_attacks"]),
+}
+"""Per preset: the attacks of an experiment's final evaluation (the per-epoch curves keep ``eval_attacks``)."""
+
+
+def final_attacks_for(dataset: str) -> list[str]:
+    """The final-evaluation attacks of ``dataset``'s preset (a fresh list)."""
+    return list(FINAL_ATTACKS[preset_for(dataset)])
 
 
 def preset_for(dataset: str, base_dataset: str | None = None) -> str:

@@ -15,17 +15,28 @@ from typing import Optional
 
 from pydantic import Field
 
+from nrflab.attacks import parse_attack
 from nrflab.core.columns import LIGS, attack_title
 from nrflab.core.fmt import num, pct, spread
 from nrflab.core.stats import Verdict
-from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
+from nrflab.data.defaults import MNIST_EVAL_ATTACKS, PAPER_EVAL_ATTACKS, PAPER_FINAL_ATTACKS, final_attacks_for
 from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, test_images
 from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.engine import Task, TrainTask
-from nrflab.experiments.evidence import Outcomes, compare, compare_scalars, measure, measure_task
+from nrflab.experiments.evidence import (
+    Outcomes,
+    claim_threat,
+    compare,
+    compare_scalars,
+    measure,
+    measure_task,
+    robust_under,
+    strongest_note,
+)
 from nrflab.experiments.frequency import CORE_CLAIM, LENS_TITLE, FrequencyLens, heat_map_tasks, section
 from nrflab.experiments.guard import Health, check, health, named
 from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
+from nrflab.measure.ensemble import group_by_threat
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, markdown_table, verdict_line
 from nrflab.report.plots import plot_runs
@@ -46,7 +57,14 @@ class CoreSettings(ExperimentSettings):
         default=None, ge=1, description="final models are evaluated on this many fixed test images (None: all)"
     )
     final_attacks: Optional[list[str]] = Field(
-        default=None, description="attacks of the final evaluation (None: the dataset preset's)"
+        default=None,
+        description="attacks of the final evaluation (None: the dataset preset's PGD attacks and AutoAttack); "
+        "claim 1's robustness is judged on the worst case over every attack at the first attack's threat model",
+    )
+    autoattack_size: Optional[int] = Field(
+        default=None,
+        ge=1,
+        description="AutoAttack runs on a fixed seeded subset of this many of the final images (None: all of them)",
     )
     ligs_sigma: float = Field(default=0.01, ge=0)
     ligs_fall_from: int = Field(
@@ -68,7 +86,9 @@ CPU = CoreSettings(
     seeds=[0, 1, 2, 3, 4],
     twins=Stage(epochs=8, eval_size=200),
     test_size=500,
+    autoattack_size=200,
 )
+#: The quick check of the pipeline leaves AutoAttack out (PGD only: its verdicts stand on PGD-10).
 QUICK = CoreSettings(
     dataset="mnist5k",
     arch="smallcnn",
@@ -77,6 +97,7 @@ QUICK = CoreSettings(
     twins=Stage(epochs=1, eval_size=64),
     test_size=200,
     frequency=FrequencyLens(images=20, stride=4),
+    final_attacks=list(MNIST_EVAL_ATTACKS),
 )
 PAPER_SCALE = CoreSettings(
     dataset="cifar10",
@@ -84,7 +105,7 @@ PAPER_SCALE = CoreSettings(
     width=1.0,
     seeds=[1337],
     twins=paper_stage(eval_attacks=list(PAPER_EVAL_ATTACKS), ligs=True, ligs_sigma=0.01),
-    final_attacks=list(PAPER_EVAL_ATTACKS),
+    final_attacks=list(PAPER_FINAL_ATTACKS),
 )
 
 
@@ -106,7 +127,8 @@ ROBUSTNESS = register_claim(
     family="claim 1: robustness",
     text="Claim 1, {with} lowers adversarial robustness ({attack})",
     paper="Claim 1: BN lowers adversarial robustness (PGD-L2 eps 0.25: ~10 % with BN vs ~40 % without)",
-    quantity="robust acc(no BN) - robust acc(BN) under the first final attack, per seed, same test images",
+    quantity="robust acc(no BN) - robust acc(BN) under the strongest evaluation (per image, robust only if every "
+    "final attack at the first attack's threat model failed: PGD and AutoAttack), per seed, same test images",
     unit="points",
     protocol=PAPER.title,
     models=("BN twin", "no-BN twin"),
@@ -166,6 +188,7 @@ def plan(s: CoreSettings, home: Path) -> list[Task]:
                 attacks=final_attacks(s),
                 ligs_sigma=s.ligs_sigma,
                 device=s.device,
+                autoattack_size=s.autoattack_size,
             )
             for t in runs
         ),
@@ -174,9 +197,7 @@ def plan(s: CoreSettings, home: Path) -> list[Task]:
 
 
 def final_attacks(s: CoreSettings) -> list[str]:
-    return (
-        list(s.final_attacks) if s.final_attacks is not None else list(PRESETS[preset_for(s.dataset)]["eval_attacks"])
-    )
+    return list(s.final_attacks) if s.final_attacks is not None else final_attacks_for(s.dataset)
 
 
 def ligs_fall(run_dir: str | Path, *, start: int) -> float:
@@ -196,15 +217,17 @@ def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
     x, y = test_images(bundle, s.test_size)
     attacks = final_attacks(s)
     outcomes = {
-        k: measure(t.key, x, y, attacks=attacks, ligs_sigma=s.ligs_sigma, device=s.device) for k, t in tasks.items()
+        k: measure(
+            t.key, x, y, attacks=attacks, ligs_sigma=s.ligs_sigma, device=s.device, autoattack_size=s.autoattack_size
+        )
+        for k, t in tasks.items()
     }
     with_norm, baseline = s.norms
     groups = {norm: [outcomes[(norm, sd)] for sd in s.seeds] for norm in s.norms}
     runs = {norm: [tasks[(norm, sd)].key for sd in s.seeds] for norm in s.norms}
-    rob_labels = list(next(iter(outcomes.values())).robust)
     hb, hn = (twin_health(norm, runs[norm], groups[norm], num_classes=bundle.num_classes) for norm in s.norms)
     falls = {norm: [ligs_fall(r, start=s.ligs_fall_from) for r in runs[norm]] for norm in s.norms}
-    verdicts = claims(s, groups, falls, hb, hn, rob_labels)
+    verdicts = claims(s, groups, falls, hb, hn, attacks)
     plots = plot_runs(
         [r for norm in s.norms for r in runs[norm]],
         ctx.home / "figure3_curves",
@@ -215,9 +238,10 @@ def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
         f"and seed for both twins (recipe: `config.json` in each run directory; attacks of the per-epoch curves: "
         f"the recipe's). Table and verdicts: the final models on the same {y.shape[0]} fixed test images, attacks "
         f"{', '.join(f'`{a}`' for a in attacks)}, LIGS with sigma {s.ligs_sigma}; mean (min to max) over seeds. "
-        f"Claim 4's fall: per-epoch LIGS at epoch {s.ligs_fall_from} minus the final epoch's, per seed.",
+        f"Claim 4's fall: per-epoch LIGS at epoch {s.ligs_fall_from} minus the final epoch's, per seed. "
+        + strongest_note(attacks, autoattack_size=s.autoattack_size, n=int(y.shape[0])),
         "",
-        _table(s, groups, rob_labels),
+        _table(s, groups, attacks),
         "",
         "**Paper claims**",
         "",
@@ -229,11 +253,15 @@ def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
     ]
 
 
-def _table(s: CoreSettings, groups: dict[str, list[Outcomes]], rob_labels: Sequence[str]) -> str:
-    """The framework table: usefulness, robust usefulness per attack and LIGS per twin, over seeds."""
+def _table(s: CoreSettings, groups: dict[str, list[Outcomes]], attacks: Sequence[str]) -> str:
+    """The framework table: usefulness, robust usefulness per attack and per threat's ensemble, and LIGS per
+    twin, over seeds."""
+    rob_labels = [parse_attack(a).label for a in attacks]
+    threats = [t for t, members in group_by_threat(attacks).items() if len(members) > 1]
     header = (
         ["model", "seeds", "usefulness (clean acc)"]
         + [f"robust usefulness ({attack_title(lab)})" for lab in rob_labels]
+        + [f"robust usefulness ({t.title})" for t in threats]
         + ["robustness (LIGS)"]
     )
     rows = []
@@ -241,7 +269,8 @@ def _table(s: CoreSettings, groups: dict[str, list[Outcomes]], rob_labels: Seque
         o = groups[norm]
         rows.append(
             [f"{s.arch}/{norm}", len(o), spread([v.accuracy() for v in o], pct)]
-            + [spread([float(v.robust_correct(lab).mean()) for v in o], pct) for lab in rob_labels]
+            + [spread([tensor_mean(v.robust_correct(lab)) for v in o], pct) for lab in rob_labels]
+            + [spread([tensor_mean(robust_under(v, attacks, t)) for v in o], pct) for t in threats]
             + [spread([tensor_mean(v.ligs) for v in o], num)]
         )
     return markdown_table(header, rows)
@@ -263,7 +292,7 @@ def claims(
     falls: dict[str, list[float]],
     hb: list[Health],
     hn: list[Health],
-    rob_labels: Sequence[str],
+    attacks: Sequence[str],
 ) -> list[Verdict]:
     """Claims 1-4 from the twins' per-seed outcomes, paired by seed (positive differences support the claim).
 
@@ -272,6 +301,7 @@ def claims(
     """
     with_norm, baseline = s.norms
     b, n = groups[with_norm], groups[baseline]
+    threat = claim_threat(attacks)
     names = {"with": norm_title(with_norm), "without": norm_title(baseline)}
     name_b, name_n = names["with"], names["without"]
     learned = check(learners=[*hb, *hn])
@@ -279,11 +309,12 @@ def claims(
     c = compare([o.correct() for o in b], [o.correct() for o in n], seeds=s.seeds)
     text = f"Clean accuracy {pct(c.a)} with {name_b} vs {pct(c.b)} with {name_n}."
     out = [judge_claim(CLEAN, c, text, guard=learned, seeds=s.seeds, **names)]
-    if rob_labels:
-        lab = rob_labels[0]
-        c = compare([o.robust_correct(lab) for o in n], [o.robust_correct(lab) for o in b], seeds=s.seeds)
+    if threat is not None:
+        c = compare(
+            [robust_under(o, attacks, threat) for o in n], [robust_under(o, attacks, threat) for o in b], seeds=s.seeds
+        )
         text = f"Robust accuracy {pct(c.b)} with {name_b} vs {pct(c.a)} with {name_n}."
-        out.append(judge_claim(ROBUSTNESS, c, text, guard=comparable, seeds=s.seeds, attack=attack_title(lab), **names))
+        out.append(judge_claim(ROBUSTNESS, c, text, guard=comparable, seeds=s.seeds, attack=threat.title, **names))
     c = compare([o.ligs_values() for o in n], [o.ligs_values() for o in b], seeds=s.seeds)
     text = f"LIGS {num(c.b)} with {name_b} vs {num(c.a)} with {name_n}."
     out.append(judge_claim(LIGS_CLAIM, c, text, guard=comparable, seeds=s.seeds, **names))

@@ -23,7 +23,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from nrflab.attacks import Attack, AttackSpec, parse_attack
+from nrflab.core.seeds import seeded_subset
 from nrflab.core.stats import finite_mean, paired_test
+from nrflab.measure.ensemble import Threat, ensemble_robust, group_by_threat
 from nrflab.measure.framework import image_outcomes
 from nrflab.measure.health import top_class
 from nrflab.measure.predict import PAPER, Protocol, predict
@@ -89,6 +92,7 @@ def cache_path(
     corruptions: Sequence[str],
     severities: Sequence[int],
     seed: int,
+    autoattack_size: int | None = None,
 ) -> Path:
     """Where :func:`measure` keeps these outcomes of the run's current final model."""
     from nrflab.features import sha256_file
@@ -105,6 +109,8 @@ def cache_path(
         "severities": list(severities),
         "format": 1,
     }
+    if autoattack_size is not None and any(parse_attack(a).kind == "autoattack" for a in attacks):
+        key["autoattack_size"] = autoattack_size  # only then: the caches of runs without it keep their names
     run = RunDir(run_dir)
     digest = _digest(key, sha256_file(run.model_path), x, y)
     return run.path / f"outcomes_{protocol.name}_{digest}.safetensors"
@@ -122,13 +128,16 @@ def measure(
     severities: Sequence[int] = (),
     seed: int = 0,
     device: str = "auto",
+    autoattack_size: int | None = None,
 ) -> Outcomes:
     """Per-image outcomes of the run's final model on ``(x, y)``; cached in the run directory.
 
     Attacks and LIGS are measured only under the paper protocol (the model in eval mode); corruption
-    outcomes are the per-image accuracy averaged over every (corruption, severity) pair.
+    outcomes are the per-image accuracy averaged over every (corruption, severity) pair. AutoAttack keeps
+    its resumable state in the run directory; with ``autoattack_size`` it runs on a fixed seeded subset of
+    that many of the images (:data:`AUTOATTACK_SUBSET_SEED`), its result NaN on the others (see
+    :mod:`nrflab.measure.ensemble`).
     """
-    from nrflab.attacks import parse_attack
     from nrflab.core.io import atomic_save_tensors
     from nrflab.core.validation import resolve_device
     from nrflab.models.checkpoint import load_model
@@ -145,6 +154,7 @@ def measure(
         corruptions=corruptions,
         severities=severities,
         seed=seed,
+        autoattack_size=autoattack_size,
     )
     if protocol.name != PAPER.name:
         attacks, ligs_sigma, corruptions = (), None, ()
@@ -154,11 +164,18 @@ def measure(
             return loaded
     dev = resolve_device(device)
     model = load_model(run.path, dev).eval()
-    built = [(spec.label, spec.build(model, seed=seed)) for spec in map(parse_attack, attacks)]
+    specs = [parse_attack(a) for a in attacks]
+    subset = seeded_subset(int(y.shape[0]), autoattack_size, seed=AUTOATTACK_SUBSET_SEED)
+    on_subset = [sp for sp in specs if sp.kind == "autoattack" and subset is not None]
+    built = [
+        (sp.label, build_resumable(sp, model, seed=seed, state_dir=run.path)) for sp in specs if sp not in on_subset
+    ]
     seen = image_outcomes(model, x.cpu(), y.cpu(), attacks=built, ligs_sigma=ligs_sigma, seed=seed, protocol=protocol)
     tensors: dict[str, torch.Tensor] = {"labels": y.cpu().long(), "predictions": seen.predictions}
     for label, correct in seen.robust.items():
         tensors[f"robust::{label}"] = correct.to(torch.uint8)
+    if on_subset and subset is not None:
+        tensors.update(_subset_outcomes(model, x, y, on_subset, subset, seed=seed, state_dir=run.path))
     if seen.ligs is not None:
         tensors["ligs"] = seen.ligs.gradient_similarity.float()
     table: dict[str, float] = {}
@@ -166,6 +183,71 @@ def measure(
         tensors["corruption"], table = _corruption_outcomes(model, x, y, corruptions, severities, seed=seed)
     atomic_save_tensors(cache, tensors, {"protocol": protocol.name, "corruption_table": json.dumps(table)})
     return _from_tensors(tensors, protocol.name, table)
+
+
+#: The seed of the fixed subset of the final images that AutoAttack runs on where it runs on a subset.
+AUTOATTACK_SUBSET_SEED = 1
+
+
+def _subset_outcomes(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    specs: Sequence[AttackSpec],
+    subset: torch.Tensor,
+    *,
+    seed: int,
+    state_dir: Path,
+) -> dict[str, torch.Tensor]:
+    """Robust correctness under ``specs`` on the images ``subset`` (1.0 / 0.0), NaN on every other image."""
+    built = [(sp.label, build_resumable(sp, model, seed=seed, state_dir=state_dir)) for sp in specs]
+    seen = image_outcomes(model, x[subset].cpu(), y[subset].cpu(), attacks=built, seed=seed)
+    out = {}
+    for label, correct in seen.robust.items():
+        full = torch.full((int(y.shape[0]),), float("nan"))
+        full[subset] = correct.cpu().float()
+        out[f"robust::{label}"] = full
+    return out
+
+
+def build_resumable(spec: AttackSpec, model: torch.nn.Module, *, seed: int, state_dir: Path) -> Attack:
+    """The attack of ``spec``; AutoAttack keeps its resumable state in ``state_dir`` (the run directory), so
+    an interrupted final evaluation resumes after its last finished attack instead of starting over."""
+    extra = {"state_dir": state_dir} if spec.kind == "autoattack" else {}
+    return spec.build(model, seed=seed, **extra)
+
+
+def robust_under(o: Outcomes, attacks: Sequence[str], threat: Threat) -> torch.Tensor:
+    """Per image (1.0 / 0.0): robust under every attack of ``attacks`` at ``threat`` (the ensemble, the
+    strongest evaluation of that threat model the outcomes hold)."""
+    return ensemble_robust(attacks, o.robust)[threat].float()
+
+
+def claim_threat(attacks: Sequence[str]) -> Threat | None:
+    """The threat model a robustness claim is judged at: the first perturbing final attack's."""
+    return next(iter(group_by_threat(attacks)), None)
+
+
+def strongest_note(attacks: Sequence[str], *, autoattack_size: int | None, n: int) -> str:
+    """The sentence of a report that says what its ensemble columns and robustness verdicts stand on."""
+    threat = claim_threat(attacks)
+    if threat is None:
+        return ""
+    text = (
+        f"Robustness verdicts are judged on the strongest evaluation at {threat.ball} (the first final attack's "
+        "threat model): per image, robust only if every final attack of that threat failed (the ensemble column); "
+        "attacks of another threat model are never pooled with it."
+    )
+    if (
+        autoattack_size is not None
+        and autoattack_size < n
+        and any(parse_attack(a).kind == "autoattack" for a in attacks)
+    ):
+        text += (
+            f" AutoAttack ran on a fixed seeded subset of {autoattack_size} of the {n} images (cost), so its "
+            "column and the ensemble are means over that subset; every other column is over all of them."
+        )
+    return text
 
 
 def _corruption_outcomes(
@@ -198,7 +280,11 @@ def _corruption_outcomes(
 
 
 def _from_tensors(t: Mapping[str, torch.Tensor], protocol: str, table: Mapping[str, float]) -> Outcomes:
-    robust = {k.split("::", 1)[1]: v.bool() for k, v in t.items() if k.startswith("robust::")}
+    robust = {  # a subset's attack keeps its NaN (not attacked); the others are bool
+        k.split("::", 1)[1]: v.float() if v.is_floating_point() else v.bool()
+        for k, v in t.items()
+        if k.startswith("robust::")
+    }
     return Outcomes(
         protocol, t["labels"].long(), t["predictions"].long(), robust, t.get("ligs"), t.get("corruption"), dict(table)
     )
@@ -230,6 +316,7 @@ def measure_run(
     seed: int = 0,
     device: str = "auto",
     progress: bool = False,
+    autoattack_size: int | None = None,
 ) -> str:
     """:func:`measure` on the fixed test images of ``dataset`` (what an engine task calls, so the
     evaluations of independent runs go in parallel; the analysis then reads the cache)."""
@@ -249,6 +336,7 @@ def measure_run(
         severities=severities,
         seed=seed,
         device=device,
+        autoattack_size=autoattack_size,
     )
     return run_dir
 
@@ -266,6 +354,7 @@ def measured(
     severities: Sequence[int] = (),
     seed: int = 0,
     device: str = "auto",
+    autoattack_size: int | None = None,
 ) -> bool:
     """Whether :func:`measure_run` with these arguments would only read its cache."""
     from nrflab.data import load_dataset
@@ -286,6 +375,7 @@ def measured(
         corruptions=corruptions,
         severities=severities,
         seed=seed,
+        autoattack_size=autoattack_size,
     ).is_file()
 
 
@@ -369,5 +459,8 @@ def compare_scalars(a: Sequence[float], b: Sequence[float], *, seeds: Sequence[i
 
 __all__ = [
     "Outcomes",
+    "claim_threat",
     "compare",
+    "robust_under",
+    "strongest_note",
 ]

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nrflab.core.columns import attack_title
 from nrflab.core.stats import Verdict
 from nrflab.experiments.analysis import norm_title
 from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.engine import Task
-from nrflab.experiments.evidence import compare
+from nrflab.experiments.evidence import claim_threat, compare, robust_under
 from nrflab.experiments.frequency import FAMILY_CLAIM, FAMILY_TITLE, heat_map_tasks, section
 from nrflab.experiments.guard import check
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
@@ -30,7 +29,8 @@ VULNERABILITY = register_claim(
     family="claim 7: other normalizations",
     text="{with} raises adversarial vulnerability relative to no normalization ({attack})",
     paper="Claim 7 (earlier version): GroupNorm, LayerNorm and InstanceNorm also raise adversarial vulnerability",
-    quantity="robust acc(none) - robust acc(the normalization) under the first final attack, per seed, same test images",
+    quantity="robust acc(none) - robust acc(the normalization) under the strongest evaluation (per image, robust only "
+    "if every final attack at the first attack's threat model failed: PGD and AutoAttack), per seed, same test images",
     unit="points",
     protocol=PAPER.title,
     models=("standard model with the normalization", "standard model without normalization"),
@@ -76,19 +76,24 @@ def plan_family(s: NormsSettings, home: Path) -> list[Task]:
 
 def claims(s: NormsSettings, zoo: ZooView) -> list[Verdict]:
     """One verdict per normalization (bn-eval excepted: a control) against ``none``, paired by seed."""
-    if "none" not in s.norms:
+    attacks = zoo.final_attacks()
+    threat = claim_threat(attacks)
+    if "none" not in s.norms or threat is None:
         return []
-    lab = zoo.robust_labels()[0]
     base = zoo.outcomes("std", "none")
     hn = zoo.health("std", "none", "none")
     out = []
     for n in [m for m in s.norms if m not in ("none", "bn-eval")]:
         o = zoo.outcomes("std", n)
         h = zoo.health("std", n, n)
-        c = compare([v.robust_correct(lab) for v in base], [v.robust_correct(lab) for v in o], seeds=s.seeds)
+        c = compare(
+            [robust_under(v, attacks, threat) for v in base],
+            [robust_under(v, attacks, threat) for v in o],
+            seeds=s.seeds,
+        )
         guard = check(learners=[*h, *hn], comparable=[(h, hn)])
         text = f"Robust accuracy {n} {100 * c.b:.1f} %, none {100 * c.a:.1f} %."
-        names = {"with": norm_title(n), "attack": attack_title(lab)}
+        names = {"with": norm_title(n), "attack": threat.title}
         out.append(judge_claim(VULNERABILITY, c, text, guard=guard, seeds=s.seeds, **names))
     return out
 

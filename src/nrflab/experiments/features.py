@@ -22,13 +22,16 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nrflab.attacks import parse_attack
+from nrflab.core.columns import attack_title
+from nrflab.core.fmt import eps as fmt_eps
 from nrflab.core.fmt import num, pct, spread
 from nrflab.core.stats import Verdict
 from nrflab.data.built import read_card
-from nrflab.data.defaults import PAPER_EVAL_ATTACKS
+from nrflab.data.defaults import PAPER_EVAL_ATTACKS, autoattack
 from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, test_images
 from nrflab.experiments.engine import BuildTask, Task, TrainTask
-from nrflab.experiments.evidence import Outcomes, measure, measure_task
+from nrflab.experiments.evidence import Outcomes, claim_threat, measure, measure_task, robust_under
 from nrflab.experiments.features_claims import (
     Arm,
     Names,
@@ -94,6 +97,16 @@ class FeaturesSettings(ExperimentSettings):
     )
     test_size: Optional[int] = Field(default=None, ge=1, description="fixed clean test images of the final evaluation")
     protocols: list[Literal["paper", "batch-stats"]] = Field(default_factory=_both_protocols, min_length=1)
+    final_autoattack: Optional[str] = Field(
+        default="apgd-ce+apgd-dlr",
+        description="AutoAttack added to the final evaluation at the threat model of the robust column's attack: "
+        "its attacks (a custom version, e.g. apgd-ce+apgd-t), 'standard', or None (PGD only)",
+    )
+    autoattack_size: Optional[int] = Field(
+        default=None,
+        ge=1,
+        description="AutoAttack runs on a fixed seeded subset of this many of the final images (None: all of them)",
+    )
     ligs_sigma: float = Field(default=0.01, ge=0)
     turn_epoch: int = Field(
         default=2,
@@ -128,6 +141,7 @@ CPU = FeaturesSettings(
     # class on clean images and the guard voids the claims; weight_decay=5e-3 for that set avoids it.
     per_set={"d_r": Stage(lr=0.05), "d_rand": Stage(lr=0.01), "d_det": Stage(lr=0.1), "conflicting": Stage(lr=0.1)},
     test_size=500,
+    autoattack_size=200,
     turn_epoch=2,
 )
 QUICK = FeaturesSettings(
@@ -142,6 +156,7 @@ QUICK = FeaturesSettings(
     build=BuildGroup(limit=96, nrf_steps=4, nrf_step_size=0.5, inv_steps=4, inv_step_size=0.5),
     twins=Stage(epochs=1, eval_size=48, eval_attacks=["pgd-l2:eps=1.0,step=0.5,steps=2"]),
     test_size=200,
+    final_autoattack=None,  # the quick check leaves AutoAttack out (PGD only)
     turn_epoch=1,
 )
 PAPER_SCALE = FeaturesSettings(
@@ -178,6 +193,7 @@ PAPER_SCALE = FeaturesSettings(
         "d_det": Stage(lr=0.1, augment=False),
         "conflicting": Stage(lr=0.1),
     },
+    final_autoattack="standard",
     turn_epoch=10,
 )
 
@@ -278,9 +294,15 @@ def _twin_tasks(s: FeaturesSettings, home: Path) -> dict[tuple[str, str, int], T
     return out
 
 
-def final_attack(task: TrainTask) -> list[str]:
-    """The attack of a twin's final evaluation: the first of its recipe's per-epoch attacks."""
-    return [str(a) for a in list(task.config.get("eval_attacks") or [])[:1]]
+def final_attack(s: FeaturesSettings, task: TrainTask) -> list[str]:
+    """The attacks of a twin's final evaluation: the first of its recipe's per-epoch attacks and, at its
+    threat model, AutoAttack (``final_autoattack``); the robust column is their per-image worst case."""
+    first = [str(a) for a in list(task.config.get("eval_attacks") or [])[:1]]
+    threat = claim_threat(first)
+    if threat is None or s.final_autoattack is None:
+        return first
+    which = None if s.final_autoattack == "standard" else s.final_autoattack
+    return [*first, autoattack(norm=threat.norm, eps=fmt_eps(threat.eps), attacks=which)]
 
 
 def plan(s: FeaturesSettings, home: Path) -> list[Task]:
@@ -290,7 +312,7 @@ def plan(s: FeaturesSettings, home: Path) -> list[Task]:
     twins = _twin_tasks(s, home)
     measures = []
     for (_, _, seed), t in twins.items():
-        attacks = final_attack(t)
+        attacks = final_attack(s, t)
         for name in s.protocols:
             measures.append(
                 measure_task(
@@ -303,6 +325,7 @@ def plan(s: FeaturesSettings, home: Path) -> list[Task]:
                     ligs_sigma=s.ligs_sigma,
                     seed=seed,
                     device=s.device,
+                    autoattack_size=s.autoattack_size,
                 )
             )
     return [*(t for t in sources.values() if t.key in needed), *builds.values(), *twins.values(), *measures]
@@ -331,7 +354,7 @@ class _Twins:
         for sd in self.s.seeds:
             key = (protocol.name, kind, norm, sd)
             if key not in self._cache:
-                attacks = final_attack(self.tasks[(kind, norm, sd)])
+                attacks = final_attack(self.s, self.tasks[(kind, norm, sd)])
                 self._cache[key] = measure(
                     self.run(kind, norm, sd),
                     self.x,
@@ -341,6 +364,7 @@ class _Twins:
                     ligs_sigma=self.s.ligs_sigma,
                     seed=sd,
                     device=self.s.device,
+                    autoattack_size=self.s.autoattack_size,
                 )
             out.append(self._cache[key])
         return out
@@ -356,6 +380,26 @@ class _Twins:
         )
 
 
+def robust_titles(attacks: list[str]) -> list[str]:
+    """The robust columns: the recipe's attack, then (with AutoAttack) the worst case of both at its threat."""
+    if not attacks:
+        return ["robust acc (no attack)"]
+    threat = claim_threat(attacks)
+    ensemble = [f"robust acc ({threat.title})"] if threat is not None and len(attacks) > 1 else []
+    return [f"robust acc ({attack_title(parse_attack(attacks[0]).label)})", *ensemble]
+
+
+def robust_cells(o: list[Outcomes], attacks: list[str]) -> list[str]:
+    """Per seed over ``o``: robust accuracy under the recipe's attack and the ensemble (see :func:`robust_titles`)."""
+    if not attacks:
+        return ["n/a"]
+    threat = claim_threat(attacks)
+    cells = [spread([tensor_mean(v.robust_correct(parse_attack(attacks[0]).label)) for v in o], pct)]
+    if threat is not None and len(attacks) > 1:
+        cells.append(spread([tensor_mean(robust_under(v, attacks, threat)) for v in o], pct))
+    return cells
+
+
 def analyze(s: FeaturesSettings, ctx: AnalysisContext) -> list[Section]:
     home = ctx.home
     twins = _Twins(s, home)
@@ -364,13 +408,12 @@ def analyze(s: FeaturesSettings, ctx: AnalysisContext) -> list[Section]:
     for kind in s.sets:
         for norm in s.norms:
             o = twins.outcomes(kind, norm, PAPER)
-            rob = next(iter(o[0].robust), None)
             rows.append(
                 [
                     SET_TITLES[kind],
                     norm_title(norm),
                     spread([v.accuracy() for v in o], pct),
-                    spread([float(v.robust_correct(rob).mean()) for v in o], pct) if rob else "n/a",
+                    *robust_cells(o, final_attack(s, twins.tasks[(kind, norm, s.seeds[0])])),
                     spread([tensor_mean(v.ligs) for v in o], num),
                     spread([v.accuracy(1, twins.C) for v in o], pct) if kind == "conflicting" else "",
                 ]
@@ -388,10 +431,8 @@ def analyze(s: FeaturesSettings, ctx: AnalysisContext) -> list[Section]:
             )
             if p.suffix == ".png"
         ]
-    rob_label = next((a for a in (twin_stage(s, s.sets[0]).eval_attacks or [])), "the recipe's first attack")
-    table = markdown_table(
-        ["set", "model", "clean acc (= acc vs y)", f"robust acc ({rob_label})", "LIGS", "acc vs y+1"], rows
-    )
+    rob_titles = robust_titles(final_attack(s, twins.tasks[(s.sets[0], with_norm, s.seeds[0])]))
+    table = markdown_table(["set", "model", "clean acc (= acc vs y)", *rob_titles, "LIGS", "acc vs y+1"], rows)
     cards = {k: read_card(home / "sets" / k) for k in _needed_sets(s)}
     sanity = markdown_table(
         ["set", "images", "source acc vs stored labels", "attack success / rep. distance after/before"],
@@ -424,7 +465,14 @@ def analyze(s: FeaturesSettings, ctx: AnalysisContext) -> list[Section]:
             f"{', '.join(map(str, s.seeds))}, recipe in each run's config.json (per-set changes: "
             f"{', '.join(f'{k}: {v.fields()}' for k, v in s.per_set.items()) or 'none'}). Table and verdicts: the "
             f"final twins on the same {twins.x.shape[0]} fixed clean test images of `{s.dataset}`, "
-            f"{PAPER.title}; mean (min to max) over seeds.",
+            f"{PAPER.title}; mean (min to max) over seeds. Robust columns: "
+            + ", ".join(f"`{a}`" for a in final_attack(s, twins.tasks[(s.sets[0], with_norm, s.seeds[0])]))
+            + " (the ensemble: per image, robust only if both failed"
+            + (
+                f"; AutoAttack and the ensemble on a fixed seeded subset of {s.autoattack_size} of the images)."
+                if s.autoattack_size is not None and s.autoattack_size < twins.x.shape[0]
+                else ")."
+            ),
             table,
             "Built sets (sanity, on the stored images):",
             sanity,

@@ -14,17 +14,19 @@ from typing import Optional, Protocol
 
 from pydantic import Field
 
+from nrflab.attacks import parse_attack
 from nrflab.core.columns import attack_title
 from nrflab.core.fmt import markdown_table, num, pct, spread
 from nrflab.data import DatasetBundle
-from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
+from nrflab.data.defaults import MNIST_EVAL_ATTACKS, PAPER_EVAL_ATTACKS, PAPER_FINAL_ATTACKS, final_attacks_for
 from nrflab.experiments.analysis import load_bundle, tensor_mean, test_images
 from nrflab.experiments.engine import Task, TrainTask
-from nrflab.experiments.evidence import Outcomes, measure, measure_task
+from nrflab.experiments.evidence import Outcomes, measure, measure_task, robust_under, strongest_note
 from nrflab.experiments.frequency import FrequencyLens
 from nrflab.experiments.guard import Health, health, named
 from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
 from nrflab.measure.corruptions import FIRST_EIGHT, SEVERITIES
+from nrflab.measure.ensemble import group_by_threat
 
 HOME = "norms"
 CURVE_ATTACK_CPU = "pgd-l2:eps=1.0,step=0.4,steps=5"
@@ -50,7 +52,14 @@ class NormsSettings(ExperimentSettings):
     standard: Stage = Field(default_factory=Stage, description="the standard training recipe")
     adversarial: Stage = Field(default_factory=Stage, description="the adversarial training recipe")
     final_attacks: Optional[list[str]] = Field(
-        default=None, min_length=1, description="attacks of the final evaluation (None: the dataset preset's)"
+        default=None,
+        min_length=1,
+        description="attacks of the final evaluation (None: the dataset preset's PGD attacks and AutoAttack)",
+    )
+    autoattack_size: Optional[int] = Field(
+        default=None,
+        ge=1,
+        description="AutoAttack runs on a fixed seeded subset of this many of the final images (None: all of them)",
     )
     ligs_sigma: float = Field(default=0.01, ge=0)
     corruptions: list[str] = Field(default_factory=lambda: list(FIRST_EIGHT))
@@ -70,6 +79,7 @@ CPU = NormsSettings(
     seeds=[0, 1, 2, 3, 4],
     train_size=3000,
     test_size=200,
+    autoattack_size=200,
     norms=["bn", "gn", "ln", "in", "none"],
     standard=Stage(epochs=8, eval_size=100, eval_attacks=[CURVE_ATTACK_CPU]),
     adversarial=Stage(
@@ -89,6 +99,7 @@ QUICK = NormsSettings(
     seeds=[0],
     train_size=1000,
     test_size=100,
+    final_attacks=list(MNIST_EVAL_ATTACKS),  # the quick check leaves AutoAttack out (PGD only)
     norms=["bn", "none"],
     standard=Stage(epochs=2, eval_size=32, eval_attacks=[CURVE_ATTACK_CPU]),
     adversarial=Stage(
@@ -120,7 +131,7 @@ PAPER_SCALE = NormsSettings(
         adv_step_size=0.1,
         attack_mode="train",
     ),
-    final_attacks=list(PAPER_EVAL_ATTACKS),
+    final_attacks=list(PAPER_FINAL_ATTACKS),
 )
 
 EPOCH_KEYS = ("standard.epochs", "adversarial.epochs")
@@ -160,6 +171,7 @@ def plan(s: NormsSettings, home: Path) -> list[Task]:
                 ligs_sigma=s.ligs_sigma,
                 seed=seed,
                 device=s.device,
+                autoattack_size=s.autoattack_size,
             )
             for (_, _, seed), t in runs.items()
         ),
@@ -188,9 +200,7 @@ def plan_with_corruptions(s: NormsSettings, home: Path) -> list[Task]:
 
 
 def final_attacks(s: NormsSettings) -> list[str]:
-    return (
-        list(s.final_attacks) if s.final_attacks is not None else list(PRESETS[preset_for(s.dataset)]["eval_attacks"])
-    )
+    return list(s.final_attacks) if s.final_attacks is not None else final_attacks_for(s.dataset)
 
 
 #: The view every zoo claim's guard checks each model on.
@@ -206,7 +216,7 @@ class ZooView(Protocol):
 
     def health(self, kind: str, norm: str, name: str) -> list[Health]: ...
 
-    def robust_labels(self) -> list[str]: ...
+    def final_attacks(self) -> list[str]: ...
 
 
 class Zoo:
@@ -241,6 +251,7 @@ class Zoo:
                     ligs_sigma=self.s.ligs_sigma,
                     seed=sd,
                     device=self.s.device,
+                    autoattack_size=self.s.autoattack_size,
                 )
         return [self._outcomes[(kind, norm, sd)] for sd in self.s.seeds]
 
@@ -270,20 +281,29 @@ class Zoo:
             ],
         )
 
-    def robust_labels(self) -> list[str]:
-        first = next(iter(self.tasks))
-        return list(self.outcomes(first[0], first[1])[0].robust)
+    def final_attacks(self) -> list[str]:
+        """The attacks of the final evaluation (robustness claims: their ensemble at the claim's threat)."""
+        return final_attacks(self.s)
 
     def table(self, groups: dict[str, tuple[str, str]]) -> str:
-        """Clean accuracy, robust accuracy per attack and LIGS per group (name -> (kind, norm))."""
-        labels = self.robust_labels()
-        header = ["model", "clean acc"] + [f"robust acc {attack_title(lab)}" for lab in labels] + ["LIGS"]
+        """Clean accuracy, robust accuracy per attack and per threat's ensemble, and LIGS per group
+        (name -> (kind, norm))."""
+        attacks = self.final_attacks()
+        labels = [parse_attack(a).label for a in attacks]
+        threats = [t for t, members in group_by_threat(attacks).items() if len(members) > 1]
+        header = (
+            ["model", "clean acc"]
+            + [f"robust acc {attack_title(lab)}" for lab in labels]
+            + [f"robust acc {t.title}" for t in threats]
+            + ["LIGS"]
+        )
         rows = []
         for name, (kind, norm) in groups.items():
             o = self.outcomes(kind, norm)
             rows.append(
                 [name, spread([v.accuracy() for v in o], pct)]
-                + [spread([float(v.robust_correct(lab).mean()) for v in o], pct) for lab in labels]
+                + [spread([tensor_mean(v.robust_correct(lab)) for v in o], pct) for lab in labels]
+                + [spread([tensor_mean(robust_under(v, attacks, t)) for v in o], pct) for t in threats]
                 + [spread([tensor_mean(v.ligs) for v in o], num)]
             )
         return markdown_table(header, rows)
@@ -295,7 +315,8 @@ class Zoo:
             f"Settings: {s.dataset} ({train} training images), {s.arch} width {s.width}, seeds "
             f"{', '.join(map(str, s.seeds))}. Tables and verdicts: the final models on the same {self.n} fixed "
             f"test images, attacks {', '.join(f'`{a}`' for a in final_attacks(s))}, LIGS sigma {s.ligs_sigma}; "
-            "mean (min to max) over seeds. Curves: each run's per-epoch evaluation (recipe in its config.json)."
+            "mean (min to max) over seeds. Curves: each run's per-epoch evaluation (recipe in its config.json). "
+            + strongest_note(final_attacks(s), autoattack_size=s.autoattack_size, n=self.n)
         )
 
 

@@ -2,7 +2,8 @@
 
 Each side is one model or several (e.g. the seeds of one recipe, paired with the other side's by position).
 Every model is measured on the same fixed test images: clean accuracy, robust accuracy under each attack and
-under all of them at once (the *ensemble*: an image counts as robust only if every attack failed on it), LIGS,
+under all of one threat model's at once (the *ensemble* of a norm and eps: an image counts as robust only if
+every attack of that threat failed on it; attacks of different threats are never pooled), LIGS,
 and accuracy per class. Each quantity gets the difference A - B with a paired 95 % interval and p-value, the
 same statistics as the experiments' verdicts (:mod:`nrflab.core.stats`):
 
@@ -33,11 +34,13 @@ from nrflab.core.errors import NrflabError
 from nrflab.core.fmt import markdown_table, p_value
 from nrflab.core.records import record, to_json
 from nrflab.core.stats import MIN_SEEDS, finite_mean, one_sample_test, paired_test
+from nrflab.measure.ensemble import ensemble_robust
 from nrflab.measure.evaluation import MeasureSettings, Subject, build_attack, load_reference, open_subject
 from nrflab.measure.framework import image_outcomes
 from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits
 
-ENSEMBLE = "ensemble (every attack)"
+ENSEMBLE = "ensemble"
+"""How the per-threat ensemble rows begin (``robust accuracy, ensemble, L2 eps 0.5``)."""
 
 
 class CompareSettings(MeasureSettings):
@@ -113,7 +116,8 @@ class Comparison:
                 "",
                 f"Intervals: paired 95 % t-intervals {over}. Attacks: "
                 + "; ".join(f"{k} = {v}" for k, v in self.attacks.items())
-                + f". {ENSEMBLE}: an image is robust only if every attack failed on it"
+                + f". {ENSEMBLE} of a threat (norm, eps): an image is robust only if every attack of that threat"
+                " failed on it"
                 + (
                     f" (over the first {self.ensemble_images} images, the ones every attack saw)."
                     if self.ensemble_images < self.num_images
@@ -198,8 +202,8 @@ def measure_model(
     values = {"clean accuracy": seen.clean_correct.float().cpu()}
     for label, correct in robust.items():
         values[f"robust accuracy ({attack_title(label)})"] = correct.float().cpu()
-    if len(seen_all) > 1:
-        values[f"robust accuracy, {ENSEMBLE}"] = torch.stack([c.cpu() for c in seen_all.values()]).all(0).float()
+    for threat, worst in ensemble_robust(subject.attacks, seen_all, min_attacks=2).items():
+        values[f"robust accuracy, {threat.title}"] = worst.float()
     if seen.ligs is not None:
         values["LIGS"] = seen.ligs.gradient_similarity.double().cpu()
     return Measured(loaded.name, y.cpu(), values)
@@ -281,7 +285,10 @@ def compare_opened(
         s.seed,
         tuple(compare_measured(a, b)),
         tuple(per_class(a, b, subject.bundle.num_classes)),
-        int(a[0].values.get(f"robust accuracy, {ENSEMBLE}", y).shape[0]),
+        min(
+            [int(v.shape[0]) for k, v in a[0].values.items() if k.startswith(f"robust accuracy, {ENSEMBLE}")]
+            or [int(y.shape[0])]
+        ),
     )
 
 

@@ -29,6 +29,7 @@ from nrflab.data.defaults import PRESETS, preset_for
 from nrflab.measure.bn_shift import ADAPT_SAMPLES, adapt_to_shifts, parse_shift
 from nrflab.measure.bn_surgery import BnAnalysis, analyze_batchnorm
 from nrflab.measure.bn_variants import VARIANTS
+from nrflab.measure.ensemble import ensemble_robust
 from nrflab.measure.framework import image_outcomes
 from nrflab.measure.metrics import dataset_tensors
 from nrflab.measure.sanity import SanityReport, format_sanity, sanity_checks
@@ -109,10 +110,6 @@ class MeasureSettings(Schema):
             )
             for text in self.attacks
         ]
-
-
-#: The metric of the ensemble: an image is robust only if every evaluated attack failed on it.
-ENSEMBLE_KEY = "robust_acc[ensemble]"
 
 
 class EvaluateSettings(MeasureSettings):
@@ -356,9 +353,9 @@ def evaluate_subject(
         model, x, y, attacks=attacks, ligs_sigma=sigma, seed=s.seed, batch_size=s.batch_size, progress=progress
     )
     row = seen.summary().row()
-    if len(seen.robust) > 1:  # the per-image worst case over every attack, beside each attack's own number
-        robust = torch.stack([c.cpu() for c in seen.robust.values()]).all(0)
-        row[ENSEMBLE_KEY] = int(robust.sum()) / max(int(robust.numel()), 1)  # exact, as every other fraction
+    # per threat model with several attacks: the per-image worst case, beside each attack's own number
+    for threat, robust in ensemble_robust(subject.attacks, seen.robust, min_attacks=2).items():
+        row[threat.key] = int(robust.sum()) / max(int(robust.numel()), 1)  # exact, as every other fraction
     cfg = getattr(model, "config", None)
     reports = None
     if s.sanity:

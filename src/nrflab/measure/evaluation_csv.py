@@ -21,7 +21,8 @@ def csv_rows(record: EvaluationRecord) -> list[dict[str, object]]:
         attack = attack_of(key)
         fraction = key.endswith("acc") or attack is not None
         lo, hi = wilson(round(value * n), n) if fraction else (None, None)
-        spec = record.attacks.get(attack, "every attack" if attack == "ensemble" else "") if attack else ""
+        ensemble = attack is not None and attack.startswith("ensemble ")  # e.g. "ensemble l2 eps=1"
+        spec = record.attacks.get(attack, "every attack of its threat" if ensemble else "") if attack else ""
         row = {"metric": key, "label": metric_label(key), "attack": spec}
         rows.append({**row, "value": value, "ci_low": lo, "ci_high": hi, "num_images": n})
     return rows
