@@ -1,0 +1,48 @@
+"""The experiments' final measurement with AutoAttack: its resumable state lives in the run directory, it can
+run on a fixed seeded subset of the images (NaN elsewhere), and the per-threat ensemble is over that subset."""
+
+from __future__ import annotations
+
+import torch
+
+from nrflab.core.seeds import seeded_subset
+from nrflab.experiments.evidence import AUTOATTACK_SUBSET_SEED, measure, robust_under, strongest_note
+from nrflab.measure.ensemble import Threat
+from nrflab.models.checkpoint import save_model
+
+PGD = "pgd-l2:eps=1.0,step=0.5,steps=2"
+AA = "autoattack:version=custom,attacks=apgd-ce,norm=l2,eps=1.0,seed=0"
+AA_LABEL = "autoattack-l2-apgd-ce_1"
+
+
+def test_autoattack_keeps_its_state_in_the_run_directory_and_runs_on_the_subset(trained_model, test_batch, tmp_path):
+    run = tmp_path / "run"
+    save_model(trained_model, run)
+    x, y = test_batch[0][:12], test_batch[1][:12]
+    o = measure(run, x, y, attacks=[PGD, AA], autoattack_size=5, device="cpu")
+    states = sorted(run.glob("autoattack-*.pt"))
+    assert len(states) == 1  # one resumable state file, in the run directory
+    subset = seeded_subset(12, 5, seed=AUTOATTACK_SUBSET_SEED)
+    assert subset is not None
+    aa = o.robust[AA_LABEL]
+    attacked = ~aa.isnan()
+    assert int(attacked.sum()) == 5 and bool(attacked[subset].all())
+    assert o.robust["pgd-l2_1"].dtype == torch.bool and o.robust["pgd-l2_1"].shape == (12,)
+    ensemble = robust_under(o, [PGD, AA], Threat(norm="l2", eps=1.0))
+    expected = torch.minimum(o.robust["pgd-l2_1"][subset].float(), aa[subset])
+    assert torch.equal(ensemble[subset], expected) and int(ensemble.isnan().sum()) == 7
+    # a second measurement after the outcome cache is gone resumes from the state: the same per-image result
+    for cache in run.glob("outcomes_*.safetensors"):
+        cache.unlink()
+    again = measure(run, x, y, attacks=[PGD, AA], autoattack_size=5, device="cpu")
+    assert torch.equal(again.robust[AA_LABEL].isnan(), aa.isnan())
+    assert torch.equal(again.robust[AA_LABEL][subset], aa[subset])
+    assert sorted(run.glob("autoattack-*.pt")) == states
+
+
+def test_the_reports_note_names_the_threat_and_the_subset():
+    note = strongest_note([PGD, AA], autoattack_size=200, n=500)
+    assert "at L2 eps 1" in note and "subset of 200 of the 500 images" in note
+    assert "subset" not in strongest_note([PGD, AA], autoattack_size=None, n=500)
+    assert "subset" not in strongest_note([PGD], autoattack_size=200, n=500)  # no AutoAttack, no subset
+    assert strongest_note(["none"], autoattack_size=None, n=5) == ""
