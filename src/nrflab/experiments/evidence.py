@@ -130,14 +130,10 @@ def measure(
     device: str = "auto",
     autoattack_size: int | None = None,
 ) -> Outcomes:
-    """Per-image outcomes of the run's final model on ``(x, y)``; cached in the run directory.
-
-    Attacks and LIGS are measured only under the paper protocol (the model in eval mode); corruption
-    outcomes are the per-image accuracy averaged over every (corruption, severity) pair. AutoAttack keeps
-    its resumable state in the run directory; with ``autoattack_size`` it runs on a fixed seeded subset of
-    that many of the images (:data:`AUTOATTACK_SUBSET_SEED`), its result NaN on the others (see
-    :mod:`nrflab.measure.ensemble`).
-    """
+    """Per-image outcomes of the run's final model on ``(x, y)``, cached in the run directory. Attacks and LIGS
+    only under the paper protocol; corruption outcomes: per-image accuracy averaged over every (corruption,
+    severity) pair. AutoAttack keeps its resumable state in the run directory and, with ``autoattack_size``,
+    runs on a fixed seeded subset of that many images (:data:`AUTOATTACK_SUBSET_SEED`; NaN on the others)."""
     from nrflab.core.io import atomic_save_tensors
     from nrflab.core.validation import resolve_device
     from nrflab.models.checkpoint import load_model
@@ -164,25 +160,53 @@ def measure(
             return loaded
     dev = resolve_device(device)
     model = load_model(run.path, dev).eval()
+    tensors = _attack_outcomes(
+        model,
+        x,
+        y,
+        attacks,
+        ligs_sigma=ligs_sigma,
+        seed=seed,
+        protocol=protocol,
+        autoattack_size=autoattack_size,
+        state_dir=run.path,
+    )
+    table: dict[str, float] = {}
+    if corruptions:
+        tensors["corruption"], table = _corruption_outcomes(model, x, y, corruptions, severities, seed=seed)
+    atomic_save_tensors(cache, tensors, {"protocol": protocol.name, "corruption_table": json.dumps(table)})
+    return _from_tensors(tensors, protocol.name, table)
+
+
+def _attack_outcomes(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    attacks: Sequence[str],
+    *,
+    ligs_sigma: float | None,
+    seed: int,
+    protocol: Protocol,
+    autoattack_size: int | None,
+    state_dir: Path,
+) -> dict[str, torch.Tensor]:
+    """Labels, predictions, per-attack robust correctness and LIGS of ``model`` on ``(x, y)``; AutoAttack
+    keeps its state in ``state_dir`` (the run directory) and runs on its subset where one is set."""
     specs = [parse_attack(a) for a in attacks]
     subset = seeded_subset(int(y.shape[0]), autoattack_size, seed=AUTOATTACK_SUBSET_SEED)
     on_subset = [sp for sp in specs if sp.kind == "autoattack" and subset is not None]
     built = [
-        (sp.label, build_resumable(sp, model, seed=seed, state_dir=run.path)) for sp in specs if sp not in on_subset
+        (sp.label, build_resumable(sp, model, seed=seed, state_dir=state_dir)) for sp in specs if sp not in on_subset
     ]
     seen = image_outcomes(model, x.cpu(), y.cpu(), attacks=built, ligs_sigma=ligs_sigma, seed=seed, protocol=protocol)
     tensors: dict[str, torch.Tensor] = {"labels": y.cpu().long(), "predictions": seen.predictions}
     for label, correct in seen.robust.items():
         tensors[f"robust::{label}"] = correct.to(torch.uint8)
     if on_subset and subset is not None:
-        tensors.update(_subset_outcomes(model, x, y, on_subset, subset, seed=seed, state_dir=run.path))
+        tensors.update(_subset_outcomes(model, x, y, on_subset, subset, seed=seed, state_dir=state_dir))
     if seen.ligs is not None:
         tensors["ligs"] = seen.ligs.gradient_similarity.float()
-    table: dict[str, float] = {}
-    if corruptions:
-        tensors["corruption"], table = _corruption_outcomes(model, x, y, corruptions, severities, seed=seed)
-    atomic_save_tensors(cache, tensors, {"protocol": protocol.name, "corruption_table": json.dumps(table)})
-    return _from_tensors(tensors, protocol.name, table)
+    return tensors
 
 
 #: The seed of the fixed subset of the final images that AutoAttack runs on where it runs on a subset.

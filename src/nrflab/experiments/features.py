@@ -389,6 +389,17 @@ def robust_titles(attacks: list[str]) -> list[str]:
     return [f"robust acc ({attack_title(parse_attack(attacks[0]).label)})", *ensemble]
 
 
+def robust_note(s: FeaturesSettings, twins: _Twins) -> str:
+    """What the robust columns measure: the attacks, and the images AutoAttack ran on."""
+    attacks = final_attack(s, twins.tasks[(s.sets[0], s.norms[0], s.seeds[0])])
+    listed = ", ".join(f"`{a}`" for a in attacks) or "none"
+    if len(attacks) < 2:
+        return f"Robust column: {listed}."
+    subset = s.autoattack_size is not None and s.autoattack_size < twins.x.shape[0]
+    where = f"; AutoAttack and the ensemble on a fixed seeded subset of {s.autoattack_size} images" if subset else ""
+    return f"Robust columns: {listed} (the ensemble: per image, robust only if both failed{where})."
+
+
 def robust_cells(o: list[Outcomes], attacks: list[str]) -> list[str]:
     """Per seed over ``o``: robust accuracy under the recipe's attack and the ensemble (see :func:`robust_titles`)."""
     if not attacks:
@@ -465,14 +476,7 @@ def analyze(s: FeaturesSettings, ctx: AnalysisContext) -> list[Section]:
             f"{', '.join(map(str, s.seeds))}, recipe in each run's config.json (per-set changes: "
             f"{', '.join(f'{k}: {v.fields()}' for k, v in s.per_set.items()) or 'none'}). Table and verdicts: the "
             f"final twins on the same {twins.x.shape[0]} fixed clean test images of `{s.dataset}`, "
-            f"{PAPER.title}; mean (min to max) over seeds. Robust columns: "
-            + ", ".join(f"`{a}`" for a in final_attack(s, twins.tasks[(s.sets[0], with_norm, s.seeds[0])]))
-            + " (the ensemble: per image, robust only if both failed"
-            + (
-                f"; AutoAttack and the ensemble on a fixed seeded subset of {s.autoattack_size} of the images)."
-                if s.autoattack_size is not None and s.autoattack_size < twins.x.shape[0]
-                else ")."
-            ),
+            f"{PAPER.title}; mean (min to max) over seeds. " + robust_note(s, twins),
             table,
             "Built sets (sanity, on the stored images):",
             sanity,
