@@ -46,3 +46,36 @@ def test_the_reports_note_names_the_threat_and_the_subset():
     assert "subset" not in strongest_note([PGD, AA], autoattack_size=None, n=500)
     assert "subset" not in strongest_note([PGD], autoattack_size=200, n=500)  # no AutoAttack, no subset
     assert strongest_note(["none"], autoattack_size=None, n=5) == ""
+
+
+def test_every_cpu_and_paper_preset_runs_autoattack_at_its_claims_threat():
+    from nrflab.experiments import core, zoo
+    from nrflab.experiments.evidence import claim_threat
+    from nrflab.measure.ensemble import group_by_threat
+
+    for preset, version in (
+        (core.CPU, "custom"),
+        (zoo.CPU, "custom"),
+        (core.PAPER_SCALE, None),
+        (zoo.PAPER_SCALE, None),
+    ):
+        attacks = core.final_attacks(preset) if isinstance(preset, core.CoreSettings) else zoo.final_attacks(preset)
+        threat = claim_threat(attacks)
+        kinds = [(s.kind, s.version) for s in group_by_threat(attacks)[threat]]
+        assert kinds[0][0].startswith("pgd") and ("autoattack", version) in kinds
+    assert core.CPU.autoattack_size == zoo.CPU.autoattack_size == 200
+    assert all("autoattack" not in a for a in core.final_attacks(core.QUICK) + zoo.final_attacks(zoo.QUICK))
+
+
+def test_features_adds_autoattack_at_the_robust_columns_threat():
+    from nrflab.experiments import features
+    from nrflab.experiments.engine import TrainTask
+
+    first = "pgd-l2:eps=1.0,step=0.4,steps=5"
+    task = TrainTask("run", {"eval_attacks": [first, "pgd-linf:eps=0.1"]})
+    attacks = features.final_attack(features.CPU, task)
+    assert attacks == [first, "autoattack:version=custom,attacks=apgd-ce+apgd-dlr,norm=l2,eps=1,seed=0"]
+    assert features.final_attack(features.PAPER_SCALE, task)[1] == "autoattack:norm=l2,eps=1,seed=0"
+    assert features.final_attack(features.QUICK, task) == [first]
+    assert features.robust_titles(attacks) == ["robust acc (PGD-L2 eps 1)", "robust acc (ensemble, L2 eps 1)"]
+    assert features.robust_titles([first]) == ["robust acc (PGD-L2 eps 1)"]
