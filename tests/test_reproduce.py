@@ -218,6 +218,7 @@ def paper_smoke_recipe(path: Path) -> Path:
                         "robust_source": {"batch_size": 32, "adv_steps": 1},
                         "twins": small,
                         "test_size": 50,
+                        "final_autoattack": "apgd-ce",  # the standard version's FAB-T and Square: too slow here
                     },
                     "transfer": {
                         "zoo": {"epochs": 2, "keep_checkpoints": 1, "batch_size": 32},
