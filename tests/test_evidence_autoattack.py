@@ -79,3 +79,13 @@ def test_features_adds_autoattack_at_the_robust_columns_threat():
     assert features.final_attack(features.QUICK, task) == [first]
     assert features.robust_titles(attacks) == ["robust acc (PGD-L2 eps 1)", "robust acc (ensemble, L2 eps 1)"]
     assert features.robust_titles([first]) == ["robust acc (PGD-L2 eps 1)"]
+
+
+def test_a_comparison_over_a_subsets_ensemble_names_the_images_it_saw():
+    from nrflab.experiments.evidence import compare
+
+    nan = float("nan")
+    a = [torch.tensor([1.0, 0.0, nan, nan]) for _ in range(3)]
+    b = [torch.tensor([0.0, 0.0, nan, nan]) for _ in range(3)]
+    c = compare(a, b, seeds=[0, 1, 2])
+    assert c.difference == 0.5 and "over the same 2 test images" in c.method

@@ -459,7 +459,7 @@ def compare(
         [finite_mean(v.double()) for v in a],
         [finite_mean(v.double()) for v in b],
         seeds=seeds,
-        note=f"each seed's mean over the same {int(a[0].shape[0]) if a else 0} {what}",
+        note=f"each seed's mean over the same {int(a[0].isfinite().sum()) if a else 0} {what}",  # NaN: not measured
     )
 
 
