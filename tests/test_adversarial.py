@@ -138,7 +138,7 @@ def test_every_norm_trains_a_step_and_is_recorded(mnist, tmp_path, arch, norm, w
     assert any(not torch.equal(start[k], end[k]) for k in start if k.endswith("weight"))
 
 
-def test_norms_experiments_quick_share_one_zoo_and_write_three_sections(tmp_path):
+def test_norms_experiments_quick_share_one_zoo_and_write_their_sections(tmp_path):
     from nrflab.experiments.registry import select
     from nrflab.experiments.reproduce import run_chain
     from nrflab.runs.jobs import Execution
@@ -149,6 +149,7 @@ def test_norms_experiments_quick_share_one_zoo_and_write_three_sections(tmp_path
     assert [s.title for s in sections] == [
         "Adversarial training with and without BN",
         "The normalization family",
+        "The normalization family in the Fourier lens",
         "Corruption robustness",
     ]
     runs = [k for k in result.results if "#" not in k]
@@ -161,12 +162,13 @@ def test_norms_experiments_quick_share_one_zoo_and_write_three_sections(tmp_path
     assert ids == [
         ["adversarial.ligs_gain", "adversarial.ligs_gain", "adversarial.bn_cost"],
         ["family.vulnerability"],
+        ["family.frequency"],
         ["corruptions.drop"],
     ]
     for v in (v for s in sections for v in s.verdicts):  # one seed: void exactly when the guard failed a model
         assert v.outcome == ("void" if any(not c.passed for c in v.guard) else "not tested") and v.n_seeds == 1
     assert "| AT bn |" in sections[0].markdown and "| standard none |" in sections[0].markdown
-    assert "gaussian_noise" in sections[2].markdown
+    assert "gaussian_noise" in sections[3].markdown
     recorded = T.read_run_config(tmp_path / "norms" / "runs" / "at-bn-s0")
     assert recorded["adv_train"] == "targeted-l2" and recorded["attack_mode"] == "train"
     assert recorded["resolved"]["dataset"]["train_size"] == 1000  # the seeded subset
