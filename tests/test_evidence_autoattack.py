@@ -11,6 +11,7 @@ from nrflab.measure.ensemble import Threat
 from nrflab.models.checkpoint import save_model
 
 PGD = "pgd-l2:eps=1.0,step=0.5,steps=2"
+WEAK_PGD = "pgd-l2:eps=1.0,step=0.01,steps=1"  # leaves images for AutoAttack to attack
 AA = "autoattack:version=custom,attacks=apgd-ce,norm=l2,eps=1.0,seed=0"
 AA_LABEL = "autoattack-l2-apgd-ce_1"
 
@@ -19,7 +20,7 @@ def test_autoattack_keeps_its_state_in_the_run_directory_and_runs_on_the_subset(
     run = tmp_path / "run"
     save_model(trained_model, run)
     x, y = test_batch[0][:12], test_batch[1][:12]
-    o = measure(run, x, y, attacks=[PGD, AA], autoattack_size=5, device="cpu")
+    o = measure(run, x, y, attacks=[WEAK_PGD, AA], autoattack_size=5, device="cpu")
     states = sorted(run.glob("autoattack-*.pt"))
     assert len(states) == 1  # one resumable state file, in the run directory
     subset = seeded_subset(12, 5, seed=AUTOATTACK_SUBSET_SEED)
@@ -27,23 +28,49 @@ def test_autoattack_keeps_its_state_in_the_run_directory_and_runs_on_the_subset(
     aa = o.robust[AA_LABEL]
     attacked = ~aa.isnan()
     assert int(attacked.sum()) == 5 and bool(attacked[subset].all())
-    assert o.robust["pgd-l2_1"].dtype == torch.bool and o.robust["pgd-l2_1"].shape == (12,)
-    ensemble = robust_under(o, [PGD, AA], Threat(norm="l2", eps=1.0))
-    expected = torch.minimum(o.robust["pgd-l2_1"][subset].float(), aa[subset])
-    assert torch.equal(ensemble[subset], expected) and int(ensemble.isnan().sum()) == 7
+    pgd = o.robust["pgd-l2_1"]
+    assert pgd.dtype == torch.bool and pgd.shape == (12,)
+    assert bool(pgd[subset].any())  # the weak PGD left something for AutoAttack
+    assert not bool((aa[subset] > pgd[subset].float()).any())  # the cascade: never robust where PGD fooled it
+    ensemble = robust_under(o, [WEAK_PGD, AA], Threat(norm="l2", eps=1.0))
+    assert torch.equal(ensemble[subset], aa[subset]) and int(ensemble.isnan().sum()) == 7
     # a second measurement after the outcome cache is gone resumes from the state: the same per-image result
     for cache in run.glob("outcomes_*.safetensors"):
         cache.unlink()
-    again = measure(run, x, y, attacks=[PGD, AA], autoattack_size=5, device="cpu")
+    again = measure(run, x, y, attacks=[WEAK_PGD, AA], autoattack_size=5, device="cpu")
     assert torch.equal(again.robust[AA_LABEL].isnan(), aa.isnan())
     assert torch.equal(again.robust[AA_LABEL][subset], aa[subset])
     assert sorted(run.glob("autoattack-*.pt")) == states
+
+
+def test_autoattack_attacks_only_what_the_threats_other_attacks_left(trained_model, test_batch, tmp_path, monkeypatch):
+    """The cascade: AutoAttack sees exactly the images PGD of its threat left correctly classified; where PGD
+    fooled the model its column is 0, as the threat's worst case is there."""
+    import nrflab.experiments.evidence as evidence
+
+    seen: list[int] = []
+    original = evidence.image_outcomes
+
+    def spy(model, x, y, *, attacks, **kw):
+        if any(label == AA_LABEL for label, _ in attacks):
+            seen.append(int(y.shape[0]))
+        return original(model, x, y, attacks=attacks, **kw)
+
+    monkeypatch.setattr(evidence, "image_outcomes", spy)
+    run = tmp_path / "run"
+    save_model(trained_model, run)
+    x, y = test_batch[0][:12], test_batch[1][:12]
+    o = measure(run, x, y, attacks=[WEAK_PGD, AA], autoattack_size=None, device="cpu")
+    assert seen == [int(o.robust["pgd-l2_1"].sum())]
+    pgd = o.robust["pgd-l2_1"].float()
+    assert torch.equal(o.robust[AA_LABEL].float()[pgd == 0], torch.zeros(int((pgd == 0).sum())))
 
 
 def test_the_reports_note_names_the_threat_and_the_subset():
     note = strongest_note([PGD, AA], autoattack_size=200, n=500)
     assert "at L2 eps 1" in note and "subset of 200 of the 500 images" in note
     assert "subset" not in strongest_note([PGD, AA], autoattack_size=None, n=500)
+    assert "cascade" in strongest_note([PGD, AA], autoattack_size=None, n=500)
     assert "subset" not in strongest_note([PGD], autoattack_size=200, n=500)  # no AutoAttack, no subset
     assert strongest_note(["none"], autoattack_size=None, n=5) == ""
 

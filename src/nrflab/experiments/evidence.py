@@ -26,7 +26,7 @@ import torch
 from nrflab.attacks import Attack, AttackSpec, parse_attack
 from nrflab.core.seeds import seeded_subset
 from nrflab.core.stats import finite_mean, paired_test
-from nrflab.measure.ensemble import Threat, ensemble_robust, group_by_threat
+from nrflab.measure.ensemble import Threat, ensemble_robust, group_by_threat, threat_of
 from nrflab.measure.framework import image_outcomes
 from nrflab.measure.health import top_class
 from nrflab.measure.predict import PAPER, Protocol, predict
@@ -111,6 +111,7 @@ def cache_path(
     }
     if autoattack_size is not None and any(parse_attack(a).kind == "autoattack" for a in attacks):
         key["autoattack_size"] = autoattack_size  # only then: the caches of runs without it keep their names
+        key["autoattack_on"] = "survivors of the threat's other attacks"
     run = RunDir(run_dir)
     digest = _digest(key, sha256_file(run.model_path), x, y)
     return run.path / f"outcomes_{protocol.name}_{digest}.safetensors"
@@ -193,8 +194,10 @@ def _attack_outcomes(
     """Labels, predictions, per-attack robust correctness and LIGS of ``model`` on ``(x, y)``; AutoAttack
     keeps its state in ``state_dir`` (the run directory) and runs on its subset where one is set."""
     specs = [parse_attack(a) for a in attacks]
-    subset = seeded_subset(int(y.shape[0]), autoattack_size, seed=AUTOATTACK_SUBSET_SEED)
-    on_subset = [sp for sp in specs if sp.kind == "autoattack" and subset is not None]
+    n = int(y.shape[0])
+    chosen = seeded_subset(n, autoattack_size, seed=AUTOATTACK_SUBSET_SEED)
+    subset = torch.arange(n) if chosen is None else chosen
+    on_subset = [sp for sp in specs if sp.kind == "autoattack"]
     built = [
         (sp.label, build_resumable(sp, model, seed=seed, state_dir=state_dir)) for sp in specs if sp not in on_subset
     ]
@@ -202,8 +205,10 @@ def _attack_outcomes(
     tensors: dict[str, torch.Tensor] = {"labels": y.cpu().long(), "predictions": seen.predictions}
     for label, correct in seen.robust.items():
         tensors[f"robust::{label}"] = correct.to(torch.uint8)
-    if on_subset and subset is not None:
-        tensors.update(_subset_outcomes(model, x, y, on_subset, subset, seed=seed, state_dir=state_dir))
+    if on_subset:
+        for spec in on_subset:
+            pending = _survivors(spec, specs, seen.robust, seen.predictions == y.cpu(), subset)
+            tensors.update(_subset_outcomes(model, x, y, [spec], subset, pending, seed=seed, state_dir=state_dir))
     if seen.ligs is not None:
         tensors["ligs"] = seen.ligs.gradient_similarity.float()
     return tensors
@@ -213,23 +218,48 @@ def _attack_outcomes(
 AUTOATTACK_SUBSET_SEED = 1
 
 
+def _survivors(
+    spec: AttackSpec,
+    specs: Sequence[AttackSpec],
+    robust: Mapping[str, torch.Tensor],
+    clean_correct: torch.Tensor,
+    subset: torch.Tensor,
+) -> torch.Tensor:
+    """The images of ``subset`` that ``spec`` still has to attack: classified correctly and left robust by
+    every other attack of its threat model. Elsewhere the threat's worst case is already decided (the
+    cascade AutoAttack itself runs between its attacks), so skipping them changes no ensemble value."""
+    threat = threat_of(spec)
+    keep = clean_correct.bool().clone()
+    for other in specs:
+        if other is not spec and other.label in robust and threat is not None and threat_of(other) == threat:
+            keep &= robust[other.label].bool()
+    return subset[keep[subset]]
+
+
 def _subset_outcomes(
     model: torch.nn.Module,
     x: torch.Tensor,
     y: torch.Tensor,
     specs: Sequence[AttackSpec],
     subset: torch.Tensor,
+    pending: torch.Tensor,
     *,
     seed: int,
     state_dir: Path,
 ) -> dict[str, torch.Tensor]:
-    """Robust correctness under ``specs`` on the images ``subset`` (1.0 / 0.0), NaN on every other image."""
+    """Robust correctness under ``specs`` on the images ``subset`` (1.0 / 0.0), NaN on every other image.
+
+    Only ``pending`` (a part of ``subset``) is attacked; the rest of the subset is recorded as not robust,
+    since another attack of the same threat already fooled the model there (or it was wrong unattacked).
+    The column is therefore the worst case of the threat on the subset, equal to its ensemble."""
     built = [(sp.label, build_resumable(sp, model, seed=seed, state_dir=state_dir)) for sp in specs]
-    seen = image_outcomes(model, x[subset].cpu(), y[subset].cpu(), attacks=built, seed=seed)
     out = {}
-    for label, correct in seen.robust.items():
+    for label, attack in built:
         full = torch.full((int(y.shape[0]),), float("nan"))
-        full[subset] = correct.cpu().float()
+        full[subset] = 0.0
+        if pending.numel():
+            seen = image_outcomes(model, x[pending].cpu(), y[pending].cpu(), attacks=[(label, attack)], seed=seed)
+            full[pending] = seen.robust[label].cpu().float()
         out[f"robust::{label}"] = full
     return out
 
@@ -262,16 +292,17 @@ def strongest_note(attacks: Sequence[str], *, autoattack_size: int | None, n: in
         "threat model): per image, robust only if every final attack of that threat failed (the ensemble column); "
         "attacks of another threat model are never pooled with it."
     )
-    if (
-        autoattack_size is not None
-        and autoattack_size < n
-        and any(parse_attack(a).kind == "autoattack" for a in attacks)
-    ):
+    if not any(parse_attack(a).kind == "autoattack" for a in attacks):
+        return text
+    if autoattack_size is not None and autoattack_size < n:
         text += (
-            f" AutoAttack ran on a fixed seeded subset of {autoattack_size} of the {n} images (cost), so its "
-            "column and the ensemble are means over that subset; every other column is over all of them."
+            f" AutoAttack ran on a fixed seeded subset of {autoattack_size} of the {n} images (cost), so its column "
+            "and the ensemble are means over that subset; every other column is over all of them."
         )
-    return text
+    return text + (
+        " AutoAttack attacked only the images every other attack of its threat left correctly classified (the "
+        "cascade AutoAttack runs between its own attacks), so its column equals its threat's ensemble."
+    )
 
 
 def _corruption_outcomes(
