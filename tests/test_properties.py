@@ -235,6 +235,8 @@ def test_batched_augmentation_equals_the_per_sample_reference(seed: int, pad: in
         ("pgd-l2_1", "PGD-L2 eps 1"),
         ("pgd-linf_0.1", "PGD-Linf eps 0.1"),
         ("fgsm_0.1_t", "FGSM eps 0.1, targeted"),
+        ("autoattack-l2-apgd-ce+apgd-dlr_1", "AutoAttack L2 (APGD-CE+APGD-DLR) eps 1"),
+        ("autoattack-linf_0.0313725", "AutoAttack Linf eps 8/255"),
         ("none", "none"),
     ],
 )

@@ -36,13 +36,20 @@ def attack_of(key: str) -> str | None:
 
 def attack_title(label: str) -> str:
     """A reader's name for an attack label: ``pgd-l2_1`` -> ``PGD-L2 eps 1``, ``pgd-linf_0.0313725`` ->
-    ``PGD-Linf eps 8/255``, ``fgsm_0.1_t`` -> ``FGSM eps 0.1, targeted``; a label of another form is returned
+    ``PGD-Linf eps 8/255``, ``fgsm_0.1_t`` -> ``FGSM eps 0.1, targeted``, ``autoattack-l2-apgd-ce+apgd-dlr_1`` ->
+    ``AutoAttack L2 (APGD-CE+APGD-DLR) eps 1``; a label of another form is returned
     as it is."""
     kind, _, rest = label.partition("_")
     eps, _, flag = rest.partition("_")
     if not kind or not eps:
         return label
-    title = f"{kind.upper().replace('LINF', 'Linf')} eps {eps_label(eps)}"
+    if kind.startswith("autoattack"):  # autoattack-l2-apgd-ce+apgd-dlr -> AutoAttack L2 (APGD-CE+APGD-DLR)
+        _, _, detail = kind.partition("-")
+        norm, _, attacks = detail.partition("-")
+        name = "AutoAttack" + (f" {norm.upper().replace('LINF', 'Linf')}" if norm else "")
+        title = name + (f" ({attacks.upper()})" if attacks else "") + f" eps {eps_label(eps)}"
+    else:
+        title = f"{kind.upper().replace('LINF', 'Linf')} eps {eps_label(eps)}"
     return title + ", targeted" if flag == "t" else title
 
 

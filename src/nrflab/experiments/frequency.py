@@ -82,14 +82,14 @@ _COMMON = dict(
 CORE_CLAIM = register_claim(
     id="core.frequency",
     experiment="core",
-    text="{with} shifts sensitivity toward high frequencies (Fourier heat map)",
+    text="{with} puts a larger share of its Fourier-heat-map error at high frequencies",
     models=("BN twin", "no-BN twin"),
     **_COMMON,
 )
 FAMILY_CLAIM = register_claim(
     id="family.frequency",
     experiment="family",
-    text="{with} shifts sensitivity toward high frequencies relative to no normalization (Fourier heat map)",
+    text="{with} puts a larger share of its Fourier-heat-map error at high frequencies than no normalization",
     models=("standard model with the normalization", "standard model without normalization"),
     **_COMMON,
 )
@@ -227,7 +227,7 @@ def judge(
 ) -> Verdict:
     """The high-frequency verdict of ``norm`` against ``baseline`` from per-seed shares, paired by seed."""
     c = compare_scalars(shares[norm], shares[baseline], seeds=seeds, note="each seed's heat-map share")
-    names = {"with": norm_title(norm), "without": norm_title(baseline)}
+    names = {"with": norm_title(norm), "without": "no normalization" if baseline == "none" else norm_title(baseline)}
     text = (
         f"High-frequency share of the heat map's excess error {num(c.a)} with {names['with']} vs {num(c.b)} with "
         f"{names['without']}."
