@@ -46,17 +46,17 @@ def test_autoattack_keeps_its_state_in_the_run_directory_and_runs_on_the_subset(
 def test_autoattack_attacks_only_what_the_threats_other_attacks_left(trained_model, test_batch, tmp_path, monkeypatch):
     """The cascade: AutoAttack sees exactly the images PGD of its threat left correctly classified; where PGD
     fooled the model its column is 0, as the threat's worst case is there."""
-    import nrflab.experiments.evidence as evidence
+    import nrflab.measure.cascade as cascade
 
     seen: list[int] = []
-    original = evidence.image_outcomes
+    original = cascade.image_outcomes
 
     def spy(model, x, y, *, attacks, **kw):
         if any(label == AA_LABEL for label, _ in attacks):
             seen.append(int(y.shape[0]))
         return original(model, x, y, attacks=attacks, **kw)
 
-    monkeypatch.setattr(evidence, "image_outcomes", spy)
+    monkeypatch.setattr(cascade, "image_outcomes", spy)
     run = tmp_path / "run"
     save_model(trained_model, run)
     x, y = test_batch[0][:12], test_batch[1][:12]

@@ -23,10 +23,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from nrflab.attacks import Attack, AttackSpec, parse_attack
+from nrflab.attacks import parse_attack
 from nrflab.core.seeds import seeded_subset
 from nrflab.core.stats import finite_mean, paired_test
-from nrflab.measure.ensemble import Threat, ensemble_robust, group_by_threat, threat_of
+from nrflab.measure.cascade import build_resumable, subset_outcomes, survivors
+from nrflab.measure.ensemble import Threat, ensemble_robust, group_by_threat
 from nrflab.measure.framework import image_outcomes
 from nrflab.measure.health import top_class
 from nrflab.measure.predict import PAPER, Protocol, predict
@@ -207,8 +208,8 @@ def _attack_outcomes(
         tensors[f"robust::{label}"] = correct.to(torch.uint8)
     if on_subset:
         for spec in on_subset:
-            pending = _survivors(spec, specs, seen.robust, seen.predictions == y.cpu(), subset)
-            tensors.update(_subset_outcomes(model, x, y, [spec], subset, pending, seed=seed, state_dir=state_dir))
+            pending = survivors(spec, specs, seen.robust, seen.predictions == y.cpu(), subset)
+            tensors.update(subset_outcomes(model, x, y, [spec], subset, pending, seed=seed, state_dir=state_dir))
     if seen.ligs is not None:
         tensors["ligs"] = seen.ligs.gradient_similarity.float()
     return tensors
@@ -216,59 +217,6 @@ def _attack_outcomes(
 
 #: The seed of the fixed subset of the final images that AutoAttack runs on where it runs on a subset.
 AUTOATTACK_SUBSET_SEED = 1
-
-
-def _survivors(
-    spec: AttackSpec,
-    specs: Sequence[AttackSpec],
-    robust: Mapping[str, torch.Tensor],
-    clean_correct: torch.Tensor,
-    subset: torch.Tensor,
-) -> torch.Tensor:
-    """The images of ``subset`` that ``spec`` still has to attack: classified correctly and left robust by
-    every other attack of its threat model. Elsewhere the threat's worst case is already decided (the
-    cascade AutoAttack itself runs between its attacks), so skipping them changes no ensemble value."""
-    threat = threat_of(spec)
-    keep = clean_correct.bool().clone()
-    for other in specs:
-        if other is not spec and other.label in robust and threat is not None and threat_of(other) == threat:
-            keep &= robust[other.label].bool()
-    return subset[keep[subset]]
-
-
-def _subset_outcomes(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    specs: Sequence[AttackSpec],
-    subset: torch.Tensor,
-    pending: torch.Tensor,
-    *,
-    seed: int,
-    state_dir: Path,
-) -> dict[str, torch.Tensor]:
-    """Robust correctness under ``specs`` on the images ``subset`` (1.0 / 0.0), NaN on every other image.
-
-    Only ``pending`` (a part of ``subset``) is attacked; the rest of the subset is recorded as not robust,
-    since another attack of the same threat already fooled the model there (or it was wrong unattacked).
-    The column is therefore the worst case of the threat on the subset, equal to its ensemble."""
-    built = [(sp.label, build_resumable(sp, model, seed=seed, state_dir=state_dir)) for sp in specs]
-    out = {}
-    for label, attack in built:
-        full = torch.full((int(y.shape[0]),), float("nan"))
-        full[subset] = 0.0
-        if pending.numel():
-            seen = image_outcomes(model, x[pending].cpu(), y[pending].cpu(), attacks=[(label, attack)], seed=seed)
-            full[pending] = seen.robust[label].cpu().float()
-        out[f"robust::{label}"] = full
-    return out
-
-
-def build_resumable(spec: AttackSpec, model: torch.nn.Module, *, seed: int, state_dir: Path) -> Attack:
-    """The attack of ``spec``; AutoAttack keeps its resumable state in ``state_dir`` (the run directory), so
-    an interrupted final evaluation resumes after its last finished attack instead of starting over."""
-    extra = {"state_dir": state_dir} if spec.kind == "autoattack" else {}
-    return spec.build(model, seed=seed, **extra)
 
 
 def robust_under(o: Outcomes, attacks: Sequence[str], threat: Threat) -> torch.Tensor:
