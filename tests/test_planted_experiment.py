@@ -1,4 +1,7 @@
-"""The planted experiment end to end at its quick scale: sections, verdicts, figures and run files."""
+"""The planted experiment end to end at its quick scale: sections, verdicts, figures and run files.
+
+The quick preset trains three seeds (about 50 s on 2 cores), so the tests that share its run are marked
+``slow``: they run in CI (the README's test command), not in the quick suite."""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     return out, planted.run(out, quick=True, progress=False)
 
 
+@pytest.mark.slow
 def test_sections_and_figures(quick_run) -> None:
     out, sections = quick_run
     titles = [s.title for s in sections]
@@ -36,6 +40,7 @@ def test_sections_and_figures(quick_run) -> None:
     assert "The lens finds the planted NRF band" in text
 
 
+@pytest.mark.slow
 def test_verdicts_reach_the_sections(quick_run) -> None:
     """Every planted verdict is a declared claim carried by its section (the report's one verdicts.json).
     The quick preset (three seeds) decides its two D_rand claims: BN learns planted D_rand at a_n = 2, no
@@ -81,6 +86,7 @@ def test_verdicts_reach_the_sections(quick_run) -> None:
     assert next(v for v in verdicts if v.claim_id == "planted.mnist").family == "diagnostics"
 
 
+@pytest.mark.slow
 def test_runs_record_reliance(quick_run) -> None:
     out, _ = quick_run
     op = out / "runs" / f"sweep-a{planted.QUICK.a_n:g}-bn-s0"
@@ -98,6 +104,7 @@ def test_runs_record_reliance(quick_run) -> None:
     assert {"acc_y", "acc_y1", "rho"} <= set(conflicting["value"])
 
 
+@pytest.mark.slow
 def test_rerun_reuses_every_run(quick_run) -> None:
     out, sections = quick_run
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoint.safetensors")}
