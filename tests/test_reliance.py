@@ -13,7 +13,8 @@ from torch import nn
 from nrflab.core.errors import NrflabError
 from nrflab.data.planted import idct_images, make_templates, make_views
 from nrflab.data.planted_spec import band_mask, spec_from_params
-from nrflab.measure.reliance import RELIANCE_COLUMNS, RelianceProbe, RelianceViews, band_energy, reliance
+from nrflab.measure.reliance import RELIANCE_COLUMNS, RelianceProbe, RelianceViews, reliance
+from nrflab.measure.spectrum import band_energy
 from nrflab.models import create_model
 
 from conftest import assert_same_state, state_snapshot

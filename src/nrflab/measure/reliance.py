@@ -10,19 +10,16 @@ Four test views share the training images' statistics (``nrflab.data.planted`` b
 | swap | RF = a, NRF = b != a | ``f_r`` = P(pred = a), ``f_n`` = P(pred = b), ``rho = f_n - f_r`` |
 
 ``rho`` runs from -1 (the model follows the robust feature only) to +1 (the non-robust feature only).
-``band_energy`` splits a perturbation's squared L2 norm into the RF band, the NRF band and the rest of the
-DCT spectrum, so one can say which features an adversarial example moves.
+Where an adversarial example's energy lies (the RF band, the NRF band, the rest of the DCT spectrum) is
+measured by :func:`nrflab.measure.spectrum.band_energy`, the one home of perturbation spectra.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
-import numpy as np
 import torch
-from scipy.fft import dctn
 from torch import nn
 
 from nrflab.core.columns import RELIANCE
@@ -107,76 +104,10 @@ class RelianceProbe:
 # Where a perturbation's energy lies
 
 
-@dataclass(frozen=True)
-class BandEnergy:
-    """Mean (over samples) fractions of a perturbation's squared L2 norm in the RF band, the NRF band and
-    the rest of the DCT spectrum (they sum to 1), the fraction along the NRF templates themselves, and the
-    mean L2 norm. Samples with a zero perturbation are left out (``n`` counts the rest)."""
-
-    rf_band: float
-    nrf_band: float
-    rest: float
-    nrf_templates: float
-    norm: float
-    n: int
-
-
-def band_energy_per_sample(
-    delta: torch.Tensor | np.ndarray,
-    *,
-    rf_mask: np.ndarray,
-    nrf_mask: np.ndarray,
-    nrf_templates: np.ndarray | None = None,
-) -> dict[str, np.ndarray]:
-    """Per-sample squared energies of ``delta`` (N x C x S x S): ``total``, ``rf_band``, ``nrf_band``,
-    ``rest`` and ``nrf_templates`` (projection onto the span of the orthonormal NRF templates)."""
-    d = delta.detach().cpu().double().numpy() if torch.is_tensor(delta) else np.asarray(delta, dtype=np.float64)
-    if d.ndim != 4:
-        raise NrflabError(f"perturbations must have shape (N, C, H, W), got {d.shape}")
-    if rf_mask.shape != d.shape[-2:] or nrf_mask.shape != d.shape[-2:]:
-        raise NrflabError(f"band masks of shape {rf_mask.shape} do not fit {d.shape[-2:]} images")
-    if bool((rf_mask & nrf_mask).any()):
-        raise NrflabError("the RF and NRF bands overlap")
-    coef2 = dctn(d, axes=(-2, -1), norm="ortho") ** 2
-    total = coef2.sum(axis=(1, 2, 3))
-    rf = coef2[:, :, rf_mask].sum(axis=(1, 2))
-    nrf = coef2[:, :, nrf_mask].sum(axis=(1, 2))
-    out = {"total": total, "rf_band": rf, "nrf_band": nrf, "rest": total - rf - nrf}
-    if nrf_templates is not None:
-        proj = d.reshape(d.shape[0], -1) @ nrf_templates.reshape(nrf_templates.shape[0], -1).T
-        out["nrf_templates"] = (proj**2).sum(axis=1)
-    return out
-
-
-def band_energy(
-    delta: torch.Tensor | np.ndarray,
-    *,
-    rf_mask: np.ndarray,
-    nrf_mask: np.ndarray,
-    nrf_templates: np.ndarray | None = None,
-) -> BandEnergy:
-    """Where the energy of perturbations ``delta`` lies (see ``BandEnergy``)."""
-    e = band_energy_per_sample(delta, rf_mask=rf_mask, nrf_mask=nrf_mask, nrf_templates=nrf_templates)
-    keep = e["total"] > 1e-18
-    if not keep.any():
-        return BandEnergy(math.nan, math.nan, math.nan, math.nan, 0.0, 0)
-    frac = lambda k: float((e[k][keep] / e["total"][keep]).mean()) if k in e else math.nan  # noqa: E731
-    return BandEnergy(
-        frac("rf_band"),
-        frac("nrf_band"),
-        frac("rest"),
-        frac("nrf_templates"),
-        float(np.sqrt(e["total"]).mean()),
-        int(keep.sum()),
-    )
-
-
 __all__ = [
-    "BandEnergy",
     "RELIANCE_COLUMNS",
     "RelianceProbe",
     "RelianceViews",
-    "band_energy",
     "STATISTICS",
     "reliance",
 ]

@@ -5,17 +5,26 @@ an axis of size n runs from ``-(n // 2)`` to ``(n - 1) // 2``, so an even axis h
 once (as ``-n/2``) and an odd axis is symmetric. A frequency's radius is ``sqrt(ky^2 + kx^2)`` in cycles per
 image. The Fourier heat maps (:mod:`nrflab.measure.fourier`) and the spectra of adversarial perturbations
 (``x_adv - x``) use this one grid, so a band split means the same radius in both.
+
+Where a perturbation's energy lies has this one home: :func:`perturbation_spectrum` (radial Fourier bands,
+for any model and attack) and :func:`band_energy` (declared DCT bands, e.g. the planted features' RF and NRF
+bands, which are DCT patterns), both splitting the squared L2 norm (Parseval) over the bands.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
+import numpy as np
 import torch
+from scipy.fft import dctn
 from torch import Tensor
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.records import record
 
-__all__ = ["centred_frequencies", "frequency_radius", "perturbation_spectrum"]
+__all__ = ["BandEnergy", "band_energy", "centred_frequencies", "frequency_radius", "perturbation_spectrum"]
 
 
 def centred_frequencies(size: int) -> Tensor:
@@ -87,4 +96,68 @@ def perturbation_spectrum(delta: Tensor) -> PerturbationSpectrum:
         height=int(h),
         width=int(w),
         n_images=int(delta.shape[0]),
+    )
+
+
+@dataclass(frozen=True)
+class BandEnergy:
+    """Mean (over samples) fractions of a perturbation's squared L2 norm in the RF band, the NRF band and
+    the rest of the DCT spectrum (they sum to 1), the fraction along the NRF templates themselves, and the
+    mean L2 norm. Samples with a zero perturbation are left out (``n`` counts the rest)."""
+
+    rf_band: float
+    nrf_band: float
+    rest: float
+    nrf_templates: float
+    norm: float
+    n: int
+
+
+def band_energy_per_sample(
+    delta: torch.Tensor | np.ndarray,
+    *,
+    rf_mask: np.ndarray,
+    nrf_mask: np.ndarray,
+    nrf_templates: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Per-sample squared energies of ``delta`` (N x C x S x S): ``total``, ``rf_band``, ``nrf_band``,
+    ``rest`` and ``nrf_templates`` (projection onto the span of the orthonormal NRF templates)."""
+    d = delta.detach().cpu().double().numpy() if torch.is_tensor(delta) else np.asarray(delta, dtype=np.float64)
+    if d.ndim != 4:
+        raise NrflabError(f"perturbations must have shape (N, C, H, W), got {d.shape}")
+    if rf_mask.shape != d.shape[-2:] or nrf_mask.shape != d.shape[-2:]:
+        raise NrflabError(f"band masks of shape {rf_mask.shape} do not fit {d.shape[-2:]} images")
+    if bool((rf_mask & nrf_mask).any()):
+        raise NrflabError("the RF and NRF bands overlap")
+    coef2 = dctn(d, axes=(-2, -1), norm="ortho") ** 2
+    total = coef2.sum(axis=(1, 2, 3))
+    rf = coef2[:, :, rf_mask].sum(axis=(1, 2))
+    nrf = coef2[:, :, nrf_mask].sum(axis=(1, 2))
+    out = {"total": total, "rf_band": rf, "nrf_band": nrf, "rest": total - rf - nrf}
+    if nrf_templates is not None:
+        proj = d.reshape(d.shape[0], -1) @ nrf_templates.reshape(nrf_templates.shape[0], -1).T
+        out["nrf_templates"] = (proj**2).sum(axis=1)
+    return out
+
+
+def band_energy(
+    delta: torch.Tensor | np.ndarray,
+    *,
+    rf_mask: np.ndarray,
+    nrf_mask: np.ndarray,
+    nrf_templates: np.ndarray | None = None,
+) -> BandEnergy:
+    """Where the energy of perturbations ``delta`` lies (see ``BandEnergy``)."""
+    e = band_energy_per_sample(delta, rf_mask=rf_mask, nrf_mask=nrf_mask, nrf_templates=nrf_templates)
+    keep = e["total"] > 1e-18
+    if not keep.any():
+        return BandEnergy(math.nan, math.nan, math.nan, math.nan, 0.0, 0)
+    frac = lambda k: float((e[k][keep] / e["total"][keep]).mean()) if k in e else math.nan  # noqa: E731
+    return BandEnergy(
+        frac("rf_band"),
+        frac("nrf_band"),
+        frac("rest"),
+        frac("nrf_templates"),
+        float(np.sqrt(e["total"]).mean()),
+        int(keep.sum()),
     )

@@ -15,7 +15,7 @@ from nrflab.data.planted import PlantedSpec, band_mask, make_templates
 from nrflab.experiments.planted.measurement import Measured, full_views, pgd_l2
 from nrflab.experiments.planted.settings import Settings
 from nrflab.measure.predict import predict
-from nrflab.measure.reliance import BandEnergy, band_energy
+from nrflab.measure.spectrum import BandEnergy, band_energy
 from nrflab.measure.transfer_rate import transfer_rate
 from nrflab.models.checkpoint import load_model
 
