@@ -287,3 +287,16 @@ def test_cifar_c_directory_that_is_missing_is_one_error_line(checkpoint, tmp_pat
     assert code == 2
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:")
+
+
+def test_evaluate_spectrum_reports_each_attacks_perturbation_energy(checkpoint, mnist5k, tmp_path, capsys) -> None:
+    out = tmp_path / "spectrum.json"
+    argv = ["evaluate", "-c", checkpoint, "--dataset", "mnist5k", "--limit", 16, "--attack", "pgd-l2"]
+    code, stdout, stderr = run_cli(capsys, *argv, "--eps", 0.5, "--steps", 2, "--no-sanity", "--spectrum", "--out", out)
+    assert code == 0, stderr
+    spectra = json.loads(out.read_text())["spectra"]
+    assert set(spectra) == {"pgd-l2_0.5"}
+    entry = spectra["pgd-l2_0.5"]
+    assert entry["height"] == entry["width"] == 28 and entry["n_images"] == 16
+    assert sum(entry["thirds"]) == pytest.approx(1.0) and sum(entry["energy"]) == pytest.approx(1.0)
+    assert "perturbation energy PGD-L2 eps 0.5: low" in stdout

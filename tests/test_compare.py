@@ -121,7 +121,7 @@ def test_evaluate_keeps_two_pgd_results_of_one_eps(twins, tmp_path):
 
 
 def test_evaluate_never_replaces_a_result_and_flags_a_model_at_chance(twins, tmp_path, capsys):
-    from nrflab.measure.evaluation import chance_warning
+    from nrflab.measure.health import chance_warning
 
     out = tmp_path / "e.json"
     args = ["evaluate", "-m", str(twins / "a.safetensors"), "-d", "digits", "--limit", "20", "--no-ligs"]

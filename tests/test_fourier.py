@@ -208,3 +208,12 @@ def test_cli_stride_and_freeze_reach_the_heat_map(tiny_models, tmp_path, capsys)
     rows = (out / "fourier_bn.csv").read_text().splitlines()[1:]
     expected = [f for f in half_spectrum(8, 8) if f[0] % 2 == 0 and f[1] % 2 == 0]
     assert len(rows) == len(expected)
+
+
+def test_thirds_put_a_single_frequency_in_its_band():
+    """A perturbation along one basis image has all its energy at that frequency's radius: 28x28 has
+    Nyquist 14, so radius 2 is low (< 4.67), 7 mid, 12 high."""
+    for (ky, kx), band in (((2, 0), 0), ((0, 7), 1), ((12, 0), 2)):
+        delta = fourier_basis(28, 28, [(ky, kx)])[0][None, None]
+        shares = perturbation_spectrum(delta).thirds()
+        assert shares[band] == pytest.approx(1.0) and sum(shares) == pytest.approx(1.0)

@@ -23,6 +23,7 @@ FLAGS = {
     **MEASURE_FLAGS,
     "random_start": Flag(names=("--random-start",)),
     "corruptions": Flag(names=("--corruptions",)),
+    "spectrum": Flag(names=("--spectrum",)),
     "surrogate_mean": channels("--surrogate-mean"),
     "surrogate_std": channels("--surrogate-std"),
 }

@@ -12,8 +12,8 @@ import typer
 from nrflab.cli.app import app
 from nrflab.core.errors import NrflabError
 from nrflab.core.validation import SEED_MAX, resolve_device
-from nrflab.measure.evaluation import model_slug
 from nrflab.measure.fourier import PRECISIONS, Precision
+from nrflab.models.inspection import model_slug
 
 
 @app.command()

@@ -464,3 +464,29 @@ def summarize_corruption_accuracy(rows: Sequence[dict[str, Any]]) -> dict[str, A
         "per_corruption": mean_by("corruption"),
         "per_severity": mean_by("severity"),
     }
+
+
+def corruption_report(
+    model: nn.Module,
+    test: Dataset[Any],
+    *,
+    cifar_c: Path | None,
+    limit: int | None,
+    seed: int,
+    batch_size: int,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Accuracy per corruption and severity (``rows``) and its summary: on the CIFAR-C files in ``cifar_c``
+    (each limited to the same seeded ``limit`` images) if given, else corrupting ``test`` here."""
+    from nrflab.data import limit_dataset
+    from nrflab.measure.metrics import accuracy
+
+    if cifar_c is not None:
+        rows: list[dict[str, Any]] = []
+        for name in available_cifar_c(cifar_c):
+            for sev in SEVERITIES:
+                data = limit_dataset(load_cifar_c(cifar_c, name, sev), limit, seed)
+                rows.append({"corruption": name, "severity": sev, "accuracy": accuracy(model, data, batch_size)})
+    else:
+        rows = corruption_accuracy(model, test, seed=seed, batch_size=batch_size, progress=progress)
+    return {"rows": rows, "summary": summarize_corruption_accuracy(rows)}

@@ -9,7 +9,6 @@ model fits it, and read the attacks (the dataset preset's when none is given). T
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -19,9 +18,10 @@ import torch
 from pydantic import Field, field_validator
 
 from nrflab.attacks import Attack, AttackSpec, attack_from_parts, distinct_labels, parse_attack
-from nrflab.core.columns import metric_label
+from nrflab.core.columns import attack_title, metric_label
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_json
+from nrflab.core.records import to_json
 from nrflab.core.schema import Schema
 from nrflab.core.validation import DEVICE_HELP, Seed, resolve_device
 from nrflab.data import DatasetBundle, limit_dataset, load_dataset
@@ -31,9 +31,11 @@ from nrflab.measure.bn_surgery import BnAnalysis, analyze_batchnorm
 from nrflab.measure.bn_variants import VARIANTS
 from nrflab.measure.ensemble import ensemble_robust
 from nrflab.measure.framework import image_outcomes
+from nrflab.measure.health import chance_warning
 from nrflab.measure.metrics import dataset_tensors
 from nrflab.measure.sanity import SanityReport, format_sanity, sanity_checks
-from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits
+from nrflab.measure.spectrum import PerturbationSpectrum, perturbation_spectrum
+from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits, model_slug
 from nrflab.models.references import load_model_reference
 
 #: The config an nrflab run records beside its model (``RunDir.CONFIG``; ``measure`` sits below ``runs``).
@@ -129,6 +131,9 @@ class EvaluateSettings(MeasureSettings):
     surrogate_mean: Channels = Field(None, description="Per-channel mean the surrogate expects (as --mean).")
     surrogate_std: Channels = Field(None, description="Per-channel std the surrogate expects (as --std).")
     corruptions: bool = Field(False, description="Also report accuracy per common corruption and severity.")
+    spectrum: bool = Field(
+        False, description="Also report each attack's perturbation energy (x_adv - x) in thirds of Nyquist."
+    )
     cifar_c: Optional[str] = Field(
         None, description="A CIFAR-10-C/100-C directory of .npy files to use for --corruptions."
     )
@@ -190,11 +195,6 @@ class Subject:
     def test_tensors(self, s: MeasureSettings) -> tuple[torch.Tensor, torch.Tensor]:
         """The test images measured: the seeded ``limit`` subset, in test-set order."""
         return dataset_tensors(limit_dataset(self.bundle.test, s.limit, s.seed))
-
-
-def model_slug(loaded: LoadedModel) -> str:
-    """A file-name-safe short name of a model."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", loaded.name).strip("-.")[:60] or "model"
 
 
 def default_dataset_of(loaded: LoadedModel) -> str | None:
@@ -279,6 +279,8 @@ class EvaluationRecord:
     corruptions: Optional[Mapping[str, Any]] = field(default=None)
     #: Why the model sits near chance on these images ("" when it does not): its robustness says nothing then.
     at_chance: str = ""
+    #: Per attack label, the spectrum of its perturbations ``x_adv - x`` (``--spectrum``).
+    spectra: Optional[Mapping[str, PerturbationSpectrum]] = None
 
     def to_json(self) -> dict[str, Any]:
         """The JSON record (``sanity`` and ``corruptions`` only when measured)."""
@@ -301,6 +303,8 @@ class EvaluationRecord:
             out["sanity"] = {r.attack: r.to_dict() for r in self.sanity}
         if self.corruptions is not None:
             out["corruptions"] = dict(self.corruptions)
+        if self.spectra is not None:
+            out["spectra"] = {k: {**to_json(v), "thirds": v.thirds()} for k, v in self.spectra.items()}
         return out
 
     def summary_lines(self) -> list[str]:
@@ -314,6 +318,9 @@ class EvaluationRecord:
             lines.append(f"{labels[k]:<{width}} {shown}")
         if self.corruptions is not None:
             lines.append(f"{'mean corruption accuracy':<{width}} {100 * self.corruptions['summary']['mean']:.2f} %")
+        for label, spec in (self.spectra or {}).items():
+            low, mid, high = spec.thirds()
+            lines.append(f"perturbation energy {attack_title(label)}: low {low:.2f}, mid {mid:.2f}, high {high:.2f}")
         if self.sanity:
             lines.extend(format_sanity(self.sanity))
         return lines
@@ -350,7 +357,15 @@ def evaluate_subject(
     if x.shape[0] == 0:
         raise NrflabError("no samples to evaluate")
     seen = image_outcomes(
-        model, x, y, attacks=attacks, ligs_sigma=sigma, seed=s.seed, batch_size=s.batch_size, progress=progress
+        model,
+        x,
+        y,
+        attacks=attacks,
+        ligs_sigma=sigma,
+        seed=s.seed,
+        batch_size=s.batch_size,
+        keep_adversarial=s.spectrum,
+        progress=progress,
     )
     row = seen.summary().row()
     # per threat model with several attacks: the per-image worst case, beside each attack's own number
@@ -387,6 +402,7 @@ def evaluate_subject(
         sanity=reports,
         corruptions=corruption_rows(subject, s, progress=progress) if s.corruptions else None,
         at_chance=chance_warning(row.get("clean_acc", float("nan")), subject.bundle.num_classes),
+        spectra={k: perturbation_spectrum(a - x) for k, a in seen.adversarial.items()} if s.spectrum else None,
     )
 
 
@@ -396,18 +412,6 @@ def build_attack(spec: AttackSpec, model: torch.nn.Module, *, seed: int, state_d
     return spec.build(model, seed=seed, **extra)
 
 
-def chance_warning(clean_acc: float, num_classes: int) -> str:
-    """Why a model's numbers say nothing about its features (clean accuracy near chance), or ""."""
-    from nrflab.measure.health import THRESHOLDS, chance, learned
-
-    if learned(clean_acc, num_classes):
-        return ""
-    return (
-        f"clean accuracy {100 * clean_acc:.1f} % is within {100 * THRESHOLDS.chance_margin:.0f} points of chance "
-        f"({100 * chance(num_classes):.0f} %): its robustness and LIGS say nothing about its features"
-    )
-
-
 def evaluate_reference(s: EvaluateSettings, *, progress: bool = False) -> EvaluationRecord:
     """``nrflab evaluate`` in Python: open the model and data, measure them."""
     return evaluate_subject(open_evaluation(s), s, progress=progress)
@@ -415,21 +419,19 @@ def evaluate_reference(s: EvaluateSettings, *, progress: bool = False) -> Evalua
 
 def corruption_rows(subject: Subject, s: EvaluateSettings, *, progress: bool = False) -> dict[str, Any]:
     """Accuracy per corruption and severity: on CIFAR-C files if given, else corrupting the test set."""
-    from nrflab.measure import corruptions as C
+    from nrflab.measure.corruptions import corruption_report
 
-    model = subject.loaded.module
-    if s.cifar_c is not None:
-        from nrflab.measure.metrics import accuracy
-
-        rows: list[dict[str, Any]] = []
-        for name in C.available_cifar_c(Path(s.cifar_c)):
-            for sev in C.SEVERITIES:
-                data = limit_dataset(C.load_cifar_c(Path(s.cifar_c), name, sev), s.limit, s.seed)
-                rows.append({"corruption": name, "severity": sev, "accuracy": accuracy(model, data, s.batch_size)})
-    else:
-        test = limit_dataset(subject.bundle.test, s.limit, s.seed)
-        rows = C.corruption_accuracy(model, test, seed=s.seed, batch_size=s.batch_size, progress=progress)
-    return {"rows": rows, "summary": C.summarize_corruption_accuracy(rows)}
+    test = limit_dataset(subject.bundle.test, s.limit, s.seed)
+    cifar_c = Path(s.cifar_c) if s.cifar_c is not None else None
+    return corruption_report(
+        subject.loaded.module,
+        test,
+        cifar_c=cifar_c,
+        limit=s.limit,
+        seed=s.seed,
+        batch_size=s.batch_size,
+        progress=progress,
+    )
 
 
 def open_bn_analysis(s: BnAnalysisSettings) -> Subject:

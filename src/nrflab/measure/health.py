@@ -109,4 +109,14 @@ class Health:
         return self.top_share >= thresholds.collapse_share
 
 
-__all__ = ["THRESHOLDS", "Health", "Thresholds", "capable", "comparable", "learned", "top_class"]
+def chance_warning(clean_acc: float, num_classes: int) -> str:
+    """Why a model's numbers say nothing about its features (clean accuracy near chance), or ""."""
+    if learned(clean_acc, num_classes):
+        return ""
+    return (
+        f"clean accuracy {100 * clean_acc:.1f} % is within {100 * THRESHOLDS.chance_margin:.0f} points of chance "
+        f"({100 * chance(num_classes):.0f} %): its robustness and LIGS say nothing about its features"
+    )
+
+
+__all__ = ["THRESHOLDS", "Health", "Thresholds", "capable", "chance_warning", "comparable", "learned", "top_class"]

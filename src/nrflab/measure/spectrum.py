@@ -24,7 +24,14 @@ from torch import Tensor
 from nrflab.core.errors import NrflabError
 from nrflab.core.records import record
 
-__all__ = ["BandEnergy", "band_energy", "centred_frequencies", "frequency_radius", "perturbation_spectrum"]
+__all__ = [
+    "BandEnergy",
+    "PerturbationSpectrum",
+    "band_energy",
+    "centred_frequencies",
+    "frequency_radius",
+    "perturbation_spectrum",
+]
 
 
 def centred_frequencies(size: int) -> Tensor:
@@ -69,6 +76,12 @@ class PerturbationSpectrum:
         for radius, energy in zip(self.radii, self.energy):
             shares[0 if radius < low else 1 if radius < high else 2] += energy
         return shares[0], shares[1], shares[2]
+
+    def thirds(self) -> tuple[float, float, float]:
+        """Energy shares below 1/3, between 1/3 and 2/3, and above 2/3 of Nyquist (the shorter axis's; the
+        bands ``nrflab evaluate --spectrum`` declares)."""
+        nyquist = min(self.height, self.width) / 2
+        return self.band_shares(low=nyquist / 3, high=2 * nyquist / 3)
 
 
 def perturbation_spectrum(delta: Tensor) -> PerturbationSpectrum:

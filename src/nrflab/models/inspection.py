@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -342,10 +343,16 @@ def first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
+def model_slug(loaded: LoadedModel) -> str:
+    """A file-name-safe short name of a model."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", loaded.name).strip("-.")[:60] or "model"
+
+
 __all__ = [
     "LoadedModel",
     "adopt_dataset_normalization",
     "check_model_fits",
+    "model_slug",
     "describe_model",
     "file_sha256",
 ]
