@@ -798,8 +798,8 @@ def _constructed(successes: dict[str, float]) -> TransferResult:
 
 def test_experiment_verdicts_follow_the_interval_rule():
     from nrflab.experiments.guard import check
-    from nrflab.experiments.transfer_sections import ZooRun, twins
     from nrflab.experiments.transfer_claims import EarlyVsFinal, SourceTwins, early_stop_claim, no_bn_claim
+    from nrflab.experiments.transfer_sections import ZooRun, twins
 
     # twins reads each source's mean success over targets and pairs BN with no-BN of the same arch and seed.
     runs = {"cnn_bn_s0": 0.50, "cnn_none_s0": 0.60, "cnn_bn_s1": 0.50, "cnn_none_s1": 0.45}
