@@ -798,10 +798,10 @@ def _constructed(successes: dict[str, float]) -> TransferResult:
 
 def test_experiment_verdicts_follow_the_interval_rule():
     from nrflab.experiments.guard import check
-    from nrflab.experiments.transfer import ZooRun, _twins
     from nrflab.experiments.transfer_claims import EarlyVsFinal, SourceTwins, early_stop_claim, no_bn_claim
+    from nrflab.experiments.transfer_sections import ZooRun, twins
 
-    # _twins reads each source's mean success over targets and pairs BN with no-BN of the same arch and seed.
+    # twins reads each source's mean success over targets and pairs BN with no-BN of the same arch and seed.
     runs = {"cnn_bn_s0": 0.50, "cnn_none_s0": 0.60, "cnn_bn_s1": 0.50, "cnn_none_s1": 0.45}
     result = _constructed(runs)
     zoo, finals = [], []
@@ -809,7 +809,7 @@ def test_experiment_verdicts_follow_the_interval_rule():
         arch, norm, seed = name.split("_")
         zoo.append(ZooRun(Path(name), arch, norm, int(seed[1:])))
         finals.append(type("Ref", (), {"name": name})())
-    pairs = _twins(result, zoo, finals)
+    pairs = twins(result, zoo, finals)
     assert [(t.arch, t.seed, t.bn, t.none) for t in pairs] == [("cnn", 0, 0.5, 0.6), ("cnn", 1, 0.5, 0.45)]
     assert (pairs[0].bn_on, pairs[0].none_on) == ((("t", 0.5),), (("t", 0.6),))  # the crossed cells, per target
     # Two seeds: reported, not tested (a claim about models needs three paired seeds).

@@ -11,22 +11,20 @@ final model; the interval crossed over seeds and the shared targets:
 :func:`nrflab.experiments.transfer_claims.crossed_interval`), otherwise inconclusive; and through the validity
 guard: a source that did not learn, or BN and no-BN sources of very unequal usefulness, make them void.
 
-Settings (:class:`TransferExperimentSettings`) have ``cpu``, ``paper`` and ``quick`` presets like every
-registered experiment; the zoo's runs are engine tasks (trained in parallel where workers allow).
+Settings (:class:`~nrflab.experiments.transfer_settings.TransferExperimentSettings`) have ``cpu``, ``paper``
+and ``quick`` presets like every registered experiment; the zoo's runs are engine tasks (trained in parallel
+where workers allow). This module plans the zoo and the matrix, checks the zoo's health and judges the claims;
+:mod:`~nrflab.experiments.transfer_sections` reads the claims' inputs, the early-stop curve and the sections'
+Markdown from the matrix.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from nrflab.core.fmt import ci, pct, points
-from nrflab.core.stats import Verdict, mean_ci
+from nrflab.core.stats import Verdict
 from nrflab.data import DatasetBundle
 from nrflab.experiments.analysis import load_bundle, test_images
 from nrflab.experiments.claims import with_family
@@ -34,9 +32,26 @@ from nrflab.experiments.engine import CallTask, Task, TrainTask, subset_bundle
 from nrflab.experiments.evidence import measure
 from nrflab.experiments.guard import Health, health, named
 from nrflab.experiments.guard import check as guard_check
-from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
-from nrflab.experiments.transfer_claims import EARLY_STOP, EarlyVsFinal, SourceTwins, early_stop_claim, no_bn_claim
-from nrflab.report.document import Section, markdown_table, verdict_line
+from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
+from nrflab.experiments.transfer_claims import EARLY_STOP, early_stop_claim, no_bn_claim
+from nrflab.experiments.transfer_sections import (
+    ZooRun,
+    early_markdown,
+    early_name,
+    early_vs_final,
+    epoch_curve,
+    matrix_markdown,
+    plot_curve,
+    twins,
+)
+from nrflab.experiments.transfer_settings import (
+    CPU,
+    PAPER_SCALE,
+    QUICK_SETTINGS,
+    TransferExperimentSettings,
+    ZooArch,
+)
+from nrflab.report.document import Section, verdict_line
 from nrflab.transfer import (
     EarlyStop,
     ModelRef,
@@ -47,146 +62,7 @@ from nrflab.transfer import (
     resolve_model,
     write_outputs,
 )
-from nrflab.transfer.results import Interval
 from nrflab.transfer.store import open_store
-
-
-@dataclass(frozen=True)
-class ZooSetup:
-    """The zoo and the attack: (arch, width) pairs, epochs, training-set size (None: all), attacked test
-    images, and the attack spec."""
-
-    archs: tuple[tuple[str, float], ...]
-    epochs: int
-    train_size: int | None
-    limit: int
-    attack: str
-
-
-FULL = ZooSetup(
-    archs=(("smallcnn", 0.5), ("vgg11", 0.25)),
-    epochs=6,
-    train_size=None,
-    limit=500,
-    attack="pgd-linf:eps=0.1,step=0.025,steps=10",
-)
-QUICK = ZooSetup(
-    archs=(("smallcnn", 0.5),), epochs=2, train_size=1000, limit=100, attack="pgd-linf:eps=0.1,step=0.04,steps=5"
-)
-EARLY_RULE = EarlyStop("frac", 0.9)
-
-
-class ZooArch(BaseModel):
-    """One more architecture of the zoo (besides the settings' ``arch``/``width``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    arch: str
-    width: float = Field(gt=0)
-
-
-class TransferExperimentSettings(ExperimentSettings):
-    """The zoo (``arch`` plus ``other_archs``, each with and without BN, every seed), its checkpoints, and
-    the attack whose transfer is measured."""
-
-    other_archs: list[ZooArch] = Field(default_factory=list)
-    norms: list[str] = Field(
-        default_factory=lambda: ["bn", "none"],
-        min_length=2,
-        max_length=2,
-        description="the normalization under test, then its baseline",
-    )
-    zoo: Stage = Field(
-        default_factory=Stage,
-        description="the zoo's training recipe (keep_checkpoints: the "
-        "epochs whose checkpoints attack, for the early-stopping boost)",
-    )
-    train_size: Optional[int] = Field(default=None, ge=1, description="seeded random subset of the training set")
-    limit: int = Field(default=500, ge=1, description="attacked test images")
-    attack: str = FULL.attack
-    early_stop: str = Field(
-        default=str(EARLY_RULE),
-        description="the early-stopped checkpoint: epoch=K (a kept epoch, fixed before judging: the cpu preset's "
-        "choice) or a rule such as frac=0.9",
-    )
-
-    @field_validator("norms")
-    @classmethod
-    def _bn_and_its_baseline(cls, value: list[str]) -> list[str]:
-        if value != ["bn", "none"]:
-            raise ValueError("the transfer claims compare BN sources with no-normalization sources: norms [bn, none]")
-        return value
-
-    @field_validator("early_stop")
-    @classmethod
-    def _rule_parses(cls, value: str) -> str:
-        EarlyStop.parse(value)
-        return value
-
-
-def _zoo_stage(epochs: int, *, keep: int = 1) -> Stage:
-    return Stage(epochs=epochs, eval_attacks=[], ligs=False, keep_checkpoints=keep)
-
-
-# Five paired seeds per claim. A first five-seed run with 4 epochs on 3,000 images left the no-BN sources
-# under-trained (smallcnn 57 % training accuracy at the end, 19 % at epoch 2), so the zoo trains 6 epochs on all
-# 4,000 training images as the two-seed preset before it did, and the early checkpoint is epoch 3 (fixed here
-# before judging); 300 attacked images. One epoch on 4,000 images takes about 5.8 s (smallcnn 0.5) and 7.6 s
-# (vgg11 0.25) on one core: the 20 runs train in about 800 s.
-CPU = TransferExperimentSettings(
-    dataset="mnist5k",
-    arch="smallcnn",
-    width=0.5,
-    device="cpu",
-    seeds=[0, 1, 2, 3, 4],
-    other_archs=[ZooArch(arch="vgg11", width=0.25)],
-    zoo=_zoo_stage(6, keep=3),
-    train_size=None,
-    limit=300,
-    attack=FULL.attack,
-    early_stop="epoch=3",
-)
-QUICK_SETTINGS = TransferExperimentSettings(
-    dataset="mnist5k",
-    arch="smallcnn",
-    width=0.5,
-    device="cpu",
-    seeds=[0, 1],
-    zoo=_zoo_stage(QUICK.epochs),
-    train_size=QUICK.train_size,
-    limit=QUICK.limit,
-    attack=QUICK.attack,
-    early_stop="epoch=1",
-)
-PAPER_SCALE = TransferExperimentSettings(
-    dataset="cifar10",
-    arch="resnet18",
-    width=1.0,
-    seeds=[1337, 1338],
-    zoo=paper_stage(eval_attacks=[], ligs=False, keep_checkpoints=10),
-    limit=1000,
-    attack="pgd-linf:eps=8/255,step=2/255,steps=20",
-)
-
-
-@dataclass(frozen=True)
-class ZooRun:
-    """One trained model of the zoo."""
-
-    path: Path
-    arch: str
-    norm: str
-    seed: int
-
-
-@dataclass(frozen=True)
-class CurvePoint:
-    """One source epoch of a group: mean transfer success over seeds (t-interval) and mean clean accuracy."""
-
-    epoch: int
-    mean_success: float
-    ci: Interval
-    clean_accuracy: float
 
 
 def _zoo_tasks(s: TransferExperimentSettings, home: Path) -> dict[tuple[str, str, int], TrainTask]:
@@ -274,17 +150,17 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
     result, matrix_only, paths, zoo, finals, earlier = _matrix(s, home, ctx.progress)
     bundle = subset_bundle(load_bundle(s), s.train_size, 0)
     epochs = int(s.zoo.epochs or 1)
-    curve = _epoch_curve(result, finals, earlier, epochs)
-    curve_img = _plot_curve(curve, home / "transfer_vs_source_epoch")
+    curve = epoch_curve(result, finals, earlier, epochs)
+    curve_img = plot_curve(curve, home / "transfer_vs_source_epoch")
     rule = EarlyStop.parse(s.early_stop)
-    early = _early_vs_final(result, zoo, finals, epochs, rule) if _kept(s) else []
+    early = early_vs_final(result, zoo, finals, epochs, rule) if _kept(s) else []
     protocol = f"attack {s.attack} (untargeted), {result.settings.num_samples} {s.dataset} test images, {epochs} epochs"
     healths = _source_health(s, bundle, zoo)
     bn = [h for r, h in zip(zoo, healths, strict=True) if r.norm == s.norms[0]]
     nobn = [h for r, h in zip(zoo, healths, strict=True) if r.norm == s.norms[1]]
     verdicts = [
         no_bn_claim(
-            _twins(matrix_only, zoo, finals),
+            twins(matrix_only, zoo, finals),
             guard=guard_check(learners=healths, comparable=[(bn, nobn)]),
             protocol=protocol,
         )
@@ -292,7 +168,7 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
     if _kept(s):
         checkpoints = _checkpoint_health(s, bundle, zoo, [r.epoch for r in early])
         guard = guard_check(learners=[*healths, *checkpoints])
-        verdicts.append(early_stop_claim(early, guard=guard, early=_early_name(rule), protocol=protocol))
+        verdicts.append(early_stop_claim(early, guard=guard, early=early_name(rule), protocol=protocol))
     else:
         verdicts.append(
             with_family(
@@ -305,10 +181,10 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
     return [
         Section(
             "Transfer matrix (BN vs no-BN sources)",
-            _matrix_markdown(matrix_only, s.dataset),
+            matrix_markdown(matrix_only, s.dataset),
             [paths.transfer_success_png, paths.target_accuracy_png],
         ),
-        Section("Early-stopped sources", _early_markdown(curve, early, EarlyStop.parse(s.early_stop)), [curve_img]),
+        Section("Early-stopped sources", early_markdown(curve, early, EarlyStop.parse(s.early_stop)), [curve_img]),
         Section("Claims: transferability", "\n".join(verdict_line(v) for v in verdicts), verdicts=verdicts),
     ]
 
@@ -366,178 +242,6 @@ def run(
     chosen = settings or (QUICK_SETTINGS if quick else CPU).model_copy(update={"seeds": list(seeds)})
     return run_experiment(
         "transfer", Path(out_dir), settings=chosen, execution=Execution(workers=workers, progress=progress)
-    )
-
-
-def _early_name(rule: EarlyStop) -> str:
-    """How the early-stop claim names its early checkpoint: the preset's epoch, or the rule."""
-    return f"epoch {int(rule.value)}" if rule.kind == "epoch" else f"the checkpoint of rule {rule}"
-
-
-def _twins(result: TransferResult, zoo: Sequence[ZooRun], finals: Sequence[ModelRef]) -> list[SourceTwins]:
-    """The BN and no-BN sources of the same arch and seed, with their mean transfer success over targets."""
-    per = {r.source: r.mean_success for r in result.per_source()}
-    by_key = {(r.arch, r.norm, r.seed): ref.name for r, ref in zip(zoo, finals, strict=True)}
-    return [
-        SourceTwins(
-            arch,
-            seed,
-            per[name],
-            per[by_key[(arch, "none", seed)]],
-            bn_on=_on_targets(result, name),
-            none_on=_on_targets(result, by_key[(arch, "none", seed)]),
-        )
-        for (arch, norm, seed), name in by_key.items()
-        if norm == "bn" and (arch, "none", seed) in by_key
-    ]
-
-
-def _on_targets(result: TransferResult, source: str) -> tuple[tuple[str, float], ...]:
-    """``source``'s transfer success on each counted target (self pairs left out): the claims' crossed cells."""
-    return tuple((p.target, p.transfer_success) for p in result.row(source) if result.counted(p))
-
-
-def _base_group(group: str) -> str:
-    return group.split("@", 1)[0]
-
-
-def _epoch_curve(
-    result: TransferResult, finals: list[ModelRef], earlier: list[ModelRef], epochs: int
-) -> list[tuple[str, list[CurvePoint]]]:
-    """Per group: mean success over seeds (t-interval) and mean source clean accuracy for epochs 1..E."""
-    per = {r.source: r.mean_success for r in result.per_source()}
-    by_group: dict[str, list[tuple[int, float, float]]] = {}
-    for ref in [*earlier, *finals]:
-        epoch = ref.epoch if ref.epoch is not None else epochs
-        by_group.setdefault(_base_group(ref.group), []).append(
-            (epoch, per[ref.name], result.source(ref.name).clean_accuracy)
-        )
-    out = []
-    for group, pts in by_group.items():
-        rows = []
-        for e in sorted({p[0] for p in pts}):
-            at = [p for p in pts if p[0] == e]
-            m, lo, hi = mean_ci([p[1] for p in at])
-            rows.append(CurvePoint(e, m, (lo, hi), sum(p[2] for p in at) / len(at)))
-        out.append((group, rows))
-    return out
-
-
-def _plot_curve(curve: list[tuple[str, list[CurvePoint]]], stem: Path) -> Path:
-    from nrflab.report.plots import NORM_STYLE, new_figure, save_figure
-
-    fig, axes = new_figure(figsize=(5.6, 3.6))
-    ax = axes[0][0]
-    for group, rows in curve:
-        e = [r.epoch for r in rows]
-        (line,) = ax.plot(
-            e,
-            [100 * r.mean_success for r in rows],
-            marker="o",
-            linestyle=NORM_STYLE.get(group.split("/")[-1], "-"),
-            label=group,
-        )
-        lo = [100 * (r.ci[0] if math.isfinite(r.ci[0]) else r.mean_success) for r in rows]
-        hi = [100 * (r.ci[1] if math.isfinite(r.ci[1]) else r.mean_success) for r in rows]
-        ax.fill_between(e, lo, hi, color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("source epoch (checkpoint)")
-    ax.set_ylabel("transfer success % (mean over targets)")
-    ax.set_title("transfer success vs source epoch (mean over seeds, 95 % CI)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, stem)[0]
-
-
-def _early_vs_final(
-    result: TransferResult, zoo: Sequence[ZooRun], finals: list[ModelRef], epochs: int, rule: EarlyStop = EARLY_RULE
-) -> list[EarlyVsFinal]:
-    """Per run: the early-stopped checkpoint (``rule``) vs the final model, same targets."""
-    per = {r.source: r.mean_success for r in result.per_source()}
-    rows = []
-    for run_info, final in zip(zoo, finals, strict=True):
-        epoch = rule.select(run_info.path)
-        early_name = final.name if epoch == epochs else f"{final.name}@e{epoch}"
-        rows.append(
-            EarlyVsFinal(
-                run=final.name,
-                group=final.group,
-                epoch=epoch,
-                final_epoch=epochs,
-                early=per[early_name],
-                final=per[final.name],
-                seed=run_info.seed,
-                early_on=_on_targets(result, early_name),
-                final_on=_on_targets(result, final.name),
-            )
-        )
-    return rows
-
-
-def _matrix_markdown(result: TransferResult, dataset: str = "mnist5k") -> str:
-    clean: dict[str, list[tuple[float, float]]] = {}
-    for s in result.sources:
-        clean.setdefault(s.group, []).append((s.clean_accuracy, s.whitebox_success))
-    table = markdown_table(
-        [
-            "source group",
-            "seeds",
-            "clean acc %",
-            "white-box success %",
-            "transfer success % (mean over targets)",
-            "95 % CI over seeds",
-            "target acc % on its examples",
-        ],
-        [
-            [
-                g.group,
-                g.sources,
-                f"{100 * sum(c[0] for c in clean[g.group]) / len(clean[g.group]):.1f}",
-                f"{100 * sum(c[1] for c in clean[g.group]) / len(clean[g.group]):.1f}",
-                pct(g.mean_success, unit=False),
-                ci(g.ci),
-                pct(g.mean_target_accuracy, unit=False),
-            ]
-            for g in result.per_source_group()
-        ],
-    )
-    gm = result.group_matrix()
-    cells = markdown_table(
-        ["source \\ target", *gm.columns],
-        [
-            [a, *[f"{pct(c.mean, unit=False)} {ci(c.ci)}" for c in row]]
-            for a, row in zip(gm.rows, gm.cells, strict=True)
-        ],
-    )
-    d = result.definitions
-    settings = result.settings
-    return (
-        f"Attack `{settings.attack}`, untargeted, {settings.num_samples} {dataset} test images; every final model attacks every "
-        f"other (a model is never its own target).\n\n*Transfer success*: {d['transfer_success']}; *eligible*: "
-        f"{d['eligible']}. *Target accuracy*: {d['target_accuracy']}.\n\n{table}\n\n"
-        f"Transfer success % by source group (rows) and target group (columns), mean over model pairs "
-        f"with a 95 % t-interval:\n\n{cells}\n"
-    )
-
-
-def _early_markdown(
-    curve: list[tuple[str, list[CurvePoint]]], early: list[EarlyVsFinal], rule: EarlyStop = EARLY_RULE
-) -> str:
-    rows = [
-        [group, p.epoch, f"{100 * p.clean_accuracy:.1f}", pct(p.mean_success, unit=False), ci(p.ci)]
-        for group, curve_points in curve
-        for p in curve_points
-    ]
-    t1 = markdown_table(
-        ["source group", "source epoch", "source clean acc %", "transfer success %", "95 % CI over seeds"], rows
-    )
-    t2 = markdown_table(
-        ["source run", "early epoch", "success % (early)", "success % (final)", "gain (points)"],
-        [[r.run, r.epoch, pct(r.early, unit=False), pct(r.final, unit=False), points(r.gain)] for r in early],
-    )
-    return (
-        f"Checkpoints of every epoch attack the final models of the other runs. Early stopping rule "
-        f"`{rule}` (frac=F: the earliest kept epoch whose clean accuracy reaches F of the final).\n\n{t1}\n\n{t2}\n"
     )
 
 

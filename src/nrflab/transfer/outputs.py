@@ -90,12 +90,11 @@ def _no_values_note(result: TransferResult) -> list[str]:
     return lines
 
 
-def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) -> str:
-    """A short Markdown summary: definitions, the matrix, per-source averages with CIs, boost effects."""
+def _preamble(result: TransferResult) -> list[str]:
+    """The summary's opening lines: the attack and its sample, then every definition the tables rely on."""
     d = result.definitions
     s = result.settings
-    names = [t.name for t in result.targets]
-    lines = [
+    return [
         f"Attack `{attack_text(s.attack)}` ({'targeted, ' + s.target_policy if s.targeted else 'untargeted'}), "
         f"{s.num_samples} test images, seed {s.seed}.",
         "",
@@ -104,7 +103,12 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
         f"- **Transfer success**: {d['transfer_success']}.",
         f"- **Self pairs**: {d['self_pairs']}.",
         f"- **Intervals**: {d['ci']}.",
-        "",
+    ]
+
+
+def _models_part(result: TransferResult) -> list[str]:
+    """The sources (clean accuracy and white-box success) and the targets (clean accuracy)."""
+    return [
         "### Sources (white-box)",
         "",
         markdown_table(
@@ -128,7 +132,13 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
             ["target", "group", "clean acc %", "clean correct"],
             [[r.name, r.group, pct(r.clean_accuracy, unit=False), r.clean_correct] for r in result.targets],
         ),
-        "",
+    ]
+
+
+def _matrices_part(result: TransferResult) -> list[str]:
+    """The two source-by-target matrices: transfer success (with eligible counts) and target accuracy."""
+    names = [t.name for t in result.targets]
+    return [
         "### Transfer success % (rows: sources, columns: targets; * = self pair)",
         "",
         *_no_values_note(result),
@@ -142,7 +152,12 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
             ["source \\ target", *names],
             [[sr.name, *[pct(p.target_accuracy, unit=False) for p in result.row(sr.name)]] for sr in result.sources],
         ),
-        "",
+    ]
+
+
+def _averages_part(result: TransferResult) -> list[str]:
+    """Per-source averages over targets (pooled intervals), then per source group (t-intervals over seeds)."""
+    return [
         "### Per-source average over targets",
         "",
         markdown_table(
@@ -171,30 +186,40 @@ def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) ->
             ],
         ),
     ]
-    if boosts:
-        lines += [
-            "",
-            "### Boosts (same targets for every variant of a source)",
-            "",
-            markdown_table(
-                ["source", "boost", "model used", "targets", "mean success %", "pooled 95 % CI", "gain (points)"],
+
+
+def _boosts_part(boosts: Sequence[BoostRow]) -> list[str]:
+    """Every variant of every source on the same targets, and which boost helped (see :func:`boost_verdict`)."""
+    return [
+        "### Boosts (same targets for every variant of a source)",
+        "",
+        markdown_table(
+            ["source", "boost", "model used", "targets", "mean success %", "pooled 95 % CI", "gain (points)"],
+            [
                 [
-                    [
-                        r.source,
-                        r.boost,
-                        r.model,
-                        r.targets,
-                        pct(r.mean_success, unit=False),
-                        ci(r.pooled_ci),
-                        points(r.gain),
-                    ]
-                    for r in boosts
-                ],
-            ),
-            "",
-            boost_verdict(boosts),
-        ]
-    return "\n".join(lines) + "\n"
+                    r.source,
+                    r.boost,
+                    r.model,
+                    r.targets,
+                    pct(r.mean_success, unit=False),
+                    ci(r.pooled_ci),
+                    points(r.gain),
+                ]
+                for r in boosts
+            ],
+        ),
+        "",
+        boost_verdict(boosts),
+    ]
+
+
+def summary_markdown(result: TransferResult, boosts: Sequence[BoostRow] = ()) -> str:
+    """A short Markdown summary: definitions, the matrix, per-source averages with CIs, boost effects
+    (each part one function; parts are separated by a blank line)."""
+    parts = [_preamble(result), _models_part(result), _matrices_part(result), _averages_part(result)]
+    if boosts:
+        parts.append(_boosts_part(boosts))
+    return "\n\n".join("\n".join(part) for part in parts) + "\n"
 
 
 @dataclass(frozen=True)
