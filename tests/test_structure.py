@@ -10,9 +10,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Still over the limit, each waiting for its own split by the worker in that room.
-LONG_MODULES = {"nrflab/experiments/features.py"}
-LONG_FUNCTIONS = {"nrflab/experiments/features.py:analyze"}
+#: Still over the limit, with the reason (none today: every module, function and command is within it).
+LONG_MODULES: set[str] = set()
+LONG_FUNCTIONS: set[str] = set()
 LONG_COMMANDS: set[str] = set()
 
 
