@@ -108,11 +108,21 @@ def ray_cluster():
     temp = tempfile.mkdtemp(prefix="nrfray", dir="/tmp")  # Ray's socket paths must stay short
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     ray = str(Path(sys.executable).with_name("ray"))
-    head_port, *ports = _free_ports(1 + 3 * (len(PORT_FLAGS) + 2))
+    head_port, *ports = _free_ports(1 + 3 * len(PORT_FLAGS))
+    taken = {head_port, *ports}
+
+    def worker_range() -> int:
+        """The first port of a 41-port worker range that holds no port given to any component (Ray refuses
+        a range that overlaps one) and no earlier range; the OS hands out free ports in no order."""
+        for low in _free_ports(64):
+            if low + 40 < 65536 and not any(low <= p <= low + 40 for p in taken):
+                taken.update(range(low, low + 41))
+                return low
+        raise AssertionError("no free 41-port range for Ray's workers")
 
     def node_flags() -> list[str]:
         flags = [f"{flag}={ports.pop()}" for flag in PORT_FLAGS]
-        low = ports.pop()
+        low = worker_range()
         return [*flags, f"--min-worker-port={low}", f"--max-worker-port={low + 40}"]
 
     commands = [
