@@ -35,7 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--fraction", type=float, default=1.0, help="Share of the images to time (extrapolated).")
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--freeze", action="store_true", help="Also time freeze=True (a frozen TorchScript graph).")

@@ -26,7 +26,7 @@ def fourier(
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the subset and the perturbation signs."),
     per_channel: bool = typer.Option(False, "--per-channel", help="An independent sign per channel (Yin et al.)."),
     precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16 autocast (faster)."),
-    batch_size: int = typer.Option(1024, "--batch-size", min=1, help="Perturbed images per forward pass."),
+    batch_size: int = typer.Option(512, "--batch-size", min=1, help="Perturbed images per forward pass."),
     stride: int = typer.Option(1, "--stride", min=1, help="Every STRIDE-th frequency per axis (coarser grid)."),
     freeze: bool = typer.Option(False, "--freeze", help="Frozen TorchScript graph (~2x faster on CPU)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the dataset's files are."),

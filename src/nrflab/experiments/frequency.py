@@ -55,7 +55,7 @@ class FrequencyLens(BaseModel):
         default=0.5, ge=0, le=1.5, description="high band: radial frequency above this fraction of Nyquist"
     )
     freeze: bool = Field(default=True, description="run a frozen TorchScript graph when it predicts as the model")
-    batch_size: int = Field(default=1024, ge=1, description="perturbed images per forward pass")
+    batch_size: int = Field(default=512, ge=1, description="perturbed images per forward pass")
 
     def band_split(self, size: int) -> float:
         """The band split in cycles per image for ``size x size`` images (Nyquist is ``size / 2``)."""

@@ -154,7 +154,7 @@ def fourier_heat_map(
     name: str = "model",
     per_channel: bool = False,
     seed: int = 0,
-    batch_size: int = 1024,
+    batch_size: int = 512,
     precision: Precision = "float32",
     freeze: bool = False,
     stride: int = 1,
