@@ -208,8 +208,12 @@ def _attack_outcomes(
         tensors[f"robust::{label}"] = correct.to(torch.uint8)
     if on_subset:
         for spec in on_subset:
-            pending = survivors(spec, specs, seen.robust, seen.predictions == y.cpu(), subset)
-            tensors.update(subset_outcomes(model, x, y, [spec], subset, pending, seed=seed, state_dir=state_dir))
+            pending = survivors(
+                spec, specs=specs, robust=seen.robust, clean_correct=seen.predictions == y.cpu(), subset=subset
+            )
+            tensors.update(
+                subset_outcomes(model, x, y, [spec], subset=subset, pending=pending, seed=seed, state_dir=state_dir)
+            )
     if seen.ligs is not None:
         tensors["ligs"] = seen.ligs.gradient_similarity.float()
     return tensors

@@ -23,6 +23,7 @@ __all__ = ["build_resumable", "subset_outcomes", "survivors"]
 
 def survivors(
     spec: AttackSpec,
+    *,
     specs: Sequence[AttackSpec],
     robust: Mapping[str, torch.Tensor],
     clean_correct: torch.Tensor,
@@ -44,9 +45,9 @@ def subset_outcomes(
     x: torch.Tensor,
     y: torch.Tensor,
     specs: Sequence[AttackSpec],
+    *,
     subset: torch.Tensor,
     pending: torch.Tensor,
-    *,
     seed: int,
     state_dir: Path,
 ) -> dict[str, torch.Tensor]:
