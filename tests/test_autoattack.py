@@ -47,6 +47,8 @@ def direct(model: nn.Module, spec: AttackSpec, x: torch.Tensor, y: torch.Tensor)
     aa = pyautoattack.AutoAttack(
         model, attacks=attacks, eps=spec.eps, norm=norm, seed=spec.seed, version=spec.version or "standard"
     )
+    if spec.restarts is not None:
+        aa.apgd.n_restarts = spec.restarts
     x_adv, y_adv = aa.run_standard_evaluation(x.clone(), y.clone())
     return x_adv, y_adv == y
 
@@ -68,7 +70,11 @@ def assert_same_as_direct(
 
 @pytest.mark.parametrize(
     "text",
-    [CUSTOM, "autoattack:eps=0.3,norm=l2,version=custom,attacks=apgd-ce+apgd-dlr,seed=3"],
+    [
+        CUSTOM,
+        "autoattack:eps=0.3,norm=l2,version=custom,attacks=apgd-ce+apgd-dlr,seed=3",
+        "autoattack:eps=0.3,norm=l2,attacks=apgd-ce+apgd-dlr,restarts=1,seed=3",
+    ],
 )
 def test_equals_the_direct_call_image_by_image(text: str) -> None:
     model = mlp()
@@ -112,6 +118,7 @@ def cast_aa(attack: Any) -> AutoAttack:
         "autoattack:version=rand,eps=0.1,seed=4",
         "autoattack:version=custom,attacks=apgd-ce+apgd-t,norm=l2,eps=0.5,seed=0",
         "autoattack:attacks=square+fab,eps=0.1",
+        "autoattack:attacks=apgd-ce+apgd-dlr,restarts=1,norm=l2,eps=1.0,seed=0",
         "pgd-l2:eps=0.5,steps=3,step=0.1,random_start=1,restarts=2",
         "fgsm:eps=0.1",
         "none",
@@ -130,6 +137,14 @@ def test_specs_normalize_what_they_mean() -> None:
     l2 = parse_attack("autoattack:version=custom,attacks=apgd-ce+apgd-t,norm=l2,eps=0.5,seed=0")
     assert (l2.norm, l2.eps, l2.seed, l2.label) == ("l2", 0.5, 0, "autoattack-l2-apgd-ce+apgd-t_0.5")
     assert attack_from_parts("autoattack", eps=0.3) == AttackSpec(kind="autoattack", eps=0.3)
+    # restarts: None is pyautoattack's own (5 for a custom version's APGD); PGD's 1 is its default, stored as None
+    one = parse_attack("autoattack:attacks=apgd-ce+apgd-dlr,restarts=1,eps=1")
+    assert one.restarts == 1 and one != parse_attack("autoattack:attacks=apgd-ce+apgd-dlr,eps=1")
+    assert cast_aa(one.build(mlp())).reference(torch.device("cpu")).apgd.n_restarts == 1
+    assert cast_aa(parse_attack("autoattack:attacks=apgd-ce,eps=1").build(mlp())).reference(
+        torch.device("cpu")
+    ).apgd.n_restarts == 5
+    assert parse_attack("pgd-l2:eps=0.5,restarts=1") == parse_attack("pgd-l2:eps=0.5")
     # the classic kinds print as before
     assert parse_attack("pgd-l2:eps=0.5").to_string() == "pgd-l2:eps=0.5,steps=10"
 
@@ -139,7 +154,9 @@ def test_specs_normalize_what_they_mean() -> None:
     [
         ("autoattack:eps=0.1,steps=20", "the attack autoattack takes no steps"),
         ("autoattack:eps=0.1,targeted=1", "the attack autoattack takes no targeted"),
-        ("autoattack:eps=0.1,restarts=2", "the attack autoattack takes no restarts"),
+        ("autoattack:eps=0.1,restarts=2", "the standard version of autoattack fixes its restarts"),
+        ("autoattack:eps=0.1,version=plus,restarts=1", "the plus version of autoattack fixes its restarts"),
+        ("autoattack:eps=0.1,attacks=apgd-ce,restarts=0", "restarts must be >= 1, got 0"),
         ("autoattack:eps=0.1,version=fast", "unknown version 'fast' of autoattack; choose standard, "),
         ("autoattack:eps=0.1,attacks=apgd-ce+pgd", "unknown attack 'pgd' for autoattack; choose from apgd-ce, "),
         ("autoattack:eps=0.1,version=custom", "version=custom of autoattack needs attacks="),

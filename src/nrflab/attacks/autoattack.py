@@ -3,8 +3,9 @@
 ``autoattack`` is the standard version (APGD-CE, APGD-T, FAB-T, Square) in Linf;
 ``autoattack:version=custom,attacks=apgd-ce+apgd-t,norm=l2,eps=0.5,seed=0`` chooses the version (the ones
 ``pyautoattack`` has), a custom version's attacks (the names it knows, run in the order given), the norm
-(``linf``, the default, or ``l2``: one registered name, the norm comes from the spec) and the seed (default:
-the seed ``AttackSpec.build`` is given, so an experiment's seed reaches it). The versions and attack names
+(``linf``, the default, or ``l2``: one registered name, the norm comes from the spec), a custom version's APGD
+restarts (``restarts=1``, as the standard version runs APGD-CE; default ``pyautoattack``'s, 5) and the seed
+(default: the seed ``AttackSpec.build`` is given, so an experiment's seed reaches it). The versions and attack names
 are read from ``pyautoattack`` at import, never copied.
 
 What nrflab adds around the reference call, and nothing else: the ``@final`` entry point (inputs in [0,1],
@@ -27,7 +28,8 @@ order that runs ``fab`` after ``fab-t`` resumed between the two runs ``fab`` wit
 
 Without ``state_dir`` the attack is the direct call, on the images of the call:
 ``pyautoattack.AutoAttack(model, attacks=..., device=x.device, eps=eps, norm=..., seed=seed, version=...)
-.run_standard_evaluation(x, y, batch_size=batch_size)`` (``tests/test_autoattack.py`` checks image by image).
+.run_standard_evaluation(x, y, batch_size=batch_size)``, with ``.apgd.n_restarts = restarts`` set in between
+when a spec names restarts (``tests/test_autoattack.py`` checks image by image).
 """
 
 from __future__ import annotations
@@ -77,19 +79,21 @@ _STATE_FORMAT = 1
     "autoattack",
     norm="linf",
     norms=("linf", "l2"),
-    options=("eps", "norm_option", "version", "attacks", "seed"),
+    options=("eps", "norm_option", "version", "attacks", "restarts", "seed"),
     choices={"version": AUTOATTACK_VERSIONS, "attacks": AUTOATTACK_ATTACKS},
 )
 class AutoAttack(Attack):
     """AutoAttack through ``pyautoattack`` (see the module docstring for what nrflab adds and resuming).
 
     ``version``: one of :data:`AUTOATTACK_VERSIONS`; ``attacks``: a custom version's attacks (from
-    :data:`AUTOATTACK_ATTACKS`); ``batch_size``: ``pyautoattack``'s batch size within one call (its default,
+    :data:`AUTOATTACK_ATTACKS`); ``restarts``: the restarts of a custom version's APGD-CE and APGD-DLR (None:
+    ``pyautoattack``'s, 5; the standard version runs APGD-CE with 1); ``batch_size``: ``pyautoattack``'s batch size within one call (its default,
     250; the random starts are drawn per batch, so it is part of what the result depends on);
     ``state_dir``: where the resumable state files go (None: no state, the plain direct call).
     """
 
     name = "autoattack"
+    default_restarts = None
 
     def __init__(
         self,
@@ -99,6 +103,7 @@ class AutoAttack(Attack):
         norm: Norm = "linf",
         version: str = "standard",
         attacks: tuple[str, ...] | None = None,
+        restarts: int | None = None,
         seed: int = 0,
         batch_size: int = 250,
         state_dir: str | os.PathLike[str] | None = None,
@@ -113,10 +118,15 @@ class AutoAttack(Attack):
         unknown = [a for a in attacks or () if a not in AUTOATTACK_ATTACKS]
         if unknown:
             raise NrflabError(f"unknown AutoAttack attack {unknown[0]!r}; choose from {', '.join(AUTOATTACK_ATTACKS)}")
+        if restarts is not None and (isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1):
+            raise NrflabError(f"restarts must be an integer >= 1, got {restarts!r}")
+        if restarts is not None and version != "custom":
+            raise NrflabError(f"the {version} version of AutoAttack fixes its restarts; restarts= needs version=custom")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise NrflabError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         self.version = version
         self.attacks = tuple(attacks) if attacks else None
+        self.restarts = restarts
         self.batch_size = batch_size
         self.state_dir = None if state_dir is None else Path(state_dir)
 
@@ -134,13 +144,14 @@ class AutoAttack(Attack):
             norm=spec.norm,
             version=spec.version or AUTOATTACK_VERSIONS[0],
             attacks=spec.attacks or None,
+            restarts=spec.restarts,
             seed=spec.seed if spec.seed is not None else seed,
             **kwargs,
         )
 
     def reference(self, device: torch.device) -> Any:
         """The ``pyautoattack.AutoAttack`` object this attack runs (untyped: pyautoattack has no annotations)."""
-        return pyautoattack.AutoAttack(
+        reference = pyautoattack.AutoAttack(
             self.model,
             attacks=list(self.attacks) if self.attacks else None,
             device=device,
@@ -149,6 +160,9 @@ class AutoAttack(Attack):
             seed=self.seed,
             version=self.version,
         )
+        if self.restarts is not None:
+            reference.apgd.n_restarts = self.restarts
+        return reference
 
     def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         _check_fp32(self.model)
@@ -190,6 +204,7 @@ class AutoAttack(Attack):
         """What the result depends on: images, labels, the model's tensors, the settings."""
         h = hashlib.blake2b(digest_size=12)
         settings = (self.eps, self.norm, self.version, self.attacks, self.seed, self.batch_size, self.mode)
+        settings += (self.restarts,) if self.restarts is not None else ()
         h.update(repr(settings).encode())
         for t in (x, y, *self.model.state_dict().values()):
             h.update(str((tuple(t.shape), t.dtype)).encode())
@@ -198,6 +213,7 @@ class AutoAttack(Attack):
 
     def __repr__(self) -> str:
         which = "+".join(self.attacks) if self.attacks else self.version
+        which += f", restarts={self.restarts}" if self.restarts is not None else ""
         return f"AutoAttack({which}, norm={self.norm}, eps={self.eps:g}, seed={self.seed})"
 
 

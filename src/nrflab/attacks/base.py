@@ -121,6 +121,8 @@ class Attack(ABC):
     """Whether the attack takes steps (a spec of it then needs ``steps >= 1``)."""
     perturbs: ClassVar[bool] = True
     """False for the identity (``none``): a spec of it has eps 0 and takes no options."""
+    default_restarts: ClassVar[int | None] = 1
+    """The restarts of a spec that names none (None: the attack's own choice, e.g. AutoAttack's version)."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a subclass that replaces the entry point (``@final`` for type checkers, enforced here at

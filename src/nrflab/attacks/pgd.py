@@ -114,7 +114,7 @@ class PGD(Attack):
             step_size=spec.step_size,
             steps=spec.steps,
             random_start=spec.random_start,
-            restarts=spec.restarts,
+            restarts=spec.restarts or 1,
             targeted=spec.targeted,
             seed=seed,
             **kwargs,

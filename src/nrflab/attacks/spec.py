@@ -35,7 +35,9 @@ class AttackSpec:
     """A serializable attack description; ``build(model)`` makes the attack.
 
     Which fields apply depends on the kind (its registration's ``options``): PGD's ``step_size``, ``steps``,
-    ``random_start``, ``restarts``, ``targeted``; AutoAttack's ``norm_option`` (``norm=l2``: the norm where the
+    ``random_start``, ``restarts`` (None: the kind's own, :attr:`Attack.default_restarts`; a value equal to it
+    is stored as None, so equal attacks have equal specs), ``targeted``; AutoAttack's ``restarts`` (a custom
+    version's APGD restarts; None: ``pyautoattack``'s), its ``norm_option`` (``norm=l2``: the norm where the
     kind lets a spec choose it; None is the kind's own), ``version`` (None: the kind's first, ``standard``),
     ``attacks`` (a custom version's attacks, in order) and ``seed`` (None: the seed ``build`` is given). A field
     set away from its default on a kind that does not take it is refused in one line.
@@ -46,7 +48,7 @@ class AttackSpec:
     step_size: float | None = None
     steps: int = 10
     random_start: bool = False
-    restarts: int = 1
+    restarts: int | None = None
     targeted: bool = False
     norm_option: Norm | None = None
     version: str | None = None
@@ -61,6 +63,8 @@ class AttackSpec:
             raise NrflabError(f"eps must be a finite number >= 0, got {self.eps}")
         for name in ("steps", "restarts"):
             value = getattr(self, name)
+            if name == "restarts" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int):
                 raise NrflabError(f"{name} must be an integer, got {value!r}")
         if entry.iterative and self.steps < 1:
@@ -69,8 +73,10 @@ class AttackSpec:
             )
         if self.steps < 0:
             raise NrflabError(f"steps must be >= 0, got {self.steps}")
-        if self.restarts < 1:
+        if self.restarts is not None and self.restarts < 1:
             raise NrflabError(f"restarts must be >= 1, got {self.restarts}")
+        if self.restarts == entry.attack.default_restarts:
+            object.__setattr__(self, "restarts", None)
         if self.step_size is not None and not (math.isfinite(self.step_size) and self.step_size > 0):
             raise NrflabError(f"step size must be a finite number > 0, got {self.step_size}")
         if entry.perturbs and self.eps == 0:
@@ -120,6 +126,11 @@ class AttackSpec:
             raise NrflabError(f"the {self.version} version of {self.kind} fixes its attacks; use version=custom")
         if versions and self.version == versions[0]:
             object.__setattr__(self, "version", None)
+        if versions and self.restarts is not None and self.version != "custom":
+            raise NrflabError(
+                f"the {self.version or versions[0]} version of {self.kind} fixes its restarts; restarts= needs "
+                "attacks=NAME+NAME (a custom version)"
+            )
 
     @property
     def entry(self) -> AttackKind:
@@ -162,7 +173,7 @@ class AttackSpec:
             parts.append(f"step={self.step_size!r}")
         if self.random_start:
             parts.append("random_start=1")
-        if self.restarts > 1:
+        if self.restarts is not None:
             parts.append(f"restarts={self.restarts}")
         if self.targeted:
             parts.append("targeted=1")
@@ -276,7 +287,7 @@ def attack_from_parts(
     steps: int | None = None,
     step_size: float | None = None,
     random_start: bool = False,
-    restarts: int = 1,
+    restarts: int | None = None,
     targeted: bool = False,
 ) -> AttackSpec:
     """The attack of a command line or a config: a full spec (``kind:key=value,...``) as written, or a bare
@@ -291,7 +302,7 @@ def attack_from_parts(
         return spec
     if eps is None:
         raise NrflabError(f"attack {text!r} needs eps (--eps, or write it as {text}:eps=VALUE)")
-    given = {"steps": steps, "step_size": step_size, "random_start": random_start, "restarts": restarts != 1}
+    given = {"steps": steps, "step_size": step_size, "random_start": random_start, "restarts": restarts not in (None, 1)}
     given["targeted"] = targeted
     for name, value in given.items():
         if value not in (None, False) and name not in spec.entry.options:

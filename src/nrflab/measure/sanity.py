@@ -215,7 +215,7 @@ def check_restarts(
     if not spec.kind.startswith("pgd"):
         return SanityCheck("restarts", question, None, f"not applicable to the single-step attack {spec.kind}", {})
     n = int(y.shape[0])
-    stronger = replace(spec, random_start=True, restarts=max(restarts, 2 * spec.restarts))
+    stronger = replace(spec, random_start=True, restarts=max(restarts, 2 * (spec.restarts or 1)))
     plain = (
         plain_accuracy
         if plain_accuracy is not None
