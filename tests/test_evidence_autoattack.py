@@ -101,7 +101,7 @@ def test_features_adds_autoattack_at_the_robust_columns_threat():
     first = "pgd-l2:eps=1.0,step=0.4,steps=5"
     task = TrainTask("run", {"eval_attacks": [first, "pgd-linf:eps=0.1"]})
     attacks = features.final_attack(features.CPU, task)
-    assert attacks == [first, "autoattack:version=custom,attacks=apgd-ce+apgd-dlr,norm=l2,eps=1,seed=0"]
+    assert attacks == [first, "autoattack:version=custom,attacks=apgd-ce+apgd-dlr,restarts=1,norm=l2,eps=1,seed=0"]
     assert features.final_attack(features.PAPER_SCALE, task)[1] == "autoattack:norm=l2,eps=1,seed=0"
     assert features.final_attack(features.QUICK, task) == [first]
     assert features.robust_titles(attacks) == ["robust acc (PGD-L2 eps 1)", "robust acc (ensemble, L2 eps 1)"]
