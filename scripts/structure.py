@@ -57,6 +57,64 @@ def measure(src: Path, *, function_limit: int = 60) -> Measures:
     return m
 
 
+#: Names a user imports from a submodule by its path (the README's examples and the library calls behind
+#: ``evaluate``, ``bn-analysis`` and ``compare``), beyond those other rooms import.
+DOCUMENTED_PATHS = {
+    "nrflab.measure.metrics": {"accuracy", "robust_accuracy"},
+    "nrflab.measure.ligs": {"ligs", "ligs_per_sample"},
+    "nrflab.measure.evaluation": {"evaluate_reference", "analyze_reference"},
+    "nrflab.measure.compare": {"compare_models"},
+}
+
+
+def _module_name(path: Path, src: Path) -> str:
+    parts = list(path.relative_to(src.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _declared_all(tree: ast.Module) -> list[str] | None:
+    for node in tree.body:
+        if _all_names(node) or (isinstance(node, (ast.Assign, ast.AnnAssign)) and "__all__" in ast.dump(node)[:120]):
+            value = getattr(node, "value", None)
+            if isinstance(value, (ast.List, ast.Tuple)):
+                return [e.value for e in value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+    return None
+
+
+def room_interfaces(src: Path) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """Per submodule: the names its ``__all__`` declares, and the names it should declare -- those another room
+    (or the README) imports from it, less the names its package's ``__init__`` already exports. A name only
+    siblings of its room import is room-internal and not listed."""
+    paths = {_module_name(p, src): p for p in src.rglob("*.py")}
+    trees = {m: ast.parse(p.read_text()) for m, p in paths.items()}
+    room = {m: (m.split(".") + [""])[1] for m in paths}
+    wanted: dict[str, set[str]] = {m: set(DOCUMENTED_PATHS.get(m, ())) for m in paths}
+    for me, tree in trees.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in paths:
+                if room[node.module] != room[me]:
+                    wanted[node.module] |= {a.name for a in node.names if f"{node.module}.{a.name}" not in paths}
+    declared: dict[str, set[str]] = {}
+    should: dict[str, set[str]] = {}
+    for m, path in paths.items():
+        if path.name == "__init__.py":
+            continue
+        package = trees.get(m.rsplit(".", 1)[0])
+        exported = set(_declared_all(package) or ()) if package is not None else set()
+        defined = {
+            n.name for n in trees[m].body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        }
+        defined |= {
+            t.id for n in trees[m].body if isinstance(n, ast.Assign) for t in n.targets if isinstance(t, ast.Name)
+        }
+        defined |= {
+            n.target.id for n in trees[m].body if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)
+        }
+        declared[m] = set(_declared_all(trees[m]) or ())
+        should[m] = {n for n in wanted[m] if not (n in defined and n in exported)}
+    return declared, should
+
+
 def main() -> None:
     src = Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).resolve().parents[1] / "src" / "nrflab")
     m = measure(src)

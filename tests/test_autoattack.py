@@ -141,9 +141,12 @@ def test_specs_normalize_what_they_mean() -> None:
     one = parse_attack("autoattack:attacks=apgd-ce+apgd-dlr,restarts=1,eps=1")
     assert one.restarts == 1 and one != parse_attack("autoattack:attacks=apgd-ce+apgd-dlr,eps=1")
     assert cast_aa(one.build(mlp())).reference(torch.device("cpu")).apgd.n_restarts == 1
-    assert cast_aa(parse_attack("autoattack:attacks=apgd-ce,eps=1").build(mlp())).reference(
-        torch.device("cpu")
-    ).apgd.n_restarts == 5
+    assert (
+        cast_aa(parse_attack("autoattack:attacks=apgd-ce,eps=1").build(mlp()))
+        .reference(torch.device("cpu"))
+        .apgd.n_restarts
+        == 5
+    )
     assert parse_attack("pgd-l2:eps=0.5,restarts=1") == parse_attack("pgd-l2:eps=0.5")
     # the classic kinds print as before
     assert parse_attack("pgd-l2:eps=0.5").to_string() == "pgd-l2:eps=0.5,steps=10"

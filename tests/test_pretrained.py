@@ -16,7 +16,8 @@ from _byom_helpers import net_state
 from nrflab.core.errors import NrflabError
 from nrflab.models import create_model
 from nrflab.models import pretrained as P
-from nrflab.models.references import check_model_fits, load_model_reference
+from nrflab.models.inspection import check_model_fits
+from nrflab.models.references import load_model_reference
 
 NAME = "pyautoattack/cifar10/resnet18"
 

@@ -18,13 +18,8 @@ from _byom_helpers import net_state, randomize_bn, robustness_checkpoint, torchv
 from nrflab.core.errors import NrflabError
 from nrflab.models import create_model
 from nrflab.models.checkpoint import save_model
-from nrflab.models.references import (
-    InputNormalized,
-    LoadedModel,
-    check_model_fits,
-    load_model_reference,
-    parse_model_reference,
-)
+from nrflab.models.inspection import InputNormalized, LoadedModel, check_model_fits
+from nrflab.models.references import load_model_reference, parse_model_reference
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 

@@ -47,3 +47,16 @@ def test_an_annotated_all_counts_like_a_plain_one(tmp_path: Path) -> None:
     (tmp_path / "b.py").write_text('__all__: list[str] = ["z"]\n')
     (tmp_path / "c.py").write_text("__all__: list[str] = []\n")
     assert structure.measure(tmp_path).all_names == 3
+
+
+def test_every_submodule_declares_exactly_what_other_rooms_import_from_it() -> None:
+    """``__all__`` of a submodule is its room's interface: the names another room (or the README) imports from
+    it, less those its package exports; names only siblings import stay off it (room-internal)."""
+    structure, _ = _measures()
+    declared, should = structure.room_interfaces(ROOT / "src" / "nrflab")
+    wrong = {
+        m: (sorted(should[m] - declared[m]), sorted(declared[m] - should[m]))
+        for m in should
+        if declared[m] != should[m]
+    }
+    assert wrong == {}, "(missing, not imported by another room) per module: " + repr(wrong)

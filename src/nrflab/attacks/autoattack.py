@@ -58,7 +58,7 @@ from nrflab.core.modules import ModelMode
 if TYPE_CHECKING:
     from nrflab.attacks.spec import AttackSpec
 
-__all__ = ["AUTOATTACK_ATTACKS", "AUTOATTACK_VERSIONS", "AutoAttack"]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
 
 log = get_logger("attacks.autoattack")
 
@@ -203,7 +203,8 @@ class AutoAttack(Attack):
     def _digest(self, x: torch.Tensor, y: torch.Tensor) -> str:
         """What the result depends on: images, labels, the model's tensors, the settings."""
         h = hashlib.blake2b(digest_size=12)
-        settings = (self.eps, self.norm, self.version, self.attacks, self.seed, self.batch_size, self.mode)
+        settings: tuple[object, ...] = (self.eps, self.norm, self.version, self.attacks, self.seed, self.batch_size)
+        settings += (self.mode,)
         settings += (self.restarts,) if self.restarts is not None else ()
         h.update(repr(settings).encode())
         for t in (x, y, *self.model.state_dict().values()):

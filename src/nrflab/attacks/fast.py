@@ -14,7 +14,7 @@ import torch
 from nrflab.attacks.base import Norm, enforce_ball, normalized_step
 from nrflab.core import accel
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
 
 
 def pgd_update(

@@ -9,7 +9,7 @@ from nrflab.attacks.base import Attack, LossFn, Norm, normalized_step
 from nrflab.attacks.registry import register_attack
 from nrflab.core.modules import ModelMode
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
 
 
 @register_attack("fgm-l2", norm="l2")

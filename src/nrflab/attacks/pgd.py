@@ -19,7 +19,7 @@ from nrflab.core.modules import ModelMode
 if TYPE_CHECKING:
     from nrflab.attacks.spec import AttackSpec
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
 
 
 def _whole_number(name: str, value: int, minimum: int) -> int:

@@ -19,10 +19,7 @@ from nrflab.core.registry import Registry
 
 A = TypeVar("A", bound=type[Attack])
 
-__all__ = [
-    "list_attacks",
-    "register_attack",
-]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
 
 CLASSIC_OPTIONS: frozenset[str] = frozenset({"eps", "step_size", "steps", "random_start", "restarts", "targeted"})
 """The :class:`~nrflab.attacks.AttackSpec` fields a kind takes unless its registration says otherwise."""

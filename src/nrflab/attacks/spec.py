@@ -19,7 +19,7 @@ from nrflab.attacks.base import Attack, Norm
 from nrflab.attacks.registry import AttackKind, attack_kind
 from nrflab.core.errors import NrflabError
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
 
 
 _KEYS = {"step_size": "step", "norm_option": "norm"}
@@ -302,7 +302,12 @@ def attack_from_parts(
         return spec
     if eps is None:
         raise NrflabError(f"attack {text!r} needs eps (--eps, or write it as {text}:eps=VALUE)")
-    given = {"steps": steps, "step_size": step_size, "random_start": random_start, "restarts": restarts not in (None, 1)}
+    given = {
+        "steps": steps,
+        "step_size": step_size,
+        "random_start": random_start,
+        "restarts": restarts not in (None, 1),
+    }
     given["targeted"] = targeted
     for name, value in given.items():
         if value not in (None, False) and name not in spec.entry.options:

@@ -71,6 +71,4 @@ def run() -> None:  # pragma: no cover - console script shim
     sys.exit(main())
 
 
-__all__ = [
-    "main",
-]
+__all__ = ["main"]

@@ -15,7 +15,7 @@ from nrflab.cli.model_options import FACTORY_ARG_OPTION, MODEL_HELP, WEIGHTS_HEL
 from nrflab.cli.schema_flags import Flag, Given, schema_command
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_write_json, atomic_write_text
-from nrflab.measure.evaluation import BnAnalysisSettings, analyze_subject, bn_summary_lines, open_bn_analysis
+from nrflab.measure.evaluation import BnAnalysisSettings, analyze_subject, open_bn_analysis
 from nrflab.models.inspection import describe_model
 
 RESULT_JSON = "bn_analysis.json"
@@ -55,6 +55,6 @@ def bn_analysis(
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / RESULT_JSON, result.to_dict())
     atomic_write_text(folder / RESULT_MD, result.markdown())
-    for line in bn_summary_lines(result):
+    for line in result.summary_lines():
         typer.echo(line)
     typer.echo(f"wrote {folder / RESULT_JSON} and {folder / RESULT_MD}")

@@ -23,4 +23,4 @@ def progress_bars(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

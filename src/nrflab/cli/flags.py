@@ -326,4 +326,4 @@ def checked_overrides(ov: Overrides) -> Overrides:
     return ov
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -74,4 +74,4 @@ def resolve_output_dir(out: Path) -> Path:
     return out
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -98,4 +98,4 @@ def outside_options(
     return {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width, **channels}
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -227,4 +227,4 @@ def split_list(values: Optional[Sequence[str] | str]) -> list[str] | None:
     return out or None
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -337,6 +337,4 @@ def training_model(model: nn.Module, compile_mode: bool | str | None) -> Callabl
     return model if mode is None else CompiledTrainingModel(model, mode)
 
 
-__all__ = [
-    "to_device_async",
-]
+__all__ = ["CompileMode", "to_device_async"]

@@ -7,3 +7,6 @@ class NrflabError(ValueError):
     A ``ValueError``, so code that validates values can catch it like any other. The CLI prints
     ``error: <message>`` and exits with status 2; no traceback.
     """
+
+
+__all__ = ["NrflabError"]

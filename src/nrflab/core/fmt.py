@@ -160,12 +160,11 @@ __all__ = [
     "ci_phrase",
     "difference",
     "eps",
-    "eps_label",
     "interval",
     "markdown_table",
     "num",
+    "p_value",
     "pct",
-    "pct_ci",
     "points",
     "spread",
 ]

@@ -213,11 +213,12 @@ __all__ = [
     "atomic_save_tensors",
     "atomic_write_json",
     "atomic_write_text",
+    "load_tensors",
     "read_json",
+    "read_metadata",
     "read_numeric_csv",
     "read_yaml_mapping",
     "remove_stale_temps",
-    "to_json_text",
     "write_csv",
 ]
 

@@ -321,16 +321,16 @@ def finite_mean(values: Sequence[float | None] | torch.Tensor) -> float:
 
 __all__ = [
     "ALPHA",
+    "EXPLAINED",
     "MIN_SEEDS",
     "ModelCheck",
     "Verdict",
     "adjust_families",
-    "holm",
-    "one_sample_test",
-    "paired_test",
     "finite_mean",
     "judge",
     "mean_ci",
+    "one_sample_test",
     "paired_ci",
+    "paired_test",
     "wilson",
 ]

@@ -77,6 +77,7 @@ __all__ = [
     "SEED_MAX",
     "Seed",
     "WIDTH_MAX",
+    "check_device_name",
     "check_positive_int",
     "check_seed",
     "resolve_device",

@@ -41,12 +41,12 @@ class ImageTensorDataset(Dataset[tuple[torch.Tensor, int]]):
         return int(self.labels.shape[0])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return _to_float(self.images[index]), int(self.labels[index])
+        return to_float(self.images[index]), int(self.labels[index])
 
     def tensors(self, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """All images as float [0,1] and all labels, optionally moved to ``device``."""
         x = self.images.to(device) if device is not None else self.images
-        return _to_float(x), self.labels.to(device) if device is not None else self.labels
+        return to_float(x), self.labels.to(device) if device is not None else self.labels
 
     def subset(self, indices: Sequence[int] | torch.Tensor) -> ImageTensorDataset:
         idx = torch.as_tensor(indices, dtype=torch.long)
@@ -69,7 +69,7 @@ class Probe(Protocol):
     def __call__(self, model: Any) -> dict[str, float]: ...
 
 
-def _to_float(x: torch.Tensor) -> torch.Tensor:
+def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
 
@@ -225,7 +225,7 @@ def limit_dataset(data: Dataset[Any], limit: int | None, seed: int) -> Dataset[A
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of N x C x H x W images (uint8 or float in [0,1])."""
-    x = _to_float(images)
+    x = to_float(images)
     mean = x.mean(dim=(0, 2, 3))
     std = x.std(dim=(0, 2, 3)).clamp_min(1e-3)
     return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
@@ -237,9 +237,12 @@ def iterate_batches(
     """Yield ``(x, y)`` batches in order from any Dataset, fast for ``ImageTensorDataset``."""
     if isinstance(data, ImageTensorDataset):
         for start in range(0, len(data), batch_size):
-            x = _to_float(data.images[start : start + batch_size].to(device))
+            x = to_float(data.images[start : start + batch_size].to(device))
             yield x, data.labels[start : start + batch_size].to(device)
         return
     loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False)
     for x, y in loader:
         yield x.to(device).float(), torch.as_tensor(y).long().to(device)
+
+
+__all__ = ["iterate_batches", "to_float"]

@@ -158,10 +158,4 @@ def load_built_dataset(path: str | os.PathLike[str]) -> DatasetBundle:
     )
 
 
-__all__ = [
-    "CARD_FILE",
-    "is_built_dataset",
-    "load_built_arrays",
-    "read_card",
-    "shard_name",
-]
+__all__ = ["CARD_FILE", "CARD_FORMAT", "is_built_dataset", "load_built_arrays", "read_card", "shard_name"]

@@ -130,3 +130,14 @@ def _built_base(dataset: str) -> str | None:
     if dataset.lower() in DATASET_PRESET or not is_built_dataset(dataset):
         return None
     return read_card(dataset).base.name
+
+
+__all__ = [
+    "MNIST_EVAL_ATTACKS",
+    "PAPER_EVAL_ATTACKS",
+    "PAPER_FINAL_ATTACKS",
+    "PRESETS",
+    "autoattack",
+    "final_attacks_for",
+    "preset_for",
+]

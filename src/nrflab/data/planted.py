@@ -367,13 +367,9 @@ def load_planted(root: object = None, download: bool = False, params: dict[str, 
 
 __all__ = [
     "PlantedSpec",
-    "assign_classes",
     "band_mask",
     "build_bundle",
     "dataset_name",
-    "dct_images",
-    "generate",
-    "idct_images",
     "make_templates",
     "make_views",
     "spec_from_params",

@@ -283,10 +283,4 @@ def dataset_name(spec: PlantedSpec) -> str:
     return "planted:" + ",".join(parts)
 
 
-__all__ = [
-    "VARIANTS",
-    "PlantedSpec",
-    "band_mask",
-    "dataset_name",
-    "spec_from_params",
-]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

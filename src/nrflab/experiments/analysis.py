@@ -65,4 +65,4 @@ def _short(value: Any) -> str:
     return str(value)
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

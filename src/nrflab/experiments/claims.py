@@ -150,4 +150,4 @@ def _num(value: float, *, sign: bool = True) -> str:
     return f"{value:+.3g}" if sign else f"{value:.3g}"
 
 
-__all__ = ["CLAIMS", "FAMILIES", "Claim", "judge_claim", "list_claims", "register_claim"]
+__all__ = ["list_claims"]

@@ -201,4 +201,4 @@ def dry_run(
     return dry_run_text(selected, plans, out, paper=paper, data=data)
 
 
-__all__ = ["dry_run", "dry_run_text", "settings_lines", "task_lines"]
+__all__ = ["dry_run", "settings_lines"]

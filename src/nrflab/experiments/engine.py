@@ -28,7 +28,7 @@ from nrflab.core.validation import check_device_name
 from nrflab.data import check_dataset_loads
 from nrflab.runs.executor import topological_order
 from nrflab.runs.rundir import RunDir
-from nrflab.training.task import TrainTask, short_path, subset_bundle
+from nrflab.training.task import TrainTask, short_path
 
 # ---------------------------------------------------------------------------------------------
 # Tasks
@@ -205,13 +205,4 @@ def preflight(tasks: Sequence[Task], *, remote: bool = False) -> None:
             raise NrflabError(f"{exc} (setting of the planned task {t.label}; nothing was started)") from None
 
 
-__all__ = [
-    "BuildTask",
-    "CallTask",
-    "Task",
-    "TrainTask",
-    "merge_tasks",
-    "preflight",
-    "subset_bundle",
-    "topological_order",
-]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

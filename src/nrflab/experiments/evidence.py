@@ -464,10 +464,4 @@ def compare_scalars(a: Sequence[float], b: Sequence[float], *, seeds: Sequence[i
     )
 
 
-__all__ = [
-    "Outcomes",
-    "claim_threat",
-    "compare",
-    "robust_under",
-    "strongest_note",
-]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -64,7 +64,4 @@ SPEC = ExperimentSpec(
     epoch_keys=("source.epochs", "robust_source.epochs", "twins.epochs"),
 )
 
-__all__ = [
-    "QUICK",
-    "SPEC",
-]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

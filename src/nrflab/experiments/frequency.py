@@ -294,4 +294,4 @@ def section(
     return [Section(title, "\n".join(text), figures, verdicts)]
 
 
-__all__ = ["FrequencyLens"]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -329,10 +329,4 @@ def settings_error(model: type[BaseModel], exc: ValidationError) -> str:
     return one_line(exc, model=model)
 
 
-__all__ = [
-    "Overrides",
-    "check_assignments_used",
-    "parse_assignment",
-    "read_recipe",
-    "settings_for",
-]
+__all__ = ["Overrides", "Recipe", "read_recipe", "settings_for"]

@@ -317,10 +317,4 @@ def manifest(
     }
 
 
-__all__ = [
-    "plan_chain",
-    "recipe_text",
-    "reproduce",
-    "resolve_chain",
-    "run_chain",
-]
+__all__ = ["intro", "reproduce", "resolve_chain", "run_chain"]

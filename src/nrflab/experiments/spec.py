@@ -184,7 +184,4 @@ class ExperimentSpec:
         return Path(out) / self.home if self.home else Path(out)
 
 
-__all__ = [
-    "ALL_SCALES",
-    "Stage",
-]
+__all__ = ["ALL_SCALES"]

@@ -28,7 +28,7 @@ from nrflab.core.stats import Verdict
 from nrflab.data import DatasetBundle
 from nrflab.experiments.analysis import load_bundle, test_images
 from nrflab.experiments.claims import with_family
-from nrflab.experiments.engine import CallTask, Task, TrainTask, subset_bundle
+from nrflab.experiments.engine import CallTask, Task, TrainTask
 from nrflab.experiments.evidence import measure
 from nrflab.experiments.guard import Health, health, named
 from nrflab.experiments.guard import check as guard_check
@@ -52,6 +52,7 @@ from nrflab.experiments.transfer_settings import (
     ZooArch,
 )
 from nrflab.report.document import Section, verdict_line
+from nrflab.training.task import subset_bundle
 from nrflab.transfer import (
     EarlyStop,
     ModelRef,

@@ -212,14 +212,4 @@ def early_markdown(
     )
 
 
-__all__ = [
-    "CurvePoint",
-    "ZooRun",
-    "early_markdown",
-    "early_name",
-    "early_vs_final",
-    "epoch_curve",
-    "matrix_markdown",
-    "plot_curve",
-    "twins",
-]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

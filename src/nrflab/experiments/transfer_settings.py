@@ -133,14 +133,4 @@ PAPER_SCALE = TransferExperimentSettings(
 )
 
 
-__all__ = [
-    "CPU",
-    "EARLY_RULE",
-    "FULL",
-    "PAPER_SCALE",
-    "QUICK",
-    "QUICK_SETTINGS",
-    "TransferExperimentSettings",
-    "ZooArch",
-    "ZooSetup",
-]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

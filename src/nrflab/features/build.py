@@ -314,4 +314,4 @@ def _shard_len(settings: BuildSettings, count: int, shard: int) -> int:
     return min(settings.shard_size, count - shard * settings.shard_size)
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

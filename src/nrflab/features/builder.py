@@ -212,4 +212,4 @@ class ShardBuilder:
         return {k: (v if k == "images" else v.long()) for k, v in tensors.items()}, stats
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

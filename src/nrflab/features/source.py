@@ -126,6 +126,4 @@ class Representation:
         return cast(torch.Tensor, (self(x) - target).flatten(1).norm(dim=1))  # Tensor.norm is typed Any
 
 
-__all__ = [
-    "Representation",
-]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -208,6 +208,14 @@ class BnAnalysis:
             rows.append(row)
         return header, rows
 
+    def summary_lines(self) -> list[str]:
+        """The variants' table, aligned, then the reading of it (what ``nrflab bn-analysis`` prints)."""
+        header, rows = self.table()
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        table = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+        shift = ["", *self.shift.lines()] if self.shift is not None else []
+        return [*table, "", *self.reading(), *shift]
+
     def reading(self) -> list[str]:
         """One line per variant and metric: the difference to running with its interval, in words."""
         lines = []
@@ -430,4 +438,4 @@ def _max_logit_difference(a: nn.Module, b: nn.Module, x: torch.Tensor, batch_siz
     return worst
 
 
-__all__ = ["BnAnalysis", "analyze_batchnorm"]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

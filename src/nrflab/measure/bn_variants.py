@@ -217,13 +217,4 @@ def make_variants(
     return out, fold
 
 
-__all__ = [
-    "BatchStatisticsNorm",
-    "ChannelAffine",
-    "VARIANTS",
-    "affine_only_variant",
-    "batch_statistics_variant",
-    "batchnorm_layers",
-    "folded_variant",
-    "recalibrated_variant",
-]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -292,4 +292,4 @@ def compare_opened(
     )
 
 
-__all__ = ["CompareSettings", "Comparison", "Row", "compare_measured", "compare_models"]
+__all__ = ["CompareSettings", "compare_models", "compare_opened", "open_comparison"]

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from nrflab.core.errors import NrflabError
-from nrflab.data.base import ImageTensorDataset, _to_float, iterate_batches
+from nrflab.data.base import ImageTensorDataset, iterate_batches, to_float
 from nrflab.measure import corruption_ops as ops
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -335,7 +335,7 @@ def corrupt_dataset(
     generator = torch.Generator(device=dataset.images.device).manual_seed(seed)
     chunks = []
     for start in range(0, len(dataset), chunk_size):
-        out = _apply(fn, _to_float(dataset.images[start : start + chunk_size]), severity, generator)
+        out = _apply(fn, to_float(dataset.images[start : start + chunk_size]), severity, generator)
         chunks.append(out.mul(255).round().to(torch.uint8) if dataset.images.dtype == torch.uint8 else out)
     images = torch.cat(chunks) if chunks else dataset.images.clone()
     return ImageTensorDataset(images, dataset.labels.clone())
@@ -490,3 +490,6 @@ def corruption_report(
     else:
         rows = corruption_accuracy(model, test, seed=seed, batch_size=batch_size, progress=progress)
     return {"rows": rows, "summary": summarize_corruption_accuracy(rows)}
+
+
+__all__ = ["FIRST_EIGHT", "SEVERITIES", "corrupt"]

@@ -25,7 +25,7 @@ from nrflab.core.columns import robust_key
 from nrflab.core.errors import NrflabError
 from nrflab.core.fmt import eps as eps_text
 
-__all__ = ["Threat", "ensemble_robust", "group_by_threat", "threat_of"]
+__all__ = ["Threat", "ensemble_robust", "group_by_threat"]
 
 
 @dataclass(frozen=True, order=True)

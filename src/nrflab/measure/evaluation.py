@@ -487,13 +487,13 @@ def analyze_reference(s: BnAnalysisSettings, *, progress: bool = False) -> BnAna
     return analyze_subject(open_bn_analysis(s), s, progress=progress)
 
 
-def bn_summary_lines(result: BnAnalysis) -> list[str]:
-    """The variants' table, aligned, then the reading of it."""
-    header, rows = result.table()
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    table = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
-    shift = ["", *result.shift.lines()] if result.shift is not None else []
-    return [*table, "", *result.reading(), *shift]
-
-
-__all__ = ["BnAnalysisSettings", "EvaluateSettings", "analyze_reference", "evaluate_reference"]
+__all__ = [
+    "BnAnalysisSettings",
+    "EvaluateSettings",
+    "analyze_reference",
+    "analyze_subject",
+    "evaluate_reference",
+    "evaluate_subject",
+    "open_bn_analysis",
+    "open_evaluation",
+]

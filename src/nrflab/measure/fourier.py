@@ -31,7 +31,7 @@ from nrflab.measure.spectrum import centred_frequencies
 Precision = Literal["float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
-__all__ = ["PRECISIONS", "FourierHeatMap", "fourier_basis", "fourier_heat_map", "half_spectrum"]
+__all__ = ["FourierHeatMap", "PRECISIONS", "Precision", "fourier_heat_map"]
 
 
 def half_spectrum(height: int, width: int) -> list[tuple[int, int]]:

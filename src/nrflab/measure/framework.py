@@ -183,4 +183,4 @@ def evaluate_model(
     ).summary()
 
 
-__all__ = ["FrameworkRow", "evaluate_model", "image_outcomes"]
+__all__ = ["image_outcomes"]

@@ -119,4 +119,4 @@ def chance_warning(clean_acc: float, num_classes: int) -> str:
     )
 
 
-__all__ = ["THRESHOLDS", "Health", "Thresholds", "capable", "chance_warning", "comparable", "learned", "top_class"]
+__all__ = ["Health", "THRESHOLDS", "Thresholds", "chance", "top_class"]

@@ -117,4 +117,4 @@ def predict(
     return preds.to(x.device)
 
 
-__all__ = ["BATCH_STATS", "BATCH_STATS_IN_ORDER", "PAPER", "PROTOCOLS", "Protocol", "get_protocol", "predict"]
+__all__ = ["BATCH_STATS", "PAPER", "PROTOCOLS", "Protocol", "get_protocol", "predict"]

@@ -104,10 +104,4 @@ class RelianceProbe:
 # Where a perturbation's energy lies
 
 
-__all__ = [
-    "RELIANCE_COLUMNS",
-    "RelianceProbe",
-    "RelianceViews",
-    "STATISTICS",
-    "reliance",
-]
+__all__ = ["RelianceProbe", "RelianceViews", "STATISTICS", "reliance"]

@@ -24,14 +24,7 @@ from torch import Tensor
 from nrflab.core.errors import NrflabError
 from nrflab.core.records import record
 
-__all__ = [
-    "BandEnergy",
-    "PerturbationSpectrum",
-    "band_energy",
-    "centred_frequencies",
-    "frequency_radius",
-    "perturbation_spectrum",
-]
+__all__ = ["BandEnergy", "band_energy"]
 
 
 def centred_frequencies(size: int) -> Tensor:

@@ -96,4 +96,4 @@ def transfer_rate(
     return TransferRate(eligible=int(mask.sum()), successes=int(hits.sum()))
 
 
-__all__ = ["ELIGIBLE", "IN_BRIEF", "SUCCESS", "TransferRate", "eligible", "fooled", "success", "transfer_rate"]
+__all__ = ["ELIGIBLE", "IN_BRIEF", "SUCCESS", "TransferRate", "fooled", "transfer_rate"]

@@ -82,6 +82,8 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
 
 
 __all__ = [
+    "CONFIG_META_KEY",
+    "atomic_write_json",
     "load_model",
     "load_model_config",
     "load_state",

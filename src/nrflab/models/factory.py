@@ -262,4 +262,4 @@ def call_factory(spec: FactorySpec) -> nn.Module:
     return module
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

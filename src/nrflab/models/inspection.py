@@ -352,7 +352,9 @@ __all__ = [
     "LoadedModel",
     "adopt_dataset_normalization",
     "check_model_fits",
-    "model_slug",
     "describe_model",
     "file_sha256",
+    "first_line",
+    "model_slug",
+    "weights_fingerprint",
 ]

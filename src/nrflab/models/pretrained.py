@@ -370,8 +370,4 @@ def format_pretrained_table(
 # The shipped entries register themselves (their module imports this one's record and registry).
 from nrflab.models import zoo as _zoo  # noqa: E402,F401
 
-__all__ = [
-    "available_pretrained",
-    "format_pretrained_table",
-    "register_pretrained",
-]
+__all__ = ["available_pretrained", "format_pretrained_table"]

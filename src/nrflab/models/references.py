@@ -53,7 +53,6 @@ from nrflab.models.inspection import (
     LoadedKind,
     LoadedModel,
     Normalization,
-    check_model_fits,
     file_sha256,
     first_conv_channels,
     first_line,
@@ -482,13 +481,4 @@ def _from_module(
     )
 
 
-__all__ = [
-    "InputNormalized",
-    "LoadedModel",
-    "check_model_fits",
-    "load_model_reference",
-    "parse_model_reference",
-    "state_dict_to_model",
-    "weights_fingerprint",
-    "with_factory_arguments",
-]
+__all__ = ["load_model_reference", "with_factory_arguments"]

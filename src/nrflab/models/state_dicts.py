@@ -436,4 +436,4 @@ def _fmt(values: Sequence[float] | None) -> str:
     return "none" if values is None else "[" + ", ".join(f"{v:.4g}" for v in values) + "]"
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -151,4 +151,4 @@ for _entry in (
     register_pretrained(_entry)
 
 
-__all__: list[str] = []  # the entries are reached through nrflab.models.pretrained's registry
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

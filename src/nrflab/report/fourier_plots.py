@@ -21,7 +21,7 @@ from nrflab.core.records import to_json
 from nrflab.measure.fourier import FourierHeatMap
 from nrflab.report.plots import new_figure, save_figure
 
-__all__ = ["write_heat_maps"]
+__all__ = ["plot_heat_maps", "write_heat_maps"]
 
 #: Columns of a heat map's CSV: one row per evaluated frequency (the symmetric half of the spectrum).
 CSV_COLUMNS = ["ky", "kx", "radius", "error", "loss_increase"]

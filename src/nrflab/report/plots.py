@@ -389,23 +389,4 @@ def plot_heatmap(
     return save_figure(fig, stem)
 
 
-__all__ = [
-    "BAND",
-    "NO_VALUES",
-    "NORM_COLORS",
-    "NORM_STYLE",
-    "CurveGroup",
-    "Panel",
-    "RunCurve",
-    "SeedSeries",
-    "curve_panels",
-    "curves_figure",
-    "group_curves",
-    "heatmap_figure",
-    "heatmap_size",
-    "load_curves",
-    "new_figure",
-    "plot_heatmap",
-    "plot_runs",
-    "save_figure",
-]
+__all__ = ["NORM_STYLE", "new_figure", "plot_heatmap", "plot_runs", "save_figure"]

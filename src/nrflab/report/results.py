@@ -106,4 +106,4 @@ def claims_table(claims: Sequence[Any]) -> str:
     return markdown_table(["claim", "family", "unit", "min seeds", "judged quantity (positive supports it)"], rows)
 
 
-__all__ = ["BEGIN", "END", "claims_table", "read_verdicts", "results_table", "update_readme", "verdict_from_record"]
+__all__ = ["claims_table", "results_table", "update_readme"]

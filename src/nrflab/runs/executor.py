@@ -296,9 +296,4 @@ def _run_ray(pending: list[Job], record: Report, results: dict[str, JobResult], 
             ray.shutdown()
 
 
-__all__ = [
-    "check_reachable",
-    "execute",
-    "topological_order",
-    "torch_threads",
-]
+__all__ = ["check_reachable", "execute", "topological_order", "torch_threads"]

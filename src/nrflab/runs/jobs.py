@@ -113,4 +113,4 @@ def error_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-__all__ = ["Execution", "Job", "JobResult", "error_line"]
+__all__ = ["Execution", "JobResult", "error_line"]

@@ -434,9 +434,8 @@ def _short(value: Any) -> str:
 
 
 __all__ = [
-    "DirLock",
-    "LOCK_FILE",
-    "Recipe",
+    "INPUT_NAMES",
+    "INPUT_SUFFIXES",
     "RunDir",
     "RunStatus",
     "Stash",

@@ -61,4 +61,4 @@ def augment_batch_reference(x: torch.Tensor, gen: torch.Generator, pad: int = 4,
     return out
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -175,4 +175,4 @@ def recorded_identity(recorded: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -373,10 +373,4 @@ def summary_table(result: SweepResult) -> str:
     return markdown_table(cols, rows)
 
 
-__all__ = [
-    "parse_grid",
-    "parse_sets",
-    "run_name",
-    "run_sweep",
-    "summary_table",
-]
+__all__ = ["parse_grid", "parse_sets", "run_sweep", "summary_table"]

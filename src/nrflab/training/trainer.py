@@ -414,4 +414,4 @@ def run_status(run_dir: str | Path) -> RunStatus | None:
     return RunDir(run_dir).status()
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -263,4 +263,4 @@ def boost_comparison(result: TransferResult, variants: Sequence[Variant]) -> lis
     return rows
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

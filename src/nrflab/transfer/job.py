@@ -108,4 +108,4 @@ def user_twins(config: TransferConfig, refs: Sequence[ModelRef]) -> dict[str, st
     return {names[os.path.normpath(source)]: twin for source, twin in config.twin_pairs()}
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -382,4 +382,4 @@ def transfer_matrix(
         return compute_matrix(job, store, progress=progress)
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -259,4 +259,4 @@ def recorded_dataset(ref: ModelRef) -> str | None:
     return None if value is None else str(value)
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -405,7 +405,4 @@ class TransferResult:
         }
 
 
-__all__ = [
-    "Interval",
-    "ModelInfo",
-]
+__all__ = ["Interval"]

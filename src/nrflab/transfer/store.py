@@ -278,6 +278,4 @@ def open_store(out: str | Path, settings: TransferSettings, *, resume: bool, ove
             raise
 
 
-__all__ = [
-    "open_store",
-]
+__all__ = ["open_store"]

@@ -28,7 +28,7 @@ DEFAULT_MEMORY_MIB = 2048
 STATS_SAMPLE = 1000
 """Images (a seeded sample of the training set) that mean/std are measured on when the set stays on disk."""
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
 
 
 @dataclass(frozen=True)

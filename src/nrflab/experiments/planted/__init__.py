@@ -118,12 +118,4 @@ from __future__ import annotations
 from nrflab.experiments.planted.experiment import SPEC, run
 from nrflab.experiments.planted.settings import EVAL_FILE, FULL, PAPER, QUICK, Settings
 
-__all__ = [
-    "EVAL_FILE",
-    "FULL",
-    "PAPER",
-    "QUICK",
-    "SPEC",
-    "Settings",
-    "run",
-]
+__all__ = ["EVAL_FILE", "FULL", "PAPER", "QUICK", "SPEC", "Settings", "run"]

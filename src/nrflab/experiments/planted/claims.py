@@ -275,4 +275,4 @@ def transfer_verdict(t: TransferResult, m: Measured, s: Settings, op_key: str) -
     )
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -147,4 +147,4 @@ def mean_crossing(found: dict[int, Crossing]) -> str:
     return f"{math.exp(sum(map(math.log, vals)) / len(vals)):.2f}" + (f" ({censored} censored)" if censored else "")
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -171,4 +171,4 @@ TRANSFER = register_claim(
     guard=GUARD_LEARNERS,
 )
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -110,4 +110,4 @@ def plot_energy(stem: Path, t: TransferResult, s: Settings) -> list[Path]:
     return save_figure(fig, stem)
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

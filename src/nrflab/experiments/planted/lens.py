@@ -118,4 +118,4 @@ def lens_markdown(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> s
     return "\n".join(text)
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

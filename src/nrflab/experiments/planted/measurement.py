@@ -166,4 +166,4 @@ class Measured:
         return self.series(key, a, metric, common), self.series(key, b, metric, common)
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

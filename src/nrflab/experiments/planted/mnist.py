@@ -139,4 +139,4 @@ def statistics_row(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, s: 
     return row
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -102,4 +102,4 @@ def order_verdicts(curves: dict[str, dict[int, Curve]], m: Measured, s: Settings
     return verdicts
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

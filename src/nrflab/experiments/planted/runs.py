@@ -155,4 +155,4 @@ def train_task(run: PlantedRun, s: Settings, home: Path) -> PlantedTrainTask:
     )
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -423,4 +423,4 @@ def energy_reading(t: TransferResult, s: Settings) -> str:
     )
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -9,4 +9,4 @@ def name(norm: str) -> str:
     return NORM_NAMES.get(norm, norm)
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

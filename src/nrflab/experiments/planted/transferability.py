@@ -88,4 +88,4 @@ def transfer(m: Measured, s: Settings, op_key: str, spec: PlantedSpec) -> Transf
     )
 
 
-__all__: list[str] = []  # nothing to import from here: the room's public names come from its package
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
