@@ -905,3 +905,22 @@ def test_outside_models_enter_the_matrix(tmp_path, zoo, data, capsys):
         == 2
     )
     assert len(capsys.readouterr().err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_the_transfer_recipe_is_a_schema_like_every_other_settings_object() -> None:
+    """One settings base: frozen, unknown keys refused, no NaN; ``parse`` words its refusals as the command does."""
+    from pydantic import ValidationError
+
+    from nrflab.core.schema import Schema
+    from nrflab.transfer import TransferConfig
+
+    config = TransferConfig.parse({"sources": "a.safetensors", "targets": ["b"], "eps": 0.1})
+    assert isinstance(config, Schema) and config.sources == ["a.safetensors"]
+    with pytest.raises(ValidationError):
+        config.eps = 0.2  # type: ignore[misc]  # frozen
+    with pytest.raises(NrflabError, match=r"^transfer settings: unknown key 'epz'"):
+        TransferConfig.parse({"sources": ["a"], "targets": ["b"], "epz": 1})
+    with pytest.raises(NrflabError, match=r"^no sources given"):
+        TransferConfig.parse({"targets": ["b"]})
+    with pytest.raises(NrflabError, match="finite"):
+        TransferConfig.parse({"sources": ["a"], "targets": ["b"], "eps": float("nan")})

@@ -8,20 +8,20 @@ key, before any model is loaded or any file written.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nrflab.attacks import AttackSpec, attack_from_parts
 from nrflab.core.errors import NrflabError
-from nrflab.core.schema import one_line
+from nrflab.core.schema import Schema, one_line
 from nrflab.core.validation import Seed, resolve_device
 from nrflab.transfer.boosts import Boost, EarlyStop, check_boost
 from nrflab.transfer.refs import OutsideModelOptions
 
 
-class TransferConfig(BaseModel):
+class TransferConfig(Schema):
     """A transfer job: which models, which data, which attack, which boost.
 
     ``attack`` is a registered kind (``nrflab.attacks.list_attacks()``: ``pgd-linf``, ``fgm-l2``, ...; then ``eps``
@@ -32,7 +32,7 @@ class TransferConfig(BaseModel):
     state dicts, models that expect normalized inputs). ``out`` is the output directory.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(strict=True)  # on top of Schema's: frozen, unknown keys refused, finite numbers
 
     sources: list[str] = Field(min_length=1)
     targets: list[str] = Field(min_length=1)
@@ -174,6 +174,13 @@ class TransferConfig(BaseModel):
         return cls.from_mapping(fields)
 
     @classmethod
+    def parse(
+        cls, data: Mapping[str, Any], *, where: str = "transfer settings", flags: Collection[str] = ()
+    ) -> TransferConfig:
+        """:meth:`Schema.parse` with the transfer wording (see :meth:`from_mapping`)."""
+        return cls.from_mapping(data, where=where, flags=frozenset(flags))
+
+    @classmethod
     def from_mapping(
         cls, data: Mapping[str, Any], *, where: str = "transfer settings", flags: frozenset[str] = frozenset()
     ) -> TransferConfig:
@@ -181,7 +188,7 @@ class TransferConfig(BaseModel):
         key (as ``--flag`` when it is among ``flags``, the keys given on the command line)."""
         fields = {str(k).replace("-", "_"): v for k, v in data.items()}
         try:
-            return cls(**fields)
+            return cls.model_validate(fields)
         except ValidationError as exc:
             raise NrflabError(config_error(exc, where=where, flags=flags)) from None
 
