@@ -115,6 +115,31 @@ def _one_image(n: int) -> float:
     return 1.0 / max(1, n)
 
 
+def _slack(tolerance: float, n: int) -> float:
+    """How far a stronger attack may beat the checked one: ``tolerance`` or two images of ``n``."""
+    return max(tolerance, 2 * _one_image(n)) + 1e-9
+
+
+def _judged(name: str, question: str, text: str, numbers: Mapping[str, float], flag: str | None) -> SanityCheck:
+    """A check that ran: passed with ``text``, or flagged with ``flag`` (the text and what it means)."""
+    return SanityCheck(name, question, flag is None, text if flag is None else flag, numbers)
+
+
+def _plain_or(
+    plain_accuracy: float | None,
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    spec: AttackSpec,
+    seed: int,
+    batch_size: int,
+) -> float:
+    """``plain_accuracy`` if already measured, else the accuracy under ``spec`` on these images."""
+    if plain_accuracy is not None:
+        return plain_accuracy
+    return _accuracy_under(model, x, y, lambda m: spec.build(m, seed=seed), batch_size)
+
+
 def check_eps_monotone(
     model: nn.Module,
     x: torch.Tensor,
@@ -142,16 +167,11 @@ def check_eps_monotone(
     rises = [(eps_values[i], eps_values[i + 1]) for i in range(len(accs) - 1) if accs[i + 1] > accs[i] + slack]
     chain = " >= ".join(f"{100 * a:.1f} % ({fmt_eps(e)})" for e, a in zip(eps_values, accs))
     numbers = {f"acc@eps={e:g}": a for e, a in zip(eps_values, accs)}
+    flag = None
     if rises:
         lo, hi = rises[0]
-        return SanityCheck(
-            "eps monotone",
-            question,
-            False,
-            f"accuracy rises from eps {fmt_eps(lo)} to {fmt_eps(hi)}: {chain} -- the attack is unreliable here",
-            numbers,
-        )
-    return SanityCheck("eps monotone", question, True, chain, numbers)
+        flag = f"accuracy rises from eps {fmt_eps(lo)} to {fmt_eps(hi)}: {chain} -- the attack is unreliable here"
+    return _judged("eps monotone", question, chain, numbers, flag)
 
 
 def unbounded_eps(norm: str, x: torch.Tensor) -> float:
@@ -185,15 +205,8 @@ def check_unbounded(
     limit = max(threshold, _one_image(n)) + 1e-9
     numbers = {"accuracy": acc, "eps": eps, "steps": float(steps)}
     text = f"{100 * acc:.1f} % still correct after {steps} PGD-{norm} steps with eps {fmt_eps(eps)}"
-    if acc > limit:
-        return SanityCheck(
-            "unbounded",
-            question,
-            False,
-            f"{text} (expected ~0 %): gradients are masked or the attack is too weak",
-            numbers,
-        )
-    return SanityCheck("unbounded", question, True, text, numbers)
+    flag = f"{text} (expected ~0 %): gradients are masked or the attack is too weak" if acc > limit else None
+    return _judged("unbounded", question, text, numbers, flag)
 
 
 def check_restarts(
@@ -216,24 +229,15 @@ def check_restarts(
         return SanityCheck("restarts", question, None, f"not applicable to the single-step attack {spec.kind}", {})
     n = int(y.shape[0])
     stronger = replace(spec, random_start=True, restarts=max(restarts, 2 * (spec.restarts or 1)))
-    plain = (
-        plain_accuracy
-        if plain_accuracy is not None
-        else _accuracy_under(model, x, y, lambda m: spec.build(m, seed=seed), batch_size)
-    )
+    plain = _plain_or(plain_accuracy, model, x, y, spec, seed, batch_size)
     strong = _accuracy_under(model, x, y, lambda m: stronger.build(m, seed=seed + 1), batch_size)
     numbers = {"plain": plain, "restarts": strong, "num_restarts": float(stronger.restarts or 1)}
     gap = plain - strong
     text = f"{100 * plain:.1f} % plain vs {100 * strong:.1f} % with random start x{stronger.restarts}"
-    if gap > max(tolerance, 2 * _one_image(n)) + 1e-9:
-        return SanityCheck(
-            "restarts",
-            question,
-            False,
-            f"{text}: the plain attack overstates robustness by {100 * gap:.1f} pp",
-            numbers,
-        )
-    return SanityCheck("restarts", question, True, text, numbers)
+    flag = (
+        f"{text}: the plain attack overstates robustness by {100 * gap:.1f} pp" if gap > _slack(tolerance, n) else None
+    )
+    return _judged("restarts", question, text, numbers, flag)
 
 
 def check_transfer(
@@ -262,15 +266,12 @@ def check_transfer(
     transferred = _accuracy_under(surrogate, x, y, lambda m: spec.build(m, seed=seed), batch_size, evaluate_on=model)
     numbers = {"whitebox": whitebox, "transfer": transferred}
     text = f"{100 * whitebox:.1f} % white-box vs {100 * transferred:.1f} % under transfer from {surrogate_name}"
-    if whitebox - transferred > max(tolerance, 2 * _one_image(n)) + 1e-9:
-        return SanityCheck(
-            "transfer",
-            question,
-            False,
-            f"{text}: a black-box attack beats the white-box one, so gradients mislead it",
-            numbers,
-        )
-    return SanityCheck("transfer", question, True, text, numbers)
+    flag = (
+        f"{text}: a black-box attack beats the white-box one, so gradients mislead it"
+        if whitebox - transferred > _slack(tolerance, n)
+        else None
+    )
+    return _judged("transfer", question, text, numbers, flag)
 
 
 #: The stronger attack of the sanity block: AutoAttack's APGD-CE and APGD-DLR at the checked attack's norm and eps.
@@ -298,24 +299,17 @@ def check_stronger(
         return SanityCheck("stronger attack", question, None, "the attack is AutoAttack already", {})
     strong_spec = parse_attack(STRONGER.format(norm=spec.norm, eps=spec.eps))
     n = int(y.shape[0])
-    plain = (
-        plain_accuracy
-        if plain_accuracy is not None
-        else _accuracy_under(model, x, y, lambda m: spec.build(m, seed=seed), batch_size)
-    )
+    plain = _plain_or(plain_accuracy, model, x, y, spec, seed, batch_size)
     strong = _accuracy_under(model, x, y, lambda m: strong_spec.build(m, seed=seed), batch_size)
     numbers = {"attack": plain, "autoattack": strong}
     text = f"{100 * plain:.1f} % under the attack vs {100 * strong:.1f} % under AutoAttack (APGD-CE + APGD-DLR)"
     gap = plain - strong
-    if gap > max(tolerance, 2 * _one_image(n)) + 1e-9:
-        return SanityCheck(
-            "stronger attack",
-            question,
-            False,
-            f"{text}: the attack is too weak and overstates robustness by {100 * gap:.1f} pp",
-            numbers,
-        )
-    return SanityCheck("stronger attack", question, True, text, numbers)
+    flag = (
+        f"{text}: the attack is too weak and overstates robustness by {100 * gap:.1f} pp"
+        if gap > _slack(tolerance, n)
+        else None
+    )
+    return _judged("stronger attack", question, text, numbers, flag)
 
 
 def sanity_checks(
