@@ -139,7 +139,7 @@ class Attack(ABC):
         self,
         model: nn.Module,
         *,
-        eps: float,
+        eps: float = 8 / 255,
         norm: Norm = "linf",
         targeted: bool = False,
         loss_fn: LossFn | None = None,

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from nrflab.attacks.base import Attack, LossFn, Norm, normalized_step
+from nrflab.attacks.base import Attack, normalized_step
 from nrflab.attacks.registry import register_attack
-from nrflab.core.modules import ModelMode
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
 
@@ -18,29 +16,6 @@ class FGSM(Attack):
     """Fast gradient (sign) method: one step of size eps; ``norm="l2"`` gives the L2 fast gradient method."""
 
     name = "fgsm"
-
-    def __init__(
-        self,
-        model: nn.Module,
-        *,
-        eps: float = 8 / 255,
-        norm: Norm = "linf",
-        targeted: bool = False,
-        loss_fn: LossFn | None = None,
-        mode: ModelMode = "eval",
-        keep_buffers: bool = True,
-        seed: int = 0,
-    ):
-        super().__init__(
-            model,
-            eps=eps,
-            norm=norm,
-            targeted=targeted,
-            loss_fn=loss_fn,
-            mode=mode,
-            keep_buffers=keep_buffers,
-            seed=seed,
-        )
 
     def _perturb(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         grad, _ = self.input_gradient(x, y)
