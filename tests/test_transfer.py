@@ -160,14 +160,14 @@ def test_success_counts_only_eligible_examples(tmp_path):
         progress=False,
     )
     p = res.pair("src", "tgt")
-    assert p.eligible == 3  # ids 1, 2, 3: source right clean and fooled, target right clean
-    assert p.successes == 1 and p.transfer_success == pytest.approx(1 / 3)  # id 2
+    assert p.numbers.eligible == 3  # ids 1, 2, 3: source right clean and fooled, target right clean
+    assert p.numbers.successes == 1 and p.transfer_success == pytest.approx(1 / 3)  # id 2
     assert p.target_accuracy == pytest.approx(3 / 8)  # the target's adversarial row is 0 (right) at ids 1, 3, 7
-    assert p.transfer_success_ci == pytest.approx(wilson(1, 3))
+    assert p.numbers.transfer_success_ci == pytest.approx(wilson(1, 3))
     src = res.sources[0]
     assert src.clean_correct == 6 and src.fooled == 4 and src.whitebox_success == pytest.approx(4 / 6)
     assert res.pair("src", "src_as_target").transfer_success == 1.0
-    assert res.pair("src", "src_as_target").eligible == 4
+    assert res.pair("src", "src_as_target").numbers.eligible == 4
 
 
 def test_target_that_fails_on_clean_data_is_reported(tmp_path, logged):
@@ -182,7 +182,7 @@ def test_target_that_fails_on_clean_data_is_reported(tmp_path, logged):
     )
     assert res.targets[0].clean_accuracy == 0.0 and res.targets[0].clean_correct == 0
     p = res.pair("src", "broken")
-    assert p.eligible == 0 and math.isnan(p.transfer_success)
+    assert p.numbers.eligible == 0 and math.isnan(p.transfer_success)
     assert any("broken" in line and "no clean example" in line for line in logged)
 
 
@@ -294,7 +294,7 @@ def test_targeted_success_means_target_class(tmp_path):
         progress=False,
     )
     p = res.pair("s", "t")
-    assert p.eligible == 4 and p.successes == 2  # ids 0 and 2 land on class 1 on the target too
+    assert p.numbers.eligible == 4 and p.numbers.successes == 2  # ids 0 and 2 land on class 1 on the target too
     assert res.settings.target_policy == "next"
 
 

@@ -44,7 +44,7 @@ PAIR_CSV_COLUMNS = tuple(part for c in PAIR_COLUMNS for part in ((f"{c}_lo", f"{
 
 
 def _cell(p: PairResult) -> str:
-    return f"{pct(p.transfer_success, unit=False)} ({p.eligible}){'*' if p.is_self else ''}"
+    return f"{pct(p.transfer_success, unit=False)} ({p.numbers.eligible}){'*' if p.is_self else ''}"
 
 
 def judge_boosts(boosts: Sequence[BoostRow]) -> list[tuple[str, Verdict]]:

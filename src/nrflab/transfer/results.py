@@ -74,16 +74,12 @@ class ModelInfo:
 
 
 @record
-class SourceFacts:
-    """A source model attacked white-box: how often it is right, and how often the attack fools it."""
+class TargetFacts:
+    """A target model on the clean data (a source has these facts too)."""
 
     model: ModelInfo = field(metadata=FLAT)
     clean_accuracy: float
     clean_correct: int
-    fooled: int
-    whitebox_success: float
-    whitebox_ci: Interval
-    robust_accuracy: float
 
     @property
     def name(self) -> str:
@@ -99,24 +95,13 @@ class SourceFacts:
 
 
 @record
-class TargetFacts:
-    """A target model on the clean data."""
+class SourceFacts(TargetFacts):
+    """A source model attacked white-box: its clean facts, and how often the attack fools it."""
 
-    model: ModelInfo = field(metadata=FLAT)
-    clean_accuracy: float
-    clean_correct: int
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
-    def group(self) -> str:
-        return self.model.group
-
-    @property
-    def origin(self) -> str:
-        return self.model.origin
+    fooled: int
+    whitebox_success: float
+    whitebox_ci: Interval
+    robust_accuracy: float
 
 
 @record
@@ -174,36 +159,12 @@ class PairResult:
     numbers: PairNumbers = field(metadata=FLAT)
 
     @property
-    def eligible(self) -> int:
-        return self.numbers.eligible
-
-    @property
-    def successes(self) -> int:
-        return self.numbers.successes
-
-    @property
     def transfer_success(self) -> float:
         return self.numbers.transfer_success
 
     @property
-    def transfer_success_ci(self) -> Interval:
-        return self.numbers.transfer_success_ci
-
-    @property
     def target_accuracy(self) -> float:
         return self.numbers.target_accuracy
-
-    @property
-    def target_accuracy_ci(self) -> Interval:
-        return self.numbers.target_accuracy_ci
-
-    @property
-    def target_clean_accuracy(self) -> float:
-        return self.numbers.target_clean_accuracy
-
-    @property
-    def target_clean_correct(self) -> int:
-        return self.numbers.target_clean_correct
 
     def metric(self, name: PairMetric) -> float:
         """``transfer_success`` or ``target_accuracy``."""
@@ -325,7 +286,7 @@ class TransferResult:
         for s in self.sources:
             ps = [p for p in self.row(s.name) if self.counted(p) and (wanted is None or p.target in wanted)]
             mean, lo, hi = mean_ci([p.transfer_success for p in ps])
-            k, n = sum(p.successes for p in ps), sum(p.eligible for p in ps)
+            k, n = sum(p.numbers.successes for p in ps), sum(p.numbers.eligible for p in ps)
             rows.append(
                 SourceSummary(
                     source=s.name,
