@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import torch
 
+from nrflab.core.records import fields_json
+
 Z95 = 1.959963984540054
 
 Outcome = Literal["agrees", "disagrees", "inconclusive", "void", "not tested", "fails under protocol"]
@@ -156,17 +158,7 @@ class ModelCheck:
     reason: str = ""
 
     def to_dict(self) -> dict[str, object]:
-        return {
-            "model": self.model,
-            "view": self.view,
-            "accuracy": self.accuracy,
-            "chance": self.chance,
-            "margin": self.margin,
-            "top_share": self.top_share,
-            "finite": self.finite,
-            "passed": self.passed,
-            "reason": self.reason,
-        }
+        return fields_json(self)
 
 
 @dataclass(frozen=True)
