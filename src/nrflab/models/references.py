@@ -176,7 +176,7 @@ def load_model_reference(
         label = type(reference).__name__
         return _from_module(
             reference, kind="module", name=name or label, source=f"<{label} object>", mean=mean_t, std=std_t,
-            device=device, sha256=None, eval_mode=False,
+            device=device,
         )  # fmt: skip
     ref = parse_model_reference(reference)
     if ref.kind == "pretrained":
@@ -189,7 +189,7 @@ def load_model_reference(
         assert ref.factory is not None
         return _from_module(
             call_factory(ref.factory), kind="factory", name=name or ref.text, source=ref.text, mean=mean_t,
-            std=std_t, device=device, sha256=None, eval_mode=True,
+            std=std_t, device=device,
         )  # fmt: skip
     assert ref.path is not None
     if arch is not None and looks_like_factory(arch):
@@ -244,15 +244,7 @@ def _load_with_factory(
     module = call_factory(factory)
     layout = load_into_module(module, tensors, source=str(path), builder=factory.call_text() + f" from {factory.where}")
     loaded = _from_module(
-        module,
-        kind="state-dict",
-        name=name or path.stem,
-        source=str(path),
-        mean=mean,
-        std=std,
-        device=device,
-        sha256=file_sha256(path),
-        eval_mode=True,
+        module, kind="state-dict", name=name or path.stem, source=path, mean=mean, std=std, device=device
     )
     return dataclasses.replace(loaded, layout=layout)
 
@@ -413,17 +405,7 @@ def _load_torchscript(
         module = torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError and others for a broken archive
         raise NrflabError(f"TorchScript archive {path} could not be loaded ({first_line(exc)})") from None
-    return _from_module(
-        module,
-        kind="torchscript",
-        name=name,
-        source=str(path),
-        mean=mean,
-        std=std,
-        device=device,
-        sha256=file_sha256(path),
-        eval_mode=True,
-    )
+    return _from_module(module, kind="torchscript", name=name, source=path, mean=mean, std=std, device=device)
 
 
 def _from_module(
@@ -431,14 +413,14 @@ def _from_module(
     *,
     kind: LoadedKind,
     name: str,
-    source: str,
+    source: str | Path,
     mean: tuple[float, ...] | None,
     std: tuple[float, ...] | None,
     device: str | torch.device,
-    sha256: str | None,
-    eval_mode: bool,
     notes: Sequence[str] = (),
 ) -> LoadedModel:
+    """``module`` as a LoadedModel; a file ``source`` (a Path) gives its sha256. Any module but one handed over
+    in Python (``kind="module"``, which keeps its device and mode) is moved to ``device`` in eval mode."""
     if not isinstance(module, nn.Module):
         raise NrflabError(f"{source} returned a {type(module).__name__}, not a torch.nn.Module")
     from nrflab.core.modules import model_device
@@ -449,9 +431,7 @@ def _from_module(
         module = InputNormalized(module, mean, std).to(model_device(module))
         normalization = Normalization(tuple(mean), tuple(std), "user")
     if kind != "module":  # a module handed over in Python keeps its device and mode
-        module = module.to(device)
-    if eval_mode:
-        module.eval()
+        module = module.to(device).eval()
     cfg = getattr(module, "config", None)
     num_classes = cfg.num_classes if isinstance(cfg, ModelConfig) else None
     in_channels = cfg.in_channels if isinstance(cfg, ModelConfig) else first_conv_channels(module)
@@ -466,12 +446,12 @@ def _from_module(
         module=module,
         name=name,
         kind=kind,
-        source=source,
+        source=str(source),
         num_classes=num_classes,
         input_shape=shape,
         in_channels=in_channels,
         normalization=normalization,
-        sha256=sha256,
+        sha256=file_sha256(source) if isinstance(source, Path) else None,
         fingerprint=weights_fingerprint(module),
         has_batchnorm=has_batchnorm(module),
         arch=cfg.arch if isinstance(cfg, ModelConfig) else None,
