@@ -67,10 +67,10 @@ def to_json(obj: Any) -> Any:
     return obj
 
 
-def fields_json(obj: Any) -> dict[str, Any]:
+def fields_json(obj: Any) -> dict[str, object]:
     """A dataclass's fields as JSON data (what :func:`to_json` gives for a record without a ``to_dict``; for
     a class that keeps a ``to_dict`` for its callers, that method is ``return fields_json(self)``)."""
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for f in dataclasses.fields(obj):
         value = to_json(getattr(obj, f.name))
         if f.metadata.get("flat"):

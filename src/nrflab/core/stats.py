@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import torch
 
@@ -234,7 +234,12 @@ def judge(
     n_seeds: int | None = None,
     min_seeds: int = MIN_SEEDS,
     p: float = math.nan,
-    **fields: object,
+    claim_id: str = "",
+    experiment: str = "",
+    family: str = "",
+    unit: str = "",
+    guard: tuple[ModelCheck, ...] = (),
+    method: str = "",
 ) -> Verdict:
     """The verdict rule.
 
@@ -244,28 +249,29 @@ def judge(
     paired seeds (``n_seeds``; None: not a seed comparison); **agrees**/**disagrees** only when the 95 %
     interval of the claim-oriented difference excludes zero, on the claimed side or the other; otherwise
     **inconclusive** (also when no interval could be computed). :func:`adjust_families` later turns an
-    agree/disagree whose Holm-adjusted p is not below :data:`ALPHA` into inconclusive.
+    agree/disagree whose Holm-adjusted p is not below :data:`ALPHA` into inconclusive. ``claim_id``,
+    ``experiment``, ``family``, ``unit``, ``guard`` and ``method`` are copied onto the verdict as given.
     """
-    extra: dict[str, Any] = {"p": p, **fields}
-    if n_seeds is not None:
-        extra["n_seeds"] = n_seeds
+
+    def verdict(outcome: Outcome, reason: str = "") -> Verdict:
+        return Verdict(
+            claim, outcome, evidence, difference, low, high, protocol, reason, claim_id=claim_id,
+            experiment=experiment, family=family, unit=unit, n_seeds=0 if n_seeds is None else n_seeds, p=p,
+            guard=guard, method=method,
+        )  # fmt: skip
+
     if void_reason:
-        return Verdict(claim, "void", evidence, difference, low, high, protocol, void_reason, **extra)
+        return verdict("void", void_reason)
     if fails_reason:
-        return Verdict(claim, "fails under protocol", evidence, difference, low, high, protocol, fails_reason, **extra)
+        return verdict("fails under protocol", fails_reason)
     if n_seeds is not None and n_seeds < min_seeds:
         reason = f"{n_seeds} seed{'' if n_seeds == 1 else 's'}; at least {min_seeds} paired seeds are needed"
-        return Verdict(claim, "not tested", evidence, difference, low, high, protocol, reason, **extra)
+        return verdict("not tested", reason)
     if not (math.isfinite(low) and math.isfinite(high)):
-        reason = "no interval (fewer than two paired values)"
-        return Verdict(claim, "inconclusive", evidence, difference, low, high, protocol, reason, **extra)
+        return verdict("inconclusive", "no interval (fewer than two paired values)")
     if low > 0:
-        outcome: Outcome = "agrees"
-    elif high < 0:
-        outcome = "disagrees"
-    else:
-        outcome = "inconclusive"
-    return Verdict(claim, outcome, evidence, difference, low, high, protocol, **extra)
+        return verdict("agrees")
+    return verdict("disagrees" if high < 0 else "inconclusive")
 
 
 def adjust_families(verdicts: Sequence[Verdict], *, alpha: float = ALPHA) -> list[Verdict]:
@@ -276,7 +282,6 @@ def adjust_families(verdicts: Sequence[Verdict], *, alpha: float = ALPHA) -> lis
     family's size; void, not tested and failed ones carry no test. Verdicts without a family form one
     family each.
     """
-    from dataclasses import replace
 
     out = list(verdicts)
     families: dict[str, list[int]] = {}

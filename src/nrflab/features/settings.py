@@ -87,7 +87,7 @@ class BuildSettings:
     layer: Optional[str] = None
     limit: Optional[int] = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The settings as a card stores them and the digest hashes them: the attack as its steps, eps and step
         size (the layout of every card, so builds made before :class:`AttackSpec` resume and compare)."""
         rest = {k: v for k, v in asdict(self).items() if k not in ("kind", "attack")}

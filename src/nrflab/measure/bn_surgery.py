@@ -87,7 +87,7 @@ class VariantResult:
     robust_correct: Mapping[str, torch.Tensor] = field(default_factory=dict, repr=False)
     ligs_values: torch.Tensor | None = field(default=None, repr=False)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "variant": self.variant,
             "description": self.description,
@@ -122,7 +122,7 @@ class Difference:
             return "lower"
         return "no detectable difference"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "variant": self.variant,
             "metric": self.metric,
@@ -169,7 +169,7 @@ class BnAnalysis:
             f"(differences), Wilson (transfer)"
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "model": dict(self.model),
             "dataset": self.dataset,

@@ -131,7 +131,7 @@ class Comparison:
             ]
         )
 
-    def csv_rows(self) -> list[dict[str, Any]]:
+    def csv_rows(self) -> list[dict[str, object]]:
         return [to_json(r) for r in self.rows]
 
 

@@ -282,7 +282,7 @@ class EvaluationRecord:
     #: Per attack label, the spectrum of its perturbations ``x_adv - x`` (``--spectrum``).
     spectra: Optional[Mapping[str, PerturbationSpectrum]] = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         """The JSON record (``sanity`` and ``corruptions`` only when measured)."""
         out: dict[str, Any] = {
             "checkpoint": self.checkpoint,

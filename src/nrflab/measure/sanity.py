@@ -53,7 +53,7 @@ class SanityCheck:
     def status(self) -> CheckStatus:
         return "skip" if self.passed is None else ("pass" if self.passed else "flag")
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "name": self.name,
             "question": self.question,
@@ -80,7 +80,7 @@ class SanityReport:
     def flagged(self) -> bool:
         return bool(self.flags)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         return {
             "attack": self.attack,
             "spec": self.spec,

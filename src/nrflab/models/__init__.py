@@ -40,7 +40,7 @@ class ModelConfig:
     init: str = "auto"
     input_shape: tuple[int, ...] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The JSON form (what checkpoints store and :meth:`from_dict` reads back)."""
         return fields_json(self)
 

@@ -96,7 +96,7 @@ class LoadedModel:
         """Whether ``module`` is an :class:`~nrflab.models.NrfModel` (``features`` and ``net`` available)."""
         return isinstance(self.module, NrfModel)
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> dict[str, object]:
         """JSON-ready provenance for records and caches."""
         return {
             "name": self.name,

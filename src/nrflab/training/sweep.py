@@ -60,7 +60,7 @@ class RunRecord:
     seconds: Optional[float] = None
     metrics: dict[str, float] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, object]:
         return {
             "name": self.name,
             "values": self.values,

@@ -340,7 +340,7 @@ class TransferResult:
             cells.append(tuple(row))
         return GroupMatrix(rows, cols, tuple(cells))
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, object]:
         """The JSON record (NaN stays NaN here; writers turn it into null)."""
         gm = self.group_matrix()
         return {
