@@ -33,6 +33,7 @@ from tqdm import tqdm
 from nrflab.core.errors import NrflabError
 from nrflab.data.base import ImageTensorDataset, iterate_batches, to_float
 from nrflab.measure import corruption_ops as ops
+from nrflab.measure.corruption_table import CorruptionReport, CorruptionRow, Means
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -406,12 +407,11 @@ def corruption_accuracy(
     batch_size: int = 256,
     device: torch.device | str | None = None,
     progress: bool = True,
-) -> list[dict[str, Any]]:
+) -> list[CorruptionRow]:
     """Top-1 accuracy of ``model`` (which takes [0,1] images) on ``dataset`` under each corruption and severity.
 
     ``corruptions`` defaults to ``benchmark_corruptions()``. Returns one row ``{corruption, severity, accuracy}``
-    per pair. Runs in eval mode without gradients and puts
-    every submodule's training flag back afterwards. ``device`` defaults to the model's; the model must be on it.
+    per pair. Runs in eval mode without gradients and puts every submodule's training flag back afterwards. ``device`` defaults to the model's; the model must be on it.
     """
     names = list(corruptions) if corruptions is not None else benchmark_corruptions()
     fns = {name: _lookup(name) for name in names}
@@ -426,7 +426,7 @@ def corruption_accuracy(
     n_batches = math.ceil(n_images / batch_size)
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
-    rows: list[dict[str, Any]] = []
+    rows: list[CorruptionRow] = []
     try:
         with (
             torch.no_grad(),
@@ -448,21 +448,19 @@ def corruption_accuracy(
     return rows
 
 
-def summarize_corruption_accuracy(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def summarize_corruption_accuracy(rows: Sequence[CorruptionRow]) -> Means:
     """Mean corruption accuracy over all rows, plus means per corruption and per severity."""
     if not rows:
         raise NrflabError("no corruption accuracy rows to summarize")
-
-    def mean_by(key: str) -> dict[Any, float]:
-        groups: dict[Any, list[float]] = {}
-        for row in rows:
-            groups.setdefault(row[key], []).append(row["accuracy"])
-        return {k: float(np.mean(v)) for k, v in groups.items()}
-
+    per_corruption: dict[str, list[float]] = {}
+    per_severity: dict[int, list[float]] = {}
+    for row in rows:
+        per_corruption.setdefault(row["corruption"], []).append(row["accuracy"])
+        per_severity.setdefault(row["severity"], []).append(row["accuracy"])
     return {
         "mean": float(np.mean([row["accuracy"] for row in rows])),
-        "per_corruption": mean_by("corruption"),
-        "per_severity": mean_by("severity"),
+        "per_corruption": {k: float(np.mean(v)) for k, v in per_corruption.items()},
+        "per_severity": {k: float(np.mean(v)) for k, v in per_severity.items()},
     }
 
 
@@ -475,14 +473,14 @@ def corruption_report(
     seed: int,
     batch_size: int,
     progress: bool = False,
-) -> dict[str, Any]:
+) -> CorruptionReport:
     """Accuracy per corruption and severity (``rows``) and its summary: on the CIFAR-C files in ``cifar_c``
     (each limited to the same seeded ``limit`` images) if given, else corrupting ``test`` here."""
     from nrflab.data import limit_dataset
     from nrflab.measure.metrics import accuracy
 
     if cifar_c is not None:
-        rows: list[dict[str, Any]] = []
+        rows: list[CorruptionRow] = []
         for name in available_cifar_c(cifar_c):
             for sev in SEVERITIES:
                 data = limit_dataset(load_cifar_c(cifar_c, name, sev), limit, seed)

@@ -29,6 +29,7 @@ from nrflab.data.defaults import PRESETS, preset_for
 from nrflab.measure.bn_shift import ADAPT_SAMPLES, adapt_to_shifts, parse_shift
 from nrflab.measure.bn_surgery import BnAnalysis, analyze_batchnorm
 from nrflab.measure.bn_variants import VARIANTS
+from nrflab.measure.corruption_table import CorruptionReport
 from nrflab.measure.ensemble import ensemble_robust
 from nrflab.measure.framework import image_outcomes
 from nrflab.measure.health import chance_warning
@@ -284,7 +285,7 @@ class EvaluationRecord:
 
     def to_json(self) -> dict[str, object]:
         """The JSON record (``sanity`` and ``corruptions`` only when measured)."""
-        out: dict[str, Any] = {
+        out: dict[str, object] = {
             "checkpoint": self.checkpoint,
             "dataset": self.dataset,
             "num_samples": self.num_samples,
@@ -417,7 +418,7 @@ def evaluate_reference(s: EvaluateSettings, *, progress: bool = False) -> Evalua
     return evaluate_subject(open_evaluation(s), s, progress=progress)
 
 
-def corruption_rows(subject: Subject, s: EvaluateSettings, *, progress: bool = False) -> dict[str, Any]:
+def corruption_rows(subject: Subject, s: EvaluateSettings, *, progress: bool = False) -> CorruptionReport:
     """Accuracy per corruption and severity: on CIFAR-C files if given, else corrupting the test set."""
     from nrflab.measure.corruptions import corruption_report
 
