@@ -12,6 +12,7 @@ from nrflab.cli.app import app
 from nrflab.cli.console import progress_bars
 from nrflab.cli.flags import BUILD_FLAGS
 from nrflab.cli.schema_flags import Given, schema_command
+from nrflab.core.errors import NrflabError
 from nrflab.features import BUILD_KINDS, build_dataset, make_settings
 
 
@@ -54,15 +55,16 @@ def build_dataset_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build a feature dataset (d_r, d_nr, d_rand, d_det, conflicting); train on it with `nrflab train -d OUT`."""
-    chosen = mo.with_factory_args(
-        {"arch": arch, "model": mo.one_model(source, "--source/-s or --weights")}, factory_arg
-    )
-    outside = mo.outside_options(
-        arch=chosen["arch"], norm=norm, num_classes=num_classes, width=width, mean=mean, std=std
-    )
+    from nrflab.models.references import with_factory_arguments
+
+    model = mo.one_model(source, "--source/-s or --weights")
+    arch, model = with_factory_arguments(factory_arg or [], arch=arch, model=model)
+    if model is None:
+        raise NrflabError("give the source model: --source/-s or --weights")
+    outside = mo.outside_options(arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean, std=std)
     result = build_dataset(
         kind,
-        chosen["model"],
+        model,
         dataset,
         out,
         data_root=data_root,

@@ -11,12 +11,15 @@ bn-analysis, build-dataset): ``--arch mypkg.models:Net --weights w.pt`` -- ``--w
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from nrflab.attacks import parse_number
 from nrflab.core.errors import NrflabError
+
+if TYPE_CHECKING:
+    from nrflab.models.references import ModelOptions
 
 MODEL_HELP = (
     "A model: an nrflab run directory or checkpoint; a state dict (.safetensors, .pt/.pth read with "
@@ -73,7 +76,7 @@ def one_model(values: Sequence[str] | str | None, flags: str) -> str | None:
     return items[0] if items else None
 
 
-def with_factory_args(given: Mapping[str, Any], pairs: Optional[Sequence[str]]) -> dict[str, Any]:
+def with_factory_args(given: Mapping[str, Any], pairs: Optional[Sequence[str]]) -> dict[str, object]:
     """The given settings with the ``--factory-arg`` pairs added to ``arch`` (your class) or to ``model`` (a
     factory model): :func:`nrflab.models.references.with_factory_arguments` decides which; one-line errors."""
     if not pairs:
@@ -92,10 +95,16 @@ def outside_options(
     width: Optional[float],
     mean: Optional[str],
     std: Optional[str],
-) -> dict[str, Any]:
+) -> ModelOptions:
     """The options of a model from outside nrflab, ``--mean``/``--std`` read as numbers."""
-    channels = {"mean": parse_channel_values(mean, "--mean"), "std": parse_channel_values(std, "--std")}
-    return {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width, **channels}
+    return {
+        "arch": arch,
+        "norm": norm,
+        "num_classes": num_classes,
+        "width": width,
+        "mean": parse_channel_values(mean, "--mean"),
+        "std": parse_channel_values(std, "--std"),
+    }
 
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -25,6 +25,7 @@ from nrflab.features.settings import INVERSION_KINDS, KIND_DESCRIPTIONS, LABEL_P
 from nrflab.features.source import Source, load_source
 from nrflab.models.checkpoint import read_metadata
 from nrflab.models.inspection import check_model_fits
+from nrflab.models.references import ModelOptions
 from nrflab.runs.rundir import Stash, check_output_path, locked
 
 log = get_logger("features")
@@ -144,7 +145,7 @@ def build_dataset(
     overwrite: bool = False,
     progress: bool = True,
     on_shard: ShardCallback | None = None,
-    model_options: dict[str, Any] | None = None,
+    model_options: ModelOptions | None = None,
     **setting_overrides: Any,
 ) -> BuildResult:
     """Build a feature dataset from ``source`` (checkpoint, run dir or module) into the directory ``out``.
@@ -170,7 +171,7 @@ def build_dataset(
         raise NrflabError(f"batch size must be an integer >= 1, got {batch_size}")
     dev = resolve_device(device)
     inputs, bundle = prepare_inputs(settings, dataset, None if data_root is None else str(data_root), base)
-    src = load_source(source, dev, **(model_options or {}))
+    src = load_source(source, dev, **model_options) if model_options else load_source(source, dev)
     check_model_fits(
         src.loaded, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name, name="source"
     )

@@ -40,7 +40,7 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import torch
 from torch import nn
@@ -122,6 +122,22 @@ def parse_model_reference(text: str | os.PathLike[str]) -> ModelReference:
     )
 
 
+class ArchOptions(TypedDict):
+    """The architecture of a bare state dict (``--arch``, ``--norm``, ``--num-classes``, ``--width``)."""
+
+    arch: str | None
+    norm: str | None
+    num_classes: int | None
+    width: float | None
+
+
+class ModelOptions(ArchOptions):
+    """:class:`ArchOptions` and the input normalization a model expects (``--mean``, ``--std``)."""
+
+    mean: Sequence[float] | None
+    std: Sequence[float] | None
+
+
 def with_factory_arguments(
     pairs: Sequence[str], *, arch: str | None, model: str | None
 ) -> tuple[str | None, str | None]:
@@ -170,7 +186,7 @@ def load_model_reference(
     if isinstance(reference, LoadedModel):
         return reference
     mean_t, std_t = _check_mean_std(mean, std)
-    arch_options: dict[str, Any] = {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width}
+    arch_options = ArchOptions(arch=arch, norm=norm, num_classes=num_classes, width=width)
     if isinstance(reference, nn.Module):
         _refuse_arch_options(arch_options, "an in-memory module")
         label = type(reference).__name__
@@ -300,7 +316,7 @@ def _load_path(
 ) -> LoadedModel:
     from nrflab.models.checkpoint import load_tensors, resolve_checkpoint
 
-    options: dict[str, Any] = {"arch": arch, "norm": norm, "num_classes": num_classes, "width": width}
+    options = ArchOptions(arch=arch, norm=norm, num_classes=num_classes, width=width)
     if _is_nrflab_file(path):
         file = resolve_checkpoint(path) if path.is_dir() else path
         label = path.name if path.is_dir() else path.stem
@@ -461,4 +477,4 @@ def _from_module(
     )
 
 
-__all__ = ["load_model_reference", "with_factory_arguments"]
+__all__ = ["ModelOptions", "load_model_reference", "with_factory_arguments"]

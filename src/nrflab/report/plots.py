@@ -55,7 +55,7 @@ BAND = "min-max"
 Y_LABELS = {CLEAN: "clean accuracy (%)", SHIFTED: "accuracy (%)", LIGS: "LIGS", LOGIT_SIM: "cosine", RHO: "rho"}
 
 
-def run_label(run_dir: Path, config: dict[str, Any]) -> str:
+def run_label(run_dir: Path, config: Mapping[str, object]) -> str:
     """A short legend label: arch/norm (+ adversarial training when there is some)."""
     label = f"{config.get('arch')}/{config.get('norm')}"
     if config.get("adv_train", "none") != "none":

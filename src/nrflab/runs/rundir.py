@@ -18,11 +18,11 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_json, read_numeric_csv, remove_stale_temps
@@ -255,7 +255,7 @@ def check_output_file(path: str | os.PathLike[str], *, what: str = "output file"
 class Recipe(Protocol):
     """A training recipe as the run directory sees it: it can name how it differs from a recorded one."""
 
-    def differences(self, recorded: dict[str, Any]) -> list[str]:
+    def differences(self, recorded: Mapping[str, object]) -> list[str]:
         """``field: recorded -> new`` for every field that makes it another run than ``recorded``."""
         ...
 
@@ -375,7 +375,8 @@ class RunDir:
         """The run's recorded config (a mapping), or a one-line error."""
         if not self.path.is_dir():
             raise NrflabError(f"run directory not found: {self.path}")
-        return cast(dict[str, Any], read_json(self.config_path, "run config", expect=dict))
+        config: dict[str, Any] = read_json(self.config_path, "run config", expect=dict)
+        return config
 
     def read_metrics(self) -> list[dict[str, float]]:
         """Rows of metrics.csv as floats (empty cells become NaN)."""
@@ -416,7 +417,7 @@ def run_dir_of(path: str | os.PathLike[str]) -> RunDir | None:
     return RunDir(parent) if (parent / RunDir.CONFIG).is_file() else None
 
 
-def config_diff(old: dict[str, Any], new: dict[str, Any], *, ignore: tuple[str, ...] = ()) -> list[str]:
+def config_diff(old: Mapping[str, object], new: Mapping[str, object], *, ignore: tuple[str, ...] = ()) -> list[str]:
     """``field: old -> new`` for every differing field (nested mappings compared whole)."""
     out = []
     for key in sorted(set(old) | set(new)):
@@ -428,7 +429,7 @@ def config_diff(old: dict[str, Any], new: dict[str, Any], *, ignore: tuple[str, 
     return out
 
 
-def _short(value: Any) -> str:
+def _short(value: object) -> str:
     text = json.dumps(value, default=str)
     return text if len(text) <= 40 else text[:37] + "..."
 

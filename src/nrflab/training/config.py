@@ -7,6 +7,7 @@ recorded in a run directory, so they cannot drift apart.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args
 
@@ -126,11 +127,11 @@ class TrainConfig(Schema):
             targeted=targeted,
         )
 
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> dict[str, object]:
         """What makes two runs the same run: every field except where data and computation live."""
         return {k: v for k, v in self.model_dump().items() if k not in PLACEMENT_FIELDS}
 
-    def differences(self, recorded: dict[str, Any]) -> list[str]:
+    def differences(self, recorded: Mapping[str, object]) -> list[str]:
         """``field: recorded -> new`` for every identity field in which this recipe differs from a run's
         recorded config (what :meth:`nrflab.runs.rundir.RunDir.is_finished_with` asks)."""
         from nrflab.runs.rundir import config_diff
@@ -166,7 +167,7 @@ def load_config_file(path: str | Path, **overrides: Any) -> TrainConfig:
     return make_config(**{**data, **overrides})
 
 
-def recorded_identity(recorded: dict[str, Any]) -> dict[str, Any]:
+def recorded_identity(recorded: Mapping[str, object]) -> dict[str, object]:
     """The identity of a recorded config; fields added to TrainConfig since it was written take their
     defaults (a run from an older nrflab is still the same run)."""
     defaults = TrainConfig().model_dump()

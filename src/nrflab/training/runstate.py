@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence, Sized
+from collections.abc import Mapping, Sequence, Sized
 from typing import Any, cast
 
 import torch
@@ -41,7 +41,7 @@ def _adversarial_record(spec: AttackSpec | None) -> dict[str, float | int | None
 
 def resolved_config(
     cfg: TrainConfig, bundle: DatasetBundle, device: torch.device, model: NrfModel, *, compile_mode: str
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """What config.json records: the config's fields plus what they resolved to on this machine."""
     return {
         **cfg.model_dump(),
@@ -66,7 +66,7 @@ def resolved_config(
     }
 
 
-def write_config(run: RunDir, resolved: dict[str, Any]) -> None:
+def write_config(run: RunDir, resolved: Mapping[str, object]) -> None:
     """config.json and its YAML twin."""
     atomic_write_json(run.config_path, resolved)
     atomic_write_text(

@@ -129,7 +129,7 @@ def run_name(values: Mapping[str, Any]) -> str:
     return name
 
 
-def base_fields(base: Mapping[str, Any] | str | Path | None) -> dict[str, Any]:
+def base_fields(base: Mapping[str, Any] | str | Path | None) -> dict[str, object]:
     """The base config as a dict of fields: a mapping as is, a recipe file read as YAML/JSON."""
     if base is None:
         return {}
@@ -184,7 +184,7 @@ def plan_sweep(
 def _write_sweep_json(
     out: Path,
     recipe: str | None,
-    base: dict[str, Any],
+    base: Mapping[str, object],
     overrides: Mapping[str, Any],
     grid: Mapping[str, Sequence[Any]],
     backend: str,
@@ -194,7 +194,7 @@ def _write_sweep_json(
         out / SWEEP_FILE,
         {
             "recipe": recipe,
-            "base": base,
+            "base": dict(base),
             "overrides": dict(overrides),
             "grid": {k: list(v) for k, v in grid.items()},
             "backend": backend,
