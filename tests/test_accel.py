@@ -250,7 +250,7 @@ def test_cached_evaluation_equals_the_metrics_functions(digits) -> None:
     data = EvalSet.from_bundle(digits, cfg, torch.device("cpu"))
     first = evaluate_epoch(model, cfg, data, 10)
     second = evaluate_epoch(model, cfg, data, 10)  # attacks and noise from the cache
-    assert first == second and len(data.cache["attacks"][2]) == 2
+    assert first == second and data.cache.attacks is not None and len(data.cache.attacks[2]) == 2
     x, y = data.x, data.y
     assert first["clean_acc"] == accuracy(model, (x, y), 7)
     for spec in cfg.attack_specs():

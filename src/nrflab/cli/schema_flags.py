@@ -196,7 +196,7 @@ def schema_command(
             raise ValueError(f"{name}: options {', '.join(sorted(clash))} are also fields of its settings")
 
         def command(**values: Any) -> None:
-            given: list[dict[str, Any]] = [{} for _ in groups]
+            given: list[dict[str, object]] = [{} for _ in groups]
             for index, group in enumerate(groups):
                 for f in group:
                     raw, parse = values.pop(f.name), flags.get(f.name, Flag()).parse

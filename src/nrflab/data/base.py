@@ -85,7 +85,7 @@ class DatasetBundle:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str] | None = None
-    info: dict[str, Any] = field(default_factory=dict)
+    info: dict[str, object] = field(default_factory=dict)
     probes: list[Probe] = field(default_factory=list)
     reliance_views: RelianceViews | None = None
     """The planted test views, where the features are known (the trainer then records reliance every epoch)."""

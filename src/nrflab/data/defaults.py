@@ -6,7 +6,7 @@ anything (eps 1/255 moves no MNIST prediction), and small CPU-scale sets want sh
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TypedDict
 
 PAPER_EVAL_ATTACKS = ["pgd-l2:eps=0.25,step=0.1,steps=10", "pgd-linf:eps=1/255,step=0.001,steps=10"]
 MNIST_EVAL_ATTACKS = ["pgd-l2:eps=1.0,step=0.25,steps=10", "pgd-linf:eps=0.1,step=0.025,steps=10"]
@@ -34,7 +34,21 @@ PAPER_FINAL_ATTACKS = [
 MNIST_FINAL_ATTACKS = [*MNIST_EVAL_ATTACKS, autoattack(norm="l2", eps="1.0")]
 DIGITS_FINAL_ATTACKS = [*DIGITS_EVAL_ATTACKS, autoattack(norm="l2", eps="0.5")]
 
-PRESETS: dict[str, dict[str, Any]] = {
+
+class Preset(TypedDict, total=False):
+    """The training defaults of a dataset family (what ``--preset`` fills in before the user's fields)."""
+
+    eval_attacks: list[str]
+    augment: bool
+    flip: bool
+    epochs: int
+    batch_size: int
+    lr: float
+    schedule: str
+    milestones: list[int]
+
+
+PRESETS: dict[str, Preset] = {
     "cifar": {
         "eval_attacks": PAPER_EVAL_ATTACKS,
         "augment": True,

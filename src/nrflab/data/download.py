@@ -13,7 +13,6 @@ import tempfile
 import urllib.request
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import Any
 
 from nrflab.core.errors import NrflabError
 
@@ -100,13 +99,16 @@ def _check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
 
 def _extract_folder(archive: Path, dest: Path, folder: str) -> None:
     """Safely unpack ``folder`` from a .tar.gz into ``dest`` (via a temp dir, merging into what is there)."""
-    extra: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    safe_filter = hasattr(tarfile, "data_filter")  # extraction filters (3.12 and security releases before it)
     try:
         with tarfile.open(archive, "r:gz") as tar, tempfile.TemporaryDirectory(dir=dest) as tmp:
             members = tar.getmembers()
             for member in members:
                 _check_tar_member(archive, member)
-            tar.extractall(tmp, members=members, **extra)
+            if safe_filter:
+                tar.extractall(tmp, members=members, filter="data")
+            else:
+                tar.extractall(tmp, members=members)
             src = Path(tmp) / folder
             if not src.is_dir():
                 raise NrflabError(f"{archive} has no {folder}/ folder; is it the right archive?")

@@ -99,7 +99,7 @@ class PlantedSpec:
     def max_shift(self) -> int:
         return int(self.shift) if self.shift is not None else int(round(3 * self.size / 32 + 1e-9))
 
-    def resolved(self) -> dict[str, Any]:
+    def resolved(self) -> dict[str, object]:
         """All parameters with defaults filled in (what the dataset card records)."""
         out = asdict(self)
         out.update(a_r=self.rf_amplitude, shift=self.max_shift)
@@ -178,7 +178,7 @@ def spec_from_params(params: dict[str, str]) -> PlantedSpec:
     variant = params.get("variant", "redundant").lower()
     if variant not in VARIANTS:
         raise NrflabError(f"unknown planted variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    values: dict[str, Any] = {"variant": variant}
+    values: dict[str, Any] = {"variant": variant}  # user text checked per key below; PlantedSpec(**) types it
     for key, text in params.items():
         if key == "variant":
             continue

@@ -8,7 +8,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import torch
 from torch import nn
@@ -37,21 +37,30 @@ ShardCallback = Callable[[int, int], None]
 @dataclass
 class BuildResult:
     out_dir: Path
-    card: dict[str, Any]
+    card: dict[str, Any]  # dataset.json as written: the file's JSON document
     built_shards: list[int] = field(default_factory=list)
 
 
-def _identity(settings: BuildSettings, inputs: BuildInputs, source: Source) -> dict[str, Any]:
+class BuildIdentity(TypedDict):
+    """What a resumed build must match (the card's ``identity``)."""
+
+    settings: dict[str, object]
+    base_dataset: str
+    source_weights: str
+    base_set: str | None
+
+
+def _identity(settings: BuildSettings, inputs: BuildInputs, source: Source) -> BuildIdentity:
     """What a resumed build must match."""
     return {
         "settings": settings.to_dict(),
         "base_dataset": inputs.bundle_info["name"],
         "source_weights": source.info["fingerprint"],
-        "base_set": (inputs.base_info or {}).get("card_sha256"),
+        "base_set": inputs.base_info["card_sha256"] if inputs.base_info else None,
     }
 
 
-def _claim(out: Path, identity: dict[str, Any], resume: bool, overwrite: bool) -> Stash | None:
+def _claim(out: Path, identity: BuildIdentity, resume: bool, overwrite: bool) -> Stash | None:
     """Under the lock: decide whether the directory may be written; move an old build aside for overwrite."""
     card_path = out / CARD_FILE
     entries = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
@@ -195,11 +204,11 @@ def _card(
     settings: BuildSettings,
     src: Source,
     inputs: BuildInputs,
-    identity: dict[str, Any],
+    identity: BuildIdentity,
     *,
     batch_size: int,
     num_shards: int,
-) -> dict[str, Any]:
+) -> dict[str, object]:
     """The dataset card (dataset.json) as first written: everything but the sanity numbers, not complete."""
     return {
         "format": CARD_FORMAT,
@@ -258,7 +267,7 @@ def _build(
     inputs: BuildInputs,
     bundle: Any,
     out: Path,
-    identity: dict[str, Any],
+    identity: BuildIdentity,
     batch_size: int,
     resume: bool,
     progress: bool,
@@ -301,12 +310,12 @@ def _build(
             built.append(i)
             if on_shard is not None:
                 on_shard(i, num_shards)
-    card["sanity"] = _summarize(settings.kind, [s for s in all_stats if s is not None])
+    card["sanity"] = sanity = _summarize(settings.kind, [s for s in all_stats if s is not None])
     card["complete"] = True
     atomic_write_json(out / CARD_FILE, card)
     log.info(
         f"built {settings.kind}: {inputs.count} images in {num_shards} shard(s) at {out}; "
-        + ", ".join(f"{k} {v:.3f}" for k, v in card["sanity"].items() if isinstance(v, float))
+        + ", ".join(f"{k} {v:.3f}" for k, v in sanity.items() if isinstance(v, float))
     )
     return BuildResult(out, card, built)
 

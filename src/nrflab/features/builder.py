@@ -7,7 +7,7 @@ import os
 from collections.abc import Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TypedDict, cast
 
 import numpy as np
 import torch
@@ -24,6 +24,28 @@ from nrflab.features.source import Representation, sha256_file
 from nrflab.measure.metrics import dataset_tensors
 
 
+class BaseDatasetInfo(TypedDict):
+    """The base dataset as the card records it (``base_dataset``)."""
+
+    name: str
+    root: str | None
+    num_classes: int
+    input_shape: list[int]
+    mean: list[float]
+    std: list[float]
+    train_size: int
+
+
+class BaseSetInfo(TypedDict):
+    """The D_R set a conflicting set starts from, as the card records it (``base_set``)."""
+
+    path: str
+    kind: str
+    num_images: int
+    card_sha256: str
+    label_policy: str
+
+
 @dataclass
 class BuildInputs:
     """The images a build starts from, their labels and where they come from."""
@@ -32,8 +54,8 @@ class BuildInputs:
     labels: torch.Tensor
     source_indices: torch.Tensor  # index into the base dataset's training set
     count: int  # how many samples are built (the first ``count``)
-    bundle_info: dict[str, Any]
-    base_info: dict[str, Any] | None = None
+    bundle_info: BaseDatasetInfo
+    base_info: BaseSetInfo | None = None
 
 
 def _as_float(x: torch.Tensor) -> torch.Tensor:
@@ -59,7 +81,7 @@ def prepare_inputs(
         arrays = load_built_arrays(base)
         root = card.base.root
         images, labels, idx = arrays["images"], arrays["labels"], arrays["source_indices"]
-        base_info = {
+        base_info: BaseSetInfo | None = {
             "path": str(Path(base).resolve()),
             "kind": card.kind,
             "num_images": card.num_images,
@@ -87,7 +109,7 @@ def prepare_inputs(
         order = torch.cat([chosen, torch.nonzero(rest).flatten()])
         images, labels, idx = images[order], labels[order], idx[order]
         n = int(chosen.numel())
-    info = {
+    info: BaseDatasetInfo = {
         "name": bundle.name,
         "root": None if root is None else str(root),
         "num_classes": bundle.num_classes,

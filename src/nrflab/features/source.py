@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 import torch
 from torch import nn
@@ -17,12 +17,26 @@ from nrflab.models.references import load_model_reference
 from nrflab.runs.rundir import run_dir_of
 
 
+class SourceInfo(TypedDict):
+    """The source model as the card records it (``source``)."""
+
+    path: str | None
+    sha256: str | None
+    fingerprint: str
+    kind: str
+    module: str
+    model_config: dict[str, object] | None
+    reference: dict[str, object]
+    adversarially_trained: bool | None
+    run_config: dict[str, object] | None
+
+
 @dataclass
 class Source:
     """A source model with what the card records about it."""
 
     model: nn.Module
-    info: dict[str, Any]
+    info: SourceInfo
     loaded: LoadedModel
 
 
@@ -73,7 +87,7 @@ def load_source(
             }
     adv = None if run_cfg is None else run_cfg.get("adv_train", "none") != "none"
     cfg = getattr(model, "config", None)
-    info = {
+    info: SourceInfo = {
         "path": loaded.source if loaded.kind not in ("module",) else None,
         "sha256": loaded.sha256,
         "fingerprint": loaded.fingerprint,

@@ -255,7 +255,7 @@ def open_subject(
         raise NrflabError("--dataset is required (the model is not an nrflab run nor a registered pretrained model)")
     bundle = load_dataset(dataset, root=s.data_root, download=s.download)
     if attacks is None:
-        preset = preset_for(bundle.name, bundle.info.get("base_dataset") if bundle.info else None)
+        preset = preset_for(bundle.name, b if isinstance(b := bundle.info.get("base_dataset"), str) else None)
         attacks = [parse_attack(t) for t in PRESETS[preset]["eval_attacks"]]
     attacks = distinct_labels(list(attacks))  # one result per attack: none replaces another
     loaded = adopt_dataset_normalization(loaded, mean=bundle.mean, std=bundle.std, dataset=bundle.name)

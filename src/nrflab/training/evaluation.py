@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
@@ -30,6 +29,16 @@ from nrflab.training.config import TrainConfig
 TIMING_COLUMNS = ["epoch_time", "eval_time", "wall_time"]
 
 
+@dataclass
+class _Reused:
+    """What an :class:`EvalSet` computes once and every epoch reuses (None: not yet)."""
+
+    attacks: tuple[tuple[object, ...], nn.Module, list[Attack]] | None = None
+    noise: tuple[int, torch.Tensor] | None = None  # (seed, noise)
+    batch: tuple[int | str, int] | None = None  # (setting, resolved batch size)
+    checked: bool = False
+
+
 @dataclass(frozen=True)
 class EvalSet:
     """The images evaluated every epoch, on the training device (in the model's memory layout).
@@ -39,7 +48,7 @@ class EvalSet:
 
     x: torch.Tensor
     y: torch.Tensor
-    cache: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    cache: _Reused = field(default_factory=_Reused, compare=False, repr=False)
 
     @classmethod
     def from_bundle(cls, bundle: DatasetBundle, cfg: TrainConfig, device: torch.device) -> EvalSet:
@@ -56,34 +65,30 @@ class EvalSet:
         """The attacks of ``specs`` on ``model``, built once and reused every epoch (they keep no state
         between calls but their captured graphs; a graph is recaptured if the model's tensors move)."""
         key = ("attacks", id(model), tuple(specs), seed)
-        cached = self.cache.get("attacks")
+        cached = self.cache.attacks
         if cached is None or cached[0] != key or cached[1] is not model:
             cached = (key, model, [spec.build(model, seed=seed) for spec in specs])
-            self.cache["attacks"] = cached
+            self.cache.attacks = cached
         return cached[2]
 
     def noise(self, seed: int) -> torch.Tensor:
         """LIGS's per-image noise for these images (drawn once)."""
-        if self.cache.get("noise_seed") != seed:
-            self.cache["noise"] = ligs_noise(self.x, seed)
-            self.cache["noise_seed"] = seed
-        noise: torch.Tensor = self.cache["noise"]
-        return noise
+        if self.cache.noise is None or self.cache.noise[0] != seed:
+            self.cache.noise = (seed, ligs_noise(self.x, seed))
+        return self.cache.noise[1]
 
     def batch_size(self, value: int | str, model: nn.Module) -> int:
         """The evaluation batch size: ``value`` if an integer, else probed once (``"auto"``)."""
-        if self.cache.get("batch_setting") != value:
-            self.cache["batch_size"] = accel.resolve_batch_size(
-                value, model=model, sample=self.x[:1], total=int(self.y.shape[0])
-            )
-            self.cache["batch_setting"] = value
-        return int(self.cache["batch_size"])
+        if self.cache.batch is None or self.cache.batch[0] != value:
+            size = accel.resolve_batch_size(value, model=model, sample=self.x[:1], total=int(self.y.shape[0]))
+            self.cache.batch = (value, int(size))
+        return self.cache.batch[1]
 
     def check(self) -> None:
         """The attacks' [0,1] check of the images, done once instead of in every attack call."""
-        if not self.cache.get("checked"):
+        if not self.cache.checked:
             check_images(self.x)
-            self.cache["checked"] = True
+            self.cache.checked = True
 
 
 def probe_columns(probes: Sequence[Probe]) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,12 +252,15 @@ def _csv_cell(value: Any) -> str:
     return str(value)
 
 
-def _pair_csv_row(full: dict[str, Any]) -> dict[str, str]:
+def _pair_csv_row(full: Mapping[str, object]) -> dict[str, str]:
     """One row of ``pairs.csv``: every cell one number or word; an interval ``(lo, hi)`` as two cells."""
     row: dict[str, str] = {}
     for c in PAIR_COLUMNS:
         if c.endswith("_ci"):
-            lo, hi = full[c]
+            interval = full[c]
+            if not isinstance(interval, (list, tuple)):
+                raise TypeError(f"{c} is not an interval: {interval!r}")
+            lo, hi = interval
             row[f"{c}_lo"], row[f"{c}_hi"] = _csv_cell(lo), _csv_cell(hi)
         else:
             row[c] = _csv_cell(full[c])
@@ -292,7 +295,7 @@ def write_outputs(
     out_dir: str | Path,
     *,
     boosts: Sequence[BoostRow] = (),
-    recipe: dict[str, Any] | None = None,
+    recipe: Mapping[str, object] | None = None,
 ) -> OutputPaths:
     """Write transfer.json (with the boosts and the recipe, when given), pairs.csv, the matrix CSVs, the two
     heat maps (PNG + SVG) and summary.md."""
@@ -301,7 +304,7 @@ def write_outputs(
     layout = TransferDir(out_dir)
     record = {**result.to_dict(), "boosts": to_json(boosts)}
     if recipe is not None:
-        record["recipe"] = recipe
+        record["recipe"] = dict(recipe)
     json_path = layout.path / layout.JSON
     atomic_write_json(json_path, jsonable(record))
     pairs_csv = layout.path / layout.PAIRS_CSV
