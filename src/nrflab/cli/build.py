@@ -14,6 +14,7 @@ from nrflab.cli.flags import BUILD_FLAGS
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.core.errors import NrflabError
 from nrflab.features import BUILD_KINDS, build_dataset, make_settings
+from nrflab.models.references import with_factory_arguments
 
 
 @schema_command(app, "build-dataset", make_settings, flags=BUILD_FLAGS, skip=("kind",))
@@ -55,8 +56,6 @@ def build_dataset_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build a feature dataset (d_r, d_nr, d_rand, d_det, conflicting); train on it with `nrflab train -d OUT`."""
-    from nrflab.models.references import with_factory_arguments
-
     model = mo.one_model(source, "--source/-s or --weights")
     arch, model = with_factory_arguments(factory_arg or [], arch=arch, model=model)
     if model is None:
