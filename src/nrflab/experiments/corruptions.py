@@ -28,6 +28,7 @@ from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.engine import CallTask, Task
 from nrflab.experiments.evidence import compare
 from nrflab.experiments.guard import check
+from nrflab.experiments.registry import register_experiment
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
 from nrflab.experiments.zoo import (
     CPU,
@@ -246,16 +247,19 @@ def _plot_severity(stem: Path, zoo: Zoo, models: dict[str, tuple[str, str]], s: 
     return save_figure(fig, stem)
 
 
-SPEC = ExperimentSpec(
-    name="corruptions",
-    summary="corruption robustness of the standard and adversarially trained zoo (claim 7)",
-    settings_type=NormsSettings,
-    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
-    plan=plan_corruptions,
-    analyze=analyze,
-    home=HOME,
-    claims=("7",),
-    epoch_keys=EPOCH_KEYS,
+SPEC = register_experiment(
+    ExperimentSpec(
+        name="corruptions",
+        summary="corruption robustness of the standard and adversarially trained zoo (claim 7)",
+        settings_type=NormsSettings,
+        presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
+        plan=plan_corruptions,
+        analyze=analyze,
+        home=HOME,
+        order=40,
+        claims=("7",),
+        epoch_keys=EPOCH_KEYS,
+    )
 )
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -152,6 +152,7 @@ class ExperimentSpec:
 
     ``home`` is the experiment's directory under the output directory ("" for the output directory
     itself); experiments that share a home may share runs (the engine runs each run directory once).
+    A spec takes effect when its module registers it (``SPEC = register_experiment(ExperimentSpec(...))``).
     """
 
     name: str
@@ -161,6 +162,8 @@ class ExperimentSpec:
     plan: PlanFn
     analyze: AnalyzeFn
     home: str
+    #: The experiment's place in the chain ``nrflab reproduce`` runs (ascending; gaps leave room for new ones).
+    order: int
     claims: Sequence[str] = ()
     #: Dotted settings keys that ``--epochs N`` sets (every training stage of the experiment).
     epoch_keys: tuple[str, ...] = ()
