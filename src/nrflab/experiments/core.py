@@ -30,6 +30,7 @@ from nrflab.experiments.evidence import (
     compare_scalars,
     measure,
     measure_task,
+    on_test_images,
     robust_under,
     strongest_note,
 )
@@ -187,9 +188,7 @@ def plan(s: CoreSettings, home: Path) -> list[Task]:
         *(
             measure_task(
                 t.key,
-                dataset=s.dataset,
-                data_root=s.data_root,
-                test_size=s.test_size,
+                **on_test_images(s),
                 attacks=final_attacks(s),
                 ligs_sigma=s.ligs_sigma,
                 device=s.device,

@@ -10,7 +10,7 @@ from pathlib import Path
 from nrflab.core.fmt import eps as fmt_eps
 from nrflab.data.defaults import autoattack
 from nrflab.experiments.engine import BuildTask, Task, TrainTask
-from nrflab.experiments.evidence import claim_threat, measure_task
+from nrflab.experiments.evidence import claim_threat, measure_task, on_test_images
 from nrflab.experiments.features_settings import SETS, FeaturesSettings
 from nrflab.experiments.spec import Stage
 
@@ -132,9 +132,7 @@ def plan(s: FeaturesSettings, home: Path) -> list[Task]:
             measures.append(
                 measure_task(
                     t.key,
-                    dataset=s.dataset,
-                    data_root=s.data_root,
-                    test_size=s.test_size,
+                    **on_test_images(s),
                     protocol=name,
                     attacks=attacks,
                     ligs_sigma=s.ligs_sigma,

@@ -21,7 +21,7 @@ from nrflab.data import DatasetBundle
 from nrflab.data.defaults import MNIST_EVAL_ATTACKS, PAPER_EVAL_ATTACKS, PAPER_FINAL_ATTACKS, final_attacks_for
 from nrflab.experiments.analysis import load_bundle, tensor_mean, test_images
 from nrflab.experiments.engine import Task, TrainTask
-from nrflab.experiments.evidence import Outcomes, measure, measure_task, robust_under, strongest_note
+from nrflab.experiments.evidence import Outcomes, measure, measure_task, on_test_images, robust_under, strongest_note
 from nrflab.experiments.frequency import FrequencyLens
 from nrflab.experiments.guard import Health, health, named
 from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
@@ -164,9 +164,7 @@ def plan(s: NormsSettings, home: Path) -> list[Task]:
         *(
             measure_task(
                 t.key,
-                dataset=s.dataset,
-                data_root=s.data_root,
-                test_size=s.test_size,
+                **on_test_images(s),
                 attacks=final_attacks(s),
                 ligs_sigma=s.ligs_sigma,
                 seed=seed,
@@ -186,9 +184,7 @@ def plan_with_corruptions(s: NormsSettings, home: Path) -> list[Task]:
         *(
             measure_task(
                 t.key,
-                dataset=s.dataset,
-                data_root=s.data_root,
-                test_size=s.test_size,
+                **on_test_images(s),
                 corruptions=s.corruptions,
                 severities=s.severities,
                 seed=seed,
