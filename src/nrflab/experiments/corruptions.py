@@ -24,6 +24,7 @@ from torch import nn
 from nrflab.core.fmt import num, pct
 from nrflab.core.stats import Verdict, finite_mean
 from nrflab.data import load_dataset
+from nrflab.experiments.analysis import finish_figure
 from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.engine import CallTask, Task
 from nrflab.experiments.evidence import compare
@@ -44,7 +45,7 @@ from nrflab.experiments.zoo import (
 )
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, markdown_table, verdict_line
-from nrflab.report.plots import new_figure, save_figure
+from nrflab.report.plots import new_figure
 
 DROP = register_claim(
     id="corruptions.drop",
@@ -238,13 +239,8 @@ def _plot_severity(stem: Path, zoo: Zoo, models: dict[str, tuple[str, str]], s: 
             linestyle="--" if "none" in name else "-",
             label=name,
         )
-    ax.set_xlabel("severity")
-    ax.set_ylabel("mean corruption accuracy (%)")
     ax.set_xticks(list(s.severities))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return finish_figure(fig, ax, stem, xlabel="severity", ylabel="mean corruption accuracy (%)", legend_size=7)
 
 
 SPEC = register_experiment(
