@@ -30,18 +30,14 @@ from nrflab.experiments.engine import CallTask, Task
 from nrflab.experiments.evidence import compare
 from nrflab.experiments.guard import check
 from nrflab.experiments.registry import register_experiment
-from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
+from nrflab.experiments.spec import AnalysisContext
 from nrflab.experiments.zoo import (
-    CPU,
-    EPOCH_KEYS,
-    HOME,
-    PAPER_SCALE,
-    QUICK,
     NormsSettings,
     Zoo,
     ZooView,
     plan_with_corruptions,
     tasks,
+    zoo_experiment,
 )
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, markdown_table, verdict_line
@@ -244,17 +240,13 @@ def _plot_severity(stem: Path, zoo: Zoo, models: dict[str, tuple[str, str]], s: 
 
 
 SPEC = register_experiment(
-    ExperimentSpec(
+    zoo_experiment(
         name="corruptions",
         summary="corruption robustness of the standard and adversarially trained zoo (claim 7)",
-        settings_type=NormsSettings,
-        presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
         plan=plan_corruptions,
         analyze=analyze,
-        home=HOME,
         order=40,
         claims=("7",),
-        epoch_keys=EPOCH_KEYS,
     )
 )
 

@@ -8,6 +8,7 @@ run once; each reads the evaluations it needs (cached in the run directories).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Protocol
@@ -24,7 +25,7 @@ from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import Outcomes, measure, measure_task, on_test_images, robust_under, strongest_note
 from nrflab.experiments.frequency import FrequencyLens
 from nrflab.experiments.guard import Health, health, named
-from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
+from nrflab.experiments.spec import AnalyzeFn, ExperimentSettings, ExperimentSpec, PlanFn, Stage, paper_stage
 from nrflab.measure.corruptions import FIRST_EIGHT, SEVERITIES
 from nrflab.measure.ensemble import group_by_threat
 
@@ -135,6 +136,25 @@ PAPER_SCALE = NormsSettings(
 )
 
 EPOCH_KEYS = ("standard.epochs", "adversarial.epochs")
+
+
+def zoo_experiment(
+    *, name: str, summary: str, plan: PlanFn, analyze: AnalyzeFn, claims: Sequence[str], order: int
+) -> ExperimentSpec:
+    """An experiment on the shared normalization zoo (adversarial, family, corruptions): its settings type, scales,
+    home and epoch keys are the zoo's, so the three share runs."""
+    return ExperimentSpec(
+        name=name,
+        summary=summary,
+        settings_type=NormsSettings,
+        presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
+        plan=plan,
+        analyze=analyze,
+        home=HOME,
+        order=order,
+        claims=claims,
+        epoch_keys=EPOCH_KEYS,
+    )
 
 
 def tasks(s: NormsSettings, home: Path) -> dict[tuple[str, str, int], TrainTask]:
