@@ -5,6 +5,7 @@ directional verdict flips or becomes inconclusive)."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -19,8 +20,9 @@ from nrflab.experiments.planted.claims import (
 from nrflab.experiments.planted.controls import control_reading, control_verdicts
 from nrflab.experiments.planted.crossing import crossing, crossover_verdict
 from nrflab.experiments.planted.measurement import Measured
+from nrflab.experiments.planted.mnist import MnistQuestion, mnist_spec
 from nrflab.experiments.planted.order import order_verdicts
-from nrflab.experiments.planted.settings import FULL
+from nrflab.experiments.planted.settings import FULL, QUICK
 from nrflab.experiments.planted.transferability import TransferResult
 
 S = FULL
@@ -271,21 +273,14 @@ def mnist_rows(run: float, batch: float) -> dict[str, float]:
 
 
 def test_mnist_diagnostic() -> None:
-    q = {
-        "seeds": [0, 1, 2],
-        "n": 1000,
-        "rows": {
-            "planted": [mnist_rows(0.99, 0.99 + j) for j in (0.0, 0.005, -0.005)],
-            "attack": [mnist_rows(0.2, 0.5 + j) for j in (0.0, 0.03, -0.02)],
-        },
-    }
+    planted = [mnist_rows(0.99, 0.99 + j) for j in (0.0, 0.005, -0.005)]
+    attack = [mnist_rows(0.2, 0.5 + j) for j in (0.0, 0.03, -0.02)]
+    q = MnistQuestion(rows={"planted": planted, "attack": attack}, seeds=[0, 1, 2], spec=mnist_spec(QUICK), n=1000)
     v = mnist_verdict(q)
     assert v.outcome == "agrees" and v.family == "diagnostics"
-    q["rows"]["planted"], q["rows"]["attack"] = q["rows"]["attack"], q["rows"]["planted"]
-    assert mnist_verdict(q).outcome == "disagrees"
-    q["seeds"] = [0, 1]
-    q["rows"] = {k: v[:2] for k, v in q["rows"].items()}
-    assert mnist_verdict(q).outcome == "not tested"
+    assert mnist_verdict(replace(q, rows={"planted": attack, "attack": planted})).outcome == "disagrees"
+    two = replace(q, seeds=[0, 1], rows={"planted": planted[:2], "attack": attack[:2]})
+    assert mnist_verdict(two).outcome == "not tested"
 
 
 def test_transfer_signs_and_mutation() -> None:
@@ -363,6 +358,6 @@ def test_mnist_arms_are_evaluated_on_the_same_view(tmp_path: Path, monkeypatch: 
     x, y = mnist.mnist_eval_view(mnist.mnist_spec(s))
     for got_x, got_y in seen.values():
         assert torch.equal(got_x, x) and torch.equal(got_y, y)
-    assert q["n"] == int(y.shape[0]) == int(x.shape[0])
-    q3 = {**q, "seeds": [0, 1, 2], "rows": {k: [mnist_rows(0.9, 0.9)] * 3 for k in ("planted", "attack")}}
+    assert q.n == int(y.shape[0]) == int(x.shape[0])
+    q3 = replace(q, seeds=[0, 1, 2], rows={k: [mnist_rows(0.9, 0.9)] * 3 for k in ("planted", "attack")})
     assert "both arms on the same images" in mnist_verdict(q3).protocol

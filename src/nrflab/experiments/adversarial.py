@@ -13,8 +13,9 @@ from nrflab.experiments.analysis import norm_title
 from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.evidence import claim_threat, compare, robust_under
 from nrflab.experiments.guard import check
-from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
-from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, ZooView, plan
+from nrflab.experiments.registry import register_experiment
+from nrflab.experiments.spec import AnalysisContext
+from nrflab.experiments.zoo import NormsSettings, Zoo, ZooView, plan, zoo_experiment
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import plot_runs
@@ -107,16 +108,15 @@ def claims(s: NormsSettings, zoo: ZooView) -> list[Verdict]:
     return out
 
 
-SPEC = ExperimentSpec(
-    name="adversarial",
-    summary="adversarial training with and without BN: LIGS against standard training, BN's cost in robustness",
-    settings_type=NormsSettings,
-    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
-    plan=plan,
-    analyze=analyze,
-    home=HOME,
-    claims=("3",),
-    epoch_keys=EPOCH_KEYS,
+SPEC = register_experiment(
+    zoo_experiment(
+        name="adversarial",
+        summary="adversarial training with and without BN: LIGS against standard training, BN's cost in robustness",
+        plan=plan,
+        analyze=analyze,
+        order=20,
+        claims=("3",),
+    )
 )
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

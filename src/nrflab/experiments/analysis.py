@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -11,6 +12,10 @@ from nrflab.core.seeds import seeded_subset
 from nrflab.core.stats import finite_mean
 from nrflab.data import DatasetBundle, load_dataset
 from nrflab.measure.metrics import dataset_tensors
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 #: The seed of the fixed test subset every final model is evaluated on (the same images for every model).
 TEST_SUBSET_SEED = 0
@@ -66,3 +71,20 @@ def _short(value: Any) -> str:
 
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
+
+
+def finish_figure(
+    fig: Figure, ax: Axes, stem: Path, *, xlabel: str, ylabel: str, title: str | None = None, legend_size: int
+) -> list[Path]:
+    """Label a one-panel figure the experiments' way (axis labels, a size-9 title, a light grid, a legend), lay it
+    out and write ``stem.png`` and ``stem.svg``."""
+    from nrflab.report.plots import save_figure
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    return save_figure(fig, stem)

@@ -30,11 +30,13 @@ from nrflab.experiments.evidence import (
     compare_scalars,
     measure,
     measure_task,
+    on_test_images,
     robust_under,
     strongest_note,
 )
 from nrflab.experiments.frequency import CORE_CLAIM, LENS_TITLE, FrequencyLens, heat_map_tasks, section
 from nrflab.experiments.guard import Health, check, health, named
+from nrflab.experiments.registry import register_experiment
 from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
 from nrflab.measure.ensemble import group_by_threat
 from nrflab.measure.predict import PAPER
@@ -186,9 +188,7 @@ def plan(s: CoreSettings, home: Path) -> list[Task]:
         *(
             measure_task(
                 t.key,
-                dataset=s.dataset,
-                data_root=s.data_root,
-                test_size=s.test_size,
+                **on_test_images(s),
                 attacks=final_attacks(s),
                 ligs_sigma=s.ligs_sigma,
                 device=s.device,
@@ -345,16 +345,19 @@ def run(
     )
 
 
-SPEC = ExperimentSpec(
-    name="core",
-    summary="BN vs no-BN twins: framework table, LIGS curves and claims 1-4 (Figure 3)",
-    settings_type=CoreSettings,
-    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
-    plan=plan,
-    analyze=analyze,
-    home="",
-    claims=("1", "2", "3", "4"),
-    epoch_keys=("twins.epochs",),
+SPEC = register_experiment(
+    ExperimentSpec(
+        name="core",
+        summary="BN vs no-BN twins: framework table, LIGS curves and claims 1-4 (Figure 3)",
+        settings_type=CoreSettings,
+        presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
+        plan=plan,
+        analyze=analyze,
+        home="",
+        order=10,
+        claims=("1", "2", "3", "4"),
+        epoch_keys=("twins.epochs",),
+    )
 )
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

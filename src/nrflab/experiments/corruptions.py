@@ -24,26 +24,24 @@ from torch import nn
 from nrflab.core.fmt import num, pct
 from nrflab.core.stats import Verdict, finite_mean
 from nrflab.data import load_dataset
+from nrflab.experiments.analysis import finish_figure
 from nrflab.experiments.claims import judge_claim, register_claim
 from nrflab.experiments.engine import CallTask, Task
 from nrflab.experiments.evidence import compare
 from nrflab.experiments.guard import check
-from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
+from nrflab.experiments.registry import register_experiment
+from nrflab.experiments.spec import AnalysisContext
 from nrflab.experiments.zoo import (
-    CPU,
-    EPOCH_KEYS,
-    HOME,
-    PAPER_SCALE,
-    QUICK,
     NormsSettings,
     Zoo,
     ZooView,
     plan_with_corruptions,
     tasks,
+    zoo_experiment,
 )
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, markdown_table, verdict_line
-from nrflab.report.plots import new_figure, save_figure
+from nrflab.report.plots import new_figure
 
 DROP = register_claim(
     id="corruptions.drop",
@@ -237,25 +235,19 @@ def _plot_severity(stem: Path, zoo: Zoo, models: dict[str, tuple[str, str]], s: 
             linestyle="--" if "none" in name else "-",
             label=name,
         )
-    ax.set_xlabel("severity")
-    ax.set_ylabel("mean corruption accuracy (%)")
     ax.set_xticks(list(s.severities))
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return finish_figure(fig, ax, stem, xlabel="severity", ylabel="mean corruption accuracy (%)", legend_size=7)
 
 
-SPEC = ExperimentSpec(
-    name="corruptions",
-    summary="corruption robustness of the standard and adversarially trained zoo (claim 7)",
-    settings_type=NormsSettings,
-    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
-    plan=plan_corruptions,
-    analyze=analyze,
-    home=HOME,
-    claims=("7",),
-    epoch_keys=EPOCH_KEYS,
+SPEC = register_experiment(
+    zoo_experiment(
+        name="corruptions",
+        summary="corruption robustness of the standard and adversarially trained zoo (claim 7)",
+        plan=plan_corruptions,
+        analyze=analyze,
+        order=40,
+        claims=("7",),
+    )
 )
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

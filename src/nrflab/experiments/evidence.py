@@ -16,12 +16,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from typing_extensions import Required, TypedDict, Unpack
 
 from nrflab.attacks import parse_attack
 from nrflab.core.seeds import seeded_subset
@@ -309,81 +311,87 @@ def _load(path: Path, protocol: str) -> Outcomes | None:
     return _from_tensors(tensors, protocol, table)
 
 
+class MeasureRequest(TypedDict, total=False):
+    """What an engine measurement task (:func:`measure_task`) asks for besides the run and the device: the test
+    images (``dataset``, ``data_root``, ``test_size``) and what to measure on them (see :func:`measure`)."""
+
+    dataset: Required[str]
+    data_root: Required[str | None]
+    test_size: Required[int | None]
+    protocol: str
+    attacks: Sequence[str]
+    ligs_sigma: float | None
+    corruptions: Sequence[str]
+    severities: Sequence[int]
+    seed: int
+    autoattack_size: int | None
+
+
+class _CacheKeys(TypedDict):
+    """The keyword arguments that select a run's cached outcomes (:func:`cache_path`, :func:`measure`)."""
+
+    protocol: Protocol
+    attacks: Sequence[str]
+    ligs_sigma: float | None
+    corruptions: Sequence[str]
+    severities: Sequence[int]
+    seed: int
+    autoattack_size: int | None
+
+
+class _TestImageSettings(typing.Protocol):
+    """Settings that name an experiment's fixed test images."""
+
+    @property
+    def dataset(self) -> str: ...
+    @property
+    def data_root(self) -> str | None: ...
+    @property
+    def test_size(self) -> int | None: ...
+
+
+def on_test_images(settings: _TestImageSettings) -> MeasureRequest:
+    """The part of a measurement request that names the settings' fixed test images (for :func:`measure_task`)."""
+    return {"dataset": settings.dataset, "data_root": settings.data_root, "test_size": settings.test_size}
+
+
+def _images_and_keys(request: MeasureRequest) -> tuple[torch.Tensor, torch.Tensor, _CacheKeys]:
+    """The fixed test images of a request and the keys of its cached outcomes (the defaults of :func:`measure`)."""
+    from nrflab.data import load_dataset
+    from nrflab.experiments.analysis import test_images
+    from nrflab.measure.predict import get_protocol
+
+    x, y = test_images(load_dataset(request["dataset"], root=request["data_root"]), request["test_size"])
+    keys: _CacheKeys = {
+        "protocol": get_protocol(request.get("protocol", "paper")),
+        "attacks": request.get("attacks", ()),
+        "ligs_sigma": request.get("ligs_sigma"),
+        "corruptions": request.get("corruptions", ()),
+        "severities": request.get("severities", ()),
+        "seed": request.get("seed", 0),
+        "autoattack_size": request.get("autoattack_size"),
+    }
+    return x, y, keys
+
+
 def measure_run(
-    *,
-    run_dir: str,
-    dataset: str,
-    data_root: str | None,
-    test_size: int | None,
-    protocol: str = "paper",
-    attacks: Sequence[str] = (),
-    ligs_sigma: float | None = None,
-    corruptions: Sequence[str] = (),
-    severities: Sequence[int] = (),
-    seed: int = 0,
-    device: str = "auto",
-    progress: bool = False,
-    autoattack_size: int | None = None,
+    *, run_dir: str, device: str = "auto", progress: bool = False, **request: Unpack[MeasureRequest]
 ) -> str:
     """:func:`measure` on the fixed test images of ``dataset`` (what an engine task calls, so the
     evaluations of independent runs go in parallel; the analysis then reads the cache)."""
-    from nrflab.data import load_dataset
-    from nrflab.experiments.analysis import test_images
-    from nrflab.measure.predict import get_protocol
-
-    x, y = test_images(load_dataset(dataset, root=data_root), test_size)
-    measure(
-        run_dir,
-        x,
-        y,
-        protocol=get_protocol(protocol),
-        attacks=attacks,
-        ligs_sigma=ligs_sigma,
-        corruptions=corruptions,
-        severities=severities,
-        seed=seed,
-        device=device,
-        autoattack_size=autoattack_size,
-    )
+    x, y, keys = _images_and_keys(request)
+    measure(run_dir, x, y, device=device, **keys)
     return run_dir
 
 
-def measured(
-    *,
-    run_dir: str,
-    dataset: str,
-    data_root: str | None,
-    test_size: int | None,
-    protocol: str = "paper",
-    attacks: Sequence[str] = (),
-    ligs_sigma: float | None = None,
-    corruptions: Sequence[str] = (),
-    severities: Sequence[int] = (),
-    seed: int = 0,
-    device: str = "auto",
-    autoattack_size: int | None = None,
-) -> bool:
+def measured(*, run_dir: str, device: str = "auto", **request: Unpack[MeasureRequest]) -> bool:
     """Whether :func:`measure_run` with these arguments would only read its cache."""
-    from nrflab.data import load_dataset
-    from nrflab.experiments.analysis import test_images
-    from nrflab.measure.predict import get_protocol
     from nrflab.runs.rundir import RunDir
 
     if not RunDir(run_dir).model_path.is_file():
         return False
-    x, y = test_images(load_dataset(dataset, root=data_root), test_size)
-    return cache_path(
-        run_dir,
-        x,
-        y,
-        protocol=get_protocol(protocol),
-        attacks=attacks,
-        ligs_sigma=ligs_sigma,
-        corruptions=corruptions,
-        severities=severities,
-        seed=seed,
-        autoattack_size=autoattack_size,
-    ).is_file()
+    x, y, keys = _images_and_keys(request)
+    return cache_path(run_dir, x, y, **keys).is_file()
 
 
 def measure_task(run_key: str, **kwargs: object) -> CallTask:

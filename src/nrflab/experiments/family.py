@@ -17,8 +17,9 @@ from nrflab.experiments.engine import Task
 from nrflab.experiments.evidence import claim_threat, compare, robust_under
 from nrflab.experiments.frequency import FAMILY_CLAIM, FAMILY_TITLE, heat_map_tasks, section
 from nrflab.experiments.guard import check
-from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
-from nrflab.experiments.zoo import CPU, EPOCH_KEYS, HOME, PAPER_SCALE, QUICK, NormsSettings, Zoo, ZooView, plan, tasks
+from nrflab.experiments.registry import register_experiment
+from nrflab.experiments.spec import AnalysisContext
+from nrflab.experiments.zoo import NormsSettings, Zoo, ZooView, plan, tasks, zoo_experiment
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import plot_runs
@@ -98,16 +99,15 @@ def claims(s: NormsSettings, zoo: ZooView) -> list[Verdict]:
     return out
 
 
-SPEC = ExperimentSpec(
-    name="family",
-    summary="the normalization family: GN, LN, IN (and BN) vs no normalization (claim 7)",
-    settings_type=NormsSettings,
-    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
-    plan=plan_family,
-    analyze=analyze,
-    home=HOME,
-    claims=("7",),
-    epoch_keys=EPOCH_KEYS,
+SPEC = register_experiment(
+    zoo_experiment(
+        name="family",
+        summary="the normalization family: GN, LN, IN (and BN) vs no normalization (claim 7)",
+        plan=plan_family,
+        analyze=analyze,
+        order=30,
+        claims=("7",),
+    )
 )
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

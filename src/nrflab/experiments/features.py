@@ -27,6 +27,7 @@ from nrflab.experiments.features_analysis import robust_titles as robust_titles
 from nrflab.experiments.features_plan import final_attack as final_attack
 from nrflab.experiments.features_plan import plan
 from nrflab.experiments.features_settings import CPU, PAPER_SCALE, QUICK, FeaturesSettings
+from nrflab.experiments.registry import register_experiment
 from nrflab.experiments.spec import ExperimentSpec
 from nrflab.report.document import Section
 
@@ -52,16 +53,19 @@ def run(
     )
 
 
-SPEC = ExperimentSpec(
-    name="features",
-    summary="D_R, D_rand, D_det and conflicting sets, and twins trained on them (Figures 4 and 6)",
-    settings_type=FeaturesSettings,
-    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
-    plan=plan,
-    analyze=analyze,
-    home="features",
-    claims=("5", "2"),
-    epoch_keys=("source.epochs", "robust_source.epochs", "twins.epochs"),
+SPEC = register_experiment(
+    ExperimentSpec(
+        name="features",
+        summary="D_R, D_rand, D_det and conflicting sets, and twins trained on them (Figures 4 and 6)",
+        settings_type=FeaturesSettings,
+        presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
+        plan=plan,
+        analyze=analyze,
+        home="features",
+        order=50,
+        claims=("5", "2"),
+        epoch_keys=("source.epochs", "robust_source.epochs", "twins.epochs"),
+    )
 )
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

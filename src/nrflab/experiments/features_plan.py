@@ -10,7 +10,7 @@ from pathlib import Path
 from nrflab.core.fmt import eps as fmt_eps
 from nrflab.data.defaults import autoattack
 from nrflab.experiments.engine import BuildTask, Task, TrainTask
-from nrflab.experiments.evidence import claim_threat, measure_task
+from nrflab.experiments.evidence import claim_threat, measure_task, on_test_images
 from nrflab.experiments.features_settings import SETS, FeaturesSettings
 from nrflab.experiments.spec import Stage
 
@@ -41,50 +41,29 @@ def _build_tasks(s: FeaturesSettings, home: Path, sources: dict[str, TrainTask])
     sets = home / "sets"
     common = dict(seed=b.seed, limit=b.limit)
     nrf = dict(steps=b.nrf_steps, eps=b.nrf_eps, step_size=b.nrf_step_size, **common)
+    inv = dict(
+        steps=b.inv_steps,
+        eps=b.inv_eps,
+        step_size=b.inv_step_size,
+        fake_relu=b.fake_relu,
+        label_policy=b.inv_label_policy,
+        **common,
+    )
     out: dict[str, BuildTask] = {}
     for kind in needed_sets(s):
-        if kind == "d_r":
-            settings = dict(
-                steps=b.inv_steps,
-                eps=b.inv_eps,
-                step_size=b.inv_step_size,
-                fake_relu=b.fake_relu,
-                label_policy=b.inv_label_policy,
-                **common,
-            )
-            out[kind] = BuildTask(
-                str(sets / kind),
-                kind,
-                sources["robust"].key,
-                s.dataset,
-                settings,
-                data_root=s.data_root,
-                device=s.device,
-                after=(sources["robust"].key,),
-            )
-        elif kind == "conflicting":
-            out[kind] = BuildTask(
-                str(sets / kind),
-                kind,
-                sources["standard"].key,
-                s.dataset,
-                nrf,
-                data_root=s.data_root,
-                base=str(sets / "d_r"),
-                device=s.device,
-                after=(sources["standard"].key, str(sets / "d_r")),
-            )
-        else:
-            out[kind] = BuildTask(
-                str(sets / kind),
-                kind,
-                sources["standard"].key,
-                s.dataset,
-                nrf,
-                data_root=s.data_root,
-                device=s.device,
-                after=(sources["standard"].key,),
-            )
+        source = sources["robust" if kind == "d_r" else "standard"].key
+        base = str(sets / "d_r") if kind == "conflicting" else None  # the conflicting set is built on D_R
+        out[kind] = BuildTask(
+            str(sets / kind),
+            kind,
+            source,
+            s.dataset,
+            inv if kind == "d_r" else nrf,
+            data_root=s.data_root,
+            base=base,
+            device=s.device,
+            after=(source,) if base is None else (source, base),
+        )
     return out
 
 
@@ -132,9 +111,7 @@ def plan(s: FeaturesSettings, home: Path) -> list[Task]:
             measures.append(
                 measure_task(
                     t.key,
-                    dataset=s.dataset,
-                    data_root=s.data_root,
-                    test_size=s.test_size,
+                    **on_test_images(s),
                     protocol=name,
                     attacks=attacks,
                     ligs_sigma=s.ligs_sigma,

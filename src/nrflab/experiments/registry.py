@@ -1,66 +1,69 @@
 """The registry of the paper's experiments, in the order ``nrflab reproduce`` runs them.
 
 ``experiments()`` maps names to :class:`ExperimentSpec`; ``select("features,transfer")`` resolves a
-user's list (``norms`` stands for adversarial, family and corruptions). Every experiment module holds a
-``SPEC``; an experiment whose module is not installed is left out.
+user's list (``norms`` stands for adversarial, family and corruptions).
+
+Experiments register themselves: an experiment module declares
+``SPEC = register_experiment(ExperimentSpec(..., order=N))`` and nothing else lists it. The first call of
+:func:`experiments` imports every module of this package once (``pkgutil``), which registers them; the
+chain runs them by ``order``. A module that needs an optional third-party package that is not installed is
+left out; any other import error (a broken module, a missing nrflab module) is raised.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
+import pkgutil
 from collections.abc import Sequence
-from functools import lru_cache
+from functools import cache
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.registry import Registry
 from nrflab.experiments.spec import ExperimentSpec
 
-#: (name, module) in chain order; each module's ``SPEC`` is the experiment.
-CHAIN: tuple[tuple[str, str], ...] = (
-    ("core", "nrflab.experiments.core"),
-    ("adversarial", "nrflab.experiments.adversarial"),
-    ("family", "nrflab.experiments.family"),
-    ("corruptions", "nrflab.experiments.corruptions"),
-    ("features", "nrflab.experiments.features"),
-    ("transfer", "nrflab.experiments.transfer"),
-    ("planted", "nrflab.experiments.planted"),
-)
-
 #: Names that stand for several experiments.
 ALIASES = {"norms": ("adversarial", "family", "corruptions")}
 
 EXPERIMENTS: Registry[ExperimentSpec] = Registry("experiment")
-"""Every installed experiment by name, in chain order (filled when :func:`experiments` first runs)."""
+"""Every installed experiment by name, in import order (:func:`experiments` gives them in chain order)."""
+
+_PACKAGE = "nrflab.experiments"
 
 
 def register_experiment(spec: ExperimentSpec) -> ExperimentSpec:
-    """Add an experiment under its name (registering the same spec again is a no-op)."""
+    """Add an experiment under its name and return it (registering the same spec again is a no-op)."""
     return EXPERIMENTS.add(spec.name, spec)
+
+
+@cache
+def discover(package_name: str = _PACKAGE) -> tuple[str, ...]:
+    """Import every module of ``package_name`` once, so each experiment in it registers itself; the names of
+    the modules left out because an optional third-party package is missing."""
+    package = importlib.import_module(package_name)
+    missing: list[str] = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module_name = f"{package_name}.{info.name}"
+        try:
+            importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or exc.name == "nrflab" or exc.name.startswith("nrflab."):
+                raise  # a broken module, not a missing optional package
+            missing.append(module_name)
+    return tuple(missing)
+
+
+def experiments() -> dict[str, ExperimentSpec]:
+    """Every installed experiment, by name, in chain order (by ``order``, then name)."""
+    discover()
+    specs = sorted((EXPERIMENTS.get(name) for name in EXPERIMENTS), key=lambda s: (s.order, s.name))
+    return {spec.name: spec for spec in specs}
 
 
 def list_experiments(filter: str | None = None) -> list[str]:
     """Installed experiment names in chain order; ``filter`` is a shell pattern (``"plant*"``)."""
-    experiments()
-    return EXPERIMENTS.names(filter)
-
-
-@lru_cache(maxsize=1)
-def experiments() -> dict[str, ExperimentSpec]:
-    """Every installed experiment, by name, in chain order."""
-    found: dict[str, ExperimentSpec] = {}
-    for name, module_name in CHAIN:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                continue  # not installed (yet)
-            raise
-        spec = getattr(module, "SPEC", None)
-        if not isinstance(spec, ExperimentSpec):
-            raise NrflabError(f"experiment module {module_name} has no SPEC")
-        found[name] = spec
-        register_experiment(spec)
-    return found
+    names = list(experiments())
+    return names if filter is None else [n for n in names if fnmatch.fnmatchcase(n, filter)]
 
 
 def get_spec(name: str) -> ExperimentSpec:

@@ -44,6 +44,7 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _stage_fields() -> dict[str, Any]:
+    """Every training-recipe field a stage may set, as an optional field (``None``: the preset decides)."""
     return {
         name: (Optional[info.annotation], None)
         for name, info in TrainConfig.model_fields.items()
@@ -59,7 +60,7 @@ class Stage(_StageFields):  # type: ignore[misc,valid-type]
     recipe (:class:`nrflab.training.TrainConfig`) except those the experiment decides per run. Fields left
     ``None`` come from the dataset's preset; values are checked when the runs are planned."""
 
-    def fields(self) -> dict[str, Any]:
+    def fields(self) -> dict[str, object]:
         """The fields this stage sets."""
         return {k: v for k, v in self.model_dump().items() if v is not None}
 
@@ -72,7 +73,8 @@ class Stage(_StageFields):  # type: ignore[misc,valid-type]
 
 #: The official scripts' CIFAR-10 training recipe (../shared/paper-notes.md): 150 epochs of SGD 0.1, momentum 0.9,
 #: weight decay 5e-4, x0.1 at epochs 50 and 100, random crops and flips, PyTorch's default init.
-PAPER_TRAINING: dict[str, Any] = dict(
+PAPER_MILESTONES = (50, 100)
+PAPER_TRAINING: Mapping[str, object] = dict(
     epochs=150,
     batch_size=128,
     optimizer="sgd",
@@ -80,7 +82,6 @@ PAPER_TRAINING: dict[str, Any] = dict(
     momentum=0.9,
     weight_decay=5e-4,
     schedule="multistep",
-    milestones=[50, 100],
     gamma=0.1,
     augment=True,
     flip=True,
@@ -90,7 +91,7 @@ PAPER_TRAINING: dict[str, Any] = dict(
 
 def paper_stage(**changes: Any) -> Stage:
     """A stage with the paper's training recipe, ``changes`` on top (e.g. the per-epoch attacks)."""
-    return Stage(**{**PAPER_TRAINING, "milestones": list(PAPER_TRAINING["milestones"]), **changes})
+    return Stage(**{**PAPER_TRAINING, "milestones": list(PAPER_MILESTONES), **changes})
 
 
 class ExperimentSettings(BaseModel):
@@ -115,7 +116,7 @@ class ExperimentSettings(BaseModel):
 
         ``dataset`` replaces the settings' dataset for this run (a built feature dataset); the preset is then
         still the settings' dataset's, whether or not the built set exists yet."""
-        fields: dict[str, Any] = dict(
+        fields: dict[str, object] = dict(
             dataset=dataset or self.dataset,
             arch=self.arch,
             width=self.width,
@@ -152,6 +153,7 @@ class ExperimentSpec:
 
     ``home`` is the experiment's directory under the output directory ("" for the output directory
     itself); experiments that share a home may share runs (the engine runs each run directory once).
+    A spec takes effect when its module registers it (``SPEC = register_experiment(ExperimentSpec(...))``).
     """
 
     name: str
@@ -161,6 +163,8 @@ class ExperimentSpec:
     plan: PlanFn
     analyze: AnalyzeFn
     home: str
+    #: The experiment's place in the chain ``nrflab reproduce`` runs (ascending; gaps leave room for new ones).
+    order: int
     claims: Sequence[str] = ()
     #: Dotted settings keys that ``--epochs N`` sets (every training stage of the experiment).
     epoch_keys: tuple[str, ...] = ()

@@ -32,6 +32,7 @@ from nrflab.experiments.engine import CallTask, Task, TrainTask
 from nrflab.experiments.evidence import measure
 from nrflab.experiments.guard import Health, health, named
 from nrflab.experiments.guard import check as guard_check
+from nrflab.experiments.registry import register_experiment
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
 from nrflab.experiments.transfer_claims import EARLY_STOP, early_stop_claim, no_bn_claim
 from nrflab.experiments.transfer_sections import (
@@ -246,15 +247,18 @@ def run(
     )
 
 
-SPEC = ExperimentSpec(
-    name="transfer",
-    summary="transfer matrix of a BN/no-BN zoo and early-stopped sources (both transfer boosts, claim 6)",
-    settings_type=TransferExperimentSettings,
-    presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK_SETTINGS},
-    plan=plan,
-    analyze=analyze,
-    home="transfer",
-    claims=("6",),
-    epoch_keys=("zoo.epochs",),
-    check=check,
+SPEC = register_experiment(
+    ExperimentSpec(
+        name="transfer",
+        summary="transfer matrix of a BN/no-BN zoo and early-stopped sources (both transfer boosts, claim 6)",
+        settings_type=TransferExperimentSettings,
+        presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK_SETTINGS},
+        plan=plan,
+        analyze=analyze,
+        home="transfer",
+        order=60,
+        claims=("6",),
+        epoch_keys=("zoo.epochs",),
+        check=check,
+    )
 )

@@ -95,7 +95,8 @@ def epoch_curve(
 
 
 def plot_curve(curve: list[tuple[str, list[CurvePoint]]], stem: Path) -> Path:
-    from nrflab.report.plots import NORM_STYLE, new_figure, save_figure
+    from nrflab.experiments.analysis import finish_figure
+    from nrflab.report.plots import NORM_STYLE, new_figure
 
     fig, axes = new_figure(figsize=(5.6, 3.6))
     ax = axes[0][0]
@@ -111,13 +112,15 @@ def plot_curve(curve: list[tuple[str, list[CurvePoint]]], stem: Path) -> Path:
         lo = [100 * (r.ci[0] if math.isfinite(r.ci[0]) else r.mean_success) for r in rows]
         hi = [100 * (r.ci[1] if math.isfinite(r.ci[1]) else r.mean_success) for r in rows]
         ax.fill_between(e, lo, hi, color=line.get_color(), alpha=0.15)
-    ax.set_xlabel("source epoch (checkpoint)")
-    ax.set_ylabel("transfer success % (mean over targets)")
-    ax.set_title("transfer success vs source epoch (mean over seeds, 95 % CI)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return save_figure(fig, stem)[0]
+    return finish_figure(
+        fig,
+        ax,
+        stem,
+        xlabel="source epoch (checkpoint)",
+        ylabel="transfer success % (mean over targets)",
+        title="transfer success vs source epoch (mean over seeds, 95 % CI)",
+        legend_size=8,
+    )[0]
 
 
 def early_vs_final(

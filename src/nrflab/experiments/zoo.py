@@ -8,6 +8,7 @@ run once; each reads the evaluations it needs (cached in the run directories).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Protocol
@@ -21,10 +22,10 @@ from nrflab.data import DatasetBundle
 from nrflab.data.defaults import MNIST_EVAL_ATTACKS, PAPER_EVAL_ATTACKS, PAPER_FINAL_ATTACKS, final_attacks_for
 from nrflab.experiments.analysis import load_bundle, tensor_mean, test_images
 from nrflab.experiments.engine import Task, TrainTask
-from nrflab.experiments.evidence import Outcomes, measure, measure_task, robust_under, strongest_note
+from nrflab.experiments.evidence import Outcomes, measure, measure_task, on_test_images, robust_under, strongest_note
 from nrflab.experiments.frequency import FrequencyLens
 from nrflab.experiments.guard import Health, health, named
-from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
+from nrflab.experiments.spec import AnalyzeFn, ExperimentSettings, ExperimentSpec, PlanFn, Stage, paper_stage
 from nrflab.measure.corruptions import FIRST_EIGHT, SEVERITIES
 from nrflab.measure.ensemble import group_by_threat
 
@@ -137,6 +138,25 @@ PAPER_SCALE = NormsSettings(
 EPOCH_KEYS = ("standard.epochs", "adversarial.epochs")
 
 
+def zoo_experiment(
+    *, name: str, summary: str, plan: PlanFn, analyze: AnalyzeFn, claims: Sequence[str], order: int
+) -> ExperimentSpec:
+    """An experiment on the shared normalization zoo (adversarial, family, corruptions): its settings type, scales,
+    home and epoch keys are the zoo's, so the three share runs."""
+    return ExperimentSpec(
+        name=name,
+        summary=summary,
+        settings_type=NormsSettings,
+        presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
+        plan=plan,
+        analyze=analyze,
+        home=HOME,
+        order=order,
+        claims=claims,
+        epoch_keys=EPOCH_KEYS,
+    )
+
+
 def tasks(s: NormsSettings, home: Path) -> dict[tuple[str, str, int], TrainTask]:
     """Every run of the zoo: (``std`` or ``at``, norm, seed) -> task."""
     out: dict[tuple[str, str, int], TrainTask] = {}
@@ -164,9 +184,7 @@ def plan(s: NormsSettings, home: Path) -> list[Task]:
         *(
             measure_task(
                 t.key,
-                dataset=s.dataset,
-                data_root=s.data_root,
-                test_size=s.test_size,
+                **on_test_images(s),
                 attacks=final_attacks(s),
                 ligs_sigma=s.ligs_sigma,
                 seed=seed,
@@ -186,9 +204,7 @@ def plan_with_corruptions(s: NormsSettings, home: Path) -> list[Task]:
         *(
             measure_task(
                 t.key,
-                dataset=s.dataset,
-                data_root=s.data_root,
-                test_size=s.test_size,
+                **on_test_images(s),
                 corruptions=s.corruptions,
                 severities=s.severities,
                 seed=seed,

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from nrflab.core.fmt import cell, pct
 from nrflab.core.stats import MIN_SEEDS, Verdict, finite_mean
@@ -23,7 +22,7 @@ from nrflab.experiments.guard import Guard, check
 from nrflab.experiments.planted import declarations as claims
 from nrflab.experiments.planted.declarations import AGREE_VIEW
 from nrflab.experiments.planted.measurement import CLASSES, Measured
-from nrflab.experiments.planted.mnist import MNIST_VIEW
+from nrflab.experiments.planted.mnist import MNIST_VIEW, MnistQuestion
 from nrflab.experiments.planted.settings import Settings, swap_cost
 from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
@@ -211,7 +210,7 @@ def conflicting_verdict(m: Measured, s: Settings, peaks: Sequence[float] = ()) -
     )
 
 
-def mnist_health(kind: str, seed: int, row: dict[str, float]) -> Health:
+def mnist_health(kind: str, seed: int, row: Mapping[str, float]) -> Health:
     """The guard's record of one MNIST-diagnostic model under its better BN-statistics protocol."""
     stats = "batch" if row["batch_acc"] >= row["running_acc"] else "running"
     return Health(
@@ -227,12 +226,12 @@ def mnist_health(kind: str, seed: int, row: dict[str, float]) -> Health:
     )
 
 
-def mnist_verdict(q: dict[str, Any]) -> Verdict:
+def mnist_verdict(q: MnistQuestion) -> Verdict:
     """Diagnostic: the batch-statistics gain of BN on attack-built MNIST D_rand minus that on the planted one,
     paired by seed (family "diagnostics": not a paper claim)."""
-    seeds = list(q["seeds"])
-    gain = {k: [r["batch_acc"] - r["running_acc"] for r in q["rows"][k]] for k in ("attack", "planted")}
-    models = [mnist_health(k, sd, r) for k in ("planted", "attack") for sd, r in zip(seeds, q["rows"][k], strict=True)]
+    seeds = list(q.seeds)
+    gain = {k: [r["batch_acc"] - r["running_acc"] for r in q.rows[k]] for k in ("attack", "planted")}
+    models = [mnist_health(k, sd, r) for k in ("planted", "attack") for sd, r in zip(seeds, q.rows[k], strict=True)]
     return judge_claim(
         claims.MNIST,
         compare_scalars(gain["attack"], gain["planted"], seeds=seeds),
@@ -240,7 +239,7 @@ def mnist_verdict(q: dict[str, Any]) -> Verdict:
         f"{cell(gain['planted'], signed=True)}.",
         guard=check(learners=models),
         seeds=seeds,
-        protocol=f"BN smallcnn; {MNIST_VIEW}; {q['n']} test images; one built set",
+        protocol=f"BN smallcnn; {MNIST_VIEW}; {q.n} test images; one built set",
     )
 
 

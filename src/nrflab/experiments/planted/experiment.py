@@ -19,6 +19,7 @@ from nrflab.experiments.planted.runs import planted_runs, train_task
 from nrflab.experiments.planted.sections import build_sections
 from nrflab.experiments.planted.settings import FULL, PAPER, QUICK, Settings
 from nrflab.experiments.planted.transferability import transfer
+from nrflab.experiments.registry import register_experiment
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
 from nrflab.report.document import Section
 from nrflab.runs.executor import torch_threads
@@ -80,16 +81,19 @@ def analyze(s: Settings, ctx: AnalysisContext) -> list[Section]:
     return [with_lens(sections[0], m, s, op_key, op_spec), *sections[1:]]
 
 
-SPEC = ExperimentSpec(
-    name="planted",
-    summary="planted robust and non-robust features: the feature claims against ground truth",
-    settings_type=Settings,
-    presets={"cpu": FULL, "paper": PAPER, "quick": QUICK},
-    plan=plan,
-    analyze=analyze,
-    home="planted",
-    epoch_keys=("epochs",),
-    ignores=("dataset", "data_root"),
+SPEC = register_experiment(
+    ExperimentSpec(
+        name="planted",
+        summary="planted robust and non-robust features: the feature claims against ground truth",
+        settings_type=Settings,
+        presets={"cpu": FULL, "paper": PAPER, "quick": QUICK},
+        plan=plan,
+        analyze=analyze,
+        home="planted",
+        order=70,
+        epoch_keys=("epochs",),
+        ignores=("dataset", "data_root"),
+    )
 )
 
 

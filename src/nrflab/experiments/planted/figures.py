@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from nrflab.core.stats import finite_mean, mean_ci
+from nrflab.experiments.analysis import finish_figure
 from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.order import Curve
 from nrflab.experiments.planted.settings import Settings
@@ -86,13 +87,15 @@ def plot_conflicting(stem: Path, m: Measured, s: Settings) -> list[Path]:
                 markersize=2,
                 label=f"{name(norm)} {label}",
             )
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy on the agree view (%)")
-    ax.set_title("planted conflicting set (mean over seeds)", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return save_figure(fig, stem)
+    return finish_figure(
+        fig,
+        ax,
+        stem,
+        xlabel="epoch",
+        ylabel="accuracy on the agree view (%)",
+        title="planted conflicting set (mean over seeds)",
+        legend_size=7,
+    )
 
 
 def plot_energy(stem: Path, t: TransferResult, s: Settings) -> list[Path]:

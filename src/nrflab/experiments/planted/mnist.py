@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -101,7 +102,18 @@ def mnist_tasks(s: Settings, home: Path) -> list[Task]:
     return tasks
 
 
-def mnist_question(out: Path, s: Settings) -> dict[str, Any]:
+@dataclass(frozen=True)
+class MnistQuestion:
+    """The MNIST question's numbers: per arm (``planted``, ``attack``) one :func:`statistics_row` per seed (in
+    ``seeds`` order), the planted MNIST spec and the number of evaluated images."""
+
+    rows: Mapping[str, Sequence[Mapping[str, float]]]
+    seeds: Sequence[int]
+    spec: PlantedSpec
+    n: int
+
+
+def mnist_question(out: Path, s: Settings) -> MnistQuestion:
     """BN on the planted MNIST D_rand vs on the attack-built MNIST D_rand, running vs batch statistics, read
     from the finished runs of :func:`mnist_tasks` (cached next to each run)."""
     home = out / "mnist"
@@ -120,7 +132,7 @@ def mnist_question(out: Path, s: Settings) -> dict[str, Any]:
                 )
             )
     log.debug("MNIST question: %d seed(s) done", len(mseeds))
-    return {"rows": rows, "seeds": mseeds, "spec": spec, "n": int(y.shape[0])}
+    return MnistQuestion(rows=rows, seeds=mseeds, spec=spec, n=int(y.shape[0]))
 
 
 def statistics_row_of(run_dir: Path, x: torch.Tensor, y: torch.Tensor, s: Settings) -> dict[str, float]:

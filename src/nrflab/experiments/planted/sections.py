@@ -7,7 +7,6 @@ import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from nrflab.core.fmt import cell, interval, num, pct
 from nrflab.core.stats import Verdict, finite_mean, wilson
@@ -26,6 +25,7 @@ from nrflab.experiments.planted.controls import control_shifts, control_verdicts
 from nrflab.experiments.planted.crossing import crossings, crossover_verdict, mean_crossing, sweep_seeds
 from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
 from nrflab.experiments.planted.measurement import Measured
+from nrflab.experiments.planted.mnist import MnistQuestion
 from nrflab.experiments.planted.order import Curve, load_curves, order_verdicts
 from nrflab.experiments.planted.settings import Settings, swap_cost
 from nrflab.experiments.planted.text import name
@@ -44,7 +44,7 @@ def build_sections(
     m: Measured,
     op_key: str,
     op_spec: PlantedSpec,
-    mnist: dict[str, Any] | None,
+    mnist: MnistQuestion | None,
     tr: TransferResult,
     seconds: float,
 ) -> tuple[list[Section], list[Verdict]]:
@@ -301,15 +301,15 @@ def drand_rows(m: Measured, s: Settings) -> list[list[str]]:
     return rows
 
 
-def mnist_parts(s: Settings, mnist: dict[str, Any], mv: Verdict) -> list[str]:
+def mnist_parts(s: Settings, mnist: MnistQuestion, mv: Verdict) -> list[str]:
     """The MNIST question's paragraph, table and verdict."""
     mrows = []
     for kind, label in (
         ("planted", f"planted MNIST D_rand (a_n {s.mnist_a_n:g}) / planted MNIST agree view"),
         ("attack", "attack-built MNIST D_rand / planted MNIST agree view"),
     ):
-        rows = mnist["rows"][kind]
-        n_img = mnist["n"] * len(rows)
+        rows = mnist.rows[kind]
+        n_img = mnist.n * len(rows)
         for stats in ("running", "batch"):
             acc = finite_mean([r[f"{stats}_acc"] for r in rows])
             lo, hi = wilson(round(acc * n_img), n_img)
@@ -323,14 +323,14 @@ def mnist_parts(s: Settings, mnist: dict[str, Any], mv: Verdict) -> list[str]:
             )
     return [
         f"**The MNIST question.** A BN smallcnn trained on the planted MNIST D_rand (the digit is the RF, rescaled "
-        f"to [{mnist['spec'].digit_margin:.2f}, {1 - mnist['spec'].digit_margin:.2f}] so the NRF survives "
+        f"to [{mnist.spec.digit_margin:.2f}, {1 - mnist.spec.digit_margin:.2f}] so the NRF survives "
         f"clipping; the NRF of norm {s.mnist_a_n:g} carries the label) and one trained on the attack-built "
         f"MNIST D_rand (`nrflab.features`, targeted PGD-L2 eps {s.mnist_build_eps:g}, {s.mnist_build_steps} steps "
         f"from a BN source trained {s.mnist_source_epochs} epochs; {s.mnist_train} images). Both are evaluated "
-        f"on the same {mnist['n']} images, the planted MNIST agree view (mnist5k test digits, each with the "
+        f"on the same {mnist.n} images, the planted MNIST agree view (mnist5k test digits, each with the "
         "planted NRF of its own class: the label is readable from the digit and from the NRF), with BN's running "
         f"statistics and with each batch of {s.stat_batch} images' own statistics "
-        f"(seeds {', '.join(map(str, mnist['seeds']))}, pooled):",
+        f"(seeds {', '.join(map(str, mnist.seeds))}, pooled):",
         markdown_table(
             ["training set / test set", "BN statistics", "accuracy [Wilson 95 %]", "most frequent class share"],
             mrows,
@@ -344,7 +344,7 @@ def drand_section(
     s: Settings,
     m: Measured,
     verdicts: Sequence[Verdict],
-    mnist: dict[str, Any] | None,
+    mnist: MnistQuestion | None,
     mv: Verdict | None,
 ) -> Section:
     """Claim 5: planted D_rand and the conflicting set (``verdicts``), then the MNIST question when it ran."""
