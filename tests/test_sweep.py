@@ -249,6 +249,7 @@ def test_parallel_local_backend_matches_sequential(swept, tmp_path: Path) -> Non
 @pytest.mark.skipif(
     importlib.util.find_spec("ray") is None, reason="ray is not installed (pip install nrflab[cluster])"
 )
+@pytest.mark.slow  # starts a Ray instance: about 30 s idle, minutes on a loaded machine
 def test_ray_backend_matches_sequential(swept, tmp_path: Path) -> None:
     import ray
 
