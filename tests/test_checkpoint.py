@@ -14,8 +14,8 @@ from safetensors.torch import save_file
 
 import nrflab.core.io
 from nrflab.core.errors import NrflabError
-from nrflab.core.io import atomic_save_tensors, atomic_write_json, atomic_write_text, read_json
-from nrflab.models.checkpoint import load_model, load_model_config, load_tensors, save_model
+from nrflab.core.io import atomic_save_tensors, atomic_write_json, atomic_write_text, load_tensors, read_json
+from nrflab.models.checkpoint import load_model, load_model_config, save_model
 
 from conftest import tiny_model
 

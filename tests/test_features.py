@@ -11,11 +11,12 @@ from torch import nn
 
 from nrflab.cli import main
 from nrflab.core.errors import NrflabError
+from nrflab.core.io import load_tensors
 from nrflab.data import load_dataset
 from nrflab.data.defaults import preset_for
 from nrflab.features import build_dataset, make_settings
 from nrflab.models import create_model
-from nrflab.models.checkpoint import load_tensors, save_model
+from nrflab.models.checkpoint import save_model
 from nrflab.training import make_config, train
 
 torch.set_num_threads(1)

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from nrflab.cli import main
-from nrflab.models.checkpoint import read_metadata
+from nrflab.core.io import read_metadata
 
 pytestmark = [
     pytest.mark.slow,

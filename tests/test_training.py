@@ -20,9 +20,10 @@ import nrflab.core.io
 from nrflab import training as T
 from nrflab.cli import main
 from nrflab.core.errors import NrflabError
+from nrflab.core.io import load_tensors
 from nrflab.data import DatasetBundle, load_dataset
 from nrflab.models import checkpoint as ckpt
-from nrflab.models.checkpoint import load_model, load_tensors
+from nrflab.models.checkpoint import load_model
 from nrflab.runs.rundir import RunStatus
 
 torch.set_num_threads(1)

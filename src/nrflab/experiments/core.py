@@ -17,7 +17,7 @@ from pydantic import Field
 
 from nrflab.attacks import parse_attack
 from nrflab.core.columns import LIGS, attack_title
-from nrflab.core.fmt import num, pct, spread
+from nrflab.core.fmt import markdown_table, num, pct, spread
 from nrflab.core.stats import Verdict
 from nrflab.data.defaults import MNIST_EVAL_ATTACKS, PAPER_EVAL_ATTACKS, PAPER_FINAL_ATTACKS, final_attacks_for
 from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, test_images
@@ -40,7 +40,7 @@ from nrflab.experiments.registry import register_experiment
 from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
 from nrflab.measure.ensemble import group_by_threat
 from nrflab.measure.predict import PAPER
-from nrflab.report.document import Section, markdown_table, verdict_line
+from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import plot_runs
 from nrflab.runs.rundir import RunDir
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from nrflab.core.fmt import num, pct
+from nrflab.core.fmt import markdown_table, num, pct
 from nrflab.core.stats import Verdict, finite_mean
 from nrflab.data import load_dataset
 from nrflab.experiments.analysis import finish_figure
@@ -40,7 +40,7 @@ from nrflab.experiments.zoo import (
     zoo_experiment,
 )
 from nrflab.measure.predict import PAPER
-from nrflab.report.document import Section, markdown_table, verdict_line
+from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import new_figure
 
 DROP = register_claim(

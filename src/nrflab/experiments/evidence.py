@@ -301,7 +301,7 @@ def _from_tensors(t: Mapping[str, torch.Tensor], protocol: str, table: Mapping[s
 
 def _load(path: Path, protocol: str) -> Outcomes | None:
     from nrflab.core.errors import NrflabError
-    from nrflab.models.checkpoint import load_tensors, read_metadata
+    from nrflab.core.io import load_tensors, read_metadata
 
     try:
         tensors = load_tensors(path, "evaluation cache")

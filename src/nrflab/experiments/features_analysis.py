@@ -10,7 +10,7 @@ from pathlib import Path
 
 from nrflab.attacks import parse_attack
 from nrflab.core.columns import attack_title
-from nrflab.core.fmt import num, pct, spread
+from nrflab.core.fmt import markdown_table, num, pct, spread
 from nrflab.core.stats import Verdict
 from nrflab.data.built import read_card
 from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, test_images
@@ -29,7 +29,7 @@ from nrflab.experiments.features_settings import SET_TITLES, FeaturesSettings
 from nrflab.experiments.guard import Health, health, named
 from nrflab.experiments.spec import AnalysisContext
 from nrflab.measure.predict import BATCH_STATS, PAPER, Protocol, get_protocol
-from nrflab.report.document import Section, markdown_table, verdict_line
+from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import plot_runs
 from nrflab.runs.rundir import RunDir
 

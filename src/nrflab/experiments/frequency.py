@@ -26,7 +26,7 @@ from typing import Any, Protocol
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from nrflab.core.fmt import num, spread
+from nrflab.core.fmt import markdown_table, num, spread
 from nrflab.core.io import atomic_write_text
 from nrflab.core.records import to_json
 from nrflab.core.stats import Verdict
@@ -38,7 +38,7 @@ from nrflab.experiments.guard import check, health, named
 from nrflab.measure.fourier import FourierHeatMap, fourier_heat_map
 from nrflab.measure.health import Health
 from nrflab.measure.predict import PAPER
-from nrflab.report.document import Section, markdown_table, verdict_line
+from nrflab.report.document import Section, verdict_line
 from nrflab.report.fourier_plots import plot_heat_maps
 
 

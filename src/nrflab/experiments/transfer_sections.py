@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from nrflab.core.fmt import ci, pct, points
+from nrflab.core.fmt import ci, markdown_table, pct, points
 from nrflab.core.stats import mean_ci
 from nrflab.experiments.transfer_claims import EarlyVsFinal, SourceTwins
 from nrflab.experiments.transfer_settings import EARLY_RULE
-from nrflab.report.document import markdown_table
 from nrflab.transfer import EarlyStop, ModelRef, TransferResult
 from nrflab.transfer.results import Interval
 

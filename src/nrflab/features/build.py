@@ -16,14 +16,13 @@ from tqdm.auto import tqdm
 
 from nrflab import __version__
 from nrflab.core.errors import NrflabError
-from nrflab.core.io import atomic_save_tensors, atomic_write_json, read_json
+from nrflab.core.io import atomic_save_tensors, atomic_write_json, read_json, read_metadata
 from nrflab.core.logs import get_logger
 from nrflab.core.validation import resolve_device
 from nrflab.data.built import CARD_FILE, CARD_FORMAT, shard_name
 from nrflab.features.builder import BuildInputs, ShardBuilder, prepare_inputs
 from nrflab.features.settings import INVERSION_KINDS, KIND_DESCRIPTIONS, LABEL_POLICY_DOC, BuildSettings, make_settings
 from nrflab.features.source import Source, load_source
-from nrflab.models.checkpoint import read_metadata
 from nrflab.models.inspection import check_model_fits
 from nrflab.models.references import ModelOptions
 from nrflab.runs.rundir import Stash, check_output_path, locked

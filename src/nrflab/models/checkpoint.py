@@ -81,13 +81,4 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     return model.to(device).eval()
 
 
-__all__ = [
-    "CONFIG_META_KEY",
-    "atomic_write_json",
-    "load_model",
-    "load_model_config",
-    "load_state",
-    "load_tensors",
-    "read_metadata",
-    "save_model",
-]
+__all__ = ["CONFIG_META_KEY", "load_model", "load_model_config", "load_state", "save_model"]

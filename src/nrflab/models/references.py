@@ -250,7 +250,7 @@ def _load_with_factory(
             f"{', '.join(given)} describe{'s' if len(given) == 1 else ''} nrflab architectures, not "
             f"{factory.text}; pass your class's own arguments in --arch ({factory.text.split('?')[0]}?key=value,...)"
         )
-    from nrflab.models.checkpoint import load_tensors
+    from nrflab.core.io import load_tensors
 
     if _is_nrflab_file(path):
         raise NrflabError(f"{path} is an nrflab checkpoint with its own architecture; drop --arch {factory.text}")
@@ -293,7 +293,8 @@ def _refuse_arch_options(options: Mapping[str, Any], what: str) -> None:
 
 def _is_nrflab_file(path: Path) -> bool:
     """A run directory, or a ``.safetensors`` file with nrflab's model config (in it or beside it)."""
-    from nrflab.models.checkpoint import CONFIG_META_KEY, read_metadata
+    from nrflab.core.io import read_metadata
+    from nrflab.models.checkpoint import CONFIG_META_KEY
 
     if path.is_dir():
         return True
@@ -314,7 +315,8 @@ def _load_path(
     num_classes: int | None,
     width: float | None,
 ) -> LoadedModel:
-    from nrflab.models.checkpoint import load_tensors, resolve_checkpoint
+    from nrflab.core.io import load_tensors
+    from nrflab.models.checkpoint import resolve_checkpoint
 
     options = ArchOptions(arch=arch, norm=norm, num_classes=num_classes, width=width)
     if _is_nrflab_file(path):

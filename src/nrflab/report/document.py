@@ -211,4 +211,4 @@ def strip_markdown(text: str) -> str:
     return re.sub(r"\*\*(.+?)\*\*", r"\1", text)
 
 
-__all__ = ["Section", "markdown_table", "settle_verdicts", "strip_markdown", "verdict_line", "write_report"]
+__all__ = ["Section", "settle_verdicts", "strip_markdown", "verdict_line", "write_report"]

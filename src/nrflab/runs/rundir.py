@@ -339,7 +339,7 @@ class RunDir:
         """The last committed epoch, or None when no epoch was committed yet."""
         if not self.checkpoint_path.is_file():
             return None
-        from nrflab.models.checkpoint import read_metadata
+        from nrflab.core.io import read_metadata
 
         meta = read_metadata(self.checkpoint_path)
         try:
@@ -363,7 +363,7 @@ class RunDir:
         if kept.is_file():
             return kept
         if self.model_path.is_file():
-            from nrflab.models.checkpoint import read_metadata
+            from nrflab.core.io import read_metadata
 
             if read_metadata(self.model_path).get("epoch") == str(int(epoch)):
                 return self.model_path

@@ -18,10 +18,17 @@ import yaml
 
 from nrflab.attacks import AttackSpec
 from nrflab.core.errors import NrflabError
-from nrflab.core.io import atomic_save_tensors, atomic_write_json, atomic_write_text, write_csv
+from nrflab.core.io import (
+    atomic_save_tensors,
+    atomic_write_json,
+    atomic_write_text,
+    load_tensors,
+    read_metadata,
+    write_csv,
+)
 from nrflab.data import DatasetBundle, Probe
 from nrflab.models import NrfModel
-from nrflab.models.checkpoint import load_state, load_tensors, read_metadata, save_model
+from nrflab.models.checkpoint import load_state, save_model
 from nrflab.runs.rundir import RunDir, Stash, config_diff
 from nrflab.training.config import TrainConfig
 from nrflab.training.evaluation import metrics_columns, probe_columns

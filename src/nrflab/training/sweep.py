@@ -357,7 +357,7 @@ def progress_line(rec: RunRecord) -> str:
 
 def summary_table(result: SweepResult) -> str:
     """A Markdown table of the runs: grid values, status and the accuracy/LIGS columns."""
-    from nrflab.report.document import markdown_table
+    from nrflab.core.fmt import markdown_table
 
     cols = [
         c

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nrflab.core.fmt import attack_text, ci, ci_phrase, pct, points
+from nrflab.core.fmt import attack_text, ci, ci_phrase, markdown_table, pct, points
 from nrflab.core.io import atomic_write_json, atomic_write_text, write_csv
 from nrflab.core.records import to_json
 from nrflab.core.stats import Verdict, judge, one_sample_test
-from nrflab.report.document import markdown_table
 from nrflab.transfer.boosts import BoostRow
 from nrflab.transfer.results import PairMetric, PairResult, TransferResult
 from nrflab.transfer.store import TransferDir

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from nrflab.core.errors import NrflabError
-from nrflab.models.checkpoint import CONFIG_META_KEY, load_model, load_model_config, read_metadata
+from nrflab.core.io import read_metadata
+from nrflab.models.checkpoint import CONFIG_META_KEY, load_model, load_model_config
 from nrflab.models.inspection import weights_fingerprint
 from nrflab.runs.rundir import RunDir, run_dir_of
 from nrflab.transfer.results import ModelInfo

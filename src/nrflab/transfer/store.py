@@ -29,10 +29,9 @@ from typing import Literal
 import torch
 
 from nrflab.core.errors import NrflabError
-from nrflab.core.io import atomic_save_tensors, atomic_write_json, read_json
+from nrflab.core.io import atomic_save_tensors, atomic_write_json, load_tensors, read_json, read_metadata
 from nrflab.core.logs import get_logger
 from nrflab.core.records import to_json
-from nrflab.models.checkpoint import load_tensors, read_metadata
 from nrflab.runs.rundir import INPUT_NAMES, INPUT_SUFFIXES, Stash, check_output_path, locked, pending_stash
 from nrflab.transfer.refs import ModelRef
 from nrflab.transfer.results import PairNumbers, TransferSettings

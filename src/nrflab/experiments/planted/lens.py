@@ -20,13 +20,13 @@ from typing import Any
 
 import torch
 
-from nrflab.core.fmt import num, spread
+from nrflab.core.fmt import markdown_table, num, spread
 from nrflab.data.planted import PlantedSpec, band_mask
 from nrflab.experiments.planted.measurement import Measured, cached_result, full_views
 from nrflab.experiments.planted.settings import Settings
 from nrflab.measure.fourier import FourierHeatMap, fourier_heat_map
 from nrflab.models.checkpoint import load_model
-from nrflab.report.document import Section, markdown_table
+from nrflab.report.document import Section
 
 #: Agree-view images of each heat map (every scale).
 IMAGES = 200

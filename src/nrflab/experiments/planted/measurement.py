@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from nrflab.attacks import Attack, AttackSpec
+from nrflab.core.io import atomic_write_json
 from nrflab.data.planted import PlantedSpec, make_views
 from nrflab.experiments.planted.runs import PlantedRun
 from nrflab.experiments.planted.settings import EVAL_FILE, Settings
@@ -22,7 +23,7 @@ from nrflab.measure.framework import image_outcomes
 from nrflab.measure.health import Health, top_class
 from nrflab.measure.predict import predict
 from nrflab.measure.reliance import RelianceViews, reliance
-from nrflab.models.checkpoint import atomic_write_json, load_model
+from nrflab.models.checkpoint import load_model
 from nrflab.runs.rundir import RunDir
 
 

@@ -8,7 +8,7 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
-from nrflab.core.fmt import cell, interval, num, pct
+from nrflab.core.fmt import cell, interval, markdown_table, num, pct
 from nrflab.core.stats import Verdict, finite_mean, wilson
 from nrflab.data.planted import PlantedSpec
 from nrflab.experiments.planted.claims import (
@@ -31,7 +31,7 @@ from nrflab.experiments.planted.settings import Settings, swap_cost
 from nrflab.experiments.planted.text import name
 from nrflab.experiments.planted.transferability import TransferResult
 from nrflab.measure.transfer_rate import IN_BRIEF
-from nrflab.report.document import Section, markdown_table, verdict_line
+from nrflab.report.document import Section, verdict_line
 from nrflab.runs.rundir import RunDir
 
 Shifts = dict[str, dict[str, tuple[float, float, float]]]
