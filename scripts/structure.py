@@ -73,11 +73,16 @@ def _module_name(path: Path, src: Path) -> str:
 
 
 def _declared_all(tree: ast.Module) -> list[str] | None:
+    """The names a module's top-level ``__all__`` lists (None: it has none)."""
     for node in tree.body:
-        if _all_names(node) or (isinstance(node, (ast.Assign, ast.AnnAssign)) and "__all__" in ast.dump(node)[:120]):
-            value = getattr(node, "value", None)
-            if isinstance(value, (ast.List, ast.Tuple)):
-                return [e.value for e in value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
+        targets = (
+            node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, ast.AnnAssign) else []
+        )
+        value = getattr(node, "value", None)
+        if any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets) and isinstance(
+            value, (ast.List, ast.Tuple)
+        ):
+            return [e.value for e in value.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)]
     return None
 
 

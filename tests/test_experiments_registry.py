@@ -1,5 +1,5 @@
 """Experiments register themselves: a module that registers a spec joins the chain in its ``order``, and
-discovery leaves out only modules whose optional third-party package is missing."""
+discovery imports every module of the package, raising (never skipping) when one fails to import."""
 
 from __future__ import annotations
 
@@ -85,14 +85,16 @@ def _package(root: Path, name: str, modules: dict[str, str]) -> None:
         (root / name / f"{module}.py").write_text(textwrap.dedent(text))
 
 
-def test_discovery_leaves_out_a_module_whose_optional_package_is_missing(scratch: Path):
-    _package(
-        scratch,
-        "probe_optional",
-        {"needs_extra": "import probe_not_installed_anywhere\n", "fine": "VALUE = 1\n"},
-    )
-    assert registry.discover("probe_optional") == ("probe_optional.needs_extra",)
-    assert sys.modules["probe_optional.fine"].VALUE == 1
+def test_discovery_imports_every_module_of_the_package(scratch: Path):
+    _package(scratch, "probe_fine", {"one": "VALUE = 1\n", "two": "VALUE = 2\n"})
+    assert set(registry.discover("probe_fine")) == {"probe_fine.one", "probe_fine.two"}
+    assert sys.modules["probe_fine.two"].VALUE == 2
+
+
+def test_discovery_raises_for_a_module_whose_package_is_missing(scratch: Path):
+    _package(scratch, "probe_optional", {"needs_extra": "import probe_not_installed_anywhere\n"})
+    with pytest.raises(ModuleNotFoundError, match="probe_not_installed_anywhere"):
+        registry.discover("probe_optional")
 
 
 def test_discovery_raises_for_a_module_that_imports_a_missing_nrflab_module(scratch: Path):

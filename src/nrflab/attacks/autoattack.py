@@ -203,9 +203,9 @@ class AutoAttack(Attack):
     def _digest(self, x: torch.Tensor, y: torch.Tensor) -> str:
         """What the result depends on: images, labels, the model's tensors, the settings."""
         h = hashlib.blake2b(digest_size=12)
-        settings: tuple[object, ...] = (self.eps, self.norm, self.version, self.attacks, self.seed, self.batch_size)
-        settings += (self.mode,)
-        settings += (self.restarts,) if self.restarts is not None else ()
+        # restarts only when named, so the state files of specs without it keep their names
+        restarts: tuple[object, ...] = () if self.restarts is None else (self.restarts,)
+        settings = (self.eps, self.norm, self.version, self.attacks, self.seed, self.batch_size, self.mode, *restarts)
         h.update(repr(settings).encode())
         for t in (x, y, *self.model.state_dict().values()):
             h.update(str((tuple(t.shape), t.dtype)).encode())

@@ -6,8 +6,8 @@ user's list (``norms`` stands for adversarial, family and corruptions).
 Experiments register themselves: an experiment module declares
 ``SPEC = register_experiment(ExperimentSpec(..., order=N))`` and nothing else lists it. The first call of
 :func:`experiments` imports every module of this package once (``pkgutil``), which registers them; the
-chain runs them by ``order``. A module that needs an optional third-party package that is not installed is
-left out; any other import error (a broken module, a missing nrflab module) is raised.
+chain runs them by ``order``. A module that fails to import raises: an experiment is never left out silently
+(every package the experiments use is a required dependency).
 """
 
 from __future__ import annotations
@@ -39,18 +39,12 @@ def register_experiment(spec: ExperimentSpec) -> ExperimentSpec:
 @cache
 def discover(package_name: str = _PACKAGE) -> tuple[str, ...]:
     """Import every module of ``package_name`` once, so each experiment in it registers itself; the names of
-    the modules left out because an optional third-party package is missing."""
+    the modules imported. An import error is raised, never skipped."""
     package = importlib.import_module(package_name)
-    missing: list[str] = []
-    for info in pkgutil.iter_modules(package.__path__):
-        module_name = f"{package_name}.{info.name}"
-        try:
-            importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or exc.name == "nrflab" or exc.name.startswith("nrflab."):
-                raise  # a broken module, not a missing optional package
-            missing.append(module_name)
-    return tuple(missing)
+    names = tuple(f"{package_name}.{info.name}" for info in pkgutil.iter_modules(package.__path__))
+    for module_name in names:
+        importlib.import_module(module_name)
+    return names
 
 
 def experiments() -> dict[str, ExperimentSpec]:
