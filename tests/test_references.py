@@ -633,3 +633,13 @@ def test_factories_in_two_folders_each_import_their_own_neighbour(tmp_path) -> N
         widths[width] = loaded.module[0].out_channels
     assert widths == {3: 3, 5: 5}
     assert "byom_shared_name_for_tests" not in sys.modules
+
+
+def test_a_misspelt_model_option_is_a_type_error_as_for_spelt_out_keywords() -> None:
+    """The options travel as ``**options``: a keyword that is none of them is refused, not dropped."""
+    from nrflab.models.state_dicts import state_dict_to_model
+
+    with pytest.raises(TypeError, match="load_model_reference\\(\\) got an unexpected keyword argument 'num_class'"):
+        load_model_reference(tiny_resnet(), num_class=10)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="state_dict_to_model\\(\\) got an unexpected keyword argument 'widht'"):
+        state_dict_to_model(tiny_resnet().state_dict(), widht=1.0)  # type: ignore[call-arg]

@@ -4,16 +4,17 @@ check that it fits the dataset."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
 from nrflab.core.errors import NrflabError
 from nrflab.models.inspection import LoadedModel, file_sha256
-from nrflab.models.references import load_model_reference
+from nrflab.models.references import ModelOptions, load_model_reference
 from nrflab.runs.rundir import run_dir_of
 
 
@@ -47,23 +48,16 @@ sha256_file = file_sha256
 def load_source(
     source: str | os.PathLike[str] | nn.Module | LoadedModel,
     device: torch.device,
-    *,
-    arch: str | None = None,
-    norm: str | None = None,
-    num_classes: int | None = None,
-    width: float | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
+    **options: Unpack[ModelOptions],
 ) -> Source:
     """Any model reference (an nrflab run directory or checkpoint, a state dict with ``arch``..., a
-    TorchScript file, ``pretrained:NAME``, a factory, or an ``nn.Module``) in eval mode on ``device``.
+    TorchScript file, ``pretrained:NAME``, a factory, or an ``nn.Module``) in eval mode on ``device``;
+    ``options`` as :func:`~nrflab.models.references.load_model_reference` takes them.
 
     Whether the source was adversarially trained is read from its run's config.json when it is an
     nrflab run; the card records the reference, its sha256 and the fingerprint of its weights.
     """
-    loaded = load_model_reference(
-        source, arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean, std=std, device=device
-    )
+    loaded = load_model_reference(source, device=device, **options)
     model = loaded.module.to(device).eval()
     run_cfg = None
     if loaded.kind == "nrflab":

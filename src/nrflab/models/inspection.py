@@ -201,6 +201,40 @@ def weights_fingerprint(module: nn.Module) -> str:
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 
+def nrflab_loaded(
+    model: NrfModel,
+    *,
+    name: str,
+    kind: LoadedKind,
+    source: str,
+    normalization: Normalization,
+    sha256: str,
+    layout: str,
+    notes: Sequence[str] = (),
+) -> LoadedModel:
+    """An nrflab-architecture model as a :class:`LoadedModel`: its classes, input shape, channels, arch, norm
+    and width read from its config, its fingerprint and BatchNorm flag from its weights."""
+    cfg = model.config
+    return LoadedModel(
+        module=model,
+        name=name,
+        kind=kind,
+        source=source,
+        num_classes=cfg.num_classes,
+        input_shape=tuple(cfg.input_shape) if cfg.input_shape else None,
+        in_channels=cfg.in_channels,
+        normalization=normalization,
+        sha256=sha256,
+        fingerprint=weights_fingerprint(model),
+        has_batchnorm=has_batchnorm(model),
+        arch=cfg.arch,
+        norm=cfg.norm,
+        width=cfg.width,
+        layout=layout,
+        notes=tuple(notes),
+    )
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The sha256 of a file (cached per path, size and modification time within a process)."""
     p = Path(path)

@@ -297,7 +297,7 @@ def load_pretrained(
     """
     from dataclasses import replace
 
-    from nrflab.models.inspection import LoadedModel, has_batchnorm, weights_fingerprint
+    from nrflab.models.inspection import nrflab_loaded
 
     entry = get_pretrained(name)
     path = _weights_path(entry, weights_dir=weights_dir, allow_unverified=allow_unverified, download=download)
@@ -312,24 +312,15 @@ def load_pretrained(
     else:
         notes += info.notes
     model.config = replace(model.config, input_shape=tuple(entry.input_shape))
-    model = model.to(device).eval()
-    return LoadedModel(
-        module=model,
+    return nrflab_loaded(
+        model.to(device).eval(),
         name=display_name or entry.name,
         kind="pretrained",
         source=str(path),
-        num_classes=entry.num_classes,
-        input_shape=tuple(entry.input_shape),
-        in_channels=entry.in_channels,
         normalization=normalization,
         sha256=sha,
-        fingerprint=weights_fingerprint(model),
-        has_batchnorm=has_batchnorm(model),
-        arch=entry.arch,
-        norm=entry.norm,
-        width=entry.width,
         layout=info.layout,
-        notes=tuple(notes),
+        notes=notes,
     )
 
 

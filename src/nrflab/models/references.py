@@ -40,10 +40,11 @@ import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Any, Literal
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
 from nrflab.core.errors import NrflabError
 from nrflab.models import ModelConfig
@@ -57,9 +58,18 @@ from nrflab.models.inspection import (
     first_conv_channels,
     first_line,
     has_batchnorm,
+    nrflab_loaded,
     weights_fingerprint,
 )
-from nrflab.models.state_dicts import load_into_module, load_weights_only, state_dict_to_model
+from nrflab.models.state_dicts import (
+    ArchOptions,
+    ModelOptions,
+    arch_options_of,
+    check_option_names,
+    load_into_module,
+    load_weights_only,
+    state_dict_to_model,
+)
 
 ReferenceKind = Literal["path", "factory-module", "factory-file", "pretrained"]
 
@@ -122,22 +132,6 @@ def parse_model_reference(text: str | os.PathLike[str]) -> ModelReference:
     )
 
 
-class ArchOptions(TypedDict):
-    """The architecture of a bare state dict (``--arch``, ``--norm``, ``--num-classes``, ``--width``)."""
-
-    arch: str | None
-    norm: str | None
-    num_classes: int | None
-    width: float | None
-
-
-class ModelOptions(ArchOptions):
-    """:class:`ArchOptions` and the input normalization a model expects (``--mean``, ``--std``)."""
-
-    mean: Sequence[float] | None
-    std: Sequence[float] | None
-
-
 def with_factory_arguments(
     pairs: Sequence[str], *, arch: str | None, model: str | None
 ) -> tuple[str | None, str | None]:
@@ -164,29 +158,25 @@ def with_factory_arguments(
 def load_model_reference(
     reference: str | os.PathLike[str] | nn.Module | LoadedModel,
     *,
-    arch: str | None = None,
-    norm: str | None = None,
-    num_classes: int | None = None,
-    width: float | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
     device: str | torch.device = "cpu",
     name: str | None = None,
     weights_dir: str | os.PathLike[str] | None = None,
     allow_unverified: bool = False,
+    **options: Unpack[ModelOptions],
 ) -> LoadedModel:
     """Load any model reference (see the module docstring) as a :class:`LoadedModel` on ``device``.
 
-    ``arch``/``norm``/``num_classes``/``width`` describe a bare state dict (read off the weights when
-    omitted); ``mean``/``std`` wrap a normalization around a model that expects normalized inputs.
+    ``options``: ``arch``/``norm``/``num_classes``/``width`` describe a bare state dict (read off the weights
+    when omitted); ``mean``/``std`` wrap a normalization around a model that expects normalized inputs.
     ``weights_dir`` and ``allow_unverified`` apply to pretrained names (see :mod:`nrflab.models.pretrained`).
     An ``nn.Module`` is used as it is (not copied; its device and mode untouched); a ``LoadedModel`` is
     returned as is.
     """
+    check_option_names(options, "load_model_reference")
     if isinstance(reference, LoadedModel):
         return reference
-    mean_t, std_t = _check_mean_std(mean, std)
-    arch_options = ArchOptions(arch=arch, norm=norm, num_classes=num_classes, width=width)
+    mean_t, std_t = _check_mean_std(options.get("mean"), options.get("std"))
+    arch_options = arch_options_of(options)
     if isinstance(reference, nn.Module):
         _refuse_arch_options(arch_options, "an in-memory module")
         label = type(reference).__name__
@@ -208,10 +198,11 @@ def load_model_reference(
             std=std_t, device=device,
         )  # fmt: skip
     assert ref.path is not None
+    arch = arch_options["arch"]
     if arch is not None and looks_like_factory(arch):
         others = {k: v for k, v in arch_options.items() if k != "arch"}
         return _load_with_factory(ref.path, arch, others, name=name, mean=mean_t, std=std_t, device=device)
-    return _load_path(ref.path, name=name, mean=mean_t, std=std_t, device=device, **arch_options)
+    return _load_path(ref.path, name=name, mean=mean_t, std=std_t, device=device, options=arch_options)
 
 
 def _load_pretrained(
@@ -310,15 +301,11 @@ def _load_path(
     mean: tuple[float, ...] | None,
     std: tuple[float, ...] | None,
     device: str | torch.device,
-    arch: str | None,
-    norm: str | None,
-    num_classes: int | None,
-    width: float | None,
+    options: ArchOptions,
 ) -> LoadedModel:
     from nrflab.core.io import load_tensors
     from nrflab.models.checkpoint import resolve_checkpoint
 
-    options = ArchOptions(arch=arch, norm=norm, num_classes=num_classes, width=width)
     if _is_nrflab_file(path):
         file = resolve_checkpoint(path) if path.is_dir() else path
         label = path.name if path.is_dir() else path.stem
@@ -331,26 +318,14 @@ def _load_path(
     else:
         tensors = load_weights_only(path)
     sha = file_sha256(path)
-    model, info = state_dict_to_model(
-        tensors, arch=arch, norm=norm, num_classes=num_classes, width=width, mean=mean, std=std, source=str(path)
-    )
-    model = model.to(device).eval()
-    cfg = model.config
-    return LoadedModel(
-        module=model,
+    model, info = state_dict_to_model(tensors, mean=mean, std=std, source=str(path), **options)
+    return nrflab_loaded(
+        model.to(device).eval(),
         name=name or path.stem,
         kind="state-dict",
         source=str(path),
-        num_classes=cfg.num_classes,
-        input_shape=None,
-        in_channels=cfg.in_channels,
         normalization=info.normalization,
         sha256=sha,
-        fingerprint=weights_fingerprint(model),
-        has_batchnorm=has_batchnorm(model),
-        arch=cfg.arch,
-        norm=cfg.norm,
-        width=cfg.width,
         layout=info.layout,
         notes=info.notes,
     )
@@ -384,21 +359,13 @@ def _load_nrflab(
         )
     is_identity = all(m == 0.0 for m in cfg.mean) and all(s == 1.0 for s in cfg.std)
     normalization = Normalization() if is_identity else Normalization(tuple(cfg.mean), tuple(cfg.std), "nrflab")
-    return LoadedModel(
-        module=model,
+    return nrflab_loaded(
+        model,
         name=name,
         kind="nrflab",
         source=str(path),
-        num_classes=cfg.num_classes,
-        input_shape=tuple(cfg.input_shape) if cfg.input_shape else None,
-        in_channels=cfg.in_channels,
         normalization=normalization,
         sha256=file_sha256(path),
-        fingerprint=weights_fingerprint(model),
-        has_batchnorm=has_batchnorm(model),
-        arch=cfg.arch,
-        norm=cfg.norm,
-        width=cfg.width,
         layout="nrflab",
     )
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from typing_extensions import TypedDict, Unpack
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.records import record
@@ -188,35 +189,67 @@ class WeightsFit:
     notes: tuple[str, ...]
 
 
+class ArchOptions(TypedDict, total=False):
+    """The architecture of a bare state dict (``--arch``, ``--norm``, ``--num-classes``, ``--width``); a key
+    left out or None is read off the weights."""
+
+    arch: str | None
+    norm: str | None
+    num_classes: int | None
+    width: float | None
+
+
+class ModelOptions(ArchOptions, total=False):
+    """:class:`ArchOptions` and the input normalization a model expects (``--mean``, ``--std``): the keywords
+    every function that loads a model from outside nrflab takes (``**options: Unpack[ModelOptions]``)."""
+
+    mean: Sequence[float] | None
+    std: Sequence[float] | None
+
+
+def check_option_names(options: Mapping[str, object], function: str) -> None:
+    """A keyword that is no model option is a TypeError, as it is for a function that spells its keywords out
+    (``**options`` would otherwise take a misspelt one without a word)."""
+    unknown = [k for k in options if k not in ModelOptions.__annotations__]
+    if unknown:
+        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
+
+
+def arch_options_of(options: ModelOptions) -> ArchOptions:
+    """The four architecture options of ``options``, every one present (None where not given), in flag order."""
+    return ArchOptions(
+        arch=options.get("arch"),
+        norm=options.get("norm"),
+        num_classes=options.get("num_classes"),
+        width=options.get("width"),
+    )
+
+
 def state_dict_to_model(
-    tensors: Any,
-    *,
-    arch: str | None = None,
-    norm: str | None = None,
-    num_classes: int | None = None,
-    width: float | None = None,
-    mean: Sequence[float] | None = None,
-    std: Sequence[float] | None = None,
-    source: str = "weights file",
+    tensors: Any, *, source: str = "weights file", **options: Unpack[ModelOptions]
 ) -> tuple[NrfModel, WeightsFit]:
     """Build the nrflab model a (possibly wrapped) state dict describes and load it strictly.
 
     Returns the model (CPU, eval mode) and what the fit found (:class:`WeightsFit`). Architecture,
-    norm, width, classes and channels are read off the weights unless given; a mismatch is one line naming
-    the first differing keys.
+    norm, width, classes and channels are read off the weights unless given in ``options``; a mismatch is
+    one line naming the first differing keys.
     """
+    check_option_names(options, "state_dict_to_model")
+    arch, norm, num_classes = options.get("arch"), options.get("norm"), options.get("num_classes")
     raw, container = extract_state_dict(tensors, source) if not _is_tensor_mapping(tensors) else (dict(tensors), None)
     sd, found_mean, found_std, layouts = canonicalize_state_dict(raw)
     if container:
         layouts.insert(0, f"under '{container}'")
-    normalization, notes = _normalization(mean, std, found_mean, found_std, layouts, source)
+    normalization, notes = _normalization(
+        options.get("mean"), options.get("std"), found_mean, found_std, layouts, source
+    )
     first, linear = _stem_and_head(sd, source)
     in_channels = int(sd[first].shape[1])
     classes = int(num_classes) if num_classes is not None else int(linear.shape[0])
     archs = [check_arch(arch)] if arch else _candidate_archs(sd)
     norms = [check_norm(norm)] if norm else _candidate_norms(sd)
     file_sig = {k: tuple(v.shape) for k, v in sd.items() if not k.endswith("num_batches_tracked")}
-    best = _best_fit(file_sig, archs, norms, classes, in_channels, width, int(sd[first].shape[0]))
+    best = _best_fit(file_sig, archs, norms, classes, in_channels, options.get("width"), int(sd[first].shape[0]))
     if best is None:
         raise NrflabError(
             f"{source}: no nrflab architecture with a valid width fits its first convolution {tuple(sd[first].shape)}"

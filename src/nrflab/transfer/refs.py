@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Union
@@ -226,16 +226,7 @@ def load_outside_model(
             f"model {reference!r} is not an nrflab run or model file, and this installation cannot "
             "load models from outside nrflab"
         ) from None
-    loaded = load_model_reference(
-        reference,
-        arch=options.arch,
-        norm=options.norm,
-        num_classes=options.num_classes,
-        width=options.width,
-        mean=options.mean,
-        std=options.std,
-        device="cpu",
-    )
+    loaded = load_model_reference(reference, device="cpu", **asdict(options))
     if loaded.normalization.origin == "missing":
         raise NrflabError(
             f"{reference} is an nrflab state dict without its normalize.* buffers: give the mean/std it was "
