@@ -2,11 +2,14 @@
 CIFAR-10 models (an entry records where the weights come from, their licence, architecture, input
 normalization and reported accuracy; :mod:`nrflab.models.pretrained` finds, verifies and loads them).
 
-To add one: one ``PretrainedEntry`` in the tuple below (or :func:`nrflab.models.pretrained.register_pretrained`
+To add one: a row in ``_ROBUSTBENCH`` (and the model's family in ``_FAMILIES``) for a RobustBench model,
+else one ``PretrainedEntry`` in the tuple below (or :func:`nrflab.models.pretrained.register_pretrained`
 from your own code).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from nrflab.models.pretrained import PretrainedEntry, register_pretrained
 
@@ -25,34 +28,57 @@ def _gdrive(file_id: str) -> str:
     return f"https://docs.google.com/uc?export=download&confirm=t&id={file_id}"
 
 
-def _robustbench(
-    name: str,
-    threat: str,
-    *,
-    architecture: str,
-    arch: str | None,
-    clean: float,
-    robust: float,
-    gdrive_id: str,
-    eps: str,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-    note: str = "",
-) -> PretrainedEntry:
+@dataclass(frozen=True)
+class _Family:
+    """What the RobustBench entries of one model share across threat models: its architecture (``arch``
+    None: not one nrflab builds), a note added to the description and the input normalization it expects."""
+
+    architecture: str
+    arch: str | None
+    note: str = ""
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+# The RobustBench models listed, by name: what their entries share across threat models.
+_FAMILIES = {
+    "Standard": _Family(
+        "WideResNet-28-10", None, note=" (not an nrflab architecture: listed for reference, load it with a factory)"
+    ),
+    "Sehwag2021Proxy_R18": _Family("ResNet-18", "resnet18", note=" with ~6M synthetic images"),
+    "Addepalli2022Efficient_RN18": _Family("ResNet-18", "resnet18"),
+    "Engstrom2019Robustness": _Family(
+        "ResNet-50", "resnet50", note=" (robustness library)", mean=CIFAR10_MEAN_MADRY, std=CIFAR10_STD_MADRY
+    ),
+}
+# One row an entry: (name, threat, eps, reported clean and robust accuracy, Google Drive file id).
+_ROBUSTBENCH = (
+    ("Standard", "standard", "8/255", 0.9478, 0.0, "1t98aEuzeTL8P7Kpd5DIrCoCL21BNZUhC"),
+    ("Sehwag2021Proxy_R18", "Linf", "8/255", 0.8438, 0.5443, "1-ZgoSlD_AMhtXdnUElilxVXnzK2DcHuu"),
+    ("Sehwag2021Proxy_R18", "L2", "0.5", 0.8952, 0.7339, "1zPjjZj9wujBNkAmHHHIikem6_aIjMhXG"),
+    ("Addepalli2022Efficient_RN18", "Linf", "8/255", 0.8571, 0.5248, "1m5vhdzIUUKhDbsZdOG9z76Eyp6f4xe_f"),
+    ("Engstrom2019Robustness", "Linf", "8/255", 0.8703, 0.4925, "1etqmQsksNIWBvBQ4r8ZFk_3FJlLWr8Rr"),
+    ("Engstrom2019Robustness", "L2", "0.5", 0.9083, 0.6924, "1O8rGa6xOUIRwQ-M4ESrCjzknby8TM2ZE"),
+)
+
+
+def _robustbench(*, name: str, threat: str, eps: str, clean: float, robust: float, gdrive_id: str) -> PretrainedEntry:
+    """The entry of one row of ``_ROBUSTBENCH``."""
+    family = _FAMILIES[name]
     kind = "standard training" if threat == "standard" else f"adversarial training, {threat} eps {eps}"
     folder = "Linf" if threat in ("Linf", "standard") else "L2"
     return PretrainedEntry(
         name=f"robustbench/cifar10/{threat}/{name}",
-        description=f"RobustBench {name}: CIFAR-10 {architecture}, {kind}{note}",
+        description=f"RobustBench {name}: CIFAR-10 {family.architecture}, {kind}{family.note}",
         dataset="cifar10",
-        architecture=architecture,
-        arch=arch,
+        architecture=family.architecture,
+        arch=family.arch,
         source=_RB_SOURCE.format(threat=folder, name=name),
         licence=_RB_LICENCE,
         threat_model="none (standard)" if threat == "standard" else f"{threat} eps {eps}",
         filename=f"cifar10/{folder}/{name}.pt",
-        mean=mean,
-        std=std,
+        mean=family.mean,
+        std=family.std,
         reported_clean_acc=clean,
         reported_robust_acc=robust,
         reported_by="RobustBench leaderboard (AutoAttack, full CIFAR-10 test set)",
@@ -78,74 +104,9 @@ for _entry in (
         url=None,
         package_file=("pyautoattack", "examples/model_test.pt"),
     ),
-    _robustbench(
-        "Standard",
-        "standard",
-        architecture="WideResNet-28-10",
-        arch=None,
-        clean=0.9478,
-        robust=0.0,
-        gdrive_id="1t98aEuzeTL8P7Kpd5DIrCoCL21BNZUhC",
-        eps="8/255",
-        note=" (not an nrflab architecture: listed for reference, load it with a factory)",
-    ),
-    _robustbench(
-        "Sehwag2021Proxy_R18",
-        "Linf",
-        architecture="ResNet-18",
-        arch="resnet18",
-        clean=0.8438,
-        robust=0.5443,
-        gdrive_id="1-ZgoSlD_AMhtXdnUElilxVXnzK2DcHuu",
-        eps="8/255",
-        note=" with ~6M synthetic images",
-    ),
-    _robustbench(
-        "Sehwag2021Proxy_R18",
-        "L2",
-        architecture="ResNet-18",
-        arch="resnet18",
-        clean=0.8952,
-        robust=0.7339,
-        gdrive_id="1zPjjZj9wujBNkAmHHHIikem6_aIjMhXG",
-        eps="0.5",
-        note=" with ~6M synthetic images",
-    ),
-    _robustbench(
-        "Addepalli2022Efficient_RN18",
-        "Linf",
-        architecture="ResNet-18",
-        arch="resnet18",
-        clean=0.8571,
-        robust=0.5248,
-        gdrive_id="1m5vhdzIUUKhDbsZdOG9z76Eyp6f4xe_f",
-        eps="8/255",
-    ),
-    _robustbench(
-        "Engstrom2019Robustness",
-        "Linf",
-        architecture="ResNet-50",
-        arch="resnet50",
-        clean=0.8703,
-        robust=0.4925,
-        gdrive_id="1etqmQsksNIWBvBQ4r8ZFk_3FJlLWr8Rr",
-        eps="8/255",
-        mean=CIFAR10_MEAN_MADRY,
-        std=CIFAR10_STD_MADRY,
-        note=" (robustness library)",
-    ),
-    _robustbench(
-        "Engstrom2019Robustness",
-        "L2",
-        architecture="ResNet-50",
-        arch="resnet50",
-        clean=0.9083,
-        robust=0.6924,
-        gdrive_id="1O8rGa6xOUIRwQ-M4ESrCjzknby8TM2ZE",
-        eps="0.5",
-        mean=CIFAR10_MEAN_MADRY,
-        std=CIFAR10_STD_MADRY,
-        note=" (robustness library)",
+    *(
+        _robustbench(name=name, threat=threat, eps=eps, clean=clean, robust=robust, gdrive_id=gdrive_id)
+        for name, threat, eps, clean, robust, gdrive_id in _ROBUSTBENCH
     ),
 ):
     register_pretrained(_entry)

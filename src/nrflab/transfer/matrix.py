@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+from typing_extensions import TypedDict, Unpack
 
 from nrflab.attacks import Attack, AttackSpec, frozen_model, parse_attack
 from nrflab.core.errors import NrflabError
@@ -174,6 +175,22 @@ def _unique_names(refs: Sequence[ModelRef], kind: str) -> None:
         if r.name in seen:
             raise NrflabError(f"two {kind}s are named {r.name!r}; names must be unique")
         seen.add(r.name)
+
+
+class MatrixOptions(TypedDict, total=False):
+    """The keywords :func:`transfer_matrix` hands to :func:`prepare_matrix` (which holds their defaults)."""
+
+    targeted: bool
+    target_policy: TargetPolicy
+    attack_name: str | None
+    source_epoch: int | None
+    group_keys: GroupKeys
+    model_options: OutsideModelOptions
+    limit: int | None
+    seed: int
+    batch_size: int
+    device: str | torch.device
+    include_self: bool
 
 
 def prepare_matrix(
@@ -334,23 +351,14 @@ def transfer_matrix(
     attack: AttackLike,
     out_dir: str | Path,
     *,
-    targeted: bool = False,
-    target_policy: TargetPolicy = "next",
-    attack_name: str | None = None,
-    source_epoch: int | None = None,
-    group_keys: GroupKeys = DEFAULT_GROUP_KEYS,
-    model_options: OutsideModelOptions = OutsideModelOptions(),
-    limit: int | None = None,
-    seed: int = 0,
-    batch_size: int = 256,
-    device: str | torch.device = "cpu",
-    include_self: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    **options: Unpack[MatrixOptions],
 ) -> TransferResult:
     """Craft adversarial examples on each source once and evaluate every target on them.
 
+    ``options`` are :func:`prepare_matrix`'s (:class:`MatrixOptions`, with its defaults).
     ``data``: (x, y) tensors, a Dataset or a DatasetBundle (its test set); ``limit`` takes a random subset
     of that many samples drawn with ``seed`` (kept in dataset order). ``attack``: a spec
     (``"pgd-linf:eps=0.1,steps=10"``), an AttackSpec, or a factory ``model -> Attack`` (then
@@ -361,23 +369,7 @@ def transfer_matrix(
     under the same settings reuses them; without it existing results are refused; other settings are
     refused unless ``overwrite`` (the old results are kept until the first new one is written).
     """
-    job = prepare_matrix(
-        sources,
-        targets,
-        data,
-        attack,
-        targeted=targeted,
-        target_policy=target_policy,
-        attack_name=attack_name,
-        source_epoch=source_epoch,
-        group_keys=group_keys,
-        model_options=model_options,
-        limit=limit,
-        seed=seed,
-        batch_size=batch_size,
-        device=device,
-        include_self=include_self,
-    )
+    job = prepare_matrix(sources, targets, data, attack, **options)
     with open_store(out_dir, job.settings, resume=resume, overwrite=overwrite) as store:
         return compute_matrix(job, store, progress=progress)
 
