@@ -31,6 +31,32 @@ def mnist5k_path() -> Path:
     return path
 
 
+def _ten_digits(
+    name: str,
+    images: torch.Tensor | np.ndarray,
+    labels: np.ndarray,
+    *,
+    test_per_class: int,
+    mean: float,
+    std: float,
+    info: dict[str, object],
+) -> DatasetBundle:
+    """One of the embedded grey-scale sets of the ten digits, split class-balanced with the fixed split seed."""
+    train_idx, test_idx = class_balanced_split(labels, test_per_class=test_per_class, seed=MNIST5K_SPLIT_SEED)
+    _, channels, height, width = images.shape
+    return DatasetBundle(
+        name=name,
+        train=ImageTensorDataset(images[train_idx], labels[train_idx]),
+        test=ImageTensorDataset(images[test_idx], labels[test_idx]),
+        num_classes=10,
+        input_shape=(int(channels), int(height), int(width)),
+        mean=(mean,),
+        std=(std,),
+        classes=[str(i) for i in range(10)],
+        info=info,
+    )
+
+
 @register_dataset("mnist5k")
 def load_mnist5k(root: str | os.PathLike[str] | None = None, download: bool = False) -> DatasetBundle:
     """Real MNIST digits, 5,000 images (500 per class), split 4,000/1,000 class-balanced with a fixed seed."""
@@ -38,16 +64,13 @@ def load_mnist5k(root: str | os.PathLike[str] | None = None, download: bool = Fa
         table = np.loadtxt(fh, delimiter=",", dtype=np.int64)
     images = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28)
     labels = table[:, -1]
-    train_idx, test_idx = class_balanced_split(labels, test_per_class=100, seed=MNIST5K_SPLIT_SEED)
-    return DatasetBundle(
-        name="mnist5k",
-        train=ImageTensorDataset(images[train_idx], labels[train_idx]),
-        test=ImageTensorDataset(images[test_idx], labels[test_idx]),
-        num_classes=10,
-        input_shape=(1, 28, 28),
-        mean=(0.1307,),
-        std=(0.3081,),
-        classes=[str(i) for i in range(10)],
+    return _ten_digits(
+        "mnist5k",
+        images,
+        labels,
+        test_per_class=100,
+        mean=0.1307,
+        std=0.3081,
         info={"source": str(mnist5k_path()), "split_seed": MNIST5K_SPLIT_SEED},
     )
 
@@ -60,17 +83,12 @@ def load_digits(root: str | os.PathLike[str] | None = None, download: bool = Fal
     bunch = sk_load_digits()
     images = torch.from_numpy((bunch.images / 16.0).astype(np.float32)).unsqueeze(1)
     labels = bunch.target.astype(np.int64)
-    train_idx, test_idx = class_balanced_split(labels, test_per_class=35, seed=MNIST5K_SPLIT_SEED)
-    mean = float(images.mean())
-    std = float(images.std())
-    return DatasetBundle(
-        name="digits",
-        train=ImageTensorDataset(images[train_idx], labels[train_idx]),
-        test=ImageTensorDataset(images[test_idx], labels[test_idx]),
-        num_classes=10,
-        input_shape=(1, 8, 8),
-        mean=(round(mean, 4),),
-        std=(round(std, 4),),
-        classes=[str(i) for i in range(10)],
+    return _ten_digits(
+        "digits",
+        images,
+        labels,
+        test_per_class=35,
+        mean=round(float(images.mean()), 4),
+        std=round(float(images.std()), 4),
         info={"source": "sklearn.datasets.load_digits"},
     )

@@ -66,6 +66,14 @@ def _ch(channels: int, width: float) -> int:
     return max(1, int(round(channels * width)))
 
 
+def _shortcut(in_planes: int, out_planes: int, stride: int, norm: NormFactory) -> nn.Sequential:
+    """A residual block's shortcut: the identity (an empty Sequential), or a strided 1x1 convolution and a norm
+    where the block changes the resolution or the channel count."""
+    if stride != 1 or in_planes != out_planes:
+        return nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), norm(out_planes))
+    return nn.Sequential()
+
+
 class BasicBlock(nn.Module):
     expansion = 1
 
@@ -76,9 +84,7 @@ class BasicBlock(nn.Module):
         self.bn1 = norm(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
         self.bn2 = norm(planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, planes, 1, stride, bias=False), norm(planes))
+        self.shortcut = _shortcut(in_planes, planes, stride, norm)
         if fixup:
             self.bias1a, self.bias1b, self.bias2a = Bias(), Bias(), Bias()
             self.scale, self.bias2b = Scale(), Bias()
@@ -109,9 +115,7 @@ class Bottleneck(nn.Module):
         self.bn2 = norm(planes)
         self.conv3 = nn.Conv2d(planes, out_planes, 1, bias=False)
         self.bn3 = norm(out_planes)
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_planes != out_planes:
-            self.shortcut = nn.Sequential(nn.Conv2d(in_planes, out_planes, 1, stride, bias=False), norm(out_planes))
+        self.shortcut = _shortcut(in_planes, out_planes, stride, norm)
         if fixup:
             self.bias1a, self.bias1b, self.bias2a = Bias(), Bias(), Bias()
             self.bias2b, self.bias3a, self.bias3b, self.scale = Bias(), Bias(), Bias(), Scale()
