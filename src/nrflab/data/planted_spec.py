@@ -33,18 +33,6 @@ VARIANTS: dict[str, dict[str, float | str]] = {
     "control-mid": {"p_r": 0.8, "p_n": 1.0, "nrf_band": "mid"},  # non-robust, mid-frequency
     "control-noise": {"p_r": 0.8, "p_n": 1.0, "noise": 0.05},  # same NRF norm, less available
 }
-VARIANT_HELP = {
-    "redundant": "both features fully predictive",
-    "nrf-predictive": "NRF more predictive (p_r=0.8)",
-    "rf-predictive": "RF more predictive (p_n=0.8)",
-    "drand": "planted D_rand: RF class random, NRF = label",
-    "conflicting": "RF of class y-1, NRF and label y",
-    "rf-alone": "no NRF (capability control)",
-    "nrf-alone": "no RF (capability control)",
-    "control-large": "large-norm (robust) NRF in the high band",
-    "control-mid": "small-norm NRF in a mid band",
-    "control-noise": "extra white noise at the same NRF norm",
-}
 
 
 @dataclass(frozen=True)

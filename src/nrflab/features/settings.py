@@ -19,7 +19,6 @@ from nrflab.core.validation import check_seed
 
 BUILD_KINDS = ("d_r", "d_nr", "d_rand", "d_det", "conflicting")
 INVERSION_KINDS = ("d_r", "d_nr")
-TARGETED_KINDS = ("d_rand", "d_det", "conflicting")
 LABEL_POLICIES = ("target", "reference", "prediction")
 DTYPES = ("uint8", "float16", "float32")
 

@@ -31,7 +31,6 @@ from nrflab.core.records import record
 from nrflab.models import ARCHS, NrfModel, check_arch, check_norm, create_model
 from nrflab.models.inspection import Normalization, first_line
 
-STATE_DICT_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".tar")
 CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "last")
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
 NRFLAB_WITHOUT_NORMALIZE = "nrflab (net.) without its normalize.* buffers"
