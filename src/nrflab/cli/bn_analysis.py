@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import app, out_option
 from nrflab.cli.measuring import MEASURE_FLAGS, resolve_output_dir
 from nrflab.cli.model_options import FACTORY_ARG_OPTION, MODEL_HELP, WEIGHTS_HELP, one_model, with_factory_args
 from nrflab.cli.schema_flags import Flag, Given, schema_command
@@ -30,10 +30,8 @@ def bn_analysis(
     model: Optional[str] = typer.Argument(None, metavar="MODEL", help=f"{MODEL_HELP} (Or give it as --weights.)"),
     weights: Optional[str] = typer.Option(None, "--weights", metavar="MODEL", help=f"{WEIGHTS_HELP} Instead of MODEL."),
     factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
-    out: Optional[Path] = typer.Option(
+    out: Optional[Path] = out_option(
         None,
-        "--out",
-        "-o",
         help=f"Output directory ({RESULT_JSON} and {RESULT_MD}); default: bn_analysis_<dataset> beside an nrflab "
         "checkpoint, else bn_analysis_<model>_<dataset> in the current directory.",
     ),

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from nrflab.cli import model_options as mo
-from nrflab.cli.app import app
+from nrflab.cli.app import app, out_option, overwrite_option, quiet_option, resume_option
 from nrflab.cli.console import progress_bars
 from nrflab.cli.flags import BUILD_FLAGS
 from nrflab.cli.schema_flags import Given, schema_command
@@ -44,16 +44,14 @@ def build_dataset_command(
     mean: Optional[str] = mo.MEAN_OPTION,
     std: Optional[str] = mo.STD_OPTION,
     factory_arg: Optional[list[str]] = mo.FACTORY_ARG_OPTION,
-    out: Path = typer.Option(..., "--out", "-o", help="Directory to write (shards + dataset.json)."),
+    out: Path = out_option(..., help="Directory to write (shards + dataset.json)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", help="Where the base dataset's files are."),
     base: Optional[Path] = typer.Option(None, "--base", help="conflicting only: the D_R set to start from."),
-    resume: bool = typer.Option(
-        False, "--resume", help="Continue an interrupted build (same settings) shard by shard."
-    ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Build again even if OUT holds files."),
+    resume: bool = resume_option("Continue an interrupted build (same settings) shard by shard."),
+    overwrite: bool = overwrite_option("Build again even if OUT holds files."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per PGD batch."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = quiet_option("No progress bar."),
 ) -> None:
     """Build a feature dataset (d_r, d_nr, d_rand, d_det, conflicting); train on it with `nrflab train -d OUT`."""
     model = mo.one_model(source, "--source/-s or --weights")

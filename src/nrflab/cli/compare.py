@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import app, out_option, overwrite_option
 from nrflab.cli.measuring import MEASURE_FLAGS, resolve_output_dir
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.core.errors import NrflabError
@@ -28,14 +28,12 @@ def compare(
     given: Given,
     a: str = typer.Argument(..., metavar="A", help="Model reference(s) of side A, comma-separated (e.g. the seeds)."),
     b: str = typer.Argument(..., metavar="B", help="Model reference(s) of side B, paired with A's by position."),
-    out: Optional[Path] = typer.Option(
+    out: Optional[Path] = out_option(
         None,
-        "--out",
-        "-o",
         help="Output directory (compare.json, .csv, .md; AutoAttack's resume state in autoattack-state/); "
         "default: ./compare_<dataset>.",
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier comparison in --out."),
+    overwrite: bool = overwrite_option("Replace an earlier comparison in --out."),
 ) -> None:
     """Compare two models, or two groups paired by position: clean accuracy, robust accuracy per attack and
     for all attacks at once, LIGS and accuracy per class, each as A - B with a paired 95 % interval."""

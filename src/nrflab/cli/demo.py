@@ -8,9 +8,9 @@ from typing import Optional
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import QUIET, WORKERS, app, out_option
 from nrflab.cli.console import print_sections, progress_bars
-from nrflab.cli.experiments import OUT_HELP, QUIET, WORKERS
+from nrflab.cli.experiments import OUT_HELP
 from nrflab.cli.flags import EXPERIMENT_FLAGS, checked_overrides
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.experiments.overrides import Overrides
@@ -19,7 +19,7 @@ from nrflab.experiments.overrides import Overrides
 @schema_command(app, "demo", Overrides, flags=EXPERIMENT_FLAGS, skip=("scale", "recipes", "assignments"))
 def demo(
     given: Given,
-    out: Path = typer.Option(Path("nrflab-demo"), "--out", "-o", help=OUT_HELP),
+    out: Path = out_option(Path("nrflab-demo"), help=OUT_HELP),
     eval_size: Optional[int] = typer.Option(
         None, "--eval-size", min=1, help="Fixed test subset evaluated every epoch."
     ),

@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import app, out_option, overwrite_option
 from nrflab.cli.measuring import MEASURE_FLAGS, channels, resolve_json_output
 from nrflab.cli.model_options import FACTORY_ARG_OPTION, WEIGHTS_HELP, one_model, with_factory_args
 from nrflab.cli.schema_flags import Flag, Given, schema_command
@@ -32,10 +32,8 @@ FLAGS = {
 @schema_command(app, "evaluate", EvaluateSettings, flags=FLAGS)
 def evaluate(
     given: Given,
-    out: Optional[Path] = typer.Option(
+    out: Optional[Path] = out_option(
         None,
-        "--out",
-        "-o",
         help="A .json file or a directory to write the record into (default: evaluation_<dataset>.json beside an "
         "nrflab checkpoint, else evaluation_<model>_<dataset>.json in the current directory), with the same name "
         ".csv beside it (one row per metric) and AutoAttack's resume state in autoattack-state/. Never a model, "
@@ -45,7 +43,7 @@ def evaluate(
         None, "--weights", metavar="MODEL", help=f"{WEIGHTS_HELP} The same as --model (give one of them)."
     ),
     factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing record at the output path."),
+    overwrite: bool = overwrite_option("Replace an existing record at the output path."),
 ) -> None:
     """Evaluate a model: usefulness (clean accuracy), robust usefulness (robust accuracy), robustness (LIGS).
 

@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import QUIET, WORKERS, app, out_option
 from nrflab.cli.console import print_sections, progress_bars
 from nrflab.cli.flags import EXPERIMENT_FLAGS, checked_overrides
 from nrflab.cli.schema_flags import Given, schema_command
@@ -19,8 +19,6 @@ from nrflab.experiments.overrides import Overrides
 from nrflab.report.document import settle_verdicts, write_report
 
 OUT_HELP = "Output directory (runs, plots, report)."
-WORKERS = typer.Option(1, "--workers", "-j", min=1, help="Independent runs in parallel local processes.")
-QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
 @schema_command(app, "experiment", Overrides, flags=EXPERIMENT_FLAGS)
@@ -29,7 +27,7 @@ def experiment(
     name: str = typer.Argument(
         ..., help="An experiment (see `nrflab list`), or norms (adversarial, family, corruptions)."
     ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help=OUT_HELP + " Required unless --show-settings."),
+    out: Optional[Path] = out_option(None, help=OUT_HELP + " Required unless --show-settings."),
     quick: bool = typer.Option(False, "--quick", help="A seconds-long run of the pipeline (the quick preset)."),
     workers: int = WORKERS,
     quiet: bool = QUIET,

@@ -9,7 +9,7 @@ from typing import Optional, cast
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import app, out_option
 from nrflab.core.errors import NrflabError
 from nrflab.core.validation import SEED_MAX, resolve_device
 from nrflab.measure.fourier import PRECISIONS, Precision
@@ -22,7 +22,7 @@ def fourier(
     dataset: str = typer.Option(..., "--dataset", "-d", help="Dataset name or built dataset directory."),
     eps: float = typer.Option(4.0, "--eps", help="L2 norm of the Fourier perturbation per channel (> 0)."),
     limit: int = typer.Option(1000, "--limit", help="Seeded random subset of N test images (>= 1)."),
-    out: Path = typer.Option(Path("fourier"), "--out", "-o", help="Directory for the PNG, SVG, CSV and JSON files."),
+    out: Path = out_option(Path("fourier"), help="Directory for the PNG, SVG, CSV and JSON files."),
     seed: int = typer.Option(0, "--seed", min=0, max=SEED_MAX, help="Seed of the subset and the perturbation signs."),
     per_channel: bool = typer.Option(False, "--per-channel", help="An independent sign per channel (Yin et al.)."),
     precision: str = typer.Option("float32", "--precision", help="float32, or bfloat16 autocast (faster)."),

@@ -7,14 +7,14 @@ from typing import Optional
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import app, out_option
 from nrflab.core.errors import NrflabError
 
 
 @app.command()
 def plot(
     runs: list[Path] = typer.Argument(..., help="Run directories to draw on one figure."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output directory (default: the first run's parent)."),
+    out: Optional[Path] = out_option(None, help="Output directory (default: the first run's parent)."),
     name: str = typer.Option(
         "curves", "--name", help="File name of the figure inside --out (writes NAME.png and NAME.svg)."
     ),

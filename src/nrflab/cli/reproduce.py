@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import QUIET, app, out_option, overwrite_option
 from nrflab.cli.console import print_sections, progress_bars
 from nrflab.cli.flags import EXECUTION_FLAGS, REPRODUCE_FLAGS, checked_overrides
 from nrflab.cli.schema_flags import Given, schema_command
@@ -28,13 +28,11 @@ def reproduce(
         "--only",
         help="Comma-separated experiments (default: all; see `nrflab list`; norms = adversarial, family, corruptions).",
     ),
-    out: Path = typer.Option(Path("nrflab-reproduce"), "--out", "-o", help="Output directory (runs, sets, report)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    overwrite: bool = typer.Option(
-        False,
-        "--overwrite",
-        help="Replace what the output directory holds (e.g. runs of a changed recipe); the old contents "
-        "are kept aside until the new chain finishes a task.",
+    out: Path = out_option(Path("nrflab-reproduce"), help="Output directory (runs, sets, report)."),
+    quiet: bool = QUIET,
+    overwrite: bool = overwrite_option(
+        "Replace what the output directory holds (e.g. runs of a changed recipe); the old contents "
+        "are kept aside until the new chain finishes a task."
     ),
     dry_run: bool = typer.Option(
         False,

@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import app, out_option, quiet_option
 from nrflab.cli.flags import SWEEP_EXECUTION_FLAGS
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.runs.jobs import Execution
@@ -17,9 +17,7 @@ from nrflab.runs.jobs import Execution
 @schema_command(app, "sweep", Execution, flags=SWEEP_EXECUTION_FLAGS, skip=("threads", "progress", "verbose"))
 def sweep(
     run: Given,
-    out: Path = typer.Option(
-        ..., "--out", "-o", help="Sweep directory: one run directory per grid point, sweep.json, summary.csv."
-    ),
+    out: Path = out_option(..., help="Sweep directory: one run directory per grid point, sweep.json, summary.csv."),
     config: Optional[Path] = typer.Option(
         None, "--config", help="Base YAML/JSON recipe (default: paper defaults + dataset preset)."
     ),
@@ -29,9 +27,7 @@ def sweep(
     set_: list[str] = typer.Option(
         [], "--set", help="key=value fixed override for every run (repeatable; value is YAML)."
     ),
-    quiet: bool = typer.Option(
-        False, "--quiet", "-q", help="Only one line per finished run and the summary; no per-epoch lines."
-    ),
+    quiet: bool = quiet_option("Only one line per finished run and the summary; no per-epoch lines."),
 ) -> None:
     """Train a recipe over a grid of settings; finished runs are skipped and interrupted ones resume."""
     from nrflab.training.sweep import parse_grid, parse_sets, run_sweep, summary_table

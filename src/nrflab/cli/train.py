@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import QUIET, app, out_option, overwrite_option, resume_option
 from nrflab.cli.flags import TRAIN_FLAGS
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.runs.rundir import RunDir
@@ -19,22 +19,18 @@ from nrflab.training import train as run_training
 @schema_command(app, "train", TrainConfig, flags=TRAIN_FLAGS)
 def train(
     given: Given,
-    out: Path = typer.Option(..., "--out", "-o", help="Run directory to write (metrics.csv, config, checkpoints)."),
+    out: Path = out_option(..., help="Run directory to write (metrics.csv, config, checkpoints)."),
     config: Optional[Path] = typer.Option(None, "--config", help="A YAML/JSON recipe; flags given here override it."),
     download: bool = typer.Option(False, "--download", help="Fetch missing dataset files first (needs internet)."),
-    resume: bool = typer.Option(
-        False,
-        "--resume",
-        help="Continue an interrupted run from its last complete epoch. Its recorded config is the recipe: flags "
-        "given must agree with it (the same run), else the resume is refused with the differing fields.",
+    resume: bool = resume_option(
+        "Continue an interrupted run from its last complete epoch. Its recorded config is the recipe: flags "
+        "given must agree with it (the same run), else the resume is refused with the differing fields."
     ),
-    overwrite: bool = typer.Option(
-        False,
-        "--overwrite",
-        help="Start again even if OUT holds a run; the old run is kept aside until the new one has committed its "
-        "first epoch (restored if it fails before).",
+    overwrite: bool = overwrite_option(
+        "Start again even if OUT holds a run; the old run is kept aside until the new one has committed its "
+        "first epoch (restored if it fails before)."
     ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET,
 ) -> None:
     """Train a model, recording clean accuracy, robust accuracy and LIGS every epoch (epoch 0 included)."""
     recorded = out / RunDir.CONFIG

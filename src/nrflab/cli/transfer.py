@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from nrflab.cli.app import app
+from nrflab.cli.app import QUIET, app, overwrite_option, resume_option
 from nrflab.cli.flags import TRANSFER_FLAGS
 from nrflab.cli.model_options import FACTORY_ARG_OPTION
 from nrflab.cli.schema_flags import Given, schema_command
@@ -31,16 +31,12 @@ def transfer(
         help="A YAML file with the same keys as the options (sources, targets, dataset, attack, eps, ..., out); "
         "options given on the command line override it. Unknown keys are refused.",
     ),
-    resume: bool = typer.Option(
-        False, "--resume", help="Reuse the results already in --out (same settings); only missing work is done."
+    resume: bool = resume_option("Reuse the results already in --out (same settings); only missing work is done."),
+    overwrite: bool = overwrite_option(
+        "Recompute everything even if --out holds results; the old results are kept aside until the first "
+        "new result is written (restored if the job fails before)."
     ),
-    overwrite: bool = typer.Option(
-        False,
-        "--overwrite",
-        help="Recompute everything even if --out holds results; the old results are kept aside until the first "
-        "new result is written (restored if the job fails before).",
-    ),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = QUIET,
     factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
     weights: Optional[list[str]] = typer.Option(None, "--weights", hidden=True, help="Not for transfer."),
 ) -> None:

@@ -269,6 +269,20 @@ class RunStatus:
     finished: bool
 
 
+class _RunFile:
+    """The path of one run file, ``run.path / name``: one line per file in :class:`RunDir` instead of a
+    property each. Read-only, like the properties it stands for."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: RunDir, owner: type[RunDir] | None = None) -> Path:
+        return run.path / self.name
+
+    def __set__(self, run: RunDir, value: object) -> None:
+        raise AttributeError(f"a run file's path is fixed: {self.name}")
+
+
 class RunDir:
     """A training run directory: where each file lives, and reading them back.
 
@@ -301,29 +315,12 @@ class RunDir:
         return str(self.path)
 
     # -- paths ---------------------------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        return self.path / self.CONFIG
-
-    @property
-    def config_yaml_path(self) -> Path:
-        return self.path / self.CONFIG_YAML
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / self.METRICS
-
-    @property
-    def probes_path(self) -> Path:
-        return self.path / self.PROBES
-
-    @property
-    def model_path(self) -> Path:
-        return self.path / self.MODEL
-
-    @property
-    def checkpoint_path(self) -> Path:
-        return self.path / self.CHECKPOINT
+    config_path = _RunFile(CONFIG)
+    config_yaml_path = _RunFile(CONFIG_YAML)
+    metrics_path = _RunFile(METRICS)
+    probes_path = _RunFile(PROBES)
+    model_path = _RunFile(MODEL)
+    checkpoint_path = _RunFile(CHECKPOINT)
 
     def kept_path(self, epoch: int) -> Path:
         return self.path / self.KEPT / f"epoch_{int(epoch):04d}.safetensors"
