@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from nrflab.attacks.base import NORMS, Attack, Norm
 from nrflab.core.errors import NrflabError
+from nrflab.core.records import Forward
 from nrflab.core.registry import Registry
 
 A = TypeVar("A", bound=type[Attack])
@@ -41,15 +42,10 @@ class AttackKind:
         """The values the text setting ``option`` may take (empty: not restricted)."""
         return dict(self.choices).get(option, ())
 
-    @property
-    def iterative(self) -> bool:
-        """Whether a spec of it needs ``steps >= 1``."""
-        return self.attack.iterative
-
-    @property
-    def perturbs(self) -> bool:
-        """False for the identity (``none``), which has eps 0 and takes no options."""
-        return self.attack.perturbs
+    #: Whether a spec of it needs ``steps >= 1``.
+    iterative = Forward[bool]("attack")
+    #: False for the identity (``none``), which has eps 0 and takes no options.
+    perturbs = Forward[bool]("attack")
 
 
 _ATTACKS: Registry[AttackKind] = Registry("attack")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 import torch
 from typing_extensions import dataclass_transform
@@ -67,6 +67,31 @@ def to_json(obj: Any) -> Any:
     return obj
 
 
+class Forward(Generic[T]):
+    """A read-only attribute that one field answers: ``name = Forward[str]("model")`` in a class body makes
+    ``obj.name`` read ``obj.model.name``. One line for each attribute a record passes on from a part of it,
+    instead of a property each. (Not a dataclass field: it carries no annotation.)"""
+
+    def __init__(self, via: str) -> None:
+        self.via = via
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Forward[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> T | Forward[T]:
+        if obj is None:
+            return self
+        return cast(T, getattr(getattr(obj, self.via), self.name))
+
+    def __set__(self, obj: object, value: object) -> None:
+        raise AttributeError(f"{self.name} is read from {self.via}; it cannot be set")
+
+
 def fields_json(obj: Any) -> dict[str, object]:
     """A dataclass's fields as JSON data (what :func:`to_json` gives for a record without a ``to_dict``; for
     a class that keeps a ``to_dict`` for its callers, that method is ``return fields_json(self)``)."""
@@ -80,4 +105,4 @@ def fields_json(obj: Any) -> dict[str, object]:
     return out
 
 
-__all__ = ["FLAT", "fields_json", "json_key", "record", "to_json"]
+__all__ = ["FLAT", "Forward", "fields_json", "json_key", "record", "to_json"]

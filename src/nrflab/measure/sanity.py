@@ -29,6 +29,7 @@ from typing import cast
 
 import torch
 from torch import nn
+from typing_extensions import TypedDict, Unpack
 
 from nrflab.attacks import PGD, Attack, AttackSpec, Norm, frozen_model
 from nrflab.core.columns import metric_label, robust_key
@@ -90,6 +91,22 @@ class SanityReport:
         }
 
 
+class CheckOptions(TypedDict, total=False):
+    """The keywords every check takes alike: ``seed`` of its attacks and ``batch_size`` (defaults in
+    :class:`_Attacking`)."""
+
+    seed: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class _Attacking:
+    """How a check runs its attacks: :class:`CheckOptions` with its defaults filled in."""
+
+    seed: int = 0
+    batch_size: int = 256
+
+
 def _accuracy_under(
     model: nn.Module,
     x: torch.Tensor,
@@ -131,13 +148,12 @@ def _plain_or(
     x: torch.Tensor,
     y: torch.Tensor,
     spec: AttackSpec,
-    seed: int,
-    batch_size: int,
+    run: _Attacking,
 ) -> float:
     """``plain_accuracy`` if already measured, else the accuracy under ``spec`` on these images."""
     if plain_accuracy is not None:
         return plain_accuracy
-    return _accuracy_under(model, x, y, lambda m: spec.build(m, seed=seed), batch_size)
+    return _accuracy_under(model, x, y, lambda m: spec.build(m, seed=run.seed), run.batch_size)
 
 
 def check_eps_monotone(
@@ -147,22 +163,22 @@ def check_eps_monotone(
     *,
     spec: AttackSpec,
     factors: Sequence[float] = (0.5, 1.0, 2.0),
-    seed: int = 0,
-    batch_size: int = 256,
+    **options: Unpack[CheckOptions],
 ) -> SanityCheck:
     """Robust accuracy at eps 0 (clean) and ``spec.eps * f`` for each factor must not rise (one image of slack)."""
     question = "does robust accuracy fall (weakly) as eps grows?"
     if spec.kind == "none":
         return SanityCheck("eps monotone", question, None, "not an attack", {})
+    run = _Attacking(**options)
     n = int(y.shape[0])
     eps_values = [0.0] + [spec.eps * f for f in sorted(factors)]
     accs = []
     for e in eps_values:
         if e == 0.0:
-            accs.append(_accuracy_under(model, x, y, lambda m: None, batch_size))
+            accs.append(_accuracy_under(model, x, y, lambda m: None, run.batch_size))
         else:
             scaled = replace(spec, eps=e, step_size=None if spec.step_size is None else spec.step_size * e / spec.eps)
-            accs.append(_accuracy_under(model, x, y, partial(scaled.build, seed=seed), batch_size))
+            accs.append(_accuracy_under(model, x, y, partial(scaled.build, seed=run.seed), run.batch_size))
     slack = _one_image(n) + 1e-9
     rises = [(eps_values[i], eps_values[i + 1]) for i in range(len(accs) - 1) if accs[i + 1] > accs[i] + slack]
     chain = " >= ".join(f"{100 * a:.1f} % ({fmt_eps(e)})" for e, a in zip(eps_values, accs))
@@ -186,12 +202,12 @@ def check_unbounded(
     *,
     norm: str,
     steps: int = 20,
-    seed: int = 0,
-    batch_size: int = 256,
     threshold: float = 0.02,
+    **options: Unpack[CheckOptions],
 ) -> SanityCheck:
     """An (effectively) unbounded PGD with ``steps`` steps must leave at most ``threshold`` (or one image) correct."""
     question = "does an unbounded attack reach ~0 % accuracy?"
+    run = _Attacking(**options)
     n = int(y.shape[0])
     eps = unbounded_eps(norm, x)
     step = 2.5 * eps / max(1, steps)
@@ -199,8 +215,8 @@ def check_unbounded(
         model,
         x,
         y,
-        lambda m: PGD(m, norm=cast(Norm, norm), eps=eps, step_size=step, steps=steps, seed=seed),
-        batch_size,
+        lambda m: PGD(m, norm=cast(Norm, norm), eps=eps, step_size=step, steps=steps, seed=run.seed),
+        run.batch_size,
     )
     limit = max(threshold, _one_image(n)) + 1e-9
     numbers = {"accuracy": acc, "eps": eps, "steps": float(steps)}
@@ -216,10 +232,9 @@ def check_restarts(
     *,
     spec: AttackSpec,
     restarts: int = 2,
-    seed: int = 0,
-    batch_size: int = 256,
     tolerance: float = 0.05,
     plain_accuracy: float | None = None,
+    **options: Unpack[CheckOptions],
 ) -> SanityCheck:
     """The attack with random start and ``restarts`` restarts must not beat the plain one by more than
     ``tolerance`` (or two images). ``plain_accuracy``: the plain attack's accuracy if already measured
@@ -227,10 +242,11 @@ def check_restarts(
     question = "is a random-start/restart attack not much stronger than the plain one?"
     if not spec.kind.startswith("pgd"):
         return SanityCheck("restarts", question, None, f"not applicable to the single-step attack {spec.kind}", {})
+    run = _Attacking(**options)
     n = int(y.shape[0])
     stronger = replace(spec, random_start=True, restarts=max(restarts, 2 * (spec.restarts or 1)))
-    plain = _plain_or(plain_accuracy, model, x, y, spec, seed, batch_size)
-    strong = _accuracy_under(model, x, y, lambda m: stronger.build(m, seed=seed + 1), batch_size)
+    plain = _plain_or(plain_accuracy, model, x, y, spec, run)
+    strong = _accuracy_under(model, x, y, lambda m: stronger.build(m, seed=run.seed + 1), run.batch_size)
     numbers = {"plain": plain, "restarts": strong, "num_restarts": float(stronger.restarts or 1)}
     gap = plain - strong
     text = f"{100 * plain:.1f} % plain vs {100 * strong:.1f} % with random start x{stronger.restarts}"
@@ -247,10 +263,9 @@ def check_transfer(
     y: torch.Tensor,
     *,
     spec: AttackSpec,
-    seed: int = 0,
-    batch_size: int = 256,
     tolerance: float = 0.05,
     surrogate_name: str = "surrogate",
+    **options: Unpack[CheckOptions],
 ) -> SanityCheck:
     """Examples crafted on ``surrogate`` must not fool ``model`` more than its own white-box attack
     (``tolerance`` or two images of slack). Skipped without a surrogate."""
@@ -261,9 +276,12 @@ def check_transfer(
         )
     if spec.kind == "none":
         return SanityCheck("transfer", question, None, "not an attack", {})
+    run = _Attacking(**options)
     n = int(y.shape[0])
-    whitebox = _accuracy_under(model, x, y, lambda m: spec.build(m, seed=seed), batch_size)
-    transferred = _accuracy_under(surrogate, x, y, lambda m: spec.build(m, seed=seed), batch_size, evaluate_on=model)
+    whitebox = _accuracy_under(model, x, y, lambda m: spec.build(m, seed=run.seed), run.batch_size)
+    transferred = _accuracy_under(
+        surrogate, x, y, lambda m: spec.build(m, seed=run.seed), run.batch_size, evaluate_on=model
+    )
     numbers = {"whitebox": whitebox, "transfer": transferred}
     text = f"{100 * whitebox:.1f} % white-box vs {100 * transferred:.1f} % under transfer from {surrogate_name}"
     flag = (
@@ -284,10 +302,9 @@ def check_stronger(
     y: torch.Tensor,
     *,
     spec: AttackSpec,
-    seed: int = 0,
-    batch_size: int = 256,
     tolerance: float = 0.05,
     plain_accuracy: float | None = None,
+    **options: Unpack[CheckOptions],
 ) -> SanityCheck:
     """AutoAttack (APGD-CE + APGD-DLR) at the same norm and eps must not beat ``spec`` by more than
     ``tolerance`` (or two images): otherwise ``spec`` is too weak to report. ``plain_accuracy``: the
@@ -298,9 +315,10 @@ def check_stronger(
     if spec.kind == "autoattack":
         return SanityCheck("stronger attack", question, None, "the attack is AutoAttack already", {})
     strong_spec = parse_attack(STRONGER.format(norm=spec.norm, eps=spec.eps))
+    run = _Attacking(**options)
     n = int(y.shape[0])
-    plain = _plain_or(plain_accuracy, model, x, y, spec, seed, batch_size)
-    strong = _accuracy_under(model, x, y, lambda m: strong_spec.build(m, seed=seed), batch_size)
+    plain = _plain_or(plain_accuracy, model, x, y, spec, run)
+    strong = _accuracy_under(model, x, y, lambda m: strong_spec.build(m, seed=run.seed), run.batch_size)
     numbers = {"attack": plain, "autoattack": strong}
     text = f"{100 * plain:.1f} % under the attack vs {100 * strong:.1f} % under AutoAttack (APGD-CE + APGD-DLR)"
     gap = plain - strong
@@ -320,11 +338,10 @@ def sanity_checks(
     spec: AttackSpec,
     surrogate: nn.Module | None = None,
     surrogate_name: str = "surrogate",
-    seed: int = 0,
-    batch_size: int = 256,
     factors: Sequence[float] = (0.5, 1.0, 2.0),
     unbounded_steps: int = 20,
     restarts: int = 2,
+    **options: Unpack[CheckOptions],
 ) -> SanityReport:
     """All five checks for one attack on the images ``x, y`` (keep them few: these are extra attacks).
 
@@ -337,18 +354,14 @@ def sanity_checks(
     if spec.kind == "none":
         checks: tuple[SanityCheck, ...] = ()
     else:
-        monotone = check_eps_monotone(model, x, y, spec=spec, factors=factors, seed=seed, batch_size=batch_size)
+        monotone = check_eps_monotone(model, x, y, spec=spec, factors=factors, **options)
         plain = monotone.numbers.get(f"acc@eps={spec.eps:g}") if 1.0 in factors else None
         checks = (
             monotone,
-            check_unbounded(model, x, y, norm=spec.norm, steps=unbounded_steps, seed=seed, batch_size=batch_size),
-            check_restarts(
-                model, x, y, spec=spec, restarts=restarts, seed=seed, batch_size=batch_size, plain_accuracy=plain
-            ),
-            check_transfer(
-                model, surrogate, x, y, spec=spec, seed=seed, batch_size=batch_size, surrogate_name=surrogate_name
-            ),
-            check_stronger(model, x, y, spec=spec, seed=seed, batch_size=batch_size, plain_accuracy=plain),
+            check_unbounded(model, x, y, norm=spec.norm, steps=unbounded_steps, **options),
+            check_restarts(model, x, y, spec=spec, restarts=restarts, plain_accuracy=plain, **options),
+            check_transfer(model, surrogate, x, y, spec=spec, surrogate_name=surrogate_name, **options),
+            check_stronger(model, x, y, spec=spec, plain_accuracy=plain, **options),
         )
     return SanityReport(attack=spec.label, spec=spec.to_string(), num_samples=int(y.shape[0]), checks=checks)
 

@@ -9,7 +9,7 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,11 @@ def _no_values_note(result: TransferResult) -> list[str]:
     return lines
 
 
+def _titled(title: str, header: Sequence[str], rows: Sequence[Sequence[object]], note: Sequence[str] = ()) -> list[str]:
+    """One table of the summary: its ``###`` title, a blank line, any ``note`` lines, the table."""
+    return [f"### {title}", "", *note, markdown_table(header, rows)]
+
+
 def _preamble(result: TransferResult) -> list[str]:
     """The summary's opening lines: the attack and its sample, then every definition the tables rely on."""
     d = result.definitions
@@ -108,9 +113,8 @@ def _preamble(result: TransferResult) -> list[str]:
 def _models_part(result: TransferResult) -> list[str]:
     """The sources (clean accuracy and white-box success) and the targets (clean accuracy)."""
     return [
-        "### Sources (white-box)",
-        "",
-        markdown_table(
+        *_titled(
+            "Sources (white-box)",
             ["source", "group", "clean acc %", "white-box success %", "95 % CI", "fooled"],
             [
                 [
@@ -125,9 +129,8 @@ def _models_part(result: TransferResult) -> list[str]:
             ],
         ),
         "",
-        "### Targets (clean)",
-        "",
-        markdown_table(
+        *_titled(
+            "Targets (clean)",
             ["target", "group", "clean acc %", "clean correct"],
             [[r.name, r.group, pct(r.clean_accuracy, unit=False), r.clean_correct] for r in result.targets],
         ),
@@ -138,16 +141,15 @@ def _matrices_part(result: TransferResult) -> list[str]:
     """The two source-by-target matrices: transfer success (with eligible counts) and target accuracy."""
     names = [t.name for t in result.targets]
     return [
-        "### Transfer success % (rows: sources, columns: targets; * = self pair)",
-        "",
-        *_no_values_note(result),
-        markdown_table(
-            ["source \\ target", *names], [[sr.name, *[_cell(p) for p in result.row(sr.name)]] for sr in result.sources]
+        *_titled(
+            "Transfer success % (rows: sources, columns: targets; * = self pair)",
+            ["source \\ target", *names],
+            [[sr.name, *[_cell(p) for p in result.row(sr.name)]] for sr in result.sources],
+            note=_no_values_note(result),
         ),
         "",
-        "### Target accuracy % on the transferred examples",
-        "",
-        markdown_table(
+        *_titled(
+            "Target accuracy % on the transferred examples",
             ["source \\ target", *names],
             [[sr.name, *[pct(p.target_accuracy, unit=False) for p in result.row(sr.name)]] for sr in result.sources],
         ),
@@ -157,9 +159,8 @@ def _matrices_part(result: TransferResult) -> list[str]:
 def _averages_part(result: TransferResult) -> list[str]:
     """Per-source averages over targets (pooled intervals), then per source group (t-intervals over seeds)."""
     return [
-        "### Per-source average over targets",
-        "",
-        markdown_table(
+        *_titled(
+            "Per-source average over targets",
             ["source", "group", "targets", "mean success %", "pooled %", "pooled 95 % CI", "mean target acc %"],
             [
                 [
@@ -175,9 +176,8 @@ def _averages_part(result: TransferResult) -> list[str]:
             ],
         ),
         "",
-        "### Per source group (mean over seeds of the per-source average)",
-        "",
-        markdown_table(
+        *_titled(
+            "Per source group (mean over seeds of the per-source average)",
             ["source group", "sources", "mean success %", "95 % CI (t)", "mean target acc %"],
             [
                 [r.group, r.sources, pct(r.mean_success, unit=False), ci(r.ci), pct(r.mean_target_accuracy, unit=False)]
@@ -190,9 +190,8 @@ def _averages_part(result: TransferResult) -> list[str]:
 def _boosts_part(boosts: Sequence[BoostRow]) -> list[str]:
     """Every variant of every source on the same targets, and which boost helped (see :func:`boost_verdict`)."""
     return [
-        "### Boosts (same targets for every variant of a source)",
-        "",
-        markdown_table(
+        *_titled(
+            "Boosts (same targets for every variant of a source)",
             ["source", "boost", "model used", "targets", "mean success %", "pooled 95 % CI", "gain (points)"],
             [
                 [
@@ -234,15 +233,8 @@ class OutputPaths:
     summary: Path
 
     def all(self) -> list[Path]:
-        return [
-            self.json,
-            self.pairs_csv,
-            self.transfer_success_csv,
-            self.target_accuracy_csv,
-            self.transfer_success_png,
-            self.target_accuracy_png,
-            self.summary,
-        ]
+        """Every file, in the order of the fields."""
+        return [getattr(self, f.name) for f in fields(self)]
 
 
 def _csv_cell(value: Any) -> str:

@@ -15,7 +15,7 @@ from dataclasses import asdict, field, replace
 from functools import cached_property
 from typing import Any, Literal
 
-from nrflab.core.records import FLAT, json_key, record, to_json
+from nrflab.core.records import FLAT, Forward, json_key, record, to_json
 from nrflab.core.stats import mean_ci, wilson
 from nrflab.measure.transfer_rate import ELIGIBLE, SUCCESS, TransferRate
 
@@ -81,17 +81,9 @@ class TargetFacts:
     clean_accuracy: float
     clean_correct: int
 
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
-    def group(self) -> str:
-        return self.model.group
-
-    @property
-    def origin(self) -> str:
-        return self.model.origin
+    name = Forward[str]("model")
+    group = Forward[str]("model")
+    origin = Forward[str]("model")
 
 
 @record
@@ -158,13 +150,8 @@ class PairResult:
     is_self: bool = field(metadata=json_key("self"))
     numbers: PairNumbers = field(metadata=FLAT)
 
-    @property
-    def transfer_success(self) -> float:
-        return self.numbers.transfer_success
-
-    @property
-    def target_accuracy(self) -> float:
-        return self.numbers.target_accuracy
+    transfer_success = Forward[float]("numbers")
+    target_accuracy = Forward[float]("numbers")
 
     def metric(self, name: PairMetric) -> float:
         """``transfer_success`` or ``target_accuracy``."""
