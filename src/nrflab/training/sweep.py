@@ -24,6 +24,7 @@ from typing import Any, Optional
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_write_json, atomic_write_text, read_yaml_mapping
 from nrflab.core.logs import get_logger
+from nrflab.core.records import fields_json
 from nrflab.core.validation import check_device_name
 from nrflab.data import check_dataset_loads
 from nrflab.runs.executor import check_reachable, execute
@@ -61,14 +62,8 @@ class RunRecord:
     metrics: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
-        return {
-            "name": self.name,
-            "values": self.values,
-            "status": self.status,
-            "skipped": self.skipped,
-            "error": self.error,
-            "seconds": self.seconds,
-        }
+        """The run's entry in sweep.json: every field but ``metrics`` (those go to summary.csv)."""
+        return {k: v for k, v in fields_json(self).items() if k != "metrics"}
 
 
 @dataclass
