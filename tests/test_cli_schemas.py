@@ -12,7 +12,7 @@ import typer.main
 from pydantic import Field
 from typer.testing import CliRunner
 
-from nrflab.cli.schema_flags import Flag, Given, schema_command, schema_fields, stale_flags
+from nrflab.cli.schema_flags import Flag, Given, Schemalike, schema_command, schema_fields
 from nrflab.core.schema import Schema
 from nrflab.features import make_settings
 from nrflab.measure.evaluation import BnAnalysisSettings, EvaluateSettings
@@ -80,6 +80,11 @@ def test_options_follow_the_fields_and_only_given_values_arrive() -> None:
     help_text = runner.invoke(app, ["toy", "--help"], env={"COLUMNS": "200"}).output
     assert "A name." in help_text and "one of x, y" in help_text and "--no-flag" in help_text
     assert Toy.model_validate({k: v for k, v in seen[0].items() if k != "loud"}).kind == "y"
+
+
+def stale_flags(schema: Schemalike, flags: dict[str, Flag]) -> set[str]:
+    """Entries of ``flags`` that name no field of ``schema`` (left behind when a field was removed)."""
+    return set(flags) - {f.name for f in schema_fields(schema)}
 
 
 def test_no_flag_entry_outlives_its_field() -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from nrflab.core.errors import NrflabError
-from nrflab.core.fmt import cell, ci, ci_phrase, difference, eps, interval, num, pct, pct_ci, points, spread
+from nrflab.core.fmt import cell, ci, ci_phrase, difference, eps, interval, num, pct, points, spread
 from nrflab.core.io import to_json_text
 from nrflab.core.records import FLAT, json_key, record, to_json
 from nrflab.core.registry import Registry
@@ -62,7 +62,6 @@ def test_the_formatters_write_each_kind_of_number_one_way() -> None:
     assert interval(0.1, 0.2) == "[10.0, 20.0]" and interval(math.nan, 0.2) == "[n/a]"
     assert ci((0.1, 0.2)) == "[10.0, 20.0]" and ci((math.nan, math.nan)) == ""
     assert ci_phrase((0.1, 0.2)) == " (95 % CI [10.0, 20.0])" and ci_phrase((math.nan, 1.0)) == ""
-    assert pct_ci((0.5, 0.4, 0.6)) == "50.0 [40.0, 60.0]" and pct_ci((0.5, math.nan, math.nan)) == "50.0"
     assert difference(0.05, 0.01, 0.09, percent=True) == "+5.0 points [1.0, 9.0]"
     assert difference(0.5, math.nan, math.nan, percent=False) == "+0.50 [n/a]"
     assert cell([0.5]) == "50.0 %" and cell([0.5, 0.7]).startswith("60.0 % [")

@@ -23,7 +23,6 @@ from nrflab.measure.corruptions import (
     available_corruptions,
     benchmark_corruptions,
     corrupt,
-    corrupt_dataset,
     corruption_accuracy,
     load_cifar_c,
     summarize_corruption_accuracy,
@@ -189,22 +188,6 @@ def test_jpeg_is_real_jpeg():
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=40)
     ref = torch.from_numpy(np.array(Image.open(buffer))).permute(2, 0, 1).float() / 255
     assert torch.equal(corrupt(x, "jpeg_compression", 5)[0], ref)
-
-
-def test_corrupt_dataset_uint8_and_float():
-    images = (BATCHES["rgb32"]() * 255).round().to(torch.uint8)
-    labels = torch.arange(8) % 3
-    ds = ImageTensorDataset(images, labels)
-    out = corrupt_dataset(ds, "gaussian_noise", 2, seed=4, chunk_size=3)
-    assert out.images.dtype == torch.uint8 and out.images.shape == images.shape
-    assert torch.equal(out.labels, labels) and torch.equal(ds.images, images)
-    assert torch.equal(out.images, corrupt_dataset(ds, "gaussian_noise", 2, seed=4, chunk_size=3).images)
-    assert not torch.equal(out.images, images)
-    floats = ImageTensorDataset(images.float() / 255, labels)
-    whole = corrupt_dataset(floats, "impulse_noise", 4, seed=4, chunk_size=100)
-    assert torch.equal(whole.images, corrupt(floats.images, "impulse_noise", 4, seed=4))
-    with pytest.raises(NrflabError, match="unknown corruption"):
-        corrupt_dataset(ds, "spatter", 1)
 
 
 def write_cifar_c(root, n: int = 4, names=("fog", "contrast")) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,5 @@
 """Tests for nrflab.measure.metrics: LIGS (against a direct computation, linear models, zero gradients, batching),
-accuracy and robust accuracy on every kind of data source, and evaluate_model."""
+accuracy and robust accuracy on every kind of data source, and the framework row of image_outcomes."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from nrflab.attacks import PGD, NoAttack, per_sample_noise
 from nrflab.core.errors import NrflabError
 from nrflab.core.stats import finite_mean
-from nrflab.measure.framework import evaluate_model
+from nrflab.measure.framework import image_outcomes
 from nrflab.measure.ligs import ligs, ligs_per_sample
 from nrflab.measure.metrics import accuracy, dataset_tensors, robust_accuracy
 
@@ -196,14 +196,14 @@ def test_dataset_tensors(mnist5k) -> None:
     assert dataset_tensors(mnist5k.test)[0].shape[0] == 1000
 
 
-def test_evaluate_model_row(trained_model, test_batch) -> None:
+def test_framework_row(trained_model, test_batch) -> None:
     x, y = test_batch[0][:48], test_batch[1][:48]
     attacks = [("pgd-l2", PGD(trained_model, norm="l2", eps=1.0, steps=3)), ("none", NoAttack(trained_model))]
-    row = evaluate_model(trained_model, x, y, attacks, ligs_sigma=0.01, seed=3, batch_size=16).row()
+    row = image_outcomes(trained_model, x, y, attacks=attacks, ligs_sigma=0.01, seed=3, batch_size=16).summary().row()
     assert set(row) == {"clean_acc", "robust_acc[pgd-l2]", "robust_acc[none]", "ligs", "logit_sim"}
     assert row["clean_acc"] == accuracy(trained_model, (x, y))
     assert row["robust_acc[none]"] == row["clean_acc"]
     assert row["robust_acc[pgd-l2]"] == robust_accuracy(trained_model, (x, y), attacks[0][1])
     assert row["robust_acc[pgd-l2]"] < row["clean_acc"]
     assert row["ligs"] == pytest.approx(ligs(trained_model, x, y, sigma=0.01, seed=3), abs=1e-6)
-    assert set(evaluate_model(trained_model, x, y, [], ligs_sigma=None).row()) == {"clean_acc"}
+    assert set(image_outcomes(trained_model, x, y, attacks=[], ligs_sigma=None).summary().row()) == {"clean_acc"}

@@ -174,8 +174,8 @@ def schema_command(
     (``(Overrides, Execution)``) its first parameters receive one :data:`Given` each, in order. Its other
     parameters are the command's own options, declared as usual. ``skip`` names fields the command declares
     itself (or never takes); ``flags`` adjusts fields (:class:`Flag`). An entry for a field the schemas no
-    longer have is ignored, so a field removed from a schema never breaks the command line;
-    :func:`stale_flags` finds them.
+    longer have is ignored, so a field removed from a schema never breaks the command line (a test finds
+    such entries).
     """
     schemas = schema if isinstance(schema, tuple) else (schema,)
     groups = [[f for f in schema_fields(s) if f.name not in skip] for s in schemas]
@@ -213,11 +213,6 @@ def schema_command(
         return body
 
     return register
-
-
-def stale_flags(schema: Schemalike, flags: Mapping[str, Flag]) -> set[str]:
-    """Entries of ``flags`` that name no field of ``schema`` (left behind when a field was removed)."""
-    return set(flags) - {f.name for f in schema_fields(schema)}
 
 
 def split_list(values: Optional[Sequence[str] | str]) -> list[str] | None:

@@ -61,13 +61,6 @@ def ci_phrase(bounds: tuple[float, float]) -> str:
     return f" (95 % CI {text})" if text else ""
 
 
-def pct_ci(stats: tuple[float, float, float]) -> str:
-    """``mean [lo, hi]`` of a ``(mean, low, high)`` triple, in percent without the unit (interval left out
-    when undefined)."""
-    text = ci((stats[1], stats[2]))
-    return f"{pct(stats[0], unit=False)} {text}" if text else pct(stats[0], unit=False)
-
-
 def difference(d: float, low: float, high: float, *, percent: bool) -> str:
     """A difference with its interval: ``+3.2 points [1.0, 5.4]`` in percent, ``+0.12 [+0.03, +0.21]`` plain."""
     if not math.isfinite(d):

@@ -76,17 +76,6 @@ def paired_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, flo
     return mean_ci(diffs, proportion=False)
 
 
-def two_proportion_ci(p1: float, n1: int, p2: float, n2: int, z: float = Z95) -> tuple[float, float, float]:
-    """Difference ``p1 - p2`` of two proportions measured on ``n1`` and ``n2`` items, with a 95 % Wald
-    interval (Newcombe-style continuity is not needed at the sample sizes reports use)."""
-    if n1 <= 0 or n2 <= 0 or not (math.isfinite(p1) and math.isfinite(p2)):
-        return math.nan, math.nan, math.nan
-    d = p1 - p2
-    se = math.sqrt(max(p1 * (1 - p1), 0.0) / n1 + max(p2 * (1 - p2), 0.0) / n2)
-    se = max(se, 1e-12)
-    return d, d - z * se, d + z * se
-
-
 #: Seeds a comparative claim needs before it can agree or disagree (fewer: "not tested").
 MIN_SEEDS = 3
 #: The family-wise error rate that Holm's procedure holds within each family of claims.

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from nrflab.core.errors import NrflabError
-from nrflab.data.base import ImageTensorDataset, iterate_batches, to_float
+from nrflab.data.base import ImageTensorDataset, iterate_batches
 from nrflab.measure import corruption_ops as ops
 from nrflab.measure.corruption_table import CorruptionReport, CorruptionRow, Means
 
@@ -319,27 +319,6 @@ def corrupt(x: Tensor, name: str, severity: int, seed: int = 0) -> Tensor:
         raise NrflabError(f"corrupt needs a float tensor of shape (N, C, H, W) in [0,1], got {got}")
     generator = torch.Generator(device=x.device).manual_seed(seed)
     return _apply(fn, x, severity, generator)
-
-
-def corrupt_dataset(
-    dataset: ImageTensorDataset, name: str, severity: int, seed: int = 0, chunk_size: int = 1024
-) -> ImageTensorDataset:
-    """A corrupted copy of ``dataset``, made ``chunk_size`` images at a time to bound memory.
-
-    uint8 datasets stay uint8 (rounded; make_cifar_c.py truncated with np.uint8); the result depends on
-    ``seed`` and ``chunk_size``.
-    """
-    fn = _lookup(name)
-    _check_severity(severity)
-    if chunk_size < 1:
-        raise NrflabError(f"chunk_size must be at least 1, got {chunk_size}")
-    generator = torch.Generator(device=dataset.images.device).manual_seed(seed)
-    chunks = []
-    for start in range(0, len(dataset), chunk_size):
-        out = _apply(fn, to_float(dataset.images[start : start + chunk_size]), severity, generator)
-        chunks.append(out.mul(255).round().to(torch.uint8) if dataset.images.dtype == torch.uint8 else out)
-    images = torch.cat(chunks) if chunks else dataset.images.clone()
-    return ImageTensorDataset(images, dataset.labels.clone())
 
 
 def _cifar_c_dir(root: str | os.PathLike[str]) -> Path:

@@ -21,7 +21,6 @@ from torch import nn
 
 from nrflab.attacks import Attack
 from nrflab.core.columns import CLEAN, LIGS, LOGIT_SIM, attack_of, robust_key
-from nrflab.core.errors import NrflabError
 from nrflab.core.modules import model_device
 from nrflab.core.records import record
 from nrflab.measure.ligs import LigsResult, ligs_per_sample
@@ -162,25 +161,6 @@ def image_outcomes(
     if ligs_sigma is not None:
         ligs = ligs_per_sample(model, x, y, sigma=ligs_sigma, seed=seed, batch_size=batch_size, noise=ligs_noise)
     return ImageOutcomes(y, preds, robust, ligs, protocol.name, adversarial)
-
-
-def evaluate_model(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    attacks: Sequence[tuple[str, Attack]] = (),
-    *,
-    ligs_sigma: float | None = 0.01,
-    seed: int = 0,
-    batch_size: int = 256,
-    progress: bool = False,
-) -> FrameworkRow:
-    """The framework's row for one model: clean accuracy, robust accuracy per (label, attack), LIGS."""
-    if x.shape[0] == 0:
-        raise NrflabError("no samples to evaluate")
-    return image_outcomes(
-        model, x, y, attacks=attacks, ligs_sigma=ligs_sigma, seed=seed, batch_size=batch_size, progress=progress
-    ).summary()
 
 
 __all__ = ["image_outcomes"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union, get_args
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -23,8 +23,6 @@ from nrflab.data.defaults import PAPER_EVAL_ATTACKS, PRESETS, preset_for
 
 AdvTrainKind = Literal["none", "targeted-l2", "pgd-linf", "pgd-l2"]
 AmpMode = Literal["none", "bf16"]
-ADV_TRAIN_KINDS: tuple[str, ...] = get_args(AdvTrainKind)
-AMP_MODES: tuple[str, ...] = get_args(AmpMode)
 
 #: Fields that may differ between a run and the config that resumes or reuses it: where the data and the
 #: computation live and how it is scheduled, not what is computed.
