@@ -44,4 +44,4 @@ def quiet_option(help: str = "No progress bars.") -> Any:
 QUIET = quiet_option()
 WORKERS = typer.Option(1, "--workers", "-j", min=1, help="Independent runs in parallel local processes.")
 
-__all__ = ["QUIET", "WORKERS", "app", "out_option", "overwrite_option", "quiet_option", "resume_option"]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

@@ -245,4 +245,4 @@ def iterate_batches(
         yield x.to(device).float(), torch.as_tensor(y).long().to(device)
 
 
-__all__ = ["iterate_batches", "to_float"]
+__all__ = ["iterate_batches"]
