@@ -10,7 +10,7 @@ from __future__ import annotations
 from nrflab.core.fmt import eps as fmt_eps
 from nrflab.core.stats import Verdict
 from nrflab.experiments.analysis import norm_title
-from nrflab.experiments.claims import judge_claim, register_claim
+from nrflab.experiments.claims import claims_of, judge_claim
 from nrflab.experiments.evidence import claim_threat, compare, robust_under
 from nrflab.experiments.guard import check
 from nrflab.experiments.registry import register_experiment
@@ -20,29 +20,24 @@ from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import plot_runs
 
-LIGS_GAIN = register_claim(
+_claim = claims_of("adversarial", family="adversarial training", protocol=PAPER.title)
+LIGS_GAIN = _claim(
     id="adversarial.ligs_gain",
-    experiment="adversarial",
-    family="adversarial training",
     text="Adversarial training moves {with} models to robust features (higher LIGS than standard training)",
     paper="Adversarially trained models use robust features: LIGS ~0.98 with and without BN, against ~0.59 (BN) "
     "and ~0.79 (no BN) after standard training (Figure 3)",
     quantity="mean LIGS(AT) - mean LIGS(standard) of one normalization, per seed, on the same fixed test images",
     unit="LIGS",
-    protocol=PAPER.title,
     models=("adversarially trained model", "standard model of the same normalization"),
     guard="both models learned (clean test images, paper protocol); usefulness may differ (AT costs accuracy)",
 )
-BN_COST = register_claim(
+BN_COST = _claim(
     id="adversarial.bn_cost",
-    experiment="adversarial",
-    family="adversarial training",
     text="BN costs adversarially trained models little robustness ({attack})",
     paper="With adversarial training BN hardly changes robustness: PGD-L2 eps 0.25 ~79 % with BN vs ~77 % without",
     quantity="robust acc(AT BN) - robust acc(AT no BN) under the strongest evaluation (per image, robust only if "
     "every final attack at the first attack's threat model failed: PGD and AutoAttack), per seed; non-inferiority",
     unit="points",
-    protocol=PAPER.title,
     models=("AT BN", "AT no BN"),
     guard="both learned; comparable usefulness",
     margin=0.05,

@@ -15,8 +15,9 @@ difference beside the margin.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 
 from nrflab.core.registry import Registry
 from nrflab.core.stats import MIN_SEEDS, Verdict
@@ -89,6 +90,13 @@ def register_claim(**fields: object) -> Claim:
     """Declare a claim (keyword arguments: the fields of :class:`Claim`) and return it."""
     claim = Claim(**fields)  # type: ignore[arg-type]
     return CLAIMS.add(claim.id, claim)
+
+
+def claims_of(experiment: str, **shared: object) -> Callable[..., Claim]:
+    """:func:`register_claim` for one experiment's module, with ``experiment`` and the ``shared`` fields its
+    claims have in common bound once (``family``, ``models``, ``guard``, ...); a declaration may still set
+    any of them, so each says only what is particular to it."""
+    return partial(register_claim, experiment=experiment, **shared)
 
 
 def list_claims(pattern: str | None = None) -> list[Claim]:

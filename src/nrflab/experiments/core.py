@@ -21,7 +21,7 @@ from nrflab.core.fmt import markdown_table, num, pct, spread
 from nrflab.core.stats import Verdict
 from nrflab.data.defaults import MNIST_EVAL_ATTACKS, PAPER_EVAL_ATTACKS, PAPER_FINAL_ATTACKS, final_attacks_for
 from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, test_images
-from nrflab.experiments.claims import judge_claim, register_claim
+from nrflab.experiments.claims import claims_of, judge_claim
 from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import (
     Outcomes,
@@ -115,54 +115,43 @@ PAPER_SCALE = CoreSettings(
 )
 
 
-CLEAN = register_claim(
+_claim = claims_of("core", protocol=PAPER.title, models=("BN twin", "no-BN twin"))
+CLEAN = _claim(
     id="core.clean",
-    experiment="core",
     family="claim 1: clean accuracy",
     text="Claim 1, {with} raises clean accuracy",
     paper="Claim 1: BN raises clean accuracy (ResNet-18 on CIFAR-10: ~95 % with BN vs ~93 % without)",
     quantity="clean acc(BN) - clean acc(no BN), per seed, on the same fixed test images",
     unit="points",
-    protocol=PAPER.title,
-    models=("BN twin", "no-BN twin"),
     guard="both twins learned (clean test images, paper protocol)",
 )
-ROBUSTNESS = register_claim(
+ROBUSTNESS = _claim(
     id="core.robustness",
-    experiment="core",
     family="claim 1: robustness",
     text="Claim 1, {with} lowers adversarial robustness ({attack})",
     paper="Claim 1: BN lowers adversarial robustness (PGD-L2 eps 0.25: ~10 % with BN vs ~40 % without)",
     quantity="robust acc(no BN) - robust acc(BN) under the strongest evaluation (per image, robust only if every "
     "final attack at the first attack's threat model failed: PGD and AutoAttack), per seed, same test images",
     unit="points",
-    protocol=PAPER.title,
-    models=("BN twin", "no-BN twin"),
     guard="both twins learned; comparable usefulness (clean accuracies at most 10 points apart)",
 )
-LIGS_CLAIM = register_claim(
+LIGS_CLAIM = _claim(
     id="core.ligs",
-    experiment="core",
     family="claims 2-3: LIGS",
     text="Claims 2-3, {with} shifts the model toward non-robust features (lower LIGS)",
     paper="Claims 2-3: BN makes the model rely more on non-robust features (final LIGS ~0.59 with BN vs ~0.79 without)",
     quantity="mean LIGS(no BN) - mean LIGS(BN), per seed, on the same fixed test images",
     unit="LIGS",
-    protocol=PAPER.title,
-    models=("BN twin", "no-BN twin"),
     guard="both twins learned; comparable usefulness",
 )
-LIGS_FALL = register_claim(
+LIGS_FALL = _claim(
     id="core.ligs_fall",
-    experiment="core",
     family="claim 4: learning order",
     text="Claim 4, LIGS falls further during training with {with} (robust features first, then non-robust)",
     paper="Claim 4: LIGS starts near 1 and falls during training (robust features are learned first), much further with BN",
     quantity="fall(BN) - fall(no BN); fall = per-epoch LIGS at the preset's epoch ligs_fall_from minus "
     "the final epoch's, per seed, on each run's evaluation images",
     unit="LIGS",
-    protocol=PAPER.title,
-    models=("BN twin", "no-BN twin"),
     guard="both twins learned",
 )
 

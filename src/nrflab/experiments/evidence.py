@@ -311,7 +311,19 @@ def _load(path: Path, protocol: str) -> Outcomes | None:
     return _from_tensors(tensors, protocol, table)
 
 
-class MeasureRequest(TypedDict, total=False):
+class _Measured(TypedDict, total=False):
+    """What is measured on the test images besides the protocol (see :func:`measure`): with the protocol, the
+    keys of a run's cached outcomes."""
+
+    attacks: Sequence[str]
+    ligs_sigma: float | None
+    corruptions: Sequence[str]
+    severities: Sequence[int]
+    seed: int
+    autoattack_size: int | None
+
+
+class MeasureRequest(_Measured, total=False):
     """What an engine measurement task (:func:`measure_task`) asks for besides the run and the device: the test
     images (``dataset``, ``data_root``, ``test_size``) and what to measure on them (see :func:`measure`)."""
 
@@ -319,24 +331,12 @@ class MeasureRequest(TypedDict, total=False):
     data_root: Required[str | None]
     test_size: Required[int | None]
     protocol: str
-    attacks: Sequence[str]
-    ligs_sigma: float | None
-    corruptions: Sequence[str]
-    severities: Sequence[int]
-    seed: int
-    autoattack_size: int | None
 
 
-class _CacheKeys(TypedDict):
+class _CacheKeys(_Measured):
     """The keyword arguments that select a run's cached outcomes (:func:`cache_path`, :func:`measure`)."""
 
     protocol: Protocol
-    attacks: Sequence[str]
-    ligs_sigma: float | None
-    corruptions: Sequence[str]
-    severities: Sequence[int]
-    seed: int
-    autoattack_size: int | None
 
 
 class _TestImageSettings(typing.Protocol):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 
 from nrflab.core.fmt import pct
 from nrflab.core.stats import Verdict
-from nrflab.experiments.claims import judge_claim, register_claim
+from nrflab.experiments.claims import claims_of, judge_claim
 from nrflab.experiments.evidence import Outcomes, compare_scalars
 from nrflab.experiments.guard import check
 from nrflab.measure.health import THRESHOLDS, Health, chance, top_class
@@ -35,65 +35,52 @@ from nrflab.measure.health import THRESHOLDS, Health, chance, top_class
 FAMILY = "claim 5: feature datasets"
 TWINS = ("BN twin", "no-BN twin")
 
-D_RAND_HARDLY = register_claim(
+_claim = claims_of("features", family=FAMILY, unit="points")
+
+D_RAND_HARDLY = _claim(
     id="features.d_rand_hardly",
-    experiment="features",
-    family=FAMILY,
     text="Claim 5, without {with} a network hardly learns from D_rand (clean accuracy at most chance + 10 points)",
     paper="Claim 5: without BN a network can hardly learn from D_rand (Figure 4)",
     quantity="chance + 10 points minus the no-BN twin's clean test accuracy, per seed",
-    unit="points",
     protocol="clean test images (a model without BN predicts alike under every protocol)",
     models=("no-BN twin on D_rand", "no-BN twin on D_R (capability control)"),
     guard="the no-BN twin on D_R learned (the recipe can learn); the D_rand twin only finite",
 )
-D_RAND_MORE = register_claim(
+D_RAND_MORE = _claim(
     id="features.d_rand_more",
-    experiment="features",
-    family=FAMILY,
     text="Claim 5, with {with} ({stats}) a network learns more from D_rand than with {without}",
     paper="Claim 5: with BN a network can learn from D_rand, without it hardly (Figure 4)",
     quantity="clean test accuracy of the BN twin minus the no-BN twin's, per seed",
-    unit="points",
     protocol="clean test images under the named protocol",
     models=("BN twin on D_rand", "no-BN twin on D_rand"),
     guard="the BN twin learned on clean test images (trained but failing: fails under protocol); no-BN finite",
 )
-CONFLICTING_RF = register_claim(
+CONFLICTING_RF = _claim(
     id="features.conflicting_rf",
-    experiment="features",
-    family=FAMILY,
     text="Conflicting set: {without} follows robust features (accuracy vs y+1 above accuracy vs y)",
     paper="Figure 6: a model without BN trained on the conflicting set follows the robust features",
     quantity="the no-BN twin's accuracy vs y+1 minus vs y on clean test images, per seed",
-    unit="points",
     protocol="clean test images (a model without BN predicts alike under every protocol)",
     models=("no-BN twin on the conflicting set",),
     guard="the no-BN twin learned on the better of its two readings (y, y+1)",
 )
-CONFLICTING_NRF_MORE = register_claim(
+CONFLICTING_NRF_MORE = _claim(
     id="features.conflicting_nrf_more",
-    experiment="features",
-    family=FAMILY,
     text="Conflicting set: {with} ({stats}) follows non-robust features more than {without} "
     "(accuracy vs y minus vs y+1)",
     paper="Figure 6: BN makes a network follow the non-robust features of the conflicting set",
     quantity="(acc vs y - acc vs y+1) of the BN twin minus that of the no-BN twin, per seed",
-    unit="points",
     protocol="clean test images under the named protocol",
     models=TWINS,
     guard="each twin learned on the better of its two readings (y, y+1); a BN twin that trained but "
     "fails there fails under protocol",
 )
-CONFLICTING_TURN = register_claim(
+CONFLICTING_TURN = _claim(
     id="features.conflicting_turn",
-    experiment="features",
-    family=FAMILY,
     text="Conflicting set: {with}'s accuracy vs y+1 falls after epoch {epoch} (it turns to non-robust "
     "features later in training)",
     paper="Figure 6: with BN the robust features are followed early, the non-robust ones later",
     quantity="the BN twin's accuracy vs y+1 at the preset's early epoch minus at the last epoch, per seed",
-    unit="points",
     protocol="per-epoch evaluation images, the paper's protocol",
     models=("BN twin on the conflicting set",),
     guard="the BN twin learned on the better of its two readings (y, y+1)",

@@ -34,10 +34,6 @@ from nrflab.experiments.spec import ALL_SCALES, ExperimentSpec
 
 log = get_logger("experiments")
 
-#: Common flags and the settings key each sets (``epochs`` sets the spec's ``epoch_keys``).
-COMMON_KEYS = ("dataset", "data_root", "arch", "width", "device", "seeds")
-
-
 @dataclass(frozen=True)
 class Recipe:
     """A recipe file: settings for one or several experiments, each over the preset of ``scale``."""
@@ -186,7 +182,9 @@ def deep_merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
-def _assign(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
+def _parent(data: dict[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """The group of settings that holds the last of ``keys`` (groups missing on the way are created);
+    a one-line error where a key on the way is a value."""
     node = data
     for k in keys[:-1]:
         child = node.get(k)
@@ -195,7 +193,11 @@ def _assign(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
         if not isinstance(child, dict):
             raise NrflabError(f"setting {'.'.join(keys)}: {k!r} is a value, not a group of settings")
         node = child
-    node[keys[-1]] = value
+    return node
+
+
+def _assign(data: dict[str, Any], keys: Sequence[str], value: Any) -> None:
+    _parent(data, keys)[keys[-1]] = value
 
 
 def scoped_assignments(
@@ -276,14 +278,7 @@ def derive_epochs(data: dict[str, Any], keys: Sequence[str], epochs: int) -> lis
     """Set the training stage at ``keys`` (``twins.epochs``) to ``epochs`` and make what depends on the
     epoch count follow: milestones scaled and kept below ``epochs``, ``keep_checkpoints`` scaled (at least
     1 where it was set). Returns one note per derived change (the caller prints them)."""
-    stage: dict[str, Any] = data
-    for k in keys[:-1]:
-        child = stage.get(k)
-        if child is None:
-            child = stage[k] = {}
-        if not isinstance(child, dict):
-            raise NrflabError(f"setting {'.'.join(keys)}: {k!r} is a value, not a group of settings")
-        stage = child
+    stage = _parent(data, keys)
     where = ".".join(keys[:-1])
     before = stage.get(keys[-1])
     stage[keys[-1]] = epochs

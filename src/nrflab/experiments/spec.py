@@ -33,8 +33,7 @@ if TYPE_CHECKING:
     from nrflab.report.document import Section
     from nrflab.runs.jobs import JobResult
 
-#: The scales a user chooses from; ``quick`` is the pipeline check the tests use.
-SCALES = ("cpu", "paper")
+#: The scales a user chooses from (``cpu``, ``paper``); ``quick`` is the pipeline check the tests use.
 ALL_SCALES = ("cpu", "paper", "quick")
 
 #: Recipe fields an experiment decides itself (from its common settings or per run), never a stage.

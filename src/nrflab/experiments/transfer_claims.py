@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from nrflab.core.fmt import pct
 from nrflab.core.stats import Verdict
-from nrflab.experiments.claims import judge_claim, register_claim
+from nrflab.experiments.claims import claims_of, judge_claim
 from nrflab.experiments.evidence import Comparison
 from nrflab.experiments.guard import Guard
 
@@ -37,28 +37,23 @@ CROSSED_PROTOCOL = (
     "paired t over seeds when the targets agree)"
 )
 
-NO_BN = register_claim(
+_claim = claims_of("transfer", family=FAMILY, unit="points")
+NO_BN = _claim(
     id="transfer.no_bn",
-    experiment="transfer",
-    family=FAMILY,
     text="RFs transfer better: adversarial examples from sources without {with} transfer better",
     paper="Claim 6: adversarial examples of networks without BN transfer better (robust features)",
     quantity="mean transfer success over targets of the no-BN sources minus the BN sources', per seed (archs averaged)",
-    unit="points",
     protocol="untargeted attack on the fixed test images; every final model of the zoo is a target; "
     + CROSSED_PROTOCOL,
     models=("BN sources", "no-BN sources"),
     guard="every source learned on the attacked test images; BN and no-BN sources of comparable usefulness",
 )
-EARLY_STOP = register_claim(
+EARLY_STOP = _claim(
     id="transfer.early_stop",
-    experiment="transfer",
-    family=FAMILY,
     text="Early-stopped sources (mostly RFs) transfer better than the final model ({early} vs epoch {last})",
     paper="Claim 6: adversarial examples of early-stopped networks transfer better",
     quantity="mean transfer success over targets of each run's early checkpoint (the preset's epoch) minus "
     "its final model's, per seed (runs of the seed averaged)",
-    unit="points",
     protocol="untargeted attack on the fixed test images; early epoch fixed in the preset; " + CROSSED_PROTOCOL,
     models=("early checkpoints", "final models"),
     guard="every final model and every early checkpoint learned on the attacked test images",

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
 from nrflab.transfer import EarlyStop
+from nrflab.transfer.config import EarlyStopRule
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class TransferExperimentSettings(ExperimentSettings):
     train_size: Optional[int] = Field(default=None, ge=1, description="seeded random subset of the training set")
     limit: int = Field(default=500, ge=1, description="attacked test images")
     attack: str = FULL.attack
-    early_stop: str = Field(
+    early_stop: EarlyStopRule = Field(
         default=str(EARLY_RULE),
         description="the early-stopped checkpoint: epoch=K (a kept epoch, fixed before judging: the cpu preset's "
         "choice) or a rule such as frac=0.9",
@@ -79,12 +80,6 @@ class TransferExperimentSettings(ExperimentSettings):
     def _bn_and_its_baseline(cls, value: list[str]) -> list[str]:
         if value != ["bn", "none"]:
             raise ValueError("the transfer claims compare BN sources with no-normalization sources: norms [bn, none]")
-        return value
-
-    @field_validator("early_stop")
-    @classmethod
-    def _rule_parses(cls, value: str) -> str:
-        EarlyStop.parse(value)
         return value
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Collection, Mapping
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nrflab.attacks import AttackSpec, attack_from_parts
 from nrflab.core.errors import NrflabError
@@ -19,6 +19,15 @@ from nrflab.core.schema import Schema, one_line
 from nrflab.core.validation import Seed, resolve_device
 from nrflab.transfer.boosts import Boost, EarlyStop, check_boost
 from nrflab.transfer.refs import OutsideModelOptions
+
+
+def _rule_parses(value: str) -> str:
+    EarlyStop.parse(value)
+    return value
+
+
+#: An early-stop rule as text (``epoch=K``, ``frac=X``, ``ligs=F``), checked where it is read (one-line errors).
+EarlyStopRule = Annotated[str, AfterValidator(_rule_parses)]
 
 
 class TransferConfig(Schema):
@@ -46,7 +55,7 @@ class TransferConfig(Schema):
     target_policy: Literal["next", "random"] = "next"
     source_epoch: Optional[int] = Field(None, ge=0)
     boost: Boost = "none"
-    early_stop: str = "frac=0.9"
+    early_stop: EarlyStopRule = "frac=0.9"
     twin_candidates: list[str] = Field(default_factory=list)
     twins: list[str] = Field(default_factory=list)
     limit: Optional[int] = Field(None, ge=1)
@@ -104,12 +113,6 @@ class TransferConfig(Schema):
     def _check_policy(cls, value: Any) -> Any:
         if isinstance(value, str) and value not in ("next", "random"):
             raise ValueError(f"unknown target policy {value!r}; choose next or random")
-        return value
-
-    @field_validator("early_stop")
-    @classmethod
-    def _check_early_stop(cls, value: str) -> str:
-        EarlyStop.parse(value)
         return value
 
     @field_validator("device")

@@ -11,14 +11,15 @@ of reliance comparisons (named in the evidence) and every compared model passes 
 
 from __future__ import annotations
 
-from nrflab.experiments.claims import register_claim
+from nrflab.experiments.claims import claims_of
 
 GUARD_LEARNERS = "every compared model learned (agree-view accuracy >= chance + 10 points, no collapse, finite)"
 AGREE_VIEW = "agree test view (RF = NRF = label), running statistics"
 
-PREFERENCE = register_claim(
+_claim = claims_of("planted", models=("normalized smallcnn", "no-norm smallcnn"), guard=GUARD_LEARNERS)
+
+PREFERENCE = _claim(
     id="planted.preference",
-    experiment="planted",
     family="planted: reliance",
     text="Claim 2 (planted): {with} relies more than {without} on the smaller high-frequency feature "
     "(rho = F_N - F_R at the operating point)",
@@ -26,12 +27,10 @@ PREFERENCE = register_claim(
     quantity="rho(with) - rho(without) per seed on the same swapped images, in [-2, 2]",
     unit="rho index",
     protocol="redundant planted set at the operating point",
-    models=("normalized smallcnn", "no-norm smallcnn"),
     guard=GUARD_LEARNERS + "; capability controls passed",
 )
-CROSSOVER = register_claim(
+CROSSOVER = _claim(
     id="planted.crossover",
-    experiment="planted",
     family="planted: reliance",
     text="Claim 2 (planted): {with} switches to the smaller high-frequency feature at a smaller feature norm "
     "than {without} (crossover ratio a_n*({without}) / a_n*({with}) > 1)",
@@ -39,13 +38,11 @@ CROSSOVER = register_claim(
     quantity="log(a_n*(without) / a_n*(with)) per seed, a_n* the NRF norm where rho crosses 0 on the sweep",
     unit="log ratio",
     protocol="redundant planted sets over the NRF-norm sweep",
-    models=("normalized smallcnn", "no-norm smallcnn"),
     guard=GUARD_LEARNERS + " at every sweep point used",
 )
 CONTROLS = {
-    "ctl-robust": register_claim(
+    "ctl-robust": _claim(
         id="planted.control.robust",
-        experiment="planted",
         family="planted: controls",
         text="Control (NRF made robust at equal availability): the rho gap {with} - {without} shrinks "
         "(expected if the gap is about the feature's small norm)",
@@ -53,12 +50,9 @@ CONTROLS = {
         quantity="gap(operating point) - gap(control) per seed, gap = rho(with) - rho(without)",
         unit="rho index",
         protocol="redundant planted set, NRF norm and white noise doubled (the same template SNR)",
-        models=("normalized smallcnn", "no-norm smallcnn"),
-        guard=GUARD_LEARNERS,
     ),
-    "ctl-noise": register_claim(
+    "ctl-noise": _claim(
         id="planted.control.availability",
-        experiment="planted",
         family="planted: controls",
         text="Control (NRF made less available at the same norm): the rho gap {with} - {without} shrinks "
         "(if it does, the gap is not specific to robustness)",
@@ -66,12 +60,9 @@ CONTROLS = {
         quantity="gap(operating point) - gap(control) per seed",
         unit="rho index",
         protocol="redundant planted set, white noise doubled at the same NRF norm",
-        models=("normalized smallcnn", "no-norm smallcnn"),
-        guard=GUARD_LEARNERS,
     ),
-    "ctl-band": register_claim(
+    "ctl-band": _claim(
         id="planted.control.band",
-        experiment="planted",
         family="planted: controls",
         text="Control (NRF moved to a mid band at the same norm): the rho gap {with} - {without} shrinks "
         "(if it does, the gap is not specific to robustness)",
@@ -79,13 +70,10 @@ CONTROLS = {
         quantity="gap(operating point) - gap(control) per seed",
         unit="rho index",
         protocol="redundant planted set, NRF in the mid DCT band at the same norm",
-        models=("normalized smallcnn", "no-norm smallcnn"),
-        guard=GUARD_LEARNERS,
     ),
 }
-ORDER_FIRST = register_claim(
+ORDER_FIRST = _claim(
     id="planted.order.first",
-    experiment="planted",
     family="claim 4: learning order",
     text="Claim 4 (planted): the robust feature is learned first ({with})",
     paper="Claim 4: robust features are learned first, then non-robust ones",
@@ -93,11 +81,9 @@ ORDER_FIRST = register_claim(
     unit="points",
     protocol="operating point, early per-step probes",
     models=("operating-point models",),
-    guard=GUARD_LEARNERS,
 )
-ORDER_THEN = register_claim(
+ORDER_THEN = _claim(
     id="planted.order.then",
-    experiment="planted",
     family="claim 4: learning order",
     text="Claim 4 (planted): then the high-frequency feature, further with {with} than {without} "
     "(rise of F_N after the early point)",
@@ -105,12 +91,9 @@ ORDER_THEN = register_claim(
     quantity="rise of F_N from the early point to the end, with minus without, paired by seed id",
     unit="points",
     protocol="operating point, early per-step probes",
-    models=("normalized smallcnn", "no-norm smallcnn"),
-    guard=GUARD_LEARNERS,
 )
-DRAND_WITHOUT = register_claim(
+DRAND_WITHOUT = _claim(
     id="planted.drand.without",
-    experiment="planted",
     family="claim 5: feature datasets",
     text="Claim 5 (planted D_rand): without normalization a network hardly learns from planted D_rand "
     "(agree-view accuracy within chance + 10 points)",
@@ -121,33 +104,28 @@ DRAND_WITHOUT = register_claim(
     models=("no-norm smallcnn", "normalized smallcnn (positive control)"),
     guard="the normalized twin learned (the recipe trains); the no-norm model finite (no divergence)",
 )
-DRAND_WITH = register_claim(
+DRAND_WITH = _claim(
     id="planted.drand.with",
-    experiment="planted",
     family="claim 5: feature datasets",
     text="Claim 5 (planted D_rand): with {with} a network learns from planted D_rand more than {without}",
     paper="Claim 5: with BN it can learn from D_rand",
     quantity="agree-view accuracy, with minus without, per seed",
     unit="points",
     protocol="planted D_rand (RF class random, NRF = label)",
-    models=("normalized smallcnn", "no-norm smallcnn"),
     guard="the normalized model learned on the agree view; the no-norm model finite (no divergence)",
 )
-CONFLICTING = register_claim(
+CONFLICTING = _claim(
     id="planted.conflicting",
-    experiment="planted",
     family="claim 5: feature datasets",
     text="Claim 5 (planted conflicting set): {with} follows the high-frequency feature more than {without}",
     paper="Claim 5 (Figure 6): on the conflicting set BN ends with a larger NRF share",
     quantity="(acc vs y - acc vs y+1) with minus without, per seed: an index in [-2, 2]",
     unit="rho index",
     protocol="planted conflicting set (RF of class y-1, NRF and label y), agree view",
-    models=("normalized smallcnn", "no-norm smallcnn"),
     guard="every model follows one feature: the better of acc vs y and vs y+1 >= chance + 10 points",
 )
-MNIST = register_claim(
+MNIST = _claim(
     id="planted.mnist",
-    experiment="planted",
     family="diagnostics",
     text="Diagnostic (MNIST D_rand, not a paper claim): BN's gain from batch statistics is larger on the "
     "attack-built MNIST D_rand than on the planted one",
@@ -158,9 +136,8 @@ MNIST = register_claim(
     models=("BN on planted MNIST D_rand", "BN on attack-built MNIST D_rand"),
     guard="each arm learned under its better protocol",
 )
-TRANSFER = register_claim(
+TRANSFER = _claim(
     id="planted.transfer",
-    experiment="planted",
     family="claim 6: transferability",
     text="Claim 6 (planted): adversarial examples from {without} sources transfer better than from {with} sources",
     paper="Claim 6: adversarial examples from no-BN models transfer better",
@@ -168,7 +145,6 @@ TRANSFER = register_claim(
     unit="points",
     protocol="operating-point models, PGD-L2",
     models=("operating-point models of both normalizations",),
-    guard=GUARD_LEARNERS,
 )
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
