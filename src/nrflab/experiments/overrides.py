@@ -34,6 +34,7 @@ from nrflab.experiments.spec import ALL_SCALES, ExperimentSpec
 
 log = get_logger("experiments")
 
+
 @dataclass(frozen=True)
 class Recipe:
     """A recipe file: settings for one or several experiments, each over the preset of ``scale``."""
