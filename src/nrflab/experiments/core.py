@@ -37,7 +37,18 @@ from nrflab.experiments.evidence import (
 from nrflab.experiments.frequency import CORE_CLAIM, LENS_TITLE, FrequencyLens, heat_map_tasks, section
 from nrflab.experiments.guard import Health, check, health, named
 from nrflab.experiments.registry import register_experiment
-from nrflab.experiments.spec import AnalysisContext, ExperimentSettings, ExperimentSpec, Stage, paper_stage
+from nrflab.experiments.spec import (
+    CPU_MODEL,
+    PAPER_MODEL,
+    AnalysisContext,
+    AutoAttackSize,
+    ExperimentSettings,
+    ExperimentSpec,
+    LigsSigma,
+    NormPair,
+    Stage,
+    paper_stage,
+)
 from nrflab.measure.ensemble import group_by_threat
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, verdict_line
@@ -48,12 +59,7 @@ from nrflab.runs.rundir import RunDir
 class CoreSettings(ExperimentSettings):
     """BN vs no-normalization twins (Figure 3)."""
 
-    norms: list[str] = Field(
-        default_factory=lambda: ["bn", "none"],
-        min_length=2,
-        max_length=2,
-        description="the normalization under test, then its baseline",
-    )
+    norms: NormPair = Field(default_factory=lambda: ["bn", "none"])
     twins: Stage = Field(default_factory=Stage, description="the twins' training recipe")
     test_size: Optional[int] = Field(
         default=None, ge=1, description="final models are evaluated on this many fixed test images (None: all)"
@@ -63,12 +69,8 @@ class CoreSettings(ExperimentSettings):
         description="attacks of the final evaluation (None: the dataset preset's PGD attacks and AutoAttack); "
         "claim 1's robustness is judged on the worst case over every attack at the first attack's threat model",
     )
-    autoattack_size: Optional[int] = Field(
-        default=None,
-        ge=1,
-        description="AutoAttack runs on a fixed seeded subset of this many of the final images (None: all of them)",
-    )
-    ligs_sigma: float = Field(default=0.01, ge=0)
+    autoattack_size: AutoAttackSize = None
+    ligs_sigma: LigsSigma = 0.01
     ligs_fall_from: int = Field(
         default=1,
         ge=0,
@@ -86,9 +88,7 @@ class CoreSettings(ExperimentSettings):
 #: 6 s of one core per BN twin and 9.5 s per no-BN twin (23-34 s with pyautoattack's default of five restarts,
 #: whose ensemble was 1.0-1.1 points lower on average over the seeds).
 CPU = CoreSettings(
-    dataset="mnist5k",
-    arch="smallcnn",
-    width=0.5,
+    **CPU_MODEL,
     seeds=[0, 1, 2, 3, 4],
     twins=Stage(epochs=8, eval_size=128),
     test_size=500,
@@ -96,9 +96,7 @@ CPU = CoreSettings(
 )
 #: The quick check of the pipeline leaves AutoAttack out (PGD only: its verdicts stand on PGD-10).
 QUICK = CoreSettings(
-    dataset="mnist5k",
-    arch="smallcnn",
-    width=0.5,
+    **CPU_MODEL,
     seeds=[0],
     twins=Stage(epochs=1, eval_size=64),
     test_size=200,
@@ -106,9 +104,7 @@ QUICK = CoreSettings(
     final_attacks=list(MNIST_EVAL_ATTACKS),
 )
 PAPER_SCALE = CoreSettings(
-    dataset="cifar10",
-    arch="resnet18",
-    width=1.0,
+    **PAPER_MODEL,
     seeds=[1337],
     twins=paper_stage(eval_attacks=list(PAPER_EVAL_ATTACKS), ligs=True, ligs_sigma=0.01),
     final_attacks=list(PAPER_FINAL_ATTACKS),

@@ -12,7 +12,16 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field
 
 from nrflab.data.defaults import PAPER_EVAL_ATTACKS
-from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
+from nrflab.experiments.spec import (
+    CPU_MODEL,
+    PAPER_MODEL,
+    AutoAttackSize,
+    ExperimentSettings,
+    LigsSigma,
+    NormPair,
+    Stage,
+    paper_stage,
+)
 
 SETS = ("d_r", "d_rand", "d_det", "conflicting")
 SET_TITLES = {"d_r": "D_R", "d_rand": "D_rand", "d_det": "D_det", "conflicting": "conflicting"}
@@ -46,12 +55,7 @@ class FeaturesSettings(ExperimentSettings):
     """Sources, feature datasets and the twins trained on them."""
 
     sets: list[SetName] = Field(default_factory=lambda: list(SETS), min_length=1)  # type: ignore[arg-type]
-    norms: list[str] = Field(
-        default_factory=lambda: ["bn", "none"],
-        min_length=2,
-        max_length=2,
-        description="the normalization under test, then its baseline",
-    )
+    norms: NormPair = Field(default_factory=lambda: ["bn", "none"])
     source_norm: str = "bn"
     source_seed: int = Field(default=0, ge=0)
     source: Stage = Field(default_factory=Stage, description="the standard source model's recipe")
@@ -68,12 +72,8 @@ class FeaturesSettings(ExperimentSettings):
         description="AutoAttack added to the final evaluation at the threat model of the robust column's attack: "
         "its attacks (a custom version, e.g. apgd-ce+apgd-t), 'standard', or None (PGD only)",
     )
-    autoattack_size: Optional[int] = Field(
-        default=None,
-        ge=1,
-        description="AutoAttack runs on a fixed seeded subset of this many of the final images (None: all of them)",
-    )
-    ligs_sigma: float = Field(default=0.01, ge=0)
+    autoattack_size: AutoAttackSize = None
+    ligs_sigma: LigsSigma = 0.01
     turn_epoch: int = Field(
         default=2,
         ge=1,
@@ -90,9 +90,7 @@ CPU_CURVE_ATTACK = "pgd-l2:eps=1.0,step=0.4,steps=5"
 # with 100 evaluation images takes about 5.6 s on one core: 30 twins in about 1,700 s. The turn claim compares
 # epoch 2 with the last (10), fixed here before judging.
 CPU = FeaturesSettings(
-    dataset="mnist5k",
-    arch="smallcnn",
-    width=0.5,
+    **CPU_MODEL,
     seeds=[0, 1, 2, 3, 4],
     sets=["d_r", "d_rand", "conflicting"],
     source=Stage(epochs=15, eval_size=250, eval_attacks=[], ligs=False),
@@ -126,9 +124,7 @@ QUICK = FeaturesSettings(
     turn_epoch=1,
 )
 PAPER_SCALE = FeaturesSettings(
-    dataset="cifar10",
-    arch="resnet18",
-    width=1.0,
+    **PAPER_MODEL,
     seeds=[1337],
     source_seed=1337,
     source=paper_stage(eval_attacks=[], ligs=False),

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -40,6 +40,19 @@ ALL_SCALES = ("cpu", "paper", "quick")
 STAGE_EXCLUDED = ("dataset", "data_root", "arch", "norm", "width", "seed", "device", "preset")
 
 _FROZEN = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+#: Settings fields that several experiments declare with one meaning (each declares its own default).
+NormPair = Annotated[
+    list[str], Field(min_length=2, max_length=2, description="the normalization under test, then its baseline")
+]
+AutoAttackSize = Annotated[
+    Optional[int],
+    Field(
+        ge=1,
+        description="AutoAttack runs on a fixed seeded subset of this many of the final images (None: all of them)",
+    ),
+]
+LigsSigma = Annotated[float, Field(ge=0)]
 
 
 def _stage_fields() -> dict[str, Any]:
@@ -91,6 +104,20 @@ PAPER_TRAINING: Mapping[str, object] = dict(
 def paper_stage(**changes: Any) -> Stage:
     """A stage with the paper's training recipe, ``changes`` on top (e.g. the per-epoch attacks)."""
     return Stage(**{**PAPER_TRAINING, "milestones": list(PAPER_MILESTONES), **changes})
+
+
+class ModelScale(TypedDict):
+    """The data and model of a scale's presets (the common settings ``dataset``, ``arch`` and ``width``)."""
+
+    dataset: str
+    arch: str
+    width: float
+
+
+#: The CPU scale's: the embedded 5,000-image MNIST subset and a half-width small CNN.
+CPU_MODEL = ModelScale(dataset="mnist5k", arch="smallcnn", width=0.5)
+#: The paper's: CIFAR-10 and a full-width ResNet-18.
+PAPER_MODEL = ModelScale(dataset="cifar10", arch="resnet18", width=1.0)
 
 
 class ExperimentSettings(BaseModel):

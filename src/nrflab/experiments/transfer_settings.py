@@ -11,7 +11,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from nrflab.experiments.spec import ExperimentSettings, Stage, paper_stage
+from nrflab.experiments.spec import CPU_MODEL, PAPER_MODEL, ExperimentSettings, NormPair, Stage, paper_stage
 from nrflab.transfer import EarlyStop
 from nrflab.transfer.config import EarlyStopRule
 
@@ -55,12 +55,7 @@ class TransferExperimentSettings(ExperimentSettings):
     the attack whose transfer is measured."""
 
     other_archs: list[ZooArch] = Field(default_factory=list)
-    norms: list[str] = Field(
-        default_factory=lambda: ["bn", "none"],
-        min_length=2,
-        max_length=2,
-        description="the normalization under test, then its baseline",
-    )
+    norms: NormPair = Field(default_factory=lambda: ["bn", "none"])
     zoo: Stage = Field(
         default_factory=Stage,
         description="the zoo's training recipe (keep_checkpoints: the "
@@ -93,9 +88,7 @@ def _zoo_stage(epochs: int, *, keep: int = 1) -> Stage:
 # before judging); 300 attacked images. One epoch on 4,000 images takes about 5.8 s (smallcnn 0.5) and 7.6 s
 # (vgg11 0.25) on one core: the 20 runs train in about 800 s.
 CPU = TransferExperimentSettings(
-    dataset="mnist5k",
-    arch="smallcnn",
-    width=0.5,
+    **CPU_MODEL,
     device="cpu",
     seeds=[0, 1, 2, 3, 4],
     other_archs=[ZooArch(arch="vgg11", width=0.25)],
@@ -106,9 +99,7 @@ CPU = TransferExperimentSettings(
     early_stop="epoch=3",
 )
 QUICK_SETTINGS = TransferExperimentSettings(
-    dataset="mnist5k",
-    arch="smallcnn",
-    width=0.5,
+    **CPU_MODEL,
     device="cpu",
     seeds=[0, 1],
     zoo=_zoo_stage(QUICK.epochs),
@@ -118,9 +109,7 @@ QUICK_SETTINGS = TransferExperimentSettings(
     early_stop="epoch=1",
 )
 PAPER_SCALE = TransferExperimentSettings(
-    dataset="cifar10",
-    arch="resnet18",
-    width=1.0,
+    **PAPER_MODEL,
     seeds=[1337, 1338],
     zoo=paper_stage(eval_attacks=[], ligs=False, keep_checkpoints=10),
     limit=1000,

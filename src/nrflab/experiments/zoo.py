@@ -25,7 +25,18 @@ from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import Outcomes, measure, measure_task, on_test_images, robust_under, strongest_note
 from nrflab.experiments.frequency import FrequencyLens
 from nrflab.experiments.guard import Health, health, named
-from nrflab.experiments.spec import AnalyzeFn, ExperimentSettings, ExperimentSpec, PlanFn, Stage, paper_stage
+from nrflab.experiments.spec import (
+    CPU_MODEL,
+    PAPER_MODEL,
+    AnalyzeFn,
+    AutoAttackSize,
+    ExperimentSettings,
+    ExperimentSpec,
+    LigsSigma,
+    PlanFn,
+    Stage,
+    paper_stage,
+)
 from nrflab.measure.corruptions import FIRST_EIGHT, SEVERITIES
 from nrflab.measure.ensemble import group_by_threat
 
@@ -57,12 +68,8 @@ class NormsSettings(ExperimentSettings):
         min_length=1,
         description="attacks of the final evaluation (None: the dataset preset's PGD attacks and AutoAttack)",
     )
-    autoattack_size: Optional[int] = Field(
-        default=None,
-        ge=1,
-        description="AutoAttack runs on a fixed seeded subset of this many of the final images (None: all of them)",
-    )
-    ligs_sigma: float = Field(default=0.01, ge=0)
+    autoattack_size: AutoAttackSize = None
+    ligs_sigma: LigsSigma = 0.01
     corruptions: list[str] = Field(default_factory=lambda: list(FIRST_EIGHT))
     severities: list[int] = Field(default_factory=lambda: list(SEVERITIES))
     adapt_samples: int = Field(default=32, ge=0, description="BN adaptation images per corruption (0: off)")
@@ -74,9 +81,7 @@ class NormsSettings(ExperimentSettings):
 #: fixed test images for the final evaluation (the per-image attacks dominate the cost). Three adversarial
 #: epochs left the AT models at 65-72 % clean accuracy (seed 0), so they keep four.
 CPU = NormsSettings(
-    dataset="mnist5k",
-    arch="smallcnn",
-    width=0.5,
+    **CPU_MODEL,
     seeds=[0, 1, 2, 3, 4],
     train_size=3000,
     test_size=200,
@@ -94,9 +99,7 @@ CPU = NormsSettings(
     ),
 )
 QUICK = NormsSettings(
-    dataset="mnist5k",
-    arch="smallcnn",
-    width=0.5,
+    **CPU_MODEL,
     seeds=[0],
     train_size=1000,
     test_size=100,
@@ -117,9 +120,7 @@ QUICK = NormsSettings(
     frequency=FrequencyLens(images=20, stride=4),
 )
 PAPER_SCALE = NormsSettings(
-    dataset="cifar10",
-    arch="resnet18",
-    width=1.0,
+    **PAPER_MODEL,
     seeds=[1337],
     test_size=None,
     norms=["bn", "gn", "ln", "in", "none"],
