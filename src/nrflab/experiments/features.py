@@ -61,7 +61,6 @@ SPEC = register_experiment(
         presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK},
         plan=plan,
         analyze=analyze,
-        home="features",
         order=50,
         claims=("5", "2"),
         epoch_keys=("source.epochs", "robust_source.epochs", "twins.epochs"),

@@ -177,8 +177,8 @@ CheckFn = Callable[[Any], "list[tuple[str, str]]"]
 class ExperimentSpec:
     """A registered experiment: its settings type and presets, the runs it needs, and its report.
 
-    ``home`` is the experiment's directory under the output directory ("" for the output directory
-    itself); experiments that share a home may share runs (the engine runs each run directory once).
+    ``home`` is the experiment's directory under the output directory (``None``: its name; "" for the output
+    directory itself); experiments that share a home may share runs (the engine runs each run directory once).
     A spec takes effect when its module registers it (``SPEC = register_experiment(ExperimentSpec(...))``).
     """
 
@@ -188,9 +188,9 @@ class ExperimentSpec:
     presets: Mapping[str, BaseModel]
     plan: PlanFn
     analyze: AnalyzeFn
-    home: str
     #: The experiment's place in the chain ``nrflab reproduce`` runs (ascending; gaps leave room for new ones).
     order: int
+    home: Optional[str] = None
     claims: Sequence[str] = ()
     #: Dotted settings keys that ``--epochs N`` sets (every training stage of the experiment).
     epoch_keys: tuple[str, ...] = ()
@@ -211,7 +211,8 @@ class ExperimentSpec:
         return self.presets[scale]
 
     def home_dir(self, out: Path) -> Path:
-        return Path(out) / self.home if self.home else Path(out)
+        home = self.name if self.home is None else self.home
+        return Path(out) / home if home else Path(out)
 
 
 __all__ = ["ALL_SCALES"]

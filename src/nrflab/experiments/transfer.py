@@ -255,7 +255,6 @@ SPEC = register_experiment(
         presets={"cpu": CPU, "paper": PAPER_SCALE, "quick": QUICK_SETTINGS},
         plan=plan,
         analyze=analyze,
-        home="transfer",
         order=60,
         claims=("6",),
         epoch_keys=("zoo.epochs",),

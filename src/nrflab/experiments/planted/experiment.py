@@ -89,7 +89,6 @@ SPEC = register_experiment(
         presets={"cpu": FULL, "paper": PAPER, "quick": QUICK},
         plan=plan,
         analyze=analyze,
-        home="planted",
         order=70,
         epoch_keys=("epochs",),
         ignores=("dataset", "data_root"),
