@@ -6,7 +6,6 @@ registers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -15,29 +14,8 @@ from nrflab.experiments.spec import CPU_MODEL, PAPER_MODEL, ExperimentSettings, 
 from nrflab.transfer import EarlyStop
 from nrflab.transfer.config import EarlyStopRule
 
-
-@dataclass(frozen=True)
-class ZooSetup:
-    """The zoo and the attack: (arch, width) pairs, epochs, training-set size (None: all), attacked test
-    images, and the attack spec."""
-
-    archs: tuple[tuple[str, float], ...]
-    epochs: int
-    train_size: int | None
-    limit: int
-    attack: str
-
-
-FULL = ZooSetup(
-    archs=(("smallcnn", 0.5), ("vgg11", 0.25)),
-    epochs=6,
-    train_size=None,
-    limit=500,
-    attack="pgd-linf:eps=0.1,step=0.025,steps=10",
-)
-QUICK = ZooSetup(
-    archs=(("smallcnn", 0.5),), epochs=2, train_size=1000, limit=100, attack="pgd-linf:eps=0.1,step=0.04,steps=5"
-)
+#: The attack whose transfer the CPU presets measure.
+CPU_ATTACK = "pgd-linf:eps=0.1,step=0.025,steps=10"
 EARLY_RULE = EarlyStop("frac", 0.9)
 
 
@@ -63,7 +41,7 @@ class TransferExperimentSettings(ExperimentSettings):
     )
     train_size: Optional[int] = Field(default=None, ge=1, description="seeded random subset of the training set")
     limit: int = Field(default=500, ge=1, description="attacked test images")
-    attack: str = FULL.attack
+    attack: str = CPU_ATTACK
     early_stop: EarlyStopRule = Field(
         default=str(EARLY_RULE),
         description="the early-stopped checkpoint: epoch=K (a kept epoch, fixed before judging: the cpu preset's "
@@ -95,17 +73,17 @@ CPU = TransferExperimentSettings(
     zoo=_zoo_stage(6, keep=3),
     train_size=None,
     limit=300,
-    attack=FULL.attack,
+    attack=CPU_ATTACK,
     early_stop="epoch=3",
 )
 QUICK_SETTINGS = TransferExperimentSettings(
     **CPU_MODEL,
     device="cpu",
     seeds=[0, 1],
-    zoo=_zoo_stage(QUICK.epochs),
-    train_size=QUICK.train_size,
-    limit=QUICK.limit,
-    attack=QUICK.attack,
+    zoo=_zoo_stage(2),
+    train_size=1000,
+    limit=100,
+    attack="pgd-linf:eps=0.1,step=0.04,steps=5",
     early_stop="epoch=1",
 )
 PAPER_SCALE = TransferExperimentSettings(

@@ -106,15 +106,7 @@ QUICK = NormsSettings(
     final_attacks=list(MNIST_EVAL_ATTACKS),  # the quick check leaves AutoAttack out (PGD only)
     norms=["bn", "none"],
     standard=Stage(epochs=2, eval_size=32, eval_attacks=[CURVE_ATTACK_CPU]),
-    adversarial=Stage(
-        epochs=1,
-        eval_size=32,
-        eval_attacks=[CURVE_ATTACK_CPU],
-        adv_train="targeted-l2",
-        adv_eps=2.0,
-        adv_steps=2,
-        attack_mode="train",
-    ),
+    adversarial=CPU.adversarial.merged(Stage(epochs=1, eval_size=32, adv_steps=2)),  # the cpu recipe, shorter
     corruptions=["gaussian_noise", "contrast", "defocus_blur"],
     severities=[1, 3, 5],
     frequency=FrequencyLens(images=20, stride=4),
