@@ -1,8 +1,8 @@
 """Every claim nrflab judges, declared once: what the paper says, what is measured, in which unit, in which
 family, under which protocol, between which models, behind which guard, from how many seeds.
 
-A claim is registered at import time by the experiment that judges it (``CLAIM = register_claim(...)``)
-and judged with :func:`judge_claim`, which fills the verdict's id, experiment, family, unit and guard from
+A claim is registered at import time by the experiment that judges it (``CLAIM = register_claim(...)``,
+or through the module's :func:`claims_of` binding of what its claims share) and judged with :func:`judge_claim`, which fills the verdict's id, experiment, family, unit and guard from
 the declaration, so a report or ``verdicts.json`` never has to guess them. ``nrflab`` lists them with
 :func:`list_claims`. Families group the claims that answer one question of the paper; Holm's procedure
 holds the family-wise error rate within each (:func:`nrflab.core.stats.adjust_families`).
