@@ -311,19 +311,18 @@ def _load(path: Path, protocol: str) -> Outcomes | None:
     return _from_tensors(tensors, protocol, table)
 
 
-class _Measured(TypedDict, total=False):
-    """What is measured on the test images besides the protocol (see :func:`measure`): with the protocol, the
-    keys of a run's cached outcomes."""
+class Measured(TypedDict, total=False):
+    """What is measured on the test images (see :func:`measure`): with the protocol and the seed, the keys of a
+    run's cached outcomes."""
 
     attacks: Sequence[str]
     ligs_sigma: float | None
     corruptions: Sequence[str]
     severities: Sequence[int]
-    seed: int
     autoattack_size: int | None
 
 
-class MeasureRequest(_Measured, total=False):
+class MeasureRequest(Measured, total=False):
     """What an engine measurement task (:func:`measure_task`) asks for besides the run and the device: the test
     images (``dataset``, ``data_root``, ``test_size``) and what to measure on them (see :func:`measure`)."""
 
@@ -331,12 +330,14 @@ class MeasureRequest(_Measured, total=False):
     data_root: Required[str | None]
     test_size: Required[int | None]
     protocol: str
+    seed: int
 
 
-class _CacheKeys(_Measured):
+class _CacheKeys(Measured):
     """The keyword arguments that select a run's cached outcomes (:func:`cache_path`, :func:`measure`)."""
 
     protocol: Protocol
+    seed: int
 
 
 class _TestImageSettings(typing.Protocol):

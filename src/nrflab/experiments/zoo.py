@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Optional, Protocol
 
 from pydantic import Field
+from typing_extensions import Unpack
 
 from nrflab.attacks import parse_attack
 from nrflab.core.columns import attack_title
@@ -22,7 +23,15 @@ from nrflab.data import DatasetBundle
 from nrflab.data.defaults import MNIST_EVAL_ATTACKS, PAPER_EVAL_ATTACKS, PAPER_FINAL_ATTACKS, final_attacks_for
 from nrflab.experiments.analysis import load_bundle, tensor_mean, test_images
 from nrflab.experiments.engine import Task, TrainTask
-from nrflab.experiments.evidence import Outcomes, measure, measure_task, on_test_images, robust_under, strongest_note
+from nrflab.experiments.evidence import (
+    Measured,
+    Outcomes,
+    measure,
+    measure_task,
+    on_test_images,
+    robust_under,
+    strongest_note,
+)
 from nrflab.experiments.frequency import FrequencyLens
 from nrflab.experiments.guard import Health, health, named
 from nrflab.experiments.spec import (
@@ -249,36 +258,28 @@ class Zoo:
 
     def outcomes(self, kind: str, norm: str) -> list[Outcomes]:
         """Per seed: clean predictions, robust correctness per attack and LIGS."""
-        for sd in self.s.seeds:
-            key = (kind, norm, sd)
-            if key not in self._outcomes:
-                self._outcomes[key] = measure(
-                    self.tasks[key].key,
-                    self.x,
-                    self.y,
-                    attacks=final_attacks(self.s),
-                    ligs_sigma=self.s.ligs_sigma,
-                    seed=sd,
-                    device=self.s.device,
-                    autoattack_size=self.s.autoattack_size,
-                )
-        return [self._outcomes[(kind, norm, sd)] for sd in self.s.seeds]
+        return self._per_seed(
+            self._outcomes,
+            kind,
+            norm,
+            attacks=final_attacks(self.s),
+            ligs_sigma=self.s.ligs_sigma,
+            autoattack_size=self.s.autoattack_size,
+        )
 
     def corrupted(self, kind: str, norm: str) -> list[Outcomes]:
         """Per seed: per-image accuracy over every corruption and severity (and the per-pair table)."""
+        return self._per_seed(self._corrupted, kind, norm, corruptions=self.s.corruptions, severities=self.s.severities)
+
+    def _per_seed(
+        self, cache: dict[tuple[str, str, int], Outcomes], kind: str, norm: str, **what: Unpack[Measured]
+    ) -> list[Outcomes]:
+        """Per seed: :func:`measure` of the run (``kind``, ``norm``, seed) with ``what``, each run measured once."""
         for sd in self.s.seeds:
             key = (kind, norm, sd)
-            if key not in self._corrupted:
-                self._corrupted[key] = measure(
-                    self.tasks[key].key,
-                    self.x,
-                    self.y,
-                    corruptions=self.s.corruptions,
-                    severities=self.s.severities,
-                    seed=sd,
-                    device=self.s.device,
-                )
-        return [self._corrupted[(kind, norm, sd)] for sd in self.s.seeds]
+            if key not in cache:
+                cache[key] = measure(self.tasks[key].key, self.x, self.y, seed=sd, device=self.s.device, **what)
+        return [cache[(kind, norm, sd)] for sd in self.s.seeds]
 
     def health(self, kind: str, norm: str, name: str) -> list[Health]:
         """Per-seed health of one model on the claims' view (its final model on the fixed test images)."""
