@@ -205,4 +205,4 @@ def config_error(exc: ValidationError, *, where: str, flags: frozenset[str] = fr
     return one_line(exc, model=TransferConfig, where=where, flags=flags, noun="key")
 
 
-__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
+__all__ = ["EarlyStopRule"]
