@@ -13,14 +13,21 @@ from pathlib import Path
 import pytest
 
 from nrflab.core.errors import NrflabError
-from nrflab.experiments import planted
-from nrflab.report.document import verdict_line
+from nrflab.experiments.planted.settings import EVAL_FILE, FULL, QUICK, Settings
+from nrflab.experiments.reproduce import run_experiment
+from nrflab.report.document import Section, verdict_line
+from nrflab.runs.jobs import Execution
+
+
+def _run(out: Path, settings: Settings = QUICK, workers: int = 1) -> list[Section]:
+    """The planted experiment alone into ``out/planted``, as ``nrflab experiment planted`` runs it."""
+    return run_experiment("planted", out, settings=settings, execution=Execution(workers=workers, progress=False))
 
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list]:
     out = tmp_path_factory.mktemp("planted")
-    return out, planted.run(out, quick=True, progress=False)
+    return out, _run(out)
 
 
 @pytest.mark.slow
@@ -89,44 +96,45 @@ def test_verdicts_reach_the_sections(quick_run) -> None:
 @pytest.mark.slow
 def test_runs_record_reliance(quick_run) -> None:
     out, _ = quick_run
-    op = out / "runs" / f"sweep-a{planted.QUICK.a_n:g}-bn-s0"
+    op = out / "planted" / "runs" / f"sweep-a{QUICK.a_n:g}-bn-s0"
     with (op / "probes.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert rows and {"epoch", "step", "samples", "f_r", "f_n", "rho"} <= set(rows[0])
     assert float(rows[0]["step"]) == 0 and float(rows[-1]["step"]) > 0
     with (op / "metrics.csv").open() as fh:
         metrics = list(csv.DictReader(fh))
-    assert len(metrics) == planted.QUICK.epochs + 1 and "rho" in metrics[0]
+    assert len(metrics) == QUICK.epochs + 1 and "rho" in metrics[0]
     config = json.loads((op / "config.json").read_text())
     assert config["dataset"].startswith("planted:variant=redundant")
-    assert config["resolved"]["dataset"]["info"]["params"]["a_n"] == planted.QUICK.a_n
-    conflicting = json.loads((out / "runs" / "conflicting-none-s1" / planted.EVAL_FILE).read_text())
+    assert config["resolved"]["dataset"]["info"]["params"]["a_n"] == QUICK.a_n
+    conflicting = json.loads((out / "planted" / "runs" / "conflicting-none-s1" / EVAL_FILE).read_text())
     assert {"acc_y", "acc_y1", "rho"} <= set(conflicting["value"])
 
 
 @pytest.mark.slow
 def test_rerun_reuses_every_run(quick_run) -> None:
     out, sections = quick_run
-    before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoint.safetensors")}
-    again = planted.run(out, quick=True, progress=False)
-    after = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/checkpoint.safetensors")}
+    runs = out / "planted" / "runs"
+    before = {p: p.stat().st_mtime_ns for p in runs.glob("*/checkpoint.safetensors")}
+    again = _run(out)
+    after = {p: p.stat().st_mtime_ns for p in runs.glob("*/checkpoint.safetensors")}
     assert before == after and [s.title for s in again] == [s.title for s in sections]
 
 
 def test_settings_errors(tmp_path: Path) -> None:
     with pytest.raises(NrflabError, match="norms must include it and one more"):
-        planted.run(tmp_path, settings=planted.QUICK.model_copy(update={"norms": ("bn", "gn")}), progress=False)
+        _run(tmp_path, settings=QUICK.model_copy(update={"norms": ("bn", "gn")}))
     with pytest.raises(NrflabError, match="needs at least two seeds"):
-        planted.run(tmp_path, settings=planted.QUICK, seeds=(3,), progress=False)
+        _run(tmp_path, settings=Settings.model_validate({**QUICK.model_dump(), "seeds": [3]}))
 
 
 @pytest.mark.slow
 def test_workers_give_the_same_numbers(quick_run, tmp_path: Path) -> None:
     """A determinism check: the same measured numbers (not only the same labels) with two workers."""
     out, _ = quick_run
-    planted.run(tmp_path, settings=planted.QUICK, progress=False, workers=2)
-    for a in sorted((out / "runs").glob(f"*/{planted.EVAL_FILE}")):
-        b = tmp_path / "runs" / a.parent.name / planted.EVAL_FILE
+    _run(tmp_path, workers=2)
+    for a in sorted((out / "planted" / "runs").glob(f"*/{EVAL_FILE}")):
+        b = tmp_path / "planted" / "runs" / a.parent.name / EVAL_FILE
         x, y = json.loads(a.read_text())["value"], json.loads(b.read_text())["value"]
         assert x.keys() == y.keys()
         assert all((math.isnan(x[k]) and math.isnan(y[k])) or x[k] == y[k] for k in x), a.parent.name
@@ -138,11 +146,11 @@ def test_full_preset_plan() -> None:
     templates."""
     from nrflab.experiments.planted.runs import planted_runs
 
-    runs = planted_runs(planted.FULL)
-    assert len(runs) == 122 and len(planted.FULL.seeds) >= 5 and not {0, 1} & set(planted.FULL.seeds)
-    for a in {*planted.FULL.sweep, planted.FULL.a_n}:
-        assert {r.seed for r in runs if r.key == f"sweep-a{a:g}"} == set(planted.FULL.seeds)
-    op = [r for r in runs if r.key == f"sweep-a{planted.FULL.a_n:g}" and r.norm == "bn"]
+    runs = planted_runs(FULL)
+    assert len(runs) == 122 and len(FULL.seeds) >= 5 and not {0, 1} & set(FULL.seeds)
+    for a in {*FULL.sweep, FULL.a_n}:
+        assert {r.seed for r in runs if r.key == f"sweep-a{a:g}"} == set(FULL.seeds)
+    op = [r for r in runs if r.key == f"sweep-a{FULL.a_n:g}" and r.norm == "bn"]
     assert len({r.spec.sample_seed for r in op}) == len(op) and len({r.spec.seed for r in op}) == 1
     pair = [r for r in runs if r.key == "conflicting" and r.seed == op[0].seed]
     assert len({r.spec for r in pair}) == 1  # both normalizations of a seed see the same images

@@ -11,7 +11,7 @@ import typer
 from nrflab.cli.app import QUIET, WORKERS, app, out_option
 from nrflab.cli.console import print_sections, progress_bars
 from nrflab.cli.experiments import OUT_HELP
-from nrflab.cli.flags import EXPERIMENT_FLAGS, checked_overrides
+from nrflab.cli.flags import EXPERIMENT_FLAGS
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.experiments.overrides import Overrides
 
@@ -36,7 +36,7 @@ def demo(
 
     started = time.perf_counter()
     sets = (f"core.twins.eval_size={eval_size}",) if eval_size else ()
-    ov = checked_overrides(Overrides(**given, scale="quick" if quick else "cpu", assignments=sets))
+    ov = Overrides(**given, scale="quick" if quick else "cpu", assignments=sets).checked()
     execution = Execution(workers=workers, progress=progress_bars(quiet))
     result = reproduce(out=out, overrides=ov, only=None if full else ["core"], execution=execution)
     print_sections(result.sections)

@@ -12,11 +12,10 @@ import typer
 
 from nrflab.cli.app import QUIET, WORKERS, app, out_option
 from nrflab.cli.console import print_sections, progress_bars
-from nrflab.cli.flags import EXPERIMENT_FLAGS, checked_overrides
+from nrflab.cli.flags import EXPERIMENT_FLAGS
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.core.errors import NrflabError
 from nrflab.experiments.overrides import Overrides
-from nrflab.report.document import settle_verdicts, write_report
 
 OUT_HELP = "Output directory (runs, plots, report)."
 
@@ -40,13 +39,13 @@ def experiment(
 ) -> None:
     """Run one of the paper's experiments, on any dataset, architecture and device, and write its report."""
     from nrflab.experiments.overrides import settings_for
-    from nrflab.experiments.registry import ALIASES, select
-    from nrflab.experiments.reproduce import intro, run_chain
+    from nrflab.experiments.registry import select
+    from nrflab.experiments.reproduce import report_experiments
     from nrflab.runs.jobs import Execution
 
     started = time.perf_counter()
-    specs = select(name) if name in ALIASES else select([name])
-    ov = checked_overrides(Overrides(**{**given, **({"scale": "quick"} if quick else {})}))
+    specs = select([name])  # an alias (norms) stands for its experiments
+    ov = Overrides(**{**given, **({"scale": "quick"} if quick else {})}).checked()
     selected = [(spec, settings_for(spec, ov, strict=True, chain=[s.name for s in specs])) for spec in specs]
     if out is None and not show_settings:
         raise NrflabError("experiment needs --out DIR (the output directory)")
@@ -62,9 +61,10 @@ def experiment(
 
         typer.echo(plan_text(selected, out, overrides=ov, only=[s.name for s in specs]))
         return
-    result = run_chain(selected, out, Execution(workers=workers, progress=progress_bars(quiet)))
-    sections = settle_verdicts(result.sections)
-    md, html = write_report(out, f"nrflab experiment: {name}", sections, intro(ov.scale, selected))
-    print_sections(sections)
+    execution = Execution(workers=workers, progress=progress_bars(quiet))
+    result = report_experiments(selected, out, scale=ov.scale, title=f"nrflab experiment: {name}", execution=execution)
+    print_sections(result.sections)
+    assert result.report is not None
+    md, html = result.report
     typer.echo(f"report: {md} and {html} ({time.perf_counter() - started:.0f} s)")
     result.raise_for_failures()

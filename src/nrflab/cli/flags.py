@@ -16,7 +16,7 @@ from nrflab.cli.model_options import MEAN_HELP, STD_HELP, parse_channel_values
 from nrflab.cli.schema_flags import Flag, split_list
 from nrflab.core.errors import NrflabError
 from nrflab.core.validation import DEVICE_HELP
-from nrflab.experiments.overrides import Overrides, Recipe, read_recipe
+from nrflab.experiments.overrides import read_recipes
 from nrflab.features import KIND_DEFAULTS, LABEL_POLICIES
 
 
@@ -226,14 +226,10 @@ RECIPE_HELP = (
 BACKEND_HELP = "Where runs go: local (this machine, --workers processes) or ray (a Ray cluster, see --ray-address)."
 
 
-def _recipes(paths: Sequence[str]) -> tuple[Recipe, ...]:
-    return tuple(read_recipe(p) for p in paths)
-
-
 #: The flags every experiment command shares (the fields of ``experiments.overrides.Overrides``).
 EXPERIMENT_FLAGS = {
     "scale": Flag(help=SCALE_HELP),
-    "recipes": Flag(names=("--recipe",), help=RECIPE_HELP, parse=_recipes, repeat=True),
+    "recipes": Flag(names=("--recipe",), help=RECIPE_HELP, parse=read_recipes, repeat=True),
     "dataset": Flag(
         names=("--dataset", "-d"),
         help="Dataset name (e.g. cifar10, imagefolder:root=DIR) or built dataset directory; default: the "
@@ -309,21 +305,6 @@ SWEEP_EXECUTION_FLAGS = {
     "cpus_per_run": Flag(help="Ray backend: CPUs reserved per run."),
     "gpus_per_run": Flag(help="Ray backend: GPUs reserved per run (fractions share a GPU)."),
 }
-
-
-def checked_overrides(ov: Overrides) -> Overrides:
-    """The experiment flags, checked before anything runs: a known scale and architecture, epochs >= 1."""
-    from nrflab.experiments.spec import ALL_SCALES
-
-    if ov.scale not in ALL_SCALES:
-        raise NrflabError(f"unknown scale {ov.scale!r}; choose one of cpu, paper (or quick)")
-    if ov.arch is not None:
-        from nrflab.models import check_arch
-
-        check_arch(ov.arch)
-    if ov.epochs is not None and ov.epochs < 1:
-        raise NrflabError(f"--epochs must be >= 1, got {ov.epochs}")
-    return ov
 
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

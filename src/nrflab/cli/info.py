@@ -28,7 +28,7 @@ def list_choices(
         return
     from nrflab.attacks import attack_kind, list_attacks
     from nrflab.data import list_datasets
-    from nrflab.experiments.registry import EXPERIMENTS, list_experiments
+    from nrflab.experiments.registry import select
     from nrflab.models import ARCHS, NORMS, list_archs, list_norms, list_pretrained
 
     typer.echo("datasets:      " + ", ".join(list_datasets()) + ", or a directory built by `nrflab build-dataset`")
@@ -45,6 +45,6 @@ def list_choices(
         + "  (spec: KIND:eps=E,steps=N,step=S,random_start=1,restarts=R,targeted=1)"
     )
     typer.echo("experiments:")
-    for name in list_experiments():
-        typer.echo(f"  {name:<10} {EXPERIMENTS.get(name).summary}")
+    for spec in select(None):
+        typer.echo(f"  {spec.name:<10} {spec.summary}")
     typer.echo(f"pretrained:    {len(list_pretrained())} registered models (`nrflab list --pretrained`)")

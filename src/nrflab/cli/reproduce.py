@@ -11,7 +11,7 @@ import typer
 
 from nrflab.cli.app import QUIET, app, out_option, overwrite_option
 from nrflab.cli.console import print_sections, progress_bars
-from nrflab.cli.flags import EXECUTION_FLAGS, REPRODUCE_FLAGS, checked_overrides
+from nrflab.cli.flags import EXECUTION_FLAGS, REPRODUCE_FLAGS
 from nrflab.cli.schema_flags import Given, schema_command
 from nrflab.experiments.overrides import Overrides
 from nrflab.runs.jobs import Execution
@@ -48,7 +48,7 @@ def reproduce(
 
     execution = Execution(**run, progress=progress_bars(quiet))
     started = time.perf_counter()
-    ov = checked_overrides(Overrides(**given))
+    ov = Overrides(**given).checked()
     if dry_run:
         from nrflab.experiments.dryrun import dry_run as plan_text
         from nrflab.experiments.reproduce import resolve_chain

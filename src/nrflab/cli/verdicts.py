@@ -37,9 +37,7 @@ def claims(
 ) -> None:
     """List every claim nrflab judges: id, family, unit, minimum seeds and the judged quantity."""
     from nrflab.experiments.claims import list_claims
-    from nrflab.experiments.registry import experiments
     from nrflab.report.results import claims_table
 
-    experiments()  # importing the experiments declares their claims
     found = list_claims(pattern)
     typer.echo(claims_table(found) if found else f"no claim matches {pattern!r}")

@@ -100,8 +100,11 @@ def claims_of(experiment: str, **shared: object) -> Callable[..., Claim]:
 
 
 def list_claims(pattern: str | None = None) -> list[Claim]:
-    """Every declared claim (of the experiments imported so far), optionally filtered by a shell pattern on
-    the id ("core.*")."""
+    """Every claim of every installed experiment, optionally filtered by a shell pattern on the id ("core.*").
+    The experiments are imported first (each declares its claims when imported)."""
+    from nrflab.experiments.registry import discover
+
+    discover()
     return [CLAIMS.get(n) for n in CLAIMS.names(pattern)]
 
 

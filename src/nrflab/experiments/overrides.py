@@ -31,6 +31,7 @@ from nrflab.core.io import read_yaml_mapping
 from nrflab.core.logs import get_logger
 from nrflab.core.schema import one_line
 from nrflab.experiments.spec import ALL_SCALES, ExperimentSpec
+from nrflab.models import check_arch
 
 log = get_logger("experiments")
 
@@ -71,6 +72,16 @@ class Overrides:
         }
         return {k: v for k, v in values.items() if v is not None}
 
+    def checked(self) -> Overrides:
+        """These overrides, checked before anything runs: a known scale and architecture, epochs >= 1."""
+        if self.scale not in ALL_SCALES:
+            raise NrflabError(f"unknown scale {self.scale!r}; choose one of cpu, paper (or quick)")
+        if self.arch is not None:
+            check_arch(self.arch)
+        if self.epochs is not None and self.epochs < 1:
+            raise NrflabError(f"--epochs must be >= 1, got {self.epochs}")
+        return self
+
 
 @dataclass(frozen=True)
 class Assignment:
@@ -110,6 +121,11 @@ def packaged_recipe(name: str) -> list[Path]:
     if re.fullmatch(r"[a-z_]+/[a-z]+", text) and (PACKAGED_RECIPES / f"{text}.yaml").is_file():
         return [PACKAGED_RECIPES / f"{text}.yaml"]
     return []
+
+
+def read_recipes(paths: Sequence[str | Path]) -> tuple[Recipe, ...]:
+    """Every recipe file of ``paths`` (``--recipe``, repeatable), read and checked in order."""
+    return tuple(read_recipe(p) for p in paths)
 
 
 def read_recipe(path: str | Path) -> Recipe:
@@ -325,4 +341,4 @@ def settings_error(model: type[BaseModel], exc: ValidationError) -> str:
     return one_line(exc, model=model)
 
 
-__all__ = ["Overrides", "Recipe", "read_recipe", "settings_for"]
+__all__ = ["Overrides", "read_recipes", "settings_for"]

@@ -83,4 +83,4 @@ def select(only: str | Sequence[str] | None) -> list[ExperimentSpec]:
     return [spec for name, spec in found.items() if name in wanted]
 
 
-__all__ = ["ALIASES", "EXPERIMENTS", "experiments", "list_experiments", "select"]
+__all__ = ["select"]

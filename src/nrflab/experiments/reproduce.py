@@ -78,6 +78,8 @@ class ChainResult:
     seconds: float = 0.0
     #: The report's sections with their verdicts Holm-adjusted (set once the report is written).
     settled: list[Section] | None = None
+    #: The report written (``report.md``, ``report.html``), once it is.
+    report: tuple[Path, Path] | None = None
 
     @property
     def sections(self) -> list[Section]:
@@ -117,6 +119,24 @@ def run_chain(
     plans = plan_chain(selected, out, execution)  # bad recipes, devices, datasets: one line, nothing written
     with locked(out, what="experiment directory"):
         return _run_planned(selected, out, plans, execution)
+
+
+def report_experiments(
+    selected: Sequence[tuple[ExperimentSpec, BaseModel]],
+    out: Path,
+    *,
+    scale: str,
+    title: str,
+    execution: Execution = Execution(),
+) -> ChainResult:
+    """Run the selected experiments (their settings resolved) under ``out`` and write their report there:
+    ``report.md`` and ``report.html`` (``result.report``), the verdicts Holm-adjusted as the report states them
+    (``result.sections``). What ``nrflab experiment`` calls; failed experiments get a section saying so (check
+    ``result.failed``)."""
+    result = run_chain(selected, out, execution)
+    result.settled = settle_verdicts(result.sections)
+    result.report = write_report(out, title, result.settled, intro(scale, selected))
+    return result
 
 
 def _run_planned(
@@ -212,7 +232,7 @@ def reproduce(
             _settle(stash, result, out)
         sections = settle_verdicts([*result.sections, chain_section(result, overrides.scale, selected)])
         result.settled = sections[:-1]
-        write_report(out, title, sections, intro(overrides.scale, selected))
+        result.report = write_report(out, title, sections, intro(overrides.scale, selected))
         atomic_write_json(out / "reproduce.json", manifest(result, overrides, selected, execution))
     return result
 
@@ -317,4 +337,4 @@ def manifest(
     }
 
 
-__all__ = ["intro", "reproduce", "resolve_chain", "run_chain"]
+__all__ = ["report_experiments", "reproduce", "resolve_chain"]

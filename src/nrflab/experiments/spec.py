@@ -215,4 +215,4 @@ class ExperimentSpec:
         return Path(out) / home if home else Path(out)
 
 
-__all__ = ["ALL_SCALES"]
+__all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package

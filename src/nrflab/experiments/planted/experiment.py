@@ -4,11 +4,8 @@ like any other experiment's, and ``analyze`` judges the claims and writes the re
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
 
 from nrflab.core.errors import NrflabError
 from nrflab.experiments.engine import CallTask, Task
@@ -94,30 +91,6 @@ SPEC = register_experiment(
         ignores=("dataset", "data_root"),
     )
 )
-
-
-def run(
-    out_dir: Path,
-    *,
-    quick: bool = False,
-    seeds: Optional[Sequence[int]] = None,
-    settings: Optional[Settings] = None,
-    progress: bool = True,
-    workers: int = 1,
-) -> list[Section]:
-    """Train every planted run under ``out_dir`` itself (not ``out_dir/planted``) and return the report
-    sections: the experiment alone, through the same engine as in a chain (``seeds`` replace the settings')."""
-    from nrflab.experiments.reproduce import run_chain
-    from nrflab.runs.jobs import Execution
-
-    chosen = settings if settings is not None else (QUICK if quick else FULL)
-    if seeds is not None:
-        chosen = Settings.model_validate({**chosen.model_dump(), "seeds": list(seeds)})
-    result = run_chain(
-        [(dataclasses.replace(SPEC, home=""), chosen)], Path(out_dir), Execution(workers=workers, progress=progress)
-    )
-    result.raise_for_failures()
-    return result.sections
 
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
