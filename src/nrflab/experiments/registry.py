@@ -38,10 +38,11 @@ def register_experiment(spec: ExperimentSpec) -> ExperimentSpec:
 
 @cache
 def discover(package_name: str = _PACKAGE) -> tuple[str, ...]:
-    """Import every module of ``package_name`` once, so each experiment in it registers itself; the names of
-    the modules imported. An import error is raised, never skipped."""
+    """Import every module of ``package_name`` and of its subpackages once, so each experiment in it registers
+    itself (an experiment may be a package, as ``planted`` is); the names of the modules imported. An import
+    error is raised, never skipped."""
     package = importlib.import_module(package_name)
-    names = tuple(f"{package_name}.{info.name}" for info in pkgutil.iter_modules(package.__path__))
+    names = tuple(info.name for info in pkgutil.walk_packages(package.__path__, prefix=f"{package_name}."))
     for module_name in names:
         importlib.import_module(module_name)
     return names
