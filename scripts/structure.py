@@ -62,7 +62,8 @@ def measure(src: Path, *, function_limit: int = 60) -> Measures:
 DOCUMENTED_PATHS = {
     "nrflab.measure.metrics": {"accuracy", "robust_accuracy"},
     "nrflab.measure.ligs": {"ligs", "ligs_per_sample"},
-    "nrflab.measure.evaluation": {"evaluate_reference", "analyze_reference"},
+    "nrflab.measure.evaluation": {"evaluate_reference"},
+    "nrflab.measure.bn_analysis": {"analyze_reference"},
     "nrflab.measure.compare": {"compare_models"},
 }
 

@@ -14,12 +14,9 @@ from nrflab.cli.measuring import MEASURE_FLAGS, resolve_output_dir
 from nrflab.cli.model_options import FACTORY_ARG_OPTION, MODEL_HELP, WEIGHTS_HELP, one_model, with_factory_args
 from nrflab.cli.schema_flags import Flag, Given, schema_command
 from nrflab.core.errors import NrflabError
-from nrflab.core.io import atomic_write_json, atomic_write_text
-from nrflab.measure.evaluation import BnAnalysisSettings, analyze_subject, open_bn_analysis
-from nrflab.models.inspection import describe_model
+from nrflab.measure.bn_analysis import write_bn_analysis
+from nrflab.measure.evaluation import BnAnalysisSettings, open_bn_analysis
 
-RESULT_JSON = "bn_analysis.json"
-RESULT_MD = "bn_analysis.md"
 FLAGS = {**MEASURE_FLAGS, "variants": Flag(names=("--variant",))}
 del FLAGS["model"]
 
@@ -32,7 +29,7 @@ def bn_analysis(
     factory_arg: Optional[list[str]] = FACTORY_ARG_OPTION,
     out: Optional[Path] = out_option(
         None,
-        help=f"Output directory ({RESULT_JSON} and {RESULT_MD}); default: bn_analysis_<dataset> beside an nrflab "
+        help="Output directory (bn_analysis.json and bn_analysis.md); default: bn_analysis_<dataset> beside an nrflab "
         "checkpoint, else bn_analysis_<model>_<dataset> in the current directory.",
     ),
 ) -> None:
@@ -47,12 +44,9 @@ def bn_analysis(
     settings = BnAnalysisSettings.parse(given, where="bn-analysis options", flags=given)
     subject = open_bn_analysis(settings)
     folder = resolve_output_dir(out or subject.default_output("bn_analysis"))
-    for line in describe_model(subject.loaded):
+    for line in subject.describe():
         typer.echo(line)
-    result = analyze_subject(subject, settings, progress=sys.stderr.isatty())
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(folder / RESULT_JSON, result.to_dict())
-    atomic_write_text(folder / RESULT_MD, result.markdown())
+    result, (json_path, md_path) = write_bn_analysis(subject, settings, folder=folder, progress=sys.stderr.isatty())
     for line in result.summary_lines():
         typer.echo(line)
-    typer.echo(f"wrote {folder / RESULT_JSON} and {folder / RESULT_MD}")
+    typer.echo(f"wrote {json_path} and {md_path}")

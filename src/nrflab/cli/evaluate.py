@@ -14,10 +14,8 @@ from nrflab.cli.measuring import MEASURE_FLAGS, channels, resolve_json_output
 from nrflab.cli.model_options import FACTORY_ARG_OPTION, WEIGHTS_HELP, one_model, with_factory_args
 from nrflab.cli.schema_flags import Flag, Given, schema_command
 from nrflab.core.errors import NrflabError
-from nrflab.core.io import atomic_write_json, write_csv
-from nrflab.measure.evaluation import EvaluateSettings, evaluate_subject, open_evaluation
-from nrflab.measure.evaluation_csv import CSV_COLUMNS, STATE_DIR, csv_rows
-from nrflab.models.inspection import describe_model
+from nrflab.measure.evaluation import EvaluateSettings, open_evaluation
+from nrflab.measure.evaluation_files import write_evaluation
 
 FLAGS = {
     **MEASURE_FLAGS,
@@ -63,14 +61,11 @@ def evaluate(
     )
     if target.exists() and not overwrite:
         raise NrflabError(f"{target} exists: give --overwrite to replace it, or another --out")
-    for line in describe_model(subject.loaded):
+    for line in subject.describe():
         typer.echo(line)
-    state = target.parent / STATE_DIR
-    record = evaluate_subject(subject, settings, progress=sys.stderr.isatty(), state_dir=state)
+    record, (json_path, csv_path) = write_evaluation(subject, settings, target=target, progress=sys.stderr.isatty())
     if record.at_chance:
         typer.echo(f"warning: {record.at_chance}", err=True)
-    atomic_write_json(target, record.to_json())
-    write_csv(target.with_suffix(".csv"), csv_rows(record), list(CSV_COLUMNS))
     for line in record.summary_lines():
         typer.echo(line)
-    typer.echo(f"wrote {target} and {target.with_suffix('.csv').name}")
+    typer.echo(f"wrote {json_path} and {csv_path.name}")

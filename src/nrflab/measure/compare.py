@@ -20,6 +20,8 @@ is over the images every attack saw (the Markdown says so).
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +34,7 @@ from pydantic import Field
 from nrflab.core.columns import attack_title
 from nrflab.core.errors import NrflabError
 from nrflab.core.fmt import markdown_table, p_value
+from nrflab.core.io import atomic_write_json, atomic_write_text
 from nrflab.core.records import record, to_json
 from nrflab.core.stats import MIN_SEEDS, finite_mean, one_sample_test, paired_test
 from nrflab.measure.ensemble import ensemble_robust
@@ -39,6 +42,8 @@ from nrflab.measure.evaluation import MeasureSettings, Subject, build_attack, lo
 from nrflab.measure.framework import image_outcomes
 from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits
 
+#: What ``nrflab compare`` writes into its directory (:func:`write_comparison`).
+FILES = ("compare.json", "compare.csv", "compare.md")
 ENSEMBLE = "ensemble"
 """How the per-threat ensemble rows begin (``robust accuracy, ensemble, L2 eps 0.5``)."""
 
@@ -292,4 +297,39 @@ def compare_opened(
     )
 
 
-__all__ = ["CompareSettings", "compare_models", "compare_opened", "open_comparison"]
+def write_comparison(
+    subject: Subject,
+    side_a: Sequence[LoadedModel],
+    side_b: Sequence[LoadedModel],
+    s: CompareSettings,
+    *,
+    folder: Path,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> tuple[Comparison, tuple[Path, ...]]:
+    """Compare opened sides (:func:`open_comparison`) and write ``compare.json``, ``compare.csv`` (one row per
+    quantity) and ``compare.md`` into ``folder`` (created); AutoAttack keeps its resume state in
+    ``folder/autoattack-state``. An earlier comparison there is refused before anything runs unless
+    ``overwrite``. Returns the comparison and the paths written."""
+    paths = tuple(folder / name for name in FILES)
+    existing = [p for p in paths if p.exists()]
+    if existing and not overwrite:
+        raise NrflabError(f"{existing[0]} exists: give --overwrite to replace it, or another --out")
+    state = folder / "autoattack-state"  # an interrupted AutoAttack resumes from here
+    result = compare_opened(subject, side_a, side_b, s, progress=progress, state_dir=state)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(paths[0], to_json(result))
+    atomic_write_text(paths[1], _csv(result.csv_rows()))
+    atomic_write_text(paths[2], result.markdown())
+    return result, paths
+
+
+def _csv(rows: list[dict[str, object]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["quantity"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+__all__ = ["CompareSettings", "compare_models", "open_comparison", "write_comparison"]

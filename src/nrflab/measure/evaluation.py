@@ -26,8 +26,7 @@ from nrflab.core.schema import Schema
 from nrflab.core.validation import DEVICE_HELP, Seed, resolve_device
 from nrflab.data import DatasetBundle, limit_dataset, load_dataset
 from nrflab.data.defaults import PRESETS, preset_for
-from nrflab.measure.bn_shift import ADAPT_SAMPLES, adapt_to_shifts, parse_shift
-from nrflab.measure.bn_surgery import BnAnalysis, analyze_batchnorm
+from nrflab.measure.bn_shift import ADAPT_SAMPLES, parse_shift
 from nrflab.measure.bn_variants import VARIANTS
 from nrflab.measure.corruption_table import CorruptionReport
 from nrflab.measure.ensemble import ensemble_robust
@@ -36,7 +35,13 @@ from nrflab.measure.health import chance_warning
 from nrflab.measure.metrics import dataset_tensors
 from nrflab.measure.sanity import SanityReport, format_sanity, sanity_checks
 from nrflab.measure.spectrum import PerturbationSpectrum, perturbation_spectrum
-from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits, model_slug
+from nrflab.models.inspection import (
+    LoadedModel,
+    adopt_dataset_normalization,
+    check_model_fits,
+    describe_model,
+    model_slug,
+)
 from nrflab.models.references import load_model_reference
 
 #: The config an nrflab run records beside its model (``RunDir.CONFIG``; ``measure`` sits below ``runs``).
@@ -196,6 +201,10 @@ class Subject:
     def test_tensors(self, s: MeasureSettings) -> tuple[torch.Tensor, torch.Tensor]:
         """The test images measured: the seeded ``limit`` subset, in test-set order."""
         return dataset_tensors(limit_dataset(self.bundle.test, s.limit, s.seed))
+
+    def describe(self) -> list[str]:
+        """Lines about the model (what it is, its input normalization, its fingerprint), printed first."""
+        return describe_model(self.loaded)
 
 
 def default_dataset_of(loaded: LoadedModel) -> str | None:
@@ -442,59 +451,10 @@ def open_bn_analysis(s: BnAnalysisSettings) -> Subject:
     return open_subject(s, attacks=specs, flag="MODEL", batchnorm=True)
 
 
-def analyze_subject(subject: Subject, s: BnAnalysisSettings, *, progress: bool = False) -> BnAnalysis:
-    """BN surgery on an opened subject: every variant's framework row and its transfer to the original."""
-    chosen = s.chosen_variants()
-    x, y = subject.test_tensors(s)
-    calib = None
-    if "recalibrated" in chosen:
-        train_x, _ = dataset_tensors(subject.bundle.train)
-        order = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(s.seed))
-        calib = train_x[order[: s.calibration]]
-    result = analyze_batchnorm(
-        subject.loaded.module,
-        x,
-        y,
-        attacks=subject.attacks,
-        calibration_images=calib,
-        variants=chosen,
-        seed=s.seed,
-        batch_size=s.batch_size,
-        ligs_sigma=s.sigma if s.ligs else None,
-        num_classes=subject.bundle.num_classes,
-        dataset=subject.bundle.name,
-        model_info=subject.loaded.describe(),
-        progress=progress,
-    )
-    if not s.shift:
-        return result
-    train_x, _ = dataset_tensors(subject.bundle.train)
-    order = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(s.seed + 1))
-    shift = adapt_to_shifts(
-        subject.loaded.module,
-        x,
-        y,
-        adapt_images=train_x[order[: s.adapt_samples]],
-        shifts=s.shift,
-        n=s.adapt_samples,
-        seed=s.seed,
-        batch_size=s.batch_size,
-    )
-    return replace(result, shift=shift)
-
-
-def analyze_reference(s: BnAnalysisSettings, *, progress: bool = False) -> BnAnalysis:
-    """``nrflab bn-analysis`` in Python: open the model and data, run the surgery."""
-    return analyze_subject(open_bn_analysis(s), s, progress=progress)
-
-
 __all__ = [
     "BnAnalysisSettings",
     "EvaluateSettings",
-    "analyze_reference",
-    "analyze_subject",
     "evaluate_reference",
-    "evaluate_subject",
     "open_bn_analysis",
     "open_evaluation",
 ]
