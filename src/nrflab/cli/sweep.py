@@ -30,11 +30,11 @@ def sweep(
     quiet: bool = quiet_option("Only one line per finished run and the summary; no per-epoch lines."),
 ) -> None:
     """Train a recipe over a grid of settings; finished runs are skipped and interrupted ones resume."""
-    from nrflab.training.sweep import parse_grid, parse_sets, run_sweep, summary_table
+    from nrflab.training.sweep import run_sweep
 
     execution = Execution(**run, progress=False, verbose=not quiet)
-    result = run_sweep(config, parse_grid(grid), out, overrides=parse_sets(set_), execution=execution)
-    typer.echo(summary_table(result))
+    result = run_sweep(config, grid, out, overrides=set_, execution=execution)
+    typer.echo(result.table())
     typer.echo(f"summary: {result.out_dir / 'summary.csv'}")
     if result.failed:
         typer.echo(

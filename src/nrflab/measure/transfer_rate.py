@@ -30,6 +30,9 @@ SUCCESS = (
     "target prediction != true label; targeted: target predicts the target class)"
 )
 
+#: The two definitions, keyed as the transfer records name them (written into every record and summary).
+DEFINITIONS = {"eligible": ELIGIBLE, "transfer_success": SUCCESS}
+
 IN_BRIEF = (
     "the share of eligible examples (source right when clean and fooled by the attack, target right "
     "when clean) that fool the target"
@@ -96,4 +99,4 @@ def transfer_rate(
     return TransferRate(eligible=int(mask.sum()), successes=int(hits.sum()))
 
 
-__all__ = ["ELIGIBLE", "IN_BRIEF", "SUCCESS", "TransferRate", "fooled", "transfer_rate"]
+__all__ = ["DEFINITIONS", "IN_BRIEF", "TransferRate", "transfer_rate"]

@@ -236,12 +236,19 @@ INPUT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".npy", ".npz"
 INPUT_NAMES = ("dataset.json", "config.json", "config.yaml", "metrics.csv", "model.json")
 
 
+def is_input_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is named like a model, checkpoint, dataset shard, card or run record (by its name or
+    suffix): a file an output must never be written over."""
+    path = Path(path)
+    return path.name in INPUT_NAMES or path.suffix.lower() in INPUT_SUFFIXES
+
+
 def check_output_file(path: str | os.PathLike[str], *, what: str = "output file", suffix: str | None = None) -> Path:
     """Refuse an output *file* that would overwrite a model, checkpoint, dataset shard, card or run record."""
     path = Path(path)
     if path.is_dir():
         raise NrflabError(f"{what} {path} is a directory")
-    if path.name in INPUT_NAMES or path.suffix.lower() in INPUT_SUFFIXES:
+    if is_input_file(path):
         raise NrflabError(f"refusing to write {what} over {path}: it looks like a model, dataset or run file")
     if suffix is not None and path.suffix.lower() != suffix:
         raise NrflabError(f"{what} {path} must end in {suffix}")
@@ -432,14 +439,13 @@ def _short(value: object) -> str:
 
 
 __all__ = [
-    "INPUT_NAMES",
-    "INPUT_SUFFIXES",
     "RunDir",
     "RunStatus",
     "Stash",
     "check_output_file",
     "check_output_path",
     "config_diff",
+    "is_input_file",
     "locked",
     "pending_stash",
     "run_dir_of",

@@ -75,6 +75,10 @@ class SweepResult:
     def failed(self) -> list[RunRecord]:
         return [r for r in self.runs if r.status == "failed"]
 
+    def table(self) -> str:
+        """A Markdown table of the runs: grid values, status and the accuracy/LIGS columns."""
+        return summary_table(self)
+
 
 # ---------------------------------------------------------------------------------------------
 # Planning: grid expansion, names, up-front validation
@@ -224,14 +228,18 @@ def write_summary(out: Path, records: Sequence[RunRecord]) -> Path:
 
 def run_sweep(
     base: Mapping[str, Any] | str | Path | None,
-    grid: Mapping[str, Sequence[Any]],
+    grid: Mapping[str, Sequence[Any]] | Sequence[str],
     out_dir: str | Path,
     *,
-    overrides: Mapping[str, Any] | None = None,
+    overrides: Mapping[str, Any] | Sequence[str] | None = None,
     execution: Execution = Execution(progress=False, verbose=False),
 ) -> SweepResult:
     """Train every grid point under ``out_dir`` (skipping finished runs, resuming interrupted ones), as
-    :class:`TrainTask` jobs of the one executor."""
+    :class:`TrainTask` jobs of the one executor. ``grid`` and ``overrides`` are mappings, or the text the
+    command line takes (``["norm=bn,none", "seed=0,1"]``, ``["epochs=5"]``; see :func:`parse_grid`)."""
+    grid = grid if isinstance(grid, Mapping) else parse_grid(grid)
+    if overrides is not None and not isinstance(overrides, Mapping):
+        overrides = parse_sets(overrides)
     runs = plan_sweep(base, grid, overrides, remote=execution.backend == "ray")
     check_reachable(execution)
     out = check_output_path(out_dir, what="sweep directory")
@@ -368,4 +376,4 @@ def summary_table(result: SweepResult) -> str:
     return markdown_table(cols, rows)
 
 
-__all__ = ["parse_grid", "parse_sets", "run_sweep", "summary_table"]
+__all__ = ["run_sweep"]

@@ -36,7 +36,6 @@ from nrflab.core.validation import check_positive_int, check_seed, resolve_devic
 from nrflab.data import DatasetBundle
 from nrflab.measure.metrics import dataset_tensors
 from nrflab.measure.predict import predict
-from nrflab.measure.transfer_rate import fooled as attack_fooled
 from nrflab.measure.transfer_rate import transfer_rate
 from nrflab.models.inspection import first_line
 from nrflab.transfer.refs import DEFAULT_GROUP_KEYS, GroupKeys, ModelLike, ModelRef, OutsideModelOptions, resolve_model
@@ -259,8 +258,13 @@ def _craft(job: MatrixJob, ref: ModelRef, progress: bool) -> AdversarialSet:
 
 def _source_facts(ref: ModelRef, adv: AdversarialSet, job: MatrixJob) -> SourceFacts:
     correct = adv.source_clean_pred == job.y
-    fooled = correct & attack_fooled(adv.source_adv_pred, job.y, job.t if job.targeted else None)
-    n, k = int(correct.sum()), int(fooled.sum())
+    # white-box success is transfer to the source itself: right when clean and fooled by the attack
+    pred, adv_pred = adv.source_clean_pred, adv.source_adv_pred
+    targets = job.t if job.targeted else None
+    itself = transfer_rate(
+        source_clean=pred, source_adv=adv_pred, target_clean=pred, target_adv=adv_pred, labels=job.y, targets=targets
+    )
+    n, k = int(correct.sum()), itself.successes
     return SourceFacts(
         model=ref.info(),
         clean_accuracy=float(correct.float().mean()),

@@ -17,7 +17,8 @@ from typing import Any, Literal
 
 from nrflab.core.records import FLAT, Forward, json_key, record, to_json
 from nrflab.core.stats import mean_ci, wilson
-from nrflab.measure.transfer_rate import ELIGIBLE, SUCCESS, TransferRate
+from nrflab.measure.transfer_rate import DEFINITIONS as RATE_DEFINITIONS
+from nrflab.measure.transfer_rate import TransferRate
 
 Interval = tuple[float, float]
 """A 95 % interval ``(low, high)``; ``(nan, nan)`` when undefined."""
@@ -26,8 +27,7 @@ PairMetric = Literal["transfer_success", "target_accuracy"]
 
 DEFINITIONS: Mapping[str, str] = {
     "target_accuracy": "the target's accuracy (true labels) on all adversarial examples crafted on the source",
-    "eligible": ELIGIBLE,
-    "transfer_success": SUCCESS,
+    **RATE_DEFINITIONS,
     "whitebox_success": "among examples the source classifies correctly when clean, the fraction the attack "
     "fools on the source itself",
     "target_policy": "targeted attacks aim at (y+1) mod C ('next') or at a class drawn uniformly from the C-1 "

@@ -32,7 +32,7 @@ from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_save_tensors, atomic_write_json, load_tensors, read_json, read_metadata
 from nrflab.core.logs import get_logger
 from nrflab.core.records import to_json
-from nrflab.runs.rundir import INPUT_NAMES, INPUT_SUFFIXES, Stash, check_output_path, locked, pending_stash
+from nrflab.runs.rundir import Stash, check_output_path, is_input_file, locked, pending_stash
 from nrflab.transfer.refs import ModelRef
 from nrflab.transfer.results import PairNumbers, TransferSettings
 
@@ -107,7 +107,7 @@ def check_transfer_output(out: str | Path) -> Path:
     """Refuse an output directory that is (or holds) an input: a model or run file, a training run, a
     built dataset, or a directory holding other files. Reads only."""
     out = Path(out)
-    if out.is_file() and (out.suffix.lower() in INPUT_SUFFIXES or out.name in INPUT_NAMES):
+    if out.is_file() and is_input_file(out):
         raise NrflabError(
             f"refusing to write transfer results to {out}: it is a model, checkpoint or run file; "
             "--out must be a directory"

@@ -6,6 +6,5 @@ To add one: a module here with a loader decorated ``@register_dataset("name")``,
 Every loader turns any missing or corrupt file into a one-line ``NrflabError`` that names the file.
 """
 
-from nrflab.data.formats import cifar, idx, imagefolder, svhn
-
-__all__ = ["cifar", "idx", "imagefolder", "svhn"]
+# importing each format module registers its loaders; nothing here is a name to import
+from nrflab.data.formats import cifar, idx, imagefolder, svhn  # noqa: F401
