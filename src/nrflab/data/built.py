@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -24,6 +24,30 @@ _REQUIRED = ("kind", "complete", "num_images", "shards", "base_dataset", "label_
 
 def shard_name(index: int) -> str:
     return f"shard_{index:05d}.safetensors"
+
+
+@dataclass(frozen=True)
+class BuiltLayout:
+    """Where a built dataset's files are in its directory, and the format its card declares: what a writer
+    of built datasets (``nrflab build-dataset``) needs so that :func:`read_card` reads its output."""
+
+    directory: Path
+    #: The ``format`` a dataset card declares.
+    FORMAT: ClassVar[str] = CARD_FORMAT
+
+    @property
+    def card(self) -> Path:
+        """The dataset card (``dataset.json``)."""
+        return self.directory / CARD_FILE
+
+    def shard(self, index: int) -> Path:
+        """Shard ``index`` (0-based) of the images."""
+        return self.directory / shard_name(index)
+
+    @staticmethod
+    def shard_names(count: int) -> list[str]:
+        """The file names of ``count`` shards, in order (the card lists them)."""
+        return [shard_name(i) for i in range(count)]
 
 
 @dataclass(frozen=True)
@@ -158,4 +182,4 @@ def load_built_dataset(path: str | os.PathLike[str]) -> DatasetBundle:
     )
 
 
-__all__ = ["CARD_FILE", "CARD_FORMAT", "is_built_dataset", "load_built_arrays", "read_card", "shard_name"]
+__all__ = ["BuiltLayout", "is_built_dataset", "load_built_arrays", "read_card"]

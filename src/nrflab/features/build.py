@@ -19,7 +19,7 @@ from nrflab.core.errors import NrflabError
 from nrflab.core.io import atomic_save_tensors, atomic_write_json, read_json, read_metadata
 from nrflab.core.logs import get_logger
 from nrflab.core.validation import resolve_device
-from nrflab.data.built import CARD_FILE, CARD_FORMAT, shard_name
+from nrflab.data.built import BuiltLayout
 from nrflab.features.builder import BuildInputs, ShardBuilder, prepare_inputs
 from nrflab.features.settings import INVERSION_KINDS, KIND_DESCRIPTIONS, LABEL_POLICY_DOC, BuildSettings, make_settings
 from nrflab.features.source import Source, load_source
@@ -61,7 +61,7 @@ def _identity(settings: BuildSettings, inputs: BuildInputs, source: Source) -> B
 
 def _claim(out: Path, identity: BuildIdentity, resume: bool, overwrite: bool) -> Stash | None:
     """Under the lock: decide whether the directory may be written; move an old build aside for overwrite."""
-    card_path = out / CARD_FILE
+    card_path = BuiltLayout(out).card
     entries = [p for p in out.iterdir() if not p.name.startswith(".")] if out.is_dir() else []
     if not entries:
         return None
@@ -127,7 +127,7 @@ def _summarize(kind: str, stats: list[dict[str, float]]) -> dict[str, float]:
 def _recorded_step(out: str | os.PathLike[str]) -> float | None:
     """The step size a build at ``out`` recorded in its card (None: no readable card), so that resuming it
     without ``--step-size`` keeps the step it was started with, whatever the default rule is today."""
-    card_path = Path(out) / CARD_FILE
+    card_path = BuiltLayout(Path(out)).card
     if not card_path.is_file():
         return None
     try:
@@ -210,7 +210,7 @@ def _card(
 ) -> dict[str, object]:
     """The dataset card (dataset.json) as first written: everything but the sanity numbers, not complete."""
     return {
-        "format": CARD_FORMAT,
+        "format": BuiltLayout.FORMAT,
         "format_version": 1,
         "kind": settings.kind,
         "description": KIND_DESCRIPTIONS[settings.kind],
@@ -218,7 +218,7 @@ def _card(
         "num_images": inputs.count,
         "num_shards": num_shards,
         "shard_size": settings.shard_size,
-        "shards": [shard_name(i) for i in range(num_shards)],
+        "shards": BuiltLayout.shard_names(num_shards),
         "dtype": settings.dtype,
         "quantization": "images rounded to the nearest 1/255 (part of a small perturbation may be lost); "
         "sanity numbers are measured on the stored images"
@@ -275,7 +275,7 @@ def _build(
 ) -> BuildResult:
     num_shards = math.ceil(inputs.count / settings.shard_size)
     card = _card(settings, src, inputs, identity, batch_size=batch_size, num_shards=num_shards)
-    atomic_write_json(out / CARD_FILE, card)
+    atomic_write_json(BuiltLayout(out).card, card)
     if stash is not None:
         stash.commit()
     builder = ShardBuilder(settings, src.model, inputs, bundle.num_classes, batch_size)
@@ -284,7 +284,7 @@ def _build(
     built: list[int] = []
     if resume:
         all_stats = [
-            _existing_shard_stats(out / shard_name(i), digest, _shard_len(settings, inputs.count, i))
+            _existing_shard_stats(BuiltLayout(out).shard(i), digest, _shard_len(settings, inputs.count, i))
             for i in range(num_shards)
         ]
     done = sum(_shard_len(settings, inputs.count, i) for i in range(num_shards) if all_stats[i] is not None)
@@ -304,14 +304,14 @@ def _build(
             tensors, stats = builder.build(i, bar)
             count = str(tensors["labels"].shape[0])
             meta = {"settings_digest": digest, "shard": str(i), "num_images": count, "stats": json.dumps(stats)}
-            atomic_save_tensors(out / shard_name(i), tensors, meta)
+            atomic_save_tensors(BuiltLayout(out).shard(i), tensors, meta)
             all_stats[i] = stats
             built.append(i)
             if on_shard is not None:
                 on_shard(i, num_shards)
     card["sanity"] = sanity = _summarize(settings.kind, [s for s in all_stats if s is not None])
     card["complete"] = True
-    atomic_write_json(out / CARD_FILE, card)
+    atomic_write_json(BuiltLayout(out).card, card)
     log.info(
         f"built {settings.kind}: {inputs.count} images in {num_shards} shard(s) at {out}; "
         + ", ".join(f"{k} {v:.3f}" for k, v in sanity.items() if isinstance(v, float))

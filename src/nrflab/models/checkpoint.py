@@ -54,6 +54,13 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def has_model_config(path: str | os.PathLike[str]) -> bool:
+    """Whether the weights file ``path`` carries its model config (in its metadata or a JSON sidecar), so that
+    :func:`load_model_config` can read it. Reads only the metadata."""
+    path = Path(path)
+    return CONFIG_META_KEY in read_metadata(path) or path.with_suffix(".json").is_file()
+
+
 def load_model_config(path: str | os.PathLike[str]) -> ModelConfig:
     """The ModelConfig stored with a checkpoint (metadata first, then the JSON sidecar)."""
     path = resolve_checkpoint(path)
@@ -81,4 +88,4 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu")
     return model.to(device).eval()
 
 
-__all__ = ["CONFIG_META_KEY", "load_model", "load_model_config", "load_state", "save_model"]
+__all__ = ["has_model_config", "load_model", "load_model_config", "load_state", "save_model"]

@@ -27,7 +27,7 @@ from torch import nn
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_metadata
-from nrflab.models.checkpoint import CONFIG_META_KEY, load_model, load_model_config
+from nrflab.models.checkpoint import has_model_config, load_model, load_model_config
 from nrflab.models.inspection import weights_fingerprint
 from nrflab.runs.rundir import RunDir, run_dir_of
 from nrflab.transfer.results import ModelInfo
@@ -155,7 +155,7 @@ def is_nrflab_model_file(path: Path) -> bool:
     """Whether ``path`` is a model file nrflab wrote (safetensors with its model config)."""
     if path.suffix != ".safetensors" or not path.is_file():
         return False
-    return CONFIG_META_KEY in read_metadata(path) or path.with_suffix(".json").is_file()
+    return has_model_config(path)
 
 
 def resolve_model(
