@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import sys
 from pathlib import Path
-from typing import Optional, cast
+from typing import Optional
 
 import typer
 
 from nrflab.cli.app import app, out_option
-from nrflab.core.errors import NrflabError
-from nrflab.core.validation import SEED_MAX, resolve_device
-from nrflab.measure.fourier import PRECISIONS, Precision
-from nrflab.models.inspection import model_slug
+from nrflab.core.validation import SEED_MAX
 
 
 @app.command()
@@ -34,44 +29,27 @@ def fourier(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
     """Error rate of each model under a perturbation along every Fourier basis image, as centred heat maps."""
-    for bad, text in (
-        (not (eps > 0 and math.isfinite(eps)), f"--eps must be > 0 and finite, got {eps}"),
-        (limit < 1, f"--limit must be >= 1, got {limit}"),
-        (precision not in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"),
-    ):
-        if bad:
-            raise NrflabError(text)
-    from nrflab.data import limit_dataset, load_dataset
-    from nrflab.measure.fourier import fourier_heat_map
-    from nrflab.measure.metrics import dataset_tensors
-    from nrflab.models.inspection import check_model_fits
-    from nrflab.models.references import load_model_reference
+    from nrflab.measure.fourier_models import heat_maps_of
     from nrflab.report.fourier_plots import write_heat_maps
 
-    dev = resolve_device(device)
-    loaded = [load_model_reference(m, device=dev) for m in models]
-    bundle = load_dataset(dataset, root=data_root, download=download)
-    for model in loaded:
-        check_model_fits(model, num_classes=bundle.num_classes, input_shape=bundle.input_shape, dataset=bundle.name)
-    x, y = dataset_tensors(limit_dataset(bundle.test, limit, seed))
-    slugs = [f"{i + 1}-{model_slug(m)}" if len(loaded) > 1 else model_slug(m) for i, m in enumerate(loaded)]
-    maps = []
-    for model, slug in zip(loaded, slugs):
-        print(f"fourier: {model.name} on {len(y)} images of {bundle.name}", file=sys.stderr)
-        heat_map = fourier_heat_map(
-            model.module,
-            x,
-            y,
-            eps=eps,
-            name=model.name,
-            per_channel=per_channel,
-            seed=seed,
-            batch_size=batch_size,
-            precision=cast(Precision, precision),
-            freeze=freeze,
-            stride=stride,
-            progress=True,
-        )
+    slugs, maps = [], []
+    for slug, heat_map in heat_maps_of(
+        models,
+        dataset=dataset,
+        eps=eps,
+        limit=limit,
+        seed=seed,
+        per_channel=per_channel,
+        precision=precision,
+        batch_size=batch_size,
+        stride=stride,
+        freeze=freeze,
+        data_root=data_root,
+        download=download,
+        device=device,
+        progress=True,
+    ):
+        slugs.append(slug)
         maps.append(heat_map)
         worst = max(max(row) for row in heat_map.error)
         typer.echo(f"{slug}: clean error {100 * heat_map.clean_error:.1f} %, worst frequency {100 * worst:.1f} %")

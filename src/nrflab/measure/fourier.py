@@ -31,7 +31,7 @@ from nrflab.measure.spectrum import centred_frequencies
 Precision = Literal["float32", "bfloat16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 
-__all__ = ["FourierHeatMap", "PRECISIONS", "Precision", "fourier_heat_map"]
+__all__ = ["FourierHeatMap", "fourier_heat_map"]
 
 
 def half_spectrum(height: int, width: int) -> list[tuple[int, int]]:
