@@ -280,7 +280,8 @@ def check_evaluation(device: torch.device, report: Callable[[str, bool, str], No
     from nrflab.core import accel
     from nrflab.data import load_dataset
     from nrflab.models import create_model
-    from nrflab.training import EvalSet, evaluate_epoch, make_config
+    from nrflab.training import make_config
+    from nrflab.training.evaluation import EvalSet, evaluate_epoch
 
     bundle = load_dataset("mnist5k")
     cfg = make_config(

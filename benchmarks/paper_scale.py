@@ -46,7 +46,8 @@ from nrflab.core.validation import resolve_device
 from nrflab.features import build_dataset
 from nrflab.models import create_model
 from nrflab.models.checkpoint import save_model
-from nrflab.training import EvalSet, evaluate_epoch, make_config, train
+from nrflab.training import make_config, train
+from nrflab.training.evaluation import EvalSet, evaluate_epoch
 
 PAPER_TRAIN = 50_000
 PAPER_TEST = 10_000

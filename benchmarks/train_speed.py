@@ -121,7 +121,7 @@ def trainer_speed(case: Case, st: Settings, out: Path) -> float:
 
 def plain_speed(case: Case, st: Settings) -> float:
     """Images/s of the simplest loop: shuffle, slice, convert, forward, loss, backward, SGD step."""
-    from nrflab.training import augment_batch
+    from nrflab.training.augment import augment_batch
 
     b = case.bundle
     model, opt, forward = build(case, st)

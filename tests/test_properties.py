@@ -18,7 +18,9 @@ from nrflab.core.stats import judge, mean_ci, paired_ci, wilson
 from nrflab.data.base import class_balanced_split
 from nrflab.data.formats.imagefolder import _fraction_split
 from nrflab.features import quantize
-from nrflab.training import augment_batch, augment_batch_reference, lr_at, make_config
+from nrflab.training import make_config
+from nrflab.training.augment import augment_batch, augment_batch_reference
+from nrflab.training.schedule import lr_at
 from nrflab.training.sweep import run_name
 
 finite = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)

@@ -25,6 +25,8 @@ from nrflab.data import DatasetBundle, load_dataset
 from nrflab.models import checkpoint as ckpt
 from nrflab.models.checkpoint import load_model
 from nrflab.runs.rundir import RunStatus
+from nrflab.training.evaluation import metrics_columns
+from nrflab.training.schedule import lr_at
 
 torch.set_num_threads(1)
 
@@ -81,7 +83,7 @@ def test_smoke_run_writes_a_complete_run_directory(reference, tiny):
     out, cfg = reference.run_dir, reference.config
     with (out / "metrics.csv").open(newline="") as fh:
         header = next(csv.reader(fh))
-    assert header == T.metrics_columns(cfg)
+    assert header == metrics_columns(cfg)
     rows = T.read_metrics(out)
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     assert math.isnan(rows[0]["train_loss"]) and all(math.isfinite(r["train_loss"]) for r in rows[1:])
@@ -89,7 +91,7 @@ def test_smoke_run_writes_a_complete_run_directory(reference, tiny):
     # The recorded lr is the one of each epoch's last step.
     steps = math.ceil(256 / cfg.batch_size)
     for r in rows[1:]:
-        assert r["lr"] == pytest.approx(T.lr_at(cfg, int(r["epoch"]) - 1, steps - 1, steps), rel=1e-5)
+        assert r["lr"] == pytest.approx(lr_at(cfg, int(r["epoch"]) - 1, steps - 1, steps), rel=1e-5)
 
     recorded = json.loads((out / "config.json").read_text())
     assert {k: recorded[k] for k in cfg.model_dump()} == json.loads(cfg.model_dump_json())
@@ -268,11 +270,11 @@ def test_cli_config_file_with_flag_overrides(tmp_path, capsys):
 
 def test_lr_schedules_follow_their_definitions():
     multi = T.make_config(lr=0.1, schedule="multistep", milestones=[2, 4], epochs=6)
-    assert [T.lr_at(multi, e, 0, 10) for e in range(6)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
-    assert T.lr_at(multi, 1, 9, 10) == 0.1  # constant within an epoch
+    assert [lr_at(multi, e, 0, 10) for e in range(6)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+    assert lr_at(multi, 1, 9, 10) == 0.1  # constant within an epoch
 
     one = T.make_config(lr=0.1, schedule="onecycle", epochs=10)
-    lrs = [T.lr_at(one, e, s, 10) for e in range(10) for s in range(10)]
+    lrs = [lr_at(one, e, s, 10) for e in range(10) for s in range(10)]
     peak = lrs.index(max(lrs))
     assert lrs[0] == pytest.approx(0.1 / 25) and max(lrs) == pytest.approx(0.1) and peak == 30
     assert all(a < b for a, b in zip(lrs[:peak], lrs[1 : peak + 1]))
@@ -280,12 +282,12 @@ def test_lr_schedules_follow_their_definitions():
     assert lrs[-1] < 0.1 / 1000 and lrs[-1] > 0.1 / 1e4
 
     cos = T.make_config(lr=0.1, schedule="cosine", epochs=4)
-    lrs = [T.lr_at(cos, e, s, 5) for e in range(4) for s in range(5)]
+    lrs = [lr_at(cos, e, s, 5) for e in range(4) for s in range(5)]
     assert lrs[0] == pytest.approx(0.1) and lrs[10] == pytest.approx(0.05)
     assert all(a > b for a, b in zip(lrs, lrs[1:])) and lrs[-1] < 0.002
 
     const = T.make_config(lr=0.3, schedule="constant", epochs=4)
-    assert {T.lr_at(const, e, 3, 5) for e in range(4)} == {0.3}
+    assert {lr_at(const, e, 3, 5) for e in range(4)} == {0.3}
 
 
 def test_keep_checkpoints_keeps_every_nth_epoch_including_zero(tiny, tmp_path):
@@ -319,14 +321,14 @@ def test_plot_command_writes_valid_png_and_svg(reference, tiny, tmp_path, capsys
 
 def test_shifted_label_accuracy_is_recorded(tiny, tmp_path):
     result = run(config(epochs=1, eval_shifted_labels=True, ligs=False), tmp_path / "run", tiny)
-    assert "shifted_acc" in T.metrics_columns(result.config)
+    assert "shifted_acc" in metrics_columns(result.config)
     rows = T.read_metrics(result.run_dir)
     x, y = tiny.test.tensors()
     with torch.no_grad():
         pred = result.model.eval()(x).argmax(1)
     assert rows[-1]["shifted_acc"] == pytest.approx(float((pred == (y + 1) % 10).float().mean()), abs=1e-6)
     assert rows[-1]["clean_acc"] == pytest.approx(float((pred == y).float().mean()), abs=1e-6)
-    assert "shifted_acc" not in T.metrics_columns(config())
+    assert "shifted_acc" not in metrics_columns(config())
 
 
 def test_train_or_reuse_reuses_the_same_recipe_and_refuses_another(tmp_path, logged):

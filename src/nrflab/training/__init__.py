@@ -9,10 +9,7 @@ Training with per-epoch robustness records: clean accuracy, robust accuracy, LIG
 ``trainer`` (the loop, checkpoints, resume). A run directory's layout lives in :mod:`nrflab.runs.rundir`.
 """
 
-from nrflab.training.augment import augment_batch, augment_batch_reference
 from nrflab.training.config import TrainConfig, load_config_file, make_config
-from nrflab.training.evaluation import EvalSet, evaluate_epoch, metrics_columns
-from nrflab.training.schedule import lr_at
 from nrflab.training.trainer import (
     NonFiniteLoss,
     Trainer,
@@ -25,18 +22,12 @@ from nrflab.training.trainer import (
 )
 
 __all__ = [
-    "EvalSet",
     "NonFiniteLoss",
     "TrainConfig",
     "TrainResult",
     "Trainer",
-    "augment_batch",
-    "augment_batch_reference",
-    "evaluate_epoch",
     "load_config_file",
-    "lr_at",
     "make_config",
-    "metrics_columns",
     "read_metrics",
     "read_run_config",
     "run_status",
