@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -35,7 +34,7 @@ from nrflab.experiments.evidence import (
     strongest_note,
 )
 from nrflab.experiments.frequency import CORE_CLAIM, LENS_TITLE, FrequencyLens, heat_map_tasks, section
-from nrflab.experiments.guard import Health, check, health, named
+from nrflab.experiments.guard import Health, check, healths
 from nrflab.experiments.registry import register_experiment
 from nrflab.experiments.spec import (
     CPU_MODEL,
@@ -271,8 +270,7 @@ VIEW = "the fixed clean test images, paper protocol"
 
 def twin_health(norm: str, runs: Sequence[str], outcomes: Sequence[Outcomes], *, num_classes: int) -> list[Health]:
     """Per-seed health of one twin on the claims' view (its final model on the fixed test images)."""
-    found = [health(norm, r, o, num_classes=num_classes) for r, o in zip(runs, outcomes, strict=True)]
-    return named(f"{norm_title(norm)} twin", [replace(h, view=VIEW) for h in found])
+    return healths(f"{norm_title(norm)} twin", runs, outcomes, num_classes=num_classes, view=VIEW)
 
 
 def claims(

@@ -26,7 +26,7 @@ from nrflab.experiments.features_claims import (
 )
 from nrflab.experiments.features_plan import final_attack, needed_sets, twin_stage, twin_tasks
 from nrflab.experiments.features_settings import SET_TITLES, FeaturesSettings
-from nrflab.experiments.guard import Health, health, named
+from nrflab.experiments.guard import Health, healths
 from nrflab.experiments.spec import AnalysisContext
 from nrflab.measure.predict import BATCH_STATS, PAPER, Protocol, get_protocol
 from nrflab.report.document import Section, verdict_line
@@ -70,13 +70,8 @@ class Twins:
 
     def health(self, kind: str, norm: str, protocol: Protocol) -> list[Health]:
         name = f"{norm_title(norm)} twin on {SET_TITLES[kind]}"
-        return named(
-            name,
-            [
-                health(name, self.run(kind, norm, sd), o, num_classes=self.C)
-                for sd, o in zip(self.s.seeds, self.outcomes(kind, norm, protocol), strict=True)
-            ],
-        )
+        runs = [self.run(kind, norm, sd) for sd in self.s.seeds]
+        return healths(name, runs, self.outcomes(kind, norm, protocol), num_classes=self.C)
 
 
 def robust_titles(attacks: list[str]) -> list[str]:

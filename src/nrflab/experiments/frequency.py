@@ -34,7 +34,7 @@ from nrflab.experiments.analysis import norm_title
 from nrflab.experiments.claims import Claim, judge_claim, register_claim
 from nrflab.experiments.engine import CallTask
 from nrflab.experiments.evidence import Outcomes, compare_scalars
-from nrflab.experiments.guard import check, health, named
+from nrflab.experiments.guard import check, healths
 from nrflab.measure.fourier import FourierHeatMap, fourier_heat_map
 from nrflab.measure.health import Health
 from nrflab.measure.predict import PAPER
@@ -212,8 +212,7 @@ def share(measured: Measured, lens: FrequencyLens) -> float:
 
 def guarded(name: str, runs: Sequence[str], found: Sequence[Measured], *, num_classes: int) -> list[Health]:
     """Per-seed health of one model group on the heat map's view."""
-    per = [health(name, r, m.outcomes, num_classes=num_classes) for r, m in zip(runs, found, strict=True)]
-    return named(name, [replace(h, view=VIEW) for h in per])
+    return healths(name, runs, [m.outcomes for m in found], num_classes=num_classes, view=VIEW)
 
 
 def judge(

@@ -54,6 +54,15 @@ def health(name: str, run_dir: str | Path, outcomes: Outcomes, *, num_classes: i
     )
 
 
+def healths(
+    name: str, runs: Sequence[str | Path], outcomes: Sequence[Outcomes], *, num_classes: int, view: str = ""
+) -> list[Health]:
+    """Per-seed health of one model group (runs aligned with their outcomes), named ``name`` (see :func:`named`),
+    on ``view`` (the claim's view as reports name it; "": the clean test images under the outcomes' protocol)."""
+    found = [health(name, r, o, num_classes=num_classes) for r, o in zip(runs, outcomes, strict=True)]
+    return named(name, [replace(h, view=view) for h in found])
+
+
 def named(name: str, healths: Sequence[Health]) -> list[Health]:
     """Per-seed health records named ``name`` (``name (run k)`` when there are several)."""
     if len(healths) == 1:

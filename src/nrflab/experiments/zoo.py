@@ -9,7 +9,6 @@ run once; each reads the evaluations it needs (cached in the run directories).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Optional, Protocol
 
@@ -33,7 +32,7 @@ from nrflab.experiments.evidence import (
     strongest_note,
 )
 from nrflab.experiments.frequency import FrequencyLens
-from nrflab.experiments.guard import Health, health, named
+from nrflab.experiments.guard import Health, healths
 from nrflab.experiments.spec import (
     CPU_MODEL,
     PAPER_MODEL,
@@ -283,12 +282,8 @@ class Zoo:
 
     def health(self, kind: str, norm: str, name: str) -> list[Health]:
         """Per-seed health of one model on the claims' view (its final model on the fixed test images)."""
-        return named(
-            name,
-            [
-                replace(health(name, r, o, num_classes=self.bundle.num_classes), view=VIEW)
-                for r, o in zip(self.run_dirs(kind, norm), self.outcomes(kind, norm), strict=True)
-            ],
+        return healths(
+            name, self.run_dirs(kind, norm), self.outcomes(kind, norm), num_classes=self.bundle.num_classes, view=VIEW
         )
 
     def final_attacks(self) -> list[str]:
