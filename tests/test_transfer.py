@@ -502,9 +502,10 @@ def test_cli_recipe(tmp_path, zoo):
 
 
 def test_experiment_quick(tmp_path):
-    from nrflab.experiments.transfer import run
+    from nrflab.experiments.reproduce import run_experiment
+    from nrflab.runs.jobs import Execution
 
-    sections = run(tmp_path, quick=True, progress=False)
+    sections = run_experiment("transfer", tmp_path, scale="quick", execution=Execution(progress=False))
     assert len(sections) == 3
     assert "| source group |" in sections[0].markdown and sections[0].images
     assert all(Path(p).is_file() for s in sections for p in s.images)

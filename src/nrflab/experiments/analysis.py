@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from nrflab.attacks import parse_attack
+from nrflab.core.columns import attack_title
+from nrflab.core.fmt import markdown_table, num, pct, spread
 from nrflab.core.seeds import seeded_subset
 from nrflab.core.stats import finite_mean
 from nrflab.data import DatasetBundle, load_dataset
+from nrflab.experiments.evidence import Outcomes, robust_under
+from nrflab.measure.ensemble import group_by_threat
 from nrflab.measure.metrics import dataset_tensors
 
 if TYPE_CHECKING:
@@ -52,14 +58,32 @@ def tensor_mean(values: object) -> float:
     return finite_mean(values.double()) if isinstance(values, torch.Tensor) else math.nan
 
 
+def outcome_table(groups: Mapping[str, Sequence[Outcomes]], attacks: Sequence[str], *, framework: bool = False) -> str:
+    """Clean accuracy, robust accuracy per attack and per threat's ensemble (threats with several attacks), and
+    LIGS per group of per-seed outcomes (name -> outcomes), as mean (min to max) over seeds. ``framework``: the
+    columns in the framework's words (usefulness, robust usefulness, robustness) with a column of seed counts."""
+    labels = [parse_attack(a).label for a in attacks]
+    threats = [t for t, members in group_by_threat(attacks).items() if len(members) > 1]
+    robust = "robust usefulness ({})" if framework else "robust acc {}"
+    header = (
+        (["model", "seeds", "usefulness (clean acc)"] if framework else ["model", "clean acc"])
+        + [robust.format(attack_title(lab)) for lab in labels]
+        + [robust.format(t.title) for t in threats]
+        + ["robustness (LIGS)" if framework else "LIGS"]
+    )
+    rows = [
+        [name, *([len(o)] if framework else []), spread([v.accuracy() for v in o], pct)]
+        + [spread([tensor_mean(v.robust_correct(lab)) for v in o], pct) for lab in labels]
+        + [spread([tensor_mean(robust_under(v, attacks, t)) for v in o], pct) for t in threats]
+        + [spread([tensor_mean(v.ligs) for v in o], num)]
+        for name, o in groups.items()
+    ]
+    return markdown_table(header, rows)
+
+
 def settings_text(settings: Any) -> str:
     """The settings as one line of ``key=value`` (stages as their set fields)."""
-    parts = []
-    for key, value in settings.model_dump(exclude_none=True).items():
-        if isinstance(value, dict):
-            value = "{" + ", ".join(f"{k}: {_short(v)}" for k, v in value.items() if v is not None) + "}"
-        parts.append(f"{key}={_short(value)}")
-    return ", ".join(parts)
+    return ", ".join(f"{key}={_short(value)}" for key, value in settings.model_dump(exclude_none=True).items())
 
 
 def _short(value: Any) -> str:

@@ -14,12 +14,11 @@ from typing import Optional
 
 from pydantic import Field
 
-from nrflab.attacks import parse_attack
-from nrflab.core.columns import LIGS, attack_title
-from nrflab.core.fmt import markdown_table, num, pct, spread
+from nrflab.core.columns import LIGS
+from nrflab.core.fmt import num, pct
 from nrflab.core.stats import Verdict
 from nrflab.data.defaults import MNIST_EVAL_ATTACKS, PAPER_EVAL_ATTACKS, PAPER_FINAL_ATTACKS, final_attacks_for
-from nrflab.experiments.analysis import load_bundle, norm_title, tensor_mean, test_images
+from nrflab.experiments.analysis import load_bundle, norm_title, outcome_table, test_images
 from nrflab.experiments.claims import claims_of, judge_claim
 from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import (
@@ -48,7 +47,6 @@ from nrflab.experiments.spec import (
     Stage,
     paper_stage,
 )
-from nrflab.measure.ensemble import group_by_threat
 from nrflab.measure.predict import PAPER
 from nrflab.report.document import Section, verdict_line
 from nrflab.report.plots import plot_runs
@@ -229,7 +227,7 @@ def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
         f"Claim 4's fall: per-epoch LIGS at epoch {s.ligs_fall_from} minus the final epoch's, per seed. "
         + strongest_note(attacks, autoattack_size=s.autoattack_size, n=int(y.shape[0])),
         "",
-        _table(s, groups, attacks),
+        outcome_table({f"{s.arch}/{norm}": groups[norm] for norm in s.norms}, attacks, framework=True),
         "",
         "**Paper claims**",
         "",
@@ -239,29 +237,6 @@ def analyze(s: CoreSettings, ctx: AnalysisContext) -> list[Section]:
         Section("Batch normalization and non-robust features (Figure 3)", "\n".join(text), [plots[0]], verdicts),
         *section(CORE_CLAIM, s, runs, title=LENS_TITLE, baseline=baseline, stem=ctx.home / "fourier_twins"),
     ]
-
-
-def _table(s: CoreSettings, groups: dict[str, list[Outcomes]], attacks: Sequence[str]) -> str:
-    """The framework table: usefulness, robust usefulness per attack and per threat's ensemble, and LIGS per
-    twin, over seeds."""
-    rob_labels = [parse_attack(a).label for a in attacks]
-    threats = [t for t, members in group_by_threat(attacks).items() if len(members) > 1]
-    header = (
-        ["model", "seeds", "usefulness (clean acc)"]
-        + [f"robust usefulness ({attack_title(lab)})" for lab in rob_labels]
-        + [f"robust usefulness ({t.title})" for t in threats]
-        + ["robustness (LIGS)"]
-    )
-    rows = []
-    for norm in s.norms:
-        o = groups[norm]
-        rows.append(
-            [f"{s.arch}/{norm}", len(o), spread([v.accuracy() for v in o], pct)]
-            + [spread([tensor_mean(v.robust_correct(lab)) for v in o], pct) for lab in rob_labels]
-            + [spread([tensor_mean(robust_under(v, attacks, t)) for v in o], pct) for t in threats]
-            + [spread([tensor_mean(v.ligs) for v in o], num)]
-        )
-    return markdown_table(header, rows)
 
 
 #: The view every core claim's guard checks each twin on.
@@ -314,18 +289,6 @@ def claims(
     )
     out.append(judge_claim(LIGS_FALL, c, text, guard=learned, seeds=s.seeds, **names))
     return out
-
-
-def run(
-    out_dir: Path, *, scale: str = "cpu", settings: CoreSettings | None = None, progress: bool = True, workers: int = 1
-) -> list[Section]:
-    """Train the twins (reusing finished runs) under ``out_dir`` and return the report section."""
-    from nrflab.experiments.reproduce import run_experiment
-    from nrflab.runs.jobs import Execution
-
-    return run_experiment(
-        "core", Path(out_dir), scale=scale, settings=settings, execution=Execution(workers=workers, progress=progress)
-    )
 
 
 SPEC = register_experiment(

@@ -20,8 +20,6 @@ the analysis (tables, report text, claims judged) in :mod:`~nrflab.experiments.f
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from nrflab.experiments.features_analysis import analyze
 from nrflab.experiments.features_analysis import robust_titles as robust_titles
 from nrflab.experiments.features_plan import final_attack as final_attack
@@ -29,29 +27,6 @@ from nrflab.experiments.features_plan import plan
 from nrflab.experiments.features_settings import CPU, PAPER_SCALE, QUICK, FeaturesSettings
 from nrflab.experiments.registry import register_experiment
 from nrflab.experiments.spec import ExperimentSpec
-from nrflab.report.document import Section
-
-
-def run(
-    out_dir: Path,
-    *,
-    scale: str = "cpu",
-    settings: FeaturesSettings | None = None,
-    progress: bool = True,
-    workers: int = 1,
-) -> list[Section]:
-    """Build the sets, train the twins (reusing finished work) and return the report section."""
-    from nrflab.experiments.reproduce import run_experiment
-    from nrflab.runs.jobs import Execution
-
-    return run_experiment(
-        "features",
-        Path(out_dir),
-        scale=scale,
-        settings=settings,
-        execution=Execution(workers=workers, progress=progress),
-    )
-
 
 SPEC = register_experiment(
     ExperimentSpec(

@@ -228,25 +228,6 @@ def _checkpoint_health(
     return out
 
 
-def run(
-    out_dir: Path,
-    *,
-    quick: bool = False,
-    seeds: Sequence[int] = (0, 1),
-    progress: bool = True,
-    settings: TransferExperimentSettings | None = None,
-    workers: int = 1,
-) -> list[Section]:
-    """Train the zoo (reusing finished runs), compute the matrix and the early-stop curve, and report."""
-    from nrflab.experiments.reproduce import run_experiment
-    from nrflab.runs.jobs import Execution
-
-    chosen = settings or (QUICK_SETTINGS if quick else CPU).model_copy(update={"seeds": list(seeds)})
-    return run_experiment(
-        "transfer", Path(out_dir), settings=chosen, execution=Execution(workers=workers, progress=progress)
-    )
-
-
 SPEC = register_experiment(
     ExperimentSpec(
         name="transfer",

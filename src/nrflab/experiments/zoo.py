@@ -15,12 +15,9 @@ from typing import Optional, Protocol
 from pydantic import Field
 from typing_extensions import Unpack
 
-from nrflab.attacks import parse_attack
-from nrflab.core.columns import attack_title
-from nrflab.core.fmt import markdown_table, num, pct, spread
 from nrflab.data import DatasetBundle
 from nrflab.data.defaults import MNIST_EVAL_ATTACKS, PAPER_EVAL_ATTACKS, PAPER_FINAL_ATTACKS, final_attacks_for
-from nrflab.experiments.analysis import load_bundle, tensor_mean, test_images
+from nrflab.experiments.analysis import load_bundle, outcome_table, test_images
 from nrflab.experiments.engine import Task, TrainTask
 from nrflab.experiments.evidence import (
     Measured,
@@ -28,7 +25,6 @@ from nrflab.experiments.evidence import (
     measure,
     measure_task,
     on_test_images,
-    robust_under,
     strongest_note,
 )
 from nrflab.experiments.frequency import FrequencyLens
@@ -46,7 +42,6 @@ from nrflab.experiments.spec import (
     paper_stage,
 )
 from nrflab.measure.corruptions import FIRST_EIGHT, SEVERITIES
-from nrflab.measure.ensemble import group_by_threat
 
 HOME = "norms"
 CURVE_ATTACK_CPU = "pgd-l2:eps=1.0,step=0.4,steps=5"
@@ -293,25 +288,9 @@ class Zoo:
     def table(self, groups: dict[str, tuple[str, str]]) -> str:
         """Clean accuracy, robust accuracy per attack and per threat's ensemble, and LIGS per group
         (name -> (kind, norm))."""
-        attacks = self.final_attacks()
-        labels = [parse_attack(a).label for a in attacks]
-        threats = [t for t, members in group_by_threat(attacks).items() if len(members) > 1]
-        header = (
-            ["model", "clean acc"]
-            + [f"robust acc {attack_title(lab)}" for lab in labels]
-            + [f"robust acc {t.title}" for t in threats]
-            + ["LIGS"]
+        return outcome_table(
+            {name: self.outcomes(kind, norm) for name, (kind, norm) in groups.items()}, self.final_attacks()
         )
-        rows = []
-        for name, (kind, norm) in groups.items():
-            o = self.outcomes(kind, norm)
-            rows.append(
-                [name, spread([v.accuracy() for v in o], pct)]
-                + [spread([tensor_mean(v.robust_correct(lab)) for v in o], pct) for lab in labels]
-                + [spread([tensor_mean(robust_under(v, attacks, t)) for v in o], pct) for t in threats]
-                + [spread([tensor_mean(v.ligs) for v in o], num)]
-            )
-        return markdown_table(header, rows)
 
     def settings_line(self) -> str:
         s = self.s
