@@ -77,7 +77,7 @@ def gated(guard: Guard, reason: str | None) -> Guard:
 def kept_seeds(m: Measured, key: str, norms: Sequence[str], s: Settings) -> tuple[list[int], list[int]]:
     """The seeds every norm of ``key`` has where each model reached the preset's ``learned_min`` agree
     accuracy (compared), and the others (left out: reliance of a model that did not learn says nothing)."""
-    common = sorted(set.intersection(*(set(m.seeds(key, n)) for n in norms)))
+    common = m.common_seeds(key, norms)
     ok = m.learned_seeds(key, norms, s.learned_min, common)
     return ok, [sd for sd in common if sd not in ok]
 
@@ -152,7 +152,7 @@ def drand_verdicts(m: Measured, s: Settings) -> list[Verdict]:
     near_chance = 1 / CLASSES + THRESHOLDS.chance_margin
     for a in s.drand_a_n:
         key = f"drand-a{a:g}"
-        seeds = sorted(set(m.seeds(key, bn)) & set(m.seeds(key, "none")))
+        seeds = m.common_seeds(key, (bn, "none"))
         acc_bn, acc_none = m.series(key, bn, "agree_acc", seeds), m.series(key, "none", "agree_acc", seeds)
         bn_h, none_h = m.healths(key, (bn,), seeds, view=AGREE_VIEW), m.healths(key, ("none",), seeds, view=AGREE_VIEW)
         proto = f"planted D_rand (RF class independent of the label, NRF = label), a_n = {a:g}; agree test view"
@@ -189,7 +189,7 @@ CONFLICTING_VIEW = "agree view of the conflicting set, the better of acc vs y an
 def conflicting_verdict(m: Measured, s: Settings, peaks: Sequence[float] = ()) -> Verdict:
     """Claim 5 on the conflicting set: (acc y - acc y+1) with BN minus without, an index in [-2, 2]."""
     bn = s.norms[0]
-    seeds = sorted(set(m.seeds("conflicting", bn)) & set(m.seeds("conflicting", "none")))
+    seeds = m.common_seeds("conflicting", (bn, "none"))
     y_bn, y_none = m.series("conflicting", bn, "acc_y", seeds), m.series("conflicting", "none", "acc_y", seeds)
     y1_bn, y1_none = m.series("conflicting", bn, "acc_y1", seeds), m.series("conflicting", "none", "acc_y1", seeds)
     share_bn = [a - b for a, b in zip(y_bn, y1_bn, strict=True)]

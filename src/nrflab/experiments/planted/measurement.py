@@ -125,6 +125,10 @@ class Measured:
     def seeds(self, key: str, norm: str) -> list[int]:
         return sorted(sd for k, n, sd in self.values if k == key and n == norm)
 
+    def common_seeds(self, key: str, norms: Sequence[str]) -> list[int]:
+        """The seeds every norm of ``norms`` has for ``key``, increasing."""
+        return sorted(set.intersection(*(set(self.seeds(key, n)) for n in norms)))
+
     def series(self, key: str, norm: str, metric: str, seeds: Sequence[int] | None = None) -> list[float]:
         seeds = self.seeds(key, norm) if seeds is None else seeds
         return [self.values[(key, norm, sd)].get(metric, math.nan) for sd in seeds]
@@ -134,7 +138,7 @@ class Measured:
     ) -> list[int]:
         """The seeds (of ``seeds``, else those every norm has) where every norm's model learned the set: agree
         accuracy at least ``minimum`` (the planted ``learned_min``, :data:`nrflab.measure.health.THRESHOLDS`)."""
-        common = sorted(set.intersection(*(set(self.seeds(key, n)) for n in norms))) if seeds is None else seeds
+        common = self.common_seeds(key, norms) if seeds is None else seeds
         return [sd for sd in common if all(self.values[(key, n, sd)]["agree_acc"] >= minimum for n in norms)]
 
     def health(self, key: str, norm: str, seed: int, *, view: str, accuracy: str = "agree_acc") -> Health:
@@ -161,10 +165,6 @@ class Measured:
     def healths(self, key: str, norms: Sequence[str], seeds: Sequence[int], **kw: str) -> list[Health]:
         """:meth:`health` of every (norm, seed) of ``key``."""
         return [self.health(key, n, sd, **kw) for sd in seeds for n in norms if (key, n, sd) in self.values]
-
-    def paired(self, key: str, a: str, b: str, metric: str) -> tuple[list[float], list[float]]:
-        common = sorted(set(self.seeds(key, a)) & set(self.seeds(key, b)))
-        return self.series(key, a, metric, common), self.series(key, b, metric, common)
 
 
 __all__: list[str] = []  # room-internal: siblings import from here; the room's public names are in its package
