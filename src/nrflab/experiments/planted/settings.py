@@ -100,10 +100,6 @@ class Settings(BaseModel):
             )
         return self
 
-    @property
-    def chance(self) -> float:
-        return 0.1
-
 
 FULL = Settings()
 #: A pipeline check that can still decide one claim: three seeds, and enough training (1,000 images, 4
