@@ -30,7 +30,7 @@ from nrflab.experiments.analysis import load_bundle, test_images
 from nrflab.experiments.claims import with_family
 from nrflab.experiments.engine import CallTask, Task, TrainTask
 from nrflab.experiments.evidence import measure
-from nrflab.experiments.guard import Health, health, named
+from nrflab.experiments.guard import Health, health
 from nrflab.experiments.guard import check as guard_check
 from nrflab.experiments.registry import register_experiment
 from nrflab.experiments.spec import AnalysisContext, ExperimentSpec
@@ -186,7 +186,7 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
             matrix_markdown(matrix_only, s.dataset),
             [paths.transfer_success_png, paths.target_accuracy_png],
         ),
-        Section("Early-stopped sources", early_markdown(curve, early, EarlyStop.parse(s.early_stop)), [curve_img]),
+        Section("Early-stopped sources", early_markdown(curve, early, rule), [curve_img]),
         Section("Claims: transferability", "\n".join(verdict_line(v) for v in verdicts), verdicts=verdicts),
     ]
 
@@ -194,10 +194,12 @@ def analyze(s: TransferExperimentSettings, ctx: AnalysisContext) -> list[Section
 def _source_health(s: TransferExperimentSettings, bundle: DatasetBundle, zoo: Sequence[ZooRun]) -> list[Health]:
     x, y = test_images(bundle, s.limit)
     return [
-        named(
+        health(
             f"{r.arch}/{r.norm} seed {r.seed}",
-            [health("source", r.path, measure(r.path, x, y, device=s.device), num_classes=bundle.num_classes)],
-        )[0]
+            r.path,
+            measure(r.path, x, y, device=s.device),
+            num_classes=bundle.num_classes,
+        )
         for r in zoo
     ]
 
