@@ -17,14 +17,10 @@ from nrflab.experiments.spec import Stage
 
 def _source_tasks(s: FeaturesSettings, home: Path) -> dict[str, TrainTask]:
     return {
-        "standard": TrainTask(
-            str(home / "sources" / "standard"),
-            s.train_config(s.source, norm=s.source_norm, seed=s.source_seed).model_dump(),
-        ),
-        "robust": TrainTask(
-            str(home / "sources" / "robust"),
-            s.train_config(s.robust_source, norm=s.source_norm, seed=s.source_seed).model_dump(),
-        ),
+        name: TrainTask(
+            str(home / "sources" / name), s.train_config(stage, norm=s.source_norm, seed=s.source_seed).model_dump()
+        )
+        for name, stage in (("standard", s.source), ("robust", s.robust_source))
     }
 
 

@@ -22,7 +22,7 @@ from nrflab.experiments.planted.claims import (
     transfer_verdict,
 )
 from nrflab.experiments.planted.controls import control_shifts, control_verdicts, controls_summary, shifts_text
-from nrflab.experiments.planted.crossing import crossings, crossover_verdict, mean_crossing, sweep_seeds
+from nrflab.experiments.planted.crossing import crossings, crossover_verdict, mean_crossing, sweep_seeds, sweep_values
 from nrflab.experiments.planted.figures import plot_conflicting, plot_energy, plot_learning_order, plot_sweep
 from nrflab.experiments.planted.measurement import Measured
 from nrflab.experiments.planted.mnist import MnistQuestion
@@ -147,40 +147,37 @@ def sweep_rows(m: Measured, s: Settings, a_values: Sequence[float]) -> list[list
 
 
 def operating_rows(m: Measured, s: Settings, op_key: str) -> list[list[str]]:
-    rows = []
-    for n in s.norms:
-        rows.append(
-            [name(n), pct(finite_mean(m.series(op_key, n, "agree_acc")))]
-            + [cell(m.series(op_key, n, f"robust_{e:g}")) for e in s.eval_eps]
-            + [
-                cell(m.series(op_key, n, "ligs"), percent=False),
-                cell(m.series(op_key, n, "f_r")),
-                cell(m.series(op_key, n, "f_n")),
-                cell(m.series(op_key, n, "rho"), percent=False, signed=True),
-            ]
-        )
-    return rows
+    return [
+        [name(n), pct(finite_mean(m.series(op_key, n, "agree_acc")))]
+        + [cell(m.series(op_key, n, f"robust_{e:g}")) for e in s.eval_eps]
+        + [
+            cell(m.series(op_key, n, "ligs"), percent=False),
+            cell(m.series(op_key, n, "f_r")),
+            cell(m.series(op_key, n, "f_n")),
+            cell(m.series(op_key, n, "rho"), percent=False, signed=True),
+        ]
+        for n in s.norms
+    ]
 
 
 def control_rows(m: Measured, s: Settings, op_key: str) -> list[list[str]]:
-    rows = []
-    for key, label in (
+    sets = (
         (op_key, f"operating point (a_n {s.a_n:g}, noise {s.noise:g})"),
         ("ctl-robust", f"robust: a_n {s.control_robust_a_n:g}, noise {s.control_noise:g}"),
         ("ctl-noise", f"less available: a_n {s.a_n:g}, noise {s.control_noise:g}"),
         ("ctl-band", f"{s.control_band} band: a_n {s.a_n:g}, noise {s.noise:g}"),
-    ):
-        rows.append(
-            [label]
-            + [cell(m.series(key, n, "rho"), percent=False, signed=True) for n in s.norms]
-            + [pct(finite_mean(m.series(key, n, "agree_acc"))) for n in s.norms]
-        )
-    return rows
+    )
+    return [
+        [label]
+        + [cell(m.series(key, n, "rho"), percent=False, signed=True) for n in s.norms]
+        + [pct(finite_mean(m.series(key, n, "agree_acc"))) for n in s.norms]
+        for key, label in sets
+    ]
 
 
 def sweep_parts(m: Measured, s: Settings, op_key: str, seeds: Sequence[int]) -> list[str]:
     """The NRF-norm sweep's paragraph, table and crossover sentence."""
-    a_values = sorted({*s.sweep, s.a_n})
+    a_values = sweep_values(s)
     cross_seeds = sweep_seeds(m, s, s.norms)
     cross = {n: crossings(m, s, n, cross_seeds)[0] for n in s.norms}
     return [
@@ -276,29 +273,28 @@ def order_section(out: Path, s: Settings, order: Sequence[Verdict], curves: dict
 
 
 def drand_rows(m: Measured, s: Settings) -> list[list[str]]:
-    rows = []
-    for a in s.drand_a_n:
-        for n in s.norms:
-            rows.append(
-                [
-                    f"D_rand, a_n {a:g}" + (" (out of scope: boundary finding)" if a >= s.a_n else ""),
-                    name(n),
-                    cell(m.series(f"drand-a{a:g}", n, "agree_acc")),
-                    cell(m.series(f"drand-a{a:g}", n, "rho"), percent=False, signed=True),
-                    "",
-                ]
-            )
-    for n in s.norms:
-        rows.append(
-            [
-                f"conflicting, a_n {s.conflicting_a_n:g}",
-                name(n),
-                cell(m.series("conflicting", n, "acc_y")),
-                "",
-                cell(m.series("conflicting", n, "acc_y1")),
-            ]
-        )
-    return rows
+    drand = [
+        [
+            f"D_rand, a_n {a:g}" + (" (out of scope: boundary finding)" if a >= s.a_n else ""),
+            name(n),
+            cell(m.series(f"drand-a{a:g}", n, "agree_acc")),
+            cell(m.series(f"drand-a{a:g}", n, "rho"), percent=False, signed=True),
+            "",
+        ]
+        for a in s.drand_a_n
+        for n in s.norms
+    ]
+    conflicting = [
+        [
+            f"conflicting, a_n {s.conflicting_a_n:g}",
+            name(n),
+            cell(m.series("conflicting", n, "acc_y")),
+            "",
+            cell(m.series("conflicting", n, "acc_y1")),
+        ]
+        for n in s.norms
+    ]
+    return drand + conflicting
 
 
 def mnist_parts(s: Settings, mnist: MnistQuestion, mv: Verdict) -> list[str]:
