@@ -134,7 +134,7 @@ def judge_claim(
             f"{_num(scale * claim.margin, sign=False)} {claim.unit} ({claim.margin_source}); judged: raw difference "
             "+ margin."
         )
-    v = verdict(
+    return verdict(
         claim.label(**names),
         judged,
         evidence,
@@ -147,7 +147,6 @@ def judge_claim(
         family=claim.family,
         min_seeds=claim.min_seeds,
     )
-    return v
 
 
 def with_family(v: Verdict, claim: Claim) -> Verdict:
