@@ -31,9 +31,11 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.modules import model_device
 from nrflab.data.base import ImageTensorDataset, iterate_batches
 from nrflab.measure import corruption_ops as ops
 from nrflab.measure.corruption_table import CorruptionReport, CorruptionRow, Means
+from nrflab.measure.predict import predict
 
 SEVERITIES = (1, 2, 3, 4, 5)
 
@@ -372,11 +374,6 @@ def load_cifar_c(root: str | os.PathLike[str], corruption: str, severity: int) -
     return ImageTensorDataset(x, torch.from_numpy(labels[block].astype(np.int64)))
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
 def corruption_accuracy(
     model: nn.Module,
     dataset: Dataset[Any],
@@ -401,29 +398,20 @@ def corruption_accuracy(
         raise NrflabError("cannot measure accuracy on an empty dataset")
     if batch_size < 1:
         raise NrflabError(f"batch_size must be at least 1, got {batch_size}")
-    device = torch.device(device) if device is not None else _model_device(model)
+    device = torch.device(device) if device is not None else model_device(model)
     n_batches = math.ceil(n_images / batch_size)
-    modes = [(module, module.training) for module in model.modules()]
-    model.eval()
     rows: list[CorruptionRow] = []
-    try:
-        with (
-            torch.no_grad(),
-            tqdm(total=len(names) * len(severities) * n_batches, desc="corruptions", disable=not progress) as bar,
-        ):
-            for name in names:
-                for severity in severities:
-                    bar.set_postfix_str(f"{name} s{severity}")
-                    generator = torch.Generator(device=device).manual_seed(seed)
-                    correct = 0
-                    for x, y in iterate_batches(dataset, batch_size, device):
-                        logits = model(_apply(fns[name], x, severity, generator))
-                        correct += int((logits.argmax(dim=1) == y).sum())
-                        bar.update(1)
-                    rows.append({"corruption": name, "severity": int(severity), "accuracy": correct / n_images})
-    finally:
-        for module, training in modes:
-            module.training = training
+    with tqdm(total=len(names) * len(severities) * n_batches, desc="corruptions", disable=not progress) as bar:
+        for name in names:
+            for severity in severities:
+                bar.set_postfix_str(f"{name} s{severity}")
+                generator = torch.Generator(device=device).manual_seed(seed)
+                correct = 0
+                for x, y in iterate_batches(dataset, batch_size, device):
+                    predicted = predict(model, _apply(fns[name], x, severity, generator), batch_size=batch_size)
+                    correct += int((predicted == y).sum())
+                    bar.update(1)
+                rows.append({"corruption": name, "severity": int(severity), "accuracy": correct / n_images})
     return rows
 
 
