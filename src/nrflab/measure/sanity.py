@@ -31,11 +31,12 @@ import torch
 from torch import nn
 from typing_extensions import TypedDict, Unpack
 
-from nrflab.attacks import PGD, Attack, AttackSpec, Norm, frozen_model
+from nrflab.attacks import PGD, Attack, AttackSpec, Norm
 from nrflab.core.columns import metric_label, robust_key
 from nrflab.core.errors import NrflabError
 from nrflab.core.fmt import eps as fmt_eps
 from nrflab.core.modules import model_device
+from nrflab.measure.predict import predict
 
 CheckStatus = str  # "pass" | "flag" | "skip"
 
@@ -117,14 +118,13 @@ def _accuracy_under(
 ) -> float:
     """Accuracy of ``evaluate_on`` (default: ``model``) on examples crafted on ``model``."""
     target = evaluate_on if evaluate_on is not None else model
-    device, tdev = model_device(model), model_device(target)
+    device = model_device(model)
     attack = make_attack(model)
     correct = 0
     for i in range(0, x.shape[0], batch_size):
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         adv = attack(xb, yb) if attack is not None else xb
-        with torch.no_grad(), frozen_model(target, "eval"):
-            correct += int((target(adv.to(tdev)).argmax(1) == yb.to(tdev)).sum())
+        correct += int((predict(target, adv, batch_size=batch_size) == yb).sum())
     return correct / max(1, x.shape[0])
 
 
