@@ -34,25 +34,18 @@ COMPILE_MODES: tuple[str, ...] = get_args(CompileMode)
 DEFAULT_EVAL_BATCH_SIZE = 256
 
 
-def as_device(device: DeviceLike) -> torch.device:
-    return device if isinstance(device, torch.device) else torch.device(device)
-
-
-def is_cuda(device: DeviceLike) -> bool:
-    return as_device(device).type == "cuda"
-
-
 def synchronize(device: DeviceLike) -> None:
     """Wait for the device's queued work (a no-op on CPU): for timings only."""
-    if is_cuda(device):
-        torch.cuda.synchronize(as_device(device))
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
 
 
 def default_accelerate(device: DeviceLike) -> bool:
     """Whether acceleration (compiled steps, CUDA graphs) is on by default: on CUDA only.
 
     On a CPU the kernels are compute-bound, compilation costs tens of seconds and buys little."""
-    return is_cuda(device)
+    return torch.device(device).type == "cuda"
 
 
 # -- compiled functions -----------------------------------------------------------------------------------
@@ -108,7 +101,7 @@ def to_device_async(tensors: Sequence[torch.Tensor], device: DeviceLike) -> list
     block is kept until the copy has run). Tensors already on ``device`` and non-CUDA targets are
     moved with a plain ``.to``.
     """
-    dev = as_device(device)
+    dev = torch.device(device)
     out = []
     for t in tensors:
         if dev.type == "cuda" and t.device.type == "cpu":
@@ -130,7 +123,7 @@ def shared_graph_pool(device: DeviceLike) -> Any:
     graphs are replayed one at a time on one stream: what one graph leaves in the pool is never read by
     another. Sharing keeps the memory of several cached graphs (attacks, batch shapes) to that of one.
     """
-    index = as_device(device).index
+    index = torch.device(device).index
     index = torch.cuda.current_device() if index is None else index
     if index not in _GRAPH_POOLS:
         _GRAPH_POOLS[index] = torch.cuda.graph_pool_handle()
@@ -147,7 +140,7 @@ class CapturedStep:
     """
 
     def __init__(self, step: Callable[[], None], device: DeviceLike, *, warmup: int = 2):
-        dev = as_device(device)
+        dev = torch.device(device)
         if dev.type != "cuda":
             raise NrflabError("CUDA graphs need a CUDA device")
         side = torch.cuda.Stream(dev)
