@@ -43,11 +43,6 @@ def _umask() -> int:
     return old
 
 
-def file_mode() -> int:
-    """The mode a newly created regular file gets under the current umask (0o666 & ~umask)."""
-    return 0o666 & ~_umask()
-
-
 @contextmanager
 def _temp_beside(path: Path) -> Iterator[Path]:
     """A temporary path in ``path``'s directory, removed unless it was renamed into place."""
@@ -64,21 +59,16 @@ def _temp_beside(path: Path) -> Iterator[Path]:
 def _commit(tmp: Path, path: Path) -> None:
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
-    os.chmod(tmp, file_mode())
+    os.chmod(tmp, 0o666 & ~_umask())  # the mode a newly created regular file gets under the current umask
     os.replace(tmp, path)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write bytes via a temporary file and rename."""
-    path = Path(path)
-    with _temp_beside(path) as tmp:
-        tmp.write_bytes(data)
-        _commit(tmp, path)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write text (UTF-8) via a temporary file and rename, so readers never see a half-written file."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    path = Path(path)
+    with _temp_beside(path) as tmp:
+        tmp.write_bytes(text.encode("utf-8"))
+        _commit(tmp, path)
 
 
 def json_default(obj: Any) -> Any:
