@@ -217,7 +217,7 @@ def _option(key: str, value: str, text: str) -> Option:
         return value.strip().lower()
     if field_name == "attacks":
         return tuple(a.strip().lower() for a in value.split("+"))
-    number = _number(value, text)
+    number = parse_number(value, what=f"in attack {text!r}")
     if field_name in ("steps", "restarts", "seed"):
         if not number.is_integer():
             raise NrflabError(f"{key} must be a whole number, got {value!r} in attack {text!r}")
@@ -248,11 +248,6 @@ def parse_attack(text: str) -> AttackSpec:
     if values and not entry.perturbs:
         raise NrflabError(f"the attack {kind!r} takes no options, got {text!r}")
     return AttackSpec(kind=kind, **values)  # type: ignore[arg-type]  # each value typed by _option
-
-
-def _number(value: str, text: str) -> float:
-    """A number inside the attack text ``text``."""
-    return parse_number(value, what=f"in attack {text!r}")
 
 
 _NUMBER = re.compile(r"[0-9eE.+\-]+(/[0-9eE.+\-]+)?")
@@ -307,8 +302,8 @@ def attack_from_parts(
         "step_size": step_size,
         "random_start": random_start,
         "restarts": restarts not in (None, 1),
+        "targeted": targeted,
     }
-    given["targeted"] = targeted
     for name, value in given.items():
         if value not in (None, False) and name not in spec.entry.options:
             raise NrflabError(f"the attack {spec.kind} takes no {_key(name)} (write its settings as {text}:key=value)")
