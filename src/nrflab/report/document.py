@@ -7,6 +7,7 @@ import html
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,11 +165,7 @@ VERDICT_RULE = (
 
 def _families_note(sections: Sequence[Section]) -> str:
     """How many claims each family holds, and the error rate Holm holds within it."""
-    counts: dict[str, int] = {}
-    for s in sections:
-        for v in s.verdicts:
-            if math.isfinite(v.p_adjusted):
-                counts[v.family or v.claim] = counts.get(v.family or v.claim, 0) + 1
+    counts = Counter(v.family or v.claim for s in sections for v in s.verdicts if math.isfinite(v.p_adjusted))
     if not counts:
         return ""
     parts = ", ".join(f"{name} ({n})" for name, n in counts.items())
@@ -179,10 +176,9 @@ def _families_note(sections: Sequence[Section]) -> str:
 
 
 def _embed(img: Path) -> str:
-    data = Path(img).read_bytes()
-    if img.suffix == ".svg":
-        return f'<img alt="{html.escape(img.stem)}" src="data:image/svg+xml;base64,{base64.b64encode(data).decode()}">'
-    return f'<img alt="{html.escape(img.stem)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+    """A PNG image as an ``<img>`` with its bytes inline (reports embed the PNG of each figure)."""
+    data = base64.b64encode(img.read_bytes()).decode()
+    return f'<img alt="{html.escape(img.stem)}" src="data:image/png;base64,{data}">'
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;line-height:1.45;color:#222}

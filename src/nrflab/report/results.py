@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -72,15 +73,9 @@ def results_table(run_dir: str | Path) -> str:
     for title, v in found:
         sections.setdefault(title, []).append(v)
     table = verdict_table([Section(title, "", [], vs) for title, vs in sections.items()])
-    counts = _counts(v for _, v in found)
+    tally = Counter(v.outcome for _, v in found)
+    counts = "Verdicts: " + ", ".join(f"{n} {word}" for word, n in tally.items()) + "."
     return f"{table}\n\n{counts}" if table else counts
-
-
-def _counts(verdicts: Any) -> str:
-    tally: dict[str, int] = {}
-    for v in verdicts:
-        tally[v.outcome] = tally.get(v.outcome, 0) + 1
-    return "Verdicts: " + ", ".join(f"{n} {word}" for word, n in tally.items()) + "."
 
 
 def update_readme(readme: str | Path, table: str, *, source: str) -> Path:
