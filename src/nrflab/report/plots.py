@@ -341,19 +341,16 @@ def heatmap_figure(
     col_labels: Sequence[str],
     *,
     title: str = "",
-    value_format: str = "{:.0f}",
-    scale: float = 100.0,
-    cbar_label: str = "%",
 ) -> Figure:
     """A labelled heat map (rows = sources, columns = targets) with values printed in the cells, sized by
     :func:`heatmap_size`; a matrix without a finite value shows :data:`NO_VALUES` instead of empty axes."""
     import numpy as np
 
-    data = np.array(matrix, dtype=float).reshape(len(row_labels), len(col_labels)) * scale
+    data = np.array(matrix, dtype=float).reshape(len(row_labels), len(col_labels)) * 100.0  # in percent
     fig, axes = new_figure(figsize=heatmap_size(row_labels, col_labels, title=title))
     ax = axes[0][0]
     finite = np.isfinite(data)
-    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=scale if scale == 100.0 else None, aspect="auto")
+    im = ax.imshow(data, cmap="viridis", vmin=0, vmax=100.0, aspect="auto")
     ax.set_xticks(range(len(col_labels)), col_labels, rotation=90, fontsize=8)
     ax.set_yticks(range(len(row_labels)), row_labels, fontsize=8)
     ax.set_xlabel("target")
@@ -361,9 +358,9 @@ def heatmap_figure(
     top = float(np.nanmax(data)) if finite.any() else 0.0
     for i, j in zip(*np.nonzero(finite)):
         color = "white" if data[i, j] < 0.6 * top else "black"
-        ax.text(j, i, value_format.format(data[i, j]), ha="center", va="center", fontsize=7, color=color)
+        ax.text(j, i, f"{data[i, j]:.0f}", ha="center", va="center", fontsize=7, color=color)
     if finite.any():
-        fig.colorbar(im, ax=ax, label=cbar_label)
+        fig.colorbar(im, ax=ax, label="%")
     else:
         ax.text(0.5, 0.5, NO_VALUES, transform=ax.transAxes, ha="center", va="center", fontsize=9)
     if title:
@@ -378,15 +375,9 @@ def plot_heatmap(
     col_labels: Sequence[str],
     stem: str | os.PathLike[str],
     title: str = "",
-    value_format: str = "{:.0f}",
-    scale: float = 100.0,
-    cbar_label: str = "%",
 ) -> list[Path]:
     """:func:`heatmap_figure` written as ``stem.png`` and ``stem.svg``."""
-    fig = heatmap_figure(
-        matrix, row_labels, col_labels, title=title, value_format=value_format, scale=scale, cbar_label=cbar_label
-    )
-    return save_figure(fig, stem)
+    return save_figure(heatmap_figure(matrix, row_labels, col_labels, title=title), stem)
 
 
 __all__ = ["NORM_STYLE", "new_figure", "plot_heatmap", "plot_runs", "save_figure"]
