@@ -220,17 +220,9 @@ class BnAnalysis:
         """One line per variant and metric: the difference to running with its interval, in words."""
         lines = []
         for d in self.differences:
-            scale, unit = (100.0, " pp") if d.metric != "ligs" else (1.0, "")
-            ci = (
-                (
-                    f"[{scale * d.low:+.1f}, {scale * d.high:+.1f}]"
-                    if scale == 100.0
-                    else f"[{d.low:+.3f}, {d.high:+.3f}]"
-                )
-                if math.isfinite(d.low)
-                else "[n/a]"
-            )
-            value = f"{scale * d.difference:+.1f}{unit}" if scale == 100.0 else f"{d.difference:+.3f}"
+            scale, digits, unit = (100.0, 1, " pp") if d.metric != "ligs" else (1.0, 3, "")
+            ci = f"[{scale * d.low:+.{digits}f}, {scale * d.high:+.{digits}f}]" if math.isfinite(d.low) else "[n/a]"
+            value = f"{scale * d.difference:+.{digits}f}{unit}"
             void = self.variant(d.variant).void
             lines.append(
                 f"- {d.variant} vs running, {d.metric}: {value} {ci}: {d.word}" + (f" (void: {void})" if void else "")
