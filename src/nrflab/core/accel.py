@@ -59,12 +59,19 @@ class CompiledFunction:
     """
 
     def __init__(
-        self, fn: Callable[..., Any], *, dynamic: bool | None = None, fullgraph: bool = True, mode: str | None = None
+        self,
+        fn: Callable[..., Any],
+        *,
+        dynamic: bool | None = None,
+        fullgraph: bool = True,
+        mode: str | None = None,
+        fallback: str = "using the eager version",
     ):
         self.eager = fn
         self.dynamic = dynamic
         self.fullgraph = fullgraph
         self.mode = mode
+        self.fallback = fallback  # what the warning says happens instead
         self._compiled: Callable[..., Any] | None = None
         self.failed = False
         self.__doc__ = fn.__doc__
@@ -82,10 +89,11 @@ class CompiledFunction:
         except Exception as exc:  # any compiler failure falls back to the same eager math
             self.failed = True
             log.warning(
-                "torch.compile of %s failed (%s: %s); using the eager version",
+                "torch.compile of %s failed (%s: %s); %s",
                 self.__name__,
                 type(exc).__name__,
                 str(exc).splitlines()[0][:160] if str(exc) else "",
+                self.fallback,
             )
             return self.eager(*args, **kwargs)
 
@@ -284,7 +292,7 @@ def resolve_compile_mode(value: bool | str | None) -> CompileMode | None:
     raise NrflabError(f"unknown compile mode {value!r}; choose none, {', '.join(COMPILE_MODES)}")
 
 
-class CompiledTrainingModel:
+class CompiledTrainingModel(CompiledFunction):
     """A model compiled for its training steps, sharing the original's parameters and buffers.
 
     Only the training step calls it; evaluation, attacks and checkpoints use the original (eager, fp32).
@@ -293,11 +301,10 @@ class CompiledTrainingModel:
     """
 
     def __init__(self, model: nn.Module, mode: CompileMode):
-        self.eager = model
-        self.mode = mode
-        self.failed = False
+        super().__init__(model, fullgraph=False, mode=mode, fallback="training eagerly")
+        self.__name__ = "the model"
         try:
-            self._compiled: Callable[[torch.Tensor], torch.Tensor] = torch.compile(model, mode=mode)
+            self._compiled = torch.compile(model, mode=mode)
         except Exception as exc:  # torch.compile unavailable here: train eagerly
             self.failed = True
             log.warning("torch.compile is unavailable (%s: %s); training eagerly", type(exc).__name__, exc)
@@ -305,23 +312,6 @@ class CompiledTrainingModel:
     def mark_step(self) -> None:
         if self.mode == "reduce-overhead" and not self.failed:
             torch.compiler.cudagraph_mark_step_begin()
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if self.failed:
-            out: torch.Tensor = self.eager(x)
-            return out
-        try:
-            out = self._compiled(x)
-            return out
-        except Exception as exc:  # fall back to the same eager model
-            self.failed = True
-            log.warning(
-                "torch.compile of the model failed (%s: %s); training eagerly",
-                type(exc).__name__,
-                str(exc).splitlines()[0][:160] if str(exc) else "",
-            )
-            out = self.eager(x)
-            return out
 
 
 def training_model(model: nn.Module, compile_mode: bool | str | None) -> Callable[[torch.Tensor], torch.Tensor]:
