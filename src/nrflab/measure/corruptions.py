@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from nrflab.core.errors import NrflabError
 from nrflab.core.modules import model_device
+from nrflab.core.registry import Registry
 from nrflab.data.base import ImageTensorDataset, iterate_batches
 from nrflab.measure import corruption_ops as ops
 from nrflab.measure.corruption_table import CorruptionReport, CorruptionRow, Means
@@ -106,7 +107,8 @@ FIRST_EIGHT = (
 EXTRA_CORRUPTIONS = ("speckle_noise", "gaussian_blur")
 
 Corruption = Callable[[Tensor, int, torch.Generator], Tensor]
-_CORRUPTIONS: dict[str, Corruption] = {}
+#: Registered in CIFAR-10-C's order, then the extras: the order an unknown name's message lists them in.
+_CORRUPTIONS: Registry[Corruption] = Registry("corruption")
 
 CIFAR_C_HELP = (
     "download CIFAR-10-C (https://zenodo.org/records/2535967) or CIFAR-100-C (https://zenodo.org/records/3555552), "
@@ -115,8 +117,7 @@ CIFAR_C_HELP = (
 
 
 def _register(fn: Corruption) -> Corruption:
-    _CORRUPTIONS[fn.__name__] = fn
-    return fn
+    return _CORRUPTIONS.add(fn.__name__, fn)
 
 
 def _param(name: str, severity: int) -> float:
@@ -222,13 +223,6 @@ def fog(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
 
 
 @_register
-def elastic_transform(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
-    """A random affine warp followed by a smooth random displacement field (pixels of a 32 x 32 image)."""
-    alpha, sigma, affine = cast(tuple[float, float, float], PARAMS["elastic_transform"][severity - 1])
-    return ops.elastic(x, alpha, sigma, affine, generator)
-
-
-@_register
 def brightness(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
     """Add c to the HSV value (max over channels), keeping hue and saturation, as ImageNet-C.
 
@@ -245,6 +239,13 @@ def contrast(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
     """Shrink every channel towards its own spatial mean."""
     mean = x.mean(dim=(2, 3), keepdim=True)
     return (x - mean) * _param("contrast", severity) + mean
+
+
+@_register
+def elastic_transform(x: Tensor, severity: int, generator: torch.Generator) -> Tensor:
+    """A random affine warp followed by a smooth random displacement field (pixels of a 32 x 32 image)."""
+    alpha, sigma, affine = cast(tuple[float, float, float], PARAMS["elastic_transform"][severity - 1])
+    return ops.elastic(x, alpha, sigma, affine, generator)
 
 
 @_register
@@ -291,12 +292,6 @@ def benchmark_corruptions() -> list[str]:
     return [name for name in BENCHMARK_CORRUPTIONS if name in _CORRUPTIONS]
 
 
-def _lookup(name: str) -> Corruption:
-    if name not in _CORRUPTIONS:
-        raise NrflabError(f"unknown corruption {name!r}; choose one of {', '.join(available_corruptions())}")
-    return _CORRUPTIONS[name]
-
-
 def _check_severity(severity: int) -> None:
     if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or severity not in SEVERITIES:
         raise NrflabError(f"severity must be one of 1, 2, 3, 4, 5, got {severity!r}")
@@ -314,7 +309,7 @@ def corrupt(x: Tensor, name: str, severity: int, seed: int = 0) -> Tensor:
     Random draws are made for the whole batch at once on x's device, so noise depends on the batch it came in
     and differs between CPU and CUDA (deterministic corruptions agree across devices).
     """
-    fn = _lookup(name)
+    fn = _CORRUPTIONS.get(name)
     _check_severity(severity)
     if not isinstance(x, Tensor) or x.ndim != 4 or not x.is_floating_point():
         got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
@@ -390,7 +385,7 @@ def corruption_accuracy(
     per pair. Runs in eval mode without gradients and puts every submodule's training flag back afterwards. ``device`` defaults to the model's; the model must be on it.
     """
     names = list(corruptions) if corruptions is not None else benchmark_corruptions()
-    fns = {name: _lookup(name) for name in names}
+    fns = {name: _CORRUPTIONS.get(name) for name in names}
     for severity in severities:
         _check_severity(severity)
     n_images = len(cast(Sized, dataset))
