@@ -68,8 +68,9 @@ def subset_outcomes(
     return out
 
 
-def build_resumable(spec: AttackSpec, model: torch.nn.Module, *, seed: int, state_dir: Path) -> Attack:
+def build_resumable(spec: AttackSpec, model: torch.nn.Module, *, seed: int, state_dir: Path | None) -> Attack:
     """The attack of ``spec``; AutoAttack keeps its resumable state in ``state_dir`` (the run directory), so
-    an interrupted final evaluation resumes after its last finished attack instead of starting over."""
-    extra = {"state_dir": state_dir} if spec.kind == "autoattack" else {}
+    an interrupted final evaluation resumes after its last finished attack instead of starting over (None:
+    no state is kept)."""
+    extra = {"state_dir": state_dir} if state_dir is not None and spec.kind == "autoattack" else {}
     return spec.build(model, seed=seed, **extra)

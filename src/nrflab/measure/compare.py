@@ -37,8 +37,9 @@ from nrflab.core.fmt import markdown_table, p_value
 from nrflab.core.io import atomic_write_json, atomic_write_text
 from nrflab.core.records import record, to_json
 from nrflab.core.stats import MIN_SEEDS, finite_mean, one_sample_test, paired_test
+from nrflab.measure.cascade import build_resumable
 from nrflab.measure.ensemble import ensemble_robust
-from nrflab.measure.evaluation import MeasureSettings, Subject, build_attack, load_reference, open_subject
+from nrflab.measure.evaluation import MeasureSettings, Subject, load_reference, open_subject
 from nrflab.measure.framework import image_outcomes
 from nrflab.models.inspection import LoadedModel, adopt_dataset_normalization, check_model_fits
 
@@ -191,7 +192,7 @@ def measure_model(
     n_aa = min(s.autoattack_limit or int(y.shape[0]), int(y.shape[0]))
     short = [spec for spec in subject.attacks if spec.kind == "autoattack" and n_aa < int(y.shape[0])]
     built = [
-        (spec.label, build_attack(spec, model, seed=s.seed, state_dir=state_dir))
+        (spec.label, build_resumable(spec, model, seed=s.seed, state_dir=state_dir))
         for spec in subject.attacks
         if spec not in short
     ]
@@ -200,7 +201,7 @@ def measure_model(
     )
     robust = dict(seen.robust)
     if short:
-        aa = [(spec.label, build_attack(spec, model, seed=s.seed, state_dir=state_dir)) for spec in short]
+        aa = [(spec.label, build_resumable(spec, model, seed=s.seed, state_dir=state_dir)) for spec in short]
         robust.update(image_outcomes(model, x[:n_aa], y[:n_aa], attacks=aa, batch_size=s.batch_size).robust)
         robust = {spec.label: robust[spec.label] for spec in subject.attacks}  # the order the attacks were given
     seen_all = {label: c[: min(int(v.shape[0]) for v in robust.values())] for label, c in robust.items()}

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import torch
 from pydantic import Field, field_validator
 
-from nrflab.attacks import Attack, AttackSpec, attack_from_parts, distinct_labels, parse_attack
+from nrflab.attacks import AttackSpec, attack_from_parts, distinct_labels, parse_attack
 from nrflab.core.columns import attack_title, metric_label
 from nrflab.core.errors import NrflabError
 from nrflab.core.io import read_json
@@ -28,6 +28,7 @@ from nrflab.data import DatasetBundle, limit_dataset, load_dataset
 from nrflab.data.defaults import PRESETS, preset_for
 from nrflab.measure.bn_shift import ADAPT_SAMPLES, parse_shift
 from nrflab.measure.bn_variants import VARIANTS
+from nrflab.measure.cascade import build_resumable
 from nrflab.measure.corruption_table import CorruptionReport
 from nrflab.measure.ensemble import ensemble_robust
 from nrflab.measure.framework import image_outcomes
@@ -358,11 +359,11 @@ def evaluate_subject(
     subject: Subject, s: EvaluateSettings, *, progress: bool = False, state_dir: Optional[Path] = None
 ) -> EvaluationRecord:
     """Measure an opened subject: the framework row, the sanity checks and corruptions asked for
-    (``state_dir``: :func:`build_attack`)."""
+    (``state_dir``: :func:`~nrflab.measure.cascade.build_resumable`)."""
     surrogate = subject.surrogate
     loaded, model = subject.loaded, subject.loaded.module
     x, y = (t.to(subject.device) for t in subject.test_tensors(s))
-    attacks = [(spec.label, build_attack(spec, model, seed=s.seed, state_dir=state_dir)) for spec in subject.attacks]
+    attacks = [(spec.label, build_resumable(spec, model, seed=s.seed, state_dir=state_dir)) for spec in subject.attacks]
     sigma = s.sigma if s.ligs else None
     if x.shape[0] == 0:
         raise NrflabError("no samples to evaluate")
@@ -414,12 +415,6 @@ def evaluate_subject(
         at_chance=chance_warning(row.get("clean_acc", float("nan")), subject.bundle.num_classes),
         spectra={k: perturbation_spectrum(a - x) for k, a in seen.adversarial.items()} if s.spectrum else None,
     )
-
-
-def build_attack(spec: AttackSpec, model: torch.nn.Module, *, seed: int, state_dir: Optional[Path]) -> Attack:
-    """``spec`` on ``model``; an AutoAttack keeps its resume state in ``state_dir`` (None: none is kept)."""
-    extra = {"state_dir": state_dir} if state_dir is not None and spec.kind == "autoattack" else {}
-    return spec.build(model, seed=seed, **extra)
 
 
 def evaluate_reference(s: EvaluateSettings, *, progress: bool = False) -> EvaluationRecord:
