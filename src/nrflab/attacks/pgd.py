@@ -12,6 +12,7 @@ from torch.nn import functional as F
 from nrflab.attacks.base import Attack, LossFn, Norm, normalized_step, per_sample_noise
 from nrflab.attacks.fast import GraphedStep, Step, compiled_pgd_update, pgd_update
 from nrflab.attacks.registry import register_attack
+from nrflab.attacks.spec import default_step_size
 from nrflab.core import accel
 from nrflab.core.errors import NrflabError
 from nrflab.core.modules import ModelMode
@@ -91,8 +92,7 @@ class PGD(Attack):
         )
         self.steps = _whole_number("steps", steps, 0)
         self.restarts = _whole_number("restarts", restarts, 1)
-        if step_size is None:
-            step_size = 2.5 * self.eps / max(self.steps, 1)
+        step_size = default_step_size(eps=self.eps, steps=self.steps) if step_size is None else step_size
         if not (step_size >= 0 and math.isfinite(step_size)):
             raise NrflabError(f"step_size must be a finite number >= 0, got {step_size}")
         self.step_size = float(step_size)

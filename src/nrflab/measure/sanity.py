@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from typing_extensions import TypedDict, Unpack
 
-from nrflab.attacks import PGD, Attack, AttackSpec, Norm
+from nrflab.attacks import PGD, Attack, AttackSpec, Norm, default_step_size
 from nrflab.core.columns import metric_label, robust_key
 from nrflab.core.errors import NrflabError
 from nrflab.core.fmt import eps as fmt_eps
@@ -210,7 +210,7 @@ def check_unbounded(
     run = _Attacking(**options)
     n = int(y.shape[0])
     eps = unbounded_eps(norm, x)
-    step = 2.5 * eps / max(1, steps)
+    step = default_step_size(eps=eps, steps=steps)
     acc = _accuracy_under(
         model,
         x,
