@@ -10,10 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from torch import nn
 
+from nrflab.core.columns import RELIANCE
 from nrflab.core.errors import NrflabError
 from nrflab.data.planted import idct_images, make_templates, make_views
 from nrflab.data.planted_spec import band_mask, spec_from_params
-from nrflab.measure.reliance import RELIANCE_COLUMNS, RelianceProbe, RelianceViews, reliance
+from nrflab.measure.reliance import RelianceProbe, RelianceViews, reliance
 from nrflab.measure.spectrum import band_energy
 from nrflab.models import create_model
 
@@ -91,8 +92,8 @@ def test_probe_does_not_change_the_model(views: RelianceViews, statistics: str) 
     before = state_snapshot(model)
     probe = RelianceProbe(views)
     row = probe(model) if statistics == "running" else reliance(model, views, statistics="batch").as_row()
-    assert list(row) == probe.columns() == list(RELIANCE_COLUMNS)
-    assert all(0.0 <= row[k] <= 1.0 for k in RELIANCE_COLUMNS if k != "rho") and -1.0 <= row["rho"] <= 1.0
+    assert list(row) == probe.columns() == list(RELIANCE)
+    assert all(0.0 <= row[k] <= 1.0 for k in RELIANCE if k != "rho") and -1.0 <= row["rho"] <= 1.0
     assert_same_state(model, before)
     assert model.training and all(m.training for m in model.modules())
     assert all(p.grad is None for p in model.parameters())

@@ -28,7 +28,6 @@ from nrflab.data.views import RelianceViews
 from nrflab.measure.predict import BATCH_STATS_IN_ORDER, PAPER, Protocol, predict
 
 Statistics = Literal["running", "batch"]
-RELIANCE_COLUMNS = RELIANCE
 
 
 @dataclass(frozen=True)
@@ -91,7 +90,7 @@ class RelianceProbe:
         self.batch_size = batch_size
 
     def columns(self) -> list[str]:
-        return list(RELIANCE_COLUMNS)
+        return list(RELIANCE)
 
     def __call__(self, model: nn.Module) -> dict[str, float]:
         return reliance(model, self.views, batch_size=self.batch_size).as_row()
