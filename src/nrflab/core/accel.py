@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from nrflab.core.errors import NrflabError
+from nrflab.core.modules import frozen_model
 
 log = logging.getLogger("nrflab.core.accel")
 
@@ -269,12 +270,8 @@ def resolve_batch_size(
         raise NrflabError(f"batch size must be an integer >= 1 or 'auto', got {value!r}")
     if not sample.is_cuda:
         return min(DEFAULT_EVAL_BATCH_SIZE, max(total, 1))
-    was_training = model.training
-    model.eval()
-    try:
+    with frozen_model(model, "eval"):
         probe = probe_memory(model, sample)
-    finally:
-        model.train(was_training)
     return even_batches(total, min(cap, probe.largest_batch(fraction)))
 
 
