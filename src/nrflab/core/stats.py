@@ -70,10 +70,14 @@ def paired_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, flo
 
     Pair by seed: the same seed for both arms removes the seed-to-seed variance the arms share.
     """
+    return mean_ci(_differences(a, b, caller="paired_ci"), proportion=False)
+
+
+def _differences(a: Sequence[float], b: Sequence[float], *, caller: str) -> list[float]:
+    """The paired differences ``a[i] - b[i]``, pairs with a NaN dropped; unequal lengths are ``caller``'s error."""
     if len(a) != len(b):
-        raise ValueError(f"paired_ci needs equally many values ({len(a)} vs {len(b)})")
-    diffs = [float(x) - float(y) for x, y in zip(a, b) if math.isfinite(x) and math.isfinite(y)]
-    return mean_ci(diffs, proportion=False)
+        raise ValueError(f"{caller} needs equally many values ({len(a)} vs {len(b)})")
+    return [float(x) - float(y) for x, y in zip(a, b) if math.isfinite(x) and math.isfinite(y)]
 
 
 #: Seeds a comparative claim needs before it can agree or disagree (fewer: "not tested").
@@ -89,10 +93,7 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, f
     The unit is the pair (a seed: both arms trained with the same seed). p is NaN with fewer than two
     pairs; with zero spread it is 0 (a nonzero mean) or 1 (a zero mean).
     """
-    if len(a) != len(b):
-        raise ValueError(f"paired_test needs equally many values ({len(a)} vs {len(b)})")
-    diffs = [float(x) - float(y) for x, y in zip(a, b) if math.isfinite(x) and math.isfinite(y)]
-    return one_sample_test(diffs)
+    return one_sample_test(_differences(a, b, caller="paired_test"))
 
 
 def one_sample_test(values: Sequence[float]) -> tuple[float, float, float, float, int]:
