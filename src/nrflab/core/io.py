@@ -110,7 +110,7 @@ def atomic_save_tensors(
         _commit(tmp, path)
 
 
-def remove_stale_temps(directory: str | os.PathLike[str], *, recursive: bool = True) -> list[Path]:
+def remove_stale_temps(directory: str | os.PathLike[str]) -> list[Path]:
     """Remove temporary files left by writes that were interrupted (``.NAME.*.tmp``).
 
     Call only while holding the directory's lock: then no other writer can own them.
@@ -118,9 +118,8 @@ def remove_stale_temps(directory: str | os.PathLike[str], *, recursive: bool = T
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    pattern = "**/.*" + TEMP_SUFFIX if recursive else ".*" + TEMP_SUFFIX
     removed = []
-    for p in directory.glob(pattern):
+    for p in directory.glob("**/.*" + TEMP_SUFFIX):
         if p.is_file():
             p.unlink(missing_ok=True)
             removed.append(p)

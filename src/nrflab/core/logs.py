@@ -55,10 +55,9 @@ def scoped(*, prefix: str = "", quiet: bool = False) -> Iterator[None]:
     output like the main process's; the previous prefix and level come back afterwards.
     """
     logger = logging.getLogger(LOGGER)
-    handlers = [h for h in logger.handlers if isinstance(h, _ConsoleHandler)]
-    if not handlers:
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
         console_logging()
-        handlers = [h for h in logger.handlers if isinstance(h, _ConsoleHandler)]
+    handlers = [h for h in logger.handlers if isinstance(h, _ConsoleHandler)]
     old_prefixes = [h.prefix for h in handlers]
     old_level = logger.level
     for h in handlers:
