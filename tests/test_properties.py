@@ -16,7 +16,6 @@ from nrflab.attacks import AttackSpec, parse_attack
 from nrflab.core.columns import attack_of, attack_title, robust_key
 from nrflab.core.stats import judge, mean_ci, paired_ci, wilson
 from nrflab.data.base import class_balanced_split
-from nrflab.data.formats.imagefolder import _fraction_split
 from nrflab.features import quantize
 from nrflab.training import make_config
 from nrflab.training.augment import augment_batch, augment_batch_reference
@@ -198,7 +197,7 @@ def test_class_balanced_split_partitions_with_exact_test_counts(counts, per_clas
 )
 def test_fraction_split_keeps_every_class_on_both_sides(counts, fraction, seed) -> None:
     labels = np.concatenate([np.full(n, c) for c, n in enumerate(counts)])
-    train, test = _fraction_split(labels, fraction, seed)
+    train, test = class_balanced_split(labels, fraction, seed, sort=True)
     assert sorted(np.concatenate([train, test]).tolist()) == list(range(labels.size))
     for c in range(len(counts)):
         assert (labels[test] == c).sum() >= 1 and (labels[train] == c).sum() >= 1

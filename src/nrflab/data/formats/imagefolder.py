@@ -18,7 +18,14 @@ import torch
 from torch.utils.data import Dataset
 
 from nrflab.core.errors import NrflabError
-from nrflab.data.base import DatasetBundle, ImageTensorDataset, channel_stats, default_root, register_dataset
+from nrflab.data.base import (
+    DatasetBundle,
+    ImageTensorDataset,
+    channel_stats,
+    class_balanced_split,
+    default_root,
+    register_dataset,
+)
 from nrflab.data.download import PathLike
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -153,19 +160,6 @@ class ImageFileDataset(Dataset[tuple[torch.Tensor, int]]):
         return ImageFileDataset([self.paths[i] for i in idx], self.labels.numpy()[idx], input_shape=self.input_shape)
 
 
-def _fraction_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Class-balanced split putting ``round(test_fraction * n_c)`` of each class (at least 1 if n_c > 1) in test."""
-    rng = np.random.default_rng(seed)
-    train_idx, test_idx = [], []
-    for c in np.unique(labels):
-        idx = np.flatnonzero(labels == c)
-        rng.shuffle(idx)
-        n_test = min(max(round(test_fraction * idx.size), 1), idx.size - 1)
-        test_idx.append(idx[:n_test])
-        train_idx.append(idx[n_test:])
-    return np.sort(np.concatenate(train_idx)), np.sort(np.concatenate(test_idx))
-
-
 def _layout(base: Path) -> tuple[list[str], list[tuple[Path, int]], np.ndarray, np.ndarray, str]:
     """Classes, every ``(file, class)``, the train and test indices, and how they were split."""
     hint = f"put images in {base}/train/<class>/ and {base}/test/<class>/, or in {base}/<class>/ for an 80/20 split"
@@ -177,7 +171,7 @@ def _layout(base: Path) -> tuple[list[str], list[tuple[Path, int]], np.ndarray, 
     if not has_train:
         pairs = _class_images(base)
         labels = np.array([c for _, c in pairs], dtype=np.int64)
-        train_idx, test_idx = _fraction_split(labels, IMAGEFOLDER_TEST_FRACTION, IMAGEFOLDER_SPLIT_SEED)
+        train_idx, test_idx = class_balanced_split(labels, IMAGEFOLDER_TEST_FRACTION, IMAGEFOLDER_SPLIT_SEED, sort=True)
         fraction = IMAGEFOLDER_TEST_FRACTION
         split = f"class-balanced {1 - fraction:.0%}/{fraction:.0%}, seed {IMAGEFOLDER_SPLIT_SEED}"
         return [p.name for p in _class_dirs(base)], pairs, train_idx, test_idx, split
