@@ -250,7 +250,6 @@ REPRODUCE_FLAGS = {
     **EXPERIMENT_FLAGS,
     "dataset": Flag(names=("--dataset", "-d"), help="Dataset of every experiment that takes one."),
     "data_root": Flag(help="Where file-based datasets live (e.g. the folder holding cifar-10-batches-py)."),
-    "device": Flag(help="auto, cpu, cuda or cuda:N."),
     "epochs": Flag(help="Epochs of every training stage of every experiment."),
     "seeds": Flag(names=("--seed",), help="Seed(s) of every experiment; repeatable."),
     "assignments": Flag(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -161,18 +161,15 @@ def load_built_dataset(path: str | os.PathLike[str]) -> DatasetBundle:
     card = read_card(path)
     arrays = load_built_arrays(path)
     bundle = load_dataset(card.base.name, root=card.base.root)
-    num_classes = bundle.num_classes
-    if int(arrays["labels"].min()) < 0 or int(arrays["labels"].max()) >= num_classes:
-        raise NrflabError(f"{path} has labels outside 0..{num_classes - 1}")
-    return DatasetBundle(
+    if int(arrays["labels"].min()) < 0 or int(arrays["labels"].max()) >= bundle.num_classes:
+        raise NrflabError(f"{path} has labels outside 0..{bundle.num_classes - 1}")
+    # The base dataset with the built train set; the base's probes and views describe its own images only.
+    return replace(
+        bundle,
         name=str(path),
         train=ImageTensorDataset(arrays["images"], arrays["labels"]),
-        test=bundle.test,
-        num_classes=num_classes,
-        input_shape=bundle.input_shape,
-        mean=bundle.mean,
-        std=bundle.std,
-        classes=bundle.classes,
+        probes=[],
+        reliance_views=None,
         info={
             "base_dataset": bundle.name,
             "kind": card.kind,

@@ -171,11 +171,9 @@ def spec_from_params(params: dict[str, str]) -> PlantedSpec:
         if key == "variant":
             continue
         if key in _FLOAT_RANGES:
-            lo, hi = _FLOAT_RANGES[key]
-            values[key] = _parse_float(key, text, lo, hi)
+            values[key] = _parse_number(key, text, *_FLOAT_RANGES[key], integer=False)
         elif key in _INT_RANGES:
-            lo, hi = _INT_RANGES[key]
-            values[key] = _parse_int(key, text, lo, hi)
+            values[key] = _parse_number(key, text, *_INT_RANGES[key], integer=True)
         else:
             choice = text.lower()
             if choice not in _CHOICES[key]:
@@ -193,23 +191,15 @@ def spec_from_params(params: dict[str, str]) -> PlantedSpec:
     return spec
 
 
-def _parse_float(key: str, text: str, lo: float, hi: float) -> float:
+def _parse_number(key: str, text: str, lo: float, hi: float, *, integer: bool) -> float:
+    """``text`` as an int (``integer``) or a float in ``[lo, hi]``, or one error line naming the range."""
     try:
-        value = float(text)
+        value: float = int(text) if integer else float(text)
     except ValueError:
         value = math.nan
     if not (lo <= value <= hi):
-        raise NrflabError(f"planted parameter {key} must be a number in [{lo:g}, {hi:g}], got {text!r}")
-    return value
-
-
-def _parse_int(key: str, text: str, lo: int, hi: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise NrflabError(f"planted parameter {key} must be an integer in [{lo}, {hi}], got {text!r}") from None
-    if not (lo <= value <= hi):
-        raise NrflabError(f"planted parameter {key} must be an integer in [{lo}, {hi}], got {text!r}")
+        what = f"an integer in [{lo}, {hi}]" if integer else f"a number in [{lo:g}, {hi:g}]"
+        raise NrflabError(f"planted parameter {key} must be {what}, got {text!r}")
     return value
 
 
