@@ -64,6 +64,14 @@ class Normalization:
         return f"mean {fmt(self.mean)} std {fmt(self.std or ())} ({self.origin}), inside the model"
 
 
+#: What :meth:`LoadedModel.describe` records (every field but the module), in the order records have always
+#: listed them (``input_shape`` is None or a non-empty shape, so its JSON is None or a list).
+DESCRIBED_FIELDS = (
+    "name kind source sha256 fingerprint arch norm width num_classes in_channels input_shape normalization layout "
+    "has_batchnorm notes"
+).split()
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
     """A model ready for nrflab: ``module`` takes [0,1] inputs, is in eval mode and sits on the requested
@@ -92,24 +100,8 @@ class LoadedModel:
     notes: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, object]:
-        """JSON-ready provenance for records and caches."""
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "source": self.source,
-            "sha256": self.sha256,
-            "fingerprint": self.fingerprint,
-            "arch": self.arch,
-            "norm": self.norm,
-            "width": self.width,
-            "num_classes": self.num_classes,
-            "in_channels": self.in_channels,
-            "input_shape": list(self.input_shape) if self.input_shape else None,
-            "normalization": to_json(self.normalization),
-            "layout": self.layout,
-            "has_batchnorm": self.has_batchnorm,
-            "notes": list(self.notes),
-        }
+        """JSON-ready provenance for records and caches: the fields of :data:`DESCRIBED_FIELDS`, in that order."""
+        return {k: to_json(getattr(self, k)) for k in DESCRIBED_FIELDS}
 
 
 class InputNormalized(nn.Module):

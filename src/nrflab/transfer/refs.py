@@ -219,13 +219,8 @@ def load_outside_model(
     Loaded once on the CPU with :func:`nrflab.models.references.load_model_reference`; the fingerprint is
     its hash of the state dict; the group is its architecture/norm where known, else its name.
     """
-    try:
-        from nrflab.models.references import load_model_reference
-    except ImportError:  # pragma: no cover - an installation without outside-model support
-        raise NrflabError(
-            f"model {reference!r} is not an nrflab run or model file, and this installation cannot "
-            "load models from outside nrflab"
-        ) from None
+    from nrflab.models.references import load_model_reference
+
     loaded = load_model_reference(reference, device="cpu", **asdict(options))
     if loaded.normalization.origin == "missing":
         raise NrflabError(

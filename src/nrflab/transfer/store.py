@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal
 
@@ -134,18 +134,13 @@ class AdversarialSet:
     source_adv_pred: torch.Tensor
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {
-            "x_adv": self.x_adv,
-            "y": self.y,
-            "t": self.t,
-            "source_clean_pred": self.source_clean_pred,
-            "source_adv_pred": self.source_adv_pred,
-        }
+        """The fields by name, in declaration order (what the cache file stores)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
     def from_tensors(cls, tensors: dict[str, torch.Tensor], num_samples: int) -> AdversarialSet | None:
         """The set stored in ``tensors``, or None if a tensor is missing or has the wrong length."""
-        names = ("x_adv", "y", "t", "source_clean_pred", "source_adv_pred")
+        names = [f.name for f in fields(cls)]
         if any(n not in tensors or tensors[n].shape[:1] != (num_samples,) for n in names):
             return None
         return cls(*(tensors[n] for n in names))
