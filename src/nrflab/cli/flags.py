@@ -10,9 +10,9 @@ yet. An entry for a field that does not exist fails when the command is register
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Optional
 
-from nrflab.cli.model_options import MEAN_HELP, STD_HELP, parse_channel_values
+from nrflab.cli.measuring import channels
+from nrflab.cli.model_options import MEAN_HELP, STD_HELP
 from nrflab.cli.schema_flags import Flag, split_list
 from nrflab.core.errors import NrflabError
 from nrflab.core.validation import DEVICE_HELP
@@ -35,14 +35,6 @@ def _batch_size(text: str) -> int | str:
         return int(text)
     except ValueError:
         raise NrflabError(f"--eval-batch-size must be auto or a whole number, got {text!r}") from None
-
-
-def _channels(flag: str) -> Flag:
-    def parse(text: str) -> Optional[list[float]]:
-        values = parse_channel_values(text, flag)
-        return None if values is None else list(values)
-
-    return Flag(names=(flag,), help=MEAN_HELP if flag == "--mean" else STD_HELP, parse=parse)
 
 
 def _models(names: Sequence[str], help: str) -> Flag:
@@ -179,8 +171,8 @@ TRANSFER_FLAGS = {
     "norm": Flag(help=f"Normalization {OUTSIDE}."),
     "num_classes": Flag(help=f"Classes {OUTSIDE}."),
     "width": Flag(help=f"Width multiplier {OUTSIDE}."),
-    "mean": _channels("--mean"),
-    "std": _channels("--std"),
+    "mean": channels("--mean", help=MEAN_HELP),
+    "std": channels("--std", help=STD_HELP),
     "out": Flag(
         names=("--out", "-o"),
         help="Output directory (cached adversarial examples, pair results, matrix CSV/JSON, heat maps, summary.md). "

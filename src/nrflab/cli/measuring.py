@@ -12,14 +12,14 @@ from nrflab.cli.schema_flags import Flag
 from nrflab.core.errors import NrflabError
 
 
-def channels(flag: str) -> Flag:
-    """A per-channel option typed as ``0.49,0.48,0.45``."""
+def channels(flag: str, help: str = "") -> Flag:
+    """A per-channel option typed as ``0.49,0.48,0.45`` (``help`` for a field without a description)."""
 
     def parse(text: str) -> Optional[list[float]]:
         values = parse_channel_values(text, flag)
         return None if values is None else list(values)
 
-    return Flag(names=(flag,), parse=parse)
+    return Flag(names=(flag,), help=help, parse=parse)
 
 
 MEASURE_FLAGS = {

@@ -63,8 +63,7 @@ def parse_channel_values(text: Optional[str], what: str) -> tuple[float, ...] | 
     parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
     if not parts:
         raise NrflabError(f"{what} needs comma-separated numbers, got {text!r}")
-    values = [parse_number(p, what=f"in {what}") for p in parts]
-    return tuple(values)
+    return tuple(parse_number(p, what=f"in {what}") for p in parts)
 
 
 def one_model(values: Sequence[str] | str | None, flags: str) -> str | None:

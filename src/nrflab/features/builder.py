@@ -18,6 +18,7 @@ from nrflab.core.errors import NrflabError
 from nrflab.core.modules import model_device
 from nrflab.core.seeds import seeded_subset
 from nrflab.data import DatasetBundle, load_dataset
+from nrflab.data.base import to_float
 from nrflab.data.built import read_card
 from nrflab.features.settings import INVERSION_KINDS, BuildSettings
 from nrflab.features.source import Representation, sha256_file
@@ -56,10 +57,6 @@ class BuildInputs:
     count: int  # how many samples are built (the first ``count``)
     bundle_info: BaseDatasetInfo
     base_info: BaseSetInfo | None = None
-
-
-def _as_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
 
 
 def prepare_inputs(
@@ -198,16 +195,16 @@ class ShardBuilder:
         for b in range(0, len(idx), self.batch_size):
             bi, bd = idx[b : b + self.batch_size], draw[b : b + self.batch_size]
             y = self.inputs.labels[bi]
-            x = _as_float(self.inputs.images[bi]).to(self.device)
+            x = to_float(self.inputs.images[bi]).to(self.device)
             if self.rep is not None:
-                start = _as_float(self.inputs.images[bd]).to(self.device)
+                start = to_float(self.inputs.images[bd]).to(self.device)
                 with torch.no_grad():
                     target_rep = self.rep(x)
                 x_new = self.attack(start, target_rep)
                 stored = quantize(x_new, self.s.dtype)
                 with torch.no_grad():
                     before = (self.rep(start) - target_rep).norm(dim=1)
-                    after = (self.rep(_as_float(stored)) - target_rep).norm(dim=1)
+                    after = (self.rep(to_float(stored)) - target_rep).norm(dim=1)
                 stats["dist_before"] += float(before.sum())
                 stats["dist_after"] += float(after.sum())
                 stats["ref_norm"] += float(target_rep.norm(dim=1).sum())
@@ -217,7 +214,7 @@ class ShardBuilder:
                 target = bd
                 stored = quantize(self.attack(x, target.to(self.device)), self.s.dtype)
             with torch.no_grad():
-                pred = self.model(_as_float(stored)).argmax(1).cpu()
+                pred = self.model(to_float(stored)).argmax(1).cpu()
             labels = {"target": target, "reference": y, "prediction": pred}[self.s.label_policy]
             stats["n"] += len(bi)
             stats["label_agreement"] += int((pred == labels).sum())

@@ -81,11 +81,6 @@ def write_config(run: RunDir, resolved: Mapping[str, object]) -> None:
     )
 
 
-def run_differences(run: RunDir, cfg: TrainConfig) -> list[str]:
-    """``field: recorded -> new`` for every field in which ``cfg`` differs from the run's recorded config."""
-    return cfg.differences(run.read_config())
-
-
 def claim(run: RunDir, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tuple[bool, Stash | None]:
     """Decide, under the lock, whether to resume; move an old run aside for overwrite.
 
@@ -102,7 +97,7 @@ def claim(run: RunDir, cfg: TrainConfig, *, resume: bool, overwrite: bool) -> tu
         what = "a finished run" if status and status.finished else "an unfinished run"
         raise NrflabError(f"{out} already holds {what}; pass --resume to continue it or --overwrite to start again")
     if run.config_path.is_file():
-        diff = run_differences(run, cfg)
+        diff = cfg.differences(run.read_config())  # ``field: recorded -> new`` per differing field
         if diff:
             raise NrflabError(
                 f"cannot resume {out}: it is a different run ({'; '.join(diff[:4])}"

@@ -29,6 +29,7 @@ from nrflab.core.columns import CLEAN, LIGS, RHO, SHIFTED, robust_key
 from nrflab.core.errors import NrflabError
 from nrflab.core.validation import resolve_device
 from nrflab.data import DatasetBundle, ImageTensorDataset, load_dataset
+from nrflab.data.base import to_float
 from nrflab.measure.metrics import dataset_tensors
 from nrflab.measure.reliance import RelianceProbe
 from nrflab.models import NrfModel, create_model
@@ -61,9 +62,7 @@ class TensorData:
         return int(self.labels.shape[0])
 
     def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[idx]
-        x = x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
-        return x, self.labels[idx]
+        return to_float(self.images[idx]), self.labels[idx]
 
 
 @dataclass
@@ -142,12 +141,6 @@ class Trainer:
             # Module.to accepts memory_format at run time; torch's overloads for it omit the keyword.
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model
-
-    def _check_output(self) -> None:
-        check_output_path(self.out, what="run directory", allow_run=True)
-
-    def _claim(self, resume: bool, overwrite: bool) -> tuple[bool, Stash | None]:
-        return runstate.claim(self.run_dir, self.cfg, resume=resume, overwrite=overwrite)
 
     def _write_config(self, model: NrfModel) -> None:
         compile_mode = accel.resolve_compile_mode(compile_setting(self.cfg)) or "none"
@@ -266,7 +259,7 @@ class Trainer:
     def run(self, *, resume: bool = False, overwrite: bool = False) -> TrainResult:
         """Train (or continue) the run; see the module docstring for what is checked before the disk is touched."""
         cfg = self.cfg
-        self._check_output()
+        check_output_path(self.out, what="run directory", allow_run=True)
         torch.manual_seed(cfg.seed)
         model = self._build_model()
         opt = make_optimizer(cfg, model)
@@ -276,7 +269,7 @@ class Trainer:
         eval_set = EvalSet.from_bundle(self.bundle, cfg, self.device)
         self._step_model = accel.training_model(model, compile_setting(cfg))
         with locked(self.out, what="run directory"):
-            from_checkpoint, stash = self._claim(resume, overwrite)
+            from_checkpoint, stash = runstate.claim(self.run_dir, cfg, resume=resume, overwrite=overwrite)
             try:
                 history, probe_history = self._loop(model, opt, train, eval_set, from_checkpoint, stash)
             except BaseException:
