@@ -93,13 +93,10 @@ def _existing_shard_stats(path: Path, digest: str, expected: int) -> dict[str, f
         return None
     try:
         meta = read_metadata(path)
-    except NrflabError:
-        return None
-    try:
         if meta.get("settings_digest") != digest or int(meta.get("num_images", -1)) != expected:
             return None
         stats = json.loads(meta["stats"])
-    except (KeyError, TypeError, ValueError):  # corrupt metadata: build the shard again
+    except (NrflabError, KeyError, TypeError, ValueError):  # unreadable or corrupt metadata: build the shard again
         return None
     return cast(dict[str, float], stats) if isinstance(stats, dict) else None
 
