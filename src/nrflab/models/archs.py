@@ -283,18 +283,15 @@ class ArchSpec:
     build: ArchBuilder
     description: str
     residual: bool = False
-    default_width: float = 1.0
 
 
 ARCHS: Registry[ArchSpec] = Registry("arch")
 """Every architecture ``create_model`` can build, by name."""
 
 
-def register_arch(
-    name: str, *, description: str, residual: bool = False, default_width: float = 1.0
-) -> Callable[[ArchBuilder], ArchBuilder]:
+def register_arch(name: str, *, description: str, residual: bool = False) -> Callable[[ArchBuilder], ArchBuilder]:
     """A decorator that registers an architecture builder under ``name`` (lower case)."""
-    return ARCHS.register(name.lower(), lambda build: ArchSpec(build, description, residual, default_width))
+    return ARCHS.register(name.lower(), lambda build: ArchSpec(build, description, residual))
 
 
 def list_archs(filter: str | None = None) -> list[str]:

@@ -58,10 +58,6 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
 
 
-def group_count(channels: int, max_groups: int = 32) -> int:
-    return math.gcd(channels, max_groups)
-
-
 def norm_layer(norm: str) -> NormFactory:
     """A factory ``channels -> module`` for the given normalization name."""
     return NORMS.get(check_norm(norm)).layer
@@ -81,7 +77,7 @@ def _none(channels: int) -> nn.Module:
 
 @register_norm("gn", description="GroupNorm with up to 32 groups (the largest divisor of the channels <= 32)")
 def _gn(channels: int) -> nn.Module:
-    return nn.GroupNorm(group_count(channels), channels)
+    return nn.GroupNorm(math.gcd(channels, 32), channels)  # 32 is a power of two: the gcd is that divisor
 
 
 @register_norm("ln", description="LayerNorm over (C, H, W): GroupNorm with one group, as in the paper's code")
