@@ -257,4 +257,4 @@ def iterate_batches(
         yield x.to(device).float(), torch.as_tensor(y).long().to(device)
 
 
-__all__ = ["iterate_batches"]
+__all__ = ["iterate_batches", "to_float"]
