@@ -138,6 +138,7 @@ def test_every_norm_trains_a_step_and_is_recorded(mnist, tmp_path, arch, norm, w
     assert any(not torch.equal(start[k], end[k]) for k in start if k.endswith("weight"))
 
 
+@pytest.mark.slow  # an experiment end to end at its quick scale: with the slow tests in CI
 def test_norms_experiments_quick_share_one_zoo_and_write_their_sections(tmp_path):
     from nrflab.experiments.registry import select
     from nrflab.experiments.reproduce import run_chain

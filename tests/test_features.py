@@ -291,6 +291,7 @@ def test_cli(tmp_path, source, d_r, capsys):
     assert "--label-policy" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # an experiment end to end at its quick scale: with the slow tests in CI
 def test_experiment_quick(tmp_path):
     from nrflab.experiments.features import QUICK, SPEC
     from nrflab.experiments.reproduce import run_chain

@@ -501,6 +501,7 @@ def test_cli_recipe(tmp_path, zoo):
     assert record["settings"]["num_samples"] == 16 and record["settings"]["attack"].startswith("pgd-linf:eps=0.1")
 
 
+@pytest.mark.slow  # an experiment end to end at its quick scale: with the slow tests in CI
 def test_experiment_quick(tmp_path):
     from nrflab.experiments.reproduce import run_experiment
     from nrflab.runs.jobs import Execution
