@@ -177,6 +177,15 @@ def test_cli_refuses_bad_input_in_one_line(tiny_models, tmp_path, capsys, flag, 
     assert not (tmp_path / "x").exists()
 
 
+def test_cli_refuses_a_file_as_out_before_measuring(tiny_models, tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("keep")
+    assert main(["fourier", tiny_models[0], "-d", "digits", "--eps", "1", "--limit", "4", "--out", str(taken)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --out {taken} exists and is not a directory"]  # no map was measured first
+    assert taken.read_text() == "keep"
+
+
 @pytest.mark.parametrize("freeze", [False, True])
 def test_a_coarse_grid_evaluates_its_frequencies_only_and_finds_the_same_peak(freeze):
     model, x, y = one_frequency_case(8, 8, (2, -2), c=1)

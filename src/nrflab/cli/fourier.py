@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from nrflab.cli.app import app, out_option
+from nrflab.core.errors import NrflabError
 from nrflab.core.validation import SEED_MAX
 
 
@@ -32,6 +33,8 @@ def fourier(
     from nrflab.measure.fourier_models import heat_maps_of
     from nrflab.report.fourier_plots import write_heat_maps
 
+    if out.exists() and not out.is_dir():  # refused now, not after every map is measured
+        raise NrflabError(f"--out {out} exists and is not a directory")
     slugs, maps = [], []
     for slug, heat_map in heat_maps_of(
         models,
